@@ -1,0 +1,82 @@
+"""Checkpoints: plain dicts, written atomically, loaded without unpickling code.
+
+A checkpoint is `{"format": 1, "kind", "piece": {...config...}, "fingerprint", "step", "system":
+System.state_dict(), ...}`. It is written to a temporary file in the same folder, flushed and
+fsync'd, then renamed over the old one (rename is atomic on POSIX), and the folder is fsync'd, so a
+crash or power cut leaves either the old checkpoint or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import CheckpointError
+
+FORMAT = 1
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    """Write `payload` to `path` atomically (tmp + fsync + rename + fsync of the folder)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint with `weights_only=True`: tensors and containers only, never code."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises several types for truncated or foreign files
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint ({first})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not an unstable checkpoint (format {FORMAT} expected)")
+    return payload
+
+
+def fingerprint(piece_dict: dict[str, Any], keys: tuple[str, ...] | None = None) -> str:
+    """A short hash of the parts of a piece's config that fix its architecture.
+
+    Two pieces with the same fingerprint can exchange weights; a checkpoint whose fingerprint
+    differs from the piece loading it is refused.
+    """
+    data = piece_dict if keys is None else {k: piece_dict.get(k) for k in keys}
+    blob = json.dumps(data, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def check_compatible(payload: dict[str, Any], kind: str, arch_fingerprint: str, source: str) -> None:
+    """Refuse a checkpoint made by a different kind of piece or a different architecture."""
+    if payload.get("kind") != kind:
+        raise CheckpointError(f"{source}: checkpoint is for a {payload.get('kind')!r} piece, not {kind!r}")
+    if payload.get("fingerprint") != arch_fingerprint:
+        raise CheckpointError(
+            f"{source}: checkpoint was made with a different architecture "
+            f"(fingerprint {payload.get('fingerprint')} != {arch_fingerprint}); refusing to load it")
