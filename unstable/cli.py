@@ -48,5 +48,26 @@ def train(piece, steps, minutes, out, device, seed, resume):
     click.echo(f"run folder: {folder}  (latest grid: {folder / 'grid.png'})")
 
 
+DEFAULT_PIECE = "pieces/equilibrium-1-1.toml"
+
+
+@main.command()
+@click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=3.0, show_default=True,
+              help="How long to train the default piece.")
+@click.option("--out", type=click.Path(file_okay=False), default="runs/demo", show_default=True)
+@click.option("--device", type=DEVICE, default="auto", show_default=True)
+@friendly
+def demo(minutes, out, device):
+    """The main job on the built-in default: train the default piece for a few minutes."""
+    from pathlib import Path
+
+    from .system import resolve_device
+    from .trainer import train as run_training
+    resume = (Path(out) / "checkpoint.pt").exists()
+    folder = run_training(DEFAULT_PIECE, out=out, device=resolve_device(device), resume=resume,
+                          minutes=minutes, steps=10**9, echo=click.echo)
+    click.echo(f"demo: grids in {folder / 'grids'}, latest {folder / 'grid.png'}")
+
+
 if __name__ == "__main__":
     main()

@@ -182,7 +182,7 @@ def load_dataclass(cls: type[T], data: Mapping[str, Any], *, source: str, prefix
     dotted = lambda name: f"{prefix}.{name}" if prefix else name  # noqa: E731
     for name in data:
         if name not in fields:
-            close = difflib.get_close_matches(name, list(fields), n=1)
+            close = difflib.get_close_matches(name, list(fields), n=1, cutoff=0.5)
             hint = f", did you mean {close[0]!r}?" if close else f", expected one of {', '.join(sorted(fields))}"
             raise ConfigError(source, dotted(name), f"unknown key{hint}")
     kwargs = {}
