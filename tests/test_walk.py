@@ -1,0 +1,212 @@
+"""Latent walks: seamless loops, keyframes hit, slerp norms, determinism, batching, clocks."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import pytest
+import torch
+
+from unstable.config import load_dataclass
+from unstable.errors import ConfigError, UnstableError
+from unstable.walk import FrameClock, Walk, WalkClock, WalkSettings, keyframe_latent, panel_seed
+
+DEV = torch.device("cpu")
+METHODS = ["linear", "slerp", "cubic", "catmull_rom"]
+PANELS = {"left": 32, "right": 32}
+
+
+def walk(**kw):
+    return Walk(WalkSettings(**kw), PANELS, DEV)
+
+
+def dist(a, b):
+    return (a - b).norm().item()
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_loop_has_no_seam(method):
+    """Over one loop at 30 fps the step from the last frame back to the first is an ordinary step."""
+    w = walk(keyframes=5, seed=3, interpolation=method, period=1.0)
+    clock = FrameClock(30)
+    n = int(w.duration * clock.fps)  # frames in one loop
+    z = w.latents_at_many(clock.ticks(n + 1))["left"]  # [n + 1, D]
+    assert torch.equal(z[n], z[0])  # frame n is frame 0 again, exactly
+    steps = (z[1:] - z[:-1]).norm(dim=1)  # steps[n - 1] is the seam: last frame -> first
+    seam, before, after = steps[n - 1].item(), steps[n - 2].item(), steps[0].item()
+    assert 0.7 < seam / before < 1.4  # neither a jump nor a repeated frame
+    if method in ("cubic", "catmull_rom"):  # C1 paths: the speed carries on through the seam
+        assert 0.9 < seam / after < 1.1
+    assert 0.2 * steps.median().item() < seam < 2.0 * steps.median().item()
+    # latents_at(period * K) == latents_at(0), for float and exact times.
+    for t in (float(w.duration), w.duration, 3 * w.duration):
+        assert torch.equal(w.latents_at(t)["right"], w.latents_at(0)["right"])
+
+
+def test_open_path_holds_its_ends():
+    w = walk(keyframes=4, interpolation="cubic", loop=False, period=0.5)
+    assert w.duration == Fraction(3, 2)
+    keys = w.keyframes("left")
+    torch.testing.assert_close(w.latents_at(-1.0)["left"][0], keys[0])
+    torch.testing.assert_close(w.latents_at(10.0)["left"][0], keys[-1])
+
+
+@pytest.mark.parametrize("loop", [True, False])
+@pytest.mark.parametrize("method", METHODS)
+def test_path_passes_through_keyframes(method, loop):
+    w = walk(keyframes=5, seed=11, interpolation=method, loop=loop, period=0.7, easing="smoothstep")
+    for name in PANELS:
+        keys = w.keyframes(name)  # [K, D]
+        for i in range(5):
+            z = w.latents_at(w.keyframe_time(i))[name][0]
+            torch.testing.assert_close(z, keys[i], atol=1e-5, rtol=1e-5)
+        # and between keyframes it is somewhere else
+        mid = w.latents_at(w.keyframe_time(1) + w.period / 2)[name][0]
+        assert dist(mid, keys[1]) > 0.1 and dist(mid, keys[2]) > 0.1
+
+
+def test_keyframes_come_from_seeds():
+    w = Walk(WalkSettings(seeds=(7, 8, 9)), {"a": 16, "b": 16}, DEV)
+    assert torch.equal(w.keyframes("a")[1], keyframe_latent(8, 16))  # panel 0: the plain seed
+    assert torch.equal(w.keyframes("b")[1], keyframe_latent(panel_seed(8, 1), 16))
+    assert not torch.equal(w.keyframes("a"), w.keyframes("b"))
+
+
+def test_slerp_keeps_norm_and_linear_dips():
+    d = 256
+    s = Walk(WalkSettings(keyframes=4, interpolation="slerp"), {"a": d}, DEV)
+    lin = Walk(WalkSettings(keyframes=4, interpolation="linear"), {"a": d}, DEV)
+    ts = [Fraction(i, 20) * s.period for i in range(4 * 20)]
+    ns = s.latents_at_many(ts)["a"].norm(dim=1)
+    key_norms = s.keyframes("a").norm(dim=1)
+    lo, hi = key_norms.min().item(), key_norms.max().item()
+    assert lo - 1e-3 <= ns.min().item() and ns.max().item() <= hi + 1e-3
+    # Without it, Gaussian latents lose about 1 - 1/sqrt(2) of their norm mid-segment.
+    assert lin.latents_at_many(ts)["a"].norm(dim=1).min().item() < 0.8 * lo
+
+
+@pytest.mark.parametrize("method", ["linear", "cubic", "catmull_rom"])
+def test_keep_norm_follows_keyframe_norms(method):
+    w = Walk(WalkSettings(keyframes=4, interpolation=method, keep_norm=True, temperature=0.5), {"a": 256}, DEV)
+    ns = w.latents_at_many([i / 10 for i in range(160)])["a"].norm(dim=1)
+    key_norms = 0.5 * w.keyframes("a").norm(dim=1)
+    assert ns.min().item() > 0.9 * key_norms.min().item() and ns.max().item() < 1.1 * key_norms.max().item()
+
+
+def test_determinism_panels_and_shared():
+    a = walk(keyframes=3, seed=5)
+    b = walk(keyframes=3, seed=5)
+    c = walk(keyframes=3, seed=6)
+    za, zb, zc = a.latents_at(1.3), b.latents_at(1.3), c.latents_at(1.3)
+    assert torch.equal(za["left"], zb["left"]) and torch.equal(za["right"], zb["right"])
+    assert not torch.equal(za["left"], zc["left"])
+    assert dist(za["left"], za["right"]) > 1.0  # two panels walk different paths
+    sh = Walk(WalkSettings(keyframes=3, seed=5, shared=True), {"l": 32, "r": 32, "small": 8}, DEV)
+    zs = sh.latents_at(1.3)
+    assert torch.equal(zs["l"], zs["r"]) and zs["small"].shape == (1, 8)
+    assert torch.equal(zs["l"], za["left"])  # shared paths use panel 0's seeds
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_batched_equals_per_frame(method):
+    w = walk(keyframes=4, seed=1, interpolation=method, easing="sine", keep_norm=True, temperature=0.8)
+    ts = FrameClock("30000/1001", speed=1.7).ticks(40)
+    many = w.latents_at_many(ts)
+    for name in PANELS:
+        per = torch.cat([w.latents_at(t)[name] for t in ts])
+        assert many[name].shape == (40, 32)
+        torch.testing.assert_close(many[name], per, atol=1e-5, rtol=1e-5)
+    # Float seconds (numpy / tensor input) give the same as exact ones, up to float rounding.
+    as_tensor = w.latents_at_many(torch.tensor([float(t) for t in ts], dtype=torch.float64))
+    torch.testing.assert_close(as_tensor["left"], many["left"], atol=1e-5, rtol=1e-5)
+
+
+def test_temperature_scales():
+    w = walk(keyframes=3, interpolation="cubic")
+    z1 = w.latents_at(0.9)["left"]
+    torch.testing.assert_close(w.latents_at(0.9, temperature=2.5)["left"], 2.5 * z1)
+    assert w.latents_at(0.9, temperature=0.0)["left"].abs().max().item() == 0.0
+
+
+def test_explicit_latents_and_single_keyframe():
+    s = load_dataclass(WalkSettings, {"latents": [[1.0, 0.0], [0.0, 1.0]], "interpolation": "slerp"},
+                       source="show.toml", prefix="walk")
+    w = Walk(s, {"a": 2, "b": 2}, DEV)
+    z = w.latents_at(w.period / 2)["a"][0]
+    torch.testing.assert_close(z, torch.tensor([2 ** -0.5, 2 ** -0.5]))
+    with pytest.raises(UnstableError, match="panel 'c' takes 3-d"):
+        Walk(s, {"a": 2, "c": 3}, DEV)
+    one = walk(keyframes=1, interpolation="cubic")
+    assert torch.equal(one.latents_at(0.0)["left"], one.latents_at(123.4)["left"])
+
+
+def test_settings_load_from_toml_with_one_line_errors():
+    s = load_dataclass(WalkSettings, {"seeds": [4, 5, 6], "period": 2, "period_per": "loop", "loop": True},
+                       source="shows/a.toml", prefix="walk")
+    w = Walk(s, PANELS, DEV)
+    assert w.duration == 2 and w.period == Fraction(2, 3)
+    for bad, key in [({"seeds": [1], "latents": [[0.5]]}, "walk.latents"), ({"period": 0}, "walk.period"),
+                     ({"interpolation": "spline"}, "walk.interpolation"), ({"seeds": [-1]}, "walk.seeds[0]"),
+                     ({"latents": [[1.0], [1.0, 2.0]]}, "walk.latents")]:
+        with pytest.raises(ConfigError) as e:
+            load_dataclass(WalkSettings, bad, source="shows/a.toml", prefix="walk")
+        assert e.value.key == key and "\n" not in str(e.value)
+
+
+class FakeTime:
+    """An injected time source (seconds) the test moves by hand."""
+
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_speed_changes_do_not_jump_phase():
+    t = FakeTime()
+    clock = WalkClock(speed=1.0, time_source=t)
+    t.now += 2.0
+    assert clock.tick() == pytest.approx(2.0)
+    t.now += 0.5
+    clock.speed = 4.0  # the half second before the change still runs at speed 1
+    assert clock.phase == pytest.approx(2.5)
+    assert clock.tick() == pytest.approx(2.5)
+    t.now += 0.25
+    assert clock.tick() == pytest.approx(3.5)
+    clock.speed = 0.0
+    t.now += 10
+    assert clock.tick() == pytest.approx(3.5)  # paused
+    clock.speed = -1.0
+    t.now += 1
+    assert clock.tick() == pytest.approx(2.5)
+
+
+def test_walk_clock_resumes_from_saved_phase():
+    t = FakeTime()
+    clock = WalkClock(speed=2.0, time_source=t)
+    t.now += 3.0
+    state = clock.state_dict()
+    assert state == {"phase": pytest.approx(6.0), "speed": 2.0}
+    t.now += 1000.0  # the show was off
+    resumed = WalkClock(time_source=t)
+    resumed.load_state_dict(state)
+    t.now += 0.5
+    assert resumed.tick() == pytest.approx(7.0)
+
+
+def test_frame_clock_is_exact_and_resumable():
+    c = FrameClock("30000/1001")
+    ts = c.ticks(30001)
+    assert ts[30000] == 1001 and ts[1] == Fraction(1001, 30000)
+    c2 = FrameClock(30000, speed=0.5)
+    c2.ticks(10)
+    c2.speed = 2
+    assert c2.tick() == Fraction(5, 30000) and c2.tick() == Fraction(5 + 2 * 1, 30000)
+    saved = c2.state_dict()
+    c3 = FrameClock(1)
+    c3.load_state_dict(saved)
+    assert (c3.frame, c3.tick(), c3.fps) == (12, c2.tick(), 30000)
+    assert c.time_of(c.frame + 30) == c.phase + 1001 * Fraction(30, 30000)
+    with pytest.raises(UnstableError):
+        FrameClock(0)

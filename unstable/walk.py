@@ -1,0 +1,503 @@
+"""Synchronised latent walks: one clock, one path per generator, seeded keyframes, seamless loops.
+
+A walk is a closed (or open) path through latent space through keyframes drawn from seeds, as in
+StyleGAN3's `gen_video.py`: each keyframe is `torch.randn(D)` from a local generator seeded with
+the keyframe seed (drawn on the CPU so a seed means the same latent on every device), and the
+path between keyframes is linear, spherical (slerp), a periodic C2 cubic spline or a Catmull-Rom
+spline. Every panel (generator) of a piece walks its own path, seeded from the keyframe seed and
+the panel's index, on one shared clock, so two generators move different but in step; `shared`
+feeds one path to every panel of the same latent size.
+
+    walk = Walk(WalkSettings(keyframes=6, period=3.0), {"left": 512, "right": 512}, device)
+    z = walk.latents_at(clock.tick())              # {"left": [1, 512], "right": [1, 512]}
+    zs = walk.latents_at_many(frame_clock.ticks(16))  # {"left": [16, 512], ...}
+
+Everything the path needs is precomputed on the device: per segment a few basis vectors, so a
+point on the path is a weighted sum of them. The weights are a handful of scalars computed on
+the host from the time alone, so a frame costs no host round trip and allocates only its result.
+
+Time in seconds may be a float or an exact `Fraction` (the offline `FrameClock` gives frame/fps
+exactly), and with a Fraction the loop wraps exactly: a render lands on its keyframes bit-exactly.
+
+Two clocks drive a walk (design convention 7): `WalkClock` integrates speed x wall time into a
+phase for live shows (changing speed never jumps), `FrameClock` counts frames for renders.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Callable, Literal, Mapping, Protocol, Sequence
+
+import numpy as np
+import torch
+
+from .config import setting
+from .encode import parse_fps
+from .errors import UnstableError
+
+__all__ = ["WalkSettings", "Walk", "Clock", "WalkClock", "FrameClock", "keyframe_latent", "panel_seed"]
+
+Interpolation = Literal["linear", "slerp", "cubic", "catmull_rom"]
+Easing = Literal["none", "smoothstep", "smootherstep", "sine"]
+
+
+@dataclass(frozen=True)
+class WalkSettings:
+    """How a walk moves; loads from a show's or render job's `[walk]` table with `load_dataclass`."""
+
+    seeds: tuple[int, ...] = setting((), ge=0, doc="keyframe seeds, one per keyframe (empty: `keyframes` seeds counted up from `seed`)")
+    keyframes: int = setting(8, ge=1, le=10_000, doc="number of keyframes when `seeds` and `latents` are empty")
+    seed: int = setting(0, ge=0, doc="first keyframe seed when `seeds` is empty")
+    latents: tuple[tuple[float, ...], ...] = setting((), doc="explicit keyframe latents (one list per keyframe), fed to every panel")
+    interpolation: Interpolation = setting("cubic", doc="path between keyframes: linear, slerp, cubic (C2 spline) or catmull_rom")
+    loop: bool = setting(True, doc="close the path: the frame after the last keyframe returns to the first without a seam")
+    period: float = setting(4.0, gt=0, doc="seconds per keyframe, or per whole loop (see period_per)")
+    period_per: Literal["keyframe", "loop"] = setting("keyframe", doc="what `period` measures")
+    easing: Easing = setting("none", doc="ease each segment (smoothstep etc.: linger at keyframes)")
+    temperature: float = setting(1.0, ge=0, le=100, doc="scale of the latents (N(0, T^2) keyframes)")
+    keep_norm: bool = setting(False, doc="rescale linear/cubic paths to the keyframes' norm (no mid-segment dip)")
+    shared: bool = setting(False, doc="same latent for every panel of the same latent size")
+
+    def __post_init__(self):
+        # TOML gives lists; keep the frozen settings hashable and immutable.
+        object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
+        object.__setattr__(self, "latents", tuple(tuple(float(v) for v in row) for row in self.latents))
+        if self.seeds and self.latents:
+            raise ValueError("latents: give either seeds or latents, not both")
+        if self.latents:
+            sizes = {len(row) for row in self.latents}
+            if len(sizes) != 1 or 0 in sizes:
+                raise ValueError(f"latents: every keyframe needs the same, non-zero number of values, got sizes {sorted(sizes)}")
+            if not all(math.isfinite(v) for row in self.latents for v in row):
+                raise ValueError("latents: values must be finite numbers")
+
+    @property
+    def keyframe_seeds(self) -> tuple[int, ...]:
+        """The seed of every keyframe (empty when explicit latents are given)."""
+        if self.latents:
+            return ()
+        return self.seeds or tuple(self.seed + i for i in range(self.keyframes))
+
+    @property
+    def count(self) -> int:
+        """Number of keyframes."""
+        return len(self.latents) or len(self.keyframe_seeds)
+
+
+def panel_seed(seed: int, panel_index: int) -> int:
+    """The seed of a keyframe for one panel: the keyframe seed itself for panel 0, a hash for others.
+
+    Panel 0 keeps the plain seed so "seed 42" means the same latent as in a one-generator tool.
+    """
+    if panel_index == 0:
+        return int(seed)
+    digest = hashlib.blake2b(f"unstable-walk/{int(seed)}/{int(panel_index)}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1  # 63 bits: any torch.Generator accepts it
+
+
+def keyframe_latent(seed: int, dim: int) -> torch.Tensor:
+    """z ~ N(0, I) of size `dim` from a local CPU generator seeded with `seed` (design convention 8)."""
+    g = torch.Generator(device="cpu").manual_seed(int(seed))
+    return torch.randn(dim, generator=g, dtype=torch.float32)  # [D]
+
+
+# ------------------------------------------------------------------------------------ path bases
+
+def _ease(u: np.ndarray, easing: str) -> np.ndarray:
+    if easing == "smoothstep":
+        return u * u * (3 - 2 * u)
+    if easing == "smootherstep":
+        return u * u * u * (u * (6 * u - 15) + 10)
+    if easing == "sine":
+        return (1 - np.cos(np.pi * u)) / 2
+    return u
+
+
+def _segment_ends(k: int, loop: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end keyframe of every segment."""
+    if loop:
+        i = np.arange(k)
+        return i, (i + 1) % k
+    if k == 1:
+        return np.zeros(1, int), np.zeros(1, int)
+    i = np.arange(k - 1)
+    return i, i + 1
+
+
+def _spline_second_derivatives(p: torch.Tensor, loop: bool) -> torch.Tensor:
+    """M for the C2 cubic spline through keyframes p [K, D] (float64): cyclic or natural ends.
+
+    Cyclic: the system matrix is circulant, so it is diagonal in Fourier space (eigenvalues
+    4 + 2 cos(2 pi j / K) >= 2). Natural (M = 0 at both ends): a tridiagonal solve (Thomas).
+    Both are O(K D), so long shows with thousands of keyframes build instantly.
+    """
+    k = p.shape[0]
+    if loop:
+        rhs = 6.0 * (torch.roll(p, -1, 0) - 2.0 * p + torch.roll(p, 1, 0))
+        lam = 4.0 + 2.0 * torch.cos(2.0 * math.pi * torch.arange(k, dtype=p.dtype) / k)
+        return torch.fft.ifft(torch.fft.fft(rhs, dim=0) / lam[:, None], dim=0).real
+    m = torch.zeros_like(p)
+    n = k - 2
+    if n <= 0:
+        return m
+    r = 6.0 * (p[2:] - 2.0 * p[1:-1] + p[:-2])  # [K-2, D]
+    c = [0.0] * n
+    d = [None] * n
+    c[0], d[0] = 0.25, r[0] / 4.0
+    for i in range(1, n):
+        denom = 4.0 - c[i - 1]
+        c[i] = 1.0 / denom
+        d[i] = (r[i] - d[i - 1]) / denom
+    x = d[n - 1]
+    m[n] = x
+    for i in range(n - 2, -1, -1):
+        x = d[i] - c[i] * x
+        m[i + 1] = x
+    return m
+
+
+def _poly_basis(p: torch.Tensor, method: str, loop: bool) -> torch.Tensor:
+    """Per-segment polynomial coefficients: p(u) = sum_j basis[s, j] * u^j, u in [0, 1].
+
+    p: [K, D] float64 keyframes. Returns [S, J, D] (J = 2 for linear, 4 for the cubics).
+    """
+    k = p.shape[0]
+    a, b = (torch.as_tensor(x) for x in _segment_ends(k, loop))
+    p0, p1 = p[a], p[b]  # [S, D]
+    if method == "linear":
+        return torch.stack([p0, p1 - p0], 1)
+    if method == "cubic":
+        # Second derivatives M of the interpolating C2 spline with unit knot spacing:
+        # M[i-1] + 4 M[i] + M[i+1] = 6 (P[i+1] - 2 P[i] + P[i-1]).
+        m = _spline_second_derivatives(p, loop)  # [K, D]
+        m0, m1 = m[a], m[b]
+        return torch.stack([p0, (p1 - p0) - (2.0 * m0 + m1) / 6.0, m0 / 2.0, (m1 - m0) / 6.0], 1)
+    if method == "catmull_rom":
+        idx = torch.arange(k)
+        if loop:
+            t = (p[(idx + 1) % k] - p[(idx - 1) % k]) / 2.0
+        else:
+            t = (p[torch.clamp(idx + 1, max=k - 1)] - p[torch.clamp(idx - 1, min=0)])
+            t[1:-1] /= 2.0  # one-sided differences at the open ends, central inside
+        t0, t1 = t[a], t[b]
+        return torch.stack([p0, t0, 3.0 * (p1 - p0) - 2.0 * t0 - t1, 2.0 * (p0 - p1) + t0 + t1], 1)
+    raise ValueError(f"interpolation: {method!r} is not a polynomial path")
+
+
+@dataclass
+class _Path:
+    """One panel's precomputed path (possibly shared by several panels)."""
+
+    keys: torch.Tensor          # [K, D] float64, CPU: the keyframes
+    basis: torch.Tensor         # [S, J, D] float32, on the device
+    norm_coef: np.ndarray | None  # [S, J] norm path for keep_norm (polynomial methods)
+    omega: np.ndarray | None      # [S] slerp angle per segment
+    norm0: np.ndarray | None      # [S] slerp: keyframe norms at segment ends
+    norm1: np.ndarray | None
+
+
+class Walk:
+    """Latent paths for named panels, all driven by one time in seconds.
+
+    `panels` maps panel name -> latent size, in a fixed order: a panel's index in it seeds its path.
+    """
+
+    def __init__(self, settings: WalkSettings, panels: Mapping[str, int], device: torch.device | str = "cpu"):
+        if not panels:
+            raise ValueError("a walk needs at least one panel")
+        self.settings = settings
+        self.device = torch.device(device)
+        self.panels = {str(k): int(v) for k, v in panels.items()}
+        s = settings
+        k = s.count
+        self.count = k
+        self._loop = s.loop
+        # Time span of the path in keyframe units, and the period as an exact Fraction so that
+        # Fraction times (frame / fps) wrap the loop exactly.
+        self._span = k if s.loop else k - 1
+        per = Fraction(repr(s.period))
+        if s.period_per == "loop":
+            per /= max(self._span, 1)
+        self._period = per
+        self._period_f = float(per)
+
+        explicit = None
+        if s.latents:
+            explicit = torch.tensor(s.latents, dtype=torch.float64)  # [K, D]
+            for name, dim in self.panels.items():
+                if dim != explicit.shape[1]:
+                    raise UnstableError(f"walk.latents: keyframes have {explicit.shape[1]} values but panel "
+                                        f"{name!r} takes {dim}-d latents")
+        # Panels that get the same path share one _Path (and one result tensor per frame).
+        self._group_of: dict[str, tuple] = {}
+        self._paths: dict[tuple, _Path] = {}
+        for index, (name, dim) in enumerate(self.panels.items()):
+            if dim < 1:
+                raise ValueError(f"panel {name!r}: latent size must be >= 1, got {dim}")
+            key = ("dim", dim) if (s.shared or explicit is not None) else ("panel", name)
+            self._group_of[name] = key
+            if key in self._paths:
+                continue
+            if explicit is not None:
+                keys = explicit
+            else:
+                pidx = 0 if s.shared else index
+                keys = torch.stack([keyframe_latent(panel_seed(seed, pidx), dim)
+                                    for seed in s.keyframe_seeds]).double()  # [K, D]
+            self._paths[key] = self._build(keys)
+
+    # -------------------------------------------------------------------------------- building
+
+    def _build(self, keys: torch.Tensor) -> _Path:
+        s = self.settings
+        if s.interpolation == "slerp":
+            a, b = _segment_ends(keys.shape[0], self._loop)
+            norms = keys.norm(dim=1)  # [K]
+            unit = keys / norms.clamp_min(1e-30)[:, None]
+            unit[norms == 0] = 0.0  # a zero keyframe has no direction; its norm weight is 0 anyway
+            cos = (unit[a] * unit[b]).sum(1).clamp(-1.0, 1.0)
+            basis = torch.stack([unit[a], unit[b]], 1)  # [S, 2, D]
+            return _Path(keys, basis.to(self.device, torch.float32), None,
+                         torch.arccos(cos).numpy(), norms[a].numpy(), norms[b].numpy())
+        basis = _poly_basis(keys, s.interpolation, self._loop)  # [S, J, D]
+        norm_coef = None
+        if s.keep_norm:
+            norm_coef = _poly_basis(keys.norm(dim=1, keepdim=True), s.interpolation, self._loop)[:, :, 0].numpy()
+        return _Path(keys, basis.to(self.device, torch.float32), norm_coef, None, None, None)
+
+    # -------------------------------------------------------------------------------- timing
+
+    @property
+    def duration(self) -> Fraction:
+        """Seconds for one loop (or from first to last keyframe on an open path)."""
+        return self._span * self._period
+
+    @property
+    def period(self) -> Fraction:
+        """Seconds per keyframe."""
+        return self._period
+
+    def keyframe_time(self, i: int) -> Fraction:
+        """When the path passes keyframe `i`."""
+        return i * self._period
+
+    def keyframes(self, panel: str) -> torch.Tensor:
+        """The keyframe latents of one panel (before temperature). # [K, D] on the device"""
+        return self._paths[self._group_of[panel]].keys.to(self.device, torch.float32)
+
+    def _locate(self, ts) -> tuple[np.ndarray, np.ndarray]:
+        """Segment index [T] and position u in [0, 1] [T] for times in seconds."""
+        n_seg = max(self._span, 1)
+        if isinstance(ts, torch.Tensor):
+            ts = ts.detach().to("cpu", torch.float64).numpy()
+        if isinstance(ts, np.ndarray) and ts.dtype != object:
+            s = np.asarray(ts, np.float64).reshape(-1) / self._period_f
+            if self._loop:
+                s = np.mod(s, self._span)
+            else:
+                s = np.clip(s, 0.0, self._span)
+            idx = np.minimum(np.floor(s), n_seg - 1)
+            return idx.astype(np.int64), np.clip(s - idx, 0.0, 1.0)
+        idx, us = [], []
+        for t in ts:
+            if isinstance(t, (int, Fraction)):  # exact arithmetic: loops wrap to the bit
+                s = Fraction(t) / self._period
+                s = s % self._span if self._loop else min(max(s, Fraction(0)), Fraction(self._span))
+            else:
+                s = float(t) / self._period_f
+                s = s % self._span if self._loop else min(max(s, 0.0), float(self._span))
+            i = min(math.floor(s), n_seg - 1)
+            idx.append(i)
+            us.append(min(max(float(s - i), 0.0), 1.0))
+        return np.asarray(idx, np.int64), np.asarray(us, np.float64)
+
+    def _weights(self, path: _Path, idx: np.ndarray, u: np.ndarray, temperature: float):
+        """Host-side weights [T, J] of the basis vectors, and the target norm [T] (or None)."""
+        u = _ease(u, self.settings.easing)
+        if path.omega is not None:  # slerp: directions on the sphere, norms interpolated linearly
+            om = path.omega[idx]
+            so = np.sin(om)
+            safe = so > 1e-6
+            w0 = np.where(safe, np.sin((1 - u) * om) / np.where(safe, so, 1.0), 1 - u)
+            w1 = np.where(safe, np.sin(u * om) / np.where(safe, so, 1.0), u)
+            n = (1 - u) * path.norm0[idx] + u * path.norm1[idx]
+            return np.stack([w0, w1], 1) * (n * temperature)[:, None], None
+        powers = np.stack([u ** j for j in range(path.basis.shape[1])], 1)  # [T, J]
+        if path.norm_coef is not None:
+            target = (powers * path.norm_coef[idx]).sum(1) * temperature
+            return powers, target
+        return powers * temperature, None
+
+    # -------------------------------------------------------------------------------- sampling
+
+    def latents_at(self, t, temperature: float | None = None) -> dict[str, torch.Tensor]:
+        """Every panel's latent at time `t` seconds (float or Fraction). {panel: [1, D]} on the device.
+
+        Panels sharing a path get the same tensor object; treat results as read-only.
+        """
+        temp = self.settings.temperature if temperature is None else float(temperature)
+        idx, u = self._locate([t])
+        i = int(idx[0])
+        out: dict[tuple, torch.Tensor] = {}
+        for key, path in self._paths.items():
+            w, target = self._weights(path, idx, u, temp)
+            w = w[0].tolist()
+            basis = path.basis[i]  # [J, D] view, no copy
+            z = basis[0:1] * w[0]  # [1, D]: the one allocation of this frame
+            for j in range(1, len(w)):
+                z.add_(basis[j:j + 1], alpha=w[j])
+            if target is not None:
+                z.mul_(float(target[0]) / z.norm().clamp_min(1e-12))
+            out[key] = z
+        return {name: out[key] for name, key in self._group_of.items()}
+
+    def latents_at_many(self, ts, temperature: float | None = None) -> dict[str, torch.Tensor]:
+        """Latents for a batch of times (sequence of floats/Fractions, ndarray or tensor). {panel: [T, D]}."""
+        temp = self.settings.temperature if temperature is None else float(temperature)
+        idx, u = self._locate(ts)
+        idx_d = torch.as_tensor(idx, device=self.device)
+        out: dict[tuple, torch.Tensor] = {}
+        for key, path in self._paths.items():
+            w, target = self._weights(path, idx, u, temp)
+            w_d = torch.as_tensor(w, dtype=torch.float32, device=self.device)  # [T, J]
+            basis = path.basis[idx_d]  # [T, J, D]
+            z = basis[:, 0] * w_d[:, 0:1]  # [T, D]
+            for j in range(1, basis.shape[1]):
+                z.add_(basis[:, j] * w_d[:, j:j + 1])
+            if target is not None:
+                t_d = torch.as_tensor(target, dtype=torch.float32, device=self.device)[:, None]
+                z.mul_(t_d / z.norm(dim=1, keepdim=True).clamp_min(1e-12))
+            out[key] = z
+        return {name: out[key] for name, key in self._group_of.items()}
+
+
+# ---------------------------------------------------------------------------------------- clocks
+
+class Clock(Protocol):
+    """What the engine and renderer need from a clock: the walk time of the next frame."""
+
+    speed: float | Fraction
+
+    def tick(self) -> float | Fraction: ...
+    def state_dict(self) -> dict: ...
+    def load_state_dict(self, state: Mapping) -> None: ...
+
+
+class WalkClock:
+    """Live clock: the phase (walk seconds) integrates speed x wall-time, so changing speed never jumps.
+
+    `time_source` is injectable (seconds, monotonic); the default is `time.perf_counter`.
+    Save `state_dict()` to resume a show where it was; the time it was off does not count.
+    """
+
+    def __init__(self, speed: float = 1.0, phase: float = 0.0, time_source: Callable[[], float] = time.perf_counter):
+        self._now = time_source
+        self._speed = float(speed)
+        self._phase = float(phase)
+        self._last = self._now()
+
+    def _advance(self) -> None:
+        now = self._now()
+        self._phase += self._speed * (now - self._last)
+        self._last = now
+
+    def tick(self) -> float:
+        """Advance to now and return the walk time for the frame about to be drawn."""
+        self._advance()
+        return self._phase
+
+    @property
+    def phase(self) -> float:
+        """Walk time as of the last tick or speed change."""
+        return self._phase
+
+    @phase.setter
+    def phase(self, value: float) -> None:
+        self._phase = float(value)
+        self._last = self._now()
+
+    @property
+    def speed(self) -> float:
+        """Walk seconds per wall second (0 pauses, negative walks back)."""
+        return self._speed
+
+    @speed.setter
+    def speed(self, value: float) -> None:
+        self._advance()  # the time so far runs at the old speed
+        self._speed = float(value)
+
+    def state_dict(self) -> dict:
+        """Phase and speed as plain floats (integrated up to now)."""
+        self._advance()
+        return {"phase": self._phase, "speed": self._speed}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        """Continue from a saved phase and speed, starting now."""
+        self._speed = float(state["speed"])
+        self.phase = float(state["phase"])
+
+
+class FrameClock:
+    """Offline clock: frame n is at exactly phase0 + sum of speed / fps, as a Fraction.
+
+    `fps` is a Fraction, int or "30000/1001". A speed change takes effect from the next frame.
+    """
+
+    def __init__(self, fps, speed=1, phase=0, frame: int = 0):
+        self.fps = parse_fps(fps)
+        self.speed = speed
+        self._phase = _exact(phase)
+        self.frame = int(frame)
+
+    @property
+    def speed(self) -> Fraction:
+        """Walk seconds per video second."""
+        return self._speed
+
+    @speed.setter
+    def speed(self, value) -> None:
+        self._speed = _exact(value)
+
+    @property
+    def phase(self) -> Fraction:
+        """Walk time of the next frame."""
+        return self._phase
+
+    def tick(self) -> Fraction:
+        """The walk time of the current frame; then move to the next frame."""
+        t = self._phase
+        self._phase += self._speed / self.fps
+        self.frame += 1
+        return t
+
+    def ticks(self, n: int) -> list[Fraction]:
+        """The next `n` frame times (a batch for `Walk.latents_at_many`)."""
+        return [self.tick() for _ in range(n)]
+
+    def time_of(self, frame: int) -> Fraction:
+        """Walk time of `frame` counted from the current frame at the current speed."""
+        return self._phase + (frame - self.frame) * self._speed / self.fps
+
+    def state_dict(self) -> dict:
+        """Frame, phase, speed and fps as exact strings (JSON/TOML safe)."""
+        return {"frame": self.frame, "phase": str(self._phase), "speed": str(self._speed), "fps": str(self.fps)}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        """Continue a render where it stopped."""
+        self.fps = parse_fps(state["fps"])
+        self._speed = _exact(state["speed"])
+        self._phase = _exact(state["phase"])
+        self.frame = int(state["frame"])
+
+
+def _exact(value) -> Fraction:
+    """A number as an exact Fraction, floats through their shortest decimal form (0.1 -> 1/10)."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise UnstableError(f"{value!r} is not a finite number")
+        return Fraction(repr(value))
+    return Fraction(value)
