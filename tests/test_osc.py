@@ -1,0 +1,342 @@
+"""The OSC server over real UDP on loopback: values, feedback, and every kind of bad input."""
+
+import logging
+import math
+import random
+import socket
+import struct
+import time
+
+import pytest
+from pythonosc.osc_bundle_builder import OscBundleBuilder
+from pythonosc.osc_message import OscMessage
+from pythonosc.osc_message_builder import OscMessageBuilder
+
+from unstable.control.osc import OscServer
+from unstable.control.params import Params, address, show_specs
+from unstable.errors import UnstableError
+from unstable.params import ParamSpec
+
+
+def groups():
+    return {
+        "eq": [ParamSpec("alpha", 0.0, 2.0, 1.0), ParamSpec("lr", 1e-5, 1e-1, 1e-3, log=True),
+               ParamSpec("steps", 0, 10, 5, kind="int"), ParamSpec("hue", -180, 180, 0)],
+        "bad": [ParamSpec("beta", -1.0, 1.0, 0.0), ParamSpec("hue", -180, 180, 0)],
+        "show": show_specs(scenes=4),
+    }
+
+
+def wait_for(cond, timeout=5.0):
+    """Wait for something another thread does (delivery over UDP); False on timeout."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.002)
+    return cond()
+
+
+class Client:
+    """A controller: one UDP socket that sends to the server and receives its feedback."""
+
+    def __init__(self, server_port):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.target = ("127.0.0.1", server_port)
+
+    def send(self, addr, *args, types=None):
+        b = OscMessageBuilder(address=addr)
+        for i, a in enumerate(args):
+            b.add_arg(a, types[i] if types else None)
+        self.sock.sendto(b.build().dgram, self.target)
+
+    def send_raw(self, data: bytes):
+        self.sock.sendto(data, self.target)
+
+    def recv(self, timeout=1.0):
+        """The next feedback message as (address, args), or None after `timeout` seconds."""
+        self.sock.settimeout(timeout)
+        try:
+            data, _ = self.sock.recvfrom(65536)
+        except socket.timeout:
+            return None
+        m = OscMessage(data)
+        return m.address, list(m.params)
+
+    def recv_all(self, n, timeout=2.0):
+        out = []
+        while len(out) < n:
+            m = self.recv(timeout)
+            if m is None:
+                break
+            out.append(m)
+        return out
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.fixture
+def params():
+    return Params(groups())
+
+
+@pytest.fixture
+def server(params):
+    srv = OscServer(params, port=0, log_interval=60.0).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def client(server):
+    c = Client(server.port)
+    yield c
+    c.close()
+
+
+def test_normalised_and_raw_values_reach_the_store_and_snapshot(server, client, params):
+    client.send(address("eq", "alpha"), 0.25)               # 0..1 fader -> [0, 2]
+    client.send(address("eq", "lr"), 0.5)                   # log fader: geometric middle
+    client.send(address("bad", "beta", raw=True), -0.5)     # own units
+    client.send(address("eq", "steps"), 0.74)               # int: rounded
+    client.send(address("eq", "hue", raw=True), 90, types=["i"])  # an int argument is a number
+    assert wait_for(lambda: server.stats["applied"] == 5)
+    snap = params.snapshot(0.0)
+    assert snap["eq"]["alpha"] == pytest.approx(0.5)
+    assert snap["eq"]["lr"] == pytest.approx(math.sqrt(1e-5 * 1e-1), rel=1e-5)
+    assert snap["bad"]["beta"] == pytest.approx(-0.5)
+    assert snap["eq"]["steps"] == 7.0
+    assert snap["eq"]["hue"] == 90.0
+    assert snap["bad"]["hue"] == 0.0
+
+
+def test_bundle_timetags_are_not_slept_on(server, client, params):
+    b = OscBundleBuilder(time.time() + 3600)  # an hour ahead: strict timing would block the thread
+    m = OscMessageBuilder(address=address("eq", "alpha", raw=True))
+    m.add_arg(1.5)
+    b.add_content(m.build())
+    client.send_raw(b.build().dgram)
+    assert wait_for(lambda: params.get("eq", "alpha") == 1.5, timeout=3.0)
+    client.send(address("bad", "beta", raw=True), 0.5)  # the thread is free for the next message
+    assert wait_for(lambda: params.get("bad", "beta") == 0.5, timeout=3.0)
+
+
+def test_osc_patterns_reach_every_matching_parameter(server, client, params):
+    client.send("/unstable/*/hue/raw", 45.0)
+    assert wait_for(lambda: params.get("eq", "hue") == 45.0 and params.get("bad", "hue") == 45.0)
+    client.send("/unstable/*", 9000)  # matches actions too, but patterns only reach parameters
+    client.send("/unstable/{eq,bad}/nothing", 1.0)
+    assert wait_for(lambda: server.stats["unknown"] == 2)
+    assert server.subscribers == [] and params.drain_events() == []
+    assert params.get("show", "scene") == 0.0
+
+
+def subscribe(c, n_params):
+    c.send("/unstable/subscribe", c.port, types=["i"])
+    # Subscribing sends the full state: two messages (0..1 and raw) per parameter.
+    got = c.recv_all(2 * n_params)
+    assert len(got) == 2 * n_params
+    return got
+
+
+def test_feedback_goes_to_subscribers_but_not_back_to_the_sender(server, params):
+    a, b = Client(server.port), Client(server.port)
+    try:
+        n = len(params.keys())
+        state_a = dict(subscribe(a, n))
+        subscribe(b, n)
+        assert state_a[address("eq", "alpha")] == [pytest.approx(0.5)]   # default 1.0 of [0, 2]
+        assert state_a[address("eq", "alpha", raw=True)] == [pytest.approx(1.0)]
+        assert set(server.subscribers) == {("127.0.0.1", a.port), ("127.0.0.1", b.port)}
+
+        a.send(address("eq", "alpha"), 0.75)
+        got = dict(b.recv_all(2))
+        assert got == {address("eq", "alpha"): [pytest.approx(0.75)],
+                       address("eq", "alpha", raw=True): [pytest.approx(1.5)]}
+        assert a.recv(timeout=0.3) is None  # no echo to the controller that moved the fader
+
+        # A change by the engine itself (a preset, a scene) goes to everyone.
+        params.update({"bad": {"beta": 0.5}})
+        for c in (a, b):
+            assert dict(c.recv_all(2)) == {address("bad", "beta"): [pytest.approx(0.75)],
+                                           address("bad", "beta", raw=True): [pytest.approx(0.5)]}
+
+        # /sync: the full state to every subscriber.
+        b.send("/unstable/sync")
+        for c in (a, b):
+            state = dict(c.recv_all(2 * n))
+            assert state[address("eq", "alpha", raw=True)] == [pytest.approx(1.5)]
+            assert state[address("bad", "beta", raw=True)] == [pytest.approx(0.5)]
+
+        b.send("/unstable/unsubscribe", b.port)
+        assert wait_for(lambda: server.subscribers == [("127.0.0.1", a.port)])
+        params.set("eq", "alpha", 0.2)
+        assert len(a.recv_all(2)) == 2
+        assert b.recv(timeout=0.3) is None
+    finally:
+        a.close()
+        b.close()
+
+
+def test_show_actions_are_queued_as_events(server, client, params):
+    client.send("/unstable/scene", 2)
+    client.send("/unstable/record", 1)
+    client.send("/unstable/snapshot", 1.0)
+    client.send("/unstable/snapshot", 0.0)  # a button's release: not a second snapshot
+    client.send("/unstable/snapshot")
+    client.send(address("show", "scene"), 1.0)  # the scene fader: last scene
+    client.send(address("show", "master_fade"), 0.5)  # a plain parameter, no event
+    assert wait_for(lambda: server.stats["messages"] == 7)
+    events = [(e.kind, e.value) for e in params.drain_events()]
+    assert events == [("scene", 2.0), ("record", 1.0), ("snapshot", None), ("snapshot", None),
+                      ("scene", 3.0)]
+    assert params.get("show", "scene") == 3.0 and params.get("show", "record") == 1.0
+    assert params.drain_events() == []
+
+
+def test_out_of_range_is_clamped_with_a_warning(server, client, params, caplog):
+    caplog.set_level(logging.WARNING, logger="unstable.osc")
+    client.send(address("eq", "alpha"), 1.5)
+    client.send(address("bad", "beta", raw=True), -7.0)
+    assert wait_for(lambda: server.stats["applied"] == 2)
+    assert params.get("eq", "alpha") == 2.0
+    assert params.get("bad", "beta") == -1.0
+    assert server.stats["clamped"] == 2
+    assert any("/unstable/eq/alpha" in r.getMessage() and "clamped" in r.getMessage()
+               for r in caplog.records)
+
+
+@pytest.mark.parametrize("args, types, why", [
+    (["loud"], None, "expected a number"),
+    ([b"\x00\x01"], None, "expected a number"),
+    ([], None, "expected one number"),
+    ([0.1, 0.2], None, "expected one number"),
+    ([float("nan")], ["f"], "not a finite number"),
+    ([float("inf")], ["d"], "not a finite number"),
+    ([float("-inf")], ["f"], "not a finite number"),
+])
+def test_bad_arguments_are_rejected_with_a_line_naming_the_address(server, client, params, caplog,
+                                                                  args, types, why):
+    caplog.set_level(logging.WARNING, logger="unstable.osc")
+    client.send(address("eq", "alpha", raw=True), *args, types=types)
+    assert wait_for(lambda: server.stats["rejected"] == 1)
+    assert params.get("eq", "alpha") == 1.0
+    lines = [r.getMessage() for r in caplog.records]
+    assert any("/unstable/eq/alpha/raw" in line and why in line for line in lines), lines
+
+
+def test_subscribe_needs_a_port(server, client):
+    for bad in (0, 70000, 1.5, "9000"):
+        client.send("/unstable/subscribe", bad)
+    assert wait_for(lambda: server.stats["rejected"] == 4)
+    assert server.subscribers == []
+
+
+def test_malformed_packets_are_counted_and_survived(server, client, params):
+    rng = random.Random(0)
+    for _ in range(50):
+        client.send_raw(bytes(rng.randrange(256) for _ in range(rng.randrange(1, 200))))
+    client.send_raw(b"/unstable/eq/alpha\x00\x00,i\x00\x00\x00\x01")  # int tag, half an int
+    client.send_raw(b"/unstable/eq/alpha\x00\x00,s\x00\x00abc")       # unterminated string
+    client.send_raw(b"#bundle\x00" + b"\x00" * 8 + b"\x00\x00\x01\x00")  # element longer than packet
+    client.send_raw(b"")
+    assert wait_for(lambda: server.stats["packets"] == 54)
+    assert server.stats["malformed"] >= 52
+    assert server.stats["errors"] == 0
+    assert params.get("eq", "alpha") == 1.0
+    client.send(address("eq", "alpha", raw=True), 0.5)
+    assert wait_for(lambda: params.get("eq", "alpha") == 0.5)
+    assert server.running
+
+
+def test_unknown_addresses_are_logged_rate_limited(server, client, params, caplog):
+    caplog.set_level(logging.WARNING, logger="unstable.osc")
+    for i in range(20):
+        client.send(f"/unstable/eq/nothing{i}", 0.5)
+    client.send("/other/app", 1)
+    assert wait_for(lambda: server.stats["unknown"] == 21)
+    lines = [r.getMessage() for r in caplog.records if "not in the schema" in r.getMessage()]
+    assert len(lines) == 1 and "/unstable/eq/nothing0" in lines[0]
+    assert params.state() == Params(groups()).state()
+
+
+def test_senders_outside_the_allow_list_are_ignored(params):
+    # Everything on loopback comes from 127.0.0.1: an allow-list without it refuses us.
+    srv = OscServer(params, port=0, allow=["10.1.2.3", "192.168.7.0/24"], log_interval=60.0).start()
+    c = Client(srv.port)
+    try:
+        c.send(address("eq", "alpha", raw=True), 0.5)
+        c.send("/unstable/subscribe", c.port)
+        assert wait_for(lambda: srv.stats["foreign"] == 2)
+        assert params.get("eq", "alpha") == 1.0 and srv.subscribers == []
+    finally:
+        c.close()
+        srv.stop()
+    srv = OscServer(params, port=0, allow=["127.0.0.0/8"]).start()
+    c = Client(srv.port)
+    try:
+        c.send(address("eq", "alpha", raw=True), 0.5)
+        assert wait_for(lambda: params.get("eq", "alpha") == 0.5)
+        assert srv.stats["foreign"] == 0
+    finally:
+        c.close()
+        srv.stop()
+
+
+def test_listening_beyond_loopback_needs_an_allow_list(params):
+    with pytest.raises(UnstableError, match="allow-list"):
+        OscServer(params, host="0.0.0.0", port=0)
+    with pytest.raises(UnstableError, match="not an IP address"):
+        OscServer(params, host="0.0.0.0", port=0, allow=["my-phone"])
+
+
+def test_long_strings_and_oversized_packets_are_rejected(server, client, params, caplog):
+    caplog.set_level(logging.WARNING, logger="unstable.osc")
+    client.send(address("eq", "alpha"), "x" * 1000)
+    client.send("/unstable/" + "a" * 400, 0.5)
+    client.send("/unstable/eq/alpha\n/fake log line", 0.5)
+    assert wait_for(lambda: server.stats["rejected"] == 3)
+    assert any("longer than 256" in r.getMessage() for r in caplog.records)
+    m = OscMessageBuilder(address=address("eq", "alpha"))
+    m.add_arg(b"\x00" * 20000)
+    client.send_raw(m.build().dgram)
+    assert wait_for(lambda: server.stats["oversize"] == 1)
+    assert params.get("eq", "alpha") == 1.0
+
+
+def test_a_raising_handler_does_not_kill_the_server(server, client, params):
+    def boom(client_address, addr, *args):
+        raise RuntimeError("handler bug")
+
+    server.map("/unstable/boom", boom)
+
+    def bad_listener(keys, origin):
+        raise RuntimeError("listener bug")
+
+    params.add_listener(bad_listener)
+    client.send("/unstable/boom", 1.0)
+    client.send(address("eq", "alpha", raw=True), 0.5)  # a listener raises inside this write
+    assert wait_for(lambda: server.stats["errors"] == 1 and params.get("eq", "alpha") == 0.5)
+    assert server.running
+    client.send(address("bad", "beta", raw=True), 0.25)
+    assert wait_for(lambda: params.get("bad", "beta") == 0.25)
+
+
+def test_a_burst_of_10000_messages_loses_none(server, client, params):
+    n = 10_000
+    seen = []
+    params.add_listener(lambda keys, origin: seen.append(keys[0]))  # every distinct write counts
+    b = OscMessageBuilder(address=address("eq", "alpha", raw=True))
+    b.add_arg(0.0, "f")
+    head = b.build().dgram[:-4]
+    # All distinct in float32, so every message is a change the listener hears.
+    datagrams = [head + struct.pack(">f", (i + 1) * 1.9 / n) for i in range(n)]
+    for d in datagrams:
+        client.send_raw(d)
+    assert wait_for(lambda: server.stats["packets"] == n, timeout=60.0), server.stats
+    assert server.stats["applied"] == n
+    assert len(seen) == n
+    assert params.get("eq", "alpha") == pytest.approx(1.9)

@@ -1,0 +1,342 @@
+"""The live parameter store: one thread-safe table of every piece's parameters in a show.
+
+The engine builds one `Params` from the ParamSpecs of every piece (grouped by piece name, e.g.
+"eq" and "bad") plus the show-level specs (`show_specs`). Writers (the OSC thread, the engine
+applying a preset or a scene) call `set`/`set_unit`/`update`: a dict write under a lock, nothing
+else. The render loop calls `snapshot(now)` once per frame and gets {piece: {name: value}} with
+smoothing applied against *its* clock (the frame clock, wall time live or frame/fps offline), so
+what is rendered never depends on when OSC packets happened to arrive.
+
+Listeners (`add_listener`) hear about every change with its origin, which is how controller
+feedback follows presets and scene changes. Show-level actions (scene, record, snapshot) sent by
+a controller are queued as `Event`s that the engine drains once per frame (`drain_events`).
+
+Addresses are derived here, from the schema, and nowhere else:
+`/unstable/<piece>/<param>` takes 0..1, `/unstable/<piece>/<param>/raw` the value in its units.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import re
+import threading
+from dataclasses import dataclass
+from typing import Callable, Iterable, Mapping, Sequence
+
+from ..errors import UnstableError
+from ..params import ParamSpec
+
+log = logging.getLogger("unstable.params")
+
+PREFIX = "/unstable"
+SHOW = "show"
+# Top-level words of the address space; a piece cannot take one of these names.
+RESERVED = frozenset({"subscribe", "unsubscribe", "sync", "scene", "snapshot", "record"})
+# Show parameters whose change by a controller is also an action for the engine.
+ACTIONS = frozenset({(SHOW, "scene"), (SHOW, "record")})
+# Safe in an OSC address and in a TouchOSC / Max name: no spaces, no pattern characters.
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$")
+
+Origin = tuple[str, int]
+Listener = Callable[[list[tuple[str, str]], "Origin | None"], None]
+
+
+def address(piece: str, name: str, raw: bool = False) -> str:
+    """The OSC address of a parameter: 0..1 on the plain address, own units on `/raw`."""
+    return f"{PREFIX}/{piece}/{name}" + ("/raw" if raw else "")
+
+
+def common_specs() -> list[ParamSpec]:
+    """Live parameters the engine gives every piece, whatever its system.
+
+    Systems list their own (alpha, beta, temperature, learning rate...) in `param_specs()`; these
+    are the engine's: whether the piece trains, how fast its walk runs, its colour and its fade.
+    """
+    return [
+        ParamSpec("training", 0, 1, 1, kind="toggle", doc="optimisation steps on/off"),
+        ParamSpec("walk_speed", 0.0, 4.0, 1.0, unit="x", smoothing=0.5,
+                  doc="speed of the latent walk relative to its loop length"),
+        ParamSpec("hue", -180.0, 180.0, 0.0, unit="deg", smoothing=0.3, doc="hue rotation"),
+        ParamSpec("saturation", 0.0, 2.0, 1.0, smoothing=0.3, doc="colour saturation gain"),
+        ParamSpec("fade", 0.0, 1.0, 1.0, smoothing=0.5, doc="opacity of this piece"),
+    ]
+
+
+def with_common(specs: Sequence[ParamSpec]) -> list[ParamSpec]:
+    """A system's specs followed by the common ones it does not define itself (its own win)."""
+    own = {s.name for s in specs}
+    return list(specs) + [s for s in common_specs() if s.name not in own]
+
+
+def show_specs(scenes: int = 1) -> list[ParamSpec]:
+    """The show-level group (`SHOW`): scene index, master fade, record on/off.
+
+    A controller changing `scene` or `record` also queues an Event; `/unstable/snapshot` is an
+    action only (no stored value).
+    """
+    if scenes < 1:
+        raise ValueError(f"a show needs at least one scene, got {scenes}")
+    return [
+        ParamSpec("scene", 0, scenes - 1, 0, kind="int", doc="current scene"),
+        ParamSpec("master_fade", 0.0, 1.0, 1.0, smoothing=1.0, doc="master fade to black"),
+        ParamSpec("record", 0, 1, 0, kind="toggle", doc="record the output"),
+    ]
+
+
+def normalise_groups(groups) -> dict[str, tuple[ParamSpec, ...]]:
+    """{piece: (ParamSpec, ...)} from a mapping or a sequence of (piece, specs) pairs, checked.
+
+    Piece and parameter names must be address-safe ([A-Za-z0-9_-], 64 chars at most); a piece
+    cannot be named after a top-level action and no parameter may be called "raw".
+    """
+    items = groups.items() if isinstance(groups, Mapping) else groups
+    out: dict[str, tuple[ParamSpec, ...]] = {}
+    for piece, specs in items:
+        if not isinstance(piece, str) or not _NAME.match(piece):
+            raise UnstableError(f"piece name {piece!r} cannot be used in an OSC address "
+                                "(letters, digits, '_' and '-' only, 64 at most)")
+        if piece in RESERVED:
+            raise UnstableError(f"piece name {piece!r} is reserved for /unstable/{piece}, "
+                                "choose another name")
+        if piece in out:
+            raise UnstableError(f"piece name {piece!r} appears twice in the show")
+        seen = set()
+        for spec in specs:
+            if not isinstance(spec, ParamSpec):
+                raise TypeError(f"{piece}: expected ParamSpec, got {type(spec).__name__}")
+            if not _NAME.match(spec.name) or spec.name == "raw":
+                raise UnstableError(f"{piece}: parameter name {spec.name!r} cannot be used in an "
+                                    "OSC address (letters, digits, '_' and '-', not 'raw')")
+            if spec.name in seen:
+                raise UnstableError(f"{piece}: parameter {spec.name!r} is defined twice")
+            seen.add(spec.name)
+        out[piece] = tuple(specs)
+    return out
+
+
+@dataclass(frozen=True)
+class Event:
+    """A show-level action from a controller: kind "scene" (value = index), "record" (value = 0/1,
+    the wanted state: handle it idempotently) or "snapshot" (value None). `origin` is the sender."""
+
+    kind: str
+    value: float | None = None
+    origin: Origin | None = None
+
+
+class _Entry:
+    """One parameter's state: the target writers set and the smoothed value snapshots read."""
+
+    __slots__ = ("piece", "name", "spec", "target", "current", "tau", "log")
+
+    def __init__(self, piece: str, spec: ParamSpec):
+        self.piece = piece
+        self.name = spec.name
+        self.spec = spec
+        self.target = spec.clamp(spec.default)
+        self.current = self.target
+        # Integers and toggles jump: a smoothed scene index or on/off switch means nothing.
+        self.tau = spec.smoothing if spec.kind == "float" else 0.0
+        self.log = spec.log
+
+
+class Params:
+    """Thread-safe live values for every (piece, parameter) of a show.
+
+    Writes are cheap (clamp, dict write under a lock, listeners told outside it); `snapshot(now)`
+    is O(params). Smoothing is an exponential approach with time constant `spec.smoothing`
+    seconds (63% of the way after one, 95% after three), in log space for log-scaled parameters
+    so a learning rate glides through its decades evenly.
+    """
+
+    def __init__(self, groups, *, max_events: int = 256):
+        self.groups = normalise_groups(groups)
+        self._lock = threading.Lock()
+        self._entries: dict[tuple[str, str], _Entry] = {}
+        for piece, specs in self.groups.items():
+            for spec in specs:
+                self._entries[(piece, spec.name)] = _Entry(piece, spec)
+        self._order = list(self._entries.values())
+        self._last_now: float | None = None
+        self._events: collections.deque[Event] = collections.deque(maxlen=max_events)
+        self._listeners: list[Listener] = []
+
+    # -- schema ---------------------------------------------------------------------------------
+
+    def keys(self) -> list[tuple[str, str]]:
+        """Every (piece, name), in schema order."""
+        return list(self._entries)
+
+    def spec(self, piece: str, name: str) -> ParamSpec:
+        """The ParamSpec of (piece, name); KeyError if there is none."""
+        return self._entry(piece, name).spec
+
+    def __contains__(self, key) -> bool:
+        return key in self._entries
+
+    def _entry(self, piece: str, name: str) -> _Entry:
+        try:
+            return self._entries[(piece, name)]
+        except KeyError:
+            raise KeyError(f"no live parameter {piece}/{name}") from None
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def set(self, piece: str, name: str, value: float, origin: Origin | None = None) -> float:
+        """Set the target of (piece, name) in its own units, clamped to its range; returns the
+        stored value. `origin` is the controller's (host, port), None for the engine itself.
+        A non-finite value is a bug in the caller and raises ValueError."""
+        e = self._entry(piece, name)
+        v = float(value)
+        if not math.isfinite(v):
+            raise ValueError(f"{piece}/{name}: {value!r} is not a finite number")
+        v = e.spec.clamp(v)
+        with self._lock:
+            changed = e.target != v
+            e.target = v
+            if origin is not None and (piece, name) in ACTIONS:
+                self._events.append(Event(name, v, origin))
+        if changed:
+            self._notify([(piece, name)], origin)
+        return v
+
+    def set_unit(self, piece: str, name: str, u: float, origin: Origin | None = None) -> float:
+        """Set (piece, name) from a 0..1 fader position (mapped by ParamSpec.from_unit)."""
+        e = self._entry(piece, name)
+        u = float(u)
+        if not math.isfinite(u):
+            raise ValueError(f"{piece}/{name}: {u!r} is not a finite number")
+        return self.set(piece, name, e.spec.from_unit(u), origin)
+
+    def update(self, values: Mapping[str, Mapping[str, float]], origin: Origin | None = None) -> int:
+        """Set many targets at once (a preset, a scene): {piece: {name: value}} in own units.
+
+        Names the schema does not know (a preset from an older piece) and non-finite values are
+        skipped with a warning. Returns how many values changed; listeners hear one call.
+        """
+        staged = []
+        for piece, table in values.items():
+            for name, value in table.items():
+                e = self._entries.get((piece, name))
+                if e is None:
+                    log.warning("preset value %s/%s ignored: no such live parameter", piece, name)
+                    continue
+                try:
+                    v = float(value)
+                except (TypeError, ValueError):
+                    v = math.nan
+                if not math.isfinite(v):
+                    log.warning("preset value %s/%s = %r ignored: not a finite number", piece, name, value)
+                    continue
+                staged.append((e, e.spec.clamp(v)))
+        changed = []
+        with self._lock:
+            for e, v in staged:
+                if e.target != v:
+                    e.target = v
+                    changed.append((e.piece, e.name))
+        if changed:
+            self._notify(changed, origin)
+        return len(changed)
+
+    def reset(self, origin: Origin | None = None) -> int:
+        """Every target back to its default; returns how many changed."""
+        return self.update({p: {s.name: s.default for s in specs} for p, specs in self.groups.items()},
+                           origin)
+
+    def settle(self) -> None:
+        """Make every smoothed value jump to its target (a hard cut, e.g. on a scene change)."""
+        with self._lock:
+            for e in self._order:
+                e.current = e.target
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def get(self, piece: str, name: str) -> float:
+        """The target (newest written value) of (piece, name), in its own units."""
+        return self._entry(piece, name).target
+
+    def get_unit(self, piece: str, name: str) -> float:
+        """The 0..1 fader position that shows the target of (piece, name)."""
+        e = self._entry(piece, name)
+        return e.spec.to_unit(e.target)
+
+    def state(self) -> dict[str, dict[str, float]]:
+        """{piece: {name: target}}: what a preset or a feedback sync saves or sends."""
+        with self._lock:
+            out: dict[str, dict[str, float]] = {p: {} for p in self.groups}
+            for e in self._order:
+                out[e.piece][e.name] = e.target
+        return out
+
+    def snapshot(self, now: float) -> dict[str, dict[str, float]]:
+        """{piece: {name: value}} for the frame at time `now` (seconds on the frame clock).
+
+        Smoothing advances by `now` minus the previous snapshot's `now`; the first snapshot, and
+        any parameter without smoothing, shows the target. A clock that goes backwards (a render
+        restarted) advances nothing. Calling it twice with the same `now` gives the same values.
+        """
+        now = float(now)
+        with self._lock:
+            first = self._last_now is None
+            dt = 0.0 if first else max(0.0, now - self._last_now)
+            self._last_now = now
+            out: dict[str, dict[str, float]] = {p: {} for p in self.groups}
+            for e in self._order:
+                if first or e.tau <= 0.0:
+                    e.current = e.target
+                elif e.current != e.target and dt > 0.0:
+                    k = 1.0 - math.exp(-dt / e.tau)
+                    if e.log:
+                        cur = math.exp(math.log(e.current) + (math.log(e.target) - math.log(e.current)) * k)
+                    else:
+                        cur = e.current + (e.target - e.current) * k
+                    # Land exactly once within a millionth of the range: no endless tiny drift.
+                    if abs(e.target - cur) <= 1e-6 * (e.spec.hi - e.spec.lo):
+                        cur = e.target
+                    e.current = cur
+                out[e.piece][e.name] = e.current
+        return out
+
+    # -- events ---------------------------------------------------------------------------------
+
+    def post_event(self, kind: str, value: float | None = None, origin: Origin | None = None) -> None:
+        """Queue a show-level action for the engine (the oldest is dropped past `max_events`)."""
+        with self._lock:
+            self._events.append(Event(kind, value, origin))
+
+    def drain_events(self) -> list[Event]:
+        """Every queued Event, oldest first; the queue is empty afterwards. Call once per frame."""
+        with self._lock:
+            events = list(self._events)
+            self._events.clear()
+        return events
+
+    # -- listeners ------------------------------------------------------------------------------
+
+    def add_listener(self, fn: Listener) -> None:
+        """Call `fn(changed_keys, origin)` after every change (in the writer's thread; keep it
+        cheap). An exception in a listener is logged and never reaches the writer."""
+        with self._lock:
+            self._listeners = self._listeners + [fn]
+
+    def remove_listener(self, fn: Listener) -> None:
+        """Stop calling `fn`."""
+        with self._lock:
+            self._listeners = [f for f in self._listeners if f is not fn]
+
+    def _notify(self, keys: list[tuple[str, str]], origin: Origin | None) -> None:
+        for fn in self._listeners:  # a copy-on-write list: safe to iterate without the lock
+            try:
+                fn(keys, origin)
+            except Exception:
+                log.exception("parameter listener %r failed", fn)
+
+
+def iter_specs(groups) -> Iterable[tuple[str, ParamSpec]]:
+    """(piece, spec) for every parameter of a groups mapping, in order."""
+    for piece, specs in normalise_groups(groups).items():
+        for spec in specs:
+            yield piece, spec
