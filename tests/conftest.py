@@ -14,3 +14,16 @@ def tmp_cwd(tmp_path, monkeypatch):
     """Run a test inside a fresh folder (runs/ and .cache/ land there)."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture
+def gl_ctx():
+    """A fresh headless OpenGL context (EGL; Mesa llvmpipe without a GPU), current on this thread.
+
+    One per test (~35 ms): moderngl does not re-make its context current, so a context shared
+    across tests would break after any test that makes another one current (a window's, say).
+    """
+    from unstable.display.gl import create_headless_context
+    ctx = create_headless_context()
+    yield ctx
+    ctx.release()

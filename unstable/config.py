@@ -14,6 +14,7 @@ documentation and for the OSC parameter schema later on.
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import difflib
 import math
@@ -70,7 +71,7 @@ def _type_name(tp: Any) -> str:
         if len(args) == 2 and args[1] is Ellipsis:
             return f"a list of {_type_name(args[0])}"
         return f"a list of {len(args)} items ({', '.join(_type_name(a) for a in args)})"
-    if origin in (dict, Mapping):
+    if origin in (dict, Mapping, collections.abc.Mapping):
         return f"a table of {_type_name(get_args(tp)[1])}"
     if dataclasses.is_dataclass(tp):
         return "a table"
@@ -155,7 +156,7 @@ def _convert(value: Any, tp: Any, source: str, key: str, meta: Mapping | None) -
         if len(value) != len(args):
             raise ConfigError(source, key, f"{value!r} has {len(value)} items, expected {_type_name(tp)}")
         return tuple(_convert(v, a, source, f"{key}[{i}]", meta) for i, (v, a) in enumerate(zip(value, args)))
-    if origin in (dict, Mapping):
+    if origin in (dict, Mapping, collections.abc.Mapping):
         if not isinstance(value, dict):
             raise wrong()
         kt, vt = get_args(tp)

@@ -1,0 +1,6 @@
+"""Display: the ModernGL compositor (panels -> one frame), GL contexts and the window.
+
+    from unstable.display.gl import create_headless_context
+    from unstable.display.compositor import Compositor, Layout, Scene
+    from unstable.display.window import open_window
+"""

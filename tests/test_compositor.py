@@ -1,0 +1,214 @@
+"""The compositor on a real headless EGL context: layout, letterbox, colour, fades, reuse."""
+
+import numpy as np
+import pytest
+import torch
+
+from unstable.config import ConfigError, load_dataclass
+from unstable.display.compositor import (Colour, Compositor, Layout, PanelStyle, Scene, colour_matrix,
+                                         fit, place)
+
+RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
+
+
+def solid(rgb, size=8, layout="chw"):
+    """A solid image: float [3, H, W] in 0..1, or uint8 [H, W, 3]."""
+    if layout == "chw":
+        return torch.tensor(rgb, dtype=torch.float32).div(255).view(3, 1, 1).expand(3, size, size).clone()
+    return torch.tensor(rgb, dtype=torch.uint8).view(1, 1, 3).expand(size, size, 3).clone()
+
+
+def close(pixel, rgb, tol=2):
+    return np.all(np.abs(pixel.astype(int) - np.array(rgb)) <= tol)
+
+
+@pytest.fixture
+def comp(gl_ctx):
+    c = Compositor(gl_ctx, (96, 32))
+    yield c
+    c.release()
+
+
+def test_side_by_side_puts_each_panel_in_its_cell(comp):
+    # Mixed inputs: float CHW, uint8 HWC, and a 28 px panel next to 8 px ones.
+    images = {"a": solid(RED), "b": solid(GREEN, layout="hwc"), "c": solid(BLUE, size=28)}
+    comp.render(Scene(images))
+    frame = comp.read()
+    assert frame.shape == (32, 96, 3) and frame.dtype == np.uint8
+    for col, rgb in enumerate((RED, GREEN, BLUE)):
+        assert close(frame[16, 16 + 32 * col], rgb), (col, frame[16, 16 + 32 * col])
+
+
+def test_grid_follows_panel_order_and_leaves_empty_cells_background(gl_ctx):
+    comp = Compositor(gl_ctx, (40, 40))
+    images = {"a": solid(RED), "b": solid(GREEN), "c": solid(BLUE)}
+    layout = Layout(mode="grid", rows=2, cols=2, panels=("c", "", "a", "b"), background=(1.0, 1.0, 1.0))
+    comp.render(Scene(images, layout))
+    frame = comp.read()
+    assert close(frame[10, 10], BLUE)          # top-left
+    assert close(frame[10, 30], (255, 255, 255))  # top-right: empty cell
+    assert close(frame[30, 10], RED)           # bottom-left
+    assert close(frame[30, 30], GREEN)         # bottom-right
+    comp.release()
+
+
+def test_rows_come_back_top_to_bottom_and_left_to_right(comp):
+    image = torch.zeros(3, 8, 8)
+    image[0, :4, :4] = 1  # top-left red
+    image[2, 4:, 4:] = 1  # bottom-right blue
+    comp.render(Scene({"a": image}, Layout(fit="stretch")))
+    frame = comp.read()
+    assert close(frame[2, 2], RED) and close(frame[29, 93], BLUE)
+    assert close(frame[2, 93], (0, 0, 0)) and close(frame[29, 2], (0, 0, 0))
+
+
+def test_letterbox_keeps_aspect_with_background_bars(gl_ctx):
+    comp = Compositor(gl_ctx, (32, 32))
+    wide = solid(RED, size=8)[:, :4, :]  # [3, 4, 8]: twice as wide as tall
+    comp.render(Scene({"a": wide}, Layout(background=(0.0, 0.0, 1.0))))
+    frame = comp.read()
+    # 8x4 fitted into 32x32 is 32x16 at y = 8: blue bars above and below, red in the middle.
+    assert close(frame[16, 16], RED) and close(frame[9, 1], RED) and close(frame[22, 30], RED)
+    assert close(frame[3, 16], BLUE) and close(frame[28, 16], BLUE)
+    assert close(frame[7, 16], BLUE) and close(frame[24, 16], BLUE)
+    comp.release()
+
+
+def test_fit_geometry():
+    assert fit("contain", (0, 0, 32, 32), (8, 4)) == ((0, 8, 32, 24), (0.0, 0.0, 1.0, 1.0))
+    assert fit("stretch", (10, 0, 32, 32), (8, 4))[0] == (10, 0, 42, 32)
+    assert fit("integer", (0, 0, 30, 30), (8, 8))[0] == (3, 3, 27, 27)   # x3, not x3.75
+    rect, uv = fit("cover", (0, 0, 32, 32), (8, 4))                     # crop the sides
+    assert rect == (0, 0, 32, 32) and uv == pytest.approx((0.25, 0.0, 0.75, 1.0))
+    # Margins and gaps in fractions of the shorter side: 100x50 output, margin 0.1 = 5 px, gap 0.2 = 10 px.
+    layout = Layout(margin=0.1, gap=0.2, fit="stretch")
+    assert [tuple(p[1:5]) for p in place(layout, (100, 50), {"a": (8, 8), "b": (8, 8)})] == [
+        (5, 5, 45, 45), (55, 5, 95, 45)]
+
+
+def test_explicit_rects(gl_ctx):
+    comp = Compositor(gl_ctx, (40, 20))
+    layout = Layout(mode="rects", panels=("b", "a"), rects=((0.0, 0.0, 0.25, 0.5), (0.5, 0.5, 0.5, 0.5)),
+                    fit="stretch")
+    comp.render(Scene({"a": solid(RED), "b": solid(GREEN)}, layout))
+    frame = comp.read()
+    assert close(frame[4, 4], GREEN) and close(frame[15, 30], RED) and close(frame[15, 4], (0, 0, 0))
+    comp.release()
+
+
+def test_hue_120_turns_red_green_and_panel_styles_apply(comp):
+    images = {"a": solid(RED), "b": solid(RED), "c": solid((200, 50, 50))}
+    layout = Layout(styles={"b": PanelStyle(hue=240.0), "c": PanelStyle(saturation=0.0)})
+    comp.render(Scene(images, layout, Colour(hue=120.0)))
+    frame = comp.read()
+    assert close(frame[16, 16], GREEN)   # scene grade only
+    assert close(frame[16, 48], RED)     # 240 + 120 = a full turn
+    grey = frame[16, 80].astype(int)
+    # Panel c is desaturated by its style; the scene's hue rotation then keeps grey grey.
+    assert abs(grey[0] - grey[1]) <= 1 and abs(grey[1] - grey[2]) <= 1
+    assert np.allclose(colour_matrix(Colour(hue=120.0)) @ [1, 0, 0], [0, 1, 0], atol=1e-9)
+
+
+def test_brightness_and_master_fade(comp):
+    images = {"a": solid((200, 100, 40))}
+    comp.render(Scene(images, Layout(background=(1.0, 1.0, 1.0)), Colour(brightness=0.5)))
+    assert close(comp.read()[16, 48], (100, 50, 20))
+    comp.render(Scene(images, Layout(background=(1.0, 1.0, 1.0))), fade=0.0)
+    assert comp.read().max() == 0  # panels and background both black
+    comp.render(Scene(images, Layout(background=(1.0, 1.0, 1.0))), fade=0.5)
+    frame = comp.read()
+    assert close(frame[16, 48], (100, 50, 20)) and close(frame[16, 2], (128, 128, 128))
+
+
+def test_crossfade_mixes_two_scenes_with_different_layouts(comp):
+    a = Scene({"x": solid(RED), "y": solid(GREEN)})                            # side by side: x | y
+    b = Scene({"x": solid(BLUE)}, Layout(fit="stretch", background=(0.0, 1.0, 0.0)))  # one full panel
+    comp.render(a, next=b, mix=0.0)
+    assert close(comp.read()[16, 24], RED)
+    comp.render(a, next=b, mix=1.0)
+    assert close(comp.read()[16, 24], BLUE)
+    comp.render(a, next=b, mix=0.5)
+    frame = comp.read()
+    assert close(frame[16, 24], (128, 0, 128), tol=3)   # red into blue
+    assert close(frame[16, 72], (0, 128, 128), tol=3)   # green into blue
+    comp.render(a, next=b, mix=0.25, fade=0.0)
+    assert comp.read().max() == 0
+
+
+def test_no_new_gl_objects_after_the_first_frame(gl_ctx):
+    comp = Compositor(gl_ctx, (64, 32))
+    a = {"a": solid(RED), "b": solid(GREEN, size=28, layout="hwc")}
+    b = {"a": solid(BLUE), "b": solid(RED, size=28, layout="hwc")}
+    comp.render(Scene(a), next=Scene(b, colour=Colour(hue=30.0)), mix=0.5)  # first frame: both slots
+    made = comp.gl_objects_created
+    glos = {k: pt.texture.glo for k, pt in comp._textures.items()}
+    hosts = {k: pt.host.data_ptr() for k, pt in comp._textures.items()}
+    buffer = comp.read()
+    for i in range(4):
+        images = a if i % 2 else b
+        comp.render(Scene(images), next=Scene(a, colour=Colour(hue=10.0 * i)), mix=0.3)
+        comp.render(Scene(images, Layout(mode="grid", rows=2)))
+        frame = comp.read()
+        assert frame is buffer
+        # New content did arrive through the reused textures.
+        assert close(frame[8, 32], RED if i % 2 else BLUE)  # grid of 2 rows: "a" on top
+    assert comp.gl_objects_created == made
+    assert {k: pt.texture.glo for k, pt in comp._textures.items()} == glos
+    assert {k: pt.host.data_ptr() for k, pt in comp._textures.items()} == hosts
+    assert gl_ctx.error == "GL_NO_ERROR"
+    # A panel that changes size gets a new texture: the count moves, exactly by one.
+    comp.render(Scene({"a": solid(RED, size=16), "b": b["b"]}))
+    assert comp.gl_objects_created == made + 1
+    comp.release()
+
+
+def test_nearest_keeps_pixels_linear_blends(gl_ctx):
+    comp = Compositor(gl_ctx, (32, 8))
+    image = torch.zeros(3, 1, 2)
+    image[:, :, 1] = 1  # black | white
+    values = {}
+    for f in ("nearest", "linear"):
+        comp.render(Scene({"a": image}, Layout(fit="stretch", styles={"a": PanelStyle(filter=f)})))
+        values[f] = set(np.unique(comp.read()[4, :, 0]).tolist())
+    assert values["nearest"] == {0, 255}
+    assert len(values["linear"]) > 4
+    comp.release()
+
+
+def test_grey_and_batched_inputs(comp):
+    grey = torch.full((8, 8), 0.5)
+    batched = solid(BLUE).unsqueeze(0)  # [1, 3, H, W]
+    one_channel = torch.full((1, 8, 8), 1.0)
+    comp.render(Scene({"g": grey, "b": batched, "w": one_channel}))
+    frame = comp.read()
+    assert close(frame[16, 16], (128, 128, 128)) and close(frame[16, 48], BLUE)
+    assert close(frame[16, 80], (255, 255, 255))
+    with pytest.raises(ValueError, match="batch of 2"):
+        comp.render(Scene({"a": torch.zeros(2, 3, 8, 8)}))
+    with pytest.raises(ValueError, match="names panel 'z'"):
+        comp.render(Scene({"a": solid(RED)}, Layout(panels=("z",))))
+
+
+def test_layout_from_toml_table_and_its_errors():
+    table = {"mode": "grid", "rows": 2, "panels": ["g0", "g1", ""], "gap": 0.02, "fit": "integer",
+             "filter": "nearest", "background": [0.1, 0.1, 0.1], "styles": {"g1": {"hue": 90, "filter": "linear"}}}
+    layout = load_dataclass(Layout, table, source="shows/x.toml", prefix="layout")
+    assert layout.style("g1") == PanelStyle(hue=90.0, filter="linear") and layout.style("g0") == PanelStyle()
+    with pytest.raises(ConfigError, match=r"shows/x.toml: layout.rects: 1 rects for 2 panels"):
+        load_dataclass(Layout, {"mode": "rects", "panels": ["a", "b"], "rects": [[0, 0, 1, 1]]},
+                       source="shows/x.toml", prefix="layout")
+    with pytest.raises(ConfigError, match=r"layout.styles.g1.hue: 400.0 is out of range"):
+        load_dataclass(Layout, {"styles": {"g1": {"hue": 400}}}, source="shows/x.toml", prefix="layout")
+    with pytest.raises(ConfigError, match=r"layout.panels: no panel 'g2'"):
+        Layout(panels=("g0", "g2")).check_panels(["g0", "g1"], "shows/x.toml")
+
+
+def test_resize_keeps_working(gl_ctx):
+    comp = Compositor(gl_ctx, (16, 16))
+    comp.render(Scene({"a": solid(GREEN)}))
+    comp.resize((24, 8))
+    comp.render(Scene({"a": solid(RED)}, Layout(background=(0.0, 0.0, 1.0))))
+    frame = comp.read()
+    assert frame.shape == (8, 24, 3) and close(frame[4, 12], RED) and close(frame[4, 1], BLUE)
+    assert gl_ctx.error == "GL_NO_ERROR"
+    comp.release()
