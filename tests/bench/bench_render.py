@@ -1,0 +1,171 @@
+"""Benchmark: render speed of render/demo.toml, and how well generation and encoding overlap.
+
+    .venv/bin/python tests/bench/bench_render.py                 # uses runs/demo if it exists
+    .venv/bin/python tests/bench/bench_render.py --frames 120 --piece pieces/equilibrium-1-1.toml
+    .venv/bin/python tests/bench/bench_render.py --source bad=runs/bad-custom-mmd   # another run for a source
+
+Three timings of the same frames, on the same renderer, in one process:
+  generation  sampling + compositing + readback, nothing encoded     (Renderer.iter_frames)
+  encode      the same frames, already in memory, through the job's preset (VideoWriter)
+  render      the real thing: Renderer.render to a file (parts, join, frame-count check)
+and the ratio render / max(generation, encode): 1.0 means the two overlap perfectly, 2.0 means
+they ran one after the other. Target: <= 1.15. Each timing is the best of --repeat runs.
+
+When a run the job needs is missing, the job's piece (--piece, default the demo piece) is trained
+for --train-steps steps into a temporary folder with progressive growing at one step per resolution, so the
+generators already work at their full resolution: the cost of a finished piece, not of step 0.
+Timings on a shared machine are noisy; the machine's load is printed with them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from unstable.config import read_toml  # noqa: E402
+from unstable.encode import VideoWriter  # noqa: E402
+from unstable.render import Renderer  # noqa: E402
+from unstable.renderjob import load_job  # noqa: E402
+from unstable.trainer import train  # noqa: E402
+
+
+def train_stand_in(piece: Path, steps: int, folder: Path) -> Path:
+    """Train `piece` a few steps, growing one resolution per step (full resolution after a few); returns the run."""
+    data = read_toml(piece)
+    text = piece.read_text()
+    if data.get("kind") == "equilibrium":
+        text += "\n[growth]\nstable_steps = 1\nfade_steps = 0\n" if "growth" not in data else ""
+    copy = folder / piece.name
+    folder.mkdir(parents=True, exist_ok=True)
+    copy.write_text(text)
+    if "growth" in data and data.get("kind") == "equilibrium":
+        print(f"note: {piece} sets its own [growth]; the stand-in run keeps it", file=sys.stderr)
+    return train(copy, steps=steps, out=folder / "run", show_progress=False, echo=lambda s: None)
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process (all threads) and of its finished children (ffmpeg)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def best(fn, repeat: int) -> tuple[float, float, object]:
+    """(wall seconds, CPU seconds, result) of the fastest of `repeat` calls."""
+    runs, result = [], None
+    for _ in range(repeat):
+        c0, t0 = cpu_seconds(), time.perf_counter()
+        result = fn()
+        runs.append((time.perf_counter() - t0, cpu_seconds() - c0))
+    wall, cpu = min(runs)
+    return wall, cpu, result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--job", default=str(ROOT / "render" / "demo.toml"))
+    ap.add_argument("--frames", type=int, default=96, help="frames per timing (from frame 0)")
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--piece", default=str(ROOT / "pieces" / "equilibrium-1-1.toml"),
+                    help="piece to train a stand-in run from when the job's run is missing")
+    ap.add_argument("--train-steps", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--keep", action="store_true", help="keep the stand-in run and the videos")
+    ap.add_argument("--source", action="append", default=[], metavar="NAME=RUN",
+                    help="use this run (folder or .pt) for the job's source NAME (repeatable)")
+    args = ap.parse_args()
+
+    os.chdir(ROOT)  # the job's paths (runs/, render/out/) are relative to the repository
+    job = load_job(args.job)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-render-"))
+    sources = dict(job.sources)
+    for item in args.source:
+        name, _, run = item.partition("=")
+        if name not in sources or not run:
+            sys.exit(f"--source {item}: expected NAME=RUN with NAME one of {', '.join(sources)}")
+        sources[name] = dataclasses.replace(sources[name], run=run)
+    for name, s in list(sources.items()):
+        if s.run and not Path(s.run).exists() and not s.optional:
+            piece = Path(args.piece)
+            if not piece.is_file():
+                sys.exit(f"{args.job}: run {s.run!r} is missing and there is no piece {piece} to train a "
+                         "stand-in from (pass --piece)")
+            t0 = time.perf_counter()
+            run = train_stand_in(piece, args.train_steps, tmp / name)
+            print(f"stand-in for {s.run}: {piece} trained {args.train_steps} steps, one resolution per step "
+                  f"({time.perf_counter() - t0:.1f} s) -> {run}")
+            sources[name] = dataclasses.replace(s, run=str(run))
+    job = dataclasses.replace(job, sources=sources)
+
+    r = Renderer(job, args.job, torch.device("cpu"), echo=print, threads=args.threads)
+    n = min(args.frames, r.plan.frames)
+    w, h = job.size
+    for src in r.sources:
+        res = {p: tuple(x.shape[-2:]) for p, x in src.system.sample(
+            {p: torch.zeros(1, d) for p, d in src.system.panels().items()}, src.params).items()}
+        extra = ""
+        if hasattr(src.system, "growth"):
+            stage, alpha = src.system.growth()
+            extra = f", growth stage {stage} ({src.system.stage_resolutions[stage]} px)"
+        print(f"source {src.name}: step {src.identity.get('step', 0)}, panel images {res}{extra}")
+    print(f"job {args.job}: {w}x{h} at {r.plan.fps} fps, preset {job.preset}, batch {job.batch}, "
+          f"{r.threads} torch thread(s), {n} frames per timing, best of {args.repeat}")
+
+    for _ in r.iter_frames(0, min(n, job.batch)):  # warm-up: GL objects, first kernels
+        pass
+
+    def generate():
+        r.frames._batch_index = None  # no reuse of a cached batch between runs
+        return [p.copy() for _, _, p in r.iter_frames(0, n)]
+
+    t_gen, c_gen, frames = best(generate, args.repeat)
+
+    def encode():
+        with VideoWriter(tmp / f"encode{Path(job.output).suffix}", w, h, r.plan.fps, job.preset) as vw:
+            for f in frames:
+                vw.write(f)
+
+    t_enc, c_enc, _ = best(encode, args.repeat)
+    out = str(tmp / f"render{Path(job.output).suffix}")
+
+    def render():
+        r.frames._batch_index = None
+        return r.render(frames=(0, n), out=out, fresh=True, show_progress=False)
+
+    t_render, c_render, results = best(render, args.repeat)
+    assert results[0].frames == n
+    r.close()
+
+    load = os.getloadavg()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    for label, t, c, what in (("generation", t_gen, c_gen, "sampling + compositing + readback"),
+                              ("encode", t_enc, c_enc, f"{job.preset}, frames from memory"),
+                              ("render", t_render, c_render, "to a file, parts joined and checked")):
+        print(f"{label:<10} {t:7.2f} s {n / t:7.1f} fps   cpu {c:6.2f} s = {c / t:4.2f} cores   ({what})")
+    print(f"ratio render / max(generation, encode) = {t_render / max(t_gen, t_enc):.2f}  (target <= 1.15); "
+          f"one after the other would be {(t_gen + t_enc) / max(t_gen, t_enc):.2f}")
+    # When both sides are CPU work on the same few cores they cannot both run at full speed: the
+    # render cannot beat (CPU of both) / cores, whatever the overlap.
+    floor = (c_gen + c_enc) / cores
+    print(f"CPU floor (cpu generation + cpu encode) / {cores} cores = {floor:.2f} s; "
+          f"render / max(generation, encode, floor) = {t_render / max(t_gen, t_enc, floor):.2f}")
+    print(f"load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} (other processes share these cores)")
+    if args.keep:
+        print(f"stand-in run and videos kept in {tmp}")
+    else:
+        shutil.rmtree(tmp)
+
+
+if __name__ == "__main__":
+    main()
