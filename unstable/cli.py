@@ -48,25 +48,189 @@ def train(piece, steps, minutes, out, device, seed, resume):
     click.echo(f"run folder: {folder}  (latest grid: {folder / 'grid.png'})")
 
 
-DEFAULT_PIECE = "pieces/equilibrium-1-1.toml"
+@main.command("eval")
+@click.argument("runs", nargs=-1, required=True, type=click.Path())
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Output folder (default <first RUN>/eval).")
+@click.option("--samples", type=click.IntRange(min=10), default=1000, show_default=True, help="Samples per temperature and decoder.")
+@click.option("--k", type=click.IntRange(min=1), default=3, show_default=True, help="Neighbours of the k-NN manifolds.")
+@click.option("--device", type=DEVICE, default="auto", show_default=True)
+@friendly
+def eval_runs(runs, out, samples, k, device):
+    """Evaluate divergence RUNS (run folders or RUN/checkpoints/step_N.pt snapshots): precision/recall
+    against the base decoder, class entropy, diversity, per temperature; CSV, plot and grid PNG."""
+    from .divergence.evaluate import evaluate_runs, rows_at
+    from .system import resolve_device
+    from .trainer import progress_bar
+    folder = evaluate_runs(runs, out, samples=samples, k=k, device=resolve_device(device), progress=progress_bar)
+    for r in rows_at(folder / "metrics.csv", 1.0):
+        click.echo(f"T=1 {r['run']:>24} {r['decoder']:>8}: precision {float(r['precision_vs_base']):.3f} "
+                   f"recall {float(r['recall_vs_base']):.3f} (vs base)  precision {float(r['precision_vs_data']):.3f} "
+                   f"(vs data)  class entropy {float(r['class_entropy']):.3f}  confidence {float(r['confidence']):.3f}")
+    import json
+    for name, m in json.loads((folder / "summary.json").read_text())["base_metrics"].items():
+        if m:
+            click.echo(f"base models of {name}: classifier held-out accuracy {m.get('classifier_heldout_accuracy', float('nan')):.3f}, "
+                       f"VAE held-out BCE {m.get('vae_heldout_bce', float('nan')):.1f} KL {m.get('vae_heldout_kl', float('nan')):.1f}")
+    click.echo(f"eval: {folder / 'metrics.csv'}, {folder / 'precision_recall.png'}, {folder / 'grid.png'}")
+
+
+DEMO_SHOW = "shows/demo.toml"
+
+
+def _live_env() -> None:
+    """Before torch is first imported: OpenMP threads that spin after each op starve the GL
+    rasteriser's threads on a CPU-only machine (see unstable/engine.py); let them sleep instead."""
+    import os
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def _run_live(show_path, *, headless, fullscreen, monitor, seconds, record, telemetry, osc_port, device, run, fresh,
+              train=True):
+    _live_env()
+    from .engine import Engine
+    from .show import load_show
+    from .system import resolve_device
+    show = load_show(show_path)
+    engine = Engine(show, device=resolve_device(device), headless=headless, fullscreen=fullscreen or None,
+                    monitor=monitor, seconds=seconds, record=record, telemetry=telemetry, osc_port=osc_port,
+                    run_dir=run, fresh=fresh, train=train, echo=click.echo)
+    try:
+        r = engine.run()
+    except KeyboardInterrupt:
+        click.echo("live: interrupted before the show started", err=True)
+        sys.exit(130)
+    steps = ", ".join(f"{n} {k} steps ({r.steps_per_second[n]:g}/s)" for n, k in r.steps.items())
+    click.echo(f"live: {r.frames} frames in {r.seconds:.1f} s ({r.fps:g} fps), frame time p50 {r.interval_p50_ms:.1f} ms "
+               f"p99 {r.interval_p99_ms:.1f} ms, work p50 {r.work_p50_ms:.1f} ms p99 {r.work_p99_ms:.1f} ms, "
+               f"{r.late_frames} late; {steps}")
+    for path in r.recordings:
+        click.echo(f"live: recorded {path}")
+    for name, err in r.errors.items():
+        click.echo(f"live: {name} stopped training: {err}", err=True)
+    return r
 
 
 @main.command()
-@click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=3.0, show_default=True,
-              help="How long to train the default piece.")
-@click.option("--out", type=click.Path(file_okay=False), default="runs/demo", show_default=True)
+@click.argument("show", type=click.Path(dir_okay=False))
+@click.option("--headless", is_flag=True, help="No window: render through EGL (automatic when there is no display).")
+@click.option("--fullscreen", is_flag=True, help="Fullscreen (also set by the show's `fullscreen`).")
+@click.option("--monitor", type=click.IntRange(min=0), default=None, help="Fullscreen on this monitor (0: primary).")
+@click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Stop after this many seconds of frames (seconds x fps frames).")
+@click.option("--record", type=click.Path(dir_okay=False), default=None, help="Record the output to this .mp4.")
+@click.option("--telemetry", type=click.Path(dir_okay=False), default=None,
+              help="Write a JSON line each second: fps, frame times, training steps/s, parameters, memory.")
+@click.option("--osc-port", type=click.IntRange(0, 65535), default=None, help="Listen for OSC on this port instead.")
+@click.option("--device", type=DEVICE, default="auto", show_default=True)
+@click.option("--run", type=click.Path(file_okay=False), default=None,
+              help="Run folder for checkpoints and stills (default runs/live/<show>).")
+@click.option("--fresh", is_flag=True, help="Start the pieces from their seeds, not from the run folder's checkpoints.")
+@click.option("--no-train", is_flag=True, help="Show the pieces without training them.")
+@friendly
+def live(show, headless, fullscreen, monitor, seconds, record, telemetry, osc_port, device, run, fresh, no_train):
+    """Play SHOW (a shows/*.toml file) live: train its pieces, walk them in sync, take OSC."""
+    _run_live(show, headless=headless, fullscreen=fullscreen, monitor=monitor, seconds=seconds, record=record,
+              telemetry=telemetry, osc_port=osc_port, device=device, run=run, fresh=fresh, train=not no_train)
+
+
+@main.command()
+@click.argument("show", type=click.Path(dir_okay=False))
+@click.option("--touchosc", type=click.Path(dir_okay=False), default=None,
+              help="TouchOSC file to write (default: the show's controllers.touchosc).")
+@click.option("--max", "max_", type=click.Path(dir_okay=False), default=None,
+              help="Max patch to write (default: the show's controllers.max).")
+@friendly
+def controllers(show, touchosc, max_):
+    """Write SHOW's controller layouts (TouchOSC .tosc, Max .maxpat) from its parameter schema."""
+    import torch
+
+    from .control.controllers import write_controllers
+    from .engine import build_systems, show_groups
+    from .errors import UnstableError
+    from .show import load_show
+    loaded = load_show(show)
+    c = loaded.settings.controllers
+    touchosc = touchosc or (str(loaded.resolve(c.touchosc)) if c.touchosc else None)
+    max_ = max_ or (str(loaded.resolve(c.max)) if c.max else None)
+    if not touchosc and not max_:
+        raise UnstableError(f"{show}: nothing to write; give --touchosc/--max or set controllers.touchosc/max")
+    systems = build_systems(loaded, torch.device("cpu"))
+    groups = show_groups(loaded, systems)
+    loaded.check_systems({n: s.panels() for n, s in systems.items()}, {n: g for n, g in groups.items() if n in systems})
+    for path in write_controllers(groups, touchosc=touchosc, max=max_, host=c.host, port=loaded.settings.osc.port,
+                                  feedback_port=c.feedback_port, title=loaded.name):
+        click.echo(f"controllers: {path}")
+
+
+@main.command()
+@click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Stop after this long (default: until the window closes; 60 without a display).")
+@click.option("--record", type=click.Path(dir_okay=False), default=None,
+              help="Record to this .mp4 (default without a display: runs/demo/demo.mp4).")
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
 @friendly
-def demo(minutes, out, device):
-    """The main job on the built-in default: train the default piece for a few minutes."""
-    from pathlib import Path
+def demo(seconds, record, device):
+    """The main job on the built-in default: play shows/demo.toml live.
 
+    With a display, in a window (ESC ends it); without one, headless for 60 s, recorded to
+    runs/demo/demo.mp4. (Offline training of one piece is `unstable train PIECE`.)
+    """
+    import os
+    has_display = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    if not has_display:
+        seconds = 60.0 if seconds is None else seconds
+        record = record or "runs/demo/demo.mp4"
+    _run_live(DEMO_SHOW, headless=not has_display, fullscreen=False, monitor=None, seconds=seconds, record=record,
+              telemetry="runs/demo/telemetry.jsonl", osc_port=None, device=device, run=None, fresh=False)
+
+
+class _RenderGroup(click.Group):
+    """`unstable render JOB ...` runs a job (the `run` subcommand); `unstable render concat ...` joins parts."""
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ("--help",):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+@main.group(cls=_RenderGroup)
+def render():
+    """Render video works offline: `unstable render JOB` (a render/*.toml job), `unstable render concat`."""
+
+
+@render.command("run")
+@click.argument("job", type=click.Path(dir_okay=False))
+@click.option("--out", default=None, help="Output file (or PNG folder) instead of the job's pattern; "
+              "may use {job}, {variation}, {index}.")
+@click.option("--frames", "frame_range", metavar="A:B", default=None,
+              help="Render only frames A to B-1 (a part to join later with `unstable render concat`).")
+@click.option("--variation", "variations", multiple=True, metavar="NAME", help="Render only this variation (repeatable).")
+@click.option("--device", type=DEVICE, default="auto", show_default=True)
+@click.option("--fresh", is_flag=True, help="Discard the finished parts of an interrupted render and start over.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Torch CPU threads (default: half the cores; the rest encode). Frames are reproducible "
+                   "for a given thread count.")
+@friendly
+def render_run(job, out, frame_range, variations, device, fresh, threads):
+    """Render JOB (a render/*.toml file) to video files; an interrupted render resumes where it stopped."""
+    from .render import render_job
     from .system import resolve_device
-    from .trainer import train as run_training
-    resume = (Path(out) / "checkpoint.pt").exists()
-    folder = run_training(DEFAULT_PIECE, out=out, device=resolve_device(device), resume=resume,
-                          minutes=minutes, steps=10**9, echo=click.echo)
-    click.echo(f"demo: grids in {folder / 'grids'}, latest {folder / 'grid.png'}")
+    for r in render_job(job, out=out, frames=frame_range, variations=variations, device=resolve_device(device),
+                        fresh=fresh, threads=threads, echo=click.echo):
+        fps = f"{r.fps.numerator}/{r.fps.denominator}" if r.fps.denominator != 1 else str(r.fps.numerator)
+        click.echo(f"render: {r.path}  {r.frames} frames at {fps} fps, {r.width}x{r.height}, {r.preset} "
+                   f"({r.rendered} rendered now, {r.seconds:.1f} s)")
+
+
+@render.command("concat")
+@click.argument("parts", nargs=-1, required=True, type=click.Path())
+@click.option("--out", required=True, type=click.Path(), help="The joined file (or PNG folder).")
+@friendly
+def render_concat(parts, out):
+    """Join PARTS rendered with --frames (same job, in order) into one file without re-encoding."""
+    from .encode import concat
+    info = concat(parts, out)
+    click.echo(f"concat: {out}  {info.frames} frames at {info.fps} fps, {info.width}x{info.height}, {info.codec}")
 
 
 if __name__ == "__main__":
