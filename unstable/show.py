@@ -1,0 +1,261 @@
+"""Live shows: `shows/*.toml` validated into a `Show`, with the checks that need the pieces' systems.
+
+A show says which pieces play (piece files, paths relative to the show file), where their panels
+go (a compositor `Layout` naming panels `piece/panel`, e.g. `eq/g0`), how big and how fast the
+output is, how performers reach it (OSC: host, port, allow-list, controllers subscribed to
+feedback at start; controller layouts), how much of the machine training may take, and a list of
+scenes (durations, crossfades, their own layout, colour and parameter presets).
+
+    show = load_show("shows/demo.toml")          # schema, piece files, names: one-line errors
+    systems = {name: build_system(show.pieces[name], device) for name in show.pieces}
+    show.check_systems({n: s.panels() for n, s in systems.items()},
+                       {n: with_common(s.param_specs()) for n, s in systems.items()})
+
+`load_show` checks everything a show file alone decides; `Show.check_systems` checks what needs
+the systems (panel names in every layout, parameter names and ranges in presets), still before any
+slow work (base-model training, a window), and with the same one-line `ConfigError`s naming the
+show file and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import types
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from .config import load_dataclass, read_toml, setting
+from .display.compositor import Colour, Layout
+from .errors import ConfigError, UnstableError
+from .params import ParamSpec
+from .walk import WalkSettings
+
+__all__ = ["PieceEntry", "OscSettings", "ControllerSettings", "TrainingBudget", "SceneSettings",
+           "ShowSettings", "Show", "load_show", "display_name"]
+
+_EMPTY = types.MappingProxyType({})
+
+
+def display_name(piece: str, panel: str) -> str:
+    """The name a show gives a system's panel: `piece/panel` (e.g. `eq/g0`)."""
+    return f"{piece}/{panel}"
+
+
+@dataclass(frozen=True)
+class PieceEntry:
+    """`[pieces.NAME]`: one artwork in the show; NAME is its OSC name (`/unstable/NAME/...`)."""
+
+    piece: str = setting(doc="the piece file (pieces/*.toml), relative to the show file")
+    params: dict[str, float] = setting(default_factory=lambda: _EMPTY,
+                                       doc="starting values of live parameters, in their own units")
+    share: float = setting(1.0, gt=0, le=100, doc="relative share of the training time this piece gets")
+
+
+@dataclass(frozen=True)
+class OscSettings:
+    """`[osc]`: where performers' controllers reach the show, and who gets feedback."""
+
+    enabled: bool = setting(True, doc="listen for OSC at all")
+    host: str = setting("127.0.0.1", doc="address to listen on (anything but loopback needs `allow`)")
+    port: int = setting(9000, ge=0, le=65535, doc="UDP port to listen on (0: any free port)")
+    allow: tuple[str, ...] = setting((), doc="controller hosts or networks accepted, e.g. ['192.168.1.0/24'] "
+                                            "(empty: anyone who can reach a loopback socket)")
+    subscribe: tuple[str, ...] = setting((), doc="controllers that get feedback from the start, as 'host:port'")
+    feedback_interval: float = setting(0.01, ge=0, le=10, doc="seconds between feedback batches")
+
+    def __post_init__(self):
+        for i, entry in enumerate(self.subscribe):
+            _parse_target(entry, f"subscribe[{i}]")
+        for i, entry in enumerate(self.allow):
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"allow[{i}]: {entry!r} is not an IP address or network, "
+                                 "expected e.g. '192.168.1.20' or '192.168.1.0/24'") from None
+
+    def targets(self) -> list[tuple[str, int]]:
+        """The `subscribe` entries as (host, port)."""
+        return [_parse_target(e, "subscribe") for e in self.subscribe]
+
+
+def _parse_target(entry: str, key: str) -> tuple[str, int]:
+    host, sep, port = entry.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{key}: {entry!r} is not 'host:port', expected e.g. '192.168.1.20:9001'")
+    return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True)
+class ControllerSettings:
+    """`[controllers]`: the TouchOSC / Max layouts `unstable controllers SHOW` writes."""
+
+    touchosc: str = setting("", doc="TouchOSC file (.tosc) to write, relative to the show file ('' = none)")
+    max: str = setting("", doc="Max patch (.maxpat) to write, relative to the show file ('' = none)")
+    host: str = setting("127.0.0.1", doc="the show machine's address, as the controller must send to it")
+    feedback_port: int = setting(9001, ge=1, le=65535, doc="port the controller listens on for feedback")
+
+    def __post_init__(self):
+        if self.touchosc and not self.touchosc.endswith(".tosc"):
+            raise ValueError(f"touchosc: {self.touchosc!r} should end in .tosc")
+        if self.max and not self.max.endswith(".maxpat"):
+            raise ValueError(f"max: {self.max!r} should end in .maxpat")
+
+
+@dataclass(frozen=True)
+class TrainingBudget:
+    """`[training]`: how much of the machine live training may take. The display always comes first."""
+
+    on: bool = setting(True, doc="train the pieces while the show runs")
+    duty: float = setting(1.0, gt=0, le=1, doc="largest fraction of wall time the training thread may "
+                          "spend in steps (it sleeps for the rest)")
+    max_steps_per_second: float = setting(0.0, ge=0, doc="cap on each piece's steps per second (0: no cap)")
+    threads: int = setting(1, ge=1, le=256, doc="torch threads of the training thread (CPU)")
+    render_threads: int = setting(1, ge=1, le=256, doc="torch threads of the render loop (CPU)")
+    nice: int = setting(10, ge=0, le=19, doc="how much lower the training thread's CPU priority is than "
+                        "the display's (Linux niceness added to the thread; 0: the same)")
+    sync_every: float = setting(0.25, gt=0, le=60, doc="seconds between copies of the trained weights "
+                                "into the sampling mirror the display draws from")
+    checkpoint_every: float = setting(300.0, ge=0, doc="seconds between checkpoints of each piece "
+                                      "(0: only at the end); always one at the end")
+
+
+@dataclass(frozen=True)
+class SceneSettings:
+    """`[[scenes]]`: one part of the show."""
+
+    name: str = setting("", doc="a label for logs and controllers")
+    duration: float = setting(0.0, ge=0, doc="seconds before the next scene starts by itself (0: stay until told)")
+    crossfade: float = setting(1.0, ge=0, le=600, doc="seconds of crossfade into this scene")
+    layout: Layout | None = setting(None, doc="this scene's layout (unset: the show's)")
+    colour: Colour | None = setting(None, doc="this scene's colour grade (unset: the show's)")
+    params: dict[str, dict[str, float]] = setting(
+        default_factory=lambda: _EMPTY, doc="parameter values set when the scene starts: {piece = {name = value}}")
+
+
+@dataclass(frozen=True)
+class ShowSettings:
+    """A show file (shows/*.toml), as written."""
+
+    pieces: dict[str, PieceEntry]
+    name: str = setting("", doc="the show's name (run folder runs/live/<name>); default: the file's name")
+    layout: Layout = setting(default_factory=Layout, doc="where the panels go ('piece/panel' names)")
+    size: tuple[int, int] = setting((512, 256), ge=2, le=16384, doc="output width and height in pixels (even)")
+    fps: float = setting(30.0, gt=0, le=240, doc="target frame rate")
+    colour: Colour = setting(default_factory=Colour, doc="colour grade of the whole frame")
+    walk: WalkSettings = setting(default_factory=WalkSettings, doc="the latent walk every panel follows")
+    fullscreen: bool = setting(False, doc="open the window fullscreen")
+    monitor: int = setting(0, ge=0, le=16, doc="fullscreen on this monitor (0: primary)")
+    vsync: bool = setting(False, doc="wait for the screen's refresh on swap (the loop paces itself anyway)")
+    osc: OscSettings = setting(default_factory=OscSettings)
+    controllers: ControllerSettings = setting(default_factory=ControllerSettings)
+    training: TrainingBudget = setting(default_factory=TrainingBudget)
+    scenes: tuple[SceneSettings, ...] = setting((), doc="the scenes in order (empty: one scene, the show's layout)")
+    loop_scenes: bool = setting(True, doc="after the last scene, start again from the first")
+
+    def __post_init__(self):
+        if not self.pieces:
+            raise ValueError("pieces: a show needs at least one piece, e.g. [pieces.eq] piece = \"../pieces/x.toml\"")
+        w, h = self.size
+        if w % 2 or h % 2:
+            raise ValueError(f"size: {w}x{h} must be even in both directions (recordings are yuv420p)")
+        for name in self.pieces:
+            from .control.params import SHOW, normalise_groups
+            if name == SHOW:
+                raise ValueError(f"pieces.{name}: {name!r} is the show's own OSC group, choose another name")
+            try:
+                normalise_groups({name: ()})
+            except UnstableError as e:
+                raise ValueError(f"pieces.{name}: {e}") from None
+
+
+@dataclass(frozen=True)
+class Show:
+    """A loaded show: its settings, where it came from, and its pieces' validated configs."""
+
+    settings: ShowSettings
+    source: str                      # the show file, for error messages
+    piece_paths: dict[str, Path]     # piece name -> resolved piece file
+    pieces: dict[str, Any]           # piece name -> validated piece dataclass
+
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+    def scene_list(self) -> list[SceneSettings]:
+        """The scenes, or one that shows the show's layout forever when none are given."""
+        return list(self.settings.scenes) or [SceneSettings(name="main", crossfade=0.0)]
+
+    def scene_layout(self, i: int) -> Layout:
+        return self.scene_list()[i].layout or self.settings.layout
+
+    def scene_colour(self, i: int) -> Colour:
+        return self.scene_list()[i].colour or self.settings.colour
+
+    def check_systems(self, panels: Mapping[str, Mapping[str, int]],
+                      specs: Mapping[str, list[ParamSpec]]) -> list[str]:
+        """Check layouts and presets against the systems; returns every display panel name.
+
+        `panels`: {piece: system.panels()}; `specs`: {piece: live ParamSpecs (with the common
+        ones)}. Raises ConfigError naming the show file and key.
+        """
+        available = [display_name(p, q) for p, ps in panels.items() for q in ps]
+        self.settings.layout.check_panels(available, self.source, "layout")
+        for i, scene in enumerate(self.settings.scenes):
+            if scene.layout is not None:
+                scene.layout.check_panels(available, self.source, f"scenes[{i}].layout")
+        for i in range(len(self.scene_list())):
+            if not [n for n in self.scene_layout(i).panel_names(available) if n]:
+                raise ConfigError(self.source, f"scenes[{i}].layout.panels" if self.settings.scenes else "layout.panels",
+                                  "shows no panel at all")
+        by_piece = {p: {s.name: s for s in ss} for p, ss in specs.items()}
+
+        def check(values: Mapping[str, float], piece: str, key: str):
+            known = by_piece[piece]
+            for name, v in values.items():
+                if name not in known:
+                    raise ConfigError(self.source, f"{key}.{name}", f"not a live parameter of {piece!r}, expected "
+                                      f"one of {', '.join(sorted(known))}")
+                s = known[name]
+                if not s.lo <= v <= s.hi:
+                    raise ConfigError(self.source, f"{key}.{name}",
+                                      f"{v!r} is out of range, expected {s.lo:g} to {s.hi:g}")
+
+        for piece, entry in self.settings.pieces.items():
+            check(entry.params, piece, f"pieces.{piece}.params")
+        for i, scene in enumerate(self.settings.scenes):
+            for piece, values in scene.params.items():
+                if piece not in by_piece:
+                    raise ConfigError(self.source, f"scenes[{i}].params.{piece}", f"no piece {piece!r} in the "
+                                      f"show, expected one of {', '.join(repr(p) for p in by_piece)}")
+                check(values, piece, f"scenes[{i}].params.{piece}")
+        return available
+
+    def resolve(self, path: str) -> Path:
+        """A path written in the show file, relative to the show file's folder."""
+        p = Path(path)
+        return p if p.is_absolute() else Path(self.source).parent / p
+
+
+def load_show(path: str | Path) -> Show:
+    """Read and validate a show file and the piece files it names (one ConfigError line on failure)."""
+    from .system import load_piece
+    path = Path(path)
+    source = str(path)
+    settings = load_dataclass(ShowSettings, read_toml(path), source=source)
+    if not settings.name:
+        settings = dataclasses.replace(settings, name=path.stem)
+    if not settings.name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise ConfigError(source, "name", f"{settings.name!r} is not a usable folder name, expected letters, "
+                          "digits, '_', '-', '.'")
+    piece_paths, pieces = {}, {}
+    for name, entry in settings.pieces.items():
+        p = Path(entry.piece)
+        resolved = p if p.is_absolute() else path.parent / p
+        if not resolved.is_file():
+            raise ConfigError(source, f"pieces.{name}.piece", f"{entry.piece!r}: no such piece file "
+                              f"(looked for {resolved}; paths are relative to the show file)")
+        piece_paths[name] = resolved
+        pieces[name] = load_piece(resolved)
+    return Show(settings, source, piece_paths, pieces)
