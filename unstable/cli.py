@@ -65,7 +65,7 @@ def eval_runs(runs, out, samples, k, device):
     for r in rows_at(folder / "metrics.csv", 1.0):
         click.echo(f"T=1 {r['run']:>24} {r['decoder']:>8}: precision {float(r['precision_vs_base']):.3f} "
                    f"recall {float(r['recall_vs_base']):.3f} (vs base)  precision {float(r['precision_vs_data']):.3f} "
-                   f"(vs data)  class entropy {float(r['class_entropy']):.3f}  confidence {float(r['confidence']):.3f}")
+                   f"(vs data) {float(r['precision_vs_data_judge']):.3f} (vs data, judge)  class entropy {float(r['class_entropy']):.3f}  confidence {float(r['confidence']):.3f}")
     import json
     for name, m in json.loads((folder / "summary.json").read_text())["base_metrics"].items():
         if m:
@@ -85,7 +85,7 @@ def _live_env() -> None:
 
 
 def _run_live(show_path, *, headless, fullscreen, monitor, seconds, record, telemetry, osc_port, device, run, fresh,
-              train=True):
+              train=True, resume=False):
     _live_env()
     from .engine import Engine
     from .show import load_show
@@ -93,7 +93,7 @@ def _run_live(show_path, *, headless, fullscreen, monitor, seconds, record, tele
     show = load_show(show_path)
     engine = Engine(show, device=resolve_device(device), headless=headless, fullscreen=fullscreen or None,
                     monitor=monitor, seconds=seconds, record=record, telemetry=telemetry, osc_port=osc_port,
-                    run_dir=run, fresh=fresh, train=train, echo=click.echo)
+                    run_dir=run, fresh=fresh, resume=resume, train=train, echo=click.echo)
     try:
         r = engine.run()
     except KeyboardInterrupt:
@@ -125,12 +125,17 @@ def _run_live(show_path, *, headless, fullscreen, monitor, seconds, record, tele
 @click.option("--run", type=click.Path(file_okay=False), default=None,
               help="Run folder for checkpoints and stills (default runs/live/<show>).")
 @click.option("--fresh", is_flag=True, help="Start the pieces from their seeds, not from the run folder's checkpoints.")
+@click.option("--resume", is_flag=True, help="Require every piece to continue from its checkpoint in the run "
+              "folder (weights, optimisers, step, walk phase, live parameters): a missing one is an error. "
+              "Without it a piece resumes when it has a checkpoint and starts from its seed otherwise.")
 @click.option("--no-train", is_flag=True, help="Show the pieces without training them.")
 @friendly
-def live(show, headless, fullscreen, monitor, seconds, record, telemetry, osc_port, device, run, fresh, no_train):
+def live(show, headless, fullscreen, monitor, seconds, record, telemetry, osc_port, device, run, fresh, resume,
+         no_train):
     """Play SHOW (a shows/*.toml file) live: train its pieces, walk them in sync, take OSC."""
     _run_live(show, headless=headless, fullscreen=fullscreen, monitor=monitor, seconds=seconds, record=record,
-              telemetry=telemetry, osc_port=osc_port, device=device, run=run, fresh=fresh, train=not no_train)
+              telemetry=telemetry, osc_port=osc_port, device=device, run=run, fresh=fresh, train=not no_train,
+              resume=resume)
 
 
 @main.command()

@@ -40,6 +40,27 @@ frame (smoothed parameters start moving there).
 Run folder (`runs/live/<show>/` by default): `<piece>/checkpoint.pt` (periodic and at exit,
 atomic; a restart resumes from it unless `fresh`), `<piece>/piece.toml`, `snapshots/*.png`,
 `record-*.mp4` for recordings started over OSC.
+
+Running for weeks (unstable.guard, issue 7):
+
+- Every training step goes through the piece's `TrainingGuard`: a non-finite loss, weight or
+  gradient, an exploding gradient or weight norm, or a raising step is undone (the last good state
+  is loaded back, the learning rate backs off, bounded) and logged; the mirror is only synced after
+  good steps, so the display keeps the last good frames. After `guard.max_failures` failures in a
+  row the piece stops training (`LivePiece.error`), the others carry on. Stasis checks run in the
+  training thread every `guard.stasis_every` seconds; telemetry reports each piece's guard. A
+  stopped piece tries again after `guard.retry_after` seconds.
+- Persistence: a checkpoint holds the weights, optimisers, step, RNG and the live state (walk phase,
+  the piece's parameter values, the show's scene and master fade), written atomically, so a SIGKILL
+  leaves the old or the new file; temporaries a killed save left are removed at the next start.
+  A piece resumes when its run folder has a checkpoint (`fresh` starts over; `resume` makes a
+  missing checkpoint an error). A checkpoint of another kind, architecture or piece is refused.
+- Isolation: a piece whose sampling raises holds its panels' last frame (black before its first),
+  the others carry on and it is sampled again next frame; the training loop survives any failure;
+  a dead OSC thread is restarted on the same port (`watch`, once a second); SIGINT/SIGTERM stop
+  after the frame in progress with final checkpoints and a finished recording.
+- No growth per frame: frame statistics live in fixed ring buffers, finished still-writer threads
+  are dropped, the guard copies the last good state into buffers it allocated once.
 """
 
 from __future__ import annotations
@@ -47,6 +68,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -67,13 +89,16 @@ from torch import nn
 from .checkpoint import load_checkpoint, save_checkpoint
 from .control.params import SHOW, Params, show_specs, with_common
 from .display.compositor import Colour, Compositor, Layout, PanelStyle, Scene
-from .errors import ConfigError, UnstableError
+from .errors import CheckpointError, ConfigError, UnstableError
+from .guard import TrainingGuard
 from .show import Show, display_name
 from .system import build_system
 from .trainer import checkpoint_payload, restore
 from .walk import Walk, WalkClock
 
 log = logging.getLogger("unstable.engine")
+
+STATS_WINDOW = 120_000  # frame times kept for the report's percentiles (about an hour at 30 fps)
 
 __all__ = ["Engine", "EngineReport", "SamplingMirror", "Composer", "SceneDirector", "show_groups",
            "build_systems"]
@@ -203,7 +228,13 @@ class LivePiece:
     last_checkpoint: float = 0.0
     checkpoint_requested: bool = False
     checkpoints: int = 0
-    error: str | None = None
+    error: str | None = None           # why training stopped (the display holds the last good weights)
+    guard: TrainingGuard | None = None
+    next_stasis: float = 0.0
+    state_extra: Callable[[], dict] | None = None  # the live state saved with the weights (engine)
+    last_images: dict = field(default_factory=dict)  # display -> last good [3, H, W], held on failure
+    render_error: str | None = None
+    render_failures: int = 0
 
     def steps_per_second(self, now: float, window: float = 2.0) -> float:
         """Steps in the last `window` seconds, per second."""
@@ -217,7 +248,8 @@ class LivePiece:
     def save(self) -> Path:
         """Write this piece's checkpoint atomically (call from the thread that owns the weights)."""
         path = self.run_dir / "checkpoint.pt"
-        save_checkpoint(path, checkpoint_payload(self.system, str(self.path)))
+        extra = {"live": self.state_extra()} if self.state_extra is not None else None
+        save_checkpoint(path, checkpoint_payload(self.system, str(self.path), extra))
         self.checkpoints += 1
         return path
 
@@ -226,8 +258,9 @@ class Trainer:
     """The training thread: steps the pieces under the show's budget and keeps their mirrors fresh."""
 
     def __init__(self, pieces: list[LivePiece], budget, params: Callable[[], Mapping[str, Mapping[str, float]]],
-                 device: torch.device, train_stream: "torch.cuda.Stream | None" = None):
+                 device: torch.device, train_stream: "torch.cuda.Stream | None" = None, guard=None):
         self.pieces = pieces
+        self.guard_settings = guard  # GuardSettings (stasis checks); each piece's TrainingGuard does the rest
         self.budget = budget
         self.params = params
         self.device = device
@@ -255,6 +288,70 @@ class Trainer:
         p.mirror.sync()
         p.last_sync = time.perf_counter()
         p.dirty = False
+
+    def _once(self) -> None:
+        """One pass of the training loop: due checkpoints and syncs, then one step of one piece."""
+        now = time.perf_counter()
+        self._due_checkpoints(now)
+        for p in self.pieces:
+            if p.error is not None and p.guard is not None and p.guard.retry_due():
+                p.guard.retry()
+                p.error = None
+        for p in self.pieces:
+            if p.dirty and now - p.last_sync >= self.budget.sync_every:
+                self._sync(p)
+        snapshot = self.params()
+        ready = [p for p in self.pieces if p.error is None and p.next_allowed <= now
+                 and snapshot.get(p.name, {}).get("training", 1.0) >= 0.5]
+        if not ready:
+            for p in self.pieces:  # idle: show the newest weights at once
+                if p.dirty:
+                    self._sync(p)
+            self._stop.wait(0.02)
+            return
+        p = min(ready, key=lambda q: q.train_seconds / q.share)
+        t0 = time.perf_counter()
+        try:
+            scalars = self._step(p, dict(snapshot.get(p.name, {})))
+        except Exception as e:  # a failure outside the guarded step (a hook, the guard itself)
+            p.error = f"{type(e).__name__}: {e}"
+            log.exception("training %s failed; it stops training, the show goes on", p.name)
+            return
+        t1 = time.perf_counter()
+        dt = t1 - t0
+        p.train_seconds += dt
+        self.busy_seconds += dt
+        if scalars is None:  # undone by the guard: the mirror keeps the last good weights
+            if p.guard is not None and p.guard.stopped:
+                p.error = p.guard.stopped
+            return
+        p.last_scalars = scalars
+        p.steps += 1
+        p.step_times.append(t1)
+        p.dirty = True
+        if t1 - p.last_sync >= self.budget.sync_every:
+            self._sync(p)
+        if self.budget.max_steps_per_second > 0:
+            p.next_allowed = t0 + 1.0 / self.budget.max_steps_per_second
+        self._stasis(p, snapshot, t1)
+        if self.budget.duty < 1.0:
+            self._stop.wait(dt * (1.0 - self.budget.duty) / self.budget.duty)
+
+    def _step(self, p: LivePiece, params: dict) -> dict | None:
+        """One training step of `p`, through its guard when it has one (None: undone)."""
+        if p.guard is None:
+            return p.system.step(params)
+        return p.guard.step(params)
+
+    def _stasis(self, p: LivePiece, snapshot: Mapping, now: float) -> None:
+        g = self.guard_settings
+        if p.guard is None or g is None or g.stasis_every <= 0 or now < p.next_stasis:
+            return
+        p.next_stasis = now + g.stasis_every
+        try:
+            p.guard.check_stasis(dict(snapshot.get(p.name, {})))
+        except Exception:  # a probe that fails must not stop training; the next step's guard judges
+            log.warning("stasis check of %s failed", p.name, exc_info=True)
 
     def _due_checkpoints(self, now: float) -> None:
         every = self.budget.checkpoint_every
@@ -288,46 +385,38 @@ class Trainer:
             for p in self.pieces:
                 p.last_checkpoint = time.perf_counter()
             while not self._stop.is_set():
-                now = time.perf_counter()
-                self._due_checkpoints(now)
-                for p in self.pieces:
-                    if p.dirty and now - p.last_sync >= self.budget.sync_every:
-                        self._sync(p)
-                snapshot = self.params()
-                ready = [p for p in self.pieces if p.error is None and p.next_allowed <= now
-                         and snapshot.get(p.name, {}).get("training", 1.0) >= 0.5]
-                if not ready:
-                    for p in self.pieces:  # idle: show the newest weights at once
-                        if p.dirty:
-                            self._sync(p)
-                    self._stop.wait(0.02)
-                    continue
-                p = min(ready, key=lambda q: q.train_seconds / q.share)
-                t0 = time.perf_counter()
                 try:
-                    p.last_scalars = p.system.step(dict(snapshot.get(p.name, {})))
-                except Exception as e:
-                    p.error = f"{type(e).__name__}: {e}"
-                    log.exception("training %s failed; it stops training, the show goes on", p.name)
-                    continue
-                t1 = time.perf_counter()
-                dt = t1 - t0
-                p.steps += 1
-                p.train_seconds += dt
-                self.busy_seconds += dt
-                p.step_times.append(t1)
-                p.dirty = True
-                if t1 - p.last_sync >= self.budget.sync_every:
-                    self._sync(p)
-                if self.budget.max_steps_per_second > 0:
-                    p.next_allowed = t0 + 1.0 / self.budget.max_steps_per_second
-                if self.budget.duty < 1.0:
-                    self._stop.wait(dt * (1.0 - self.budget.duty) / self.budget.duty)
+                    self._once()
+                except Exception:  # whatever it was, the thread must live on: the show runs for weeks
+                    log.exception("the training loop failed; carrying on in a second")
+                    self._stop.wait(1.0)
             for p in self.pieces:
                 if p.dirty:
                     self._sync(p)
             if self.stream is not None:
                 self.stream.synchronize()
+
+
+def _remove_stale_temporaries(folder: Path) -> None:
+    """Remove checkpoint temporaries a killed process left behind (`.checkpoint.pt.*.tmp`)."""
+    for tmp in folder.glob(".checkpoint.pt.*.tmp"):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+def resume_piece(system: Any, path: Path, device: torch.device) -> dict | None:
+    """Load a piece's checkpoint into `system`, refusing one of another kind, architecture or piece.
+
+    Returns the live state saved with it (walk phase, parameter values), or None.
+    """
+    payload = load_checkpoint(path, map_location=device)
+    saved = payload.get("piece", {}).get("name") if isinstance(payload.get("piece"), dict) else None
+    if saved is not None and saved != system.piece.name:
+        raise CheckpointError(f"{path}: checkpoint is of piece {saved!r}, not {system.piece.name!r}; refusing "
+                              "to load it (--fresh starts over, --run picks another run folder)")
+    restore(system, payload, str(path))
+    live = payload.get("live")
+    return live if isinstance(live, dict) else None
 
 
 # ------------------------------------------------------------------------------------ scenes
@@ -455,6 +544,24 @@ def rss_bytes() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+class _Ring:
+    """The last `size` floats, in a buffer allocated once (no growth over a weeks-long show)."""
+
+    def __init__(self, size: int):
+        self._buf = np.zeros(size, dtype=np.float64)
+        self._n = 0
+
+    def append(self, v: float) -> None:
+        self._buf[self._n % len(self._buf)] = v
+        self._n += 1
+
+    def __len__(self) -> int:
+        return min(self._n, len(self._buf))
+
+    def __array__(self, dtype=None, copy=None):
+        return self._buf[:len(self)] if dtype is None else self._buf[:len(self)].astype(dtype)
+
+
 def _pct(values, q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) * 1e3 if len(values) else 0.0
 
@@ -495,7 +602,7 @@ class Engine:
                  fullscreen: bool | None = None, monitor: int | None = None, seconds: float | None = None,
                  record: str | os.PathLike | None = None, telemetry: str | os.PathLike | None = None,
                  osc_port: int | None = None, run_dir: str | os.PathLike | None = None, fresh: bool = False,
-                 train: bool = True, time_source: Callable[[], float] = time.perf_counter,
+                 resume: bool = False, train: bool = True, time_source: Callable[[], float] = time.perf_counter,
                  echo: Callable[[str], None] = print, progress: Callable | None = None):
         self.show = show
         self.settings = show.settings
@@ -509,7 +616,10 @@ class Engine:
         self.telemetry_path = Path(telemetry) if telemetry is not None else None
         self.osc_port = osc_port
         self.run_dir = Path(run_dir) if run_dir is not None else Path("runs") / "live" / show.name
+        if fresh and resume:
+            raise UnstableError("--fresh and --resume contradict each other: choose one")
         self.fresh = fresh
+        self.resume = resume
         self.train = train and self.settings.training.on
         self._time = time_source
         self.echo = echo
@@ -533,8 +643,12 @@ class Engine:
         self._opened = False
         self._closed = False
         self._t0 = 0.0
-        self._intervals: list[float] = []
-        self._works: list[float] = []
+        # Bounded: a show runs for weeks. The report's percentiles cover the last hour or so at 30 fps;
+        # its fps and frame count cover the whole run.
+        self._intervals = _Ring(STATS_WINDOW)
+        self._works = _Ring(STATS_WINDOW)
+        self._interval_sum = 0.0
+        self._interval_count = 0
         self._sec_intervals: list[float] = []
         self._sec_works: list[float] = []
         self._last_frame_start: float | None = None
@@ -548,6 +662,10 @@ class Engine:
         self._train_stream = None
         self._frame_now = 0.0  # the frame clock every piece's WalkClock reads
         self._phases: dict[str, list[float]] = {"sample": [], "compose": [], "output": []}
+        self._blank: dict[tuple, torch.Tensor] = {}  # black [3, H, W] for a failed panel with nothing to hold
+        self.osc_restarts = 0
+        self.osc_stats_before: dict[str, int] = {}  # counters of OSC servers replaced by `watch`
+        self._next_watch = 0.0
         # Called with the engine after every frame, in the render thread (benchmarks, tests).
         self.frame_hooks: list[Callable[["Engine"], None]] = []
 
@@ -612,12 +730,20 @@ class Engine:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         from .trainer import progress_bar
         progress = self.progress or progress_bar
+        if self.resume:  # before the slow preparation: a missing checkpoint is an error at once
+            missing = [n for n in systems if not (self.run_dir / n / "checkpoint.pt").is_file()]
+            if missing:
+                raise UnstableError(f"--resume: no checkpoint for {', '.join(missing)} in {self.run_dir} "
+                                    f"(expected {self.run_dir / missing[0] / 'checkpoint.pt'}); run without "
+                                    "--resume to start those pieces from their seeds")
+        live_states = {}
         for name, system in systems.items():
             system.prepare(progress)
             piece_dir = self.run_dir / name
             ckpt = piece_dir / "checkpoint.pt"
+            _remove_stale_temporaries(piece_dir)
             if ckpt.exists() and not self.fresh:
-                restore(system, load_checkpoint(ckpt, map_location=self.device), str(ckpt))
+                live_states[name] = resume_piece(system, ckpt, self.device)
                 self.echo(f"live: {name} resumes {ckpt} at step {system.step_count} (--fresh to start over)")
             piece_dir.mkdir(parents=True, exist_ok=True)
             src = self.show.piece_paths[name]
@@ -632,7 +758,10 @@ class Engine:
                 name=name, path=self.show.piece_paths[name], system=system,
                 mirror=SamplingMirror(system, self._train_stream), walk=walk,
                 clock=WalkClock(time_source=lambda: self._frame_now), panels=panels,
-                share=s.pieces[name].share, run_dir=self.run_dir / name)
+                share=s.pieces[name].share, run_dir=self.run_dir / name,
+                guard=TrainingGuard(system, s.guard, name))
+            self.pieces[name].state_extra = functools.partial(self._live_state, self.pieces[name])
+        self._restore_live_states(live_states)
 
         piece_of = {d: n for n, p in self.pieces.items() for d in p.panels}
         self.composer = Composer(self.compositor, piece_of)
@@ -645,11 +774,42 @@ class Engine:
 
         if self.train:
             self.trainer = Trainer(list(self.pieces.values()), s.training, lambda: self._snapshot or
-                                   self.params.state(), self.device, self._train_stream).start()
+                                   self.params.state(), self.device, self._train_stream, s.guard).start()
         self._t0 = self._time()
         where = f", OSC on {self.osc.host}:{self.osc.port}" if self.osc else ""
         self.echo(f"live: {self.show.name} {s.size[0]}x{s.size[1]} at {self.fps:g} fps on {self.device}"
                   f"{where}, {'training' if self.train else 'not training'}; run folder {self.run_dir}")
+
+    # -- live state (saved with each piece's weights) -----------------------------------------------
+
+    def _live_state(self, p: LivePiece) -> dict:
+        """What a restart needs besides the weights: the piece's walk phase and live parameter
+        values, and the show's (scene, master fade). Plain floats: loads with weights_only."""
+        state = self.params.state()
+        # The phase as of the last frame, read without advancing: the render thread owns the clock.
+        return {"walk": {"phase": float(p.clock.phase), "speed": float(p.clock.speed)},
+                "params": {k: float(v) for k, v in state.get(p.name, {}).items()},
+                "show": {k: float(v) for k, v in state.get(SHOW, {}).items() if k != "record"},
+                "frame_time": float(self._frame_now)}
+
+    def _restore_live_states(self, states: Mapping[str, dict]) -> None:
+        show_state = None
+        for name, live in states.items():
+            if not isinstance(live, dict):
+                continue
+            p = self.pieces[name]
+            with contextlib.suppress(KeyError, TypeError, ValueError):
+                p.clock.load_state_dict(live["walk"])
+            if isinstance(live.get("params"), dict):
+                self.params.update({name: live["params"]})  # unknown names and bad values are skipped
+            show_state = live.get("show") if isinstance(live.get("show"), dict) else show_state
+        if show_state:
+            scene = show_state.get("scene")
+            if scene is not None and int(scene) != self.director.current:
+                self.director.go(int(scene), 0.0)
+            self.params.update({SHOW: {k: v for k, v in show_state.items() if k not in ("scene", "record")}})
+        if states:
+            self.params.settle()  # resumed values hold from the first frame, no glide from the defaults
 
     # -- recording and stills ---------------------------------------------------------------------
 
@@ -732,10 +892,24 @@ class Engine:
             wanted = {d: q for d, q in p.panels.items() if d in shown}
             if not wanted:
                 continue
-            z = p.walk.latents_at(t)  # {display: [1, D]}
-            out = p.mirror.sample({q: z[d] for d, q in wanted.items()}, snap[name])
-            for d, q in wanted.items():
-                images[d] = out[q][0]  # [3, H, W]
+            try:
+                z = p.walk.latents_at(t)  # {display: [1, D]}
+                out = p.mirror.sample({q: z[d] for d, q in wanted.items()}, snap[name])
+                for d, q in wanted.items():
+                    images[d] = out[q][0]  # [3, H, W]
+                    p.last_images[d] = images[d]
+                p.render_failures = 0
+            except Exception as e:
+                # One piece failing must not take the show down: its panels hold their last frame.
+                p.render_failures += 1
+                p.render_error = f"{type(e).__name__}: {str(e)[:200]}"
+                if p.render_failures == 1 or p.render_failures % 1000 == 0:
+                    log.error("sampling %s failed (%d frames in a row); its panels hold their last frame",
+                              name, p.render_failures, exc_info=p.render_failures == 1)
+                for d in wanted:
+                    images[d] = p.last_images.get(d)
+                    if images[d] is None:
+                        images[d] = self._blank_for(p)
         t_compose = time.perf_counter()
         first = (layouts[0], self.show.scene_colour(a))
         second = (layouts[1], self.show.scene_colour(b)) if b is not None else None
@@ -755,6 +929,40 @@ class Engine:
         for hook in self.frame_hooks:
             hook(self)
 
+    def _blank_for(self, p: LivePiece) -> torch.Tensor:
+        """A black panel for a piece that failed before its first frame ([3, 8, 8], made once)."""
+        key = (p.name,)
+        if key not in self._blank:
+            self._blank[key] = torch.zeros(3, 8, 8, device=self.device)
+        return self._blank[key]
+
+    def watch(self) -> None:
+        """Once a second: restart the OSC threads if they died (same port, same subscribers)."""
+        if self.osc is None or self.osc.running:
+            return
+        port, subs = self.osc.port, self.osc.subscribers
+        for k, v in self.osc.stats.items():  # counters carry over: telemetry shows the whole show's
+            self.osc_stats_before[k] = self.osc_stats_before.get(k, 0) + v
+        log.error("the OSC threads stopped; restarting them on port %d", port)
+        with contextlib.suppress(Exception):
+            self.osc.stop()
+        from .control.osc import OscServer
+        s = self.settings.osc
+        try:
+            self.osc = OscServer(self.params, host=s.host, port=port, allow=list(s.allow) or None,
+                                 feedback_interval=s.feedback_interval).start()
+        except UnstableError as e:  # the port is taken meanwhile: try again next second
+            log.error("restarting OSC failed: %s", e)
+            return
+        for host, p in subs:
+            self.osc.subscribe(host, p)
+        self.osc_restarts += 1
+
+    def osc_stats(self) -> dict[str, int]:
+        """The OSC counters (messages, rejected, malformed, ...) over the whole show, restarts included."""
+        now = dict(self.osc.stats) if self.osc is not None else {}
+        return {k: now.get(k, 0) + self.osc_stats_before.get(k, 0) for k in {*now, *self.osc_stats_before}}
+
     def read(self) -> np.ndarray:
         """The last composed frame, [H, W, 3] uint8 (a reused buffer: copy to keep it)."""
         return self.compositor.read()
@@ -771,6 +979,8 @@ class Engine:
     def _telemetry(self, now: float) -> None:
         if now < self._next_telemetry:
             return
+        self.watch()
+        self._png_threads = [t for t in self._png_threads if t.is_alive()]
         self._next_telemetry = math.floor(now) + 1.0
         if self._telemetry_file is None:
             self._sec_intervals.clear()
@@ -795,7 +1005,12 @@ class Engine:
             "params": {g: {k: float(f"{v:.6g}") for k, v in vals.items()} for g, vals in self._snapshot.items()},
             "rss_mb": round(rss_bytes() / 2**20, 1),
         }
+        line["guard"] = {n: p.guard.telemetry() for n, p in self.pieces.items() if p.guard is not None}
+        if self.osc is not None:
+            line["osc"] = {"messages": self.osc_stats()["messages"], "restarts": self.osc_restarts}
         errors = {n: p.error for n, p in self.pieces.items() if p.error}
+        errors.update({f"{n} (display)": p.render_error for n, p in self.pieces.items()
+                       if p.render_error and p.render_failures})
         if errors:
             line["errors"] = errors
         self._telemetry_file.write(json.dumps(line) + "\n")
@@ -827,6 +1042,8 @@ class Engine:
                 if self._last_frame_start is not None:
                     iv = begin - self._last_frame_start
                     self._intervals.append(iv)
+                    self._interval_sum += iv
+                    self._interval_count += 1
                     self._sec_intervals.append(iv)
                 self._last_frame_start = begin
                 # The frame's time is its scheduled time: even steps while on schedule.
@@ -886,10 +1103,10 @@ class Engine:
             self._telemetry_file.close()
         if self.device.type == "cpu":
             torch.set_num_threads(self._threads_before)
-        elapsed = sum(self._intervals)
+        elapsed = self._interval_sum
         self._report = EngineReport(
             frames=self.frames, seconds=round(elapsed, 3),
-            fps=round(len(self._intervals) / elapsed, 2) if elapsed > 0 else 0.0,
+            fps=round(self._interval_count / elapsed, 2) if elapsed > 0 else 0.0,
             interval_p50_ms=round(_pct(self._intervals, 50), 2), interval_p99_ms=round(_pct(self._intervals, 99), 2),
             work_p50_ms=round(_pct(self._works, 50), 2), work_p99_ms=round(_pct(self._works, 99), 2),
             late_frames=self.late_frames,

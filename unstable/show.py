@@ -29,6 +29,7 @@ from typing import Any, Mapping
 from .config import load_dataclass, read_toml, setting
 from .display.compositor import Colour, Layout
 from .errors import ConfigError, UnstableError
+from .guard import GuardSettings
 from .params import ParamSpec
 from .walk import WalkSettings
 
@@ -151,6 +152,7 @@ class ShowSettings:
     osc: OscSettings = setting(default_factory=OscSettings)
     controllers: ControllerSettings = setting(default_factory=ControllerSettings)
     training: TrainingBudget = setting(default_factory=TrainingBudget)
+    guard: GuardSettings = setting(default_factory=GuardSettings, doc="undoing bad training steps, stasis checks")
     scenes: tuple[SceneSettings, ...] = setting((), doc="the scenes in order (empty: one scene, the show's layout)")
     loop_scenes: bool = setting(True, doc="after the last scene, start again from the first")
 

@@ -129,6 +129,8 @@ def train(piece_path: str | Path, *, steps: int | None = None, out: str | Path |
         shutil.copyfile(piece_path, out / "piece.toml")
 
     params = defaults(system.param_specs())
+    from .guard import TrainingGuard  # undoes non-finite or exploding steps, backs the learning rate off
+    guard = TrainingGuard(system, name=piece.name)
     latents = fixed_latents(system.panels(), piece.train.grid_samples, piece.seed, device)
     settings = piece.train
 
@@ -161,7 +163,14 @@ def train(piece_path: str | Path, *, steps: int | None = None, out: str | Path |
             while system.step_count < target:
                 if minutes is not None and time.monotonic() - started > minutes * 60:
                     break
-                scalars = system.step(params)
+                scalars = guard.step(params)
+                if scalars is None:  # undone: back at the last good state, learning rate backed off
+                    log.write(json.dumps({"step": system.step_count, "guard": guard.last_reason,
+                                          "lr_scale": guard.lr_scale}) + "\n")
+                    if guard.stopped:
+                        echo(f"training stopped: {guard.stopped}")
+                        break
+                    continue
                 log.write(json.dumps({"step": system.step_count,
                                       "seconds": round(time.monotonic() - started, 4), **scalars}) + "\n")
                 bar.update(1)

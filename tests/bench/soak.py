@@ -1,0 +1,344 @@
+"""Soak benchmark: a headless show for many minutes under an OSC fuzzer and injected faults.
+
+    .venv/bin/python tests/bench/soak.py --minutes 10 --rate 600 --out /tmp/soak
+
+Two tiny equilibrium pieces train and play on a 192x64 frame (headless EGL) while:
+
+- a fuzzer sends `--rate` OSC datagrams per second to the show's port from loopback: valid values,
+  out-of-range values, wrong types (strings, blobs, booleans, none), unknown addresses, overlong
+  strings and addresses, and malformed bytes;
+- every `--fault-every` seconds a fault is injected, in turn: NaN in a piece's weights, a training
+  step that raises, the OSC receive thread shut down (the engine must restart it). The training
+  faults go through `TrainingGuard.before_step`, a hook list only Python code can fill: this script
+  installs it; no OSC message or show file reaches it.
+
+At the end it prints (and writes to OUT/soak.json): frames, frame-time p50/p99 (over the whole run
+after warm-up, from the telemetry's per-second figures and the engine's report), resident memory
+after warm-up and at the end, faults injected and recovered, OSC messages handled and restarts.
+Pass/fail lines follow the issue: no crash, RSS growth < 5 % after warm-up, p99 <= 2 x p50, every
+fault recovered.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import socket
+import struct
+import sys
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+import torch  # noqa: E402
+from pythonosc.osc_message_builder import OscMessageBuilder  # noqa: E402
+
+from test_show import TINY_EQ  # noqa: E402
+from unstable.engine import Engine  # noqa: E402
+from unstable.show import load_show  # noqa: E402
+
+SHOW = """\
+name = "soak"
+size = [192, 64]
+fps = {fps}
+[pieces.eq]
+piece = "pieces/eq.toml"
+[pieces.eq2]
+piece = "pieces/eq2.toml"
+[layout]
+panels = ["eq/g0", "eq/g1", "eq2/g0"]
+[training]
+duty = {duty}
+max_steps_per_second = {steps}
+checkpoint_every = 30
+[guard]
+stasis_every = 5
+good_every = 10
+[[scenes]]
+duration = 20
+[[scenes]]
+duration = 20
+crossfade = 2
+layout = {{panels = ["eq2/g1", "eq/g0"]}}
+"""
+
+
+# ------------------------------------------------------------------------------------ the fuzzer
+
+def fuzz_messages(engine: Engine, rng: random.Random) -> list:
+    """Generators of one datagram each: valid, out of range, wrong type, unknown, oversize, malformed."""
+    # Recording on/off would start and stop ffmpeg (and a file) at fuzzer speed: not what this soak
+    # measures (a True boolean counts as 1 on a toggle), so the fuzzer leaves that address alone.
+    keys = [k for k in engine.params.keys() if k != ("show", "record")]  # [(piece, name)]
+
+    def build(addr, *args):
+        b = OscMessageBuilder(address=addr)
+        for a in args:
+            b.add_arg(a)
+        return b.build().dgram
+
+    def valid():
+        piece, name = rng.choice(keys)
+        spec = engine.params.spec(piece, name)
+        return build(f"/unstable/{piece}/{name}/raw", float(rng.uniform(spec.lo, spec.hi)))
+
+    def unit():
+        piece, name = rng.choice(keys)
+        return build(f"/unstable/{piece}/{name}", float(rng.random()))
+
+    def out_of_range():
+        piece, name = rng.choice(keys)
+        return build(f"/unstable/{piece}/{name}", rng.choice([1e30, -1e30, 7.0, -3.0, float("nan"), float("inf")]))
+
+    def wrong_type():
+        piece, name = rng.choice(keys)
+        arg = rng.choice(["hello", b"\x00\x01blob", True, False, None, "x" * 40])
+        return build(f"/unstable/{piece}/{name}", arg)
+
+    def unknown():
+        return build(f"/unstable/{rng.randrange(10**6)}/nope", 1.0)
+
+    def long_string():
+        piece, name = rng.choice(keys)
+        return build(f"/unstable/{piece}/{name}", "z" * rng.choice([300, 1000, 4000]))
+
+    def long_address():
+        return build("/" + "a" * rng.choice([300, 2000]), 1.0)
+
+    def wildcards():
+        return build("/unstable/*/*/[a-z]*/{a,b}/*?", 0.5)
+
+    def malformed():
+        n = rng.choice([1, 3, 8, 17, 64, 500])
+        data = bytes(rng.getrandbits(8) for _ in range(n))
+        if rng.random() < 0.5:  # a plausible start and garbage after it
+            data = b"/unstable/eq/hue\x00\x00\x00\x00,f\x00\x00" + data[:3]
+        return data
+
+    def bundle():
+        # An OSC bundle of a few valid messages.
+        msgs = [valid() for _ in range(3)]
+        body = b"".join(struct.pack(">i", len(m)) + m for m in msgs)
+        return b"#bundle\x00" + struct.pack(">Q", 1) + body
+
+    def oversize():
+        return b"/x\x00\x00,b\x00\x00" + struct.pack(">i", 20000) + b"\x00" * 20000
+
+    kinds = [(valid, 30), (unit, 15), (out_of_range, 15), (wrong_type, 12), (unknown, 6), (long_string, 5),
+             (long_address, 3), (wildcards, 2), (malformed, 8), (bundle, 3), (oversize, 1)]
+    return [k for k, w in kinds for _ in range(w)]
+
+
+class Fuzzer(threading.Thread):
+    """Sends `rate` datagrams per second to `port` in 10 ms batches until stopped."""
+
+    def __init__(self, engine: Engine, rate: float, seed: int = 1):
+        super().__init__(name="soak-fuzzer", daemon=True)
+        self.engine = engine
+        self.rate = rate
+        self.rng = random.Random(seed)
+        self.sent = 0
+        self.errors = 0
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        makers = fuzz_messages(self.engine, self.rng)
+        start = time.perf_counter()
+        while not self.stop_event.is_set():
+            due = int((time.perf_counter() - start) * self.rate)
+            while self.sent < due:
+                port = self.engine.osc.port if self.engine.osc is not None else None
+                try:
+                    data = self.rng.choice(makers)()
+                    sock.sendto(data, ("127.0.0.1", port))
+                except Exception:
+                    self.errors += 1
+                self.sent += 1
+            self.stop_event.wait(0.01)
+        sock.close()
+
+
+# ------------------------------------------------------------------------------------ faults
+
+class Faults:
+    """Injected faults, in turn: NaN weights, a raising step, the OSC thread shut down."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.pending: dict[str, str] = {}
+        self.lock = threading.Lock()
+        self.injected: list[dict] = []
+        for name, p in engine.pieces.items():
+            p.guard.before_step.append(self._hook(name))
+
+    def _hook(self, name: str):
+        def hook(system):
+            with self.lock:
+                kind = self.pending.pop(name, None)
+            if kind == "nan":
+                with torch.no_grad():
+                    next(system.generators[0].parameters()).fill_(float("nan"))
+            elif kind == "raise":
+                raise RuntimeError("injected fault: a raising step")
+        return hook
+
+    def inject(self, i: int) -> None:
+        kind = ("nan", "raise", "osc")[i % 3]
+        piece = list(self.engine.pieces)[i % len(self.engine.pieces)]
+        rec = {"t": round(time.perf_counter(), 3), "kind": kind, "piece": piece if kind != "osc" else None}
+        p = self.engine.pieces[piece]
+        if kind == "osc":
+            rec["before"] = self.engine.osc_restarts
+            srv = self.engine.osc._server
+            if srv is not None:
+                srv.shutdown()  # serve_forever returns: the receive thread ends like a crashed one
+        else:
+            rec["before"] = p.guard.recoveries
+            with self.lock:
+                self.pending[piece] = kind
+        self.injected.append(rec)
+
+    def judge(self, rec: dict) -> bool:
+        """Whether fault `rec` was recovered by now (call a few seconds after injecting it, while the
+        show runs): OSC restarted and running again, or the piece undid the step and trains on."""
+        if rec["kind"] == "osc":
+            good = self.engine.osc_restarts > rec["before"] and self.engine.osc is not None and self.engine.osc.running
+        else:
+            p = self.engine.pieces[rec["piece"]]
+            good = p.guard.recoveries > rec["before"] and p.error is None and p.guard.stopped is None
+        rec["recovered"] = bool(good)
+        return rec["recovered"]
+
+    def recovered(self) -> tuple[int, list[dict]]:
+        """How many faults were recovered, and the ones that were not (judged while the show ran)."""
+        judged = [r for r in self.injected if "recovered" in r]
+        return sum(r["recovered"] for r in judged), [r for r in judged if not r["recovered"]]
+
+
+# ------------------------------------------------------------------------------------ main
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--warmup", type=float, default=120.0, help="seconds before the memory baseline")
+    ap.add_argument("--rate", type=float, default=600.0, help="OSC datagrams per second")
+    ap.add_argument("--fault-every", type=float, default=15.0, help="seconds between injected faults")
+    ap.add_argument("--fps", type=float, default=20.0)
+    ap.add_argument("--duty", type=float, default=0.5, help="training duty cycle")
+    ap.add_argument("--steps", type=float, default=8.0, help="cap on each piece's steps per second")
+    ap.add_argument("--out", type=Path, default=Path("/tmp/unstable-soak"))
+    args = ap.parse_args()
+
+    out = args.out
+    (out / "pieces").mkdir(parents=True, exist_ok=True)
+    (out / "pieces" / "eq.toml").write_text(TINY_EQ.format(seed=1))
+    (out / "pieces" / "eq2.toml").write_text(TINY_EQ.format(seed=2))
+    show_path = out / "soak.toml"
+    show_path.write_text(SHOW.format(fps=args.fps, duty=args.duty, steps=args.steps))
+    telemetry = out / "telemetry.jsonl"
+    import logging  # every rejected OSC message and undone step is logged (rate-limited): to a file
+    logging.basicConfig(filename=out / "soak.log", filemode="w", level=logging.INFO,
+                        format="%(asctime)s %(threadName)s %(name)s %(levelname)s %(message)s")
+
+    engine = Engine(load_show(show_path), headless=True, osc_port=0, run_dir=out / "run", fresh=True,
+                    telemetry=telemetry, seconds=args.minutes * 60, train=True, echo=print)
+    engine.open()
+    gl_at_warmup = {}
+
+    def count_gl(e):  # GL objects made after warm-up: must stay 0 (no per-frame GL allocation)
+        if not gl_at_warmup and e.frames >= args.warmup * args.fps:
+            gl_at_warmup["n"] = e.compositor.gl_objects_created
+
+    engine.frame_hooks.append(count_gl)
+    gl_end = {}
+    engine.frame_hooks.append(lambda e: gl_end.__setitem__("n", e.compositor.gl_objects_created))
+    faults = Faults(engine)
+    fuzzer = Fuzzer(engine, args.rate)
+    t_start = time.perf_counter()
+    stop = threading.Event()
+
+    def schedule():
+        i = 0
+        end = t_start + args.minutes * 60 - 5  # the last fault is judged before the show ends
+        while not stop.wait(args.fault_every) and time.perf_counter() + 4 < end:
+            faults.inject(i)
+            i += 1
+            stop.wait(3.0)  # time to recover (a training step, one watchdog second)
+            faults.judge(faults.injected[-1])
+
+    scheduler = threading.Thread(target=schedule, name="soak-faults", daemon=True)
+    fuzzer.start()
+    scheduler.start()
+    crashed = None
+    try:
+        report = engine.run()
+    except Exception as e:  # the one thing a soak must never see
+        crashed = f"{type(e).__name__}: {e}"
+        report = None
+    stop.set()
+    fuzzer.stop_event.set()
+    fuzzer.join(5)
+    elapsed = time.perf_counter() - t_start
+
+    lines = [json.loads(x) for x in telemetry.read_text().splitlines() if x.strip()]
+    warm = [ln for ln in lines if ln["t"] >= args.warmup]
+    rss_warm = warm[0]["rss_mb"] if warm else None
+    rss_end = lines[-1]["rss_mb"] if lines else None
+    rss_peak = max(ln["rss_mb"] for ln in warm) if warm else None
+    import numpy as np
+    p50s = [ln["frame_ms_p50"] for ln in warm if ln["frame_ms_p50"] > 0]
+    p99s = [ln["frame_ms_p99"] for ln in warm if ln["frame_ms_p99"] > 0]
+    recovered, unrecovered = faults.recovered()
+    summary = {
+        "minutes": round(elapsed / 60, 2),
+        "crashed": crashed,
+        "frames": report.frames if report else None,
+        "fps": report.fps if report else None,
+        "frame_ms_p50": report.interval_p50_ms if report else None,
+        "frame_ms_p99": report.interval_p99_ms if report else None,
+        "work_ms_p50": report.work_p50_ms if report else None,
+        "work_ms_p99": report.work_p99_ms if report else None,
+        "late_frames": report.late_frames if report else None,
+        "per_second_p50_median_ms": float(np.median(p50s)) if p50s else None,
+        "per_second_p99_median_ms": float(np.median(p99s)) if p99s else None,
+        "per_second_p99_max_ms": float(np.max(p99s)) if p99s else None,
+        "rss_after_warmup_mb": rss_warm, "rss_end_mb": rss_end, "rss_peak_after_warmup_mb": rss_peak,
+        "rss_growth_pct": round(100 * (rss_end - rss_warm) / rss_warm, 2) if rss_warm and rss_end else None,
+        "gl_objects_made_after_warmup": (gl_end["n"] - gl_at_warmup["n"]) if gl_at_warmup else None,
+        "osc_sent": fuzzer.sent, "osc_rate": round(fuzzer.sent / elapsed, 1),
+        "osc_stats": engine.osc_stats(),
+        "osc_restarts": engine.osc_restarts,
+        "faults_injected": len(faults.injected), "faults_judged": sum("recovered" in r for r in faults.injected),
+        "faults_recovered": recovered, "unrecovered": unrecovered,
+        "guard": {n: p.guard.telemetry() for n, p in engine.pieces.items()},
+        "steps": report.steps if report else None,
+        "errors": report.errors if report else None,
+        "checkpoints": report.checkpoints if report else None,
+    }
+    checks = {
+        "no crash": crashed is None and not (report and report.errors),
+        "rss growth < 5 %": summary["rss_growth_pct"] is not None and summary["rss_growth_pct"] < 5.0,
+        "no GL objects made after warm-up": summary["gl_objects_made_after_warmup"] == 0,
+        "p99 <= 2 x p50": bool(report) and report.interval_p99_ms <= 2 * report.interval_p50_ms,
+        "every fault recovered": bool(faults.injected) and recovered == len(faults.injected)
+        and not unrecovered,
+        ">= 500 OSC messages/s": summary["osc_rate"] >= 500,
+    }
+    summary["checks"] = checks
+    (out / "soak.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps(summary, indent=2))
+    for k, v in checks.items():
+        print(f"{'PASS' if v else 'FAIL'}  {k}")
+    return 0 if all(checks.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

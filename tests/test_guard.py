@@ -1,0 +1,224 @@
+"""The training guard: injected NaNs, explosions and raising steps are undone with real training steps
+of a tiny equilibrium piece; the learning rate backs off (bounded); stasis is detected and, when the
+show says so, answered with a perturbation; the live engine keeps showing good weights meanwhile."""
+
+import json
+import math
+
+import pytest
+import torch
+from test_engine import make_engine, wait_for
+from test_show import SHOW, write_show
+
+from unstable.guard import GuardSettings, TrainingGuard, clone_state, copy_state
+from unstable.params import defaults
+from unstable.system import build_system, load_piece
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def system(tmp_path):
+    write_show(tmp_path)
+    torch.manual_seed(1)
+    return build_system(load_piece(tmp_path / "pieces" / "eq.toml"), torch.device("cpu"))
+
+
+def weights(system) -> list[torch.Tensor]:
+    return [p.detach().clone() for g in system.generators for p in g.parameters()] + \
+        [p.detach().clone() for p in system.critic.parameters()]
+
+
+def same(a, b) -> bool:
+    return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def nan_weights(system):
+    with torch.no_grad():
+        next(system.generators[0].parameters()).fill_(float("nan"))
+
+
+def test_nan_in_the_weights_is_undone_and_the_learning_rate_backs_off(system):
+    guard = TrainingGuard(system, GuardSettings(good_every=1))
+    params = defaults(system.param_specs())
+    for _ in range(3):
+        assert guard.step(params) is not None
+    good, good_step = weights(system), system.step_count
+    base_c = system.piece.critic.optim.lr
+
+    guard.before_step.append(nan_weights)
+    assert guard.step(params) is None
+    guard.before_step.clear()
+    assert guard.last_reason.startswith("non-finite")
+    assert system.step_count == good_step and same(weights(system), good)
+    assert guard.recoveries == 1 and guard.lr_scale == 0.5
+
+    scalars = guard.step(params)  # training goes on, at half the rate the performer asked for
+    assert scalars is not None and all(math.isfinite(v) for v in scalars.values())
+    assert system.opt_c.param_groups[0]["lr"] == pytest.approx(base_c * 0.5)
+    assert all(torch.isfinite(w).all() for w in weights(system))
+    assert system.step_count == good_step + 1
+    assert guard.events[-1]["reason"] == guard.last_reason
+
+
+def test_an_explosion_is_undone_and_repeated_failures_stop_training_with_a_bounded_rate(system):
+    guard = TrainingGuard(system, GuardSettings(good_every=1, max_grad_norm=1e3, max_failures=4,
+                                                 backoff=0.25, min_lr_scale=0.1))
+    params = defaults(system.param_specs())
+    assert guard.step(params) is not None
+    good = weights(system)
+
+    def explode(s):  # weights blown up by 1e6: the loss, gradients or weights leave every sane range
+        with torch.no_grad():
+            for p in s.generators[0].parameters():
+                p.mul_(1e6)
+
+    guard.before_step.append(explode)
+    for i in range(4):
+        assert guard.step(params) is None, i
+        assert same(weights(system), good)
+    assert guard.lr_scale == 0.1  # 0.25, 0.0625 -> floored at 0.1
+    assert guard.stopped is not None and "4 failed steps in a row" in guard.stopped
+    guard.before_step.clear()
+    assert guard.step(params) is None  # stopped stays stopped
+
+
+def test_a_gradient_norm_past_the_limit_undoes_a_real_step(system):
+    guard = TrainingGuard(system, GuardSettings(max_grad_norm=1e-9))
+    before = weights(system)
+    assert guard.step(defaults(system.param_specs())) is None
+    assert guard.last_reason.startswith("gradient norm") and same(weights(system), before)
+
+
+def test_a_raising_step_is_undone_and_counted(system):
+    guard = TrainingGuard(system, GuardSettings(good_every=1))
+    params = defaults(system.param_specs())
+    guard.step(params)
+
+    def boom(s):
+        s.step_count += 100  # half-done work, as a crash mid-step would leave it
+        raise RuntimeError("injected")
+
+    guard.before_step.append(boom)
+    assert guard.step(params) is None
+    assert guard.exceptions == 1 and "RuntimeError: injected" in guard.last_reason
+    assert system.step_count == 1
+
+
+def test_stasis_is_detected_and_answered_with_a_perturbation(system):
+    settings = GuardSettings(stasis_patience=2, stasis_threshold=0.01, stasis_response="perturb")
+    guard = TrainingGuard(system, settings)
+    params = {**defaults(system.param_specs()), "noise": 0.0}
+    report = guard.check_stasis(params)
+    assert report["variety"] > 0.01 and not report["stasis"]
+    with torch.no_grad():  # a collapsed piece: every latent gives the same flat image
+        for g in system.generators:
+            for p in g.parameters():
+                p.zero_()
+    assert not guard.check_stasis(params)["stasis"]  # patience: one low check is not stasis
+    before = weights(system)
+    report = guard.check_stasis(params)
+    assert report["variety"] < 0.01 and report["stasis"] and report["perturbed"]
+    assert guard.stasis_events == 1 and guard.perturbations == 1
+    assert not same(weights(system), before)
+    assert guard.telemetry()["stasis"] is True
+
+
+def test_copy_state_reuses_its_buffers(system):
+    system.step({})  # Adam's moments exist from the first step on: from then the structure holds
+    kept = copy_state(None, system.state_dict())
+    ptr = kept["generators"][0][next(iter(kept["generators"][0]))].data_ptr()
+    system.step({})
+    again = copy_state(kept, system.state_dict())
+    assert again["generators"][0][next(iter(again["generators"][0]))].data_ptr() == ptr
+    assert again["step"] == 2
+    assert again["opt_g"]["state"][0]["exp_avg"].data_ptr() == kept["opt_g"]["state"][0]["exp_avg"].data_ptr()
+    c = clone_state(again)
+    assert c["critic"] is not again["critic"]
+
+
+def test_unstable_train_is_guarded(tmp_path):
+    from unstable.trainer import train
+    write_show(tmp_path)
+    out = train(tmp_path / "pieces" / "eq.toml", steps=2, out=tmp_path / "run", echo=lambda s: None,
+                show_progress=False)
+    lines = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert [ln["step"] for ln in lines] == [1, 2]
+
+
+def test_the_live_engine_undoes_nan_steps_and_the_display_keeps_good_weights(tmp_path):
+    text = SHOW.replace("[layout]", "[guard]\ngood_every = 1\nstasis_every = 0.2\n[layout]")
+    eng = make_engine(tmp_path, text, train=True)
+    with eng:
+        eq, eq2 = eng.pieces["eq"], eng.pieces["eq2"]
+        assert wait_for(lambda: eq.steps >= 2 and eq2.steps >= 2, 20)
+        poisoned = []
+
+        def poison(s):
+            poisoned.append(True)
+            nan_weights(s)
+
+        eq.guard.before_step.append(poison)
+        assert wait_for(lambda: len(poisoned) >= 3 and eq.guard.recoveries >= 3, 20)
+        eq.guard.before_step.clear()
+        steps = eq.steps
+        assert wait_for(lambda: eq.steps >= steps + 2 and eq2.steps >= 4, 20)  # both train on
+        assert eq.error is None and eq.guard.lr_scale < 1.0
+        with eq.mirror.lock:
+            assert all(torch.isfinite(p).all() for g in eq.mirror.system.generators for p in g.parameters())
+        eng.frame(0.0)
+        assert eng.read().any()
+        assert wait_for(lambda: eq.guard.variety is not None, 10)  # stasis probe ran in the training thread
+
+
+def test_guard_settings_are_validated_from_the_show_file(tmp_path):
+    from unstable.errors import ConfigError
+    from unstable.show import load_show
+    text = SHOW.replace("[layout]", "[guard]\nstasis_response = \"perturb\"\nperturb_scale = 0.1\n[layout]")
+    show = load_show(write_show(tmp_path, text))
+    assert show.settings.guard.stasis_response == "perturb" and show.settings.guard.perturb_scale == 0.1
+    bad = SHOW.replace("[layout]", "[guard]\nstasis_response = \"exec\"\n[layout]")
+    with pytest.raises(ConfigError, match="stasis_response") as e:
+        load_show(write_show(tmp_path, bad))
+    assert "\n" not in str(e.value)
+
+
+def test_a_restore_drops_the_failed_steps_gradients(system):
+    # With the critic's update switched off, its gradients are not recomputed: a NaN left in them by
+    # the failed step would fail every later check.
+    guard = TrainingGuard(system, GuardSettings(good_every=1))
+    params = {**defaults(system.param_specs()), "critic_training": 0.0}
+    assert guard.step(defaults(system.param_specs())) is not None
+
+    def nan_critic(s):
+        nan_weights(s)
+        with torch.no_grad():
+            next(s.critic.parameters()).fill_(float("nan"))
+
+    guard.before_step.append(nan_critic)
+    guard.step(defaults(system.param_specs()))
+    guard.before_step.clear()
+    for _ in range(3):
+        assert guard.step(params) is not None, guard.last_reason
+    assert guard.recoveries == 1
+
+
+def test_a_stopped_guard_can_try_again_later(system):
+    import time
+    guard = TrainingGuard(system, GuardSettings(max_failures=2, retry_after=0.05))
+    params = defaults(system.param_specs())
+    guard.before_step.append(nan_weights)
+    guard.step(params)
+    guard.step(params)
+    assert guard.stopped and not guard.retry_due()
+    guard.before_step.clear()
+    time.sleep(0.06)
+    assert guard.retry_due()
+    guard.retry()
+    assert guard.stopped is None and guard.step(params) is not None and guard.retries == 1
