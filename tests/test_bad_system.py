@@ -1,0 +1,219 @@
+"""The BAD system on tiny base models: what a step may touch, live parameters, the NaN guard, resume,
+the base-model cache, and `unstable train` + `unstable eval` end to end."""
+
+import csv
+import dataclasses
+import io
+import math
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from unstable.cli import main
+from unstable.system import build_system, piece_from_dict
+
+
+def tiny(cache, **over):
+    """A piece whose base models train in a few steps (never the real cached ones)."""
+    d = {"name": "tiny", "kind": "divergence", "seed": 1, "cache": str(cache),
+         "train": {"steps": 3, "grid_every": 2, "grid_samples": 2, "checkpoint_every": 2},
+         "vae": {"steps": 3, "batch": 16, "hidden": 64},
+         "classifier": {"steps": 3, "batch": 16, "width": 8},
+         "bad": {"batch": 32, "real_pool": 300, "lr": 1e-3}}
+    for key, value in over.items():
+        d[key] = {**d.get(key, {}), **value} if isinstance(value, dict) else value
+    return piece_from_dict(d, "tiny.toml")
+
+
+class Silent:
+    def __init__(self, *a, **k):
+        pass
+
+    def update(self, n=1):
+        pass
+
+    def set_postfix(self, *a, **k):
+        pass
+
+    def close(self):
+        pass
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("bad-cache")
+
+
+def ready(cache, **over):
+    system = build_system(tiny(cache, **over), torch.device("cpu"))
+    system.prepare(Silent)
+    return system
+
+
+def clone(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def same(a, b):
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_decoder_draws_28x28_in_unit_range(cache):
+    s = ready(cache)
+    out = s.sample({"decoder": torch.randn(5, 16), "base": torch.randn(5, 16)}, {"temperature": 0.5})
+    for images in out.values():
+        assert images.shape == (5, 3, 28, 28) and 0 <= images.min() and images.max() <= 1
+    assert s.decoder(torch.randn(3, 16)).shape == (3, 1, 28, 28)
+    assert s.panels() == {"decoder": 16, "base": 16}
+
+
+@pytest.mark.parametrize("loss", [{"couple": "mmd"}, {"couple": "mmd", "classwise": "predicted"},
+                                  {"couple": "mmd", "mmd": "reference", "form": "ratio"}, {"couple": "isfid"}])
+def test_step_changes_only_the_decoder(cache, loss):
+    couple = loss["couple"]
+    s = ready(cache, loss=loss)
+    dec, base, cls = clone(s.decoder), clone(s.base_decoder), clone(s.classifier)
+    scalars = s.step({})
+    assert s.step_count == 1 and all(math.isfinite(v) for v in scalars.values())
+    assert ("class_mmd" in scalars) == (couple == "mmd") and ("fid" in scalars) == (couple == "isfid")
+    params = dict(s.decoder.named_parameters())
+    assert all(not torch.equal(params[k], dec[k]) for k in params)  # every decoder weight moved
+    assert same(base, clone(s.base_decoder)) and same(cls, clone(s.classifier))
+
+
+def test_step_with_a_torchvision_extractor(cache):
+    # Random weights (asked for explicitly) at a tiny input size: the wiring, not ImageNet quality.
+    s = ready(cache, features={"extractor": "mobilenet_v2", "weights": "none", "size": 32},
+              loss={"couple": "isfid"}, bad={"batch": 8, "real_pool": 40})
+    dec = clone(s.decoder)
+    scalars = s.step({"alpha": -1.0, "beta": 0.1})
+    assert math.isfinite(scalars["fid"]) and not same(dec, clone(s.decoder))
+    assert all(not p.requires_grad for p in s.extractor.parameters())
+
+
+def test_live_parameters_apply_on_the_next_step(cache):
+    s = ready(cache)
+    before = clone(s.decoder)
+    s.step({"alpha": 0.0, "beta": 0.0})  # zero objective, zero gradient: Adam leaves weights alone
+    after_zero = clone(s.decoder)
+    assert all(torch.equal(before[k], after_zero[k]) for k, _ in s.decoder.named_parameters())
+    scalars = s.step({"alpha": 2.0, "beta": 5.0, "learning_rate": 3e-4, "temperature": 1.5})
+    assert scalars["alpha"] == 2.0 and scalars["beta"] == 5.0 and scalars["temperature"] == 1.5
+    assert scalars["objective"] == pytest.approx(2.0 * scalars["class_mmd"] - 5.0 * scalars["global_mmd"], rel=1e-5)
+    assert s.optimizer.param_groups[0]["lr"] == 3e-4
+    assert not same(after_zero, clone(s.decoder))
+    # Two systems in the same state, one step with different beta: different decoders.
+    a, b = ready(cache), ready(cache)
+    a.step({"beta": 0.0})
+    b.step({"beta": 100.0})
+    assert not same(clone(a.decoder), clone(b.decoder))
+    frozen = clone(a.decoder)
+    assert a.step({"training": 0}) == {"training": 0.0} and same(frozen, clone(a.decoder)) and a.step_count == 1
+
+
+def test_nan_guard_restores_the_last_good_decoder(cache, caplog):
+    s = ready(cache)
+    s.step({})
+    good = clone(s.decoder)
+    scalars = s.step({"alpha": float("nan")})  # e.g. a broken OSC message
+    assert scalars["restored"] == 1.0 and scalars["nan_restores"] == 1.0
+    assert all(math.isfinite(v) for v in scalars.values())
+    assert same(good, clone(s.decoder))
+    assert "restored the last good decoder" in caplog.text
+    scalars = s.step({})  # carries on: finite, moving again
+    assert scalars["restored"] == 0.0 and scalars["nan_restores"] == 1.0 and not same(good, clone(s.decoder))
+
+
+def test_state_dict_round_trip_resumes_exactly(cache, tmp_path):
+    a = ready(cache)
+    a.step({})
+    path = tmp_path / "state.pt"
+    torch.save(a.state_dict(), path)
+    b = build_system(tiny(cache), torch.device("cpu"))
+    b.load_state_dict(torch.load(path, weights_only=True))
+    b.prepare(Silent)
+    assert b.step_count == 1 and same(clone(a.decoder), clone(b.decoder))
+    a.step({})
+    b.step({})
+    assert same(clone(a.decoder), clone(b.decoder))
+    assert a.fingerprint() == b.fingerprint()
+    assert a.fingerprint() != build_system(tiny(cache, vae={"hidden": 32}), torch.device("cpu")).fingerprint()
+
+
+def test_base_models_are_cached_by_their_settings(tmp_path):
+    ready(tmp_path)
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert len(files) == 2 and files[0].startswith("classifier-") and files[1].startswith("vae-")
+    stamps = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+    s = ready(tmp_path, bad={"alpha": 3.0})  # BAD settings do not touch the base models
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == stamps
+    assert "classifier_heldout_accuracy" in s.base_metrics
+    ready(tmp_path, vae={"steps": 2})
+    assert len(list(tmp_path.iterdir())) == 3  # a new VAE, the same classifier
+
+
+def test_piece_validation_names_the_key(cache):
+    with pytest.raises(Exception, match=r"tiny.toml: loss.couple: 'is' is not allowed"):
+        tiny(cache, loss={"couple": "is"})
+    with pytest.raises(Exception, match=r"tiny.toml: bad.lr: .* out of range"):
+        tiny(cache, bad={"lr": 0.5})
+
+
+def test_train_then_eval_end_to_end(tmp_path, monkeypatch, cache):
+    monkeypatch.chdir(tmp_path)
+    piece = tmp_path / "tiny.toml"
+    piece.write_text(f"""name = "tiny"
+kind = "divergence"
+cache = "{cache}"
+[train]
+steps = 2
+grid_every = 1
+grid_samples = 2
+[vae]
+steps = 3
+batch = 16
+hidden = 64
+[classifier]
+steps = 3
+batch = 16
+width = 8
+[bad]
+batch = 32
+real_pool = 300
+""")
+    runner = CliRunner()
+    result = runner.invoke(main, ["train", str(piece), "--device", "cpu", "--out", "runs/tiny"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(main, ["eval", "runs/tiny", "--samples", "40", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "runs" / "tiny" / "eval"
+    rows = list(csv.DictReader(io.StringIO((out / "metrics.csv").read_text())))
+    assert len(rows) == 2 * 9 and {r["decoder"] for r in rows} == {"base", "diverged"}
+    assert all(0 <= float(r["precision_vs_base"]) <= 1 and float(r["samples"]) == 40 for r in rows)
+    for name in ("precision_recall.png", "grid.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "T=1" in result.output and "held-out accuracy" in result.output
+    assert any(p.name.startswith("judge-") for p in cache.iterdir())  # the independent judge, cached
+    assert all(0 <= float(r["precision_vs_data_judge"]) <= 1 for r in rows)
+    # A snapshot beside the final checkpoint: one grid row each, one base row (shared base).
+    snapshots = sorted((tmp_path / "runs" / "tiny" / "checkpoints").glob("step_*.pt"))
+    if snapshots:
+        result = runner.invoke(main, ["eval", str(snapshots[0]), "runs/tiny", "--samples", "20", "--out", "cmp"])
+        assert result.exit_code == 0, result.output
+        rows = list(csv.DictReader(io.StringIO((tmp_path / "cmp" / "metrics.csv").read_text())))
+        assert len(rows) == 3 * 9 and {r["run"] for r in rows} == {"tiny@step_000000", "tiny"}
+    bad = runner.invoke(main, ["eval", "runs/nothing"])
+    assert bad.exit_code == 2 and "run folder not found" in bad.output
+
+
+def test_piece_files_load():
+    from pathlib import Path
+
+    from unstable.system import load_piece
+    pieces = sorted(Path(__file__).parent.parent.glob("pieces/bad-*.toml"))
+    assert pieces
+    for path in pieces:
+        piece = load_piece(path)
+        assert piece.kind == "divergence" and piece.bad.batch == 256
+        assert dataclasses.is_dataclass(piece)

@@ -1,0 +1,257 @@
+"""`unstable eval RUN...`: how far BAD moved a decoder, per prior temperature (paper, Figs. 2 and 3).
+
+For each run folder (from `unstable train`: checkpoint.pt + piece.toml) and each temperature T in
+{0.1, 0.5, 0.7, 1.0, 1.2, 1.5, 1.8, 2.0, 3.0}, it draws `samples` latents z ~ N(0, T^2 I) and
+decodes them with the base decoder and the diverged one. Unless noted, measures live in the run's digit
+classifier's feature space (10-d logits), whatever extractor the run was trained with:
+
+- precision / recall (k-NN manifolds, k = 3) of the diverged samples against base samples drawn
+  from *other* latents (so the base's own row shows the metric's noise floor, base vs base);
+- precision / recall against the held-out real digits, in the run's classifier space and in the
+  space of an independent "judge" classifier (another seed, half the width, trained once and
+  cached beside the base models, never seen by BAD), since BAD optimises against the run's own
+  classifier and can learn patterns that fool it.
+  Read precision together with recall and diversity: k-NN precision does not punish a decoder
+  that collapses onto a few points inside the data's manifold (measured here: a collapsed,
+  near-black unbounded run scored precision 0.96-1.0 against the data in both spaces, recall 0).
+  Pixel space is no better: in 784-d, near-black images fall inside the data's k-NN balls;
+- class entropy, confidence and class coverage; diversity in feature and pixel space.
+
+Writes metrics.csv, precision_recall.png (precision and recall against T, like Fig. 2) and
+grid.png (rows: base and each run, columns: temperatures, like Fig. 3).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from ..checkpoint import check_compatible, load_checkpoint
+from ..errors import UnstableError
+from ..system import build_system, load_piece
+from .cache import base_key, cached_model
+from .classifier import ClassifierSettings, DigitClassifier, train_classifier
+from .data import load_digits
+from .features import freeze
+from .metrics import class_stats, diversity, precision_recall
+
+TEMPERATURES = (0.1, 0.5, 0.7, 1.0, 1.2, 1.5, 1.8, 2.0, 3.0)
+FIELDS = ("run", "decoder", "temperature", "samples", "precision_vs_base", "recall_vs_base",
+          "precision_vs_data", "recall_vs_data", "precision_vs_data_judge", "recall_vs_data_judge", "judge_entropy", "class_entropy", "confidence", "class_coverage",
+          "diversity_features", "diversity_pixels")
+
+
+def run_paths(run: str | Path) -> tuple[Path, Path]:
+    """(piece.toml, checkpoint) of a run folder, or of one of its snapshots (RUN/checkpoints/step_N.pt)."""
+    run = Path(run)
+    if run.is_file() and run.suffix == ".pt":
+        folder = run.parent.parent if run.parent.name == "checkpoints" else run.parent
+        return folder / "piece.toml", run
+    if not run.is_dir():
+        raise UnstableError(f"{run}: run folder not found")
+    return run / "piece.toml", run / "checkpoint.pt"
+
+
+def run_name(run: str | Path) -> str:
+    """A short label: the run folder's name, with the snapshot's step for a snapshot file."""
+    piece_path, ckpt = run_paths(run)
+    return piece_path.parent.name + ("" if ckpt.name == "checkpoint.pt" else f"@{ckpt.stem}")
+
+
+def load_run(run: str | Path, device: torch.device, progress: Callable | None = None):
+    """The system of a run folder (or snapshot file), restored from its checkpoint (base models included)."""
+    piece_path, ckpt_path = run_paths(run)
+    run = piece_path.parent
+    if not piece_path.is_file():
+        raise UnstableError(f"{run}: no piece.toml in this run folder (is it a folder from `unstable train`?)")
+    piece = load_piece(piece_path)
+    if piece.kind != "divergence":
+        raise UnstableError(f"{piece_path}: `unstable eval` evaluates divergence pieces, this one is {piece.kind!r}")
+    payload = load_checkpoint(ckpt_path, map_location=device)
+    system = build_system(piece, device)
+    check_compatible(payload, piece.kind, system.fingerprint(), str(ckpt_path))
+    if "base_decoder" not in payload["system"] and progress is not None:
+        system.prepare(progress)  # an older checkpoint without its base models: use the cache
+    system.load_state_dict(payload["system"])
+    system.classifier.eval()
+    return system
+
+
+def judge_settings(piece) -> ClassifierSettings:
+    """The judge: the piece's classifier recipe with another seed and half the width (cheap to train)."""
+    return dataclasses.replace(piece.classifier, seed=piece.classifier.seed + 1000,
+                               width=max(4, piece.classifier.width // 2))
+
+
+def load_judge(piece, digits, device: torch.device, progress: Callable | None = None) -> DigitClassifier:
+    """The independent judge classifier of a piece's data, from the base-model cache (trained if missing)."""
+    settings = judge_settings(piece)
+    judge = freeze(DigitClassifier(settings.width).to(device))
+    with torch.enable_grad():
+        cached_model(piece.cache, "judge", base_key("judge", data=piece.data, classifier=settings), judge,
+                     lambda: train_classifier(settings, digits.train_x, digits.train_y, digits.test_x, digits.test_y,
+                                              device, progress), device)
+    return judge
+
+
+@torch.no_grad()
+def _features(model, images: torch.Tensor, batch: int = 1000) -> torch.Tensor:
+    model = getattr(model, "classifier", model)  # a system: its digit classifier
+    return torch.cat([model(images[i:i + batch]) for i in range(0, images.shape[0], batch)])
+
+
+@torch.no_grad()
+def evaluate_runs(runs: Sequence[str | Path], out: str | Path | None = None, *, samples: int = 1000,
+                  temperatures: Sequence[float] = TEMPERATURES, k: int = 3, grid_rows: int = 6, seed: int = 1234,
+                  device: torch.device = torch.device("cpu"), progress: Callable | None = None) -> Path:
+    """Evaluate run folders; writes metrics.csv, precision_recall.png and grid.png to `out`.
+
+    A run is a run folder or one of its snapshots (RUN/checkpoints/step_N.pt). `out` defaults
+    to `<first run>/eval`. Returns the output folder.
+    """
+    if not runs:
+        raise UnstableError("eval: give at least one run folder")
+    if samples <= k:
+        raise UnstableError(f"eval: --samples must be larger than k = {k}")
+    out = Path(out) if out is not None else run_paths(runs[0])[0].parent / "eval"
+    rows: list[dict] = []
+    grid_blocks: list[tuple[str, list[torch.Tensor]]] = []
+    seen_bases: set[str] = set()
+    bar = progress("eval", total=len(runs) * len(temperatures)) if progress else None
+    for run in runs:
+        system = load_run(run, device, progress)
+        piece = system.piece
+        name = run_name(run)
+        digits = load_digits(piece.data)
+        real = _features(system, digits.test_x.to(device))  # [N_test, 10]
+        judge = load_judge(piece, digits, device, progress)
+        real_judged = _features(judge, digits.test_x.to(device))  # [N_test, 10]
+        g = torch.Generator().manual_seed(seed)
+        latent = piece.vae.latent
+        z_ref = torch.randn(samples, latent, generator=g)   # base reference draw
+        z = torch.randn(samples, latent, generator=g)       # evaluated draw (both decoders)
+        base_id = base_key("base", data=piece.data, vae=piece.vae, classifier=piece.classifier)
+        show_base = base_id not in seen_bases
+        seen_bases.add(base_id)
+        tiles_base, tiles_div = [], []
+        for t in temperatures:
+            ref_f = _features(system, system.decode("base", z_ref, t))
+            for which, label in (("base", "base"), ("decoder", "diverged")):
+                if which == "base" and not show_base:
+                    continue
+                images = system.decode(which, z, t)  # [S, 1, 28, 28]
+                feats = _features(system, images)
+                p_base, r_base = precision_recall(ref_f, feats, k)
+                p_data, r_data = precision_recall(real, feats, k)
+                judged = _features(judge, images)
+                p_judge, r_judge = precision_recall(real_judged, judged, k)
+                rows.append({"run": name, "decoder": label, "temperature": t, "samples": samples,
+                             "precision_vs_base": p_base, "recall_vs_base": r_base,
+                             "precision_vs_data": p_data, "recall_vs_data": r_data,
+                             "precision_vs_data_judge": p_judge, "recall_vs_data_judge": r_judge,
+                             "judge_entropy": class_stats(judged)["class_entropy"],
+                             **class_stats(feats), "diversity_features": diversity(feats),
+                             "diversity_pixels": diversity(images)})
+                (tiles_base if which == "base" else tiles_div).append(images[:grid_rows].cpu())
+            if bar is not None:
+                bar.update(1)
+        if show_base:
+            grid_blocks.append((f"base ({name})" if len(runs) > 1 else "base", tiles_base))
+        grid_blocks.append((f"{name} (step {system.step_count})", tiles_div))
+    if bar is not None:
+        bar.close()
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(out / "metrics.csv", rows)
+    plot_precision_recall(out / "precision_recall.png", rows)
+    plot_grid(out / "grid.png", grid_blocks, temperatures)
+    summary = {"runs": [str(r) for r in runs], "samples": samples, "k": k, "temperatures": list(temperatures),
+               "base_metrics": {run_name(r): load_run_metrics(r) for r in runs}}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return out
+
+
+def load_run_metrics(run: str | Path) -> dict:
+    """The base models' held-out metrics stored in a run's checkpoint (classifier accuracy, VAE losses)."""
+    payload = load_checkpoint(run_paths(run)[1])
+    return {k: float(v) for k, v in payload["system"].get("base_metrics", {}).items()}
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    """One row per (run, decoder, temperature); floats with 5 significant digits."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=FIELDS)
+        w.writeheader()
+        for row in rows:
+            w.writerow({k: (f"{v:.5g}" if isinstance(v, float) else v) for k, v in row.items()})
+    tmp.replace(path)
+
+
+def _mpl():
+    import matplotlib
+    matplotlib.use("Agg")  # files only: no display on servers
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_precision_recall(path: Path, rows: list[dict]) -> None:
+    """Precision and recall against the base decoder, and the judge's precision against the data,
+    over temperature, one line per decoder (the paper's Fig. 2 plus the domain check)."""
+    plt = _mpl()
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4), sharey=True)
+    series: dict[str, list[dict]] = {}
+    for row in rows:
+        series.setdefault(f"{row['run']} {row['decoder']}", []).append(row)
+    panels = ((axes[0], "precision_vs_base", "precision vs base decoder"), (axes[1], "recall_vs_base", "recall vs base decoder"),
+              (axes[2], "precision_vs_data_judge", "precision vs held-out digits, judge classifier"))
+    for ax, key, title in panels:
+        for label, rs in series.items():
+            style = "--" if label.endswith(" base") else "-"
+            ax.plot([r["temperature"] for r in rs], [r[key] for r in rs], style, marker="o", label=label)
+        ax.set_xlabel("temperature T")
+        ax.set_title(f"{title} (k-NN, k = 3)", fontsize=9)
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("share")
+    axes[2].legend(fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+
+
+def plot_grid(path: Path, blocks: list[tuple[str, list[torch.Tensor]]], temperatures: Sequence[float]) -> None:
+    """Rows: decoders (base, runs); columns: temperatures; each cell a column of samples [n, 1, 28, 28]."""
+    plt = _mpl()
+    n = blocks[0][1][0].shape[0]
+    fig, axes = plt.subplots(len(blocks), 1, squeeze=False,
+                             figsize=(0.75 * len(temperatures) + 1.2, len(blocks) * (0.75 * n + 0.5)))
+    for ax, (label, tiles) in zip(axes[:, 0], blocks):
+        gap = torch.ones(2, 28)
+        columns = [torch.cat([c for img in t[:, 0] for c in (img, gap)][:-1], dim=0) for t in tiles]  # [n*30-2, 28]
+        pad = torch.ones(columns[0].shape[0], 2)
+        canvas = torch.cat([c for col in columns for c in (col, pad)][:-1], dim=1)
+        ax.imshow(canvas.numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_yticks([])
+        ax.set_xticks([i * 30 + 14 for i in range(len(temperatures))], [f"T={t:g}" for t in temperatures], fontsize=7)
+        ax.set_ylabel(label, fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+
+
+def _save(fig, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    tmp.replace(path)
+
+
+def rows_at(rows_csv: str | Path, temperature: float) -> list[dict]:
+    """The rows of a metrics.csv at one temperature (for reports)."""
+    with open(rows_csv) as f:
+        return [r for r in csv.DictReader(f) if abs(float(r["temperature"]) - temperature) < 1e-9]

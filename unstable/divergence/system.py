@@ -1,0 +1,342 @@
+"""Bounded Adversarial Divergence (Chemla-Romeu-Santos & Esling): a VAE decoder pushed off its classes.
+
+A pre-trained decoder g (from a VAE trained on binarised MNIST) is fine-tuned to maximise
+
+    alpha * L_div(f(g(z)), f(x)) - beta * L_reg(f(g(z)), f(x)),    z ~ N(0, T^2 I)
+
+where f is a frozen classifier's feature map and x real digits. Two loss couples:
+
+- "isfid": L_div = IS of the generated batch, L_reg = FID to the real digits. The paper's alpha is
+  negative (-1): IS must go *down* (less confidently classified), FID stay small.
+- "mmd": L_div = sum over classes k of MMD(generated, real digits of class k) (pushed up: away
+  from every class cluster), L_reg = MMD(generated, all real digits) (kept down: inside the data).
+  Taken literally (`classwise = "all"`) the sum is 10 x L_reg + a constant for balanced classes
+  (see losses.classwise_mmd), so the objective collapses to (10 alpha - beta) L_reg;
+  `classwise = "predicted"` compares, per class, only the generated samples the digit classifier
+  assigns to it, which keeps the two terms in tension.
+
+The classifier (and any torchvision extractor) is frozen; only the decoder's parameters move.
+alpha, beta, the temperature T and the learning rate are live parameters read on every step.
+A NaN guard restores the last good decoder and optimiser state when a step produces non-finite
+values, counts it, and carries on.
+
+`prepare()` trains (or loads from the cache) the base VAE and the digit classifier.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Literal, Mapping
+
+import torch
+
+from ..checkpoint import fingerprint
+from ..config import setting, to_dict
+from ..params import ParamSpec
+from ..trainer import TrainSettings
+from .cache import base_key, cached_model
+from .classifier import ClassifierSettings, DigitClassifier, train_classifier
+from .data import DataSettings, Digits, load_digits
+from .features import FeatureSettings, build_extractor, extract, freeze
+from .losses import Kernel, classwise_mmd, frechet_distance, inception_score, mean_cov, median_bandwidth, mmd, \
+    objective, sqrtm_psd
+from .vae import Decoder, VAESettings, train_vae
+
+log = logging.getLogger(__name__)
+
+ALPHA_RANGE = (-100.0, 100.0)
+BETA_RANGE = (0.0, 1000.0)
+TEMPERATURE_RANGE = (0.05, 5.0)
+LR_RANGE = (1e-7, 1e-2)
+
+
+@dataclass(frozen=True)
+class LossSettings:
+    """The `[loss]` table: which divergence couple BAD uses and how it is computed."""
+
+    couple: Literal["mmd", "isfid"] = setting("mmd", doc="'mmd': class-wise MMD vs global MMD; 'isfid': IS vs FID")
+    form: Literal["difference", "ratio"] = setting(
+        "difference", doc="maximise alpha*L_div - beta*L_reg, or log(L_div^alpha / L_reg^beta)")
+    splits: int = setting(4, ge=1, le=64, doc="IS splits (the reference code uses 4 or 8)")
+    mmd: Literal["gretton", "reference"] = setting(
+        "gretton", doc="'gretton': the paper's unbiased MMD^2; 'reference': the authors' code's variant")
+    kernel: Kernel = setting("gaussian", doc="MMD kernel for the gretton variant: gaussian, laplacian or imq")
+    classwise: Literal["all", "predicted"] = setting(
+        "all", doc="L_div compares 'all' generated samples with each real class (the paper's eq. 2), or only "
+                   "those the digit classifier 'predicted' as that class")
+    bandwidth: float = setting(0.0, ge=0, doc="MMD kernel bandwidth; 0 = median pairwise distance of real features")
+    scale: float = setting(1.0, gt=0, doc="kernel scale of the 'reference' MMD variant")
+
+
+@dataclass(frozen=True)
+class BADSettings:
+    """The `[bad]` table: the divergence run's defaults (alpha, beta, T and lr are also live)."""
+
+    alpha: float = setting(1.0, ge=ALPHA_RANGE[0], le=ALPHA_RANGE[1], doc="weight of L_div (negative for IS)")
+    beta: float = setting(20.0, ge=BETA_RANGE[0], le=BETA_RANGE[1], doc="weight of L_reg, the bound (0 = unbounded)")
+    lr: float = setting(1e-4, ge=LR_RANGE[0], le=LR_RANGE[1], doc="Adam learning rate of the decoder")
+    batch: int = setting(256, ge=4, le=8192, doc="generated (and real) samples per step")
+    temperature: float = setting(1.0, ge=TEMPERATURE_RANGE[0], le=TEMPERATURE_RANGE[1],
+                                 doc="prior temperature T: z ~ N(0, T^2 I) while training and sampling")
+    real_pool: int = setting(0, ge=0, doc="real digits whose features are precomputed (0 = all training digits)")
+
+
+@dataclass(frozen=True)
+class DivergencePiece:
+    """A BAD piece file (pieces/bad-*.toml)."""
+
+    name: str
+    kind: Literal["divergence"]
+    seed: int = setting(0, doc="seed of the BAD run (latents, real batches)")
+    cache: str = setting(".cache/unstable", doc="folder of the cached base models (relative to the working dir)")
+    train: TrainSettings = TrainSettings()
+    data: DataSettings = DataSettings()
+    vae: VAESettings = VAESettings()
+    classifier: ClassifierSettings = ClassifierSettings()
+    features: FeatureSettings = FeatureSettings()
+    loss: LossSettings = LossSettings()
+    bad: BADSettings = BADSettings()
+
+
+class DivergenceSystem:
+    """The BAD artwork: a diverging decoder beside its base, for the trainer, engine and renderer."""
+
+    def __init__(self, piece: DivergencePiece, device: torch.device):
+        self.piece = piece
+        self.device = torch.device(device)
+        self.step_count = 0
+        self.nan_restores = 0
+        # Placeholder weights until prepare() (or load_state_dict) fills them.
+        self.decoder = Decoder(piece.vae.latent, piece.vae.hidden).to(self.device)
+        self.base_decoder = freeze(Decoder(piece.vae.latent, piece.vae.hidden).to(self.device))
+        self.classifier = freeze(DigitClassifier(piece.classifier.width).to(self.device))
+        self.optimizer = torch.optim.Adam(self.decoder.parameters(), lr=piece.bad.lr)
+        # All of BAD's randomness (latents, real batches, IS shuffles) from one CPU generator whose
+        # state is checkpointed: same seed, same run on any device, and exact resume.
+        self.gen = torch.Generator().manual_seed(piece.seed)
+        self.base_metrics: dict[str, float] = {}
+        self.base_ready = False  # base decoder + classifier hold real weights
+        self.extractor: torch.nn.Module | None = None
+        self.digits: Digits | None = None
+        self._pool: dict[str, Any] | None = None
+        self._good: tuple[dict, dict] | None = None
+
+    # ------------------------------------------------------------------ preparation
+
+    def prepare(self, progress: Callable[..., Any]) -> None:
+        """Load the data, train or load the cached base VAE and classifier, build the extractor."""
+        p = self.piece
+        if self.digits is None:
+            self.digits = load_digits(p.data)
+        d = self.digits
+        if not self.base_ready:
+            vae_key = base_key("vae", data=p.data, vae=p.vae)
+            vae_metrics, _, _ = cached_model(
+                p.cache, "vae", vae_key, self.base_decoder,
+                lambda: self._decoder_of(train_vae(p.vae, d.train_x, d.test_x, self.device, progress)), self.device)
+            cls_key = base_key("classifier", data=p.data, classifier=p.classifier)
+            cls_metrics, _, _ = cached_model(
+                p.cache, "classifier", cls_key, self.classifier,
+                lambda: train_classifier(p.classifier, d.train_x, d.train_y, d.test_x, d.test_y, self.device, progress),
+                self.device)
+            self.decoder.load_state_dict(self.base_decoder.state_dict())
+            self.base_metrics = {**{f"vae_{k}": v for k, v in vae_metrics.items()},
+                                 **{f"classifier_{k}": v for k, v in cls_metrics.items()}}
+            self.base_ready = True
+            self._pool = None
+        if self.extractor is None:
+            self.extractor = build_extractor(p.features, self.classifier, self.device)
+        self._real_pool(progress)
+
+    @staticmethod
+    def _decoder_of(trained) -> tuple[torch.nn.Module, dict[str, float]]:
+        vae, metrics = trained
+        return vae.decoder, metrics
+
+    def _real_pool(self, progress: Callable[..., Any] | None = None) -> dict[str, Any]:
+        """Features of the real digits (fixed: the extractor is frozen), their labels and statistics."""
+        if self._pool is not None:
+            return self._pool
+        if self.digits is None or self.extractor is None:
+            raise RuntimeError("DivergenceSystem.prepare() must run before training steps")
+        p, d = self.piece, self.digits
+        x, y = d.train_x, d.train_y
+        if p.bad.real_pool and p.bad.real_pool < x.shape[0]:
+            pick = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(p.seed + 7))[:p.bad.real_pool]
+            x, y = x[pick], y[pick]
+        feats = extract(self.extractor, x.to(self.device), progress=progress if x.shape[0] > 2000 else None)
+        pool: dict[str, Any] = {"features": feats, "labels": y.to(self.device)}  # [P, D], [P]
+        if p.loss.couple == "isfid":
+            mu, cov = mean_cov(feats)
+            pool.update(mu=mu, cov=cov, sqrt_cov=sqrtm_psd(cov))
+        else:
+            pool["bandwidth"] = p.loss.bandwidth or median_bandwidth(
+                feats[torch.randperm(feats.shape[0], generator=torch.Generator().manual_seed(p.seed + 11))])
+        self._pool = pool
+        return pool
+
+    # ------------------------------------------------------------------ live parameters
+
+    def param_specs(self) -> list[ParamSpec]:
+        """alpha, beta, temperature, learning_rate (log) and training on/off, defaults from the piece."""
+        b = self.piece.bad
+        return [
+            ParamSpec("alpha", *ALPHA_RANGE, b.alpha, doc="weight of the divergence loss L_div"),
+            ParamSpec("beta", *BETA_RANGE, b.beta, doc="weight of the bound L_reg (0 = unbounded)"),
+            ParamSpec("temperature", *TEMPERATURE_RANGE, b.temperature, log=True, smoothing=0.2,
+                      doc="prior temperature: latent scale while sampling and training"),
+            ParamSpec("learning_rate", *LR_RANGE, b.lr, log=True, doc="Adam learning rate of the decoder"),
+            ParamSpec("training", 0, 1, 1, kind="toggle", doc="1: keep diverging; 0: freeze the decoder"),
+        ]
+
+    def _params(self, params: Mapping[str, float]) -> dict[str, float]:
+        return {s.name: s.clamp(params.get(s.name, s.default)) for s in self.param_specs()}
+
+    # ------------------------------------------------------------------ training
+
+    def _terms(self, images: torch.Tensor, fake: torch.Tensor, real: torch.Tensor, labels: torch.Tensor,
+               pool: dict) -> tuple:
+        """(L_div, L_reg, named scalars) for generated images [B, 1, 28, 28] with features [B, D],
+        and real features [B, D] with labels [B]."""
+        loss = self.piece.loss
+        if loss.couple == "isfid":
+            l_div = inception_score(fake, loss.splits, self.gen)
+            l_reg = frechet_distance(pool["mu"], pool["cov"], fake, pool["sqrt_cov"])
+            return l_div, l_reg, {"is": l_div, "fid": l_reg}
+        kw = {"variant": loss.mmd, "kernel": loss.kernel, "bandwidth": pool["bandwidth"], "scale": loss.scale}
+        fake_labels = None
+        if loss.classwise == "predicted":
+            with torch.no_grad():
+                logits = fake if self.piece.features.extractor == "custom" else self.classifier(images)
+                fake_labels = logits.argmax(1)  # [B]
+        l_div = classwise_mmd(fake, real, labels, 10, x_labels=fake_labels, **kw)
+        l_reg = mmd(fake, real, **kw)
+        return l_div, l_reg, {"class_mmd": l_div, "global_mmd": l_reg}
+
+    def _snapshot(self) -> tuple[dict, dict]:
+        return ({k: v.detach().clone() for k, v in self.decoder.state_dict().items()},
+                copy.deepcopy(self.optimizer.state_dict()))
+
+    def _finite(self) -> bool:
+        return all(bool(torch.isfinite(t).all()) for t in self.decoder.state_dict().values() if t.is_floating_point())
+
+    def step(self, params: Mapping[str, float]) -> dict[str, float]:
+        """One BAD step on the decoder with the live alpha, beta, temperature and learning rate."""
+        if not self.base_ready or self.extractor is None:
+            raise RuntimeError("DivergenceSystem.prepare() must run before training steps")
+        p = self._params(params)
+        if p["training"] < 0.5:
+            return {"training": 0.0}
+        pool = self._real_pool()
+        if self._good is None:
+            self._good = self._snapshot()
+        for group in self.optimizer.param_groups:
+            group["lr"] = p["learning_rate"]
+        batch, latent = self.piece.bad.batch, self.piece.vae.latent
+        z = torch.randn(batch, latent, generator=self.gen).to(self.device) * p["temperature"]  # [B, latent]
+        idx = torch.randint(0, pool["features"].shape[0], (batch,), generator=self.gen).to(self.device)
+        real, labels = pool["features"][idx], pool["labels"][idx]  # [B, D], [B]
+
+        self.decoder.train()
+        images = self.decoder.mean(z)  # [B, 1, 28, 28]
+        fake = self.extractor(images)  # [B, D]
+        l_div, l_reg, named = self._terms(images, fake, real, labels, pool)
+        obj = objective(l_div, l_reg, p["alpha"], p["beta"], self.piece.loss.form)
+        self.optimizer.zero_grad(set_to_none=True)
+        (-obj).backward()
+        self.optimizer.step()
+        self.step_count += 1
+
+        scalars = {"objective": float(obj.detach()), **{k: float(v.detach()) for k, v in named.items()}}
+        if self.piece.features.extractor == "custom":
+            with torch.no_grad():  # how unsure the classifier is about this batch: the thing BAD raises
+                prob = torch.softmax(fake.detach(), 1)
+                scalars["class_entropy"] = float(-(prob * prob.clamp_min(1e-12).log()).sum(1).mean())
+        scalars.update(alpha=p["alpha"], beta=p["beta"], temperature=p["temperature"],
+                       learning_rate=p["learning_rate"])
+        if not (math.isfinite(scalars["objective"]) and self._finite()):
+            # Restore weights, BatchNorm statistics and Adam moments: a NaN moment would poison
+            # every later step even with good weights.
+            weights, opt_state = self._good
+            self.decoder.load_state_dict(weights)
+            self.optimizer.load_state_dict(opt_state)
+            self.nan_restores += 1
+            log.warning("BAD step %d: non-finite decoder or objective; restored the last good decoder "
+                        "(%d restores so far)", self.step_count, self.nan_restores)
+            scalars["restored"] = 1.0
+        else:
+            self._good = self._snapshot()
+            scalars["restored"] = 0.0
+        scalars["nan_restores"] = float(self.nan_restores)
+        return {k: v for k, v in scalars.items() if math.isfinite(v)}
+
+    # ------------------------------------------------------------------ drawing
+
+    def panels(self) -> dict[str, int]:
+        """The diverged decoder, and its base beside it for comparison."""
+        return {"decoder": self.piece.vae.latent, "base": self.piece.vae.latent}
+
+    @torch.no_grad()
+    def decode(self, which: str, z: torch.Tensor, temperature: float) -> torch.Tensor:
+        """Bernoulli means [N, 1, 28, 28] of `which` decoder ('decoder' or 'base') at z * temperature."""
+        net = self.decoder if which == "decoder" else self.base_decoder
+        was_training = net.training
+        net.eval()  # BatchNorm running statistics: a sample must not depend on its batch
+        out = net.mean(z.to(self.device) * temperature)
+        net.train(was_training)
+        return out
+
+    @torch.no_grad()
+    def sample(self, latents: Mapping[str, torch.Tensor], params: Mapping[str, float]) -> dict[str, torch.Tensor]:
+        """{panel: z [N, latent]} -> {panel: grey images as [N, 3, 28, 28] in 0..1} at the live temperature."""
+        t = self._params(params)["temperature"]
+        out = {}
+        for name, z in latents.items():
+            if name not in ("decoder", "base"):
+                raise KeyError(f"unknown panel {name!r}, expected 'decoder' or 'base'")
+            out[name] = self.decode(name, z, t).expand(-1, 3, -1, -1).contiguous()  # [N, 3, 28, 28]
+        return out
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def state_dict(self) -> dict:
+        """Decoder, optimiser, step, RNG, NaN count, and the base models, so a run is self-contained."""
+        return {
+            "decoder": self.decoder.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": torch.tensor(self.step_count),
+            "nan_restores": torch.tensor(self.nan_restores),
+            "rng": self.gen.get_state(),
+            "base_decoder": self.base_decoder.state_dict(),
+            "classifier": self.classifier.state_dict(),
+            "base_metrics": dict(self.base_metrics),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a `state_dict()`; the base models in it replace any cached ones."""
+        if "base_decoder" in state and "classifier" in state:
+            self.base_decoder.load_state_dict(state["base_decoder"])
+            self.classifier.load_state_dict(state["classifier"])
+            self.base_metrics = {k: float(v) for k, v in state.get("base_metrics", {}).items()}
+            self.base_ready = True
+            if self.piece.features.extractor == "custom":
+                self._pool = None  # features of the real digits came from the old classifier
+        self.decoder.load_state_dict(state["decoder"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step_count = int(state["step"])
+        self.nan_restores = int(state.get("nan_restores", 0))
+        self.gen.set_state(state["rng"])
+        self._good = None
+
+    def fingerprint(self) -> str:
+        """Hash of what fixes the architecture: decoder and classifier sizes, extractor."""
+        p = self.piece
+        return fingerprint({"kind": "divergence", "latent": p.vae.latent, "hidden": p.vae.hidden,
+                            "classifier_width": p.classifier.width, "extractor": p.features.extractor})
+
+    def describe(self) -> dict:
+        """The piece as plain data (for logs and reports)."""
+        return to_dict(self.piece)
