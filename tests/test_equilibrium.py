@@ -1,0 +1,465 @@
+"""The (un)stable equilibrium ensemble: growth, fade-in, objectives, diametric critic, determinism, resume."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from pathlib import Path
+
+import pytest
+import torch
+
+from unstable.checkpoint import load_checkpoint
+from unstable.config import load_dataclass, to_dict
+from unstable.equilibrium.layers import downsample2x, upsample2x
+from unstable.equilibrium.losses import colour_variety, embedding_distance
+from unstable.equilibrium.system import EquilibriumPiece, EquilibriumSystem, growth_at
+from unstable.errors import ConfigError
+from unstable.params import defaults
+from unstable.system import load_piece
+from unstable.trainer import train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# A piece small enough for a test: 4 -> 8 -> 16 px, narrow layers, 2 steps per stable/fade phase.
+TINY = {
+    "name": "tiny",
+    "kind": "equilibrium",
+    "seed": 3,
+    "train": {"steps": 6, "grid_every": 2, "grid_samples": 2, "checkpoint_every": 3},
+    "generator": {"resolution": 16, "start_resolution": 4, "z_dim": 8, "w_dim": 8, "mapping_layers": 2,
+                  "channel_base": 64, "min_channels": 4, "max_channels": 8, "noise_init": 0.1,
+                  "new_rgb_gain": 1.0, "optim": {"batch": 4}},
+    "growth": {"stable_steps": 2, "fade_steps": 2},
+    "critic": {"mode": "diametric", "embedding_dim": 8, "channel_base": 64, "min_channels": 4, "max_channels": 8,
+               "optim": {"batch": 4}},
+    "objectives": {"embedding": {"on": True, "distances": {"l1": 0.5, "cosine": 0.5}}},
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These networks are tiny: a second intra-op thread only adds overhead, and on a busy 2-core
+    machine OpenMP's waiting makes it 10-100x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+    return out
+
+
+def piece(**over) -> EquilibriumPiece:
+    return load_dataclass(EquilibriumPiece, merge(TINY, over), source="tiny.toml")
+
+
+def system(**over) -> EquilibriumSystem:
+    return EquilibriumSystem(piece(**over), torch.device("cpu"))
+
+
+def write_piece(path: Path, data: dict) -> Path:
+    def value(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return f'"{v}"'
+        if isinstance(v, dict):
+            return "{ " + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + " }"
+        return repr(v)
+
+    lines: list[str] = []
+
+    def table(prefix: str, d: dict):
+        scalars = {k: v for k, v in d.items() if not isinstance(v, dict) or k in ("distances", "measures")}
+        if prefix:
+            lines.append(f"[{prefix}]")
+        lines.extend(f"{k} = {value(v)}" for k, v in scalars.items())
+        for k, v in d.items():
+            if isinstance(v, dict) and k not in scalars:
+                table(f"{prefix}.{k}" if prefix else k, v)
+
+    table("", data)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+# --- growth and shapes ---------------------------------------------------------------------------
+
+def test_growth_schedule():
+    g = piece().growth
+    seen = [growth_at(step, 3, g) for step in range(12)]
+    assert seen[:2] == [(0, 1.0), (0, 1.0)]
+    assert seen[2] == (1, 0.0) and seen[3] == (1, 0.5) and seen[4] == (1, 1.0) and seen[5] == (1, 1.0)
+    assert seen[6] == (2, 0.0) and seen[7] == (2, 0.5)
+    assert all(s == (2, 1.0) for s in seen[8:])
+    instant = dataclasses.replace(g, fade_steps=0)
+    assert growth_at(2, 3, instant) == (1, 1.0)
+    assert growth_at(0, 3, dataclasses.replace(g, stable_steps=0, fade_steps=0)) == (2, 1.0)
+    assert growth_at(5, 1, g) == (0, 1.0)
+
+
+def test_shapes_at_every_stage():
+    s = system()
+    assert s.stage_resolutions == [4, 8, 16]
+    z = torch.randn(3, 8)
+    for stage, res in enumerate(s.stage_resolutions):
+        for alpha in (0.0, 0.5, 1.0):
+            for gen in s.generators:
+                x = gen(z, stage, alpha)
+                assert x.shape == (3, 3, res, res)
+                assert x.abs().max() <= 1.0
+            logits, emb = s.critic(x, stage, alpha)
+            assert logits.shape == (3, 2) and emb.shape == (3, 8)
+
+
+def test_sample_is_at_target_resolution_in_every_stage():
+    s = system()
+    params = defaults(s.param_specs())
+    for step in (0, 3, 20):
+        s.step_count = step
+        out = s.sample({"g0": torch.randn(2, 8), "g1": torch.randn(2, 8)}, params)
+        for images in out.values():
+            assert images.shape == (2, 3, 16, 16)
+            assert images.min() >= 0 and images.max() <= 1
+
+
+def test_fade_in_starts_from_the_previous_stage_upsampled():
+    s = system()
+    gen = s.generators[0]
+    w = gen.mapping(torch.randn(4, 8))
+    for stage in (1, 2):
+        before = gen.synthesis(w, stage - 1, 1.0)  # fixed noise
+        faded = gen.synthesis(w, stage, 0.0)
+        torch.testing.assert_close(faded, upsample2x(before), rtol=0, atol=1e-6)
+        assert not torch.allclose(gen.synthesis(w, stage, 1.0), faded)
+        # the critic does the same in reverse: at alpha 0 it sees the downsampled image at the previous stage
+        image = torch.rand(4, 3, s.stage_resolutions[stage], s.stage_resolutions[stage]) * 2 - 1
+        for a, b in zip(s.critic(image, stage, 0.0), s.critic(downsample2x(image), stage - 1, 1.0)):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+def test_new_resolutions_start_silent_with_zero_rgb_gain():
+    s = system(generator={"new_rgb_gain": 0.0, "start_resolution": 8})
+    for res, block in zip(s.generators[0].resolutions, s.generators[0].blocks):
+        assert bool(block.to_rgb.weight.abs().sum() == 0) == (res > 8), res
+
+
+# --- objectives: one gradient step moves each quantity the right way ------------------------------
+
+def _only(objective: str, **extra) -> dict:
+    objectives = {name: {"on": name == objective} for name in ("impersonate", "embedding", "colour_variety")}
+    objectives[objective].update(extra)
+    return objectives
+
+
+def _descend(s: EquilibriumSystem, measure, movers=(0, 1), lr: float = 1e-2) -> tuple[list[float], list[float]]:
+    """Measure per generator, one plain gradient step of the system's generator loss for the generators
+    in `movers` (on the same batch, fixed noise, the critic held), measure again."""
+    stage, alpha = len(s.stage_resolutions) - 1, 1.0
+    z = torch.randn(4, 8, generator=torch.Generator().manual_seed(0))
+
+    def images():
+        return [gen(z, stage, alpha) for gen in s.generators]
+
+    before = [float(m.detach()) for m in measure(images(), stage, alpha)]
+    total, _ = s.generator_losses(images(), stage, alpha, s.objective_weights({}))
+    params = [p for i in movers for p in s.generators[i].parameters()]
+    grads = torch.autograd.grad(total, params, allow_unused=True)
+    with torch.no_grad():
+        for p, g in zip(params, grads):
+            if g is not None:
+                p -= lr * g
+    after = [float(m.detach()) for m in measure(images(), stage, alpha)]
+    return before, after
+
+
+@pytest.mark.parametrize("measures", [{"std": 1.0}, {"image_std": 1.0}, {"batch_std": 1.0}, {"pairwise": 1.0},
+                                      {"entropy": 1.0}, {"logdet": 1.0}])
+def test_colour_variety_step_raises_own_variety(measures):
+    s = system(objectives=_only("colour_variety", measures=measures, relation="difference"))
+    before, after = _descend(s, lambda xs, *_: [colour_variety(x, measures) for x in xs])
+    assert all(a > b for a, b in zip(after, before)), (before, after)
+
+
+def test_impersonate_step_raises_target_probability():
+    s = system(objectives=_only("impersonate"))
+
+    def p_target(xs, stage, alpha):
+        out = []
+        for i, x in enumerate(xs):
+            logits, _ = s.critic(x, stage, alpha)
+            out.append(logits.softmax(dim=1)[:, s.targets[i]].mean())
+        return out
+
+    before, after = _descend(s, p_target)
+    assert all(a > b for a, b in zip(after, before)), (before, after)
+
+
+@pytest.mark.parametrize("distances", [{"l1": 1.0}, {"l2": 1.0}, {"mse": 1.0}, {"cosine": 1.0}, {"huber": 1.0},
+                                       {"chebyshev": 1.0}, {"angular": 1.0}, {"l1": 0.5, "cosine": 0.5}])
+@pytest.mark.parametrize("pairing", ["paired", "all_pairs", "centroid"])
+def test_embedding_step_reduces_distance(distances, pairing):
+    s = system(objectives=_only("embedding", distances=distances, pairing=pairing))
+
+    def distance(xs, stage, alpha):
+        emb = [s.critic(x, stage, alpha)[1] for x in xs]
+        return [embedding_distance(emb[i], emb[s.targets[i]], distances, pairing) for i in range(len(xs))]
+
+    # One generator moves at a time, so the distance it is asked to shrink is to a target that stays put.
+    for mover in (0, 1):
+        before, after = _descend(s, distance, movers=(mover,))
+        assert after[mover] < before[mover], (mover, before, after)
+
+
+def test_distances_are_zero_on_identical_and_have_finite_gradients():
+    a = torch.randn(4, 8, requires_grad=True)
+    for name in ("l1", "l2", "mse", "huber", "chebyshev", "cosine", "angular"):
+        d = embedding_distance(a, a.detach(), {name: 1.0}, "paired")
+        assert float(d.detach()) == pytest.approx(0.0, abs=2e-3), name
+        (g,) = torch.autograd.grad(d, a)
+        assert torch.isfinite(g).all(), name
+        assert float(embedding_distance(a.detach(), -a.detach(), {name: 1.0}, "paired")) > float(d.detach()) + 0.1, name
+
+
+def test_variety_measures_rank_a_colourful_batch_above_a_grey_one():
+    grey = torch.zeros(4, 3, 16, 16)
+    colourful = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    for name in ("std", "image_std", "batch_std", "pairwise", "entropy", "logdet"):
+        assert float(colour_variety(colourful, {name: 1.0})) > float(colour_variety(grey, {name: 1.0})), name
+
+
+# --- the critic --------------------------------------------------------------------------------
+
+def test_diametric_alternates_losses_on_different_batches():
+    s = system(critic={"mode": "diametric", "updates": 1})
+    params = defaults(s.param_specs())
+    for _ in range(4):
+        s.step(params)
+    log = list(s.critic_log)
+    assert [phase for _, _, phase, _ in log] == ["true", "opposed", "true", "opposed"]
+    assert len({batch for *_, batch in log}) == 4  # a fresh batch for every update
+
+    # Two updates per step: still one loss per update, each on its own batch, never summed.
+    s = system(critic={"mode": "diametric", "updates": 2})
+    calls = []
+    original = s.opt_c.step
+    s.opt_c.step = lambda *a, **k: (calls.append(1), original(*a, **k))[1]
+    for _ in range(2):
+        s.step(params)
+    log = list(s.critic_log)
+    assert [phase for _, _, phase, _ in log] == ["true", "opposed", "true", "opposed"]
+    assert [step for step, *_ in log] == [0, 0, 1, 1]
+    assert len({batch for *_, batch in log}) == 4
+    assert len(calls) == 4
+
+
+def test_diametric_opposed_update_pushes_towards_the_swapped_labels():
+    s = system(critic={"mode": "diametric", "updates": 2, "optim": {"lr": 0.01}})
+    stage, alpha = 0, 1.0
+    with torch.no_grad():
+        batch = s._render_training(4, stage, alpha, track_w=False)
+    x = torch.cat(batch)
+    labels = torch.arange(2).repeat_interleave(4)
+    swapped = torch.tensor(s.targets)[labels]
+
+    def p(lbl):
+        with torch.no_grad():
+            return float(s.critic(x, stage, alpha)[0].softmax(1).gather(1, lbl[:, None]).mean())
+
+    before = p(swapped)
+    s._critic_update(batch, 1, stage, alpha)  # update 1: the opposed loss
+    assert p(swapped) > before
+    before = p(labels)
+    s._critic_update(batch, 2, stage, alpha)  # update 2: the true labels
+    assert p(labels) > before
+
+
+def test_classifier_mode_learns_to_tell_generators_apart():
+    s = system(critic={"mode": "classifier", "optim": {"lr": 0.01}}, growth={"stable_steps": 1000},
+               objectives=_only("colour_variety"), generator={"optim": {"lr": 1e-6}})
+    params = defaults(s.param_specs())
+    accuracy = [s.step(params)["critic_accuracy"] for _ in range(30)]
+    assert {phase for _, _, phase, _ in s.critic_log} == {"true"}
+    assert sum(accuracy[-5:]) / 5 > 0.9
+
+
+# --- the system protocol --------------------------------------------------------------------------
+
+def test_step_returns_finite_float_scalars():
+    s = system()
+    params = defaults(s.param_specs())
+    for _ in range(8):
+        scalars = s.step(params)
+        assert all(isinstance(v, float) and torch.isfinite(torch.tensor(v)) for v in scalars.values())
+    for key in ("resolution", "alpha", "critic_loss", "critic_phase", "g0_impersonate", "g0_p_target",
+                "g0_embedding", "g0_variety", "g1_loss"):
+        assert key in scalars
+    assert s.step_count == 8 and scalars["resolution"] == 16.0
+
+
+def test_param_specs_and_toggles():
+    s = system()
+    specs = {spec.name: spec for spec in s.param_specs()}
+    for name in ("temperature", "learning_rate", "training", "impersonate_weight", "embedding_weight",
+                 "colour_variety_weight"):
+        assert name in specs
+    params = defaults(s.param_specs())
+    before = [p.clone() for p in s.generators[0].parameters()]
+    out = s.step({**params, "training": 0.0})
+    assert out["training"] == 0.0 and s.step_count == 0
+    assert all(torch.equal(a, b) for a, b in zip(before, s.generators[0].parameters()))
+    critic_before = [p.clone() for p in s.critic.parameters()]
+    s.step({**params, "critic_training": 0.0})
+    assert all(torch.equal(a, b) for a, b in zip(critic_before, s.critic.parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(before, s.generators[0].parameters()))
+    # turned-off objectives are not offered as live parameters
+    names = {spec.name for spec in system(objectives=_only("impersonate")).param_specs()}
+    assert "impersonate_weight" in names and "embedding_weight" not in names
+
+
+def test_sample_is_deterministic_and_leaves_state_alone():
+    s = system()
+    params = defaults(s.param_specs())
+    for _ in range(3):
+        s.step(params)
+    latents = {"g0": torch.randn(3, 8), "g1": torch.randn(3, 8)}
+    rng = s.rng.get_state()
+    weights = [p.clone() for p in s.generators.parameters()]
+    first = s.sample(latents, params)
+    second = s.sample(latents, params)
+    for name in latents:
+        assert torch.equal(first[name], second[name])
+    assert torch.equal(rng, s.rng.get_state()) and s.step_count == 3
+    assert all(torch.equal(a, b) for a, b in zip(weights, s.generators.parameters()))
+    assert not torch.equal(first["g0"], first["g1"])
+    hot = s.sample(latents, {**params, "temperature": 2.0})
+    assert not torch.equal(hot["g0"], first["g0"])
+
+
+def test_single_image_path_matches_the_batched_one():
+    # Batch 1 folds styles into the weights (the live path); it must draw the same picture.
+    s = system()
+    params = defaults(s.param_specs())
+    z = torch.randn(3, 8)
+    together = s.sample({"g0": z}, params)["g0"]
+    alone = torch.cat([s.sample({"g0": z[i:i + 1]}, params)["g0"] for i in range(3)])
+    torch.testing.assert_close(alone, together, rtol=0, atol=1e-5)
+
+
+def test_same_seed_same_weights_and_other_seed_other_weights():
+    def run(seed):
+        s = system(seed=seed)
+        params = defaults(s.param_specs())
+        for _ in range(3):
+            s.step(params)
+        return torch.cat([p.flatten() for p in s.generators.parameters()] +
+                         [p.flatten() for p in s.critic.parameters()])
+
+    assert torch.equal(run(3), run(3))
+    assert not torch.equal(run(3), run(4))
+
+
+def test_state_dict_loads_with_weights_only_and_restores_exactly():
+    s = system()
+    params = defaults(s.param_specs())
+    for _ in range(3):
+        s.step(params)
+    buffer = io.BytesIO()
+    torch.save(s.state_dict(), buffer)
+    buffer.seek(0)
+    state = torch.load(buffer, weights_only=True)
+    t = system()
+    t.load_state_dict(state)
+    assert t.step_count == 3
+    a, b = s.step(params), t.step(params)
+    assert a == b
+    for p, q in zip(s.generators.parameters(), t.generators.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_fingerprint_follows_architecture_only():
+    base = system().fingerprint()
+    assert system(generator={"optim": {"lr": 0.01}}, critic={"mode": "classifier"}).fingerprint() == base
+    assert system(generator={"max_channels": 16}).fingerprint() != base
+    assert system(critic={"embedding_dim": 4}).fingerprint() != base
+
+
+def test_three_generators_with_a_target_map():
+    s = system(ensemble={"generators": 3, "targets": {"g0": "g2", "g1": "g2", "g2": "g0"}})
+    assert s.targets == [2, 2, 0]
+    assert list(s.panels()) == ["g0", "g1", "g2"]
+    assert system(ensemble={"generators": 3}).targets == [1, 2, 0]
+    params = defaults(s.param_specs())
+    for _ in range(3):
+        scalars = s.step(params)
+    assert "g2_loss" in scalars and all(torch.isfinite(torch.tensor(list(scalars.values()))))
+
+
+@pytest.mark.parametrize("over, key", [
+    ({"ensemble": {"targets": {"g0": "g5"}}}, "ensemble.targets.g0"),
+    ({"ensemble": {"targets": {"g0": "g0"}}}, "ensemble.targets.g0"),
+    ({"ensemble": {"targets": {"g7": "g0"}}}, "ensemble.targets.g7"),
+    ({"ensemble": {"lr_scale": {"g9": 2.0}}}, "ensemble.lr_scale.g9"),
+    ({"generator": {"resolution": 48}}, "generator.resolution"),
+    ({"generator": {"start_resolution": 32}}, "generator.start_resolution"),
+    ({"objectives": {"embedding": {"distances": {"l3": 1.0}}}}, "objectives.embedding.distances.l3"),
+    ({"objectives": {"colour_variety": {"measures": {"hue": 1.0}}}}, "objectives.colour_variety.measures.hue"),
+    ({"objectives": {"impersonate": {"on": False}, "embedding": {"on": False},
+                     "colour_variety": {"on": False}}}, "objectives"),
+    ({"critic": {"mode": "diametrical"}}, "critic.mode"),
+])
+def test_bad_pieces_name_the_key(over, key):
+    with pytest.raises(ConfigError) as err:
+        piece(**over)
+    assert err.value.key == key, str(err.value)
+
+
+# --- the piece files and the trainer --------------------------------------------------------------
+
+def test_series_pieces_load_and_run():
+    modes = {}
+    for i in range(1, 7):
+        path = ROOT / "pieces" / f"equilibrium-1-{i}.toml"
+        text = path.read_text()
+        assert text.startswith("#"), f"{path.name}: needs a comment header saying what it explores"
+        p = load_piece(path)
+        modes[i] = p.critic.mode
+        assert p.ensemble.generators == 2 and p.generator.resolution == 64
+        s = EquilibriumSystem(p, torch.device("cpu"))
+        scalars = s.step(defaults(s.param_specs()))  # the first stage, small and quick
+        assert all(torch.isfinite(torch.tensor(list(scalars.values()))))
+    assert modes[1] == modes[2] == "diametric"
+    assert all(modes[i] == "classifier" for i in range(3, 7))
+
+
+def test_resume_through_the_trainer_is_exact(tmp_path):
+    path = write_piece(tmp_path / "tiny.toml", TINY)
+    quiet = dict(show_progress=False, echo=lambda *_: None)
+    whole = train(path, steps=6, out=tmp_path / "whole", **quiet)
+    half = train(path, steps=3, out=tmp_path / "half", **quiet)
+    train(path, steps=6, out=half, resume=True, **quiet)
+    a = load_checkpoint(whole / "checkpoint.pt")
+    b = load_checkpoint(half / "checkpoint.pt")
+    assert a["step"] == b["step"] == 6
+
+    def tensors(obj, prefix=""):
+        if isinstance(obj, torch.Tensor):
+            yield prefix, obj
+        elif isinstance(obj, dict):
+            for k, v in obj.items():
+                yield from tensors(v, f"{prefix}.{k}")
+        elif isinstance(obj, (list, tuple)):
+            for i, v in enumerate(obj):
+                yield from tensors(v, f"{prefix}[{i}]")
+
+    ta, tb = dict(tensors(a["system"])), dict(tensors(b["system"]))
+    assert ta.keys() == tb.keys() and len(ta) > 50
+    for key in ta:
+        assert torch.equal(ta[key], tb[key]), key
+    assert (whole / "grid.png").is_file() and (half / "grids" / "step_000006.png").is_file()
+    assert to_dict(load_piece(path)) == a["piece"]

@@ -1,0 +1,189 @@
+"""A style-based, progressively growing generator in pure PyTorch (StyleGAN-1/2 lineage).
+
+    z [N, z_dim] --mapping MLP--> w [N, w_dim] --(truncation)--> styles of every layer
+    const 4x4 -> [styled conv] -> toRGB ---------------------------------------------+ skip
+              -> up, [styled conv] x2 -> toRGB (8x8) ---------------------- upsample + skip
+              -> ...                                                             ...
+              -> up, [styled conv] x2 -> toRGB (R x R) -> tanh -> image [N, 3, R, R] in -1..1
+
+- Styled conv = modulated 3x3 conv with demodulation (StyleGAN2), written as "scale the input,
+  shared conv, scale the output": the same maths as the grouped-conv form, and faster for small
+  batches on a CPU because it is one ordinary conv. A single image (the live path) folds its style
+  into the weights instead, which saves two passes over the activations.
+- Per-layer noise: drawn from the caller's `torch.Generator` while training; a fixed buffer per
+  layer (drawn once from the piece's seed) when rendering, so a latent walk does not flicker.
+- Progressive growing with the skip architecture: every layer up to the target resolution exists
+  from the start, a stage only runs the blocks up to its resolution. While block k fades in, the
+  output is lerp(upsample2x(image of stage k-1), image of stage k, alpha), in image space, so
+  alpha = 0 is exactly the previous stage's output upsampled.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .layers import EqualLinear, channels_at, lrelu, randn, resolutions_between, upsample2x
+
+
+class MappingNetwork(nn.Module):
+    """z -> w: `layers` equalised linear layers with lrelu (lr_mul 0.01 as in StyleGAN).
+
+    Unlike StyleGAN, z is not normalised onto the sphere first: the live `temperature` scales z, and
+    a normalisation would undo exactly that.
+    """
+
+    def __init__(self, z_dim: int, w_dim: int, layers: int, lr_mul: float, rng: torch.Generator):
+        super().__init__()
+        dims = [z_dim] + [w_dim] * layers
+        self.layers = nn.ModuleList(EqualLinear(a, b, rng, lr_mul=lr_mul) for a, b in zip(dims[:-1], dims[1:]))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = z  # [N, z_dim]
+        for layer in self.layers:
+            x = lrelu(layer(x))
+        return x  # [N, w_dim]
+
+
+class StyledConv(nn.Module):
+    """Modulated/demodulated 3x3 conv (optionally after 2x upsampling), noise, bias, lrelu."""
+
+    def __init__(self, in_ch: int, out_ch: int, w_dim: int, resolution: int, rng: torch.Generator, *,
+                 up: bool, noise: bool, noise_init: float):
+        super().__init__()
+        self.affine = EqualLinear(w_dim, in_ch, rng, bias_init=1.0)
+        self.weight = nn.Parameter(randn((out_ch, in_ch, 3, 3), rng))
+        self.bias = nn.Parameter(torch.zeros(out_ch))
+        self.scale = 1.0 / math.sqrt(in_ch * 9)
+        self.up = up
+        self.resolution = resolution
+        self.use_noise = noise
+        if noise:
+            self.noise_strength = nn.Parameter(torch.tensor(float(noise_init)))
+            # The rendering noise: fixed per layer, part of the weights (and of the checkpoint).
+            self.register_buffer("fixed_noise", randn((1, 1, resolution, resolution), rng))
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_rng: torch.Generator | None,
+                noise_gain: float) -> torch.Tensor:
+        styles = self.affine(w)  # [N, in]
+        weight = self.weight * self.scale  # [out, in, 3, 3]
+        if self.up:
+            x = upsample2x(x)
+        if x.shape[0] == 1:
+            # One image (live rendering): fold style and demodulation into the weights, one conv.
+            weight = weight * styles[0][None, :, None, None]
+            weight = weight * torch.rsqrt(weight.square().sum(dim=(1, 2, 3)) + 1e-8)[:, None, None, None]
+            x = nn.functional.conv2d(x, weight, padding=1)  # [1, out, H, W]
+        else:
+            x = x * styles[:, :, None, None]
+            x = nn.functional.conv2d(x, weight, padding=1)  # [N, out, H, W]
+            # Demodulation: 1 / ||w'||, with w' = weight * style, per sample and output channel.
+            demod = torch.rsqrt(styles.square() @ weight.square().sum(dim=(2, 3)).t() + 1e-8)  # [N, out]
+            x = x * demod[:, :, None, None]
+        if self.use_noise:
+            if noise_rng is None:
+                noise = self.fixed_noise * noise_gain
+            else:
+                n, _, h, wd = x.shape
+                noise = torch.randn((n, 1, h, wd), generator=noise_rng, device=x.device, dtype=x.dtype)
+            x = x + self.noise_strength * noise
+        return lrelu(x + self.bias[None, :, None, None])
+
+
+class ToRGB(nn.Module):
+    """Modulated 1x1 conv to RGB, without demodulation (StyleGAN2)."""
+
+    def __init__(self, in_ch: int, w_dim: int, rng: torch.Generator, gain: float = 1.0):
+        super().__init__()
+        self.affine = EqualLinear(w_dim, in_ch, rng, bias_init=1.0)
+        self.weight = nn.Parameter(randn((3, in_ch, 1, 1), rng) * gain)
+        self.bias = nn.Parameter(torch.zeros(3))
+        self.scale = 1.0 / math.sqrt(in_ch)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        styles = self.affine(w) * self.scale  # [N, in]
+        # A modulated 1x1 conv is a batched matmul: [N, 3, in] @ [N, in, H*W]. (A 1x1 conv with
+        # three outputs takes PyTorch's slow CPU path.)
+        weight = self.weight.flatten(1)[None] * styles[:, None, :]  # [N, 3, in]
+        n, c, h, wd = x.shape
+        rgb = torch.baddbmm(self.bias[None, :, None], weight, x.reshape(n, c, h * wd))  # [N, 3, H*W]
+        return rgb.view(n, 3, h, wd)
+
+
+class Block(nn.Module):
+    """One resolution: (upsampling conv +) conv + toRGB. The 4x4 block starts from a learnt constant."""
+
+    def __init__(self, in_ch: int, out_ch: int, w_dim: int, resolution: int, rng: torch.Generator, *,
+                 noise: bool, noise_init: float, rgb_gain: float = 1.0):
+        super().__init__()
+        self.first = resolution == 4
+        if self.first:
+            self.const = nn.Parameter(randn((1, out_ch, 4, 4), rng))
+            self.convs = nn.ModuleList([StyledConv(out_ch, out_ch, w_dim, 4, rng, up=False, noise=noise,
+                                                   noise_init=noise_init)])
+        else:
+            self.convs = nn.ModuleList([
+                StyledConv(in_ch, out_ch, w_dim, resolution, rng, up=True, noise=noise, noise_init=noise_init),
+                StyledConv(out_ch, out_ch, w_dim, resolution, rng, up=False, noise=noise, noise_init=noise_init),
+            ])
+        self.to_rgb = ToRGB(out_ch, w_dim, rng, rgb_gain)
+
+    def forward(self, x: torch.Tensor | None, w: torch.Tensor, noise_rng, noise_gain: float):
+        if self.first:
+            x = self.const.expand(w.shape[0], -1, -1, -1)
+        for conv in self.convs:
+            x = conv(x, w, noise_rng, noise_gain)
+        return x, self.to_rgb(x, w)
+
+
+class Generator(nn.Module):
+    """Mapping network + synthesis network growing from `start_resolution` to `resolution`."""
+
+    def __init__(self, *, resolution: int, start_resolution: int, z_dim: int, w_dim: int, mapping_layers: int,
+                 mapping_lr_mul: float, channel_base: int, min_channels: int, max_channels: int, noise: bool,
+                 noise_init: float, new_rgb_gain: float = 1.0, rng: torch.Generator):
+        super().__init__()
+        self.resolution = resolution
+        self.z_dim = z_dim
+        self.resolutions = resolutions_between(4, resolution)  # every block
+        self.stage_resolutions = resolutions_between(start_resolution, resolution)  # what growth visits
+        ch = lambda r: channels_at(r, channel_base, min_channels, max_channels)  # noqa: E731
+        self.mapping = MappingNetwork(z_dim, w_dim, mapping_layers, mapping_lr_mul, rng)
+        self.blocks = nn.ModuleList(
+            Block(ch(max(r // 2, 4)), ch(r), w_dim, r, rng, noise=noise, noise_init=noise_init,
+                  rgb_gain=1.0 if r <= start_resolution else new_rgb_gain)
+            for r in self.resolutions)
+        # Running mean of w, for the truncation trick; updated by the trainer, never by sampling.
+        self.register_buffer("w_avg", torch.zeros(w_dim))
+
+    def stage_blocks(self, stage: int) -> int:
+        """How many blocks a stage runs (the 4x4 block is block 0)."""
+        return self.resolutions.index(self.stage_resolutions[stage]) + 1
+
+    def synthesis(self, w: torch.Tensor, stage: int, alpha: float, *, noise_rng: torch.Generator | None = None,
+                  noise_gain: float = 1.0) -> torch.Tensor:
+        """w [N, w_dim] -> images [N, 3, R, R] in -1..1 at the stage's resolution R.
+
+        `alpha` < 1 fades the stage's last block in (only meaningful for stage > 0).
+        """
+        count = self.stage_blocks(stage)
+        fading = stage > 0 and alpha < 1.0
+        x, rgb, previous = None, None, None
+        for i in range(count):
+            x, block_rgb = self.blocks[i](x, w, noise_rng, noise_gain)
+            if fading and i == count - 1:
+                previous = rgb
+            rgb = block_rgb if rgb is None else upsample2x(rgb) + block_rgb
+        image = torch.tanh(rgb)
+        if previous is not None:
+            image = torch.lerp(upsample2x(torch.tanh(previous)), image, float(alpha))
+        return image
+
+    def forward(self, z: torch.Tensor, stage: int, alpha: float, *, noise_rng: torch.Generator | None = None,
+                noise_gain: float = 1.0, truncation: float = 1.0) -> torch.Tensor:
+        w = self.mapping(z)
+        if truncation != 1.0:
+            w = torch.lerp(self.w_avg, w, float(truncation))
+        return self.synthesis(w, stage, alpha, noise_rng=noise_rng, noise_gain=noise_gain)

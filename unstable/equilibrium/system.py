@@ -1,0 +1,542 @@
+"""(un)stable equilibrium: N style-based generators and a critic over generators, trained without data.
+
+After Broad & Grierson, "Searching for an (un)stable equilibrium: experiments in training generative
+models without data" (NeurIPS 2019 workshop). No images are involved anywhere: the only signals are
+relational.
+
+- The critic learns which generator made an image (`classifier`), or is pulled both ways by two
+  diametrically opposed losses, each after its own batch (`diametric`, works 1:1 and 1:2): the
+  true labels on one update, the target-swapped labels on the next, never summed in one step.
+- Each generator tries to pass for its target generator (the other one for N = 2; a configurable
+  map for N > 2): through the critic's classification (`impersonate`), by bringing its critic
+  embeddings close to the target's (`embedding`, a mix of distance functions), and by having more
+  pixel-level colour variety in its batch than the target has in its own (`colour_variety`).
+
+One step (`EquilibriumSystem.step`):
+  1. every generator renders a batch (shared latents, random per-layer noise), with gradient;
+  2. the critic takes `critic.updates` updates on detached batches (the first reuses step 1's
+     batch when the batch sizes agree; further updates render fresh ones);
+  3. the generators' losses go through the updated critic (its weights frozen) and each
+     generator takes one Adam step on its own loss (targets' quantities are detached).
+
+Every random draw after construction (latents, training noise) comes from `self.rng`, a
+torch.Generator on the device seeded from the piece, whose state is in the checkpoint; weights are
+drawn from a CPU generator seeded the same way. Growth (stage, fade alpha) is a pure function of
+the step count, so resuming needs nothing more.
+
+`sample` renders with the fixed per-layer noise and returns images at the piece's target
+resolution whatever the growth stage (bilinearly upsampled while smaller): the display wants a
+stable size, and the growth is then seen as the image sharpening.
+"""
+
+from __future__ import annotations
+
+import collections
+import types
+from dataclasses import dataclass
+from typing import Any, Callable, Literal, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..checkpoint import fingerprint as hash_config
+from ..config import setting, to_dict
+from ..params import ParamSpec
+from ..trainer import TrainSettings
+from .critic import Critic
+from .generator import Generator
+from .losses import DISTANCES, VARIETY, classification_loss, colour_variety, embedding_distance, relational_loss
+
+
+def _power_of_two(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
+def _check_mix(key: str, mix: Mapping[str, float], known: Mapping[str, Any], what: str) -> None:
+    for name, weight in mix.items():
+        if name not in known:
+            raise ValueError(f"{key}.{name}: not a {what}, expected one of {', '.join(known)}")
+        if weight < 0:
+            raise ValueError(f"{key}.{name}: weight {weight} is negative")
+    if not any(w > 0 for w in mix.values()):
+        raise ValueError(f"{key}: needs at least one {what} with a positive weight")
+
+
+# --- the piece file -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class OptimSettings:
+    """Batch and Adam settings of one network (`[generator.optim]`, `[critic.optim]`)."""
+
+    batch: int = setting(8, ge=1, le=1024, doc="images per generator in each update of this network")
+    lr: float = setting(2e-3, gt=0, le=1, doc="Adam learning rate")
+    beta1: float = setting(0.0, ge=0, lt=1, doc="Adam beta1 (0 as in StyleGAN)")
+    beta2: float = setting(0.99, ge=0, lt=1, doc="Adam beta2")
+    eps: float = setting(1e-8, gt=0, le=1, doc="Adam epsilon")
+    weight_decay: float = setting(0.0, ge=0, le=1, doc="L2 weight decay")
+    grad_clip: float = setting(0.0, ge=0, doc="clip the gradient norm of each network to this; 0 = off")
+
+
+@dataclass(frozen=True)
+class GeneratorSettings:
+    """`[generator]`: the architecture every generator shares, and their optimiser."""
+
+    resolution: int = setting(64, ge=8, le=2048, doc="target resolution (power of two)")
+    start_resolution: int = setting(8, ge=4, le=2048, doc="resolution growth starts from (power of two)")
+    z_dim: int = setting(64, ge=1, le=2048, doc="latent dimension")
+    w_dim: int = setting(64, ge=1, le=2048, doc="style (w) dimension")
+    mapping_layers: int = setting(4, ge=1, le=16, doc="layers of the mapping network")
+    mapping_lr_mul: float = setting(0.01, gt=0, le=1, doc="learning-rate multiplier of the mapping network")
+    channel_base: int = setting(1024, ge=4, doc="width at resolution r is channel_base / r, clamped")
+    min_channels: int = setting(16, ge=1, le=4096, doc="narrowest layer")
+    max_channels: int = setting(64, ge=1, le=4096, doc="widest layer")
+    noise: bool = setting(True, doc="per-layer noise inputs")
+    noise_init: float = setting(0.1, ge=0, le=10, doc="initial strength of the per-layer noise")
+    new_rgb_gain: float = setting(
+        0.0, ge=0, le=1, doc="initial gain of the toRGB layers of the resolutions that fade in later: with "
+        "no data to pull them, random ones would stay as speckle; 0 = a new resolution starts adding nothing "
+        "and grows only the detail the objectives ask for")
+    optim: OptimSettings = setting(default_factory=OptimSettings, doc="optimiser of every generator")
+
+    def __post_init__(self):
+        for key in ("resolution", "start_resolution"):
+            if not _power_of_two(getattr(self, key)):
+                raise ValueError(f"{key}: {getattr(self, key)} is not a power of two")
+        if self.start_resolution > self.resolution:
+            raise ValueError(f"start_resolution: {self.start_resolution} is above resolution {self.resolution}")
+        if self.min_channels > self.max_channels:
+            raise ValueError(f"min_channels: {self.min_channels} is above max_channels {self.max_channels}")
+
+
+@dataclass(frozen=True)
+class GrowthSettings:
+    """`[growth]`: progressive growing, stable then fade-in per new resolution."""
+
+    stable_steps: int = setting(150, ge=0, doc="steps each resolution trains at before the next fades in")
+    fade_steps: int = setting(150, ge=0, doc="steps over which a new resolution fades in (0 = at once)")
+
+
+@dataclass(frozen=True)
+class CriticSettings:
+    """`[critic]`: the conv net over generators and how it is trained."""
+
+    mode: Literal["classifier", "diametric"] = setting(
+        "classifier", doc="classifier: learn which generator made an image; diametric: alternate the "
+        "true labels and the target-swapped labels, each on its own batch")
+    updates: int = setting(1, ge=0, le=16, doc="critic updates per step (diametric: the losses alternate "
+                           "across updates); 0 freezes the critic")
+    embedding_dim: int = setting(64, ge=1, le=4096, doc="size of the embedding the generators compare")
+    channel_base: int = setting(1024, ge=4, doc="width at resolution r is channel_base / r, clamped")
+    min_channels: int = setting(16, ge=1, le=4096, doc="narrowest layer")
+    max_channels: int = setting(64, ge=1, le=4096, doc="widest layer")
+    optim: OptimSettings = setting(default_factory=OptimSettings, doc="optimiser of the critic")
+
+    def __post_init__(self):
+        if self.min_channels > self.max_channels:
+            raise ValueError(f"min_channels: {self.min_channels} is above max_channels {self.max_channels}")
+
+
+@dataclass(frozen=True)
+class EnsembleSettings:
+    """`[ensemble]`: how many generators and who impersonates whom."""
+
+    generators: int = setting(2, ge=2, le=16, doc="number of generators, named g0, g1, ...")
+    targets: dict[str, str] = setting(
+        default_factory=lambda: types.MappingProxyType({}),
+        doc="generator -> the generator it tries to pass for; default: the next one, cyclically")
+    lr_scale: dict[str, float] = setting(
+        default_factory=lambda: types.MappingProxyType({}), gt=0, le=100,
+        doc="per-generator learning-rate multiplier, e.g. {g1 = 0.5}")
+    shared_latents: bool = setting(True, doc="every generator gets the same latents in a step (row k is "
+                                   "the same place in each latent space)")
+
+
+@dataclass(frozen=True)
+class ImpersonateSettings:
+    """`[objectives.impersonate]`: be classified as the target generator."""
+
+    on: bool = setting(True, doc="use this objective")
+    weight: float = setting(1.0, ge=0, le=1000, doc="weight in the generator loss")
+
+
+@dataclass(frozen=True)
+class EmbeddingSettings:
+    """`[objectives.embedding]`: bring my critic embeddings close to the target's."""
+
+    on: bool = setting(False, doc="use this objective")
+    weight: float = setting(1.0, ge=0, le=1000, doc="weight in the generator loss")
+    distances: dict[str, float] = setting(
+        default_factory=lambda: types.MappingProxyType({"l2": 1.0}),
+        doc=f"mix of distances, name -> weight; names: {', '.join(DISTANCES)}")
+    pairing: Literal["paired", "all_pairs", "centroid"] = setting(
+        "paired", doc="paired: row k to row k; all_pairs: every row to every row; centroid: batch means")
+
+    def __post_init__(self):
+        _check_mix("distances", self.distances, DISTANCES, "distance")
+
+
+@dataclass(frozen=True)
+class VarietySettings:
+    """`[objectives.colour_variety]`: more colour variety in my batch than the target has in its own."""
+
+    on: bool = setting(True, doc="use this objective")
+    weight: float = setting(1.0, ge=0, le=1000, doc="weight in the generator loss")
+    measures: dict[str, float] = setting(
+        default_factory=lambda: types.MappingProxyType({"std": 1.0}),
+        doc=f"mix of variety measures, name -> weight; names: {', '.join(VARIETY)}")
+    relation: Literal["softplus", "hinge", "difference", "ratio"] = setting(
+        "softplus", doc="how my variety is set against the target's (see losses.relational_loss)")
+    sharpness: float = setting(10.0, gt=0, le=1000, doc="softplus sharpness")
+    margin: float = setting(0.0, ge=-10, le=10, doc="lead over the target's variety to aim for")
+    resolution: int = setting(0, ge=0, le=2048, doc="measure on the batch box-downsampled to this size "
+                              "(power of two), so variety is sought in the composition rather than in "
+                              "pixel noise; 0 = the full resolution")
+
+    def __post_init__(self):
+        _check_mix("measures", self.measures, VARIETY, "variety measure")
+        if self.resolution and not _power_of_two(self.resolution):
+            raise ValueError(f"resolution: {self.resolution} is not a power of two")
+
+
+@dataclass(frozen=True)
+class ObjectiveSettings:
+    """`[objectives]`: the generators' objectives, each switchable and weighted."""
+
+    impersonate: ImpersonateSettings = setting(default_factory=ImpersonateSettings)
+    embedding: EmbeddingSettings = setting(default_factory=EmbeddingSettings)
+    colour_variety: VarietySettings = setting(default_factory=VarietySettings)
+
+    def __post_init__(self):
+        if not (self.impersonate.on or self.embedding.on or self.colour_variety.on):
+            raise ValueError("every objective is off, turn on at least one")  # no key: the table itself
+
+
+@dataclass(frozen=True)
+class EquilibriumPiece:
+    """A piece file of kind "equilibrium" (see pieces/equilibrium-1-*.toml)."""
+
+    name: str
+    kind: Literal["equilibrium"]
+    seed: int
+    train: TrainSettings = setting(default_factory=TrainSettings)
+    generator: GeneratorSettings = setting(default_factory=GeneratorSettings)
+    growth: GrowthSettings = setting(default_factory=GrowthSettings)
+    critic: CriticSettings = setting(default_factory=CriticSettings)
+    ensemble: EnsembleSettings = setting(default_factory=EnsembleSettings)
+    objectives: ObjectiveSettings = setting(default_factory=ObjectiveSettings)
+
+    def __post_init__(self):
+        names = self.generator_names()
+        for key in ("targets", "lr_scale"):
+            for name in getattr(self.ensemble, key):
+                if name not in names:
+                    raise ValueError(f"ensemble.{key}.{name}: no such generator, expected one of {', '.join(names)}")
+        for name, target in self.ensemble.targets.items():
+            if target not in names:
+                raise ValueError(f"ensemble.targets.{name}: {target!r} is not a generator, "
+                                 f"expected one of {', '.join(names)}")
+            if target == name:
+                raise ValueError(f"ensemble.targets.{name}: a generator cannot target itself")
+        emb = self.objectives.embedding
+        if emb.on and emb.pairing == "paired" and not self.ensemble.shared_latents:
+            raise ValueError("objectives.embedding.pairing: 'paired' compares the same latents and needs "
+                             "ensemble.shared_latents = true")
+
+    def generator_names(self) -> list[str]:
+        return [f"g{i}" for i in range(self.ensemble.generators)]
+
+    def target_indices(self) -> list[int]:
+        """For each generator, the index of the generator it tries to pass for."""
+        names = self.generator_names()
+        return [names.index(self.ensemble.targets.get(n, names[(i + 1) % len(names)])) for i, n in enumerate(names)]
+
+
+def growth_at(step: int, stages: int, growth: GrowthSettings) -> tuple[int, float]:
+    """(stage, fade alpha) for the step about to run: stage 0 stable, then per stage a fade and a stable run."""
+    if stages == 1 or step < growth.stable_steps:
+        return 0, 1.0
+    period = growth.fade_steps + growth.stable_steps
+    if period == 0:  # no schedule at all: straight to the target resolution
+        return stages - 1, 1.0
+    done = step - growth.stable_steps
+    stage = 1 + done // period
+    if stage >= stages:
+        return stages - 1, 1.0
+    alpha = 1.0 if growth.fade_steps == 0 else min(1.0, (done % period) / growth.fade_steps)
+    return stage, alpha
+
+
+# --- the system ----------------------------------------------------------------------------------
+
+class EquilibriumSystem:
+    """The ensemble as a `unstable.system.System` (see that module for the contract)."""
+
+    def __init__(self, piece: EquilibriumPiece, device: torch.device | str = "cpu"):
+        self.piece = piece
+        self.device = torch.device(device)
+        self.names = piece.generator_names()
+        self.targets = piece.target_indices()
+        g, c = piece.generator, piece.critic
+        init_rng = torch.Generator().manual_seed(piece.seed)
+        self.generators = nn.ModuleList(
+            Generator(resolution=g.resolution, start_resolution=g.start_resolution, z_dim=g.z_dim, w_dim=g.w_dim,
+                      mapping_layers=g.mapping_layers, mapping_lr_mul=g.mapping_lr_mul,
+                      channel_base=g.channel_base, min_channels=g.min_channels, max_channels=g.max_channels,
+                      noise=g.noise, noise_init=g.noise_init, new_rgb_gain=g.new_rgb_gain, rng=init_rng)
+            for _ in self.names).to(self.device, memory_format=torch.channels_last)
+        self.critic = Critic(resolution=g.resolution, start_resolution=g.start_resolution,
+                             generators=len(self.names), embedding_dim=c.embedding_dim,
+                             channel_base=c.channel_base, min_channels=c.min_channels,
+                             max_channels=c.max_channels, rng=init_rng)
+        # channels_last (NHWC) weights make the convolutions pick NHWC kernels: about 20% faster
+        # training and inference on the CPU; the activations follow from the constant input.
+        self.critic.to(self.device, memory_format=torch.channels_last)
+        self.stage_resolutions = self.generators[0].stage_resolutions
+        # Every training draw: latents and per-layer noise. Its state is checkpointed.
+        self.rng = torch.Generator(device=self.device).manual_seed(piece.seed + 1)
+
+        scales = piece.ensemble.lr_scale
+        self._g_scale = [scales.get(n, 1.0) for n in self.names]
+        self.opt_g = self._adam([{"params": list(gen.parameters())} for gen in self.generators], g.optim)
+        self.opt_c = self._adam([{"params": list(self.critic.parameters())}], c.optim)
+        self.step_count = 0
+        # What each critic update used: (step, update, "true" | "opposed", batch id). For watching
+        # the diametric alternation; not part of the state.
+        self.critic_log: collections.deque = collections.deque(maxlen=256)
+        self._batches = 0
+        self._labels = torch.arange(len(self.names), device=self.device)
+        self._target_labels = torch.tensor(self.targets, device=self.device)
+
+    @staticmethod
+    def _adam(groups, o: OptimSettings) -> torch.optim.Adam:
+        return torch.optim.Adam(groups, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, weight_decay=o.weight_decay,
+                                foreach=True)
+
+    # --- growth ---------------------------------------------------------------------------------
+
+    def growth(self, step: int | None = None) -> tuple[int, float]:
+        """(stage, alpha) at `step` (default: the next step to run)."""
+        return growth_at(self.step_count if step is None else step, len(self.stage_resolutions), self.piece.growth)
+
+    # --- rendering ------------------------------------------------------------------------------
+
+    def _latents(self, batch: int) -> list[torch.Tensor]:
+        z_dim, n = self.piece.generator.z_dim, len(self.names)
+        if self.piece.ensemble.shared_latents:
+            z = torch.randn((batch, z_dim), generator=self.rng, device=self.device)
+            return [z] * n
+        return [torch.randn((batch, z_dim), generator=self.rng, device=self.device) for _ in range(n)]
+
+    def _render_training(self, batch: int, stage: int, alpha: float, track_w: bool) -> list[torch.Tensor]:
+        """One batch per generator with random noise: [B, 3, R, R] each, in -1..1."""
+        images = []
+        for gen, z in zip(self.generators, self._latents(batch)):
+            w = gen.mapping(z)  # [B, w_dim]
+            if track_w:
+                with torch.no_grad():
+                    gen.w_avg.lerp_(w.detach().mean(dim=0), 0.005)
+            images.append(gen.synthesis(w, stage, alpha, noise_rng=self.rng))
+        self._batches += 1
+        return images
+
+    # --- training -------------------------------------------------------------------------------
+
+    def _set_lr(self, multiplier: float) -> None:
+        base_g, base_c = self.piece.generator.optim.lr, self.piece.critic.optim.lr
+        for group, scale in zip(self.opt_g.param_groups, self._g_scale):
+            group["lr"] = base_g * scale * multiplier
+        self.opt_c.param_groups[0]["lr"] = base_c * multiplier
+
+    def _critic_update(self, images: list[torch.Tensor], update: int, stage: int, alpha: float) -> tuple:
+        batch = torch.cat(images)  # [N*B, 3, R, R]
+        labels = self._labels.repeat_interleave(images[0].shape[0])
+        opposed = self.piece.critic.mode == "diametric" and update % 2 == 1
+        logits, _ = self.critic(batch, stage, alpha)
+        loss = classification_loss(logits, self._target_labels[labels] if opposed else labels)
+        self.opt_c.zero_grad(set_to_none=True)
+        loss.backward()
+        if torch.isfinite(loss):  # an exploded loss would leave NaN weights for good: skip it instead
+            if self.piece.critic.optim.grad_clip > 0:
+                nn.utils.clip_grad_norm_(self.critic.parameters(), self.piece.critic.optim.grad_clip)
+            self.opt_c.step()
+        self.critic_log.append((self.step_count, update, "opposed" if opposed else "true", self._batches))
+        accuracy = (logits.detach().argmax(dim=1) == labels).float().mean()
+        return loss.detach(), accuracy, float(opposed)
+
+    def generator_losses(self, images: list[torch.Tensor], stage: int, alpha: float,
+                         weights: Mapping[str, float]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Total generator loss (each generator's part depends only on its own images) and its terms."""
+        obj = self.piece.objectives
+        n, batch = len(images), images[0].shape[0]
+        logits, embedding = self.critic(torch.cat(images), stage, alpha)
+        logits, embedding = logits.view(n, batch, -1), embedding.view(n, batch, -1)
+        variety = None
+        if obj.colour_variety.on:
+            size = obj.colour_variety.resolution
+            small = [F.avg_pool2d(x, x.shape[-1] // size) if size and x.shape[-1] > size else x for x in images]
+            variety = torch.stack([colour_variety(x, obj.colour_variety.measures) for x in small])  # [N]
+        terms: dict[str, torch.Tensor] = {}
+        total = images[0].new_zeros(())
+        for i, name in enumerate(self.names):
+            j = self.targets[i]
+            loss = images[0].new_zeros(())
+            if obj.impersonate.on:
+                target = self._labels[j].expand(batch)
+                ce = classification_loss(logits[i], target)
+                terms[f"{name}_impersonate"] = ce.detach()
+                terms[f"{name}_p_target"] = logits[i].detach().softmax(dim=1)[:, j].mean()
+                loss = loss + weights["impersonate"] * ce
+            if obj.embedding.on:
+                d = embedding_distance(embedding[i], embedding[j].detach(), obj.embedding.distances,
+                                       obj.embedding.pairing)
+                terms[f"{name}_embedding"] = d.detach()
+                loss = loss + weights["embedding"] * d
+            if variety is not None:
+                v = obj.colour_variety
+                rel = relational_loss(variety[i], variety[j].detach(), v.relation, sharpness=v.sharpness,
+                                      margin=v.margin)
+                terms[f"{name}_variety"] = variety[i].detach()
+                loss = loss + weights["colour_variety"] * rel
+            terms[f"{name}_loss"] = loss.detach()
+            total = total + loss
+        return total, terms
+
+    def objective_weights(self, params: Mapping[str, float]) -> dict[str, float]:
+        obj = self.piece.objectives
+        return {name: float(params.get(f"{name}_weight", getattr(obj, name).weight))
+                for name in ("impersonate", "embedding", "colour_variety")}
+
+    def step(self, params: Mapping[str, float]) -> dict[str, float]:
+        """One optimisation step of the critic and every generator; returns finite float scalars.
+
+        With the live parameter `training` at 0 nothing is trained and the step count stays put.
+        """
+        stage, alpha = self.growth()
+        scalars: dict[str, torch.Tensor | float] = {"resolution": float(self.stage_resolutions[stage]),
+                                                    "alpha": float(alpha)}
+        if params.get("training", 1.0) < 0.5:
+            return {**scalars, "training": 0.0}
+        self._set_lr(float(params.get("learning_rate", 1.0)))
+        g_opt, c_opt = self.piece.generator.optim, self.piece.critic.optim
+        images = self._render_training(g_opt.batch, stage, alpha, track_w=True)
+
+        critic_on = params.get("critic_training", 1.0) >= 0.5
+        for u in range(self.piece.critic.updates if critic_on else 0):
+            if u == 0 and c_opt.batch == g_opt.batch:
+                batch = [x.detach() for x in images]
+            else:
+                with torch.no_grad():
+                    batch = self._render_training(c_opt.batch, stage, alpha, track_w=False)
+            loss, accuracy, phase = self._critic_update(batch, self.step_count * self.piece.critic.updates + u,
+                                                        stage, alpha)
+            scalars.update(critic_loss=loss, critic_accuracy=accuracy, critic_phase=phase)
+
+        self.critic.requires_grad_(False)
+        try:
+            total, terms = self.generator_losses(images, stage, alpha, self.objective_weights(params))
+        finally:
+            self.critic.requires_grad_(True)
+        self.opt_g.zero_grad(set_to_none=True)
+        total.backward()
+        if torch.isfinite(total):
+            if g_opt.grad_clip > 0:
+                for gen in self.generators:
+                    nn.utils.clip_grad_norm_(gen.parameters(), g_opt.grad_clip)
+            self.opt_g.step()
+            scalars["skipped"] = 0.0
+        else:  # an exploded loss: keep the weights, report it, carry on
+            scalars["skipped"] = 1.0
+        scalars.update(terms)
+        self.step_count += 1
+        return _to_floats(scalars)
+
+    # --- the System protocol ----------------------------------------------------------------------
+
+    def prepare(self, progress: Callable[..., Any]) -> None:
+        """Nothing to prepare: the ensemble starts from its seed."""
+
+    def panels(self) -> dict[str, int]:
+        return {name: self.piece.generator.z_dim for name in self.names}
+
+    def sample(self, latents: Mapping[str, torch.Tensor], params: Mapping[str, float]) -> dict[str, torch.Tensor]:
+        """{panel: z [N, z_dim]} -> {panel: [N, 3, R, R] in 0..1} at the target resolution, fixed noise."""
+        stage, alpha = self.growth()
+        temperature = float(params.get("temperature", 1.0))
+        truncation = float(params.get("truncation", 1.0))
+        noise = float(params.get("noise", 1.0))
+        size = self.piece.generator.resolution
+        out = {}
+        with torch.inference_mode():
+            for name, z in latents.items():
+                gen = self.generators[self.names.index(name)]
+                x = gen(z.to(self.device) * temperature, stage, alpha, noise_gain=noise, truncation=truncation)
+                if x.shape[-1] != size:
+                    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+                out[name] = (x * 0.5 + 0.5).clamp_(0.0, 1.0)  # [N, 3, size, size]
+        return out
+
+    def param_specs(self) -> list[ParamSpec]:
+        specs = [
+            ParamSpec("temperature", 0.0, 3.0, 1.0, smoothing=0.2, doc="scales the latents of the samples"),
+            ParamSpec("truncation", 0.0, 1.5, 1.0, smoothing=0.2,
+                      doc="pulls styles towards the running mean style (1 = off)"),
+            ParamSpec("noise", 0.0, 3.0, 1.0, smoothing=0.2, doc="strength of the fixed per-layer noise in samples"),
+            ParamSpec("learning_rate", 0.01, 10.0, 1.0, log=True, smoothing=0.5,
+                      doc="multiplies every network's learning rate"),
+            ParamSpec("training", 0.0, 1.0, 1.0, kind="toggle", doc="train (1) or hold the weights (0)"),
+            ParamSpec("critic_training", 0.0, 1.0, 1.0, kind="toggle", doc="update the critic (1) or freeze it (0)"),
+        ]
+        obj = self.piece.objectives
+        for name in ("impersonate", "embedding", "colour_variety"):
+            o = getattr(obj, name)
+            if o.on:
+                specs.append(ParamSpec(f"{name}_weight", 0.0, max(1.0, 4.0 * o.weight), o.weight, smoothing=0.5,
+                                       doc=f"weight of the {name.replace('_', ' ')} objective"))
+        return specs
+
+    def state_dict(self) -> dict:
+        stage, alpha = self.growth()
+        return {
+            "generators": [gen.state_dict() for gen in self.generators],
+            "critic": self.critic.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_c": self.opt_c.state_dict(),
+            "step": self.step_count,
+            "rng": self.rng.get_state(),
+            # Derived from the step; kept for whoever reads the checkpoint.
+            "growth": {"stage": stage, "alpha": alpha, "resolution": self.stage_resolutions[stage]},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        for gen, sd in zip(self.generators, state["generators"], strict=True):
+            gen.load_state_dict(sd)
+        self.critic.load_state_dict(state["critic"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_c.load_state_dict(state["opt_c"])
+        self.step_count = int(state["step"])
+        self.rng.set_state(state["rng"].cpu())
+
+    def architecture(self) -> dict:
+        """The config that fixes the shapes of the weights (what the fingerprint hashes)."""
+        g = to_dict(self.piece.generator)
+        c = to_dict(self.piece.critic)
+        for d, drop in ((g, ("optim", "noise_init", "new_rgb_gain")), (c, ("optim", "mode", "updates"))):
+            for key in drop:
+                d.pop(key)
+        return {"kind": "equilibrium", "generators": self.piece.ensemble.generators, "generator": g, "critic": c}
+
+    def fingerprint(self) -> str:
+        return hash_config(self.architecture())
+
+
+def _to_floats(scalars: Mapping[str, torch.Tensor | float]) -> dict[str, float]:
+    """Scalars as finite Python floats, with one device sync for all the tensors."""
+    keys = [k for k, v in scalars.items() if isinstance(v, torch.Tensor)]
+    values = torch.stack([scalars[k].float() for k in keys]).nan_to_num(0.0, 0.0, 0.0).tolist() if keys else []
+    out = {k: float(v) for k, v in scalars.items() if not isinstance(v, torch.Tensor)}
+    out.update(zip(keys, values))
+    return {k: out[k] for k in scalars}
+
+
+__all__ = ["EquilibriumPiece", "EquilibriumSystem", "growth_at"]
