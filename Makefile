@@ -20,7 +20,8 @@ test: setup
 	$(PY) -m pytest
 
 bench: setup
-	$(VENV)/bin/unstable bench
+	$(PY) tests/bench/bench_equilibrium.py
+	$(PY) tests/bench/bench_live.py --seconds 30
 
 clean:
 	rm -rf $(VENV) runs
