@@ -27,3 +27,13 @@ def gl_ctx():
     ctx = create_headless_context()
     yield ctx
     ctx.release()
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread: on a busy 2-core machine two OpenMP threads spinning against other
+    processes make a tiny training step 10-50x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

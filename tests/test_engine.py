@@ -33,14 +33,8 @@ from unstable.system import build_system, load_piece
 CELLS = {"eq/g0": slice(0, 32), "eq/g1": slice(32, 64), "eq2/g0": slice(64, 96)}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread, as the engine's own threads use: on a busy 2-core machine, two OpenMP
-    threads spinning against other processes make a tiny training step 50x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# One torch thread, as the engine's own threads use.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def silent(desc, total=None, **kw):

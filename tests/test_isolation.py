@@ -18,12 +18,7 @@ from unstable.checkpoint import load_checkpoint
 from unstable.errors import ConfigError, UnstableError
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def broken(*args, **kwargs):

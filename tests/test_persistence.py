@@ -25,12 +25,7 @@ from unstable.system import build_system, load_piece
 from unstable.trainer import checkpoint_payload, restore
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # A process that imports torch once, then forks one saver per round: the saver writes the engine's
