@@ -82,6 +82,20 @@ def test_step_changes_only_the_decoder(cache, loss):
     assert same(base, clone(s.base_decoder)) and same(cls, clone(s.classifier))
 
 
+def test_step_in_the_classifier_embedding(cache):
+    s = ready(cache, features={"layer": "embedding"}, loss={"classwise": "predicted"})
+    images = torch.rand(4, 1, 28, 28)
+    assert s.extractor(images).shape == (4, 128) and s._real_pool()["features"].shape[1] == 128
+    # The embedding is the classifier's own penultimate layer: its last linear layer maps it to the logits.
+    assert torch.allclose(s.classifier.head[-1](s.extractor(images)), s.classifier(images), atol=1e-5)
+    dec, cls = clone(s.decoder), clone(s.classifier)
+    scalars = s.step({})
+    assert 0 <= scalars["class_entropy"] <= math.log(10) + 1e-6 and math.isfinite(scalars["class_mmd"])
+    assert not same(dec, clone(s.decoder)) and same(cls, clone(s.classifier))
+    with pytest.raises(Exception, match="features.layer"):
+        ready(cache, features={"extractor": "mobilenet_v2", "weights": "none", "layer": "embedding"})
+
+
 def test_step_with_a_torchvision_extractor(cache):
     # Random weights (asked for explicitly) at a tiny input size: the wiring, not ImageNet quality.
     s = ready(cache, features={"extractor": "mobilenet_v2", "weights": "none", "size": 32},
@@ -196,6 +210,8 @@ real_pool = 300
     assert "T=1" in result.output and "held-out accuracy" in result.output
     assert any(p.name.startswith("judge-") for p in cache.iterdir())  # the independent judge, cached
     assert all(0 <= float(r["precision_vs_data_judge"]) <= 1 for r in rows)
+    assert any(p.name.startswith("density-judge-") for p in cache.iterdir())  # the density judge, cached
+    assert all(0 <= float(r["typical"]) <= 1 and math.isfinite(float(r["domain_nll"])) for r in rows)
     # A snapshot beside the final checkpoint: one grid row each, one base row (shared base).
     snapshots = sorted((tmp_path / "runs" / "tiny" / "checkpoints").glob("step_*.pt"))
     if snapshots:
@@ -217,3 +233,44 @@ def test_piece_files_load():
         piece = load_piece(path)
         assert piece.kind == "divergence" and piece.bad.batch == 256
         assert dataclasses.is_dataclass(piece)
+
+
+def test_adversarial_examples_stay_in_the_ball_and_raise_the_loss():
+    from unstable.divergence.classifier import DigitClassifier, fgsm
+    torch.manual_seed(0)
+    model = DigitClassifier(8)
+    x, y = torch.rand(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    adv = fgsm(model, x, y, 0.1, torch.Generator().manual_seed(0))
+    assert adv.shape == x.shape and float((adv - x).abs().max()) <= 0.1 + 1e-6
+    assert float(adv.min()) >= 0 and float(adv.max()) <= 1
+    assert all(p.grad is None for p in model.parameters())  # the attack leaves the model's grads alone
+    loss = torch.nn.functional.cross_entropy
+    with torch.no_grad():
+        assert float(loss(model(adv), y)) > float(loss(model(x), y))
+
+
+def test_robust_classifier_trains_and_is_cached_under_its_own_key(cache):
+    plain = ready(cache)
+    robust = ready(cache, classifier={"robust": 0.2})
+    assert not same(clone(plain.classifier), clone(robust.classifier))
+    names = [p.name for p in cache.iterdir() if p.name.startswith("classifier-")]
+    assert len(names) >= 2
+    with pytest.raises(Exception, match="robust"):
+        tiny(cache, classifier={"robust": 0.9})
+
+
+def test_typicality_of_real_blank_and_speckled_digits(cache):
+    from unstable.divergence.data import load_digits
+    from unstable.divergence.evaluate import negative_elbo, typical_share
+    from unstable.divergence.vae import VAE, VAESettings, train_vae
+    digits = load_digits(tiny(cache).data)
+    torch.manual_seed(0)
+    vae, _ = train_vae(VAESettings(steps=150, batch=64, hidden=64, warmup=50), digits.train_x[:2000],
+                       digits.test_x, torch.device("cpu"))
+    real = negative_elbo(vae, digits.test_x)  # [N_test]
+    assert real.shape == (digits.test_x.shape[0],) and torch.isfinite(real).all()
+    assert 0.95 <= typical_share(real, real) <= 0.99
+    blank = negative_elbo(vae, torch.zeros(50, 1, 28, 28))
+    speckle = negative_elbo(vae, (torch.rand(50, 1, 28, 28, generator=torch.Generator().manual_seed(1)) > 0.85).float())
+    assert typical_share(blank, real) == 0.0  # too likely: below the real digits' band
+    assert typical_share(speckle, real) == 0.0  # too unlikely: above it

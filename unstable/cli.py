@@ -65,7 +65,8 @@ def eval_runs(runs, out, samples, k, device):
     for r in rows_at(folder / "metrics.csv", 1.0):
         click.echo(f"T=1 {r['run']:>24} {r['decoder']:>8}: precision {float(r['precision_vs_base']):.3f} "
                    f"recall {float(r['recall_vs_base']):.3f} (vs base)  precision {float(r['precision_vs_data']):.3f} "
-                   f"(vs data) {float(r['precision_vs_data_judge']):.3f} (vs data, judge)  class entropy {float(r['class_entropy']):.3f}  confidence {float(r['confidence']):.3f}")
+                   f"(vs data) {float(r['precision_vs_data_judge']):.3f} (vs data, judge)  typical {float(r['typical']):.3f}  "
+                   f"class entropy {float(r['class_entropy']):.3f}  confidence {float(r['confidence']):.3f}")
     import json
     for name, m in json.loads((folder / "summary.json").read_text())["base_metrics"].items():
         if m:

@@ -15,6 +15,12 @@ classifier's feature space (10-d logits), whatever extractor the run was trained
   that collapses onto a few points inside the data's manifold (measured here: a collapsed,
   near-black unbounded run scored precision 0.96-1.0 against the data in both spaces, recall 0).
   Pixel space is no better: in 784-d, near-black images fall inside the data's k-NN balls;
+- typicality under an independent "density judge", a second VAE (another seed, trained once and
+  cached, never seen by BAD): each sample is binarised like the data and scored by its negative
+  ELBO; `typical` is the share of samples whose score lies between the 1st and 99th percentiles
+  of the held-out real digits' scores (Nalisnick et al. 2019's typicality: a sample can leave
+  the domain by being too unlikely, like speckle that fools a classifier, or too likely, like a
+  blank image). Features can be fooled; a density model of the pixels is much harder to fool;
 - class entropy, confidence and class coverage; diversity in feature and pixel space.
 
 Writes metrics.csv, precision_recall.png (precision and recall against T, like Fig. 2) and
@@ -30,6 +36,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 
 from ..checkpoint import check_compatible, load_checkpoint
 from ..errors import UnstableError
@@ -38,11 +45,12 @@ from .cache import base_key, cached_model
 from .classifier import ClassifierSettings, DigitClassifier, train_classifier
 from .data import load_digits
 from .features import freeze
+from .vae import VAE, train_vae
 from .metrics import class_stats, diversity, precision_recall
 
 TEMPERATURES = (0.1, 0.5, 0.7, 1.0, 1.2, 1.5, 1.8, 2.0, 3.0)
 FIELDS = ("run", "decoder", "temperature", "samples", "precision_vs_base", "recall_vs_base",
-          "precision_vs_data", "recall_vs_data", "precision_vs_data_judge", "recall_vs_data_judge", "judge_entropy", "class_entropy", "confidence", "class_coverage",
+          "precision_vs_data", "recall_vs_data", "precision_vs_data_judge", "recall_vs_data_judge", "judge_entropy", "typical", "domain_nll", "class_entropy", "confidence", "class_coverage",
           "diversity_features", "diversity_pixels")
 
 
@@ -83,9 +91,10 @@ def load_run(run: str | Path, device: torch.device, progress: Callable | None = 
 
 
 def judge_settings(piece) -> ClassifierSettings:
-    """The judge: the piece's classifier recipe with another seed and half the width (cheap to train)."""
+    """The judge: the piece's classifier recipe with another seed, half the width (cheap to train)
+    and no adversarial training, so it is a plain second opinion whatever the run's classifier is."""
     return dataclasses.replace(piece.classifier, seed=piece.classifier.seed + 1000,
-                               width=max(4, piece.classifier.width // 2))
+                               width=max(4, piece.classifier.width // 2), robust=0.0)
 
 
 def load_judge(piece, digits, device: torch.device, progress: Callable | None = None) -> DigitClassifier:
@@ -95,8 +104,40 @@ def load_judge(piece, digits, device: torch.device, progress: Callable | None = 
     with torch.enable_grad():
         cached_model(piece.cache, "judge", base_key("judge", data=piece.data, classifier=settings), judge,
                      lambda: train_classifier(settings, digits.train_x, digits.train_y, digits.test_x, digits.test_y,
-                                              device, progress), device)
+                                              device, progress, "judge classifier"), device)
     return judge
+
+
+def load_density_judge(piece, digits, device: torch.device, progress: Callable | None = None) -> VAE:
+    """The independent density judge of a piece's data: a VAE with the base recipe and another
+    seed, from the base-model cache (trained if missing)."""
+    settings = dataclasses.replace(piece.vae, seed=piece.vae.seed + 1000)
+    vae = VAE(settings.latent, settings.hidden).to(device)
+    with torch.enable_grad():
+        cached_model(piece.cache, "density-judge", base_key("density-judge", data=piece.data, vae=settings), vae,
+                     lambda: train_vae(settings, digits.train_x, digits.test_x, device, progress, "density judge (VAE)"),
+                     device)
+    return freeze(vae)
+
+
+@torch.no_grad()
+def negative_elbo(vae: VAE, images: torch.Tensor, batch: int = 1000) -> torch.Tensor:
+    """Per-image negative ELBO (nats) of images [N, 1, 28, 28] binarised at 0.5 like the data,
+    at the posterior mean (deterministic) -> [N]."""
+    out = []
+    for start in range(0, images.shape[0], batch):
+        x = (images[start:start + batch] > 0.5).float()
+        mu, logvar = vae.encoder(x)
+        rec = F.binary_cross_entropy_with_logits(vae.decoder(mu), x, reduction="none").flatten(1).sum(1)
+        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
+        out.append(rec + kl)
+    return torch.cat(out)
+
+
+def typical_share(scores: torch.Tensor, real_scores: torch.Tensor, low: float = 0.01, high: float = 0.99) -> float:
+    """Share of `scores` [N] inside the [low, high] quantile band of the real digits' scores [M]."""
+    lo, hi = torch.quantile(real_scores.double(), torch.tensor([low, high], dtype=torch.float64))
+    return float(((scores.double() >= lo) & (scores.double() <= hi)).double().mean())
 
 
 @torch.no_grad()
@@ -131,6 +172,8 @@ def evaluate_runs(runs: Sequence[str | Path], out: str | Path | None = None, *, 
         real = _features(system, digits.test_x.to(device))  # [N_test, 10]
         judge = load_judge(piece, digits, device, progress)
         real_judged = _features(judge, digits.test_x.to(device))  # [N_test, 10]
+        density = load_density_judge(piece, digits, device, progress)
+        real_nll = negative_elbo(density, digits.test_x.to(device))  # [N_test]
         g = torch.Generator().manual_seed(seed)
         latent = piece.vae.latent
         z_ref = torch.randn(samples, latent, generator=g)   # base reference draw
@@ -149,12 +192,14 @@ def evaluate_runs(runs: Sequence[str | Path], out: str | Path | None = None, *, 
                 p_base, r_base = precision_recall(ref_f, feats, k)
                 p_data, r_data = precision_recall(real, feats, k)
                 judged = _features(judge, images)
+                nll = negative_elbo(density, images)  # [S]
                 p_judge, r_judge = precision_recall(real_judged, judged, k)
                 rows.append({"run": name, "decoder": label, "temperature": t, "samples": samples,
                              "precision_vs_base": p_base, "recall_vs_base": r_base,
                              "precision_vs_data": p_data, "recall_vs_data": r_data,
                              "precision_vs_data_judge": p_judge, "recall_vs_data_judge": r_judge,
                              "judge_entropy": class_stats(judged)["class_entropy"],
+                             "typical": typical_share(nll, real_nll), "domain_nll": float(nll.mean()),
                              **class_stats(feats), "diversity_features": diversity(feats),
                              "diversity_pixels": diversity(images)})
                 (tiles_base if which == "base" else tiles_div).append(images[:grid_rows].cpu())
@@ -201,25 +246,28 @@ def _mpl():
 
 
 def plot_precision_recall(path: Path, rows: list[dict]) -> None:
-    """Precision and recall against the base decoder, and the judge's precision against the data,
-    over temperature, one line per decoder (the paper's Fig. 2 plus the domain check)."""
+    """Over temperature, one line per decoder: precision and recall against the base decoder (the
+    paper's Fig. 2), and the two domain checks: precision against held-out digits and the share
+    of samples typical under the density judge."""
     plt = _mpl()
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4), sharey=True)
+    fig, axes = plt.subplots(1, 4, figsize=(19, 4), sharey=True)
     series: dict[str, list[dict]] = {}
     for row in rows:
         series.setdefault(f"{row['run']} {row['decoder']}", []).append(row)
-    panels = ((axes[0], "precision_vs_base", "precision vs base decoder"), (axes[1], "recall_vs_base", "recall vs base decoder"),
-              (axes[2], "precision_vs_data_judge", "precision vs held-out digits, judge classifier"))
+    panels = ((axes[0], "precision_vs_base", "precision vs base decoder (k-NN, k = 3)"),
+              (axes[1], "recall_vs_base", "recall vs base decoder (k-NN, k = 3)"),
+              (axes[2], "precision_vs_data", "precision vs held-out digits (k-NN, k = 3)"),
+              (axes[3], "typical", "typical under the density judge (VAE)"))
     for ax, key, title in panels:
         for label, rs in series.items():
             style = "--" if label.endswith(" base") else "-"
             ax.plot([r["temperature"] for r in rs], [r[key] for r in rs], style, marker="o", label=label)
         ax.set_xlabel("temperature T")
-        ax.set_title(f"{title} (k-NN, k = 3)", fontsize=9)
+        ax.set_title(title, fontsize=9)
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("share")
-    axes[2].legend(fontsize=8)
+    axes[3].legend(fontsize=7)
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)

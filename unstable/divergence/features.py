@@ -44,6 +44,8 @@ class FeatureSettings:
     """The `[features]` table: which network embeds images for the losses."""
 
     extractor: Extractor = setting("custom", doc="custom digit classifier, or a torchvision ImageNet classifier")
+    layer: Literal["logits", "embedding"] = setting(
+        "logits", doc="custom classifier only: its 10-d logits, or its 128-d penultimate embedding")
     weights: str = setting("", doc="torchvision weights: '' = torch hub cache, a .pth path, or 'none' (random)")
     size: int = setting(0, ge=0, le=512, doc="input size for torchvision nets (0: 299 for inception_v3, else 224)")
 
@@ -117,10 +119,29 @@ def freeze(model: nn.Module) -> nn.Module:
     return model
 
 
+class ClassifierEmbedding(nn.Module):
+    """Digits [N, 1, 28, 28] -> the digit classifier's penultimate activations [N, 128].
+
+    Richer than the 10 logits: a pattern that barely moves the logits (a faint dot lattice, a
+    texture) still moves the embedding, so an MMD bound measured here holds the decoder closer to
+    the digits' look as well as to their classes. Shares the classifier's (frozen) weights."""
+
+    def __init__(self, classifier: nn.Module):
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        head = self.classifier.head  # Flatten, Dropout, Linear, LeakyReLU, Linear
+        return head[:-1](self.classifier.features(x))  # [N, 128]
+
+
 def build_extractor(settings: FeatureSettings, classifier: nn.Module, device: torch.device) -> nn.Module:
     """The frozen feature extractor a piece asks for; 'custom' reuses the digit classifier."""
+    if settings.extractor != "custom" and settings.layer != "logits":
+        raise UnstableError(f"features.layer = {settings.layer!r} is for extractor = 'custom' only "
+                            f"(torchvision extractors give their 1000 ImageNet logits)")
     if settings.extractor == "custom":
-        return classifier
+        return classifier if settings.layer == "logits" else ClassifierEmbedding(classifier)
     return freeze(TorchvisionFeatures(settings.extractor, settings.weights, settings.size).to(device))
 
 

@@ -124,6 +124,11 @@ class DivergenceSystem:
         self._pool: dict[str, Any] | None = None
         self._good: tuple[dict, dict] | None = None
 
+    @property
+    def features_are_logits(self) -> bool:
+        """Whether the loss features are the digit classifier's own logits."""
+        return self.piece.features.extractor == "custom" and self.piece.features.layer == "logits"
+
     # ------------------------------------------------------------------ preparation
 
     def prepare(self, progress: Callable[..., Any]) -> None:
@@ -210,7 +215,7 @@ class DivergenceSystem:
         fake_labels = None
         if loss.classwise == "predicted":
             with torch.no_grad():
-                logits = fake if self.piece.features.extractor == "custom" else self.classifier(images)
+                logits = fake if self.features_are_logits else self.classifier(images)
                 fake_labels = logits.argmax(1)  # [B]
         l_div = classwise_mmd(fake, real, labels, 10, x_labels=fake_labels, **kw)
         l_reg = mmd(fake, real, **kw)
@@ -253,7 +258,8 @@ class DivergenceSystem:
         scalars = {"objective": float(obj.detach()), **{k: float(v.detach()) for k, v in named.items()}}
         if self.piece.features.extractor == "custom":
             with torch.no_grad():  # how unsure the classifier is about this batch: the thing BAD raises
-                prob = torch.softmax(fake.detach(), 1)
+                logits = fake if self.features_are_logits else self.classifier.head[-1](fake)  # [B, 10]
+                prob = torch.softmax(logits.detach(), 1)
                 scalars["class_entropy"] = float(-(prob * prob.clamp_min(1e-12).log()).sum(1).mean())
         scalars.update(alpha=p["alpha"], beta=p["beta"], temperature=p["temperature"],
                        learning_rate=p["learning_rate"])

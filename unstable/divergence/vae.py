@@ -98,7 +98,7 @@ class VAE(nn.Module):
 
 
 def train_vae(settings: VAESettings, train_x: torch.Tensor, test_x: torch.Tensor, device: torch.device,
-              progress: Callable[..., object] | None = None) -> tuple[VAE, dict[str, float]]:
+              progress: Callable[..., object] | None = None, label: str = "base VAE") -> tuple[VAE, dict[str, float]]:
     """Train the base VAE on binarised digits [N, 1, 28, 28]; returns it (eval mode) and held-out losses."""
     with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching the caller's RNG
         torch.manual_seed(settings.seed)
@@ -106,7 +106,7 @@ def train_vae(settings: VAESettings, train_x: torch.Tensor, test_x: torch.Tensor
     opt = torch.optim.Adam(vae.parameters(), lr=settings.lr)
     gen = torch.Generator().manual_seed(settings.seed + 1)
     train_x = train_x.to(device)
-    bar = progress("base VAE", total=settings.steps) if progress else None
+    bar = progress(label, total=settings.steps) if progress else None
     vae.train()
     for step in range(settings.steps):
         idx = torch.randint(0, train_x.shape[0], (settings.batch,), generator=gen).to(device)
