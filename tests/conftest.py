@@ -1,7 +1,5 @@
 """Shared fixtures. Tests run on the CPU at tiny sizes; GL through headless EGL."""
 
-import os
-
 import pytest
 import torch
 

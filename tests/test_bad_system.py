@@ -262,7 +262,7 @@ def test_robust_classifier_trains_and_is_cached_under_its_own_key(cache):
 def test_typicality_of_real_blank_and_speckled_digits(cache):
     from unstable.divergence.data import load_digits
     from unstable.divergence.evaluate import negative_elbo, typical_share
-    from unstable.divergence.vae import VAE, VAESettings, train_vae
+    from unstable.divergence.vae import VAESettings, train_vae
     digits = load_digits(tiny(cache).data)
     torch.manual_seed(0)
     vae, _ = train_vae(VAESettings(steps=150, batch=64, hidden=64, warmup=50), digits.train_x[:2000],

@@ -8,19 +8,14 @@ with SIGTERM.
 
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from pythonosc.osc_message import OscMessage
-from pythonosc.osc_message_builder import OscMessageBuilder
-from test_show import ROOT, SHOW, write_show
+from helpers import Client, frames_played, live_until_sigterm, wait_for
+from test_show import SHOW, write_show
 from tqdm import tqdm
 
 from unstable.checkpoint import load_checkpoint
@@ -46,48 +41,6 @@ def make_engine(tmp_path, text=SHOW, **kw) -> Engine:
     kw.setdefault("train", False)
     return Engine(show, headless=True, osc_port=0, run_dir=tmp_path / "run", echo=lambda line: None,
                   progress=silent, **kw)
-
-
-def wait_for(cond, timeout=5.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.002)
-    return cond()
-
-
-class Client:
-    """A controller: one UDP socket that sends to the engine and hears its feedback."""
-
-    def __init__(self, port):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.05)
-        self.port = self.sock.getsockname()[1]
-        self.target = ("127.0.0.1", port)
-
-    def send(self, addr, *args):
-        b = OscMessageBuilder(address=addr)
-        for a in args:
-            b.add_arg(a)
-        self.sock.sendto(b.build().dgram, self.target)
-
-    def received(self, quiet=0.3, limit=5.0) -> list[tuple[str, float]]:
-        """Every message until nothing arrives for `quiet` seconds."""
-        out, last, start = [], time.monotonic(), time.monotonic()
-        while time.monotonic() - last < quiet and time.monotonic() - start < limit:
-            try:
-                data, _ = self.sock.recvfrom(65536)
-            except socket.timeout:
-                continue
-            m = OscMessage(data)
-            out.append((m.address, m.params[0] if m.params else None))
-            last = time.monotonic()
-        return out
-
-    def close(self):
-        self.sock.close()
 
 
 def test_composer_puts_each_image_in_its_panel_with_its_piece_colour(gl_ctx):
@@ -269,23 +222,9 @@ def test_headless_run_trains_records_every_frame_and_resumes(tmp_path):
 def test_sigterm_stops_a_live_process_cleanly(tmp_path):
     path = write_show(tmp_path)
     out = tmp_path / "sig.mp4"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "unstable.cli", "live", str(path), "--headless", "--osc-port", "0",
-                             "--record", str(out), "--run", str(tmp_path / "run")],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    try:
-        line = ""
-        while "run folder" not in line:
-            line = proc.stdout.readline()
-            assert line, "the show never started"
-        time.sleep(1.0)
-        proc.send_signal(signal.SIGTERM)
-        rest = proc.communicate(timeout=60)[0]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, rest
-    frames = int(rest.split("live: ", 1)[1].split(" frames")[0])
+    code, rest = live_until_sigterm(path, "--record", str(out), "--run", str(tmp_path / "run"))
+    assert code == 0, rest
+    frames = frames_played(rest)
     assert frames > 0 and probe(out).frames == frames
     assert load_checkpoint(tmp_path / "run" / "eq" / "checkpoint.pt")["step"] >= 0
 

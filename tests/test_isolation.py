@@ -10,8 +10,8 @@ import threading
 
 import numpy as np
 import pytest
-import torch
-from test_engine import CELLS, Client, make_engine, wait_for
+from helpers import Client, wait_for
+from test_engine import CELLS, make_engine
 from test_show import SHOW
 
 from unstable.checkpoint import load_checkpoint

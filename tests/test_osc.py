@@ -3,14 +3,14 @@
 import logging
 import math
 import random
-import socket
 import struct
 import time
 
 import pytest
 from pythonosc.osc_bundle_builder import OscBundleBuilder
-from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
+
+from helpers import Client, wait_for
 
 from unstable.control.osc import OscServer
 from unstable.control.params import Params, address, show_specs
@@ -25,57 +25,6 @@ def groups():
         "bad": [ParamSpec("beta", -1.0, 1.0, 0.0), ParamSpec("hue", -180, 180, 0)],
         "show": show_specs(scenes=4),
     }
-
-
-def wait_for(cond, timeout=5.0):
-    """Wait for something another thread does (delivery over UDP); False on timeout."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.002)
-    return cond()
-
-
-class Client:
-    """A controller: one UDP socket that sends to the server and receives its feedback."""
-
-    def __init__(self, server_port):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.target = ("127.0.0.1", server_port)
-
-    def send(self, addr, *args, types=None):
-        b = OscMessageBuilder(address=addr)
-        for i, a in enumerate(args):
-            b.add_arg(a, types[i] if types else None)
-        self.sock.sendto(b.build().dgram, self.target)
-
-    def send_raw(self, data: bytes):
-        self.sock.sendto(data, self.target)
-
-    def recv(self, timeout=1.0):
-        """The next feedback message as (address, args), or None after `timeout` seconds."""
-        self.sock.settimeout(timeout)
-        try:
-            data, _ = self.sock.recvfrom(65536)
-        except socket.timeout:
-            return None
-        m = OscMessage(data)
-        return m.address, list(m.params)
-
-    def recv_all(self, n, timeout=2.0):
-        out = []
-        while len(out) < n:
-            m = self.recv(timeout)
-            if m is None:
-                break
-            out.append(m)
-        return out
-
-    def close(self):
-        self.sock.close()
 
 
 @pytest.fixture

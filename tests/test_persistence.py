@@ -15,6 +15,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from test_engine import make_engine
+from helpers import frames_played, live_until_sigterm
 from test_show import ROOT, TINY_EQ, write_show
 
 from unstable.checkpoint import load_checkpoint, save_checkpoint
@@ -183,26 +184,14 @@ def test_foreign_checkpoints_are_refused_with_one_clear_line(tmp_path):
 def test_sigterm_finalises_a_playable_recording_and_the_next_start_resumes(tmp_path):
     path = write_show(tmp_path)
     out, run = tmp_path / "sig.mp4", tmp_path / "run"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "unstable.cli", "live", str(path), "--headless", "--osc-port", "0", "--run", str(run)]
-    proc = subprocess.Popen(cmd + ["--record", str(out)], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=env)
-    try:
-        line = ""
-        while "run folder" not in line:
-            line = proc.stdout.readline()
-            assert line, "the show never started"
-        time.sleep(1.5)
-        proc.send_signal(signal.SIGTERM)
-        rest = proc.communicate(timeout=60)[0]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, rest
-    frames = int(rest.split("live: ", 1)[1].split(" frames")[0])
+    code, rest = live_until_sigterm(path, "--record", str(out), "--run", str(run), settle=1.5)
+    assert code == 0, rest
+    frames = frames_played(rest)
     info = probe(out)  # ffprobe reads the whole file: the moov atom was written, the file plays
     assert frames > 0 and info.frames == frames and info.width == 96
     step = load_checkpoint(run / "eq" / "checkpoint.pt")["step"]
+    cmd = [sys.executable, "-m", "unstable.cli", "live", str(path), "--headless", "--osc-port", "0", "--run", str(run)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     again = subprocess.run(cmd + ["--resume", "--seconds", "0.2", "--no-train"], cwd=ROOT, capture_output=True,
                            text=True, env=env, timeout=120)
     assert again.returncode == 0, again.stdout + again.stderr

@@ -1,0 +1,106 @@
+"""Helpers shared by the tests that talk to a running show: a UDP controller, waiting on another
+thread, and running `unstable live` in a subprocess until SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pythonosc.osc_message import OscMessage
+from pythonosc.osc_message_builder import OscMessageBuilder
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_for(cond, timeout=5.0):
+    """Wait for something another thread does (delivery over UDP); False on timeout."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.002)
+    return cond()
+
+
+class Client:
+    """A controller: one UDP socket that sends to a server (or show) and hears its feedback."""
+
+    def __init__(self, server_port):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.05)
+        self.port = self.sock.getsockname()[1]
+        self.target = ("127.0.0.1", server_port)
+
+    def send(self, addr, *args, types=None):
+        b = OscMessageBuilder(address=addr)
+        for i, a in enumerate(args):
+            b.add_arg(a, types[i] if types else None)
+        self.sock.sendto(b.build().dgram, self.target)
+
+    def send_raw(self, data: bytes):
+        self.sock.sendto(data, self.target)
+
+    def recv(self, timeout=1.0):
+        """The next feedback message as (address, args), or None after `timeout` seconds."""
+        self.sock.settimeout(timeout)
+        try:
+            data, _ = self.sock.recvfrom(65536)
+        except socket.timeout:
+            return None
+        m = OscMessage(data)
+        return m.address, list(m.params)
+
+    def recv_all(self, n, timeout=2.0):
+        """Up to n messages, each within `timeout` seconds of the last."""
+        out = []
+        while len(out) < n:
+            m = self.recv(timeout)
+            if m is None:
+                break
+            out.append(m)
+        return out
+
+    def received(self, quiet=0.3, limit=5.0) -> list[tuple[str, float]]:
+        """Every message until nothing arrives for `quiet` seconds, as (address, first argument)."""
+        out, last, start = [], time.monotonic(), time.monotonic()
+        while time.monotonic() - last < quiet and time.monotonic() - start < limit:
+            m = self.recv(0.05)
+            if m is None:
+                continue
+            out.append((m[0], m[1][0] if m[1] else None))
+            last = time.monotonic()
+        return out
+
+    def close(self):
+        self.sock.close()
+
+
+def live_until_sigterm(show: Path, *args: str, settle: float = 1.0) -> tuple[int, str]:
+    """Run `unstable live SHOW --headless --osc-port 0 ARGS...` in a subprocess, send SIGTERM
+    `settle` seconds after it reports its run folder, and return (exit code, its output after that)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "unstable.cli", "live", str(show), "--headless", "--osc-port", "0", *args]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        line = ""
+        while "run folder" not in line:
+            line = proc.stdout.readline()
+            assert line, "the show never started"
+        time.sleep(settle)
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.communicate(timeout=60)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, rest
+
+
+def frames_played(output: str) -> int:
+    """The frame count from `unstable live`'s closing line."""
+    return int(output.split("live: ", 1)[1].split(" frames")[0])
