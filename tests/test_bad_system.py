@@ -87,7 +87,7 @@ def test_step_in_the_classifier_embedding(cache):
     images = torch.rand(4, 1, 28, 28)
     assert s.extractor(images).shape == (4, 128) and s._real_pool()["features"].shape[1] == 128
     # The embedding is the classifier's own penultimate layer: its last linear layer maps it to the logits.
-    assert torch.allclose(s.classifier.head[-1](s.extractor(images)), s.classifier(images), atol=1e-5)
+    assert torch.allclose(s.classifier.classify(s.extractor(images)), s.classifier(images), atol=1e-5)
     dec, cls = clone(s.decoder), clone(s.classifier)
     scalars = s.step({})
     assert 0 <= scalars["class_entropy"] <= math.log(10) + 1e-6 and math.isfinite(scalars["class_mmd"])

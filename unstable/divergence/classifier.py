@@ -53,8 +53,16 @@ class DigitClassifier(nn.Module):
                                   nn.LeakyReLU(0.2), nn.Linear(128, classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classify(self.embed(x))  # [N, 10]
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """x [N, 1, 28, 28] -> the penultimate activations [N, 128] (the head's last layer left out)."""
         assert x.ndim == 4 and x.shape[1:] == (1, 28, 28), f"expected [N, 1, 28, 28], got {list(x.shape)}"
-        return self.head(self.features(x))  # [N, 10]
+        return self.head[:-1](self.features(x))
+
+    def classify(self, embedding: torch.Tensor) -> torch.Tensor:
+        """Embeddings [N, 128] from `embed` -> class logits [N, 10]."""
+        return self.head[-1](embedding)
 
 
 def augment(x: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:

@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from ..checkpoint import check_compatible, load_checkpoint
 from ..errors import UnstableError
@@ -126,10 +125,7 @@ def negative_elbo(vae: VAE, images: torch.Tensor, batch: int = 1000) -> torch.Te
     at the posterior mean (deterministic) -> [N]."""
     out = []
     for start in range(0, images.shape[0], batch):
-        x = (images[start:start + batch] > 0.5).float()
-        mu, logvar = vae.encoder(x)
-        rec = F.binary_cross_entropy_with_logits(vae.decoder(mu), x, reduction="none").flatten(1).sum(1)
-        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
+        rec, kl = vae.image_losses((images[start:start + batch] > 0.5).float(), sample=False)
         out.append(rec + kl)
     return torch.cat(out)
 

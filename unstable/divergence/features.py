@@ -131,8 +131,7 @@ class ClassifierEmbedding(nn.Module):
         self.classifier = classifier
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        head = self.classifier.head  # Flatten, Dropout, Linear, LeakyReLU, Linear
-        return head[:-1](self.classifier.features(x))  # [N, 128]
+        return self.classifier.embed(x)  # [N, 128]
 
 
 def build_extractor(settings: FeatureSettings, classifier: nn.Module, device: torch.device) -> nn.Module:

@@ -124,10 +124,14 @@ class DivergenceSystem:
         self._pool: dict[str, Any] | None = None
         self._good: tuple[dict, dict] | None = None
 
-    @property
-    def features_are_logits(self) -> bool:
-        """Whether the loss features are the digit classifier's own logits."""
-        return self.piece.features.extractor == "custom" and self.piece.features.layer == "logits"
+    @torch.no_grad()
+    def _class_logits(self, images: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        """The digit classifier's logits [B, 10] for generated images [B, 1, 28, 28] whose loss
+        features are `fake` [B, D]: the features themselves, or one layer on from its embedding,
+        or (torchvision features) a forward pass of its own."""
+        if self.piece.features.extractor != "custom":
+            return self.classifier(images)
+        return fake.detach() if self.piece.features.layer == "logits" else self.classifier.classify(fake.detach())
 
     # ------------------------------------------------------------------ preparation
 
@@ -214,9 +218,7 @@ class DivergenceSystem:
         kw = {"variant": loss.mmd, "kernel": loss.kernel, "bandwidth": pool["bandwidth"], "scale": loss.scale}
         fake_labels = None
         if loss.classwise == "predicted":
-            with torch.no_grad():
-                logits = fake if self.features_are_logits else self.classifier(images)
-                fake_labels = logits.argmax(1)  # [B]
+            fake_labels = self._class_logits(images, fake).argmax(1)  # [B]
         l_div = classwise_mmd(fake, real, labels, 10, x_labels=fake_labels, **kw)
         l_reg = mmd(fake, real, **kw)
         return l_div, l_reg, {"class_mmd": l_div, "global_mmd": l_reg}
@@ -257,10 +259,9 @@ class DivergenceSystem:
 
         scalars = {"objective": float(obj.detach()), **{k: float(v.detach()) for k, v in named.items()}}
         if self.piece.features.extractor == "custom":
-            with torch.no_grad():  # how unsure the classifier is about this batch: the thing BAD raises
-                logits = fake if self.features_are_logits else self.classifier.head[-1](fake)  # [B, 10]
-                prob = torch.softmax(logits.detach(), 1)
-                scalars["class_entropy"] = float(-(prob * prob.clamp_min(1e-12).log()).sum(1).mean())
+            # How unsure the classifier is about this batch: the thing BAD raises.
+            prob = torch.softmax(self._class_logits(images, fake), 1)  # [B, 10]
+            scalars["class_entropy"] = float(-(prob * prob.clamp_min(1e-12).log()).sum(1).mean())
         scalars.update(alpha=p["alpha"], beta=p["beta"], temperature=p["temperature"],
                        learning_rate=p["learning_rate"])
         if not (math.isfinite(scalars["objective"]) and self._finite()):

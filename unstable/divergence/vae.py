@@ -87,13 +87,22 @@ class VAE(nn.Module):
 
     def losses(self, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-image reconstruction BCE (summed over pixels) and KL to N(0, I), both batch means."""
+        rec, kl = self.image_losses(x, generator)
+        return rec.mean(), kl.mean()
+
+    def image_losses(self, x: torch.Tensor, generator: torch.Generator | None = None,
+                     sample: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reconstruction BCE (summed over pixels) and KL to N(0, I) of each image of x
+        [N, 1, 28, 28] -> ([N], [N]); their sum is the negative ELBO. `sample=False` decodes the
+        posterior mean instead of a reparameterised draw (deterministic)."""
         mu, logvar = self.encoder(x)
-        # Noise from a CPU generator, so a seed means the same draws on every device.
-        eps = torch.randn(mu.shape, generator=generator).to(mu.device)
-        z = mu + eps * (0.5 * logvar).exp()
-        logits = self.decoder(z)
-        rec = F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1).mean()
-        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1).mean()
+        z = mu
+        if sample:
+            # Noise from a CPU generator, so a seed means the same draws on every device.
+            eps = torch.randn(mu.shape, generator=generator).to(mu.device)
+            z = mu + eps * (0.5 * logvar).exp()
+        rec = F.binary_cross_entropy_with_logits(self.decoder(z), x, reduction="none").flatten(1).sum(1)
+        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
         return rec, kl
 
 
