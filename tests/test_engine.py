@@ -21,7 +21,8 @@ from tqdm import tqdm
 from unstable.checkpoint import load_checkpoint
 from unstable.display.compositor import Colour, Compositor, Layout
 from unstable.encode import probe
-from unstable.engine import Composer, Engine, SamplingMirror
+from unstable.frame.compose import Composer
+from unstable.live import Engine, SamplingMirror
 from unstable.show import load_show
 from unstable.system import build_system, load_piece
 
@@ -149,7 +150,7 @@ def test_scenes_jump_over_osc_with_a_crossfade_and_advance_by_duration(tmp_path)
         client.send("/unstable/scene", 1)
         assert wait_for(lambda: eng.params.get("show", "scene") == 1.0)
         eng.frame(1.0)  # the event is handled here: crossfade of 0.5 s starts
-        assert eng.director.current == 1 and eng.params.get("eq", "hue") == 30.0
+        assert eng.timeline.director.current == 1 and eng.params.get("eq", "hue") == 30.0
         eng.frame(1.25)
         mid = eng.read().copy()
         eng.frame(2.0)
@@ -161,11 +162,11 @@ def test_scenes_jump_over_osc_with_a_crossfade_and_advance_by_duration(tmp_path)
         client.send("/unstable/scene", 0)
         assert wait_for(lambda: eng.params.get("show", "scene") == 0.0)
         eng.frame(3.0)
-        assert eng.director.current == 0
+        assert eng.timeline.director.current == 0
         eng.frame(7.9)
-        assert eng.director.current == 0
+        assert eng.timeline.director.current == 0
         eng.frame(8.1)
-        assert eng.director.current == 1 and eng.params.get("show", "scene") == 1.0
+        assert eng.timeline.director.current == 1 and eng.params.get("show", "scene") == 1.0
         client.close()
 
 
@@ -181,15 +182,18 @@ def test_record_toggle_and_snapshot_over_osc(tmp_path):
         client.send("/unstable/record", 0)
         assert wait_for(lambda: eng.params.get("show", "record") == 0.0)
         eng.frame(0.6)
-        assert eng.writer is None
+        assert eng.recorder.writer is None
         client.send("/unstable/snapshot")
         assert wait_for(lambda: eng.params._events)
         eng.frame(0.7)
         client.close()
     report = eng.close()
     (recording,) = report.recordings
-    assert probe(recording).frames == 5
-    (still,) = report.snapshots
+    # The record event is handled in the frame at 0.1; the recording (and its automation) starts
+    # with the next frame, 0.2, so that its automation header is the state that frame starts from.
+    assert probe(recording).frames == 4
+    assert Path(recording + ".automation.jsonl").is_file()
+    (still,) = report.stills
     assert Path(still).is_file()
     import imageio.v3 as iio
     assert iio.imread(still).shape == (32, 96, 3)

@@ -38,10 +38,10 @@ def test_a_raising_piece_holds_its_last_frame_and_the_others_carry_on(tmp_path):
             assert np.array_equal(later[:, CELLS[panel]], first[:, CELLS[panel]])
         assert not np.array_equal(later[:, CELLS["eq2/g0"]], first[:, CELLS["eq2/g0"]])  # eq2 walks on
         p = eng.pieces["eq"]
-        assert p.render_failures == 3 and "injected" in p.render_error
+        assert p.source.failures == 3 and "injected" in p.source.error
         del p.mirror.system.sample  # it recovers: the next frame samples it again
         eng.frame(3.0)
-        assert p.render_failures == 0
+        assert p.source.failures == 0
         assert not np.array_equal(eng.read()[:, CELLS["eq/g0"]], first[:, CELLS["eq/g0"]])
 
 
@@ -80,16 +80,16 @@ def test_a_dead_osc_thread_is_restarted_on_the_same_port(tmp_path):
         client = Client(port)
         client.send("/unstable/eq/hue/raw", 10.0)
         assert wait_for(lambda: eng.params.get("eq", "hue") == 10.0)
-        eng.osc._server.shutdown()  # the receive loop ends, as a crashed thread would
-        assert wait_for(lambda: not eng.osc.running)
-        eng.watch()
-        assert eng.osc.running and eng.osc.port == port and eng.osc_restarts == 1
+        eng.osc.server._server.shutdown()  # the receive loop ends, as a crashed thread would
+        assert wait_for(lambda: not eng.osc.server.running)
+        eng.osc.watch()
+        assert eng.osc.server.running and eng.osc.port == port and eng.osc.restarts == 1
         client.send("/unstable/eq/hue/raw", 45.0)
         assert wait_for(lambda: eng.params.get("eq", "hue") == 45.0)
-        assert wait_for(lambda: eng.osc_stats()["messages"] == 2)  # counted across the restart
+        assert wait_for(lambda: eng.osc.stats()["messages"] == 2)  # counted across the restart
         client.close()
-        eng.watch()  # a healthy server is left alone
-        assert eng.osc_restarts == 1
+        eng.osc.watch()  # a healthy server is left alone
+        assert eng.osc.restarts == 1
 
 
 def test_sigint_stops_the_show_cleanly_with_final_checkpoints(tmp_path):
@@ -100,7 +100,7 @@ def test_sigint_stops_the_show_cleanly_with_final_checkpoints(tmp_path):
     assert 3 <= report.frames <= 5
     for name in ("eq", "eq2"):
         assert load_checkpoint(tmp_path / "run" / name / "checkpoint.pt")["step"] == eng.pieces[name].system.step_count
-    assert not eng.osc.running if eng.osc is not None else True
+    assert not eng.osc.server.running if eng.osc is not None else True
 
 
 def test_osc_listens_on_loopback_unless_opened_with_an_allow_list(tmp_path):
@@ -119,7 +119,7 @@ def test_osc_listens_on_loopback_unless_opened_with_an_allow_list(tmp_path):
     with eng:
         client = Client(eng.osc.port)
         client.send("/unstable/eq/hue/raw", 45.0)
-        assert wait_for(lambda: eng.osc.stats["foreign"] >= 1)
+        assert wait_for(lambda: eng.osc.stats()["foreign"] >= 1)
         assert eng.params.get("eq", "hue") == 0.0
         client.close()
 
@@ -137,7 +137,7 @@ def test_hostile_messages_change_nothing_and_run_nothing(tmp_path):
         client.sock.sendto(b"\x00" * 9000, client.target)    # oversize
         client.send("/unstable/eq/hue/raw", 30.0)             # and one good one, to know all arrived
         assert wait_for(lambda: eng.params.get("eq", "hue") == 30.0)
-        s = eng.osc.stats
+        s = eng.osc.server.stats
         assert wait_for(lambda: s["rejected"] >= 2 and s["malformed"] >= 1 and s["oversize"] >= 1 and s["unknown"] >= 1)
         client.close()
         eng.frame(0.0)

@@ -10,7 +10,7 @@ import torch
 from click.testing import CliRunner
 
 from unstable.cli import main
-from unstable.engine import build_systems, show_groups
+from unstable.live import build_systems, show_groups
 from unstable.errors import ConfigError
 from unstable.show import load_show
 

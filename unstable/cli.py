@@ -80,7 +80,7 @@ DEMO_SHOW = "shows/demo.toml"
 
 def _live_env() -> None:
     """Before torch is first imported: OpenMP threads that spin after each op starve the GL
-    rasteriser's threads on a CPU-only machine (see unstable/engine.py); let them sleep instead."""
+    rasteriser's threads on a CPU-only machine (see unstable/live/engine.py); let them sleep instead."""
     import os
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -88,7 +88,7 @@ def _live_env() -> None:
 def _run_live(show_path, *, headless, fullscreen, monitor, seconds, record, telemetry, osc_port, device, run, fresh,
               train=True, resume=False):
     _live_env()
-    from .engine import Engine
+    from .live import Engine
     from .show import load_show
     from .system import resolve_device
     show = load_show(show_path)
@@ -151,7 +151,7 @@ def controllers(show, touchosc, max_):
     import torch
 
     from .control.controllers import write_controllers
-    from .engine import build_systems, show_groups
+    from .live import build_systems, show_groups
     from .errors import UnstableError
     from .show import load_show
     loaded = load_show(show)

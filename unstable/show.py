@@ -189,6 +189,11 @@ class Show:
         """The scenes, or one that shows the show's layout forever when none are given."""
         return list(self.settings.scenes) or [SceneSettings(name="main", crossfade=0.0)]
 
+    def resolved_scenes(self) -> list[SceneSettings]:
+        """The scenes with their layout and colour filled in (the show's where a scene has none)."""
+        return [dataclasses.replace(s, layout=s.layout or self.settings.layout, colour=s.colour or self.settings.colour)
+                for s in self.scene_list()]
+
     def scene_layout(self, i: int) -> Layout:
         return self.scene_list()[i].layout or self.settings.layout
 

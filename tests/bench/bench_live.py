@@ -45,7 +45,8 @@ from pythonosc.osc_message_builder import OscMessageBuilder  # noqa: E402
 
 from unstable.display.compositor import Compositor, place  # noqa: E402
 from unstable.display.gl import create_headless_context  # noqa: E402
-from unstable.engine import Composer, Engine, SamplingMirror  # noqa: E402
+from unstable.frame.compose import Composer
+from unstable.live import Engine, SamplingMirror  # noqa: E402
 from unstable.show import load_show  # noqa: E402
 from unstable.system import resolve_device  # noqa: E402
 
@@ -154,7 +155,7 @@ def osc_latency(show, device, seconds, run_dir):
 
 
 def compose_cost(show, device, frames=200):
-    from unstable.engine import build_systems
+    from unstable.live import build_systems
     systems = build_systems(show, torch.device("cpu"))
     piece_of, sizes = {}, {}
     for name, s in systems.items():
@@ -210,7 +211,7 @@ def compose_cost(show, device, frames=200):
 
 
 def mirror_cost(show, device):
-    from unstable.engine import build_systems
+    from unstable.live import build_systems
     from unstable.trainer import progress_bar
     out = {}
     for name, s in build_systems(show, device).items():

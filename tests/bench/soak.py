@@ -41,7 +41,7 @@ import torch  # noqa: E402
 from pythonosc.osc_message_builder import OscMessageBuilder  # noqa: E402
 
 from test_show import TINY_EQ  # noqa: E402
-from unstable.engine import Engine  # noqa: E402
+from unstable.live import Engine  # noqa: E402
 from unstable.show import load_show  # noqa: E402
 
 SHOW = """\

@@ -271,12 +271,14 @@ class Params:
                 out[e.piece][e.name] = e.target
         return out
 
-    def snapshot(self, now: float) -> dict[str, dict[str, float]]:
+    def snapshot(self, now: float, targets: dict | None = None) -> dict[str, dict[str, float]]:
         """{piece: {name: value}} for the frame at time `now` (seconds on the frame clock).
 
         Smoothing advances by `now` minus the previous snapshot's `now`; the first snapshot, and
         any parameter without smoothing, shows the target. A clock that goes backwards (a render
         restarted) advances nothing. Calling it twice with the same `now` gives the same values.
+        `targets`, when given, is filled with the targets this snapshot moved towards, read under
+        the same lock (automation records exactly what the frame saw).
         """
         now = float(now)
         with self._lock:
@@ -284,6 +286,11 @@ class Params:
             dt = 0.0 if first else max(0.0, now - self._last_now)
             self._last_now = now
             out: dict[str, dict[str, float]] = {p: {} for p in self.groups}
+            if targets is not None:
+                targets.clear()
+                targets.update({p: {} for p in self.groups})
+                for e in self._order:
+                    targets[e.piece][e.name] = e.target
             for e in self._order:
                 if first or e.tau <= 0.0:
                     e.current = e.target
@@ -299,6 +306,26 @@ class Params:
                     e.current = cur
                 out[e.piece][e.name] = e.current
         return out
+
+    def smoothing_state(self) -> dict:
+        """Targets, smoothed values and the last snapshot's time, as plain numbers: with
+        `load_smoothing_state` a replay continues the glide exactly where a live show was."""
+        with self._lock:
+            return {"last_now": self._last_now,
+                    "target": {f"{e.piece}/{e.name}": e.target for e in self._order},
+                    "current": {f"{e.piece}/{e.name}": e.current for e in self._order}}
+
+    def load_smoothing_state(self, state: Mapping) -> None:
+        """Continue from `smoothing_state()`; names the schema does not know are skipped."""
+        last = state.get("last_now")
+        with self._lock:
+            self._last_now = None if last is None else float(last)
+            for key, attr in (("target", "target"), ("current", "current")):
+                for name, v in (state.get(key) or {}).items():
+                    piece, _, param = name.partition("/")
+                    e = self._entries.get((piece, param))
+                    if e is not None and isinstance(v, (int, float)) and math.isfinite(v):
+                        setattr(e, attr, e.spec.clamp(float(v)))
 
     # -- events ---------------------------------------------------------------------------------
 

@@ -1,0 +1,112 @@
+"""The one frame pipeline: panel sources -> images at a time for one snapshot -> compose -> sinks.
+
+    timeline = ShowTimeline(show.resolved_scenes(), store, pieces, fps)   # or a render job's plan
+    pipeline = FramePipeline(sources, show.resolved_scenes(), compositor)
+    state = timeline.advance(n)          # snapshot, scenes, walk times of frame n
+    images = pipeline.images(state)      # {panel: [3, H, W]} from each source's walk and sampler
+    pipeline.compose(state, images)      # layout, styles, scenes, crossfade, master fade
+    frame = compositor.read()            # -> window, encoder, still (unstable.frame.sinks)
+
+`unstable live` drives it with the wall-clock timer, `unstable render` with frame numbers; neither
+walks, samples or composes on its own.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Mapping, Sequence
+
+import torch
+
+from .compose import Composer
+from .sources import PanelSource
+from .timeline import FrameState
+
+log = logging.getLogger("unstable.frame")
+
+__all__ = ["FramePipeline"]
+
+
+class FramePipeline:
+    """Samples the sources a frame shows and composes them with the frame's scenes.
+
+    `scenes` are resolved scene settings (each with `layout` and `colour`). `hold_failures`: a
+    source whose sampling raises holds its panels' last images (black before the first) and the
+    frame goes on (a live show); otherwise the error propagates (a render must not hide it).
+    """
+
+    def __init__(self, sources: Mapping[str, PanelSource], scenes: Sequence, compositor, *,
+                 hold_failures: bool = False):
+        self.sources = dict(sources)
+        self.scenes = list(scenes)
+        self.compositor = compositor
+        self.hold_failures = hold_failures
+        self.piece_of = {d: name for name, s in self.sources.items() for d in s.panels}
+        self.composer = Composer(compositor, self.piece_of)
+        self._shown: dict[tuple, frozenset] = {}
+        self._blank: dict[str, torch.Tensor] = {}
+
+    def shown(self, scenes: tuple[int, int | None, float]) -> frozenset:
+        """Display names the scenes of a frame show (cached per scene pair)."""
+        key = (scenes[0], scenes[1])
+        hit = self._shown.get(key)
+        if hit is None:
+            names = list(self.piece_of)
+            hit = frozenset(n for i in key if i is not None for n in self.scenes[i].layout.panel_names(names) if n)
+            self._shown[key] = hit
+        return hit
+
+    def images(self, state: FrameState) -> dict[str, torch.Tensor]:
+        """{display: [3, H, W]} of every panel the frame shows, each source at its walk time."""
+        shown = self.shown(state.scenes)
+        images: dict[str, torch.Tensor] = {}
+        for name, src in self.sources.items():
+            wanted = [d for d in src.panels if d in shown]
+            if not wanted:
+                continue
+            try:
+                z = src.latents([state.walk_times[name]])  # {display: [1, D]}
+                out = src.sample(z, state.snapshot.get(name, {}), wanted)
+                for d in wanted:
+                    images[d] = out[d][0]  # [3, H, W]
+                    src.last_images[d] = images[d]
+                src.failures = 0
+            except Exception as e:
+                if not self.hold_failures:
+                    raise
+                # One piece failing must not take the show down: its panels hold their last frame.
+                src.failures += 1
+                src.error = f"{type(e).__name__}: {str(e)[:200]}"
+                if src.failures == 1 or src.failures % 1000 == 0:
+                    log.error("sampling %s failed (%d frames in a row); its panels hold their last frame",
+                              name, src.failures, exc_info=src.failures == 1)
+                for d in wanted:
+                    images[d] = src.last_images.get(d)
+                    if images[d] is None:
+                        images[d] = self._blank_for(name, src)
+        return images
+
+    def _blank_for(self, name: str, src: PanelSource) -> torch.Tensor:
+        """A black panel for a source that failed before its first frame ([3, 8, 8], made once)."""
+        if name not in self._blank:
+            self._blank[name] = torch.zeros(3, 8, 8, device=src.walk.device)
+        return self._blank[name]
+
+    def compose(self, state: FrameState, images: Mapping[str, torch.Tensor], colour=None,
+                next_images: Mapping[str, torch.Tensor] | None = None) -> None:
+        """Compose `images` with the frame's scenes (crossfading), styles and master fade.
+
+        `colour` replaces the scenes' colour grade (a render job's variation).
+        """
+        a, b, mix = state.scenes
+        first = (self.scenes[a].layout, colour if colour is not None else self.scenes[a].colour)
+        second = None
+        if b is not None:
+            second = (self.scenes[b].layout, colour if colour is not None else self.scenes[b].colour)
+        self.composer.render(images, state.snapshot, first, second, mix, next_images)
+
+    def draw(self, state: FrameState) -> dict[str, torch.Tensor]:
+        """Images and composition of one frame; returns the images."""
+        images = self.images(state)
+        self.compose(state, images)
+        return images

@@ -1,0 +1,83 @@
+"""Scenes on the frame clock: which scene shows, and the crossfade between two.
+
+The same director runs in a live show and in its offline render: it only reads the frame time
+it is given, so both see the same scene, crossfade mix and preset changes at the same frame.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from ..control.params import SHOW, Params
+from ..show import SceneSettings
+
+__all__ = ["SceneDirector"]
+
+
+class SceneDirector:
+    """Which scene shows, and the crossfade between two: auto-advance, jumps, presets.
+
+    `scenes` are resolved (each has its layout and colour). `update(now)` returns (from_index,
+    to_index or None, mix): draw `from` crossfading into `to` by `mix` (0..1). `go(i, now)` starts
+    scene i: its parameter presets are applied, the crossfade runs for the new scene's `crossfade`
+    seconds, and its duration counts from then.
+    """
+
+    def __init__(self, scenes: Sequence[SceneSettings], params: Params, *, loop: bool = True, now: float = 0.0):
+        if not scenes:
+            raise ValueError("a scene director needs at least one scene")
+        self.scenes = list(scenes)
+        self.loop = loop
+        self.params = params
+        self.current = 0
+        self.previous: int | None = None
+        self.started = now
+        self.fade_len = 0.0
+        self.changes = 0
+        self._apply(0)
+
+    def _apply(self, i: int) -> None:
+        presets = self.scenes[i].params
+        if presets:
+            self.params.update({p: dict(v) for p, v in presets.items()})
+        if (SHOW, "scene") in self.params:
+            self.params.set(SHOW, "scene", i)  # origin None: controllers follow, no event queued
+
+    def mix(self, now: float) -> float:
+        if self.previous is None or self.fade_len <= 0:
+            return 1.0
+        return min(max((now - self.started) / self.fade_len, 0.0), 1.0)
+
+    def go(self, i: int, now: float) -> None:
+        """Start scene `i` (clamped to the list) at time `now`."""
+        i = min(max(int(i), 0), len(self.scenes) - 1)
+        if i == self.current and self.previous is None:
+            return
+        # Interrupting a crossfade: continue from whichever scene dominated the picture.
+        if self.previous is not None and self.mix(now) < 0.5:
+            frm = self.previous
+        else:
+            frm = self.current
+        self.previous = frm if frm != i else None
+        self.current = i
+        self.started = now
+        self.fade_len = self.scenes[i].crossfade
+        self.changes += 1
+        self._apply(i)
+
+    def update(self, now: float) -> tuple[int, int | None, float]:
+        """Advance scenes whose duration ran out; (from, to or None, mix) of the frame at `now`."""
+        scene = self.scenes[self.current]
+        if scene.duration > 0 and now - self.started >= scene.duration:
+            nxt = self.current + 1
+            if nxt >= len(self.scenes):
+                nxt = 0 if self.loop else self.current
+            if nxt != self.current:
+                self.go(nxt, now)
+            else:
+                self.started = now  # the last scene holds: nothing more to count
+        m = self.mix(now)
+        if self.previous is None or m >= 1.0:
+            self.previous = None
+            return self.current, None, 0.0
+        return self.previous, self.current, m

@@ -1,0 +1,93 @@
+"""Panel sources: a system (or its live sampling copy), its walk and its panel names.
+
+A source answers one question for the frame pipeline: the images of its panels at a walk time,
+for one parameter snapshot. Live shows, show renders and render jobs all sample through it, so a
+panel's latents at walk time t are the same everywhere: one `Walk` per source over all of its
+system's panels (a panel's path is seeded by its place in its own system, so leaving a panel out
+changes nothing).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from ..checkpoint import load_checkpoint
+from ..errors import CheckpointError, ConfigError, UnstableError
+from ..show import display_name
+from ..system import build_system, piece_from_dict
+from ..trainer import restore
+from ..walk import Walk, WalkSettings
+
+log = logging.getLogger("unstable.frame")
+
+__all__ = ["PanelSource", "make_walk", "open_run", "load_run_into"]
+
+
+def make_walk(name: str, system: Any, settings: WalkSettings, device: torch.device, source: str,
+              key: str = "walk") -> Walk:
+    """The walk of source `name` over all of its system's panels (display names `name/panel`)."""
+    dims = {display_name(name, p): d for p, d in system.panels().items()}
+    try:
+        return Walk(settings, dims, device)
+    except (UnstableError, ValueError) as e:
+        raise ConfigError(source, key, str(e).split(": ", 1)[-1]) from None
+
+
+@dataclass
+class PanelSource:
+    """One piece (or job source) as the pipeline sees it.
+
+    `sampler` has `sample(latents, params) -> {panel: [N, 3, H, W] in 0..1}`: the system itself
+    offline, its SamplingMirror live (the weights training does not touch mid-frame).
+    """
+
+    name: str
+    system: Any
+    sampler: Any
+    walk: Walk
+    panels: dict[str, str]                    # display name -> the system's panel name (shown ones)
+    params: dict[str, float] = field(default_factory=dict)  # fixed sampling parameters (render jobs)
+    last_images: dict = field(default_factory=dict)  # display -> last good [3, H, W] (held on failure)
+    failures: int = 0                         # sampling failures in a row
+    error: str | None = None
+
+    def latents(self, times, temperature: float | None = None) -> dict[str, torch.Tensor]:
+        """{display: z [T, D]} of this source's shown panels at walk times `times`."""
+        z = self.walk.latents_at_many(list(times), temperature=temperature)
+        return {d: z[d] for d in self.panels}
+
+    def sample(self, latents: Mapping[str, torch.Tensor], params: Mapping[str, float],
+               wanted=None) -> dict[str, torch.Tensor]:
+        """{display: [N, 3, H, W]} for {display: z [N, D]} (only the `wanted` displays, default all)."""
+        wanted = self.panels if wanted is None else {d: self.panels[d] for d in wanted}
+        merged = {**self.params, **params}
+        out = self.sampler.sample({q: latents[d] for d, q in wanted.items()}, merged)
+        return {d: out[q] for d, q in wanted.items()}
+
+
+def open_run(path: Path, device: torch.device) -> tuple[Any, dict]:
+    """A system rebuilt from a run's checkpoint file (its own piece config) with its weights loaded.
+
+    Returns (system, payload).
+    """
+    payload = load_checkpoint(path, map_location=device)
+    piece = piece_from_dict(payload["piece"], f"{path} (its piece)")
+    system = build_system(piece, device)
+    restore(system, payload, str(path))
+    return system, payload
+
+
+def load_run_into(system: Any, path: Path, device: torch.device) -> dict:
+    """Load a piece's checkpoint into `system`, refusing one of another piece; returns the payload."""
+    payload = load_checkpoint(path, map_location=device)
+    saved = payload.get("piece", {}).get("name") if isinstance(payload.get("piece"), dict) else None
+    if saved is not None and saved != system.piece.name:
+        raise CheckpointError(f"{path}: checkpoint is of piece {saved!r}, not {system.piece.name!r}; refusing "
+                              "to load it (--fresh starts over, --run picks another run folder)")
+    restore(system, payload, str(path))
+    return payload

@@ -1,0 +1,145 @@
+"""A show on the frame clock: parameter values (smoothed), scenes and crossfades, each piece's walk
+phase, and the automation in and out. Everything about a frame except the weights and the pixels.
+
+`ShowTimeline.advance(n)` is the first half of every frame of a live show and of its offline
+render alike; the same code at the same frame time gives the same `FrameState`, which is what makes
+a live frame and a rendered frame the same picture.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from ..control.params import SHOW, Params
+from ..walk import WalkClock
+from .automation import Automation, AutomationRecorder
+from .scenes import SceneDirector
+from .timers import FrameTimer
+
+__all__ = ["FrameState", "ShowTimeline"]
+
+
+@dataclass
+class FrameState:
+    """Everything a frame is drawn from besides the weights."""
+
+    frame: int
+    t: float                                        # seconds on the frame clock
+    snapshot: dict[str, dict[str, float]]           # {group: {name: value}}, smoothed
+    scenes: tuple[int, int | None, float]           # (from, to or None, mix)
+    walk_times: dict[str, float]                    # piece -> walk seconds
+    actions: list = field(default_factory=list)     # show actions for the driver (record, still)
+
+
+class ShowTimeline:
+    """The time-varying state of a show: one per live show, one per offline render of it.
+
+    `scenes` are resolved (`Show.resolved_scenes()`); `pieces` name the walk clocks. The store
+    starts at the show's starting values and scene 0's presets, settled.
+    """
+
+    def __init__(self, scenes: Sequence, store: Params, pieces: Sequence[str], fps, *, loop: bool = True,
+                 start_values: Mapping[str, Mapping[str, float]] | None = None):
+        self.timer = FrameTimer(fps)
+        self.store = store
+        if start_values:
+            store.update({p: dict(v) for p, v in start_values.items() if v})
+        self.director = SceneDirector(scenes, store, loop=loop)
+        store.settle()
+        self.now = 0.0
+        self.clocks = {name: WalkClock(time_source=self._clock_time) for name in pieces}
+        self.recorder: AutomationRecorder | None = None
+        self.automation: Automation | None = None
+
+    def _clock_time(self) -> float:
+        return self.now
+
+    # -- the frame ------------------------------------------------------------------------------
+
+    def advance(self, frame: int, t: float | None = None) -> FrameState:
+        """Frame `frame` at `t` (default: its place on the grid, frame / fps): replayed changes go in,
+        the snapshot is taken, scene jumps handled, scenes and walk clocks move on."""
+        t = self.timer.time_of(frame) if t is None else float(t)
+        self.now = t
+        if self.automation is not None:
+            self._replay(frame)
+        targets: dict = {}
+        snap = self.store.snapshot(t, targets=targets)
+        jumps, actions = [], []
+        for ev in self.store.drain_events():
+            if ev.kind == "scene":
+                jumps.append(int(ev.value))
+                self.director.go(int(ev.value), t)
+            else:
+                actions.append(ev)
+        if self.recorder is not None:
+            self.recorder.capture(frame, t, targets, jumps)
+        scenes = self.director.update(t)
+        walk_times = {}
+        for name, clock in self.clocks.items():
+            clock.speed = snap.get(name, {}).get("walk_speed", 1.0)
+            walk_times[name] = clock.tick()
+        return FrameState(frame, t, snap, scenes, walk_times, actions)
+
+    def _replay(self, frame: int) -> None:
+        change = self.automation.at(frame)
+        if not change:
+            return
+        if "set" in change:
+            self.store.update(change["set"])
+        for s in change.get("scenes", ()):
+            self.store.post_event("scene", float(s))
+
+    # -- state: automation headers, resumed shows ----------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        """The whole state as of the last frame, in plain numbers (an automation header)."""
+        d = self.director
+        return {
+            "store": self.store.smoothing_state(),
+            "scene": {"current": d.current, "previous": d.previous, "started": d.started,
+                      "fade_len": d.fade_len},
+            "walk": {n: {"phase": c.phase, "speed": c.speed, "at": self.now} for n, c in self.clocks.items()},
+        }
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        """Continue from `state()` (values the schema does not know are skipped)."""
+        self.store.load_smoothing_state(state.get("store", {}))
+        scene = state.get("scene") or {}
+        d = self.director
+        if "current" in scene:
+            d.current = min(max(int(scene["current"]), 0), len(d.scenes) - 1)
+            prev = scene.get("previous")
+            d.previous = None if prev is None else min(max(int(prev), 0), len(d.scenes) - 1)
+            d.started = float(scene.get("started", 0.0))
+            d.fade_len = float(scene.get("fade_len", 0.0))
+        for name, w in (state.get("walk") or {}).items():
+            clock = self.clocks.get(name)
+            if clock is None:
+                continue
+            self.now = float(w.get("at", self.now))
+            clock.load_state_dict({"phase": w["phase"], "speed": w["speed"]})
+
+    def start_recording(self, path, show: str, frame: int) -> AutomationRecorder:
+        """Record automation from frame `frame` on (call before that frame's `advance`)."""
+        self.stop_recording()
+        self.recorder = AutomationRecorder(path, show=show, fps=self.timer.fps, start_frame=frame,
+                                           state=self.state(), targets=self.store.state())
+        return self.recorder
+
+    def stop_recording(self) -> None:
+        """Finish the automation file, if one is being written."""
+        if self.recorder is not None:
+            rec, self.recorder = self.recorder, None
+            rec.close()
+
+    def replay(self, automation: Automation) -> int:
+        """Play `automation` from its start: loads its start state; returns its first frame."""
+        self.automation = automation
+        self.load_state(automation.state)
+        return automation.start_frame
+
+    def show_values(self) -> dict[str, float]:
+        """The show group's targets (scene, master fade, ...)."""
+        return self.store.state().get(SHOW, {})

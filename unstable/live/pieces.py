@@ -1,0 +1,82 @@
+"""Opening a show's pieces: one System per piece, its parameter groups, resuming its run folder.
+
+Run folder (`runs/live/<show>/` by default): `<piece>/checkpoint.pt` (periodic and at exit,
+atomic; a restart resumes from it unless `fresh`), `<piece>/piece.toml`. A checkpoint of another
+kind, architecture or piece is refused; temporaries a killed save left are removed at start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+
+from ..control.params import SHOW, show_specs, with_common
+from ..errors import UnstableError
+from ..frame.sources import load_run_into
+from ..show import Show
+from ..system import build_system
+
+__all__ = ["build_systems", "show_groups", "resume_piece", "prepare_pieces"]
+
+
+def build_systems(show: Show, device: torch.device) -> dict[str, Any]:
+    """One System per piece of the show, seeded like `unstable train` (no prepare yet)."""
+    systems = {}
+    for name, piece in show.pieces.items():
+        torch.manual_seed(piece.seed)
+        systems[name] = build_system(piece, device)
+    return systems
+
+
+def show_groups(show: Show, systems: Mapping[str, Any]) -> dict[str, list]:
+    """The parameter groups of a show: each piece's specs plus the common ones, then the show group."""
+    groups: dict[str, list] = {name: with_common(s.param_specs()) for name, s in systems.items()}
+    groups[SHOW] = show_specs(len(show.scene_list()))
+    return groups
+
+
+def _remove_stale_temporaries(folder: Path) -> None:
+    """Remove checkpoint temporaries a killed process left behind (`.checkpoint.pt.*.tmp`)."""
+    for tmp in folder.glob(".checkpoint.pt.*.tmp"):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+def resume_piece(system: Any, path: Path, device: torch.device) -> dict | None:
+    """Load a piece's checkpoint into `system`, refusing one of another kind, architecture or piece.
+
+    Returns the live state saved with it (walk phase, parameter values), or None.
+    """
+    live = load_run_into(system, path, device).get("live")
+    return live if isinstance(live, dict) else None
+
+
+def prepare_pieces(show: Show, systems: Mapping[str, Any], run_dir: Path, device: torch.device, *,
+                   fresh: bool, resume: bool, progress: Callable, echo: Callable[[str], None]) -> dict[str, dict]:
+    """Prepare each system (base models), resume it from its run folder unless `fresh`, and copy its
+    piece file there. `resume` makes a missing checkpoint an error, checked before any slow work.
+    Returns {piece: live state saved with its checkpoint}."""
+    if resume:
+        missing = [n for n in systems if not (run_dir / n / "checkpoint.pt").is_file()]
+        if missing:
+            raise UnstableError(f"--resume: no checkpoint for {', '.join(missing)} in {run_dir} "
+                                f"(expected {run_dir / missing[0] / 'checkpoint.pt'}); run without "
+                                "--resume to start those pieces from their seeds")
+    states = {}
+    for name, system in systems.items():
+        system.prepare(progress)
+        piece_dir = run_dir / name
+        ckpt = piece_dir / "checkpoint.pt"
+        _remove_stale_temporaries(piece_dir)
+        if ckpt.exists() and not fresh:
+            states[name] = resume_piece(system, ckpt, device)
+            echo(f"live: {name} resumes {ckpt} at step {system.step_count} (--fresh to start over)")
+        piece_dir.mkdir(parents=True, exist_ok=True)
+        src = show.piece_paths[name]
+        if src.resolve() != (piece_dir / "piece.toml").resolve():
+            shutil.copyfile(src, piece_dir / "piece.toml")
+    return states

@@ -1,0 +1,243 @@
+"""What every live show has around its frames: options, the window and compositor, OSC, the
+recorder, telemetry, the paced loop with its signals, and closing in the right order."""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import math
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..errors import UnstableError
+from ..frame.pipeline import FramePipeline
+from ..frame.timers import WallTimer
+from ..show import Show
+from .recorder import Recorder
+from .telemetry import FrameStats, LiveReport
+
+__all__ = ["Session"]
+
+
+class Session(abc.ABC):
+    """The frame-independent half of a live show; `Engine` adds the pieces and the frame."""
+
+    def __init__(self, show: Show, *, device: torch.device = torch.device("cpu"), headless: bool = False,
+                 fullscreen: bool | None = None, monitor: int | None = None, seconds: float | None = None,
+                 record: str | os.PathLike | None = None, automation: str | os.PathLike | None = None,
+                 telemetry: str | os.PathLike | None = None, osc_port: int | None = None,
+                 run_dir: str | os.PathLike | None = None, fresh: bool = False, resume: bool = False,
+                 train: bool = True, time_source: Callable[[], float] = time.perf_counter,
+                 echo: Callable[[str], None] = print, progress: Callable | None = None):
+        self.show = show
+        self.settings = show.settings
+        self.device = torch.device(device)
+        self.headless = headless
+        self.fullscreen = self.settings.fullscreen if fullscreen is None else fullscreen
+        self.monitor = self.settings.monitor if monitor is None else monitor
+        self.fps = float(self.settings.fps)
+        self.max_frames = None if seconds is None else max(1, round(seconds * self.fps))
+        self.record_path = Path(record) if record is not None else None
+        self.automation_path = Path(automation) if automation is not None else None
+        self.telemetry_path = telemetry
+        self.osc_port = osc_port
+        self.run_dir = Path(run_dir) if run_dir is not None else Path("runs") / "live" / show.name
+        if fresh and resume:
+            raise UnstableError("--fresh and --resume contradict each other: choose one")
+        self.fresh = fresh
+        self.resume = resume
+        self.train = train and self.settings.training.on
+        self._time = time_source
+        self.echo = echo
+        self.progress = progress
+        if self.record_path is not None and self.record_path.suffix.lower() != ".mp4":
+            raise UnstableError(f"--record {self.record_path}: recordings are .mp4 files (preset h264_live)")
+        self.pieces: dict = {}
+        self.params = None
+        self.timeline = None
+        self.pipeline: FramePipeline | None = None
+        self.osc = None
+        self.window = None
+        self.compositor = None
+        self.trainer = None
+        self.recorder: Recorder | None = None
+        self.timer: WallTimer | None = None
+        self.stats = FrameStats()
+        self.frames = 0           # frames drawn
+        self.frames_drawn = 0     # the number (grid slot) of the last frame
+        self._snapshot: dict = {}
+        self._want_still = False
+        self._stop = threading.Event()
+        self._opened = False
+        self._closed = False
+        self._report = None
+        self._checkpoints: list[str] = []
+        self._threads_before = torch.get_num_threads()
+        self._train_stream = None
+        self._next_telemetry = 1.0
+        # Called with the engine after every frame, in the render thread (benchmarks, tests).
+        self.frame_hooks: list[Callable] = []
+
+    # -- opening --------------------------------------------------------------------------------
+
+    def open(self):
+        """Build, check, prepare and restore the pieces; start OSC, the window, recording, training."""
+        if self._opened:
+            return self
+        self._opened = True
+        try:
+            self._open()
+        except BaseException:
+            self.close(final_checkpoint=False)
+            raise
+        return self
+
+    @abc.abstractmethod
+    def _open(self) -> None:
+        """Build the pieces, then `open_outputs()` and `start_pipeline(sources)`."""
+
+    def open_outputs(self) -> None:
+        """OSC, the window (black while the pieces prepare), the compositor, recorder and telemetry."""
+        s = self.settings
+        if s.osc.enabled:
+            from .osc_link import OscLink
+            self.osc = OscLink(self.params, s.osc, self.osc_port).start()
+        from ..display.compositor import Compositor, Layout, Scene
+        from ..display.window import HeadlessWindow, open_window
+        if self.headless:
+            self.window = HeadlessWindow(s.size, reason="--headless")
+        else:
+            self.window = open_window(s.size, fullscreen=self.fullscreen, monitor=self.monitor,
+                                      title=f"unstable: {self.show.name}", vsync=s.vsync, fallback_headless=True)
+            if self.window.headless:
+                self.echo(f"live: no window ({self.window.reason}); running headless")
+        self.compositor = Compositor(self.window.ctx, s.size)
+        if not self.window.headless:  # black while the pieces prepare (base models can take minutes)
+            self.compositor.render(Scene({}, Layout(panels=("",))), fade=0.0)
+            self.compositor.present(self.window)
+            self.window.swap()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.recorder = Recorder(self.timeline, show=self.show.name, size=s.size, fps=s.fps, run_dir=self.run_dir,
+                                 automation=self.automation_path)
+        if self.record_path is not None:
+            self.recorder.record(self.record_path)
+            self.params.set("show", "record", 1)
+        self.stats = FrameStats(self.telemetry_path)
+        self.timer = WallTimer(self.settings.fps, self._time, sleep=self._stop.wait)
+
+    def start_pipeline(self, sources) -> None:
+        """The frame pipeline over the pieces' sources (a failing piece holds its last frame)."""
+        self.pipeline = FramePipeline(sources, self.show.resolved_scenes(), self.compositor, hold_failures=True)
+        self.timer.restart()
+
+    # -- frames ---------------------------------------------------------------------------------
+
+    @property
+    def snapshot(self) -> dict:
+        """The parameter snapshot of the last frame ({group: {name: value}})."""
+        return self._snapshot
+
+    def read(self) -> np.ndarray:
+        """The last composed frame, [H, W, 3] uint8 (a reused buffer: copy to keep it)."""
+        return self.compositor.read()
+
+    def request_stop(self) -> None:
+        """Stop after the frame in progress (signal-safe)."""
+        self._stop.set()
+
+    @property
+    def should_stop(self) -> bool:
+        return self._stop.is_set() or (self.window is not None and self.window.should_close) or (
+            self.max_frames is not None and self.frames >= self.max_frames)
+
+    def _telemetry(self, now: float) -> None:
+        if now < self._next_telemetry:
+            return
+        if self.osc is not None:
+            self.osc.watch()
+        self._next_telemetry = math.floor(now) + 1.0
+        self.stats.second(self._telemetry_line(now))
+
+    def run(self):
+        """Open, draw frames at the show's rate until stopped, close; returns what happened.
+
+        Stops on SIGINT/SIGTERM, the window closing (ESC), or after `seconds`. Pacing: frame n is
+        due at start + n / fps; a frame that ends past the next slot drops the slots it ran into.
+        """
+        handlers = {}
+        try:
+            # Preparing can take minutes (base models): until the show runs, ctrl-C simply aborts.
+            self.open()
+            if threading.current_thread() is threading.main_thread():
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    handlers[sig] = signal.signal(sig, lambda *_: self.request_stop())
+            self.timer.restart()
+            n = 0
+            while not self.should_stop:
+                self.timer.wait(n)
+                if self._stop.is_set():
+                    break
+                begin = self._time()
+                self.stats.frame_started(begin)
+                self.frame(number=n)
+                end = self._time()
+                self.stats.frame_done(end - begin)
+                self._telemetry(self.timer.elapsed())
+                n = self.timer.next_after(n)
+            return self.close()
+        finally:
+            if not self._closed:
+                self.close(final_checkpoint=True)
+            for sig, h in handlers.items():
+                signal.signal(sig, h)
+
+    # -- closing --------------------------------------------------------------------------------
+
+    def close(self, final_checkpoint: bool = True) -> LiveReport:
+        """Stop training, write the final checkpoints, finish the recording, stop OSC, close the window."""
+        if self._closed:
+            return self._report
+        self._closed = True
+        problems: list[str] = []
+        self._close_pieces(final_checkpoint, problems)
+        if self.recorder is not None:
+            problems += self.recorder.close()
+        if self.osc is not None:
+            self.osc.stop()
+        if self.compositor is not None:
+            with contextlib.suppress(Exception):
+                self.compositor.release()
+        if self.window is not None:
+            self.window.close()
+        self.stats.close()
+        if self.device.type == "cpu":
+            torch.set_num_threads(self._threads_before)
+        self._report = self.report()
+        for line in problems:
+            self.echo(f"live: {line}")
+        return self._report
+
+    @abc.abstractmethod
+    def _close_pieces(self, final_checkpoint: bool, problems: list[str]) -> None:
+        """Stop training and write the final checkpoints (problems: one line each)."""
+
+    @abc.abstractmethod
+    def report(self) -> LiveReport:
+        """What the run did so far."""
+
+    @abc.abstractmethod
+    def _telemetry_line(self, now: float) -> dict:
+        """One second's telemetry (the frame timing is added by FrameStats)."""
+
+    def __enter__(self):
+        return self.open()
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,142 @@
+"""Frame statistics of a live show: the per-second telemetry lines and the final report.
+
+Bounded: a show runs for weeks. The report's percentiles cover the last hour or so at 30 fps
+(fixed ring buffers); its fps and frame count cover the whole run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+__all__ = ["FrameStats", "LiveReport", "rss_bytes", "Ring"]
+
+STATS_WINDOW = 120_000  # frame times kept for the report's percentiles (about an hour at 30 fps)
+PHASES = ("sample", "compose", "output")
+
+
+def rss_bytes() -> int:
+    """Resident memory of this process in bytes (the peak, where /proc is missing)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        import resource
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class Ring:
+    """The last `size` floats, in a buffer allocated once (no growth over a weeks-long show)."""
+
+    def __init__(self, size: int):
+        self._buf = np.zeros(size, dtype=np.float64)
+        self._n = 0
+
+    def append(self, v: float) -> None:
+        self._buf[self._n % len(self._buf)] = v
+        self._n += 1
+
+    def __len__(self) -> int:
+        return min(self._n, len(self._buf))
+
+    def __array__(self, dtype=None, copy=None):
+        return self._buf[:len(self)] if dtype is None else self._buf[:len(self)].astype(dtype)
+
+
+def pct(values, q: float) -> float:
+    """The q-th percentile of seconds, in milliseconds (0 for no values)."""
+    return float(np.percentile(np.asarray(values), q)) * 1e3 if len(values) else 0.0
+
+
+@dataclass
+class LiveReport:
+    """What a run did: frames, timing (ms), training, recordings, checkpoints, stills."""
+
+    frames: int
+    seconds: float
+    fps: float
+    interval_p50_ms: float
+    interval_p99_ms: float
+    work_p50_ms: float
+    work_p99_ms: float
+    late_frames: int
+    steps: dict[str, int]
+    steps_per_second: dict[str, float]
+    recordings: list[str]
+    checkpoints: list[str]
+    stills: list[str]
+    errors: dict[str, str]
+
+
+class FrameStats:
+    """Frame intervals, work times and phase times: for the whole run and for the last second."""
+
+    def __init__(self, telemetry: str | os.PathLike | None = None):
+        self.intervals = Ring(STATS_WINDOW)
+        self.works = Ring(STATS_WINDOW)
+        self.interval_sum = 0.0
+        self.interval_count = 0
+        self._sec_intervals: list[float] = []
+        self._sec_works: list[float] = []
+        self.phases: dict[str, list[float]] = {k: [] for k in PHASES}
+        self._last_start: float | None = None
+        self._file = None
+        if telemetry is not None:
+            path = Path(telemetry)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(path, "w", buffering=1)
+
+    def frame_started(self, begin: float) -> None:
+        """A frame began at wall time `begin` (seconds)."""
+        if self._last_start is not None:
+            iv = begin - self._last_start
+            self.intervals.append(iv)
+            self.interval_sum += iv
+            self.interval_count += 1
+            self._sec_intervals.append(iv)
+        self._last_start = begin
+
+    def frame_done(self, work: float) -> None:
+        """The frame's work took `work` seconds."""
+        self.works.append(work)
+        self._sec_works.append(work)
+
+    def phase(self, name: str, seconds: float) -> None:
+        self.phases[name].append(seconds)
+
+    def second(self, line: Mapping[str, Any]) -> None:
+        """Write one telemetry line (timing of the last second added) and start the next second."""
+        if self._file is not None:
+            iv, wk = self._sec_intervals, self._sec_works
+            timing = {
+                "fps": round(len(iv) / max(sum(iv), 1e-9), 2) if iv else 0.0,
+                "frame_ms_p50": round(pct(iv, 50), 2), "frame_ms_p99": round(pct(iv, 99), 2),
+                "work_ms_p50": round(pct(wk, 50), 2), "work_ms_p99": round(pct(wk, 99), 2),
+                **{f"{k}_ms_p50": round(pct(v, 50), 2) for k, v in self.phases.items()},
+            }
+            head = {k: line[k] for k in ("t", "frame") if k in line}
+            rest = {k: v for k, v in line.items() if k not in head}
+            self._file.write(json.dumps({**head, **timing, **rest}) + "\n")
+        self._sec_intervals.clear()
+        self._sec_works.clear()
+        for v in self.phases.values():
+            v.clear()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def summary(self) -> dict[str, float]:
+        """Seconds, fps and percentiles (ms) over the run, for the report."""
+        elapsed = self.interval_sum
+        return {"seconds": round(elapsed, 3),
+                "fps": round(self.interval_count / elapsed, 2) if elapsed > 0 else 0.0,
+                "interval_p50_ms": round(pct(self.intervals, 50), 2),
+                "interval_p99_ms": round(pct(self.intervals, 99), 2),
+                "work_p50_ms": round(pct(self.works, 50), 2), "work_p99_ms": round(pct(self.works, 99), 2)}
