@@ -205,7 +205,7 @@ def test_temperature_curve_scales_latents_and_must_close_a_loop(tmp_path, run, g
     r = Renderer(load_job(job), str(job), ctx=gl_ctx, echo=lambda s: None)
     try:
         np.testing.assert_allclose(r.plan.temperatures(np.array([0, 3, 6, 12])), [1.0, 1.5, 2.0, 1.0])
-        base = r.frames.walks["eq"].latents_at_many([r.plan.walk_time(3)], temperature=1.0)
+        base = r.frames.panel_sources["eq"].walk.latents_at_many([r.plan.walk_time(3)], temperature=1.0)
         scaled = r.frames.latents([3])
         for name in base:
             torch.testing.assert_close(scaled[name], base[name] * 1.5)

@@ -86,7 +86,7 @@ def _live_env() -> None:
 
 
 def _run_live(show_path, *, headless, fullscreen, monitor, seconds, record, telemetry, osc_port, device, run, fresh,
-              train=True, resume=False):
+              train=True, resume=False, automation=None):
     _live_env()
     from .live import Engine
     from .show import load_show
@@ -94,7 +94,7 @@ def _run_live(show_path, *, headless, fullscreen, monitor, seconds, record, tele
     show = load_show(show_path)
     engine = Engine(show, device=resolve_device(device), headless=headless, fullscreen=fullscreen or None,
                     monitor=monitor, seconds=seconds, record=record, telemetry=telemetry, osc_port=osc_port,
-                    run_dir=run, fresh=fresh, resume=resume, train=train, echo=click.echo)
+                    run_dir=run, fresh=fresh, resume=resume, train=train, echo=click.echo, automation=automation)
     try:
         r = engine.run()
     except KeyboardInterrupt:
@@ -118,7 +118,11 @@ def _run_live(show_path, *, headless, fullscreen, monitor, seconds, record, tele
 @click.option("--monitor", type=click.IntRange(min=0), default=None, help="Fullscreen on this monitor (0: primary).")
 @click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Stop after this many seconds of frames (seconds x fps frames).")
-@click.option("--record", type=click.Path(dir_okay=False), default=None, help="Record the output to this .mp4.")
+@click.option("--record", type=click.Path(dir_okay=False), default=None,
+              help="Record the output to this .mp4 (its automation goes beside it, FILE.automation.jsonl).")
+@click.option("--automation", type=click.Path(dir_okay=False), default=None,
+              help="Write the show's automation (every parameter change, on the frame clock) to this file, "
+                   "without recording video: `unstable render SHOW --automation FILE` plays it again.")
 @click.option("--telemetry", type=click.Path(dir_okay=False), default=None,
               help="Write a JSON line each second: fps, frame times, training steps/s, parameters, memory.")
 @click.option("--osc-port", type=click.IntRange(0, 65535), default=None, help="Listen for OSC on this port instead.")
@@ -131,12 +135,12 @@ def _run_live(show_path, *, headless, fullscreen, monitor, seconds, record, tele
               "Without it a piece resumes when it has a checkpoint and starts from its seed otherwise.")
 @click.option("--no-train", is_flag=True, help="Show the pieces without training them.")
 @friendly
-def live(show, headless, fullscreen, monitor, seconds, record, telemetry, osc_port, device, run, fresh, resume,
-         no_train):
+def live(show, headless, fullscreen, monitor, seconds, record, automation, telemetry, osc_port, device, run, fresh,
+         resume, no_train):
     """Play SHOW (a shows/*.toml file) live: train its pieces, walk them in sync, take OSC."""
     _run_live(show, headless=headless, fullscreen=fullscreen, monitor=monitor, seconds=seconds, record=record,
               telemetry=telemetry, osc_port=osc_port, device=device, run=run, fresh=fresh, train=not no_train,
-              resume=resume)
+              resume=resume, automation=automation)
 
 
 @main.command()
@@ -201,7 +205,23 @@ class _RenderGroup(click.Group):
 
 @main.group(cls=_RenderGroup)
 def render():
-    """Render video works offline: `unstable render JOB` (a render/*.toml job), `unstable render concat`."""
+    """Render video works offline: `unstable render JOB|SHOW`, `unstable render concat`."""
+
+
+def _size(text):
+    import re
+    if text is None:
+        return None
+    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not m or int(m[1]) < 2 or int(m[2]) < 2:
+        raise UnstableError(f"--size {text!r}: expected WIDTHxHEIGHT, e.g. 1920x1080")
+    return int(m[1]), int(m[2])
+
+
+def _is_show(path) -> bool:
+    """A show file has [pieces]; a render job has [sources]."""
+    from .config import read_toml
+    return "pieces" in read_toml(path)
 
 
 @render.command("run")
@@ -211,18 +231,39 @@ def render():
 @click.option("--frames", "frame_range", metavar="A:B", default=None,
               help="Render only frames A to B-1 (a part to join later with `unstable render concat`).")
 @click.option("--variation", "variations", multiple=True, metavar="NAME", help="Render only this variation (repeatable).")
+@click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="A show: seconds to render (default: its automation, its scenes once, or one walk loop).")
+@click.option("--preset", default="h264", show_default=True, help="A show: codec preset (h264, h264_live, prores, "
+              "ffv1, h264_lossless, png).")
+@click.option("--size", default=None, metavar="WxH", help="A show: output size (default: the show's).")
+@click.option("--automation", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="A show: replay this automation (.automation.jsonl written beside a live recording).")
+@click.option("--run", type=click.Path(file_okay=False), default=None,
+              help="A show: its run folder (default runs/live/<show>).")
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
 @click.option("--fresh", is_flag=True, help="Discard the finished parts of an interrupted render and start over.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="Torch CPU threads (default: half the cores; the rest encode). Frames are reproducible "
-                   "for a given thread count.")
+              help="Torch CPU threads (default: half the cores for jobs, the show's render_threads for shows). "
+                   "Frames are reproducible for a given thread count.")
 @friendly
-def render_run(job, out, frame_range, variations, device, fresh, threads):
-    """Render JOB (a render/*.toml file) to video files; an interrupted render resumes where it stopped."""
-    from .render import render_job
+def render_run(job, out, frame_range, variations, seconds, preset, size, automation, run, device, fresh, threads):
+    """Render JOB (a render/*.toml job, or a shows/*.toml show from its run folders) to video files;
+    an interrupted render resumes where it stopped."""
+    from .render import render_job, render_show
     from .system import resolve_device
-    for r in render_job(job, out=out, frames=frame_range, variations=variations, device=resolve_device(device),
-                        fresh=fresh, threads=threads, echo=click.echo):
+    if _is_show(job):
+        if variations:
+            raise UnstableError("--variation: a show renders with its own colours (variations are for render jobs)")
+        results = render_show(job, seconds=seconds, frames=frame_range, out=out, preset=preset, size=_size(size),
+                              automation=automation, run=run, device=resolve_device(device), fresh=fresh,
+                              threads=threads, echo=click.echo)
+    else:
+        for opt, value in (("--seconds", seconds), ("--size", size), ("--automation", automation), ("--run", run)):
+            if value is not None:
+                raise UnstableError(f"{opt}: only for shows; a render job sets it in its file ({job})")
+        results = render_job(job, out=out, frames=frame_range, variations=variations, device=resolve_device(device),
+                             fresh=fresh, threads=threads, echo=click.echo)
+    for r in results:
         fps = f"{r.fps.numerator}/{r.fps.denominator}" if r.fps.denominator != 1 else str(r.fps.numerator)
         click.echo(f"render: {r.path}  {r.frames} frames at {fps} fps, {r.width}x{r.height}, {r.preset} "
                    f"({r.rendered} rendered now, {r.seconds:.1f} s)")

@@ -1,0 +1,153 @@
+"""How an offline render writes: part files of whole chunks, resumable, closed in the background,
+joined without re-encoding; torch thread counts fixed for the whole render."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import torch
+
+from ..encode import VideoWriter
+from ..errors import UnstableError
+from ..renderjob import Variation
+
+__all__ = ["default_threads", "torch_threads", "RenderResult", "RenderStats", "Finisher", "Target",
+           "lock_parts", "remove_path"]
+
+
+def default_threads() -> int:
+    """Torch CPU threads for rendering: half the cores this process may use (the rest encode)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    return max(1, cores // 2)
+
+
+@contextmanager
+def torch_threads(n: int):
+    """Run the block with `n` torch intra-op threads, then restore the caller's setting."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    """One finished output file (or PNG folder) and what it took."""
+
+    variation: str
+    path: Path
+    frames: int
+    fps: Fraction
+    width: int
+    height: int
+    preset: str
+    rendered: int             # frames rendered now (the rest came from parts of an earlier run)
+    seconds: float
+
+
+@dataclass
+class RenderStats:
+    """Where the time of `Renderer.render` went (for the benchmark)."""
+
+    wall_seconds: float = 0.0
+    generation_seconds: float = 0.0     # System.sample
+    compose_seconds: float = 0.0        # compositor render + read (main thread)
+    write_wait_seconds: float = 0.0     # time write() blocked on a full encoder queue
+    encode_seconds: float = 0.0         # writer threads' time inside ffmpeg pipes (summed)
+    frames: int = 0
+
+
+class Finisher:
+    """Closes the writers of finished chunks in the background and renames the parts into place.
+
+    A chunk's closing starts as soon as its last frame is queued (so an interruption right after
+    still keeps it); `submit` then waits for the chunk before it, so at most two chunks are ever
+    being encoded and memory stays bounded.
+    """
+
+    def __init__(self):
+        self._threads: list[threading.Thread] = []
+        self._errors: list[BaseException] = []
+        self._lock = threading.Lock()
+        self.encode_seconds = 0.0
+
+    def submit(self, items: list[tuple[VideoWriter, Path, Path]]) -> None:
+        def run():
+            try:
+                for writer, tmp, final in items:
+                    stats = writer.close()
+                    with self._lock:
+                        self.encode_seconds += stats.encode_seconds
+                    os.replace(tmp, final)
+            except BaseException as e:  # noqa: BLE001 - re-raised in the main thread by wait()
+                with self._lock:
+                    self._errors.append(e)
+                for writer, _, _ in items:
+                    writer.close(_raise=False)
+
+        thread = threading.Thread(target=run, name="render:finish", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+        self.wait(keep=1)
+
+    def wait(self, keep: int = 0) -> None:
+        """Wait until at most `keep` chunks are still closing; raise the first error of any."""
+        while len(self._threads) > keep:
+            self._threads[0].join()
+            self._threads.pop(0)
+        with self._lock:
+            if self._errors:
+                error = self._errors[0]
+                self._errors.clear()
+                raise error
+
+
+@dataclass
+class Target:
+    """One output being made: a variation, its file, its parts folder and the chunks already done."""
+
+    index: int
+    variation: Variation
+    out: Path
+    parts: Path
+    chunks: list[tuple[int, int]]
+    done: set = field(default_factory=set)
+    lock: object = None               # the open lock file while this render owns the parts folder
+
+    def part(self, chunk: tuple[int, int], suffix: str, tmp: bool = False) -> Path:
+        return self.parts / f"{'tmp' if tmp else 'part'}_{chunk[0]:06d}-{chunk[1]:06d}{suffix}"
+
+
+def lock_parts(path: Path, out: Path):
+    """Hold an exclusive lock on `path`: a second render of the same output would delete this one's
+    unfinished parts, so it must stop at once instead. Returns the open file (closing it unlocks)."""
+    f = open(path, "a+")
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no locking
+        return f
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise UnstableError(f"{out}: another render is writing it right now (it holds {path}); "
+                            "wait for it to finish or stop it") from None
+    return f
+
+
+def remove_path(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()

@@ -1,0 +1,116 @@
+"""The frames of a show rendered offline: the live show's own timeline and pipeline, driven by
+frame numbers instead of the wall clock.
+
+The weights come from the show's run folders (`runs/live/<show>/<piece>/checkpoint.pt`, what
+`unstable live` trained); everything else that decides a frame (parameter values and their
+smoothing, scenes and crossfades, walk phases and `walk_speed`, colour) comes from the same
+`ShowTimeline` a live show advances, from the show's start or from an automation file's. Frames
+are sampled one at a time, as live: with training off, frame n here is frame n of the live show,
+pixel for pixel (tests/test_one_pipeline.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from ..control.params import Params
+from ..errors import ConfigError, UnstableError
+from ..frame.automation import Automation
+from ..frame.pipeline import FramePipeline
+from ..frame.sources import PanelSource, load_run_into, make_walk
+from ..frame.timeline import ShowTimeline
+from ..live.pieces import build_systems, show_groups
+from ..show import Show, display_name
+from .job_sources import file_identity
+
+__all__ = ["ShowFrames", "ShowPlan"]
+
+
+@dataclass(frozen=True)
+class ShowPlan:
+    """How many frames a show render has, at which rate (the show's walk runs at its own speed)."""
+
+    frames: int
+    fps: Fraction
+    speed: Fraction = Fraction(1)
+
+
+class ShowFrames:
+    """Frame k of the render is frame `first + k` of the show (first: 0, or the automation's start)."""
+
+    def __init__(self, show: Show, run_dir: Path, device: torch.device, frames: int,
+                 automation: Automation | None = None):
+        self.show, self.device, self.automation = show, device, automation
+        self.run_dir = Path(run_dir)
+        s = show.settings
+        systems = build_systems(show, device)
+        self.groups = show_groups(show, systems)
+        self._identity = [{"show": hashlib.sha256(Path(show.source).read_bytes()).hexdigest()}]
+        for name, system in systems.items():
+            ckpt = self.run_dir / name / "checkpoint.pt"
+            if not ckpt.is_file():
+                raise ConfigError(show.source, f"pieces.{name}", f"no trained weights at {ckpt} (play the show "
+                                  "first: `unstable live`, or give --run the show's run folder)")
+            try:
+                payload = load_run_into(system, ckpt, device)
+            except UnstableError as e:
+                raise ConfigError(show.source, f"pieces.{name}", str(e)) from None
+            self._identity.append({**file_identity(ckpt), "step": int(payload.get("step", 0))})
+        if automation is not None:
+            self._identity.append(file_identity(automation.path))
+            if automation.fps != Fraction(repr(float(s.fps))):
+                raise UnstableError(f"--automation {automation.path}: recorded at {automation.fps} fps, the show "
+                                    f"runs at {s.fps:g} fps")
+        self.sources = {name: PanelSource(name, system, system, make_walk(name, system, s.walk, device, show.source),
+                                          {display_name(name, p): p for p in system.panels()})
+                        for name, system in systems.items()}
+        self.panel_names = [d for src in self.sources.values() for d in src.panels]
+        self.first = automation.start_frame if automation is not None else 0
+        self.plan = ShowPlan(frames, Fraction(repr(float(s.fps))))
+        self.pipeline: FramePipeline | None = None
+        self.timeline: ShowTimeline | None = None
+        self._next = 0
+        self.generation_seconds = 0.0
+
+    def identity(self) -> list:
+        """What decides the pixels besides the render settings (for the resume manifest)."""
+        return self._identity
+
+    def bind(self, compositor) -> None:
+        """Compose through `compositor` from now on."""
+        self.pipeline = FramePipeline(self.sources, self.show.resolved_scenes(), compositor)
+
+    def _restart(self) -> None:
+        s = self.show.settings
+        self.timeline = ShowTimeline(self.show.resolved_scenes(), Params(self.groups), list(self.sources), s.fps,
+                                     loop=s.loop_scenes, start_values={n: e.params for n, e in s.pieces.items()})
+        if self.automation is not None:
+            self.timeline.replay(self.automation)
+        self._next = 0
+
+    def state(self, k: int):
+        """The timeline's state at render frame k (advancing through skipped frames without drawing)."""
+        if self.timeline is None or k < self._next:
+            self._restart()
+        while self._next < k:
+            self.timeline.advance(self.first + self._next)
+            self._next += 1
+        self._next = k + 1
+        return self.timeline.advance(self.first + k)
+
+    def draw(self, k: int, variations: Sequence):
+        """Compose render frame k with the show's own colours; yields once per variation."""
+        import time
+        state = self.state(k)
+        t0 = time.perf_counter()
+        images = self.pipeline.images(state)
+        self.generation_seconds += time.perf_counter() - t0
+        for v in variations:
+            self.pipeline.compose(state, images)
+            yield v
