@@ -6,8 +6,8 @@ A job says what to show (sources: trained runs or pieces, and which of their pan
 and an output path pattern). Everything that can be checked without rendering is checked here, so
 a bad job fails before the first frame with one `ConfigError` line naming the file and key.
 
-    job = load_job("render/demo.toml")
-    plan = FramePlan.of(job, "render/demo.toml")      # after the sources are open (see render.py)
+    job = load_job("render/equilibrium-1-1.toml")
+    plan = FramePlan.of(job, "render/equilibrium-1-1.toml", walk.duration)  # once the sources are open
 
 Panel names are `source/panel` (`eq/g0`, `bad/decoder`), as in a show's layout, so a show's
 `[layout]` and `[walk]` tables can be copied into a job: each source walks its own path like a

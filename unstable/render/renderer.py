@@ -1,10 +1,11 @@
 """Offline rendering: a render job (unstable/renderjob.py) or a show -> finished video files.
 
-`unstable render JOB` is this module. The frames go through the same path as the live show:
-System.sample -> compositor (unstable/display/compositor.py) -> VideoWriter, driven by the frame
-clock instead of wall time.
+`unstable render JOB|SHOW` is this module. The frames go through the live show's own frame
+pipeline (unstable/frame: sources -> images -> compose) and on to the VideoWriter, driven by frame
+numbers instead of the wall clock; a show also advances the live show's own timeline.
 
-    renderer = Renderer(load_job("render/demo.toml"), "render/demo.toml", torch.device("cpu"))
+    renderer = Renderer(load_job("render/equilibrium-1-1.toml"), "render/equilibrium-1-1.toml", torch.device("cpu"))
+    results = render_show("shows/demo.toml", seconds=24, size=(1920, 1080))   # a show, from its run folders
     results = renderer.render()                         # every variation, whole length
     results = renderer.render(frames=(0, 300))          # a part, for a job scheduler
 
