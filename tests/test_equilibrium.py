@@ -15,7 +15,7 @@ from unstable.equilibrium.layers import downsample2x, upsample2x
 from unstable.equilibrium.losses import colour_variety, embedding_distance
 from unstable.equilibrium.system import EquilibriumPiece, EquilibriumSystem, growth_at
 from unstable.errors import ConfigError
-from unstable.params import defaults
+from unstable.schema import defaults
 from unstable.system import load_piece
 from unstable.trainer import train
 

@@ -87,7 +87,8 @@ import torch
 from torch import nn
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .control.params import SHOW, Params, show_specs, with_common
+from .control.store import ParameterStore
+from .schema import SHOW, show_specs, with_common
 from .display.compositor import Colour, Compositor, Layout, PanelStyle, Scene
 from .errors import CheckpointError, ConfigError, UnstableError
 from .guard import TrainingGuard
@@ -429,7 +430,7 @@ class SceneDirector:
     for the new scene's `crossfade` seconds, and its duration counts from then.
     """
 
-    def __init__(self, show: Show, params: Params, now: float = 0.0):
+    def __init__(self, show: Show, params: ParameterStore, now: float = 0.0):
         self.show = show
         self.scenes = show.scene_list()
         self.params = params
@@ -628,7 +629,7 @@ class Engine:
             raise UnstableError(f"--record {self.record_path}: recordings are .mp4 files (preset h264_live)")
 
         self.pieces: dict[str, LivePiece] = {}
-        self.params: Params | None = None
+        self.params: ParameterStore | None = None
         self.osc = None
         self.window = None
         self.compositor: Compositor | None = None
@@ -701,7 +702,7 @@ class Engine:
                 walks[name] = panels, Walk(s.walk, {d: dims[p] for d, p in panels.items()}, self.device)
             except (UnstableError, ValueError) as e:
                 raise ConfigError(self.show.source, "walk", str(e)) from None
-        self.params = Params(groups)
+        self.params = ParameterStore(groups)
         self.params.update({n: dict(e.params) for n, e in s.pieces.items() if e.params})
         self.director = SceneDirector(self.show, self.params, 0.0)
         self.params.settle()

@@ -1,11 +1,11 @@
-"""The OSC server: controllers write into `Params`; every change is fed back to subscribers.
+"""The OSC server: controllers write into the `ParameterStore`; every change is fed back to subscribers.
 
 One python-osc UDP server runs in its own thread. It only ever validates a message and writes
 into the parameter store (a dict write under a lock), so a burst of messages cannot stall a
 frame, and nothing a controller sends is ever evaluated as code. Timetags are not slept on: a
 bundle is applied when it arrives and the render loop reads the newest value at its next frame.
 
-Address space (all generated from the schema, see `unstable.control.params.address`):
+Address space (all generated from the schema, see `unstable.schema.address`):
 
     /unstable/<piece>/<param>      f    0..1 fader position, mapped onto the parameter's range
     /unstable/<piece>/<param>/raw  f    value in the parameter's own units
@@ -43,7 +43,8 @@ from pythonosc.dispatcher import Dispatcher
 from pythonosc.osc_message_builder import OscMessageBuilder
 
 from ..errors import UnstableError
-from .params import PREFIX, SHOW, Params, address
+from ..schema import PREFIX, SHOW, address
+from .store import ParameterStore
 
 log = logging.getLogger("unstable.osc")
 
@@ -165,7 +166,7 @@ class _UDPServer(osc_server.BlockingOSCUDPServer):
 
 
 class OscServer:
-    """The OSC input and feedback output of a live show, over a `Params` store.
+    """The OSC input and feedback output of a live show, over a `ParameterStore`.
 
     host/port: where to listen (127.0.0.1 by default; anything else needs `allow`).
     allow: sender hosts or networks accepted (None: anyone who can reach a loopback socket).
@@ -173,7 +174,7 @@ class OscServer:
     max_packet / max_string / max_address: size limits in bytes / characters.
     """
 
-    def __init__(self, params: Params, *, host: str = "127.0.0.1", port: int = 9000,
+    def __init__(self, params: ParameterStore, *, host: str = "127.0.0.1", port: int = 9000,
                  allow: Iterable[str] | None = None, rcvbuf: int = 4 * MiB, max_packet: int = 8192,
                  max_string: int = 256, max_address: int = 256, max_subscribers: int = 16,
                  feedback_interval: float = 0.01, log_interval: float = 2.0):

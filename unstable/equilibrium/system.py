@@ -42,7 +42,7 @@ from torch import nn
 
 from ..checkpoint import fingerprint as hash_config
 from ..config import setting, to_dict
-from ..params import ParamSpec
+from ..schema import ParamSpec
 from ..trainer import TrainSettings
 from .critic import Critic
 from .generator import Generator
