@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from unstable.checkpoint import load_checkpoint
 from unstable.display.compositor import Colour, Compositor, Layout
-from unstable.encode import probe
+from unstable.probe import probe
 from unstable.engine import Composer, Engine, SamplingMirror
 from unstable.show import load_show
 from unstable.system import build_system, load_piece

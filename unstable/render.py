@@ -18,7 +18,7 @@ How a render is made, and why:
 - Each output is written as part files of `chunk` frames in `<output>.parts/` (atomic: written
   under a temporary name, renamed when ffmpeg has finished), with a manifest holding a hash of
   everything that decides the frames. A restarted render keeps the finished parts of the same
-  job and redoes only the rest; then the parts are joined without re-encoding (encode.concat).
+  job and redoes only the rest; then the parts are joined without re-encoding (probe.concat).
 - Encoding overlaps generation: ffmpeg runs in its own process, fed by the VideoWriter's thread,
   and a finished part is closed in a background thread while the next part renders.
 - On the CPU, generation uses half the cores (`threads`, fixed for the whole render) and leaves the
@@ -52,7 +52,9 @@ import torch
 from .checkpoint import load_checkpoint
 from .config import to_dict
 from .display.compositor import Compositor, Layout, Scene, cells
-from .encode import PRESETS, VideoWriter, concat, probe
+from .encode import VideoWriter
+from .formats import PRESETS
+from .probe import concat, probe
 from .errors import ConfigError, UnstableError
 from .renderjob import (FramePlan, RenderJob, Variation, check_suffix, load_job, output_path,
                         parse_frame_range)
