@@ -19,7 +19,8 @@ from test_show import SHOW, write_show
 from tqdm import tqdm
 
 from unstable.checkpoint import load_checkpoint
-from unstable.display.compositor import Colour, Compositor, Layout
+from unstable.display.compositor import Compositor
+from unstable.display.layout import Colour, Layout
 from unstable.probe import probe
 from unstable.engine import Composer, Engine, SamplingMirror
 from unstable.show import load_show

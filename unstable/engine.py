@@ -89,7 +89,8 @@ from torch import nn
 from .checkpoint import load_checkpoint, save_checkpoint
 from .control.store import ParameterStore
 from .schema import SHOW, show_specs, with_common
-from .display.compositor import Colour, Compositor, Layout, PanelStyle, Scene
+from .display.compositor import Compositor
+from .display.layout import Colour, Layout, PanelStyle, Scene
 from .errors import CheckpointError, ConfigError, UnstableError
 from .guard import TrainingGuard
 from .show import Show, display_name

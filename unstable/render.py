@@ -51,7 +51,8 @@ import torch
 
 from .checkpoint import load_checkpoint
 from .config import to_dict
-from .display.compositor import Compositor, Layout, Scene, cells
+from .display.compositor import Compositor
+from .display.layout import Layout, Scene, cells
 from .encode import VideoWriter
 from .formats import PRESETS
 from .probe import concat, probe

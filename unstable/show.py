@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .config import load_dataclass, read_toml, setting
-from .display.compositor import Colour, Layout
+from .display.layout import Colour, Layout
 from .errors import ConfigError, UnstableError
 from .guard import GuardSettings
 from .schema import ParamSpec
