@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from unstable.config import ConfigError, load_dataclass
-from unstable.display.compositor import (Colour, Compositor, Layout, PanelStyle, Scene, colour_matrix,
-                                         fit, place)
+from unstable.display.compositor import Compositor
+from unstable.display.layout import Colour, Layout, PanelStyle, Scene, colour_matrix, fit, place
 
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
 

@@ -11,9 +11,9 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 
 from unstable.control.controllers import maxpat, write_controllers, write_maxpat, write_touchosc
 from unstable.control.osc import OscServer
-from unstable.control.params import Params, address, show_specs, with_common
+from unstable.control.store import ParameterStore
 from unstable.errors import UnstableError
-from unstable.params import ParamSpec
+from unstable.schema import ParamSpec, address, show_specs, with_common
 
 
 def groups():
@@ -138,7 +138,7 @@ def test_maxpat_is_valid_json_with_a_wired_slider_per_parameter(tmp_path):
 def test_every_generated_address_is_served(tmp_path):
     """Send what the layouts send to a real server: nothing is unknown, everything lands."""
     g = groups()
-    params = Params(g)
+    params = ParameterStore(g)
     tosc = load_tosc(write_touchosc(tmp_path / "s.tosc", g))
     tosc_paths = {partials(osc, "path")[0][2] for node in tosc.iter("node") for osc in osc_messages(node)}
     patch = maxpat(g)["patcher"]

@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from unstable.encode import VideoWriter, concat, frame_md5s, parse_fps, probe, read_frames
+from unstable.encode import VideoWriter
+from unstable.formats import parse_fps
+from unstable.probe import concat, frame_md5s, probe, read_frames
 from unstable.errors import UnstableError
 
 W, H = 64, 48

@@ -19,10 +19,11 @@ from test_show import SHOW, write_show
 from tqdm import tqdm
 
 from unstable.checkpoint import load_checkpoint
-from unstable.display.compositor import Colour, Compositor, Layout
-from unstable.encode import probe
+from unstable.display.compositor import Compositor
+from unstable.display.layout import Colour, Layout
 from unstable.frame.compose import Composer
 from unstable.live import Engine, SamplingMirror
+from unstable.probe import probe
 from unstable.show import load_show
 from unstable.system import build_system, load_piece
 

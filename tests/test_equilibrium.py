@@ -13,9 +13,10 @@ from unstable.checkpoint import load_checkpoint
 from unstable.config import load_dataclass, to_dict
 from unstable.equilibrium.layers import downsample2x, upsample2x
 from unstable.equilibrium.losses import colour_variety, embedding_distance
-from unstable.equilibrium.system import EquilibriumPiece, EquilibriumSystem, growth_at
+from unstable.equilibrium.piece import EquilibriumPiece
+from unstable.equilibrium.system import EquilibriumSystem, growth_at
 from unstable.errors import ConfigError
-from unstable.params import defaults
+from unstable.schema import defaults
 from unstable.system import load_piece
 from unstable.trainer import train
 

@@ -11,7 +11,7 @@ from test_engine import make_engine, wait_for
 from test_show import SHOW, write_show
 
 from unstable.guard import GuardSettings, TrainingGuard, clone_state, copy_state
-from unstable.params import defaults
+from unstable.schema import defaults
 from unstable.system import build_system, load_piece
 
 

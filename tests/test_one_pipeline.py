@@ -16,7 +16,7 @@ from tqdm import tqdm
 from helpers import Client, wait_for
 from test_show import write_show
 from unstable.cli import main
-from unstable.encode import probe, read_frames
+from unstable.probe import probe, read_frames
 from unstable.errors import ConfigError
 from unstable.frame.automation import load_automation
 from unstable.live import Engine

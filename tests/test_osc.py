@@ -13,9 +13,9 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 from helpers import Client, wait_for
 
 from unstable.control.osc import OscServer
-from unstable.control.params import Params, address, show_specs
+from unstable.control.store import ParameterStore
 from unstable.errors import UnstableError
-from unstable.params import ParamSpec
+from unstable.schema import ParamSpec, address, show_specs
 
 
 def groups():
@@ -29,7 +29,7 @@ def groups():
 
 @pytest.fixture
 def params():
-    return Params(groups())
+    return ParameterStore(groups())
 
 
 @pytest.fixture
@@ -209,7 +209,7 @@ def test_unknown_addresses_are_logged_rate_limited(server, client, params, caplo
     assert wait_for(lambda: server.stats["unknown"] == 21)
     lines = [r.getMessage() for r in caplog.records if "not in the schema" in r.getMessage()]
     assert len(lines) == 1 and "/unstable/eq/nothing0" in lines[0]
-    assert params.state() == Params(groups()).state()
+    assert params.state() == ParameterStore(groups()).state()
 
 
 def test_senders_outside_the_allow_list_are_ignored(params):

@@ -20,7 +20,7 @@ from test_show import ROOT, TINY_EQ, write_show
 
 from unstable.checkpoint import load_checkpoint, save_checkpoint
 from unstable.cli import main
-from unstable.encode import probe
+from unstable.probe import probe
 from unstable.errors import CheckpointError, UnstableError
 from unstable.system import build_system, load_piece
 from unstable.trainer import checkpoint_payload, restore

@@ -22,7 +22,7 @@ import torch
 from click.testing import CliRunner
 
 from unstable.cli import main
-from unstable.encode import frame_md5s, probe, read_frames
+from unstable.probe import frame_md5s, probe, read_frames
 from unstable.errors import ConfigError, UnstableError
 from unstable.render import Renderer, render_job
 from unstable.renderjob import load_job

@@ -2,6 +2,8 @@
 codes, and controller layouts written from a show. Tiny equilibrium pieces written in tmp_path."""
 
 import json
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -213,3 +215,12 @@ def test_the_demo_controller_layouts_match_the_demo_show(tmp_path):
     assert result.exit_code == 0, result.output
     assert tosc.read_bytes() == (ROOT / "shows" / "demo.tosc").read_bytes()
     assert maxpat.read_bytes() == (ROOT / "shows" / "demo.maxpat").read_bytes()
+
+
+def test_loading_a_show_or_a_render_job_does_not_import_gl():
+    """show.py and renderjob.py take their layout data from display/layout.py, which has no GL:
+    validating a show or a job works on a machine without a GL library."""
+    code = ("import sys, unstable.show, unstable.renderjob; "
+            "assert 'moderngl' not in sys.modules, 'moderngl was imported'")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr

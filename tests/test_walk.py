@@ -1,4 +1,4 @@
-"""Latent walks: seamless loops, keyframes hit, slerp norms, determinism, batching, clocks."""
+"""Latent walks: seamless loops, keyframes hit, slerp norms, determinism, batching, the live clock."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 
 from unstable.config import load_dataclass
 from unstable.errors import ConfigError, UnstableError
-from unstable.walk import FrameClock, Walk, WalkClock, WalkSettings, keyframe_latent, panel_seed
+from unstable.walk import Walk, WalkClock, WalkSettings, keyframe_latent, panel_seed
 
 DEV = torch.device("cpu")
 METHODS = ["linear", "slerp", "cubic", "catmull_rom"]
@@ -28,9 +28,9 @@ def dist(a, b):
 def test_loop_has_no_seam(method):
     """Over one loop at 30 fps the step from the last frame back to the first is an ordinary step."""
     w = walk(keyframes=5, seed=3, interpolation=method, period=1.0)
-    clock = FrameClock(30)
-    n = int(w.duration * clock.fps)  # frames in one loop
-    z = w.latents_at_many(clock.ticks(n + 1))["left"]  # [n + 1, D]
+    fps = 30
+    n = int(w.duration * fps)  # frames in one loop
+    z = w.latents_at_many([Fraction(i, fps) for i in range(n + 1)])["left"]  # [n + 1, D]
     assert torch.equal(z[n], z[0])  # frame n is frame 0 again, exactly
     steps = (z[1:] - z[:-1]).norm(dim=1)  # steps[n - 1] is the seam: last frame -> first
     seam, before, after = steps[n - 1].item(), steps[n - 2].item(), steps[0].item()
@@ -110,7 +110,7 @@ def test_determinism_panels_and_shared():
 @pytest.mark.parametrize("method", METHODS)
 def test_batched_equals_per_frame(method):
     w = walk(keyframes=4, seed=1, interpolation=method, easing="sine", keep_norm=True, temperature=0.8)
-    ts = FrameClock("30000/1001", speed=1.7).ticks(40)
+    ts = [i * Fraction(17, 10) * Fraction(1001, 30000) for i in range(40)]  # 29.97 fps at speed 1.7
     many = w.latents_at_many(ts)
     for name in PANELS:
         per = torch.cat([w.latents_at(t)[name] for t in ts])
@@ -193,20 +193,3 @@ def test_walk_clock_resumes_from_saved_phase():
     resumed.load_state_dict(state)
     t.now += 0.5
     assert resumed.tick() == pytest.approx(7.0)
-
-
-def test_frame_clock_is_exact_and_resumable():
-    c = FrameClock("30000/1001")
-    ts = c.ticks(30001)
-    assert ts[30000] == 1001 and ts[1] == Fraction(1001, 30000)
-    c2 = FrameClock(30000, speed=0.5)
-    c2.ticks(10)
-    c2.speed = 2
-    assert c2.tick() == Fraction(5, 30000) and c2.tick() == Fraction(5 + 2 * 1, 30000)
-    saved = c2.state_dict()
-    c3 = FrameClock(1)
-    c3.load_state_dict(saved)
-    assert (c3.frame, c3.tick(), c3.fps) == (12, c2.tick(), 30000)
-    assert c.time_of(c.frame + 30) == c.phase + 1001 * Fraction(30, 30000)
-    with pytest.raises(UnstableError):
-        FrameClock(0)

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from unstable.display.compositor import Compositor, Layout, Scene
+from unstable.display.compositor import Compositor
+from unstable.display.layout import Layout, Scene
 from unstable.display.window import HeadlessWindow, MonitorError, Window, open_window
 from unstable.errors import UnstableError
 

@@ -275,7 +275,7 @@ def render_run(job, out, frame_range, variations, seconds, preset, size, automat
 @friendly
 def render_concat(parts, out):
     """Join PARTS rendered with --frames (same job, in order) into one file without re-encoding."""
-    from .encode import concat
+    from .probe import concat
     info = concat(parts, out)
     click.echo(f"concat: {out}  {info.frames} frames at {info.fps} fps, {info.width}x{info.height}, {info.codec}")
 

@@ -211,12 +211,3 @@ def to_dict(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [to_dict(v) for v in obj]
     return obj
-
-
-def doc_of(cls: type, name: str) -> str:
-    """The help line given to a field with `setting(doc=...)`."""
-    for f in dataclasses.fields(cls):
-        if f.name == name:
-            return f.metadata.get("doc", "")
-    raise KeyError(name)
-

@@ -39,8 +39,8 @@ from pathlib import Path
 import numpy as np
 
 from .config import load_dataclass, read_toml, setting
-from .display.compositor import Colour, Layout
-from .encode import PRESETS, parse_fps
+from .display.layout import Colour, Layout
+from .formats import PRESETS, parse_fps
 from .errors import ConfigError, UnstableError
 from .walk import WalkSettings
 

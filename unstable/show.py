@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .config import load_dataclass, read_toml, setting
-from .display.compositor import Colour, Layout
+from .display.layout import Colour, Layout
 from .errors import ConfigError, UnstableError
 from .guard import GuardSettings
-from .params import ParamSpec
+from .schema import ParamSpec
 from .walk import WalkSettings
 
 __all__ = ["PieceEntry", "OscSettings", "ControllerSettings", "TrainingBudget", "SceneSettings",
@@ -163,7 +163,7 @@ class ShowSettings:
         if w % 2 or h % 2:
             raise ValueError(f"size: {w}x{h} must be even in both directions (recordings are yuv420p)")
         for name in self.pieces:
-            from .control.params import SHOW, normalise_groups
+            from .schema import SHOW, normalise_groups
             if name == SHOW:
                 raise ValueError(f"pieces.{name}: {name!r} is the show's own OSC group, choose another name")
             try:

@@ -15,7 +15,7 @@ Contract, in one place:
   device; no gradient; fixed noise so a walk does not flicker.
 - `state_dict()` / `load_state_dict()` hold everything needed for exact resume (weights, optimiser
   states, step, RNG states) as plain tensors and containers, loadable with weights_only=True.
-- `param_specs()` lists the live parameters (unstable.params.ParamSpec) for OSC and controllers.
+- `param_specs()` lists the live parameters (unstable.schema.ParamSpec) for OSC and controllers.
 - `step_count` is the number of optimisation steps done.
 - `fingerprint()` hashes the architecture-defining config (unstable.checkpoint.fingerprint); a
   checkpoint with another fingerprint is refused.

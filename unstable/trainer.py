@@ -30,7 +30,7 @@ from .checkpoint import FORMAT, check_compatible, load_checkpoint, save_checkpoi
 from .config import setting, to_dict
 from .errors import UnstableError
 from .images import panel_grid, write_png
-from .params import defaults
+from .schema import defaults
 from .system import build_system, load_piece
 
 

@@ -10,17 +10,17 @@ feeds one path to every panel of the same latent size.
 
     walk = Walk(WalkSettings(keyframes=6, period=3.0), {"left": 512, "right": 512}, device)
     z = walk.latents_at(clock.tick())              # {"left": [1, 512], "right": [1, 512]}
-    zs = walk.latents_at_many(frame_clock.ticks(16))  # {"left": [16, 512], ...}
+    zs = walk.latents_at_many([Fraction(n, 30) for n in range(16)])  # {"left": [16, 512], ...}
 
-Everything the path needs is precomputed on the device: per segment a few basis vectors, so a
-point on the path is a weighted sum of them. The weights are a handful of scalars computed on
+Everything the path needs is precomputed on the device: per segment a few basis vectors (the
+maths is in `unstable.splines`), so a point on the path is a weighted sum of them. The weights are a handful of scalars computed on
 the host from the time alone, so a frame costs no host round trip and allocates only its result.
 
-Time in seconds may be a float or an exact `Fraction` (the offline `FrameClock` gives frame/fps
+Time in seconds may be a float or an exact `Fraction` (an offline render passes frame/fps
 exactly), and with a Fraction the loop wraps exactly: a render lands on its keyframes bit-exactly.
 
-Two clocks drive a walk (design convention 7): `WalkClock` integrates speed x wall time into a
-phase for live shows (changing speed never jumps), `FrameClock` counts frames for renders.
+Live shows drive a walk with `WalkClock`, which integrates speed x wall time into a phase
+(changing speed never jumps); offline renders compute each frame's exact time themselves.
 """
 
 from __future__ import annotations
@@ -30,16 +30,16 @@ import math
 import time
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Callable, Literal, Mapping, Protocol
+from typing import Callable, Literal, Mapping
 
 import numpy as np
 import torch
 
 from .config import setting
-from .encode import parse_fps
 from .errors import UnstableError
+from .splines import ease, poly_basis, segment_ends
 
-__all__ = ["WalkSettings", "Walk", "Clock", "WalkClock", "FrameClock", "keyframe_latent", "panel_seed"]
+__all__ = ["WalkSettings", "Walk", "WalkClock", "keyframe_latent", "panel_seed"]
 
 Interpolation = Literal["linear", "slerp", "cubic", "catmull_rom"]
 Easing = Literal["none", "smoothstep", "smootherstep", "sine"]
@@ -103,89 +103,6 @@ def keyframe_latent(seed: int, dim: int) -> torch.Tensor:
     """z ~ N(0, I) of size `dim` from a local CPU generator seeded with `seed` (design convention 8)."""
     g = torch.Generator(device="cpu").manual_seed(int(seed))
     return torch.randn(dim, generator=g, dtype=torch.float32)  # [D]
-
-
-# ------------------------------------------------------------------------------------ path bases
-
-def _ease(u: np.ndarray, easing: str) -> np.ndarray:
-    if easing == "smoothstep":
-        return u * u * (3 - 2 * u)
-    if easing == "smootherstep":
-        return u * u * u * (u * (6 * u - 15) + 10)
-    if easing == "sine":
-        return (1 - np.cos(np.pi * u)) / 2
-    return u
-
-
-def _segment_ends(k: int, loop: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Start and end keyframe of every segment."""
-    if loop:
-        i = np.arange(k)
-        return i, (i + 1) % k
-    if k == 1:
-        return np.zeros(1, int), np.zeros(1, int)
-    i = np.arange(k - 1)
-    return i, i + 1
-
-
-def _spline_second_derivatives(p: torch.Tensor, loop: bool) -> torch.Tensor:
-    """M for the C2 cubic spline through keyframes p [K, D] (float64): cyclic or natural ends.
-
-    Cyclic: the system matrix is circulant, so it is diagonal in Fourier space (eigenvalues
-    4 + 2 cos(2 pi j / K) >= 2). Natural (M = 0 at both ends): a tridiagonal solve (Thomas).
-    Both are O(K D), so long shows with thousands of keyframes build instantly.
-    """
-    k = p.shape[0]
-    if loop:
-        rhs = 6.0 * (torch.roll(p, -1, 0) - 2.0 * p + torch.roll(p, 1, 0))
-        lam = 4.0 + 2.0 * torch.cos(2.0 * math.pi * torch.arange(k, dtype=p.dtype) / k)
-        return torch.fft.ifft(torch.fft.fft(rhs, dim=0) / lam[:, None], dim=0).real
-    m = torch.zeros_like(p)
-    n = k - 2
-    if n <= 0:
-        return m
-    r = 6.0 * (p[2:] - 2.0 * p[1:-1] + p[:-2])  # [K-2, D]
-    c = [0.0] * n
-    d = [None] * n
-    c[0], d[0] = 0.25, r[0] / 4.0
-    for i in range(1, n):
-        denom = 4.0 - c[i - 1]
-        c[i] = 1.0 / denom
-        d[i] = (r[i] - d[i - 1]) / denom
-    x = d[n - 1]
-    m[n] = x
-    for i in range(n - 2, -1, -1):
-        x = d[i] - c[i] * x
-        m[i + 1] = x
-    return m
-
-
-def _poly_basis(p: torch.Tensor, method: str, loop: bool) -> torch.Tensor:
-    """Per-segment polynomial coefficients: p(u) = sum_j basis[s, j] * u^j, u in [0, 1].
-
-    p: [K, D] float64 keyframes. Returns [S, J, D] (J = 2 for linear, 4 for the cubics).
-    """
-    k = p.shape[0]
-    a, b = (torch.as_tensor(x) for x in _segment_ends(k, loop))
-    p0, p1 = p[a], p[b]  # [S, D]
-    if method == "linear":
-        return torch.stack([p0, p1 - p0], 1)
-    if method == "cubic":
-        # Second derivatives M of the interpolating C2 spline with unit knot spacing:
-        # M[i-1] + 4 M[i] + M[i+1] = 6 (P[i+1] - 2 P[i] + P[i-1]).
-        m = _spline_second_derivatives(p, loop)  # [K, D]
-        m0, m1 = m[a], m[b]
-        return torch.stack([p0, (p1 - p0) - (2.0 * m0 + m1) / 6.0, m0 / 2.0, (m1 - m0) / 6.0], 1)
-    if method == "catmull_rom":
-        idx = torch.arange(k)
-        if loop:
-            t = (p[(idx + 1) % k] - p[(idx - 1) % k]) / 2.0
-        else:
-            t = (p[torch.clamp(idx + 1, max=k - 1)] - p[torch.clamp(idx - 1, min=0)])
-            t[1:-1] /= 2.0  # one-sided differences at the open ends, central inside
-        t0, t1 = t[a], t[b]
-        return torch.stack([p0, t0, 3.0 * (p1 - p0) - 2.0 * t0 - t1, 2.0 * (p0 - p1) + t0 + t1], 1)
-    raise ValueError(f"interpolation: {method!r} is not a polynomial path")
 
 
 @dataclass
@@ -255,7 +172,7 @@ class Walk:
     def _build(self, keys: torch.Tensor) -> _Path:
         s = self.settings
         if s.interpolation == "slerp":
-            a, b = _segment_ends(keys.shape[0], self._loop)
+            a, b = segment_ends(keys.shape[0], self._loop)
             norms = keys.norm(dim=1)  # [K]
             unit = keys / norms.clamp_min(1e-30)[:, None]
             unit[norms == 0] = 0.0  # a zero keyframe has no direction; its norm weight is 0 anyway
@@ -263,10 +180,10 @@ class Walk:
             basis = torch.stack([unit[a], unit[b]], 1)  # [S, 2, D]
             return _Path(keys, basis.to(self.device, torch.float32), None,
                          torch.arccos(cos).numpy(), norms[a].numpy(), norms[b].numpy())
-        basis = _poly_basis(keys, s.interpolation, self._loop)  # [S, J, D]
+        basis = poly_basis(keys, s.interpolation, self._loop)  # [S, J, D]
         norm_coef = None
         if s.keep_norm:
-            norm_coef = _poly_basis(keys.norm(dim=1, keepdim=True), s.interpolation, self._loop)[:, :, 0].numpy()
+            norm_coef = poly_basis(keys.norm(dim=1, keepdim=True), s.interpolation, self._loop)[:, :, 0].numpy()
         return _Path(keys, basis.to(self.device, torch.float32), norm_coef, None, None, None)
 
     # -------------------------------------------------------------------------------- timing
@@ -317,7 +234,7 @@ class Walk:
 
     def _weights(self, path: _Path, idx: np.ndarray, u: np.ndarray, temperature: float):
         """Host-side weights [T, J] of the basis vectors, and the target norm [T] (or None)."""
-        u = _ease(u, self.settings.easing)
+        u = ease(u, self.settings.easing)
         if path.omega is not None:  # slerp: directions on the sphere, norms interpolated linearly
             om = path.omega[idx]
             so = np.sin(om)
@@ -377,16 +294,6 @@ class Walk:
 
 # ---------------------------------------------------------------------------------------- clocks
 
-class Clock(Protocol):
-    """What the engine and renderer need from a clock: the walk time of the next frame."""
-
-    speed: float | Fraction
-
-    def tick(self) -> float | Fraction: ...
-    def state_dict(self) -> dict: ...
-    def load_state_dict(self, state: Mapping) -> None: ...
-
-
 class WalkClock:
     """Live clock: the phase (walk seconds) integrates speed x wall-time, so changing speed never jumps.
 
@@ -439,65 +346,3 @@ class WalkClock:
         """Continue from a saved phase and speed, starting now."""
         self._speed = float(state["speed"])
         self.phase = float(state["phase"])
-
-
-class FrameClock:
-    """Offline clock: frame n is at exactly phase0 + sum of speed / fps, as a Fraction.
-
-    `fps` is a Fraction, int or "30000/1001". A speed change takes effect from the next frame.
-    """
-
-    def __init__(self, fps, speed=1, phase=0, frame: int = 0):
-        self.fps = parse_fps(fps)
-        self.speed = speed
-        self._phase = _exact(phase)
-        self.frame = int(frame)
-
-    @property
-    def speed(self) -> Fraction:
-        """Walk seconds per video second."""
-        return self._speed
-
-    @speed.setter
-    def speed(self, value) -> None:
-        self._speed = _exact(value)
-
-    @property
-    def phase(self) -> Fraction:
-        """Walk time of the next frame."""
-        return self._phase
-
-    def tick(self) -> Fraction:
-        """The walk time of the current frame; then move to the next frame."""
-        t = self._phase
-        self._phase += self._speed / self.fps
-        self.frame += 1
-        return t
-
-    def ticks(self, n: int) -> list[Fraction]:
-        """The next `n` frame times (a batch for `Walk.latents_at_many`)."""
-        return [self.tick() for _ in range(n)]
-
-    def time_of(self, frame: int) -> Fraction:
-        """Walk time of `frame` counted from the current frame at the current speed."""
-        return self._phase + (frame - self.frame) * self._speed / self.fps
-
-    def state_dict(self) -> dict:
-        """Frame, phase, speed and fps as exact strings (JSON/TOML safe)."""
-        return {"frame": self.frame, "phase": str(self._phase), "speed": str(self._speed), "fps": str(self.fps)}
-
-    def load_state_dict(self, state: Mapping) -> None:
-        """Continue a render where it stopped."""
-        self.fps = parse_fps(state["fps"])
-        self._speed = _exact(state["speed"])
-        self._phase = _exact(state["phase"])
-        self.frame = int(state["frame"])
-
-
-def _exact(value) -> Fraction:
-    """A number as an exact Fraction, floats through their shortest decimal form (0.1 -> 1/10)."""
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise UnstableError(f"{value!r} is not a finite number")
-        return Fraction(repr(value))
-    return Fraction(value)

@@ -16,7 +16,8 @@ import time
 import numpy as np
 import torch
 
-from unstable.display.compositor import Colour, Compositor, Layout, Scene
+from unstable.display.compositor import Compositor
+from unstable.display.layout import Colour, Layout, Scene
 from unstable.display.gl import create_headless_context
 
 

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from unstable.encode import VideoWriter, probe
+from unstable.encode import VideoWriter
+from unstable.probe import probe
 
 
 def frames(n_distinct: int, w: int, h: int) -> np.ndarray:

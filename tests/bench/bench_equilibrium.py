@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from unstable.params import defaults
+from unstable.schema import defaults
 from unstable.system import build_system, load_piece
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -43,7 +43,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from pythonosc.osc_message_builder import OscMessageBuilder  # noqa: E402
 
-from unstable.display.compositor import Compositor, place  # noqa: E402
+from unstable.display.compositor import Compositor  # noqa: E402
+from unstable.display.layout import place  # noqa: E402
 from unstable.display.gl import create_headless_context  # noqa: E402
 from unstable.frame.compose import Composer
 from unstable.live import Engine, SamplingMirror  # noqa: E402

@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from pythonosc.osc_message_builder import OscMessageBuilder  # noqa: E402
 
 from unstable.control.osc import OscServer  # noqa: E402
-from unstable.control.params import Params, address, show_specs, with_common  # noqa: E402
-from unstable.params import ParamSpec  # noqa: E402
+from unstable.control.store import ParameterStore  # noqa: E402
+from unstable.schema import ParamSpec, address, show_specs, with_common  # noqa: E402
 
 
 def schema(pieces: int):
@@ -68,7 +68,7 @@ def pct(xs, q):
 
 
 def bench_burst(n: int, pieces: int) -> dict:
-    params = Params(schema(pieces))
+    params = ParameterStore(schema(pieces))
     addrs = [address(p, s.name) for p, specs in params.groups.items() if p != "show"
              for s in specs if s.kind == "float"]
     fb = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -120,7 +120,7 @@ def bench_burst(n: int, pieces: int) -> dict:
 
 
 def bench_latency(samples: int, pieces: int) -> dict:
-    params = Params(schema(pieces))
+    params = ParameterStore(schema(pieces))
     stamp = {}
     params.add_listener(lambda keys, origin: stamp.setdefault("t", time.perf_counter()))
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

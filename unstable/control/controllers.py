@@ -24,8 +24,7 @@ import xml.etree.ElementTree as ET
 import zlib
 from pathlib import Path
 
-from ..params import ParamSpec
-from .params import PREFIX, SHOW, address, normalise_groups
+from ..schema import PREFIX, SHOW, ParamSpec, address, normalise_groups
 
 # Fader geometry (TouchOSC points; it scales the document to the screen).
 _FADER_W, _FADER_H, _GAP, _LABEL_H, _HEADER_H, _MARGIN = 70, 260, 10, 36, 70, 20

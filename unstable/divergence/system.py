@@ -35,7 +35,7 @@ import torch
 
 from ..checkpoint import fingerprint
 from ..config import setting, to_dict
-from ..params import ParamSpec
+from ..schema import ParamSpec
 from ..trainer import TrainSettings
 from .cache import base_key, cached_model
 from .classifier import ClassifierSettings, DigitClassifier, train_classifier

@@ -12,8 +12,9 @@ from typing import Mapping
 
 import torch
 
-from ..control.params import SHOW
-from ..display.compositor import Colour, Compositor, Layout, PanelStyle, Scene
+from ..schema import SHOW
+from ..display.compositor import Compositor
+from ..display.layout import Colour, Layout, PanelStyle, Scene
 
 __all__ = ["Composer"]
 

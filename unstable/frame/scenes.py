@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from ..control.params import SHOW, Params
+from ..control.store import ParameterStore
+from ..schema import SHOW
 from ..show import SceneSettings
 
 __all__ = ["SceneDirector"]
@@ -23,7 +24,7 @@ class SceneDirector:
     seconds, and its duration counts from then.
     """
 
-    def __init__(self, scenes: Sequence[SceneSettings], params: Params, *, loop: bool = True, now: float = 0.0):
+    def __init__(self, scenes: Sequence[SceneSettings], params: ParameterStore, *, loop: bool = True, now: float = 0.0):
         if not scenes:
             raise ValueError("a scene director needs at least one scene")
         self.scenes = list(scenes)

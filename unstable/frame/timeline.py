@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from ..control.params import SHOW, Params
+from ..control.store import ParameterStore
+from ..schema import SHOW
 from ..walk import WalkClock
 from .automation import Automation, AutomationRecorder
 from .scenes import SceneDirector
@@ -39,7 +40,7 @@ class ShowTimeline:
     starts at the show's starting values and scene 0's presets, settled.
     """
 
-    def __init__(self, scenes: Sequence, store: Params, pieces: Sequence[str], fps, *, loop: bool = True,
+    def __init__(self, scenes: Sequence, store: ParameterStore, pieces: Sequence[str], fps, *, loop: bool = True,
                  start_values: Mapping[str, Mapping[str, float]] | None = None):
         self.timer = FrameTimer(fps)
         self.store = store

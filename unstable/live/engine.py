@@ -40,7 +40,8 @@ from typing import Callable, Mapping
 import numpy as np
 import torch
 
-from ..control.params import SHOW, Params
+from ..control.store import ParameterStore
+from ..schema import SHOW
 from ..errors import UnstableError
 from ..frame.sources import PanelSource, make_walk
 from ..frame.timeline import ShowTimeline
@@ -79,7 +80,7 @@ class Engine(Session):
         # Everything that can fail on a setting (panels, parameters, walk, OSC port, monitor)
         # fails here, before the slow preparation.
         walks = {name: make_walk(name, sy, s.walk, self.device, self.show.source) for name, sy in systems.items()}
-        self.params = Params(groups)
+        self.params = ParameterStore(groups)
         self.timeline = ShowTimeline(self.show.resolved_scenes(), self.params, list(systems), s.fps,
                                      loop=s.loop_scenes, start_values={n: e.params for n, e in s.pieces.items()})
         self.open_outputs()

@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from ..control.params import SHOW, show_specs, with_common
+from ..schema import SHOW, show_specs, with_common
 from ..errors import UnstableError
 from ..frame.sources import load_run_into
 from ..show import Show

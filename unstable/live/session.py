@@ -109,7 +109,8 @@ class Session(abc.ABC):
         if s.osc.enabled:
             from .osc_link import OscLink
             self.osc = OscLink(self.params, s.osc, self.osc_port).start()
-        from ..display.compositor import Compositor, Layout, Scene
+        from ..display.compositor import Compositor
+        from ..display.layout import Layout, Scene
         from ..display.window import HeadlessWindow, open_window
         if self.headless:
             self.window = HeadlessWindow(s.size, reason="--headless")

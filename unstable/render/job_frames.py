@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..checkpoint import load_checkpoint
-from ..display.compositor import Colour, Layout
+from ..display.layout import Colour, Layout
 from ..frame.pipeline import FramePipeline
 from ..frame.sources import PanelSource, make_walk
 from ..frame.timeline import FrameState

@@ -46,8 +46,11 @@ import numpy as np
 import torch
 
 from ..config import to_dict
-from ..display.compositor import Compositor, cells
-from ..encode import PRESETS, VideoWriter, concat, probe
+from ..display.compositor import Compositor
+from ..display.layout import cells
+from ..encode import VideoWriter
+from ..formats import PRESETS
+from ..probe import concat, probe
 from ..errors import ConfigError, UnstableError
 from ..renderjob import RenderJob, Variation, check_suffix, load_job, output_path, parse_frame_range
 from .job_frames import JobFrames, without_sources

@@ -19,7 +19,7 @@ from typing import Sequence
 
 import torch
 
-from ..control.params import Params
+from ..control.store import ParameterStore
 from ..errors import ConfigError, UnstableError
 from ..frame.automation import Automation
 from ..frame.pipeline import FramePipeline
@@ -88,7 +88,7 @@ class ShowFrames:
 
     def _restart(self) -> None:
         s = self.show.settings
-        self.timeline = ShowTimeline(self.show.resolved_scenes(), Params(self.groups), list(self.sources), s.fps,
+        self.timeline = ShowTimeline(self.show.resolved_scenes(), ParameterStore(self.groups), list(self.sources), s.fps,
                                      loop=s.loop_scenes, start_values={n: e.params for n, e in s.pieces.items()})
         if self.automation is not None:
             self.timeline.replay(self.automation)

@@ -1,18 +1,15 @@
 """The live parameter store: one thread-safe table of every piece's parameters in a show.
 
-The engine builds one `Params` from the ParamSpecs of every piece (grouped by piece name, e.g.
-"eq" and "bad") plus the show-level specs (`show_specs`). Writers (the OSC thread, the engine
-applying a preset or a scene) call `set`/`set_unit`/`update`: a dict write under a lock, nothing
-else. The render loop calls `snapshot(now)` once per frame and gets {piece: {name: value}} with
-smoothing applied against *its* clock (the frame clock, wall time live or frame/fps offline), so
-what is rendered never depends on when OSC packets happened to arrive.
+The engine builds one `ParameterStore` from the ParamSpecs of every piece (grouped by piece name,
+e.g. "eq" and "bad") plus the show-level specs (`unstable.schema.show_specs`). Writers (the OSC
+thread, the engine applying a preset or a scene) call `set`/`set_unit`/`update`: a dict write
+under a lock, nothing else. The render loop calls `snapshot(now)` once per frame and gets
+{piece: {name: value}} with smoothing applied against *its* clock (the frame clock, wall time live
+or frame/fps offline), so what is rendered never depends on when OSC packets happened to arrive.
 
 Listeners (`add_listener`) hear about every change with its origin, which is how controller
 feedback follows presets and scene changes. Show-level actions (scene, record, snapshot) sent by
 a controller are queued as `Event`s that the engine drains once per frame (`drain_events`).
-
-Addresses are derived here, from the schema, and nowhere else:
-`/unstable/<piece>/<param>` takes 0..1, `/unstable/<piece>/<param>/raw` the value in its units.
 """
 
 from __future__ import annotations
@@ -20,100 +17,16 @@ from __future__ import annotations
 import collections
 import logging
 import math
-import re
 import threading
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable, Mapping
 
-from ..errors import UnstableError
-from ..params import ParamSpec
+from ..schema import ACTIONS, ParamSpec, normalise_groups
 
-log = logging.getLogger("unstable.params")
-
-PREFIX = "/unstable"
-SHOW = "show"
-# Top-level words of the address space; a piece cannot take one of these names.
-RESERVED = frozenset({"subscribe", "unsubscribe", "sync", "scene", "snapshot", "record"})
-# Show parameters whose change by a controller is also an action for the engine.
-ACTIONS = frozenset({(SHOW, "scene"), (SHOW, "record")})
-# Safe in an OSC address and in a TouchOSC / Max name: no spaces, no pattern characters.
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$")
+log = logging.getLogger("unstable.store")
 
 Origin = tuple[str, int]
 Listener = Callable[[list[tuple[str, str]], "Origin | None"], None]
-
-
-def address(piece: str, name: str, raw: bool = False) -> str:
-    """The OSC address of a parameter: 0..1 on the plain address, own units on `/raw`."""
-    return f"{PREFIX}/{piece}/{name}" + ("/raw" if raw else "")
-
-
-def common_specs() -> list[ParamSpec]:
-    """Live parameters the engine gives every piece, whatever its system.
-
-    Systems list their own (alpha, beta, temperature, learning rate...) in `param_specs()`; these
-    are the engine's: whether the piece trains, how fast its walk runs, its colour and its fade.
-    """
-    return [
-        ParamSpec("training", 0, 1, 1, kind="toggle", doc="optimisation steps on/off"),
-        ParamSpec("walk_speed", 0.0, 4.0, 1.0, unit="x", smoothing=0.5,
-                  doc="speed of the latent walk relative to its loop length"),
-        ParamSpec("hue", -180.0, 180.0, 0.0, unit="deg", smoothing=0.3, doc="hue rotation"),
-        ParamSpec("saturation", 0.0, 2.0, 1.0, smoothing=0.3, doc="colour saturation gain"),
-        ParamSpec("fade", 0.0, 1.0, 1.0, smoothing=0.5, doc="opacity of this piece"),
-    ]
-
-
-def with_common(specs: Sequence[ParamSpec]) -> list[ParamSpec]:
-    """A system's specs followed by the common ones it does not define itself (its own win)."""
-    own = {s.name for s in specs}
-    return list(specs) + [s for s in common_specs() if s.name not in own]
-
-
-def show_specs(scenes: int = 1) -> list[ParamSpec]:
-    """The show-level group (`SHOW`): scene index, master fade, record on/off.
-
-    A controller changing `scene` or `record` also queues an Event; `/unstable/snapshot` is an
-    action only (no stored value).
-    """
-    if scenes < 1:
-        raise ValueError(f"a show needs at least one scene, got {scenes}")
-    return [
-        ParamSpec("scene", 0, scenes - 1, 0, kind="int", doc="current scene"),
-        ParamSpec("master_fade", 0.0, 1.0, 1.0, smoothing=1.0, doc="master fade to black"),
-        ParamSpec("record", 0, 1, 0, kind="toggle", doc="record the output"),
-    ]
-
-
-def normalise_groups(groups) -> dict[str, tuple[ParamSpec, ...]]:
-    """{piece: (ParamSpec, ...)} from a mapping or a sequence of (piece, specs) pairs, checked.
-
-    Piece and parameter names must be address-safe ([A-Za-z0-9_-], 64 chars at most); a piece
-    cannot be named after a top-level action and no parameter may be called "raw".
-    """
-    items = groups.items() if isinstance(groups, Mapping) else groups
-    out: dict[str, tuple[ParamSpec, ...]] = {}
-    for piece, specs in items:
-        if not isinstance(piece, str) or not _NAME.match(piece):
-            raise UnstableError(f"piece name {piece!r} cannot be used in an OSC address "
-                                "(letters, digits, '_' and '-' only, 64 at most)")
-        if piece in RESERVED:
-            raise UnstableError(f"piece name {piece!r} is reserved for /unstable/{piece}, "
-                                "choose another name")
-        if piece in out:
-            raise UnstableError(f"piece name {piece!r} appears twice in the show")
-        seen = set()
-        for spec in specs:
-            if not isinstance(spec, ParamSpec):
-                raise TypeError(f"{piece}: expected ParamSpec, got {type(spec).__name__}")
-            if not _NAME.match(spec.name) or spec.name == "raw":
-                raise UnstableError(f"{piece}: parameter name {spec.name!r} cannot be used in an "
-                                    "OSC address (letters, digits, '_' and '-', not 'raw')")
-            if spec.name in seen:
-                raise UnstableError(f"{piece}: parameter {spec.name!r} is defined twice")
-            seen.add(spec.name)
-        out[piece] = tuple(specs)
-    return out
 
 
 @dataclass(frozen=True)
@@ -142,7 +55,7 @@ class _Entry:
         self.log = spec.log
 
 
-class Params:
+class ParameterStore:
     """Thread-safe live values for every (piece, parameter) of a show.
 
     Writes are cheap (clamp, dict write under a lock, listeners told outside it); `snapshot(now)`
@@ -360,10 +273,3 @@ class Params:
                 fn(keys, origin)
             except Exception:
                 log.exception("parameter listener %r failed", fn)
-
-
-def iter_specs(groups) -> Iterable[tuple[str, ParamSpec]]:
-    """(piece, spec) for every parameter of a groups mapping, in order."""
-    for piece, specs in normalise_groups(groups).items():
-        for spec in specs:
-            yield piece, spec

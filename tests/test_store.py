@@ -5,14 +5,13 @@ import threading
 
 import pytest
 
-from unstable.control.params import (Event, Params, address, common_specs, show_specs,
-                                     with_common)
+from unstable.control.store import Event, ParameterStore
 from unstable.errors import UnstableError
-from unstable.params import ParamSpec
+from unstable.schema import ParamSpec, address, common_specs, show_specs, with_common
 
 
 def make():
-    return Params({
+    return ParameterStore({
         "eq": [ParamSpec("alpha", 0.0, 2.0, 1.0, smoothing=0.5),
                ParamSpec("lr", 1e-4, 1e-2, 1e-3, log=True, smoothing=1.0),
                ParamSpec("steps", 0, 10, 5, kind="int", smoothing=1.0)],
@@ -124,7 +123,7 @@ def test_controller_actions_become_events_engine_changes_do_not():
 
 
 def test_the_event_queue_is_bounded():
-    p = Params({"show": show_specs(2)}, max_events=4)
+    p = ParameterStore({"show": show_specs(2)}, max_events=4)
     for i in range(10):
         p.post_event("snapshot", float(i))
     assert [e.value for e in p.drain_events()] == [6.0, 7.0, 8.0, 9.0]
@@ -140,7 +139,7 @@ def test_the_event_queue_is_bounded():
 ])
 def test_names_must_be_address_safe(groups, match):
     with pytest.raises(UnstableError, match=match):
-        Params(groups)
+        ParameterStore(groups)
 
 
 def test_show_specs_need_a_scene():

@@ -1,0 +1,118 @@
+"""OSC handlers: argument checks, then a write into the parameter store (or a feedback request).
+
+Every handler has python-osc's reply-address signature `handler(origin, address, *args)`, runs
+in the OSC server thread and does only cheap work: validate, clamp with a warning, write into the
+`ParameterStore` (a dict write under a lock). Nothing a controller sends is evaluated as code; a
+wrong type or count, NaN or infinity is rejected with a line naming the address.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..schema import PREFIX, SHOW, address
+from .feedback import Feedback
+from .osclog import RateLimitedLog, reject, shorten
+from .store import ParameterStore
+
+
+class OscHandlers:
+    """The handlers of a show's address space, mapped from its schema by `map_onto`."""
+
+    def __init__(self, params: ParameterStore, feedback: Feedback, stats: dict, warn: RateLimitedLog):
+        self.params = params
+        self.feedback = feedback
+        self.stats = stats
+        self.warn = warn
+
+    def map_onto(self, dispatcher) -> None:
+        """Map every parameter (0..1 and /raw) and the show actions onto `dispatcher`."""
+        for piece, name in self.params.keys():
+            dispatcher.map(address(piece, name), self.param_handler(piece, name, unit=True),
+                           needs_reply_address=True)
+            dispatcher.map(address(piece, name, raw=True),
+                           self.param_handler(piece, name, unit=False), needs_reply_address=True)
+        dispatcher.map(f"{PREFIX}/subscribe", self.on_subscribe, needs_reply_address=True)
+        dispatcher.map(f"{PREFIX}/unsubscribe", self.on_unsubscribe, needs_reply_address=True)
+        dispatcher.map(f"{PREFIX}/sync", self.on_sync, needs_reply_address=True)
+        dispatcher.map(f"{PREFIX}/snapshot", self.on_snapshot, needs_reply_address=True)
+        for name in ("scene", "record"):
+            if (SHOW, name) in self.params:
+                dispatcher.map(f"{PREFIX}/{name}",
+                               self.param_handler(SHOW, name, unit=False, pattern_ok=False),
+                               needs_reply_address=True)
+
+    # -- argument checks ------------------------------------------------------------------------
+
+    def number(self, addr: str, origin, args) -> float | None:
+        """The single finite number in `args`, or None after logging why not."""
+        if len(args) != 1:
+            reject(self.warn, self.stats, addr, origin, f"expected one number, got {len(args)} arguments")
+            return None
+        v = args[0]
+        if isinstance(v, bool):
+            v = float(v)
+        if not isinstance(v, (int, float)):
+            reject(self.warn, self.stats, addr, origin, f"expected a number, got {type(v).__name__} {shorten(v)}")
+            return None
+        v = float(v)
+        if not math.isfinite(v):
+            reject(self.warn, self.stats, addr, origin, f"{v!r} is not a finite number")
+            return None
+        return v
+
+    def port_arg(self, addr: str, origin, args) -> int | None:
+        """The single UDP port number in `args`, or None after logging why not."""
+        v = self.number(addr, origin, args)
+        if v is None:
+            return None
+        if v != int(v) or not 1 <= v <= 65535:
+            reject(self.warn, self.stats, addr, origin, f"expected a port 1..65535, got {v!r}")
+            return None
+        return int(v)
+
+    # -- handlers -------------------------------------------------------------------------------
+
+    def param_handler(self, piece: str, name: str, unit: bool, pattern_ok: bool = True):
+        """The handler of one parameter address: 0..1 (`unit`) or own units; OSC patterns reach
+        it only when `pattern_ok`."""
+        spec = self.params.spec(piece, name)
+        lo, hi = (0.0, 1.0) if unit else (spec.lo, spec.hi)
+
+        def handle(origin, addr, *args):
+            v = self.number(addr, origin, args)
+            if v is None:
+                return
+            if not lo <= v <= hi:
+                self.warn.warning(("clamped", addr), "OSC %s from %s:%s: %r is outside [%g, %g], "
+                                  "clamped", addr, origin[0], origin[1], v, lo, hi)
+                self.stats["clamped"] += 1
+            if unit:
+                self.params.set_unit(piece, name, v, origin)
+            else:
+                self.params.set(piece, name, v, origin)
+            self.stats["applied"] += 1
+
+        handle.is_param = pattern_ok
+        return handle
+
+    def on_subscribe(self, origin, addr, *args) -> None:
+        port = self.port_arg(addr, origin, args)
+        if port is not None:
+            self.feedback.subscribe(origin[0], port)
+
+    def on_unsubscribe(self, origin, addr, *args) -> None:
+        port = self.port_arg(addr, origin, args)
+        if port is not None:
+            self.feedback.unsubscribe(origin[0], port)
+
+    def on_sync(self, origin, addr, *args) -> None:
+        self.feedback.sync()
+
+    def on_snapshot(self, origin, addr, *args) -> None:
+        if args:
+            v = self.number(addr, origin, args)
+            if v is None or v == 0.0:  # a TouchOSC button sends 1 on press and 0 on release
+                return
+        self.params.post_event("snapshot", None, origin)
+        self.stats["applied"] += 1
