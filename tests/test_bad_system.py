@@ -1,5 +1,6 @@
-"""The BAD system on tiny base models: what a step may touch, live parameters, the NaN guard, resume,
-the base-model cache, and `unstable train` + `unstable eval` end to end."""
+"""The BAD system on tiny base models: what a step may touch, live parameters, bad steps undone by the
+training guard, the sampling copy, resume, the base-model cache, and `unstable train` + `unstable eval`
+end to end."""
 
 import csv
 import dataclasses
@@ -112,10 +113,13 @@ def test_live_parameters_apply_on_the_next_step(cache):
     s.step({"alpha": 0.0, "beta": 0.0})  # zero objective, zero gradient: Adam leaves weights alone
     after_zero = clone(s.decoder)
     assert all(torch.equal(before[k], after_zero[k]) for k, _ in s.decoder.named_parameters())
-    scalars = s.step({"alpha": 2.0, "beta": 5.0, "learning_rate": 3e-4, "temperature": 1.5})
+    # learning_rate multiplies the piece's own Adam rate (bad.lr = 1e-3 here), as in every system.
+    scalars = s.step({"alpha": 2.0, "beta": 5.0, "learning_rate": 0.3, "temperature": 1.5})
     assert scalars["alpha"] == 2.0 and scalars["beta"] == 5.0 and scalars["temperature"] == 1.5
     assert scalars["objective"] == pytest.approx(2.0 * scalars["class_mmd"] - 5.0 * scalars["global_mmd"], rel=1e-5)
-    assert s.optimizer.param_groups[0]["lr"] == 3e-4
+    assert s.optimizer.param_groups[0]["lr"] == pytest.approx(3e-4) and scalars["lr"] == pytest.approx(3e-4)
+    spec = {p.name: p for p in s.param_specs()}["learning_rate"]
+    assert (spec.lo, spec.hi, spec.default, spec.log) == (0.01, 10.0, 1.0, True)
     assert not same(after_zero, clone(s.decoder))
     # Two systems in the same state, one step with different beta: different decoders.
     a, b = ready(cache), ready(cache)
@@ -126,24 +130,58 @@ def test_live_parameters_apply_on_the_next_step(cache):
     assert a.step({"training": 0}) == {"training": 0.0} and same(frozen, clone(a.decoder)) and a.step_count == 1
 
 
-def test_nan_guard_restores_the_last_good_decoder(cache, caplog):
+def test_a_nan_step_surfaces_and_the_training_guard_restores_the_last_good_decoder(cache, caplog):
+    from unstable.guard import GuardSettings, TrainingGuard
+    # The system hides nothing: a bad step returns its non-finite objective and leaves its weights.
     s = ready(cache)
-    s.step({})
-    good = clone(s.decoder)
     scalars = s.step({"alpha": float("nan")})  # e.g. a broken OSC message
-    assert scalars["restored"] == 1.0 and scalars["nan_restores"] == 1.0
-    assert all(math.isfinite(v) for v in scalars.values())
+    assert math.isnan(scalars["objective"]) and not all(torch.isfinite(p).all() for p in s.decoder.parameters())
+
+    s = ready(cache)
+    guard = TrainingGuard(s, GuardSettings(good_every=1))
+    assert guard.step({}) is not None
+    good, good_opt = clone(s.decoder), [t.clone() for v in s.optimizer.state.values() for t in v.values()]
+    assert guard.step({"alpha": float("nan")}) is None
+    assert guard.last_reason.startswith("non-finite") and guard.recoveries == 1 and s.step_count == 1
+    # Weights, BatchNorm statistics and Adam's moments: a NaN moment would poison every later step.
     assert same(good, clone(s.decoder))
-    assert "restored the last good decoder" in caplog.text
-    scalars = s.step({})  # carries on: finite, moving again
-    assert scalars["restored"] == 0.0 and scalars["nan_restores"] == 1.0 and not same(good, clone(s.decoder))
+    assert all(torch.equal(a, b) for a, b in zip(good_opt, [t for v in s.optimizer.state.values()
+                                                             for t in v.values()]))
+    assert "undone" in caplog.text
+    scalars = guard.step({})  # carries on: finite, moving again, at the backed-off rate
+    assert scalars is not None and all(math.isfinite(v) for v in scalars.values())
+    assert not same(good, clone(s.decoder)) and s.step_count == 2
+    assert s.optimizer.param_groups[0]["lr"] == pytest.approx(s.piece.bad.lr * 0.5)
+
+
+def test_the_sampling_copy_follows_the_decoder_and_shares_the_frozen_base(cache):
+    s = ready(cache)
+    assert set(s.modules()) == {"decoder"} and set(s.optimizers()) == {"decoder"}
+    twin = s.sampling_copy()
+    assert twin.decoder is not s.decoder and twin.base_decoder is s.base_decoder and twin.piece is s.piece
+    assert twin.optimizers() == {} and all(not p.requires_grad for p in twin.decoder.parameters())
+    z = {"decoder": torch.randn(3, 16, generator=torch.Generator().manual_seed(0)), "base": torch.zeros(3, 16)}
+    before = twin.sample(z, {})
+    s.step({})
+    assert torch.equal(twin.sample(z, {})["decoder"], before["decoder"])  # training leaves the copy alone
+    twin.accumulate(s)  # decay 0: a plain copy
+    assert twin.step_count == 1 and same(clone(s.decoder), clone(twin.decoder))
+    assert all(torch.equal(a, b) for a, b in zip(twin.sample(z, {}).values(), s.sample(z, {}).values()))
+    old = clone(twin.decoder)
+    s.step({})
+    twin.accumulate(s, decay=0.75)  # g_ema: a quarter of the way towards the trained decoder
+    name, p = next(iter(s.decoder.named_parameters()))
+    assert torch.allclose(dict(twin.decoder.named_parameters())[name], 0.75 * old[name] + 0.25 * p.detach())
+    with pytest.raises(RuntimeError, match="sampling copy"):
+        twin.step({})
 
 
 def test_state_dict_round_trip_resumes_exactly(cache, tmp_path):
     a = ready(cache)
     a.step({})
     path = tmp_path / "state.pt"
-    torch.save(a.state_dict(), path)
+    # A checkpoint from before the training guard took over bad steps still loads.
+    torch.save({**a.state_dict(), "nan_restores": torch.tensor(2)}, path)
     b = build_system(tiny(cache), torch.device("cpu"))
     b.load_state_dict(torch.load(path, weights_only=True))
     b.prepare(Silent)

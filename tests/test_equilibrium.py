@@ -383,6 +383,40 @@ def test_state_dict_loads_with_weights_only_and_restores_exactly():
         assert torch.equal(p, q)
 
 
+def test_protocol_declares_modules_optimisers_and_a_sampling_copy():
+    s = system()
+    assert list(s.modules()) == ["g0", "g1", "critic"] and s.modules()["critic"] is s.critic
+    assert set(s.optimizers()) == {"generators", "critic"}
+    twin = s.sampling_copy()
+    assert twin.piece is s.piece and twin.critic is None and twin.optimizers() == {}
+    assert all(a is not b for a, b in zip(twin.generators.parameters(), s.generators.parameters()))
+    params = defaults(s.param_specs())
+    z = {"g0": torch.randn(2, 8, generator=torch.Generator().manual_seed(1)), "g1": torch.zeros(2, 8)}
+    before = twin.sample(z, params)
+    for _ in range(3):  # into the first fade-in: growth follows the step count
+        s.step(params)
+    assert all(torch.equal(before[k], twin.sample(z, params)[k]) for k in z)
+    twin.accumulate(s)  # decay 0: a plain copy, step count (growth) included
+    assert twin.step_count == 3 and twin.growth() == s.growth()
+    assert all(torch.equal(twin.sample(z, params)[k], s.sample(z, params)[k]) for k in z)
+    old = [p.clone() for p in twin.generators.parameters()]
+    s.step(params)
+    twin.accumulate(s, decay=0.9)
+    assert all(torch.allclose(t, 0.9 * o + 0.1 * p.detach())
+               for t, o, p in zip(twin.generators.parameters(), old, s.generators.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(twin.generators.buffers(), s.generators.buffers()))
+    with pytest.raises(RuntimeError, match="sampling copy"):
+        twin.step(params)
+
+
+def test_a_non_finite_loss_is_not_hidden():
+    # The guard judges bad steps: the system steps them and returns their non-finite scalars.
+    s = system()
+    scalars = s.step({**defaults(s.param_specs()), "impersonate_weight": float("nan")})
+    assert any(v != v for v in scalars.values())
+    assert not all(torch.isfinite(p).all() for p in s.generators.parameters())
+
+
 def test_fingerprint_follows_architecture_only():
     base = system().fingerprint()
     assert system(generator={"optim": {"lr": 0.01}}, critic={"mode": "classifier"}).fingerprint() == base

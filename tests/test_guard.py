@@ -2,8 +2,10 @@
 of a tiny equilibrium piece; the learning rate backs off (bounded); stasis is detected and, when the
 show says so, answered with a perturbation; the live engine keeps showing good weights meanwhile."""
 
+import copy
 import json
 import math
+import types
 
 import pytest
 import torch
@@ -12,7 +14,7 @@ from test_show import SHOW, write_show
 
 from unstable.guard import GuardSettings, TrainingGuard, clone_state, copy_state
 from unstable.schema import defaults
-from unstable.system import build_system, load_piece
+from unstable.system import accumulate_modules, build_system, load_piece
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -217,3 +219,90 @@ def test_a_stopped_guard_can_try_again_later(system):
     assert guard.retry_due()
     guard.retry()
     assert guard.stopped is None and guard.step(params) is not None and guard.retries == 1
+
+
+def test_a_non_finite_loss_is_undone(system):
+    # The system steps a NaN loss like any other (it keeps no bad-step handling); the guard undoes it.
+    guard = TrainingGuard(system, GuardSettings(good_every=1))
+    params = defaults(system.param_specs())
+    assert guard.step(params) is not None
+    good = weights(system)
+    assert guard.step({**params, "impersonate_weight": float("nan")}) is None
+    assert guard.last_reason.startswith("non-finite") and same(weights(system), good)
+    assert guard.step(params) is not None
+
+
+class Hidden:
+    """A System keeping its network and optimiser in dicts, where no scan of its attributes finds
+    them: the guard and the mirror reach them through `modules()` and `optimizers()` alone."""
+
+    def __init__(self):
+        torch.manual_seed(0)
+        self.piece = types.SimpleNamespace(name="hidden", kind="hidden")
+        self.device = torch.device("cpu")
+        self.step_count = 0
+        self._nets = {"net": torch.nn.Linear(4, 3)}
+        self._opts = {"net": torch.optim.SGD(self._nets["net"].parameters(), lr=0.1)}
+
+    def modules(self):
+        return dict(self._nets)
+
+    def optimizers(self):
+        return dict(self._opts)
+
+    def param_specs(self):
+        return []  # no live learning_rate: the guard backs off the declared optimisers
+
+    def panels(self):
+        return {"p": 4}
+
+    def step(self, params):
+        loss = (self._nets["net"](torch.ones(2, 4)) - 1).pow(2).mean()
+        self._opts["net"].zero_grad()
+        loss.backward()
+        self._opts["net"].step()
+        self.step_count += 1
+        return {"loss": float(loss.detach())}
+
+    def sample(self, latents, params):
+        return {k: self._nets["net"](z).sigmoid()[:, :, None, None].expand(-1, 3, 2, 2) for k, z in latents.items()}
+
+    def state_dict(self):
+        return {"net": self._nets["net"].state_dict(), "opt": self._opts["net"].state_dict(), "step": self.step_count}
+
+    def load_state_dict(self, state):
+        self._nets["net"].load_state_dict(state["net"])
+        self._opts["net"].load_state_dict(state["opt"])
+        self.step_count = state["step"]
+
+    def sampling_copy(self):
+        twin = copy.copy(self)
+        twin._nets = {"net": copy.deepcopy(self._nets["net"]).requires_grad_(False)}
+        twin._opts = {}
+        return twin
+
+    def accumulate(self, source, decay=0.0):
+        accumulate_modules(self._nets, source._nets, decay)
+        self.step_count = source.step_count
+
+
+def test_the_guard_and_the_mirror_use_the_protocol_only():
+    from unstable.live import SamplingMirror
+    s = Hidden()
+    guard = TrainingGuard(s, GuardSettings(good_every=1))
+    assert guard.step({}) is not None
+    good = s._nets["net"].weight.detach().clone()
+    guard.before_step.append(lambda sys: sys._nets["net"].weight.data.fill_(float("nan")))
+    assert guard.step({}) is None and guard.last_reason == "non-finite loss (nan)"
+    guard.before_step.clear()
+    assert torch.equal(s._nets["net"].weight, good) and s._nets["net"].weight.grad is None
+    assert s._opts["net"].param_groups[0]["lr"] == pytest.approx(0.05)  # backed off through optimizers()
+
+    mirror = SamplingMirror(s)
+    z = {"p": torch.ones(1, 4)}
+    before = mirror.sample(z, {})["p"]
+    assert guard.step({}) is not None
+    assert torch.equal(mirror.sample(z, {})["p"], before)
+    mirror.sync()
+    assert mirror.system.step_count == s.step_count == 2
+    assert torch.equal(mirror.sample(z, {})["p"], s.sample(z, {})["p"])

@@ -5,8 +5,10 @@ and stasis detection. Works for every System through the protocol alone.
     scalars = guard.step(params)      # None: the step went wrong and was undone
     report = guard.check_stasis(params)
 
-The guard wraps `System.step`. After each step it checks the returned scalars (the loss), every
-parameter and every gradient of the system's modules for non-finite values, and the total gradient
+The guard wraps `System.step`, and is the only bad-step handling there is: systems return a bad
+step's non-finite scalars and leave its state as it is. After each step the guard checks the
+returned scalars (the loss), every parameter and every gradient of the system's trainable modules
+(`System.modules()`) for non-finite values, and the total gradient
 norm against `max_grad_norm` (measured after the system's own clipping, if any) and the growth of
 the total weight norm against `max_weight_growth` (an explosion that clipping or scale-invariant
 layers hide from the gradients still shows in the weights). A step that fails
@@ -19,8 +21,8 @@ live show tries again after `retry_after` seconds (`retry_due`, `retry`), since 
 be a parameter value a performer has since moved.
 
 The learning rate is backed off through the live `learning_rate` parameter when the system has one
-(both systems of this project do; it is a multiplier or an absolute rate, scaling works for both),
-otherwise through the `lr` of every optimiser attribute of the system.
+(both systems of this project do: a multiplier of the piece's own rates, the same meaning in every
+system), otherwise through the `lr` of every optimiser the system declares (`System.optimizers()`).
 
 Stasis: `check_stasis` samples a fixed set of latents and measures the output's *variety* (the
 per-pixel standard deviation across latents, averaged) and *motion* (mean change since the last
@@ -122,20 +124,6 @@ def copy_state(dst: Any, src: Any) -> Any:
     return clone_state(src)
 
 
-def _modules(system: Any) -> list[nn.Module]:
-    mods = []
-    for v in vars(system).values():
-        if isinstance(v, nn.Module):
-            mods.append(v)
-        elif isinstance(v, (list, tuple)) and v and all(isinstance(m, nn.Module) for m in v):
-            mods.extend(v)
-    return mods
-
-
-def _optimisers(system: Any) -> list[torch.optim.Optimizer]:
-    return [v for v in vars(system).values() if isinstance(v, torch.optim.Optimizer)]
-
-
 # ------------------------------------------------------------------------------------ the guard
 
 class TrainingGuard:
@@ -189,7 +177,7 @@ class TrainingGuard:
         self.system.load_state_dict(clone_state(self._good))
         # Gradients are not state, but a NaN left in one that the next step does not recompute (a
         # network whose update is switched off) would fail every later check.
-        for m in _modules(self.system):
+        for m in self.system.modules().values():
             m.zero_grad(set_to_none=True)
         self._last_norm = self._good_norm
 
@@ -239,9 +227,7 @@ class TrainingGuard:
         for k, v in (scalars or {}).items():
             if isinstance(v, (int, float)) and not math.isfinite(v):
                 return f"non-finite {k} ({v})"
-        params = [p for m in _modules(self.system) for p in m.parameters()]
-        if not params:  # no module attributes: look at the state's floating tensors instead
-            params = [t for t in _tensors(self.system.state_dict()) if t.is_floating_point()]
+        params = [p for m in self.system.modules().values() for p in m.parameters()]
         if not params:
             return None
         with torch.no_grad():
@@ -314,7 +300,7 @@ class TrainingGuard:
         if self._lr_spec is not None or self.lr_scale == self._opt_scale:
             return
         ratio = self.lr_scale / self._opt_scale
-        for opt in _optimisers(self.system):
+        for opt in self.system.optimizers().values():
             for group in opt.param_groups:
                 group["lr"] = group["lr"] * ratio
         self._opt_scale = self.lr_scale
@@ -365,7 +351,7 @@ class TrainingGuard:
         g = torch.Generator(device=self.system.device)
         g.manual_seed(seed if seed is not None else 7 + self.perturbations)
         with torch.no_grad():
-            for m in _modules(self.system):
+            for m in self.system.modules().values():
                 for p in m.parameters():
                     if not p.is_floating_point():
                         continue
@@ -392,13 +378,3 @@ class TrainingGuard:
             out["stopped"] = self.stopped
         return out
 
-
-def _tensors(obj: Any):
-    if isinstance(obj, torch.Tensor):
-        yield obj
-    elif isinstance(obj, dict):
-        for v in obj.values():
-            yield from _tensors(v)
-    elif isinstance(obj, (list, tuple)):
-        for v in obj:
-            yield from _tensors(v)

@@ -8,14 +8,28 @@ Contract, in one place:
 - `System(piece, device)` builds the networks on `device`, seeded from `piece.seed`.
 - `prepare(progress)` does slow one-off work that must precede training (e.g. pre-training a base
   model); it may be a no-op. `progress(desc, total)` returns a tqdm-like object.
-- `step(params)` runs one optimisation step and returns finite float scalars for the log.
-  `params` maps live parameter names (see `param_specs`) to floats; a missing name means default.
+- `step(params)` runs one optimisation step and returns float scalars for the log. `params` maps
+  live parameter names (see `param_specs`) to floats; a missing name means default. A step that
+  goes wrong is not hidden: its non-finite scalars come back as they are and the state is left as
+  the step left it, for `unstable.guard.TrainingGuard` (which every training path steps through)
+  to judge and undo. Systems keep no bad-step handling of their own.
 - `panels()` maps panel name -> latent dimension, e.g. {"g0": 512, "g1": 512}.
 - `sample(latents, params)` maps {panel: z [N, D]} to {panel: images [N, 3, H, W] in 0..1} on the
   device; no gradient; fixed noise so a walk does not flicker.
 - `state_dict()` / `load_state_dict()` hold everything needed for exact resume (weights, optimiser
   states, step, RNG states) as plain tensors and containers, loadable with weights_only=True.
 - `param_specs()` lists the live parameters (unstable.schema.ParamSpec) for OSC and controllers.
+  `learning_rate`, when a system has one, means the same everywhere: a log-scaled multiplier of the
+  piece's own configured rates (1 = the piece file's rates; `learning_rate_spec`).
+- `modules()` names the trainable modules: their parameters and buffers are the weights training
+  changes, the guard checks and perturbs, and the sampling copy follows. Frozen parts (base models,
+  feature extractors) are not in it.
+- `optimizers()` names the optimisers (their state is in `state_dict()`).
+- `sampling_copy()` builds, once, a copy that can only sample: the frozen piece and frozen modules
+  shared, its own copies of the modules `sample` reads, no optimiser state.
+  `copy.accumulate(source, decay)` then moves the copy's weights towards the source's, as
+  rosinality's `accumulate(g_ema, generator, decay)` (decay 0: a plain copy; buffers are always
+  copied) and brings over the plain-number state sampling depends on (`step_count`: growth).
 - `step_count` is the number of optimisation steps done.
 - `fingerprint()` hashes the architecture-defining config (unstable.checkpoint.fingerprint); a
   checkpoint with another fingerprint is refused.
@@ -28,9 +42,11 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol
 
 import torch
+from torch import nn
 
 from .config import load_dataclass, read_toml
 from .errors import ConfigError
+from .schema import ParamSpec
 
 # kind -> (module, piece dataclass, system class). Imported lazily so that loading a piece file
 # never imports a system it does not use.
@@ -55,6 +71,55 @@ class System(Protocol):
     def load_state_dict(self, state: dict) -> None: ...
     def param_specs(self) -> list: ...
     def fingerprint(self) -> str: ...
+
+    def modules(self) -> dict[str, nn.Module]:
+        """The trainable modules by name; their parameters and buffers are the system's weights."""
+        ...
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """The optimisers by name (empty on a sampling copy)."""
+        ...
+
+    def sampling_copy(self) -> "System":
+        """A copy that can only sample (shares the frozen config and frozen modules, no optimiser
+        state); build it once, refresh it with `accumulate`."""
+        ...
+
+    def accumulate(self, source: "System", decay: float = 0.0) -> None:
+        """On a sampling copy: weights <- decay * weights + (1 - decay) * source's, buffers and
+        `step_count` copied. Decay 0 is a plain copy."""
+        ...
+
+
+# The one meaning of `learning_rate` across systems: a multiplier of the piece's configured rates.
+LEARNING_RATE_RANGE = (0.01, 10.0)
+
+
+def learning_rate_spec(doc: str) -> ParamSpec:
+    """The live `learning_rate` of every system: x the piece's own rate(s), log-scaled, default 1."""
+    return ParamSpec("learning_rate", *LEARNING_RATE_RANGE, 1.0, log=True, smoothing=0.5, doc=doc)
+
+
+def accumulate_modules(dst: Mapping[str, nn.Module], src: Mapping[str, nn.Module], decay: float = 0.0) -> None:
+    """rosinality's `accumulate` over named modules: dst parameters <- decay * dst + (1 - decay) * src
+    (decay 0: copied), buffers copied (a running mean style, BatchNorm statistics: not averaged).
+    Raises ValueError when the two do not pair up (other names, counts, shapes or dtypes)."""
+    if dst.keys() != src.keys():
+        raise ValueError(f"modules differ: {sorted(dst)} vs {sorted(src)}")
+    dp = [p for k in dst for p in dst[k].parameters()]
+    sp = [p for k in dst for p in src[k].parameters()]
+    db = [b for k in dst for b in dst[k].buffers()]
+    sb = [b for k in dst for b in src[k].buffers()]
+    if len(dp) != len(sp) or len(db) != len(sb) or any(
+            a.shape != b.shape or a.dtype != b.dtype for a, b in zip(dp + db, sp + sb)):
+        raise ValueError("module weights differ in count, shape or dtype")
+    with torch.no_grad():
+        if decay == 0.0:
+            dp, sp, db, sb = [], [], dp + db, sp + sb
+        if dp:
+            torch._foreach_lerp_(dp, sp, 1.0 - decay)
+        if db:
+            torch._foreach_copy_(db, sb)
 
 
 def _kind_entry(kind: str) -> tuple[Any, Any]:

@@ -27,6 +27,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from unstable.divergence.evaluate import evaluate_runs
+    from unstable.guard import TrainingGuard
     from unstable.system import build_system, load_piece
     from unstable.trainer import checkpoint_payload, progress_bar
     from unstable.checkpoint import save_checkpoint
@@ -38,11 +39,12 @@ def main() -> None:
     system.prepare(progress_bar)
     prepare_s = time.perf_counter() - t0
     params = {s.name: s.default for s in system.param_specs()}
+    guard = TrainingGuard(system, name=piece.name)  # steps as `unstable train` takes them
     for _ in range(3):
-        system.step(params)
+        guard.step(params)
     t0 = time.perf_counter()
     for _ in range(args.steps):
-        system.step(params)
+        guard.step(params)
     step_s = (time.perf_counter() - t0) / args.steps
 
     run = Path(tempfile.mkdtemp(prefix="bench-bad-"))
@@ -59,7 +61,7 @@ def main() -> None:
         "piece": args.piece, "device": str(device), "threads": torch.get_num_threads(),
         "batch": piece.bad.batch, "bad_steps_per_s": round(1 / step_s, 3), "bad_step_ms": round(1000 * step_s, 1),
         "eval_seconds": round(eval_s, 2), "eval_samples_per_temperature": args.samples,
-        "prepare_seconds": round(prepare_s, 2),
+        "prepare_seconds": round(prepare_s, 2), "guard_recoveries": guard.recoveries,
     }))
 
 

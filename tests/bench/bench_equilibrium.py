@@ -3,7 +3,8 @@
     .venv/bin/python tests/bench/bench_equilibrium.py [PIECE] [--device cpu|cuda] [--seconds S]
 
 Prints, for the piece (default: pieces/equilibrium-1-1.toml) at its final growth stage:
-- training steps/s (every generator's batch and the critic's updates, as `unstable train` runs them);
+- training steps/s (every generator's batch and the critic's updates, through the training guard, as
+  `unstable train` runs them);
 - generator inference images/s at batch 1, per generator (`sample`, fixed noise, as the live
   engine calls it);
 - FLOPs per image of one generator forward (torch.utils.flop_counter, convolutions and matmuls)
@@ -21,6 +22,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from unstable.guard import TrainingGuard
 from unstable.schema import defaults
 from unstable.system import build_system, load_piece
 
@@ -79,13 +81,16 @@ def main() -> None:
     c_params = sum(p.numel() for p in system.critic.parameters())
     print(f"parameters: {g_params:,} per generator, {c_params:,} critic")
 
+    guard = TrainingGuard(system, name=piece.name)  # steps as `unstable train` takes them
+
     def train_step():
-        system.step(params)
+        guard.step(params)
         sync()
 
-    step_flops = flops_of(lambda: system.step(params))
+    step_flops = flops_of(lambda: guard.step(params))
     per_step, steps = timed(train_step, args.seconds)
-    print(f"training: {1 / per_step:.2f} steps/s ({per_step * 1e3:.1f} ms/step over {steps} steps); "
+    print(f"training: {1 / per_step:.2f} steps/s ({per_step * 1e3:.1f} ms/step over {steps} steps, "
+          f"{guard.recoveries} undone by the guard); "
           f"{step_flops / 1e9:.2f} GFLOP/step -> {step_flops / per_step / 1e9:.1f} GFLOP/s achieved")
 
     z_dim = system.panels()[names[0]]

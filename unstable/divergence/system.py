@@ -15,10 +15,14 @@ where f is a frozen classifier's feature map and x real digits. Two loss couples
   `classwise = "predicted"` compares, per class, only the generated samples the digit classifier
   assigns to it, which keeps the two terms in tension.
 
-The classifier (and any torchvision extractor) is frozen; only the decoder's parameters move.
-alpha, beta, the temperature T and the learning rate are live parameters read on every step.
-A NaN guard restores the last good decoder and optimiser state when a step produces non-finite
-values, counts it, and carries on.
+The classifier (and any torchvision extractor) is frozen; only the decoder's parameters move, so the
+decoder is the one trainable module (`modules()`): the base decoder, the classifier and the extractor
+are fixed measuring instruments and a fixed comparison panel, loaded once by `prepare()` or from a
+checkpoint, never stepped; the sampling copy shares the base decoder instead of copying it.
+alpha, beta, the temperature T and the learning rate (a multiplier of `bad.lr`, as in every system)
+are live parameters read on every step. A step that goes wrong is not hidden: a non-finite
+objective comes back as such and the training paths' `TrainingGuard` undoes the step (weights,
+BatchNorm statistics and Adam moments all come back from its last good state).
 
 `prepare()` trains (or loads from the cache) the base VAE and the digit classifier.
 """
@@ -26,8 +30,6 @@ values, counts it, and carries on.
 from __future__ import annotations
 
 import copy
-import logging
-import math
 from dataclasses import dataclass
 from typing import Any, Callable, Literal, Mapping
 
@@ -36,6 +38,7 @@ import torch
 from ..checkpoint import fingerprint
 from ..config import setting, to_dict
 from ..schema import ParamSpec
+from ..system import accumulate_modules, learning_rate_spec
 from ..trainer import TrainSettings
 from .cache import base_key, cached_model
 from .classifier import ClassifierSettings, DigitClassifier, train_classifier
@@ -45,12 +48,10 @@ from .losses import Kernel, classwise_mmd, frechet_distance, inception_score, me
     objective, sqrtm_psd
 from .vae import Decoder, VAESettings, train_vae
 
-log = logging.getLogger(__name__)
-
 ALPHA_RANGE = (-100.0, 100.0)
 BETA_RANGE = (0.0, 1000.0)
 TEMPERATURE_RANGE = (0.05, 5.0)
-LR_RANGE = (1e-7, 1e-2)
+LR_RANGE = (1e-7, 1e-2)  # of the piece's absolute Adam rate `bad.lr`; the live `learning_rate` multiplies it
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,8 @@ class BADSettings:
 
     alpha: float = setting(1.0, ge=ALPHA_RANGE[0], le=ALPHA_RANGE[1], doc="weight of L_div (negative for IS)")
     beta: float = setting(20.0, ge=BETA_RANGE[0], le=BETA_RANGE[1], doc="weight of L_reg, the bound (0 = unbounded)")
-    lr: float = setting(1e-4, ge=LR_RANGE[0], le=LR_RANGE[1], doc="Adam learning rate of the decoder")
+    lr: float = setting(1e-4, ge=LR_RANGE[0], le=LR_RANGE[1], doc="Adam learning rate of the decoder (the live "
+                        "learning_rate multiplies it)")
     batch: int = setting(256, ge=4, le=8192, doc="generated (and real) samples per step")
     temperature: float = setting(1.0, ge=TEMPERATURE_RANGE[0], le=TEMPERATURE_RANGE[1],
                                  doc="prior temperature T: z ~ N(0, T^2 I) while training and sampling")
@@ -108,7 +110,6 @@ class DivergenceSystem:
         self.piece = piece
         self.device = torch.device(device)
         self.step_count = 0
-        self.nan_restores = 0
         # Placeholder weights until prepare() (or load_state_dict) fills them.
         self.decoder = Decoder(piece.vae.latent, piece.vae.hidden).to(self.device)
         self.base_decoder = freeze(Decoder(piece.vae.latent, piece.vae.hidden).to(self.device))
@@ -122,7 +123,6 @@ class DivergenceSystem:
         self.extractor: torch.nn.Module | None = None
         self.digits: Digits | None = None
         self._pool: dict[str, Any] | None = None
-        self._good: tuple[dict, dict] | None = None
 
     @torch.no_grad()
     def _class_logits(self, images: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
@@ -190,14 +190,14 @@ class DivergenceSystem:
     # ------------------------------------------------------------------ live parameters
 
     def param_specs(self) -> list[ParamSpec]:
-        """alpha, beta, temperature, learning_rate (log) and training on/off, defaults from the piece."""
+        """alpha, beta, temperature, learning_rate (x bad.lr, log) and training on/off, defaults from the piece."""
         b = self.piece.bad
         return [
             ParamSpec("alpha", *ALPHA_RANGE, b.alpha, doc="weight of the divergence loss L_div"),
             ParamSpec("beta", *BETA_RANGE, b.beta, doc="weight of the bound L_reg (0 = unbounded)"),
             ParamSpec("temperature", *TEMPERATURE_RANGE, b.temperature, log=True, smoothing=0.2,
                       doc="prior temperature: latent scale while sampling and training"),
-            ParamSpec("learning_rate", *LR_RANGE, b.lr, log=True, doc="Adam learning rate of the decoder"),
+            learning_rate_spec("multiplies the decoder's Adam learning rate (bad.lr)"),
             ParamSpec("training", 0, 1, 1, kind="toggle", doc="1: keep diverging; 0: freeze the decoder"),
         ]
 
@@ -223,25 +223,22 @@ class DivergenceSystem:
         l_reg = mmd(fake, real, **kw)
         return l_div, l_reg, {"class_mmd": l_div, "global_mmd": l_reg}
 
-    def _snapshot(self) -> tuple[dict, dict]:
-        return ({k: v.detach().clone() for k, v in self.decoder.state_dict().items()},
-                copy.deepcopy(self.optimizer.state_dict()))
-
-    def _finite(self) -> bool:
-        return all(bool(torch.isfinite(t).all()) for t in self.decoder.state_dict().values() if t.is_floating_point())
-
     def step(self, params: Mapping[str, float]) -> dict[str, float]:
-        """One BAD step on the decoder with the live alpha, beta, temperature and learning rate."""
+        """One BAD step on the decoder with the live alpha, beta, temperature and learning rate.
+
+        A non-finite objective is stepped like any other and returned as it is (the guard undoes it).
+        """
+        if self.optimizer is None:
+            raise RuntimeError("a sampling copy does not train")
         if not self.base_ready or self.extractor is None:
             raise RuntimeError("DivergenceSystem.prepare() must run before training steps")
         p = self._params(params)
         if p["training"] < 0.5:
             return {"training": 0.0}
         pool = self._real_pool()
-        if self._good is None:
-            self._good = self._snapshot()
+        lr = self.piece.bad.lr * p["learning_rate"]
         for group in self.optimizer.param_groups:
-            group["lr"] = p["learning_rate"]
+            group["lr"] = lr
         batch, latent = self.piece.bad.batch, self.piece.vae.latent
         z = torch.randn(batch, latent, generator=self.gen).to(self.device) * p["temperature"]  # [B, latent]
         idx = torch.randint(0, pool["features"].shape[0], (batch,), generator=self.gen).to(self.device)
@@ -263,28 +260,38 @@ class DivergenceSystem:
             prob = torch.softmax(self._class_logits(images, fake), 1)  # [B, 10]
             scalars["class_entropy"] = float(-(prob * prob.clamp_min(1e-12).log()).sum(1).mean())
         scalars.update(alpha=p["alpha"], beta=p["beta"], temperature=p["temperature"],
-                       learning_rate=p["learning_rate"])
-        if not (math.isfinite(scalars["objective"]) and self._finite()):
-            # Restore weights, BatchNorm statistics and Adam moments: a NaN moment would poison
-            # every later step even with good weights.
-            weights, opt_state = self._good
-            self.decoder.load_state_dict(weights)
-            self.optimizer.load_state_dict(opt_state)
-            self.nan_restores += 1
-            log.warning("BAD step %d: non-finite decoder or objective; restored the last good decoder "
-                        "(%d restores so far)", self.step_count, self.nan_restores)
-            scalars["restored"] = 1.0
-        else:
-            self._good = self._snapshot()
-            scalars["restored"] = 0.0
-        scalars["nan_restores"] = float(self.nan_restores)
-        return {k: v for k, v in scalars.items() if math.isfinite(v)}
+                       learning_rate=p["learning_rate"], lr=lr)
+        return scalars
 
     # ------------------------------------------------------------------ drawing
 
     def panels(self) -> dict[str, int]:
         """The diverged decoder, and its base beside it for comparison."""
         return {"decoder": self.piece.vae.latent, "base": self.piece.vae.latent}
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        """The decoder: the one network BAD trains (the base decoder and classifier are frozen)."""
+        return {"decoder": self.decoder}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """The decoder's Adam."""
+        return {} if self.optimizer is None else {"decoder": self.optimizer}
+
+    def sampling_copy(self) -> "DivergenceSystem":
+        """A copy that only samples: its own decoder (no gradients), no optimiser, data, extractor or
+        RNG; the piece and the frozen base decoder and classifier shared (nothing trains them, and
+        `prepare()` or a checkpoint loads them in place, so the copy sees those loads)."""
+        twin = copy.copy(self)
+        twin.decoder = copy.deepcopy(self.decoder).requires_grad_(False)
+        twin.optimizer = twin.gen = twin.extractor = twin.digits = twin._pool = None
+        twin.base_metrics = dict(self.base_metrics)
+        return twin
+
+    def accumulate(self, source: "DivergenceSystem", decay: float = 0.0) -> None:
+        """Move this (sampling) copy's decoder towards `source`'s (decay 0: copy; BatchNorm statistics
+        copied) and take its step count."""
+        accumulate_modules(self.modules(), source.modules(), decay)
+        self.step_count = source.step_count
 
     @torch.no_grad()
     def decode(self, which: str, z: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -310,12 +317,11 @@ class DivergenceSystem:
     # ------------------------------------------------------------------ checkpoints
 
     def state_dict(self) -> dict:
-        """Decoder, optimiser, step, RNG, NaN count, and the base models, so a run is self-contained."""
+        """Decoder, optimiser, step, RNG, and the base models, so a run is self-contained."""
         return {
             "decoder": self.decoder.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "step": torch.tensor(self.step_count),
-            "nan_restores": torch.tensor(self.nan_restores),
             "rng": self.gen.get_state(),
             "base_decoder": self.base_decoder.state_dict(),
             "classifier": self.classifier.state_dict(),
@@ -323,20 +329,24 @@ class DivergenceSystem:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore a `state_dict()`; the base models in it replace any cached ones."""
+        """Restore a `state_dict()`; the base models in it replace any cached ones.
+
+        Older checkpoints also hold `nan_restores` (the count of the system's own NaN guard, which
+        gave way to the TrainingGuard): ignored."""
         if "base_decoder" in state and "classifier" in state:
             self.base_decoder.load_state_dict(state["base_decoder"])
+            # The guard loads its last good state back after a bad step: the same classifier, whose
+            # real-digit features (a pass over the whole pool) need not be extracted again.
+            same = self.base_ready and _equal(self.classifier.state_dict(), state["classifier"])
             self.classifier.load_state_dict(state["classifier"])
             self.base_metrics = {k: float(v) for k, v in state.get("base_metrics", {}).items()}
             self.base_ready = True
-            if self.piece.features.extractor == "custom":
+            if self.piece.features.extractor == "custom" and not same:
                 self._pool = None  # features of the real digits came from the old classifier
         self.decoder.load_state_dict(state["decoder"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step_count = int(state["step"])
-        self.nan_restores = int(state.get("nan_restores", 0))
         self.gen.set_state(state["rng"])
-        self._good = None
 
     def fingerprint(self) -> str:
         """Hash of what fixes the architecture: decoder and classifier sizes, extractor."""
@@ -347,3 +357,7 @@ class DivergenceSystem:
     def describe(self) -> dict:
         """The piece as plain data (for logs and reports)."""
         return to_dict(self.piece)
+
+
+def _equal(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k].to(a[k].device)) for k in a)

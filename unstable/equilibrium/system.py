@@ -24,6 +24,9 @@ torch.Generator on the device seeded from the piece, whose state is in the check
 drawn from a CPU generator seeded the same way. Growth (stage, fade alpha) is a pure function of
 the step count, so resuming needs nothing more.
 
+A step that goes wrong (a non-finite loss, weights or gradients) is not hidden: its scalars come
+back non-finite and the training paths' `TrainingGuard` undoes it.
+
 `sample` renders with the fixed per-layer noise and returns images at the piece's target
 resolution whatever the growth stage (bilinearly upsampled while smaller): the display wants a
 stable size, and the growth is then seen as the image sharpening.
@@ -32,15 +35,20 @@ stable size, and the growth is then seen as the image sharpening.
 from __future__ import annotations
 
 import collections
-from typing import Any, Callable, Mapping
+import copy
+import types
+from dataclasses import dataclass
+from typing import Any, Callable, Literal, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..checkpoint import fingerprint as hash_config
-from ..config import to_dict
+from ..config import setting, to_dict
 from ..schema import ParamSpec
+from ..system import accumulate_modules, learning_rate_spec
+from ..trainer import TrainSettings
 from .critic import Critic
 from .generator import Generator
 from .losses import classification_loss, colour_variety, embedding_distance, relational_loss
@@ -151,10 +159,9 @@ class EquilibriumSystem:
         loss = classification_loss(logits, self._target_labels[labels] if opposed else labels)
         self.opt_c.zero_grad(set_to_none=True)
         loss.backward()
-        if torch.isfinite(loss):  # an exploded loss would leave NaN weights for good: skip it instead
-            if self.piece.critic.optim.grad_clip > 0:
-                nn.utils.clip_grad_norm_(self.critic.parameters(), self.piece.critic.optim.grad_clip)
-            self.opt_c.step()
+        if self.piece.critic.optim.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.critic.parameters(), self.piece.critic.optim.grad_clip)
+        self.opt_c.step()
         self.critic_log.append((self.step_count, update, "opposed" if opposed else "true", self._batches))
         accuracy = (logits.detach().argmax(dim=1) == labels).float().mean()
         return loss.detach(), accuracy, float(opposed)
@@ -203,10 +210,13 @@ class EquilibriumSystem:
                 for name in ("impersonate", "embedding", "colour_variety")}
 
     def step(self, params: Mapping[str, float]) -> dict[str, float]:
-        """One optimisation step of the critic and every generator; returns finite float scalars.
+        """One optimisation step of the critic and every generator; returns float scalars.
 
         With the live parameter `training` at 0 nothing is trained and the step count stays put.
+        An exploded loss is stepped like any other and shows as non-finite scalars (the guard undoes it).
         """
+        if self.opt_g is None:
+            raise RuntimeError("a sampling copy does not train")
         stage, alpha = self.growth()
         scalars: dict[str, torch.Tensor | float] = {"resolution": float(self.stage_resolutions[stage]),
                                                     "alpha": float(alpha)}
@@ -234,14 +244,10 @@ class EquilibriumSystem:
             self.critic.requires_grad_(True)
         self.opt_g.zero_grad(set_to_none=True)
         total.backward()
-        if torch.isfinite(total):
-            if g_opt.grad_clip > 0:
-                for gen in self.generators:
-                    nn.utils.clip_grad_norm_(gen.parameters(), g_opt.grad_clip)
-            self.opt_g.step()
-            scalars["skipped"] = 0.0
-        else:  # an exploded loss: keep the weights, report it, carry on
-            scalars["skipped"] = 1.0
+        if g_opt.grad_clip > 0:
+            for gen in self.generators:
+                nn.utils.clip_grad_norm_(gen.parameters(), g_opt.grad_clip)
+        self.opt_g.step()
         scalars.update(terms)
         self.step_count += 1
         return _to_floats(scalars)
@@ -277,8 +283,7 @@ class EquilibriumSystem:
             ParamSpec("truncation", 0.0, 1.5, 1.0, smoothing=0.2,
                       doc="pulls styles towards the running mean style (1 = off)"),
             ParamSpec("noise", 0.0, 3.0, 1.0, smoothing=0.2, doc="strength of the fixed per-layer noise in samples"),
-            ParamSpec("learning_rate", 0.01, 10.0, 1.0, log=True, smoothing=0.5,
-                      doc="multiplies every network's learning rate"),
+            learning_rate_spec("multiplies every network's learning rate (generator.optim.lr, critic.optim.lr)"),
             ParamSpec("training", 0.0, 1.0, 1.0, kind="toggle", doc="train (1) or hold the weights (0)"),
             ParamSpec("critic_training", 0.0, 1.0, 1.0, kind="toggle", doc="update the critic (1) or freeze it (0)"),
         ]
@@ -312,6 +317,32 @@ class EquilibriumSystem:
         self.step_count = int(state["step"])
         self.rng.set_state(state["rng"].cpu())
 
+    def modules(self) -> dict[str, nn.Module]:
+        """Every generator (g0, g1, ...) and the critic: all of them train."""
+        return {**dict(zip(self.names, self.generators)), "critic": self.critic}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """One Adam over every generator (a param group each) and one over the critic."""
+        return {} if self.opt_g is None else {"generators": self.opt_g, "critic": self.opt_c}
+
+    def sampling_copy(self) -> "EquilibriumSystem":
+        """A copy that only samples: its own generators (no gradients), no critic, no optimisers, no
+        training RNG; the piece and the rest shared."""
+        twin = copy.copy(self)
+        twin.generators = copy.deepcopy(self.generators).requires_grad_(False)
+        twin.critic = twin.opt_g = twin.opt_c = twin.rng = None
+        twin.critic_log = collections.deque(maxlen=1)
+        return twin
+
+    def _sampled(self) -> dict[str, nn.Module]:
+        return dict(zip(self.names, self.generators))
+
+    def accumulate(self, source: "EquilibriumSystem", decay: float = 0.0) -> None:
+        """Move this (sampling) copy's generators towards `source`'s (decay 0: copy) and take its
+        step count, which fixes the growth stage `sample` renders at."""
+        accumulate_modules(self._sampled(), source._sampled(), decay)
+        self.step_count = source.step_count
+
     def architecture(self) -> dict:
         """The config that fixes the shapes of the weights (what the fingerprint hashes)."""
         g = to_dict(self.piece.generator)
@@ -326,9 +357,9 @@ class EquilibriumSystem:
 
 
 def _to_floats(scalars: Mapping[str, torch.Tensor | float]) -> dict[str, float]:
-    """Scalars as finite Python floats, with one device sync for all the tensors."""
+    """Scalars as Python floats (non-finite ones kept: the guard reads them), one device sync."""
     keys = [k for k, v in scalars.items() if isinstance(v, torch.Tensor)]
-    values = torch.stack([scalars[k].float() for k in keys]).nan_to_num(0.0, 0.0, 0.0).tolist() if keys else []
+    values = torch.stack([scalars[k].float() for k in keys]).tolist() if keys else []
     out = {k: float(v) for k, v in scalars.items() if not isinstance(v, torch.Tensor)}
     out.update(zip(keys, values))
     return {k: out[k] for k in scalars}

@@ -163,9 +163,7 @@ class Trainer:
             self._stop.wait(dt * (1.0 - self.budget.duty) / self.budget.duty)
 
     def _step(self, p: LivePiece, params: dict) -> dict | None:
-        """One training step of `p`, through its guard when it has one (None: undone)."""
-        if p.guard is None:
-            return p.system.step(params)
+        """One training step of `p`, always through its guard (None: undone)."""
         return p.guard.step(params)
 
     def _stasis(self, p: LivePiece, snapshot: Mapping, now: float) -> None:
