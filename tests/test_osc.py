@@ -62,6 +62,16 @@ def test_normalised_and_raw_values_reach_the_store_and_snapshot(server, client, 
     assert snap["bad"]["hue"] == 0.0
 
 
+def test_fader_positions_map_onto_ranges_that_do_not_start_at_zero(server, client, params):
+    client.send(address("bad", "hue"), 0.75)   # [-180, 180]
+    client.send(address("bad", "beta"), 0.25)  # [-1, 1]
+    client.send(address("eq", "hue"), 0.0)
+    assert wait_for(lambda: server.stats["applied"] == 3)
+    assert params.get("bad", "hue") == pytest.approx(90.0)
+    assert params.get("bad", "beta") == pytest.approx(-0.5)
+    assert params.get("eq", "hue") == pytest.approx(-180.0)
+
+
 def test_bundle_timetags_are_not_slept_on(server, client, params):
     b = OscBundleBuilder(time.time() + 3600)  # an hour ahead: strict timing would block the thread
     m = OscMessageBuilder(address=address("eq", "alpha", raw=True))
