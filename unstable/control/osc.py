@@ -16,8 +16,9 @@ Address space (all generated from the schema, see `unstable.control.params.addre
     /unstable/record               i    0|1 (same as /unstable/show/record/raw)
     /unstable/snapshot            [f]   save a still; an argument of 0 (a button's release) is ignored
 
-Feedback: every change goes to every subscriber except the one at the sender's exact
-(host, port), as the 0..1 value on the plain address and the own-units value on `/raw`, so faders
+Feedback: every change goes to every subscriber except the sender's own: the one at the sender's
+exact (host, port), or the one that sender subscribed (a controller that sends from one port and
+listens on another, as Max's udpsend/udpreceive and TouchOSC do), as the 0..1 value on the plain address and the own-units value on `/raw`, so faders
 follow presets and scene changes without an echo of their own move. Changes the engine makes
 (origin None) go to everyone. A separate thread sends feedback, coalescing bursts (the newest
 value of each parameter, at most every `feedback_interval` seconds).
@@ -197,6 +198,9 @@ class OscServer:
         self.dispatcher = _Dispatcher()
         self._allowed_hosts: dict[str, bool] = {}
         self._subscribers: dict[tuple[str, int], float] = {}  # (host, port) -> when subscribed
+        # subscriber -> the (host, port)s that subscribed it: that controller's own changes are
+        # not echoed to it even when it sends from another port than it listens on.
+        self._senders: dict[tuple[str, int], list[tuple[str, int]]] = {}
         self._sub_lock = threading.Lock()
         self._pending: dict[tuple[str, str], tuple | None] = {}  # key -> origin of newest change
         self._sync_to: list[tuple[str, int]] = []
@@ -287,13 +291,14 @@ class OscServer:
     def _on_subscribe(self, origin, addr, *args) -> None:
         port = self._port_arg(addr, origin, args)
         if port is not None:
-            self.subscribe(origin[0], port)
+            self.subscribe(origin[0], port, sender=origin)
 
     def _on_unsubscribe(self, origin, addr, *args) -> None:
         port = self._port_arg(addr, origin, args)
         if port is not None:
             with self._sub_lock:
                 self._subscribers.pop((origin[0], port), None)
+                self._senders.pop((origin[0], port), None)
 
     def _on_sync(self, origin, addr, *args) -> None:
         self.sync()
@@ -308,15 +313,20 @@ class OscServer:
 
     # -- subscribers ----------------------------------------------------------------------------
 
-    def subscribe(self, host: str, port: int) -> None:
-        """Send feedback to (host, port) from now on, starting with the full state."""
+    def subscribe(self, host: str, port: int, sender: tuple[str, int] | None = None) -> None:
+        """Send feedback to (host, port) from now on, starting with the full state. Changes that
+        come from `sender` (the controller's sending address) are not sent back to it."""
         key = (host, int(port))
         with self._sub_lock:
             self._subscribers.pop(key, None)
             self._subscribers[key] = time.monotonic()
+            if sender is not None and tuple(sender) != key:
+                senders = [s for s in self._senders.get(key, []) if s != tuple(sender)]
+                self._senders[key] = (senders + [tuple(sender)])[-8:]  # a restarted controller's new port
             while len(self._subscribers) > self.max_subscribers:
                 oldest = next(iter(self._subscribers))
                 del self._subscribers[oldest]
+                self._senders.pop(oldest, None)
                 log.warning("OSC: more than %d subscribers, dropped the oldest %s:%s",
                             self.max_subscribers, *oldest)
         with self._pending_lock:
@@ -464,7 +474,9 @@ class OscServer:
                 with self._pending_lock:
                     pending, self._pending = self._pending, {}
                     sync_to, self._sync_to = self._sync_to, []
-                subs = self.subscribers
+                with self._sub_lock:
+                    subs = list(self._subscribers)
+                    senders = {k: set(v) for k, v in self._senders.items()}
                 if sync_to:
                     full = self._messages_for(self.params.keys())
                     for target in dict.fromkeys(sync_to):
@@ -477,7 +489,8 @@ class OscServer:
                     for origin, keys in by_origin.items():
                         dgrams = self._messages_for(keys)
                         for target in subs:
-                            if target != origin:  # no echo to the controller that moved it
+                            # no echo to the controller that moved it
+                            if target != origin and origin not in senders.get(target, ()):
                                 self._send(dgrams, target)
             except Exception:
                 self.warn.warning("feedback-loop", "OSC feedback failed", exc_info=True)
