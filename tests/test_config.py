@@ -1,5 +1,6 @@
 """Piece-file validation: every kind of bad input is one clear line naming file, key and value."""
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
@@ -41,7 +42,7 @@ def test_valid_table_loads_frozen_and_typed():
                          source="x")
     assert cfg.batch == 4 and cfg.widths == (8, 8, 4) and cfg.optim.lr == 1.0
     assert isinstance(cfg.optim.lr, float)
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError, match="cannot assign to field 'batch'"):
         cfg.batch = 3  # frozen
     assert to_dict(cfg)["optim"] == {"lr": 1.0, "betas": [0.0, 0.99]}
 
