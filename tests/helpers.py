@@ -104,3 +104,16 @@ def live_until_sigterm(show: Path, *args: str, settle: float = 1.0) -> tuple[int
 def frames_played(output: str) -> int:
     """The frame count from `unstable live`'s closing line."""
     return int(output.split("live: ", 1)[1].split(" frames")[0])
+
+
+def nested_tensors(obj):
+    """Every tensor in a nested checkpoint (dicts, lists, tuples), in order."""
+    import torch
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from nested_tensors(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from nested_tensors(v)

@@ -5,6 +5,7 @@ end to end."""
 import csv
 import dataclasses
 import io
+import json
 import math
 
 import pytest
@@ -12,6 +13,7 @@ import torch
 from click.testing import CliRunner
 
 from unstable.cli import main
+from unstable.errors import ConfigError, UnstableError
 from unstable.system import build_system, piece_from_dict
 
 
@@ -93,7 +95,7 @@ def test_step_in_the_classifier_embedding(cache):
     scalars = s.step({})
     assert 0 <= scalars["class_entropy"] <= math.log(10) + 1e-6 and math.isfinite(scalars["class_mmd"])
     assert not same(dec, clone(s.decoder)) and same(cls, clone(s.classifier))
-    with pytest.raises(Exception, match="features.layer"):
+    with pytest.raises(UnstableError, match="features.layer = .embedding. is for extractor = .custom. only"):
         ready(cache, features={"extractor": "mobilenet_v2", "weights": "none", "layer": "embedding"})
 
 
@@ -206,9 +208,9 @@ def test_base_models_are_cached_by_their_settings(tmp_path):
 
 
 def test_piece_validation_names_the_key(cache):
-    with pytest.raises(Exception, match=r"tiny.toml: loss.couple: 'is' is not allowed"):
+    with pytest.raises(ConfigError, match=r"tiny.toml: loss.couple: 'is' is not allowed"):
         tiny(cache, loss={"couple": "is"})
-    with pytest.raises(Exception, match=r"tiny.toml: bad.lr: .* out of range"):
+    with pytest.raises(ConfigError, match=r"tiny.toml: bad.lr: .* out of range"):
         tiny(cache, bad={"lr": 0.5})
 
 
@@ -252,13 +254,78 @@ real_pool = 300
     assert all(0 <= float(r["typical"]) <= 1 and math.isfinite(float(r["domain_nll"])) for r in rows)
     # A snapshot beside the final checkpoint: one grid row each, one base row (shared base).
     snapshots = sorted((tmp_path / "runs" / "tiny" / "checkpoints").glob("step_*.pt"))
-    if snapshots:
-        result = runner.invoke(main, ["eval", str(snapshots[0]), "runs/tiny", "--samples", "20", "--out", "cmp"])
-        assert result.exit_code == 0, result.output
-        rows = list(csv.DictReader(io.StringIO((tmp_path / "cmp" / "metrics.csv").read_text())))
-        assert len(rows) == 3 * 9 and {r["run"] for r in rows} == {"tiny@step_000000", "tiny"}
+    assert [p.name for p in snapshots] == ["step_000000.pt"]  # snapshot_every = 100: step 0 only
+    result = runner.invoke(main, ["eval", str(snapshots[0]), "runs/tiny", "--samples", "20", "--out", "cmp"])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "cmp" / "metrics.csv").read_text())))
+    assert len(rows) == 3 * 9 and {r["run"] for r in rows} == {"tiny@step_000000", "tiny"}
     bad = runner.invoke(main, ["eval", "runs/nothing"])
     assert bad.exit_code == 2 and "run folder not found" in bad.output
+
+
+def test_unstable_train_resume_continues_exactly(tmp_path, monkeypatch, cache):
+    # 4 steps in one go and 2 + `--resume` 2 more give the same decoder, optimiser and log scalars.
+    monkeypatch.chdir(tmp_path)
+    piece = tmp_path / "tiny.toml"
+    piece.write_text(f"""name = "tiny"
+kind = "divergence"
+cache = "{cache}"
+[train]
+steps = 4
+grid_every = 2
+grid_samples = 2
+checkpoint_every = 100
+[vae]
+steps = 3
+batch = 16
+hidden = 64
+[classifier]
+steps = 3
+batch = 16
+width = 8
+[bad]
+batch = 32
+real_pool = 300
+""")
+    runner = CliRunner()
+
+    def train(*args):
+        result = runner.invoke(main, ["train", str(piece), "--device", "cpu", *args])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    train("--out", "runs/straight")
+    train("--out", "runs/split", "--steps", "2")
+    assert "resumed" in train("--out", "runs/split", "--resume")
+    from unstable.checkpoint import load_checkpoint
+    a = load_checkpoint(tmp_path / "runs" / "straight" / "checkpoint.pt")
+    b = load_checkpoint(tmp_path / "runs" / "split" / "checkpoint.pt")
+    assert a["step"] == b["step"] == 4
+
+    def leaves(obj, prefix=""):
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                yield from leaves(v, f"{prefix}/{k}")
+        elif isinstance(obj, (list, tuple)):
+            for i, v in enumerate(obj):
+                yield from leaves(v, f"{prefix}/{i}")
+        else:
+            yield prefix, obj
+
+    la, lb = dict(leaves(a["system"])), dict(leaves(b["system"]))
+    assert la.keys() == lb.keys() and any("decoder" in k for k in la)
+    for k in la:
+        if isinstance(la[k], torch.Tensor):
+            assert torch.equal(la[k], lb[k]), k
+        else:
+            assert la[k] == lb[k], k
+
+    def scalars(run):
+        lines = [json.loads(x) for x in (tmp_path / "runs" / run / "log.jsonl").read_text().splitlines()]
+        return [{k: v for k, v in ln.items() if k != "seconds"} for ln in lines]
+
+    assert [ln["step"] for ln in scalars("split")] == [1, 2, 3, 4]
+    assert scalars("split") == scalars("straight")
 
 
 def test_piece_files_load():
@@ -293,7 +360,7 @@ def test_robust_classifier_trains_and_is_cached_under_its_own_key(cache):
     assert not same(clone(plain.classifier), clone(robust.classifier))
     names = [p.name for p in cache.iterdir() if p.name.startswith("classifier-")]
     assert len(names) >= 2
-    with pytest.raises(Exception, match="robust"):
+    with pytest.raises(ConfigError, match="robust"):
         tiny(cache, classifier={"robust": 0.9})
 
 

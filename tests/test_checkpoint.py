@@ -32,7 +32,7 @@ def test_overwrite_is_atomic_and_failed_write_keeps_old(tmp_path):
         def __reduce__(self):
             raise RuntimeError("disk full")
 
-    with pytest.raises(Exception):
+    with pytest.raises(RuntimeError, match="disk full"):
         save_checkpoint(p, {"format": FORMAT, "x": Boom()})
     assert load_checkpoint(p)["step"] == 1  # the old one survives whole
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]

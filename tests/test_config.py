@@ -1,6 +1,8 @@
 """Piece-file validation: every kind of bad input is one clear line naming file, key and value."""
 
+import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import pytest
@@ -8,8 +10,10 @@ from click.testing import CliRunner
 
 from unstable.cli import main
 from unstable.config import load_dataclass, read_toml, setting, to_dict
-from unstable.errors import ConfigError
+from unstable.errors import ConfigError, UnstableError
 from unstable.system import load_piece
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -41,7 +45,7 @@ def test_valid_table_loads_frozen_and_typed():
                          source="x")
     assert cfg.batch == 4 and cfg.widths == (8, 8, 4) and cfg.optim.lr == 1.0
     assert isinstance(cfg.optim.lr, float)
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError, match="cannot assign to field 'batch'"):
         cfg.batch = 3  # frozen
     assert to_dict(cfg)["optim"] == {"lr": 1.0, "betas": [0.0, 0.99]}
 
@@ -115,3 +119,36 @@ def test_cli_bad_piece_one_line_nonzero_exit(tmp_path, body, fragment):
     lines = [ln for ln in result.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0]
     assert "Traceback" not in result.output
+
+
+def test_device_auto_picks_cuda_only_when_present_and_cpu_always_works(monkeypatch):
+    import torch
+
+    from unstable.system import resolve_device
+    assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    # The selection logic on either kind of machine (no CUDA memory is touched).
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(UnstableError, match=r"^--device cuda: CUDA is not available on this machine \(try --device cpu\)$"):
+        resolve_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("cuda") and resolve_device("cuda") == torch.device("cuda")
+
+
+@pytest.mark.parametrize("command", ["train", "live", "render", "eval"])
+def test_cli_device_option_without_cuda_is_one_clear_line(tmp_path, monkeypatch, command):
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    piece = tmp_path / "p.toml"
+    piece.write_text('name = "x"\nkind = "equilibrium"\n')
+    args = {"train": ["train", str(piece), "--out", str(tmp_path / "run")],
+            "live": ["live", str(ROOT / "shows" / "demo.toml"), "--headless", "--osc-port", "0"],
+            "render": ["render", str(ROOT / "shows" / "demo.toml")],
+            "eval": ["eval", str(tmp_path / "run")]}[command]
+    result = CliRunner().invoke(main, [*args, "--device", "cuda"])
+    assert result.exit_code == 2
+    assert result.output == "error: --device cuda: CUDA is not available on this machine (try --device cpu)\n"
+    assert not (tmp_path / "run").exists()
+    bad = CliRunner().invoke(main, [*args, "--device", "gpu"])
+    assert bad.exit_code == 2 and "'gpu' is not one of 'auto', 'cpu', 'cuda'" in bad.output

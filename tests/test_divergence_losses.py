@@ -146,3 +146,28 @@ def test_paper_classwise_mmd_is_k_times_global_plus_a_constant():
     off_class = on_class + 1.5
     assert classwise_mmd(off_class, real, labels, k, x_labels=x_labels, **kw) > \
         5 * classwise_mmd(on_class, real, labels, k, x_labels=x_labels, **kw)
+
+
+@pytest.mark.parametrize("kernel", ["gaussian", "laplacian", "imq"])
+def test_mmd2_is_the_unbiased_gretton_estimator_by_brute_force(kernel):
+    # Gretton et al. 2012, eq. 3, written out as plain double sums over 4 and 5 samples:
+    # the within-set sums leave out i == j and divide by m(m-1), n(n-1); the cross sum by m n.
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(4, 3, generator=g, dtype=torch.float64)
+    y = torch.randn(5, 3, generator=g, dtype=torch.float64) + 0.7
+    s = 1.3
+
+    def k(a, b):
+        d = float(((a - b) ** 2).sum())
+        return {"gaussian": np.exp(-d / (2 * s * s)), "laplacian": np.exp(-np.sqrt(d) / s),
+                "imq": (1 + d / (s * s)) ** -0.5}[kernel]
+
+    m, n = len(x), len(y)
+    sxx = sum(k(x[i], x[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    syy = sum(k(y[i], y[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+    sxy = sum(k(x[i], y[j]) for i in range(m) for j in range(n)) / (m * n)
+    expected = sxx + syy - 2 * sxy
+    assert mmd2(x, y, kernel, s).item() == pytest.approx(expected, rel=1e-6, abs=1e-9)
+    assert mmd(x, y, "gretton", kernel, s).item() == pytest.approx(expected, rel=1e-6, abs=1e-9)
+    # Unbiased: two copies of one sample set give a negative value, not the biased estimate's 0.
+    assert mmd2(x, x.clone(), kernel, s).item() < 0

@@ -50,15 +50,50 @@ def write(path, frames, fps, preset, **kw):
 def test_lossy_presets_read_back_count_fps_size_and_colour(tmp_path, preset, suffix, fps):
     frames = smooth_frames(7)
     path = tmp_path / f"v{suffix}"
+    start = time.perf_counter()
     w = write(path, frames, fps, preset)
+    elapsed = time.perf_counter() - start
     info = probe(path)
     assert (info.frames, info.width, info.height) == (7, W, H)
     assert info.fps == parse_fps(fps) and isinstance(info.fps, Fraction)
-    assert w.stats.frames == 7 and w.stats.encode_seconds >= 0
+    assert w.stats.frames == 7 and 0 < w.stats.encode_seconds <= elapsed
     back = np.stack(list(read_frames(path)))
     assert back.shape == frames.shape
     # Colour conversion is consistent both ways (BT.709 tags honoured by the decoder).
     assert np.abs(back.astype(int) - frames).mean() < 6
+
+
+def top_level_atoms(data: bytes) -> list[bytes]:
+    """The names of an MP4 file's top-level boxes, in file order."""
+    names, i = [], 0
+    while i + 8 <= len(data):
+        size, name = int.from_bytes(data[i:i + 4], "big"), data[i + 4:i + 8]
+        if size == 1:  # 64-bit size follows
+            size = int.from_bytes(data[i + 8:i + 16], "big")
+        names.append(name)
+        if size < 8:
+            break
+        i += size
+    return names
+
+
+def test_h264_delivery_preset_settings_read_back_from_the_file(tmp_path):
+    import imageio_ffmpeg
+    path = tmp_path / "d.mp4"
+    write(path, smooth_frames(4), 25, "h264")
+    data = path.read_bytes()
+    # x264 writes its settings into the stream (an SEI message): constant quality 18, preset slow.
+    sei = data[data.index(b"x264 - core"):][:2000]
+    assert b" rc=crf " in sei and b" crf=18.0 " in sei
+    assert b" subme=8 " in sei and b" ref=5 " in sei  # what -preset slow sets (medium: 7 and 3)
+    # faststart: the index (moov) comes before the media data, so players start before the end.
+    atoms = top_level_atoms(data)
+    assert b"moov" in atoms and b"mdat" in atoms and atoms.index(b"moov") < atoms.index(b"mdat")
+    # The pixel format and colour tags as ffmpeg reads them back.
+    out = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(path)],
+                         capture_output=True, text=True).stderr
+    stream = next(line for line in out.splitlines() if "Video:" in line)
+    assert "h264" in stream and "yuv420p" in stream and "bt709" in stream, stream
 
 
 def test_probe_counts_decoded_frames_the_same(tmp_path):

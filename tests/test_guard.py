@@ -12,6 +12,7 @@ import torch
 from test_engine import make_engine, wait_for
 from test_show import SHOW, write_show
 
+from helpers import nested_tensors
 from unstable.guard import GuardSettings, TrainingGuard, clone_state, copy_state
 from unstable.schema import defaults
 from unstable.system import accumulate_modules, build_system, load_piece
@@ -140,13 +141,39 @@ def test_copy_state_reuses_its_buffers(system):
     assert c["critic"] is not again["critic"]
 
 
-def test_unstable_train_is_guarded(tmp_path):
-    from unstable.trainer import train
+def test_unstable_train_is_guarded(tmp_path, monkeypatch):
+    # `unstable train` on a tiny piece whose third step leaves NaN in the weights (the real step,
+    # then a poisoned weight): the guard undoes it, logs why, and training reaches its step count
+    # with finite weights in the checkpoint. Without the guard the NaN would train on and be saved.
+    from click.testing import CliRunner
+
+    from unstable.checkpoint import load_checkpoint
+    from unstable.cli import main
+    from unstable.equilibrium.system import EquilibriumSystem
+    real_step, calls = EquilibriumSystem.step, []
+
+    def step_with_a_nan(self, params):
+        scalars = real_step(self, params)
+        calls.append(self.step_count)
+        if len(calls) == 3:
+            nan_weights(self)
+        return scalars
+
+    monkeypatch.setattr(EquilibriumSystem, "step", step_with_a_nan)
     write_show(tmp_path)
-    out = train(tmp_path / "pieces" / "eq.toml", steps=2, out=tmp_path / "run", echo=lambda s: None,
-                show_progress=False)
-    lines = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
-    assert [ln["step"] for ln in lines] == [1, 2]
+    result = CliRunner().invoke(main, ["train", str(tmp_path / "pieces" / "eq.toml"), "--steps", "4",
+                                       "--out", str(tmp_path / "run"), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    undone = [ln for ln in lines if "guard" in ln]
+    assert len(undone) == 1 and undone[0]["guard"].startswith("non-finite") and undone[0]["lr_scale"] == 0.5
+    trained = [ln for ln in lines if "guard" not in ln]
+    assert trained[-1]["step"] == 4 and len(calls) > 4  # the undone step was trained again
+    assert all(math.isfinite(v) for ln in trained for v in ln.values())
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert ckpt["step"] == 4
+    floats = [t for t in nested_tensors(ckpt["system"]) if t.is_floating_point()]
+    assert floats and all(torch.isfinite(t).all() for t in floats)
 
 
 def test_the_live_engine_undoes_nan_steps_and_the_display_keeps_good_weights(tmp_path):

@@ -62,6 +62,16 @@ def test_normalised_and_raw_values_reach_the_store_and_snapshot(server, client, 
     assert snap["bad"]["hue"] == 0.0
 
 
+def test_fader_positions_map_onto_ranges_that_do_not_start_at_zero(server, client, params):
+    client.send(address("bad", "hue"), 0.75)   # [-180, 180]
+    client.send(address("bad", "beta"), 0.25)  # [-1, 1]
+    client.send(address("eq", "hue"), 0.0)
+    assert wait_for(lambda: server.stats["applied"] == 3)
+    assert params.get("bad", "hue") == pytest.approx(90.0)
+    assert params.get("bad", "beta") == pytest.approx(-0.5)
+    assert params.get("eq", "hue") == pytest.approx(-180.0)
+
+
 def test_bundle_timetags_are_not_slept_on(server, client, params):
     b = OscBundleBuilder(time.time() + 3600)  # an hour ahead: strict timing would block the thread
     m = OscMessageBuilder(address=address("eq", "alpha", raw=True))
@@ -128,6 +138,32 @@ def test_feedback_goes_to_subscribers_but_not_back_to_the_sender(server, params)
     finally:
         a.close()
         b.close()
+
+
+def test_no_echo_to_a_controller_that_sends_and_receives_on_different_ports(server, params):
+    # As the generated Max patch does (`udpsend` from an ephemeral port, `udpreceive` on the
+    # feedback port it subscribes with) and TouchOSC: one socket sends, another one listens.
+    out, inp, other = Client(server.port), Client(server.port), Client(server.port)
+    try:
+        n = len(params.keys())
+        out.send("/unstable/subscribe", inp.port)  # sent from `out`, feedback to `inp`
+        assert len(inp.recv_all(2 * n)) == 2 * n
+        subscribe(other, n)
+        assert out.recv(timeout=0.1) is None  # nothing goes to the sending port
+
+        out.send(address("eq", "alpha"), 0.75)
+        assert dict(other.recv_all(2)) == {address("eq", "alpha"): [pytest.approx(0.75)],
+                                           address("eq", "alpha", raw=True): [pytest.approx(1.5)]}
+        assert inp.recv(timeout=0.3) is None  # no echo of its own move
+        # Another controller's move and the engine's changes still reach it.
+        other.send(address("bad", "beta"), 0.25)
+        assert dict(inp.recv_all(2)) == {address("bad", "beta"): [pytest.approx(0.25)],
+                                         address("bad", "beta", raw=True): [pytest.approx(-0.5)]}
+        params.set("eq", "alpha", 0.2)
+        assert dict(inp.recv_all(2))[address("eq", "alpha", raw=True)] == [pytest.approx(0.2)]
+    finally:
+        for c in (out, inp, other):
+            c.close()
 
 
 def test_show_actions_are_queued_as_events(server, client, params):

@@ -15,13 +15,14 @@ import pytest
 import torch
 from click.testing import CliRunner
 from test_engine import make_engine
-from helpers import frames_played, live_until_sigterm
-from test_show import ROOT, TINY_EQ, write_show
+from helpers import Client, frames_played, live_until_sigterm, wait_for
+from test_show import ROOT, SHOW, TINY_EQ, write_show
 
 from unstable.checkpoint import load_checkpoint, save_checkpoint
 from unstable.cli import main
 from unstable.probe import probe
 from unstable.errors import CheckpointError, UnstableError
+from helpers import nested_tensors
 from unstable.system import build_system, load_piece
 from unstable.trainer import checkpoint_payload, restore
 
@@ -196,3 +197,67 @@ def test_sigterm_finalises_a_playable_recording_and_the_next_start_resumes(tmp_p
                            text=True, env=env, timeout=120)
     assert again.returncode == 0, again.stdout + again.stderr
     assert f"eq resumes {run / 'eq' / 'checkpoint.pt'} at step {step}" in again.stdout
+
+
+
+def step_of(run, name="eq"):
+    return load_checkpoint(run / name / "checkpoint.pt")["step"]
+
+
+@pytest.mark.parametrize("train", [False, True], ids=["still", "training"])
+def test_the_osc_snapshot_action_writes_checkpoints_while_the_show_plays(tmp_path, train):
+    run = tmp_path / "run"
+    with make_engine(tmp_path, train=train) as eng:
+        if train:  # the training thread owns the weights then: it writes them on its next pass
+            assert wait_for(lambda: eng.pieces["eq"].system.step_count >= 1, 20)
+        else:
+            eng.pieces["eq"].system.step({})
+        eng.frame(0.0)
+        client = Client(eng.osc.port)
+        try:
+            client.send("/unstable/snapshot")
+            assert wait_for(lambda: eng.params._events)
+        finally:
+            client.close()
+        assert not (run / "eq" / "checkpoint.pt").exists()  # nothing periodic (every 300 s)
+        eng.frame(0.1)
+        assert wait_for(lambda: (run / "eq" / "checkpoint.pt").is_file()
+                        and (run / "eq2" / "checkpoint.pt").is_file(), 20)
+        assert step_of(run) >= 1  # the trained weights, written before the show closed
+        assert wait_for(lambda: len(list((run / "stills").glob("*.png"))) == 1)
+
+
+def test_live_checkpoints_are_written_periodically_while_training(tmp_path):
+    text = SHOW.replace("[layout]", "[training]\ncheckpoint_every = 0.5\n[layout]")
+    run = tmp_path / "run"
+    with make_engine(tmp_path, text, train=True) as eng:
+        assert wait_for(lambda: (run / "eq" / "checkpoint.pt").is_file()
+                        and (run / "eq2" / "checkpoint.pt").is_file(), 20)
+        first = step_of(run)
+        # ... and again: a later checkpoint holds a later step, all before the show closes.
+        assert wait_for(lambda: eng.pieces["eq"].checkpoints >= 2 and step_of(run) > first, 30)
+
+
+def test_fresh_starts_the_pieces_over_from_their_seeds(tmp_path):
+    show = write_show(tmp_path)
+    with make_engine(tmp_path) as eng:
+        for _ in range(3):
+            eng.pieces["eq"].system.step({})
+    run = tmp_path / "run"
+    assert step_of(run) == 3
+
+    def live(run_dir, *flags):
+        r = CliRunner().invoke(main, ["live", str(show), "--headless", "--osc-port", "0", "--no-train",
+                                      "--seconds", "0.1", "--run", str(run_dir), "--device", "cpu", *flags])
+        assert r.exit_code == 0, r.output
+        return r.output
+
+    assert "resumes" not in live(run, "--fresh")
+    live(tmp_path / "new")  # an empty run folder: the pieces start from their seeds
+    for name in ("eq", "eq2"):
+        fresh = load_checkpoint(run / name / "checkpoint.pt")
+        seeded = load_checkpoint(tmp_path / "new" / name / "checkpoint.pt")
+        assert fresh["step"] == seeded["step"] == 0
+        a, b = list(nested_tensors(fresh["system"])), list(nested_tensors(seeded["system"]))
+        assert len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
+    assert "eq resumes" in live(run)  # without --fresh the (now fresh) checkpoint is resumed

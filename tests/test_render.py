@@ -272,3 +272,46 @@ def test_several_sources_share_one_frame_with_namespaced_panels(tmp_path, run, g
         assert torch.equal(z["eq/g1"], z["other/g1"])
         images, _, _ = r.frames.images(0)
         assert not torch.equal(images["eq/g1"], images["other/g1"])
+
+
+def test_hue_rotations_turn_each_file_by_its_share_of_the_circle(tmp_path, run, gl_ctx):
+    # Three rotations: 0, 120 and 240 degrees about the grey axis, which are exact channel
+    # permutations (120 turns red into green), so the rotated files are measured against the first
+    # file's frames with their channels rolled. Lossless ffv1: the only error is GL rounding.
+    job = job_file(tmp_path, run, "rot", hue_rotations="3")
+    results = render_job(job, ctx=gl_ctx, show_progress=False, echo=lambda s: None, frames="0:4")
+    assert [r.variation for r in results] == ["hue000", "hue001", "hue002"]
+    base, turned, twice = (frames_of(r.path) for r in results)
+    r, g, b = base[..., 0], base[..., 1], base[..., 2]
+    assert np.abs(r - g).mean() > 5 and np.abs(g - b).mean() > 5  # colourful enough to see a turn
+    assert np.abs(turned - np.stack([b, r, g], axis=-1)).max() <= 2   # red -> green, green -> blue
+    assert np.abs(twice - np.stack([g, b, r], axis=-1)).max() <= 2    # red -> blue
+    assert np.abs(turned - base).mean() > 5
+
+
+SHIPPED_JOBS = sorted((Path(__file__).resolve().parents[1] / "render").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED_JOBS, ids=[p.stem for p in SHIPPED_JOBS])
+def test_shipped_render_jobs_load_and_validate(path):
+    root = path.parents[1]
+    job = load_job(path)
+    assert job.name == path.stem and job.sources
+    names = [v.name for v in job.variation_list()]
+    assert names and len(set(names)) == len(names)
+    if job.hue_rotations:
+        hues = [v.hue for v in job.variation_list()]
+        assert hues == pytest.approx([360.0 * i / job.hue_rotations for i in range(job.hue_rotations)])
+    # Each source is a run that a shipped piece (`unstable train pieces/X.toml` -> runs/X) or the
+    # demo show (`unstable demo` -> runs/live/demo/<piece>) makes.
+    from unstable.show import load_show
+    demo = load_show(root / "shows" / "demo.toml")
+    for name, source in job.sources.items():
+        run = Path(source.run)
+        if run.parent.as_posix() == "runs/live/demo":
+            assert run.name in demo.pieces, (name, run)
+        else:
+            assert run.parent.as_posix() == "runs" and (root / "pieces" / f"{run.name}.toml").is_file(), (name, run)
+    # Every panel the layout names belongs to one of the job's sources.
+    for panel in job.layout.panels:
+        assert "/" not in panel or panel.split("/")[0] in job.sources, panel

@@ -52,6 +52,25 @@ def test_set_clamps_and_set_unit_maps_the_range():
         p.set("eq", "nothing", 1.0)
 
 
+@pytest.mark.parametrize("spec, pairs", [
+    (ParamSpec("hue", -180.0, 180.0, 0.0), [(0.0, -180.0), (0.25, -90.0), (0.5, 0.0), (1.0, 180.0)]),
+    (ParamSpec("beta", -1.0, 1.0, 0.0), [(0.0, -1.0), (0.75, 0.5), (1.0, 1.0)]),
+    (ParamSpec("gain", 2.0, 6.0, 3.0), [(0.0, 2.0), (0.25, 3.0), (1.0, 6.0)]),
+    (ParamSpec("steps", 3, 7, 5, kind="int"), [(0.0, 3.0), (0.5, 5.0), (1.0, 7.0)]),
+    (ParamSpec("lr", 1e-4, 1e-2, 1e-3, log=True), [(0.0, 1e-4), (0.5, 1e-3), (1.0, 1e-2)]),
+])
+def test_unit_mapping_on_ranges_that_do_not_start_at_zero(spec, pairs):
+    # Fader position u <-> value lo + u (hi - lo) (log: in decades), both ways, ends included.
+    for u, value in pairs:
+        assert spec.from_unit(u) == pytest.approx(value)
+        assert spec.to_unit(value) == pytest.approx(u)
+    p = Params({"x": [spec]})
+    for u, value in pairs:
+        assert p.set_unit("x", spec.name, u) == pytest.approx(value)
+        assert p.get("x", spec.name) == pytest.approx(value)
+        assert p.get_unit("x", spec.name) == pytest.approx(u)
+
+
 def test_smoothing_follows_the_frame_clock_not_the_wall_clock():
     p = make()
     p.snapshot(10.0)  # the first frame shows the targets as they are

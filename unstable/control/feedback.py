@@ -35,6 +35,9 @@ class Feedback:
         self.max_subscribers = int(max_subscribers)
         self.interval = float(interval)
         self._subscribers: dict[tuple[str, int], float] = {}  # (host, port) -> when subscribed
+        # subscriber -> the (host, port)s that subscribed it: that controller's own changes are
+        # not echoed to it even when it sends from another port than it listens on.
+        self._senders: dict[tuple[str, int], list[tuple[str, int]]] = {}
         self._sub_lock = threading.Lock()
         self._pending: dict[tuple[str, str], tuple | None] = {}  # key -> origin of newest change
         self._sync_to: list[tuple[str, int]] = []
@@ -46,15 +49,20 @@ class Feedback:
 
     # -- subscribers ----------------------------------------------------------------------------
 
-    def subscribe(self, host: str, port: int) -> None:
-        """Send feedback to (host, port) from now on, starting with the full state."""
+    def subscribe(self, host: str, port: int, sender: tuple[str, int] | None = None) -> None:
+        """Send feedback to (host, port) from now on, starting with the full state. Changes that
+        come from `sender` (the controller's sending address) are not sent back to it."""
         key = (host, int(port))
         with self._sub_lock:
             self._subscribers.pop(key, None)
             self._subscribers[key] = time.monotonic()
+            if sender is not None and tuple(sender) != key:
+                senders = [x for x in self._senders.get(key, []) if x != tuple(sender)]
+                self._senders[key] = (senders + [tuple(sender)])[-8:]  # a restarted controller's new port
             while len(self._subscribers) > self.max_subscribers:
                 oldest = next(iter(self._subscribers))
                 del self._subscribers[oldest]
+                self._senders.pop(oldest, None)
                 log.warning("OSC: more than %d subscribers, dropped the oldest %s:%s",
                             self.max_subscribers, *oldest)
         with self._pending_lock:
@@ -65,6 +73,7 @@ class Feedback:
         """Stop feedback to (host, port)."""
         with self._sub_lock:
             self._subscribers.pop((host, int(port)), None)
+            self._senders.pop((host, int(port)), None)
 
     @property
     def subscribers(self) -> list[tuple[str, int]]:
@@ -124,7 +133,9 @@ class Feedback:
                 with self._pending_lock:
                     pending, self._pending = self._pending, {}
                     sync_to, self._sync_to = self._sync_to, []
-                subs = self.subscribers
+                with self._sub_lock:
+                    subs = list(self._subscribers)
+                    senders = {k: set(v) for k, v in self._senders.items()}
                 if sync_to:
                     full = self._messages_for(self.params.keys())
                     for target in dict.fromkeys(sync_to):
@@ -137,7 +148,8 @@ class Feedback:
                     for origin, keys in by_origin.items():
                         dgrams = self._messages_for(keys)
                         for target in subs:
-                            if target != origin:  # no echo to the controller that moved it
+                            # no echo to the controller that moved it, whichever port it sends from
+                            if target != origin and origin not in senders.get(target, ()):
                                 self._send(dgrams, target)
             except Exception:
                 self.warn.warning("feedback-loop", "OSC feedback failed", exc_info=True)

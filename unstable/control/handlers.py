@@ -99,7 +99,7 @@ class OscHandlers:
     def on_subscribe(self, origin, addr, *args) -> None:
         port = self.port_arg(addr, origin, args)
         if port is not None:
-            self.feedback.subscribe(origin[0], port)
+            self.feedback.subscribe(origin[0], port, sender=origin)
 
     def on_unsubscribe(self, origin, addr, *args) -> None:
         port = self.port_arg(addr, origin, args)
