@@ -3,9 +3,6 @@
 import pytest
 import torch
 
-# Two cores on CI: leave the thread count to torch but make runs reproducible.
-torch.use_deterministic_algorithms(False)
-
 
 @pytest.fixture
 def tmp_cwd(tmp_path, monkeypatch):

@@ -237,3 +237,48 @@ def test_loading_a_show_or_a_render_job_does_not_import_gl():
             "assert 'moderngl' not in sys.modules, 'moderngl was imported'")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.slow
+def test_unstable_demo_plays_the_demo_show_headless_and_records(tmp_cwd, monkeypatch, one_torch_thread):
+    # `make run` is `unstable demo`: without a display it plays shows/demo.toml headless, records
+    # runs/demo/demo.mp4 and telemetry, and trains into runs/live/demo/. Here for 1 s in a fresh
+    # folder, with the real show and equilibrium piece; the BAD piece's base models are cut to 3
+    # steps (the real ones train for minutes on first use) and OSC listens on any free port.
+    import re
+
+    from unstable.checkpoint import load_checkpoint
+    from unstable.probe import probe
+    (tmp_cwd / "shows").mkdir()
+    (tmp_cwd / "pieces").mkdir()
+    show = (ROOT / "shows" / "demo.toml").read_text()
+    assert "\nport = 9000" in show
+    (tmp_cwd / "shows" / "demo.toml").write_text(show.replace("\nport = 9000", "\nport = 0", 1))
+    (tmp_cwd / "pieces" / "equilibrium-1-1.toml").write_text((ROOT / "pieces" / "equilibrium-1-1.toml").read_text())
+    bad = (ROOT / "pieces" / "bad-custom-mmd.toml").read_text()
+    for table, keys in {"vae": {"steps": 3, "batch": 16, "hidden": 64, "warmup": 2},
+                        "classifier": {"steps": 3, "batch": 16, "width": 8, "robust": 0.0},
+                        "bad": {"batch": 32, "real_pool": 300}}.items():
+        for key in keys:  # drop the key from its table, then set it at the table's top
+            bad = re.sub(rf"(\[{table}\][^\[]*?)\n{key} = [^\n]*", r"\1", bad, count=1, flags=re.S)
+        bad, n = re.subn(rf"^\[{table}\][^\n]*\n", lambda m: m.group(0) + "".join(f"{k} = {v}\n" for k, v in keys.items()),
+                         bad, count=1, flags=re.M)
+        assert n == 1, table
+    (tmp_cwd / "pieces" / "bad-custom-mmd.toml").write_text(bad)
+    from unstable.system import load_piece
+    cut = load_piece(tmp_cwd / "pieces" / "bad-custom-mmd.toml")
+    assert (cut.vae.steps, cut.classifier.steps, cut.classifier.robust, cut.bad.batch) == (3, 3, 0.0, 32)
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)  # the demo sets it for its own process
+
+    result = CliRunner().invoke(main, ["demo", "--seconds", "1", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "live: demo 512x256 at 30 fps" in result.output and "run folder runs/live/demo" in result.output
+    info = probe(tmp_cwd / "runs" / "demo" / "demo.mp4")
+    assert (info.frames, info.fps, info.width, info.height) == (30, 30, 512, 256)
+    telemetry = [json.loads(x) for x in (tmp_cwd / "runs" / "demo" / "telemetry.jsonl").read_text().splitlines()]
+    assert telemetry and set(telemetry[-1]["params"]) >= {"eq", "bad", "show"}
+    for name in ("eq", "bad"):
+        assert load_checkpoint(tmp_cwd / "runs" / "live" / "demo" / name / "checkpoint.pt")["kind"] in (
+            "equilibrium", "divergence")
