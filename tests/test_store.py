@@ -64,7 +64,7 @@ def test_unit_mapping_on_ranges_that_do_not_start_at_zero(spec, pairs):
     for u, value in pairs:
         assert spec.from_unit(u) == pytest.approx(value)
         assert spec.to_unit(value) == pytest.approx(u)
-    p = Params({"x": [spec]})
+    p = ParameterStore({"x": [spec]})
     for u, value in pairs:
         assert p.set_unit("x", spec.name, u) == pytest.approx(value)
         assert p.get("x", spec.name) == pytest.approx(value)
