@@ -29,24 +29,17 @@ restarted on its port.
 from __future__ import annotations
 
 import functools
-import math
-import os
-import signal
-import threading
 import time
-from pathlib import Path
-from typing import Callable, Mapping
+from typing import Mapping
 
-import numpy as np
 import torch
 
 from ..control.store import ParameterStore
 from ..schema import SHOW
-from ..errors import UnstableError
 from ..frame.sources import PanelSource, make_walk
 from ..frame.timeline import ShowTimeline
 from ..guard import TrainingGuard
-from ..show import Show, display_name
+from ..show import display_name
 from .mirror import SamplingMirror
 from .pieces import build_systems, prepare_pieces, show_groups
 from .session import Session
