@@ -161,7 +161,7 @@
      "outlettype": [
       ""
      ],
-     "text": "/unstable/snapshot 1"
+     "text": "/unstable/still 1"
     }
    },
    {

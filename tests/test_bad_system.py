@@ -252,10 +252,10 @@ real_pool = 300
     assert all(0 <= float(r["precision_vs_data_judge"]) <= 1 for r in rows)
     assert any(p.name.startswith("density-judge-") for p in cache.iterdir())  # the density judge, cached
     assert all(0 <= float(r["typical"]) <= 1 and math.isfinite(float(r["domain_nll"])) for r in rows)
-    # A snapshot beside the final checkpoint: one grid row each, one base row (shared base).
-    snapshots = sorted((tmp_path / "runs" / "tiny" / "checkpoints").glob("step_*.pt"))
-    assert [p.name for p in snapshots] == ["step_000000.pt"]  # snapshot_every = 100: step 0 only
-    result = runner.invoke(main, ["eval", str(snapshots[0]), "runs/tiny", "--samples", "20", "--out", "cmp"])
+    # A kept checkpoint beside the final one: one grid row each, one base row (shared base).
+    kept = sorted((tmp_path / "runs" / "tiny" / "checkpoints").glob("step_*.pt"))
+    assert [p.name for p in kept] == ["step_000000.pt"]  # keep_every = 100: step 0 only
+    result = runner.invoke(main, ["eval", str(kept[0]), "runs/tiny", "--samples", "20", "--out", "cmp"])
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(io.StringIO((tmp_path / "cmp" / "metrics.csv").read_text())))
     assert len(rows) == 3 * 9 and {r["run"] for r in rows} == {"tiny@step_000000", "tiny"}

@@ -76,7 +76,7 @@ def test_touchosc_has_one_control_per_parameter_wired_to_its_address(tmp_path):
         assert float(x.find("default").text) == pytest.approx(spec.to_unit(spec.default), abs=1e-5)
 
     # What is left: the header buttons, feedback port included.
-    assert sorted(by_path) == ["/unstable/snapshot", "/unstable/subscribe", "/unstable/sync"]
+    assert sorted(by_path) == ["/unstable/still", "/unstable/subscribe", "/unstable/sync"]
     (node, osc), = by_path["/unstable/subscribe"]
     assert partials(osc, "arguments") == [("CONSTANT", "INTEGER", "9101")]
     assert osc.find("./triggers/trigger/condition").text == "RISE"
@@ -164,4 +164,4 @@ def test_write_controllers_and_bad_names(tmp_path):
     out = write_controllers(groups(), touchosc=tmp_path / "a/x.tosc", max=tmp_path / "b/x.maxpat")
     assert [p.name for p in out] == ["x.tosc", "x.maxpat"] and all(p.exists() for p in out)
     with pytest.raises(UnstableError, match="reserved"):
-        write_touchosc(tmp_path / "y.tosc", {"snapshot": []})
+        write_touchosc(tmp_path / "y.tosc", {"still": []})

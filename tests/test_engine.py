@@ -184,7 +184,7 @@ def test_record_toggle_and_snapshot_over_osc(tmp_path):
         assert wait_for(lambda: eng.params.get("show", "record") == 0.0)
         eng.frame(0.6)
         assert eng.recorder.writer is None
-        client.send("/unstable/snapshot")
+        client.send("/unstable/still")
         assert wait_for(lambda: eng.params._events)
         eng.frame(0.7)
         client.close()

@@ -169,14 +169,14 @@ def test_no_echo_to_a_controller_that_sends_and_receives_on_different_ports(serv
 def test_show_actions_are_queued_as_events(server, client, params):
     client.send("/unstable/scene", 2)
     client.send("/unstable/record", 1)
-    client.send("/unstable/snapshot", 1.0)
-    client.send("/unstable/snapshot", 0.0)  # a button's release: not a second snapshot
-    client.send("/unstable/snapshot")
+    client.send("/unstable/still", 1.0)
+    client.send("/unstable/still", 0.0)  # a button's release: not a second still
+    client.send("/unstable/still")
     client.send(address("show", "scene"), 1.0)  # the scene fader: last scene
     client.send(address("show", "master_fade"), 0.5)  # a plain parameter, no event
     assert wait_for(lambda: server.stats["messages"] == 7)
     events = [(e.kind, e.value) for e in params.drain_events()]
-    assert events == [("scene", 2.0), ("record", 1.0), ("snapshot", None), ("snapshot", None),
+    assert events == [("scene", 2.0), ("record", 1.0), ("still", None), ("still", None),
                       ("scene", 3.0)]
     assert params.get("show", "scene") == 3.0 and params.get("show", "record") == 1.0
     assert params.drain_events() == []

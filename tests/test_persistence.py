@@ -205,7 +205,7 @@ def step_of(run, name="eq"):
 
 
 @pytest.mark.parametrize("train", [False, True], ids=["still", "training"])
-def test_the_osc_snapshot_action_writes_checkpoints_while_the_show_plays(tmp_path, train):
+def test_the_osc_still_action_writes_checkpoints_while_the_show_plays(tmp_path, train):
     run = tmp_path / "run"
     with make_engine(tmp_path, train=train) as eng:
         if train:  # the training thread owns the weights then: it writes them on its next pass
@@ -215,7 +215,7 @@ def test_the_osc_snapshot_action_writes_checkpoints_while_the_show_plays(tmp_pat
         eng.frame(0.0)
         client = Client(eng.osc.port)
         try:
-            client.send("/unstable/snapshot")
+            client.send("/unstable/still")
             assert wait_for(lambda: eng.params._events)
         finally:
             client.close()

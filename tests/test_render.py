@@ -37,7 +37,7 @@ steps = 3
 grid_every = 3
 grid_samples = 2
 checkpoint_every = 3
-snapshot_every = 1
+keep_every = 1
 [generator]
 resolution = 8
 start_resolution = 8
@@ -76,7 +76,7 @@ def job_file(path: Path, run: Path, name: str = "job", tables: str = "", source:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """A run of 3 real training steps with a snapshot at every step (steps 0..3)."""
+    """A run of 3 real training steps with a checkpoint kept at every step (steps 0..3)."""
     root = tmp_path_factory.mktemp("render-run")
     (root / "tiny.toml").write_text(PIECE)
     return train(root / "tiny.toml", out=root / "run", show_progress=False, echo=lambda s: None)
@@ -86,7 +86,7 @@ def frames_of(path) -> np.ndarray:
     return np.stack(list(read_frames(path))).astype(np.float64)  # [T, H, W, 3]
 
 
-def test_trainer_keeps_snapshots(run):
+def test_trainer_keeps_checkpoints(run):
     names = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert names == [f"step_{i:06d}.pt" for i in range(4)]
 

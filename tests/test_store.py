@@ -134,17 +134,17 @@ def test_controller_actions_become_events_engine_changes_do_not():
     p.set("show", "scene", 1)  # the engine moving to a scene: no event back to itself
     p.set("show", "record", 1, origin=("127.0.0.1", 5000))
     p.set("show", "master_fade", 0.0, origin=("127.0.0.1", 5000))  # a plain parameter
-    p.post_event("snapshot", origin=("127.0.0.1", 5000))
+    p.post_event("still", origin=("127.0.0.1", 5000))
     assert p.drain_events() == [Event("scene", 2.0, ("127.0.0.1", 5000)),
                                 Event("record", 1.0, ("127.0.0.1", 5000)),
-                                Event("snapshot", None, ("127.0.0.1", 5000))]
+                                Event("still", None, ("127.0.0.1", 5000))]
     assert p.drain_events() == []
 
 
 def test_the_event_queue_is_bounded():
     p = ParameterStore({"show": show_specs(2)}, max_events=4)
     for i in range(10):
-        p.post_event("snapshot", float(i))
+        p.post_event("still", float(i))
     assert [e.value for e in p.drain_events()] == [6.0, 7.0, 8.0, 9.0]
 
 

@@ -56,7 +56,7 @@ def train(piece, steps, minutes, out, device, seed, resume):
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
 @friendly
 def eval_runs(runs, out, samples, k, device):
-    """Evaluate divergence RUNS (run folders or RUN/checkpoints/step_N.pt snapshots): precision/recall
+    """Evaluate divergence RUNS (run folders or kept checkpoints RUN/checkpoints/step_N.pt): precision/recall
     against the base decoder, class entropy, diversity, per temperature; CSV, plot and grid PNG."""
     from .divergence.evaluate import evaluate_runs, rows_at
     from .system import resolve_device

@@ -79,7 +79,7 @@ def defaults(specs: list[ParamSpec]) -> dict[str, float]:
 PREFIX = "/unstable"
 SHOW = "show"
 # Top-level words of the address space; a piece cannot take one of these names.
-RESERVED = frozenset({"subscribe", "unsubscribe", "sync", "scene", "snapshot", "record"})
+RESERVED = frozenset({"subscribe", "unsubscribe", "sync", "scene", "still", "record"})
 # Show parameters whose change by a controller is also an action for the engine.
 ACTIONS = frozenset({(SHOW, "scene"), (SHOW, "record")})
 # Safe in an OSC address and in a TouchOSC / Max name: no spaces, no pattern characters.
@@ -116,7 +116,7 @@ def with_common(specs: Sequence[ParamSpec]) -> list[ParamSpec]:
 def show_specs(scenes: int = 1) -> list[ParamSpec]:
     """The show-level group (`SHOW`): scene index, master fade, record on/off.
 
-    A controller changing `scene` or `record` also queues an Event; `/unstable/snapshot` is an
+    A controller changing `scene` or `record` also queues an Event; `/unstable/still` is an
     action only (no stored value).
     """
     if scenes < 1:

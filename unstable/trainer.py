@@ -8,7 +8,7 @@ Run folder layout (default `runs/<piece file name>/`):
     checkpoint.pt        latest checkpoint (atomic; `--resume` continues from it)
     log.jsonl            one JSON line per step: step, seconds, the system's scalars
     grid.png             latest grid: fixed latents, one column per panel (generator)
-    checkpoints/step_NNNNNN.pt  snapshots every `snapshot_every` steps (atomic; for timelapse renders)
+    checkpoints/step_NNNNNN.pt  kept every `keep_every` steps (atomic; for timelapse renders)
     grids/step_NNNNNN.png  every grid, to watch the dynamics unfold
     piece.toml           a copy of the piece file the run was started from
 """
@@ -42,7 +42,7 @@ class TrainSettings:
     grid_every: int = setting(25, ge=1, doc="write a PNG grid every this many steps")
     grid_samples: int = setting(4, ge=1, le=32, doc="rows of fixed latents in each grid")
     checkpoint_every: int = setting(100, ge=1, doc="write a checkpoint every this many steps")
-    snapshot_every: int = setting(100, ge=0, doc="also keep checkpoints/step_NNNNNN.pt every this many steps "
+    keep_every: int = setting(100, ge=0, doc="also keep checkpoints/step_NNNNNN.pt every this many steps "
                                   "(and at step 0), for timelapse renders; 0 = off")
 
 
@@ -137,11 +137,11 @@ def train(piece_path: str | Path, *, steps: int | None = None, out: str | Path |
     def save():
         payload = checkpoint_payload(system, str(piece_path))
         save_checkpoint(ckpt_path, payload)
-        if settings.snapshot_every and system.step_count % settings.snapshot_every == 0:
-            snapshot(payload)
+        if settings.keep_every and system.step_count % settings.keep_every == 0:
+            keep(payload)
 
-    def snapshot(payload=None):
-        # Kept snapshots are what `unstable render` walks through for a training timelapse.
+    def keep(payload=None):
+        # Kept checkpoints are what `unstable render` walks through for a training timelapse.
         save_checkpoint(out / "checkpoints" / f"step_{system.step_count:06d}.pt",
                         payload or checkpoint_payload(system, str(piece_path)))
 
@@ -153,8 +153,8 @@ def train(piece_path: str | Path, *, steps: int | None = None, out: str | Path |
 
     if system.step_count == 0:
         grid()
-        if settings.snapshot_every:
-            snapshot()
+        if settings.keep_every:
+            keep()
     started = time.monotonic()
     bar = tqdm(total=target, initial=system.step_count, desc=f"train {piece.name}", dynamic_ncols=True,
                disable=not show_progress)
@@ -180,8 +180,8 @@ def train(piece_path: str | Path, *, steps: int | None = None, out: str | Path |
                     grid()
                 if system.step_count % settings.checkpoint_every == 0:
                     save()
-                elif settings.snapshot_every and system.step_count % settings.snapshot_every == 0:
-                    snapshot()
+                elif settings.keep_every and system.step_count % settings.keep_every == 0:
+                    keep()
     except KeyboardInterrupt:
         echo("interrupted: writing a final checkpoint")
     finally:

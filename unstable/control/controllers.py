@@ -137,7 +137,7 @@ def touchosc_xml(groups, *, host: str = "127.0.0.1", port: int = 9000,
 
     One row per piece: a fader per float/int parameter (a toggle button per toggle), each named
     `<piece>/<param>`, sending and receiving its 0..1 address, with a label under it. A header
-    row has subscribe / sync / snapshot buttons and the connection settings to enter in TouchOSC.
+    row has subscribe / sync / still buttons and the connection settings to enter in TouchOSC.
     """
     groups = normalise_groups(groups)
     t = _Tosc(title + repr(sorted((p, [s.name for s in v]) for p, v in groups.items())))
@@ -159,7 +159,7 @@ def touchosc_xml(groups, *, host: str = "127.0.0.1", port: int = 9000,
     for label, path, args in (
             ("subscribe", f"{PREFIX}/subscribe", [("CONSTANT", "INTEGER", str(int(feedback_port)))]),
             ("sync", f"{PREFIX}/sync", []),
-            ("snapshot", f"{PREFIX}/snapshot", [("VALUE", "FLOAT", "x")])):
+            ("still", f"{PREFIX}/still", [("VALUE", "FLOAT", "x")])):
         b = t.node(root, "BUTTON", label, (x, 8, 100, 50), (0.5, 0.5, 0.55),
                    buttonType=("i", _MOMENTARY))
         t.value(b, "x", 0)
@@ -261,7 +261,7 @@ def maxpat(groups, *, host: str = "127.0.0.1", port: int = 9000, feedback_port: 
     sync = p.box("message", (x0 + 360, 70, 100, 22), text=f"{PREFIX}/sync", inlets=2, outlets=1)
     snap_btn = p.box("button", (x0 + 470, 70, 22, 22), inlets=1, outlets=1, outlettype=["bang"],
                      parameter_enable=0)
-    snap = p.box("message", (x0 + 500, 70, 130, 22), text=f"{PREFIX}/snapshot 1", inlets=2, outlets=1)
+    snap = p.box("message", (x0 + 500, 70, 130, 22), text=f"{PREFIX}/still 1", inlets=2, outlets=1)
     p.connect(load, sub)
     for m in (sub, sync, snap):
         p.connect(m, send)

@@ -35,7 +35,7 @@ class OscHandlers:
         dispatcher.map(f"{PREFIX}/subscribe", self.on_subscribe, needs_reply_address=True)
         dispatcher.map(f"{PREFIX}/unsubscribe", self.on_unsubscribe, needs_reply_address=True)
         dispatcher.map(f"{PREFIX}/sync", self.on_sync, needs_reply_address=True)
-        dispatcher.map(f"{PREFIX}/snapshot", self.on_snapshot, needs_reply_address=True)
+        dispatcher.map(f"{PREFIX}/still", self.on_still, needs_reply_address=True)
         for name in ("scene", "record"):
             if (SHOW, name) in self.params:
                 dispatcher.map(f"{PREFIX}/{name}",
@@ -109,10 +109,10 @@ class OscHandlers:
     def on_sync(self, origin, addr, *args) -> None:
         self.feedback.sync()
 
-    def on_snapshot(self, origin, addr, *args) -> None:
+    def on_still(self, origin, addr, *args) -> None:
         if args:
             v = self.number(addr, origin, args)
             if v is None or v == 0.0:  # a TouchOSC button sends 1 on press and 0 on release
                 return
-        self.params.post_event("snapshot", None, origin)
+        self.params.post_event("still", None, origin)
         self.stats["applied"] += 1

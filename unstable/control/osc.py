@@ -22,7 +22,7 @@ Address space (all generated from the schema, see `unstable.schema.address`):
     /unstable/sync                      send the full state to every subscriber
     /unstable/scene                i    go to scene n (same as /unstable/show/scene/raw n)
     /unstable/record               i    0|1 (same as /unstable/show/record/raw)
-    /unstable/snapshot            [f]   save a still; an argument of 0 (a button's release) is ignored
+    /unstable/still               [f]   save a PNG still; an argument of 0 (a button's release) is ignored
 
 Feedback: every change goes to every subscriber except the one at the sender's exact
 (host, port), as the 0..1 value on the plain address and the own-units value on `/raw`, so faders

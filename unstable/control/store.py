@@ -8,7 +8,7 @@ under a lock, nothing else. The render loop calls `snapshot(now)` once per frame
 or frame/fps offline), so what is rendered never depends on when OSC packets happened to arrive.
 
 Listeners (`add_listener`) hear about every change with its origin, which is how controller
-feedback follows presets and scene changes. Show-level actions (scene, record, snapshot) sent by
+feedback follows presets and scene changes. Show-level actions (scene, record, still) sent by
 a controller are queued as `Event`s that the engine drains once per frame (`drain_events`).
 """
 
@@ -32,7 +32,7 @@ Listener = Callable[[list[tuple[str, str]], "Origin | None"], None]
 @dataclass(frozen=True)
 class Event:
     """A show-level action from a controller: kind "scene" (value = index), "record" (value = 0/1,
-    the wanted state: handle it idempotently) or "snapshot" (value None). `origin` is the sender."""
+    the wanted state: handle it idempotently) or "still" (value None). `origin` is the sender."""
 
     kind: str
     value: float | None = None

@@ -54,7 +54,7 @@ FIELDS = ("run", "decoder", "temperature", "samples", "precision_vs_base", "reca
 
 
 def run_paths(run: str | Path) -> tuple[Path, Path]:
-    """(piece.toml, checkpoint) of a run folder, or of one of its snapshots (RUN/checkpoints/step_N.pt)."""
+    """(piece.toml, checkpoint) of a run folder, or of one of its kept checkpoints (RUN/checkpoints/step_N.pt)."""
     run = Path(run)
     if run.is_file() and run.suffix == ".pt":
         folder = run.parent.parent if run.parent.name == "checkpoints" else run.parent
@@ -65,13 +65,13 @@ def run_paths(run: str | Path) -> tuple[Path, Path]:
 
 
 def run_name(run: str | Path) -> str:
-    """A short label: the run folder's name, with the snapshot's step for a snapshot file."""
+    """A short label: the run folder's name, with the step for a kept checkpoint."""
     piece_path, ckpt = run_paths(run)
     return piece_path.parent.name + ("" if ckpt.name == "checkpoint.pt" else f"@{ckpt.stem}")
 
 
 def load_run(run: str | Path, device: torch.device, progress: Callable | None = None):
-    """The system of a run folder (or snapshot file), restored from its checkpoint (base models included)."""
+    """The system of a run folder (or kept checkpoint), restored from its checkpoint (base models included)."""
     piece_path, ckpt_path = run_paths(run)
     run = piece_path.parent
     if not piece_path.is_file():
@@ -148,7 +148,7 @@ def evaluate_runs(runs: Sequence[str | Path], out: str | Path | None = None, *, 
                   device: torch.device = torch.device("cpu"), progress: Callable | None = None) -> Path:
     """Evaluate run folders; writes metrics.csv, precision_recall.png and grid.png to `out`.
 
-    A run is a run folder or one of its snapshots (RUN/checkpoints/step_N.pt). `out` defaults
+    A run is a run folder or one of its kept checkpoints (RUN/checkpoints/step_N.pt). `out` defaults
     to `<first run>/eval`. Returns the output folder.
     """
     if not runs:

@@ -146,7 +146,7 @@ class Engine(Session):
                 else:
                     self.recorder.stop()
                     self.params.set(SHOW, "record", 0)
-            elif ev.kind in ("snapshot", "still"):
+            elif ev.kind == "still":
                 self._want_still = True
 
     def _still(self, frame: int) -> None:
