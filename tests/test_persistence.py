@@ -261,3 +261,21 @@ def test_fresh_starts_the_pieces_over_from_their_seeds(tmp_path):
         a, b = list(nested_tensors(fresh["system"])), list(nested_tensors(seeded["system"]))
         assert len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
     assert "eq resumes" in live(run)  # without --fresh the (now fresh) checkpoint is resumed
+
+
+def test_an_older_live_state_with_an_absolute_learning_rate_starts_at_the_pieces_rate(tmp_path):
+    eng = make_engine(tmp_path)
+    with eng:
+        eng.params.set("eq", "learning_rate", 2.0)
+        eng.frame(0.0)
+    again = make_engine(tmp_path, resume=True)
+    with again:
+        assert again.params.get("eq", "learning_rate") == 2.0  # this format: kept as it was
+    path = tmp_path / "run" / "eq" / "checkpoint.pt"
+    payload = load_checkpoint(path)
+    del payload["live"]["learning_rate_is_scale"]  # as written before the change
+    payload["live"]["params"]["learning_rate"] = 1e-5
+    save_checkpoint(path, payload)
+    old = make_engine(tmp_path, resume=True)
+    with old:
+        assert old.params.get("eq", "learning_rate") == 1.0

@@ -315,3 +315,30 @@ def test_shipped_render_jobs_load_and_validate(path):
     # Every panel the layout names belongs to one of the job's sources.
     for panel in job.layout.panels:
         assert "/" not in panel or panel.split("/")[0] in job.sources, panel
+
+
+def test_parameter_curves_reach_sampling_compositor_and_walk(tmp_path, run, gl_ctx):
+    """[curves]: a system parameter (truncation) changes the sampled images from the frame its curve
+    moves; hue curves turn the picture as a hue variation does; a constant walk_speed of 2 is the
+    walk at speed 2; a curve outside its range or on an unknown parameter is one line."""
+    def frames(name, **kw):
+        job = job_file(tmp_path, run, name, frames="8", **kw)
+        return frames_of(render_job(job, ctx=gl_ctx, show_progress=False, echo=lambda s: None)[0].path)
+
+    plain = frames("plain")
+    # truncation 1 until 0.5 s (frame 4), then 0: frames 0..4 as before, later ones differ.
+    trunc = frames("trunc", tables='[curves]\n"eq.truncation" = [[0.0, 1.0], [0.5, 1.0], [0.51, 0.0]]\n')
+    assert all(np.array_equal(plain[i], trunc[i]) for i in range(5))
+    assert all(not np.array_equal(plain[i], trunc[i]) for i in range(5, 8))
+    hue = frames("hue", tables='[curves]\n"eq.hue" = [[0.0, 120.0]]\n')
+    turned = frames("turned", tables="[[variations]]\nname = \"main\"\nhue = 120.0\n")
+    assert np.abs(hue - turned).max() <= 2.0 and np.abs(hue - plain).max() > 50
+    fast = frames("fast", tables='[curves]\n"eq.walk_speed" = [[0.0, 2.0]]\n')
+    speed2 = frames("speed2", speed="2.0")
+    assert np.abs(fast - speed2).max() <= 2.0 and np.abs(fast[1:] - plain[1:]).max() > 10
+    for curve, needle in (('"eq.hue" = [[0.0, 500.0]]', "curves.eq.hue"),
+                          ('"eq.wobble" = [[0.0, 1.0]]', "curves.eq.wobble"),
+                          ('"nope.hue" = [[0.0, 1.0]]', "curves.nope.hue")):
+        job = job_file(tmp_path, run, "bad", frames="8", tables=f"[curves]\n{curve}\n")
+        with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
+            render_job(job, ctx=gl_ctx, show_progress=False, echo=lambda s: None)

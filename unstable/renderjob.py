@@ -120,6 +120,10 @@ class RenderJob:
         (), doc="temperature over time: [[seconds, T], ...], linear between points (empty: walk.temperature)")
     params: dict[str, float] = setting(default_factory=lambda: types.MappingProxyType({}),
                                        doc="live parameters for every source whose system has them")
+    curves: dict[str, tuple[tuple[float, float], ...]] = setting(
+        default_factory=lambda: types.MappingProxyType({}),
+        doc="keyframed parameters: \"SOURCE.NAME\" (or \"show.master_fade\") = [[seconds, value], ...], "
+            "linear between points, held outside; any live parameter, hue/saturation/fade/walk_speed included")
     timelapse: TimelapseSettings = setting(default_factory=TimelapseSettings, doc="render a training timelapse")
     variations: tuple[Variation, ...] = setting((), doc="colour variations, one file each (empty: one, 'main')")
     hue_rotations: int = setting(0, ge=0, le=10_000, doc="instead of variations: N files, hue turned by 360/N each")
@@ -160,6 +164,8 @@ class RenderJob:
             raise ValueError(f"variations: name {dup[0]!r} is used twice; each variation needs its own name")
         if self.variations and self.hue_rotations:
             raise ValueError("hue_rotations: give either variations or hue_rotations, not both")
+        for key, points in self.curves.items():
+            _check_curve(key, points, set(self.sources))
         times = [t for t, _ in self.temperature]
         if any(t < 0 or not math.isfinite(t) for t in times) or any(b <= a for a, b in zip(times, times[1:])):
             raise ValueError(f"temperature: times {times} must be >= 0 and increasing, as [[seconds, T], ...]")
@@ -199,6 +205,27 @@ class RenderJob:
             width = max(3, len(str(n - 1)))
             return [Variation(name=f"hue{i:0{width}d}", hue=360.0 * i / n) for i in range(n)]
         return [Variation(name="main")]
+
+
+def _check_curve(key: str, points, sources: set[str]) -> None:
+    """Raise ValueError("curves.KEY: ...") for a malformed curve or an unknown source."""
+    group, dot, name = key.partition(".")
+    if not dot or not name:
+        raise ValueError(f"curves.{key}: expected \"SOURCE.PARAMETER\" or \"show.master_fade\", e.g. \"eq.hue\"")
+    if group == "show":
+        if name != "master_fade":
+            raise ValueError(f"curves.{key}: the show group has only master_fade in a render")
+    elif group not in sources:
+        raise ValueError(f"curves.{key}: no source {group!r}, expected one of {', '.join(sorted(sources))}")
+    if name == "training":
+        raise ValueError(f"curves.{key}: training has no effect in a render")
+    if not points:
+        raise ValueError(f"curves.{key}: needs at least one [seconds, value] point")
+    times = [t for t, _ in points]
+    if any(t < 0 or not math.isfinite(t) for t in times) or any(b <= a for a, b in zip(times, times[1:])):
+        raise ValueError(f"curves.{key}: times {times} must be >= 0 and increasing, as [[seconds, value], ...]")
+    if any(not math.isfinite(v) for _, v in points):
+        raise ValueError(f"curves.{key}: values must be finite numbers")
 
 
 def check_suffix(path: Path, preset: str, key: str) -> None:

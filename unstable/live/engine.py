@@ -110,6 +110,7 @@ class Engine(Session):
         # The phase as of the last frame, read without advancing: the render thread owns the clock.
         return {"walk": {"phase": float(p.clock.phase), "speed": float(p.clock.speed)},
                 "params": {k: float(v) for k, v in state.get(p.name, {}).items()},
+                "learning_rate_is_scale": True,
                 "show": {k: float(v) for k, v in state.get(SHOW, {}).items() if k != "record"},
                 "frame_time": float(self.timeline.now)}
 
@@ -124,7 +125,13 @@ class Engine(Session):
             except (KeyError, TypeError, ValueError):
                 pass
             if isinstance(live.get("params"), dict):
-                self.params.update({name: live["params"]})  # unknown names and bad values are skipped
+                values = dict(live["params"])
+                if not live.get("learning_rate_is_scale") and values.pop("learning_rate", None) is not None:
+                    # Saved before learning_rate became a multiplier of the piece's rate everywhere:
+                    # an absolute Adam rate would be clamped to 0.01x. Start from the piece's own rate.
+                    self.echo(f"live: {name}: the saved learning_rate was an absolute rate (older format); "
+                              "it starts at 1 x the piece's rate")
+                self.params.update({name: values})  # unknown names and bad values are skipped
             show_state = live.get("show") if isinstance(live.get("show"), dict) else show_state
         if show_state:
             scene = show_state.get("scene")

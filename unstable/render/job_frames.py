@@ -26,6 +26,7 @@ from ..frame.timeline import FrameState
 from ..renderjob import FramePlan, RenderJob
 from ..show import SceneSettings
 from ..trainer import restore
+from .curves import ParamCurves
 from .job_sources import Source
 
 __all__ = ["JobFrames", "without_sources"]
@@ -61,6 +62,10 @@ class JobFrames:
         # Every walk has the same keyframe count and period, hence the same loop length.
         first = next(iter(self.panel_sources.values())).walk
         self.plan = FramePlan.of(job, source, first.duration, checkpoints)
+        self.curves = ParamCurves(job.curves, self.plan.fps)
+        specs = {src.name: {sp.name: sp for sp in src.system.param_specs()} for src in sources}
+        self.curves.check(source, specs)
+        self._own = {name: set(table) for name, table in specs.items()}
         self.scenes = [SceneSettings(name="main", crossfade=0.0, layout=layout, colour=Colour())]
         self.pipeline: FramePipeline | None = None
         self._batch_index: int | None = None
@@ -72,25 +77,45 @@ class JobFrames:
         """Compose through `compositor` from now on."""
         self.pipeline = FramePipeline(self.panel_sources, self.scenes, compositor)
 
+    def walk_times(self, name: str, frames: Sequence[int]) -> list:
+        """Walk times of source `name` at these frames: exact (start + frame x speed / fps), or the
+        integral of its `walk_speed` curve when it has one."""
+        out = []
+        for f in frames:
+            progress = self.curves.walk_progress(name, f)
+            out.append(self.plan.walk_time(f) if progress is None
+                       else float(self.plan.start) + float(self.plan.speed) * progress)
+        return out
+
     def latents(self, frames: Sequence[int]) -> dict[str, torch.Tensor]:
         """{display panel: z [T, D]} at these frames, temperature applied (exactly as rendered)."""
         frames = list(frames)
-        return self._scaled([self.plan.walk_time(f) for f in frames], self.plan.temperatures(np.array(frames)))
+        return self._scaled({n: self.walk_times(n, frames) for n in self.panel_sources},
+                            self.plan.temperatures(np.array(frames)))
 
-    def _scaled(self, times: list, temperatures: np.ndarray) -> dict[str, torch.Tensor]:
+    def _scaled(self, times: Mapping[str, list], temperatures: np.ndarray) -> dict[str, torch.Tensor]:
         # Every path is linear in the temperature (walk.py), so scaling rows by T(frame) is the
         # walk at that temperature, frame by frame.
         temp = torch.as_tensor(temperatures, dtype=torch.float32, device=self.device)[:, None]  # [T, 1]
         out = {}
-        for src in self.panel_sources.values():
-            z = src.latents(times, temperature=1.0)
+        for name, src in self.panel_sources.items():
+            z = src.latents(times[name], temperature=1.0)
             out.update({d: v * temp for d, v in z.items()})  # [T, D] each
         return out
 
-    def _sample(self, latents: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def _sample(self, latents: Mapping[str, torch.Tensor], frames: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
+        """{display: [N, 3, H, W]}; frames whose curved sampling parameters differ are sampled apart."""
         out = {}
-        for src in self.panel_sources.values():
-            out.update(src.sample(latents, {}))  # [N, 3, H, W] each
+        for name, src in self.panel_sources.items():
+            n = next(iter(latents.values())).shape[0]
+            params = [self.curves.sampling(name, self._own[name], f) for f in frames] if frames else [{}] * n
+            groups, start = [], 0
+            for i in range(1, n + 1):  # runs of equal parameters, in frame order
+                if i == n or params[i] != params[start]:
+                    groups.append((start, i))
+                    start = i
+            parts = [src.sample({d: latents[d][a:b] for d in src.panels}, params[a]) for a, b in groups]
+            out.update({d: parts[0][d] if len(parts) == 1 else torch.cat([p[d] for p in parts]) for d in src.panels})
         return out
 
     def _walk_images(self, frame: int) -> dict[str, torch.Tensor]:
@@ -98,7 +123,8 @@ class JobFrames:
         index = frame // b
         if index != self._batch_index:
             t0 = time.perf_counter()
-            self._batch = self._sample(self.latents(range(index * b, index * b + b)))
+            frames = range(index * b, index * b + b)
+            self._batch = self._sample(self.latents(frames), frames)
             self._batch_index = index
             self.generation_seconds += time.perf_counter() - t0
         return {name: x[frame - index * b] for name, x in self._batch.items()}  # [3, H, W] each
@@ -111,7 +137,8 @@ class JobFrames:
             restore(src.system, load_checkpoint(path, map_location=self.device), str(path))
             # The walk stands still at `at`: the same latents for every checkpoint, one frame's worth.
             at = Fraction(repr(self.job.timelapse.at))
-            images = self._sample(self._scaled([at], self.plan.temperatures(np.array([0]))))
+            images = self._sample(self._scaled({n: [at] for n in self.panel_sources},
+                                               self.plan.temperatures(np.array([0]))))
             self._ckpt_images = {j: v for j, v in self._ckpt_images.items() if j >= k - 1}
             self._ckpt_images[k] = {name: x[0] for name, x in images.items()}  # [3, H, W] each
             self.generation_seconds += time.perf_counter() - t0
@@ -127,7 +154,8 @@ class JobFrames:
     def draw(self, frame: int, variations: Sequence[Colour]):
         """Compose `frame` once per variation; yields each variation after its composition."""
         images, nxt, mix = self.images(frame)
-        state = FrameState(frame, float(frame / self.plan.fps), {}, (0, 0 if nxt is not None else None, mix), {})
+        state = FrameState(frame, float(frame / self.plan.fps), self.curves.snapshot(frame),
+                           (0, 0 if nxt is not None else None, mix), {})
         for v in variations:
             self.pipeline.compose(state, images, colour=v, next_images=nxt)
             yield v
