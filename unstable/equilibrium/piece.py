@@ -12,7 +12,8 @@ import types
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping
 
-from ..config import setting
+from ..config import setting, to_dict
+from ..schema import ParamSpec
 from ..trainer import TrainSettings
 from .losses import DISTANCES, VARIETY
 
@@ -220,3 +221,43 @@ class EquilibriumPiece:
         """For each generator, the index of the generator it tries to pass for."""
         names = self.generator_names()
         return [names.index(self.ensemble.targets.get(n, names[(i + 1) % len(names)])) for i, n in enumerate(names)]
+
+
+# ------------------------------------------------------------------------------------ what a piece decides
+
+def live_param_specs(piece: EquilibriumPiece) -> list[ParamSpec]:
+    """The live parameters of an equilibrium piece (sampling, training, objective weights)."""
+    from ..system import learning_rate_spec
+    specs = [
+        ParamSpec("temperature", 0.0, 3.0, 1.0, smoothing=0.2, doc="scales the latents of the samples"),
+        ParamSpec("truncation", 0.0, 1.5, 1.0, smoothing=0.2,
+                  doc="pulls styles towards the running mean style (1 = off)"),
+        ParamSpec("noise", 0.0, 3.0, 1.0, smoothing=0.2, doc="strength of the fixed per-layer noise in samples"),
+        learning_rate_spec("multiplies every network's learning rate (generator.optim.lr, critic.optim.lr)"),
+        ParamSpec("training", 0.0, 1.0, 1.0, kind="toggle", doc="train (1) or hold the weights (0)"),
+        ParamSpec("critic_training", 0.0, 1.0, 1.0, kind="toggle", doc="update the critic (1) or freeze it (0)"),
+    ]
+    obj = piece.objectives
+    for name in ("impersonate", "embedding", "colour_variety"):
+        o = getattr(obj, name)
+        if o.on:
+            specs.append(ParamSpec(f"{name}_weight", 0.0, max(1.0, 4.0 * o.weight), o.weight, smoothing=0.5,
+                                   doc=f"weight of the {name.replace('_', ' ')} objective"))
+    return specs
+
+
+def objective_weights(piece: EquilibriumPiece, params: Mapping[str, float]) -> dict[str, float]:
+    """The objectives' weights: the live `<name>_weight` parameters, else the piece's."""
+    obj = piece.objectives
+    return {name: float(params.get(f"{name}_weight", getattr(obj, name).weight))
+            for name in ("impersonate", "embedding", "colour_variety")}
+
+
+def architecture(piece: EquilibriumPiece) -> dict:
+    """The config that fixes the shapes of the weights (what the fingerprint hashes)."""
+    g = to_dict(piece.generator)
+    c = to_dict(piece.critic)
+    for d, drop in ((g, ("optim", "noise_init", "new_rgb_gain")), (c, ("optim", "mode", "updates"))):
+        for key in drop:
+            d.pop(key)
+    return {"kind": "equilibrium", "generators": piece.ensemble.generators, "generator": g, "critic": c}

@@ -36,23 +36,19 @@ from __future__ import annotations
 
 import collections
 import copy
-import types
-from dataclasses import dataclass
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..checkpoint import fingerprint as hash_config
-from ..config import setting, to_dict
 from ..schema import ParamSpec
-from ..system import accumulate_modules, learning_rate_spec
-from ..trainer import TrainSettings
+from ..system import accumulate_modules
 from .critic import Critic
 from .generator import Generator
 from .losses import classification_loss, colour_variety, embedding_distance, relational_loss
-from .piece import EquilibriumPiece, GrowthSettings, OptimSettings
+from .piece import EquilibriumPiece, GrowthSettings, OptimSettings, architecture, live_param_specs, objective_weights
 
 
 def growth_at(step: int, stages: int, growth: GrowthSettings) -> tuple[int, float]:
@@ -205,9 +201,7 @@ class EquilibriumSystem:
         return total, terms
 
     def objective_weights(self, params: Mapping[str, float]) -> dict[str, float]:
-        obj = self.piece.objectives
-        return {name: float(params.get(f"{name}_weight", getattr(obj, name).weight))
-                for name in ("impersonate", "embedding", "colour_variety")}
+        return objective_weights(self.piece, params)
 
     def step(self, params: Mapping[str, float]) -> dict[str, float]:
         """One optimisation step of the critic and every generator; returns float scalars.
@@ -278,22 +272,7 @@ class EquilibriumSystem:
         return out
 
     def param_specs(self) -> list[ParamSpec]:
-        specs = [
-            ParamSpec("temperature", 0.0, 3.0, 1.0, smoothing=0.2, doc="scales the latents of the samples"),
-            ParamSpec("truncation", 0.0, 1.5, 1.0, smoothing=0.2,
-                      doc="pulls styles towards the running mean style (1 = off)"),
-            ParamSpec("noise", 0.0, 3.0, 1.0, smoothing=0.2, doc="strength of the fixed per-layer noise in samples"),
-            learning_rate_spec("multiplies every network's learning rate (generator.optim.lr, critic.optim.lr)"),
-            ParamSpec("training", 0.0, 1.0, 1.0, kind="toggle", doc="train (1) or hold the weights (0)"),
-            ParamSpec("critic_training", 0.0, 1.0, 1.0, kind="toggle", doc="update the critic (1) or freeze it (0)"),
-        ]
-        obj = self.piece.objectives
-        for name in ("impersonate", "embedding", "colour_variety"):
-            o = getattr(obj, name)
-            if o.on:
-                specs.append(ParamSpec(f"{name}_weight", 0.0, max(1.0, 4.0 * o.weight), o.weight, smoothing=0.5,
-                                       doc=f"weight of the {name.replace('_', ' ')} objective"))
-        return specs
+        return live_param_specs(self.piece)
 
     def state_dict(self) -> dict:
         stage, alpha = self.growth()
@@ -345,12 +324,7 @@ class EquilibriumSystem:
 
     def architecture(self) -> dict:
         """The config that fixes the shapes of the weights (what the fingerprint hashes)."""
-        g = to_dict(self.piece.generator)
-        c = to_dict(self.piece.critic)
-        for d, drop in ((g, ("optim", "noise_init", "new_rgb_gain")), (c, ("optim", "mode", "updates"))):
-            for key in drop:
-                d.pop(key)
-        return {"kind": "equilibrium", "generators": self.piece.ensemble.generators, "generator": g, "critic": c}
+        return architecture(self.piece)
 
     def fingerprint(self) -> str:
         return hash_config(self.architecture())

@@ -3,7 +3,9 @@ joined without re-encoding; torch thread counts fixed for the whole render."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import threading
 from contextlib import contextmanager
@@ -14,11 +16,14 @@ from pathlib import Path
 import torch
 
 from ..encode import VideoWriter
+from ..probe import concat, probe
 from ..errors import UnstableError
 from ..renderjob import Variation
 
 __all__ = ["default_threads", "torch_threads", "RenderResult", "RenderStats", "Finisher", "Target",
-           "lock_parts", "remove_path"]
+           "lock_parts", "remove_path", "prepare_target", "join_parts"]
+
+_PART = re.compile(r"^(part|tmp)_(\d{6,})-(\d{6,})")
 
 
 def default_threads() -> int:
@@ -151,3 +156,57 @@ def remove_path(path: Path) -> None:
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
         path.unlink()
+
+
+def prepare_target(index: int, variation: Variation, out: Path, chunks: list[tuple[int, int]], manifest: dict,
+                   suffix: str, fresh: bool) -> Target:
+    """Own `<out>.parts/` (locked), keep the finished parts of the same render (same manifest key,
+    unless `fresh`), drop unfinished or foreign ones, and note which chunks are done."""
+    parts = out.with_name(out.name + ".parts")
+    target = Target(index, variation, out, parts, chunks)
+    path = parts / "manifest.json"
+    keep = False
+    if parts.is_dir() and path.is_file() and not fresh:
+        try:
+            keep = json.loads(path.read_text()).get("key") == manifest["key"]
+        except (OSError, json.JSONDecodeError):
+            keep = False
+    parts.mkdir(parents=True, exist_ok=True)
+    lock = lock_parts(parts / ".lock", out)
+    try:
+        for f in parts.iterdir():
+            m = _PART.match(f.name)
+            if m and (m[1] == "tmp" or not keep):
+                remove_path(f)  # unfinished parts, or parts of a different job: only ours, by name
+        path.write_text(json.dumps(manifest) + "\n")
+    except BaseException:
+        lock.close()
+        raise
+    target.lock = lock
+    target.done = {c for c in target.chunks if target.part(c, suffix).exists()}
+    return target
+
+
+def join_parts(t: Target, suffix: str, expected: int, fps: Fraction, sequence: bool):
+    """Parts -> the output file, checked for its exact frame count and rate; the parts folder goes."""
+    parts = [t.part(c, suffix) for c in t.chunks]
+    t.out.parent.mkdir(parents=True, exist_ok=True)
+    if sequence:
+        info = concat(parts, t.out)
+    elif len(parts) == 1:
+        os.replace(parts[0], t.out)
+        info = probe(t.out)
+    else:
+        tmp = t.out.with_name(f".{t.out.stem}.joining{t.out.suffix}")
+        try:
+            concat(parts, tmp)
+            os.replace(tmp, t.out)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        info = probe(t.out)
+    if info.frames != expected or info.fps != fps:
+        raise UnstableError(f"{t.out}: has {info.frames} frames at {info.fps} fps, expected {expected} at "
+                            f"{fps} fps (the parts are kept in {t.parts})")
+    shutil.rmtree(t.parts)
+    return info

@@ -35,9 +35,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import re
-import shutil
 import time
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -50,18 +47,14 @@ from ..display.compositor import Compositor
 from ..display.layout import cells
 from ..encode import VideoWriter
 from ..formats import PRESETS
-from ..probe import concat, probe
 from ..errors import ConfigError, UnstableError
 from ..renderjob import RenderJob, Variation, check_suffix, load_job, output_path, parse_frame_range
 from .job_frames import JobFrames, without_sources
 from .job_sources import open_sources
-from .parts import (Finisher, RenderResult, RenderStats, Target, default_threads, lock_parts, remove_path,
+from .parts import (Finisher, RenderResult, RenderStats, Target, default_threads, join_parts, prepare_target,
                     torch_threads)
 
 __all__ = ["Renderer", "render_job", "render_show", "show_frame_count"]
-
-_PART = re.compile(r"^(part|tmp)_(\d{6,})-(\d{6,})")
-
 
 class Renderer:
     """Renders a validated job: opens its sources on `device` (fails early), then `render()`.
@@ -166,32 +159,10 @@ class Renderer:
 
     def _prepare_target(self, index: int, variation: Variation, out: Path, frames: tuple[int, int],
                         fresh: bool) -> Target:
-        parts = out.with_name(out.name + ".parts")
-        target = Target(index, variation, out, parts, self._chunks(*frames))
+        manifest = {"key": self._key(variation, frames), "job": self.job.name, "variation": variation.name,
+                    "frames": list(frames), "preset": self.job.preset}
         suffix = "" if PRESETS[self.job.preset].sequence else out.suffix
-        manifest = parts / "manifest.json"
-        key = self._key(variation, frames)
-        keep = False
-        if parts.is_dir() and manifest.is_file() and not fresh:
-            try:
-                keep = json.loads(manifest.read_text()).get("key") == key
-            except (OSError, json.JSONDecodeError):
-                keep = False
-        parts.mkdir(parents=True, exist_ok=True)
-        lock = lock_parts(parts / ".lock", out)
-        try:
-            for f in parts.iterdir():
-                m = _PART.match(f.name)
-                if m and (m[1] == "tmp" or not keep):
-                    remove_path(f)  # unfinished parts, or parts of a different job: only ours, by name
-            manifest.write_text(json.dumps({"key": key, "job": self.job.name, "variation": variation.name,
-                                            "frames": list(frames), "preset": self.job.preset}) + "\n")
-        except BaseException:
-            lock.close()
-            raise
-        target.lock = lock
-        target.done = {c for c in target.chunks if target.part(c, suffix).exists()}
-        return target
+        return prepare_target(index, variation, out, self._chunks(*frames), manifest, suffix, fresh)
 
     def outputs(self, out: str | None = None, frames: tuple[int, int] | None = None,
                 variations: Sequence[str] = ()) -> list[tuple[int, Variation, Path]]:
@@ -324,30 +295,7 @@ class Renderer:
 
     def _join(self, t: Target, suffix: str, frames: tuple[int, int]):
         """Parts -> the output file, checked for its exact frame count; the parts folder goes."""
-        parts = [t.part(c, suffix) for c in t.chunks]
-        sequence = PRESETS[self.job.preset].sequence
-        t.out.parent.mkdir(parents=True, exist_ok=True)
-        if sequence:
-            info = concat(parts, t.out)
-        elif len(parts) == 1:
-            os.replace(parts[0], t.out)
-            info = probe(t.out)
-        else:
-            tmp = t.out.with_name(f".{t.out.stem}.joining{t.out.suffix}")
-            try:
-                concat(parts, tmp)
-                os.replace(tmp, t.out)
-            finally:
-                if tmp.exists():
-                    tmp.unlink()
-            info = probe(t.out)
-        expected = frames[1] - frames[0]
-        if info.frames != expected or info.fps != self.plan.fps:
-            raise UnstableError(f"{t.out}: has {info.frames} frames at {info.fps} fps, expected {expected} at "
-                                f"{self.plan.fps} fps (the parts are kept in {t.parts})")
-        shutil.rmtree(t.parts)
-        return info
-
+        return join_parts(t, suffix, frames[1] - frames[0], self.plan.fps, PRESETS[self.job.preset].sequence)
 
 
 def render_job(job_path: str | Path, *, out: str | None = None, frames: str | None = None,
