@@ -101,7 +101,7 @@ def osc_latency(show, device, seconds, run_dir):
     frozen[target]["training"] = 0.0  # its picture changes only through parameters
     eng.params.update(frozen)
     eng.params.settle()
-    region = [d for d, p in eng.composer.piece_of.items() if p == target]
+    region = [d for d, p in eng.pipeline.composer.piece_of.items() if p == target]
     # Where the target's panels land in scene 0 (the others keep changing as they train).
     snap = eng.params.snapshot(0.0)
     sizes = {}
@@ -122,7 +122,7 @@ def osc_latency(show, device, seconds, run_dir):
         return np.concatenate([frame[int(r.y0):int(r.y1), int(r.x0):int(r.x1)].reshape(-1) for r in rects])
 
     def hook(e):
-        if e.director.current != 0 or e.director.previous is not None:
+        if e.timeline.director.current != 0 or e.timeline.director.previous is not None:
             state["sent"] = None  # another scene: the rects no longer apply
             return
         frame = crop(e.read())

@@ -1,8 +1,10 @@
-"""Benchmark: render speed of render/demo.toml, and how well generation and encoding overlap.
+"""Benchmark: render speed of a show (default shows/demo.toml, from runs/live/demo) or a render job,
+and how well generation and encoding overlap.
 
-    .venv/bin/python tests/bench/bench_render.py                 # uses runs/demo if it exists
-    .venv/bin/python tests/bench/bench_render.py --frames 120 --piece pieces/equilibrium-1-1.toml
-    .venv/bin/python tests/bench/bench_render.py --source bad=runs/bad-custom-mmd   # another run for a source
+    .venv/bin/python tests/bench/bench_render.py --seconds 24 --size 1536x512     # the demo show
+    .venv/bin/python tests/bench/bench_render.py --seconds 24 --size 1920x1080
+    .venv/bin/python tests/bench/bench_render.py --job render/equilibrium-1-1.toml --frames 96
+    .venv/bin/python tests/bench/bench_render.py --job ... --source eq=runs/other   # another run for a source
 
 Three timings of the same frames, on the same renderer, in one process:
   generation  sampling + compositing + readback, nothing encoded     (Renderer.iter_frames)
@@ -11,7 +13,8 @@ Three timings of the same frames, on the same renderer, in one process:
 and the ratio render / max(generation, encode): 1.0 means the two overlap perfectly, 2.0 means
 they ran one after the other. Target: <= 1.15. Each timing is the best of --repeat runs.
 
-When a run the job needs is missing, the job's piece (--piece, default the demo piece) is trained
+A show renders from its run folder (play it first: `unstable live shows/demo.toml --headless
+--seconds 30`). When a run a job needs is missing, the job's piece (--piece, default the demo piece) is trained
 for --train-steps steps into a temporary folder with progressive growing at one step per resolution, so the
 generators already work at their full resolution: the cost of a finished piece, not of step 0.
 Timings on a shared machine are noisy; the machine's load is printed with them.
@@ -37,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 from unstable.config import read_toml  # noqa: E402
 from unstable.encode import VideoWriter  # noqa: E402
 from unstable.render import Renderer  # noqa: E402
+from unstable.render.renderer import show_renderer  # noqa: E402
 from unstable.renderjob import load_job  # noqa: E402
 from unstable.trainer import train  # noqa: E402
 
@@ -74,7 +78,12 @@ def best(fn, repeat: int) -> tuple[float, float, object]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--job", default=str(ROOT / "render" / "demo.toml"))
+    ap.add_argument("--show", default=str(ROOT / "shows" / "demo.toml"))
+    ap.add_argument("--run", default=None, help="the show's run folder (default runs/live/<show>)")
+    ap.add_argument("--seconds", type=float, default=None, help="a show: seconds of frames per timing")
+    ap.add_argument("--size", default=None, metavar="WxH", help="a show: output size (default the show's)")
+    ap.add_argument("--preset", default="h264")
+    ap.add_argument("--job", default=None, help="a render job instead of the show")
     ap.add_argument("--frames", type=int, default=96, help="frames per timing (from frame 0)")
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--piece", default=str(ROOT / "pieces" / "equilibrium-1-1.toml"),
@@ -87,46 +96,52 @@ def main() -> None:
     args = ap.parse_args()
 
     os.chdir(ROOT)  # the job's paths (runs/, render/out/) are relative to the repository
-    job = load_job(args.job)
     tmp = Path(tempfile.mkdtemp(prefix="bench-render-"))
-    sources = dict(job.sources)
-    for item in args.source:
-        name, _, run = item.partition("=")
-        if name not in sources or not run:
-            sys.exit(f"--source {item}: expected NAME=RUN with NAME one of {', '.join(sources)}")
-        sources[name] = dataclasses.replace(sources[name], run=run)
-    for name, s in list(sources.items()):
-        if s.run and not Path(s.run).exists() and not s.optional:
-            piece = Path(args.piece)
-            if not piece.is_file():
-                sys.exit(f"{args.job}: run {s.run!r} is missing and there is no piece {piece} to train a "
-                         "stand-in from (pass --piece)")
-            t0 = time.perf_counter()
-            run = train_stand_in(piece, args.train_steps, tmp / name)
-            print(f"stand-in for {s.run}: {piece} trained {args.train_steps} steps, one resolution per step "
-                  f"({time.perf_counter() - t0:.1f} s) -> {run}")
-            sources[name] = dataclasses.replace(s, run=str(run))
-    job = dataclasses.replace(job, sources=sources)
-
-    r = Renderer(job, args.job, torch.device("cpu"), echo=print, threads=args.threads)
-    n = min(args.frames, r.plan.frames)
+    if args.job is None:
+        size = tuple(int(v) for v in args.size.lower().split("x")) if args.size else None
+        r = show_renderer(args.show, seconds=args.seconds, preset=args.preset, size=size, run=args.run,
+                          threads=args.threads)
+        job, what = r.job, args.show
+    else:
+        job = load_job(args.job)
+        sources = dict(job.sources)
+        for item in args.source:
+            name, _, run = item.partition("=")
+            if name not in sources or not run:
+                sys.exit(f"--source {item}: expected NAME=RUN with NAME one of {', '.join(sources)}")
+            sources[name] = dataclasses.replace(sources[name], run=run)
+        for name, s in list(sources.items()):
+            if s.run and not Path(s.run).exists() and not s.optional:
+                piece = Path(args.piece)
+                if not piece.is_file():
+                    sys.exit(f"{args.job}: run {s.run!r} is missing and there is no piece {piece} to train a "
+                             "stand-in from (pass --piece)")
+                t0 = time.perf_counter()
+                run = train_stand_in(piece, args.train_steps, tmp / name)
+                print(f"stand-in for {s.run}: {piece} trained {args.train_steps} steps, one resolution per step "
+                      f"({time.perf_counter() - t0:.1f} s) -> {run}")
+                sources[name] = dataclasses.replace(s, run=str(run))
+        job = dataclasses.replace(job, sources=sources)
+        r = Renderer(job, args.job, torch.device("cpu"), echo=print, threads=args.threads)
+        what = args.job
+    n = r.plan.frames if args.job is None and args.seconds else min(args.frames, r.plan.frames)
     w, h = job.size
-    for src in r.sources:
-        res = {p: tuple(x.shape[-2:]) for p, x in src.system.sample(
-            {p: torch.zeros(1, d) for p, d in src.system.panels().items()}, src.params).items()}
+    for name, src in r.frames.panel_sources.items() if args.job else r.frames.sources.items():
+        res = {d: tuple(x.shape[-2:]) for d, x in src.sample(src.latents([0.0]), {}).items()}
         extra = ""
         if hasattr(src.system, "growth"):
             stage, alpha = src.system.growth()
             extra = f", growth stage {stage} ({src.system.stage_resolutions[stage]} px)"
-        print(f"source {src.name}: step {src.identity.get('step', 0)}, panel images {res}{extra}")
-    print(f"job {args.job}: {w}x{h} at {r.plan.fps} fps, preset {job.preset}, batch {job.batch}, "
+        print(f"source {name}: step {src.system.step_count}, panel images {res}{extra}")
+    print(f"{what}: {w}x{h} at {r.plan.fps} fps, preset {job.preset}, batch {job.batch}, "
           f"{r.threads} torch thread(s), {n} frames per timing, best of {args.repeat}")
 
     for _ in r.iter_frames(0, min(n, job.batch)):  # warm-up: GL objects, first kernels
         pass
 
     def generate():
-        r.frames._batch_index = None  # no reuse of a cached batch between runs
+        if args.job:
+            r.frames._batch_index = None  # no reuse of a cached batch between runs
         return [p.copy() for _, _, p in r.iter_frames(0, n)]
 
     t_gen, c_gen, frames = best(generate, args.repeat)
@@ -140,7 +155,8 @@ def main() -> None:
     out = str(tmp / f"render{Path(job.output).suffix}")
 
     def render():
-        r.frames._batch_index = None
+        if args.job:
+            r.frames._batch_index = None
         return r.render(frames=(0, n), out=out, fresh=True, show_progress=False)
 
     t_render, c_render, results = best(render, args.repeat)

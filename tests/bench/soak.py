@@ -196,7 +196,7 @@ class Faults:
         rec = {"t": round(time.perf_counter(), 3), "kind": kind, "piece": piece if kind != "osc" else None}
         p = self.engine.pieces[piece]
         if kind == "osc":
-            rec["before"] = self.engine.osc_restarts
+            rec["before"] = self.engine.osc.restarts
             srv = self.engine.osc._server
             if srv is not None:
                 srv.shutdown()  # serve_forever returns: the receive thread ends like a crashed one
@@ -210,7 +210,7 @@ class Faults:
         """Whether fault `rec` was recovered by now (call a few seconds after injecting it, while the
         show runs): OSC restarted and running again, or the piece undid the step and trains on."""
         if rec["kind"] == "osc":
-            good = self.engine.osc_restarts > rec["before"] and self.engine.osc is not None and self.engine.osc.running
+            good = self.engine.osc.restarts > rec["before"] and self.engine.osc is not None and self.engine.osc.running
         else:
             p = self.engine.pieces[rec["piece"]]
             good = p.guard.recoveries > rec["before"] and p.error is None and p.guard.stopped is None
@@ -314,8 +314,8 @@ def main() -> int:
         "rss_growth_pct": round(100 * (rss_end - rss_warm) / rss_warm, 2) if rss_warm and rss_end else None,
         "gl_objects_made_after_warmup": (gl_end["n"] - gl_at_warmup["n"]) if gl_at_warmup else None,
         "osc_sent": fuzzer.sent, "osc_rate": round(fuzzer.sent / elapsed, 1),
-        "osc_stats": engine.osc_stats(),
-        "osc_restarts": engine.osc_restarts,
+        "osc_stats": engine.osc.stats(),
+        "osc_restarts": engine.osc.restarts,
         "faults_injected": len(faults.injected), "faults_judged": sum("recovered" in r for r in faults.injected),
         "faults_recovered": recovered, "unrecovered": unrecovered,
         "guard": {n: p.guard.telemetry() for n, p in engine.pieces.items()},

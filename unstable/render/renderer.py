@@ -54,7 +54,7 @@ from .job_sources import open_sources
 from .parts import (Finisher, RenderResult, RenderStats, Target, default_threads, join_parts, prepare_target,
                     torch_threads)
 
-__all__ = ["Renderer", "render_job", "render_show", "show_frame_count"]
+__all__ = ["Renderer", "render_job", "render_show", "show_renderer", "show_frame_count"]
 
 class Renderer:
     """Renders a validated job: opens its sources on `device` (fails early), then `render()`.
@@ -328,13 +328,12 @@ def show_frame_count(show, seconds: float | None, automation) -> int:
     return max(1, round(Fraction(repr(walk.period)) * walk.keyframes * fps))
 
 
-def render_show(show_path: str | Path, *, seconds: float | None = None, frames: str | None = None,
-                out: str | None = None, preset: str = "h264", size: tuple[int, int] | None = None,
-                automation: str | Path | None = None, run: str | Path | None = None,
-                device: torch.device = torch.device("cpu"), fresh: bool = False,
-                echo: Callable[[str], None] = print, show_progress: bool = True, ctx=None,
-                threads: int | None = None) -> list[RenderResult]:
-    """`unstable render SHOW`: the show offline from its run folders, its automation replayed when given."""
+def show_renderer(show_path: str | Path, *, seconds: float | None = None, preset: str = "h264",
+                  size: tuple[int, int] | None = None, automation: str | Path | None = None,
+                  run: str | Path | None = None, device: torch.device = torch.device("cpu"),
+                  echo: Callable[[str], None] = print, ctx=None, threads: int | None = None) -> Renderer:
+    """A Renderer of the show at `show_path` from its run folders (`run`, default runs/live/<show>),
+    its automation replayed when given; close it when done."""
     from ..frame.automation import load_automation
     from ..renderjob import SourceSettings
     from ..show import load_show
@@ -355,7 +354,18 @@ def render_show(show_path: str | Path, *, seconds: float | None = None, frames: 
     except ValueError as e:
         raise UnstableError(f"{show_path}: --preset {preset} / --size: {e}") from None
     frame_source = ShowFrames(show, run_dir, device, total, auto)
-    with Renderer(job, str(show_path), device, ctx=ctx, echo=echo, frames=frame_source,
-                  threads=threads or s.training.render_threads) as renderer:
+    return Renderer(job, str(show_path), device, ctx=ctx, echo=echo, frames=frame_source,
+                    threads=threads or s.training.render_threads)
+
+
+def render_show(show_path: str | Path, *, seconds: float | None = None, frames: str | None = None,
+                out: str | None = None, preset: str = "h264", size: tuple[int, int] | None = None,
+                automation: str | Path | None = None, run: str | Path | None = None,
+                device: torch.device = torch.device("cpu"), fresh: bool = False,
+                echo: Callable[[str], None] = print, show_progress: bool = True, ctx=None,
+                threads: int | None = None) -> list[RenderResult]:
+    """`unstable render SHOW`: the show offline from its run folders, its automation replayed when given."""
+    with show_renderer(show_path, seconds=seconds, preset=preset, size=size, automation=automation, run=run,
+                       device=device, echo=echo, ctx=ctx, threads=threads) as renderer:
         span = parse_frame_range(frames, renderer.plan.frames) if frames is not None else None
         return renderer.render(out=out, frames=span, fresh=fresh, show_progress=show_progress)
