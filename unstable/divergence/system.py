@@ -36,7 +36,7 @@ from typing import Any, Callable, Literal, Mapping
 import torch
 
 from ..checkpoint import fingerprint
-from ..config import setting, to_dict
+from ..config import setting
 from ..schema import ParamSpec
 from ..system import accumulate_modules, learning_rate_spec
 from ..trainer import TrainSettings
@@ -353,10 +353,6 @@ class DivergenceSystem:
         p = self.piece
         return fingerprint({"kind": "divergence", "latent": p.vae.latent, "hidden": p.vae.hidden,
                             "classifier_width": p.classifier.width, "extractor": p.features.extractor})
-
-    def describe(self) -> dict:
-        """The piece as plain data (for logs and reports)."""
-        return to_dict(self.piece)
 
 
 def _equal(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> bool:
