@@ -185,13 +185,9 @@ class Engine(Session):
         images = self.pipeline.images(state)
         t_compose = time.perf_counter()
         self.pipeline.compose(state, images)
-        if not self.window.headless:
-            self.compositor.present(self.window)
-            self.window.swap()
-        self.window.poll()
         t_output = time.perf_counter()
-        if self.recorder.writer is not None:
-            self.recorder.write(self.compositor.read())
+        for sink in self.sinks:
+            sink.put(number, self.compositor)
         if self._want_still:
             self._want_still = False
             self._still(number)

@@ -29,7 +29,7 @@ _unique = itertools.count()
 
 
 class Recorder:
-    """Recordings and stills of one live show (render thread only).
+    """Recordings and stills of one live show (render thread only); a frame sink.
 
     `record(path)` starts at the next frame (`begin_frame`), so the automation header holds the
     state the first recorded frame starts from. `automation`: write automation without video.
@@ -82,6 +82,11 @@ class Recorder:
         self.path = path
         self.recordings.append(str(path))
         self.timeline.start_recording(automation_path(path), self.show, frame)
+
+    def put(self, frame: int, compositor) -> None:
+        """The frame sink: add the composed frame to the recording, if one runs."""
+        if self.writer is not None:
+            self.write(compositor.read())
 
     def write(self, frame: np.ndarray) -> None:
         """Add the composed frame ([H, W, 3] uint8) to the recording, if one runs."""

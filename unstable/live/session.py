@@ -18,6 +18,7 @@ import torch
 
 from ..errors import UnstableError
 from ..frame.pipeline import FramePipeline
+from ..frame.sinks import Sink, WindowSink
 from ..frame.timers import WallTimer
 from ..show import Show
 from .recorder import Recorder
@@ -68,6 +69,7 @@ class Session(abc.ABC):
         self.compositor = None
         self.trainer = None
         self.recorder: Recorder | None = None
+        self.sinks: list[Sink] = []
         self.timer: WallTimer | None = None
         self.stats = FrameStats()
         self.frames = 0           # frames drawn
@@ -131,6 +133,7 @@ class Session(abc.ABC):
             self.recorder.record(self.record_path)
             self.params.set("show", "record", 1)
         self.stats = FrameStats(self.telemetry_path)
+        self.sinks = [WindowSink(self.window), self.recorder]  # a new output is a new sink
         self.timer = WallTimer(self.settings.fps, self._time, sleep=self._stop.wait)
 
     def start_pipeline(self, sources) -> None:

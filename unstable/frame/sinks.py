@@ -1,0 +1,38 @@
+"""Where a composed frame goes: a sink takes the compositor after each frame.
+
+Live, a show's sinks are the window and the recorder (and later a preview, NDI, ...: a new output
+is a new sink). A sink that needs pixels reads them back once (`compositor.read()`, a reused
+buffer); one that does not (the window) draws from the texture on the GPU.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+__all__ = ["Sink", "WindowSink"]
+
+
+class Sink(Protocol):
+    """An output of the frame pipeline."""
+
+    def put(self, frame: int, compositor) -> None:
+        """Take frame number `frame`, just composed in `compositor`."""
+
+    def close(self) -> None:
+        """Finish (flush files, close windows)."""
+
+
+class WindowSink:
+    """The show's window: present the composed texture and swap (nothing when headless)."""
+
+    def __init__(self, window):
+        self.window = window
+
+    def put(self, frame: int, compositor) -> None:
+        if not self.window.headless:
+            compositor.present(self.window)
+            self.window.swap()
+        self.window.poll()
+
+    def close(self) -> None:
+        self.window.close()
