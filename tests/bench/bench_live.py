@@ -46,7 +46,7 @@ from pythonosc.osc_message_builder import OscMessageBuilder  # noqa: E402
 from unstable.display.compositor import Compositor  # noqa: E402
 from unstable.display.layout import place  # noqa: E402
 from unstable.display.gl import create_headless_context  # noqa: E402
-from unstable.frame.compose import Composer
+from unstable.frame.compose import Composer  # noqa: E402
 from unstable.live import Engine, SamplingMirror  # noqa: E402
 from unstable.show import load_show  # noqa: E402
 from unstable.system import resolve_device  # noqa: E402

@@ -197,7 +197,7 @@ class Faults:
         p = self.engine.pieces[piece]
         if kind == "osc":
             rec["before"] = self.engine.osc.restarts
-            srv = self.engine.osc._server
+            srv = self.engine.osc.server._server
             if srv is not None:
                 srv.shutdown()  # serve_forever returns: the receive thread ends like a crashed one
         else:
@@ -210,7 +210,7 @@ class Faults:
         """Whether fault `rec` was recovered by now (call a few seconds after injecting it, while the
         show runs): OSC restarted and running again, or the piece undid the step and trains on."""
         if rec["kind"] == "osc":
-            good = self.engine.osc.restarts > rec["before"] and self.engine.osc is not None and self.engine.osc.running
+            good = self.engine.osc.restarts > rec["before"] and self.engine.osc is not None and self.engine.osc.server.running
         else:
             p = self.engine.pieces[rec["piece"]]
             good = p.guard.recoveries > rec["before"] and p.error is None and p.guard.stopped is None
