@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from ..control.store import ParameterStore
-from ..schema import SHOW
 from ..walk import WalkClock
 from .automation import Automation, AutomationRecorder
 from .scenes import SceneDirector
@@ -140,7 +139,3 @@ class ShowTimeline:
         self.automation = automation
         self.load_state(automation.state)
         return automation.start_frame
-
-    def show_values(self) -> dict[str, float]:
-        """The show group's targets (scene, master fade, ...)."""
-        return self.store.state().get(SHOW, {})

@@ -29,10 +29,6 @@ class FrameTimer:
         """Seconds of frame `frame` (exact Fraction, rounded once to a float)."""
         return float(Fraction(int(frame)) / self.fps)
 
-    def frames_in(self, seconds: float) -> int:
-        """How many frames `seconds` of video hold (rounded, at least 1)."""
-        return max(1, round(Fraction(repr(float(seconds))) * self.fps))
-
 
 class WallTimer(FrameTimer):
     """Live pacing on the frame grid: `wait(n)` sleeps until frame n is due, `next_after(n)` is the

@@ -1,0 +1,85 @@
+"""The frame pipeline's clock-side pieces on their own: timers, the show timeline, automation."""
+
+from fractions import Fraction
+
+import pytest
+
+from unstable.control.store import ParameterStore
+from unstable.display.layout import Colour, Layout
+from unstable.errors import ConfigError
+from unstable.frame.automation import load_automation
+from unstable.frame.timeline import ShowTimeline
+from unstable.frame.timers import FrameTimer, WallTimer
+from unstable.schema import SHOW, common_specs, show_specs
+from unstable.show import SceneSettings
+
+
+def test_frame_times_are_exact_fractions_rounded_once():
+    t = FrameTimer("30000/1001")
+    assert t.time_of(30000) == 1001.0
+    assert all(t.time_of(n) == float(Fraction(n * 1001, 30000)) for n in (1, 7, 12345))
+    with pytest.raises(ValueError):
+        FrameTimer(0)
+
+
+def test_a_late_frame_drops_the_slots_it_ran_into():
+    now = [0.0]
+    timer = WallTimer(10, time_source=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s))
+    timer.wait(0)
+    now[0] += 0.02                        # frame 0 took 20 ms: on time
+    assert timer.next_after(0) == 1 and timer.late == 0
+    timer.wait(1)
+    assert now[0] == pytest.approx(0.1)   # slept until frame 1 was due
+    now[0] += 0.25                        # frame 1 overran into slots 2 and 3
+    assert timer.next_after(1) == 4 and timer.late == 1
+    timer.wait(4)
+    assert now[0] == pytest.approx(0.4)
+
+
+def timeline(loop=True):
+    store = ParameterStore({"eq": common_specs(), SHOW: show_specs(2)})
+    scenes = [SceneSettings(name="a", layout=Layout(panels=("eq/g0",)), colour=Colour()),
+              SceneSettings(name="b", crossfade=0.5, layout=Layout(panels=("eq/g0",)), colour=Colour(),
+                            params={"eq": {"hue": 40.0}})]
+    return ShowTimeline(scenes, store, ["eq"], 10, loop=loop), store
+
+
+def test_a_recording_started_mid_show_replays_exactly(tmp_path):
+    live, store = timeline()
+    for n in range(10):
+        if n == 3:
+            store.set("eq", "walk_speed", 2.5)
+        live.advance(n)
+    path = tmp_path / "a.automation.jsonl"
+    live.start_recording(path, "show", 10)
+    states = []
+    for n in range(10, 30):
+        if n == 12:
+            store.set("eq", "hue", -90.0, origin=("127.0.0.1", 9))
+        if n == 15:
+            store.post_event("scene", 1.0)
+        if n == 22:
+            store.set(SHOW, "master_fade", 0.5)
+        states.append(live.advance(n))
+    live.stop_recording()
+
+    auto = load_automation(path)
+    assert auto.start_frame == 10 and auto.changes[15]["scenes"] == [1]
+    again, _ = timeline()
+    first = again.replay(auto)
+    replayed = [again.advance(n) for n in range(first, 30)]
+    for a, b in zip(states, replayed):
+        assert (a.frame, a.t, a.snapshot, a.scenes, a.walk_times) == (b.frame, b.t, b.snapshot, b.scenes, b.walk_times)
+    assert states[-1].snapshot["eq"]["hue"] != 0.0 and states[8].scenes[1] == 1  # it did change
+
+
+def test_automation_files_are_checked_line_by_line(tmp_path):
+    bad = tmp_path / "x.automation.jsonl"
+    for text, where in (("", "line 1"), ("{}\n", "line 1"),
+                        ('{"automation": 1, "fps": "10", "start_frame": 0, "state": {}}\n{"frame": 5}\n{"frame": 2}\n',
+                         "line 3.frame"),
+                        ('{"automation": 1, "fps": "10", "start_frame": 0, "state": {}}\n{"frame": 1, "set": {"eq": {"hue": "x"}}}\n',
+                         "line 2.set.eq.hue")):
+        bad.write_text(text)
+        with pytest.raises(ConfigError, match=where.replace(".", r"\.")):
+            load_automation(bad)
