@@ -313,3 +313,78 @@ def test_remove_listener_and_a_failing_listener_is_logged(caplog):
     [rec] = [r for r in caplog.records if r.levelname == "ERROR"]
     assert rec.getMessage() == f"parameter listener {boom!r} failed" and rec.exc_info
 
+
+
+# Pinned by the re-run on the new layout (docs/mutation.md): what test_store.py alone missed once
+# the OSC tests no longer ran against the store.
+
+def test_set_unit_passes_the_origin_to_listeners():
+    p = make()
+    heard = []
+    p.add_listener(lambda keys, origin: heard.append((keys, origin)))
+    p.set_unit("eq", "alpha", 0.75, ("10.0.0.9", 8000))  # a change: listeners hear only changes
+    p.set_unit("eq", "alpha", 0.25)
+    assert heard == [([("eq", "alpha")], ("10.0.0.9", 8000)), ([("eq", "alpha")], None)]
+
+
+def test_schema_lookups():
+    p = make()
+    assert p.keys()[:3] == [("eq", "alpha"), ("eq", "lr"), ("eq", "steps")]
+    assert p.keys()[-3:] == [("show", "scene"), ("show", "master_fade"), ("show", "record")]
+    assert len(p.keys()) == 3 + 1 + len(common_specs()) + 3
+    assert p.spec("eq", "lr") == ParamSpec("lr", 1e-4, 1e-2, 1e-3, log=True, smoothing=1.0)
+    with pytest.raises(KeyError, match="no live parameter eq/nothing"):
+        p.spec("eq", "nothing")
+    assert ("eq", "alpha") in p and ("eq", "nothing") not in p and ("alpha", "eq") not in p
+
+
+def test_snapshot_fills_the_targets_it_moved_towards():
+    p = make()
+    p.snapshot(0.0)
+    p.set("eq", "alpha", 2.0)
+    targets = {"stale": {"x": 1.0}}
+    out = p.snapshot(0.1, targets)
+    assert list(targets) == ["eq", "bad", "show"]  # cleared, then one dict per piece
+    assert targets["eq"] == {"alpha": 2.0, "lr": 1e-3, "steps": 5.0}
+    assert targets["show"] == {"scene": 0.0, "master_fade": 1.0, "record": 0.0}
+    assert 1.0 < out["eq"]["alpha"] < 2.0  # the frame itself is still gliding
+
+
+def test_smoothing_state_round_trip_continues_the_glide_exactly():
+    a = make()
+    fresh = a.smoothing_state()  # before any snapshot: every value is at its default
+    assert fresh["last_now"] is None and fresh["current"] == fresh["target"]
+    assert fresh["current"]["eq/alpha"] == 1.0 and fresh["current"]["show/master_fade"] == 1.0
+    a.snapshot(0.0)
+    a.set("eq", "alpha", 2.0)
+    a.set("eq", "lr", 1e-2)
+    a.snapshot(0.2)
+    state = a.smoothing_state()
+    assert state["last_now"] == 0.2
+    assert state["target"]["eq/alpha"] == 2.0 and state["target"]["eq/lr"] == 1e-2
+    assert 1.0 < state["current"]["eq/alpha"] < 2.0
+    assert list(state["target"]) == [f"{piece}/{name}" for piece, name in a.keys()]
+    assert list(state["current"]) == list(state["target"])
+    b = make()
+    b.load_smoothing_state(state)
+    assert b.smoothing_state() == state
+    assert b.snapshot(0.5) == a.snapshot(0.5)  # the same glide, from the same point in time
+    assert b.get("eq", "alpha") == 2.0
+
+
+def test_load_smoothing_state_skips_what_it_cannot_use():
+    p = make()
+    p.snapshot(1.0)
+    p.load_smoothing_state({
+        "target": {"eq/alpha": 5.0, "eq/lr": math.nan, "eq/steps": "7", "eq/nothing": 1.0, "nopiece": 1.0},
+        "current": {"eq/alpha": -3.0, "bad/beta": 0.5},
+    })
+    s = p.smoothing_state()
+    assert s["last_now"] is None  # no time given: the next snapshot starts afresh
+    assert s["target"]["eq/alpha"] == 2.0 and s["current"]["eq/alpha"] == 0.0  # clamped to [0, 2]
+    assert s["target"]["eq/lr"] == 1e-3 and s["target"]["eq/steps"] == 5.0     # NaN, a string: kept
+    assert s["current"]["bad/beta"] == 0.5 and s["target"]["bad/beta"] == 0.0
+    assert p.snapshot(2.0)["eq"]["alpha"] == 2.0  # the first snapshot after it shows the target
+    p.load_smoothing_state({"last_now": 3, "current": {"eq/alpha": 1}})
+    assert p.smoothing_state()["last_now"] == 3.0 and p.smoothing_state()["current"]["eq/alpha"] == 1.0
+    p.load_smoothing_state({"target": None, "current": None})  # empty sections are fine
