@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test bench clean
+.PHONY: setup run test bench mutation clean
 
 setup: $(STAMP)
 
@@ -22,6 +22,12 @@ test: setup
 bench: setup
 	$(PY) tests/bench/bench_equilibrium.py
 	$(PY) tests/bench/bench_live.py --seconds 30
+
+# Mutation testing of the core modules (slow, minutes per module; not in CI). MODULES= narrows it,
+# e.g. make mutation MODULES="walk guard". Review of the survivors: docs/mutation.md.
+mutation: setup
+	$(VENV)/bin/python -c "import mutmut" 2>/dev/null || $(VENV)/bin/python -m pip install "mutmut>=3.3,<4"
+	VENV=$(VENV) ./scripts/mutation.sh $(MODULES)
 
 clean:
 	rm -rf $(VENV) runs

@@ -212,3 +212,101 @@ def test_resize_keeps_working(gl_ctx):
     assert frame.shape == (8, 24, 3) and close(frame[4, 12], RED) and close(frame[4, 1], BLUE)
     assert gl_ctx.error == "GL_NO_ERROR"
     comp.release()
+
+
+# Pinned by mutation testing (docs/mutation.md): the pure geometry and colour maths, no GL.
+
+def test_grid_cells_with_margin_gap_and_empty_cells():
+    from unstable.display.layout import cells
+    layout = Layout(mode="grid", rows=2)  # cols 0: as many as 3 panels need on 2 rows, i.e. 2
+    assert cells(layout, (100, 60), ["a", "", "c"]) == [("a", 0, 0, 50, 30), ("c", 0, 30, 50, 30)]
+    # margin and gap in fractions of the shorter side (60): 6 px and 3 px
+    layout = Layout(mode="grid", rows=2, margin=0.1, gap=0.05)
+    assert cells(layout, (100, 60), ["a", "b", "c"]) == [
+        ("a", 6, 6, 42.5, 22.5), ("b", 51.5, 6, 42.5, 22.5), ("c", 6, 31.5, 42.5, 22.5)]
+    assert cells(Layout(mode="grid", rows=1, cols=3), (90, 30), ["a", "b"]) == [
+        ("a", 0, 0, 30, 30), ("b", 30, 0, 30, 30)]
+    assert cells(Layout(), (90, 30), []) == []
+    with pytest.raises(ValueError, match="3 panels do not fit a 1x2 grid"):
+        cells(Layout(mode="grid", rows=1, cols=2), (90, 30), ["a", "b", "c"])
+    # 2 * 25 px of margin and a 50 px gap leave exactly nothing: refused, not zero-width cells
+    with pytest.raises(ValueError, match="margin 0.25 and gap 0.5 leave no room for 1x2 cells"):
+        cells(Layout(margin=0.25, gap=0.5), (100, 100), ["a", "b"])
+    with pytest.raises(ValueError, match="leave no room for 2x1 cells"):
+        cells(Layout(mode="grid", rows=2, cols=1, margin=0.25, gap=0.5), (100, 100), ["a", "b"])
+
+
+def test_rect_cells_scale_to_the_output_and_skip_unnamed():
+    from unstable.display.layout import cells
+    layout = Layout(mode="rects", panels=("a", "b"), rects=((0.0, 0.0, 0.25, 0.5), (0.5, 0.25, 0.5, 0.75)))
+    assert cells(layout, (40, 20), ["a", "b"]) == [("a", 0, 0, 10, 10), ("b", 20, 5, 20, 15)]
+    assert cells(layout, (40, 20), ["", "b"]) == [("b", 20, 5, 20, 15)]
+
+
+def test_fit_offsets_tall_images_and_integer_downscale():
+    assert fit("contain", (10, 20, 32, 32), (8, 4)) == ((10, 28, 42, 44), (0.0, 0.0, 1.0, 1.0))
+    assert fit("contain", (0, 0, 32, 32), (4, 8))[0] == (8, 0, 24, 32)
+    rect, uv = fit("cover", (5, 5, 32, 32), (4, 8))  # crop top and bottom
+    assert rect == (5, 5, 37, 37) and uv == pytest.approx((0.0, 0.25, 1.0, 0.75))
+    rect, uv = fit("cover", (0, 0, 40, 20), (10, 10))
+    assert rect == (0, 0, 40, 20) and uv == pytest.approx((0.0, 0.25, 1.0, 0.75))
+    # integer: an image larger than its cell is shrunk like 'contain', never floored to 0
+    assert fit("integer", (0, 0, 10, 10), (20, 10))[0] == (0, 2, 10, 7)
+    assert fit("integer", (0, 0, 20, 20), (8, 8))[0] == (2, 2, 18, 18)     # x2, not x2.5
+    assert fit("stretch", (3, 4, 5, 6), (100, 1)) == ((3, 4, 8, 10), (0.0, 0.0, 1.0, 1.0))
+
+
+def test_place_uses_the_layout_panels_or_every_size_in_order():
+    sizes = {"a": (8, 8), "b": (8, 8)}
+    assert [p.name for p in place(Layout(), (32, 16), sizes)] == ["a", "b"]
+    assert [p.name for p in place(Layout(panels=("b",)), (32, 16), sizes)] == ["b"]
+    assert [p.name for p in place(Layout(), (32, 16), sizes, names=["b", "a"])] == ["b", "a"]
+    assert place(Layout(fit="cover"), (32, 16), {"a": (4, 8)})[0] == (
+        "a", 0, 0, 32, 16, 0.0, 0.375, 1.0, 0.625)
+
+
+def test_colour_matrix_rotates_about_grey_then_desaturates_then_gains():
+    from unstable.display.compositor import _is_identity
+    red = np.array([1.0, 0.0, 0.0])
+    assert _is_identity(colour_matrix(Colour()))
+    np.testing.assert_allclose(colour_matrix(Colour(hue=120)) @ red, [0, 1, 0], atol=1e-12)
+    np.testing.assert_allclose(colour_matrix(Colour(hue=-120)) @ red, [0, 0, 1], atol=1e-12)
+    # 60 degrees about (1, 1, 1): Rodrigues' formula gives (2/3, 2/3, -1/3)
+    np.testing.assert_allclose(colour_matrix(Colour(hue=60)) @ red, [2 / 3, 2 / 3, -1 / 3], atol=1e-12)
+    grey = np.array([0.3, 0.3, 0.3])
+    np.testing.assert_allclose(colour_matrix(Colour(hue=73)) @ grey, grey, atol=1e-12)
+    # saturation 0: Rec. 709 luma in every channel; applied after the hue turn (red -> green first)
+    np.testing.assert_allclose(colour_matrix(Colour(saturation=0)) @ red, [0.2126] * 3, atol=1e-12)
+    np.testing.assert_allclose(colour_matrix(Colour(hue=120, saturation=0)) @ red, [0.7152] * 3, atol=1e-12)
+    np.testing.assert_allclose(colour_matrix(Colour(saturation=2)) @ red,
+                               [2 - 0.2126, -0.2126, -0.2126], atol=1e-12)
+    np.testing.assert_allclose(colour_matrix(Colour(brightness=0.5, saturation=0)) @ red, [0.1063] * 3, atol=1e-12)
+    assert not _is_identity(colour_matrix(Colour(brightness=1.001)))
+    assert _is_identity(np.eye(3) + 1e-7) and not _is_identity(np.eye(3) + 1e-5)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(mode="rects"), "panels: mode 'rects' needs the panel names"),
+    (dict(mode="rects", panels=("a",), rects=()), "rects: 0 rects for 1 panels, expected one per panel"),
+    (dict(mode="rects", panels=("a",), rects=((0.0, 0.0, 0.0, 0.5),)), "rect 0 \\[0.0, 0.0, 0.0, 0.5\\] must have"),
+    (dict(mode="rects", panels=("a",), rects=((0.0, 0.0, 0.5, 0.0),)), "rect 0 .* must have a positive size"),
+    (dict(mode="rects", panels=("a",), rects=((0.75, 0.0, 0.5, 0.5),)), "lie inside 0..1"),
+    (dict(mode="rects", panels=("a",), rects=((0.0, 0.75, 0.5, 0.5),)), "lie inside 0..1"),
+    (dict(mode="grid", rects=((0.0, 0.0, 1.0, 1.0),)), "rects: only used with mode 'rects', not 'grid'"),
+    (dict(mode="grid", rows=1, cols=2, panels=("a", "b", "c")), "panels: 3 panels do not fit a 1x2 grid"),
+])
+def test_layout_refuses_impossible_geometry(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Layout(**kwargs)
+
+
+def test_layout_accepts_edge_cases():
+    Layout(mode="rects", panels=("a", "b"), rects=((0.0, 0.0, 0.5, 1.0), (0.5, 0.0, 0.5 + 1e-10, 1.0)))
+    Layout(mode="grid", rows=1, cols=2, panels=("a", "b"))          # exactly full
+    Layout(mode="grid", rows=1, panels=("a", "b", "c"))              # cols 0: grows to fit
+    Layout(mode="side_by_side", panels=("a", "b", "c"), rows=1, cols=2)  # cols only bind a grid
+    assert Layout(panels=("b",)).panel_names(["a", "b"]) == ["b"]
+    assert Layout().panel_names(["a", "b"]) == ["a", "b"]
+    with pytest.raises(ConfigError, match="shows/x.toml: layout.styles: no panel 'z', expected one of 'a', 'b'$"):
+        Layout(styles={"z": PanelStyle()}).check_panels(["a", "b"], "shows/x.toml")
+    Layout(panels=("a", ""), styles={"b": PanelStyle()}).check_panels(["a", "b"], "shows/x.toml")

@@ -171,3 +171,185 @@ def test_mmd2_is_the_unbiased_gretton_estimator_by_brute_force(kernel):
     assert mmd(x, y, "gretton", kernel, s).item() == pytest.approx(expected, rel=1e-6, abs=1e-9)
     # Unbiased: two copies of one sample set give a negative value, not the biased estimate's 0.
     assert mmd2(x, x.clone(), kernel, s).item() < 0
+
+
+# Pinned by mutation testing (docs/mutation.md): exact values on tiny inputs, against the formulas
+# written out independently in numpy / plain Python.
+
+def test_kernel_matrix_exact_values_and_unknown_kernel():
+    from unstable.divergence.losses import kernel_matrix
+    x, y = torch.tensor([[0.0, 0.0], [1.0, 0.0]]), torch.tensor([[3.0, 4.0]])  # distances 5 and sqrt(20)
+    d2 = np.array([[25.0], [20.0]])
+    s = 2.0
+    np.testing.assert_allclose(kernel_matrix(x, y, "gaussian", s).numpy(), np.exp(-d2 / (2 * s * s)), rtol=1e-6)
+    np.testing.assert_allclose(kernel_matrix(x, y, "laplacian", s).numpy(), np.exp(-np.sqrt(d2) / s), rtol=1e-6)
+    np.testing.assert_allclose(kernel_matrix(x, y, "imq", s).numpy(), (1 + d2 / (s * s)) ** -0.5, rtol=1e-6)
+    # identical points: distance exactly 0 (never a negative round-off), kernel 1
+    big = torch.tensor([[1e4, 1e4 + 1], [3e3, 7e3]])
+    assert (kernel_matrix(big, big, "gaussian", 1.0).diagonal() == 1.0).all()
+    with pytest.raises(ValueError, match="unknown kernel 'cosine'"):
+        kernel_matrix(x, y, "cosine")
+
+
+def mmd2_by_hand(x, y, k):
+    m, n = len(x), len(y)
+    sxx = sum(k(x[i], x[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    syy = sum(k(y[i], y[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+    sxy = sum(k(a, b) for a in x for b in y) / (m * n)
+    return sxx + syy - 2 * sxy
+
+
+def test_mmd2_is_the_unbiased_estimate_written_out():
+    x = [[0.0], [1.0], [3.0]]
+    y = [[0.5], [2.0]]
+    s = 1.5
+    want = mmd2_by_hand(x, y, lambda a, b: np.exp(-((a[0] - b[0]) ** 2) / (2 * s * s)))
+    got = mmd2(torch.tensor(x, dtype=torch.float64), torch.tensor(y, dtype=torch.float64), "gaussian", s)
+    assert got.item() == pytest.approx(want, rel=1e-12)
+    got = mmd(torch.tensor(x), torch.tensor(y), kernel="laplacian", bandwidth=s).item()
+    assert got == pytest.approx(mmd2_by_hand(x, y, lambda a, b: np.exp(-abs(a[0] - b[0]) / s)), rel=1e-5)
+    with pytest.raises(ValueError, match="needs >= 2 samples per side, got 1 and 2"):
+        mmd2(torch.zeros(1, 1), torch.zeros(2, 1))
+    with pytest.raises(ValueError, match="got 2 and 1"):
+        mmd2(torch.zeros(2, 1), torch.zeros(1, 1))
+    mmd2(torch.zeros(2, 1), torch.zeros(2, 1))  # two per side is enough
+    with pytest.raises(ValueError, match="unknown MMD variant 'other'"):
+        mmd(torch.zeros(2, 1), torch.zeros(2, 1), variant="other")
+
+
+def test_mmd_reference_exact_value():
+    x, y = torch.tensor([[0.0, 1.0]]), torch.tensor([[1.0, 1.0]])
+    # sum_{i,j,d} exp(-(a_id - b_jd)^2 / scale), normalised by D(D-1) for xx, yy and D^2 for xy
+    for scale in (1.0, 2.0):
+        kxy = np.exp(-1 / scale) + 1.0
+        want = 2 / 2 + 2 / 2 - 2 * kxy / 4
+        assert mmd_reference(x, y, scale).item() == pytest.approx(want, rel=1e-6)
+        assert mmd(x, y, variant="reference", scale=scale).item() == pytest.approx(want, rel=1e-6)
+    z = torch.tensor([[0.0, 1.0, 3.0]])  # D = 3: D(D-1) = 6, D^2 = 9
+    want = (3 / 6) + (3 / 6) - 2 * 3 / 9
+    assert mmd_reference(z, z).item() == pytest.approx(want, rel=1e-6)
+
+
+def test_median_bandwidth_exact():
+    f = torch.tensor([[0.0], [1.0], [3.0]])  # pairwise distances 1, 2, 3 (each twice): lower median 2
+    assert median_bandwidth(f) == 2.0
+    assert median_bandwidth(f, max_points=2) == 1.0  # only the first two points
+    assert median_bandwidth(torch.ones(5, 3)) == 1.0  # all equal: median 0 falls back to 1
+    assert median_bandwidth(torch.zeros(1, 3)) == 1.0  # one point: no pairs
+    assert median_bandwidth(torch.tensor([[0.0], [float("inf")], [float("inf")]])) == 1.0
+    assert median_bandwidth(torch.tensor([[0.0], [0.5]])) == 0.5
+
+
+def test_classwise_mmd_with_generated_labels_skips_thin_classes():
+    g = torch.Generator().manual_seed(8)
+    real = torch.randn(12, 2, generator=g)
+    labels = torch.tensor([0] * 5 + [1] * 5 + [2] * 1 + [3] * 1)
+    x = torch.randn(9, 2, generator=g)
+    x_labels = torch.tensor([0, 0, 0, 1, 1, 2, 2, 3, 4])
+    kw = {"kernel": "gaussian", "bandwidth": 1.0}
+    got = classwise_mmd(x, real, labels, classes=5, x_labels=x_labels, **kw).item()
+    # class 0 and 1 count (>= 2 on both sides); class 2 and 3 have one real sample, 4 one generated
+    want = mmd2(x[:3], real[:5], **kw).item() + mmd2(x[3:5], real[5:10], **kw).item()
+    assert got == pytest.approx(want, rel=1e-6)
+    # without x_labels every class with two real samples compares all of x
+    got = classwise_mmd(x, real, labels, classes=5, **kw).item()
+    assert got == pytest.approx(mmd2(x, real[:5], **kw).item() + mmd2(x, real[5:10], **kw).item(), rel=1e-6)
+
+
+def test_objective_exact_and_unknown_form():
+    d, r = torch.tensor(2.0), torch.tensor(0.5)
+    assert objective(d, r, 3.0, 4.0).item() == pytest.approx(3 * 2 - 4 * 0.5)
+    assert objective(d, r, 3.0, 4.0, "ratio").item() == pytest.approx(3 * np.log(2) - 4 * np.log(0.5), rel=1e-6)
+    # both terms floored at eps
+    assert objective(torch.tensor(-1.0), r, 1.0, 1.0, "ratio", eps=1e-4).item() == pytest.approx(
+        np.log(1e-4) - np.log(0.5), rel=1e-6)
+    assert objective(d, torch.tensor(0.0), 1.0, 1.0, "ratio", eps=1e-4).item() == pytest.approx(
+        np.log(2) - np.log(1e-4), rel=1e-6)
+    assert objective(d, r, 1.0, 1.0, "ratio").item() == pytest.approx(np.log(4), rel=1e-6)
+    with pytest.raises(ValueError, match="unknown objective form 'product'"):
+        objective(d, r, 1.0, 1.0, "product")
+
+
+def test_inception_score_exact_and_split_bounds():
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 1.0, 0.5], [-1.0, 0.0, 3.0]], dtype=torch.float64)
+    p = torch.softmax(logits, 1).numpy()
+    marg = p.mean(0)
+    want = np.exp(np.mean([(pi * (np.log(pi) - np.log(marg))).sum() for pi in p]))
+    assert inception_score(logits, splits=1).item() == pytest.approx(want, rel=1e-10)
+    g = torch.Generator().manual_seed(0)
+    # more splits than samples: one sample per split, each split's IS is exactly 1
+    assert inception_score(logits, splits=10, generator=g).item() == pytest.approx(1.0, rel=1e-10)
+    assert inception_score(logits, splits=0).item() == pytest.approx(want, rel=1e-10)  # at least one
+
+
+def test_frechet_distance_one_dimension_written_out():
+    real = torch.tensor([[0.0], [2.0]], dtype=torch.float64)         # mean 1, variance 2
+    fake = torch.tensor([[1.0], [1.0], [4.0]], dtype=torch.float64)  # mean 2, variance 3
+    want = (1 - 2) ** 2 + 2 + 3 - 2 * np.sqrt(2 * 3)
+    assert fid(real, fake).item() == pytest.approx(want, rel=1e-10)
+    mu, cov = mean_cov(real)
+    from unstable.divergence.losses import sqrtm_psd
+    s = sqrtm_psd(cov)
+    assert s.item() == pytest.approx(np.sqrt(2), rel=1e-12)
+    assert frechet_distance(mu, cov, fake, sqrt_cov_r=s).item() == pytest.approx(want, rel=1e-10)
+    assert fid(real, fake.float()).dtype == torch.float32
+    # one sample: covariance 0 (not a division by zero), the distance is the mean gap plus tr(cov_r)
+    one = torch.tensor([[5.0]], dtype=torch.float64)
+    assert torch.equal(mean_cov(one)[1], torch.zeros(1, 1, dtype=torch.float64))
+    assert fid(real, one).item() == pytest.approx((5 - 1) ** 2 + 2 - 2 * np.sqrt(1e-10), rel=1e-9)
+    # a negative round-off eigenvalue is clipped to 0, not a NaN
+    root = sqrtm_psd(torch.diag(torch.tensor([4.0, -1e-12], dtype=torch.float64)))
+    assert torch.equal(root, torch.diag(torch.tensor([2.0, 0.0], dtype=torch.float64)))
+
+
+def test_defaults_are_the_documented_ones():
+    from unstable.divergence.losses import kernel_matrix
+    g = torch.Generator().manual_seed(9)
+    x, y = torch.randn(5, 3, generator=g), torch.randn(4, 3, generator=g) + 0.5
+    assert torch.equal(kernel_matrix(x, y), kernel_matrix(x, y, "gaussian", 1.0))
+    assert torch.equal(mmd2(x, y), mmd2(x, y, "gaussian", 1.0))
+    assert torch.equal(mmd(x, y), mmd2(x, y, "gaussian", 1.0))
+    logits = torch.randn(40, 5, generator=g) * 3
+    torch.manual_seed(0)
+    default = inception_score(logits)
+    torch.manual_seed(0)
+    assert torch.equal(default, inception_score(logits, splits=4))
+    # median_bandwidth looks at the first 1000 points: here those have median distance 0 (-> 1.0),
+    # and a 1001st point far away would move the median to 2
+    f = torch.cat([torch.zeros(516, 1), torch.full((484, 1), 2.0), torch.tensor([[10.0]])])
+    assert median_bandwidth(f) == 1.0
+    assert median_bandwidth(f, max_points=1001) == 2.0
+    # classwise_mmd looks at classes 0..9 unless told
+    real = torch.randn(4, 2, generator=g)
+    assert classwise_mmd(x[:, :2], real, torch.tensor([10, 10, 10, 10])).item() == 0.0
+    assert classwise_mmd(x[:, :2], real, torch.tensor([9, 9, 9, 9])).item() == pytest.approx(
+        mmd2(x[:, :2], real).item())
+
+
+def test_inception_score_shuffle_follows_the_given_generator():
+    logits = torch.randn(30, 4, generator=torch.Generator().manual_seed(1)) * 4
+    torch.manual_seed(1)
+    a = inception_score(logits, splits=3, generator=torch.Generator().manual_seed(5))
+    torch.manual_seed(2)  # the global RNG plays no part
+    b = inception_score(logits, splits=3, generator=torch.Generator().manual_seed(5))
+    c = inception_score(logits, splits=3, generator=torch.Generator().manual_seed(6))
+    assert a.item() == b.item() and a.item() != c.item()
+
+
+def test_frechet_distance_uses_a_given_root():
+    real = torch.tensor([[0.0], [2.0]], dtype=torch.float64)
+    fake = torch.tensor([[1.0], [1.0], [4.0]], dtype=torch.float64)
+    mu, cov = mean_cov(real)
+    # S = 1 instead of sqrt(2): tr((S cov_g S)^1/2) = sqrt(3); the caller's S is used as given
+    got = frechet_distance(mu, cov, fake, sqrt_cov_r=torch.ones(1, 1, dtype=torch.float64)).item()
+    assert got == pytest.approx(1 + 2 + 3 - 2 * np.sqrt(3), rel=1e-10)
+
+
+def test_classwise_mmd_two_samples_per_side_is_enough():
+    real = torch.tensor([[0.0], [1.0], [5.0], [6.0], [7.0]])  # one feature; class 0 has exactly 2
+    labels = torch.tensor([0, 0, 1, 1, 1])
+    x = torch.tensor([[0.5], [1.5], [5.5]])
+    x_labels = torch.tensor([0, 0, 1])  # class 1: one generated sample, skipped
+    kw = {"kernel": "gaussian", "bandwidth": 1.0}
+    got = classwise_mmd(x, real, labels, classes=2, x_labels=x_labels, **kw).item()
+    assert got == pytest.approx(mmd2(x[:2], real[:2], **kw).item(), rel=1e-6)

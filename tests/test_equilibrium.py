@@ -6,6 +6,7 @@ import dataclasses
 import io
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -498,3 +499,135 @@ def test_resume_through_the_trainer_is_exact(tmp_path):
         assert torch.equal(ta[key], tb[key]), key
     assert (whole / "grid.png").is_file() and (half / "grids" / "step_000006.png").is_file()
     assert to_dict(load_piece(path)) == a["piece"]
+
+
+# Pinned by mutation testing (docs/mutation.md): each distance, variety measure and relation on
+# tiny inputs against the formula written out in numpy.
+
+def _np_images(seed, shape):
+    return np.random.default_rng(seed).uniform(-1, 1, shape)
+
+
+def test_distances_row_by_row_against_their_formulas():
+    from unstable.equilibrium.losses import DISTANCES
+    a = np.array([[0.0, 0.0, 0.0], [1.0, 2.0, 2.0], [0.2, -0.3, 0.1]])
+    b = np.array([[3.0, 4.0, 0.0], [1.0, 0.5, 0.0], [0.0, 0.0, 0.0]])
+    d = np.abs(a - b)
+    huber = np.where(d < 1.0, 0.5 * d ** 2, d - 0.5).mean(-1)
+    norm = np.linalg.norm
+    cos = np.array([(x @ y) / max(norm(x) * norm(y), 1e-8) for x, y in zip(a, b)])
+    want = {
+        "l1": d.mean(-1), "l2": np.sqrt((d ** 2).mean(-1) + 1e-8), "mse": (d ** 2).mean(-1), "huber": huber,
+        "chebyshev": d.max(-1), "cosine": 1 - cos,
+        "angular": np.arccos(np.clip(cos, -1 + 1e-6, 1 - 1e-6)) / np.pi,
+    }
+    ta, tb = torch.tensor(a), torch.tensor(b)
+    for name, fn in DISTANCES.items():
+        np.testing.assert_allclose(fn(ta, tb).numpy(), want[name], rtol=1e-6, atol=1e-9, err_msg=name)
+    # opposite directions: the angular distance is ~1 (half a turn), not clamped to a right angle
+    opp = DISTANCES["angular"](torch.tensor([[1.0, 0.0]]), torch.tensor([[-1.0, 0.0]])).item()
+    assert opp == pytest.approx(np.arccos(-1 + 1e-6) / np.pi, rel=1e-5) and opp > 0.999  # float32
+
+
+def test_embedding_distance_pairings_and_weights():
+    from unstable.equilibrium.losses import embedding_distance
+    g = torch.Generator().manual_seed(3)
+    mine, target = torch.randn(3, 4, generator=g, dtype=torch.float64), torch.randn(2, 4, generator=g, dtype=torch.float64)
+    l1 = lambda x, y: (x - y).abs().mean(-1)  # noqa: E731
+    all_pairs = torch.stack([l1(m, t) for m in mine for t in target]).mean()
+    assert embedding_distance(mine, target, {"l1": 2.0}, "all_pairs").item() == pytest.approx(2 * all_pairs.item())
+    centroid = l1(mine.mean(0), target.mean(0))
+    assert embedding_distance(mine, target, {"l1": 1.0, "mse": 0.0}, "centroid").item() == pytest.approx(centroid.item())
+    paired = embedding_distance(mine[:2], target, {"l1": 1.0, "chebyshev": 0.5})
+    assert paired.item() == pytest.approx((l1(mine[:2], target).mean() + 0.5 * (mine[:2] - target).abs().amax(-1).mean()).item())
+    with pytest.raises(ValueError, match="paired embedding distance needs equal batches, got 3 and 2"):
+        embedding_distance(mine, target, {"l1": 1.0})
+    with pytest.raises(ValueError, match="unknown pairing 'nearest'"):
+        embedding_distance(mine, target, {"l1": 1.0}, "nearest")
+
+
+def test_colours_subsample_by_powers_of_two():
+    from unstable.equilibrium.losses import _colours
+    x = torch.tensor(_np_images(0, (1, 3, 7, 7)))
+    assert _colours(x).shape == (49, 3)
+    # 49 > 9 pixels: stride 2 gives 3 x 3 = 9 by the count (a 7-wide image strided by 2 keeps 4 x 4)
+    c = _colours(x, max_pixels=9)
+    assert c.shape == (16, 3)
+    np.testing.assert_allclose(c.numpy(), ((x[:, :, ::2, ::2] + 1) / 2).permute(0, 2, 3, 1).reshape(-1, 3).numpy())
+    assert _colours(torch.tensor(_np_images(0, (1, 3, 8, 8))), max_pixels=16).shape == (16, 3)
+    assert _colours(torch.tensor(_np_images(0, (1, 3, 8, 8))), max_pixels=15).shape == (4, 3)
+    assert torch.equal(_colours(torch.tensor([[[[-1.0]], [[0.0]], [[1.0]]]])), torch.tensor([[0.0, 0.5, 1.0]]))
+
+
+def test_variety_measures_against_numpy():
+    from unstable.equilibrium.losses import (colour_variety, variety_batch_std, variety_entropy,
+                                             variety_image_std, variety_logdet, variety_pairwise, variety_std)
+    imgs = _np_images(1, (3, 3, 4, 5))
+    t = torch.tensor(imgs)
+    x = (imgs + 1) / 2
+    cols = x.transpose(0, 2, 3, 1).reshape(-1, 3)
+    assert variety_std(t).item() == pytest.approx(cols.std(0, ddof=1).mean())
+    assert variety_image_std(t).item() == pytest.approx(x.reshape(3, 3, -1).std(2, ddof=1).mean())
+    assert variety_batch_std(t).item() == pytest.approx(x.std(0, ddof=1).mean())
+    d = np.sqrt(((cols[:, None] - cols[None]) ** 2).sum(-1) + 1e-8)
+    assert variety_pairwise(t).item() == pytest.approx(d.mean() / np.sqrt(3))
+    centred = cols - cols.mean(0)
+    cov = centred.T @ centred / (len(cols) - 1) + 1e-4 * np.eye(3)
+    assert variety_logdet(t).item() == pytest.approx(np.linalg.slogdet(cov)[1] / 3)
+
+    def entropy(c, bins):
+        centres = (np.arange(bins) + 0.5) / bins
+        logits = -(((c[:, :, None] - centres) * bins) ** 2) * 2.0
+        member = np.exp(logits - logits.max(-1, keepdims=True))
+        member /= member.sum(-1, keepdims=True)
+        hist = np.einsum("pi,pj,pk->ijk", member[:, 0], member[:, 1], member[:, 2]).ravel() / len(c)
+        return -(hist * np.log(hist + 1e-12)).sum() / np.log(bins ** 3)
+
+    assert variety_entropy(t).item() == pytest.approx(entropy(cols, 4))
+    assert variety_entropy(t, bins=3).item() == pytest.approx(entropy(cols, 3))
+    mix = colour_variety(t, {"std": 2.0, "logdet": 0.5, "no_such_measure": 0.0})
+    assert mix.item() == pytest.approx(2 * variety_std(t).item() + 0.5 * variety_logdet(t).item())
+
+
+def test_pairwise_and_entropy_subsample_past_their_pixel_budgets():
+    from unstable.equilibrium.losses import variety_entropy, variety_pairwise
+    # 27 x 19 = 513 pixels: one past pairwise's 512, so every other row and column is used
+    t = torch.tensor(_np_images(2, (1, 3, 27, 19)))
+    cols = ((t[:, :, ::2, ::2].numpy() + 1) / 2).transpose(0, 2, 3, 1).reshape(-1, 3)
+    d = np.sqrt(((cols[:, None] - cols[None]) ** 2).sum(-1) + 1e-8)
+    assert variety_pairwise(t).item() == pytest.approx(d.mean() / np.sqrt(3))
+    # 3 x 2731 = 8193 pixels: one past entropy's 8192
+    wide = torch.tensor(_np_images(3, (1, 3, 3, 2731)))
+    assert variety_entropy(wide).item() == pytest.approx(variety_entropy(wide[:, :, ::2, ::2]).item())
+    assert variety_entropy(wide).item() != pytest.approx(variety_entropy(wide[:, :, :, :2730]).item(), rel=1e-9)
+
+
+def test_relational_losses_written_out():
+    from unstable.equilibrium.losses import classification_loss, relational_loss
+    mine, target = torch.tensor(0.3, dtype=torch.float64), torch.tensor(0.5, dtype=torch.float64)
+    softplus = lambda z: np.log1p(np.exp(z))  # noqa: E731
+    assert relational_loss(mine, target, "softplus").item() == pytest.approx(softplus(10 * 0.2) / 10)
+    assert relational_loss(mine, target, "softplus", sharpness=4.0, margin=0.1).item() == pytest.approx(
+        softplus(4 * 0.3) / 4)
+    assert relational_loss(mine, target, "hinge", margin=0.1).item() == pytest.approx(0.3)
+    assert relational_loss(target, mine, "hinge").item() == 0.0
+    assert relational_loss(mine, target, "difference", margin=0.1).item() == pytest.approx(0.3)
+    assert relational_loss(mine, target, "difference").item() == pytest.approx(0.2)
+    assert relational_loss(mine, -target, "ratio").item() == pytest.approx(np.log(0.5 + 1e-6) - np.log(0.3 + 1e-6))
+    with pytest.raises(ValueError, match="unknown relation 'max'"):
+        relational_loss(mine, target, "max")
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    want = -np.mean([2 - np.log(np.exp(2) + 1), 1 - np.log(1 + np.exp(1))])
+    assert classification_loss(logits, torch.tensor([0, 1])).item() == pytest.approx(want)
+
+
+def test_variety_measures_on_degenerate_batches():
+    from unstable.equilibrium.losses import variety_entropy, variety_logdet
+    black = -torch.ones(2, 3, 4, 4)  # one colour in a corner of the cube: far cells get ~e^-96 mass
+    e = variety_entropy(black)
+    assert torch.isfinite(e) and 0 <= e.item() < 0.1
+    two = torch.tensor([[[[-1.0]], [[0.0]], [[0.5]]], [[[1.0]], [[0.2]], [[-0.5]]]], dtype=torch.float64)
+    cols = ((two.numpy() + 1) / 2).reshape(2, 3)
+    centred = cols - cols.mean(0)
+    cov = centred.T @ centred / 1 + 1e-4 * np.eye(3)  # two pixels: divided by N - 1 = 1
+    assert variety_logdet(two).item() == pytest.approx(np.linalg.slogdet(cov)[1] / 3)

@@ -333,3 +333,68 @@ def test_the_guard_and_the_mirror_use_the_protocol_only():
     mirror.sync()
     assert mirror.system.step_count == s.step_count == 2
     assert torch.equal(mirror.sample(z, {})["p"], s.sample(z, {})["p"])
+
+
+# Pinned by mutation testing (docs/mutation.md).
+
+def test_telemetry_reports_what_happened_rounded(system, caplog):
+    guard = TrainingGuard(system, GuardSettings(good_every=1, backoff=1 / 3, max_failures=1, retry_after=0),
+                          name="eq")
+    assert guard.telemetry() == {"recoveries": 0, "lr_scale": 1.0}
+    params = defaults(system.param_specs())
+    guard.check_stasis(params)
+    guard.perturb(0.01)  # the weights move between the two checks: a motion with many decimals
+    guard.check_stasis(params)
+    assert guard.variety is not None and guard.motion and guard.motion != round(guard.motion, 5)
+    guard.before_step.append(nan_weights)
+    assert guard.step(params) is None
+    guard.before_step.clear()
+    guard.in_stasis = True
+    t = guard.telemetry()
+    assert t == {"recoveries": 1, "lr_scale": 0.33333, "variety": round(guard.variety, 5),
+                 "motion": round(guard.motion, 5), "stasis": True, "perturbations": 1,
+                 "last": guard.last_reason, "stopped": guard.stopped}
+    assert guard.stopped.startswith("1 failed steps in a row, the last: non-finite")
+    assert not guard.retry_due()  # retry_after 0: a stopped piece stays stopped
+
+    caplog.set_level("WARNING", logger="unstable.guard")
+    reason = guard.stopped
+    guard.retry()
+    assert guard.stopped is None and guard.failures == 0 and guard.retries == 1 and not guard.retry_due()
+    assert f"eq: training again after {reason}" in [r.getMessage() for r in caplog.records]
+    guard.before_step.append(nan_weights)
+    assert guard.step(params) is None and guard.stopped  # stops again after one failure
+    guard.retry()
+    assert guard.retries == 2
+
+
+def test_perturb_adds_seeded_noise_scaled_to_each_tensors_spread(system, caplog):
+    """perturb(scale): every floating parameter p gets randn * scale * max(spread, 1e-3), where the
+    spread is std(p), or |p| for a one-element tensor; the noise generator is seeded 7, 8, 9...
+    for the first, second, third perturbation unless a seed is given."""
+    caplog.set_level("WARNING", logger="unstable.guard")
+    guard = TrainingGuard(system, name="eq")
+    params = [p for m in system.modules().values() for p in m.parameters()]  # the guard's own order
+
+    def expected(seed, scale):
+        g = torch.Generator().manual_seed(seed)
+        out = []
+        for p in params:
+            p = p.detach()
+            spread = p.std() if p.numel() > 1 else p.abs().reshape(())
+            spread = torch.nan_to_num(spread, nan=0.0).clamp_min(1e-3)
+            out.append(p + torch.randn(p.shape, generator=g) * (scale * spread))
+        return out
+
+    for seed in (7, 8):
+        want = expected(seed, 0.05)
+        guard.perturb()
+        assert all(torch.allclose(p.detach(), w, atol=1e-7, rtol=0) for p, w in zip(params, want))
+    want = expected(123, 0.2)
+    guard.perturb(0.2, seed=123)
+    assert all(torch.allclose(p.detach(), w, atol=1e-7, rtol=0) for p, w in zip(params, want))
+    want = expected(10, 0.05)  # the fourth perturbation: seed 7 + 3
+    guard.perturb()
+    assert all(torch.allclose(p.detach(), w, atol=1e-7, rtol=0) for p, w in zip(params, want))
+    assert guard.perturbations == 4
+    assert "eq: perturbed the weights (noise x0.2 of their spread)" in [r.getMessage() for r in caplog.records]

@@ -13,7 +13,7 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 from helpers import Client, wait_for
 
 from unstable.control.osc import OscServer
-from unstable.control.store import ParameterStore
+from unstable.control.store import Event, ParameterStore
 from unstable.errors import UnstableError
 from unstable.schema import ParamSpec, address, show_specs
 
@@ -325,3 +325,91 @@ def test_a_burst_of_10000_messages_loses_none(server, client, params):
     assert server.stats["applied"] == n
     assert len(seen) == n
     assert params.get("eq", "alpha") == pytest.approx(1.9)
+
+
+# Pinned by mutation testing (docs/mutation.md). The datagram path without the socket: the bytes a
+# controller sends go through parsing, dispatch and the handlers in this thread (the allow-list
+# belongs to the transport's verify_request and is checked on its own below).
+
+def dgram(addr, *args, types=None):
+    b = OscMessageBuilder(address=addr)
+    for i, a in enumerate(args):
+        b.add_arg(a, types[i] if types else None)
+    return b.build().dgram
+
+
+def feed(srv, data, sender):
+    """One datagram from `sender` = (host, port), as the UDP server hands it to the dispatcher."""
+    srv.dispatcher.call_handlers_for_packet(data, sender)
+
+
+def test_booleans_are_numbers_for_toggles_and_faders(params):
+    srv = OscServer(params, port=0)
+    feed(srv, dgram("/unstable/show/record", True), ("127.0.0.1", 5000))
+    assert params.get("show", "record") == 1.0
+    feed(srv, dgram(address("eq", "alpha", raw=True), False), ("127.0.0.1", 5000))
+    assert params.get("eq", "alpha") == 0.0
+    assert srv.stats["applied"] == 2 and srv.stats["rejected"] == 0 and srv.stats["errors"] == 0
+
+
+def test_a_rejected_argument_names_its_type_and_value(params, caplog):
+    caplog.set_level(logging.WARNING, logger="unstable.osc")
+    srv = OscServer(params, port=0)
+    feed(srv, dgram(address("eq", "alpha"), "loud"), ("127.0.0.1", 5000))
+    assert srv.stats["rejected"] == 1
+    assert any(r.getMessage() == "OSC /unstable/eq/alpha from 127.0.0.1:5000 rejected: expected a number, "
+               "got str 'loud'" for r in caplog.records), [r.getMessage() for r in caplog.records]
+
+
+def test_subscribe_port_bounds_and_the_rejection_line(params, caplog):
+    caplog.set_level(logging.WARNING, logger="unstable.osc")
+    srv = OscServer(params, port=0)
+    for port in (0, 1, 65535, 65536):
+        feed(srv, dgram("/unstable/subscribe", port, types=["i"]), ("127.0.0.1", 5000))
+    assert srv.subscribers == [("127.0.0.1", 1), ("127.0.0.1", 65535)]
+    assert srv.stats["rejected"] == 2
+    lines = [r.getMessage() for r in caplog.records]
+    assert "OSC /unstable/subscribe from 127.0.0.1:5000 rejected: expected a port 1..65535, got 0.0" in lines
+    srv = OscServer(params, port=0)  # a fresh rate limit: one line per (address, kind) per interval
+    srv.subscribe("127.0.0.1", 65535)
+    feed(srv, dgram("/unstable/subscribe", "x"), ("127.0.0.1", 5000))
+    assert any(line.startswith("OSC /unstable/subscribe from 127.0.0.1:5000 rejected: expected a number")
+               for line in [r.getMessage() for r in caplog.records])
+    feed(srv, dgram("/unstable/unsubscribe", 1, types=["i"]), ("127.0.0.1", 5000))
+    assert srv.subscribers == [("127.0.0.1", 65535)]
+
+
+def test_clamp_warnings_only_outside_the_range_and_name_the_value(params, caplog):
+    caplog.set_level(logging.WARNING, logger="unstable.osc")
+    srv = OscServer(params, port=0)
+    origin = ("127.0.0.1", 5000)
+    for u in (0.0, 1.0, 0.5):  # the ends of a fader are inside its range
+        feed(srv, dgram(address("eq", "alpha"), u), origin)
+    feed(srv, dgram(address("eq", "alpha", raw=True), 1.5), origin)  # raw: [0, 2] applies
+    feed(srv, dgram(address("eq", "alpha", raw=True), 2.0), origin)
+    feed(srv, dgram(address("eq", "alpha", raw=True), 0.0), origin)
+    assert srv.stats["clamped"] == 0 and srv.stats["applied"] == 6
+    feed(srv, dgram(address("eq", "alpha", raw=True), 3.0), origin)
+    feed(srv, dgram(address("bad", "beta"), 1.25), origin)  # another address: its own line
+    assert srv.stats["clamped"] == 2
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["OSC /unstable/eq/alpha/raw from 127.0.0.1:5000: 3.0 is outside [0, 2], clamped",
+                     "OSC /unstable/bad/beta from 127.0.0.1:5000: 1.25 is outside [0, 1], clamped"]
+
+
+def test_a_snapshot_event_carries_its_sender(params):
+    srv = OscServer(params, port=0)
+    feed(srv, dgram("/unstable/snapshot"), ("127.0.0.1", 5000))
+    feed(srv, dgram("/unstable/snapshot", 1.0), ("127.0.0.1", 5001))
+    feed(srv, dgram("/unstable/snapshot", 0.0), ("127.0.0.1", 5002))  # a button's release
+    assert params.drain_events() == [Event("snapshot", None, ("127.0.0.1", 5000)),
+                                     Event("snapshot", None, ("127.0.0.1", 5001))]
+
+
+def test_hosts_and_allow_list_entries():
+    OscServer(ParameterStore(groups()), host="localhost", port=0)  # loopback by name: no allow-list needed
+    with pytest.raises(UnstableError, match="reaches beyond this machine"):
+        OscServer(ParameterStore(groups()), host="osc.example.invalid", port=0)  # not an address: not loopback
+    # a host address with a prefix names its network (not strict about the host bits)
+    srv = OscServer(ParameterStore(groups()), host="0.0.0.0", allow=[" 192.168.1.20/24 "], port=0)
+    assert srv._allowed("192.168.1.77") and not srv._allowed("192.168.2.1")

@@ -195,3 +195,196 @@ def test_concurrent_writers_and_a_frame_reader():
     p.settle()
     s = p.snapshot(frames / 60)
     assert s["eq"]["alpha"] == 2.0 and s["bad"]["beta"] == 1.0
+
+
+# Pinned by mutation testing (docs/mutation.md).
+
+def test_common_and_show_tables_are_the_documented_interface():
+    """Controllers' layouts and saved presets depend on these names, ranges, defaults, units and
+    smoothing times: a change here is a change to the live interface, so it is spelled out."""
+    def row(s):
+        return (s.name, s.lo, s.hi, s.default, s.unit, s.smoothing, s.kind, s.log)
+    assert [row(s) for s in common_specs()] == [
+        ("training", 0, 1, 1, "", 0.0, "toggle", False),
+        ("walk_speed", 0.0, 4.0, 1.0, "x", 0.5, "float", False),
+        ("hue", -180.0, 180.0, 0.0, "deg", 0.3, "float", False),
+        ("saturation", 0.0, 2.0, 1.0, "", 0.3, "float", False),
+        ("fade", 0.0, 1.0, 1.0, "", 0.5, "float", False),
+    ]
+    assert [row(s) for s in show_specs(4)] == [
+        ("scene", 0, 3, 0, "", 0.0, "int", False),
+        ("master_fade", 0.0, 1.0, 1.0, "", 1.0, "float", False),
+        ("record", 0, 1, 0, "", 0.0, "toggle", False),
+    ]
+    assert show_specs()[0].hi == 0  # one scene unless told
+    assert all(s.doc for s in common_specs() + show_specs())
+    with pytest.raises(ValueError, match="at least one scene, got 0"):
+        show_specs(0)
+
+
+def test_toggles_and_ints_round_floats_do_not():
+    p = make()
+    assert p.set("bad", "training", 0.4) == 0.0 and p.set("bad", "training", 0.6) == 1.0
+    assert p.set("show", "record", 0.7) == 1.0
+    assert p.set("show", "scene", 1.4) == 1.0
+    assert p.set("bad", "fade", 0.4) == 0.4
+
+
+def test_unit_mapping_of_a_range_that_does_not_start_at_zero():
+    p = make()
+    assert p.set_unit("bad", "beta", 0.75) == 0.5       # -1 + 0.75 * 2
+    assert p.get_unit("bad", "beta") == 0.75
+    assert p.set_unit("bad", "hue", 0.25) == -90.0
+    assert p.set_unit("bad", "beta", 3.0) == 1.0        # past the end of the fader: clamped
+    single = ParameterStore({"show": show_specs(1)})            # a one-scene show: scene spans [0, 0]
+    assert single.get_unit("show", "scene") == 0.0
+    with pytest.raises(ValueError, match="eq/alpha: nan is not a finite number"):
+        p.set_unit("eq", "alpha", math.nan)
+
+
+def test_spec_validation_messages():
+    with pytest.raises(ValueError, match="x: default 3 outside \\[0, 1\\]"):
+        ParamSpec("x", 0, 1, 3)
+    with pytest.raises(ValueError, match="x: a log-scaled parameter needs lo > 0"):
+        ParamSpec("x", 0.0, 1.0, 0.5, log=True)  # lo == 0 is refused too
+    with pytest.raises(TypeError, match="eq: expected ParamSpec, got int"):
+        ParameterStore({"eq": [3]})
+
+
+def test_update_keeps_going_after_a_bad_value_logs_it_and_passes_the_origin(caplog):
+    p = make()
+    heard = []
+    p.add_listener(lambda keys, origin: heard.append((sorted(keys), origin)))
+    n = p.update({"eq": {"steps": math.inf, "alpha": 0.5, "lr": "not a number", "nothing": 1},
+                  "bad": {"beta": None, "fade": 0.25}}, origin=("10.0.0.9", 8000))
+    assert n == 2
+    assert heard == [([("bad", "fade"), ("eq", "alpha")], ("10.0.0.9", 8000))]
+    assert "eq/steps = inf ignored" in caplog.text and "eq/lr = 'not a number' ignored" in caplog.text
+    assert "bad/beta = None ignored" in caplog.text
+    assert p.reset(origin=("10.0.0.9", 8000)) == 2
+    assert heard[-1] == ([("bad", "fade"), ("eq", "alpha")], ("10.0.0.9", 8000))
+
+
+def test_smoothing_lands_within_a_millionth_of_the_range():
+    p = ParameterStore({"x": [ParamSpec("v", -1.0, 1.0, -1.0, smoothing=1.0)]})
+    p.snapshot(0.0)
+    p.set("x", "v", 1.0)
+    # After t, 2 * exp(-t) of the way is left: 1e-6 here, within a millionth of the range (2e-6),
+    # so it lands exactly on the target
+    assert p.snapshot(math.log(2e6))["x"]["v"] == 1.0
+    p.set("x", "v", -1.0)
+    # 2 * exp(-t) = 4e-6 left: not yet
+    assert p.snapshot(math.log(2e6) + math.log(5e5))["x"]["v"] == pytest.approx(-1.0 + 4e-6, abs=1e-12)
+
+
+def test_log_smoothing_with_no_time_passed_moves_nothing():
+    p = make()
+    p.snapshot(0.0)
+    p.set("eq", "lr", 1e-2)
+    s = p.snapshot(0.3)
+    for _ in range(3):
+        assert p.snapshot(0.3) == s
+
+
+def test_default_event_queue_keeps_256():
+    p = ParameterStore({"show": show_specs(2)})
+    for i in range(300):
+        p.post_event("snapshot", float(i))
+    events = p.drain_events()
+    assert len(events) == 256 and events[0].value == 44.0
+
+
+def test_remove_listener_and_a_failing_listener_is_logged(caplog):
+    p = make()
+    a, b = [], []
+
+    def fa(keys, origin):
+        a.append(keys)
+
+    def boom(keys, origin):
+        raise RuntimeError("listener bug")
+
+    p.add_listener(fa)
+    p.add_listener(lambda keys, origin: b.append(keys))
+    p.add_listener(boom)
+    p.remove_listener(fa)
+    p.set("eq", "alpha", 0.5)
+    assert a == [] and b == [[("eq", "alpha")]]
+    [rec] = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert rec.getMessage() == f"parameter listener {boom!r} failed" and rec.exc_info
+
+
+
+# Pinned by the re-run on the new layout (docs/mutation.md): what test_store.py alone missed once
+# the OSC tests no longer ran against the store.
+
+def test_set_unit_passes_the_origin_to_listeners():
+    p = make()
+    heard = []
+    p.add_listener(lambda keys, origin: heard.append((keys, origin)))
+    p.set_unit("eq", "alpha", 0.75, ("10.0.0.9", 8000))  # a change: listeners hear only changes
+    p.set_unit("eq", "alpha", 0.25)
+    assert heard == [([("eq", "alpha")], ("10.0.0.9", 8000)), ([("eq", "alpha")], None)]
+
+
+def test_schema_lookups():
+    p = make()
+    assert p.keys()[:3] == [("eq", "alpha"), ("eq", "lr"), ("eq", "steps")]
+    assert p.keys()[-3:] == [("show", "scene"), ("show", "master_fade"), ("show", "record")]
+    assert len(p.keys()) == 3 + 1 + len(common_specs()) + 3
+    assert p.spec("eq", "lr") == ParamSpec("lr", 1e-4, 1e-2, 1e-3, log=True, smoothing=1.0)
+    with pytest.raises(KeyError, match="no live parameter eq/nothing"):
+        p.spec("eq", "nothing")
+    assert ("eq", "alpha") in p and ("eq", "nothing") not in p and ("alpha", "eq") not in p
+
+
+def test_snapshot_fills_the_targets_it_moved_towards():
+    p = make()
+    p.snapshot(0.0)
+    p.set("eq", "alpha", 2.0)
+    targets = {"stale": {"x": 1.0}}
+    out = p.snapshot(0.1, targets)
+    assert list(targets) == ["eq", "bad", "show"]  # cleared, then one dict per piece
+    assert targets["eq"] == {"alpha": 2.0, "lr": 1e-3, "steps": 5.0}
+    assert targets["show"] == {"scene": 0.0, "master_fade": 1.0, "record": 0.0}
+    assert 1.0 < out["eq"]["alpha"] < 2.0  # the frame itself is still gliding
+
+
+def test_smoothing_state_round_trip_continues_the_glide_exactly():
+    a = make()
+    fresh = a.smoothing_state()  # before any snapshot: every value is at its default
+    assert fresh["last_now"] is None and fresh["current"] == fresh["target"]
+    assert fresh["current"]["eq/alpha"] == 1.0 and fresh["current"]["show/master_fade"] == 1.0
+    a.snapshot(0.0)
+    a.set("eq", "alpha", 2.0)
+    a.set("eq", "lr", 1e-2)
+    a.snapshot(0.2)
+    state = a.smoothing_state()
+    assert state["last_now"] == 0.2
+    assert state["target"]["eq/alpha"] == 2.0 and state["target"]["eq/lr"] == 1e-2
+    assert 1.0 < state["current"]["eq/alpha"] < 2.0
+    assert list(state["target"]) == [f"{piece}/{name}" for piece, name in a.keys()]
+    assert list(state["current"]) == list(state["target"])
+    b = make()
+    b.load_smoothing_state(state)
+    assert b.smoothing_state() == state
+    assert b.snapshot(0.5) == a.snapshot(0.5)  # the same glide, from the same point in time
+    assert b.get("eq", "alpha") == 2.0
+
+
+def test_load_smoothing_state_skips_what_it_cannot_use():
+    p = make()
+    p.snapshot(1.0)
+    p.load_smoothing_state({
+        "target": {"eq/alpha": 5.0, "eq/lr": math.nan, "eq/steps": "7", "eq/nothing": 1.0, "nopiece": 1.0},
+        "current": {"eq/alpha": -3.0, "bad/beta": 0.5},
+    })
+    s = p.smoothing_state()
+    assert s["last_now"] is None  # no time given: the next snapshot starts afresh
+    assert s["target"]["eq/alpha"] == 2.0 and s["current"]["eq/alpha"] == 0.0  # clamped to [0, 2]
+    assert s["target"]["eq/lr"] == 1e-3 and s["target"]["eq/steps"] == 5.0     # NaN, a string: kept
+    assert s["current"]["bad/beta"] == 0.5 and s["target"]["bad/beta"] == 0.0
+    assert p.snapshot(2.0)["eq"]["alpha"] == 2.0  # the first snapshot after it shows the target
+    p.load_smoothing_state({"last_now": 3, "current": {"eq/alpha": 1}})
+    assert p.smoothing_state()["last_now"] == 3.0 and p.smoothing_state()["current"]["eq/alpha"] == 1.0
+    p.load_smoothing_state({"target": None, "current": None})  # empty sections are fine

@@ -193,3 +193,115 @@ def test_walk_clock_resumes_from_saved_phase():
     resumed.load_state_dict(state)
     t.now += 0.5
     assert resumed.tick() == pytest.approx(7.0)
+
+
+# Pinned by mutation testing (docs/mutation.md): the path maths against numpy written out.
+
+def test_easings_are_the_named_polynomials():
+    import numpy as np
+    from unstable.splines import ease
+    u = np.array([0.0, 0.1, 0.25, 0.5, 0.8, 1.0])
+    np.testing.assert_allclose(ease(u, "none"), u)
+    np.testing.assert_allclose(ease(u, "smoothstep"), 3 * u ** 2 - 2 * u ** 3)
+    np.testing.assert_allclose(ease(u, "smootherstep"), 6 * u ** 5 - 15 * u ** 4 + 10 * u ** 3)
+    np.testing.assert_allclose(ease(u, "sine"), (1 - np.cos(np.pi * u)) / 2)
+
+
+@pytest.mark.parametrize("loop", [False, True])
+def test_spline_second_derivatives_solve_the_spline_system(loop):
+    import numpy as np
+    from unstable.splines import _spline_second_derivatives
+    p = torch.tensor([[0.0, 1.0], [2.0, -1.0], [1.0, 0.5], [-1.0, 2.0], [3.0, 0.0], [0.5, 1.5]], dtype=torch.float64)
+    k = p.shape[0]
+    a = np.zeros((k, k))
+    rhs = np.zeros((k, 2))
+    P = p.numpy()
+    for i in range(k):
+        if not loop and i in (0, k - 1):
+            a[i, i] = 1.0  # natural ends: M = 0
+            continue
+        a[i, (i - 1) % k] += 1.0
+        a[i, i] += 4.0
+        a[i, (i + 1) % k] += 1.0
+        rhs[i] = 6.0 * (P[(i + 1) % k] - 2 * P[i] + P[(i - 1) % k])
+    np.testing.assert_allclose(_spline_second_derivatives(p, loop).numpy(), np.linalg.solve(a, rhs), atol=1e-12)
+    three = p[:3]  # the shortest open path with an inner keyframe: M[1] = 6 (P2 - 2 P1 + P0) / 4
+    m = _spline_second_derivatives(three, False)
+    assert torch.allclose(m[1], 6 * (three[2] - 2 * three[1] + three[0]) / 4) and (m[[0, 2]] == 0).all()
+    assert (_spline_second_derivatives(p[:2], False) == 0).all()
+
+
+@pytest.mark.parametrize("loop", [False, True])
+def test_catmull_rom_tangents(loop):
+    import numpy as np
+    from unstable.splines import poly_basis
+    P = np.array([[0.0], [1.0], [4.0], [2.0], [5.0]])
+    k = len(P)
+    if loop:
+        t = np.array([(P[(i + 1) % k] - P[(i - 1) % k]) / 2 for i in range(k)])
+        ends = [(i, (i + 1) % k) for i in range(k)]
+    else:  # one-sided differences at the ends, central inside
+        t = np.array([P[1] - P[0]] + [(P[i + 1] - P[i - 1]) / 2 for i in range(1, k - 1)] + [P[-1] - P[-2]])
+        ends = [(i, i + 1) for i in range(k - 1)]
+    want = np.stack([np.stack([P[a], t[a], 3 * (P[b] - P[a]) - 2 * t[a] - t[b], 2 * (P[a] - P[b]) + t[a] + t[b]])
+                     for a, b in ends])
+    got = poly_basis(torch.tensor(P), "catmull_rom", loop).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-12)
+    with pytest.raises(ValueError, match="interpolation: 'slerp' is not a polynomial path"):
+        poly_basis(torch.tensor(P), "slerp", loop)
+
+
+def test_locate_agrees_for_floats_arrays_tensors_and_fractions():
+    import numpy as np
+    lat = ((0.0,), (1.0,), (3.0,), (2.0,))
+    looped = Walk(WalkSettings(latents=lat, interpolation="linear", period=2.0), {"a": 1})
+    ts = [1.0, 9.0, -1.0, 7.5]  # seconds; 2 s per keyframe, 4 keyframes: an 8 s loop
+    want_idx, want_u = [0, 0, 3, 3], [0.5, 0.5, 0.5, 0.75]
+    for form in (ts, np.array(ts), torch.tensor(ts), [Fraction(t).limit_denominator() for t in ts]):
+        idx, u = looped._locate(form)
+        assert idx.tolist() == want_idx and u == pytest.approx(want_u), form
+    open_ = Walk(WalkSettings(latents=lat, interpolation="linear", period=2.0, loop=False), {"a": 1})
+    ts = [-5.0, 3.0, 6.0, 100.0]  # held at both ends; the last keyframe is the end of segment 2
+    for form in (ts, np.array(ts)):
+        idx, u = open_._locate(form)
+        assert idx.tolist() == [0, 1, 2, 2] and u == pytest.approx([0.0, 0.5, 1.0, 1.0]), form
+    assert float(open_.latents_at(100.0)["a"]) == 2.0 and float(open_.latents_at(-5.0)["a"]) == 0.0
+    single = Walk(WalkSettings(latents=((1.0,),), interpolation="linear", loop=False), {"a": 1})
+    idx, u = single._locate([0.0, 5.0])
+    assert idx.tolist() == [0, 0]
+
+
+def test_slerp_between_equal_keyframes_is_linear_not_nan():
+    w = Walk(WalkSettings(latents=((3.0, 4.0), (3.0, 4.0), (0.0, 5.0)), interpolation="slerp", period=1.0), {"a": 2})
+    z = w.latents_at(0.5)["a"]
+    assert torch.allclose(z, torch.tensor([[3.0, 4.0]]))
+    z = w.latents_at(1.5)["a"]  # a real turn: the norm (5) is kept on the arc
+    assert torch.isfinite(z).all() and z.norm().item() == pytest.approx(5.0, rel=1e-6)
+
+
+def test_panel_seeds_are_a_fixed_hash():
+    """A seed must mean the same latent in every version: the hash is pinned, not just 'different'."""
+    assert panel_seed(42, 0) == 42
+    assert panel_seed(42, 1) == 1807691623596919830 and panel_seed(7, 3) == 3053096530315289133
+
+
+def test_settings_normalise_toml_lists_and_check_latents():
+    s = WalkSettings(seeds=[1, 2.0])
+    assert s.seeds == (1, 2) and isinstance(s.seeds, tuple) and hash(s)
+    s = WalkSettings(latents=[[1, 2], [3, 4]])
+    assert s.latents == ((1.0, 2.0), (3.0, 4.0)) and hash(s)
+    assert WalkSettings(latents=[[1.0], [2.0]]).count == 2  # one-value latents are fine
+    with pytest.raises(ValueError, match="latents: values must be finite numbers"):
+        WalkSettings(latents=[[1.0], [float("nan")]])
+
+
+def test_two_keyframe_open_path_easing_and_slerp_temperature():
+    w = Walk(WalkSettings(latents=((0.0,), (1.0,)), interpolation="linear", loop=False, period=1.0), {"a": 1})
+    assert [float(w.latents_at(t)["a"]) for t in (0.0, 0.5, 1.0, 3.0)] == [0.0, 0.5, 1.0, 1.0]
+    eased = Walk(WalkSettings(latents=((0.0,), (1.0,)), interpolation="linear", loop=False, period=1.0,
+                              easing="smoothstep"), {"a": 1})
+    assert float(eased.latents_at(0.25)["a"]) == pytest.approx(0.15625)  # 3u^2 - 2u^3
+    hot = Walk(WalkSettings(latents=((3.0, 4.0), (0.0, 5.0)), interpolation="slerp", period=1.0, temperature=2.0),
+               {"a": 2})
+    assert hot.latents_at(0.5)["a"].norm().item() == pytest.approx(10.0, rel=1e-6)
+

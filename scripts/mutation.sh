@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# Mutation testing (mutmut 3) of the core modules, one module at a time, outside CI (it is slow).
+#
+#   scripts/mutation.sh                 # every module below
+#   scripts/mutation.sh walk guard      # just these
+#   make mutation MODULES="walk guard"
+#   scripts/mutation.sh --recheck walk  # after adding tests: re-run only walk's last survivors
+#   scripts/mutation.sh --report walk   # the table again, from the last run
+#
+# Each module runs in its own scratch copy of the project, .mutation/<module>/ (gitignored), with a
+# generated [tool.mutmut] section: only that module's files are mutated, and only its own test files
+# are run (mutmut then runs, for each mutant, just the tests that call the mutated function).
+# Where a file holds more than the module's subject (the compositor's GL class, the OSC feedback
+# thread and sockets, the walk's sampling and wall clock), a mutant-name filter restricts the run
+# to the functions that matter.
+# One worker by default (MUTATION_JOBS=1; 2 on an idle two-core machine): the machines are small and shared.
+# Each module's run is bounded by MUTATION_TIMEOUT seconds (default 1800).
+# At the end a table per module: killed, timed out, survived, checked, score = (killed + timeout) / checked; survivors are listed per module in
+# .mutation/<module>/survivors.txt (`cd .mutation/<module> && mutmut show NAME` shows the diff).
+# The review of the survivors lives in docs/mutation.md.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+VENV="${VENV:-$ROOT/.venv}"
+PY="${PYTHON:-$VENV/bin/python}"
+JOBS="${MUTATION_JOBS:-1}"
+LIMIT="${MUTATION_TIMEOUT:-1800}"
+TMULT="${MUTATION_TIMEOUT_MULTIPLIER:-5}"  # a mutant is a timeout past ~5x its tests' clean time
+WORK="$ROOT/.mutation"
+# One thread per test process (torch's OpenMP, Mesa's llvmpipe): mutmut's time limit counts CPU
+# seconds, and a test spinning several threads reads as a timeout ("killed") when it is not.
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" MKL_NUM_THREADS="${MKL_NUM_THREADS:-1}" LP_NUM_THREADS="${LP_NUM_THREADS:-1}"
+
+# module | files to mutate (space-separated) | test files | mutant-name globs ("" = every mutant)
+spec() {
+  case "$1" in
+    divergence-losses) echo "unstable/divergence/losses.py|tests/test_divergence_losses.py|" ;;
+    equilibrium-losses) echo "unstable/equilibrium/losses.py|tests/test_equilibrium.py|" ;;
+    walk)
+      # the path maths (all of splines.py) and the walk's own maths; not Walk.__init__/_build/
+      # latents_at*, nor the wall clock (WalkClock)
+      local m="unstable.walk"
+      echo "unstable/walk.py unstable/splines.py|tests/test_walk.py|unstable.splines.* $m.x_panel_seed__* $m.x_keyframe_latent__* $m.xǁWalkǁ_locate__* $m.xǁWalkǁ_weights__* $m.xǁWalkSettingsǁ*" ;;
+    params) echo "unstable/schema.py unstable/control/store.py|tests/test_store.py|" ;;
+    checkpoint) echo "unstable/checkpoint.py|tests/test_checkpoint.py|" ;;
+    guard) echo "unstable/guard.py|tests/test_guard.py|" ;;
+    compositor)
+      # the GL-free maths: display/layout.py's Layout, cells, fit, place, colour_matrix, and
+      # compositor.py's _is_identity (not the GL class)
+      local m="unstable.display.layout"
+      echo "unstable/display/layout.py unstable/display/compositor.py|tests/test_compositor.py|$m.xǁLayoutǁ* $m.x_cells__* $m.x_fit__* $m.x_place__* $m.x_colour_matrix__* unstable.display.compositor.x__is_identity__*" ;;
+    osc)
+      # the address and argument mapping (handlers.py), the feedback messages and the allow-list
+      # parsing; not the sockets, threads and dispatch plumbing
+      local f="unstable.control.feedback.xǁFeedbackǁ" t="unstable.control.transport"
+      echo "unstable/control/handlers.py unstable/control/feedback.py unstable/control/transport.py|tests/test_osc.py|unstable.control.handlers.xǁOscHandlersǁ* ${f}_messages_for__* ${f}on_change__* $t.x_parse_allow__* $t.x_is_loopback__*" ;;
+    *) return 1 ;;
+  esac
+}
+ALL=(divergence-losses equilibrium-losses walk params checkpoint guard compositor osc)
+
+MODE=run
+case "${1:-}" in --recheck) MODE=recheck; shift ;; --report) MODE=report; shift ;; esac
+if [ "$#" -eq 0 ]; then set -- "${ALL[@]}"; fi
+for m in "$@"; do spec "$m" >/dev/null || { echo "unknown module '$m'; one of: ${ALL[*]}" >&2; exit 2; }; done
+"$PY" -c "import mutmut" 2>/dev/null || { echo "mutmut is missing: $PY -m pip install -e '.[mutation]'" >&2; exit 2; }
+MUTMUT="$(dirname "$PY")/mutmut"
+
+toml_list() { local out="" x; for x in "$@"; do out="$out\"$x\", "; done; echo "[${out%, }]"; }
+
+for m in "$@"; do
+  [ "$MODE" = report ] && break
+  IFS='|' read -r files tests globs <<<"$(spec "$m")"
+  dir="$WORK/$m"
+  if [ "$MODE" = recheck ]; then
+    # Same mutants, today's tests: refresh the scratch copy's tests and re-run the survivors only
+    # (mutmut collects coverage for the new tests and keeps every other mutant's result).
+    # (also the mutants a time limit left unchecked: --recheck finishes a cut-short run)
+    [ -s "$dir/survivors.txt" ] || [ -s "$dir/unchecked.txt" ] || { echo "== $m: nothing to re-check"; continue; }
+    rm -rf "$dir/tests" && cp -r tests "$dir/tests" && find "$dir/tests" -name __pycache__ -prune -exec rm -rf {} +
+    mapfile -t names < <(cat "$dir/survivors.txt" "$dir/unchecked.txt" 2>/dev/null | cut -d: -f1)
+    echo "== $m: re-checking ${#names[@]} survivors/unchecked mutants against today's tests"
+    start=$(date +%s)
+    # Twice: a first pass right after new tests appear has been seen to let a mutant through
+    # that the same tests kill on the second (mutmut 3.8 collects the new tests' coverage first).
+    for pass in 1 2; do
+      ( cd "$dir" && timeout "$LIMIT" "$MUTMUT" run --max-children "$JOBS" "${names[@]}" >"$dir/recheck.log" 2>&1 ) \
+        || echo "   mutmut exited $? (log: $dir/recheck.log)"
+    done
+    echo "$(( $(date +%s) - start ))" >"$dir/recheck-seconds"
+    continue
+  fi
+  rm -rf "$dir"; mkdir -p "$dir"
+  cp -r unstable tests pieces shows render "$dir/"  # tests read pieces/ and shows/ from the root
+  find "$dir" -name __pycache__ -prune -exec rm -rf {} +
+  # The project's pyproject without its own [tool.mutmut] section, plus this module's.
+  "$PY" - "$dir/pyproject.toml" <<PYEOF
+import re, sys
+text = open("pyproject.toml").read()
+text = re.sub(r"(?ms)^\[tool\.mutmut\]\n.*?(?=^\[|\Z)", "", text)
+text += """
+[tool.mutmut]
+source_paths = ["unstable"]
+also_copy = ["pieces", "shows", "render"]
+only_mutate = $(toml_list $files)
+pytest_add_cli_args = ["-p", "no:cacheprovider", "-p", "no:randomly"]
+pytest_add_cli_args_test_selection = $(toml_list $tests)
+use_setproctitle = false
+timeout_multiplier = $TMULT
+"""
+open(sys.argv[1], "w").write(text)
+PYEOF
+  echo "== $m: mutating $files against $tests"
+  start=$(date +%s)
+  # shellcheck disable=SC2086
+  ( cd "$dir" && timeout "$LIMIT" "$MUTMUT" run --max-children "$JOBS" $globs >"$dir/run.log" 2>&1 ) \
+    || echo "   mutmut exited $? (log: $dir/run.log)"
+  echo "$(( $(date +%s) - start ))" >"$dir/seconds"
+  echo "$globs" >"$dir/globs"
+done
+
+# Score table, read from mutmut's per-file .meta records.
+"$PY" - "$WORK" "$@" <<'PYEOF'
+import fnmatch, json, sys
+from pathlib import Path
+from mutmut.stats import status_by_exit_code
+work, modules = Path(sys.argv[1]), sys.argv[2:]
+print(f"\n{'module':20} {'killed':>6} {'timeout':>7} {'survived':>8} {'no tests':>8} {'checked':>7} {'total':>6} {'score':>6} {'time':>8}")
+for m in modules:
+    d = work / m
+    globs = (d / "globs").read_text().split() if (d / "globs").exists() else []
+    counts, survivors, unchecked = {}, [], []
+    for meta in sorted((d / "mutants").rglob("*.py.meta")):
+        for name, code in json.loads(meta.read_text())["exit_code_by_key"].items():
+            if globs and not any(fnmatch.fnmatch(name, g) for g in globs):
+                continue
+            status = status_by_exit_code[code]
+            counts[status] = counts.get(status, 0) + 1
+            if status == "not checked":
+                unchecked.append(f"{name}: {status}")
+            elif status not in ("killed", "timeout", "caught by type check"):
+                survivors.append(f"{name}: {status}")
+    (d / "survivors.txt").write_text("".join(s + "\n" for s in survivors))
+    (d / "unchecked.txt").write_text("".join(s + "\n" for s in unchecked))
+    total = sum(counts.values())
+    checked = total - len(unchecked)
+    killed = counts.get("killed", 0) + counts.get("caught by type check", 0)
+    timeout = counts.get("timeout", 0)
+    score = 100 * (killed + timeout) / checked if checked else 0.0
+    secs = (d / "seconds").read_text().strip() if (d / "seconds").exists() else "?"
+    if (d / "recheck-seconds").exists():
+        secs += "+" + (d / "recheck-seconds").read_text().strip()
+    print(f"{m:20} {killed:6} {timeout:7} {counts.get('survived', 0):8} {counts.get('no tests', 0):8} {checked:7} {total:6} "
+          f"{score:5.1f}% {secs:>7}s")
+print("\nscore = (killed + timeout) / checked; survivors per module: .mutation/<module>/survivors.txt"
+      "\n(a cut-short run leaves mutants 'not checked': scripts/mutation.sh --recheck MODULE finishes it)")
+PYEOF
