@@ -397,13 +397,13 @@ def test_clamp_warnings_only_outside_the_range_and_name_the_value(params, caplog
                      "OSC /unstable/bad/beta from 127.0.0.1:5000: 1.25 is outside [0, 1], clamped"]
 
 
-def test_a_snapshot_event_carries_its_sender(params):
+def test_a_still_event_carries_its_sender(params):
     srv = OscServer(params, port=0)
-    feed(srv, dgram("/unstable/snapshot"), ("127.0.0.1", 5000))
-    feed(srv, dgram("/unstable/snapshot", 1.0), ("127.0.0.1", 5001))
-    feed(srv, dgram("/unstable/snapshot", 0.0), ("127.0.0.1", 5002))  # a button's release
-    assert params.drain_events() == [Event("snapshot", None, ("127.0.0.1", 5000)),
-                                     Event("snapshot", None, ("127.0.0.1", 5001))]
+    feed(srv, dgram("/unstable/still"), ("127.0.0.1", 5000))
+    feed(srv, dgram("/unstable/still", 1.0), ("127.0.0.1", 5001))
+    feed(srv, dgram("/unstable/still", 0.0), ("127.0.0.1", 5002))  # a button's release
+    assert params.drain_events() == [Event("still", None, ("127.0.0.1", 5000)),
+                                     Event("still", None, ("127.0.0.1", 5001))]
 
 
 def test_hosts_and_allow_list_entries():

@@ -289,7 +289,7 @@ def test_log_smoothing_with_no_time_passed_moves_nothing():
 def test_default_event_queue_keeps_256():
     p = ParameterStore({"show": show_specs(2)})
     for i in range(300):
-        p.post_event("snapshot", float(i))
+        p.post_event("still", float(i))
     events = p.drain_events()
     assert len(events) == 256 and events[0].value == 44.0
 
