@@ -106,9 +106,8 @@ def osc_latency(show, device, seconds, run_dir):
     snap = eng.params.snapshot(0.0)
     sizes = {}
     for name, p in eng.pieces.items():
-        z = p.walk.latents_at(0.0)
-        out = p.mirror.sample({q: z[d] for d, q in p.panels.items()}, snap[name])
-        sizes.update({d: (out[q].shape[-1], out[q].shape[-2]) for d, q in p.panels.items()})
+        out = p.source.sample(p.source.latents([0.0]), snap[name])  # {display: [1, 3, H, W]}
+        sizes.update({d: (x.shape[-1], x.shape[-2]) for d, x in out.items()})
     layout = show.scene_layout(0)
     rects = [pl for pl in place(layout, show.settings.size, sizes, layout.panel_names(list(sizes)))
              if pl.name in region]
