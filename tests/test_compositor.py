@@ -310,3 +310,22 @@ def test_layout_accepts_edge_cases():
     with pytest.raises(ConfigError, match="shows/x.toml: layout.styles: no panel 'z', expected one of 'a', 'b'$"):
         Layout(styles={"z": PanelStyle()}).check_panels(["a", "b"], "shows/x.toml")
     Layout(panels=("a", ""), styles={"b": PanelStyle()}).check_panels(["a", "b"], "shows/x.toml")
+
+
+def test_quality_upscale_filters_make_a_small_image_deliberate_on_a_big_panel(gl_ctx):
+    """'bicubic' and 'sharp' upscale a small image by a whole factor before drawing: a hard edge
+    stays steeper than linear filtering makes it, 'sharp' steeper still; values stay in range."""
+    from unstable.display.layout import upscale_factor
+    assert upscale_factor((256, 256), (64, 64)) == 4 and upscale_factor((900, 900), (64, 64)) == 8
+    assert upscale_factor((50, 50), (64, 64)) == 1
+    comp = Compositor(gl_ctx, (128, 128))
+    x = torch.zeros(3, 8, 8)
+    x[:, :, 4:] = 1.0  # a vertical edge in the middle
+    edges = {}
+    for filt in ("linear", "bicubic", "sharp"):
+        comp.render(Scene({"p": x}, Layout(panels=("p",), filter=filt, fit="stretch")))
+        row = comp.read()[64, :, 0].astype(float)
+        edges[filt] = np.abs(np.diff(row)).max()
+        assert row.min() >= 0 and row.max() <= 255 and row[:20].max() < 10 and row[-20:].min() > 245
+    assert edges["bicubic"] > edges["linear"] and edges["sharp"] > edges["bicubic"], edges
+    comp.release()

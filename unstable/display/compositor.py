@@ -30,9 +30,10 @@ from typing import Any
 import moderngl
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .gl import load_program
-from .layout import Scene, colour_matrix, fit, place
+from .layout import UPSCALED, Scene, cells, colour_matrix, fit, place, upscale_factor
 
 def _is_identity(m: np.ndarray) -> bool:
     return bool(np.allclose(m, np.eye(3), atol=1e-6))
@@ -218,6 +219,20 @@ class Compositor:
         np.clip(work, 0.0, 255.0, out=work)
         np.copyto(pt.host.numpy(), work.transpose(1, 2, 0), casting="unsafe")  # [C, H, W] -> [H, W, C] uint8
 
+    @staticmethod
+    def _upscaled(image: torch.Tensor, k: int, sharpen: bool) -> torch.Tensor:
+        """[C, H, W] (or [H, W, C] uint8 is left alone) upscaled k times, bicubic, optionally with an
+        unsharp mask, clamped to 0..1; on the image's own device."""
+        if image.dim() != 3 or image.dtype == torch.uint8 or image.shape[0] not in (1, 3):
+            return image
+        with torch.no_grad():
+            y = F.interpolate(image[None].float(), scale_factor=k, mode="bicubic", align_corners=False)
+            if sharpen:  # unsharp mask: add back what a 3x3 blur takes away
+                c = y.shape[1]
+                blur = torch.full((c, 1, 3, 3), 1.0 / 9.0, device=y.device)
+                y = y + 0.8 * (y - F.conv2d(F.pad(y, (1, 1, 1, 1), mode="replicate"), blur, groups=c))
+            return y[0].clamp_(0.0, 1.0)  # [C, kH, kW]
+
     # -- drawing --------------------------------------------------------------------------------
 
     def _draw_scene(self, scene: Scene, fbo: moderngl.Framebuffer, fade: float, slot: int,
@@ -225,11 +240,17 @@ class Compositor:
         layout = scene.layout
         names = layout.panel_names(list(scene.images))
         global_m = colour_matrix(scene.colour)
+        cell_sizes = {c[0]: (c[3], c[4]) for c in cells(layout, self.size, names)}
         textures: dict[str, _PanelTexture] = {}
         for name in dict.fromkeys(n for n in names if n):
             if name not in scene.images:
                 raise ValueError(f"layout names panel {name!r}, images have {', '.join(map(repr, scene.images))}")
             image = scene.images[name]
+            filt = layout.style(name).filter or layout.filter
+            if filt in UPSCALED:
+                k = upscale_factor(cell_sizes.get(name, (0, 0)), (image.shape[-1], image.shape[-2]))
+                if k > 1:
+                    image = self._upscaled(image, k, filt == "sharp")
             m = global_m @ colour_matrix(layout.style(name))
             m = None if _is_identity(m) else m
             # The same tensor with the same grade in both scenes of a crossfade is uploaded once.
@@ -247,7 +268,8 @@ class Compositor:
         self._u_gain.value = (fade, fade, fade, 1.0)
         for p in place(layout, self.size, sizes, names):
             pt = textures[p.name]
-            self._samplers[layout.style(p.name).filter or layout.filter].use(0)
+            filt = layout.style(p.name).filter or layout.filter
+            self._samplers["linear" if filt in UPSCALED else filt].use(0)
             pt.texture.use(0)
             # Offscreen targets are drawn upside down: pixel row y -> NDC -1 + 2y/h.
             self._u_rect.value = (2 * p.x0 / w - 1, 2 * p.y0 / h - 1, 2 * p.x1 / w - 1, 2 * p.y1 / h - 1)

@@ -20,9 +20,11 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = ["Filter", "Colour", "PanelStyle", "Layout", "Scene", "Placement", "cells", "fit", "place",
-           "colour_matrix"]
+           "colour_matrix", "upscale_factor"]
 
-Filter = Literal["nearest", "linear"]
+# 'bicubic' and 'sharp' upscale the small image by a whole factor before it is drawn linearly (see
+# upscale()): a 64 px generator on a 900 px projector panel then looks made, not smeared.
+Filter = Literal["nearest", "linear", "bicubic", "sharp"]
 
 
 @dataclass(frozen=True)
@@ -38,8 +40,9 @@ class Colour:
 class PanelStyle(Colour):
     """How one panel is drawn: its own colour grade (before the scene's) and its scaling filter."""
 
-    filter: Filter | None = setting(None, doc="'nearest' keeps pixels crisp, 'linear' smooths; "
-                                              "unset: the layout's filter")
+    filter: Filter | None = setting(None, doc="'nearest' keeps pixels crisp, 'linear' smooths, 'bicubic' "
+                                              "upscales smoothly with crisper edges, 'sharp' is bicubic with "
+                                              "an unsharp mask; unset: the layout's filter")
 
 
 @dataclass(frozen=True)
@@ -215,3 +218,14 @@ def colour_matrix(colour: Colour) -> np.ndarray:
     s = colour.saturation
     sat = s * np.eye(3) + (1 - s) * np.tile(_LUMA, (3, 1))
     return colour.brightness * sat @ hue
+
+
+UPSCALED = ("bicubic", "sharp")
+MAX_UPSCALE = 8
+
+
+def upscale_factor(cell: tuple[float, float], image: tuple[int, int]) -> int:
+    """The whole factor a quality filter upscales an image (w, h) by before drawing it into a cell
+    (w, h): as close to the cell as whole numbers go, 1 (nothing) when the image is not smaller."""
+    k = int(min(cell[0] / max(image[0], 1), cell[1] / max(image[1], 1)))
+    return max(1, min(MAX_UPSCALE, k))

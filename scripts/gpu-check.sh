@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# On a CUDA machine: the device-dependent tests (pytest -m cuda), then the equilibrium benchmark at
+# 256 and 512 px and the live demo at 1920x1080, printed as one table.
+#   scripts/gpu-check.sh [VENV]      (default .venv; `make setup` first)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${1:-.venv}/bin/python
+$PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu-check: no CUDA device here (torch sees none)')"
+$PY -m pytest -o addopts="" -q -p no:cacheprovider -m cuda tests/ | tee /tmp/gpu-check-tests.txt
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+rows=()
+for res in 256 512; do
+    # The demo's 1:1 piece at a GPU's size: wider networks, as the piece's own comment suggests.
+    sed -e "s/^resolution = 64/resolution = $res/" -e "s/^max_channels = 64/max_channels = 256/" \
+        pieces/equilibrium-1-1.toml > "$tmp/eq-$res.toml"
+    out=$($PY tests/bench/bench_equilibrium.py "$tmp/eq-$res.toml" --device cuda --seconds 10)
+    echo "$out"
+    steps=$(echo "$out" | sed -n 's/^training: \([0-9.]*\) steps\/s.*/\1/p')
+    images=$(echo "$out" | sed -n 's/^inference g0: \([0-9.]*\) images\/s.*/\1/p')
+    rows+=("| equilibrium 1:1 at ${res} px | ${steps} steps/s | ${images} images/s (batch 1) |")
+done
+sed -e 's/^size = \[512, 256\]/size = [1920, 1080]/' shows/demo.toml > shows/.gpu-check-1080.toml
+live=$($PY -m unstable.cli live shows/.gpu-check-1080.toml --headless --seconds 30 --device cuda --osc-port 0 \
+       --run "$tmp/live" 2>/dev/null | grep "frames in" || true)
+rm -f shows/.gpu-check-1080.toml
+echo
+echo "| what | training | sampling / display |"
+echo "|---|---|---|"
+printf '%s\n' "${rows[@]}"
+echo "| demo show live at 1920x1080 | ${live#live: } | |"
+echo "| tests marked cuda | $(tail -n 1 /tmp/gpu-check-tests.txt) | |"

@@ -1,0 +1,69 @@
+"""The device-dependent paths on a CUDA device: a training step, the sampling copy and its stream
+ordering, the compositor's upload from a CUDA tensor, a render, and the live engine. Marked `cuda`:
+skipped without a GPU; `scripts/gpu-check.sh` runs them (with the benchmarks) on a CUDA machine."""
+
+import numpy as np
+import pytest
+import torch
+from tqdm import tqdm
+
+from test_show import write_show
+from unstable.live import Engine, SamplingMirror
+from unstable.show import load_show
+from unstable.system import build_system, load_piece
+
+pytestmark = pytest.mark.cuda
+CUDA = torch.device("cuda")
+
+
+def silent(desc, total=None, **kw):
+    return tqdm(total=total, disable=True)
+
+
+def test_a_training_step_keeps_everything_on_the_gpu(tmp_path):
+    write_show(tmp_path)
+    system = build_system(load_piece(tmp_path / "pieces" / "eq.toml"), CUDA)
+    scalars = system.step({})
+    assert all(np.isfinite(v) for v in scalars.values())
+    assert all(p.device.type == "cuda" for m in system.modules().values() for p in m.parameters())
+
+
+def test_the_sampling_copy_is_ordered_against_training_on_its_own_stream(tmp_path):
+    write_show(tmp_path)
+    system = build_system(load_piece(tmp_path / "pieces" / "eq.toml"), CUDA)
+    stream = torch.cuda.Stream(CUDA)
+    mirror = SamplingMirror(system, stream)
+    z = {"g0": torch.randn(1, 8, device=CUDA), "g1": torch.randn(1, 8, device=CUDA)}
+    before = mirror.sample(z, {})["g0"].clone()
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            system.step({})
+        mirror.sync()
+    after = mirror.sample(z, {})["g0"]
+    torch.cuda.synchronize()
+    assert after.device.type == "cuda" and not torch.equal(before, after)
+    assert torch.equal(after, system.sample(z, {})["g0"])
+
+
+def test_the_compositor_uploads_from_a_cuda_tensor(gl_ctx):
+    from unstable.display.compositor import Compositor
+    from unstable.display.layout import Colour, Layout, Scene
+    comp = Compositor(gl_ctx, (32, 16))
+    red = torch.zeros(3, 8, 8, device=CUDA)
+    red[0] = 1.0
+    comp.render(Scene({"a": red}, Layout(panels=("a",), filter="nearest"), Colour()))
+    frame = comp.read()
+    assert frame[8, 8].tolist() == [255, 0, 0]
+    comp.release()
+
+
+def test_a_show_renders_and_plays_live_on_the_gpu(tmp_path, gl_ctx):
+    from unstable.render import render_show
+    show = write_show(tmp_path)
+    with Engine(load_show(show), device=CUDA, headless=True, osc_port=0, run_dir=tmp_path / "run", train=True,
+                echo=lambda s: None, progress=silent) as eng:
+        for n in range(5):
+            eng.frame(number=n)
+    (result,) = render_show(show, seconds=0.5, out=str(tmp_path / "gpu.mov"), preset="ffv1", run=tmp_path / "run",
+                            device=CUDA, ctx=gl_ctx, echo=lambda s: None, show_progress=False)
+    assert result.frames == 5
