@@ -1669,7 +1669,7 @@
      "id": "obj-90",
      "maxclass": "newobj",
      "numinlets": 2,
-     "numoutlets": 19,
+     "numoutlets": 21,
      "patching_rect": [
       20.0,
       455.0,
@@ -1695,9 +1695,11 @@
       "",
       "",
       "",
+      "",
+      "",
       ""
      ],
-     "text": "route /unstable/bad/alpha /unstable/bad/alpha/raw /unstable/bad/beta /unstable/bad/beta/raw /unstable/bad/temperature /unstable/bad/temperature/raw /unstable/bad/learning_rate /unstable/bad/learning_rate/raw /unstable/bad/training /unstable/bad/training/raw /unstable/bad/walk_speed /unstable/bad/walk_speed/raw /unstable/bad/hue /unstable/bad/hue/raw /unstable/bad/saturation /unstable/bad/saturation/raw /unstable/bad/fade /unstable/bad/fade/raw"
+     "text": "route /unstable/bad/alpha /unstable/bad/alpha/raw /unstable/bad/beta /unstable/bad/beta/raw /unstable/bad/temperature /unstable/bad/temperature/raw /unstable/bad/learning_rate /unstable/bad/learning_rate/raw /unstable/bad/batch_fraction /unstable/bad/batch_fraction/raw /unstable/bad/training /unstable/bad/training/raw /unstable/bad/walk_speed /unstable/bad/walk_speed/raw /unstable/bad/hue /unstable/bad/hue/raw /unstable/bad/saturation /unstable/bad/saturation/raw /unstable/bad/fade /unstable/bad/fade/raw"
     }
    },
    {
@@ -2143,18 +2145,21 @@
    {
     "box": {
      "id": "obj-115",
-     "maxclass": "toggle",
+     "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       460.0,
-      580.0,
-      30.0,
-      30.0
+      490.0,
+      24.0,
+      130.0
      ],
      "outlettype": [
-      "int"
+      ""
      ],
+     "floatoutput": 1,
+     "size": 1.0,
+     "min": 0.0,
      "parameter_enable": 0
     }
    },
@@ -2173,7 +2178,7 @@
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/bad/training"
+     "text": "prepend /unstable/bad/batch_fraction"
     }
    },
    {
@@ -2244,27 +2249,24 @@
       105.0,
       20.0
      ],
-     "text": "training"
+     "text": "batch_fraction"
     }
    },
    {
     "box": {
      "id": "obj-121",
-     "maxclass": "slider",
+     "maxclass": "toggle",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       570.0,
-      490.0,
-      24.0,
-      130.0
+      580.0,
+      30.0,
+      30.0
      ],
      "outlettype": [
-      ""
+      "int"
      ],
-     "floatoutput": 1,
-     "size": 1.0,
-     "min": 0.0,
      "parameter_enable": 0
     }
    },
@@ -2283,7 +2285,7 @@
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/bad/walk_speed"
+     "text": "prepend /unstable/bad/training"
     }
    },
    {
@@ -2354,7 +2356,7 @@
       105.0,
       20.0
      ],
-     "text": "walk_speed (x)"
+     "text": "training"
     }
    },
    {
@@ -2393,7 +2395,7 @@
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/bad/hue"
+     "text": "prepend /unstable/bad/walk_speed"
     }
    },
    {
@@ -2464,7 +2466,7 @@
       105.0,
       20.0
      ],
-     "text": "hue (deg)"
+     "text": "walk_speed (x)"
     }
    },
    {
@@ -2503,7 +2505,7 @@
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/bad/saturation"
+     "text": "prepend /unstable/bad/hue"
     }
    },
    {
@@ -2574,7 +2576,7 @@
       105.0,
       20.0
      ],
-     "text": "saturation"
+     "text": "hue (deg)"
     }
    },
    {
@@ -2613,7 +2615,7 @@
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/bad/fade"
+     "text": "prepend /unstable/bad/saturation"
     }
    },
    {
@@ -2684,12 +2686,122 @@
       105.0,
       20.0
      ],
-     "text": "fade"
+     "text": "saturation"
     }
    },
    {
     "box": {
      "id": "obj-145",
+     "maxclass": "slider",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      1010.0,
+      490.0,
+      24.0,
+      130.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "floatoutput": 1,
+     "size": 1.0,
+     "min": 0.0,
+     "parameter_enable": 0
+    }
+   },
+   {
+    "box": {
+     "id": "obj-146",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      1010.0,
+      630.0,
+      100.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend /unstable/bad/fade"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-147",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      1040.0,
+      490.0,
+      75.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-148",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      1010.0,
+      660.0,
+      75.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-149",
+     "maxclass": "flonum",
+     "numinlets": 1,
+     "numoutlets": 2,
+     "patching_rect": [
+      1010.0,
+      685.0,
+      80.0,
+      22.0
+     ],
+     "outlettype": [
+      "",
+      "bang"
+     ],
+     "format": 6,
+     "parameter_enable": 0
+    }
+   },
+   {
+    "box": {
+     "id": "obj-150",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      1010.0,
+      710.0,
+      105.0,
+      20.0
+     ],
+     "text": "fade"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-151",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
@@ -2705,7 +2817,7 @@
    },
    {
     "box": {
-     "id": "obj-146",
+     "id": "obj-152",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 7,
@@ -2729,122 +2841,12 @@
    },
    {
     "box": {
-     "id": "obj-147",
-     "maxclass": "slider",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      20.0,
-      800.0,
-      24.0,
-      130.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "floatoutput": 1,
-     "size": 1.0,
-     "min": 0.0,
-     "parameter_enable": 0
-    }
-   },
-   {
-    "box": {
-     "id": "obj-148",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      20.0,
-      940.0,
-      100.0,
-      22.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "text": "prepend /unstable/show/scene"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-149",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      50.0,
-      800.0,
-      75.0,
-      22.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "text": "prepend set"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-150",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      20.0,
-      970.0,
-      75.0,
-      22.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "text": "prepend set"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-151",
-     "maxclass": "flonum",
-     "numinlets": 1,
-     "numoutlets": 2,
-     "patching_rect": [
-      20.0,
-      995.0,
-      80.0,
-      22.0
-     ],
-     "outlettype": [
-      "",
-      "bang"
-     ],
-     "format": 6,
-     "parameter_enable": 0
-    }
-   },
-   {
-    "box": {
-     "id": "obj-152",
-     "maxclass": "comment",
-     "numinlets": 1,
-     "numoutlets": 0,
-     "patching_rect": [
-      20.0,
-      1020.0,
-      105.0,
-      20.0
-     ],
-     "text": "scene"
-    }
-   },
-   {
-    "box": {
      "id": "obj-153",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      130.0,
+      20.0,
       800.0,
       24.0,
       130.0
@@ -2865,7 +2867,7 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      130.0,
+      20.0,
       940.0,
       100.0,
       22.0
@@ -2873,7 +2875,7 @@
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/show/master_fade"
+     "text": "prepend /unstable/show/scene"
     }
    },
    {
@@ -2883,7 +2885,7 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      160.0,
+      50.0,
       800.0,
       75.0,
       22.0
@@ -2901,7 +2903,7 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      130.0,
+      20.0,
       970.0,
       75.0,
       22.0
@@ -2919,7 +2921,7 @@
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
-      130.0,
+      20.0,
       995.0,
       80.0,
       22.0
@@ -2939,29 +2941,32 @@
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
-      130.0,
+      20.0,
       1020.0,
       105.0,
       20.0
      ],
-     "text": "master_fade"
+     "text": "scene"
     }
    },
    {
     "box": {
      "id": "obj-159",
-     "maxclass": "toggle",
+     "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      240.0,
-      890.0,
-      30.0,
-      30.0
+      130.0,
+      800.0,
+      24.0,
+      130.0
      ],
      "outlettype": [
-      "int"
+      ""
      ],
+     "floatoutput": 1,
+     "size": 1.0,
+     "min": 0.0,
      "parameter_enable": 0
     }
    },
@@ -2972,7 +2977,7 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      240.0,
+      130.0,
       940.0,
       100.0,
       22.0
@@ -2980,7 +2985,7 @@
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/show/record"
+     "text": "prepend /unstable/show/master_fade"
     }
    },
    {
@@ -2990,7 +2995,7 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      270.0,
+      160.0,
       800.0,
       75.0,
       22.0
@@ -3008,7 +3013,7 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      240.0,
+      130.0,
       970.0,
       75.0,
       22.0
@@ -3022,6 +3027,113 @@
    {
     "box": {
      "id": "obj-163",
+     "maxclass": "flonum",
+     "numinlets": 1,
+     "numoutlets": 2,
+     "patching_rect": [
+      130.0,
+      995.0,
+      80.0,
+      22.0
+     ],
+     "outlettype": [
+      "",
+      "bang"
+     ],
+     "format": 6,
+     "parameter_enable": 0
+    }
+   },
+   {
+    "box": {
+     "id": "obj-164",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      130.0,
+      1020.0,
+      105.0,
+      20.0
+     ],
+     "text": "master_fade"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-165",
+     "maxclass": "toggle",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      240.0,
+      890.0,
+      30.0,
+      30.0
+     ],
+     "outlettype": [
+      "int"
+     ],
+     "parameter_enable": 0
+    }
+   },
+   {
+    "box": {
+     "id": "obj-166",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      240.0,
+      940.0,
+      100.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend /unstable/show/record"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-167",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      270.0,
+      800.0,
+      75.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-168",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      240.0,
+      970.0,
+      75.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-169",
      "maxclass": "flonum",
      "numinlets": 1,
      "numoutlets": 2,
@@ -3041,7 +3153,7 @@
    },
    {
     "box": {
-     "id": "obj-164",
+     "id": "obj-170",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
@@ -4727,11 +4839,83 @@
    {
     "patchline": {
      "source": [
+      "obj-145",
+      0
+     ],
+     "destination": [
+      "obj-146",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-146",
+      0
+     ],
+     "destination": [
+      "obj-2",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-90",
+      18
+     ],
+     "destination": [
+      "obj-147",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-147",
+      0
+     ],
+     "destination": [
+      "obj-145",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-90",
+      19
+     ],
+     "destination": [
+      "obj-148",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-148",
+      0
+     ],
+     "destination": [
+      "obj-149",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
       "obj-3",
       0
      ],
      "destination": [
-      "obj-146",
+      "obj-152",
       0
      ]
     }
@@ -4739,11 +4923,11 @@
    {
     "patchline": {
      "source": [
-      "obj-147",
+      "obj-153",
       0
      ],
      "destination": [
-      "obj-148",
+      "obj-154",
       0
      ]
     }
@@ -4751,7 +4935,7 @@
    {
     "patchline": {
      "source": [
-      "obj-148",
+      "obj-154",
       0
      ],
      "destination": [
@@ -4763,11 +4947,11 @@
    {
     "patchline": {
      "source": [
-      "obj-146",
+      "obj-152",
       0
      ],
      "destination": [
-      "obj-149",
+      "obj-155",
       0
      ]
     }
@@ -4775,11 +4959,11 @@
    {
     "patchline": {
      "source": [
-      "obj-149",
+      "obj-155",
       0
      ],
      "destination": [
-      "obj-147",
+      "obj-153",
       0
      ]
     }
@@ -4787,80 +4971,8 @@
    {
     "patchline": {
      "source": [
-      "obj-146",
+      "obj-152",
       1
-     ],
-     "destination": [
-      "obj-150",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-150",
-      0
-     ],
-     "destination": [
-      "obj-151",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-153",
-      0
-     ],
-     "destination": [
-      "obj-154",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-154",
-      0
-     ],
-     "destination": [
-      "obj-2",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-146",
-      2
-     ],
-     "destination": [
-      "obj-155",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-155",
-      0
-     ],
-     "destination": [
-      "obj-153",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-146",
-      3
      ],
      "destination": [
       "obj-156",
@@ -4907,8 +5019,8 @@
    {
     "patchline": {
      "source": [
-      "obj-146",
-      4
+      "obj-152",
+      2
      ],
      "destination": [
       "obj-161",
@@ -4931,8 +5043,8 @@
    {
     "patchline": {
      "source": [
-      "obj-146",
-      5
+      "obj-152",
+      3
      ],
      "destination": [
       "obj-162",
@@ -4948,6 +5060,78 @@
      ],
      "destination": [
       "obj-163",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-165",
+      0
+     ],
+     "destination": [
+      "obj-166",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-166",
+      0
+     ],
+     "destination": [
+      "obj-2",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-152",
+      4
+     ],
+     "destination": [
+      "obj-167",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-167",
+      0
+     ],
+     "destination": [
+      "obj-165",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-152",
+      5
+     ],
+     "destination": [
+      "obj-168",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-168",
+      0
+     ],
+     "destination": [
+      "obj-169",
       0
      ]
     }

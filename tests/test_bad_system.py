@@ -132,6 +132,17 @@ def test_live_parameters_apply_on_the_next_step(cache):
     assert a.step({"training": 0}) == {"training": 0.0} and same(frozen, clone(a.decoder)) and a.step_count == 1
 
 
+def test_batch_fraction_draws_a_share_of_the_batch_with_a_floor(cache):
+    """A live show on a CPU trains BAD on a share of bad.batch; never under 40 samples (4 a class on
+    average for the class-wise MMD), never over the piece's batch; 1 is the piece's own batch."""
+    s = ready(cache, bad={"batch": 256, "real_pool": 300, "lr": 1e-3})
+    assert s.step({})["batch"] == 256
+    assert s.step({"batch_fraction": 0.25})["batch"] == 64
+    assert s.step({"batch_fraction": 1 / 16})["batch"] == 40
+    small = ready(cache)  # bad.batch = 32: below the floor, the piece's batch stays
+    assert small.step({"batch_fraction": 0.25})["batch"] == 32
+
+
 def test_a_nan_step_surfaces_and_the_training_guard_restores_the_last_good_decoder(cache, caplog):
     from unstable.guard import GuardSettings, TrainingGuard
     # The system hides nothing: a bad step returns its non-finite objective and leaves its weights.

@@ -249,3 +249,17 @@ def test_training_is_capped_and_runs_below_the_display_priority(tmp_path):
     elapsed = time.monotonic() - start
     for p in eng.pieces.values():
         assert p.steps <= 4 * elapsed + 1, (p.name, p.steps, elapsed)
+
+
+def test_live_size_overrides_the_shows_size(tmp_path):
+    from click.testing import CliRunner
+    from unstable.cli import main
+    show = write_show(tmp_path)
+    out = tmp_path / "big.mp4"
+    r = CliRunner().invoke(main, ["live", str(show), "--headless", "--seconds", "0.3", "--osc-port", "0", "--no-train",
+                                  "--run", str(tmp_path / "run"), "--record", str(out), "--size", "192x64"])
+    assert r.exit_code == 0, r.output
+    info = probe(out)
+    assert (info.width, info.height) == (192, 64)
+    r = CliRunner().invoke(main, ["live", str(show), "--headless", "--size", "191x64"])
+    assert r.exit_code == 2 and "--size 191x64" in r.output

@@ -86,12 +86,18 @@ def _live_env() -> None:
 
 
 def _run_live(show_path, *, headless, fullscreen, monitor, seconds, record, telemetry, osc_port, device, run, fresh,
-              train=True, resume=False, automation=None):
+              train=True, resume=False, automation=None, size=None):
     _live_env()
     from .live import Engine
     from .show import load_show
     from .system import resolve_device
     show = load_show(show_path)
+    if size is not None:  # a projector's size instead of the show's
+        import dataclasses
+        w, h = _size(size)
+        if w % 2 or h % 2:
+            raise UnstableError(f"--size {size}: must be even in both directions (recordings are yuv420p)")
+        show = dataclasses.replace(show, settings=dataclasses.replace(show.settings, size=(w, h)))
     engine = Engine(show, device=resolve_device(device), headless=headless, fullscreen=fullscreen or None,
                     monitor=monitor, seconds=seconds, record=record, telemetry=telemetry, osc_port=osc_port,
                     run_dir=run, fresh=fresh, resume=resume, train=train, echo=click.echo, automation=automation)
@@ -134,13 +140,15 @@ def _run_live(show_path, *, headless, fullscreen, monitor, seconds, record, tele
               "folder (weights, optimisers, step, walk phase, live parameters): a missing one is an error. "
               "Without it a piece resumes when it has a checkpoint and starts from its seed otherwise.")
 @click.option("--no-train", is_flag=True, help="Show the pieces without training them.")
+@click.option("--size", default=None, metavar="WxH", help="Output size instead of the show's (e.g. a projector's "
+              "1920x1080).")
 @friendly
 def live(show, headless, fullscreen, monitor, seconds, record, automation, telemetry, osc_port, device, run, fresh,
-         resume, no_train):
+         resume, no_train, size):
     """Play SHOW (a shows/*.toml file) live: train its pieces, walk them in sync, take OSC."""
     _run_live(show, headless=headless, fullscreen=fullscreen, monitor=monitor, seconds=seconds, record=record,
               telemetry=telemetry, osc_port=osc_port, device=device, run=run, fresh=fresh, train=not no_train,
-              resume=resume, automation=automation)
+              resume=resume, automation=automation, size=size)
 
 
 @main.command()

@@ -52,6 +52,9 @@ class PieceEntry:
     params: dict[str, float] = setting(default_factory=lambda: _EMPTY,
                                        doc="starting values of live parameters, in their own units")
     share: float = setting(1.0, gt=0, le=100, doc="relative share of the training time this piece gets")
+    start: str = setting("", doc="a checkpoint this piece starts from when its run folder has none (relative "
+                         "to the show file; its SHA-256 is checked against MANIFEST.json beside it); "
+                         "'' starts from the piece's seed, as `--fresh` always does")
 
 
 @dataclass(frozen=True)
@@ -245,8 +248,11 @@ class Show:
         return p if p.is_absolute() else Path(self.source).parent / p
 
 
-def load_show(path: str | Path) -> Show:
-    """Read and validate a show file and the piece files it names (one ConfigError line on failure)."""
+def load_show(path: str | Path, *, check_starts: bool = True) -> Show:
+    """Read and validate a show file and the piece files it names (one ConfigError line on failure).
+
+    `check_starts=False` leaves out the check that each piece's `start` checkpoint exists (the
+    script that makes them)."""
     from .system import load_piece
     path = Path(path)
     source = str(path)
@@ -265,4 +271,9 @@ def load_show(path: str | Path) -> Show:
                               f"(looked for {resolved}; paths are relative to the show file)")
         piece_paths[name] = resolved
         pieces[name] = load_piece(resolved)
+        if entry.start and check_starts:
+            start = Path(entry.start) if Path(entry.start).is_absolute() else path.parent / entry.start
+            if not start.is_file():
+                raise ConfigError(source, f"pieces.{name}.start", f"{entry.start!r}: no such checkpoint (looked for "
+                                  f"{start}; make it with scripts/make_shipped.py, or remove `start`)")
     return Show(settings, source, piece_paths, pieces)

@@ -198,6 +198,9 @@ class DivergenceSystem:
             ParamSpec("temperature", *TEMPERATURE_RANGE, b.temperature, log=True, smoothing=0.2,
                       doc="prior temperature: latent scale while sampling and training"),
             learning_rate_spec("multiplies the decoder's Adam learning rate (bad.lr)"),
+            ParamSpec("batch_fraction", 1 / 16, 1.0, 1.0, log=True,
+                      doc="share of bad.batch generated each step: a live show on a CPU trains faster, "
+                          "noisier steps (the MMD/IS estimates see fewer samples)"),
             ParamSpec("training", 0, 1, 1, kind="toggle", doc="1: keep diverging; 0: freeze the decoder"),
         ]
 
@@ -239,7 +242,9 @@ class DivergenceSystem:
         lr = self.piece.bad.lr * p["learning_rate"]
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        batch, latent = self.piece.bad.batch, self.piece.vae.latent
+        full, latent = self.piece.bad.batch, self.piece.vae.latent
+        # A live share of the batch, but at least 4 samples per class on average (class-wise MMD).
+        batch = full if p["batch_fraction"] >= 1.0 else min(full, max(40, round(full * p["batch_fraction"])))
         z = torch.randn(batch, latent, generator=self.gen).to(self.device) * p["temperature"]  # [B, latent]
         idx = torch.randint(0, pool["features"].shape[0], (batch,), generator=self.gen).to(self.device)
         real, labels = pool["features"][idx], pool["labels"][idx]  # [B, D], [B]
@@ -260,7 +265,7 @@ class DivergenceSystem:
             prob = torch.softmax(self._class_logits(images, fake), 1)  # [B, 10]
             scalars["class_entropy"] = float(-(prob * prob.clamp_min(1e-12).log()).sum(1).mean())
         scalars.update(alpha=p["alpha"], beta=p["beta"], temperature=p["temperature"],
-                       learning_rate=p["learning_rate"], lr=lr)
+                       learning_rate=p["learning_rate"], lr=lr, batch=float(batch))
         return scalars
 
     # ------------------------------------------------------------------ drawing
@@ -344,7 +349,8 @@ class DivergenceSystem:
             if self.piece.features.extractor == "custom" and not same:
                 self._pool = None  # features of the real digits came from the old classifier
         self.decoder.load_state_dict(state["decoder"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if "optimizer" in state:  # a shipped starting state carries no optimiser moments
+            self.optimizer.load_state_dict(state["optimizer"])
         self.step_count = int(state["step"])
         self.gen.set_state(state["rng"])
 

@@ -291,8 +291,9 @@ class EquilibriumSystem:
         for gen, sd in zip(self.generators, state["generators"], strict=True):
             gen.load_state_dict(sd)
         self.critic.load_state_dict(state["critic"])
-        self.opt_g.load_state_dict(state["opt_g"])
-        self.opt_c.load_state_dict(state["opt_c"])
+        if "opt_g" in state:  # a shipped starting state carries no optimiser moments: Adam starts fresh
+            self.opt_g.load_state_dict(state["opt_g"])
+            self.opt_c.load_state_dict(state["opt_c"])
         self.step_count = int(state["step"])
         self.rng.set_state(state["rng"].cpu())
 

@@ -17,6 +17,7 @@ import torch
 from ..schema import SHOW, show_specs, with_common
 from ..errors import UnstableError
 from ..frame.sources import load_run_into
+from ..shipped import shipped_file
 from ..show import Show
 from ..system import build_system
 
@@ -72,9 +73,18 @@ def prepare_pieces(show: Show, systems: Mapping[str, Any], run_dir: Path, device
         piece_dir = run_dir / name
         ckpt = piece_dir / "checkpoint.pt"
         _remove_stale_temporaries(piece_dir)
+        start = show.settings.pieces[name].start
         if ckpt.exists() and not fresh:
             states[name] = resume_piece(system, ckpt, device)
             echo(f"live: {name} resumes {ckpt} at step {system.step_count} (--fresh to start over)")
+        elif start and not fresh:
+            path = show.resolve(start)
+            if shipped_file(path.name, path.parent) is None:
+                raise UnstableError(f"{show.source}: pieces.{name}.start {start!r} is not listed in "
+                                    f"{path.parent / 'MANIFEST.json'} or its SHA-256 differs; refusing it "
+                                    "(scripts/make_shipped.py makes both; --fresh starts from the seed)")
+            load_run_into(system, path, device)
+            echo(f"live: {name} starts from {path} at step {system.step_count} (--fresh starts from its seed)")
         piece_dir.mkdir(parents=True, exist_ok=True)
         src = show.piece_paths[name]
         if src.resolve() != (piece_dir / "piece.toml").resolve():

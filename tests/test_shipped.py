@@ -1,0 +1,83 @@
+"""Shipped files: BAD's base models and the demo show's starting states, hash-checked, so a first
+run starts within a minute instead of training base models for minutes."""
+
+import json
+import shutil
+
+import pytest
+import torch
+from tqdm import tqdm
+
+from test_show import write_show
+from unstable.errors import UnstableError
+from unstable.live import Engine
+from unstable.shipped import FOLDER, manifest, sha256, shipped_file
+from unstable.show import load_show
+from unstable.system import build_system, load_piece
+from unstable.trainer import train
+
+ROOT = FOLDER.parents[1]
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def silent(desc, total=None, **kw):
+    return tqdm(total=total, disable=True)
+
+
+def test_a_shipped_file_is_used_only_when_its_hash_matches(tmp_path):
+    (tmp_path / "a.pt").write_bytes(b"weights")
+    (tmp_path / "MANIFEST.json").write_text(json.dumps({"files": {"a.pt": {"sha256": sha256(tmp_path / "a.pt")}}}))
+    assert shipped_file("a.pt", tmp_path) == tmp_path / "a.pt"
+    (tmp_path / "a.pt").write_bytes(b"weightz")  # damaged or edited
+    assert shipped_file("a.pt", tmp_path) is None
+    assert shipped_file("b.pt", tmp_path) is None  # not listed
+
+
+def test_every_shipped_file_matches_its_manifest_and_the_set_is_small():
+    total = 0
+    for folder in (FOLDER, ROOT / "shows" / "demo.states"):
+        files = manifest(folder)
+        assert files, folder
+        for name in files:
+            assert shipped_file(name, folder) is not None, name
+            total += (folder / name).stat().st_size
+    assert total < 12 * 2**20  # "well under 20 MB"
+
+
+def test_the_demo_bad_piece_prepares_from_the_shipped_base_models_without_training(tmp_cwd):
+    piece = load_piece(ROOT / "pieces" / "bad-custom-mmd.toml")
+    assert piece.cache == ".cache/unstable" and not (tmp_cwd / ".cache").exists()  # an empty cache
+
+    def no_training(desc, total=None, **kw):
+        if desc.startswith(("base VAE", "digit classifier")):
+            raise AssertionError(f"trained {desc!r} instead of using the shipped file")
+        return tqdm(total=total, disable=True)
+
+    system = build_system(piece, torch.device("cpu"))
+    system.prepare(no_training)
+    assert system.base_metrics.get("classifier_heldout_accuracy", 0) > 0.95
+
+
+def test_a_show_piece_starts_from_its_start_state_unless_fresh(tmp_path):
+    write_show(tmp_path)
+    run = train(tmp_path / "pieces" / "eq.toml", steps=3, out=tmp_path / "trained", show_progress=False,
+                echo=lambda s: None)
+    states = tmp_path / "states"
+    states.mkdir()
+    shutil.copyfile(run / "checkpoint.pt", states / "eq.pt")
+    (states / "MANIFEST.json").write_text(json.dumps({"files": {"eq.pt": {"sha256": sha256(states / "eq.pt")}}}))
+    text = (tmp_path / "show.toml").read_text().replace('piece = "pieces/eq.toml"\n',
+                                                        'piece = "pieces/eq.toml"\nstart = "states/eq.pt"\n')
+    show = write_show(tmp_path, text, name="started.toml")
+
+    def engine(**kw):
+        return Engine(load_show(show), headless=True, osc_port=0, train=False, echo=lambda s: None,
+                      progress=silent, **kw)
+
+    with engine(run_dir=tmp_path / "a") as eng:
+        assert eng.pieces["eq"].system.step_count == 3 and eng.pieces["eq2"].system.step_count == 0
+    with engine(run_dir=tmp_path / "b", fresh=True) as eng:
+        assert eng.pieces["eq"].system.step_count == 0
+    (states / "eq.pt").write_bytes((states / "eq.pt").read_bytes() + b"x")  # tampered
+    with pytest.raises(UnstableError, match="pieces.eq.start.*SHA-256"):
+        engine(run_dir=tmp_path / "c").open()
