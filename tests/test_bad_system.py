@@ -225,16 +225,13 @@ def test_piece_validation_names_the_key(cache):
         tiny(cache, bad={"lr": 0.5})
 
 
-def test_train_then_eval_end_to_end(tmp_path, monkeypatch, cache):
-    monkeypatch.chdir(tmp_path)
-    piece = tmp_path / "tiny.toml"
-    piece.write_text(f"""name = "tiny"
+def tiny_piece_file(cache, train: str) -> str:
+    """A tiny BAD piece file (3-step base models, batch 32) with these [train] lines."""
+    return f"""name = "tiny"
 kind = "divergence"
 cache = "{cache}"
 [train]
-steps = 2
-grid_every = 1
-grid_samples = 2
+{train}
 [vae]
 steps = 3
 batch = 16
@@ -246,7 +243,13 @@ width = 8
 [bad]
 batch = 32
 real_pool = 300
-""")
+"""
+
+
+def test_train_then_eval_end_to_end(tmp_path, monkeypatch, cache):
+    monkeypatch.chdir(tmp_path)
+    piece = tmp_path / "tiny.toml"
+    piece.write_text(tiny_piece_file(cache, "steps = 2\ngrid_every = 1\ngrid_samples = 2"))
     runner = CliRunner()
     result = runner.invoke(main, ["train", str(piece), "--device", "cpu", "--out", "runs/tiny"])
     assert result.exit_code == 0, result.output
@@ -278,26 +281,7 @@ def test_unstable_train_resume_continues_exactly(tmp_path, monkeypatch, cache):
     # 4 steps in one go and 2 + `--resume` 2 more give the same decoder, optimiser and log scalars.
     monkeypatch.chdir(tmp_path)
     piece = tmp_path / "tiny.toml"
-    piece.write_text(f"""name = "tiny"
-kind = "divergence"
-cache = "{cache}"
-[train]
-steps = 4
-grid_every = 2
-grid_samples = 2
-checkpoint_every = 100
-[vae]
-steps = 3
-batch = 16
-hidden = 64
-[classifier]
-steps = 3
-batch = 16
-width = 8
-[bad]
-batch = 32
-real_pool = 300
-""")
+    piece.write_text(tiny_piece_file(cache, "steps = 4\ngrid_every = 2\ngrid_samples = 2\ncheckpoint_every = 100"))
     runner = CliRunner()
 
     def train(*args):
