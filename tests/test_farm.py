@@ -141,3 +141,17 @@ def test_a_worker_that_cannot_see_a_path_stops_the_render_with_one_line(tmp_path
     msg = str(e.value)
     assert "\n" not in msg and "cannot see" in msg and ".elsewhere" in msg and "same paths" in msg
     assert farm.check_worker(farm.spec_for("job", job, "cpu"), [str(job)], {}) == []
+
+
+def test_a_show_with_its_automation_renders_the_same_on_the_cluster(tmp_path, client):
+    from test_one_pipeline import SHOW, play_live
+    from test_show import write_show
+    from unstable.render import render_show
+    show_path = write_show(tmp_path, SHOW)
+    auto = tmp_path / "a.automation.jsonl"
+    play_live(tmp_path, show_path, auto)  # the run folder and a performance's automation
+    opts = dict(seconds=1.2, preset="ffv1", size=(96, 32), run=tmp_path / "run", automation=auto, threads=1, **QUIET)
+    one = render_show(show_path, out=str(tmp_path / "one.mov"), **opts)[0]
+    farm = render_show(show_path, out=str(tmp_path / "farm.mov"), client=client, **opts)[0]
+    assert farm.frames == one.frames == 12
+    assert frame_md5s(farm.path) == frame_md5s(one.path)
