@@ -40,12 +40,17 @@ def main():
 @click.option("--resume", is_flag=True, help="Continue the checkpoint in the run folder.")
 @friendly
 def train(piece, steps, minutes, out, device, seed, resume):
-    """Train PIECE (a pieces/*.toml file), writing grids, log.jsonl and checkpoints."""
+    """Train PIECE (a pieces/*.toml file), writing grids, log.jsonl and checkpoints.
+
+    Across processes: `torchrun --nproc_per_node N -m unstable train PIECE` (gloo on the CPU, NCCL on
+    CUDA; rank 0 writes the run folder; the same checkpoints)."""
     from .system import resolve_device
     from .trainer import train as run_training
+    import os
     folder = run_training(piece, steps=steps, out=out, device=resolve_device(device), seed=seed,
                           resume=resume, minutes=minutes, echo=click.echo)
-    click.echo(f"run folder: {folder}  (latest grid: {folder / 'grid.png'})")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for the run
+        click.echo(f"run folder: {folder}  (latest grid: {folder / 'grid.png'})")
 
 
 @main.command("eval")
@@ -253,24 +258,33 @@ def _is_show(path) -> bool:
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="Torch CPU threads (default: half the cores for jobs, the show's render_threads for shows). "
                    "Frames are reproducible for a given thread count.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Render the chunks on a Dask LocalCluster of this many worker processes (same output).")
+@click.option("--scheduler", default=None, metavar="tcp://HOST:PORT",
+              help="Render the chunks on an existing Dask cluster (workers must see the run and output folders "
+                   "at the same paths).")
 @friendly
-def render_run(job, out, frame_range, variations, seconds, preset, size, automation, run, device, fresh, threads):
+def render_run(job, out, frame_range, variations, seconds, preset, size, automation, run, device, fresh, threads,
+               workers, scheduler):
     """Render JOB (a render/*.toml job, or a shows/*.toml show from its run folders) to video files;
     an interrupted render resumes where it stopped."""
     from .render import render_job, render_show
     from .system import resolve_device
+    if workers and scheduler:
+        raise UnstableError("--workers starts a local cluster, --scheduler joins one: give one of them")
+    cluster = {"workers": workers, "scheduler": scheduler}
     if _is_show(job):
         if variations:
             raise UnstableError("--variation: a show renders with its own colours (variations are for render jobs)")
         results = render_show(job, seconds=seconds, frames=frame_range, out=out, preset=preset, size=_size(size),
                               automation=automation, run=run, device=resolve_device(device), fresh=fresh,
-                              threads=threads, echo=click.echo)
+                              threads=threads, echo=click.echo, **cluster)
     else:
         for opt, value in (("--seconds", seconds), ("--size", size), ("--automation", automation), ("--run", run)):
             if value is not None:
                 raise UnstableError(f"{opt}: only for shows; a render job sets it in its file ({job})")
         results = render_job(job, out=out, frames=frame_range, variations=variations, device=resolve_device(device),
-                             fresh=fresh, threads=threads, echo=click.echo)
+                             fresh=fresh, threads=threads, echo=click.echo, **cluster)
     for r in results:
         fps = f"{r.fps.numerator}/{r.fps.denominator}" if r.fps.denominator != 1 else str(r.fps.numerator)
         click.echo(f"render: {r.path}  {r.frames} frames at {fps} fps, {r.width}x{r.height}, {r.preset} "

@@ -48,6 +48,7 @@ import torch
 from torch import nn
 
 from .config import setting
+from .parallel import DistributedError
 
 log = logging.getLogger("unstable.guard")
 
@@ -204,6 +205,8 @@ class TrainingGuard:
             for hook in self.before_step:
                 hook(self.system)
             scalars = self.system.step(self.scaled(params))
+        except DistributedError:
+            raise  # training across processes cannot go on (a rank died...): nothing to undo here
         except Exception as e:
             self.exceptions += 1
             log.warning("%s: training step raised", self.name, exc_info=True)

@@ -31,6 +31,10 @@ Contract, in one place:
   rosinality's `accumulate(g_ema, generator, decay)` (decay 0: a plain copy; buffers are always
   copied) and brings over the plain-number state sampling depends on (`step_count`: growth).
 - `step_count` is the number of optimisation steps done.
+- `shard` (optional; unstable.parallel.Shard, the single process by default): a system that has
+  one can be trained across torchrun processes. The trainer sets it; `step` then draws the global
+  batch's randomness, computes this rank's rows, gathers its losses' inputs (`shard.gather`) and
+  sums gradients over ranks (`shard.sum_grads`) so that every rank takes the one-process step.
 - `fingerprint()` hashes the architecture-defining config (unstable.checkpoint.fingerprint); a
   checkpoint with another fingerprint is refused.
 """

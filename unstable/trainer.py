@@ -11,12 +11,21 @@ Run folder layout (default `runs/<piece file name>/`):
     checkpoints/step_NNNNNN.pt  kept every `keep_every` steps (atomic; for timelapse renders)
     grids/step_NNNNNN.png  every grid, to watch the dynamics unfold
     piece.toml           a copy of the piece file the run was started from
+
+Across processes (`torchrun --nproc_per_node N -m unstable train PIECE`, unstable/parallel.py):
+every rank builds the system from the same seed and computes its share of each batch; gradients
+are summed over ranks, so every rank takes the same step. Rank 0 alone writes the run folder; the
+checkpoint is the one a single process writes, so either kind of run resumes the other. Every
+rank reads the checkpoint it resumes from (on several machines: a shared run folder). After a
+rank dies, torchrun's elastic restart (`--max-restarts`) starts the group again and it resumes
+from the last checkpoint by itself.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -104,29 +113,52 @@ def train(piece_path: str | Path, *, steps: int | None = None, out: str | Path |
     """Train a piece to `steps` total steps (or for `minutes`), writing grids, a log and checkpoints.
 
     Returns the run folder. With `resume`, continues the checkpoint in the run folder exactly
-    (same weights as an uninterrupted run on the same device and seed).
+    (same weights as an uninterrupted run on the same device and seed). Started by torchrun, it
+    trains as one rank of several (see the module doc).
     """
+    from . import parallel
     piece = load_piece(piece_path)
     if seed is not None:
         piece = dataclasses.replace(piece, seed=seed)
     out = Path(out) if out is not None else Path("runs") / Path(piece_path).stem
     ckpt_path = out / "checkpoint.pt"
+    if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0 and ckpt_path.exists():
+        resume = True  # torchrun restarted the group after a failure: go on from the last checkpoint
+    shard, device = parallel.init(device)
+    lead = shard.rank == 0  # the one process that writes
+    if not lead:
+        show_progress = False
+        echo = lambda *_: None  # noqa: E731
     if ckpt_path.exists() and not resume:
         raise UnstableError(f"{out}: already holds a run (checkpoint.pt); pass --resume to continue it "
                             f"or --out to start a new one")
     if resume and not ckpt_path.exists():
         raise UnstableError(f"{out}: nothing to resume (no checkpoint.pt there)")
     target = steps if steps is not None else piece.train.steps
+    shard.barrier()  # every rank has looked at the run folder before rank 0 writes into it
 
     torch.manual_seed(piece.seed)
     system = build_system(piece, device)
-    system.prepare(progress_bar if show_progress else (lambda desc, total=None, **kw: tqdm(total=total, disable=True)))
+    if shard.active:
+        if not hasattr(system, "shard"):
+            raise UnstableError(f"{piece_path}: a {piece.kind} piece cannot train across processes")
+        system.shard = shard
+    quiet = lambda desc, total=None, **kw: tqdm(total=total, disable=True)  # noqa: E731
+    # Slow one-off work (BAD's base models) fills a shared cache: rank 0 first, the others load it.
+    if lead:
+        system.prepare(progress_bar if show_progress else quiet)
+    shard.barrier()
+    if not lead:
+        system.prepare(quiet)
     if resume:
         restore(system, load_checkpoint(ckpt_path, map_location=device), str(ckpt_path))
         echo(f"resumed {ckpt_path} at step {system.step_count}")
-    out.mkdir(parents=True, exist_ok=True)
-    if Path(piece_path).resolve() != (out / "piece.toml").resolve():
-        shutil.copyfile(piece_path, out / "piece.toml")
+    if lead:
+        out.mkdir(parents=True, exist_ok=True)
+        if Path(piece_path).resolve() != (out / "piece.toml").resolve():
+            shutil.copyfile(piece_path, out / "piece.toml")
+    if shard.active:
+        echo(f"training across {shard.world} processes ({'nccl' if device.type == 'cuda' else 'gloo'})")
 
     params = defaults(system.param_specs())
     from .guard import TrainingGuard  # undoes non-finite or exploding steps, backs the learning rate off
@@ -135,17 +167,23 @@ def train(piece_path: str | Path, *, steps: int | None = None, out: str | Path |
     settings = piece.train
 
     def save():
+        if not lead:
+            return
         payload = checkpoint_payload(system, str(piece_path))
         save_checkpoint(ckpt_path, payload)
         if settings.keep_every and system.step_count % settings.keep_every == 0:
             keep(payload)
 
     def keep(payload=None):
+        if not lead:
+            return
         # Kept checkpoints are what `unstable render` walks through for a training timelapse.
         save_checkpoint(out / "checkpoints" / f"step_{system.step_count:06d}.pt",
                         payload or checkpoint_payload(system, str(piece_path)))
 
     def grid():
+        if not lead:
+            return
         images = system.sample(latents, params)
         canvas = panel_grid(images)
         write_png(out / "grids" / f"step_{system.step_count:06d}.png", canvas)
@@ -159,9 +197,10 @@ def train(piece_path: str | Path, *, steps: int | None = None, out: str | Path |
     bar = tqdm(total=target, initial=system.step_count, desc=f"train {piece.name}", dynamic_ncols=True,
                disable=not show_progress)
     try:
-        with open(out / "log.jsonl", "a") as log:
+        with open(out / "log.jsonl", "a") if lead else open(os.devnull, "w") as log:
             while system.step_count < target:
-                if minutes is not None and time.monotonic() - started > minutes * 60:
+                # Ranks stop together: rank 0's clock decides.
+                if shard.any(lead and minutes is not None and time.monotonic() - started > minutes * 60):
                     break
                 scalars = guard.step(params)
                 if scalars is None:  # undone: back at the last good state, learning rate backed off

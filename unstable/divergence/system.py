@@ -37,6 +37,7 @@ import torch
 
 from ..checkpoint import fingerprint
 from ..config import setting
+from ..parallel import Shard
 from ..schema import ParamSpec
 from ..system import accumulate_modules, learning_rate_spec
 from ..trainer import TrainSettings
@@ -123,6 +124,8 @@ class DivergenceSystem:
         self.extractor: torch.nn.Module | None = None
         self.digits: Digits | None = None
         self._pool: dict[str, Any] | None = None
+        # This process's share of every batch when trained across processes (unstable.parallel).
+        self.shard = Shard()
 
     @torch.no_grad()
     def _class_logits(self, images: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
@@ -250,12 +253,20 @@ class DivergenceSystem:
         real, labels = pool["features"][idx], pool["labels"][idx]  # [B, D], [B]
 
         self.decoder.train()
-        images = self.decoder.mean(z)  # [B, 1, 28, 28]
-        fake = self.extractor(images)  # [B, D]
+        if self.shard.active:
+            # This rank's rows through the decoder and extractor; the relational losses take the
+            # global batch, these rows carrying the gradient, which is summed over ranks.
+            mine = self.decoder.mean_rows(z, self.shard.take)  # [b, 1, 28, 28]
+            fake = self.shard.gather(self.extractor(mine))  # [B, D]
+            images = self.shard.gather(mine.detach())  # [B, 1, 28, 28]
+        else:
+            images = self.decoder.mean(z)  # [B, 1, 28, 28]
+            fake = self.extractor(images)  # [B, D]
         l_div, l_reg, named = self._terms(images, fake, real, labels, pool)
         obj = objective(l_div, l_reg, p["alpha"], p["beta"], self.piece.loss.form)
         self.optimizer.zero_grad(set_to_none=True)
         (-obj).backward()
+        self.shard.sum_grads(self.decoder.parameters())
         self.optimizer.step()
         self.step_count += 1
 

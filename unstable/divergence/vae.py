@@ -57,6 +57,16 @@ class Decoder(nn.Module):
         """The Bernoulli mean (the drawn image) [N, 1, 28, 28] in 0..1."""
         return torch.sigmoid(self(z))
 
+    def mean_rows(self, z: torch.Tensor, take) -> torch.Tensor:
+        """`take(mean(z))` with only the taken rows through the convolutions: [n, 1, 28, 28].
+
+        Training across processes (unstable.parallel): the MLP, whose BatchNorm normalises over
+        the batch, runs on the whole global batch z [N, latent] on every rank (a small part of the
+        cost), so its statistics and running averages are exactly the single process's; the
+        convolutions run on this rank's rows only."""
+        h = take(self.mlp(z)).reshape(-1, 16, 2, 2)  # [n, 16, 2, 2]
+        return torch.sigmoid(self.convs(h))
+
 
 class Encoder(nn.Module):
     """x [N, 1, 28, 28] -> (mu, logvar) [N, latent] each: the decoder's layers in reverse."""

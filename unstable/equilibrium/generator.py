@@ -87,7 +87,10 @@ class StyledConv(nn.Module):
                 noise = self.fixed_noise * noise_gain
             else:
                 n, _, h, wd = x.shape
-                noise = torch.randn((n, 1, h, wd), generator=noise_rng, device=x.device, dtype=x.dtype)
+                if isinstance(noise_rng, torch.Generator):
+                    noise = torch.randn((n, 1, h, wd), generator=noise_rng, device=x.device, dtype=x.dtype)
+                else:  # unstable.parallel.ShardNoise: this rank's rows of the global batch's noise
+                    noise = noise_rng.randn((n, 1, h, wd), device=x.device, dtype=x.dtype)
             x = x + self.noise_strength * noise
         return lrelu(x + self.bias[None, :, None, None])
 

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checkpoint import fingerprint as hash_config
+from ..parallel import Shard
 from ..schema import ParamSpec
 from ..system import accumulate_modules
 from .critic import Critic
@@ -106,6 +107,9 @@ class EquilibriumSystem:
         self._batches = 0
         self._labels = torch.arange(len(self.names), device=self.device)
         self._target_labels = torch.tensor(self.targets, device=self.device)
+        # This process's share of every batch when trained across processes (unstable.parallel);
+        # the trainer sets it. One process: the identity everywhere.
+        self.shard = Shard()
 
     @staticmethod
     def _adam(groups, o: OptimSettings) -> torch.optim.Adam:
@@ -130,12 +134,13 @@ class EquilibriumSystem:
     def _render_training(self, batch: int, stage: int, alpha: float, track_w: bool) -> list[torch.Tensor]:
         """One batch per generator with random noise: [B, 3, R, R] each, in -1..1."""
         images = []
+        # Across processes: the global batch's latents and noise are drawn, this rank's rows kept.
         for gen, z in zip(self.generators, self._latents(batch)):
-            w = gen.mapping(z)  # [B, w_dim]
+            w = gen.mapping(self.shard.take(z))  # [b, w_dim]
             if track_w:
                 with torch.no_grad():
-                    gen.w_avg.lerp_(w.detach().mean(dim=0), 0.005)
-            images.append(gen.synthesis(w, stage, alpha, noise_rng=self.rng))
+                    gen.w_avg.lerp_(self.shard.gather(w.detach()).mean(dim=0), 0.005)
+            images.append(gen.synthesis(w, stage, alpha, noise_rng=self.shard.noise(self.rng)))
         self._batches += 1
         return images
 
@@ -147,14 +152,24 @@ class EquilibriumSystem:
             group["lr"] = base_g * scale * multiplier
         self.opt_c.param_groups[0]["lr"] = base_c * multiplier
 
+    def _gathered(self, x: torch.Tensor, n: int) -> torch.Tensor:
+        """[N*b, ...] of this rank's rows, generator by generator -> the global [N*B, ...] in the
+        order one process has (every generator's whole batch in turn)."""
+        if not self.shard.active:
+            return x
+        return torch.cat([self.shard.gather(part) for part in x.chunk(n)])
+
     def _critic_update(self, images: list[torch.Tensor], update: int, stage: int, alpha: float) -> tuple:
-        batch = torch.cat(images)  # [N*B, 3, R, R]
-        labels = self._labels.repeat_interleave(images[0].shape[0])
+        batch = torch.cat(images)  # [N*b, 3, R, R] (b = B on one process)
+        n = len(images)
+        labels = self._labels.repeat_interleave(images[0].shape[0] * self.shard.world)  # [N*B]
         opposed = self.piece.critic.mode == "diametric" and update % 2 == 1
         logits, _ = self.critic(batch, stage, alpha)
+        logits = self._gathered(logits, n)  # [N*B, N]
         loss = classification_loss(logits, self._target_labels[labels] if opposed else labels)
         self.opt_c.zero_grad(set_to_none=True)
         loss.backward()
+        self.shard.sum_grads(self.critic.parameters())
         if self.piece.critic.optim.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.critic.parameters(), self.piece.critic.optim.grad_clip)
         self.opt_c.step()
@@ -166,13 +181,17 @@ class EquilibriumSystem:
                          weights: Mapping[str, float]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Total generator loss (each generator's part depends only on its own images) and its terms."""
         obj = self.piece.objectives
-        n, batch = len(images), images[0].shape[0]
+        n, batch = len(images), images[0].shape[0] * self.shard.world
         logits, embedding = self.critic(torch.cat(images), stage, alpha)
+        # Across processes: the losses are relational (over the batch), so they take the global
+        # batch, this rank's rows carrying the gradient (unstable.parallel).
+        logits, embedding = self._gathered(logits, n), self._gathered(embedding, n)
         logits, embedding = logits.view(n, batch, -1), embedding.view(n, batch, -1)
         variety = None
         if obj.colour_variety.on:
             size = obj.colour_variety.resolution
             small = [F.avg_pool2d(x, x.shape[-1] // size) if size and x.shape[-1] > size else x for x in images]
+            small = [self.shard.gather(x) for x in small]
             variety = torch.stack([colour_variety(x, obj.colour_variety.measures) for x in small])  # [N]
         terms: dict[str, torch.Tensor] = {}
         total = images[0].new_zeros(())
@@ -238,6 +257,7 @@ class EquilibriumSystem:
             self.critic.requires_grad_(True)
         self.opt_g.zero_grad(set_to_none=True)
         total.backward()
+        self.shard.sum_grads(p for gen in self.generators for p in gen.parameters())
         if g_opt.grad_clip > 0:
             for gen in self.generators:
                 nn.utils.clip_grad_norm_(gen.parameters(), g_opt.grad_clip)

@@ -5,6 +5,7 @@
     job_frames.py   a job's frames: exact walk times or a timelapse, batched, per variation
     show_frames.py  a show's frames: its timeline (scenes, parameters, automation) frame by frame
     parts.py        part files, their locks, background closing, thread counts
+    farm.py         the chunks of a render as Dask tasks (--workers N, --scheduler ADDR)
 """
 
 from .job_sources import Source, list_checkpoints, open_sources

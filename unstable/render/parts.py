@@ -130,8 +130,10 @@ class Target:
     done: set = field(default_factory=set)
     lock: object = None               # the open lock file while this render owns the parts folder
 
-    def part(self, chunk: tuple[int, int], suffix: str, tmp: bool = False) -> Path:
-        return self.parts / f"{'tmp' if tmp else 'part'}_{chunk[0]:06d}-{chunk[1]:06d}{suffix}"
+    def part(self, chunk: tuple[int, int], suffix: str, tmp: bool = False, tag: str = "") -> Path:
+        """A chunk's part file; `tag` makes a temporary name unique to one attempt (a cluster may run
+        a chunk again while a lost attempt's ffmpeg is still writing its own file)."""
+        return self.parts / f"{'tmp' if tmp else 'part'}_{chunk[0]:06d}-{chunk[1]:06d}{'-' + tag if tag else ''}{suffix}"
 
 
 def lock_parts(path: Path, out: Path):

@@ -27,6 +27,9 @@ How a render is made, and why:
   cores made a batch up to 100x slower here (each parallel region waits for a descheduled thread). A fixed
   thread count is also what makes frames reproducible: torch's CPU reductions, and so the last
   bits of a frame, depend on it.
+- Past one machine (`--workers N`, `--scheduler ADDR`; render/farm.py): this process still opens,
+  checks, owns the parts folders and joins; each chunk not done yet is a Dask task that a worker
+  renders through the same `open_writers` + `draw_chunk`, so the parts are the same.
 - Several colour variations share one generation: each frame is composed once per variation
   (`variations_at_once` files side by side) and the images are generated once per group.
 """
@@ -239,7 +242,6 @@ class Renderer:
         from tqdm import tqdm
 
         preset = PRESETS[self.job.preset]
-        w, h = self.job.size
         results = []
         suffix = "" if preset.sequence else targets[0].out.suffix
         todo = [c for c in targets[0].chunks if any(c not in t.done for t in targets)]
@@ -255,18 +257,8 @@ class Renderer:
             for chunk in todo:
                 need = [t for t in targets if chunk not in t.done]
                 writers = {}
-                for t in need:
-                    tmp = t.part(chunk, suffix, tmp=True)
-                    # Two batches of queue: ffmpeg keeps encoding while the next batch is generated.
-                    writers[t.index] = VideoWriter(tmp, w, h, self.plan.fps, self.job.preset,
-                                                   queue_frames=max(8, 2 * self.job.batch))
-                chosen = [t.variation for t in need]
-                for f in range(*chunk):
-                    for t, (_, picture) in zip(need, self.compose(f, chosen)):
-                        t0 = time.perf_counter()
-                        writers[t.index].write(picture)
-                        self.stats.write_wait_seconds += time.perf_counter() - t0
-                    bar.update(1)
+                self.open_writers(need, chunk, suffix, writers)
+                self.draw_chunk(chunk, need, writers, lambda: bar.update(1))
                 rendered += chunk[1] - chunk[0]
                 finisher.submit([(writers[t.index], t.part(chunk, suffix, tmp=True), t.part(chunk, suffix))
                                  for t in need])
@@ -293,6 +285,29 @@ class Renderer:
                                         self.job.preset, rendered, time.perf_counter() - t_group))
         return results
 
+    def open_writers(self, need: list[Target], chunk: tuple[int, int], suffix: str, writers: dict,
+                     tag: str = "") -> None:
+        """Start one VideoWriter per target into its chunk's temporary part (added to `writers` one
+        by one, so a failure leaves every started one there to be closed)."""
+        w, h = self.job.size
+        for t in need:
+            # Two batches of queue: ffmpeg keeps encoding while the next batch is generated.
+            writers[t.index] = VideoWriter(t.part(chunk, suffix, tmp=True, tag=tag), w, h, self.plan.fps,
+                                           self.job.preset, queue_frames=max(8, 2 * self.job.batch))
+
+    def draw_chunk(self, chunk: tuple[int, int], need: list[Target], writers: dict,
+                   on_frame: Callable[[], None] | None = None) -> None:
+        """Compose every frame of `chunk` for each target's variation into its writer. The one way
+        a part is made, in this process or on a cluster worker (unstable.render.farm)."""
+        chosen = [t.variation for t in need]
+        for f in range(*chunk):
+            for t, (_, picture) in zip(need, self.compose(f, chosen)):
+                t0 = time.perf_counter()
+                writers[t.index].write(picture)
+                self.stats.write_wait_seconds += time.perf_counter() - t0
+            if on_frame is not None:
+                on_frame()
+
     def _join(self, t: Target, suffix: str, frames: tuple[int, int]):
         """Parts -> the output file, checked for its exact frame count; the parts folder goes."""
         return join_parts(t, suffix, frames[1] - frames[0], self.plan.fps, PRESETS[self.job.preset].sequence)
@@ -301,13 +316,22 @@ class Renderer:
 def render_job(job_path: str | Path, *, out: str | None = None, frames: str | None = None,
                variations: Sequence[str] = (), device: torch.device = torch.device("cpu"), fresh: bool = False,
                echo: Callable[[str], None] = print, show_progress: bool = True, ctx=None,
-               threads: int | None = None) -> list[RenderResult]:
-    """`unstable render JOB`: load, check, render and join; `frames` is "A:B" (a part of the job)."""
+               threads: int | None = None, workers: int | None = None, scheduler: str | None = None,
+               client=None) -> list[RenderResult]:
+    """`unstable render JOB`: load, check, render and join; `frames` is "A:B" (a part of the job).
+
+    `workers` (a LocalCluster of that many processes), `scheduler` (tcp://HOST:PORT) or `client` (a
+    dask.distributed Client): the chunks are rendered on Dask (unstable.render.farm), same output."""
     from ..trainer import progress_bar
     job = load_job(job_path)
     with Renderer(job, str(job_path), device, ctx=ctx, echo=echo, threads=threads,
                   progress=progress_bar if show_progress else None) as renderer:
         span = parse_frame_range(frames, renderer.plan.frames) if frames is not None else None
+        if workers or scheduler or client is not None:
+            from .farm import on_cluster, spec_for
+            return on_cluster(renderer, spec_for("job", job_path, device), workers=workers, scheduler=scheduler,
+                              client=client, out=out, frames=span, variations=variations, fresh=fresh,
+                              show_progress=show_progress, echo=echo)
         return renderer.render(out=out, frames=span, variations=variations, fresh=fresh,
                                show_progress=show_progress)
 
@@ -363,9 +387,18 @@ def render_show(show_path: str | Path, *, seconds: float | None = None, frames: 
                 automation: str | Path | None = None, run: str | Path | None = None,
                 device: torch.device = torch.device("cpu"), fresh: bool = False,
                 echo: Callable[[str], None] = print, show_progress: bool = True, ctx=None,
-                threads: int | None = None) -> list[RenderResult]:
-    """`unstable render SHOW`: the show offline from its run folders, its automation replayed when given."""
+                threads: int | None = None, workers: int | None = None, scheduler: str | None = None,
+                client=None) -> list[RenderResult]:
+    """`unstable render SHOW`: the show offline from its run folders, its automation replayed when given;
+    on Dask with `workers`, `scheduler` or `client` (see render_job)."""
     with show_renderer(show_path, seconds=seconds, preset=preset, size=size, automation=automation, run=run,
                        device=device, echo=echo, ctx=ctx, threads=threads) as renderer:
         span = parse_frame_range(frames, renderer.plan.frames) if frames is not None else None
+        if workers or scheduler or client is not None:
+            from .farm import on_cluster, spec_for
+            spec = spec_for("show", show_path, device, seconds=seconds, preset=preset, size=size,
+                            automation=str(automation) if automation is not None else None,
+                            run=str(run) if run is not None else None)
+            return on_cluster(renderer, spec, workers=workers, scheduler=scheduler, client=client, out=out,
+                              frames=span, fresh=fresh, show_progress=show_progress, echo=echo)
         return renderer.render(out=out, frames=span, fresh=fresh, show_progress=show_progress)
