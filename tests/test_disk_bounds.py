@@ -105,3 +105,17 @@ def test_osc_recordings_are_kept_within_their_budget(tmp_path):
     left = sorted(p.name for p in run.glob("record-2026-*.mp4"))
     assert left == ["record-2026-3.mp4", "record-2026-4.mp4"]
     assert not (run / "record-2026-0.mp4.automation.jsonl").exists()
+
+
+def test_train_checks_free_space_at_start_and_a_full_disk_is_one_line(tmp_path, small_fs):
+    piece = tmp_path / "eq.toml"
+    piece.write_text(TRAIN_PIECE.replace("min_free_mb = 0", "min_free_mb = 100000000"))
+    r = train_cli(str(piece), "--out", str(tmp_path / "run"))
+    assert r.exit_code == 2 and "below [train] min_free_mb" in r.output
+    assert len(r.output.strip().splitlines()) == 1
+    disk = small_fs(160)  # room for a few grids, not for the checkpoints
+    piece.write_text(TRAIN_PIECE)
+    r = train_cli(str(piece), "--out", str(disk / "run"))
+    errors = [ln for ln in r.output.splitlines() if ln.startswith("error:")]
+    assert r.exit_code == 2 and len(errors) == 1 and "no space left" in errors[0], r.output
+    assert "Traceback" not in r.output

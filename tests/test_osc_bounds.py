@@ -151,7 +151,11 @@ def empty_element_bundle(n: int) -> bytes:
     return b"#bundle\0" + b"\0" * 8 + b"\0\0\0\0" * n
 
 
-def test_python_oscs_own_warnings_are_rate_limited(caplog):
+def test_python_oscs_own_warnings_are_rate_limited(caplog, monkeypatch):
+    from unstable.control.osclog import install_library_log_limit
+    limit = install_library_log_limit()  # one per process: start it afresh, as a new show would
+    monkeypatch.setattr(limit, "interval", 2.0)
+    monkeypatch.setattr(limit, "_last", {})
     params = ParameterStore(groups())
     server = OscServer(params, port=0).start()
     client = Client(server.port)
