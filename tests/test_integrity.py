@@ -147,3 +147,36 @@ def test_seeds_past_64_bits_are_one_line(tmp_path):
     assert r.exit_code == 2 and "seed" in r.output and len(r.output.strip().splitlines()) == 1
     r = train_cli(str(piece.with_name("ok.toml")), "--seed", str(2**64))
     assert r.exit_code == 2 and "--seed" in r.output
+
+
+def test_read_only_output_folders_are_one_line(tmp_path):
+    import subprocess
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(ro)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a read-only tmpfs here ({r.stderr.strip()})")
+    try:
+        show = write_show(tmp_path)
+        piece = tmp_path / "eq.toml"
+        piece.write_text(TRAIN_PIECE)
+        runs = [
+            ["train", str(piece), "--out", str(ro / "run"), "--device", "cpu"],
+            ["live", str(show), "--headless", "--osc-port", "0", "--no-train", "--seconds", "0.1", "--run", str(ro / "run")],
+            ["live", str(show), "--headless", "--osc-port", "0", "--no-train", "--seconds", "0.1",
+             "--run", str(tmp_path / "run"), "--telemetry", str(ro / "t.jsonl")],
+            ["controllers", str(show), "--touchosc", str(ro / "x.tosc")],
+        ]
+        from test_render import job_file
+        piece1 = tmp_path / "one.toml"
+        piece1.write_text(TRAIN_PIECE.replace("steps = 40", "steps = 1"))
+        assert train_cli(str(piece1), "--out", str(tmp_path / "trained")).exit_code == 0
+        job = job_file(tmp_path, tmp_path / "trained", output=f'"{ro.as_posix()}/{{job}}-{{variation}}.mov"')
+        runs.append(["render", str(job), "--device", "cpu"])
+        for args in runs:
+            res = CliRunner().invoke(main, args)
+            errors = [ln for ln in res.output.splitlines() if ln.startswith("error:")]
+            assert res.exit_code == 2 and len(errors) == 1 and "Read-only" in errors[0], (args, res.output)
+            assert "Traceback" not in res.output
+    finally:
+        subprocess.run(["umount", "-l", str(ro)], capture_output=True)

@@ -21,6 +21,12 @@ def friendly(fn):
         except UnstableError as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(2)
+        except OSError as e:  # the machine said no (a read-only folder, a full disk): one line too
+            from .disk import is_no_space
+            where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+            why = "no space left on the device" if is_no_space(e) else (e.strerror or str(e))
+            click.echo(f"error: {where}{why}", err=True)
+            sys.exit(2)
     return wrapper
 
 
