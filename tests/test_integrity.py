@@ -180,3 +180,42 @@ def test_read_only_output_folders_are_one_line(tmp_path):
             assert "Traceback" not in res.output
     finally:
         subprocess.run(["umount", "-l", str(ro)], capture_output=True)
+
+
+@pytest.mark.parametrize("tamper", ["shape", "rng", "system"])
+def test_tampered_checkpoints_are_one_line(tmp_path, tamper):
+    piece = tmp_path / "eq.toml"
+    piece.write_text(TRAIN_PIECE.replace("steps = 40", "steps = 1"))
+    out = tmp_path / "run"
+    assert train_cli(str(piece), "--out", str(out)).exit_code == 0
+    payload = load_checkpoint(out / "checkpoint.pt")
+    if tamper == "shape":
+        t = next(t for t in nested_tensors(payload["system"]) if t.is_floating_point() and t.dim() >= 1)
+        holder = payload["system"]
+        # replace that tensor wherever it sits by one of another shape
+        def swap(x):
+            if isinstance(x, dict):
+                for k, v in x.items():
+                    if v is t:
+                        x[k] = torch.zeros(t.numel() + 3)
+                        return True
+                    if swap(v):
+                        return True
+            elif isinstance(x, list):
+                for i, v in enumerate(x):
+                    if v is t:
+                        x[i] = torch.zeros(t.numel() + 3)
+                        return True
+                    if swap(v):
+                        return True
+            return False
+        assert swap(holder)
+    elif tamper == "rng":
+        payload["rng"]["torch"] = torch.zeros(3, dtype=torch.uint8)
+    else:
+        del payload["system"]
+    save_checkpoint(out / "checkpoint.pt", payload)
+    r = train_cli(str(piece), "--out", str(out), "--resume", "--steps", "2")
+    errors = [ln for ln in r.output.splitlines() if ln.startswith("error:")]
+    assert r.exit_code == 2 and len(errors) == 1 and "checkpoint.pt" in errors[0], r.output
+    assert "Traceback" not in r.output

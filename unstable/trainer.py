@@ -114,8 +114,14 @@ def restore(system, payload: dict, source: str) -> None:
         raise CheckpointError(f"{source}: not a whole checkpoint (no {'system' if 'system' not in payload else 'rng'} "
                               "entry); refusing it")
     check_finite(payload["system"], source)
-    system.load_state_dict(payload["system"])
-    _set_rng_state(payload["rng"])
+    try:
+        system.load_state_dict(payload["system"])
+        _set_rng_state(payload["rng"])
+    except (RuntimeError, KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+        # A tampered or damaged checkpoint (a tensor of the wrong shape, a bad RNG state): one line.
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise CheckpointError(f"{source}: does not fit this piece ({first}); remove it, or start over with "
+                              "--fresh (live) or another --out (train)") from None
 
 
 def progress_bar(desc: str, total: int | None = None, **kw):
