@@ -1,5 +1,8 @@
 """Shared fixtures. Tests run on the CPU at tiny sizes; GL through headless EGL."""
 
+import subprocess
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -32,6 +35,26 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """make(kb, name): a tmpfs of `kb` KiB mounted at tmp_path/name (skips where mounting is not allowed)."""
+    mounted = []
+
+    def make(kb: int, name: str = "small") -> Path:
+        d = tmp_path / name
+        d.mkdir()
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kb}k", "tmpfs", str(d)], capture_output=True,
+                           text=True)
+        if r.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip()}); the ENOSPC-injection tests cover this")
+        mounted.append(d)
+        return d
+
+    yield make
+    for d in mounted:
+        subprocess.run(["umount", "-l", str(d)], capture_output=True)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -172,7 +172,8 @@ def test_scenes_jump_over_osc_with_a_crossfade_and_advance_by_duration(tmp_path)
 
 
 def test_record_toggle_and_snapshot_over_osc(tmp_path):
-    eng = make_engine(tmp_path)
+    # Without the rate limit (record_min_interval, tests/test_osc_bounds.py): each toggle acts at once.
+    eng = make_engine(tmp_path, SHOW.replace("[layout]", "[actions]\nrecord_min_interval = 0\n[layout]"))
     with eng:
         client = Client(eng.osc.port)
         eng.frame(0.0)

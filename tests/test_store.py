@@ -144,8 +144,17 @@ def test_controller_actions_become_events_engine_changes_do_not():
 def test_the_event_queue_is_bounded():
     p = ParameterStore({"show": show_specs(2)}, max_events=4)
     for i in range(10):
-        p.post_event("still", float(i))
+        p.post_event("scene", float(i))
     assert [e.value for e in p.drain_events()] == [6.0, 7.0, 8.0, 9.0]
+
+
+def test_records_and_stills_coalesce_and_cannot_push_scenes_out():
+    p = ParameterStore({"show": show_specs(4)}, max_events=4)
+    p.set("show", "scene", 2, origin=("127.0.0.1", 5000))
+    for i in range(1000):  # a flood of stills and record toggles
+        p.post_event("still", origin=("127.0.0.1", 5000))
+        p.set("show", "record", i % 2, origin=("127.0.0.1", 5000))
+    assert [(e.kind, e.value) for e in p.drain_events()] == [("scene", 2.0), ("still", None), ("record", 1.0)]
 
 
 @pytest.mark.parametrize("groups, match", [

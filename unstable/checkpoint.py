@@ -33,11 +33,14 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        from .disk import is_no_space, no_space_line
+        if isinstance(e, Exception) and is_no_space(e):  # torch says "unexpected pos ...": say what it is
+            raise CheckpointError(f"{path}: not written: {no_space_line(path)}") from None
         raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
@@ -55,7 +58,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises several types for truncated or foreign files
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: not a readable checkpoint ({first})") from None
+        if "weights_only" in str(e) or "Weights only" in str(e):
+            # torch's advice here (weights_only=False) would run whatever code the file holds: never.
+            first = "it holds objects other than tensors and plain containers, which are never unpickled"
+        raise CheckpointError(f"{path}: not a readable checkpoint ({first[:200]}); remove it, or start over "
+                              "with --fresh (live) or another --out (train)") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an unstable checkpoint (format {FORMAT} expected)")
     return payload
@@ -80,3 +87,19 @@ def check_compatible(payload: dict[str, Any], kind: str, arch_fingerprint: str, 
         raise CheckpointError(
             f"{source}: checkpoint was made with a different architecture "
             f"(fingerprint {payload.get('fingerprint')} != {arch_fingerprint}); refusing to load it")
+
+
+def check_finite(state: Any, source: str) -> None:
+    """Refuse weights with NaN or infinities (they render black): name the file and the tensor."""
+    def walk(x, where):
+        if isinstance(x, torch.Tensor):
+            if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+                raise CheckpointError(f"{source}: holds NaN or infinite weights ({where}); refusing it "
+                                      "(use an earlier kept checkpoint, or --fresh)")
+        elif isinstance(x, dict):
+            for k, v in x.items():
+                walk(v, f"{where}.{k}" if where else str(k))
+        elif isinstance(x, (list, tuple)):
+            for i, v in enumerate(x):
+                walk(v, f"{where}[{i}]")
+    walk(state, "")

@@ -21,6 +21,12 @@ def friendly(fn):
         except UnstableError as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(2)
+        except OSError as e:  # the machine said no (a read-only folder, a full disk): one line too
+            from .disk import is_no_space
+            where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+            why = "no space left on the device" if is_no_space(e) else (e.strerror or str(e))
+            click.echo(f"error: {where}{why}", err=True)
+            sys.exit(2)
     return wrapper
 
 
@@ -36,7 +42,7 @@ def main():
 @click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=None, help="Stop after this many minutes.")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Run folder (default runs/<piece>).")
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
-@click.option("--seed", type=int, default=None, help="Override the piece's seed.")
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=None, help="Override the piece's seed.")
 @click.option("--resume", is_flag=True, help="Continue the checkpoint in the run folder.")
 @friendly
 def train(piece, steps, minutes, out, device, seed, resume):
@@ -91,7 +97,7 @@ def _live_env() -> None:
 
 
 def _run_live(show_path, *, headless, fullscreen, monitor, seconds, record, telemetry, osc_port, device, run, fresh,
-              train=True, resume=False, automation=None, size=None):
+              train=True, resume=False, automation=None, size=None, reset_params=False):
     _live_env()
     from .live import Engine
     from .show import load_show
@@ -105,7 +111,8 @@ def _run_live(show_path, *, headless, fullscreen, monitor, seconds, record, tele
         show = dataclasses.replace(show, settings=dataclasses.replace(show.settings, size=(w, h)))
     engine = Engine(show, device=resolve_device(device), headless=headless, fullscreen=fullscreen or None,
                     monitor=monitor, seconds=seconds, record=record, telemetry=telemetry, osc_port=osc_port,
-                    run_dir=run, fresh=fresh, resume=resume, train=train, echo=click.echo, automation=automation)
+                    run_dir=run, fresh=fresh, resume=resume, train=train, echo=click.echo, automation=automation,
+                    reset_params=reset_params)
     try:
         r = engine.run()
     except KeyboardInterrupt:
@@ -147,13 +154,15 @@ def _run_live(show_path, *, headless, fullscreen, monitor, seconds, record, tele
 @click.option("--no-train", is_flag=True, help="Show the pieces without training them.")
 @click.option("--size", default=None, metavar="WxH", help="Output size instead of the show's (e.g. a projector's "
               "1920x1080).")
+@click.option("--reset-params", is_flag=True, help="Continue the weights but start the live parameters (training, "
+              "hue, learning_rate, scene, ...) from the show's values, not from those saved with the checkpoints.")
 @friendly
 def live(show, headless, fullscreen, monitor, seconds, record, automation, telemetry, osc_port, device, run, fresh,
-         resume, no_train, size):
+         resume, no_train, size, reset_params):
     """Play SHOW (a shows/*.toml file) live: train its pieces, walk them in sync, take OSC."""
     _run_live(show, headless=headless, fullscreen=fullscreen, monitor=monitor, seconds=seconds, record=record,
               telemetry=telemetry, osc_port=osc_port, device=device, run=run, fresh=fresh, train=not no_train,
-              resume=resume, automation=automation, size=size)
+              resume=resume, automation=automation, size=size, reset_params=reset_params)
 
 
 @main.command()
@@ -228,6 +237,8 @@ def _size(text):
     m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
     if not m or int(m[1]) < 2 or int(m[2]) < 2:
         raise UnstableError(f"--size {text!r}: expected WIDTHxHEIGHT, e.g. 1920x1080")
+    from .formats import check_work
+    check_work(int(m[1]), int(m[2]))
     return int(m[1]), int(m[2])
 
 

@@ -107,7 +107,23 @@ def parse_fps(fps) -> Fraction:
         raise UnstableError(f"fps {fps!r} is not a frame rate, expected a positive number like 30 or 30000/1001") from None
     if value <= 0:
         raise UnstableError(f"fps {fps!r} must be positive, expected a number like 30 or 30000/1001")
+    if not MIN_FPS <= value <= MAX_FPS:  # ffmpeg fails on these only after rendering has begun
+        raise UnstableError(f"fps {fps!r} is out of range, expected {MIN_FPS} to {MAX_FPS} frames per second")
     return value
+
+
+MIN_FPS, MAX_FPS = Fraction(1, 100), Fraction(1000)
+MAX_PIXELS = 7680 * 4320       # 8K UHD: a bigger frame fails inside the encoders after rendering began
+MAX_FRAMES = 10_000_000        # 92 hours at 30 fps
+
+
+def check_work(width: int, height: int, frames: int | None = None) -> None:
+    """Refuse work that cannot finish before any of it starts: too many pixels or frames."""
+    if width * height > MAX_PIXELS:
+        raise UnstableError(f"size {width}x{height} is {width * height / 1e6:.0f} megapixels, more than the "
+                            f"{MAX_PIXELS / 1e6:.1f} (7680x4320) the encoders take")
+    if frames is not None and frames > MAX_FRAMES:
+        raise UnstableError(f"{frames} frames is more than {MAX_FRAMES} (92 hours at 30 fps); render it in parts")
 
 
 def is_sequence(path: Path) -> bool:

@@ -40,7 +40,7 @@ import numpy as np
 
 from .config import load_dataclass, read_toml, setting
 from .display.layout import Colour, Layout
-from .formats import PRESETS, parse_fps
+from .formats import MAX_FRAMES, PRESETS, check_work, parse_fps
 from .errors import ConfigError, UnstableError
 from .walk import WalkSettings
 
@@ -152,6 +152,10 @@ class RenderJob:
             raise ValueError(f"preset: {self.preset!r} is unknown, expected one of {', '.join(PRESETS)}{hint}")
         p = PRESETS[self.preset]
         w, h = self.size
+        try:
+            check_work(w, h)
+        except UnstableError as e:
+            raise ValueError(f"size: {e}") from None
         sx, sy = p.subsample
         if w % sx or h % sy:
             need = "an even width and height" if (sx, sy) == (2, 2) else "an even width"
@@ -179,9 +183,15 @@ class RenderJob:
 
     def _check_output(self):
         try:
-            fields = {f for _, f, _, _ in string.Formatter().parse(self.output) if f is not None}
+            parts = list(string.Formatter().parse(self.output))
         except ValueError as e:
             raise ValueError(f"output: {self.output!r} is not a valid pattern ({e})") from None
+        if "\0" in self.output:
+            raise ValueError("output: the pattern holds a NUL character")
+        if any(spec or conv for _, f, spec, conv in parts if f is not None):
+            raise ValueError(f"output: {self.output[:80]!r}: placeholders are plain, like {{job}}: no format "
+                             "specs or conversions")
+        fields = {f for _, f, _, _ in parts if f is not None}
         unknown = sorted(fields - set(_PLACEHOLDERS))
         if unknown:
             raise ValueError(f"output: unknown placeholder {{{unknown[0]}}}, expected "
@@ -315,6 +325,9 @@ class FramePlan:
             speed = walk_duration * fps / n
         else:
             n = round(walk_duration * fps / speed) + 1  # first keyframe to last, both shown
+        if n > MAX_FRAMES:
+            raise ConfigError(source, "duration" if job.duration is not None else "frames",
+                              f"{n} frames is more than {MAX_FRAMES} (92 hours at 30 fps); render it in parts")
         plan = FramePlan(n, fps, speed, start, curve)
         if job.walk.loop and job.temperature and walk_duration > 0 and (n * speed / fps) % walk_duration == 0:
             t0, t1 = plan.temperatures(np.array([0, n]))

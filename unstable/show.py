@@ -33,7 +33,8 @@ from .guard import GuardSettings
 from .schema import ParamSpec
 from .walk import WalkSettings
 
-__all__ = ["PieceEntry", "OscSettings", "ControllerSettings", "TrainingBudget", "SceneSettings",
+__all__ = ["PieceEntry", "OscSettings", "ControllerSettings", "TrainingBudget", "ActionSettings", "DiskSettings",
+           "SceneSettings",
            "ShowSettings", "Show", "load_show", "display_name"]
 
 _EMPTY = types.MappingProxyType({})
@@ -126,6 +127,31 @@ class TrainingBudget:
 
 
 @dataclass(frozen=True)
+class ActionSettings:
+    """`[actions]`: how often controllers may start and stop recordings and take stills. A burst of
+    requests is one action: within the interval only the newest wish counts, applied when it ends."""
+
+    record_min_interval: float = setting(2.0, ge=0, le=3600, doc="seconds between a recording's start and "
+                                         "its stop (or the next start)")
+    still_min_interval: float = setting(1.0, ge=0, le=3600, doc="seconds between stills")
+    still_checkpoint_every: float = setting(60.0, ge=0, doc="a still also writes checkpoints, at most this "
+                                            "often (seconds)")
+
+
+@dataclass(frozen=True)
+class DiskSettings:
+    """`[disk]`: what a show may keep on disk over weeks (recordings, stills, telemetry)."""
+
+    min_free_mb: float = setting(512.0, ge=0, doc="a recording stops, and none starts, with less free space "
+                                 "than this on its disk: the checkpoints keep the rest")
+    stills_keep: int = setting(1000, ge=0, doc="newest stills kept in <run>/stills (0: all)")
+    recordings_budget_mb: float = setting(20000.0, ge=0, doc="recordings started over OSC (<run>/record-*.mp4): "
+                                          "the oldest are removed past this many MB (0: no limit)")
+    telemetry_max_mb: float = setting(64.0, ge=0, doc="--telemetry is rotated past this many MB, one older "
+                                      "file kept (0: never)")
+
+
+@dataclass(frozen=True)
 class SceneSettings:
     """`[[scenes]]`: one part of the show."""
 
@@ -156,6 +182,8 @@ class ShowSettings:
     controllers: ControllerSettings = setting(default_factory=ControllerSettings)
     training: TrainingBudget = setting(default_factory=TrainingBudget)
     guard: GuardSettings = setting(default_factory=GuardSettings, doc="undoing bad training steps, stasis checks")
+    actions: ActionSettings = setting(default_factory=ActionSettings)
+    disk: DiskSettings = setting(default_factory=DiskSettings)
     scenes: tuple[SceneSettings, ...] = setting((), doc="the scenes in order (empty: one scene, the show's layout)")
     loop_scenes: bool = setting(True, doc="after the last scene, start again from the first")
 

@@ -6,11 +6,17 @@ artwork goes through the `System` protocol (unstable/system.py).
 Run folder layout (default `runs/<piece file name>/`):
 
     checkpoint.pt        latest checkpoint (atomic; `--resume` continues from it)
-    log.jsonl            one JSON line per step: step, seconds, the system's scalars
+    log.jsonl            one JSON line per step: step, seconds, the system's scalars; appended
+                         to, rotated past `log_max_mb` (log.1.jsonl, ...), cut back to the
+                         checkpoint's step on --resume (no replayed step twice)
     grid.png             latest grid: fixed latents, one column per panel (generator)
-    checkpoints/step_NNNNNN.pt  kept every `keep_every` steps (atomic; for timelapse renders)
-    grids/step_NNNNNN.png  every grid, to watch the dynamics unfold
+    checkpoints/step_NNNNNN.pt  kept every `keep_every` steps (atomic; for timelapse renders),
+                         thinned: the newest `keep_recent`, log-spaced older ones, a byte budget
+    grids/step_NNNNNN.png  grids, to watch the dynamics unfold (thinned the same way)
     piece.toml           a copy of the piece file the run was started from
+    .lock                held while a `train` process writes the folder (a second one is refused)
+
+Disk stays bounded for a run of weeks (unstable.disk): see the README's "Weeks on the wall".
 
 Across processes (`torchrun --nproc_per_node N -m unstable train PIECE`, unstable/parallel.py):
 every rank builds the system from the same seed and computes its share of each batch; gradients
@@ -26,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -35,9 +42,10 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
-from .checkpoint import FORMAT, check_compatible, load_checkpoint, save_checkpoint
+from .checkpoint import FORMAT, check_compatible, check_finite, load_checkpoint, save_checkpoint
 from .config import setting, to_dict
-from .errors import UnstableError
+from .disk import MB, RotatingLines, free_bytes, is_no_space, no_space_line, thin
+from .errors import CheckpointError, UnstableError
 from .images import panel_grid, write_png
 from .schema import defaults
 from .system import build_system, load_piece
@@ -53,11 +61,24 @@ class TrainSettings:
     checkpoint_every: int = setting(100, ge=1, doc="write a checkpoint every this many steps")
     keep_every: int = setting(100, ge=0, doc="also keep checkpoints/step_NNNNNN.pt every this many steps "
                                   "(and at step 0), for timelapse renders; 0 = off")
+    keep_recent: int = setting(4, ge=1, doc="kept checkpoints: the newest this many stay")
+    keep_per_octave: int = setting(4, ge=0, doc="kept checkpoints: older ones are thinned to about this many "
+                                   "per doubling of the step (log-spaced; 0 = keep all)")
+    keep_budget_mb: float = setting(1024.0, ge=0, doc="kept checkpoints: at most this many MB in all, thinned "
+                                    "evenly in log-steps past it (0 = no budget)")
+    grids_recent: int = setting(40, ge=1, doc="grids/: the newest this many stay")
+    grids_per_octave: int = setting(16, ge=0, doc="grids/: older ones thinned to about this many per doubling "
+                                    "(0 = keep all)")
+    grids_budget_mb: float = setting(200.0, ge=0, doc="grids/: at most this many MB (0 = no budget)")
+    log_max_mb: float = setting(32.0, ge=0, doc="log.jsonl is rotated past this many MB (0 = never)")
+    log_keep: int = setting(2, ge=0, le=100, doc="rotated logs kept (log.1.jsonl ... log.N.jsonl)")
+    min_free_mb: float = setting(256.0, ge=0, doc="refuse to start with less free space than this in the run "
+                                 "folder's disk")
 
 
 def fixed_latents(panels: dict[str, int], count: int, seed: int, device: torch.device) -> dict[str, torch.Tensor]:
     """The grid's latents: the same for a seed on every machine and across resumes."""
-    g = torch.Generator().manual_seed(seed * 7919 + 17)
+    g = torch.Generator().manual_seed((seed * 7919 + 17) % (1 << 63))  # any seed < 2^63 fits
     # One shared draw per row, cut to each panel's dimension, so row i is "the same place" in
     # every generator's latent space — what makes side-by-side comparison meaningful.
     dim = max(panels.values())
@@ -98,13 +119,92 @@ def checkpoint_payload(system, piece_path: str | None = None, extra: dict | None
 def restore(system, payload: dict, source: str) -> None:
     """Load a checkpoint payload into a system after checking it belongs to this architecture."""
     check_compatible(payload, system.piece.kind, system.fingerprint(), source)
-    system.load_state_dict(payload["system"])
-    _set_rng_state(payload["rng"])
+    if "system" not in payload or "rng" not in payload:
+        raise CheckpointError(f"{source}: not a whole checkpoint (no {'system' if 'system' not in payload else 'rng'} "
+                              "entry); refusing it")
+    check_finite(payload["system"], source)
+    try:
+        system.load_state_dict(payload["system"])
+        _set_rng_state(payload["rng"])
+    except (RuntimeError, KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+        # A tampered or damaged checkpoint (a tensor of the wrong shape, a bad RNG state): one line.
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise CheckpointError(f"{source}: does not fit this piece ({first}); remove it, or start over with "
+                              "--fresh (live) or another --out (train)") from None
 
 
 def progress_bar(desc: str, total: int | None = None, **kw):
     """The progress bar every long job uses (tqdm, to stderr)."""
     return tqdm(total=total, desc=desc, dynamic_ncols=True, leave=True, **kw)
+
+
+def _numbered(folder: Path, suffix: str) -> list[tuple[int, Path]]:
+    """(step, path) of `folder/step_NNNNNN<suffix>`."""
+    out = []
+    for f in folder.glob(f"step_*{suffix}"):
+        m = re.fullmatch(r"step_(\d+)" + re.escape(suffix), f.name)
+        if m:
+            out.append((int(m[1]), f))
+    return out
+
+
+def lock_run(out: Path):
+    """Hold `out/.lock` while this process trains there: two `train` processes on one folder would
+    overwrite each other's checkpoints. Returns the open file (closing it unlocks)."""
+    out.mkdir(parents=True, exist_ok=True)
+    f = open(out / ".lock", "a+")
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no locking
+        return f
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise UnstableError(f"{out}: another `unstable train` is writing this run folder right now "
+                            "(it holds .lock); wait for it or choose another --out") from None
+    return f
+
+
+def truncate_log(path: Path, step: int) -> int:
+    """Drop the lines of `path` (and of its rotated files, newest first) logged after `step`: a
+    resumed run replays those steps and logs them again. Returns the number of lines dropped."""
+    dropped = 0
+    files = [path] + [path.with_name(f"{path.stem}.{i}{path.suffix}") for i in range(1, 101)]
+    for f in files:
+        if not f.exists():
+            if f is path:
+                continue
+            break
+        lines = f.read_text().splitlines(keepends=True)
+        keep = []
+        for line in lines:
+            try:
+                n = json.loads(line).get("step", 0)
+            except (ValueError, AttributeError):
+                if line.endswith("\n"):  # not ours to judge: keep it
+                    keep.append(line)
+                    continue
+                n = step + 1  # the last line, cut short by a kill: after the checkpoint too
+            if isinstance(n, int) and n > step:
+                dropped += 1
+            else:
+                keep.append(line)
+        if len(keep) != len(lines):
+            tmp = f.with_name(f".{f.name}.tmp")
+            tmp.write_text("".join(keep))
+            tmp.replace(f)
+        if keep:  # older files end before this one begins
+            break
+    return dropped
+
+
+def _check_piece(payload: dict, piece, source: str) -> None:
+    """Refuse a run folder of another piece (its piece.toml would be overwritten)."""
+    saved = payload.get("piece", {}).get("name") if isinstance(payload.get("piece"), dict) else None
+    if saved is not None and saved != piece.name:
+        raise UnstableError(f"{source}: this run folder holds piece {saved!r}, not {piece.name!r}; refusing "
+                            "to continue it (choose another --out)")
 
 
 def train(piece_path: str | Path, *, steps: int | None = None, out: str | Path | None = None,
@@ -134,9 +234,31 @@ def train(piece_path: str | Path, *, steps: int | None = None, out: str | Path |
                             f"or --out to start a new one")
     if resume and not ckpt_path.exists():
         raise UnstableError(f"{out}: nothing to resume (no checkpoint.pt there)")
+    settings = piece.train
+    free = free_bytes(out)
+    if free < settings.min_free_mb * MB:
+        raise UnstableError(f"{out}: only {free / MB:.0f} MB free on its disk, below [train] min_free_mb = "
+                            f"{settings.min_free_mb:g}; free some space or choose another --out")
     target = steps if steps is not None else piece.train.steps
     shard.barrier()  # every rank has looked at the run folder before rank 0 writes into it
+    lock = None
+    if lead:  # the one writer holds the run folder's lock
+        try:
+            lock = lock_run(out)
+        except OSError as e:
+            raise UnstableError(f"{out}: cannot write the run folder ({e.strerror or e})") from None
+    try:
+        return _train(piece, piece_path, shard=shard, lead=lead, system_target=target, out=out, ckpt_path=ckpt_path,
+                      device=device, resume=resume, minutes=minutes, echo=echo, show_progress=show_progress)
+    finally:
+        if lock is not None:
+            lock.close()
 
+
+def _train(piece, piece_path, *, shard, lead: bool, system_target: int, out: Path, ckpt_path: Path, device,
+           resume: bool, minutes, echo, show_progress: bool) -> Path:
+    target = system_target
+    settings = piece.train
     torch.manual_seed(piece.seed)
     system = build_system(piece, device)
     if shard.active:
@@ -144,15 +266,22 @@ def train(piece_path: str | Path, *, steps: int | None = None, out: str | Path |
             raise UnstableError(f"{piece_path}: a {piece.kind} piece cannot train across processes")
         system.shard = shard
     quiet = lambda desc, total=None, **kw: tqdm(total=total, disable=True)  # noqa: E731
+    payload = load_checkpoint(ckpt_path, map_location=device) if resume else None
+    if payload is not None:
+        _check_piece(payload, piece, str(ckpt_path))  # before any slow work, before piece.toml is touched
     # Slow one-off work (BAD's base models) fills a shared cache: rank 0 first, the others load it.
     if lead:
         system.prepare(progress_bar if show_progress else quiet)
     shard.barrier()
     if not lead:
         system.prepare(quiet)
-    if resume:
-        restore(system, load_checkpoint(ckpt_path, map_location=device), str(ckpt_path))
+    if payload is not None:
+        restore(system, payload, str(ckpt_path))
+        del payload
         echo(f"resumed {ckpt_path} at step {system.step_count}")
+        dropped = truncate_log(out / "log.jsonl", system.step_count) if lead else 0
+        if dropped:
+            echo(f"log.jsonl: dropped {dropped} lines logged after step {system.step_count} (they are replayed)")
     if lead:
         out.mkdir(parents=True, exist_ok=True)
         if Path(piece_path).resolve() != (out / "piece.toml").resolve():
@@ -164,13 +293,22 @@ def train(piece_path: str | Path, *, steps: int | None = None, out: str | Path |
     from .guard import TrainingGuard  # undoes non-finite or exploding steps, backs the learning rate off
     guard = TrainingGuard(system, name=piece.name)
     latents = fixed_latents(system.panels(), piece.train.grid_samples, piece.seed, device)
-    settings = piece.train
+
+    def write(path: Path, payload: dict) -> None:
+        try:
+            save_checkpoint(path, payload)
+        except Exception as e:
+            if is_no_space(e):
+                raise UnstableError(f"checkpoint {path} not written: {no_space_line(path)}") from None
+            if isinstance(e, OSError):
+                raise UnstableError(f"checkpoint {path} not written: {e.strerror or e}") from None
+            raise
 
     def save():
         if not lead:
             return
         payload = checkpoint_payload(system, str(piece_path))
-        save_checkpoint(ckpt_path, payload)
+        write(ckpt_path, payload)
         if settings.keep_every and system.step_count % settings.keep_every == 0:
             keep(payload)
 
@@ -178,16 +316,24 @@ def train(piece_path: str | Path, *, steps: int | None = None, out: str | Path |
         if not lead:
             return
         # Kept checkpoints are what `unstable render` walks through for a training timelapse.
-        save_checkpoint(out / "checkpoints" / f"step_{system.step_count:06d}.pt",
-                        payload or checkpoint_payload(system, str(piece_path)))
+        write(out / "checkpoints" / f"step_{system.step_count:06d}.pt",
+              payload or checkpoint_payload(system, str(piece_path)))
+        thin(_numbered(out / "checkpoints", ".pt"), unit=settings.keep_every, recent=settings.keep_recent,
+             per_octave=settings.keep_per_octave, budget_bytes=int(settings.keep_budget_mb * MB))
 
     def grid():
         if not lead:
             return
         images = system.sample(latents, params)
         canvas = panel_grid(images)
-        write_png(out / "grids" / f"step_{system.step_count:06d}.png", canvas)
-        write_png(out / "grid.png", canvas)
+        try:
+            write_png(out / "grids" / f"step_{system.step_count:06d}.png", canvas)
+            write_png(out / "grid.png", canvas)
+        except OSError as e:
+            raise UnstableError(f"grid of step {system.step_count} not written: "
+                                f"{no_space_line(out / 'grid.png') if is_no_space(e) else e}") from None
+        thin(_numbered(out / "grids", ".png"), unit=settings.grid_every, recent=settings.grids_recent,
+             per_octave=settings.grids_per_octave, budget_bytes=int(settings.grids_budget_mb * MB))
 
     if system.step_count == 0:
         grid()
@@ -197,7 +343,8 @@ def train(piece_path: str | Path, *, steps: int | None = None, out: str | Path |
     bar = tqdm(total=target, initial=system.step_count, desc=f"train {piece.name}", dynamic_ncols=True,
                disable=not show_progress)
     try:
-        with open(out / "log.jsonl", "a") if lead else open(os.devnull, "w") as log:
+        with (RotatingLines(out / "log.jsonl", max_bytes=int(settings.log_max_mb * MB), keep=settings.log_keep)
+              if lead else open(os.devnull, "w")) as log:
             while system.step_count < target:
                 # Ranks stop together: rank 0's clock decides.
                 if shard.any(lead and minutes is not None and time.monotonic() - started > minutes * 60):
@@ -223,6 +370,8 @@ def train(piece_path: str | Path, *, steps: int | None = None, out: str | Path |
                     keep()
     except KeyboardInterrupt:
         echo("interrupted: writing a final checkpoint")
+    except OSError as e:  # the log itself (a full disk): one line, after the final checkpoint below
+        echo(f"log.jsonl not written: {no_space_line(out / 'log.jsonl') if is_no_space(e) else e}")
     finally:
         bar.close()
     save()

@@ -49,9 +49,9 @@ Easing = Literal["none", "smoothstep", "smootherstep", "sine"]
 class WalkSettings:
     """How a walk moves; loads from a show's or render job's `[walk]` table with `load_dataclass`."""
 
-    seeds: tuple[int, ...] = setting((), ge=0, doc="keyframe seeds, one per keyframe (empty: `keyframes` seeds counted up from `seed`)")
+    seeds: tuple[int, ...] = setting((), ge=0, le=2**63 - 1, doc="keyframe seeds, one per keyframe (empty: `keyframes` seeds counted up from `seed`)")
     keyframes: int = setting(8, ge=1, le=10_000, doc="number of keyframes when `seeds` and `latents` are empty")
-    seed: int = setting(0, ge=0, doc="first keyframe seed when `seeds` is empty")
+    seed: int = setting(0, ge=0, le=2**63 - 1 - 10_000, doc="first keyframe seed when `seeds` is empty")
     latents: tuple[tuple[float, ...], ...] = setting((), doc="explicit keyframe latents (one list per keyframe), fed to every panel")
     interpolation: Interpolation = setting("cubic", doc="path between keyframes: linear, slerp, cubic (C2 spline) or catmull_rom")
     loop: bool = setting(True, doc="close the path: the frame after the last keyframe returns to the first without a seam")

@@ -17,6 +17,12 @@ after warm-up, from the telemetry's per-second figures and the engine's report),
 after warm-up and at the end, faults injected and recovered, OSC messages handled and restarts.
 Pass/fail lines follow the issue: no crash, RSS growth < 5 % after warm-up, p99 <= 2 x p50, every
 fault recovered.
+
+`--attack` adds issue 13's attack mix to the fuzz (about half the datagrams): floods of
+`/unstable/record` 1/0, `/unstable/still`, `/unstable/subscribe` from fresh ports, `/unstable/sync`,
+and bundles of 2,040 empty elements (each makes python-osc warn). A configured subscriber (the
+show's `osc.subscribe`) must still get feedback at the end; the log must stay under 1 MB; the disk
+the show wrote is reported per hour (checked against `--disk-budget-mb` per hour).
 """
 
 from __future__ import annotations
@@ -71,6 +77,33 @@ layout = {{panels = ["eq2/g1", "eq/g0"]}}
 
 
 # ------------------------------------------------------------------------------------ the fuzzer
+
+def attack_messages(rng: random.Random) -> list:
+    """Issue 13's attack mix: floods of actions, subscriptions, syncs and empty-element bundles."""
+    def build(addr, *args):
+        b = OscMessageBuilder(address=addr)
+        for a in args:
+            b.add_arg(a)
+        return b.build().dgram
+
+    def record():
+        return build("/unstable/record", rng.choice([0, 1]))
+
+    def still():
+        return build("/unstable/still")
+
+    def subscribe():
+        return build("/unstable/subscribe", rng.randrange(20000, 60000))
+
+    def sync():
+        return build("/unstable/sync")
+
+    def empty_bundle():
+        return b"#bundle\x00" + struct.pack(">Q", 1) + b"\x00\x00\x00\x00" * 2040
+
+    kinds = [(record, 10), (still, 10), (subscribe, 10), (sync, 10), (empty_bundle, 2)]
+    return [k for k, w in kinds for _ in range(w)]
+
 
 def fuzz_messages(engine: Engine, rng: random.Random) -> list:
     """Generators of one datagram each: valid, out of range, wrong type, unknown, oversize, malformed."""
@@ -139,8 +172,9 @@ def fuzz_messages(engine: Engine, rng: random.Random) -> list:
 class Fuzzer(threading.Thread):
     """Sends `rate` datagrams per second to `port` in 10 ms batches until stopped."""
 
-    def __init__(self, engine: Engine, rate: float, seed: int = 1):
+    def __init__(self, engine: Engine, rate: float, seed: int = 1, attack: bool = False):
         super().__init__(name="soak-fuzzer", daemon=True)
+        self.attack = attack
         self.engine = engine
         self.rate = rate
         self.rng = random.Random(seed)
@@ -151,6 +185,8 @@ class Fuzzer(threading.Thread):
     def run(self) -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         makers = fuzz_messages(self.engine, self.rng)
+        if self.attack:  # about half of everything sent
+            makers = makers + attack_messages(self.rng) * (len(makers) // 42)
         start = time.perf_counter()
         while not self.stop_event.is_set():
             due = int((time.perf_counter() - start) * self.rate)
@@ -235,6 +271,8 @@ def main() -> int:
     ap.add_argument("--duty", type=float, default=0.5, help="training duty cycle")
     ap.add_argument("--steps", type=float, default=8.0, help="cap on each piece's steps per second")
     ap.add_argument("--out", type=Path, default=Path("/tmp/unstable-soak"))
+    ap.add_argument("--attack", action="store_true", help="add issue 13's attack mix (see above)")
+    ap.add_argument("--disk-budget-mb", type=float, default=200.0, help="--attack: MB written per hour at most")
     args = ap.parse_args()
 
     out = args.out
@@ -242,7 +280,14 @@ def main() -> int:
     (out / "pieces" / "eq.toml").write_text(TINY_EQ.format(seed=1))
     (out / "pieces" / "eq2.toml").write_text(TINY_EQ.format(seed=2))
     show_path = out / "soak.toml"
-    show_path.write_text(SHOW.format(fps=args.fps, duty=args.duty, steps=args.steps))
+    text = SHOW.format(fps=args.fps, duty=args.duty, steps=args.steps)
+    watcher = None
+    if args.attack:  # a configured controller, which no flood may evict
+        watcher = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        watcher.bind(("127.0.0.1", 0))
+        watcher.settimeout(2.0)
+        text = text.replace("[guard]", f"[osc]\nsubscribe = [\"127.0.0.1:{watcher.getsockname()[1]}\"]\n[guard]")
+    show_path.write_text(text)
     telemetry = out / "telemetry.jsonl"
     import logging  # every rejected OSC message and undone step is logged (rate-limited): to a file
     logging.basicConfig(filename=out / "soak.log", filemode="w", level=logging.INFO,
@@ -261,7 +306,29 @@ def main() -> int:
     gl_end = {}
     engine.frame_hooks.append(lambda e: gl_end.__setitem__("n", e.compositor.gl_objects_created))
     faults = Faults(engine)
-    fuzzer = Fuzzer(engine, args.rate)
+    fuzzer = Fuzzer(engine, args.rate, attack=args.attack)
+
+    def disk_bytes():
+        return sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+
+    disk_before = disk_bytes()
+    heard: list[float] = []
+
+    def listen():  # the configured controller: when did feedback last reach it
+        while not stop.is_set():
+            try:
+                watcher.recv(65536)
+                heard.append(time.perf_counter())
+                del heard[:-10]
+            except OSError:
+                pass
+
+    heard_thread = threading.Thread(target=listen, daemon=True)
+    if watcher is not None:
+        def nudge(e):  # an engine change every 10 s (as a scene's preset would be): feedback to all
+            if e.frames % int(10 * args.fps) == 0:
+                e.params.set("show", "master_fade", 1.0 if (e.frames // int(10 * args.fps)) % 2 else 0.99)
+        engine.frame_hooks.append(nudge)
     t_start = time.perf_counter()
     stop = threading.Event()
 
@@ -275,6 +342,8 @@ def main() -> int:
             faults.judge(faults.injected[-1])
 
     scheduler = threading.Thread(target=schedule, name="soak-faults", daemon=True)
+    if watcher is not None:
+        heard_thread.start()
     fuzzer.start()
     scheduler.start()
     crashed = None
@@ -283,10 +352,16 @@ def main() -> int:
     except Exception as e:  # the one thing a soak must never see
         crashed = f"{type(e).__name__}: {e}"
         report = None
+    t_end = time.perf_counter()
     stop.set()
     fuzzer.stop_event.set()
     fuzzer.join(5)
     elapsed = time.perf_counter() - t_start
+    disk_written = disk_bytes() - disk_before
+    served = None
+    if watcher is not None:  # still served: the engine's changes reached it in the last minute
+        heard_thread.join(3)
+        served = bool(heard) and heard[-1] > t_end - 60
 
     lines = [json.loads(x) for x in telemetry.read_text().splitlines() if x.strip()]
     warm = [ln for ln in lines if ln["t"] >= args.warmup]
@@ -322,6 +397,9 @@ def main() -> int:
         "steps": report.steps if report else None,
         "errors": report.errors if report else None,
         "checkpoints": report.checkpoints if report else None,
+        "log_bytes": (out / "soak.log").stat().st_size,
+        "disk_written_mb_per_hour": round(disk_written / 2**20 / (elapsed / 3600), 1),
+        "configured_subscriber_served": served,
     }
     checks = {
         "no crash": crashed is None and not (report and report.errors),
@@ -332,6 +410,10 @@ def main() -> int:
         and not unrecovered,
         ">= 500 OSC messages/s": summary["osc_rate"] >= 500,
     }
+    if args.attack:
+        checks["log under 1 MB"] = summary["log_bytes"] < 2**20
+        checks["disk written within budget"] = summary["disk_written_mb_per_hour"] <= args.disk_budget_mb
+        checks["configured subscriber still served"] = bool(served)
     summary["checks"] = checks
     (out / "soak.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))

@@ -6,6 +6,12 @@ scene changes without an echo of their own move. Changes the engine makes (origi
 everyone. A thread of its own sends, coalescing bursts (the newest value of each parameter, at
 most every `interval` seconds), from a non-blocking socket: a slow controller is dropped from,
 never waited on.
+
+Bounded against a hostile network: the subscribers a show configures are pinned (never evicted);
+a subscription over OSC is refused past `max_subscribers` in all, and each host keeps at most
+`max_per_host` (its own oldest goes: a restarted controller's old port), so a flood of subscribes
+evicts nobody else. A full state (the reply to a subscribe or a sync) goes to one subscriber at
+most once per `sync_interval`; requests meanwhile are coalesced into one, sent when it is over.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import time
 from pythonosc.osc_message_builder import OscMessageBuilder
 
 from ..schema import address
-from .osclog import RateLimitedLog, log
+from .osclog import RateLimitedLog
 from .store import ParameterStore
 
 
@@ -28,19 +34,25 @@ class Feedback:
     """
 
     def __init__(self, params: ParameterStore, stats: dict, warn: RateLimitedLog, *,
-                 max_subscribers: int = 16, interval: float = 0.01):
+                 max_subscribers: int = 16, interval: float = 0.01, max_per_host: int = 4,
+                 sync_interval: float = 1.0):
         self.params = params
         self.stats = stats
         self.warn = warn
         self.max_subscribers = int(max_subscribers)
+        self.max_per_host = int(max_per_host)
+        self.sync_interval = float(sync_interval)
         self.interval = float(interval)
         self._subscribers: dict[tuple[str, int], float] = {}  # (host, port) -> when subscribed
+        self._pinned: set[tuple[str, int]] = set()  # configured by the show: never evicted
+        self._last_full: dict[tuple[str, int], float] = {}  # subscriber -> when it last got the full state
+        self._tokens: dict[str, list[float]] = {}  # host -> [full states it may still get, when counted]
         # subscriber -> the (host, port)s that subscribed it: that controller's own changes are
         # not echoed to it even when it sends from another port than it listens on.
         self._senders: dict[tuple[str, int], list[tuple[str, int]]] = {}
         self._sub_lock = threading.Lock()
         self._pending: dict[tuple[str, str], tuple | None] = {}  # key -> origin of newest change
-        self._sync_to: list[tuple[str, int]] = []
+        self._sync_to: dict[tuple[str, int], None] = {}  # subscribers owed the full state
         self._pending_lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -49,31 +61,47 @@ class Feedback:
 
     # -- subscribers ----------------------------------------------------------------------------
 
-    def subscribe(self, host: str, port: int, sender: tuple[str, int] | None = None) -> None:
+    def subscribe(self, host: str, port: int, sender: tuple[str, int] | None = None,
+                  pinned: bool = False) -> bool:
         """Send feedback to (host, port) from now on, starting with the full state. Changes that
-        come from `sender` (the controller's sending address) are not sent back to it."""
+        come from `sender` (the controller's sending address) are not sent back to it. `pinned`:
+        configured by the show, never evicted nor refused. Returns False when refused."""
         key = (host, int(port))
         with self._sub_lock:
+            if pinned:
+                self._pinned.add(key)
+            elif key not in self._subscribers:
+                same_host = [k for k in self._subscribers if k[0] == host and k not in self._pinned]
+                if len(same_host) >= self.max_per_host:
+                    oldest = same_host[0]  # this host's own oldest (a restarted controller's old port)
+                    del self._subscribers[oldest]
+                    self._senders.pop(oldest, None)
+                    self._last_full.pop(oldest, None)
+                    self.warn.warning(("subscribers-host", host), "OSC: %s has more than %d subscriptions, "
+                                      "dropped its oldest (port %s)", host, self.max_per_host, oldest[1])
+                elif len(self._subscribers) >= self.max_subscribers:
+                    self.warn.warning("subscribers-full", "OSC subscribe from %s:%s refused: already %d "
+                                      "subscribers", host, port, len(self._subscribers))
+                    self.stats["refused"] = self.stats.get("refused", 0) + 1
+                    return False
             self._subscribers.pop(key, None)
             self._subscribers[key] = time.monotonic()
             if sender is not None and tuple(sender) != key:
                 senders = [x for x in self._senders.get(key, []) if x != tuple(sender)]
                 self._senders[key] = (senders + [tuple(sender)])[-8:]  # a restarted controller's new port
-            while len(self._subscribers) > self.max_subscribers:
-                oldest = next(iter(self._subscribers))
-                del self._subscribers[oldest]
-                self._senders.pop(oldest, None)
-                log.warning("OSC: more than %d subscribers, dropped the oldest %s:%s",
-                            self.max_subscribers, *oldest)
         with self._pending_lock:
-            self._sync_to.append(key)
+            self._sync_to[key] = None
         self._wake.set()
+        return True
 
     def unsubscribe(self, host: str, port: int) -> None:
         """Stop feedback to (host, port)."""
+        key = (host, int(port))
         with self._sub_lock:
-            self._subscribers.pop((host, int(port)), None)
-            self._senders.pop((host, int(port)), None)
+            self._subscribers.pop(key, None)
+            self._senders.pop(key, None)
+            self._last_full.pop(key, None)
+            self._pinned.discard(key)
 
     @property
     def subscribers(self) -> list[tuple[str, int]]:
@@ -81,11 +109,26 @@ class Feedback:
         with self._sub_lock:
             return list(self._subscribers)
 
-    def sync(self) -> None:
-        """Send every parameter's value to every subscriber."""
-        with self._pending_lock:
-            for key in self.params.keys():
-                self._pending[key] = None
+    @property
+    def pinned(self) -> set[tuple[str, int]]:
+        """The subscribers the show configured."""
+        with self._sub_lock:
+            return set(self._pinned)
+
+    def sync(self, origin: tuple[str, int] | None = None) -> None:
+        """Send every parameter's value: to every subscriber (origin None: the engine asks), or,
+        asked by a controller at `origin`, the full state to the subscribers on its host (each at
+        most once per `sync_interval`)."""
+        if origin is None:
+            with self._pending_lock:
+                for key in self.params.keys():
+                    self._pending[key] = None
+        else:
+            with self._sub_lock:
+                targets = [k for k in self._subscribers if k[0] == origin[0]]
+            with self._pending_lock:
+                for t in targets:
+                    self._sync_to[t] = None
         self._wake.set()
 
     def on_change(self, keys, origin) -> None:
@@ -123,24 +166,52 @@ class Feedback:
                 self.stats["feedback_errors"] += 1
                 break
 
+    def _host_may(self, host: str, now: float) -> bool:
+        """Per host, at most `max_per_host` full states per `sync_interval` (a token bucket): a flood
+        of subscriptions from fresh ports cannot turn into a flood of replies."""
+        cap = max(1, self.max_per_host)
+        rate = cap / max(self.sync_interval, 1e-3)
+        if len(self._tokens) > 4 * self.max_subscribers + 64:
+            self._tokens.clear()
+        bucket = self._tokens.setdefault(host, [float(cap), now])
+        bucket[0] = min(cap, bucket[0] + (now - bucket[1]) * rate)
+        bucket[1] = now
+        if bucket[0] < 1.0:
+            return False
+        bucket[0] -= 1.0
+        return True
+
     def _loop(self) -> None:
         while not self._stopping.is_set():
-            self._wake.wait(0.25)
+            self._wake.wait(0.25)  # at least every 0.25 s: coalesced full-state requests come due
             if self._stopping.is_set():
                 return
             self._wake.clear()
             try:
-                with self._pending_lock:
-                    pending, self._pending = self._pending, {}
-                    sync_to, self._sync_to = self._sync_to, []
+                now = time.monotonic()
                 with self._sub_lock:
                     subs = list(self._subscribers)
                     senders = {k: set(v) for k, v in self._senders.items()}
+                    last_full = dict(self._last_full)
+                with self._pending_lock:
+                    pending, self._pending = self._pending, {}
+                    # A full state per subscriber at most once per sync_interval, and per host at
+                    # most max_per_host of them: later requests wait (coalesced), gone ones are dropped.
+                    sync_to = []
+                    for t in list(self._sync_to):
+                        if t not in subs:
+                            del self._sync_to[t]
+                        elif now - last_full.get(t, -1e18) >= self.sync_interval and self._host_may(t[0], now):
+                            del self._sync_to[t]
+                            sync_to.append(t)
                 if sync_to:
                     full = self._messages_for(self.params.keys())
-                    for target in dict.fromkeys(sync_to):
-                        if target in subs:
-                            self._send(full, target)
+                    for target in sync_to:
+                        self._send(full, target)
+                    with self._sub_lock:
+                        for target in sync_to:
+                            if target in self._subscribers:
+                                self._last_full[target] = now
                 if pending and subs:
                     by_origin: dict = {}
                     for key, origin in pending.items():

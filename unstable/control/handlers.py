@@ -107,7 +107,7 @@ class OscHandlers:
             self.feedback.unsubscribe(origin[0], port)
 
     def on_sync(self, origin, addr, *args) -> None:
-        self.feedback.sync()
+        self.feedback.sync(origin)  # the full state to the sender's own subscriptions, budgeted
 
     def on_still(self, origin, addr, *args) -> None:
         if args:

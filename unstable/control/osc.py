@@ -19,7 +19,7 @@ Address space (all generated from the schema, see `unstable.schema.address`):
     /unstable/<piece>/<param>/raw  f    value in the parameter's own units
     /unstable/subscribe            i    feedback to the sender's host at this port
     /unstable/unsubscribe          i    stop that feedback
-    /unstable/sync                      send the full state to every subscriber
+    /unstable/sync                      send the full state to the sender host's subscriptions
     /unstable/scene                i    go to scene n (same as /unstable/show/scene/raw n)
     /unstable/record               i    0|1 (same as /unstable/show/record/raw)
     /unstable/still               [f]   save a PNG still; an argument of 0 (a button's release) is ignored
@@ -46,7 +46,7 @@ from ..errors import UnstableError
 from .dispatch import OscDispatcher
 from .feedback import Feedback
 from .handlers import OscHandlers
-from .osclog import RateLimitedLog, log
+from .osclog import RateLimitedLog, install_library_log_limit, log
 from .store import ParameterStore
 from .transport import MiB, AllowList, OscUDPServer, is_loopback, parse_allow
 
@@ -85,7 +85,7 @@ class OscServer:
         self.warn = RateLimitedLog(log, log_interval)
         self.stats = dict.fromkeys(
             ("packets", "messages", "applied", "clamped", "rejected", "unknown", "malformed",
-             "oversize", "foreign", "errors", "feedback_sent", "feedback_errors"), 0)
+             "oversize", "foreign", "errors", "feedback_sent", "feedback_errors", "refused"), 0)
         self.feedback = Feedback(params, self.stats, self.warn, max_subscribers=max_subscribers,
                                  interval=feedback_interval)
         self.dispatcher = OscDispatcher(self.stats, self.warn, max_string=max_string,
@@ -93,6 +93,7 @@ class OscServer:
         self.handlers = OscHandlers(params, self.feedback, self.stats, self.warn)
         self.handlers.map_onto(self.dispatcher)
         self._allowed = AllowList(self.allow)
+        install_library_log_limit(log_interval)  # python-osc's own warnings, rate-limited too
         self._server: OscUDPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -104,9 +105,10 @@ class OscServer:
 
     # -- subscribers ----------------------------------------------------------------------------
 
-    def subscribe(self, host: str, port: int) -> None:
-        """Send feedback to (host, port) from now on, starting with the full state."""
-        self.feedback.subscribe(host, port)
+    def subscribe(self, host: str, port: int, pinned: bool = True) -> bool:
+        """Send feedback to (host, port) from now on, starting with the full state. The show's own
+        (`pinned`) subscribers are never evicted by subscriptions over OSC."""
+        return self.feedback.subscribe(host, port, pinned=pinned)
 
     @property
     def subscribers(self) -> list[tuple[str, int]]:
@@ -116,6 +118,11 @@ class OscServer:
     def sync(self) -> None:
         """Send every parameter's value to every subscriber."""
         self.feedback.sync()
+
+    @property
+    def pinned(self) -> set[tuple[str, int]]:
+        """The subscribers the show configured (never evicted)."""
+        return self.feedback.pinned
 
     # -- lifecycle ------------------------------------------------------------------------------
 

@@ -49,3 +49,52 @@ def reject(warn: RateLimitedLog, stats: dict, addr: str, origin, why: str) -> No
     warn.warning(("rejected", addr, why.split(" ")[0]), "OSC %s from %s:%s rejected: %s",
                  addr, origin[0], origin[1], why)
     stats["rejected"] += 1
+
+
+class RateLimitFilter(logging.Filter):
+    """A logging filter that lets one record per source line through per `interval` seconds; the
+    next one says how many were suppressed. For libraries whose log lines a sender can provoke:
+    python-osc warns once per unidentifiable bundle element, through the root logger
+    (`logging.warning`), so 10 datagrams of 2,040 empty elements were 20,400 lines."""
+
+    def __init__(self, interval: float = 2.0, match: str = "pythonosc", max_keys: int = 1024):
+        super().__init__()
+        self.interval = float(interval)
+        self.match = match
+        self.max_keys = max_keys
+        self._last: dict[tuple, list] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.match not in (record.pathname or "") and not record.name.startswith(self.match):
+            return True
+        key = (record.pathname, record.lineno)
+        now = time.monotonic()
+        entry = self._last.get(key)
+        if entry is not None and now - entry[0] < self.interval:
+            entry[1] += 1
+            return False
+        if len(self._last) >= self.max_keys:
+            self._last.clear()
+        suppressed = entry[1] if entry is not None else 0
+        self._last[key] = [now, 0]
+        msg = record.getMessage()
+        if len(msg) > 200:  # the library quotes the datagram: keep the line short
+            msg = msg[:197] + "..."
+        record.msg = msg + (f" ({suppressed} similar suppressed)" if suppressed else "")
+        record.args = None
+        return True
+
+
+_library_filter: RateLimitFilter | None = None
+
+
+def install_library_log_limit(interval: float = 2.0) -> RateLimitFilter:
+    """Rate-limit python-osc's own log lines (once per process): on the root logger, which it logs
+    through, and on the `pythonosc` loggers, should a version log through its own."""
+    global _library_filter
+    if _library_filter is None:
+        _library_filter = RateLimitFilter(interval)
+        for name in ("", "pythonosc", "pythonosc.osc_bundle", "pythonosc.osc_message",
+                     "pythonosc.dispatcher", "pythonosc.osc_server"):
+            logging.getLogger(name).addFilter(_library_filter)
+    return _library_filter

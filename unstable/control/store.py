@@ -26,6 +26,7 @@ from ..schema import ACTIONS, ParamSpec, normalise_groups
 log = logging.getLogger("unstable.store")
 
 Origin = tuple[str, int]
+COALESCED = frozenset({"record", "still"})  # action kinds of which only the newest waits in the queue
 Listener = Callable[[list[tuple[str, str]], "Origin | None"], None]
 
 
@@ -75,6 +76,8 @@ class ParameterStore:
         self._last_now: float | None = None
         self._events: collections.deque[Event] = collections.deque(maxlen=max_events)
         self._listeners: list[Listener] = []
+        from .osclog import RateLimitedLog
+        self._warn = RateLimitedLog(log, 10.0)  # a listener failing on every write: one line per 10 s
 
     # -- schema ---------------------------------------------------------------------------------
 
@@ -110,7 +113,7 @@ class ParameterStore:
             changed = e.target != v
             e.target = v
             if origin is not None and (piece, name) in ACTIONS:
-                self._events.append(Event(name, v, origin))
+                self._queue(Event(name, v, origin))
         if changed:
             self._notify([(piece, name)], origin)
         return v
@@ -243,9 +246,18 @@ class ParameterStore:
     # -- events ---------------------------------------------------------------------------------
 
     def post_event(self, kind: str, value: float | None = None, origin: Origin | None = None) -> None:
-        """Queue a show-level action for the engine (the oldest is dropped past `max_events`)."""
+        """Queue a show-level action for the engine (the oldest is dropped past `max_events`; of a
+        record or a still only the newest waits)."""
         with self._lock:
-            self._events.append(Event(kind, value, origin))
+            self._queue(Event(kind, value, origin))
+
+    def _queue(self, ev: Event) -> None:
+        # Records and stills coalesce: a burst is one wish (the newest), and it cannot push scene
+        # changes out of the bounded queue. Scene jumps keep their order (automation replays them).
+        if ev.kind in COALESCED:
+            for old in [e for e in self._events if e.kind == ev.kind]:
+                self._events.remove(old)
+        self._events.append(ev)
 
     def drain_events(self) -> list[Event]:
         """Every queued Event, oldest first; the queue is empty afterwards. Call once per frame."""
@@ -272,4 +284,4 @@ class ParameterStore:
             try:
                 fn(keys, origin)
             except Exception:
-                log.exception("parameter listener %r failed", fn)
+                self._warn.warning(("listener", id(fn)), "parameter listener %r failed", fn, exc_info=True)

@@ -93,7 +93,7 @@ class DivergencePiece:
 
     name: str
     kind: Literal["divergence"]
-    seed: int = setting(0, doc="seed of the BAD run (latents, real batches)")
+    seed: int = setting(0, ge=0, le=2**63 - 1, doc="seed of the BAD run (latents, real batches)")
     cache: str = setting(".cache/unstable", doc="folder of the cached base models (relative to the working dir)")
     train: TrainSettings = TrainSettings()
     data: DataSettings = DataSettings()

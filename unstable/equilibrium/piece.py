@@ -189,7 +189,7 @@ class EquilibriumPiece:
 
     name: str
     kind: Literal["equilibrium"]
-    seed: int
+    seed: int = setting(ge=0, le=2**63 - 1, doc="seed of the weights, batches and grids")
     train: TrainSettings = setting(default_factory=TrainSettings)
     generator: GeneratorSettings = setting(default_factory=GeneratorSettings)
     growth: GrowthSettings = setting(default_factory=GrowthSettings)

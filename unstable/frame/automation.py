@@ -104,14 +104,18 @@ class AutomationRecorder:
             except OSError:
                 pass
 
-    def close(self) -> None:
-        """Flush and close the file."""
+    def close(self, quiet: bool = False) -> str | None:
+        """Flush and close the file; returns why it failed, if it did (logged unless `quiet`: the
+        caller says it in its own line)."""
         if self._file is not None:
             try:
                 self._file.flush()
             except OSError as e:
-                log.error("automation %s: %s", self.path, e)
+                self.failed = f"{self.path}: {e}"
+                if not quiet:
+                    log.error("automation %s", self.failed)
             self._close_quietly()
+        return self.failed
 
 
 class Automation:

@@ -128,11 +128,13 @@ class ShowTimeline:
                                            state=self.state(), targets=self.store.state())
         return self.recorder
 
-    def stop_recording(self) -> None:
-        """Finish the automation file, if one is being written."""
+    def stop_recording(self, quiet: bool = False) -> str | None:
+        """Finish the automation file, if one is being written; returns why writing it failed, if
+        it did (logged unless `quiet`)."""
         if self.recorder is not None:
             rec, self.recorder = self.recorder, None
-            rec.close()
+            return rec.close(quiet)
+        return None
 
     def replay(self, automation: Automation) -> int:
         """Play `automation` from its start: loads its start state; returns its first frame."""

@@ -124,7 +124,7 @@ class Engine(Session):
                 p.clock.load_state_dict(live["walk"])
             except (KeyError, TypeError, ValueError):
                 pass
-            if isinstance(live.get("params"), dict):
+            if isinstance(live.get("params"), dict) and not self.reset_params:
                 values = dict(live["params"])
                 if not live.get("learning_rate_is_scale") and values.pop("learning_rate", None) is not None:
                     # Saved before learning_rate became a multiplier of the piece's rate everywhere:
@@ -132,7 +132,8 @@ class Engine(Session):
                     self.echo(f"live: {name}: the saved learning_rate was an absolute rate (older format); "
                               "it starts at 1 x the piece's rate")
                 self.params.update({name: values})  # unknown names and bad values are skipped
-            show_state = live.get("show") if isinstance(live.get("show"), dict) else show_state
+            if not self.reset_params:
+                show_state = live.get("show") if isinstance(live.get("show"), dict) else show_state
         if show_state:
             scene = show_state.get("scene")
             if scene is not None and int(scene) != self.timeline.director.current:
@@ -144,20 +145,49 @@ class Engine(Session):
     # -- actions --------------------------------------------------------------------------------
 
     def _act(self, events, frame: int) -> None:
-        """Show actions of this frame: recording on/off and stills (scenes are the timeline's)."""
+        """Show actions of this frame: recording on/off and stills (scenes are the timeline's).
+
+        Bounded (`[actions]`): within `record_min_interval` of the last start or stop, and within
+        `still_min_interval` of the last still, requests only update what is wanted; the newest
+        wish is applied once the interval is over, so a burst of requests is one action. A still
+        writes checkpoints at most every `still_checkpoint_every` seconds."""
         for ev in events:
             if ev.kind == "record":
-                if ev.value is not None and ev.value >= 0.5:
+                self._want_record = ev.value is not None and ev.value >= 0.5
+            elif ev.kind == "still":
+                self._still_asked = True
+        a = self.settings.actions
+        now = time.monotonic()
+        if self._want_record is not None:
+            if self._want_record == self.recorder.recording:
+                self._want_record = None
+            elif now - self._record_changed >= a.record_min_interval:
+                if self._want_record:
                     self.recorder.record()
-                    self.params.set(SHOW, "record", 1)
                 else:
                     self.recorder.stop()
-                    self.params.set(SHOW, "record", 0)
-            elif ev.kind == "still":
-                self._want_still = True
+                self._record_changed = now
+                self._want_record = None
+        if self._still_asked and now - self._last_still >= a.still_min_interval:
+            self._still_asked = False
+            self._last_still = now
+            self._want_still = True
+
+    def _show_recording(self) -> None:
+        """Keep the show's `record` value (and so the controllers' toggles) true to the recorder,
+        which may have stopped by itself (a full disk)."""
+        if self._want_record is not None:
+            return
+        on = 1 if self.recorder.recording else 0
+        if self.params.get(SHOW, "record") != on:
+            self.params.set(SHOW, "record", on)
 
     def _still(self, frame: int) -> None:
         self.recorder.still(self.compositor.read(), frame)
+        now = time.monotonic()
+        if now - self._last_still_checkpoint < self.settings.actions.still_checkpoint_every:
+            return
+        self._last_still_checkpoint = now
         for p in self.pieces.values():
             if self.trainer is not None and self.trainer.alive:
                 p.checkpoint_requested = True  # the training thread owns the weights: it saves
@@ -191,6 +221,7 @@ class Engine(Session):
         if self._want_still:
             self._want_still = False
             self._still(number)
+        self._show_recording()
         t_end = time.perf_counter()
         self.stats.phase("sample", t_compose - t_sample)
         self.stats.phase("compose", t_output - t_compose)

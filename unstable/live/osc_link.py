@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 
 from ..errors import UnstableError
 from ..show import OscSettings
@@ -32,8 +33,17 @@ class OscLink:
                          feedback_interval=s.feedback_interval).start()
 
     def start(self) -> "OscLink":
+        targets = []
+        for host, p in self.settings.targets():  # resolved once: feedback must never wait on DNS
+            try:
+                family = socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET
+                info = socket.getaddrinfo(host, p, family, socket.SOCK_DGRAM)
+            except (socket.gaierror, UnicodeError) as e:
+                raise UnstableError(f"osc.subscribe: {host}:{p} cannot be resolved ({e}); give the "
+                                    "controller's IP address") from None
+            targets.append((info[0][4][0], p))
         self.server = self._make(self._port)
-        for host, p in self.settings.targets():
+        for host, p in targets:
             self.server.subscribe(host, p)
         return self
 
@@ -49,7 +59,7 @@ class OscLink:
         """Once a second: restart the OSC threads if they died (same port, same subscribers)."""
         if self.server is None or self.server.running:
             return
-        port, subs = self.server.port, self.server.subscribers
+        port, subs, pinned = self.server.port, self.server.subscribers, self.server.pinned
         for k, v in self.server.stats.items():  # counters carry over: telemetry shows the whole show's
             self._stats_before[k] = self._stats_before.get(k, 0) + v
         log.error("the OSC threads stopped; restarting them on port %d", port)
@@ -61,7 +71,7 @@ class OscLink:
             log.error("restarting OSC failed: %s", e)
             return
         for host, p in subs:
-            self.server.subscribe(host, p)
+            self.server.subscribe(host, p, pinned=(host, p) in pinned)
         self.restarts += 1
 
     def stats(self) -> dict[str, int]:

@@ -1,7 +1,11 @@
 """What a live show writes besides checkpoints: recordings (video + automation) and stills.
 
 A recording is a side channel: when writing it fails (a full disk, ffmpeg gone), the recording
-stops, finalised as far as it can be, one line is logged, and the show goes on. Beside every
+stops, finalised as far as it can be (h264_live is fragmented MP4: what reached the disk plays),
+one line is logged, and the show goes on. Checkpoints never compete with a recording for the last
+bytes: below `min_free` bytes free on its disk a recording stops (and none starts) while there is
+still room to finish the file and write every checkpoint. Stills and OSC-started recordings are
+kept within a count and a byte budget (the oldest go first). Beside every
 recording its automation (`<recording>.automation.jsonl`, unstable.frame.automation) is written
 from the same first frame, so `unstable render SHOW --automation FILE` renders it again.
 """
@@ -14,9 +18,12 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
+from ..control.osclog import RateLimitedLog
+from ..disk import MB, free_bytes, is_no_space, keep_newest
 from ..errors import UnstableError
 from ..frame.automation import automation_path
 from ..frame.timeline import ShowTimeline
@@ -35,9 +42,19 @@ class Recorder:
     state the first recorded frame starts from. `automation`: write automation without video.
     """
 
+    MAX_STILL_THREADS = 2  # stills still being written; more are refused (a flood is bounded)
+    FULL = 64 * 1024       # bytes free below which a disk is full (room left to finish the file)
+
     def __init__(self, timeline: ShowTimeline, *, show: str, size: tuple[int, int], fps: float,
-                 run_dir: Path, automation: str | os.PathLike | None = None):
+                 run_dir: Path, automation: str | os.PathLike | None = None, min_free: int = 0,
+                 stills_keep: int = 0, recordings_budget: int = 0, free: Callable[[Path], int] = free_bytes):
         self.timeline = timeline
+        self.min_free = int(min_free)
+        self.stills_keep = int(stills_keep)
+        self.recordings_budget = int(recordings_budget)
+        self._free = free
+        self._auto_named = False
+        self.warn = RateLimitedLog(log, 30.0)
         self.show = show
         self.size = size
         self.fps = fps
@@ -59,19 +76,38 @@ class Recorder:
         """Record from the next frame on (default path: `record-<time>.mp4` in the run folder)."""
         if self.writer is not None:
             return
+        self._auto_named = path is None
         if path is None:
             stamp = time.strftime("%Y%m%d-%H%M%S")
             path = self.run_dir / f"record-{stamp}-{next(_unique):03d}.mp4"
+            while path.exists():  # a name is never reopened
+                path = self.run_dir / f"record-{stamp}-{next(_unique):03d}.mp4"
         self._pending = Path(path)
+
+    def _below_floor(self, path: Path) -> int | None:
+        """The free bytes on `path`'s disk when below the floor, else None. Even without a floor a
+        disk with less than FULL bytes free counts as full: ffmpeg does not stop on a write error,
+        it only fails when closing, and by then the file cannot be finished."""
+        free = self._free(path.parent)
+        return free if free < max(self.min_free, self.FULL) else None
 
     def begin_frame(self, frame: int) -> None:
         """Start what was asked for before this frame's timeline advances."""
         if self._automation_only is not None:
-            self.timeline.start_recording(self._automation_only, self.show, frame)
-            self._automation_only = None
+            path, self._automation_only = self._automation_only, None
+            try:
+                self.timeline.start_recording(path, self.show, frame)
+            except OSError as e:
+                self._fail(f"automation {path} could not start: {e.strerror or e}")
         if self._pending is None:
             return
         path, self._pending = self._pending, None
+        free = self._below_floor(path)
+        if free is not None:
+            self._fail(f"recording {path} not started: {self._floor_line(free)}", key="floor")
+            return
+        if self._auto_named and self.recordings_budget > 0:
+            self._enforce_recordings_budget()
         from ..encode import VideoWriter
         w, h = self.size
         try:
@@ -80,12 +116,35 @@ class Recorder:
             self._fail(f"recording {path} could not start: {e}")
             return
         self.path = path
+        if len(self.recordings) >= 1000:
+            del self.recordings[:500]
         self.recordings.append(str(path))
-        self.timeline.start_recording(automation_path(path), self.show, frame)
+        try:
+            self.timeline.start_recording(automation_path(path), self.show, frame)
+        except OSError as e:  # the video goes on without its automation
+            self._fail(f"automation of {path} could not start: {e.strerror or e}")
+
+    def _floor_line(self, free: int) -> str:
+        if self.min_free <= self.FULL:
+            return f"no space left on its disk ({free / 1024:.0f} KB free)"
+        return (f"only {free / MB:.1f} MB free on its disk, below [disk] min_free_mb = {self.min_free / MB:g} "
+                "(kept for checkpoints)")
+
+    def _enforce_recordings_budget(self) -> None:
+        """Remove the oldest OSC-started recordings (and their automation) past the budget."""
+        files = [p for p in self.run_dir.glob("record-*.mp4") if p != self.path]
+        for p in keep_newest(files, budget_bytes=self.recordings_budget):
+            automation_path(p).unlink(missing_ok=True)
+            log.info("removed the old recording %s ([disk] recordings_budget_mb)", p)
 
     def put(self, frame: int, compositor) -> None:
         """The frame sink: add the composed frame to the recording, if one runs."""
         if self.writer is not None:
+            free = self._below_floor(self.path)
+            if free is not None:
+                self._fail(f"recording {self.path} stopped: {self._floor_line(free)}", key="floor")
+                self.stop()
+                return
             self.write(compositor.read())
 
     def write(self, frame: np.ndarray) -> None:
@@ -95,28 +154,59 @@ class Recorder:
         try:
             self.writer.write(frame)
         except (UnstableError, OSError, ValueError) as e:
-            self._fail(f"recording {self.path} stopped: {e}")
+            why = f"no space left on its disk ({self._free(self.path.parent) / MB:.1f} MB free)" \
+                if is_no_space(e) or self._free(self.path.parent) < 1 * MB else str(e)
+            self._fail(f"recording {self.path} stopped: {why}")
             self.stop()
 
     def stop(self) -> None:
         """Finish the recording (and its automation)."""
         self._pending = None
+        failed = False
         if self.writer is not None:
             writer, self.writer = self.writer, None
+            failed = bool(self.errors) and str(self.path) in self.errors[-1]  # already said: one line
             try:
                 writer.close()
             except (UnstableError, OSError) as e:
-                self._fail(f"recording {self.path} could not be finished: {e}")
-        self.timeline.stop_recording()
+                if not failed:
+                    failed = True
+                    why = f"no space left on its disk ({self._free(self.path.parent) / MB:.1f} MB free)" \
+                        if is_no_space(e) else str(e)
+                    self._fail(f"recording {self.path} could not be finished: {why}")
+            if writer.frames_written == 0 and self._auto_named:  # nothing recorded: leave nothing behind
+                self.path.unlink(missing_ok=True)
+                automation_path(self.path).unlink(missing_ok=True)
+                if self.recordings and self.recordings[-1] == str(self.path):
+                    self.recordings.pop()
+        if self.timeline is not None:
+            why = self.timeline.stop_recording(quiet=True)
+            if why and not failed:  # the video is whole, its automation is not
+                self._fail(f"automation {why}")
 
-    def _fail(self, line: str) -> None:
-        log.error("%s (the show goes on)", line)
-        self.errors.append(line)
+    def _fail(self, line: str, key: str | None = None) -> None:
+        if key is None:
+            log.error("%s (the show goes on)", line)
+        else:  # a condition that lasts (a nearly full disk): one line per 30 s, whatever is asked
+            self.warn.warning(key, "%s (the show goes on)", line)
+        if len(self.errors) < 100:
+            self.errors.append(line)
 
-    def still(self, frame: np.ndarray, number: int) -> Path:
-        """Write a PNG of `frame` ([H, W, 3] uint8, copied) in the background; returns its path."""
-        frame = frame.copy()
+    def still(self, frame: np.ndarray, number: int) -> Path | None:
+        """Write a PNG of `frame` ([H, W, 3] uint8, copied) in the background; returns its path
+        (None: refused, while earlier stills are being written or the disk is nearly full)."""
         path = self.run_dir / "stills" / f"{self.show}-{number:07d}.png"
+        self._threads = [x for x in self._threads if x.is_alive()]
+        if len(self._threads) >= self.MAX_STILL_THREADS:
+            self.warn.warning("stills-busy", "still %s skipped: %d stills are still being written",
+                              path, len(self._threads))
+            return None
+        free = self._below_floor(path)
+        if free is not None:
+            self._fail(f"still {path} not written: {self._floor_line(free)}", key="floor")
+            return None
+        frame = frame.copy()
+        keep = self.stills_keep
 
         def write():
             import imageio.v3 as iio
@@ -127,12 +217,17 @@ class Recorder:
                 iio.imwrite(tmp, frame, extension=".png")
                 tmp.replace(path)
             except OSError as e:
-                log.error("still %s failed: %s", path, e)
+                self.warn.warning("still-failed", "still %s failed: %s", path, e)
                 tmp.unlink(missing_ok=True)
+                return
+            if keep > 0:
+                keep_newest(path.parent.glob(f"{self.show}-*.png"), count=keep)
 
         t = threading.Thread(target=write, name="unstable-still", daemon=True)
         t.start()
-        self._threads = [x for x in self._threads if x.is_alive()] + [t]
+        self._threads.append(t)
+        if len(self.stills) >= 1000:
+            del self.stills[:500]
         self.stills.append(str(path))
         return path
 

@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..disk import MB, free_bytes
 from ..errors import UnstableError
 from ..frame.pipeline import FramePipeline
 from ..frame.sinks import Sink, WindowSink
@@ -35,6 +36,7 @@ class Session(abc.ABC):
                  record: str | os.PathLike | None = None, automation: str | os.PathLike | None = None,
                  telemetry: str | os.PathLike | None = None, osc_port: int | None = None,
                  run_dir: str | os.PathLike | None = None, fresh: bool = False, resume: bool = False,
+                 reset_params: bool = False,
                  train: bool = True, time_source: Callable[[], float] = time.perf_counter,
                  echo: Callable[[str], None] = print, progress: Callable | None = None):
         self.show = show
@@ -53,6 +55,7 @@ class Session(abc.ABC):
         if fresh and resume:
             raise UnstableError("--fresh and --resume contradict each other: choose one")
         self.fresh = fresh
+        self.reset_params = reset_params  # resume the weights, not the live parameter values
         self.resume = resume
         self.train = train and self.settings.training.on
         self._time = time_source
@@ -75,7 +78,12 @@ class Session(abc.ABC):
         self.frames = 0           # frames drawn
         self.frames_drawn = 0     # the number (grid slot) of the last frame
         self._snapshot: dict = {}
-        self._want_still = False
+        self._want_still = False        # a still is due this frame
+        self._still_asked = False       # a still was asked for (applied at most every still_min_interval)
+        self._last_still = -math.inf
+        self._last_still_checkpoint = -math.inf
+        self._want_record: bool | None = None  # the newest recording wish not applied yet
+        self._record_changed = -math.inf
         self._stop = threading.Event()
         self._opened = False
         self._closed = False
@@ -127,12 +135,19 @@ class Session(abc.ABC):
             self.compositor.present(self.window)
             self.window.swap()
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        d = s.disk
         self.recorder = Recorder(self.timeline, show=self.show.name, size=s.size, fps=s.fps, run_dir=self.run_dir,
-                                 automation=self.automation_path)
+                                 automation=self.automation_path, min_free=int(d.min_free_mb * MB),
+                                 stills_keep=d.stills_keep, recordings_budget=int(d.recordings_budget_mb * MB))
         if self.record_path is not None:
             self.recorder.record(self.record_path)
             self.params.set("show", "record", 1)
-        self.stats = FrameStats(self.telemetry_path)
+            self._record_changed = time.monotonic()
+        free = free_bytes(self.run_dir)
+        if d.min_free_mb and free < d.min_free_mb * MB:
+            self.echo(f"live: only {free / MB:.0f} MB free on the disk of {self.run_dir} (below [disk] min_free_mb = "
+                      f"{d.min_free_mb:g}): no recordings or stills until there is more")
+        self.stats = FrameStats(self.telemetry_path, max_bytes=int(d.telemetry_max_mb * MB))
         self.sinks = [WindowSink(self.window), self.recorder]  # a new output is a new sink
         self.timer = WallTimer(self.settings.fps, self._time, sleep=self._stop.wait)
 
@@ -212,7 +227,7 @@ class Session(abc.ABC):
         problems: list[str] = []
         self._close_pieces(final_checkpoint, problems)
         if self.recorder is not None:
-            problems += self.recorder.close()
+            self.recorder.close()  # its problems were logged as they happened, one line each
         if self.osc is not None:
             self.osc.stop()
         if self.compositor is not None:

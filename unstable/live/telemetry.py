@@ -6,13 +6,19 @@ Bounded: a show runs for weeks. The report's percentiles cover the last hour or 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+
+from ..disk import RotatingLines
+from ..errors import UnstableError
+
+log = logging.getLogger("unstable.live")
 
 __all__ = ["FrameStats", "LiveReport", "rss_bytes", "Ring"]
 
@@ -76,7 +82,7 @@ class LiveReport:
 class FrameStats:
     """Frame intervals, work times and phase times: for the whole run and for the last second."""
 
-    def __init__(self, telemetry: str | os.PathLike | None = None):
+    def __init__(self, telemetry: str | os.PathLike | None = None, max_bytes: int = 0):
         self.intervals = Ring(STATS_WINDOW)
         self.works = Ring(STATS_WINDOW)
         self.interval_sum = 0.0
@@ -87,9 +93,11 @@ class FrameStats:
         self._last_start: float | None = None
         self._file = None
         if telemetry is not None:
-            path = Path(telemetry)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(path, "w", buffering=1)
+            # Appended to across restarts, rotated past `max_bytes` (one older file kept).
+            try:
+                self._file = RotatingLines(telemetry, max_bytes=max_bytes, keep=1, buffering=1)
+            except OSError as e:
+                raise UnstableError(f"--telemetry {telemetry}: cannot write it ({e.strerror or e})") from None
 
     def frame_started(self, begin: float) -> None:
         """A frame began at wall time `begin` (seconds)."""
@@ -121,7 +129,13 @@ class FrameStats:
             }
             head = {k: line[k] for k in ("t", "frame") if k in line}
             rest = {k: v for k, v in line.items() if k not in head}
-            self._file.write(json.dumps({**head, **timing, **rest}) + "\n")
+            try:
+                self._file.write(json.dumps({**head, **timing, **rest}) + "\n")
+            except OSError as e:  # a full disk: telemetry stops, the show goes on
+                log.error("telemetry stopped: %s (the show goes on)", e)
+                with contextlib.suppress(OSError):
+                    self._file.close()
+                self._file = None
         self._sec_intervals.clear()
         self._sec_works.clear()
         for v in self.phases.values():
@@ -129,7 +143,8 @@ class FrameStats:
 
     def close(self) -> None:
         if self._file is not None:
-            self._file.close()
+            with contextlib.suppress(OSError):
+                self._file.close()
             self._file = None
 
     def summary(self) -> dict[str, float]:

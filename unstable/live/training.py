@@ -23,6 +23,7 @@ from typing import Any, Callable, Mapping
 import torch
 
 from ..checkpoint import save_checkpoint
+from ..disk import is_no_space, no_space_line
 from ..frame.sources import PanelSource
 from ..guard import TrainingGuard
 from ..trainer import checkpoint_payload
@@ -93,6 +94,8 @@ class Trainer:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="unstable-train", daemon=True)
         self.busy_seconds = 0.0
+        from ..control.osclog import RateLimitedLog
+        self._warn = RateLimitedLog(log, 60.0)  # a failure that repeats every second: one line a minute
 
     def start(self) -> "Trainer":
         self._thread.start()
@@ -187,7 +190,8 @@ class Trainer:
                 try:
                     p.save()
                 except Exception as e:  # a full disk must not end the show; say so and carry on
-                    log.error("checkpoint of %s failed: %s", p.name, e)
+                    why = no_space_line(p.run_dir / "checkpoint.pt") if is_no_space(e) else str(e)
+                    self._warn.warning(("checkpoint", p.name), "checkpoint of %s failed: %s", p.name, why)
 
     def _run(self) -> None:
         if self.device.type == "cpu":
@@ -211,7 +215,8 @@ class Trainer:
                 try:
                     self._once()
                 except Exception:  # whatever it was, the thread must live on: the show runs for weeks
-                    log.exception("the training loop failed; carrying on in a second")
+                    self._warn.warning("loop", "the training loop failed; carrying on in a second",
+                                       exc_info=True)
                     self._stop.wait(1.0)
             for p in self.pieces:
                 if p.dirty:

@@ -1,0 +1,195 @@
+"""OSC next to a hostile network (issue 13, items 2 and 3): a burst of record or still requests is one
+action, stills force checkpoints at most every floor, temporary names are unique; log lines
+(python-osc's own too), subscriptions and full-state replies are bounded. Real UDP on loopback;
+other hosts are other 127.0.0.x addresses."""
+
+import logging
+import socket
+import time
+
+import numpy as np
+import pytest
+from helpers import Client, wait_for
+from test_engine import make_engine
+from test_show import SHOW
+
+from unstable.control.osc import OscServer
+from unstable.control.store import ParameterStore
+from unstable.probe import probe
+from unstable.schema import ParamSpec, show_specs
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+# -- 2. OSC actions bounded -----------------------------------------------------------------------
+
+def draw(eng, seconds: float) -> list[float]:
+    """Draw frames for `seconds` of wall time; returns each frame's duration."""
+    times, end, n = [], time.monotonic() + seconds, eng.frames
+    while time.monotonic() < end:
+        t0 = time.monotonic()
+        eng.frame(number=n)
+        times.append(time.monotonic() - t0)
+        n += 1
+        time.sleep(0.01)
+    return times
+
+
+def test_a_burst_of_record_toggles_is_one_recording(tmp_path):
+    text = SHOW.replace("[layout]", "[actions]\nrecord_min_interval = 0.5\n[layout]")
+    with make_engine(tmp_path, text) as eng:
+        eng.frame(number=0)
+        client = Client(eng.osc.port)
+        try:
+            for _ in range(200):
+                client.send("/unstable/record", 1)
+                client.send("/unstable/record", 0)
+            client.send("/unstable/record", 1)
+            assert wait_for(lambda: eng.osc.stats()["messages"] == 401)
+            times = draw(eng, 0.3)
+            assert eng.recorder.recording
+            for _ in range(200):  # and the burst that stops it
+                client.send("/unstable/record", 0)
+                client.send("/unstable/record", 1)
+            client.send("/unstable/record", 0)
+            assert wait_for(lambda: eng.osc.stats()["messages"] == 802)
+            times += draw(eng, 0.8)
+        finally:
+            client.close()
+        assert not eng.recorder.recording
+        assert max(times) < 1.0  # no freeze
+    files = sorted((tmp_path / "run").glob("record-*.mp4"))
+    assert len(files) == 1, files
+    assert probe(files[0]).frames > 0
+
+
+def test_a_burst_of_stills_is_one_still_and_stills_force_checkpoints_at_most_every_floor(tmp_path):
+    text = SHOW.replace("[layout]", "[actions]\nstill_min_interval = 0.5\nstill_checkpoint_every = 60\n[layout]")
+    with make_engine(tmp_path, text) as eng:
+        eng.frame(number=0)
+        client = Client(eng.osc.port)
+        try:
+            for _ in range(1000):
+                client.send("/unstable/still")
+            assert wait_for(lambda: eng.osc.stats()["messages"] == 1000, 10)
+            times = draw(eng, 0.3)
+            for _ in range(100):  # a second burst, after the interval: a still, no checkpoint
+                client.send("/unstable/still")
+            assert wait_for(lambda: eng.osc.stats()["messages"] == 1100, 10)
+            time.sleep(0.3)
+            times += draw(eng, 0.3)
+        finally:
+            client.close()
+        assert max(times) < 1.0
+        assert wait_for(lambda: len(list((tmp_path / "run" / "stills").glob("*.png"))) == 2)
+        assert [p.checkpoints for p in eng.pieces.values()] == [1, 1]
+    assert not list((tmp_path / "run" / "stills").glob(".*.tmp"))
+
+
+def test_stills_of_one_frame_use_unique_temporary_names(tmp_path):
+    from unstable.live.recorder import Recorder
+    rec = Recorder(None, show="s", size=(8, 8), fps=10, run_dir=tmp_path, stills_keep=3)
+    rec.MAX_STILL_THREADS = 100
+    frame = np.zeros((8, 8, 3), np.uint8)
+    paths = [rec.still(frame, n % 2) for n in range(20)]  # 10 stills of each of two frames at once
+    assert all(paths) and rec.close() == []
+    assert sorted(p.name for p in (tmp_path / "stills").iterdir()) == ["s-0000000.png", "s-0000001.png"]
+    for n in range(5, 10):
+        rec.still(frame, n)
+        rec.close()
+    assert len(list((tmp_path / "stills").glob("*.png"))) == 3  # stills_keep: the newest three
+
+
+# -- 3. logs and replies bounded ------------------------------------------------------------------
+
+def groups():
+    return {"eq": [ParamSpec("alpha", 0.0, 2.0, 1.0), ParamSpec("hue", -180, 180, 0)], "show": show_specs(2)}
+
+
+class HostClient(Client):
+    """A controller on another loopback address (127.0.0.x): another host, as far as OSC can tell."""
+
+    def __init__(self, server_port, host):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((host, 0))
+        self.sock.settimeout(0.05)
+        self.port = self.sock.getsockname()[1]
+        self.target = ("127.0.0.1", server_port)
+
+
+def test_a_flood_of_subscribes_evicts_no_configured_subscriber_and_logs_a_few_lines(caplog):
+    params = ParameterStore(groups())
+    server = OscServer(params, port=0, max_subscribers=8).start()
+    configured = Client(server.port)
+    server.subscribe("127.0.0.1", configured.port)  # as the show's osc.subscribe does
+    clients = []
+    try:
+        with caplog.at_level(logging.WARNING):
+            flood = Client(server.port)
+            clients.append(flood)
+            for port in range(20000, 30000):
+                flood.send("/unstable/subscribe", port)
+            for i in range(2, 12):  # ten other hosts
+                c = HostClient(server.port, f"127.0.0.{i}")
+                clients.append(c)
+                c.send("/unstable/subscribe", c.port)
+            assert wait_for(lambda: server.stats["messages"] == 10010, 20)
+        subs = server.subscribers
+        assert ("127.0.0.1", configured.port) in subs and len(subs) <= 8
+        assert len([s for s in subs if s[0] == "127.0.0.1"]) <= 1 + 4  # the configured + this host's four
+        assert server.stats["refused"] >= 1
+        osc_lines = [r for r in caplog.records if r.name.startswith("unstable.osc")]
+        assert len(osc_lines) <= 6, [r.getMessage() for r in osc_lines]
+    finally:
+        for c in clients + [configured]:
+            c.close()
+        server.stop()
+
+
+def empty_element_bundle(n: int) -> bytes:
+    """An OSC bundle of n empty elements: python-osc warns once per element."""
+    return b"#bundle\0" + b"\0" * 8 + b"\0\0\0\0" * n
+
+
+def test_python_oscs_own_warnings_are_rate_limited(caplog, monkeypatch):
+    from unstable.control.osclog import install_library_log_limit
+    limit = install_library_log_limit()  # one per process: start it afresh, as a new show would
+    monkeypatch.setattr(limit, "interval", 2.0)
+    monkeypatch.setattr(limit, "_last", {})
+    params = ParameterStore(groups())
+    server = OscServer(params, port=0).start()
+    client = Client(server.port)
+    try:
+        with caplog.at_level(logging.WARNING):
+            for _ in range(10):
+                client.send_raw(empty_element_bundle(2040))
+            client.send("/unstable/eq/hue/raw", 5.0)
+            assert wait_for(lambda: params.get("eq", "hue") == 5.0, 10)
+        lines = [r for r in caplog.records if "pythonosc" in r.pathname]
+        assert 1 <= len(lines) <= 2, len(lines)
+        assert all(len(r.getMessage()) < 300 for r in lines)
+    finally:
+        client.close()
+        server.stop()
+
+
+def test_sync_and_subscribe_replies_are_budgeted_per_subscriber():
+    params = ParameterStore(groups())
+    server = OscServer(params, port=0).start()
+    a = Client(server.port)
+    other = HostClient(server.port, "127.0.0.2")
+    n = 2 * len(params.keys())  # one full state, in datagrams
+    try:
+        other.send("/unstable/subscribe", other.port)
+        assert len(other.recv_all(n)) == n
+        for _ in range(100):  # a 28-byte subscribe, again and again
+            a.send("/unstable/subscribe", a.port)
+        for _ in range(100):
+            a.send("/unstable/sync")
+        got = a.received(quiet=1.5, limit=4.0)
+        assert n <= len(got) <= 2 * n  # the first full state, and at most one more a second later
+        assert other.received(quiet=0.5, limit=2.0) == []  # another host's sync is not sent to it
+    finally:
+        a.close()
+        other.close()
+        server.stop()
