@@ -298,7 +298,7 @@ def test_log_smoothing_with_no_time_passed_moves_nothing():
 def test_default_event_queue_keeps_256():
     p = ParameterStore({"show": show_specs(2)})
     for i in range(300):
-        p.post_event("still", float(i))
+        p.post_event("scene", float(i))  # scene jumps keep their order (stills and records coalesce)
     events = p.drain_events()
     assert len(events) == 256 and events[0].value == 44.0
 
@@ -319,8 +319,9 @@ def test_remove_listener_and_a_failing_listener_is_logged(caplog):
     p.remove_listener(fa)
     p.set("eq", "alpha", 0.5)
     assert a == [] and b == [[("eq", "alpha")]]
-    [rec] = [r for r in caplog.records if r.levelname == "ERROR"]
-    assert rec.getMessage() == f"parameter listener {boom!r} failed" and rec.exc_info
+    # Logged (rate-limited: a listener failing on every change must not flood the log).
+    [rec] = [r for r in caplog.records if "listener" in r.getMessage()]
+    assert rec.getMessage().startswith(f"parameter listener {boom!r} failed") and rec.exc_info
 
 
 
