@@ -35,7 +35,7 @@ from typing import Mapping
 import torch
 
 from ..control.store import ParameterStore
-from ..schema import SHOW
+from ..schema import PIECE_ACTIONS, SHOW
 from ..frame.sources import PanelSource, make_walk
 from ..frame.timeline import ShowTimeline
 from ..guard import TrainingGuard
@@ -144,7 +144,8 @@ class Engine(Session):
     # -- actions --------------------------------------------------------------------------------
 
     def _act(self, events, frame: int) -> None:
-        """Show actions of this frame: recording on/off and stills (scenes are the timeline's)."""
+        """Actions of this frame: recording on/off, stills, and refreshing a piece's latent directions
+        or channel clusters (scenes are the timeline's)."""
         for ev in events:
             if ev.kind == "record":
                 if ev.value is not None and ev.value >= 0.5:
@@ -155,6 +156,10 @@ class Engine(Session):
                     self.params.set(SHOW, "record", 0)
             elif ev.kind == "still":
                 self._want_still = True
+            elif ev.kind in PIECE_ACTIONS and ev.piece in self.pieces:
+                # Between frames, on the sampling copy the display draws (the trained weights as of
+                # the last sync); the recomputation itself happens in that piece's next sample.
+                self.pieces[ev.piece].mirror.refresh(ev.kind.split("/")[0])
 
     def _still(self, frame: int) -> None:
         self.recorder.still(self.compositor.read(), frame)
