@@ -54,12 +54,20 @@ def principal_directions(samples: torch.Tensor, k: int) -> Basis:
     that its largest-magnitude entry is positive (a deterministic choice for the first computation)."""
     x = samples.double()
     mean = x.mean(0)
-    _, s, vh = torch.linalg.svd(x - mean, full_matrices=False)
+    c = x - mean  # [M, D]
+    if c.shape[1] <= c.shape[0]:
+        # The eigenvectors of the scatter matrix: about 3x faster than an SVD of the samples for
+        # 2000 x 800 (a BAD decoder's hidden layer), the same components.
+        lam, vec = torch.linalg.eigh(c.T @ c)  # ascending
+        ss, vh = lam.flip(0).clamp_min(0), vec.flip(1).T
+    else:
+        s, vh = torch.linalg.svd(c, full_matrices=False)[1:]
+        ss = s.pow(2)
     k = min(k, vh.shape[0])
     vec = vh[:k]
     sign = torch.sign(vec.gather(1, vec.abs().argmax(1, keepdim=True)))
     vec = vec * torch.where(sign == 0, torch.ones_like(sign), sign)
-    var = s.pow(2) / max(1, x.shape[0] - 1)
+    var = ss / max(1, x.shape[0] - 1)
     return Basis(vec.float(), var[:k].sqrt().float(), (var[:k] / var.sum().clamp_min(1e-30)).float(), mean.float())
 
 
