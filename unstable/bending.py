@@ -252,8 +252,8 @@ class Bender:
 
     `hook(panel, params, activations)` gives the callable a network's hook points call with
     (layer, x) -> x, or None when no bend is on (amount 0 everywhere): then the network runs its
-    unbent path. `activations(panel, layer)` (the system's) returns the layer's activations
-    [M, C, ...] for `CLUSTER_SAMPLES` seeded latents, for clustering. Shared by a system and its
+    unbent path. `activations(panel, layers)` (the system's) returns {layer: activations [M, C, ...]}
+    for `CLUSTER_SAMPLES` seeded latents, from one unbent pass, for clustering. Shared by a system and its
     sampling copy; `refresh()` drops the clusters (recomputed with the weights of the next sample).
     """
 
@@ -275,7 +275,7 @@ class Bender:
             self.clusters.clear()
 
     def _channels(self, bend: BendSettings, panel: str, c: int, device,
-                  activations: Callable[[str, str], torch.Tensor]) -> torch.Tensor | None:
+                  activations: Callable[[str, Sequence[str]], Mapping[str, torch.Tensor]]) -> torch.Tensor | None:
         if bend.channels == "all":
             return None
         if bend.channels == "random":
@@ -290,16 +290,23 @@ class Bender:
         with self._lock:
             labels = self.clusters.get(key)
         if labels is None:
-            import time
-            t0 = time.perf_counter()
-            labels = kmeans(channel_features(activations(panel, bend.layer)), bend.clusters, seed=self.seed)
-            self.cluster_seconds += time.perf_counter() - t0
-            with self._lock:
-                self.clusters[key] = labels
+            self._cluster(panel, [(bend.layer, bend.clusters)], activations)
+            labels = self.clusters[key]
         return (labels == bend.cluster).nonzero()[:, 0].to(device)
 
+    def _cluster(self, panel: str, wanted: Sequence[tuple[str, int]],
+                 activations: Callable[[str, Sequence[str]], Mapping[str, torch.Tensor]]) -> None:
+        """Cluster the channels of the (layer, k) in `wanted` of one panel, from one pass."""
+        import time
+        t0 = time.perf_counter()
+        acts = activations(panel, sorted({layer for layer, _ in wanted}))
+        found = {(panel, layer, k): kmeans(channel_features(acts[layer]), k, seed=self.seed) for layer, k in wanted}
+        self.cluster_seconds += time.perf_counter() - t0
+        with self._lock:
+            self.clusters.update(found)
+
     def hook(self, panel: str, params: Mapping[str, float],
-             activations: Callable[[str, str], torch.Tensor]) -> Callable[[str, torch.Tensor], torch.Tensor] | None:
+             activations: Callable[[str, Sequence[str]], Mapping[str, torch.Tensor]]) -> Callable[[str, torch.Tensor], torch.Tensor] | None:
         """The hook for one panel at these live amounts, or None when nothing bends it."""
         active: dict[str, list[tuple[BendSettings, float]]] = {}
         for b, name in zip(self.bends, self.names):
@@ -309,6 +316,11 @@ class Bender:
                 active.setdefault(b.layer, []).append((b, a))
         if not active:
             return None
+        with self._lock:
+            missing = sorted({(b.layer, b.clusters) for bends in active.values() for b, _ in bends
+                              if b.channels == "cluster" and (panel, b.layer, b.clusters) not in self.clusters})
+        if missing:  # every layer this panel needs, from one pass of the network
+            self._cluster(panel, missing, activations)
 
         def bend(layer: str, x: torch.Tensor) -> torch.Tensor:
             for b, a in active.get(layer, ()):

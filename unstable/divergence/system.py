@@ -344,19 +344,20 @@ class DivergenceSystem:
             net.train(was_training)
 
     @torch.no_grad()
-    def _activations(self, panel: str, layer: str) -> torch.Tensor:
-        """A layer's activations [M, C, ...] for M seeded latents, unbent: what its clusters group."""
+    def _activations(self, panel: str, layers) -> dict[str, torch.Tensor]:
+        """{layer: activations [M, C, ...]} for M seeded latents, from one unbent pass: what the
+        bends' channel clusters group."""
         z = torch.randn((CLUSTER_SAMPLES, self.piece.vae.latent),
                         generator=torch.Generator().manual_seed(self.piece.seed))
-        seen = []
+        seen: dict[str, torch.Tensor] = {}
 
         def capture(name: str, x: torch.Tensor) -> torch.Tensor:
-            if name == layer:
-                seen.append(x.detach().clone())
+            if name in layers:
+                seen[name] = x.detach().clone()
             return x
 
         self.decode(panel, z, 1.0, bend=capture)
-        return torch.cat(seen)
+        return seen
 
     def refresh(self, what: str) -> None:
         """Recompute the latent directions ('directions', matched to the previous ones) or the

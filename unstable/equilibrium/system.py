@@ -288,23 +288,25 @@ class EquilibriumSystem:
         z = torch.randn((count, self.piece.generator.z_dim), generator=torch.Generator().manual_seed(seed))
         return gen.mapping(z.to(self.device))
 
-    def _activations(self, panel: str, layer: str, *, stage: int, alpha: float, noise: float) -> torch.Tensor:
-        """A layer's activations [M, C, H, W] for M seeded latents, unbent: what its clusters group."""
+    def _activations(self, panel: str, layers, *, stage: int, alpha: float, noise: float) -> dict[str, torch.Tensor]:
+        """{layer: activations [M, C, H, W]} for M seeded latents, from one unbent pass: what the
+        bends' channel clusters group."""
         gen = self.generators[self.names.index(panel)]
         z = torch.randn((CLUSTER_SAMPLES, self.piece.generator.z_dim),
                         generator=torch.Generator().manual_seed(self.piece.seed))
-        seen = []
+        seen: dict[str, list] = {layer: [] for layer in layers}
 
         def capture(name: str, x: torch.Tensor) -> torch.Tensor:
-            if name == layer:
-                seen.append(x.detach().clone())
+            if name in seen:
+                seen[name].append(x.detach().clone())
             return x
 
         for chunk in z.to(self.device).split(16):
             gen(chunk, stage, alpha, noise_gain=noise, bend=capture)
-        if not seen:
-            raise ValueError(f"layer {layer!r} does not run at this growth stage")
-        return torch.cat(seen)
+        missing = [layer for layer, xs in seen.items() if not xs]
+        if missing:
+            raise ValueError(f"layers {missing} do not run at this growth stage")
+        return {layer: torch.cat(xs) for layer, xs in seen.items()}
 
     def refresh(self, what: str) -> None:
         """Recompute the latent directions ('directions', matched to the previous ones) or the
