@@ -352,3 +352,19 @@ def test_bad_training_never_sees_the_bends(tmp_path):
         assert plain.step(live) == bent.step(live)
     assert all(torch.equal(a, b) for a, b in zip(plain.decoder.state_dict().values(),
                                                  bent.decoder.state_dict().values()))
+
+
+def test_cluster_bends_on_layers_a_growing_generator_does_not_run_yet():
+    """A fresh piece at its first growth stage: a cluster bend on a later layer waits for it (the
+    frame is the unbent one there), and is clustered once growth reaches it."""
+    p = piece(generator={**TINY["generator"], "start_resolution": 4}, growth={"stable_steps": 2, "fade_steps": 0},
+              bend=[{"layer": "b16.1", "op": "ablate", "channels": "cluster", "clusters": 2},
+                    {"layer": "b4.0", "op": "scale", "channels": "cluster", "clusters": 2}])
+    system = EquilibriumSystem(p)
+    z = latents(system, 1)
+    params = {"bend0_ablate": 1.0, "bend1_scale": 1.0}
+    system.sample(z, params)
+    assert ("g0", "b4.0", 2) in system.bender.clusters and ("g0", "b16.1", 2) not in system.bender.clusters
+    system.step_count = 100  # grown to 16 px
+    system.sample(z, params)
+    assert ("g0", "b16.1", 2) in system.bender.clusters

@@ -275,7 +275,11 @@ class Bender:
             self.clusters.clear()
 
     def _channels(self, bend: BendSettings, panel: str, c: int, device,
-                  activations: Callable[[str, Sequence[str]], Mapping[str, torch.Tensor]]) -> torch.Tensor | None:
+                  activations: Callable[[str, Sequence[str]], Mapping[str, torch.Tensor]],
+                  wanted: Sequence[tuple[str, int]] = ()) -> torch.Tensor | None:
+        """The channel indices a bend touches (None: all). A missing cluster is computed here, in
+        the hook of its layer (so only once that layer runs), together with every other (layer, k)
+        of `wanted` still missing for this panel: one pass of the network for all of them."""
         if bend.channels == "all":
             return None
         if bend.channels == "random":
@@ -290,8 +294,13 @@ class Bender:
         with self._lock:
             labels = self.clusters.get(key)
         if labels is None:
-            self._cluster(panel, [(bend.layer, bend.clusters)], activations)
-            labels = self.clusters[key]
+            with self._lock:
+                missing = [w for w in wanted if (panel, *w) not in self.clusters]
+            self._cluster(panel, sorted(set(missing) | {(bend.layer, bend.clusters)}), activations)
+            with self._lock:
+                labels = self.clusters.get(key)
+            if labels is None:  # the network did not run this layer: nothing to bend
+                return torch.empty(0, dtype=torch.long, device=device)
         return (labels == bend.cluster).nonzero()[:, 0].to(device)
 
     def _cluster(self, panel: str, wanted: Sequence[tuple[str, int]],
@@ -300,7 +309,9 @@ class Bender:
         import time
         t0 = time.perf_counter()
         acts = activations(panel, sorted({layer for layer, _ in wanted}))
-        found = {(panel, layer, k): kmeans(channel_features(acts[layer]), k, seed=self.seed) for layer, k in wanted}
+        # A layer missing from `acts` (not run at this growth stage) is clustered when it runs.
+        found = {(panel, layer, k): kmeans(channel_features(acts[layer]), k, seed=self.seed)
+                 for layer, k in wanted if layer in acts}
         self.cluster_seconds += time.perf_counter() - t0
         with self._lock:
             self.clusters.update(found)
@@ -316,15 +327,11 @@ class Bender:
                 active.setdefault(b.layer, []).append((b, a))
         if not active:
             return None
-        with self._lock:
-            missing = sorted({(b.layer, b.clusters) for bends in active.values() for b, _ in bends
-                              if b.channels == "cluster" and (panel, b.layer, b.clusters) not in self.clusters})
-        if missing:  # every layer this panel needs, from one pass of the network
-            self._cluster(panel, missing, activations)
+        wanted = sorted({(b.layer, b.clusters) for bends in active.values() for b, _ in bends if b.channels == "cluster"})
 
         def bend(layer: str, x: torch.Tensor) -> torch.Tensor:
             for b, a in active.get(layer, ()):
-                channels = self._channels(b, panel, x.shape[1], x.device, activations)
+                channels = self._channels(b, panel, x.shape[1], x.device, activations, wanted)
                 if channels is not None and channels.numel() == 0:
                     continue
                 x = bend_channels(x, b.op, a, channels, b.axis)

@@ -289,8 +289,8 @@ class EquilibriumSystem:
         return gen.mapping(z.to(self.device))
 
     def _activations(self, panel: str, layers, *, stage: int, alpha: float, noise: float) -> dict[str, torch.Tensor]:
-        """{layer: activations [M, C, H, W]} for M seeded latents, from one unbent pass: what the
-        bends' channel clusters group."""
+        """{layer: activations [M, C, H, W]} for M seeded latents, from one unbent pass at the current
+        growth stage (layers it does not run are left out): what the bends' channel clusters group."""
         gen = self.generators[self.names.index(panel)]
         z = torch.randn((CLUSTER_SAMPLES, self.piece.generator.z_dim),
                         generator=torch.Generator().manual_seed(self.piece.seed))
@@ -303,10 +303,8 @@ class EquilibriumSystem:
 
         for chunk in z.to(self.device).split(16):
             gen(chunk, stage, alpha, noise_gain=noise, bend=capture)
-        missing = [layer for layer, xs in seen.items() if not xs]
-        if missing:
-            raise ValueError(f"layers {missing} do not run at this growth stage")
-        return {layer: torch.cat(xs) for layer, xs in seen.items()}
+        # A layer the growth stage does not run yet is left out (clustered once it runs).
+        return {layer: torch.cat(xs) for layer, xs in seen.items() if xs}
 
     def refresh(self, what: str) -> None:
         """Recompute the latent directions ('directions', matched to the previous ones) or the
