@@ -178,6 +178,7 @@ def controllers(show, touchosc, max_):
 
     from .control.controllers import write_controllers
     from .live import build_systems, show_groups
+    from .live.pieces import piece_actions
     from .errors import UnstableError
     from .show import load_show
     loaded = load_show(show)
@@ -190,7 +191,8 @@ def controllers(show, touchosc, max_):
     groups = show_groups(loaded, systems)
     loaded.check_systems({n: s.panels() for n, s in systems.items()}, {n: g for n, g in groups.items() if n in systems})
     for path in write_controllers(groups, touchosc=touchosc, max=max_, host=c.host, port=loaded.settings.osc.port,
-                                  feedback_port=c.feedback_port, title=loaded.name):
+                                  feedback_port=c.feedback_port, title=loaded.name,
+                                  actions=piece_actions(systems)):
         click.echo(f"controllers: {path}")
 
 

@@ -82,6 +82,9 @@ SHOW = "show"
 RESERVED = frozenset({"subscribe", "unsubscribe", "sync", "scene", "still", "record"})
 # Show parameters whose change by a controller is also an action for the engine.
 ACTIONS = frozenset({(SHOW, "scene"), (SHOW, "record")})
+# Actions on one piece, at /unstable/<piece>/<action>: recompute its latent directions (matched to
+# the previous ones) or its bends' channel clusters from its current weights.
+PIECE_ACTIONS = ("directions/refresh", "clusters/refresh")
 # Safe in an OSC address and in a TouchOSC / Max name: no spaces, no pattern characters.
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$")
 

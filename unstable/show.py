@@ -26,7 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from .bending import BendSettings
 from .config import load_dataclass, read_toml, setting
+from .directions import DirectionSettings
 from .display.layout import Colour, Layout
 from .errors import ConfigError, UnstableError
 from .guard import GuardSettings
@@ -56,6 +58,8 @@ class PieceEntry:
     start: str = setting("", doc="a checkpoint this piece starts from when its run folder has none (relative "
                          "to the show file; its SHA-256 is checked against MANIFEST.json beside it); "
                          "'' starts from the piece's seed, as `--fresh` always does")
+    bend: tuple[BendSettings, ...] = setting((), doc="network bends added to the piece's own ([[pieces.NAME.bend]])")
+    directions: DirectionSettings | None = setting(None, doc="latent directions, in place of the piece's own")
 
 
 @dataclass(frozen=True)
@@ -276,6 +280,22 @@ class Show:
         return p if p.is_absolute() else Path(self.source).parent / p
 
 
+def with_instruments(piece: Any, entry: PieceEntry, source: str, name: str) -> Any:
+    """The piece with the show's bends appended to its own and the show's directions, if set."""
+    if not entry.bend and entry.directions is None:
+        return piece
+    over = {"bend": tuple(piece.bend) + tuple(entry.bend)}
+    if entry.directions is not None:
+        over["directions"] = entry.directions
+    try:
+        return dataclasses.replace(piece, **over)
+    except ValueError as e:
+        key, _, msg = str(e).partition(": ")
+        if key.startswith("bend[") and piece.bend:
+            msg += f" (the piece's own {len(piece.bend)} bend(s) come first in this count)"
+        raise ConfigError(source, f"pieces.{name}.{key}", msg) from None
+
+
 def load_show(path: str | Path, *, check_starts: bool = True) -> Show:
     """Read and validate a show file and the piece files it names (one ConfigError line on failure).
 
@@ -298,7 +318,7 @@ def load_show(path: str | Path, *, check_starts: bool = True) -> Show:
             raise ConfigError(source, f"pieces.{name}.piece", f"{entry.piece!r}: no such piece file "
                               f"(looked for {resolved}; paths are relative to the show file)")
         piece_paths[name] = resolved
-        pieces[name] = load_piece(resolved)
+        pieces[name] = with_instruments(load_piece(resolved), entry, source, name)
         if entry.start and check_starts:
             start = Path(entry.start) if Path(entry.start).is_absolute() else path.parent / entry.start
             if not start.is_file():

@@ -132,13 +132,15 @@ def _num(x) -> str:
 
 
 def touchosc_xml(groups, *, host: str = "127.0.0.1", port: int = 9000,
-                 feedback_port: int = 9001, title: str = "unstable") -> str:
+                 feedback_port: int = 9001, title: str = "unstable", actions=None) -> str:
     """The TouchOSC document (uncompressed XML) for `groups` = {piece: [ParamSpec]}.
 
     One row per piece: a fader per float/int parameter (a toggle button per toggle), each named
     `<piece>/<param>`, sending and receiving its 0..1 address, with a label under it. A header
     row has subscribe / sync / still buttons and the connection settings to enter in TouchOSC.
+    `actions` ({piece: ["directions/refresh", ...]}) adds a button per piece action to its row.
     """
+    actions = actions or {}
     groups = normalise_groups(groups)
     t = _Tosc(title + repr(sorted((p, [s.name for s in v]) for p, v in groups.items())))
     row_w = max([len(specs) for specs in groups.values()] + [4])
@@ -174,6 +176,11 @@ def touchosc_xml(groups, *, host: str = "127.0.0.1", port: int = 9000,
         lab = t.node(g, "LABEL", f"{piece}/title", (_MARGIN, 0, width - 2 * _MARGIN, _LABEL_H),
                      colour, background=("b", 0), textSize=("i", 18))
         t.value(lab, "text", piece)
+        for k, action in enumerate(reversed(actions.get(piece, ()))):
+            b = t.node(g, "BUTTON", f"{piece}/{action}", (width - _MARGIN - (k + 1) * 170, 2, 160, _LABEL_H - 4),
+                       colour, buttonType=("i", _MOMENTARY))
+            t.value(b, "x", 0)
+            t.osc(b, f"{PREFIX}/{piece}/{action}", [("VALUE", "FLOAT", "x")], receive=False, condition="RISE")
         for j, spec in enumerate(specs):
             cx = _MARGIN + j * (_FADER_W + _GAP)
             name = f"{piece}/{spec.name}"
@@ -200,9 +207,9 @@ def touchosc_xml(groups, *, host: str = "127.0.0.1", port: int = 9000,
 
 
 def write_touchosc(path, groups, *, host: str = "127.0.0.1", port: int = 9000,
-                   feedback_port: int = 9001, title: str = "unstable") -> Path:
+                   feedback_port: int = 9001, title: str = "unstable", actions=None) -> Path:
     """Write the `.tosc` for `groups` (zlib-compressed XML, as TouchOSC saves it); returns the path."""
-    xml = touchosc_xml(groups, host=host, port=port, feedback_port=feedback_port, title=title)
+    xml = touchosc_xml(groups, host=host, port=port, feedback_port=feedback_port, title=title, actions=actions)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(zlib.compress(xml.encode("utf-8"), 9))
@@ -240,13 +247,15 @@ class _Patch:
 
 
 def maxpat(groups, *, host: str = "127.0.0.1", port: int = 9000, feedback_port: int = 9001,
-           title: str = "unstable") -> dict:
+           title: str = "unstable", actions=None) -> dict:
     """The Max patcher (as a dict, ready for json.dump) for `groups` = {piece: [ParamSpec]}.
 
     Per parameter: a 0..1 slider (a toggle for toggles) -> `prepend /unstable/<piece>/<param>` ->
     `udpsend HOST PORT`, and feedback `udpreceive FEEDBACK_PORT` -> `route` (one per piece) ->
     `prepend set` -> the slider; the raw value from `/raw` feedback shows in a number box.
+    `actions` ({piece: ["directions/refresh", ...]}) adds a clickable message per piece action.
     """
+    actions = actions or {}
     groups = normalise_groups(groups)
     p = _Patch()
     col_w, x0 = 110.0, 20.0
@@ -270,6 +279,10 @@ def maxpat(groups, *, host: str = "127.0.0.1", port: int = 9000, feedback_port: 
     y = 120.0
     for piece, specs in groups.items():
         p.box("comment", (x0, y, 300, 20), text=piece, inlets=1, outlets=0, fontsize=14.0)
+        for k, action in enumerate(actions.get(piece, ())):
+            m = p.box("message", (x0 + 320 + 230 * k, y, 220, 22), text=f"{PREFIX}/{piece}/{action} 1",
+                      inlets=2, outlets=1)
+            p.connect(m, send)
         routes = []
         for spec in specs:
             routes += [address(piece, spec.name), address(piece, spec.name, raw=True)]
@@ -318,9 +331,9 @@ def maxpat(groups, *, host: str = "127.0.0.1", port: int = 9000, feedback_port: 
 
 
 def write_maxpat(path, groups, *, host: str = "127.0.0.1", port: int = 9000,
-                 feedback_port: int = 9001, title: str = "unstable") -> Path:
+                 feedback_port: int = 9001, title: str = "unstable", actions=None) -> Path:
     """Write the `.maxpat` for `groups`; returns the path."""
-    patch = maxpat(groups, host=host, port=port, feedback_port=feedback_port, title=title)
+    patch = maxpat(groups, host=host, port=port, feedback_port=feedback_port, title=title, actions=actions)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(patch, indent=1) + "\n", encoding="utf-8")
@@ -328,7 +341,8 @@ def write_maxpat(path, groups, *, host: str = "127.0.0.1", port: int = 9000,
 
 
 def write_controllers(groups, *, touchosc=None, max=None, host: str = "127.0.0.1",  # noqa: A002
-                      port: int = 9000, feedback_port: int = 9001, title: str = "unstable") -> list[Path]:
+                      port: int = 9000, feedback_port: int = 9001, title: str = "unstable",
+                      actions=None) -> list[Path]:
     """Write whichever of the TouchOSC / Max files are asked for; returns the paths written.
 
     The `unstable controllers SHOW --touchosc FILE --max FILE` command is this call with the
@@ -337,8 +351,8 @@ def write_controllers(groups, *, touchosc=None, max=None, host: str = "127.0.0.1
     out = []
     if touchosc:
         out.append(write_touchosc(touchosc, groups, host=host, port=port,
-                                  feedback_port=feedback_port, title=title))
+                                  feedback_port=feedback_port, title=title, actions=actions))
     if max:
         out.append(write_maxpat(max, groups, host=host, port=port,
-                                feedback_port=feedback_port, title=title))
+                                feedback_port=feedback_port, title=title, actions=actions))
     return out

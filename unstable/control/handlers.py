@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from ..schema import PREFIX, SHOW, address
+from ..schema import PIECE_ACTIONS, PREFIX, SHOW, address
 from .feedback import Feedback
 from .osclog import RateLimitedLog, reject, shorten
 from .store import ParameterStore
@@ -32,6 +32,10 @@ class OscHandlers:
                            needs_reply_address=True)
             dispatcher.map(address(piece, name, raw=True),
                            self.param_handler(piece, name, unit=False), needs_reply_address=True)
+        for piece in dict.fromkeys(p for p, _ in self.params.keys() if p != SHOW):
+            for what in PIECE_ACTIONS:
+                dispatcher.map(f"{PREFIX}/{piece}/{what}", self.action_handler(piece, what),
+                               needs_reply_address=True)
         dispatcher.map(f"{PREFIX}/subscribe", self.on_subscribe, needs_reply_address=True)
         dispatcher.map(f"{PREFIX}/unsubscribe", self.on_unsubscribe, needs_reply_address=True)
         dispatcher.map(f"{PREFIX}/sync", self.on_sync, needs_reply_address=True)
@@ -94,6 +98,20 @@ class OscHandlers:
             self.stats["applied"] += 1
 
         handle.is_param = pattern_ok
+        return handle
+
+    def action_handler(self, piece: str, what: str):
+        """The handler of a piece's action (`/unstable/<piece>/directions/refresh`...): an event for
+        the engine, which does the work between frames (a handler never touches a model)."""
+
+        def handle(origin, addr, *args):
+            if args:
+                v = self.number(addr, origin, args)
+                if v is None or v == 0.0:  # a button's release
+                    return
+            self.params.post_event(what, None, origin, piece=piece)
+            self.stats["applied"] += 1
+
         return handle
 
     def on_subscribe(self, origin, addr, *args) -> None:

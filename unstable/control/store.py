@@ -33,11 +33,13 @@ Listener = Callable[[list[tuple[str, str]], "Origin | None"], None]
 @dataclass(frozen=True)
 class Event:
     """A show-level action from a controller: kind "scene" (value = index), "record" (value = 0/1,
-    the wanted state: handle it idempotently) or "still" (value None). `origin` is the sender."""
+    the wanted state: handle it idempotently) or "still" (value None); or an action on one piece
+    (`piece` set): "directions/refresh", "clusters/refresh". `origin` is the sender."""
 
     kind: str
     value: float | None = None
     origin: Origin | None = None
+    piece: str | None = None
 
 
 class _Entry:
@@ -245,11 +247,12 @@ class ParameterStore:
 
     # -- events ---------------------------------------------------------------------------------
 
-    def post_event(self, kind: str, value: float | None = None, origin: Origin | None = None) -> None:
-        """Queue a show-level action for the engine (the oldest is dropped past `max_events`; of a
-        record or a still only the newest waits)."""
+    def post_event(self, kind: str, value: float | None = None, origin: Origin | None = None,
+                   piece: str | None = None) -> None:
+        """Queue an action for the engine (the oldest is dropped past `max_events`; of a record or a
+        still only the newest waits)."""
         with self._lock:
-            self._queue(Event(kind, value, origin))
+            self._queue(Event(kind, value, origin, piece))
 
     def _queue(self, ev: Event) -> None:
         # Records and stills coalesce: a burst is one wish (the newest), and it cannot push scene

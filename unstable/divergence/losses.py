@@ -1,4 +1,4 @@
-"""BAD's differentiable divergences on feature batches: IS, FID, MMD and class-wise MMD.
+"""BAD's differentiable divergences on feature batches: IS, FID, MMD, class-wise MMD and the creativity loss.
 
 All functions take features [N, D] (classifier logits for the custom classifier, 1000-d logits for
 torchvision ones) and return a scalar tensor that gradients flow through on the generated side.
@@ -50,6 +50,17 @@ def inception_score(logits: torch.Tensor, splits: int = 4, generator: torch.Gene
         kl = (chunk.exp() * (chunk - log_marginal)).sum(1)  # [n_chunk]
         scores.append(kl.mean().exp())
     return torch.stack(scores).mean()
+
+
+def creativity_loss(logits: torch.Tensor) -> torch.Tensor:
+    """The creativity (style-ambiguity) loss of CAN (Elgammal et al. 2017) and DeSIGN (Sbai et al.
+    2018): the cross-entropy of the class posterior p(y|x) against the uniform distribution,
+    -(1/K) sum_k log p(k|x), averaged over the batch of [N, K] logits.
+
+    It is log K when every posterior is uniform and grows without bound as a posterior becomes
+    confident, so lowering it (a negative alpha in BAD's objective) raises the class entropy.
+    """
+    return -torch.log_softmax(logits, dim=1).mean(1).mean()
 
 
 # ---------------------------------------------------------------------------------------------

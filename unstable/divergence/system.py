@@ -30,14 +30,17 @@ BatchNorm statistics and Adam moments all come back from its last good state).
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import dataclass
 from typing import Any, Callable, Literal, Mapping
 
 import torch
 
+from ..bending import CLUSTER_SAMPLES, Bender, BendSettings, check_bends
 from ..checkpoint import fingerprint
 from ..config import setting
 from ..parallel import Shard
+from ..directions import Directions, DirectionSettings
 from ..schema import ParamSpec
 from ..system import accumulate_modules, learning_rate_spec
 from ..trainer import TrainSettings
@@ -45,8 +48,8 @@ from .cache import base_key, cached_model
 from .classifier import ClassifierSettings, DigitClassifier, train_classifier
 from .data import DataSettings, Digits, load_digits
 from .features import FeatureSettings, build_extractor, extract, freeze
-from .losses import Kernel, classwise_mmd, frechet_distance, inception_score, mean_cov, median_bandwidth, mmd, \
-    objective, sqrtm_psd
+from .losses import Kernel, classwise_mmd, creativity_loss, frechet_distance, inception_score, mean_cov, \
+    median_bandwidth, mmd, objective, sqrtm_psd
 from .vae import Decoder, VAESettings, train_vae
 
 ALPHA_RANGE = (-100.0, 100.0)
@@ -59,7 +62,10 @@ LR_RANGE = (1e-7, 1e-2)  # of the piece's absolute Adam rate `bad.lr`; the live 
 class LossSettings:
     """The `[loss]` table: which divergence couple BAD uses and how it is computed."""
 
-    couple: Literal["mmd", "isfid"] = setting("mmd", doc="'mmd': class-wise MMD vs global MMD; 'isfid': IS vs FID")
+    couple: Literal["mmd", "isfid", "creativity"] = setting(
+        "mmd", doc="'mmd': class-wise MMD vs global MMD; 'isfid': IS vs FID; 'creativity': the creativity loss "
+                   "(cross-entropy of the class posterior against the uniform, as in CAN/DeSIGN; alpha < 0 "
+                   "lowers it) vs global MMD")
     form: Literal["difference", "ratio"] = setting(
         "difference", doc="maximise alpha*L_div - beta*L_reg, or log(L_div^alpha / L_reg^beta)")
     splits: int = setting(4, ge=1, le=64, doc="IS splits (the reference code uses 4 or 8)")
@@ -102,6 +108,13 @@ class DivergencePiece:
     features: FeatureSettings = FeatureSettings()
     loss: LossSettings = LossSettings()
     bad: BADSettings = BADSettings()
+    bend: tuple[BendSettings, ...] = setting((), doc="network bends at sampling time ([[bend]] tables)")
+    directions: DirectionSettings = DirectionSettings()
+
+    def __post_init__(self):
+        taken = ["alpha", "beta", "temperature", "learning_rate", "training", "walk_speed", "hue", "saturation",
+                 "fade"] + [f"dir{i}" for i in range(self.directions.count)]
+        check_bends(self.bend, Decoder.LAYERS, ("decoder", "base"), taken)
 
 
 class DivergenceSystem:
@@ -126,6 +139,9 @@ class DivergenceSystem:
         self._pool: dict[str, Any] | None = None
         # This process's share of every batch when trained across processes (unstable.parallel).
         self.shard = Shard()
+        # Sampling-time instruments, shared with the sampling copy, never seen by `step`.
+        self.bender = Bender(piece.bend, seed=piece.seed)
+        self.directions = Directions(piece.directions)
 
     @torch.no_grad()
     def _class_logits(self, images: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
@@ -205,7 +221,7 @@ class DivergenceSystem:
                       doc="share of bad.batch generated each step: a live show on a CPU trains faster, "
                           "noisier steps (the MMD/IS estimates see fewer samples)"),
             ParamSpec("training", 0, 1, 1, kind="toggle", doc="1: keep diverging; 0: freeze the decoder"),
-        ]
+        ] + self.bender.specs() + self.directions.specs()
 
     def _params(self, params: Mapping[str, float]) -> dict[str, float]:
         return {s.name: s.clamp(params.get(s.name, s.default)) for s in self.param_specs()}
@@ -223,11 +239,20 @@ class DivergenceSystem:
             return l_div, l_reg, {"is": l_div, "fid": l_reg}
         kw = {"variant": loss.mmd, "kernel": loss.kernel, "bandwidth": pool["bandwidth"], "scale": loss.scale}
         fake_labels = None
-        if loss.classwise == "predicted":
+        if loss.classwise == "predicted" and loss.couple == "mmd":
             fake_labels = self._class_logits(images, fake).argmax(1)  # [B]
-        l_div = classwise_mmd(fake, real, labels, 10, x_labels=fake_labels, **kw)
         l_reg = mmd(fake, real, **kw)
+        if loss.couple == "creativity":
+            l_div = creativity_loss(self._class_logits_grad(images, fake))
+            return l_div, l_reg, {"creativity": l_div, "global_mmd": l_reg}
+        l_div = classwise_mmd(fake, real, labels, 10, x_labels=fake_labels, **kw)
         return l_div, l_reg, {"class_mmd": l_div, "global_mmd": l_reg}
+
+    def _class_logits_grad(self, images: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        """The digit classifier's logits [B, 10] of generated images, with gradient (the creativity loss)."""
+        if self.piece.features.extractor != "custom":
+            return self.classifier(images)
+        return fake if self.piece.features.layer == "logits" else self.classifier.classify(fake)
 
     def step(self, params: Mapping[str, float]) -> dict[str, float]:
         """One BAD step on the decoder with the live alpha, beta, temperature and learning rate.
@@ -310,24 +335,63 @@ class DivergenceSystem:
         self.step_count = source.step_count
 
     @torch.no_grad()
-    def decode(self, which: str, z: torch.Tensor, temperature: float) -> torch.Tensor:
-        """Bernoulli means [N, 1, 28, 28] of `which` decoder ('decoder' or 'base') at z * temperature."""
+    def decode(self, which: str, z: torch.Tensor, temperature: float, bend=None, steer=None) -> torch.Tensor:
+        """Bernoulli means [N, 1, 28, 28] of `which` decoder ('decoder' or 'base') at z * temperature
+        (bent and steered when sampling with bends or directions on)."""
         net = self.decoder if which == "decoder" else self.base_decoder
         was_training = net.training
         net.eval()  # BatchNorm running statistics: a sample must not depend on its batch
-        out = net.mean(z.to(self.device) * temperature)
-        net.train(was_training)
-        return out
+        try:
+            return net.mean(z.to(self.device) * temperature, bend, steer)
+        finally:
+            net.train(was_training)
+
+    @torch.no_grad()
+    def _hidden_samples(self, panel: str, count: int, seed: int) -> torch.Tensor:
+        """The first hidden layer [count, hidden] of a panel's decoder for seeded z ~ N(0, I): what its
+        latent directions analyse."""
+        net = self.decoder if panel == "decoder" else self.base_decoder
+        z = torch.randn((count, self.piece.vae.latent), generator=torch.Generator().manual_seed(seed))
+        was_training = net.training
+        net.eval()
+        try:
+            return net.hidden(z.to(self.device))
+        finally:
+            net.train(was_training)
+
+    @torch.no_grad()
+    def _activations(self, panel: str, layers) -> dict[str, torch.Tensor]:
+        """{layer: activations [M, C, ...]} for M seeded latents, from one unbent pass: what the
+        bends' channel clusters group."""
+        z = torch.randn((CLUSTER_SAMPLES, self.piece.vae.latent),
+                        generator=torch.Generator().manual_seed(self.piece.seed))
+        seen: dict[str, torch.Tensor] = {}
+
+        def capture(name: str, x: torch.Tensor) -> torch.Tensor:
+            if name in layers:
+                seen[name] = x.detach().clone()
+            return x
+
+        self.decode(panel, z, 1.0, bend=capture)
+        return seen
+
+    def refresh(self, what: str) -> None:
+        """Recompute the latent directions ('directions', matched to the previous ones) or the
+        channel clusters ('clusters') with the weights of the next sample."""
+        {"directions": self.directions, "clusters": self.bender}[what].refresh()
 
     @torch.no_grad()
     def sample(self, latents: Mapping[str, torch.Tensor], params: Mapping[str, float]) -> dict[str, torch.Tensor]:
-        """{panel: z [N, latent]} -> {panel: grey images as [N, 3, 28, 28] in 0..1} at the live temperature."""
+        """{panel: z [N, latent]} -> {panel: grey images as [N, 3, 28, 28] in 0..1} at the live temperature,
+        with the live bends and latent directions."""
         t = self._params(params)["temperature"]
         out = {}
         for name, z in latents.items():
             if name not in ("decoder", "base"):
                 raise KeyError(f"unknown panel {name!r}, expected 'decoder' or 'base'")
-            out[name] = self.decode(name, z, t).expand(-1, 3, -1, -1).contiguous()  # [N, 3, 28, 28]
+            bend = self.bender.hook(name, params, self._activations)
+            steer = self.directions.steer(name, params, functools.partial(self._hidden_samples, name))
+            out[name] = self.decode(name, z, t, bend, steer).expand(-1, 3, -1, -1).contiguous()  # [N, 3, 28, 28]
         return out
 
     # ------------------------------------------------------------------ checkpoints

@@ -48,14 +48,39 @@ class Decoder(nn.Module):
             nn.ConvTranspose2d(64, 1, 3, stride=1, padding=1),                                # 28 -> 28
         )
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        assert z.ndim == 2 and z.shape[1] == self.latent, f"expected z [N, {self.latent}], got {list(z.shape)}"
-        h = self.mlp(z).view(-1, 16, 2, 2)  # [N, 16, 2, 2]
-        return self.convs(h)  # [N, 1, 28, 28] logits
+    # Hook points of network bending, {name: spatial}: the first hidden layer (after its ELU), the
+    # 16x2x2 reshape, and the output of each transposed conv but the last (after its ELU).
+    LAYERS = {"fc": False, "c2": True, "c7": True, "c14": True, "c28": True}
 
-    def mean(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, bend=None, steer=None) -> torch.Tensor:
+        """z [N, latent] -> logits [N, 1, 28, 28]. Sampling only: `steer` moves the first hidden
+        layer [N, hidden] (latent directions), `bend(layer, x) -> x` is called at `LAYERS`."""
+        assert z.ndim == 2 and z.shape[1] == self.latent, f"expected z [N, {self.latent}], got {list(z.shape)}"
+        if bend is None and steer is None:
+            h = self.mlp(z).view(-1, 16, 2, 2)  # [N, 16, 2, 2]
+            return self.convs(h)  # [N, 1, 28, 28] logits
+        h = self.hidden(z)  # [N, hidden]
+        if steer is not None:
+            h = steer(h)
+        if bend is not None:
+            h = bend("fc", h)
+        x = self.mlp[3](h).view(-1, 16, 2, 2)  # [N, 16, 2, 2]
+        names = ("c2", "c7", "c14", "c28")
+        for i in range(0, len(self.convs) - 1, 2):
+            if bend is not None:
+                x = bend(names[i // 2], x)
+            x = self.convs[i + 1](self.convs[i](x))
+        if bend is not None:
+            x = bend("c28", x)
+        return self.convs[-1](x)
+
+    def hidden(self, z: torch.Tensor) -> torch.Tensor:
+        """The first hidden layer [N, hidden] (Linear, BatchNorm, ELU): where latent directions live."""
+        return self.mlp[2](self.mlp[1](self.mlp[0](z)))
+
+    def mean(self, z: torch.Tensor, bend=None, steer=None) -> torch.Tensor:
         """The Bernoulli mean (the drawn image) [N, 1, 28, 28] in 0..1."""
-        return torch.sigmoid(self(z))
+        return torch.sigmoid(self(z, bend, steer))
 
     def mean_rows(self, z: torch.Tensor, take) -> torch.Tensor:
         """`take(mean(z))` with only the taken rows through the convolutions: [n, 1, 28, 28].

@@ -133,11 +133,13 @@ class Block(nn.Module):
             ])
         self.to_rgb = ToRGB(out_ch, w_dim, rng, rgb_gain)
 
-    def forward(self, x: torch.Tensor | None, w: torch.Tensor, noise_rng, noise_gain: float):
+    def forward(self, x: torch.Tensor | None, w: torch.Tensor, noise_rng, noise_gain: float, bend=None):
         if self.first:
             x = self.const.expand(w.shape[0], -1, -1, -1)
-        for conv in self.convs:
+        for j, conv in enumerate(self.convs):
             x = conv(x, w, noise_rng, noise_gain)
+            if bend is not None:  # a hook point for network bending: `b<resolution>.<conv>`
+                x = bend(f"b{conv.resolution}.{j}", x)
         return x, self.to_rgb(x, w)
 
 
@@ -165,17 +167,23 @@ class Generator(nn.Module):
         """How many blocks a stage runs (the 4x4 block is block 0)."""
         return self.resolutions.index(self.stage_resolutions[stage]) + 1
 
+    def layer_names(self) -> dict[str, bool]:
+        """The hook points of network bending, {name: spatial}: `b<resolution>.<conv>` after every
+        styled conv (noise, bias and lrelu included), e.g. b4.0, b8.0, b8.1, ... b64.1."""
+        return {f"b{block.convs[j].resolution}.{j}": True for block in self.blocks for j in range(len(block.convs))}
+
     def synthesis(self, w: torch.Tensor, stage: int, alpha: float, *, noise_rng: torch.Generator | None = None,
-                  noise_gain: float = 1.0) -> torch.Tensor:
+                  noise_gain: float = 1.0, bend=None) -> torch.Tensor:
         """w [N, w_dim] -> images [N, 3, R, R] in -1..1 at the stage's resolution R.
 
-        `alpha` < 1 fades the stage's last block in (only meaningful for stage > 0).
+        `alpha` < 1 fades the stage's last block in (only meaningful for stage > 0). `bend`
+        (sampling only) is called as bend(layer, x) -> x at every hook point (`layer_names`).
         """
         count = self.stage_blocks(stage)
         fading = stage > 0 and alpha < 1.0
         x, rgb, previous = None, None, None
         for i in range(count):
-            x, block_rgb = self.blocks[i](x, w, noise_rng, noise_gain)
+            x, block_rgb = self.blocks[i](x, w, noise_rng, noise_gain, bend)
             if fading and i == count - 1:
                 previous = rgb
             rgb = block_rgb if rgb is None else upsample2x(rgb) + block_rgb
@@ -185,8 +193,12 @@ class Generator(nn.Module):
         return image
 
     def forward(self, z: torch.Tensor, stage: int, alpha: float, *, noise_rng: torch.Generator | None = None,
-                noise_gain: float = 1.0, truncation: float = 1.0) -> torch.Tensor:
+                noise_gain: float = 1.0, truncation: float = 1.0, bend=None, steer=None) -> torch.Tensor:
+        """z [N, z_dim] -> images [N, 3, R, R]; `steer` (sampling only) moves w after truncation
+        (latent directions), `bend` transforms activations (see `synthesis`)."""
         w = self.mapping(z)
         if truncation != 1.0:
             w = torch.lerp(self.w_avg, w, float(truncation))
-        return self.synthesis(w, stage, alpha, noise_rng=noise_rng, noise_gain=noise_gain)
+        if steer is not None:
+            w = steer(w)
+        return self.synthesis(w, stage, alpha, noise_rng=noise_rng, noise_gain=noise_gain, bend=bend)

@@ -12,7 +12,9 @@ import types
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping
 
+from ..bending import BendSettings, check_bends
 from ..config import setting, to_dict
+from ..directions import DirectionSettings
 from ..schema import ParamSpec
 from ..trainer import TrainSettings
 from .losses import DISTANCES, VARIETY
@@ -196,6 +198,9 @@ class EquilibriumPiece:
     critic: CriticSettings = setting(default_factory=CriticSettings)
     ensemble: EnsembleSettings = setting(default_factory=EnsembleSettings)
     objectives: ObjectiveSettings = setting(default_factory=ObjectiveSettings)
+    bend: tuple[BendSettings, ...] = setting((), doc="network bends at sampling time ([[bend]] tables)")
+    directions: DirectionSettings = setting(default_factory=DirectionSettings,
+                                            doc="PCA directions of w as live parameters")
 
     def __post_init__(self):
         names = self.generator_names()
@@ -213,6 +218,14 @@ class EquilibriumPiece:
         if emb.on and emb.pairing == "paired" and not self.ensemble.shared_latents:
             raise ValueError("objectives.embedding.pairing: 'paired' compares the same latents and needs "
                              "ensemble.shared_latents = true")
+        from ..schema import common_specs
+        taken = [s.name for s in live_param_specs(self, instruments=False) + common_specs()]
+        taken += [f"dir{i}" for i in range(self.directions.count)]
+        check_bends(self.bend, layer_names(self.generator.resolution), names, taken)
+
+    def layers(self) -> dict[str, bool]:
+        """The generators' hook points of network bending, {name: spatial}."""
+        return layer_names(self.generator.resolution)
 
     def generator_names(self) -> list[str]:
         return [f"g{i}" for i in range(self.ensemble.generators)]
@@ -225,8 +238,15 @@ class EquilibriumPiece:
 
 # ------------------------------------------------------------------------------------ what a piece decides
 
-def live_param_specs(piece: EquilibriumPiece) -> list[ParamSpec]:
-    """The live parameters of an equilibrium piece (sampling, training, objective weights)."""
+def layer_names(resolution: int) -> dict[str, bool]:
+    """`b<r>.<j>`: the output of styled conv j of the block at resolution r (Generator.layer_names)."""
+    from .layers import resolutions_between
+    return {f"b{r}.{j}": True for r in resolutions_between(4, resolution) for j in range(1 if r == 4 else 2)}
+
+
+def live_param_specs(piece: EquilibriumPiece, instruments: bool = True) -> list[ParamSpec]:
+    """The live parameters of an equilibrium piece (sampling, training, objective weights, and with
+    `instruments` its bends' amounts and its latent directions' offsets)."""
     from ..system import learning_rate_spec
     specs = [
         ParamSpec("temperature", 0.0, 3.0, 1.0, smoothing=0.2, doc="scales the latents of the samples"),
@@ -243,6 +263,10 @@ def live_param_specs(piece: EquilibriumPiece) -> list[ParamSpec]:
         if o.on:
             specs.append(ParamSpec(f"{name}_weight", 0.0, max(1.0, 4.0 * o.weight), o.weight, smoothing=0.5,
                                    doc=f"weight of the {name.replace('_', ' ')} objective"))
+    if instruments:
+        from ..bending import Bender
+        from ..directions import Directions
+        specs += Bender(piece.bend).specs() + Directions(piece.directions).specs()
     return specs
 
 

@@ -36,14 +36,17 @@ from __future__ import annotations
 
 import collections
 import copy
+import functools
 from typing import Any, Callable, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..bending import CLUSTER_SAMPLES, Bender
 from ..checkpoint import fingerprint as hash_config
 from ..parallel import Shard
+from ..directions import Directions
 from ..schema import ParamSpec
 from ..system import accumulate_modules
 from .critic import Critic
@@ -110,6 +113,10 @@ class EquilibriumSystem:
         # This process's share of every batch when trained across processes (unstable.parallel);
         # the trainer sets it. One process: the identity everywhere.
         self.shard = Shard()
+        # Sampling-time instruments (network bends, latent directions): plain state outside the
+        # modules, shared with the sampling copy, never seen by `step`.
+        self.bender = Bender(piece.bend, seed=piece.seed)
+        self.directions = Directions(piece.directions)
 
     @staticmethod
     def _adam(groups, o: OptimSettings) -> torch.optim.Adam:
@@ -285,11 +292,44 @@ class EquilibriumSystem:
         with torch.inference_mode():
             for name, z in latents.items():
                 gen = self.generators[self.names.index(name)]
-                x = gen(z.to(self.device) * temperature, stage, alpha, noise_gain=noise, truncation=truncation)
+                bend = self.bender.hook(name, params, functools.partial(self._activations, stage=stage, alpha=alpha,
+                                                                        noise=noise))
+                steer = self.directions.steer(name, params, functools.partial(self._w_samples, name))
+                x = gen(z.to(self.device) * temperature, stage, alpha, noise_gain=noise, truncation=truncation,
+                        bend=bend, steer=steer)
                 if x.shape[-1] != size:
                     x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
                 out[name] = (x * 0.5 + 0.5).clamp_(0.0, 1.0)  # [N, 3, size, size]
         return out
+
+    def _w_samples(self, panel: str, count: int, seed: int) -> torch.Tensor:
+        """w [count, w_dim] of a generator for seeded z ~ N(0, I): what its latent directions analyse."""
+        gen = self.generators[self.names.index(panel)]
+        z = torch.randn((count, self.piece.generator.z_dim), generator=torch.Generator().manual_seed(seed))
+        return gen.mapping(z.to(self.device))
+
+    def _activations(self, panel: str, layers, *, stage: int, alpha: float, noise: float) -> dict[str, torch.Tensor]:
+        """{layer: activations [M, C, H, W]} for M seeded latents, from one unbent pass at the current
+        growth stage (layers it does not run are left out): what the bends' channel clusters group."""
+        gen = self.generators[self.names.index(panel)]
+        z = torch.randn((CLUSTER_SAMPLES, self.piece.generator.z_dim),
+                        generator=torch.Generator().manual_seed(self.piece.seed))
+        seen: dict[str, list] = {layer: [] for layer in layers}
+
+        def capture(name: str, x: torch.Tensor) -> torch.Tensor:
+            if name in seen:
+                seen[name].append(x.detach().clone())
+            return x
+
+        for chunk in z.to(self.device).split(16):
+            gen(chunk, stage, alpha, noise_gain=noise, bend=capture)
+        # A layer the growth stage does not run yet is left out (clustered once it runs).
+        return {layer: torch.cat(xs) for layer, xs in seen.items() if xs}
+
+    def refresh(self, what: str) -> None:
+        """Recompute the latent directions ('directions', matched to the previous ones) or the
+        channel clusters ('clusters') with the weights of the next sample."""
+        {"directions": self.directions, "clusters": self.bender}[what].refresh()
 
     def param_specs(self) -> list[ParamSpec]:
         return live_param_specs(self.piece)

@@ -35,7 +35,7 @@ from typing import Mapping
 import torch
 
 from ..control.store import ParameterStore
-from ..schema import SHOW
+from ..schema import PIECE_ACTIONS, SHOW
 from ..frame.sources import PanelSource, make_walk
 from ..frame.timeline import ShowTimeline
 from ..guard import TrainingGuard
@@ -145,7 +145,8 @@ class Engine(Session):
     # -- actions --------------------------------------------------------------------------------
 
     def _act(self, events, frame: int) -> None:
-        """Show actions of this frame: recording on/off and stills (scenes are the timeline's).
+        """Actions of this frame: recording on/off, stills (scenes are the timeline's), and refreshing
+        a piece's latent directions or channel clusters.
 
         Bounded (`[actions]`): within `record_min_interval` of the last start or stop, and within
         `still_min_interval` of the last still, requests only update what is wanted; the newest
@@ -156,6 +157,10 @@ class Engine(Session):
                 self._want_record = ev.value is not None and ev.value >= 0.5
             elif ev.kind == "still":
                 self._still_asked = True
+            elif ev.kind in PIECE_ACTIONS and ev.piece in self.pieces:
+                # Between frames, on the sampling copy the display draws (the trained weights as of
+                # the last sync); the recomputation itself happens in that piece's next sample.
+                self.pieces[ev.piece].mirror.refresh(ev.kind.split("/")[0])
         a = self.settings.actions
         now = time.monotonic()
         if self._want_record is not None:

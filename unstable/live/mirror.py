@@ -51,6 +51,14 @@ class SamplingMirror:
         self.syncs += 1
         self.sync_seconds += time.perf_counter() - t0
 
+    def refresh(self, what: str) -> None:
+        """Ask the copy to recompute its latent directions or channel clusters ('directions' or
+        'clusters') with its current weights at its next sample; a system without them ignores it."""
+        with self.lock:
+            refresh = getattr(self.system, "refresh", None)
+            if refresh is not None:
+                refresh(what)
+
     def sample(self, latents: Mapping[str, torch.Tensor], params: Mapping[str, float]) -> dict[str, torch.Tensor]:
         """`System.sample` on the mirror: {panel: [N, 3, H, W] in 0..1}."""
         with self.lock:

@@ -21,7 +21,7 @@ from ..shipped import shipped_file
 from ..show import Show
 from ..system import build_system
 
-__all__ = ["build_systems", "show_groups", "resume_piece", "prepare_pieces"]
+__all__ = ["build_systems", "show_groups", "piece_actions", "resume_piece", "prepare_pieces"]
 
 
 def build_systems(show: Show, device: torch.device) -> dict[str, Any]:
@@ -38,6 +38,23 @@ def show_groups(show: Show, systems: Mapping[str, Any]) -> dict[str, list]:
     groups: dict[str, list] = {name: with_common(s.param_specs()) for name, s in systems.items()}
     groups[SHOW] = show_specs(len(show.scene_list()))
     return groups
+
+
+def piece_actions(systems: Mapping[str, Any]) -> dict[str, list[str]]:
+    """{piece: its OSC actions}: 'directions/refresh' for a piece with latent directions,
+    'clusters/refresh' for one with a bend on a channel cluster (controllers get a button each)."""
+    out = {}
+    for name, system in systems.items():
+        acts = []
+        directions = getattr(system, "directions", None)
+        if directions is not None and directions.settings.count:
+            acts.append("directions/refresh")
+        bender = getattr(system, "bender", None)
+        if bender is not None and any(b.channels == "cluster" for b in bender.bends):
+            acts.append("clusters/refresh")
+        if acts:
+            out[name] = acts
+    return out
 
 
 def _remove_stale_temporaries(folder: Path) -> None:
