@@ -22,10 +22,12 @@ import shutil
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from .errors import UnstableError
+
 log = logging.getLogger("unstable.disk")
 
 __all__ = ["free_bytes", "is_no_space", "log_spaced", "thin", "RotatingLines", "MB", "no_space_line",
-           "keep_newest"]
+           "keep_newest", "exclusive_lock"]
 
 MB = 1 << 20
 
@@ -195,3 +197,19 @@ class RotatingLines:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def exclusive_lock(path: Path, busy: str):
+    """Hold an exclusive lock on `path` (created if missing) while the returned file is open; when
+    another process holds it, raise UnstableError(`busy`) at once instead of waiting."""
+    f = open(path, "a+")
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no locking
+        return f
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise UnstableError(busy) from None
+    return f

@@ -44,7 +44,7 @@ from tqdm import tqdm
 
 from .checkpoint import FORMAT, check_compatible, check_finite, load_checkpoint, save_checkpoint
 from .config import setting, to_dict
-from .disk import MB, RotatingLines, free_bytes, is_no_space, no_space_line, thin
+from .disk import MB, RotatingLines, exclusive_lock, free_bytes, is_no_space, no_space_line, thin
 from .errors import CheckpointError, UnstableError
 from .images import panel_grid, write_png
 from .schema import defaults
@@ -152,18 +152,8 @@ def lock_run(out: Path):
     """Hold `out/.lock` while this process trains there: two `train` processes on one folder would
     overwrite each other's checkpoints. Returns the open file (closing it unlocks)."""
     out.mkdir(parents=True, exist_ok=True)
-    f = open(out / ".lock", "a+")
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no locking
-        return f
-    try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.close()
-        raise UnstableError(f"{out}: another `unstable train` is writing this run folder right now "
-                            "(it holds .lock); wait for it or choose another --out") from None
-    return f
+    return exclusive_lock(out / ".lock", f"{out}: another `unstable train` is writing this run folder right now "
+                                         "(it holds .lock); wait for it or choose another --out")
 
 
 def truncate_log(path: Path, step: int) -> int:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from ..disk import exclusive_lock
 from ..encode import VideoWriter
 from ..probe import concat, probe
 from ..errors import UnstableError
@@ -139,18 +140,8 @@ class Target:
 def lock_parts(path: Path, out: Path):
     """Hold an exclusive lock on `path`: a second render of the same output would delete this one's
     unfinished parts, so it must stop at once instead. Returns the open file (closing it unlocks)."""
-    f = open(path, "a+")
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no locking
-        return f
-    try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.close()
-        raise UnstableError(f"{out}: another render is writing it right now (it holds {path}); "
-                            "wait for it to finish or stop it") from None
-    return f
+    return exclusive_lock(path, f"{out}: another render is writing it right now (it holds {path}); "
+                                "wait for it to finish or stop it")
 
 
 def remove_path(path: Path) -> None:
