@@ -27,6 +27,15 @@ def gl_ctx():
     ctx.release()
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread_per_module():
+    """One torch thread for a whole test module (modules of many tiny sampling tests)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def one_torch_thread():
     """One torch thread: on a busy 2-core machine two OpenMP threads spinning against other

@@ -42,12 +42,7 @@ AMOUNTS = {"bend0_rotate": 30.0, "bend1_translate": 0.2, "bend2_flip": 1.0, "ben
            "bend5_threshold": 0.7, "bend6_invert": 1.0, "bend7_ablate": 1.0, "loud": 1.0}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread_per_module")
 
 
 def piece(**over) -> EquilibriumPiece:
