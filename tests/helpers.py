@@ -117,3 +117,24 @@ def nested_tensors(obj):
     elif isinstance(obj, (list, tuple)):
         for v in obj:
             yield from nested_tensors(v)
+
+
+def tiny_piece_file(cache, train: str, name: str = "tiny", bad: str = "") -> str:
+    """A tiny BAD piece file (3-step base models, batch 32) with these [train] lines and extra [bad] lines."""
+    return f"""name = "{name}"
+kind = "divergence"
+cache = "{cache}"
+[train]
+{train}
+[vae]
+steps = 3
+batch = 16
+hidden = 64
+[classifier]
+steps = 3
+batch = 16
+width = 8
+[bad]
+batch = 32
+real_pool = 300
+{bad}"""

@@ -11,6 +11,7 @@ import math
 import pytest
 import torch
 from click.testing import CliRunner
+from helpers import tiny_piece_file
 
 from unstable.cli import main
 from unstable.errors import ConfigError, UnstableError
@@ -223,27 +224,6 @@ def test_piece_validation_names_the_key(cache):
         tiny(cache, loss={"couple": "is"})
     with pytest.raises(ConfigError, match=r"tiny.toml: bad.lr: .* out of range"):
         tiny(cache, bad={"lr": 0.5})
-
-
-def tiny_piece_file(cache, train: str) -> str:
-    """A tiny BAD piece file (3-step base models, batch 32) with these [train] lines."""
-    return f"""name = "tiny"
-kind = "divergence"
-cache = "{cache}"
-[train]
-{train}
-[vae]
-steps = 3
-batch = 16
-hidden = 64
-[classifier]
-steps = 3
-batch = 16
-width = 8
-[bad]
-batch = 32
-real_pool = 300
-"""
 
 
 def test_train_then_eval_end_to_end(tmp_path, monkeypatch, cache):

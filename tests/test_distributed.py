@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import tiny_piece_file
 from test_equilibrium import TINY, write_piece
 from unstable.checkpoint import load_checkpoint
 from unstable.trainer import train
@@ -125,27 +126,8 @@ def test_two_ranks_match_one_process_and_resume_across(tmp_path):
 def test_bad_on_two_ranks_matches_one_process(tmp_path):
     cache = tmp_path / "cache"
     piece = tmp_path / "bad.toml"
-    piece.write_text(f"""name = "tiny-bad"
-kind = "divergence"
-cache = "{cache}"
-[train]
-steps = 3
-grid_every = 3
-grid_samples = 2
-checkpoint_every = 100
-[vae]
-steps = 3
-batch = 16
-hidden = 64
-[classifier]
-steps = 3
-batch = 16
-width = 8
-[bad]
-batch = 32
-real_pool = 300
-lr = 1e-3
-""")
+    piece.write_text(tiny_piece_file(cache, "steps = 3\ngrid_every = 3\ngrid_samples = 2\ncheckpoint_every = 100",
+                                     name="tiny-bad", bad="lr = 1e-3\n"))
     out = torchrun("train", str(piece), "--out", str(tmp_path / "two"), "--device", "cpu")
     assert "training across 2 processes" in out
     one = train(piece, out=tmp_path / "one", **QUIET)
