@@ -177,6 +177,8 @@ class ShowSettings:
     layout: Layout = setting(default_factory=Layout, doc="where the panels go ('piece/panel' names)")
     size: tuple[int, int] = setting((512, 256), ge=2, le=16384, doc="output width and height in pixels (even)")
     fps: float = setting(30.0, gt=0, le=240, doc="target frame rate")
+    look_ahead: int = setting(4, ge=1, le=32, doc="frames each generator samples per call, kept for the frames "
+                              "to come (a batch costs far less than its frames one by one; 1: one at a time)")
     colour: Colour = setting(default_factory=Colour, doc="colour grade of the whole frame")
     walk: WalkSettings = setting(default_factory=WalkSettings, doc="the latent walk every panel follows")
     fullscreen: bool = setting(False, doc="open the window fullscreen")

@@ -30,6 +30,7 @@ class FrameState:
     scenes: tuple[int, int | None, float]           # (from, to or None, mix)
     walk_times: dict[str, float]                    # piece -> walk seconds
     actions: list = field(default_factory=list)     # show actions for the driver (record, still)
+    targets: dict = field(default_factory=dict)     # {group: {name: target}}: where gliding values go
 
 
 class ShowTimeline:
@@ -80,7 +81,12 @@ class ShowTimeline:
         for name, clock in self.clocks.items():
             clock.speed = snap.get(name, {}).get("walk_speed", 1.0)
             walk_times[name] = clock.tick()
-        return FrameState(frame, t, snap, scenes, walk_times, actions)
+        return FrameState(frame, t, snap, scenes, walk_times, actions, targets)
+
+    def walk_times_ahead(self, name: str, frames: Sequence[int]) -> list[float]:
+        """Piece `name`'s walk times at the coming `frames` (after the last advanced one) if its
+        walk_speed stays as it is now: what `advance` will give them, bit for bit, unless it changes."""
+        return self.clocks[name].ahead([self.timer.time_of(f) for f in frames])
 
     def _replay(self, frame: int) -> None:
         change = self.automation.at(frame)

@@ -153,7 +153,8 @@ class Session(abc.ABC):
 
     def start_pipeline(self, sources) -> None:
         """The frame pipeline over the pieces' sources (a failing piece holds its last frame)."""
-        self.pipeline = FramePipeline(sources, self.show.resolved_scenes(), self.compositor, hold_failures=True)
+        self.pipeline = FramePipeline(sources, self.show.resolved_scenes(), self.compositor, hold_failures=True,
+                                      look_ahead=self.settings.look_ahead, walk_ahead=self.timeline.walk_times_ahead)
         self.timer.restart()
 
     # -- frames ---------------------------------------------------------------------------------
@@ -225,6 +226,10 @@ class Session(abc.ABC):
             return self._report
         self._closed = True
         problems: list[str] = []
+        if self.stats is not None and self.stats.pending and self.timer is not None:
+            # The last, partial second gets its line too (a show shorter than a second gets one).
+            with contextlib.suppress(Exception):
+                self.stats.second(self._telemetry_line(self.timer.elapsed()))
         self._close_pieces(final_checkpoint, problems)
         if self.recorder is not None:
             self.recorder.close()  # its problems were logged as they happened, one line each

@@ -141,6 +141,11 @@ class FrameStats:
         for v in self.phases.values():
             v.clear()
 
+    @property
+    def pending(self) -> bool:
+        """Frames drawn since the last telemetry line (a show's last, partial second)."""
+        return bool(self._sec_works)
+
     def close(self) -> None:
         if self._file is not None:
             with contextlib.suppress(OSError):

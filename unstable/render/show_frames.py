@@ -84,7 +84,9 @@ class ShowFrames:
 
     def bind(self, compositor) -> None:
         """Compose through `compositor` from now on."""
-        self.pipeline = FramePipeline(self.sources, self.show.resolved_scenes(), compositor)
+        # The live show's look-ahead, so the batches (and so the pixels) are the live show's.
+        self.pipeline = FramePipeline(self.sources, self.show.resolved_scenes(), compositor,
+                                      look_ahead=self.show.settings.look_ahead, walk_ahead=self._walk_ahead)
 
     def _restart(self) -> None:
         s = self.show.settings
@@ -94,12 +96,20 @@ class ShowFrames:
             self.timeline.replay(self.automation)
         self._next = 0
 
+    def _walk_ahead(self, name: str, frames):
+        return self.timeline.walk_times_ahead(name, frames)
+
     def state(self, k: int):
         """The timeline's state at render frame k (advancing through skipped frames without drawing)."""
         if self.timeline is None or k < self._next:
             self._restart()
+        # Frames skipped over (a part that starts at k): the last few are sampled (not drawn) so
+        # the look-ahead holds what it would hold had the render drawn them.
+        prime_from = k - (self.show.settings.look_ahead - 1)
         while self._next < k:
-            self.timeline.advance(self.first + self._next)
+            state = self.timeline.advance(self.first + self._next)
+            if self._next >= prime_from and self.pipeline is not None:
+                self.pipeline.prime(state)
             self._next += 1
         self._next = k + 1
         return self.timeline.advance(self.first + k)
