@@ -205,3 +205,20 @@ def test_sync_and_subscribe_replies_are_budgeted_per_subscriber():
         a.close()
         other.close()
         server.stop()
+
+
+def test_a_sender_varying_the_problem_still_gets_a_bounded_log(caplog, monkeypatch):
+    # Every parameter x every kind of bad value is its own key: the total budget still holds.
+    import unstable.control.osclog as osclog
+    now = [100.0]
+    monkeypatch.setattr(osclog.time, "monotonic", lambda: now[0])
+    warn = osclog.RateLimitedLog(logging.getLogger("unstable.osc"), 2.0, per_minute=5)
+    with caplog.at_level(logging.WARNING, logger="unstable.osc"):
+        for i in range(100):
+            warn.warning(("rejected", i), "problem %d", i)
+        assert [r.getMessage() for r in caplog.records] == [f"problem {i}" for i in range(5)]
+        now[0] += 12.0  # a minute's budget of 5 refills one line every 12 s
+        warn.warning(("rejected", 500), "problem %d", 500)
+    last = caplog.records[-1].getMessage()
+    assert len(caplog.records) == 6 and last.startswith("problem 500")
+    assert "(95 other lines held back by the log's limit of 5 a minute)" in last
