@@ -310,3 +310,30 @@ def test_a_file_that_is_not_audio_is_one_line(tmp_path, gl_ctx):
     assert not (tmp_path / "x.mov").exists()
     r = CliRunner().invoke(main, ["render", str(show_path), "--audio", str(tmp_path / "missing.wav")])
     assert r.exit_code == 2 and "missing.wav: no such file" in r.output
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_the_amounts_are_live_parameters_played_over_osc_and_replayed_from_the_automation(tmp_path, gl_ctx):
+    from helpers import Client, wait_for
+    show_path = write_show(tmp_path, SHOW)
+    wav = write_wav(tmp_path / "clicks.wav", clicks(CLICK_FRAMES, FPS, SECONDS))
+    auto_path = tmp_path / "osc.automation.jsonl"
+    eng = Engine(load_show(show_path), headless=True, osc_port=0, run_dir=tmp_path / "run", train=False,
+                 automation=auto_path, audio=wav, echo=lambda s: None, progress=silent)
+    live = []
+    with eng:
+        client = Client(eng.osc.port)
+        for n in range(21):
+            if n == 6:  # the onset map off from frame 6 on: clicks 9 and 15 no longer darken the frame
+                client.send("/unstable/audio/amount0", 0.5)  # fader middle = amount 0
+                assert wait_for(lambda: eng.params.get("audio", "amount0") == 0.0)
+            eng.frame(number=n)
+            live.append(eng.read().copy())
+        client.close()
+    dark = [n for n, f in enumerate(live) if f.mean() < 1.0]
+    assert dark == [3, 4]
+    out = tmp_path / "again.mov"
+    render_show(show_path, automation=auto_path, out=str(out), preset="ffv1", run=tmp_path / "run", ctx=gl_ctx,
+                echo=lambda s: None, show_progress=False)
+    rendered = list(read_frames(out))
+    assert len(rendered) >= 16 and all(np.array_equal(a, b) for a, b in zip(live, rendered))

@@ -90,13 +90,13 @@ class AutomationRecorder:
     def capture(self, frame: int, t: float, targets: Mapping[str, Mapping[str, float]],
                 scenes: list[int], levels=None) -> None:
         """Record frame `frame`: the targets its snapshot read (changes only), its scene jumps and its
-        audio levels (when they changed; rounded to 1e-6)."""
+        audio levels (when they changed; full floats, so a replay is bit-exact)."""
         changed = _diff(targets, self._last)
         audio = None
         if levels is not None:
-            rounded = [round(float(v), 6) for v in levels]
-            if rounded != self._levels:
-                audio = self._levels = rounded
+            now = [float(v) for v in levels]
+            if now != self._levels:
+                audio = self._levels = now
         if not changed and not scenes and audio is None:
             return
         for group, values in changed.items():
