@@ -337,3 +337,14 @@ def test_the_amounts_are_live_parameters_played_over_osc_and_replayed_from_the_a
                 echo=lambda s: None, show_progress=False)
     rendered = list(read_frames(out))
     assert len(rendered) >= 16 and all(np.array_equal(a, b) for a, b in zip(live, rendered))
+
+
+def test_a_live_show_that_drops_frames_still_shows_the_onsets_it_skipped():
+    feats = F.FrameFeatures(Fraction(10), 10, {f: np.zeros(10, np.float32) for f in F.FEATURES}, np.zeros(0))
+    feats.values["onset"][3] = 1.0
+    inp = FileInput.__new__(FileInput)
+    inp.features, inp.frames = feats, 10
+    mod = AudioModulator([AudioMapSettings("onset", "eq.hue", 1.0)], {}, 10, inp)
+    assert [mod.levels(n)[0] for n in (0, 1, 2, 5, 6)] == [0, 0, 0, 1, 0]   # frames 3 and 4 were dropped
+    again = AudioModulator([AudioMapSettings("onset", "eq.hue", 1.0)], {}, 10, inp)
+    assert [again.levels(n)[0] for n in range(7)] == [0, 0, 0, 1, 0, 0, 0]

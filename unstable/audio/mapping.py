@@ -220,7 +220,9 @@ class AudioModulator:
     gives the features; without one, levels come from `set_levels` (an automation replay) or are 0.
 
     A file's levels are computed for every frame at once, from frame 0, so a frame's level does not
-    depend on which frames were drawn before it (live frames dropped, a render in parts)."""
+    depend on which frames were drawn before it (a render in parts), except that a live show that
+    dropped frames shows the highest level of the frames it dropped in the next frame it draws
+    (an onset is never lost to a late frame; the automation records what was shown)."""
 
     def __init__(self, maps: Sequence[AudioMapSettings], specs: Mapping[tuple[str, str], ParamSpec], fps,
                  input=None):
@@ -250,8 +252,15 @@ class AudioModulator:
     def levels(self, frame: int) -> list[float]:
         """Each map's level (0..1) at `frame`."""
         if self._table is not None:
+            # Frames a late live show dropped since the last one asked for: their peaks still show
+            # (a click in a dropped frame flashes in the next drawn one). Consecutive frames (every
+            # render) read their own row only.
+            lo = frame
+            if self._last_frame is not None and self._last_frame < frame - 1:
+                lo = max(self._last_frame + 1, 0)
+            self._last_frame = frame
             if 0 <= frame < len(self._table):
-                return [float(v) for v in self._table[frame]]
+                return [float(v) for v in self._table[lo:frame + 1].max(axis=0)]
             if frame >= len(self._table) and len(self._table):
                 # Past the end: the envelopes keep falling from the last frame.
                 last = self._table[-1]
