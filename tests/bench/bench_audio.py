@@ -83,7 +83,7 @@ def main():
     ap.add_argument("--size", default="512x256")
     ap.add_argument("--seconds", type=float, default=20.0, help="length of the click file (live and render)")
     ap.add_argument("--clicks", type=int, default=60)
-    ap.add_argument("--repeat", type=int, default=2, help="render rounds (off, on) each")
+    ap.add_argument("--repeat", type=int, default=3, help="render rounds (off, on) each")
     ap.add_argument("--train", action="store_true", help="train the piece while live (off: display only)")
     ap.add_argument("--skip", default="", help="comma list of parts to leave out: live,render")
     args = ap.parse_args()
@@ -143,6 +143,15 @@ def main():
                                        show_progress=False)
                     times[mode].append(time.perf_counter() - t0)
                     frames[mode] = r.frames
+            from unstable.audio.mapping import FileInput
+            from unstable.audio.mux import mux_audio
+            t0 = time.perf_counter()
+            FileInput(wav, args.fps)
+            t_features = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            mux_audio(tmp / "off0.mp4", wav, "h264", args.seconds)
+            t_mux = time.perf_counter() - t0
+            print(f"audio work of one render: decode + features {t_features:.2f} s, mux {t_mux:.2f} s")
             fps_off = frames["off"] / min(times["off"])
             fps_on = frames["on"] / min(times["on"])
             print(f"render {frames['off']} / {frames['on']} frames h264: audio off {fps_off:.1f} fps, "
