@@ -285,7 +285,7 @@ def test_without_an_input_device_live_audio_is_one_line_and_the_show_plays_on(tm
     show_path = write_show(tmp_path, SHOW)
     lines = []
     eng, frames = play_live(tmp_path, show_path, 5, echo=lines.append)
-    audio_lines = [ln for ln in lines if "audio" in ln]
+    audio_lines = [ln for ln in lines if "sound input" in ln or "no live input" in ln]
     assert len(audio_lines) == 1 and "no live input" in audio_lines[0] and "plays on" in audio_lines[0]
     assert len(frames) == 5 and eng.frames == 5
     assert eng.audio is not None and eng.audio.input is None
@@ -348,3 +348,24 @@ def test_a_live_show_that_drops_frames_still_shows_the_onsets_it_skipped():
     assert [mod.levels(n)[0] for n in (0, 1, 2, 5, 6)] == [0, 0, 0, 1, 0]   # frames 3 and 4 were dropped
     again = AudioModulator([AudioMapSettings("onset", "eq.hue", 1.0)], {}, 10, inp)
     assert [again.levels(n)[0] for n in range(7)] == [0, 0, 0, 1, 0, 0, 0]
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_unstable_live_with_audio_from_the_command_line(tmp_path):
+    show_path = write_show(tmp_path, SHOW)
+    wav = write_wav(tmp_path / "clicks.wav", clicks(CLICK_FRAMES, FPS, SECONDS))
+    junk = tmp_path / "cover.png"
+    junk.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(200))
+
+    def live(*flags):
+        r = CliRunner().invoke(main, ["live", str(show_path), "--headless", "--osc-port", "0", "--no-train",
+                                      "--seconds", "0.5", "--run", str(tmp_path / "run"), "--device", "cpu", *flags])
+        assert r.exit_code == 0, r.output
+        return [ln for ln in r.output.splitlines() if any(k in ln for k in ("moves", "sound input"))]
+
+    (line,) = live("--audio", str(wav))
+    assert "clicks.wav moves show.master_fade (onset), eq.hue (rms)" in line
+    (line,) = live("--audio", str(junk))
+    assert "cover.png: not an audio file" in line and "plays on" in line
+    (line,) = live()
+    assert "no live input" in line and "plays on" in line
