@@ -154,6 +154,9 @@ def main():
             print(f"audio work of one render: decode + features {t_features:.2f} s, mux {t_mux:.2f} s")
             fps_off = frames["off"] / min(times["off"])
             fps_on = frames["on"] / min(times["on"])
+            med = float(np.median(times["off"])) / float(np.median(times["on"]))
+            print(f"median rounds: off {np.median(times['off']):.1f} s, on {np.median(times['on']):.1f} s: "
+                  f"ratio on/off {med:.3f}")
             print(f"render {frames['off']} / {frames['on']} frames h264: audio off {fps_off:.1f} fps, "
                   f"audio on {fps_on:.1f} fps (features + mapping + mux); ratio on/off {fps_on / fps_off:.3f} "
                   f"(rounds off {', '.join(f'{t:.1f}' for t in times['off'])} s, "
