@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from .audio.mapping import AUDIO, AudioSettings
 from .bending import BendSettings
 from .config import load_dataclass, read_toml, setting
 from .directions import DirectionSettings
@@ -192,6 +193,8 @@ class ShowSettings:
     disk: DiskSettings = setting(default_factory=DiskSettings)
     scenes: tuple[SceneSettings, ...] = setting((), doc="the scenes in order (empty: one scene, the show's layout)")
     loop_scenes: bool = setting(True, doc="after the last scene, start again from the first")
+    audio: AudioSettings = setting(default_factory=AudioSettings, doc="sound that plays the show: a file or "
+                                   "input device, its features mapped onto live parameters ([[audio.map]])")
 
     def __post_init__(self):
         if not self.pieces:
@@ -203,6 +206,9 @@ class ShowSettings:
             from .schema import SHOW, normalise_groups
             if name == SHOW:
                 raise ValueError(f"pieces.{name}: {name!r} is the show's own OSC group, choose another name")
+            if name == AUDIO and self.audio.map:
+                raise ValueError(f"pieces.{name}: {name!r} is the OSC group of the [[audio.map]] amounts, "
+                                 "choose another name")
             try:
                 normalise_groups({name: ()})
             except UnstableError as e:
@@ -275,6 +281,25 @@ class Show:
                                       f"show, expected one of {', '.join(repr(p) for p in by_piece)}")
                 check(values, piece, f"scenes[{i}].params.{piece}")
         return available
+
+    def check_audio(self, groups: Mapping[str, list[ParamSpec]]) -> None:
+        """Every `[[audio.map]]` names a live parameter of the show ('piece.param' or 'show.name')."""
+        for i, m in enumerate(self.settings.audio.map):
+            group, name = m.key
+            key = f"audio.map[{i}].param"
+            if group not in groups or group == AUDIO:
+                raise ConfigError(self.source, key, f"{m.param!r}: no piece {group!r} in the show, expected one of "
+                                  f"{', '.join(repr(g) for g in groups if g != AUDIO)}")
+            known = {s.name for s in groups[group]}
+            if name not in known:
+                raise ConfigError(self.source, key, f"{m.param!r}: not a live parameter of {group!r}, expected one "
+                                  f"of {', '.join(sorted(known))}")
+
+    def audio_file(self, override: str | None = None) -> Path | None:
+        """The audio file a render or live show follows: `override` (--audio, as given) or the show's."""
+        if override:
+            return Path(override)
+        return self.resolve(self.settings.audio.file) if self.settings.audio.file else None
 
     def resolve(self, path: str) -> Path:
         """A path written in the show file, relative to the show file's folder."""

@@ -41,7 +41,7 @@ class ShowTimeline:
     """
 
     def __init__(self, scenes: Sequence, store: ParameterStore, pieces: Sequence[str], fps, *, loop: bool = True,
-                 start_values: Mapping[str, Mapping[str, float]] | None = None):
+                 start_values: Mapping[str, Mapping[str, float]] | None = None, audio=None):
         self.timer = FrameTimer(fps)
         self.store = store
         if start_values:
@@ -52,6 +52,9 @@ class ShowTimeline:
         self.clocks = {name: WalkClock(time_source=self._clock_time) for name in pieces}
         self.recorder: AutomationRecorder | None = None
         self.automation: Automation | None = None
+        # unstable.audio.mapping.AudioModulator: audio features move mapped parameters in the
+        # snapshot (never the targets), recorded as each frame's levels.
+        self.audio = audio
 
     def _clock_time(self) -> float:
         return self.now
@@ -67,6 +70,10 @@ class ShowTimeline:
             self._replay(frame)
         targets: dict = {}
         snap = self.store.snapshot(t, targets=targets)
+        levels = None
+        if self.audio is not None:
+            levels = self.audio.levels(frame)
+            self.audio.apply(snap, levels)
         jumps, actions = [], []
         for ev in self.store.drain_events():
             if ev.kind == "scene":
@@ -75,7 +82,7 @@ class ShowTimeline:
             else:
                 actions.append(ev)
         if self.recorder is not None:
-            self.recorder.capture(frame, t, targets, jumps)
+            self.recorder.capture(frame, t, targets, jumps, levels)
         scenes = self.director.update(t)
         walk_times = {}
         for name, clock in self.clocks.items():
@@ -96,6 +103,8 @@ class ShowTimeline:
             self.store.update(change["set"])
         for s in change.get("scenes", ()):
             self.store.post_event("scene", float(s))
+        if "audio" in change and self.audio is not None and self.audio.input is None:
+            self.audio.set_levels(change["audio"])
 
     # -- state: automation headers, resumed shows ----------------------------------------------
 

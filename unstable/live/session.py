@@ -36,7 +36,7 @@ class Session(abc.ABC):
                  record: str | os.PathLike | None = None, automation: str | os.PathLike | None = None,
                  telemetry: str | os.PathLike | None = None, osc_port: int | None = None,
                  run_dir: str | os.PathLike | None = None, fresh: bool = False, resume: bool = False,
-                 reset_params: bool = False,
+                 reset_params: bool = False, audio: str | os.PathLike | None = None,
                  train: bool = True, time_source: Callable[[], float] = time.perf_counter,
                  echo: Callable[[str], None] = print, progress: Callable | None = None):
         self.show = show
@@ -63,6 +63,8 @@ class Session(abc.ABC):
         self.progress = progress
         if self.record_path is not None and self.record_path.suffix.lower() != ".mp4":
             raise UnstableError(f"--record {self.record_path}: recordings are .mp4 files (preset h264_live)")
+        self.audio_file = audio  # --audio: play the [[audio.map]] from this file instead
+        self.audio = None        # the AudioModulator of a show that maps audio
         self.pieces: dict = {}
         self.params = None
         self.timeline = None
@@ -235,6 +237,8 @@ class Session(abc.ABC):
             self.recorder.close()  # its problems were logged as they happened, one line each
         if self.osc is not None:
             self.osc.stop()
+        if self.audio is not None:
+            self.audio.close()
         if self.compositor is not None:
             with contextlib.suppress(Exception):
                 self.compositor.release()

@@ -45,8 +45,9 @@ class ShowFrames:
     """Frame k of the render is frame `first + k` of the show (first: 0, or the automation's start)."""
 
     def __init__(self, show: Show, run_dir: Path, device: torch.device, frames: int,
-                 automation: Automation | None = None):
+                 automation: Automation | None = None, audio=None):
         self.show, self.device, self.automation = show, device, automation
+        self.audio = audio  # unstable.audio.mapping.FileInput, or None
         self.run_dir = Path(run_dir)
         s = show.settings
         systems = build_systems(show, device)
@@ -62,6 +63,8 @@ class ShowFrames:
             except UnstableError as e:
                 raise ConfigError(show.source, f"pieces.{name}", str(e)) from None
             self._identity.append({**file_identity(ckpt), "step": int(payload.get("step", 0))})
+        if audio is not None:
+            self._identity.append({"audio": file_identity(audio.path)})
         if automation is not None:
             self._identity.append(file_identity(automation.path))
             if automation.fps != Fraction(repr(float(s.fps))):
@@ -90,8 +93,15 @@ class ShowFrames:
 
     def _restart(self) -> None:
         s = self.show.settings
-        self.timeline = ShowTimeline(self.show.resolved_scenes(), ParameterStore(self.groups), list(self.sources), s.fps,
-                                     loop=s.loop_scenes, start_values={n: e.params for n, e in s.pieces.items()})
+        store = ParameterStore(self.groups)
+        modulator = None
+        if s.audio.map:
+            from ..audio.mapping import AudioModulator
+            specs = {k: store.spec(*k) for k in store.keys()}
+            modulator = AudioModulator(s.audio.map, specs, self.plan.fps, self.audio)
+        self.timeline = ShowTimeline(self.show.resolved_scenes(), store, list(self.sources), s.fps,
+                                     loop=s.loop_scenes, start_values={n: e.params for n, e in s.pieces.items()},
+                                     audio=modulator)
         if self.automation is not None:
             self.timeline.replay(self.automation)
         self._next = 0
