@@ -162,11 +162,13 @@ def osc_latency(show, device, seconds, run_dir):
     return {"frames_until_visible": counts, "ms_p50": pct(state["ms"], 50), "ms_p99": pct(state["ms"], 99)}
 
 
-def compose_cost(show, device, frames=200):
+def compose_cost(show, device, frames=200, grown=False):
     from unstable.live import build_systems
     systems = build_systems(show, torch.device("cpu"))
     piece_of, sizes = {}, {}
     for name, s in systems.items():
+        if grown:  # panels at their full size (the equilibrium generators grow with the step count)
+            s.step_count = 10**6
         z = {p: torch.zeros(1, d) for p, d in s.panels().items()}
         try:
             out = s.sample(z, {})
@@ -180,7 +182,14 @@ def compose_cost(show, device, frames=200):
     base = show.scene_layout(0)
     nearest = dataclasses.replace(base, filter="nearest",
                                   styles={k: dataclasses.replace(v, filter=None) for k, v in base.styles.items()})
-    for size, lay0 in (((1920, 1080), base), ((1920, 1080), nearest), (tuple(show.settings.size), base)):
+    def every_panel(filt):
+        return dataclasses.replace(base, filter=filt, styles={k: dataclasses.replace(v, filter=None)
+                                                              for k, v in base.styles.items()})
+
+    bicubic, sharp = every_panel("bicubic"), every_panel("sharp")
+    labels = {id(nearest): " nearest", id(bicubic): " bicubic (every panel)", id(sharp): " sharp (every panel)"}
+    for size, lay0 in (((1920, 1080), base), ((1920, 1080), nearest), ((1920, 1080), bicubic),
+                       ((1920, 1080), sharp), (tuple(show.settings.size), base)):
         comp = Compositor(ctx, size)
         composer = Composer(comp, piece_of)
         g = torch.Generator().manual_seed(0)
@@ -206,11 +215,12 @@ def compose_cost(show, device, frames=200):
                 comp_t.append(t1 - t0)
                 read_t.append(t2 - t1)
         ms = lambda v, q: round(pct(v, q) * 1e3, 2)  # noqa: E731
-        label = f"{size[0]}x{size[1]}" + (" nearest" if lay0 is nearest else "")
+        label = f"{size[0]}x{size[1]}" + labels.get(id(lay0), "")
         results[label] = {"compose_p50": ms(comp_t, 50), "compose_p99": ms(comp_t, 99),
                                            "read_p50": ms(read_t, 50), "read_p99": ms(read_t, 99),
                                            "crossfade_p50": ms(fade_t, 50) if fade_t else None}
-        print(f"compose {label} ({len(sizes)} panels, piece hue on): compose+finish p50 "
+        print(f"compose {label} ({len(sizes)} panels {sorted(set(v[1:] for v in sizes.values()))}, piece hue on): "
+              f"compose+finish p50 "
               f"{ms(comp_t, 50)} ms p99 {ms(comp_t, 99)} ms; readback p50 {ms(read_t, 50)} ms; "
               f"crossfade frame p50 {ms(fade_t, 50) if fade_t else '-'} ms")
         comp.release()
@@ -289,7 +299,7 @@ def main():
         if "osc" not in skip:
             results["osc"] = osc_latency(show, device, args.osc_seconds, tmp)
     if "compose" not in skip:
-        results["compose"] = compose_cost(show, device)
+        results["compose"] = compose_cost(show, device, grown=args.grown)
     if "mirror" not in skip:
         results["mirror"] = mirror_cost(show, device)
     if args.json:

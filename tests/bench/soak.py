@@ -433,12 +433,17 @@ def main() -> int:
     biggest_still = stills[-1].stat().st_size if stills else 0
     recs = [f.stat().st_size for f in run.glob("record-*")]
     bound = 2 * ckpt + args.stills_keep * biggest_still + args.recordings_mb * 2**20 + (max(recs) if recs else 0)
+    import numpy as np
     lines = [json.loads(x) for x in telemetry.read_text().splitlines() if x.strip()]
     warm = [ln for ln in lines if ln["t"] >= args.warmup]
-    rss_warm = warm[0]["rss_mb"] if warm else None
-    rss_end = lines[-1]["rss_mb"] if lines else None
+    # Medians of the first and the last minute after warm-up: RSS swings by 100+ MB within seconds
+    # (a BAD step at a fuzzed batch size, a checkpoint being written), so single readings would
+    # measure a swing, not a trend.
+    first = [ln["rss_mb"] for ln in warm if ln["t"] < args.warmup + 60]
+    last = [ln["rss_mb"] for ln in warm if ln["t"] >= warm[-1]["t"] - 60] if warm else []
+    rss_warm = float(np.median(first)) if first else None
+    rss_end = float(np.median(last)) if last else None
     rss_peak = max(ln["rss_mb"] for ln in warm) if warm else None
-    import numpy as np
     p50s = [ln["frame_ms_p50"] for ln in warm if ln["frame_ms_p50"] > 0]
     p99s = [ln["frame_ms_p99"] for ln in warm if ln["frame_ms_p99"] > 0]
     recovered, unrecovered = faults.recovered()
