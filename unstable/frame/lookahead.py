@@ -20,12 +20,14 @@ groups at frames i*size//n (mod size), so a frame carries at most about one pane
 sampling cost is spread evenly over the frames instead of landing on every size-th one.
 
 Determinism: batched convolutions need not give bit-identical results in another batch
-composition, so the batches are a pure function of the frames' own states: a miss samples from
-its frame to the end of its panel's group, and a piece whose sampling parameters (or walk speed)
-are still gliding towards their targets samples one frame at a time. A live show and the offline
-render of it make the same batches from the same states (tests/test_one_pipeline.py). What is kept
-at frame k depends only on the `size` - 1 frames before it, so an offline render that starts at
-frame k samples those first (`FramePipeline.prime`) and makes the batches one render in one go makes.
+composition, so the batches are a pure function of the frames' states: a miss samples from its
+frame to the end of its panel's group, and a piece whose sampling parameters changed since the
+frame before, or are still gliding towards their targets (or whose walk speed is), samples one
+frame at a time. A live show and the offline render of it make the same batches from the same
+states (tests/test_one_pipeline.py). What is kept at frame k depends only on the `size` frames
+before it, so an offline render that starts at frame k notes frame k - size's parameters and
+samples frames k - size + 1 .. k - 1 first (`FramePipeline.prime`), and makes the batches one
+render in one go makes.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ class LookAhead:
         n = max(1, len(order))
         self.offset = {d: (i * self.size) // n for i, d in enumerate(order)}  # staggered groups
         self._kept: dict[str, _Kept] = {}
+        self._last_key: dict[str, tuple] = {}  # piece -> the sampling key of the frame before
         self.calls = 0    # sampler calls made (a benchmark's and a test's count)
         self.sampled = 0  # frames x panels sampled
 
@@ -84,12 +87,21 @@ class LookAhead:
         return any((k not in NOT_SAMPLING or k == "walk_speed") and k in targets and float(targets[k]) != float(v)
                    for k, v in params.items())
 
+    def note(self, name: str, params: Mapping[str, float]) -> None:
+        """Take `params` as piece `name`'s frame before, without sampling (a render that starts at
+        frame k notes frame k - size, then primes the frames after it)."""
+        self._last_key[name] = self.key(params)
+
     def images(self, name: str, src, frame: int, walk_time: float, params: Mapping[str, float],
                targets: Mapping[str, float], wanted: Sequence[str]) -> dict[str, torch.Tensor]:
         """{display: [3, H, W]} of source `name`'s `wanted` panels at `frame` (walk time
         `walk_time`, sampling `params`, which glide towards `targets`)."""
         key = self.key(params)
-        gliding = self.gliding(params, targets)
+        # Parameters still moving, or changed since the last frame (a jump, a fuzzing controller):
+        # the frames to come will likely not have these values, so sample just this one.
+        changed = self._last_key.get(name) != key
+        self._last_key[name] = key
+        single = changed or self.gliding(params, targets)
         out: dict[str, torch.Tensor] = {}
         todo: dict[tuple[int, ...], list[str]] = {}  # frames to sample -> the panels that need them
         for d in wanted:
@@ -98,7 +110,7 @@ class LookAhead:
                 out[d] = kept.images.pop(frame)
                 del kept.walk[frame]
             else:
-                todo.setdefault((frame,) if gliding else tuple(self.group(d, frame)), []).append(d)
+                todo.setdefault((frame,) if single else tuple(self.group(d, frame)), []).append(d)
         for frames, displays in todo.items():
             times = [walk_time, *self.walk_ahead(name, frames[1:])]
             z = src.latents(times)                              # {display: [T, D]}

@@ -113,13 +113,13 @@ class ShowFrames:
         """The timeline's state at render frame k (advancing through skipped frames without drawing)."""
         if self.timeline is None or k < self._next:
             self._restart()
-        # Frames skipped over (a part that starts at k): the last few are sampled (not drawn) so
-        # the look-ahead holds what it would hold had the render drawn them.
+        # Frames skipped over (a part that starts at k): the last few are sampled (not drawn), the
+        # one before them noted, so the look-ahead holds what it would had the render drawn them.
         prime_from = k - (self.show.settings.look_ahead - 1)
         while self._next < k:
             state = self.timeline.advance(self.first + self._next)
-            if self._next >= prime_from and self.pipeline is not None:
-                self.pipeline.prime(state)
+            if self._next >= prime_from - 1 and self.pipeline is not None:
+                self.pipeline.prime(state, sample=self._next >= prime_from)
             self._next += 1
         self._next = k + 1
         return self.timeline.advance(self.first + k)
