@@ -70,7 +70,7 @@ def grow(eng, step):
 
 def live(show, device, seconds, run_dir, start_step=0):
     tel = Path(run_dir) / "telemetry.jsonl"
-    eng = Engine(show, device=device, headless=True, seconds=seconds, telemetry=tel, osc_port=0,
+    eng = Engine(show, device=device, headless=True, seconds=seconds, telemetry=tel, osc_port=0, web_port=0,
                  run_dir=Path(run_dir) / "live", fresh=True, echo=quiet)
     eng.open()
     if start_step:
@@ -93,7 +93,7 @@ def live(show, device, seconds, run_dir, start_step=0):
 
 
 def osc_latency(show, device, seconds, run_dir):
-    eng = Engine(show, device=device, headless=True, seconds=seconds, osc_port=0,
+    eng = Engine(show, device=device, headless=True, seconds=seconds, osc_port=0, web_port=0,
                  run_dir=Path(run_dir) / "osc", fresh=True, echo=quiet)
     eng.open()
     target = next(iter(show.pieces))  # the piece whose hue we turn

@@ -293,7 +293,7 @@ def main() -> int:
     logging.basicConfig(filename=out / "soak.log", filemode="w", level=logging.INFO,
                         format="%(asctime)s %(threadName)s %(name)s %(levelname)s %(message)s")
 
-    engine = Engine(load_show(show_path), headless=True, osc_port=0, run_dir=out / "run", fresh=True,
+    engine = Engine(load_show(show_path), headless=True, osc_port=0, web_port=0, run_dir=out / "run", fresh=True,
                     telemetry=telemetry, seconds=args.minutes * 60, train=True, echo=print)
     engine.open()
     gl_at_warmup = {}

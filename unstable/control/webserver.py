@@ -134,7 +134,7 @@ class PreviewSink:
 class _Client:
     """One websocket client: what it listens to, its sender identity and its message budget."""
 
-    __slots__ = ("ws", "origin", "listens", "telemetry", "pending", "wake", "tokens", "stamp", "dropped")
+    __slots__ = ("ws", "origin", "listens", "telemetry", "pending", "wake", "tokens", "stamp", "dropped", "flooded")
 
     def __init__(self, ws, origin, rate: float):
         self.ws = ws
@@ -146,6 +146,7 @@ class _Client:
         self.tokens = rate * 2.0
         self.stamp = time.monotonic()
         self.dropped = 0
+        self.flooded = False
 
 
 class WebServer:
@@ -235,6 +236,12 @@ class WebServer:
                 loop.run_forever()
             finally:
                 loop.run_until_complete(self._shutdown())
+                # Connections the cleanup did not end (a client that stopped mid-request): cancel
+                # their handlers so closing the loop leaves nothing pending.
+                rest = [t for t in asyncio.all_tasks(loop) if not t.done()]
+                for t in rest:
+                    t.cancel()
+                loop.run_until_complete(asyncio.gather(*rest, return_exceptions=True))
                 loop.close()
 
         self._thread = threading.Thread(target=run, name="unstable-web", daemon=True)
@@ -460,6 +467,12 @@ class WebServer:
                 if msg.type == WSMsgType.ERROR:
                     break
                 if not self._budget(client):
+                    if client.flooded:
+                        self.stats["ws_closed_flood"] += 1
+                        log.warning("web: websocket %s closed: it kept sending more than %g messages/s",
+                                    client.origin[0], self.rate)
+                        await ws.close(code=1008, message=b"message flood", drain=False)
+                        break
                     continue
                 self.stats["ws_messages"] += 1
                 if msg.type == WSMsgType.TEXT:
@@ -489,9 +502,7 @@ class WebServer:
         self.stats["ws_dropped"] += 1
         self.warn.warning(("flood", client.origin[0]), "web: websocket %s sends more than %g messages/s; "
                           "dropping the rest", client.origin[0], self.rate)
-        if client.dropped > self.rate * 5:
-            self.stats["ws_closed_flood"] += 1
-            asyncio.ensure_future(client.ws.close(code=1008, message=b"message flood"))
+        client.flooded = client.dropped > self.rate * 5
         return False
 
     def _command(self, client: _Client, text: str) -> None:
@@ -596,13 +607,32 @@ class WebServer:
             self._loop.call_soon_threadsafe(self._broadcast, "\0telemetry", text, True)
 
 
-_aiohttp_filter: RateLimitFilter | None = None
+class _OneLine(logging.Filter):
+    """aiohttp logs a request its parser refuses (a bad request line, a header too long) as an
+    error with a traceback; it is the client's mistake, so make it one warning line that says
+    what was wrong, from whom."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None:
+            why = " ".join(str(exc).split())
+            why = why[:160] + ("..." if len(why) > 160 else "")
+            record.msg = f"web: {record.getMessage()}: refused, {type(exc).__name__}: {why}"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+_aiohttp_filters: tuple | None = None
 
 
 def _limit_aiohttp_logs(interval: float) -> None:
-    """aiohttp logs a line for each request its parser refuses: rate-limit them (once per process)."""
-    global _aiohttp_filter
-    if _aiohttp_filter is None:
-        _aiohttp_filter = RateLimitFilter(interval, match="aiohttp")
+    """One line per request aiohttp's parser refuses, rate-limited (installed once per process)."""
+    global _aiohttp_filters
+    if _aiohttp_filters is None:
+        _aiohttp_filters = (_OneLine(), RateLimitFilter(interval, match="aiohttp"))
         for name in ("aiohttp.server", "aiohttp.web", "aiohttp.access", "aiohttp.websocket"):
-            logging.getLogger(name).addFilter(_aiohttp_filter)
+            for f in _aiohttp_filters:
+                logging.getLogger(name).addFilter(f)
