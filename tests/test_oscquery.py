@@ -330,3 +330,55 @@ def test_a_websocket_flood_is_cut_off_and_the_show_keeps_its_frame_rate(tmp_path
     # 10 fps show: it kept its rate while the flood ran.
     assert r.fps >= 9.0, r
     assert r.frames >= 36
+
+
+# -- settings and the command line -----------------------------------------------------------------
+
+@pytest.mark.parametrize("web,words", [
+    ('token = "abc"', "web.token: 'abc' should be at least 8"),
+    ('allow = ["phone"]', "web.allow[0]: 'phone' is not an IP address"),
+    ("port = 70000", "web.port: 70000"),
+    ('hots = "0.0.0.0"', "web: hots: unknown key"),
+])
+def test_bad_web_settings_are_one_line_naming_the_key(tmp_path, monkeypatch, web, words):
+    from click.testing import CliRunner
+    from test_show import SHOW, write_show
+
+    from unstable.cli import main
+    write_show(tmp_path, SHOW.replace("[layout]", f"[web]\n{web}\n[layout]"))
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(main, ["live", "show.toml", "--headless", "--osc-port", "0"])
+    assert r.exit_code == 2, r.output
+    assert words.replace("web: ", "web.") in r.output.replace("web: ", "web.") and "Traceback" not in r.output
+
+
+def test_unstable_live_prints_the_url_and_no_web_turns_it_off(tmp_path):
+    from click.testing import CliRunner
+    from test_show import write_show
+
+    from unstable.cli import main
+    show = write_show(tmp_path)
+    common = ["live", str(show), "--headless", "--seconds", "0.2", "--osc-port", "0", "--no-train",
+              "--run", str(tmp_path / "run")]
+    r = CliRunner().invoke(main, [*common, "--web-port", "0"])
+    assert r.exit_code == 0, r.output
+    assert "live: control page and OSCQuery at http://127.0.0.1:" in r.output
+    r = CliRunner().invoke(main, [*common, "--no-web"])
+    assert r.exit_code == 0, r.output
+    assert "control page" not in r.output
+
+
+def test_a_web_port_in_use_is_one_line(tmp_path):
+    from click.testing import CliRunner
+    from test_show import write_show
+
+    from unstable.cli import main
+    show = write_show(tmp_path)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        r = CliRunner().invoke(main, ["live", str(show), "--headless", "--seconds", "0.2", "--osc-port", "0",
+                                      "--no-train", "--web-port", str(port), "--run", str(tmp_path / "run")])
+    assert r.exit_code == 2, r.output
+    assert f"cannot serve the control page on 127.0.0.1:{port}" in r.output and "Traceback" not in r.output

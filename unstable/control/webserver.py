@@ -267,6 +267,7 @@ class WebServer:
         app.router.add_get("/control/show.json", self._show_json)
         app.router.add_get("/control/preview.jpg", self._preview)
         app.router.add_get("/control/{name}", self._asset)
+        app.router.add_get("/favicon.ico", self._no_icon)
         app.router.add_get("/{path:.*}", self._root)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None,
                                      max_line_size=4 * KiB, max_field_size=4 * KiB)
@@ -390,6 +391,10 @@ class WebServer:
         data = resources.files("unstable.control").joinpath("web", name).read_bytes()
         return web.Response(body=data, content_type=_ASSETS[name], charset="utf-8",
                             headers={"Cache-Control": "no-cache"})
+
+    async def _no_icon(self, request):
+        from aiohttp import web
+        return web.Response(status=204)  # browsers ask for one on every page: not worth a log line
 
     async def _show_json(self, request):
         from aiohttp import web
