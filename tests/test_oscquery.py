@@ -19,6 +19,7 @@ from helpers import Client, wait_for
 from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
 from test_engine import make_engine
+from test_show import SHOW
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -382,3 +383,44 @@ def test_a_web_port_in_use_is_one_line(tmp_path):
                                       "--no-train", "--web-port", str(port), "--run", str(tmp_path / "run")])
     assert r.exit_code == 2, r.output
     assert f"cannot serve the control page on 127.0.0.1:{port}" in r.output and "Traceback" not in r.output
+
+
+BROWSE = """
+import json, sys, time
+from pythonoscquery.osc_query_browser import OSCQueryBrowser
+from pythonoscquery.osc_query_client import OSCQueryClient
+browser = OSCQueryBrowser()
+svc = None
+end = time.monotonic() + 20
+while svc is None and time.monotonic() < end:
+    time.sleep(0.2)
+    svc = browser.find_service_by_name(sys.argv[1])
+if svc is None:
+    print(json.dumps({"found": False}))
+    sys.exit(0)
+client = OSCQueryClient(svc)
+host = client.get_host_info()
+root = client.query_node("/")
+print(json.dumps({"found": True, "name": host.name, "osc_port": host.osc_port,
+                  "hue": root.find_subnode("/unstable/eq/hue").value}))
+browser.zc.close()
+"""
+
+
+def test_zeroconf_announces_the_show_to_an_oscquery_browser_on_another_machine(tmp_path, other_machine):
+    import subprocess
+    import sys
+    ns, here, there = other_machine
+    # Listening on the veth address only: the adverts go out on that interface alone. An OSCQuery
+    # tool cannot send a token: its address is on the allow-list, as the README says to do.
+    text = SHOW.replace("[layout]", f'[web]\nhost = "{here}"\nallow = ["{there}"]\n[layout]')
+    eng = make_engine(tmp_path, text)
+    with eng:
+        eng.params.set("eq", "hue", 90.0)
+        assert eng.web.advertise and eng.web._zeroconf is not None
+        osc_port = eng.osc.port
+        out = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", BROWSE, "show"],
+                             capture_output=True, text=True, timeout=90)
+    got = json.loads(out.stdout.strip().splitlines()[-1]) if out.stdout.strip() else {}
+    assert got.get("found"), f"python-oscquery's browser did not find the show: {out.stderr[-500:]}"
+    assert got["name"] == "show" and got["osc_port"] == osc_port and got["hue"] == [0.75]

@@ -10,7 +10,6 @@ network would.
 """
 
 import json
-import os
 import shutil
 import subprocess
 import time
@@ -130,39 +129,6 @@ def test_osc_and_another_browser_move_the_fader_on_the_page(tmp_path, browser):
 
 
 # -- from another machine --------------------------------------------------------------------------
-
-def _ip(*args, ns=None):
-    cmd = (["ip", "netns", "exec", ns] if ns else []) + ["ip", *args]
-    return subprocess.run(cmd, capture_output=True, text=True)
-
-
-@pytest.fixture
-def other_machine():
-    """A network namespace joined to this one by a veth pair: (its name, our address, its address)."""
-    if os.geteuid() != 0 or shutil.which("ip") is None:
-        pytest.skip("making a network namespace needs root and iproute2")
-    n = os.getpid() % 250 + 1
-    ns, here, there = f"unstable-web-{os.getpid()}", f"10.231.{n}.1", f"10.231.{n}.2"
-    host_if, ns_if = f"uwh{os.getpid() % 100000}", f"uwn{os.getpid() % 100000}"
-    r = subprocess.run(["ip", "netns", "add", ns], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot make a network namespace here: {r.stderr.strip()}")
-    try:
-        steps = [_ip("link", "add", host_if, "type", "veth", "peer", "name", ns_if),
-                 _ip("link", "set", ns_if, "netns", ns),
-                 _ip("addr", "add", f"{here}/30", "dev", host_if),
-                 _ip("link", "set", host_if, "up"),
-                 _ip("addr", "add", f"{there}/30", "dev", ns_if, ns=ns),
-                 _ip("link", "set", ns_if, "up", ns=ns),
-                 _ip("link", "set", "lo", "up", ns=ns)]
-        bad = [s for s in steps if s.returncode != 0]
-        if bad:
-            pytest.skip(f"cannot wire a network namespace here: {bad[0].stderr.strip()}")
-        yield ns, here, there
-    finally:
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-        subprocess.run(["ip", "link", "del", host_if], capture_output=True)
-
 
 def chromium_in(ns, url) -> str:
     """The DOM chromium renders for `url` inside namespace `ns` (after its scripts ran)."""
