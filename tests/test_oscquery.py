@@ -11,7 +11,6 @@ import asyncio
 import json
 import socket
 import threading
-import time
 
 import aiohttp
 import pytest
@@ -200,9 +199,12 @@ def test_telemetry_reaches_a_page_that_asks(show):
         s, ws = await _ws(show.web.port)
         await ws.send_str(json.dumps({"COMMAND": "TELEMETRY", "DATA": True}))
         await asyncio.sleep(0.1)
+        show.pieces["eq"].last_scalars = {"critic_loss": float("nan"), "g_loss": 0.5}
         show._telemetry(5.0)
         msg = await ws.receive(timeout=3.0)
+        assert "NaN" not in msg.data  # a browser's JSON.parse refuses NaN
         data = json.loads(msg.data)
+        assert data["DATA"]["losses"]["eq"] == {"g_loss": 0.5}
         assert data["COMMAND"] == "TELEMETRY"
         assert {"fps", "steps_per_s", "losses", "guard", "scene"} <= set(data["DATA"])
         await ws.close()

@@ -24,7 +24,6 @@ off screen still take OSC, LISTEN and the control page.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
@@ -230,8 +229,3 @@ class AddressSpace:
         return {"name": self.name, "groups": groups, "scenes": list(scenes),
                 "scene_address": f"{PREFIX}/scene", "record_address": f"{PREFIX}/record",
                 "still_address": f"{PREFIX}/still"}
-
-
-def finite(x) -> bool:
-    """True for a real, finite number (not a bool)."""
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)

@@ -29,12 +29,12 @@ rate-limited; the show's frames never wait on this thread.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import io
 import ipaddress
 import json
 import logging
+import math
 import secrets
 import socket
 import threading
@@ -607,9 +607,29 @@ class WebServer:
         """One second's telemetry to the clients that asked for it (any thread; JSON-safe dict)."""
         if self._loop is None or not any(c.telemetry for c in list(self.clients)):
             return
-        text = json.dumps({"COMMAND": "TELEMETRY", "DATA": line}, default=float)
+        try:
+            text = json.dumps({"COMMAND": "TELEMETRY", "DATA": _json_safe(line)})
+        except (TypeError, ValueError) as e:  # a value JSON cannot hold: the page misses one second
+            self.warn.warning("telemetry", "web: a telemetry line could not be sent to the page: %s", e)
+            return
         with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(self._broadcast, "\0telemetry", text, True)
+
+
+def _json_safe(value):
+    """`value` with numpy scalars made floats and NaN/infinities made null (the page's JSON.parse
+    refuses them)."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (bool, str, int)) or value is None:
+        return value
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return f if math.isfinite(f) else None
 
 
 class _OneLine(logging.Filter):
