@@ -59,6 +59,7 @@ def main():
     ap.add_argument("--show", default="shows/demo.toml")
     ap.add_argument("--trials", type=int, default=30)
     ap.add_argument("--requests", type=int, default=300)
+    ap.add_argument("--screenshot", default=None, help="save a screenshot of the page here (PNG) at the end")
     args = ap.parse_args()
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     show = load_show(args.show)
@@ -149,6 +150,10 @@ def main():
                 continue
             latencies.append((hit[0] - t_input) * 1e3)
             counts.append(hit[1])
+        if args.screenshot:
+            driver.execute_script("window.scrollTo(0, 0)")
+            time.sleep(1.5)  # a preview frame and a telemetry line
+            driver.save_screenshot(args.screenshot)
         # The full tree while the show plays.
         conn = http.client.HTTPConnection("127.0.0.1", eng.web.port, timeout=10)
         tree_ms, size = [], 0
