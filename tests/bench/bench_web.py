@@ -22,6 +22,7 @@ and training off, so a frame changes only when a parameter does.
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import http.client
 import os
@@ -179,7 +180,8 @@ def main():
     print(f"fader -> visible frame: {len(latencies)} trials ({missed} missed): p50 {pct(latencies, 50):.1f} ms, "
           f"p99 {pct(latencies, 99):.1f} ms (min {min(latencies):.1f}, max {max(latencies):.1f}); frames from "
           f"the click: p50 {pct(counts, 50):.0f}, p99 {pct(counts, 99):.0f}, max {max(counts)} "
-          f"(a frame every {1e3 / show.settings.fps:.1f} ms)")
+          f"(a frame every {1e3 / show.settings.fps:.1f} ms); trials per frame count "
+          f"{dict(sorted(collections.Counter(counts).items()))}")
     print(f"OSCQuery full tree ({nodes} methods, {size} bytes): p50 {pct(tree_ms, 50):.2f} ms, "
           f"p99 {pct(tree_ms, 99):.2f} ms over {len(tree_ms)} requests; ?VALUE p50 {pct(value_ms, 50):.2f} ms, "
           f"p99 {pct(value_ms, 99):.2f} ms")
