@@ -56,6 +56,7 @@ class Engine(Session):
     `record`: an .mp4 recorded from the first frame (preset h264_live), its automation beside it.
     `automation`: write the automation to this file (without recording video).
     `telemetry`: a JSON-lines file, one line per second. `osc_port` overrides the show's port.
+    `web_port` overrides the show's `[web] port`; `web=False` serves no control page or OSCQuery.
     `train`: False shows the pieces as they are (the show's `training.on` also decides).
     `time_source`: the wall clock's seconds (injectable for tests).
     """
