@@ -251,6 +251,20 @@ def test_bad_http_gets_a_clear_status_and_the_server_carries_on(show, raw, code,
     assert show.web.running
 
 
+def test_a_websocket_from_another_sites_page_is_refused(show):
+    async def run():
+        async with aiohttp.ClientSession() as s:
+            with pytest.raises(aiohttp.WSServerHandshakeError) as e:
+                await s.ws_connect(f"http://127.0.0.1:{show.web.port}/", origin="http://evil.example")
+            assert e.value.status == 403
+            # The show's own page (same origin) connects.
+            ws = await s.ws_connect(f"http://127.0.0.1:{show.web.port}/",
+                                    origin=f"http://127.0.0.1:{show.web.port}")
+            await ws.close()
+
+    asyncio.run(run())
+
+
 def test_bad_websocket_input_is_refused_and_counted(show, caplog):
     port = show.web.port
 
@@ -292,6 +306,7 @@ async def main():
     sent = 0
     async with aiohttp.ClientSession() as s:
         ws = await s.ws_connect(sys.argv[1])
+        start = time.time()
         end = time.monotonic() + 2.5
         try:
             while time.monotonic() < end and not ws.closed:
@@ -301,22 +316,30 @@ async def main():
                     await asyncio.sleep(0)
         except (ConnectionError, RuntimeError):
             pass
+        stop = time.time()
         if not ws.closed:
             await ws.receive(timeout=3.0)
-        print(sent, ws.close_code)
+        print(sent, ws.close_code, start, stop)
 asyncio.run(main())
 """
 
 
 def test_a_websocket_flood_is_cut_off_and_the_show_keeps_its_frame_rate(tmp_path):
+    import statistics
     import subprocess
     import sys
-    eng = make_engine(tmp_path, seconds=4.0)
-    result = {}
+    import time
+    eng = make_engine(tmp_path, seconds=6.0)
+    result, stamps = {}, []
     started = threading.Event()
 
+    def hook(e):
+        stamps.append(time.time())
+        if len(stamps) >= 15:  # 1.5 s of frames without a flood first: the machine's own pace
+            started.set()
+
     def play():
-        eng.frame_hooks.append(lambda e: started.set())
+        eng.frame_hooks.append(hook)
         result["report"] = eng.run()
 
     t = threading.Thread(target=play)
@@ -326,13 +349,21 @@ def test_a_websocket_flood_is_cut_off_and_the_show_keeps_its_frame_rate(tmp_path
     out = subprocess.run([sys.executable, "-c", FLOOD, f"http://127.0.0.1:{eng.web.port}/"], capture_output=True,
                          text=True, timeout=60)
     t.join(60)
-    sent, code = out.stdout.split()
+    sent, code, begin, end = out.stdout.split()
+    begin, end = float(begin), float(end)
     r = result["report"]
     assert code == "1008", f"a client that sent {sent} messages in 2.5 s was not closed: {out.stderr[-300:]}"
-    assert eng.web.stats["ws_dropped"] > 0 and eng.web.stats["ws_closed_flood"] == 1
-    # 10 fps show: it kept its rate while the flood ran.
-    assert r.fps >= 9.0, r
-    assert r.frames >= 36
+    st = eng.web.stats
+    assert st["ws_dropped"] > 0 and st["ws_closed_flood"] == 1
+    # Cut off early: the server handled its burst and 5 s worth of drops, not the whole flood.
+    assert st["ws_messages"] + st["ws_dropped"] <= 400 * 2 + 400 * 5 + 200, (st, sent)  # + refills meanwhile
+    # The show kept its pace during the flood: frame intervals as before it (medians, so that other
+    # jobs on a shared machine do not decide), and every frame drawn.
+    before = [b - a for a, b in zip(stamps, stamps[1:]) if b < begin]
+    during = [b - a for a, b in zip(stamps, stamps[1:]) if begin <= a and b <= end]
+    assert len(during) >= 10, (len(during), r)
+    assert statistics.median(during) <= 1.5 * statistics.median(before) + 0.01, (before, during)
+    assert r.frames == 60
 
 
 # -- settings and the command line -----------------------------------------------------------------

@@ -18,6 +18,8 @@ TouchOSC fader does, and nothing here touches a model or GL.
 Access: a client on this machine (loopback) needs nothing; any other needs the show's token
 (`?token=` once, then a cookie), or an address on the `[web] allow` list (OSCQuery tools such as
 Chataigne cannot send a token). Without it: 403 and one log line, nothing served, nothing changed.
+A websocket opened by a web page from another site (its Origin is not this server) is refused
+too: browsers let any page connect to ws://127.0.0.1, and loopback needs no token.
 
 Bad input: HTTP the parser refuses is answered 400 by aiohttp; unknown paths 404, unknown
 attributes 400, other methods 405, bodies over `max_body` 413, websocket messages over
@@ -41,6 +43,7 @@ import threading
 import time
 from importlib import resources
 from typing import Any, Callable, Iterable
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -457,6 +460,14 @@ class WebServer:
 
     async def _websocket(self, request):
         from aiohttp import WSMsgType, web
+        origin = request.headers.get("Origin")
+        if origin is not None and urlsplit(origin).netloc != request.host:
+            # A page from another site open in a browser on this machine would otherwise reach the
+            # show through loopback: only our own page (and tools that send no Origin) may connect.
+            self.stats["refused"] += 1
+            self.warn.warning(("origin", request.remote), "web: websocket from %s refused: opened by a page "
+                              "from %s, not this show's page", request.remote, shorten(origin))
+            return web.Response(status=403, text="403: websockets are for this show's own page\n")
         if len(self.clients) >= self.max_clients:
             self.warn.warning("full", "web: websocket from %s refused: %d clients already", request.remote,
                               len(self.clients))
