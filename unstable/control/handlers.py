@@ -17,9 +17,10 @@ from .store import ParameterStore
 
 
 class OscHandlers:
-    """The handlers of a show's address space, mapped from its schema by `map_onto`."""
+    """The handlers of a show's address space, mapped from its schema by `map_onto` (`feedback` may
+    be None where only `map_controls` is used: the control page's websocket has no UDP feedback)."""
 
-    def __init__(self, params: ParameterStore, feedback: Feedback, stats: dict, warn: RateLimitedLog):
+    def __init__(self, params: ParameterStore, feedback: Feedback | None, stats: dict, warn: RateLimitedLog):
         self.params = params
         self.feedback = feedback
         self.stats = stats
