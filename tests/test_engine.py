@@ -8,6 +8,7 @@ with SIGTERM.
 
 import json
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -200,6 +201,35 @@ def test_record_toggle_and_snapshot_over_osc(tmp_path):
     import imageio.v3 as iio
     assert iio.imread(still).shape == (32, 96, 3)
     assert (tmp_path / "run" / "eq" / "checkpoint.pt").is_file()
+
+
+def test_stopping_a_recording_finishes_it_in_the_background_while_frames_go_on(tmp_path, monkeypatch):
+    # ffmpeg's finish is held back by a gate: stop() must return and frames must go on meanwhile,
+    # and closing the show waits for the file to be whole.
+    from unstable.encode import VideoWriter
+    gate, closing = threading.Event(), threading.Event()
+    real_close = VideoWriter.close
+
+    def gated_close(self):
+        closing.set()
+        assert gate.wait(30)
+        return real_close(self)
+
+    monkeypatch.setattr(VideoWriter, "close", gated_close)
+    eng = make_engine(tmp_path, SHOW.replace("[layout]", "[actions]\nrecord_min_interval = 0\n[layout]"))
+    with eng:
+        eng.recorder.record(tmp_path / "take.mp4")
+        for n in range(4):
+            eng.frame(number=n)
+        eng.recorder.stop()              # returns with the writer still closing
+        assert closing.wait(10) and eng.recorder.writer is None
+        for n in range(4, 8):            # the show goes on while ffmpeg finishes
+            eng.frame(number=n)
+        assert eng.frames == 8 and closing.is_set() and not gate.is_set()
+        gate.set()
+    report = eng.close()
+    assert report.recordings == [str(tmp_path / "take.mp4")]
+    assert probe(tmp_path / "take.mp4").frames == 4  # frames 0-3, whole
 
 
 def test_headless_run_trains_records_every_frame_and_resumes(tmp_path):

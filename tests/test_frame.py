@@ -30,10 +30,28 @@ def test_a_late_frame_drops_the_slots_it_ran_into():
     assert timer.next_after(0) == 1 and timer.late == 0
     timer.wait(1)
     assert now[0] == pytest.approx(0.1)   # slept until frame 1 was due
-    now[0] += 0.25                        # frame 1 overran into slots 2 and 3
+    now[0] += 0.26                        # frame 1 overran slot 2 and more than half of slot 3
     assert timer.next_after(1) == 4 and timer.late == 1
     timer.wait(4)
     assert now[0] == pytest.approx(0.4)
+
+
+def test_a_frame_a_little_late_is_followed_at_once_by_the_next_slot():
+    now = [0.0]
+    timer = WallTimer(10, time_source=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s))
+    now[0] = 0.14                         # frame 0 ended 40 ms into slot 1 (less than half a slot)
+    assert timer.next_after(0) == 1 and timer.late == 0
+    timer.wait(1)
+    assert now[0] == pytest.approx(0.14)  # no sleep: frame 1 is drawn at once, catching up
+    now[0] = 0.25                         # frame 1 ended exactly half a slot into slot 2
+    assert timer.next_after(1) == 2 and timer.late == 0
+    now[0] = 0.3501                       # frame 2 ended just past half of slot 3: slot 3 is dropped
+    assert timer.next_after(2) == 4 and timer.late == 1
+    strict = WallTimer(10, time_source=lambda: now[0], sleep=lambda s: None, catch_up=0.0)
+    now[0] = strict.start + 0.1001        # no catch-up: any overrun drops the slot
+    assert strict.next_after(0) == 2 and strict.late == 1
+    with pytest.raises(ValueError):
+        WallTimer(10, catch_up=1.0)
 
 
 def timeline(loop=True):

@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 from click.testing import CliRunner
-from helpers import nested_tensors
+from helpers import ROOT, nested_tensors
 from test_engine import make_engine
 from test_disk_bounds import TRAIN_PIECE, train_cli
 from test_show import SHOW, write_show
@@ -219,3 +219,37 @@ def test_tampered_checkpoints_are_one_line(tmp_path, tamper):
     errors = [ln for ln in r.output.splitlines() if ln.startswith("error:")]
     assert r.exit_code == 2 and len(errors) == 1 and "checkpoint.pt" in errors[0], r.output
     assert "Traceback" not in r.output
+
+
+def test_a_checkpoint_claiming_networks_no_machine_holds_is_refused_before_building(tmp_path):
+    # Its stored piece says 2048 px at 4096 channels: building that took a machine past 4 GB of RSS
+    # in 18 s. Refused from the piece's settings alone, with one line naming the file.
+    import resource
+    from test_render import job_file
+    piece = tmp_path / "eq.toml"
+    piece.write_text(TRAIN_PIECE.replace("steps = 40", "steps = 1"))
+    out = tmp_path / "run"
+    assert train_cli(str(piece), "--out", str(out)).exit_code == 0
+    payload = load_checkpoint(out / "checkpoint.pt")
+    stored = payload["piece"]
+    stored["generator"].update(resolution=2048, min_channels=4096, max_channels=4096)
+    stored["critic"].update(min_channels=4096, max_channels=4096)
+    save_checkpoint(out / "checkpoint.pt", payload)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    job = job_file(tmp_path, out, output=f'"{tmp_path.as_posix()}/out/{{job}}.mov"')
+    r = CliRunner().invoke(main, ["render", str(job), "--device", "cpu"])
+    errors = [ln for ln in r.output.splitlines() if ln.startswith("error:")]
+    assert r.exit_code == 2 and len(errors) == 1, r.output
+    assert "checkpoint.pt" in errors[0] and "GiB to train" in errors[0] and "Traceback" not in r.output
+    # Nothing of that size was allocated (peak RSS of this test process grew by far less than 1 GB).
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 1_000_000  # KiB
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_shipped_pieces_fit_the_memory_check():
+    from unstable.system import build_system, load_piece
+    from unstable.equilibrium.footprint import training_bytes
+    for path in sorted((ROOT / "pieces").glob("equilibrium-*.toml")):
+        p = load_piece(path)
+        assert 50 * 2**20 < training_bytes(p) < 2 * 2**30, path  # errs high, but not absurdly
+        build_system(p, torch.device("cpu"))

@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 from helpers import Client, wait_for
+from pythonosc.osc_message_builder import OscMessageBuilder
 from test_engine import make_engine
 from test_show import SHOW
 
@@ -151,23 +152,34 @@ def empty_element_bundle(n: int) -> bytes:
     return b"#bundle\0" + b"\0" * 8 + b"\0\0\0\0" * n
 
 
-def test_python_oscs_own_warnings_are_rate_limited(caplog, monkeypatch):
+def test_bundles_of_empty_or_too_many_elements_are_refused_before_parsing(caplog, monkeypatch):
+    # python-osc walks every element in Python and warns for each empty one (10 datagrams of 2,040
+    # empty elements: 20,400 lines, and a show at 2 fps under a flood): refused on their sizes alone.
     from unstable.control.osclog import install_library_log_limit
-    limit = install_library_log_limit()  # one per process: start it afresh, as a new show would
-    monkeypatch.setattr(limit, "interval", 2.0)
+    limit = install_library_log_limit()
     monkeypatch.setattr(limit, "_last", {})
     params = ParameterStore(groups())
     server = OscServer(params, port=0).start()
     client = Client(server.port)
+
+    def bundle(messages):
+        return b"#bundle\0" + b"\0" * 8 + b"".join(len(m).to_bytes(4, "big") + m for m in messages)
+
+    def hue_msg(v):
+        b = OscMessageBuilder(address="/unstable/eq/hue/raw")
+        b.add_arg(float(v))
+        return b.build().dgram
     try:
         with caplog.at_level(logging.WARNING):
             for _ in range(10):
                 client.send_raw(empty_element_bundle(2040))
-            client.send("/unstable/eq/hue/raw", 5.0)
+            client.send_raw(bundle([hue_msg(7.0)] * 65))   # one element past the limit
+            client.send_raw(bundle([hue_msg(5.0)] * 64))   # at the limit: applied
             assert wait_for(lambda: params.get("eq", "hue") == 5.0, 10)
-        lines = [r for r in caplog.records if "pythonosc" in r.pathname]
-        assert 1 <= len(lines) <= 2, len(lines)
-        assert all(len(r.getMessage()) < 300 for r in lines)
+        assert server.stats["malformed"] == 11 and server.stats["messages"] == 64
+        assert [r for r in caplog.records if "pythonosc" in r.pathname] == []  # never reached python-osc
+        ours = [r.getMessage() for r in caplog.records if r.name.startswith("unstable.osc")]
+        assert 1 <= len(ours) <= 2 and "impossible size (0 bytes)" in ours[0], ours
     finally:
         client.close()
         server.stop()
@@ -193,3 +205,20 @@ def test_sync_and_subscribe_replies_are_budgeted_per_subscriber():
         a.close()
         other.close()
         server.stop()
+
+
+def test_a_sender_varying_the_problem_still_gets_a_bounded_log(caplog, monkeypatch):
+    # Every parameter x every kind of bad value is its own key: the total budget still holds.
+    import unstable.control.osclog as osclog
+    now = [100.0]
+    monkeypatch.setattr(osclog.time, "monotonic", lambda: now[0])
+    warn = osclog.RateLimitedLog(logging.getLogger("unstable.osc"), 2.0, per_minute=5)
+    with caplog.at_level(logging.WARNING, logger="unstable.osc"):
+        for i in range(100):
+            warn.warning(("rejected", i), "problem %d", i)
+        assert [r.getMessage() for r in caplog.records] == [f"problem {i}" for i in range(5)]
+        now[0] += 12.0  # a minute's budget of 5 refills one line every 12 s
+        warn.warning(("rejected", 500), "problem %d", 500)
+    last = caplog.records[-1].getMessage()
+    assert len(caplog.records) == 6 and last.startswith("problem 500")
+    assert "(95 other lines held back by the log's limit of 5 a minute)" in last

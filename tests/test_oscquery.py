@@ -457,3 +457,17 @@ def test_zeroconf_announces_the_show_to_an_oscquery_browser_on_another_machine(t
     got = json.loads(out.stdout.strip().splitlines()[-1]) if out.stdout.strip() else {}
     assert got.get("found"), f"python-oscquery's browser did not find the show: {out.stderr[-500:]}"
     assert got["name"] == "show" and got["osc_port"] == osc_port and got["hue"] == [0.75]
+
+
+def test_groups_that_are_not_pieces_stay_in_the_tree_whatever_the_scene_shows():
+    from unstable.control.oscquery import AddressSpace
+    from unstable.control.store import ParameterStore
+    from unstable.schema import ParamSpec, common_specs, show_specs
+    store = ParameterStore({"eq": common_specs(), "eq2": common_specs(),
+                            "audio": [ParamSpec("amount0", -1.0, 1.0, 0.5)], "show": show_specs(2)})
+    space = AddressSpace(store, pieces=["eq", "eq2"], shown=["eq2"])
+    top = space.node("/unstable")["CONTENTS"]
+    assert set(top) == {"eq2", "audio", "show", "scene", "record", "still"}
+    assert space.node("/unstable/audio/amount0")["VALUE"] == [0.75]
+    assert space.set_shown(["eq"]) and "eq" in space.node("/unstable")["CONTENTS"]
+    assert not space.set_shown(["eq"])  # no change, no PATH_CHANGED

@@ -97,7 +97,8 @@ def _live_env() -> None:
 
 
 def _run_live(show_path, *, headless, fullscreen, monitor, seconds, record, telemetry, osc_port, device, run, fresh,
-              train=True, resume=False, automation=None, size=None, reset_params=False, web_port=None, web=True):
+              train=True, resume=False, automation=None, size=None, reset_params=False, audio=None, web_port=None,
+              web=True):
     _live_env()
     from .live import Engine
     from .show import load_show
@@ -112,7 +113,7 @@ def _run_live(show_path, *, headless, fullscreen, monitor, seconds, record, tele
     engine = Engine(show, device=resolve_device(device), headless=headless, fullscreen=fullscreen or None,
                     monitor=monitor, seconds=seconds, record=record, telemetry=telemetry, osc_port=osc_port,
                     run_dir=run, fresh=fresh, resume=resume, train=train, echo=click.echo, automation=automation,
-                    reset_params=reset_params, web_port=web_port, web=web)
+                    reset_params=reset_params, audio=audio, web_port=web_port, web=web)
     try:
         r = engine.run()
     except KeyboardInterrupt:
@@ -159,15 +160,18 @@ def _run_live(show_path, *, headless, fullscreen, monitor, seconds, record, tele
               "1920x1080).")
 @click.option("--reset-params", is_flag=True, help="Continue the weights but start the live parameters (training, "
               "hue, learning_rate, scene, ...) from the show's values, not from those saved with the checkpoints.")
+@click.option("--audio", type=click.Path(dir_okay=False), default=None,
+              help="Play the show's [[audio.map]] from this audio file, in time with the frames, instead of the "
+              "show's `[audio] file` or the input device.")
 @friendly
 def live(show, headless, fullscreen, monitor, seconds, record, automation, telemetry, osc_port, web_port, no_web,
-         device, run, fresh, resume, no_train, size, reset_params):
+         device, run, fresh, resume, no_train, size, reset_params, audio):
     """Play SHOW (a shows/*.toml file) live: train its pieces, walk them in sync, take OSC, OSCQuery and
     the control page in a browser (its URL is printed)."""
     _run_live(show, headless=headless, fullscreen=fullscreen, monitor=monitor, seconds=seconds, record=record,
               telemetry=telemetry, osc_port=osc_port, device=device, run=run, fresh=fresh, train=not no_train,
-              resume=resume, automation=automation, size=size, reset_params=reset_params, web_port=web_port,
-              web=not no_web)
+              resume=resume, automation=automation, size=size, reset_params=reset_params, audio=audio,
+              web_port=web_port, web=not no_web)
 
 
 @main.command()
@@ -281,9 +285,12 @@ def _is_show(path) -> bool:
 @click.option("--scheduler", default=None, metavar="tcp://HOST:PORT",
               help="Render the chunks on an existing Dask cluster (workers must see the run and output folders "
                    "at the same paths).")
+@click.option("--audio", type=click.Path(dir_okay=False), default=None,
+              help="A show: follow this audio file (instead of its `[audio] file`): the render lasts as long as it "
+              "(unless --seconds), its [[audio.map]] play from it frame by frame, and it is muxed in.")
 @friendly
 def render_run(job, out, frame_range, variations, seconds, preset, size, automation, run, device, fresh, threads,
-               workers, scheduler):
+               workers, scheduler, audio):
     """Render JOB (a render/*.toml job, or a shows/*.toml show from its run folders) to video files;
     an interrupted render resumes where it stopped."""
     from .render import render_job, render_show
@@ -296,9 +303,10 @@ def render_run(job, out, frame_range, variations, seconds, preset, size, automat
             raise UnstableError("--variation: a show renders with its own colours (variations are for render jobs)")
         results = render_show(job, seconds=seconds, frames=frame_range, out=out, preset=preset, size=_size(size),
                               automation=automation, run=run, device=resolve_device(device), fresh=fresh,
-                              threads=threads, echo=click.echo, **cluster)
+                              threads=threads, echo=click.echo, audio=audio, **cluster)
     else:
-        for opt, value in (("--seconds", seconds), ("--size", size), ("--automation", automation), ("--run", run)):
+        for opt, value in (("--seconds", seconds), ("--size", size), ("--automation", automation), ("--run", run),
+                           ("--audio", audio)):
             if value is not None:
                 raise UnstableError(f"{opt}: only for shows; a render job sets it in its file ({job})")
         results = render_job(job, out=out, frames=frame_range, variations=variations, device=resolve_device(device),
@@ -312,12 +320,19 @@ def render_run(job, out, frame_range, variations, seconds, preset, size, automat
 @render.command("concat")
 @click.argument("parts", nargs=-1, required=True, type=click.Path())
 @click.option("--out", required=True, type=click.Path(), help="The joined file (or PNG folder).")
+@click.option("--audio", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Mux this audio file into the joined file (AAC beside H.264, PCM beside ProRes/FFV1).")
 @friendly
-def render_concat(parts, out):
+def render_concat(parts, out, audio):
     """Join PARTS rendered with --frames (same job, in order) into one file without re-encoding."""
     from .probe import concat
     info = concat(parts, out)
     click.echo(f"concat: {out}  {info.frames} frames at {info.fps} fps, {info.width}x{info.height}, {info.codec}")
+    if audio is not None:
+        from .audio.mux import mux_audio, preset_for_codec
+        from fractions import Fraction
+        mux_audio(out, audio, preset_for_codec(info.codec, out), Fraction(info.frames) / info.fps)
+        click.echo(f"concat: {audio} muxed into {out}")
 
 
 if __name__ == "__main__":

@@ -39,6 +39,10 @@ __all__ = ["Preset", "PRESETS", "PNG_PATTERN", "SEQUENCE_SIDECAR", "ffmpeg_exe",
 _BT709 = ["-vf", "scale=out_color_matrix=bt709:out_range=tv", "-colorspace", "bt709",
           "-color_primaries", "bt709", "-color_trc", "bt709", "-color_range", "tv"]
 
+# The audio of a render (`--audio`): AAC beside H.264, 16-bit PCM beside the masters.
+_AAC = ("-c:a", "aac", "-b:a", "256k")
+_PCM = ("-c:a", "pcm_s16le")
+
 
 @dataclass(frozen=True)
 class Preset:
@@ -55,22 +59,23 @@ class Preset:
     subsample: tuple[int, int]
     sequence: bool = False
     doc: str = ""
+    audio: tuple[str, ...] = ()   # ffmpeg arguments of the audio stream muxed into it (unstable.audio.mux)
 
 
 PRESETS: dict[str, Preset] = {p.name: p for p in [
     Preset("h264", ("-c:v", "libx264", "-crf", "18", "-preset", "slow", "-pix_fmt", "yuv420p",
                     *_BT709, "-movflags", "+faststart"),
-           (".mp4", ".mov"), "yuv420p", (2, 2), doc="H.264 delivery, crf 18, preset slow"),
+           (".mp4", ".mov"), "yuv420p", (2, 2), doc="H.264 delivery, crf 18, preset slow", audio=_AAC),
     # -g is filled in from the frame rate: one keyframe (and one MP4 fragment) every 2 seconds.
     Preset("h264_live", ("-c:v", "libx264", "-crf", "20", "-preset", "veryfast", "-pix_fmt", "yuv420p",
                          *_BT709, "-movflags", "+frag_keyframe+empty_moov+default_base_moof"),
-           (".mp4",), "yuv420p", (2, 2), doc="H.264 for live recording, preset veryfast, fragmented"),
+           (".mp4",), "yuv420p", (2, 2), doc="H.264 for live recording, preset veryfast, fragmented", audio=_AAC),
     Preset("prores", ("-c:v", "prores_ks", "-profile:v", "3", "-pix_fmt", "yuv422p10le", *_BT709),
-           (".mov",), "yuv422p10le", (2, 1), doc="ProRes 422 HQ master"),
+           (".mov",), "yuv422p10le", (2, 1), doc="ProRes 422 HQ master", audio=_PCM),
     Preset("ffv1", ("-c:v", "ffv1", "-level", "3", "-g", "1", "-slicecrc", "1", "-pix_fmt", "bgr0"),
-           (".mov",), "bgr0", (1, 1), doc="lossless RGB, FFV1"),
+           (".mov",), "bgr0", (1, 1), doc="lossless RGB, FFV1", audio=_PCM),
     Preset("h264_lossless", ("-c:v", "libx264rgb", "-qp", "0", "-preset", "veryfast", "-pix_fmt", "rgb24"),
-           (".mp4", ".mov"), "rgb24", (1, 1), doc="lossless RGB, H.264 High 4:4:4"),
+           (".mp4", ".mov"), "rgb24", (1, 1), doc="lossless RGB, H.264 High 4:4:4", audio=_AAC),
     Preset("png", ("-c:v", "png", "-pix_fmt", "rgb24"), ("",), "rgb24", (1, 1), sequence=True,
            doc="numbered PNG files in a folder"),
 ]}

@@ -78,6 +78,9 @@ def defaults(specs: list[ParamSpec]) -> dict[str, float]:
 
 PREFIX = "/unstable"
 SHOW = "show"
+# The group of the [[audio.map]] amounts (/unstable/audio/amount<i>); a piece cannot take its name
+# in a show that maps audio.
+AUDIO = "audio"
 # Top-level words of the address space; a piece cannot take one of these names.
 RESERVED = frozenset({"subscribe", "unsubscribe", "sync", "scene", "still", "record"})
 # Show parameters whose change by a controller is also an action for the engine.

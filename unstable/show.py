@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from .audio.mapping import AUDIO, AudioSettings
 from .bending import BendSettings
 from .config import load_dataclass, read_toml, setting
 from .directions import DirectionSettings
@@ -208,6 +209,8 @@ class ShowSettings:
     layout: Layout = setting(default_factory=Layout, doc="where the panels go ('piece/panel' names)")
     size: tuple[int, int] = setting((512, 256), ge=2, le=16384, doc="output width and height in pixels (even)")
     fps: float = setting(30.0, gt=0, le=240, doc="target frame rate")
+    look_ahead: int = setting(4, ge=1, le=32, doc="frames each generator samples per call, kept for the frames "
+                              "to come (a batch costs far less than its frames one by one; 1: one at a time)")
     colour: Colour = setting(default_factory=Colour, doc="colour grade of the whole frame")
     walk: WalkSettings = setting(default_factory=WalkSettings, doc="the latent walk every panel follows")
     fullscreen: bool = setting(False, doc="open the window fullscreen")
@@ -222,6 +225,8 @@ class ShowSettings:
     disk: DiskSettings = setting(default_factory=DiskSettings)
     scenes: tuple[SceneSettings, ...] = setting((), doc="the scenes in order (empty: one scene, the show's layout)")
     loop_scenes: bool = setting(True, doc="after the last scene, start again from the first")
+    audio: AudioSettings = setting(default_factory=AudioSettings, doc="sound that plays the show: a file or "
+                                   "input device, its features mapped onto live parameters ([[audio.map]])")
 
     def __post_init__(self):
         if not self.pieces:
@@ -233,6 +238,9 @@ class ShowSettings:
             from .schema import SHOW, normalise_groups
             if name == SHOW:
                 raise ValueError(f"pieces.{name}: {name!r} is the show's own OSC group, choose another name")
+            if name == AUDIO and self.audio.map:
+                raise ValueError(f"pieces.{name}: {name!r} is the OSC group of the [[audio.map]] amounts, "
+                                 "choose another name")
             try:
                 normalise_groups({name: ()})
             except UnstableError as e:
@@ -305,6 +313,25 @@ class Show:
                                       f"show, expected one of {', '.join(repr(p) for p in by_piece)}")
                 check(values, piece, f"scenes[{i}].params.{piece}")
         return available
+
+    def check_audio(self, groups: Mapping[str, list[ParamSpec]]) -> None:
+        """Every `[[audio.map]]` names a live parameter of the show ('piece.param' or 'show.name')."""
+        for i, m in enumerate(self.settings.audio.map):
+            group, name = m.key
+            key = f"audio.map[{i}].param"
+            if group not in groups or group == AUDIO:
+                raise ConfigError(self.source, key, f"{m.param!r}: no piece {group!r} in the show, expected one of "
+                                  f"{', '.join(repr(g) for g in groups if g != AUDIO)}")
+            known = {s.name for s in groups[group]}
+            if name not in known:
+                raise ConfigError(self.source, key, f"{m.param!r}: not a live parameter of {group!r}, expected one "
+                                  f"of {', '.join(sorted(known))}")
+
+    def audio_file(self, override: str | None = None) -> Path | None:
+        """The audio file a render or live show follows: `override` (--audio, as given) or the show's."""
+        if override:
+            return Path(override)
+        return self.resolve(self.settings.audio.file) if self.settings.audio.file else None
 
     def resolve(self, path: str) -> Path:
         """A path written in the show file, relative to the show file's folder."""

@@ -49,7 +49,7 @@ import torch
 from torch import nn
 
 from .config import load_dataclass, read_toml
-from .errors import ConfigError
+from .errors import ConfigError, UnstableError
 from .schema import ParamSpec
 
 # kind -> (module, piece dataclass, system class). Imported lazily so that loading a piece file
@@ -152,9 +152,36 @@ def load_piece(path: str | Path):
     return piece_from_dict(read_toml(path), str(path))
 
 
-def build_system(piece: Any, device: torch.device) -> System:
-    """Instantiate the System for a validated piece on `device`."""
+def available_bytes(device: torch.device) -> int | None:
+    """Memory a new system could take on `device`: free GPU memory, or the kernel's MemAvailable
+    (None where neither can be read)."""
+    device = torch.device(device)
+    try:
+        if device.type == "cuda":
+            return int(torch.cuda.mem_get_info(device)[0])
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, RuntimeError, ValueError, IndexError):
+        pass
+    return None
+
+
+def build_system(piece: Any, device: torch.device, source: str | None = None) -> System:
+    """Instantiate the System for a validated piece on `device`.
+
+    A piece whose networks could not fit (a system's `training_bytes` estimate above the memory
+    available) is refused with one line naming `source` (its file) before anything is allocated.
+    """
     _, system_cls = _kind_entry(piece.kind)
+    estimate = getattr(system_cls, "training_bytes", None)
+    if estimate is not None:
+        need, have = estimate(piece), available_bytes(device)
+        if have is not None and need > have:
+            where = source or f"piece {getattr(piece, 'name', piece.kind)!r}"
+            raise UnstableError(f"{where}: its networks need about {need / 2**30:.1f} GiB to train and "
+                                f"{device} has {have / 2**30:.1f} GiB available; refusing to build them "
+                                "(a smaller resolution or fewer channels fit)")
     return system_cls(piece, device)
 
 

@@ -30,7 +30,7 @@ import math
 import time
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Callable, Literal, Mapping
+from typing import Callable, Literal, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -316,6 +316,17 @@ class WalkClock:
         """Advance to now and return the walk time for the frame about to be drawn."""
         self._advance()
         return self._phase
+
+    def ahead(self, times: Sequence[float]) -> list[float]:
+        """The walk times at the clock times `times` (ascending, after the last tick) if the speed
+        stays as it is. The same arithmetic as `tick`, step by step, so a prediction equals the
+        tick it predicts bit for bit (the frame pipeline's look-ahead relies on that)."""
+        phase, last, out = self._phase, self._last, []
+        for now in times:
+            phase += self._speed * (now - last)
+            last = now
+            out.append(phase)
+        return out
 
     @property
     def phase(self) -> float:

@@ -2,7 +2,13 @@
 frames, the cost of composing a 1920x1080 frame, and the cost of refreshing the sampling mirrors.
 
     .venv/bin/python tests/bench/bench_live.py [--show shows/demo.toml] [--seconds 30] [--device cpu]
-                                               [--no-passive]
+                                               [--no-passive] [--size 1920x1080] [--grown] [--window]
+                                               [--ab-look-ahead 4]
+
+    # the projector figure: the demo as shipped (grown states), 1920x1080, look-ahead off/on, A/B/A/B
+    .venv/bin/python tests/bench/bench_live.py --size 1920x1080 --grown --ab-look-ahead 4 --seconds 20 \
+        --skip osc,compose,mirror
+    xvfb-run -a -s "-screen 0 1920x1080x24" .venv/bin/python tests/bench/bench_live.py --window ...
 
 Run it from the repository root (the BAD piece's base models are cached under .cache/). Not
 collected by pytest. Four parts:
@@ -68,10 +74,11 @@ def grow(eng, step):
         p.mirror.sync()
 
 
-def live(show, device, seconds, run_dir, start_step=0):
-    tel = Path(run_dir) / "telemetry.jsonl"
-    eng = Engine(show, device=device, headless=True, seconds=seconds, telemetry=tel, osc_port=0, web_port=0,
-                 run_dir=Path(run_dir) / "live", fresh=True, echo=quiet)
+def live(show, device, seconds, run_dir, start_step=0, grown=False, window=False, label="live"):
+    tel = Path(run_dir) / f"{label}.telemetry.jsonl"
+    # grown: the show's `start` states (what `unstable live` plays on a fresh clone), else its seeds.
+    eng = Engine(show, device=device, headless=not window, seconds=seconds, telemetry=tel, osc_port=0, web_port=0,
+                 run_dir=Path(run_dir) / label, fresh=not grown, echo=quiet)
     eng.open()
     if start_step:
         grow(eng, start_step)
@@ -81,11 +88,12 @@ def live(show, device, seconds, run_dir, start_step=0):
     phases = {k: round(float(np.median([ln[f"{k}_ms_p50"] for ln in steady])), 2)
               for k in ("sample", "compose", "output")}
     sps = {n: round(float(np.mean([ln["steps_per_s"][n] for ln in steady])), 2) for n in r.steps}
-    print(f"live: {r.frames} frames in {r.seconds:.1f} s = {r.fps:.2f} fps (target {show.settings.fps:g}); "
-          f"frame interval p50 {r.interval_p50_ms:.1f} ms p99 {r.interval_p99_ms:.1f} ms; "
+    print(f"{label}: {r.frames} frames in {r.seconds:.1f} s = {r.fps:.2f} fps (target {show.settings.fps:g}); "
+          f"frame interval p50 {r.interval_p50_ms:.1f} ms p99 {r.interval_p99_ms:.1f} ms "
+          f"(p99/p50 {r.interval_p99_ms / max(r.interval_p50_ms, 1e-9):.2f}); "
           f"work p50 {r.work_p50_ms:.1f} ms p99 {r.work_p99_ms:.1f} ms; {r.late_frames} late frames")
-    print(f"live: phases (median of per-second p50, ms): {phases}; rss {steady[-1]['rss_mb']} MB")
-    print(f"live: training steps {r.steps}, steps/s over the run {r.steps_per_second}, "
+    print(f"{label}: phases (median of per-second p50, ms): {phases}; rss {steady[-1]['rss_mb']} MB")
+    print(f"{label}: training steps {r.steps}, steps/s over the run {r.steps_per_second}, "
           f"mean steps/s after warm-up {sps}")
     return {"frames": r.frames, "fps": r.fps, "interval_p50_ms": r.interval_p50_ms, "interval_p99_ms": r.interval_p99_ms,
             "work_p50_ms": r.work_p50_ms, "work_p99_ms": r.work_p99_ms, "late": r.late_frames,
@@ -154,11 +162,13 @@ def osc_latency(show, device, seconds, run_dir):
     return {"frames_until_visible": counts, "ms_p50": pct(state["ms"], 50), "ms_p99": pct(state["ms"], 99)}
 
 
-def compose_cost(show, device, frames=200):
+def compose_cost(show, device, frames=200, grown=False):
     from unstable.live import build_systems
     systems = build_systems(show, torch.device("cpu"))
     piece_of, sizes = {}, {}
     for name, s in systems.items():
+        if grown:  # panels at their full size (the equilibrium generators grow with the step count)
+            s.step_count = 10**6
         z = {p: torch.zeros(1, d) for p, d in s.panels().items()}
         try:
             out = s.sample(z, {})
@@ -172,7 +182,14 @@ def compose_cost(show, device, frames=200):
     base = show.scene_layout(0)
     nearest = dataclasses.replace(base, filter="nearest",
                                   styles={k: dataclasses.replace(v, filter=None) for k, v in base.styles.items()})
-    for size, lay0 in (((1920, 1080), base), ((1920, 1080), nearest), (tuple(show.settings.size), base)):
+    def every_panel(filt):
+        return dataclasses.replace(base, filter=filt, styles={k: dataclasses.replace(v, filter=None)
+                                                              for k, v in base.styles.items()})
+
+    bicubic, sharp = every_panel("bicubic"), every_panel("sharp")
+    labels = {id(nearest): " nearest", id(bicubic): " bicubic (every panel)", id(sharp): " sharp (every panel)"}
+    for size, lay0 in (((1920, 1080), base), ((1920, 1080), nearest), ((1920, 1080), bicubic),
+                       ((1920, 1080), sharp), (tuple(show.settings.size), base)):
         comp = Compositor(ctx, size)
         composer = Composer(comp, piece_of)
         g = torch.Generator().manual_seed(0)
@@ -198,11 +215,12 @@ def compose_cost(show, device, frames=200):
                 comp_t.append(t1 - t0)
                 read_t.append(t2 - t1)
         ms = lambda v, q: round(pct(v, q) * 1e3, 2)  # noqa: E731
-        label = f"{size[0]}x{size[1]}" + (" nearest" if lay0 is nearest else "")
+        label = f"{size[0]}x{size[1]}" + labels.get(id(lay0), "")
         results[label] = {"compose_p50": ms(comp_t, 50), "compose_p99": ms(comp_t, 99),
                                            "read_p50": ms(read_t, 50), "read_p99": ms(read_t, 99),
                                            "crossfade_p50": ms(fade_t, 50) if fade_t else None}
-        print(f"compose {label} ({len(sizes)} panels, piece hue on): compose+finish p50 "
+        print(f"compose {label} ({len(sizes)} panels {sorted(set(v[1:] for v in sizes.values()))}, piece hue on): "
+              f"compose+finish p50 "
               f"{ms(comp_t, 50)} ms p99 {ms(comp_t, 99)} ms; readback p50 {ms(read_t, 50)} ms; "
               f"crossfade frame p50 {ms(fade_t, 50) if fade_t else '-'} ms")
         comp.release()
@@ -245,20 +263,43 @@ def main():
     ap.add_argument("--no-passive", action="store_true", help="leave OMP_WAIT_POLICY unset")
     ap.add_argument("--skip", default="", help="comma-separated parts to skip: live,osc,compose,mirror")
     ap.add_argument("--json", default=None, help="also write the numbers here")
+    ap.add_argument("--size", default=None, metavar="WxH", help="output size instead of the show's (1920x1080)")
+    ap.add_argument("--grown", action="store_true",
+                    help="start from the show's `start` states (as `unstable live` does), not from the seeds")
+    ap.add_argument("--window", action="store_true", help="in a window (run under xvfb-run without a display)")
+    ap.add_argument("--ab-look-ahead", type=int, default=0, metavar="N",
+                    help="the live part as A/B/A/B rounds: look_ahead 1 against N, the same show otherwise")
     args = ap.parse_args()
     device = resolve_device(args.device)
     show = load_show(args.show)
+    if args.size:
+        w, h = (int(v) for v in args.size.lower().split("x"))
+        show = dataclasses.replace(show, settings=dataclasses.replace(show.settings, size=(w, h)))
     skip = set(filter(None, args.skip.split(",")))
-    print(f"bench_live: {args.show} on {device}, start step {args.start_step}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, "
+    print(f"bench_live: {args.show} {show.settings.size[0]}x{show.settings.size[1]}"
+          f"{' in a window' if args.window else ' headless'}{', grown states' if args.grown else ''} "
+          f"on {device}, start step {args.start_step}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        if "live" not in skip:
-            results["live"] = live(show, device, args.seconds, tmp, args.start_step)
+        if "live" not in skip and args.ab_look_ahead:
+            rounds = []
+            for i, k in enumerate((1, args.ab_look_ahead) * 2):
+                ab = dataclasses.replace(show, settings=dataclasses.replace(show.settings, look_ahead=k))
+                rounds.append(live(ab, device, args.seconds, tmp, args.start_step, args.grown, args.window,
+                                   label=f"round{i + 1}-look_ahead{k}"))
+            one, many = rounds[0::2], rounds[1::2]
+            fps = [b["fps"] / a["fps"] for a, b in zip(one, many)]
+            p99 = [b["interval_p99_ms"] / a["interval_p99_ms"] for a, b in zip(one, many)]
+            print(f"look-ahead {args.ab_look_ahead} / 1: fps ratio {fps[0]:.2f}, {fps[1]:.2f}; "
+                  f"frame interval p99 ratio {p99[0]:.2f}, {p99[1]:.2f}")
+            results["live_ab"] = rounds
+        elif "live" not in skip:
+            results["live"] = live(show, device, args.seconds, tmp, args.start_step, args.grown, args.window)
         if "osc" not in skip:
             results["osc"] = osc_latency(show, device, args.osc_seconds, tmp)
     if "compose" not in skip:
-        results["compose"] = compose_cost(show, device)
+        results["compose"] = compose_cost(show, device, grown=args.grown)
     if "mirror" not in skip:
         results["mirror"] = mirror_cost(show, device)
     if args.json:

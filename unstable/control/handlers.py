@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from ..schema import PIECE_ACTIONS, PREFIX, SHOW, address
+from ..schema import AUDIO, PIECE_ACTIONS, PREFIX, SHOW, address
 from .feedback import Feedback
 from .osclog import RateLimitedLog, reject, shorten
 from .store import ParameterStore
@@ -42,7 +42,7 @@ class OscHandlers:
                            needs_reply_address=True)
             dispatcher.map(address(piece, name, raw=True),
                            self.param_handler(piece, name, unit=False), needs_reply_address=True)
-        for piece in dict.fromkeys(p for p, _ in self.params.keys() if p != SHOW):
+        for piece in dict.fromkeys(p for p, _ in self.params.keys() if p not in (SHOW, AUDIO)):
             for what in PIECE_ACTIONS:
                 dispatcher.map(f"{PREFIX}/{piece}/{what}", self.action_handler(piece, what),
                                needs_reply_address=True)

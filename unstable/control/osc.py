@@ -33,7 +33,8 @@ value of each parameter, at most every `feedback_interval` seconds).
 Bad input never raises: out-of-range values are clamped with a warning; a wrong type or count,
 NaN or infinity is rejected with a line naming the address; unknown addresses, malformed or
 oversized packets and senders outside the allow-list are counted in `stats` and logged,
-rate-limited (one line per kind per `log_interval` seconds, with the number suppressed).
+rate-limited (one line per kind per `log_interval` seconds, with the number suppressed, and at most
+`log_per_minute` lines a minute in all).
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ class OscServer:
     def __init__(self, params: ParameterStore, *, host: str = "127.0.0.1", port: int = 9000,
                  allow: Iterable[str] | None = None, rcvbuf: int = 4 * MiB, max_packet: int = 8192,
                  max_string: int = 256, max_address: int = 256, max_subscribers: int = 16,
-                 feedback_interval: float = 0.01, log_interval: float = 2.0):
+                 feedback_interval: float = 0.01, log_interval: float = 2.0, log_per_minute: float = 30.0):
         self.params = params
         self.host = host
         self.requested_port = int(port)
@@ -82,7 +83,9 @@ class OscServer:
         self.max_address = int(max_address)
         self.max_subscribers = int(max_subscribers)
         self.feedback_interval = float(feedback_interval)
-        self.warn = RateLimitedLog(log, log_interval)
+        # One line per kind of problem per `log_interval`, and `log_per_minute` lines in all: a
+        # sender cannot fill the disk or the terminal through our warnings about it.
+        self.warn = RateLimitedLog(log, log_interval, per_minute=log_per_minute)
         self.stats = dict.fromkeys(
             ("packets", "messages", "applied", "clamped", "rejected", "unknown", "malformed",
              "oversize", "foreign", "errors", "feedback_sent", "feedback_errors", "refused"), 0)

@@ -9,25 +9,50 @@ log = logging.getLogger("unstable.osc")
 
 
 class RateLimitedLog:
-    """Warnings that cannot flood the log: one line per key per `interval` seconds.
+    """Warnings that cannot flood the log: one line per key per `interval` seconds, and with
+    `per_minute`, at most that many lines a minute in all (a burst of up to that many at once).
 
     The next line after a quiet spell says how many were suppressed. Keys are a kind of problem
     (and, for problems on known addresses, the address), so a flood of random addresses costs
-    one line per interval, not one per packet.
+    one line per interval, not one per packet. The total budget matters when a sender varies the
+    key on purpose (every parameter, every kind of bad value: ~90 keys in the demo, ~6 KB of
+    stderr a second without it); what it holds back is counted and said in the next line.
     """
 
-    def __init__(self, logger: logging.Logger, interval: float = 2.0, max_keys: int = 1024):
+    def __init__(self, logger: logging.Logger, interval: float = 2.0, max_keys: int = 1024,
+                 per_minute: float | None = None):
         self.logger = logger
         self.interval = interval
         self.max_keys = max_keys
+        self.per_minute = per_minute
+        self._tokens = float(per_minute) if per_minute else 0.0
+        self._filled = time.monotonic()
+        self._held_back = 0  # lines the total budget held back since the last line
         self._last: dict[object, list] = {}  # key -> [time of last line, suppressed since]
 
+    def _spend(self, now: float) -> bool:
+        """Take one line from the total budget (always granted without one)."""
+        if not self.per_minute:
+            return True
+        self._tokens = min(float(self.per_minute), self._tokens + (now - self._filled) * self.per_minute / 60.0)
+        self._filled = now
+        if self._tokens < 1.0:
+            self._held_back += 1
+            return False
+        self._tokens -= 1.0
+        return True
+
     def warning(self, key, msg: str, *args, exc_info=False) -> None:
-        """Log `msg % args` at WARNING unless `key` was logged less than `interval` ago."""
+        """Log `msg % args` at WARNING unless `key` was logged less than `interval` ago (or the
+        total budget is spent)."""
         now = time.monotonic()
         entry = self._last.get(key)
         if entry is not None and now - entry[0] < self.interval:
             entry[1] += 1
+            return
+        if not self._spend(now):
+            if entry is not None:
+                entry[1] += 1
             return
         suppressed = entry[1] if entry is not None else 0
         if len(self._last) >= self.max_keys:
@@ -35,6 +60,9 @@ class RateLimitedLog:
         self._last[key] = [now, 0]
         if suppressed:
             msg += f" ({suppressed} similar suppressed)"
+        if self._held_back:
+            msg += f" ({self._held_back} other lines held back by the log's limit of {self.per_minute:g} a minute)"
+            self._held_back = 0
         self.logger.warning(msg, *args, exc_info=exc_info)
 
 

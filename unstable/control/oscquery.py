@@ -66,14 +66,16 @@ class AddressSpace:
     """The OSCQuery view of a show: its tree as JSON, attribute queries, values as OSC messages.
 
     `actions`: {piece: ["directions/refresh", ...]} (from `unstable.live.pieces.piece_actions`).
-    `shown`: the pieces the current scene shows (None: every piece).
+    `pieces`: the groups that are pieces (None: every group but the show's); other groups (the show,
+    audio) are always in the tree. `shown`: the pieces the current scene shows (None: every piece).
     """
 
     def __init__(self, store: ParameterStore, *, actions: Mapping[str, Sequence[str]] | None = None,
-                 shown: Iterable[str] | None = None, name: str = "unstable"):
+                 pieces: Iterable[str] | None = None, shown: Iterable[str] | None = None,
+                 name: str = "unstable"):
         self.store = store
         self.name = name
-        self.pieces = [p for p in store.groups if p != SHOW]
+        self.pieces = [p for p in store.groups if p != SHOW and (pieces is None or p in set(pieces))]
         self.actions = {p: tuple(a) for p, a in (actions or {}).items() if p in store.groups}
         self.methods: dict[str, Method] = {}
         self.by_key: dict[tuple[str, str], list[str]] = {}
@@ -158,7 +160,7 @@ class AddressSpace:
 
     def _visible(self, path: str) -> bool:
         parts = path.split("/")
-        return len(parts) < 3 or parts[2] in (SHOW, "scene", "record", "still") or parts[2] in self.shown
+        return len(parts) < 3 or parts[2] not in self.pieces or parts[2] in self.shown
 
     def _method_json(self, m: Method) -> dict:
         node: dict = {"FULL_PATH": m.path, "DESCRIPTION": m.description}

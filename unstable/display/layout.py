@@ -221,7 +221,11 @@ def colour_matrix(colour: Colour) -> np.ndarray:
 
 
 UPSCALED = ("bicubic", "sharp")
-MAX_UPSCALE = 8
+# The bicubic (and unsharp) work grows with k^2, on the render thread: at 1080p a 64 px panel
+# upscaled x8 cost ~9 ms a panel on a CPU, x4 about a quarter of that. Past x4 the GL sampler's
+# linear filter finishes the enlargement between pixels the bicubic already rounded, which looks
+# the same from a projector's distance.
+MAX_UPSCALE = 4
 
 
 def upscale_factor(cell: tuple[float, float], image: tuple[int, int]) -> int:

@@ -51,6 +51,7 @@ from ..schema import ParamSpec
 from ..system import accumulate_modules
 from .critic import Critic
 from .generator import Generator
+from .footprint import training_bytes
 from .losses import classification_loss, colour_variety, embedding_distance, relational_loss
 from .piece import EquilibriumPiece, GrowthSettings, OptimSettings, architecture, live_param_specs, objective_weights
 
@@ -356,6 +357,9 @@ class EquilibriumSystem:
             self.opt_c.load_state_dict(state["opt_c"])
         self.step_count = int(state["step"])
         self.rng.set_state(state["rng"].cpu())
+
+    # What `build_system` checks against the memory available before building (footprint.py).
+    training_bytes = staticmethod(training_bytes)
 
     def modules(self) -> dict[str, nn.Module]:
         """Every generator (g0, g1, ...) and the critic: all of them train."""

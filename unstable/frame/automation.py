@@ -12,6 +12,11 @@ File (`<recording>.automation.jsonl`, JSON lines):
     {"automation": 1, "show": "demo", "fps": "30", "start_frame": 0, "state": {...}}
     {"frame": 12, "t": 0.4, "set": {"eq": {"hue": 40.0}}}
     {"frame": 90, "t": 3.0, "scenes": [2]}
+    {"frame": 91, "t": 3.0333, "audio": [0.8, 0.0]}
+
+`audio` holds the levels (0..1) of the show's [[audio.map]] entries from that frame on (written
+when they change): a render replaying it moves the mapped parameters as the live sound did,
+without the sound (a render given the audio file itself computes them again, identically).
 
 The first line holds the whole state at the first frame (targets, smoothed values, scene, walk
 phases), so a recording started in the middle of a show replays from where it began. Frame
@@ -65,6 +70,7 @@ class AutomationRecorder:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "w", buffering=1 << 16)
         self._last = {g: dict(v) for g, v in targets.items()}
+        self._levels: list[float] | None = None
         self.lines = 0
         self.failed: str | None = None
         self._write({"automation": FORMAT, "show": show, "fps": str(fps), "start_frame": int(start_frame),
@@ -82,10 +88,16 @@ class AutomationRecorder:
             self._close_quietly()
 
     def capture(self, frame: int, t: float, targets: Mapping[str, Mapping[str, float]],
-                scenes: list[int]) -> None:
-        """Record frame `frame`: the targets its snapshot read (changes only) and its scene jumps."""
+                scenes: list[int], levels=None) -> None:
+        """Record frame `frame`: the targets its snapshot read (changes only), its scene jumps and its
+        audio levels (when they changed; full floats, so a replay is bit-exact)."""
         changed = _diff(targets, self._last)
-        if not changed and not scenes:
+        audio = None
+        if levels is not None:
+            now = [float(v) for v in levels]
+            if now != self._levels:
+                audio = self._levels = now
+        if not changed and not scenes and audio is None:
             return
         for group, values in changed.items():
             self._last.setdefault(group, {}).update(values)
@@ -94,6 +106,8 @@ class AutomationRecorder:
             line["set"] = changed
         if scenes:
             line["scenes"] = [int(s) for s in scenes]
+        if audio is not None:
+            line["audio"] = audio
         self._write(line)
 
     def _close_quietly(self) -> None:
@@ -200,11 +214,19 @@ def load_automation(path: str | Path) -> Automation:
             if not isinstance(scenes, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in scenes):
                 raise ConfigError(source, f"{where}.scenes", "expected a list of scene numbers")
             entry["scenes"] = scenes
+        if "audio" in obj:
+            levels = obj["audio"]
+            if not isinstance(levels, list) or not all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in levels):
+                raise ConfigError(source, f"{where}.audio", "expected a list of finite numbers (audio levels)")
+            entry["audio"] = [min(max(float(v), 0.0), 1.0) for v in levels]
         merged = changes.setdefault(frame, {})
         for k, v in entry.items():
             if k == "set":
                 for g, t in v.items():
                     merged.setdefault("set", {}).setdefault(g, {}).update(t)
+            elif k == "audio":
+                merged["audio"] = v
             else:
                 merged.setdefault(k, []).extend(v)
         last = frame

@@ -14,11 +14,12 @@ walks, samples or composes on its own.
 from __future__ import annotations
 
 import logging
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 
 from .compose import Composer
+from .lookahead import LookAhead
 from .sources import PanelSource
 from .timeline import FrameState
 
@@ -33,10 +34,13 @@ class FramePipeline:
     `scenes` are resolved scene settings (each with `layout` and `colour`). `hold_failures`: a
     source whose sampling raises holds its panels' last images (black before the first) and the
     frame goes on (a live show); otherwise the error propagates (a render must not hide it).
+    `look_ahead` > 1 with `walk_ahead` (the timeline's `walk_times_ahead`) samples that many frames
+    per call and keeps the ones to come (unstable.frame.lookahead): the same pictures, cheaper.
     """
 
     def __init__(self, sources: Mapping[str, PanelSource], scenes: Sequence, compositor, *,
-                 hold_failures: bool = False):
+                 hold_failures: bool = False, look_ahead: int = 1,
+                 walk_ahead: Callable[[str, Sequence[int]], list[float]] | None = None):
         self.sources = dict(sources)
         self.scenes = list(scenes)
         self.compositor = compositor
@@ -45,6 +49,11 @@ class FramePipeline:
         self.composer = Composer(compositor, self.piece_of)
         self._shown: dict[tuple, frozenset] = {}
         self._blank: dict[str, torch.Tensor] = {}
+        # Sampling `look_ahead` frames per call (unstable.frame.lookahead); needs the timeline's
+        # walk-time prediction. 1: one frame per call.
+        self.look_ahead: LookAhead | None = None
+        if look_ahead > 1 and walk_ahead is not None:
+            self.look_ahead = LookAhead(look_ahead, list(self.piece_of), walk_ahead)
 
     def shown(self, scenes: tuple[int, int | None, float]) -> frozenset:
         """Display names the scenes of a frame show (cached per scene pair)."""
@@ -65,10 +74,15 @@ class FramePipeline:
             if not wanted:
                 continue
             try:
-                z = src.latents([state.walk_times[name]])  # {display: [1, D]}
-                out = src.sample(z, state.snapshot.get(name, {}), wanted)
+                params = state.snapshot.get(name, {})
+                if self.look_ahead is not None:
+                    out = self.look_ahead.images(name, src, state.frame, state.walk_times[name], params,
+                                                 state.targets.get(name, {}), wanted)
+                else:
+                    z = src.latents([state.walk_times[name]])  # {display: [1, D]}
+                    out = {d: x[0] for d, x in src.sample(z, params, wanted).items()}
                 for d in wanted:
-                    images[d] = out[d][0]  # [3, H, W]
+                    images[d] = out[d]  # [3, H, W]
                     src.last_images[d] = images[d]
                 src.failures = 0
             except Exception as e:
@@ -85,6 +99,13 @@ class FramePipeline:
                     if images[d] is None:
                         images[d] = self._blank_for(name, src)
         return images
+
+    def prime(self, state: FrameState) -> None:
+        """Sample frame `state` as `images` would, without keeping its pictures: an offline render
+        that starts at frame k primes the look-ahead with the frames just before k, so its batches
+        are those of one render from the start (no-op without look-ahead)."""
+        if self.look_ahead is not None:
+            self.images(state)
 
     def _blank_for(self, name: str, src: PanelSource) -> torch.Tensor:
         """A black panel for a source that failed before its first frame ([3, 8, 8], made once)."""

@@ -77,7 +77,7 @@ def open_run(path: Path, device: torch.device) -> tuple[Any, dict]:
     """
     payload = load_checkpoint(path, map_location=device)
     piece = piece_from_dict(payload["piece"], f"{path} (its piece)")
-    system = build_system(piece, device)
+    system = build_system(piece, device, source=f"{path} (its piece)")
     restore(system, payload, str(path))
     return system, payload
 

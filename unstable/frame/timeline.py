@@ -30,6 +30,7 @@ class FrameState:
     scenes: tuple[int, int | None, float]           # (from, to or None, mix)
     walk_times: dict[str, float]                    # piece -> walk seconds
     actions: list = field(default_factory=list)     # show actions for the driver (record, still)
+    targets: dict = field(default_factory=dict)     # {group: {name: target}}: where gliding values go
 
 
 class ShowTimeline:
@@ -40,7 +41,7 @@ class ShowTimeline:
     """
 
     def __init__(self, scenes: Sequence, store: ParameterStore, pieces: Sequence[str], fps, *, loop: bool = True,
-                 start_values: Mapping[str, Mapping[str, float]] | None = None):
+                 start_values: Mapping[str, Mapping[str, float]] | None = None, audio=None):
         self.timer = FrameTimer(fps)
         self.store = store
         if start_values:
@@ -51,6 +52,9 @@ class ShowTimeline:
         self.clocks = {name: WalkClock(time_source=self._clock_time) for name in pieces}
         self.recorder: AutomationRecorder | None = None
         self.automation: Automation | None = None
+        # unstable.audio.mapping.AudioModulator: audio features move mapped parameters in the
+        # snapshot (never the targets), recorded as each frame's levels.
+        self.audio = audio
 
     def _clock_time(self) -> float:
         return self.now
@@ -66,6 +70,10 @@ class ShowTimeline:
             self._replay(frame)
         targets: dict = {}
         snap = self.store.snapshot(t, targets=targets)
+        levels = None
+        if self.audio is not None:
+            levels = self.audio.levels(frame)
+            self.audio.apply(snap, levels)
         jumps, actions = [], []
         for ev in self.store.drain_events():
             if ev.kind == "scene":
@@ -74,13 +82,18 @@ class ShowTimeline:
             else:
                 actions.append(ev)
         if self.recorder is not None:
-            self.recorder.capture(frame, t, targets, jumps)
+            self.recorder.capture(frame, t, targets, jumps, levels)
         scenes = self.director.update(t)
         walk_times = {}
         for name, clock in self.clocks.items():
             clock.speed = snap.get(name, {}).get("walk_speed", 1.0)
             walk_times[name] = clock.tick()
-        return FrameState(frame, t, snap, scenes, walk_times, actions)
+        return FrameState(frame, t, snap, scenes, walk_times, actions, targets)
+
+    def walk_times_ahead(self, name: str, frames: Sequence[int]) -> list[float]:
+        """Piece `name`'s walk times at the coming `frames` (after the last advanced one) if its
+        walk_speed stays as it is now: what `advance` will give them, bit for bit, unless it changes."""
+        return self.clocks[name].ahead([self.timer.time_of(f) for f in frames])
 
     def _replay(self, frame: int) -> None:
         change = self.automation.at(frame)
@@ -90,6 +103,8 @@ class ShowTimeline:
             self.store.update(change["set"])
         for s in change.get("scenes", ()):
             self.store.post_event("scene", float(s))
+        if "audio" in change and self.audio is not None and self.audio.input is None:
+            self.audio.set_levels(change["audio"])
 
     # -- state: automation headers, resumed shows ----------------------------------------------
 

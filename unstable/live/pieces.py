@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
+from ..audio.mapping import AUDIO, audio_specs
 from ..schema import SHOW, show_specs, with_common
 from ..errors import UnstableError
 from ..frame.sources import load_run_into
@@ -34,9 +35,13 @@ def build_systems(show: Show, device: torch.device) -> dict[str, Any]:
 
 
 def show_groups(show: Show, systems: Mapping[str, Any]) -> dict[str, list]:
-    """The parameter groups of a show: each piece's specs plus the common ones, then the show group."""
+    """The parameter groups of a show: each piece's specs plus the common ones, the show group, and
+    the audio group (the [[audio.map]] amounts) when the show maps audio."""
     groups: dict[str, list] = {name: with_common(s.param_specs()) for name, s in systems.items()}
     groups[SHOW] = show_specs(len(show.scene_list()))
+    if show.settings.audio.map:
+        show.check_audio(groups)
+        groups[AUDIO] = audio_specs(show.settings.audio)
     return groups
 
 

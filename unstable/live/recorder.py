@@ -43,6 +43,7 @@ class Recorder:
     """
 
     MAX_STILL_THREADS = 2  # stills still being written; more are refused (a flood is bounded)
+    MAX_FINISHING = 2      # recordings being finished in the background at once
     FULL = 64 * 1024       # bytes free below which a disk is full (room left to finish the file)
 
     def __init__(self, timeline: ShowTimeline, *, show: str, size: tuple[int, int], fps: float,
@@ -67,6 +68,8 @@ class Recorder:
         self.stills: list[str] = []
         self.errors: list[str] = []
         self._threads: list[threading.Thread] = []
+        self._finishers: list[threading.Thread] = []
+        self._lock = threading.Lock()  # self.recordings: a finisher removes an empty one
 
     @property
     def recording(self) -> bool:
@@ -116,9 +119,10 @@ class Recorder:
             self._fail(f"recording {path} could not start: {e}")
             return
         self.path = path
-        if len(self.recordings) >= 1000:
-            del self.recordings[:500]
-        self.recordings.append(str(path))
+        with self._lock:
+            if len(self.recordings) >= 1000:
+                del self.recordings[:500]
+            self.recordings.append(str(path))
         try:
             self.timeline.start_recording(automation_path(path), self.show, frame)
         except OSError as e:  # the video goes on without its automation
@@ -160,29 +164,42 @@ class Recorder:
             self.stop()
 
     def stop(self) -> None:
-        """Finish the recording (and its automation)."""
+        """Finish the recording (and its automation). The automation ends at once; the video is
+        finished in the background (ffmpeg drains its queue and writes the index, a second or more
+        for a long recording), so stopping a recording never stalls the show. At most
+        `MAX_FINISHING` finish at once; past that the frame waits (a flood of stops is bounded)."""
         self._pending = None
-        failed = False
         if self.writer is not None:
             writer, self.writer = self.writer, None
-            failed = bool(self.errors) and str(self.path) in self.errors[-1]  # already said: one line
-            try:
-                writer.close()
-            except (UnstableError, OSError) as e:
-                if not failed:
-                    failed = True
-                    why = f"no space left on its disk ({self._free(self.path.parent) / MB:.1f} MB free)" \
-                        if is_no_space(e) else str(e)
-                    self._fail(f"recording {self.path} could not be finished: {why}")
-            if writer.frames_written == 0 and self._auto_named:  # nothing recorded: leave nothing behind
-                self.path.unlink(missing_ok=True)
-                automation_path(self.path).unlink(missing_ok=True)
-                if self.recordings and self.recordings[-1] == str(self.path):
-                    self.recordings.pop()
+            path = self.path
+            failed = bool(self.errors) and str(path) in self.errors[-1]  # already said: one line
+            self._finishers = [x for x in self._finishers if x.is_alive()]
+            t = threading.Thread(target=self._finish, args=(writer, path, failed, self._auto_named),
+                                 name="unstable-finish", daemon=True)
+            if len(self._finishers) >= self.MAX_FINISHING:
+                t.run()  # here and now: back pressure
+            else:
+                t.start()
+                self._finishers.append(t)
         if self.timeline is not None:
             why = self.timeline.stop_recording(quiet=True)
-            if why and not failed:  # the video is whole, its automation is not
+            if why:  # the video goes on being finished; its automation is not whole
                 self._fail(f"automation {why}")
+
+    def _finish(self, writer, path: Path, failed: bool, auto_named: bool) -> None:
+        try:
+            writer.close()
+        except (UnstableError, OSError) as e:
+            if not failed:
+                why = f"no space left on its disk ({self._free(path.parent) / MB:.1f} MB free)" \
+                    if is_no_space(e) else str(e)
+                self._fail(f"recording {path} could not be finished: {why}")
+        if writer.frames_written == 0 and auto_named:  # nothing recorded: leave nothing behind
+            path.unlink(missing_ok=True)
+            automation_path(path).unlink(missing_ok=True)
+            with self._lock:
+                if str(path) in self.recordings:
+                    self.recordings.remove(str(path))
 
     def _fail(self, line: str, key: str | None = None) -> None:
         if key is None:
@@ -234,6 +251,8 @@ class Recorder:
     def close(self) -> list[str]:
         """Finish everything; returns the problems met (one line each)."""
         self.stop()
+        for t in self._finishers:  # a recording is whole before the show says it ended
+            t.join()
         for t in self._threads:
             t.join(10)
         return list(self.errors)

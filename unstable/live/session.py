@@ -37,7 +37,7 @@ class Session(abc.ABC):
                  telemetry: str | os.PathLike | None = None, osc_port: int | None = None,
                  web_port: int | None = None, web: bool = True,
                  run_dir: str | os.PathLike | None = None, fresh: bool = False, resume: bool = False,
-                 reset_params: bool = False,
+                 reset_params: bool = False, audio: str | os.PathLike | None = None,
                  train: bool = True, time_source: Callable[[], float] = time.perf_counter,
                  echo: Callable[[str], None] = print, progress: Callable | None = None):
         self.show = show
@@ -71,6 +71,8 @@ class Session(abc.ABC):
         self.progress = progress
         if self.record_path is not None and self.record_path.suffix.lower() != ".mp4":
             raise UnstableError(f"--record {self.record_path}: recordings are .mp4 files (preset h264_live)")
+        self.audio_file = audio  # --audio: play the [[audio.map]] from this file instead
+        self.audio = None        # the AudioModulator of a show that maps audio
         self.pieces: dict = {}
         self.params = None
         self.timeline = None
@@ -168,7 +170,7 @@ class Session(abc.ABC):
         from ..control.oscquery import AddressSpace
         from ..control.webserver import PreviewSink, WebServer
         w = self.settings.web
-        space = AddressSpace(self.params, actions=self.piece_actions, name=self.show.name,
+        space = AddressSpace(self.params, actions=self.piece_actions, name=self.show.name, pieces=self.show.pieces,
                              shown=self.scene_pieces[0] if self.scene_pieces else None)
         self.preview = PreviewSink(w.preview_fps, w.preview_width)
         self.web = WebServer(self.params, space, host=w.host, port=w.port if self.web_port is None else self.web_port,
@@ -198,7 +200,8 @@ class Session(abc.ABC):
 
     def start_pipeline(self, sources) -> None:
         """The frame pipeline over the pieces' sources (a failing piece holds its last frame)."""
-        self.pipeline = FramePipeline(sources, self.show.resolved_scenes(), self.compositor, hold_failures=True)
+        self.pipeline = FramePipeline(sources, self.show.resolved_scenes(), self.compositor, hold_failures=True,
+                                      look_ahead=self.settings.look_ahead, walk_ahead=self.timeline.walk_times_ahead)
         self.timer.restart()
 
     # -- frames ---------------------------------------------------------------------------------
@@ -273,6 +276,10 @@ class Session(abc.ABC):
             return self._report
         self._closed = True
         problems: list[str] = []
+        if self.stats is not None and self.stats.pending and self.timer is not None:
+            # The last, partial second gets its line too (a show shorter than a second gets one).
+            with contextlib.suppress(Exception):
+                self.stats.second(self._telemetry_line(self.timer.elapsed()))
         self._close_pieces(final_checkpoint, problems)
         if self.recorder is not None:
             self.recorder.close()  # its problems were logged as they happened, one line each
@@ -280,6 +287,8 @@ class Session(abc.ABC):
             self.osc.stop()
         if self.web is not None:
             self.web.stop()
+        if self.audio is not None:
+            self.audio.close()
         if self.compositor is not None:
             with contextlib.suppress(Exception):
                 self.compositor.release()

@@ -147,6 +147,11 @@ class FrameStats:
             v.clear()
         return timing
 
+    @property
+    def pending(self) -> bool:
+        """Frames drawn since the last telemetry line (a show's last, partial second)."""
+        return bool(self._sec_works)
+
     def close(self) -> None:
         if self._file is not None:
             with contextlib.suppress(OSError):

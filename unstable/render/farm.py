@@ -72,7 +72,8 @@ def _open_renderer(spec: dict):
     if spec["kind"] == "show":
         r = show_renderer(spec["path"], seconds=spec["seconds"], preset=spec["preset"],
                           size=tuple(spec["size"]) if spec["size"] else None, automation=spec["automation"],
-                          run=spec["run"], device=device, echo=quiet, threads=spec["threads"])
+                          run=spec["run"], device=device, echo=quiet, threads=spec["threads"],
+                          audio=spec.get("audio"))
     else:
         r = Renderer(load_job(spec["path"]), spec["path"], device, echo=quiet, threads=spec["threads"])
     _local.renderer = (key, r)
@@ -284,7 +285,7 @@ def spec_for(kind: str, path: str | Path, device: torch.device, **options) -> di
     return {"kind": kind, "path": str(Path(path).resolve()), "cwd": os.getcwd(), "device": str(device),
             "seconds": options.get("seconds"), "preset": options.get("preset", "h264"),
             "size": list(options["size"]) if options.get("size") else None, "automation": options.get("automation"),
-            "run": options.get("run")}
+            "run": options.get("run"), "audio": options.get("audio")}
 
 
 def on_cluster(renderer, spec: dict, *, workers: int | None, scheduler: str | None, client, **render) -> list[RenderResult]:

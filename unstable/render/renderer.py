@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from fractions import Fraction
 import time
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -92,6 +93,7 @@ class Renderer:
         self._ctx, self._own_ctx = ctx, ctx is None
         self._comp: Compositor | None = None
         self.stats = RenderStats()
+        self.audio = None  # a show render's unstable.audio.mapping.FileInput (muxed after the join)
 
     # -- compositing ---------------------------------------------------------------------------
 
@@ -336,13 +338,17 @@ def render_job(job_path: str | Path, *, out: str | None = None, frames: str | No
                                show_progress=show_progress)
 
 
-def show_frame_count(show, seconds: float | None, automation) -> int:
-    """Frames of a show render: `seconds`, else through the automation's last frame, else one pass
-    through the scenes when they all have durations, else one loop of the walk."""
+def show_frame_count(show, seconds: float | None, automation, audio=None) -> int:
+    """Frames of a show render: `seconds`, else as long as its audio (ceil(samples / rate x fps):
+    the video covers all of the sound and ends less than a frame after it), else through the
+    automation's last frame, else one pass through the scenes when they all have durations, else
+    one loop of the walk."""
     from fractions import Fraction
     fps = Fraction(repr(float(show.settings.fps)))
     if seconds is not None:
         return max(1, round(Fraction(repr(float(seconds))) * fps))
+    if audio is not None:
+        return audio.frames
     if automation is not None:
         return automation.last_frame - automation.start_frame + 1
     scenes = show.scene_list()
@@ -355,16 +361,24 @@ def show_frame_count(show, seconds: float | None, automation) -> int:
 def show_renderer(show_path: str | Path, *, seconds: float | None = None, preset: str = "h264",
                   size: tuple[int, int] | None = None, automation: str | Path | None = None,
                   run: str | Path | None = None, device: torch.device = torch.device("cpu"),
-                  echo: Callable[[str], None] = print, ctx=None, threads: int | None = None) -> Renderer:
+                  echo: Callable[[str], None] = print, ctx=None, threads: int | None = None,
+                  audio: str | Path | None = None) -> Renderer:
     """A Renderer of the show at `show_path` from its run folders (`run`, default runs/live/<show>),
-    its automation replayed when given; close it when done."""
+    its automation replayed when given, following `audio` (or the show's `[audio] file`) when
+    given; close it when done."""
     from ..frame.automation import load_automation
     from ..renderjob import SourceSettings
     from ..show import load_show
     from .show_frames import ShowFrames
     show = load_show(show_path)
     auto = load_automation(automation) if automation is not None else None
-    total = show_frame_count(show, seconds, auto)
+    audio_path = show.audio_file(str(audio) if audio is not None else None)
+    audio_in = None
+    if audio_path is not None:
+        from ..audio.mapping import FileInput
+        what = "--audio" if audio is not None else f"{show_path}: audio.file"
+        audio_in = FileInput(audio_path, Fraction(repr(float(show.settings.fps))), what=what)
+    total = show_frame_count(show, seconds, auto, audio_in)
     run_dir = Path(run) if run is not None else Path("runs") / "live" / show.name
     s = show.settings
     try:
@@ -377,9 +391,11 @@ def show_renderer(show_path: str | Path, *, seconds: float | None = None, preset
                         preset=preset, output=default_out, batch=1)
     except ValueError as e:
         raise UnstableError(f"{show_path}: --preset {preset} / --size: {e}") from None
-    frame_source = ShowFrames(show, run_dir, device, total, auto)
-    return Renderer(job, str(show_path), device, ctx=ctx, echo=echo, frames=frame_source,
-                    threads=threads or s.training.render_threads)
+    frame_source = ShowFrames(show, run_dir, device, total, auto, audio_in)
+    renderer = Renderer(job, str(show_path), device, ctx=ctx, echo=echo, frames=frame_source,
+                        threads=threads or s.training.render_threads)
+    renderer.audio = audio_in
+    return renderer
 
 
 def render_show(show_path: str | Path, *, seconds: float | None = None, frames: str | None = None,
@@ -388,17 +404,40 @@ def render_show(show_path: str | Path, *, seconds: float | None = None, frames: 
                 device: torch.device = torch.device("cpu"), fresh: bool = False,
                 echo: Callable[[str], None] = print, show_progress: bool = True, ctx=None,
                 threads: int | None = None, workers: int | None = None, scheduler: str | None = None,
-                client=None) -> list[RenderResult]:
+                client=None, audio: str | Path | None = None) -> list[RenderResult]:
     """`unstable render SHOW`: the show offline from its run folders, its automation replayed when given;
-    on Dask with `workers`, `scheduler` or `client` (see render_job)."""
+    on Dask with `workers`, `scheduler` or `client` (see render_job). With `audio` (or the show's
+    `[audio] file`) the render follows the sound frame by frame, lasts as long as it (unless
+    `seconds`) and, once the parts are joined, has it muxed in (not into a part: `frames`)."""
     with show_renderer(show_path, seconds=seconds, preset=preset, size=size, automation=automation, run=run,
-                       device=device, echo=echo, ctx=ctx, threads=threads) as renderer:
+                       device=device, echo=echo, ctx=ctx, threads=threads, audio=audio) as renderer:
         span = parse_frame_range(frames, renderer.plan.frames) if frames is not None else None
         if workers or scheduler or client is not None:
             from .farm import on_cluster, spec_for
             spec = spec_for("show", show_path, device, seconds=seconds, preset=preset, size=size,
                             automation=str(automation) if automation is not None else None,
-                            run=str(run) if run is not None else None)
-            return on_cluster(renderer, spec, workers=workers, scheduler=scheduler, client=client, out=out,
-                              frames=span, fresh=fresh, show_progress=show_progress, echo=echo)
-        return renderer.render(out=out, frames=span, fresh=fresh, show_progress=show_progress)
+                            run=str(run) if run is not None else None,
+                            audio=str(Path(audio).resolve()) if audio is not None else None)
+            results = on_cluster(renderer, spec, workers=workers, scheduler=scheduler, client=client, out=out,
+                                 frames=span, fresh=fresh, show_progress=show_progress, echo=echo)
+        else:
+            results = renderer.render(out=out, frames=span, fresh=fresh, show_progress=show_progress)
+        if renderer.audio is not None:
+            _mux_results(renderer, results, span, preset, echo)
+        return results
+
+
+def _mux_results(renderer: Renderer, results: list[RenderResult], span, preset: str, echo) -> None:
+    """The render's audio into each finished file (after the join; parts and sequences get none)."""
+    from fractions import Fraction
+    from ..audio.mux import mux_audio
+    audio = renderer.audio
+    if span is not None and span != (0, renderer.plan.frames):
+        echo(f"render: frames {span[0]}:{span[1]} are a part: no audio muxed into it (join the parts with "
+             f"`unstable render concat ... --audio {audio.path}`)")
+        return
+    if not PRESETS[preset].audio:
+        echo(f"render: the {preset} preset holds no audio; {audio.path} is not muxed (the frames follow it)")
+        return
+    for r in results:
+        mux_audio(r.path, audio.path, preset, Fraction(r.frames) / renderer.plan.fps)

@@ -45,8 +45,9 @@ class ShowFrames:
     """Frame k of the render is frame `first + k` of the show (first: 0, or the automation's start)."""
 
     def __init__(self, show: Show, run_dir: Path, device: torch.device, frames: int,
-                 automation: Automation | None = None):
+                 automation: Automation | None = None, audio=None):
         self.show, self.device, self.automation = show, device, automation
+        self.audio = audio  # unstable.audio.mapping.FileInput, or None
         self.run_dir = Path(run_dir)
         s = show.settings
         systems = build_systems(show, device)
@@ -62,6 +63,8 @@ class ShowFrames:
             except UnstableError as e:
                 raise ConfigError(show.source, f"pieces.{name}", str(e)) from None
             self._identity.append({**file_identity(ckpt), "step": int(payload.get("step", 0))})
+        if audio is not None:
+            self._identity.append({"audio": file_identity(audio.path)})
         if automation is not None:
             self._identity.append(file_identity(automation.path))
             if automation.fps != Fraction(repr(float(s.fps))):
@@ -84,22 +87,39 @@ class ShowFrames:
 
     def bind(self, compositor) -> None:
         """Compose through `compositor` from now on."""
-        self.pipeline = FramePipeline(self.sources, self.show.resolved_scenes(), compositor)
+        # The live show's look-ahead, so the batches (and so the pixels) are the live show's.
+        self.pipeline = FramePipeline(self.sources, self.show.resolved_scenes(), compositor,
+                                      look_ahead=self.show.settings.look_ahead, walk_ahead=self._walk_ahead)
 
     def _restart(self) -> None:
         s = self.show.settings
-        self.timeline = ShowTimeline(self.show.resolved_scenes(), ParameterStore(self.groups), list(self.sources), s.fps,
-                                     loop=s.loop_scenes, start_values={n: e.params for n, e in s.pieces.items()})
+        store = ParameterStore(self.groups)
+        modulator = None
+        if s.audio.map:
+            from ..audio.mapping import AudioModulator
+            specs = {k: store.spec(*k) for k in store.keys()}
+            modulator = AudioModulator(s.audio.map, specs, self.plan.fps, self.audio)
+        self.timeline = ShowTimeline(self.show.resolved_scenes(), store, list(self.sources), s.fps,
+                                     loop=s.loop_scenes, start_values={n: e.params for n, e in s.pieces.items()},
+                                     audio=modulator)
         if self.automation is not None:
             self.timeline.replay(self.automation)
         self._next = 0
+
+    def _walk_ahead(self, name: str, frames):
+        return self.timeline.walk_times_ahead(name, frames)
 
     def state(self, k: int):
         """The timeline's state at render frame k (advancing through skipped frames without drawing)."""
         if self.timeline is None or k < self._next:
             self._restart()
+        # Frames skipped over (a part that starts at k): the last few are sampled (not drawn) so
+        # the look-ahead holds what it would hold had the render drawn them.
+        prime_from = k - (self.show.settings.look_ahead - 1)
         while self._next < k:
-            self.timeline.advance(self.first + self._next)
+            state = self.timeline.advance(self.first + self._next)
+            if self._next >= prime_from and self.pipeline is not None:
+                self.pipeline.prime(state)
             self._next += 1
         self._next = k + 1
         return self.timeline.advance(self.first + k)
