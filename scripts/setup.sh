@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Sets up everything `unstable` needs on a fresh Debian machine: system libraries for headless
-# OpenGL (EGL, Mesa llvmpipe) and Xvfb, PortAudio for live audio input, then a virtualenv with the
-# project installed.
+# OpenGL (EGL, Mesa llvmpipe) and Xvfb, PortAudio for live audio input, Debian's chromium and its
+# driver (the control page's browser tests), then a virtualenv with the project installed.
 set -euo pipefail
 VENV=${1:-.venv}
 
-APT_PACKAGES="libegl1 libgl1 libegl-mesa0 libgl1-mesa-dri xvfb libportaudio2"
+APT_PACKAGES="libegl1 libgl1 libegl-mesa0 libgl1-mesa-dri xvfb libportaudio2 chromium chromium-driver iproute2"
 missing=""
 for p in $APT_PACKAGES; do
     dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"

@@ -1,5 +1,7 @@
 """Shared fixtures. Tests run on the CPU at tiny sizes; GL through headless EGL."""
 
+import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -64,6 +66,41 @@ def small_fs(tmp_path):
     yield make
     for d in mounted:
         subprocess.run(["umount", "-l", str(d)], capture_output=True)
+
+
+def _ip(*args, ns=None):
+    cmd = (["ip", "netns", "exec", ns] if ns else []) + ["ip", *args]
+    return subprocess.run(cmd, capture_output=True, text=True)
+
+
+@pytest.fixture
+def other_machine():
+    """Another machine on the network, for the tests of what a show opened to the LAN does: a
+    network namespace joined to this one by a veth pair, (its name, our address, its address).
+    Traffic stays on the pair; nothing reaches a real network."""
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("making a network namespace needs root and iproute2")
+    n = os.getpid() % 250 + 1
+    ns, here, there = f"unstable-web-{os.getpid()}", f"10.231.{n}.1", f"10.231.{n}.2"
+    host_if, ns_if = f"uwh{os.getpid() % 100000}", f"uwn{os.getpid() % 100000}"
+    r = subprocess.run(["ip", "netns", "add", ns], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot make a network namespace here: {r.stderr.strip()}")
+    try:
+        steps = [_ip("link", "add", host_if, "type", "veth", "peer", "name", ns_if),
+                 _ip("link", "set", ns_if, "netns", ns),
+                 _ip("addr", "add", f"{here}/30", "dev", host_if),
+                 _ip("link", "set", host_if, "up"),
+                 _ip("addr", "add", f"{there}/30", "dev", ns_if, ns=ns),
+                 _ip("link", "set", ns_if, "up", ns=ns),
+                 _ip("link", "set", "lo", "up", ns=ns)]
+        bad = [s for s in steps if s.returncode != 0]
+        if bad:
+            pytest.skip(f"cannot wire a network namespace here: {bad[0].stderr.strip()}")
+        yield ns, here, there
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        subprocess.run(["ip", "link", "del", host_if], capture_output=True)
 
 
 def pytest_collection_modifyitems(config, items):

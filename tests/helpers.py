@@ -82,10 +82,10 @@ class Client:
 
 
 def live_until_sigterm(show: Path, *args: str, settle: float = 1.0) -> tuple[int, str]:
-    """Run `unstable live SHOW --headless --osc-port 0 ARGS...` in a subprocess, send SIGTERM
+    """Run `unstable live SHOW --headless --osc-port 0 --web-port 0 ARGS...` in a subprocess, send SIGTERM
     `settle` seconds after it reports its run folder, and return (exit code, its output after that)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "unstable.cli", "live", str(show), "--headless", "--osc-port", "0", *args]
+    cmd = [sys.executable, "-m", "unstable.cli", "live", str(show), "--headless", "--osc-port", "0", "--web-port", "0", *args]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
         line = ""

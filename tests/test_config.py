@@ -143,7 +143,7 @@ def test_cli_device_option_without_cuda_is_one_clear_line(tmp_path, monkeypatch,
     piece = tmp_path / "p.toml"
     piece.write_text('name = "x"\nkind = "equilibrium"\n')
     args = {"train": ["train", str(piece), "--out", str(tmp_path / "run")],
-            "live": ["live", str(ROOT / "shows" / "demo.toml"), "--headless", "--osc-port", "0"],
+            "live": ["live", str(ROOT / "shows" / "demo.toml"), "--headless", "--osc-port", "0", "--web-port", "0"],
             "render": ["render", str(ROOT / "shows" / "demo.toml")],
             "eval": ["eval", str(tmp_path / "run")]}[command]
     result = CliRunner().invoke(main, [*args, "--device", "cuda"])

@@ -60,7 +60,7 @@ def test_the_compositor_uploads_from_a_cuda_tensor(gl_ctx):
 def test_a_show_renders_and_plays_live_on_the_gpu(tmp_path, gl_ctx):
     from unstable.render import render_show
     show = write_show(tmp_path)
-    with Engine(load_show(show), device=CUDA, headless=True, osc_port=0, run_dir=tmp_path / "run", train=True,
+    with Engine(load_show(show), device=CUDA, headless=True, osc_port=0, web_port=0, run_dir=tmp_path / "run", train=True,
                 echo=lambda s: None, progress=silent) as eng:
         for n in range(5):
             eng.frame(number=n)

@@ -42,7 +42,7 @@ def silent(desc, total=None, **kw):
 def make_engine(tmp_path, text=SHOW, **kw) -> Engine:
     show = load_show(write_show(tmp_path, text))
     kw.setdefault("train", False)
-    return Engine(show, headless=True, osc_port=0, run_dir=tmp_path / "run", echo=lambda line: None,
+    return Engine(show, headless=True, osc_port=0, web_port=0, run_dir=tmp_path / "run", echo=lambda line: None,
                   progress=silent, **kw)
 
 
@@ -287,7 +287,7 @@ def test_live_size_overrides_the_shows_size(tmp_path):
     from unstable.cli import main
     show = write_show(tmp_path)
     out = tmp_path / "big.mp4"
-    r = CliRunner().invoke(main, ["live", str(show), "--headless", "--seconds", "0.3", "--osc-port", "0", "--no-train",
+    r = CliRunner().invoke(main, ["live", str(show), "--headless", "--seconds", "0.3", "--osc-port", "0", "--web-port", "0", "--no-train",
                                   "--run", str(tmp_path / "run"), "--record", str(out), "--size", "192x64"])
     assert r.exit_code == 0, r.output
     info = probe(out)

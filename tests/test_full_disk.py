@@ -43,7 +43,7 @@ def fill(folder: Path, leave: int) -> None:
 
 def live_cli(show: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "unstable.cli", "live", str(show), "--headless", "--osc-port", "0", "--no-train",
+    cmd = [sys.executable, "-m", "unstable.cli", "live", str(show), "--headless", "--osc-port", "0", "--web-port", "0", "--no-train",
            *args]
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=timeout)
 
@@ -58,7 +58,7 @@ def live_filling(show: Path, disk: Path, leave: int, *args: str, after: float = 
     bytes are free (whatever else fills a disk: another recording, another program). Returns (exit
     status, everything it printed)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "unstable.cli", "live", str(show), "--headless", "--osc-port", "0", "--no-train",
+    cmd = [sys.executable, "-m", "unstable.cli", "live", str(show), "--headless", "--osc-port", "0", "--web-port", "0", "--no-train",
            *args]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:

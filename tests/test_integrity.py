@@ -162,8 +162,8 @@ def test_read_only_output_folders_are_one_line(tmp_path):
         piece.write_text(TRAIN_PIECE)
         runs = [
             ["train", str(piece), "--out", str(ro / "run"), "--device", "cpu"],
-            ["live", str(show), "--headless", "--osc-port", "0", "--no-train", "--seconds", "0.1", "--run", str(ro / "run")],
-            ["live", str(show), "--headless", "--osc-port", "0", "--no-train", "--seconds", "0.1",
+            ["live", str(show), "--headless", "--osc-port", "0", "--web-port", "0", "--no-train", "--seconds", "0.1", "--run", str(ro / "run")],
+            ["live", str(show), "--headless", "--osc-port", "0", "--web-port", "0", "--no-train", "--seconds", "0.1",
              "--run", str(tmp_path / "run"), "--telemetry", str(ro / "t.jsonl")],
             ["controllers", str(show), "--touchosc", str(ro / "x.tosc")],
         ]

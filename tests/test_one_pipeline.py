@@ -57,7 +57,7 @@ def silent(desc, total=None, **kw):
 
 def play_live(tmp_path, show_path, automation):
     """Frames 0..FRAMES-1 of the live show with OSC changes at frames 3, 6 and 9; returns them."""
-    eng = Engine(load_show(show_path), headless=True, osc_port=0, run_dir=tmp_path / "run", train=False,
+    eng = Engine(load_show(show_path), headless=True, osc_port=0, web_port=0, run_dir=tmp_path / "run", train=False,
                  automation=automation, echo=lambda s: None, progress=silent)
     frames = []
     with eng:

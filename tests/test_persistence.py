@@ -146,7 +146,7 @@ def test_resume_flag_requires_checkpoints_and_excludes_fresh(tmp_path):
         make_engine(tmp_path, resume=True).open()
     show = tmp_path / "show.toml"
     r = CliRunner().invoke(main, ["live", str(show), "--headless", "--resume", "--run", str(tmp_path / "r"),
-                                  "--seconds", "0.1", "--osc-port", "0"])
+                                  "--seconds", "0.1", "--osc-port", "0", "--web-port", "0"])
     assert r.exit_code == 2 and "no checkpoint for eq, eq2" in r.output and len(r.output.strip().splitlines()) == 1
     r = CliRunner().invoke(main, ["live", str(show), "--headless", "--resume", "--fresh"])
     assert r.exit_code == 2 and "--fresh and --resume" in r.output
@@ -191,7 +191,7 @@ def test_sigterm_finalises_a_playable_recording_and_the_next_start_resumes(tmp_p
     info = probe(out)  # ffprobe reads the whole file: the moov atom was written, the file plays
     assert frames > 0 and info.frames == frames and info.width == 96
     step = load_checkpoint(run / "eq" / "checkpoint.pt")["step"]
-    cmd = [sys.executable, "-m", "unstable.cli", "live", str(path), "--headless", "--osc-port", "0", "--run", str(run)]
+    cmd = [sys.executable, "-m", "unstable.cli", "live", str(path), "--headless", "--osc-port", "0", "--web-port", "0", "--run", str(run)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     again = subprocess.run(cmd + ["--resume", "--seconds", "0.2", "--no-train"], cwd=ROOT, capture_output=True,
                            text=True, env=env, timeout=120)
@@ -247,7 +247,7 @@ def test_fresh_starts_the_pieces_over_from_their_seeds(tmp_path):
     assert step_of(run) == 3
 
     def live(run_dir, *flags):
-        r = CliRunner().invoke(main, ["live", str(show), "--headless", "--osc-port", "0", "--no-train",
+        r = CliRunner().invoke(main, ["live", str(show), "--headless", "--osc-port", "0", "--web-port", "0", "--no-train",
                                       "--seconds", "0.1", "--run", str(run_dir), "--device", "cpu", *flags])
         assert r.exit_code == 0, r.output
         return r.output

@@ -71,7 +71,7 @@ def test_a_show_piece_starts_from_its_start_state_unless_fresh(tmp_path):
     show = write_show(tmp_path, text, name="started.toml")
 
     def engine(**kw):
-        return Engine(load_show(show), headless=True, osc_port=0, train=False, echo=lambda s: None,
+        return Engine(load_show(show), headless=True, osc_port=0, web_port=0, train=False, echo=lambda s: None,
                       progress=silent, **kw)
 
     with engine(run_dir=tmp_path / "a") as eng:

@@ -97,7 +97,8 @@ def _live_env() -> None:
 
 
 def _run_live(show_path, *, headless, fullscreen, monitor, seconds, record, telemetry, osc_port, device, run, fresh,
-              train=True, resume=False, automation=None, size=None, reset_params=False, audio=None):
+              train=True, resume=False, automation=None, size=None, reset_params=False, audio=None, web_port=None,
+              web=True):
     _live_env()
     from .live import Engine
     from .show import load_show
@@ -112,7 +113,7 @@ def _run_live(show_path, *, headless, fullscreen, monitor, seconds, record, tele
     engine = Engine(show, device=resolve_device(device), headless=headless, fullscreen=fullscreen or None,
                     monitor=monitor, seconds=seconds, record=record, telemetry=telemetry, osc_port=osc_port,
                     run_dir=run, fresh=fresh, resume=resume, train=train, echo=click.echo, automation=automation,
-                    reset_params=reset_params, audio=audio)
+                    reset_params=reset_params, audio=audio, web_port=web_port, web=web)
     try:
         r = engine.run()
     except KeyboardInterrupt:
@@ -144,6 +145,9 @@ def _run_live(show_path, *, headless, fullscreen, monitor, seconds, record, tele
 @click.option("--telemetry", type=click.Path(dir_okay=False), default=None,
               help="Write a JSON line each second: fps, frame times, training steps/s, parameters, memory.")
 @click.option("--osc-port", type=click.IntRange(0, 65535), default=None, help="Listen for OSC on this port instead.")
+@click.option("--web-port", type=click.IntRange(0, 65535), default=None,
+              help="Serve the control page and OSCQuery on this TCP port instead of the show's [web] port.")
+@click.option("--no-web", is_flag=True, help="No control page and no OSCQuery server.")
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
 @click.option("--run", type=click.Path(file_okay=False), default=None,
               help="Run folder for checkpoints and stills (default runs/live/<show>).")
@@ -160,12 +164,14 @@ def _run_live(show_path, *, headless, fullscreen, monitor, seconds, record, tele
               help="Play the show's [[audio.map]] from this audio file, in time with the frames, instead of the "
               "show's `[audio] file` or the input device.")
 @friendly
-def live(show, headless, fullscreen, monitor, seconds, record, automation, telemetry, osc_port, device, run, fresh,
-         resume, no_train, size, reset_params, audio):
-    """Play SHOW (a shows/*.toml file) live: train its pieces, walk them in sync, take OSC."""
+def live(show, headless, fullscreen, monitor, seconds, record, automation, telemetry, osc_port, web_port, no_web,
+         device, run, fresh, resume, no_train, size, reset_params, audio):
+    """Play SHOW (a shows/*.toml file) live: train its pieces, walk them in sync, take OSC, OSCQuery and
+    the control page in a browser (its URL is printed)."""
     _run_live(show, headless=headless, fullscreen=fullscreen, monitor=monitor, seconds=seconds, record=record,
               telemetry=telemetry, osc_port=osc_port, device=device, run=run, fresh=fresh, train=not no_train,
-              resume=resume, automation=automation, size=size, reset_params=reset_params, audio=audio)
+              resume=resume, automation=automation, size=size, reset_params=reset_params, audio=audio,
+              web_port=web_port, web=not no_web)
 
 
 @main.command()

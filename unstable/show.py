@@ -36,7 +36,7 @@ from .guard import GuardSettings
 from .schema import ParamSpec
 from .walk import WalkSettings
 
-__all__ = ["PieceEntry", "OscSettings", "ControllerSettings", "TrainingBudget", "ActionSettings", "DiskSettings",
+__all__ = ["PieceEntry", "OscSettings", "WebSettings", "ControllerSettings", "TrainingBudget", "ActionSettings", "DiskSettings",
            "SceneSettings",
            "ShowSettings", "Show", "load_show", "display_name"]
 
@@ -95,6 +95,37 @@ def _parse_target(entry: str, key: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
         raise ValueError(f"{key}: {entry!r} is not 'host:port', expected e.g. '192.168.1.20:9001'")
     return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    """`[web]`: the OSCQuery server and the control page (HTTP and websocket on one port)."""
+
+    enabled: bool = setting(True, doc="serve OSCQuery and the control page at all")
+    host: str = setting("127.0.0.1", doc="address to listen on ('0.0.0.0' opens it to the LAN: other "
+                        "machines then need the token, or an address in `allow`)")
+    port: int = setting(9080, ge=0, le=65535, doc="TCP port of the page, the OSCQuery tree and its websocket "
+                        "(0: any free port)")
+    token: str = setting("", doc="what a browser on another machine must show (in the printed URL); '' makes "
+                         "a new random one at each start")
+    allow: tuple[str, ...] = setting((), doc="hosts or networks that need no token (OSCQuery tools such as "
+                                     "Chataigne cannot send one), e.g. ['192.168.1.20']")
+    advertise: bool = setting(True, doc="announce _oscjson._tcp and _osc._udp over zeroconf when listening "
+                              "beyond loopback")
+    preview_fps: float = setting(4.0, gt=0, le=30, doc="preview frames a second on the page (only while a "
+                                 "page is watching)")
+    preview_width: int = setting(320, ge=16, le=4096, doc="preview width in pixels (at most)")
+
+    def __post_init__(self):
+        for i, entry in enumerate(self.allow):
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"allow[{i}]: {entry!r} is not an IP address or network, "
+                                 "expected e.g. '192.168.1.20' or '192.168.1.0/24'") from None
+        if self.token and (len(self.token) < 8 or not self.token.replace("-", "").replace("_", "").isalnum()):
+            raise ValueError(f"token: {self.token!r} should be at least 8 letters, digits, '-' or '_' "
+                             "(it goes in a URL), or '' for a random one")
 
 
 @dataclass(frozen=True)
@@ -186,6 +217,7 @@ class ShowSettings:
     monitor: int = setting(0, ge=0, le=16, doc="fullscreen on this monitor (0: primary)")
     vsync: bool = setting(False, doc="wait for the screen's refresh on swap (the loop paces itself anyway)")
     osc: OscSettings = setting(default_factory=OscSettings)
+    web: WebSettings = setting(default_factory=WebSettings, doc="OSCQuery and the control page in a browser")
     controllers: ControllerSettings = setting(default_factory=ControllerSettings)
     training: TrainingBudget = setting(default_factory=TrainingBudget)
     guard: GuardSettings = setting(default_factory=GuardSettings, doc="undoing bad training steps, stasis checks")

@@ -33,7 +33,7 @@ def main() -> None:
         seconds = args.frames / 30.0
         t0 = time.perf_counter()
         proc = subprocess.run([sys.executable, "-m", "unstable.cli", "live", args.show, "--headless", "--seconds",
-                               f"{seconds:.4f}", "--osc-port", "0"], cwd=clone, env=env, capture_output=True, text=True)
+                               f"{seconds:.4f}", "--osc-port", "0", "--web-port", "0"], cwd=clone, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - t0
         if proc.returncode != 0:
             sys.exit(f"the show failed:\n{proc.stdout}\n{proc.stderr}")

@@ -77,7 +77,7 @@ def grow(eng, step):
 def live(show, device, seconds, run_dir, start_step=0, grown=False, window=False, label="live"):
     tel = Path(run_dir) / f"{label}.telemetry.jsonl"
     # grown: the show's `start` states (what `unstable live` plays on a fresh clone), else its seeds.
-    eng = Engine(show, device=device, headless=not window, seconds=seconds, telemetry=tel, osc_port=0,
+    eng = Engine(show, device=device, headless=not window, seconds=seconds, telemetry=tel, osc_port=0, web_port=0,
                  run_dir=Path(run_dir) / label, fresh=not grown, echo=quiet)
     eng.open()
     if start_step:
@@ -101,7 +101,7 @@ def live(show, device, seconds, run_dir, start_step=0, grown=False, window=False
 
 
 def osc_latency(show, device, seconds, run_dir):
-    eng = Engine(show, device=device, headless=True, seconds=seconds, osc_port=0,
+    eng = Engine(show, device=device, headless=True, seconds=seconds, osc_port=0, web_port=0,
                  run_dir=Path(run_dir) / "osc", fresh=True, echo=quiet)
     eng.open()
     target = next(iter(show.pieces))  # the piece whose hue we turn

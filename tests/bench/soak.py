@@ -338,7 +338,7 @@ def main() -> int:
                         format="%(asctime)s %(threadName)s %(name)s %(levelname)s %(message)s")
 
     # A given show starts from its shipped `start` states (fresh=False on an empty run folder).
-    engine = Engine(show, headless=True, osc_port=0, run_dir=out / "run", fresh=args.show is None,
+    engine = Engine(show, headless=True, osc_port=0, web_port=0, run_dir=out / "run", fresh=args.show is None,
                     telemetry=telemetry, seconds=args.minutes * 60, train=True, echo=print)
     engine.open()
     gl_at_warmup = {}

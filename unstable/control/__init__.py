@@ -1,2 +1,3 @@
-"""Live control: the parameter store (params), the OSC server with feedback (osc), and the
+"""Live control: the parameter store (store), the OSC server with feedback (osc), the OSCQuery
+tree (oscquery) and its HTTP/websocket server with the control page (webserver, web/), and the
 TouchOSC / Max layouts generated from the same schema (controllers)."""

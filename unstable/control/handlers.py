@@ -17,16 +17,26 @@ from .store import ParameterStore
 
 
 class OscHandlers:
-    """The handlers of a show's address space, mapped from its schema by `map_onto`."""
+    """The handlers of a show's address space, mapped from its schema by `map_onto` (`feedback` may
+    be None where only `map_controls` is used: the control page's websocket has no UDP feedback)."""
 
-    def __init__(self, params: ParameterStore, feedback: Feedback, stats: dict, warn: RateLimitedLog):
+    def __init__(self, params: ParameterStore, feedback: Feedback | None, stats: dict, warn: RateLimitedLog):
         self.params = params
         self.feedback = feedback
         self.stats = stats
         self.warn = warn
 
     def map_onto(self, dispatcher) -> None:
-        """Map every parameter (0..1 and /raw) and the show actions onto `dispatcher`."""
+        """Map every parameter (0..1 and /raw), the show actions and the feedback requests onto
+        `dispatcher`."""
+        self.map_controls(dispatcher)
+        dispatcher.map(f"{PREFIX}/subscribe", self.on_subscribe, needs_reply_address=True)
+        dispatcher.map(f"{PREFIX}/unsubscribe", self.on_unsubscribe, needs_reply_address=True)
+        dispatcher.map(f"{PREFIX}/sync", self.on_sync, needs_reply_address=True)
+
+    def map_controls(self, dispatcher) -> None:
+        """Map what writes into the store only: every parameter (0..1 and /raw), scene, record,
+        still and the pieces' actions (the control page's websocket takes exactly these)."""
         for piece, name in self.params.keys():
             dispatcher.map(address(piece, name), self.param_handler(piece, name, unit=True),
                            needs_reply_address=True)
@@ -36,9 +46,6 @@ class OscHandlers:
             for what in PIECE_ACTIONS:
                 dispatcher.map(f"{PREFIX}/{piece}/{what}", self.action_handler(piece, what),
                                needs_reply_address=True)
-        dispatcher.map(f"{PREFIX}/subscribe", self.on_subscribe, needs_reply_address=True)
-        dispatcher.map(f"{PREFIX}/unsubscribe", self.on_unsubscribe, needs_reply_address=True)
-        dispatcher.map(f"{PREFIX}/sync", self.on_sync, needs_reply_address=True)
         dispatcher.map(f"{PREFIX}/still", self.on_still, needs_reply_address=True)
         for name in ("scene", "record"):
             if (SHOW, name) in self.params:
@@ -105,7 +112,7 @@ class OscHandlers:
         the engine, which does the work between frames (a handler never touches a model)."""
 
         def handle(origin, addr, *args):
-            if args:
+            if args and args != (None,):  # OSCQuery clients send an impulse as one Nil
                 v = self.number(addr, origin, args)
                 if v is None or v == 0.0:  # a button's release
                     return
@@ -128,7 +135,7 @@ class OscHandlers:
         self.feedback.sync(origin)  # the full state to the sender's own subscriptions, budgeted
 
     def on_still(self, origin, addr, *args) -> None:
-        if args:
+        if args and args != (None,):  # OSCQuery clients send an impulse as one Nil
             v = self.number(addr, origin, args)
             if v is None or v == 0.0:  # a TouchOSC button sends 1 on press and 0 on release
                 return

@@ -42,7 +42,7 @@ from ..frame.timeline import ShowTimeline
 from ..guard import TrainingGuard
 from ..show import display_name
 from .mirror import SamplingMirror
-from .pieces import build_systems, prepare_pieces, show_groups
+from .pieces import build_systems, piece_actions, prepare_pieces, show_groups
 from .session import Session
 from .telemetry import LiveReport, rss_bytes
 from .training import LivePiece, Trainer
@@ -57,6 +57,7 @@ class Engine(Session):
     `record`: an .mp4 recorded from the first frame (preset h264_live), its automation beside it.
     `automation`: write the automation to this file (without recording video).
     `telemetry`: a JSON-lines file, one line per second. `osc_port` overrides the show's port.
+    `web_port` overrides the show's `[web] port`; `web=False` serves no control page or OSCQuery.
     `train`: False shows the pieces as they are (the show's `training.on` also decides).
     `time_source`: the wall clock's seconds (injectable for tests).
     """
@@ -75,6 +76,10 @@ class Engine(Session):
         # fails here, before the slow preparation.
         walks = {name: make_walk(name, sy, s.walk, self.device, self.show.source) for name, sy in systems.items()}
         self.params = ParameterStore(groups)
+        available = [display_name(n, q) for n, sy in systems.items() for q in sy.panels()]
+        self.scene_pieces = [sorted({c.split("/")[0] for c in sc.layout.panel_names(available) if c})
+                             for sc in self.show.resolved_scenes()]
+        self.piece_actions = piece_actions(systems)
         self.audio = self._open_audio()
         self.timeline = ShowTimeline(self.show.resolved_scenes(), self.params, list(systems), s.fps,
                                      loop=s.loop_scenes, start_values={n: e.params for n, e in s.pieces.items()},
@@ -101,6 +106,8 @@ class Engine(Session):
             self.trainer = Trainer(list(self.pieces.values()), s.training, lambda: self._snapshot or
                                    self.params.state(), self.device, self._train_stream, s.guard).start()
         where = f", OSC on {self.osc.host}:{self.osc.port}" if self.osc else ""
+        for url in self.web_urls():
+            self.echo(f"live: control page and OSCQuery at {url}")
         self.echo(f"live: {self.show.name} {s.size[0]}x{s.size[1]} at {self.fps:g} fps on {self.device}"
                   f"{where}, {'training' if self.train else 'not training'}; run folder {self.run_dir}")
 
@@ -246,6 +253,8 @@ class Engine(Session):
         state = self.timeline.advance(number, now)
         self._snapshot = state.snapshot  # the training thread reads the newest one
         self._act(state.actions, number)
+        if self.web is not None:
+            self._follow_scene()
         t_sample = time.perf_counter()
         images = self.pipeline.images(state)
         t_compose = time.perf_counter()
@@ -285,6 +294,13 @@ class Engine(Session):
         if errors:
             line["errors"] = errors
         return line
+
+    def _losses(self) -> dict:
+        out = {}
+        for n, p in self.pieces.items():
+            vals = {k: float(v) for k, v in dict(p.last_scalars).items() if isinstance(v, (int, float))}
+            out[n] = {k: v for k, v in vals.items() if v == v and abs(v) != float("inf")}  # JSON has no NaN
+        return out
 
     def report(self) -> LiveReport:
         """What the run did so far."""

@@ -117,16 +117,21 @@ class FrameStats:
     def phase(self, name: str, seconds: float) -> None:
         self.phases[name].append(seconds)
 
-    def second(self, line: Mapping[str, Any]) -> None:
-        """Write one telemetry line (timing of the last second added) and start the next second."""
+    def timing(self) -> dict[str, float]:
+        """The last second's frame rate and frame, work and phase times (ms)."""
+        iv, wk = self._sec_intervals, self._sec_works
+        return {
+            "fps": round(len(iv) / max(sum(iv), 1e-9), 2) if iv else 0.0,
+            "frame_ms_p50": round(pct(iv, 50), 2), "frame_ms_p99": round(pct(iv, 99), 2),
+            "work_ms_p50": round(pct(wk, 50), 2), "work_ms_p99": round(pct(wk, 99), 2),
+            **{f"{k}_ms_p50": round(pct(v, 50), 2) for k, v in self.phases.items()},
+        }
+
+    def second(self, line: Mapping[str, Any]) -> dict[str, float]:
+        """Write one telemetry line (timing of the last second added) and start the next second;
+        returns that second's timing."""
+        timing = self.timing()
         if self._file is not None:
-            iv, wk = self._sec_intervals, self._sec_works
-            timing = {
-                "fps": round(len(iv) / max(sum(iv), 1e-9), 2) if iv else 0.0,
-                "frame_ms_p50": round(pct(iv, 50), 2), "frame_ms_p99": round(pct(iv, 99), 2),
-                "work_ms_p50": round(pct(wk, 50), 2), "work_ms_p99": round(pct(wk, 99), 2),
-                **{f"{k}_ms_p50": round(pct(v, 50), 2) for k, v in self.phases.items()},
-            }
             head = {k: line[k] for k in ("t", "frame") if k in line}
             rest = {k: v for k, v in line.items() if k not in head}
             try:
@@ -140,6 +145,7 @@ class FrameStats:
         self._sec_works.clear()
         for v in self.phases.values():
             v.clear()
+        return timing
 
     @property
     def pending(self) -> bool:

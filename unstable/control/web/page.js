@@ -1,0 +1,228 @@
+// The control page of an unstable show: an OSCQuery websocket client (LISTEN, binary OSC both
+// ways) that draws one control per parameter from /control/show.json. No libraries, no CDN.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const controls = new Map();   // OSC address -> {set(value), busy()}
+let ws = null;
+let schema = null;
+
+// -- OSC over the websocket: the few types this show uses -----------------------------------------
+
+function pad4(n) { return (n + 3) & ~3; }
+
+function oscMessage(address, type, value) {
+  const enc = new TextEncoder();
+  const a = enc.encode(address), t = enc.encode("," + type);
+  const size = pad4(a.length + 1) + pad4(t.length + 1) + (type === "f" || type === "i" ? 4 : 0);
+  const buf = new ArrayBuffer(size), bytes = new Uint8Array(buf), view = new DataView(buf);
+  bytes.set(a, 0);
+  let off = pad4(a.length + 1);
+  bytes.set(t, off);
+  off += pad4(t.length + 1);
+  if (type === "f") view.setFloat32(off, value);
+  if (type === "i") view.setInt32(off, value);
+  return buf;
+}
+
+function readString(bytes, off) {
+  let end = off;
+  while (end < bytes.length && bytes[end] !== 0) end++;
+  return [new TextDecoder().decode(bytes.subarray(off, end)), pad4(end + 1)];
+}
+
+function parseOsc(buf) {
+  const bytes = new Uint8Array(buf), view = new DataView(buf);
+  let [address, off] = readString(bytes, 0);
+  let types;
+  [types, off] = readString(bytes, off);
+  const args = [];
+  for (const t of types.slice(1)) {
+    if (t === "f") { args.push(view.getFloat32(off)); off += 4; }
+    else if (t === "i") { args.push(view.getInt32(off)); off += 4; }
+    else if (t === "T") args.push(true);
+    else if (t === "F") args.push(false);
+  }
+  return [address, args];
+}
+
+function send(address, type, value) {
+  if (ws && ws.readyState === WebSocket.OPEN) ws.send(oscMessage(address, type, value));
+}
+
+// -- the mapping of a 0..1 fader onto a parameter (ParamSpec.from_unit) ---------------------------
+
+function fromUnit(p, u) {
+  let v = p.log ? Math.exp(Math.log(p.lo) + u * (Math.log(p.hi) - Math.log(p.lo))) : p.lo + u * (p.hi - p.lo);
+  if (p.kind !== "float") v = Math.round(v);
+  return v;
+}
+
+function show(p, v) {
+  const digits = Math.abs(v) >= 100 ? 0 : Math.abs(v) >= 10 ? 1 : Math.abs(v) >= 1 ? 2 : 3;
+  const text = p.kind === "float" ? (p.log && v < 0.01 ? v.toExponential(2) : v.toFixed(digits)) : String(v);
+  return p.unit ? `${text} ${p.unit}` : text;
+}
+
+// -- controls -------------------------------------------------------------------------------------
+
+function fader(p, parent, label) {
+  const row = document.createElement("div");
+  row.className = "param";
+  const id = "p" + p.address.replaceAll("/", "-");
+  const name = document.createElement("label");
+  name.htmlFor = id;
+  name.textContent = label || p.name;
+  name.title = p.doc || p.name;
+  if (p.log) { const s = document.createElement("span"); s.className = "log"; s.textContent = "log"; name.append(s); }
+  const out = document.createElement("output");
+  let input;
+  if (p.kind === "toggle") {
+    input = document.createElement("input");
+    input.type = "checkbox";
+    input.checked = p.value >= 0.5;
+    input.addEventListener("change", () => {
+      send(p.address, input.checked ? "T" : "F");
+      out.textContent = input.checked ? "on" : "off";
+    });
+    out.textContent = input.checked ? "on" : "off";
+    controls.set(p.address, {
+      set: (v) => { input.checked = !!v && v >= 0.5 || v === true; out.textContent = input.checked ? "on" : "off"; },
+      busy: () => false,
+    });
+  } else {
+    input = document.createElement("input");
+    input.type = "range";
+    input.min = 0; input.max = 1;
+    input.step = p.kind === "int" && p.hi > p.lo ? 1 / (p.hi - p.lo) : 0.001;
+    input.value = p.unit_value;
+    let dragging = false;
+    input.addEventListener("pointerdown", () => { dragging = true; });
+    window.addEventListener("pointerup", () => { dragging = false; });
+    input.addEventListener("input", () => {
+      const u = parseFloat(input.value);
+      send(p.address, "f", u);
+      out.textContent = show(p, fromUnit(p, u));
+    });
+    out.textContent = show(p, p.value);
+    controls.set(p.address, {
+      set: (u) => { input.value = u; out.textContent = show(p, fromUnit(p, u)); },
+      busy: () => dragging,   // a change from elsewhere never yanks the fader out of a finger
+    });
+  }
+  input.id = id;
+  input.dataset.address = p.address;
+  row.append(name, input, out);
+  parent.append(row);
+}
+
+function build(s) {
+  schema = s;
+  $("title").textContent = `unstable: ${s.name}`;
+  document.title = `unstable: ${s.name}`;
+  const scenes = $("scenes");
+  s.scenes.forEach((name, i) => {
+    const b = document.createElement("button");
+    b.textContent = name || `scene ${i}`;
+    b.dataset.scene = i;
+    b.addEventListener("click", () => { send(s.scene_address, "i", i); markScene(i); });
+    scenes.append(b);
+  });
+  controls.set(s.scene_address, { set: (i) => markScene(i), busy: () => false });
+  const rec = $("record");
+  rec.addEventListener("click", () => {
+    const on = rec.getAttribute("aria-pressed") !== "true";
+    send(s.record_address, on ? "T" : "F");
+    rec.setAttribute("aria-pressed", String(on));
+  });
+  controls.set(s.record_address, { set: (v) => rec.setAttribute("aria-pressed", String(v === true || v >= 0.5)), busy: () => false });
+  $("still").addEventListener("click", () => send(s.still_address, "N"));
+  const groups = $("groups");
+  for (const g of s.groups) {
+    if (g.piece === "show") {
+      for (const p of g.params) if (p.name === "master_fade") fader(p, $("master"), "master fade");
+      continue;
+    }
+    const box = document.createElement("div");
+    box.className = "group";
+    box.id = `group-${g.piece}`;
+    const h = document.createElement("h2");
+    h.textContent = g.piece;
+    box.append(h);
+    for (const p of g.params) fader(p, box);
+    if (g.actions.length) {
+      const row = document.createElement("div");
+      row.className = "row";
+      for (const a of g.actions) {
+        const b = document.createElement("button");
+        b.textContent = a.split("/").slice(3).join(" ");
+        b.dataset.address = a;
+        b.addEventListener("click", () => send(a, "N"));
+        row.append(b);
+      }
+      box.append(row);
+    }
+    groups.append(box);
+  }
+  const sceneNow = s.groups.find((g) => g.piece === "show")?.params.find((p) => p.name === "scene");
+  if (sceneNow) markScene(sceneNow.value);
+}
+
+function markScene(i) {
+  for (const b of document.querySelectorAll("#scenes button")) b.classList.toggle("current", Number(b.dataset.scene) === i);
+}
+
+// -- the websocket ----------------------------------------------------------------------------------
+
+function connect() {
+  const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/`;
+  ws = new WebSocket(url);
+  ws.binaryType = "arraybuffer";
+  ws.onopen = () => {
+    $("status").textContent = "live";
+    $("status").className = "on";
+    for (const address of controls.keys()) ws.send(JSON.stringify({ COMMAND: "LISTEN", DATA: address }));
+    ws.send(JSON.stringify({ COMMAND: "TELEMETRY", DATA: true }));
+  };
+  ws.onmessage = (ev) => {
+    if (typeof ev.data === "string") {
+      const msg = JSON.parse(ev.data);
+      if (msg.COMMAND === "TELEMETRY") telemetry(msg.DATA);
+      else if (msg.COMMAND === "PATH_CHANGED") $("preview-note").textContent = `address space changed at ${msg.DATA}`;
+      return;
+    }
+    const [address, args] = parseOsc(ev.data);
+    const c = controls.get(address);
+    if (c && !c.busy() && args.length) c.set(args[0]);
+  };
+  ws.onclose = () => {
+    $("status").textContent = "reconnecting…";
+    $("status").className = "off";
+    setTimeout(connect, 1000);
+  };
+}
+
+function telemetry(t) {
+  const lines = [`fps ${t.fps ?? "?"}  frame p99 ${t.frame_ms_p99 ?? "?"} ms  late ${t.late_frames ?? 0}  scene ${t.scene ?? "?"}${t.recording ? "  ● recording" : ""}`];
+  for (const [piece, rate] of Object.entries(t.steps_per_s || {})) {
+    const losses = Object.entries((t.losses || {})[piece] || {}).slice(0, 4)
+      .map(([k, v]) => `${k} ${Number(v).toPrecision(3)}`).join("  ");
+    const g = (t.guard || {})[piece] || {};
+    const guard = g.recoveries ? `  guard: ${g.recoveries} undone${g.last ? ` (${g.last})` : ""}` : "";
+    lines.push(`${piece}: ${rate} steps/s  ${losses}${guard}`);
+  }
+  $("telemetry").textContent = lines.join("\n");
+}
+
+// -- the preview: one image at a time, a few a second ----------------------------------------------
+
+function preview() {
+  const img = $("preview");
+  let n = 0;
+  const next = () => setTimeout(() => { img.src = `/control/preview.jpg?n=${n++}`; }, 250);
+  img.onload = next;
+  img.onerror = () => setTimeout(next, 750);
+  next();
+}
+
+fetch("/control/show.json").then((r) => r.json()).then((s) => { build(s); connect(); preview(); });
