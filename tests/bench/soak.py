@@ -19,7 +19,8 @@ after warm-up and at the end, faults injected and recovered, OSC messages handle
 Pass/fail lines follow the issue: no crash, RSS growth < 5 % after warm-up, p99 <= 2 x p50, every
 fault recovered.
 
-`--attack` adds issue 13's attack mix to the fuzz (about half the datagrams): floods of
+`--attack` adds issue 13's attack mix to the fuzz (about half the datagrams; `--attack-only`: the
+attack mix alone, as the issue's soak asks): floods of
 `/unstable/record` 1/0, `/unstable/still`, `/unstable/subscribe` from fresh ports, `/unstable/sync`,
 and bundles of 2,040 empty elements (each makes python-osc warn). A configured subscriber (the
 show's `osc.subscribe`) must still get feedback at the end; the log must stay under 1 MB; the run
@@ -188,7 +189,9 @@ class Fuzzer(threading.Thread):
     def run(self) -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         makers = fuzz_messages(self.engine, self.rng)
-        if self.attack:  # about half of everything sent
+        if self.attack == "only":  # issue 13's attack mix alone
+            makers = attack_messages(self.rng)
+        elif self.attack:  # about half of everything sent
             makers = makers + attack_messages(self.rng) * (len(makers) // 42)
         start = time.perf_counter()
         while not self.stop_event.is_set():
@@ -288,6 +291,8 @@ def main() -> int:
     ap.add_argument("--steps", type=float, default=8.0, help="cap on each piece's steps per second")
     ap.add_argument("--out", type=Path, default=Path("/tmp/unstable-soak"))
     ap.add_argument("--attack", action="store_true", help="add issue 13's attack mix (see above)")
+    ap.add_argument("--attack-only", action="store_true",
+                    help="send issue 13's attack mix alone, without the parameter fuzz (implies --attack)")
     ap.add_argument("--disk-budget-mb", type=float, default=100.0,
                     help="--attack: MB the run folder may hold at the end, however long the soak")
     ap.add_argument("--show", type=Path, default=None,
@@ -299,6 +304,7 @@ def main() -> int:
     ap.add_argument("--stderr", type=Path, default=None,
                     help="send this process's stderr (python-osc's warnings, tracebacks) to FILE and report its size")
     args = ap.parse_args()
+    args.attack = "only" if args.attack_only else args.attack
 
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -434,6 +440,9 @@ def main() -> int:
     recs = [f.stat().st_size for f in run.glob("record-*")]
     bound = 2 * ckpt + args.stills_keep * biggest_still + args.recordings_mb * 2**20 + (max(recs) if recs else 0)
     import numpy as np
+    intervals = np.asarray(engine.stats.intervals)
+    after_warmup = intervals[int(args.warmup * args.fps):] if report and report.frames == len(intervals) + 1 \
+        else intervals[:0]
     lines = [json.loads(x) for x in telemetry.read_text().splitlines() if x.strip()]
     warm = [ln for ln in lines if ln["t"] >= args.warmup]
     # Medians of the first and the last minute after warm-up: RSS swings by 100+ MB within seconds
@@ -477,6 +486,9 @@ def main() -> int:
         "frame_interval_max_ms": round(1000 * float(np.asarray(engine.stats.intervals).max()), 1)
         if len(engine.stats.intervals) else None,
         "intervals_over_2_frames": int((np.asarray(engine.stats.intervals) > 2.0 / args.fps).sum()),
+        # The ring keeps intervals in order: those after the warm-up are its last frames.
+        "intervals_over_2_frames_after_warmup": int((after_warmup > 2.0 / args.fps).sum()),
+        "frame_interval_max_after_warmup_ms": round(1000 * float(after_warmup.max()), 1) if len(after_warmup) else None,
         "intervals_counted": len(engine.stats.intervals),
         "disk_written_mb_per_hour": round(disk_written / 2**20 / (elapsed / 3600), 1),
         "run_folder_mb_at_end": round(run_bytes / 2**20, 2),
