@@ -442,3 +442,46 @@ def test_a_guard_whose_good_state_does_not_load_never_retries_even_after_a_retry
     assert guard.step({}) is None
     assert "restoring the last good state failed: RuntimeError: disk gone" in guard.stopped
     assert guard.retry_due() is False
+
+
+def test_the_backed_off_learning_rate_doubles_back_after_recover_steps_good_steps(caplog):
+    """After a backoff, every `recover_steps` good steps double the rate back, never above the
+    performer's value; recover_steps 0 never brings it back. A system without a live
+    `learning_rate` gets it through its optimisers' lr."""
+    caplog.set_level("INFO", logger="unstable.guard")
+    s = Hidden()
+    guard = TrainingGuard(s, GuardSettings(good_every=1, backoff=0.25, recover_steps=3), name="h")
+    lr = lambda: s._opts["net"].param_groups[0]["lr"]  # noqa: E731
+    nan = lambda sys: sys._nets["net"].weight.data.fill_(float("nan"))  # noqa: E731
+    assert guard.step({}) is not None
+    guard.before_step.append(nan)
+    assert guard.step({}) is None
+    guard.before_step.clear()
+    assert guard.lr_scale == 0.25 and lr() == pytest.approx(0.025)
+    scales = []
+    for _ in range(7):
+        assert guard.step({}) is not None
+        scales.append(guard.lr_scale)
+    assert scales == [0.25, 0.25, 0.5, 0.5, 0.5, 1.0, 1.0]
+    assert lr() == pytest.approx(0.1)
+    assert "h: learning rate back to x0.5" in [r.getMessage() for r in caplog.records]
+
+    never = TrainingGuard(Hidden(), GuardSettings(good_every=1, backoff=0.5, recover_steps=0))
+    never.step({})
+    never.before_step.append(nan)
+    never.step({})
+    never.before_step.clear()
+    for _ in range(5):
+        never.step({})
+    assert never.lr_scale == 0.5
+
+    every = TrainingGuard(Hidden(), GuardSettings(good_every=1, backoff=0.375, recover_steps=1))
+    every.step({})
+    every.before_step.append(nan)
+    every.step({})
+    every.before_step.clear()
+    got = []
+    for _ in range(3):
+        every.step({})
+        got.append(every.lr_scale)
+    assert got == [0.75, 1.0, 1.0]  # recover_steps 1: each good step doubles it, capped at 1
