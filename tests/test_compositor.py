@@ -330,3 +330,28 @@ def test_quality_upscale_filters_make_a_small_image_deliberate_on_a_big_panel(gl
         assert row.min() >= 0 and row.max() <= 255 and row[:20].max() < 10 and row[-20:].min() > 245
     assert edges["bicubic"] > edges["linear"] and edges["sharp"] > edges["bicubic"], edges
     comp.release()
+
+
+def test_integer_fit_between_one_and_two_times_keeps_whole_pixels():
+    # A cell 1.5x the image: the largest whole scale is 1 (centred), not 1.5 as 'contain' would draw.
+    assert fit("integer", (0, 0, 150, 150), (100, 100))[0] == (25, 25, 125, 125)
+    assert fit("contain", (0, 0, 150, 150), (100, 100))[0] == (0, 0, 150, 150)
+    assert fit("integer", (0, 0, 100, 100), (100, 100))[0] == (0, 0, 100, 100)  # exactly 1x
+
+
+def test_side_by_side_is_one_row_whatever_rows_and_cols_say():
+    from unstable.display.layout import cells
+    names = ["a", "b", "c", "d"]
+    got = cells(Layout(mode="side_by_side", rows=2, cols=3), (400, 100), names)
+    assert got == [("a", 0.0, 0.0, 100.0, 100.0), ("b", 100.0, 0.0, 100.0, 100.0),
+                   ("c", 200.0, 0.0, 100.0, 100.0), ("d", 300.0, 0.0, 100.0, 100.0)]
+
+
+def test_sub_pixel_cells_are_cells_only_no_room_at_all_is_an_error():
+    from unstable.display.layout import cells
+    got = cells(Layout(mode="side_by_side"), (3, 2), ["a", "b", "c", "d"])  # 0.75 x 2 px each
+    assert [c[3] for c in got] == [0.75] * 4 and [c[1] for c in got] == [0.0, 0.75, 1.5, 2.25]
+    got = cells(Layout(mode="grid", rows=4, cols=1), (2, 3), ["a", "b", "c", "d"])  # 2 x 0.75 px each
+    assert [c[4] for c in got] == [0.75] * 4
+    with pytest.raises(ValueError, match="leave no room"):
+        cells(Layout(mode="side_by_side", margin=0.49, gap=0.5), (100, 100), ["a", "b"])

@@ -353,3 +353,22 @@ def test_classwise_mmd_two_samples_per_side_is_enough():
     kw = {"kernel": "gaussian", "bandwidth": 1.0}
     got = classwise_mmd(x, real, labels, classes=2, x_labels=x_labels, **kw).item()
     assert got == pytest.approx(mmd2(x[:2], real[:2], **kw).item(), rel=1e-6)
+
+
+def test_creativity_loss_is_the_cross_entropy_against_uniform_written_out():
+    # -(1/N) sum_i (1/K) sum_k log p(k|x_i), with p the softmax over the K classes of each row,
+    # written out in plain Python on a 3 x 4 batch (rows differ, N != K, so a softmax or a mean
+    # over the wrong axis gives another number).
+    import math
+
+    from unstable.divergence.losses import creativity_loss
+    rows = [[2.0, -1.0, 0.5, 0.0], [0.0, 0.0, 3.0, -2.0], [1.0, 1.0, 1.0, 4.0]]
+    expected = 0.0
+    for r in rows:
+        z = sum(math.exp(v) for v in r)
+        expected += -sum(math.log(math.exp(v) / z) for v in r) / len(r)
+    expected /= len(rows)
+    assert creativity_loss(torch.tensor(rows, dtype=torch.float64)).item() == pytest.approx(expected, rel=1e-12)
+    # Uniform posteriors give log K; a confident one gives more.
+    assert creativity_loss(torch.zeros(5, 7)).item() == pytest.approx(math.log(7), rel=1e-6)
+    assert creativity_loss(confident(torch.arange(3), k=7, scale=5.0)).item() > math.log(7)

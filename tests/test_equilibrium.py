@@ -631,3 +631,25 @@ def test_variety_measures_on_degenerate_batches():
     centred = cols - cols.mean(0)
     cov = centred.T @ centred / 1 + 1e-4 * np.eye(3)  # two pixels: divided by N - 1 = 1
     assert variety_logdet(two).item() == pytest.approx(np.linalg.slogdet(cov)[1] / 3)
+
+
+def test_variety_measures_keep_float64_precision():
+    """On float64 images the histogram centres and the covariance's 1e-4 ridge are float64 too:
+    entropy (3 bins: centres 1/6, 1/2, 5/6, not exact in float32) and log det agree with numpy
+    to 1e-12, not just to float32's 1e-7."""
+    from unstable.equilibrium.losses import variety_entropy, variety_logdet
+    imgs = _np_images(5, (3, 3, 4, 5))
+    t = torch.tensor(imgs, dtype=torch.float64)
+    cols = ((imgs + 1) / 2).transpose(0, 2, 3, 1).reshape(-1, 3)
+    centred = cols - cols.mean(0)
+    cov = centred.T @ centred / (len(cols) - 1) + 1e-4 * np.eye(3)
+    assert variety_logdet(t).dtype == torch.float64
+    assert variety_logdet(t).item() == pytest.approx(np.linalg.slogdet(cov)[1] / 3, rel=1e-12)
+    bins = 3
+    centres = (np.arange(bins) + 0.5) / bins
+    logits = -(((cols[:, :, None] - centres) * bins) ** 2) * 2.0
+    member = np.exp(logits - logits.max(-1, keepdims=True))
+    member /= member.sum(-1, keepdims=True)
+    hist = np.einsum("pi,pj,pk->ijk", member[:, 0], member[:, 1], member[:, 2]).ravel() / len(cols)
+    want = -(hist * np.log(hist + 1e-12)).sum() / np.log(bins ** 3)
+    assert variety_entropy(t, bins=bins).item() == pytest.approx(want, rel=1e-12)

@@ -398,3 +398,90 @@ def test_perturb_adds_seeded_noise_scaled_to_each_tensors_spread(system, caplog)
     assert all(torch.allclose(p.detach(), w, atol=1e-7, rtol=0) for p, w in zip(params, want))
     assert guard.perturbations == 4
     assert "eq: perturbed the weights (noise x0.2 of their spread)" in [r.getMessage() for r in caplog.records]
+
+
+def test_perturb_skips_integer_parameters_keeps_each_dtype_and_floors_a_nan_spread():
+    """Integer parameters are left alone and the ones after them still perturbed; a float64 weight
+    gets float64 noise; a NaN spread counts as 0, i.e. the 1e-3 floor (the finite entries of a
+    tensor holding a NaN move by noise x scale x 1e-3, not x 1)."""
+    s = Hidden()
+    net = torch.nn.Module()
+    net.count = torch.nn.Parameter(torch.tensor([3, 4]), requires_grad=False)  # first: an int tensor
+    net.w64 = torch.nn.Parameter(torch.tensor([[1.0, -2.0, 0.5], [4.0, 0.0, 1.5]], dtype=torch.float64))
+    net.holed = torch.nn.Parameter(torch.tensor([float("nan"), 1.0, 2.0, 3.0]))
+    s._nets = {"net": net}
+    guard = TrainingGuard(s)
+    w64, holed = net.w64.detach().clone(), net.holed.detach().clone()
+
+    guard.perturb(0.5, seed=3)
+    g = torch.Generator().manual_seed(3)
+    want64 = w64 + torch.randn(2, 3, generator=g, dtype=torch.float64) * (0.5 * w64.std())
+    want_holed = holed + torch.randn(4, generator=g) * (0.5 * 1e-3)
+    assert torch.equal(net.count, torch.tensor([3, 4]))
+    assert net.w64.dtype == torch.float64 and torch.allclose(net.w64.detach(), want64, rtol=0, atol=1e-12)
+    assert torch.isnan(net.holed[0])
+    assert torch.allclose(net.holed.detach()[1:], want_holed[1:], rtol=0, atol=1e-7)
+    assert (net.holed.detach()[1:] - holed[1:]).abs().max() < 0.01
+
+
+def test_a_guard_whose_good_state_does_not_load_never_retries_even_after_a_retry():
+    """A restore failure stops the guard for good (no retry time), also once it has retried before."""
+    s = Hidden()
+    guard = TrainingGuard(s, GuardSettings(good_every=1, max_failures=1, retry_after=1e-9))
+    assert guard.step({}) is not None
+    nan = lambda sys: sys._nets["net"].weight.data.fill_(float("nan"))  # noqa: E731
+    guard.before_step.append(nan)
+    assert guard.step({}) is None and guard.stopped and guard.retry_due()
+    guard.retry()
+    assert not guard.retry_due()
+
+    def broken(state):
+        raise RuntimeError("disk gone")
+
+    s.load_state_dict = broken
+    assert guard.step({}) is None
+    assert "restoring the last good state failed: RuntimeError: disk gone" in guard.stopped
+    assert guard.retry_due() is False
+
+
+def test_the_backed_off_learning_rate_doubles_back_after_recover_steps_good_steps(caplog):
+    """After a backoff, every `recover_steps` good steps double the rate back, never above the
+    performer's value; recover_steps 0 never brings it back. A system without a live
+    `learning_rate` gets it through its optimisers' lr."""
+    caplog.set_level("INFO", logger="unstable.guard")
+    s = Hidden()
+    guard = TrainingGuard(s, GuardSettings(good_every=1, backoff=0.25, recover_steps=3), name="h")
+    lr = lambda: s._opts["net"].param_groups[0]["lr"]  # noqa: E731
+    nan = lambda sys: sys._nets["net"].weight.data.fill_(float("nan"))  # noqa: E731
+    assert guard.step({}) is not None
+    guard.before_step.append(nan)
+    assert guard.step({}) is None
+    guard.before_step.clear()
+    assert guard.lr_scale == 0.25 and lr() == pytest.approx(0.025)
+    scales = []
+    for _ in range(7):
+        assert guard.step({}) is not None
+        scales.append(guard.lr_scale)
+    assert scales == [0.25, 0.25, 0.5, 0.5, 0.5, 1.0, 1.0]
+    assert lr() == pytest.approx(0.1)
+    assert "h: learning rate back to x0.5" in [r.getMessage() for r in caplog.records]
+
+    never = TrainingGuard(Hidden(), GuardSettings(good_every=1, backoff=0.5, recover_steps=0))
+    never.step({})
+    never.before_step.append(nan)
+    never.step({})
+    never.before_step.clear()
+    for _ in range(5):
+        never.step({})
+    assert never.lr_scale == 0.5
+
+    every = TrainingGuard(Hidden(), GuardSettings(good_every=1, backoff=0.375, recover_steps=1))
+    every.step({})
+    every.before_step.append(nan)
+    every.step({})
+    every.before_step.clear()
+    got = []
+    for _ in range(3):
+        every.step({})
+        got.append(every.lr_scale)
+    assert got == [0.75, 1.0, 1.0]  # recover_steps 1: each good step doubles it, capped at 1

@@ -414,3 +414,46 @@ def test_hosts_and_allow_list_entries():
     # a host address with a prefix names its network (not strict about the host bits)
     srv = OscServer(ParameterStore(groups()), host="0.0.0.0", allow=[" 192.168.1.20/24 "], port=0)
     assert srv._allowed("192.168.1.77") and not srv._allowed("192.168.2.1")
+
+
+def test_still_and_unsubscribe_count_and_name_what_they_reject(params, caplog):
+    caplog.set_level(logging.WARNING, logger="unstable.osc")
+    srv = OscServer(params, port=0)
+    origin = ("10.0.0.7", 9000)
+    for args in ((), (1.0,), (0.0,), (2,)):  # a bare still, a press, a release (nothing), a press
+        feed(srv, dgram("/unstable/still", *args), origin)
+    assert srv.stats["applied"] == 3 and srv.stats["rejected"] == 0
+    feed(srv, dgram("/unstable/still", "now"), origin)
+    feed(srv, dgram("/unstable/unsubscribe", 0, types=["i"]), origin)
+    assert srv.stats["applied"] == 3 and srv.stats["rejected"] == 2
+    lines = [r.getMessage() for r in caplog.records]
+    assert "OSC /unstable/still from 10.0.0.7:9000 rejected: expected a number, got str 'now'" in lines, lines
+    assert "OSC /unstable/unsubscribe from 10.0.0.7:9000 rejected: expected a port 1..65535, got 0.0" in lines, lines
+
+
+def test_sync_asks_for_the_senders_own_full_state(params):
+    """/sync is answered on the sender's host only (Feedback.sync(origin)); sync() with no origin
+    would send the full state to every subscriber."""
+    srv = OscServer(params, port=0)
+    asked = []
+    srv.feedback.sync = lambda origin=None: asked.append(origin)
+    feed(srv, dgram("/unstable/sync"), ("10.0.0.7", 9000))
+    assert asked == [("10.0.0.7", 9000)]
+
+
+def test_piece_actions_become_events_for_that_piece_with_their_sender(params, caplog):
+    """/unstable/<piece>/directions/refresh and /clusters/refresh, for every piece but the show:
+    an event naming the piece, the action and the sender; a button's release (0) is no event."""
+    caplog.set_level(logging.WARNING, logger="unstable.osc")
+    srv = OscServer(params, port=0)
+    feed(srv, dgram("/unstable/eq/directions/refresh"), ("10.0.0.7", 9000))
+    feed(srv, dgram("/unstable/bad/clusters/refresh", 1.0), ("10.0.0.8", 9001))
+    feed(srv, dgram("/unstable/bad/directions/refresh", 0.0), ("10.0.0.8", 9001))  # release
+    feed(srv, dgram("/unstable/show/directions/refresh"), ("10.0.0.7", 9000))  # the show is no piece
+    assert params.drain_events() == [Event("directions/refresh", None, ("10.0.0.7", 9000), piece="eq"),
+                                     Event("clusters/refresh", None, ("10.0.0.8", 9001), piece="bad")]
+    assert srv.stats["applied"] == 2 and srv.stats["errors"] == 0 and srv.stats["rejected"] == 0
+    feed(srv, dgram("/unstable/eq/clusters/refresh", "go"), ("10.0.0.7", 9000))
+    assert srv.stats["rejected"] == 1 and params.drain_events() == []
+    assert "OSC /unstable/eq/clusters/refresh from 10.0.0.7:9000 rejected: expected a number, got str 'go'" \
+        in [r.getMessage() for r in caplog.records]

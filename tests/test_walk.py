@@ -305,3 +305,32 @@ def test_two_keyframe_open_path_easing_and_slerp_temperature():
                {"a": 2})
     assert hot.latents_at(0.5)["a"].norm().item() == pytest.approx(10.0, rel=1e-6)
 
+
+
+def test_times_of_any_shape_and_dtype_are_located_in_double_precision_in_order():
+    """An array or tensor of times is flattened in order (a 0-d tensor is one frame), and located in
+    float64 whatever its dtype: a float32 array gives what the same values as Python floats give."""
+    import numpy as np
+    w = Walk(WalkSettings(latents=((0.0,), (1.0,), (3.0,)), interpolation="linear", period=0.3), {"a": 1})
+    grid = np.array([[0.1, 0.25], [0.7, 1.0]])
+    idx, u = w._locate(grid)
+    want_idx, want_u = w._locate(grid.ravel().tolist())
+    assert idx.tolist() == want_idx.tolist() and u.tolist() == want_u.tolist() and u.shape == (4,)
+    z = w.latents_at_many(torch.tensor(0.45, dtype=torch.float64))["a"]
+    assert z.shape == (1, 1) and torch.equal(z, w.latents_at(0.45)["a"])
+    f32 = np.array([0.1, 0.7, 0.8], dtype=np.float32)
+    idx, u = w._locate(f32)
+    want_idx, want_u = w._locate([float(t) for t in f32])
+    assert u.dtype == np.float64 and idx.tolist() == want_idx.tolist() and u.tolist() == want_u.tolist()
+
+
+def test_keyframe_latents_do_not_depend_on_torch_default_dtype():
+    """A seed means the same float32 latent also when a program has made float64 torch's default."""
+    want = keyframe_latent(42, 16)
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        z = keyframe_latent(42, 16)
+    finally:
+        torch.set_default_dtype(old)
+    assert z.dtype == torch.float32 and torch.equal(z, want)
