@@ -90,6 +90,10 @@ def test_python_oscquery_reads_host_info_and_tree(show):
         if piece != "show":
             assert root.find_subnode(f"/unstable/{piece}/{name}") is not None, (piece, name)
     assert client.query_node("/unstable/nothing") is None  # a 404
+    # The same parameters in own units, with RANGE and UNIT, on a branch python-oscquery can parse.
+    raw = root.find_subnode("/unstable/eq/raw/hue")
+    assert raw.value == [pytest.approx(90.0)] and raw.access == OSCAccess.READWRITE_VALUE
+    assert host.extensions["UNIT"]
 
 
 def test_attribute_queries_follow_the_spec(show):
@@ -101,6 +105,22 @@ def test_attribute_queries_follow_the_spec(show):
     assert json.loads(a.split(b"\r\n\r\n", 1)[1]) == {"RANGE": [{"MIN": 0.0, "MAX": 1.0}]}
     a = http(port, b"GET /unstable/scene?RANGE HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert json.loads(a.split(b"\r\n\r\n", 1)[1]) == {"RANGE": [{"MIN": 0, "MAX": 1}]}
+    a = http(port, b"GET /unstable/eq/raw/hue?UNIT HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert status(a) == 200 and json.loads(a.split(b"\r\n\r\n", 1)[1]) == {"UNIT": ["angle.degree"]}
+    a = http(port, b"GET /unstable/eq/raw/hue?RANGE HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert json.loads(a.split(b"\r\n\r\n", 1)[1]) == {"RANGE": [{"MIN": -180.0, "MAX": 180.0}]}
+    a = http(port, b"GET /unstable/eq/raw/walk_speed HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    node = json.loads(a.split(b"\r\n\r\n", 1)[1])
+    assert node["UNIT"] == ["x"] and node["TYPE"] == "f" and node["VALUE"] == [1.0]
+    # A fader in 0..1 has no unit: 204.
+    assert status(http(port, b"GET /unstable/eq/hue?UNIT HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")) == 204
+    # What an OSCQuery tool sends to the own-units address lands in the store.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    b = OscMessageBuilder(address="/unstable/eq/raw/hue")
+    b.add_arg(-45.0)
+    sock.sendto(b.build().dgram, ("127.0.0.1", show.osc.port))
+    sock.close()
+    assert wait_for(lambda: show.params.get("eq", "hue") == -45.0)
     # A container has no VALUE: 204; an unknown attribute: 400; no node: 404.
     assert status(http(port, b"GET /unstable/eq?VALUE HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")) == 204
     assert status(http(port, b"GET /unstable/eq/hue?COLOUR HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")) == 400

@@ -97,6 +97,14 @@ def address(piece: str, name: str, raw: bool = False) -> str:
     return f"{PREFIX}/{piece}/{name}" + ("/raw" if raw else "")
 
 
+def raw_branch(piece: str, name: str) -> str:
+    """The same parameter in own units where OSCQuery tools find it, `/unstable/<piece>/raw/<name>`:
+    OSCQuery clients (python-oscquery among them) refuse a node that is both a value and a
+    container, so `.../hue/raw` cannot be published under the `.../hue` fader. Both addresses take
+    the value in own units."""
+    return f"{PREFIX}/{piece}/raw/{name}"
+
+
 def common_specs() -> list[ParamSpec]:
     """Live parameters the engine gives every piece, whatever its system.
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from ..schema import AUDIO, PIECE_ACTIONS, PREFIX, SHOW, address
+from ..schema import AUDIO, PIECE_ACTIONS, PREFIX, SHOW, address, raw_branch
 from .feedback import Feedback
 from .osclog import RateLimitedLog, reject, shorten
 from .store import ParameterStore
@@ -41,6 +41,8 @@ class OscHandlers:
             dispatcher.map(address(piece, name), self.param_handler(piece, name, unit=True),
                            needs_reply_address=True)
             dispatcher.map(address(piece, name, raw=True),
+                           self.param_handler(piece, name, unit=False), needs_reply_address=True)
+            dispatcher.map(raw_branch(piece, name),  # the same, where OSCQuery tools find it
                            self.param_handler(piece, name, unit=False), needs_reply_address=True)
         for piece in dict.fromkeys(p for p, _ in self.params.keys() if p not in (SHOW, AUDIO)):
             for what in PIECE_ACTIONS:

@@ -11,11 +11,14 @@ sends to a FULL_PATH is handled by the same handlers as TouchOSC's messages:
     /unstable/record                       T/F  recording on or off
     /unstable/still                        N   a still
 
-Why no `/raw` children in the tree: a node that is both a method (it has a VALUE) and a container
-(`.../hue` holding `.../hue/raw`) is legal OSC, but OSCQuery clients such as python-oscquery refuse
-to parse one. So every parameter is published once, at its plain address; the parameter's own
-range and unit are in the node's DESCRIPTION and in the page's schema (`page_schema`), and `/raw`
-keeps working over OSC for anyone who types it.
+    /unstable/<piece>/raw/<param>          f (i for whole numbers) in own units, RANGE lo..hi, UNIT
+
+Why own units on a branch of their own: a node that is both a method (it has a VALUE) and a
+container (`.../hue` holding `.../hue/raw`) is legal OSC, but OSCQuery clients such as
+python-oscquery refuse to parse one. So each parameter is published twice: its 0..1 fader at the
+plain address (what TouchOSC sends), and in own units, with its RANGE and UNIT, at
+`/unstable/<piece>/raw/<param>`, an address the OSC server takes as it takes `.../<param>/raw`.
+UNIT names follow ossia's where one fits (`deg` is `angle.degree`); others are the show's own.
 
 The tree lists the pieces the current scene shows (`set_shown`): a scene that shows other pieces
 changes the address space, which the web server announces with PATH_CHANGED. Parameters of pieces
@@ -29,15 +32,17 @@ from typing import Iterable, Mapping, Sequence
 
 from pythonosc.osc_message_builder import OscMessageBuilder
 
-from ..schema import PREFIX, SHOW, address
+from ..schema import PREFIX, SHOW, address, raw_branch
 from .store import ParameterStore
 
 __all__ = ["AddressSpace", "Method", "ATTRIBUTES", "EXTENSIONS"]
 
 # Attributes a client may ask for with `?NAME`; HOST_INFO is answered by the web server.
-ATTRIBUTES = ("FULL_PATH", "CONTENTS", "TYPE", "VALUE", "RANGE", "ACCESS", "DESCRIPTION", "CLIPMODE")
+ATTRIBUTES = ("FULL_PATH", "CONTENTS", "TYPE", "VALUE", "RANGE", "ACCESS", "DESCRIPTION", "CLIPMODE", "UNIT")
+# Our units as ossia's unit names (what OSCQuery tools such as ossia score and Chataigne read).
+OSSIA_UNITS = {"deg": "angle.degree", "s": "time.second", "ms": "time.millisecond", "Hz": "time.hz"}
 EXTENSIONS = {"ACCESS": True, "VALUE": True, "RANGE": True, "DESCRIPTION": True, "CLIPMODE": True,
-              "TAGS": False, "EXTENDED_TYPE": False, "UNIT": False, "CRITICAL": False,
+              "TAGS": False, "EXTENDED_TYPE": False, "UNIT": True, "CRITICAL": False,
               "LISTEN": True, "PATH_CHANGED": True, "HTML": True}
 
 
@@ -50,8 +55,9 @@ class Method:
     type: str                 # OSC type tag: "f", "i", "T" (T/F), "N" (an impulse)
     piece: str | None = None
     name: str | None = None
-    raw: bool = False         # the value in own units (the top-level /unstable/scene), not 0..1
+    raw: bool = False         # the value in own units (/unstable/scene, .../raw/<param>), not 0..1
     description: str = ""
+    unit: str = ""            # own unit of a raw method ("" none)
 
     @property
     def is_action(self) -> bool:
@@ -88,6 +94,10 @@ class AddressSpace:
                         if spec.kind != "toggle" else f"{doc}on/off")
                 self._add(Method(address(piece, spec.name), "T" if spec.kind == "toggle" else "f",
                                  piece, spec.name, description=desc))
+                if spec.kind != "toggle":
+                    self._add(Method(raw_branch(piece, spec.name), "i" if spec.kind == "int" else "f",
+                                     piece, spec.name, raw=True, unit=spec.unit,
+                                     description=f"{doc}{rng}{scale} (the fader at {address(piece, spec.name)})"))
         if (SHOW, "scene") in store:
             n = int(store.spec(SHOW, "scene").hi) + 1
             self._add(Method(f"{PREFIX}/scene", "i", SHOW, "scene", raw=True,
@@ -168,11 +178,16 @@ class AddressSpace:
             node.update(TYPE=m.type, ACCESS=0)
             return node
         node.update(TYPE=m.type, ACCESS=3, VALUE=self.value(m))
-        if m.type == "f":
+        if m.type == "f" and m.raw:
+            spec = self.store.spec(m.piece, m.name)
+            node.update(RANGE=[{"MIN": float(spec.lo), "MAX": float(spec.hi)}], CLIPMODE=["both"])
+        elif m.type == "f":
             node.update(RANGE=[{"MIN": 0.0, "MAX": 1.0}], CLIPMODE=["both"])
         elif m.type == "i":
             spec = self.store.spec(m.piece, m.name)
             node.update(RANGE=[{"MIN": int(spec.lo), "MAX": int(spec.hi)}], CLIPMODE=["both"])
+        if m.unit:
+            node["UNIT"] = [OSSIA_UNITS.get(m.unit, m.unit)]
         return node
 
     def node(self, path: str) -> dict | None:
