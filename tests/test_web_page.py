@@ -120,12 +120,18 @@ def test_osc_and_another_browser_move_the_fader_on_the_page(tmp_path, browser):
         browser.close()
         browser.switch_to.window(first_tab)
         assert wait_for(lambda: abs(fader_value(browser, "/unstable/eq/saturation") - u) < 1e-3, timeout=10)
-        # The preview shows frames while the page watches.
-        for i in range(6):
-            eng.frame(1.0 + 0.3 * i)
+        # The preview shows frames while the page watches (the browser decodes each one in its
+        # own time: frames go on until one has been shown, 10 s at most).
+        t = [1.0]
+
+        def preview_shown():
+            eng.frame(t[0])
+            t[0] += 0.3
             time.sleep(0.3)
+            return browser.execute_script("return document.getElementById('preview').naturalWidth") > 0
+
+        assert wait_for(preview_shown, timeout=10)
         assert eng.preview.reads >= 1
-        assert browser.execute_script("return document.getElementById('preview').naturalWidth") > 0
 
 
 # -- from another machine --------------------------------------------------------------------------
