@@ -168,7 +168,8 @@ class Session(abc.ABC):
     def _open_web(self) -> None:
         """The OSCQuery server and control page over the parameter store (it writes nothing else)."""
         from ..control.oscquery import AddressSpace
-        from ..control.webserver import PreviewSink, WebServer
+        from ..control.webserver import WebServer
+        from ..frame.preview import PreviewSink
         w = self.settings.web
         space = AddressSpace(self.params, actions=self.piece_actions, name=self.show.name, pieces=self.show.pieces,
                              shown=self.scene_pieces[0] if self.scene_pieces else None)
@@ -184,7 +185,7 @@ class Session(abc.ABC):
         """The control page's URLs: loopback, and each LAN address (with the token) when it is open."""
         if self.web is None:
             return []
-        from ..control.webserver import lan_addresses
+        from ..control.adverts import lan_addresses
         urls = [self.web.url()]
         if self.web.host in ("0.0.0.0", "::", ""):
             urls += [self.web.url(a) for a in lan_addresses()]
