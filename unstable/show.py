@@ -78,16 +78,21 @@ class OscSettings:
     def __post_init__(self):
         for i, entry in enumerate(self.subscribe):
             _parse_target(entry, f"subscribe[{i}]")
-        for i, entry in enumerate(self.allow):
-            try:
-                ipaddress.ip_network(entry.strip(), strict=False)
-            except ValueError:
-                raise ValueError(f"allow[{i}]: {entry!r} is not an IP address or network, "
-                                 "expected e.g. '192.168.1.20' or '192.168.1.0/24'") from None
+        _check_allow(self.allow)
 
     def targets(self) -> list[tuple[str, int]]:
         """The `subscribe` entries as (host, port)."""
         return [_parse_target(e, "subscribe") for e in self.subscribe]
+
+
+def _check_allow(allow) -> None:
+    """Every `allow` entry an IP address or network (the OSC and web allow-lists alike)."""
+    for i, entry in enumerate(allow):
+        try:
+            ipaddress.ip_network(entry.strip(), strict=False)
+        except ValueError:
+            raise ValueError(f"allow[{i}]: {entry!r} is not an IP address or network, "
+                             "expected e.g. '192.168.1.20' or '192.168.1.0/24'") from None
 
 
 def _parse_target(entry: str, key: str) -> tuple[str, int]:
@@ -117,12 +122,7 @@ class WebSettings:
     preview_width: int = setting(320, ge=16, le=4096, doc="preview width in pixels (at most)")
 
     def __post_init__(self):
-        for i, entry in enumerate(self.allow):
-            try:
-                ipaddress.ip_network(entry.strip(), strict=False)
-            except ValueError:
-                raise ValueError(f"allow[{i}]: {entry!r} is not an IP address or network, "
-                                 "expected e.g. '192.168.1.20' or '192.168.1.0/24'") from None
+        _check_allow(self.allow)
         if self.token and (len(self.token) < 8 or not self.token.replace("-", "").replace("_", "").isalnum()):
             raise ValueError(f"token: {self.token!r} should be at least 8 letters, digits, '-' or '_' "
                              "(it goes in a URL), or '' for a random one")

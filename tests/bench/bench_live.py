@@ -180,13 +180,11 @@ def compose_cost(show, device, frames=200, grown=False):
     ctx = create_headless_context()
     results = {}
     base = show.scene_layout(0)
-    nearest = dataclasses.replace(base, filter="nearest",
-                                  styles={k: dataclasses.replace(v, filter=None) for k, v in base.styles.items()})
     def every_panel(filt):
         return dataclasses.replace(base, filter=filt, styles={k: dataclasses.replace(v, filter=None)
                                                               for k, v in base.styles.items()})
 
-    bicubic, sharp = every_panel("bicubic"), every_panel("sharp")
+    nearest, bicubic, sharp = every_panel("nearest"), every_panel("bicubic"), every_panel("sharp")
     labels = {id(nearest): " nearest", id(bicubic): " bicubic (every panel)", id(sharp): " sharp (every panel)"}
     for size, lay0 in (((1920, 1080), base), ((1920, 1080), nearest), ((1920, 1080), bicubic),
                        ((1920, 1080), sharp), (tuple(show.settings.size), base)):

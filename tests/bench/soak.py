@@ -32,6 +32,7 @@ growth, and this process's own writes from /proc/self/io).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import random
@@ -318,7 +319,6 @@ def main() -> int:
         watcher.bind(("127.0.0.1", 0))
         watcher.settimeout(2.0)
     if args.show is not None:
-        import dataclasses
         show = load_show(args.show)
         s = show.settings
         if watcher is not None:
@@ -335,7 +335,6 @@ def main() -> int:
             text = text.replace("[guard]", f"[osc]\nsubscribe = [\"127.0.0.1:{watcher.getsockname()[1]}\"]\n[guard]")
         show_path.write_text(text)
         show = load_show(show_path)
-    import dataclasses
     disk = dataclasses.replace(show.settings.disk, stills_keep=args.stills_keep, recordings_budget_mb=args.recordings_mb)
     show = dataclasses.replace(show, settings=dataclasses.replace(show.settings, disk=disk))
     telemetry = out / "telemetry.jsonl"
