@@ -160,7 +160,7 @@ def test_a_browser_on_another_machine_needs_the_token(tmp_path, other_machine):
     with eng:
         eng.frame(0.0)
         base = f"http://{here}:{eng.web.port}"
-        assert any(u.startswith(base) and "token=" in u for u in eng.web_urls())
+        assert any(u.startswith(base) and "token=" in u for u in eng.web_link.urls())
         # Without the token: the page, the tree, a value and the websocket are all refused.
         dom = chromium_in(ns, f"{base}/control")
         assert "this show needs its token" in dom and "group-eq" not in dom

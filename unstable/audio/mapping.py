@@ -35,13 +35,14 @@ from typing import Callable, Literal, Mapping, Sequence
 import numpy as np
 
 from ..config import setting
+from ..errors import UnstableError
 from ..schema import AUDIO, ParamSpec
 from .features import FEATURES, HOP, N_FFT, ONSET_GAP, RATE, FrameFeatures, aggregate, analyse, columns, onset_peaks
 
 log = logging.getLogger("unstable.audio")
 
 __all__ = ["AUDIO", "AudioMapSettings", "AudioSettings", "audio_specs", "amount_name", "FileInput", "DeviceInput",
-           "AudioModulator", "open_input"]
+           "AudioModulator", "open_input", "open_show_audio"]
 
 
 @dataclass(frozen=True)
@@ -301,3 +302,28 @@ class AudioModulator:
     def close(self) -> None:
         if self.input is not None:
             self.input.close()
+
+
+def open_show_audio(show, params, audio_file, *, echo: Callable[[str], None] = print) -> "AudioModulator | None":
+    """A live show's [[audio.map]] on its input: `audio_file` (--audio) or the show's `[audio] file`
+    (features in time with the frame grid: frame n hears the file's [n / fps, (n + 1) / fps)), else
+    the input device. None when the show maps no audio. A device that cannot open, or a file that
+    is not audio, is one line, and the show plays on."""
+    s = show.settings
+    if not s.audio.map:
+        if audio_file:
+            echo(f"live: --audio {audio_file}: the show maps no audio ([[audio.map]]), nothing follows it")
+        return None
+    fps = Fraction(repr(float(s.fps)))
+    path = show.audio_file(str(audio_file) if audio_file else None)
+    what = "--audio" if audio_file else f"{show.source}: audio.file"
+    try:
+        source = open_input(path, s.audio.device, fps, echo=echo, what=what)
+    except UnstableError as e:
+        echo(f"live: {e}; the show plays on without sound input")
+        source = None
+    if source is not None:
+        echo(f"live: audio from {getattr(source, 'path', None) or 'the input device'} moves "
+             + ", ".join(f"{m.param} ({m.feature})" for m in s.audio.map))
+    specs = {k: params.spec(*k) for k in params.keys()}
+    return AudioModulator(s.audio.map, specs, fps, source)

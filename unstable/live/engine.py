@@ -35,7 +35,6 @@ from typing import Mapping
 import torch
 
 from ..control.store import ParameterStore
-from ..errors import UnstableError
 from ..schema import PIECE_ACTIONS, SHOW
 from ..frame.sources import PanelSource, make_walk
 from ..frame.timeline import ShowTimeline
@@ -80,7 +79,8 @@ class Engine(Session):
         self.scene_pieces = [sorted({c.split("/")[0] for c in sc.layout.panel_names(available) if c})
                              for sc in self.show.resolved_scenes()]
         self.piece_actions = piece_actions(systems)
-        self.audio = self._open_audio()
+        from ..audio.mapping import open_show_audio
+        self.audio = open_show_audio(self.show, self.params, self.audio_file, echo=self.echo)
         self.timeline = ShowTimeline(self.show.resolved_scenes(), self.params, list(systems), s.fps,
                                      loop=s.loop_scenes, start_values={n: e.params for n, e in s.pieces.items()},
                                      audio=self.audio)
@@ -106,37 +106,10 @@ class Engine(Session):
             self.trainer = Trainer(list(self.pieces.values()), s.training, lambda: self._snapshot or
                                    self.params.state(), self.device, self._train_stream, s.guard).start()
         where = f", OSC on {self.osc.host}:{self.osc.port}" if self.osc else ""
-        for url in self.web_urls():
+        for url in self.web_link.urls() if self.web_link is not None else ():
             self.echo(f"live: control page and OSCQuery at {url}")
         self.echo(f"live: {self.show.name} {s.size[0]}x{s.size[1]} at {self.fps:g} fps on {self.device}"
                   f"{where}, {'training' if self.train else 'not training'}; run folder {self.run_dir}")
-
-    def _open_audio(self):
-        """The show's [[audio.map]] on its input: --audio or the show's `[audio] file` (features in time
-        with the frame grid: frame n hears the file's [n / fps, (n + 1) / fps)), else the input device.
-        A device that cannot open, or a file that is not audio, is one line, and the show plays on."""
-        s = self.settings
-        if not s.audio.map:
-            if self.audio_file:
-                self.echo(f"live: --audio {self.audio_file}: the show maps no audio ([[audio.map]]), nothing follows it")
-            return None
-        from ..audio.mapping import AudioModulator, open_input
-        path = self.show.audio_file(str(self.audio_file) if self.audio_file else None)
-        what = "--audio" if self.audio_file else f"{self.show.source}: audio.file"
-        try:
-            source = open_input(path, s.audio.device, self.timeline_fps(), echo=self.echo, what=what)
-        except UnstableError as e:
-            self.echo(f"live: {e}; the show plays on without sound input")
-            source = None
-        if source is not None:
-            self.echo(f"live: audio from {getattr(source, 'path', None) or 'the input device'} moves "
-                      + ", ".join(f"{m.param} ({m.feature})" for m in s.audio.map))
-        specs = {k: self.params.spec(*k) for k in self.params.keys()}
-        return AudioModulator(s.audio.map, specs, self.timeline_fps(), source)
-
-    def timeline_fps(self):
-        from fractions import Fraction
-        return Fraction(repr(float(self.settings.fps)))
 
     # -- live state (saved with each piece's weights) -------------------------------------------
 
@@ -253,8 +226,8 @@ class Engine(Session):
         state = self.timeline.advance(number, now)
         self._snapshot = state.snapshot  # the training thread reads the newest one
         self._act(state.actions, number)
-        if self.web is not None:
-            self._follow_scene()
+        if self.web_link is not None:
+            self.web_link.follow(self.timeline.director.current)
         t_sample = time.perf_counter()
         images = self.pipeline.images(state)
         t_compose = time.perf_counter()

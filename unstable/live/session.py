@@ -54,11 +54,9 @@ class Session(abc.ABC):
         self.osc_port = osc_port
         self.web_port = web_port
         self.web_on = web and self.settings.web.enabled
-        self.web = None                 # the OSCQuery server and control page (control/webserver.py)
-        self.preview = None             # its sink: a small frame for the page, only while watched
+        self.web_link = None            # the OSCQuery server and control page (web_link.py)
         self.scene_pieces: list[list[str]] = []  # the pieces each scene shows (the OSCQuery tree follows)
         self.piece_actions: dict[str, list[str]] = {}
-        self._web_scene: int | None = None
         self.run_dir = Path(run_dir) if run_dir is not None else Path("runs") / "live" / show.name
         if fresh and resume:
             raise UnstableError("--fresh and --resume contradict each other: choose one")
@@ -130,7 +128,9 @@ class Session(abc.ABC):
             from .osc_link import OscLink
             self.osc = OscLink(self.params, s.osc, self.osc_port).start()
         if self.web_on:
-            self._open_web()
+            from .web_link import WebLink
+            self.web_link = WebLink(self.params, self.show, s.web, port=self.web_port, osc=self.osc,
+                                    scene_pieces=self.scene_pieces, piece_actions=self.piece_actions)
         from ..display.compositor import Compositor
         from ..display.layout import Layout, Scene
         from ..display.window import HeadlessWindow, open_window
@@ -165,39 +165,15 @@ class Session(abc.ABC):
             self.sinks.append(self.preview)
         self.timer = WallTimer(self.settings.fps, self._time, sleep=self._stop.wait)
 
-    def _open_web(self) -> None:
-        """The OSCQuery server and control page over the parameter store (it writes nothing else)."""
-        from ..control.oscquery import AddressSpace
-        from ..control.webserver import WebServer
-        from ..frame.preview import PreviewSink
-        w = self.settings.web
-        space = AddressSpace(self.params, actions=self.piece_actions, name=self.show.name, pieces=self.show.pieces,
-                             shown=self.scene_pieces[0] if self.scene_pieces else None)
-        self.preview = PreviewSink(w.preview_fps, w.preview_width)
-        self.web = WebServer(self.params, space, host=w.host, port=w.port if self.web_port is None else self.web_port,
-                             token=w.token or None, allow=list(w.allow) or None, advertise=w.advertise,
-                             osc_host=self.osc.host if self.osc else "127.0.0.1",
-                             osc_port=self.osc.port if self.osc else None,
-                             scenes=[sc.name or f"scene {i}" for i, sc in enumerate(self.show.scene_list())],
-                             preview=self.preview).start()
+    @property
+    def web(self):
+        """The WebServer of the show (None without one)."""
+        return self.web_link.server if self.web_link is not None else None
 
-    def web_urls(self) -> list[str]:
-        """The control page's URLs: loopback, and each LAN address (with the token) when it is open."""
-        if self.web is None:
-            return []
-        from ..control.adverts import lan_addresses
-        urls = [self.web.url()]
-        if self.web.host in ("0.0.0.0", "::", ""):
-            urls += [self.web.url(a) for a in lan_addresses()]
-        return urls
-
-    def _follow_scene(self) -> None:
-        """The OSCQuery tree lists what the current scene shows; PATH_CHANGED when that changes."""
-        i = self.timeline.director.current
-        if i != self._web_scene and self.web is not None:
-            self._web_scene = i
-            if i < len(self.scene_pieces):
-                self.web.show_pieces(self.scene_pieces[i])
+    @property
+    def preview(self):
+        """The control page's preview sink (None without a web server)."""
+        return self.web_link.preview if self.web_link is not None else None
 
     def start_pipeline(self, sources) -> None:
         """The frame pipeline over the pieces' sources (a failing piece holds its last frame)."""
@@ -233,8 +209,8 @@ class Session(abc.ABC):
         self._next_telemetry = math.floor(now) + 1.0
         line = self._telemetry_line(now)
         timing = self.stats.second(line)
-        if self.web is not None:
-            self.web.telemetry({**timing, **line, "losses": self._losses()})
+        if self.web_link is not None:
+            self.web_link.telemetry({**timing, **line, "losses": self._losses()})
 
     def run(self):
         """Open, draw frames at the show's rate until stopped, close; returns what happened.
@@ -286,8 +262,8 @@ class Session(abc.ABC):
             self.recorder.close()  # its problems were logged as they happened, one line each
         if self.osc is not None:
             self.osc.stop()
-        if self.web is not None:
-            self.web.stop()
+        if self.web_link is not None:
+            self.web_link.stop()
         if self.audio is not None:
             self.audio.close()
         if self.compositor is not None:
