@@ -6,6 +6,8 @@
 #   make mutation MODULES="walk guard"
 #   scripts/mutation.sh --recheck walk  # after adding tests: re-run only walk's last survivors
 #   scripts/mutation.sh --report walk   # the table again, from the last run
+#   scripts/mutation.sh --direct guard  # decide the last run's unchecked and timed-out mutants one
+#                                       # by one in fresh pytest processes (scripts/mutation_direct.py)
 #
 # Each module runs in its own scratch copy of the project, .mutation/<module>/ (gitignored), with a
 # generated [tool.mutmut] section: only that module's files are mutated, and only its own test files
@@ -61,7 +63,7 @@ spec() {
 ALL=(divergence-losses equilibrium-losses walk params checkpoint guard compositor osc)
 
 MODE=run
-case "${1:-}" in --recheck) MODE=recheck; shift ;; --report) MODE=report; shift ;; esac
+case "${1:-}" in --recheck) MODE=recheck; shift ;; --report) MODE=report; shift ;; --direct) MODE=direct; shift ;; esac
 if [ "$#" -eq 0 ]; then set -- "${ALL[@]}"; fi
 for m in "$@"; do spec "$m" >/dev/null || { echo "unknown module '$m'; one of: ${ALL[*]}" >&2; exit 2; }; done
 "$PY" -c "import mutmut" 2>/dev/null || { echo "mutmut is missing: $PY -m pip install -e '.[mutation]'" >&2; exit 2; }
@@ -73,6 +75,19 @@ for m in "$@"; do
   [ "$MODE" = report ] && break
   IFS='|' read -r files tests globs <<<"$(spec "$m")"
   dir="$WORK/$m"
+  if [ "$MODE" = direct ]; then
+    # mutmut's forked workers run under a CPU limit taken from the tests' call times; where the
+    # tests build a real piece or a GL context in fixtures that limit reads survivors as
+    # timeouts. Decide those (and what a bounded run left unchecked) in fresh processes.
+    [ -d "$dir/mutants" ] || { echo "== $m: no run to finish (run scripts/mutation.sh $m first)"; continue; }
+    rm -rf "$dir/mutants/tests" && cp -r tests "$dir/mutants/tests" && find "$dir/mutants/tests" -name __pycache__ -prune -exec rm -rf {} +
+    start=$(date +%s)
+    # shellcheck disable=SC2086
+    PYTHONPATH="$dir/mutants" "$PY" "$ROOT/scripts/mutation_direct.py" "$dir" $tests --timeout "${MUTATION_DIRECT_TIMEOUT:-120}" \
+      | tee "$dir/direct.log" || echo "   direct run exited $? (log: $dir/direct.log)"
+    echo "$(( $(date +%s) - start ))" >"$dir/direct-seconds"
+    continue
+  fi
   if [ "$MODE" = recheck ]; then
     # Same mutants, today's tests: refresh the scratch copy's tests and re-run the survivors only
     # (mutmut collects coverage for the new tests and keeps every other mutant's result).
@@ -149,8 +164,9 @@ for m in modules:
     timeout = counts.get("timeout", 0)
     score = 100 * (killed + timeout) / checked if checked else 0.0
     secs = (d / "seconds").read_text().strip() if (d / "seconds").exists() else "?"
-    if (d / "recheck-seconds").exists():
-        secs += "+" + (d / "recheck-seconds").read_text().strip()
+    for extra in ("recheck-seconds", "direct-seconds"):
+        if (d / extra).exists():
+            secs += "+" + (d / extra).read_text().strip()
     print(f"{m:20} {killed:6} {timeout:7} {counts.get('survived', 0):8} {counts.get('no tests', 0):8} {checked:7} {total:6} "
           f"{score:5.1f}% {secs:>7}s")
 print("\nscore = (killed + timeout) / checked; survivors per module: .mutation/<module>/survivors.txt"

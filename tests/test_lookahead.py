@@ -108,3 +108,79 @@ def test_a_render_that_starts_mid_group_makes_the_batches_of_one_from_the_start(
     for n in part:
         for d in part[n]:
             assert torch.equal(part[n][d], whole[n][d]), f"frame {n} {d}"
+
+
+def scene_pipeline(systems, look_ahead, second_params="", duration=0.3):
+    """Scene 1 shows eq/g0 for `duration` s, scene 2 (crossfading in) also eq/g1."""
+    show_path = Path(systems["folder"]) / f"scenes{look_ahead}{abs(hash(second_params))}.toml"
+    show_path.write_text(
+        f'size = [256, 128]\nfps = 30\n[pieces.eq]\npiece = "{ROOT}/pieces/equilibrium-1-1.toml"\n'
+        '[layout]\npanels = ["eq/g0"]\n[walk]\nkeyframes = 4\nperiod = 0.4\n'
+        f'[[scenes]]\nduration = {duration}\n[[scenes]]\nduration = 0\ncrossfade = 0.1\n'
+        f'layout = {{panels = ["eq/g0", "eq/g1"]}}\n{second_params}')
+    show = load_show(show_path)
+    return pipeline(show, {"eq": systems["eq"]}, look_ahead)
+
+
+@pytest.fixture(scope="module")
+def grown_with_folder(grown, tmp_path_factory):
+    return {"eq": grown[1]["eq"], "folder": str(tmp_path_factory.mktemp("scenes"))}
+
+
+def calls_per_frame(timeline, pipe, frames):
+    out, pictures = {}, {}
+    for n in frames:
+        before = pipe.look_ahead.calls if pipe.look_ahead else 0
+        state = timeline.advance(n)
+        pictures[n] = {d: (x * 255 + 0.5).floor().to(torch.uint8) for d, x in pipe.images(state).items()}
+        out[n] = (pipe.look_ahead.calls if pipe.look_ahead else 0) - before
+    return out, pictures
+
+
+def test_a_scheduled_scene_change_is_announced_on_the_frame_it_happens():
+    from unstable.frame.scenes import SceneDirector
+    from unstable.show import SceneSettings
+    for fps, duration in ((30, 0.3), (30, 0.1), (24, 1 / 3), (25, 0.7), (60, 0.05)):
+        scenes = [SceneSettings(duration=duration), SceneSettings(duration=duration)]
+        timeline = ShowTimeline([s for s in scenes], ParameterStore({}), [], fps, loop=False)
+        announced, changed = {}, []
+        for n in range(int(3 * duration * fps) + 10):
+            state = timeline.advance(n)
+            if state.upcoming is not None:
+                announced.setdefault(state.upcoming, n)
+            if state.scenes[0] != 0 or state.scenes[1] is not None:
+                changed.append(n)
+        first = changed[0]
+        # Announced the frames before, with the very frame the director then changes on.
+        assert list(announced) == [(first, 1)], (fps, duration, announced, first)
+        assert first - announced[(first, 1)] == min(first, ShowTimeline.UPCOMING_FRAMES)
+    # The last scene of a show that does not loop holds: nothing is announced.
+    director = SceneDirector([SceneSettings(duration=1.0)], ParameterStore({}), loop=False)
+    assert director.scheduled() is None
+
+
+def test_panels_a_scheduled_scene_brings_in_are_sampled_in_the_frames_before_it(grown_with_folder):
+    frames = range(16)
+    timeline, pipe = scene_pipeline(grown_with_folder, 4)
+    one_t, one = scene_pipeline(grown_with_folder, 1)
+    calls, a = calls_per_frame(timeline, pipe, frames)
+    _, b = calls_per_frame(one_t, one, frames)
+    # Scene 2 starts at frame 9 and brings eq/g1 in. eq/g0's groups (offset 0 of 4) start at 8 and
+    # 12, eq/g1's at 2 mod 4: g1's first group (frames 9) was sampled on frame 8 with g0's, so
+    # the change frame samples nothing at all.
+    assert "eq/g1" not in a[8] and "eq/g1" in a[9]
+    assert calls[8] == 2 and calls[9] == 0, calls
+    for n in frames:  # and the pictures are those of one frame at a time
+        for d in a[n]:
+            assert (a[n][d].int() - b[n][d].int()).abs().max() <= 1, (n, d)
+    # A scene whose preset changes a sampling parameter: the preset reaches the snapshot from the
+    # frame after the change (as every jump's does), whose key then differs from what was sampled
+    # ahead: it samples anew, one frame at a time while the temperature glides.
+    timeline, pipe = scene_pipeline(grown_with_folder, 4, "[scenes.params.eq]\ntemperature = 0.4\n")
+    one_t, one = scene_pipeline(grown_with_folder, 1, "[scenes.params.eq]\ntemperature = 0.4\n")
+    calls, a = calls_per_frame(timeline, pipe, frames)
+    _, b = calls_per_frame(one_t, one, frames)
+    assert calls[9] == 0 and all(calls[n] == 1 for n in range(10, 16)), calls
+    for n in frames:
+        for d in a[n]:
+            assert (a[n][d].int() - b[n][d].int()).abs().max() <= 1, (n, d)

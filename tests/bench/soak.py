@@ -5,7 +5,8 @@
 
 Two tiny equilibrium pieces train and play on a 192x64 frame (headless EGL) while:
 
-- a fuzzer sends `--rate` OSC datagrams per second to the show's port from loopback: valid values,
+- a fuzzer (its own process, as an attacker on the network is) sends `--rate` OSC datagrams per
+  second to the show's port from loopback: valid values,
   out-of-range values, wrong types (strings, blobs, booleans, none), unknown addresses, overlong
   strings and addresses, and malformed bytes;
 - every `--fault-every` seconds a fault is injected, in turn: NaN in a piece's weights, a training
@@ -17,7 +18,11 @@ At the end it prints (and writes to OUT/soak.json): frames, frame-time p50/p99 (
 after warm-up, from the telemetry's per-second figures and the engine's report), resident memory
 after warm-up and at the end, faults injected and recovered, OSC messages handled and restarts.
 Pass/fail lines follow the issue: no crash, RSS growth < 5 % after warm-up, p99 <= 2 x p50, every
-fault recovered.
+fault recovered, and no stall: no frame after the warm-up more than two frame times after the one
+before it, counted twice, from frame start to frame start (the engine's intervals) and from frame
+end to frame end (when a viewer sees them). Each stall is listed with its frame, phase times and
+sampler calls, the garbage collections that ended during it (every collection of 5 ms or more is
+timed) and the seconds since the last injected fault: what to look at when one appears.
 
 `--attack` adds issue 13's attack mix to the fuzz (about half the datagrams; `--attack-only`: the
 attack mix alone, as the issue's soak asks): floods of
@@ -33,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import json
 import os
 import random
@@ -48,6 +54,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from pythonosc.osc_message_builder import OscMessageBuilder  # noqa: E402
 
@@ -110,11 +117,18 @@ def attack_messages(rng: random.Random) -> list:
     return [k for k, w in kinds for _ in range(w)]
 
 
-def fuzz_messages(engine: Engine, rng: random.Random) -> list:
-    """Generators of one datagram each: valid, out of range, wrong type, unknown, oversize, malformed."""
+def fuzz_keys(engine: Engine) -> list[tuple[str, str, float, float]]:
+    """(piece, name, lo, hi) of every parameter the fuzzer plays with."""
     # Recording on/off would start and stop ffmpeg (and a file) at fuzzer speed: not what this soak
     # measures (a True boolean counts as 1 on a toggle), so the fuzzer leaves that address alone.
-    keys = [k for k in engine.params.keys() if k != ("show", "record")]  # [(piece, name)]
+    return [(piece, name, engine.params.spec(piece, name).lo, engine.params.spec(piece, name).hi)
+            for piece, name in engine.params.keys() if (piece, name) != ("show", "record")]
+
+
+def fuzz_messages(specs: list[tuple[str, str, float, float]], rng: random.Random) -> list:
+    """Generators of one datagram each: valid, out of range, wrong type, unknown, oversize, malformed."""
+    keys = [(piece, name) for piece, name, _, _ in specs]
+    ranges = {(piece, name): (lo, hi) for piece, name, lo, hi in specs}
 
     def build(addr, *args):
         b = OscMessageBuilder(address=addr)
@@ -124,8 +138,8 @@ def fuzz_messages(engine: Engine, rng: random.Random) -> list:
 
     def valid():
         piece, name = rng.choice(keys)
-        spec = engine.params.spec(piece, name)
-        return build(f"/unstable/{piece}/{name}/raw", float(rng.uniform(spec.lo, spec.hi)))
+        lo, hi = ranges[piece, name]
+        return build(f"/unstable/{piece}/{name}/raw", float(rng.uniform(lo, hi)))
 
     def unit():
         piece, name = rng.choice(keys)
@@ -174,39 +188,56 @@ def fuzz_messages(engine: Engine, rng: random.Random) -> list:
     return [k for k, w in kinds for _ in range(w)]
 
 
-class Fuzzer(threading.Thread):
-    """Sends `rate` datagrams per second to `port` in 10 ms batches until stopped."""
+def fuzz(port: int, specs: list, rate: float, seed: int, attack, sent, stop) -> None:
+    """Send `rate` datagrams per second to `port` in 10 ms batches until `stop` is set (the body
+    of the fuzzer's process; `sent` is a shared counter)."""
+    rng = random.Random(seed)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    makers = fuzz_messages(specs, rng)
+    if attack == "only":  # issue 13's attack mix alone
+        makers = attack_messages(rng)
+    elif attack:  # about half of everything sent
+        makers = makers + attack_messages(rng) * (len(makers) // 42)
+    start = time.perf_counter()
+    n = 0
+    while not stop.is_set():
+        due = int((time.perf_counter() - start) * rate)
+        while n < due:
+            try:
+                sock.sendto(rng.choice(makers)(), ("127.0.0.1", port))
+            except OSError:
+                pass  # the show's port closed for a moment (its OSC thread restarting)
+            n += 1
+        sent.value = n
+        stop.wait(0.01)
+    sock.close()
+
+
+class Fuzzer:
+    """The attacker: another process (as on the network) sending `rate` datagrams per second to the
+    show's OSC port. In the show's own process its Python would compete for the show's GIL, which
+    no remote controller does."""
 
     def __init__(self, engine: Engine, rate: float, seed: int = 1, attack: bool = False):
-        super().__init__(name="soak-fuzzer", daemon=True)
-        self.attack = attack
-        self.engine = engine
-        self.rate = rate
-        self.rng = random.Random(seed)
-        self.sent = 0
-        self.errors = 0
-        self.stop_event = threading.Event()
+        import multiprocessing
+        ctx = multiprocessing.get_context("spawn")  # no copy of the show's threads and GL context
+        self._sent = ctx.Value("q", 0)
+        self.stop_event = ctx.Event()
+        self.process = ctx.Process(target=fuzz, name="soak-fuzzer", daemon=True,
+                                   args=(engine.osc.port, fuzz_keys(engine), rate, seed, attack, self._sent,
+                                         self.stop_event))
 
-    def run(self) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        makers = fuzz_messages(self.engine, self.rng)
-        if self.attack == "only":  # issue 13's attack mix alone
-            makers = attack_messages(self.rng)
-        elif self.attack:  # about half of everything sent
-            makers = makers + attack_messages(self.rng) * (len(makers) // 42)
-        start = time.perf_counter()
-        while not self.stop_event.is_set():
-            due = int((time.perf_counter() - start) * self.rate)
-            while self.sent < due:
-                port = self.engine.osc.port if self.engine.osc is not None else None
-                try:
-                    data = self.rng.choice(makers)()
-                    sock.sendto(data, ("127.0.0.1", port))
-                except Exception:
-                    self.errors += 1
-                self.sent += 1
-            self.stop_event.wait(0.01)
-        sock.close()
+    @property
+    def sent(self) -> int:
+        return int(self._sent.value)
+
+    def start(self) -> None:
+        self.process.start()
+
+    def join(self, timeout: float) -> None:
+        self.process.join(timeout)
+        if self.process.is_alive():
+            self.process.kill()
 
 
 # ------------------------------------------------------------------------------------ faults
@@ -387,6 +418,35 @@ def main() -> int:
             if e.frames % int(10 * args.fps) == 0:
                 e.params.set("show", "master_fade", 1.0 if (e.frames // int(10 * args.fps)) % 2 else 0.99)
         engine.frame_hooks.append(nudge)
+    # Where stalls come from: every garbage collection of 5 ms or more (a full collection holds
+    # the GIL: every thread waits), and every frame interval over two frame times, with its time.
+    gc_pauses: list[tuple[float, int, float]] = []   # (perf_counter at the end, generation, ms)
+    gc_started: dict[str, float] = {}
+
+    def gc_watch(phase, info):
+        if phase == "start":
+            gc_started["t"] = time.perf_counter()
+        elif "t" in gc_started:
+            t = time.perf_counter()
+            ms = 1000 * (t - gc_started.pop("t"))
+            if ms >= 5:
+                gc_pauses.append((t, info["generation"], ms))
+
+    gc.callbacks.append(gc_watch)
+    stalls: list[tuple[float, float]] = []           # (perf_counter at a late frame's end, ms since the last)
+    last_end: dict[str, float] = {}
+
+    def watch_stall(e):  # frame end to frame end: the interval a viewer sees
+        t = time.perf_counter()
+        la = e.pipeline.look_ahead
+        calls = la.calls if la is not None else 0
+        if "t" in last_end and t - last_end["t"] > 2.0 / args.fps:
+            phases = {k: round(1000 * float(np.asarray(v)[-1]), 1) for k, v in e.stats.phases.items() if len(v)}
+            stalls.append((t, 1000 * (t - last_end["t"]), {"frame": e.frames_drawn, "sampler_calls": calls - last_end["calls"],
+                                                          **phases}))
+        last_end["t"], last_end["calls"] = t, calls
+
+    engine.frame_hooks.append(watch_stall)
     thread_cpu: dict[str, float] = {}
     # The show's threads end with it: their CPU is read while it runs (every 10 s, the last kept).
     engine.frame_hooks.append(lambda e: thread_cpu.update(cpu_by_thread()) if e.frames % int(10 * args.fps) == 0 else None)
@@ -438,7 +498,6 @@ def main() -> int:
     biggest_still = stills[-1].stat().st_size if stills else 0
     recs = [f.stat().st_size for f in run.glob("record-*")]
     bound = 2 * ckpt + args.stills_keep * biggest_still + args.recordings_mb * 2**20 + (max(recs) if recs else 0)
-    import numpy as np
     intervals = np.asarray(engine.stats.intervals)
     after_warmup = intervals[int(args.warmup * args.fps):] if report and report.frames == len(intervals) + 1 \
         else intervals[:0]
@@ -489,6 +548,7 @@ def main() -> int:
         "intervals_over_2_frames_after_warmup": int((after_warmup > 2.0 / args.fps).sum()),
         "frame_interval_max_after_warmup_ms": round(1000 * float(after_warmup.max()), 1) if len(after_warmup) else None,
         "intervals_counted": len(engine.stats.intervals),
+        "stalls_after_warmup": sum(1 for t, _, _ in stalls if t - t_start >= args.warmup),
         "disk_written_mb_per_hour": round(disk_written / 2**20 / (elapsed / 3600), 1),
         "run_folder_mb_at_end": round(run_bytes / 2**20, 2),
         "process_written_mb_per_hour": round((io_written() - io_before) / 2**20 / (elapsed / 3600), 1),
@@ -501,6 +561,10 @@ def main() -> int:
         "rss growth < 5 %": summary["rss_growth_pct"] is not None and summary["rss_growth_pct"] < 5.0,
         "no GL objects made after warm-up": summary["gl_objects_made_after_warmup"] == 0,
         "p99 <= 2 x p50": bool(report) and report.interval_p99_ms <= 2 * report.interval_p50_ms,
+        "no stall over 2 frame times after warm-up (frame starts)": bool(report)
+        and summary["intervals_over_2_frames_after_warmup"] == 0,
+        "no stall over 2 frame times after warm-up (frame ends)": bool(report)
+        and summary["stalls_after_warmup"] == 0,
         "every fault recovered": bool(faults.injected) and recovered == len(faults.injected)
         and not unrecovered,
         ">= 500 OSC messages/s": summary["osc_rate"] >= 500,
@@ -512,6 +576,18 @@ def main() -> int:
         checks["run folder within its retention bound"] = run_bytes <= bound
         checks["run folder within the disk budget"] = run_bytes <= args.disk_budget_mb * 2**20
         checks["configured subscriber still served"] = bool(served)
+    summary["gc_pauses_5ms_or_more"] = len(gc_pauses)
+    summary["gc_pause_max_ms"] = round(max((ms for _, _, ms in gc_pauses), default=0.0), 1)
+    summary["gc_full_collections_5ms_or_more"] = sum(1 for _, g, _ in gc_pauses if g == 2)
+
+    def near(t, events, window=0.5):  # the events that ended within `window` s before a stall's frame ended
+        return [ev for ev in events if -0.1 <= t - ev[0] <= window]
+
+    summary["stalls"] = [
+        {"t": round(t - t_start, 2), "ms": round(ms, 1), **what,
+         "gc_ms": [round(p[2], 1) for p in near(t, gc_pauses, ms / 1000 + 0.1)],
+         "fault_s_before": next((round(t - r["t"], 1) for r in reversed(faults.injected) if r["t"] <= t), None)}
+        for t, ms, what in stalls[:50]]
     summary["checks"] = checks
     (out / "soak.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))

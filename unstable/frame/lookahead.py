@@ -19,6 +19,12 @@ Each panel's groups are aligned to absolute frame numbers and staggered: panel i
 groups at frames i*size//n (mod size), so a frame carries at most about one panel's batch and the
 sampling cost is spread evenly over the frames instead of landing on every size-th one.
 
+A scheduled scene change (`FrameState.upcoming`) would otherwise land every panel the new scene
+brings in on one frame (three batches in the demo: a 40 ms frame on a CPU, 70 ms under load); the
+pipeline samples each such panel's first group in one of the `size` - 1 frames before the change
+instead (`warm`), with the parameters of that frame: a scene preset that changes a sampling
+parameter makes the change frame sample again, as before.
+
 Determinism: batched convolutions need not give bit-identical results in another batch
 composition, so the batches are a pure function of the frames' states: a miss samples from its
 frame to the end of its panel's group, and a piece whose sampling parameters changed since the
@@ -91,6 +97,20 @@ class LookAhead:
         """Take `params` as piece `name`'s frame before, without sampling (a render that starts at
         frame k notes frame k - size, then primes the frames after it)."""
         self._last_key[name] = self.key(params)
+
+    def warm(self, name: str, src, display: str, frame: int, params: Mapping[str, float]) -> None:
+        """Sample `display`'s group from `frame`, a frame to come, now (with `params`, the sampling
+        parameters of the frame before it): a panel that a scheduled scene change brings in is
+        then ready on that frame instead of adding its batch to the change's."""
+        frames = tuple(self.group(display, frame))
+        times = self.walk_ahead(name, frames)
+        batch = src.sample(src.latents(times), params, [display])  # {display: [T, 3, H, W]}
+        self.calls += 1
+        self.sampled += len(frames)
+        imgs = batch[display]
+        assert imgs.shape[0] == len(frames), f"{display}: {imgs.shape[0]} images for {len(frames)} frames"
+        self._kept[display] = _Kept(self.key(params), dict(zip(frames, times)),
+                                    {f: imgs[i] for i, f in enumerate(frames)})
 
     def images(self, name: str, src, frame: int, walk_time: float, params: Mapping[str, float],
                targets: Mapping[str, float], wanted: Sequence[str]) -> dict[str, torch.Tensor]:

@@ -98,7 +98,31 @@ class FramePipeline:
                     images[d] = src.last_images.get(d)
                     if images[d] is None:
                         images[d] = self._blank_for(name, src)
+        if self.look_ahead is not None and state.upcoming is not None:
+            self._warm_next_scene(state, shown)
         return images
+
+    def _warm_next_scene(self, state: FrameState, shown: frozenset) -> None:
+        """Sample the panels a scheduled scene change brings in, one per frame in the `size` - 1
+        frames before it (unstable.frame.lookahead), so the change frame does not sample them all."""
+        change, scene = state.upcoming
+        coming = self.shown((scene, None, 0.0))
+        new = [d for d in self.piece_of if d in coming and d not in shown]
+        lead = self.look_ahead.size - 1
+        for i, d in enumerate(new):
+            if state.frame != change - 1 - i % lead:
+                continue
+            name = self.piece_of[d]
+            params = state.snapshot.get(name, {})
+            if LookAhead.gliding(params, state.targets.get(name, {})):
+                continue  # its frames to come will sample other values: nothing to gain
+            try:
+                self.look_ahead.warm(name, self.sources[name], d, change, params)
+            except Exception:
+                if not self.hold_failures:
+                    raise
+                # Live: the change frame samples it as before (and holds its last frame on failure).
+                log.debug("sampling %s ahead of the scene change failed", d, exc_info=True)
 
     def prime(self, state: FrameState, sample: bool = True) -> None:
         """Sample frame `state` as `images` would, without keeping its pictures (`sample` False:

@@ -66,10 +66,26 @@ class SceneDirector:
         self.changes += 1
         self._apply(i)
 
+    def due(self, now: float) -> bool:
+        """Whether the current scene's duration has run out at `now`."""
+        scene = self.scenes[self.current]
+        return scene.duration > 0 and now - self.started >= scene.duration
+
+    def scheduled(self) -> int | None:
+        """The scene the current one's duration will lead to on its own, or None (a scene without
+        a duration, or the last scene holding). A jump (OSC, the page) comes unannounced."""
+        if self.scenes[self.current].duration <= 0:
+            return None
+        nxt = self.current + 1
+        if nxt >= len(self.scenes):
+            if not self.loop:
+                return None
+            nxt = 0
+        return None if nxt == self.current else nxt
+
     def update(self, now: float) -> tuple[int, int | None, float]:
         """Advance scenes whose duration ran out; (from, to or None, mix) of the frame at `now`."""
-        scene = self.scenes[self.current]
-        if scene.duration > 0 and now - self.started >= scene.duration:
+        if self.due(now):
             nxt = self.current + 1
             if nxt >= len(self.scenes):
                 nxt = 0 if self.loop else self.current

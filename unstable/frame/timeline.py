@@ -31,6 +31,7 @@ class FrameState:
     walk_times: dict[str, float]                    # piece -> walk seconds
     actions: list = field(default_factory=list)     # show actions for the driver (record, still)
     targets: dict = field(default_factory=dict)     # {group: {name: target}}: where gliding values go
+    upcoming: tuple[int, int] | None = None         # (frame, scene): a scheduled scene change coming soon
 
 
 class ShowTimeline:
@@ -39,6 +40,10 @@ class ShowTimeline:
     `scenes` are resolved (`Show.resolved_scenes()`); `pieces` name the walk clocks. The store
     starts at the show's starting values and scene 0's presets, settled.
     """
+
+    # How far ahead a scheduled scene change is announced in `FrameState.upcoming` (the frame
+    # pipeline samples the next scene's new panels in the frames before it).
+    UPCOMING_FRAMES = 8
 
     def __init__(self, scenes: Sequence, store: ParameterStore, pieces: Sequence[str], fps, *, loop: bool = True,
                  start_values: Mapping[str, Mapping[str, float]] | None = None, audio=None):
@@ -88,7 +93,18 @@ class ShowTimeline:
         for name, clock in self.clocks.items():
             clock.speed = snap.get(name, {}).get("walk_speed", 1.0)
             walk_times[name] = clock.tick()
-        return FrameState(frame, t, snap, scenes, walk_times, actions, targets)
+        return FrameState(frame, t, snap, scenes, walk_times, actions, targets, self._upcoming(frame))
+
+    def _upcoming(self, frame: int) -> tuple[int, int] | None:
+        """(frame, scene) of the scheduled scene change within the next UPCOMING_FRAMES frames, if
+        one is: the frame the director's `update` will make it at, from the same frame times."""
+        scene = self.director.scheduled()
+        if scene is None:
+            return None
+        for n in range(frame + 1, frame + 1 + self.UPCOMING_FRAMES):
+            if self.director.due(self.timer.time_of(n)):
+                return n, scene
+        return None
 
     def walk_times_ahead(self, name: str, frames: Sequence[int]) -> list[float]:
         """Piece `name`'s walk times at the coming `frames` (after the last advanced one) if its

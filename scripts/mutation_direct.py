@@ -1,0 +1,135 @@
+"""Check mutants one by one in fresh pytest processes, where mutmut's own verdict is not to be trusted.
+
+    python scripts/mutation_direct.py .mutation/guard tests/test_guard.py [--timeout S] [--all-timeouts]
+
+mutmut 3 runs each mutant in a forked worker under an RLIMIT_CPU derived from the tests' measured
+call times. For modules whose tests build a real piece in fixtures (the guard) or open GL contexts
+(the compositor), that limit fires on mutants that merely survive ("timeout", exit -24), and a
+cut-short run leaves mutants "not checked". This script takes every mutant of the module's scratch
+copy that mutmut left not checked, or marked as a timeout, and runs the module's test files against
+it with ``MUTANT_UNDER_TEST=<name>`` in a new interpreter (no fork; a CPU-time limit of
+``--timeout`` seconds for the whole test run, fixtures included), then writes the verdict back into mutmut's ``.meta`` records, so that
+``scripts/mutation.sh --report`` and ``mutmut results`` count it:
+
+- the tests fail: killed (exit code 1);
+- the tests pass: survived (0);
+- the CPU limit passes (or 20 times it in wall-clock time): timeout (36), reported as such and listed in ``direct.json``.
+
+Each verdict is saved as soon as it is known, so a stopped run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+NOT_CHECKED = None
+TIMEOUT_CODES = {-24, 24, 152, 255, 36}
+KILLED, SURVIVED, WALL_TIMEOUT = 1, 0, 36
+
+
+def pending_mutants(scratch: Path, globs: list[str], retry_timeouts: bool) -> list[tuple[Path, str]]:
+    """(meta file, mutant name) for every mutant in scope still to be decided directly."""
+    done = _direct_record(scratch)
+    out = []
+    for meta in sorted((scratch / "mutants").rglob("*.py.meta")):
+        for name, code in json.loads(meta.read_text())["exit_code_by_key"].items():
+            if globs and not any(fnmatch.fnmatch(name, g) for g in globs):
+                continue
+            if name in done:
+                continue  # decided by this script already (a resumed run)
+            if code is NOT_CHECKED or (retry_timeouts and code in TIMEOUT_CODES):
+                out.append((meta, name))
+    return out
+
+
+def _direct_record(scratch: Path) -> dict:
+    path = scratch / "direct.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _save_verdict(scratch: Path, meta: Path, name: str, code: int, seconds: float) -> None:
+    # Write to a temporary file and rename, so a stopped run never leaves a half-written record.
+    record = json.loads(meta.read_text())
+    record["exit_code_by_key"][name] = code
+    tmp = meta.with_suffix(".meta.tmp")
+    tmp.write_text(json.dumps(record, indent=4))
+    os.replace(tmp, meta)
+    direct = _direct_record(scratch)
+    direct[name] = {"exit_code": code, "seconds": round(seconds, 1)}
+    tmp = scratch / "direct.json.tmp"
+    tmp.write_text(json.dumps(direct, indent=1, sort_keys=True))
+    os.replace(tmp, scratch / "direct.json")
+
+
+def run_one(scratch: Path, name: str, tests: list[str], timeout: float) -> tuple[int, float]:
+    """Run the test files against one mutant; (exit code to record, wall seconds)."""
+    env = dict(os.environ, MUTANT_UNDER_TEST=name)
+    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-o", "addopts=", "-p", "no:cacheprovider",
+           "-p", "no:randomly", *tests]
+
+    def cpu_limit():  # CPU seconds, not wall: a paused or starved run must not read as a timeout
+        resource.setrlimit(resource.RLIMIT_CPU, (int(timeout), int(timeout) + 5))
+
+    start = time.monotonic()
+    try:
+        proc = subprocess.run(cmd, cwd=scratch / "mutants", env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, timeout=20 * timeout, preexec_fn=cpu_limit)
+    except subprocess.TimeoutExpired:  # a mutant asleep forever (a wait that never ends)
+        return WALL_TIMEOUT, time.monotonic() - start
+    if proc.returncode in (-signal.SIGXCPU, -signal.SIGKILL):
+        return WALL_TIMEOUT, time.monotonic() - start
+    seconds = time.monotonic() - start
+    # pytest: 0 all passed, 1 some failed, 2 interrupted, 3 internal error, 4 usage, 5 no tests.
+    if proc.returncode == 0:
+        return SURVIVED, seconds
+    if proc.returncode in (1, 2, 3) or proc.returncode < 0:
+        return KILLED, seconds  # a failure, an error at import, or a crash: the mutant is seen
+    raise SystemExit(f"{name}: pytest exited {proc.returncode} (a usage problem, not a verdict); "
+                     f"command: {' '.join(cmd)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("scratch", type=Path, help="the module's scratch copy, .mutation/<module>")
+    parser.add_argument("tests", nargs="+", help="test files, relative to the project root")
+    parser.add_argument("--timeout", type=float, default=300.0,
+                        help="CPU seconds per mutant before it counts as a timeout (default 300; "
+                             "the wall-clock limit is 20 times that)")
+    parser.add_argument("--no-timeouts", dest="retry_timeouts", action="store_false",
+                        help="leave mutmut's timeouts as they are; check only the unchecked")
+    args = parser.parse_args(argv)
+    globs_file = args.scratch / "globs"
+    globs = globs_file.read_text().split() if globs_file.exists() else []
+    todo = pending_mutants(args.scratch, globs, args.retry_timeouts)
+    print(f"{args.scratch.name}: {len(todo)} mutants to check directly against {' '.join(args.tests)}",
+          flush=True)
+    # The clean run first: a failing suite would read as every mutant killed.
+    code, seconds = run_one(args.scratch, "", args.tests, args.timeout)
+    if code != SURVIVED:
+        print(f"{args.scratch.name}: the tests fail without any mutant (exit {code}); nothing checked",
+              file=sys.stderr)
+        return 1
+    print(f"clean run {seconds:.1f} s", flush=True)
+    counts = {KILLED: 0, SURVIVED: 0, WALL_TIMEOUT: 0}
+    for i, (meta, name) in enumerate(todo, 1):
+        code, seconds = run_one(args.scratch, name, args.tests, args.timeout)
+        _save_verdict(args.scratch, meta, name, code, seconds)
+        counts[code] += 1
+        verdict = {KILLED: "killed", SURVIVED: "SURVIVED", WALL_TIMEOUT: "timeout"}[code]
+        print(f"[{i}/{len(todo)}] {verdict:8} {seconds:6.1f} s  {name}", flush=True)
+    print(f"{args.scratch.name}: killed {counts[KILLED]}, survived {counts[SURVIVED]}, "
+          f"timeout {counts[WALL_TIMEOUT]} of {len(todo)} checked directly")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
