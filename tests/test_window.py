@@ -92,6 +92,46 @@ def test_present_draws_the_frame_upright_and_letterboxed(xvfb):
         comp.release()
 
 
+def test_a_window_of_the_frames_size_is_composed_into_without_a_present_pass(xvfb):
+    from unstable.display.layout import Colour
+    gen = torch.Generator().manual_seed(3)
+    a = {"p": torch.rand(3, 12, 16, generator=gen), "q": torch.rand(3, 20, 20, generator=gen)}
+    b = {"p": torch.rand(3, 12, 16, generator=gen), "q": torch.rand(3, 20, 20, generator=gen)}
+    first = Scene(a, Layout(panels=("p", "q"), filter="nearest"), Colour(hue=40))
+    second = Scene(b, Layout(mode="grid", rows=2, cols=1, panels=("q", "p"), background=(0.2, 0.1, 0.0)))
+    frames = [dict(scene=first), dict(scene=first, fade=0.6), dict(scene=first, next=second, mix=0.3),
+              dict(scene=first, next=second, mix=1.0)]
+    with open_window((64, 48), vsync=False) as window:
+        comp = Compositor(window.ctx, (64, 48))
+        offscreen = []
+        for kw in frames:  # the reference: composed offscreen
+            comp.render(**kw)
+            offscreen.append(comp.read().copy())
+        comp.draw_into(window)
+        made = comp.gl_objects_created
+        for kw, want in zip(frames, offscreen):
+            comp.render(**kw)
+            got = comp.read()
+            # The same picture, rows top to bottom, although composed upright into the window...
+            assert np.abs(got.astype(int) - want.astype(int)).max() <= 1, kw
+            # ... where it is: the window's back buffer holds the frame before any present().
+            screen = np.frombuffer(window.ctx.screen.read(components=3), np.uint8).reshape(48, 64, 3)[::-1]
+            assert np.array_equal(screen, got)
+            comp.present(window)  # nothing left to draw: the back buffer is unchanged
+            assert np.array_equal(np.frombuffer(window.ctx.screen.read(components=3), np.uint8)
+                                  .reshape(48, 64, 3)[::-1], got)
+            window.swap()
+        assert comp.gl_objects_created == made
+        # A frame of another size than the window (a resized window): offscreen and presented,
+        # letterboxed, as before.
+        comp.resize((32, 32))
+        comp.render(frames[0]["scene"])
+        comp.present(window)
+        screen = np.frombuffer(window.ctx.screen.read(components=3), np.uint8).reshape(48, 64, 3)[::-1]
+        assert screen[:, :8].max() == 0 and screen[:, 56:].max() == 0 and screen[:, 8:56].max() > 0
+        comp.release()
+
+
 def test_fullscreen_takes_the_monitor_and_escape_closes(xvfb):
     with pytest.raises(MonitorError, match="monitor 1 does not exist: 1 monitor"):
         open_window(fullscreen=True, monitor=1, fallback_headless=True)  # a wrong monitor is never papered over

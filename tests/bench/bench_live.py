@@ -3,12 +3,15 @@ frames, the cost of composing a 1920x1080 frame, and the cost of refreshing the 
 
     .venv/bin/python tests/bench/bench_live.py [--show shows/demo.toml] [--seconds 30] [--device cpu]
                                                [--no-passive] [--size 1920x1080] [--grown] [--window]
-                                               [--ab-look-ahead 4]
+                                               [--ab-look-ahead 4] [--ab-present]
 
     # the projector figure: the demo as shipped (grown states), 1920x1080, look-ahead off/on, A/B/A/B
     .venv/bin/python tests/bench/bench_live.py --size 1920x1080 --grown --ab-look-ahead 4 --seconds 20 \
         --skip osc,compose,mirror
     xvfb-run -a -s "-screen 0 1920x1080x24" .venv/bin/python tests/bench/bench_live.py --window ...
+    # the window's cost: composed offscreen and presented vs straight into the window, A/B/A/B
+    xvfb-run -a -s "-screen 0 1920x1080x24" .venv/bin/python tests/bench/bench_live.py --window --ab-present \
+        --size 1920x1080 --grown --seconds 20 --skip osc,compose,mirror
 
 Run it from the repository root (the BAD piece's base models are cached under .cache/). Not
 collected by pytest. Four parts:
@@ -74,12 +77,14 @@ def grow(eng, step):
         p.mirror.sync()
 
 
-def live(show, device, seconds, run_dir, start_step=0, grown=False, window=False, label="live"):
+def live(show, device, seconds, run_dir, start_step=0, grown=False, window=False, label="live", present_pass=False):
     tel = Path(run_dir) / f"{label}.telemetry.jsonl"
     # grown: the show's `start` states (what `unstable live` plays on a fresh clone), else its seeds.
     eng = Engine(show, device=device, headless=not window, seconds=seconds, telemetry=tel, osc_port=0, web_port=0,
                  run_dir=Path(run_dir) / label, fresh=not grown, echo=quiet)
     eng.open()
+    if present_pass:  # the window as before Compositor.draw_into: composed offscreen, then presented
+        eng.compositor.draw_into(None)
     if start_step:
         grow(eng, start_step)
     r = eng.run()
@@ -267,6 +272,9 @@ def main():
     ap.add_argument("--window", action="store_true", help="in a window (run under xvfb-run without a display)")
     ap.add_argument("--ab-look-ahead", type=int, default=0, metavar="N",
                     help="the live part as A/B/A/B rounds: look_ahead 1 against N, the same show otherwise")
+    ap.add_argument("--ab-present", action="store_true",
+                    help="with --window: the live part as A/B/A/B rounds, the frame composed offscreen and "
+                         "presented (a second full-size pass) against composed straight into the window")
     args = ap.parse_args()
     device = resolve_device(args.device)
     show = load_show(args.show)
@@ -292,6 +300,17 @@ def main():
             print(f"look-ahead {args.ab_look_ahead} / 1: fps ratio {fps[0]:.2f}, {fps[1]:.2f}; "
                   f"frame interval p99 ratio {p99[0]:.2f}, {p99[1]:.2f}")
             results["live_ab"] = rounds
+        elif "live" not in skip and args.ab_present:
+            rounds = []
+            for i, present in enumerate((True, False) * 2):
+                label = f"round{i + 1}-{'present-pass' if present else 'direct'}"
+                rounds.append(live(show, device, args.seconds, tmp, args.start_step, args.grown, args.window,
+                                   label=label, present_pass=present))
+            before, after = rounds[0::2], rounds[1::2]
+            fps = [b["fps"] / a["fps"] for a, b in zip(before, after)]
+            work = [b["work_p50_ms"] / a["work_p50_ms"] for a, b in zip(before, after)]
+            print(f"direct / present pass: fps ratio {fps[0]:.2f}, {fps[1]:.2f}; work p50 ratio {work[0]:.2f}, {work[1]:.2f}")
+            results["live_ab_present"] = rounds
         elif "live" not in skip:
             results["live"] = live(show, device, args.seconds, tmp, args.start_step, args.grown, args.window)
         if "osc" not in skip:

@@ -1,8 +1,10 @@
 """Where a composed frame goes: a sink takes the compositor after each frame.
 
-Live, a show's sinks are the window and the recorder (and later a preview, NDI, ...: a new output
-is a new sink). A sink that needs pixels reads them back once (`compositor.read()`, a reused
-buffer); one that does not (the window) draws from the texture on the GPU.
+Live, a show's sinks are the recorder, the page's preview and the window (a new output is a new
+sink). A sink that needs pixels reads them back once (`compositor.read()`, a reused buffer); one
+that does not (the window) draws from the texture on the GPU, or finds the frame composed in its
+back buffer already (`Compositor.draw_into`). The window comes last: its swap ends the frame, and
+the pixels of a frame composed into it can be read only before.
 """
 
 from __future__ import annotations

@@ -233,11 +233,11 @@ class Engine(Session):
         t_compose = time.perf_counter()
         self.pipeline.compose(state, images)
         t_output = time.perf_counter()
-        for sink in self.sinks:
-            sink.put(number, self.compositor)
-        if self._want_still:
+        if self._want_still:  # read before the window's swap (the sinks end with it)
             self._want_still = False
             self._still(number)
+        for sink in self.sinks:
+            sink.put(number, self.compositor)
         self._show_recording()
         t_end = time.perf_counter()
         self.stats.phase("sample", t_compose - t_sample)

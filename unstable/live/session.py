@@ -158,6 +158,7 @@ class Session(abc.ABC):
             if self.window.headless:
                 self.echo(f"live: no window ({self.window.reason}); running headless")
         self.compositor = Compositor(self.window.ctx, s.size)
+        self.compositor.draw_into(self.window)  # at the show's own size: no second pass to present it
         if not self.window.headless:  # black while the pieces prepare (base models can take minutes)
             self.compositor.render(Scene({}, Layout(panels=("",))), fade=0.0)
             self.compositor.present(self.window)
@@ -176,9 +177,12 @@ class Session(abc.ABC):
             self.echo(f"live: only {free / MB:.0f} MB free on the disk of {self.run_dir} (below [disk] min_free_mb = "
                       f"{d.min_free_mb:g}): no recordings or stills until there is more")
         self.stats = FrameStats(self.telemetry_path, max_bytes=int(d.telemetry_max_mb * MB))
-        self.sinks = [WindowSink(self.window), self.recorder]  # a new output is a new sink
+        # A new output is a new sink. The window goes last: its swap ends the frame, and a frame
+        # composed into the window is read back (recording, preview) before it.
+        self.sinks = [self.recorder]
         if self.preview is not None:
             self.sinks.append(self.preview)
+        self.sinks.append(WindowSink(self.window))
         self.timer = WallTimer(self.settings.fps, self._time, sleep=self._stop.wait)
 
     @property
@@ -205,7 +209,9 @@ class Session(abc.ABC):
         return self._snapshot
 
     def read(self) -> np.ndarray:
-        """The last composed frame, [H, W, 3] uint8 (a reused buffer: copy to keep it)."""
+        """The last composed frame, [H, W, 3] uint8 (a reused buffer: copy to keep it). In a window
+        at the show's size the frame is composed into the window: read it in a sink before the
+        window's, or headless (tests and benchmarks read headless shows)."""
         return self.compositor.read()
 
     def request_stop(self) -> None:
