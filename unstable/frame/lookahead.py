@@ -30,10 +30,12 @@ composition, so the batches are a pure function of the frames' states: a miss sa
 frame to the end of its panel's group, and a piece whose sampling parameters changed since the
 frame before, or are still gliding towards their targets (or whose walk speed is), samples one
 frame at a time. A live show and the offline render of it make the same batches from the same
-states (tests/test_one_pipeline.py). What is kept at frame k depends only on the `size` frames
-before it, so an offline render that starts at frame k notes frame k - size's parameters and
-samples frames k - size + 1 .. k - 1 first (`FramePipeline.prime`), and makes the batches one
-render in one go makes.
+states (tests/test_one_pipeline.py). What is kept at frame k depends only on the
+`primed_frames(size)` = 2 (size - 1) frames before it (a group is sampled at most size - 1 frames
+before its first frame, by a scene change's warming, and covers at most size - 1 after it), and
+`note` keeps every piece's key of the frame before, shown or not; so an offline render that
+starts at frame k notes frame k - primed_frames - 1's parameters and samples the primed frames
+first (`FramePipeline.prime`), and makes the batches one render in one go makes.
 """
 
 from __future__ import annotations
@@ -78,6 +80,12 @@ class LookAhead:
         self.sampled = 0  # frames x panels sampled
 
     @staticmethod
+    def primed_frames(size: int) -> int:
+        """How many frames before frame k decide what is kept at k: an offline render that starts
+        at k samples them first."""
+        return 2 * (max(1, int(size)) - 1)
+
+    @staticmethod
     def key(params: Mapping[str, float]) -> tuple:
         """What decides a sample besides the walk time and the weights: the sampling parameters."""
         return tuple(sorted((k, float(v)) for k, v in params.items() if k not in NOT_SAMPLING))
@@ -94,8 +102,8 @@ class LookAhead:
                    for k, v in params.items())
 
     def note(self, name: str, params: Mapping[str, float]) -> None:
-        """Take `params` as piece `name`'s frame before, without sampling (a render that starts at
-        frame k notes frame k - size, then primes the frames after it)."""
+        """Take `params` as piece `name`'s frame before, without sampling (a frame that does not
+        show the piece; a render that starts at frame k notes the frame before those it primes)."""
         self._last_key[name] = self.key(params)
 
     def warm(self, name: str, src, display: str, frame: int, params: Mapping[str, float]) -> None:

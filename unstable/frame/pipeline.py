@@ -72,6 +72,8 @@ class FramePipeline:
         for name, src in self.sources.items():
             wanted = [d for d in src.panels if d in shown]
             if not wanted:
+                if self.look_ahead is not None:  # its key of this frame, for the next that shows it
+                    self.look_ahead.note(name, state.snapshot.get(name, {}))
                 continue
             try:
                 params = state.snapshot.get(name, {})
@@ -127,17 +129,15 @@ class FramePipeline:
     def prime(self, state: FrameState, sample: bool = True) -> None:
         """Sample frame `state` as `images` would, without keeping its pictures (`sample` False:
         only note its parameters): an offline render that starts at frame k primes the look-ahead
-        with the frames just before k, so its batches are those of one render from the start
-        (no-op without look-ahead)."""
+        with the `LookAhead.primed_frames` frames just before k, so its batches are those of one
+        render from the start (no-op without look-ahead)."""
         if self.look_ahead is None:
             return
         if sample:
             self.images(state)
             return
-        shown = self.shown(state.scenes)
-        for name, src in self.sources.items():
-            if any(d in shown for d in src.panels):
-                self.look_ahead.note(name, state.snapshot.get(name, {}))
+        for name in self.sources:
+            self.look_ahead.note(name, state.snapshot.get(name, {}))
 
     def _blank_for(self, name: str, src: PanelSource) -> torch.Tensor:
         """A black panel for a source that failed before its first frame ([3, 8, 8], made once)."""

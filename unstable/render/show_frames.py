@@ -22,6 +22,7 @@ import torch
 from ..control.store import ParameterStore
 from ..errors import ConfigError, UnstableError
 from ..frame.automation import Automation
+from ..frame.lookahead import LookAhead
 from ..frame.pipeline import FramePipeline
 from ..frame.sources import PanelSource, load_run_into, make_walk
 from ..frame.timeline import ShowTimeline
@@ -115,7 +116,7 @@ class ShowFrames:
             self._restart()
         # Frames skipped over (a part that starts at k): the last few are sampled (not drawn), the
         # one before them noted, so the look-ahead holds what it would had the render drawn them.
-        prime_from = k - (self.show.settings.look_ahead - 1)
+        prime_from = k - LookAhead.primed_frames(self.show.settings.look_ahead)
         while self._next < k:
             state = self.timeline.advance(self.first + self._next)
             if self._next >= prime_from - 1 and self.pipeline is not None:
