@@ -8,6 +8,7 @@
 #   scripts/mutation.sh --report walk   # the table again, from the last run
 #   scripts/mutation.sh --direct guard  # decide the last run's unchecked and timed-out mutants one
 #                                       # by one in fresh pytest processes (scripts/mutation_direct.py)
+#   MUTATION_DIRECT_SURVIVORS=1 scripts/mutation.sh --direct guard   # then its survivors, against new tests
 #
 # Each module runs in its own scratch copy of the project, .mutation/<module>/ (gitignored), with a
 # generated [tool.mutmut] section: only that module's files are mutated, and only its own test files
@@ -84,6 +85,7 @@ for m in "$@"; do
     start=$(date +%s)
     # shellcheck disable=SC2086
     PYTHONPATH="$dir/mutants" "$PY" "$ROOT/scripts/mutation_direct.py" "$dir" $tests --timeout "${MUTATION_DIRECT_TIMEOUT:-120}" \
+      ${MUTATION_DIRECT_SURVIVORS:+--survivors} \
       | tee "$dir/direct.log" || echo "   direct run exited $? (log: $dir/direct.log)"
     echo "$(( $(date +%s) - start ))" >"$dir/direct-seconds"
     continue

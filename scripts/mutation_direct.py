@@ -1,6 +1,7 @@
 """Check mutants one by one in fresh pytest processes, where mutmut's own verdict is not to be trusted.
 
-    python scripts/mutation_direct.py .mutation/guard tests/test_guard.py [--timeout S] [--all-timeouts]
+    python scripts/mutation_direct.py .mutation/guard tests/test_guard.py [--timeout S] [--no-timeouts]
+    python scripts/mutation_direct.py .mutation/guard tests/test_guard.py --survivors  # after new tests
 
 mutmut 3 runs each mutant in a forked worker under an RLIMIT_CPU derived from the tests' measured
 call times. For modules whose tests build a real piece in fixtures (the guard) or open GL contexts
@@ -36,8 +37,14 @@ TIMEOUT_CODES = {-24, 24, 152, 255, 36}
 KILLED, SURVIVED, WALL_TIMEOUT = 1, 0, 36
 
 
-def pending_mutants(scratch: Path, globs: list[str], retry_timeouts: bool) -> list[tuple[Path, str]]:
-    """(meta file, mutant name) for every mutant in scope still to be decided directly."""
+def pending_mutants(scratch: Path, globs: list[str], retry_timeouts: bool,
+                    survivors: bool = False) -> list[tuple[Path, str]]:
+    """(meta file, mutant name) for every mutant in scope still to be decided directly (with
+    `survivors`: the mutants that survived, whoever decided it, against today's tests)."""
+    if survivors:
+        return [(meta, name) for meta in sorted((scratch / "mutants").rglob("*.py.meta"))
+                for name, code in json.loads(meta.read_text())["exit_code_by_key"].items()
+                if code == SURVIVED and (not globs or any(fnmatch.fnmatch(name, g) for g in globs))]
     done = _direct_record(scratch)
     out = []
     for meta in sorted((scratch / "mutants").rglob("*.py.meta")):
@@ -106,10 +113,12 @@ def main(argv: list[str] | None = None) -> int:
                              "the wall-clock limit is 20 times that)")
     parser.add_argument("--no-timeouts", dest="retry_timeouts", action="store_false",
                         help="leave mutmut's timeouts as they are; check only the unchecked")
+    parser.add_argument("--survivors", action="store_true",
+                        help="re-check the mutants that survived (after adding tests for them)")
     args = parser.parse_args(argv)
     globs_file = args.scratch / "globs"
     globs = globs_file.read_text().split() if globs_file.exists() else []
-    todo = pending_mutants(args.scratch, globs, args.retry_timeouts)
+    todo = pending_mutants(args.scratch, globs, args.retry_timeouts, args.survivors)
     print(f"{args.scratch.name}: {len(todo)} mutants to check directly against {' '.join(args.tests)}",
           flush=True)
     # The clean run first: a failing suite would read as every mutant killed.

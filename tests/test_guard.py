@@ -485,3 +485,94 @@ def test_the_backed_off_learning_rate_doubles_back_after_recover_steps_good_step
         every.step({})
         got.append(every.lr_scale)
     assert got == [0.75, 1.0, 1.0]  # recover_steps 1: each good step doubles it, capped at 1
+
+
+# -- details the mutation run found unpinned (docs/mutation.md, guard) --------------------------------
+
+def test_the_guard_is_named_after_its_piece():
+    assert TrainingGuard(Hidden()).name == "hidden"
+    assert TrainingGuard(Hidden(), name="wall").name == "wall"
+    nameless = Hidden()
+    nameless.piece = types.SimpleNamespace(kind="hidden")
+    assert TrainingGuard(nameless).name == "piece"
+    nameless.piece = None
+    assert TrainingGuard(nameless).name == "piece"
+
+
+def test_copy_state_clones_whenever_the_structure_differs_anywhere():
+    src = {"a": torch.arange(6.0).reshape(2, 3), "b": [torch.zeros(2), torch.ones(1)], "n": 3}
+
+    def fresh(dst):
+        """copy_state(dst, src) made new tensors equal to src and left dst as it was."""
+        before = clone_state(dst)
+        out = copy_state(dst, src)
+        leaves = [out["a"], *out["b"]]
+        assert all(torch.equal(x, y) for x, y in zip(leaves, [src["a"], *src["b"]]))
+        assert all(x.data_ptr() != y.data_ptr() for x, y in zip(leaves, [src["a"], *src["b"]]))
+        after, ref = list(nested_tensors(dst)), list(nested_tensors(before))
+        assert len(after) == len(ref) and all(torch.equal(x, y) for x, y in zip(after, ref))
+        return out
+
+    like = clone_state(src)
+    like["a"].zero_()
+    reused = copy_state(like, src)
+    assert reused["a"].data_ptr() == like["a"].data_ptr() and torch.equal(reused["a"], src["a"])
+    fresh({**like, "a": torch.zeros(3, 2)})                           # another shape
+    fresh({**like, "a": torch.zeros(2, 3, dtype=torch.float64)})      # another dtype
+    fresh({**like, "a": "not a tensor"})
+    fresh({**like, "b": tuple(like["b"])})                            # a tuple for a list
+    fresh({**like, "b": like["b"][:1]})                               # a shorter list
+    fresh({**like, "b": [torch.zeros(3), torch.ones(1)]})             # a nested tensor of another shape
+    fresh({"a": like["a"], "b": like["b"]})                           # a key missing
+
+
+def test_good_states_are_kept_every_good_every_steps_counted_from_the_first():
+    s = Hidden()
+    guard = TrainingGuard(s, GuardSettings(good_every=2))
+    for _ in range(3):
+        assert guard.step({}) is not None
+    assert guard.good_steps == 3
+    guard.before_step.append(lambda system: (_ for _ in ()).throw(RuntimeError("boom")))
+    assert guard.step({}) is None
+    assert s.step_count == 2  # the state kept after the second good step, not the third
+
+
+def test_the_kept_good_state_reuses_its_buffers():
+    guard = TrainingGuard(Hidden(), GuardSettings(good_every=1))
+    guard.step({})
+    ptr = guard._good["net"]["weight"].data_ptr()
+    for _ in range(3):
+        guard.step({})
+    assert guard._good["net"]["weight"].data_ptr() == ptr
+
+
+def test_the_event_list_keeps_the_64_most_recent():
+    s = Hidden()
+    guard = TrainingGuard(s, GuardSettings(max_failures=1000, min_lr_scale=1 / 64))
+    assert guard.last_reason is None and not guard.events
+    guard.before_step.append(lambda system: (_ for _ in ()).throw(RuntimeError(f"boom {guard.recoveries}")))
+    for _ in range(70):
+        assert guard.step({}) is None
+    assert guard.recoveries == 70 and len(guard.events) == 64
+    assert "boom 69" in guard.events[-1]["reason"] and "boom 6" in guard.events[0]["reason"]
+
+
+def test_stasis_from_the_very_first_check_waits_for_its_patience(system):
+    guard = TrainingGuard(system, GuardSettings(stasis_patience=2, stasis_threshold=0.01))
+    params = {**defaults(system.param_specs()), "noise": 0.0}
+    with torch.no_grad():  # collapsed before the first check
+        for g in system.generators:
+            for p in g.parameters():
+                p.zero_()
+    first = guard.check_stasis(params)
+    assert first["stasis"] is False and guard.low_checks == 1
+    assert guard.check_stasis(params)["stasis"] is True and guard.stasis_events == 1
+
+
+def test_the_backed_off_rate_is_folded_into_the_steps_parameters(system):
+    guard = TrainingGuard(system, GuardSettings())
+    default = {s.name: s for s in system.param_specs()}["learning_rate"].default
+    assert guard.scaled({}) == {} and guard.scaled({"learning_rate": 2.0}) == {"learning_rate": 2.0}
+    guard.lr_scale = 0.5
+    assert guard.scaled({"learning_rate": 2.0, "noise": 0.3}) == {"learning_rate": 1.0, "noise": 0.3}
+    assert guard.scaled({}) == {"learning_rate": default * 0.5}
