@@ -576,3 +576,185 @@ def test_the_backed_off_rate_is_folded_into_the_steps_parameters(system):
     guard.lr_scale = 0.5
     assert guard.scaled({"learning_rate": 2.0, "noise": 0.3}) == {"learning_rate": 1.0, "noise": 0.3}
     assert guard.scaled({}) == {"learning_rate": default * 0.5}
+
+
+class Recording(Hidden):
+    """Hidden, remembering the parameters each step was given."""
+
+    def __init__(self):
+        super().__init__()
+        self.given = []
+
+    def step(self, params):
+        self.given.append(params)
+        return super().step(params)
+
+
+def test_a_disabled_guard_still_runs_its_hooks_and_passes_the_parameters_on():
+    s = Recording()
+    guard = TrainingGuard(s, GuardSettings(enabled=False))
+    seen = []
+    guard.before_step.append(seen.append)
+    assert guard.step({"x": 1.0}) is not None
+    assert seen == [s] and s.given == [{"x": 1.0}]
+
+
+def test_failures_in_a_row_restart_from_zero_after_a_good_step():
+    s = Hidden()
+    guard = TrainingGuard(s, GuardSettings(max_failures=2))
+    boom = [True]
+
+    def hook(system):
+        if boom[0]:
+            raise RuntimeError("boom")
+
+    guard.before_step.append(hook)
+    assert guard.step({}) is None and guard.failures == 1
+    boom[0] = False
+    assert guard.step({}) is not None and guard.failures == 0
+    boom[0] = True
+    assert guard.step({}) is None and guard.stopped is None  # one in a row again, not two
+    assert guard.exceptions == 2
+
+
+def test_a_raising_step_is_logged_with_its_traceback_and_its_reason_cut_to_200_characters(caplog):
+    guard = TrainingGuard(Hidden(), GuardSettings(max_failures=10))
+    guard.before_step.append(lambda system: (_ for _ in ()).throw(RuntimeError("x" * 500)))
+    caplog.set_level("WARNING", logger="unstable.guard")
+    assert guard.step({}) is None
+    raised = [r for r in caplog.records if r.getMessage() == "hidden: training step raised"]
+    assert len(raised) == 1 and raised[0].exc_info is not None and raised[0].exc_info[0] is RuntimeError
+    assert guard.last_reason == "step raised RuntimeError: " + "x" * 200
+
+
+def test_check_without_gradients_and_with_a_non_finite_one():
+    s = Hidden()
+    guard = TrainingGuard(s, GuardSettings())
+    assert guard.check(None) is None  # no step yet: no gradients at all
+    guard.step({})
+    net = s.modules()["net"]
+    net.weight.grad[0, 0] = float("nan")
+    assert guard.check({}) == "non-finite gradient"
+
+
+def test_the_gradient_limit_is_strict_and_zero_means_none():
+    s = Hidden()
+    guard = TrainingGuard(s, GuardSettings(max_grad_norm=5.0))
+    guard.step({})
+    net = s.modules()["net"]
+    net.weight.grad.zero_()
+    net.bias.grad.copy_(torch.tensor([3.0, 4.0, 0.0]))  # total gradient norm exactly 5
+    assert guard.check({}) is None
+    guard.settings = GuardSettings(max_grad_norm=4.99)
+    assert guard.check({}) == "gradient norm 5 > 4.99"
+    net.bias.grad.mul_(1e6)
+    guard.settings = GuardSettings(max_grad_norm=0)
+    assert guard.check({}) is None
+
+
+def test_the_weight_growth_limit_is_strict_and_zero_means_none():
+    s = Hidden()
+    guard = TrainingGuard(s, GuardSettings(max_weight_growth=2.0))
+    guard.step({})  # the weight norm after a good step is the reference
+    net = s.modules()["net"]
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(2.0)  # exactly twice the norm: a power of two scales it exactly
+        for p in net.parameters():
+            p.grad.zero_()
+    assert guard.check({}) is None
+    guard.settings = GuardSettings(max_weight_growth=1.5)
+    assert guard.check({}) == "weight norm grew x2 in one step (> x1.5)"
+    guard.settings = GuardSettings(max_weight_growth=1.0)
+    assert guard.check({}) == "weight norm grew x2 in one step (> x1)"
+    guard.settings = GuardSettings(max_weight_growth=0)
+    assert guard.check({}) is None
+
+
+def test_the_rate_creeps_back_only_after_a_backoff(caplog):
+    caplog.set_level("INFO", logger="unstable.guard")
+    guard = TrainingGuard(Hidden(), GuardSettings(recover_steps=2))
+    for _ in range(6):
+        guard.step({})
+    assert guard.lr_scale == 1.0 and not [r for r in caplog.records if "learning rate back" in r.getMessage()]
+
+
+def test_an_undone_step_and_a_stop_are_logged_and_recorded_as_they_happened(caplog):
+    caplog.set_level("WARNING", logger="unstable.guard")
+    s = Hidden()
+    guard = TrainingGuard(s, GuardSettings(good_every=1, max_failures=2))
+    guard.step({})
+    guard.before_step.append(lambda system: (_ for _ in ()).throw(RuntimeError("boom")))
+    assert guard.step({}) is None
+    assert list(guard.events) == [{"step": 1, "reason": "step raised RuntimeError: boom", "lr_scale": 0.5}]
+    assert guard.step({}) is None and guard.stopped
+    lines = [r.getMessage() for r in caplog.records if r.name == "unstable.guard"]
+    assert "hidden: step 1 undone (step raised RuntimeError: boom): back to step 1, learning rate x0.5 (was x1)" in lines
+    assert ("hidden: 2 failed steps in a row, the last: step raised RuntimeError: boom: training stops, the display "
+            "keeps the last good frames") in lines
+
+    def broken(state):
+        raise RuntimeError("disk gone")
+
+    caplog.clear()
+    guard.retry()
+    s.load_state_dict = broken
+    assert guard.step({}) is None
+    assert ("hidden: step raised RuntimeError: boom; restoring the last good state failed: RuntimeError: disk gone: "
+            "training stops") in [r.getMessage() for r in caplog.records]
+
+
+class Pictures(Hidden):
+    """Hidden whose pictures are set by the test: `base` [3, 2, 2] plus `spread` x each latent's first value."""
+
+    def __init__(self):
+        super().__init__()
+        self.base = torch.tensor([0.2, 0.5, 0.9]).reshape(3, 1, 1).expand(3, 2, 2).clone()
+        self.base[:, 0, 0] = 0.0  # an image that is not flat
+        self.spread = 0.0
+
+    def sample(self, latents, params):
+        return {k: self.base[None] + self.spread * z[:, :1, None, None] for k, z in latents.items()}
+
+
+def test_stasis_measures_differences_between_latents_from_fixed_probes(caplog):
+    s = Pictures()
+    guard = TrainingGuard(s, GuardSettings(stasis_patience=2, stasis_threshold=0.01))
+    first = guard.check_stasis({})
+    # Identical pictures for every latent: no variety at all, however varied each picture is.
+    assert first == {"variety": 0.0, "motion": None, "stasis": False, "perturbed": False}
+    caplog.set_level("WARNING", logger="unstable.guard")
+    second = guard.check_stasis({})
+    assert second["stasis"] is True and second["motion"] == 0.0  # nothing moved between the checks
+    assert "hidden: stasis: output variety 0 < 0.01 for 2 checks" in [r.getMessage() for r in caplog.records]
+    s.spread = 0.5
+    lively = guard.check_stasis({})
+    assert lively["stasis"] is False and lively["variety"] > 0.01 and guard.low_checks == 0
+    # The probes are seeded: another guard measures the very same variety.
+    other = TrainingGuard(s, GuardSettings())
+    assert other.check_stasis({})["variety"] == lively["variety"]
+    # The threshold is strict: a variety equal to it is not low.
+    guard.settings = GuardSettings(stasis_patience=2, stasis_threshold=lively["variety"])
+    assert guard.check_stasis({})["variety"] == lively["variety"] and guard.low_checks == 0
+    # A second episode counts again.
+    s.spread = 0.0
+    guard.settings = GuardSettings(stasis_patience=2, stasis_threshold=0.01)
+    guard.check_stasis({})
+    assert guard.check_stasis({})["stasis"] is True and guard.stasis_events == 2
+
+
+def test_a_perturbation_gets_its_patience_before_the_next(monkeypatch):
+    s = Pictures()
+    guard = TrainingGuard(s, GuardSettings(stasis_patience=2, stasis_threshold=0.01, stasis_response="perturb"))
+    guard.check_stasis({})
+    assert guard.check_stasis({})["perturbed"] is True and guard.perturbations == 1 and guard.low_checks == 0
+    assert guard.check_stasis({})["perturbed"] is False and guard.perturbations == 1  # one low check: waits
+    assert guard.check_stasis({})["perturbed"] is True and guard.perturbations == 2
+
+
+def test_a_system_without_panels_reads_as_without_variety():
+    s = Hidden()
+    s.panels = lambda: {}
+    s.sample = lambda latents, params: {}
+    report = TrainingGuard(s, GuardSettings()).check_stasis({})
+    assert report["variety"] == 0.0 and report["motion"] is None
