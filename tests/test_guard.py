@@ -497,6 +497,8 @@ def test_the_guard_is_named_after_its_piece():
     assert TrainingGuard(nameless).name == "piece"
     nameless.piece = None
     assert TrainingGuard(nameless).name == "piece"
+    del nameless.piece
+    assert TrainingGuard(nameless).name == "piece"
 
 
 def test_copy_state_clones_whenever_the_structure_differs_anywhere():
@@ -540,10 +542,13 @@ def test_good_states_are_kept_every_good_every_steps_counted_from_the_first():
 def test_the_kept_good_state_reuses_its_buffers():
     guard = TrainingGuard(Hidden(), GuardSettings(good_every=1))
     guard.step({})
-    ptr = guard._good["net"]["weight"].data_ptr()
+    kept = guard._good["net"]["weight"]
+    ptr = kept.data_ptr()
     for _ in range(3):
         guard.step({})
-    assert guard._good["net"]["weight"].data_ptr() == ptr
+    # The same tensor, refilled (the old one stays referenced here, so a new one could not reuse its memory).
+    assert guard._good["net"]["weight"] is kept and kept.data_ptr() == ptr
+    assert torch.equal(kept, guard.system.modules()["net"].weight)
 
 
 def test_the_event_list_keeps_the_64_most_recent():
@@ -758,3 +763,16 @@ def test_a_system_without_panels_reads_as_without_variety():
     s.sample = lambda latents, params: {}
     report = TrainingGuard(s, GuardSettings()).check_stasis({})
     assert report["variety"] == 0.0 and report["motion"] is None
+
+
+def test_a_stopped_guard_is_due_to_retry_once_retry_after_has_passed(monkeypatch):
+    import unstable.guard as guard_module
+    clock = [100.0]
+    monkeypatch.setattr(guard_module.time, "monotonic", lambda: clock[0])
+    guard = TrainingGuard(Hidden(), GuardSettings(max_failures=1, retry_after=60.0))
+    guard.before_step.append(lambda system: (_ for _ in ()).throw(RuntimeError("boom")))
+    assert guard.step({}) is None and guard.stopped
+    clock[0] = 159.5
+    assert not guard.retry_due()
+    clock[0] = 160.0  # exactly retry_after later
+    assert guard.retry_due()
