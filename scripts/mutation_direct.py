@@ -41,19 +41,17 @@ def pending_mutants(scratch: Path, globs: list[str], retry_timeouts: bool,
                     survivors: bool = False) -> list[tuple[Path, str]]:
     """(meta file, mutant name) for every mutant in scope still to be decided directly (with
     `survivors`: the mutants that survived, whoever decided it, against today's tests)."""
-    if survivors:
-        return [(meta, name) for meta in sorted((scratch / "mutants").rglob("*.py.meta"))
-                for name, code in json.loads(meta.read_text())["exit_code_by_key"].items()
-                if code == SURVIVED and (not globs or any(fnmatch.fnmatch(name, g) for g in globs))]
     done = _direct_record(scratch)
     out = []
     for meta in sorted((scratch / "mutants").rglob("*.py.meta")):
         for name, code in json.loads(meta.read_text())["exit_code_by_key"].items():
             if globs and not any(fnmatch.fnmatch(name, g) for g in globs):
                 continue
-            if name in done:
-                continue  # decided by this script already (a resumed run)
-            if code is NOT_CHECKED or (retry_timeouts and code in TIMEOUT_CODES):
+            if survivors:
+                wanted = code == SURVIVED
+            else:  # not decided by this script yet (a resumed run), and undecided or timed out
+                wanted = name not in done and (code is NOT_CHECKED or (retry_timeouts and code in TIMEOUT_CODES))
+            if wanted:
                 out.append((meta, name))
     return out
 

@@ -87,7 +87,7 @@ class Compositor:
         self._scratch = self._made(self.ctx.texture((w, h), 4))
         self._scratch_fbo = self._made(self.ctx.framebuffer([self._scratch]))
         self._readback = np.empty((h, w, 3), dtype=np.uint8)
-        self._screen_rows = None  # [H, W, 3] bottom row first: the window's back buffer, read (made on first use)
+        self._screen_rows = None  # [H, W, 3] bottom row first: the window's back buffer, read (made on first read)
 
     def _unbind_targets(self):
         # moderngl re-binds the last used framebuffer after making a new one; if that is one we
@@ -224,7 +224,7 @@ class Compositor:
         window (`draw_into`) is read from its back buffer: before the window's swap.
         """
         if self._direct:
-            if self._screen_rows is None or self._screen_rows.shape != self._readback.shape:
+            if self._screen_rows is None:  # made with the targets' size; resize() drops it
                 self._screen_rows = np.empty_like(self._readback)
             self.ctx.screen.read_into(self._screen_rows, viewport=(0, 0, *self.size), components=3, alignment=1)
             np.copyto(self._readback, self._screen_rows[::-1])  # GL reads the bottom row first

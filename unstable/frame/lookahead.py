@@ -106,19 +106,26 @@ class LookAhead:
         show the piece; a render that starts at frame k notes the frame before those it primes)."""
         self._last_key[name] = self.key(params)
 
+    def _sample(self, src, frames: Sequence[int], times: Sequence[float], params: Mapping[str, float],
+                displays: Sequence[str], key: tuple, keep_from: int) -> dict[str, torch.Tensor]:
+        """One sampler call for `displays` at `frames` (walk `times`); the images of frames
+        `keep_from` on are kept. Returns {display: [T, 3, H, W]}."""
+        batch = src.sample(src.latents(times), params, displays)  # latents {display: [T, D]}
+        self.calls += 1
+        self.sampled += len(frames) * len(displays)
+        for d in displays:
+            imgs = batch[d]
+            assert imgs.shape[0] == len(frames), f"{d}: {imgs.shape[0]} images for {len(frames)} frames"
+            self._kept[d] = _Kept(key, dict(zip(frames[keep_from:], times[keep_from:])),
+                                  {f: imgs[i] for i, f in enumerate(frames[keep_from:], start=keep_from)})
+        return batch
+
     def warm(self, name: str, src, display: str, frame: int, params: Mapping[str, float]) -> None:
         """Sample `display`'s group from `frame`, a frame to come, now (with `params`, the sampling
         parameters of the frame before it): a panel that a scheduled scene change brings in is
         then ready on that frame instead of adding its batch to the change's."""
         frames = tuple(self.group(display, frame))
-        times = self.walk_ahead(name, frames)
-        batch = src.sample(src.latents(times), params, [display])  # {display: [T, 3, H, W]}
-        self.calls += 1
-        self.sampled += len(frames)
-        imgs = batch[display]
-        assert imgs.shape[0] == len(frames), f"{display}: {imgs.shape[0]} images for {len(frames)} frames"
-        self._kept[display] = _Kept(self.key(params), dict(zip(frames, times)),
-                                    {f: imgs[i] for i, f in enumerate(frames)})
+        self._sample(src, frames, self.walk_ahead(name, frames), params, [display], self.key(params), keep_from=0)
 
     def images(self, name: str, src, frame: int, walk_time: float, params: Mapping[str, float],
                targets: Mapping[str, float], wanted: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -141,14 +148,6 @@ class LookAhead:
                 todo.setdefault((frame,) if single else tuple(self.group(d, frame)), []).append(d)
         for frames, displays in todo.items():
             times = [walk_time, *self.walk_ahead(name, frames[1:])]
-            z = src.latents(times)                              # {display: [T, D]}
-            batch = src.sample(z, params, displays)             # {display: [T, 3, H, W]}
-            self.calls += 1
-            self.sampled += len(frames) * len(displays)
-            for d in displays:
-                imgs = batch[d]
-                assert imgs.shape[0] == len(frames), f"{d}: {imgs.shape[0]} images for {len(frames)} frames"
-                out[d] = imgs[0]
-                self._kept[d] = _Kept(key, dict(zip(frames[1:], times[1:])),
-                                      {f: imgs[i] for i, f in enumerate(frames[1:], start=1)})
+            batch = self._sample(src, frames, times, params, displays, key, keep_from=1)
+            out.update((d, batch[d][0]) for d in displays)  # this frame's; the rest are kept
         return out

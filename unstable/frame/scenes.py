@@ -71,24 +71,26 @@ class SceneDirector:
         scene = self.scenes[self.current]
         return scene.duration > 0 and now - self.started >= scene.duration
 
+    def _after(self) -> int:
+        """The scene that follows the current one when its duration runs out (itself: the last
+        scene of a show that does not loop holds)."""
+        nxt = self.current + 1
+        if nxt >= len(self.scenes):
+            nxt = 0 if self.loop else self.current
+        return nxt
+
     def scheduled(self) -> int | None:
         """The scene the current one's duration will lead to on its own, or None (a scene without
         a duration, or the last scene holding). A jump (OSC, the page) comes unannounced."""
         if self.scenes[self.current].duration <= 0:
             return None
-        nxt = self.current + 1
-        if nxt >= len(self.scenes):
-            if not self.loop:
-                return None
-            nxt = 0
+        nxt = self._after()
         return None if nxt == self.current else nxt
 
     def update(self, now: float) -> tuple[int, int | None, float]:
         """Advance scenes whose duration ran out; (from, to or None, mix) of the frame at `now`."""
         if self.due(now):
-            nxt = self.current + 1
-            if nxt >= len(self.scenes):
-                nxt = 0 if self.loop else self.current
+            nxt = self._after()
             if nxt != self.current:
                 self.go(nxt, now)
             else:

@@ -71,6 +71,7 @@ class Session(abc.ABC):
         self.web_port = web_port
         self.web_on = web and self.settings.web.enabled
         self.web_link = None            # the OSCQuery server and control page (web_link.py)
+        self._frozen = False            # the startup objects are frozen out of the collector (run)
         self.scene_pieces: list[list[str]] = []  # the pieces each scene shows (the OSCQuery tree follows)
         self.piece_actions: dict[str, list[str]] = {}
         self.run_dir = Path(run_dir) if run_dir is not None else Path("runs") / "live" / show.name
@@ -298,7 +299,7 @@ class Session(abc.ABC):
         self.stats.close()
         if self.device.type == "cpu":
             torch.set_num_threads(self._threads_before)
-        if getattr(self, "_frozen", False):
+        if self._frozen:
             gc.unfreeze()  # the process goes on (a test, a notebook): its objects are collectable again
         self._report = self.report()
         for line in problems:
