@@ -131,6 +131,11 @@ def test_crossfade_mixes_two_scenes_with_different_layouts(comp):
     frame = comp.read()
     assert close(frame[16, 24], (128, 0, 128), tol=3)   # red into blue
     assert close(frame[16, 72], (0, 128, 128), tol=3)   # green into blue
+    # Away from the middle too: a mix turned the wrong way round is the same picture at 0.5 only.
+    comp.render(a, next=b, mix=0.2)
+    assert close(comp.read()[16, 24], (204, 0, 51), tol=3)
+    comp.render(a, next=b, mix=0.8)
+    assert close(comp.read()[16, 24], (51, 0, 204), tol=3)
     comp.render(a, next=b, mix=0.25, fade=0.0)
     assert comp.read().max() == 0
 
@@ -355,3 +360,89 @@ def test_sub_pixel_cells_are_cells_only_no_room_at_all_is_an_error():
     assert [c[4] for c in got] == [0.75] * 4
     with pytest.raises(ValueError, match="leave no room"):
         cells(Layout(mode="side_by_side", margin=0.49, gap=0.5), (100, 100), ["a", "b"])
+
+
+# Panels compared with each other (issue 22): a test that draws one panel cannot see a panel
+# drawn with another panel's picture.
+
+FILTERS = ("nearest", "linear", "bicubic", "sharp")
+
+
+def pictures(names, size=8, seed=0):
+    """A different noise picture for each name: float [3, size, size] in 0..1."""
+    g = torch.Generator().manual_seed(seed)
+    return {n: torch.rand(3, size, size, generator=g) for n in names}
+
+
+def alone(comp, images, layout, name):
+    """The frame with only `name` drawn, in the cell it has among all the layout's panels."""
+    import dataclasses
+    panels = tuple(n if n == name else "" for n in layout.panels)
+    comp.render(Scene(images, dataclasses.replace(layout, panels=panels)))
+    return comp.read().copy()
+
+
+@pytest.mark.parametrize("layout", [Layout(panels=("p", "q", "r"), filter=f) for f in FILTERS] + [
+    Layout(panels=("p", "q", "r"), filter="linear",
+           styles={"p": PanelStyle(filter="bicubic"), "q": PanelStyle(filter="sharp"), "r": PanelStyle(filter="bicubic")})],
+    ids=[*FILTERS, "mixed"])
+def test_every_filter_draws_each_panel_its_own_picture(gl_ctx, layout):
+    """Each cell of a frame of three panels is exactly that panel drawn alone, and the three differ:
+    with 'bicubic', an upload cache keyed by the address of a temporary upscaled copy showed the
+    first panel in every cell."""
+    comp = Compositor(gl_ctx, (96, 32))
+    images = pictures(layout.panels)
+    for _ in range(3):  # the same scene again: reused textures, a warm cache
+        comp.render(Scene(images, layout))
+        together = comp.read().copy()
+        for i, name in enumerate(layout.panels):
+            cell = slice(32 * i, 32 * i + 32)
+            np.testing.assert_array_equal(together[:, cell], alone(comp, images, layout, name)[:, cell], err_msg=name)
+    cells_ = [together[:, 32 * i:32 * i + 32].astype(float) for i in range(3)]
+    assert min(np.abs(a - b).mean() for a, b in ((cells_[0], cells_[1]), (cells_[1], cells_[2]), (cells_[0], cells_[2]))) > 40
+    comp.release()
+
+
+@pytest.mark.parametrize("a, b", [
+    (Layout(panels=("p", "q", "r"), filter="bicubic"), Layout(panels=("p", "q", "r"), filter="sharp")),
+    (Layout(panels=("p", "q", "r"), filter="bicubic"), Layout(mode="grid", rows=2, panels=("p", "q", "r"), filter="bicubic")),
+    (Layout(panels=("p", "q", "r"), filter="sharp"), Layout(panels=("r", "p", "q"), filter="sharp")),
+], ids=["bicubic-into-sharp", "x4-into-x2", "panels-swap-cells"])
+def test_a_crossfade_of_the_same_images_upscaled_differently_mixes_both_pictures(gl_ctx, a, b):
+    """Both scenes of a crossfade show the same tensors; a texture is shared only when its upscale
+    (factor and sharpening) and grade are the same in both, so the mix is the two pictures' mix."""
+    comp = Compositor(gl_ctx, (96, 32))
+    images = pictures(("p", "q", "r"))
+    comp.render(Scene(images, a))
+    first = comp.read().astype(float)
+    comp.render(Scene(images, b))
+    second = comp.read().astype(float)
+    assert np.abs(first - second).mean() > 2  # the two scenes are different pictures
+    for mix in (0.2, 0.5, 0.8):
+        comp.render(Scene(images, a), next=Scene(images, b), mix=mix)
+        got = comp.read().astype(float)
+        assert np.abs(got - ((1 - mix) * first + mix * second)).max() <= 2, mix
+    comp.release()
+
+
+class Fresh(dict):
+    """Panel images made anew on every look-up (as a view into a batch is): nothing else keeps them."""
+
+    def __getitem__(self, name):
+        return super().__getitem__(name).clone()
+
+
+@pytest.mark.parametrize("filt", FILTERS)
+def test_images_made_on_each_look_up_are_not_mistaken_for_each_other(gl_ctx, filt):
+    """A panel image nothing else keeps is freed as soon as it is uploaded and its address goes to
+    the next one made: the upload cache keeps what it keys by, so six such panels are still six
+    pictures, the same frame as from images a dict keeps."""
+    comp = Compositor(gl_ctx, (96, 64))
+    layout = Layout(mode="grid", rows=2, panels=("p", "q", "r", "s", "t", "u"), filter=filt)
+    images = pictures(layout.panels)
+    for _ in range(3):
+        comp.render(Scene(Fresh(images), layout))
+        fresh = comp.read().copy()
+        comp.render(Scene(images, layout))
+        np.testing.assert_array_equal(fresh, comp.read())
+    comp.release()

@@ -148,20 +148,25 @@ class Compositor:
         for name in dict.fromkeys(n for n in names if n):
             if name not in scene.images:
                 raise ValueError(f"layout names panel {name!r}, images have {', '.join(map(repr, scene.images))}")
-            image = scene.images[name]
+            source = scene.images[name]
             filt = layout.style(name).filter or layout.filter
+            k = 1
             if filt in UPSCALED:
-                k = upscale_factor(cell_sizes.get(name, (0, 0)), (image.shape[-1], image.shape[-2]))
-                if k > 1:
-                    image = upscaled(image, k, filt == "sharp")
+                k = upscale_factor(cell_sizes.get(name, (0, 0)), (source.shape[-1], source.shape[-2]))
             m = global_m @ colour_matrix(layout.style(name))
             m = None if _is_identity(m) else m
-            # The same tensor with the same grade in both scenes of a crossfade is uploaded once.
-            dedupe = (id(image), None if m is None else m.tobytes())
-            if dedupe in uploaded:
-                textures[name] = uploaded[dedupe]
-            else:
-                textures[name] = uploaded[dedupe] = self._textures.upload((slot, name), image, m)
+            # The same tensor, upscaled and graded alike, in both scenes of a crossfade is uploaded
+            # once. The key is the scene's own tensor, kept alive in the value: an address alone
+            # is reused by the allocator (a temporary upscaled copy of the next panel got this
+            # one's id, and every panel showed the first).
+            dedupe = (id(source), k, filt == "sharp", None if m is None else m.tobytes())
+            hit = uploaded.get(dedupe)
+            if hit is not None:
+                textures[name] = hit[1]
+                continue
+            image = upscaled(source, k, filt == "sharp") if k > 1 else source
+            textures[name] = self._textures.upload((slot, name), image, m)
+            uploaded[dedupe] = (source, textures[name])
 
         fbo.use()
         w, h = self.size
