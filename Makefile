@@ -12,9 +12,10 @@ $(STAMP): pyproject.toml scripts/setup.sh
 	./scripts/setup.sh $(VENV)
 	touch $(STAMP)
 
-# The main job on the built-in default.
+# The main job on the built-in default. ARGS go to `unstable demo`, e.g.
+# make run ARGS="--osc-port 9100 --web-port 9180" (a taken default port is swapped for a free one anyway).
 run: setup
-	$(VENV)/bin/unstable demo
+	$(VENV)/bin/unstable demo $(ARGS)
 
 test: setup
 	$(PY) -m pytest

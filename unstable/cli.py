@@ -98,7 +98,7 @@ def _live_env() -> None:
 
 def _run_live(show_path, *, headless, fullscreen, monitor, seconds, record, telemetry, osc_port, device, run, fresh,
               train=True, resume=False, automation=None, size=None, reset_params=False, audio=None, web_port=None,
-              web=True):
+              web=True, fallback_ports=False):
     _live_env()
     from .live import Engine
     from .show import load_show
@@ -110,6 +110,9 @@ def _run_live(show_path, *, headless, fullscreen, monitor, seconds, record, tele
         if w % 2 or h % 2:
             raise UnstableError(f"--size {size}: must be even in both directions (recordings are yuv420p)")
         show = dataclasses.replace(show, settings=dataclasses.replace(show.settings, size=(w, h)))
+    from .ports import choose_ports  # a taken port is found now, not after minutes of preparing the pieces
+    osc_port, web_port = choose_ports(show, osc_port, web_port, web=web, fallback=fallback_ports, echo=click.echo,
+                                      name="demo" if fallback_ports else "live")
     engine = Engine(show, device=resolve_device(device), headless=headless, fullscreen=fullscreen or None,
                     monitor=monitor, seconds=seconds, record=record, telemetry=telemetry, osc_port=osc_port,
                     run_dir=run, fresh=fresh, resume=resume, train=train, echo=click.echo, automation=automation,
@@ -211,12 +214,19 @@ def controllers(show, touchosc, max_):
 @click.option("--record", type=click.Path(dir_okay=False), default=None,
               help="Record to this .mp4 (default without a display: runs/demo/demo.mp4).")
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
+@click.option("--osc-port", type=click.IntRange(0, 65535), default=None,
+              help="Listen for OSC on this UDP port (default: the demo show's 9000, or any free one when it is taken).")
+@click.option("--web-port", type=click.IntRange(0, 65535), default=None,
+              help="Serve the control page on this TCP port (default: the demo show's 9080, or any free one when it "
+                   "is taken).")
 @friendly
-def demo(seconds, record, device):
+def demo(seconds, record, device, osc_port, web_port):
     """The main job on the built-in default: play shows/demo.toml live.
 
     With a display, in a window (ESC ends it); without one, headless for 60 s, recorded to
-    runs/demo/demo.mp4. (Offline training of one piece is `unstable train PIECE`.)
+    runs/demo/demo.mp4. (Offline training of one piece is `unstable train PIECE`.) When another
+    program holds the show's OSC or web port, the demo takes a free one and prints it; a port
+    given with --osc-port/--web-port that is taken is an error.
     """
     import os
     has_display = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
@@ -224,7 +234,8 @@ def demo(seconds, record, device):
         seconds = 60.0 if seconds is None else seconds
         record = record or "runs/demo/demo.mp4"
     _run_live(DEMO_SHOW, headless=not has_display, fullscreen=False, monitor=None, seconds=seconds, record=record,
-              telemetry="runs/demo/telemetry.jsonl", osc_port=None, device=device, run=None, fresh=False)
+              telemetry="runs/demo/telemetry.jsonl", osc_port=osc_port, device=device, run=None, fresh=False,
+              web_port=web_port, fallback_ports=True)
 
 
 class _RenderGroup(click.Group):
