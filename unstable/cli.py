@@ -34,6 +34,17 @@ def friendly(fn):
 @click.version_option(package_name="unstable")
 def main():
     """unstable: neural networks that diverge from data, live and rendered."""
+    _sigterm_like_ctrl_c()
+
+
+def _sigterm_like_ctrl_c() -> None:
+    """SIGTERM (timeout, systemd, Slurm, torchrun, a container stopping) ends every command the way
+    Ctrl-C does: training writes its final checkpoint, a render keeps its finished parts, a show
+    finishes its recording. Python's default for SIGTERM is to die on the spot, skipping all that."""
+    import signal
+    import threading
+    if threading.current_thread() is threading.main_thread():  # CliRunner in a thread cannot set it
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 @main.command()

@@ -359,7 +359,7 @@ def _train(piece, piece_path, *, shard, lead: bool, system_target: int, out: Pat
                 elif settings.keep_every and system.step_count % settings.keep_every == 0:
                     keep()
     except KeyboardInterrupt:
-        echo("interrupted: writing a final checkpoint")
+        echo(f"interrupted at step {system.step_count}: writing a final checkpoint")
     except OSError as e:  # the log itself (a full disk): one line, after the final checkpoint below
         echo(f"log.jsonl not written: {no_space_line(out / 'log.jsonl') if is_no_space(e) else e}")
     finally:
