@@ -319,6 +319,9 @@ def render_run(job, out, frame_range, variations, seconds, preset, size, automat
     from .system import resolve_device
     if workers and scheduler:
         raise UnstableError("--workers starts a local cluster, --scheduler joins one: give one of them")
+    if scheduler:
+        from .render.scheduler import parse_scheduler
+        parse_scheduler(scheduler)  # a bad address is one line before the job opens
     cluster = {"workers": workers, "scheduler": scheduler}
     if _is_show(job):
         if variations:

@@ -152,10 +152,8 @@ def open_client(workers: int | None = None, scheduler: str | None = None):
     except ImportError:  # pragma: no cover - a dependency of the project
         raise UnstableError("--workers/--scheduler need Dask: pip install dask distributed") from None
     if scheduler:
-        try:
-            return Client(scheduler, timeout="20s")
-        except (OSError, TimeoutError) as e:
-            raise UnstableError(f"--scheduler {scheduler}: cannot reach a Dask scheduler there ({e})") from None
+        from .scheduler import connect_scheduler
+        return connect_scheduler(scheduler)  # checked address, one deadline, one line on failure
     # One task per worker process: torch's thread count per process is what the frames depend on,
     # and a process is what a lost worker takes down with it. No memory limit: a worker holds a GL
     # context and the models, and a nanny restarting it mid-chunk would only cost a retry.
