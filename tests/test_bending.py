@@ -363,3 +363,42 @@ def test_cluster_bends_on_layers_a_growing_generator_does_not_run_yet():
     system.step_count = 100  # grown to 16 px
     system.sample(z, params)
     assert ("g0", "b16.1", 2) in system.bender.clusters
+
+
+# ------------------------------------------------------------- pinned by deliberate bugs (issue 22)
+
+def test_the_general_rotation_turns_the_same_way_as_the_exact_one():
+    """`transform` itself at angles off the right angles (the resampling path): a blob top right
+    goes top left at +85 degrees (anticlockwise, as +90 does exactly) and bottom right at -85."""
+    x = torch.zeros(1, 1, 9, 9)
+    x[0, 0, 1:3, 6:8] = 1.0  # a 2x2 blob, top right
+
+    def centre(y):  # (row, col) of the mass
+        m = y[0, 0].clamp(min=0)
+        rows, cols = torch.meshgrid(torch.arange(9.0), torch.arange(9.0), indexing="ij")
+        return float((m * rows).sum() / m.sum()), float((m * cols).sum() / m.sum())
+
+    for a in (85.0, -85.0, 95.0, 175.0):
+        exact = transform(x, "rotate", round(a / 90.0) * 90.0)  # the nearest right angle: rot90, exact
+        got = centre(transform(x, "rotate", a))
+        want = centre(exact)
+        assert abs(got[0] - want[0]) < 1.0 and abs(got[1] - want[1]) < 1.0, (a, got, want)
+
+
+def test_a_random_subset_comes_from_the_bends_own_seed_not_the_pieces():
+    """The same bend picks the same channels whatever the piece's (bender's) seed; another bend
+    seed picks others. Ablating every chosen channel shows which they are."""
+    from unstable.bending import Bender, BendSettings
+
+    def chosen(bender_seed, bend_seed, c=32):
+        bend = load_dataclass(BendSettings, {"layer": "b8.0", "op": "ablate", "channels": "random",
+                                             "fraction": 0.25, "seed": bend_seed, "amount": 1.0}, source="t.toml")
+        hook = Bender([bend], seed=bender_seed).hook("g0", {}, activations=None)
+        y = hook("b8.0", torch.ones(1, c, 2, 2))  # [1, C, 2, 2]
+        return (y[0, :, 0, 0] == 0).nonzero()[:, 0].tolist()
+
+    first = chosen(0, 4)
+    assert len(first) == 8
+    assert chosen(1, 4) == chosen(99, 4) == first
+    assert first == torch.randperm(32, generator=torch.Generator().manual_seed(4))[:8].sort().values.tolist()
+    assert chosen(0, 5) != first
