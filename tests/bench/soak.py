@@ -337,8 +337,18 @@ def main() -> int:
     ap.add_argument("--recordings-mb", type=float, default=20.0, help="[disk] recordings_budget_mb for the soak")
     ap.add_argument("--stderr", type=Path, default=None,
                     help="send this process's stderr (python-osc's warnings, tracebacks) to FILE and report its size")
+    ap.add_argument("--network", action="store_true",
+                    help="issue 23's network attack too (needs --show and root): the show opened to a LAN in a "
+                         "network namespace, connection floods to the fd limit, rebinding attempts, refresh floods, "
+                         "64 websocket clients, and legitimate page and websocket clients checked throughout "
+                         "(soak_network.py); implies --attack")
+    ap.add_argument("--nofile", type=int, default=1024, help="--network: the show's file descriptor limit")
+    ap.add_argument("--ws-rate", type=float, default=1000.0,
+                    help="--network: binary OSC messages a second from the 64 websocket clients together")
     args = ap.parse_args()
-    args.attack = "only" if args.attack_only else args.attack
+    args.attack = "only" if args.attack_only else (args.attack or args.network)
+    if args.network and args.show is None:
+        ap.error("--network needs --show (e.g. shows/demo.toml)")
 
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -346,6 +356,18 @@ def main() -> int:
         fd = os.open(args.stderr, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         os.dup2(fd, 2)
         os.close(fd)
+    lan_ctx = network = None
+    if args.network:  # before the show opens: its fd limit, its LAN and its token
+        import resource
+        import secrets
+
+        import soak_network
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(args.nofile, hard), hard))
+        lan_ctx = soak_network.lan()
+        lan_ = lan_ctx.__enter__()
+        token = secrets.token_urlsafe(12)
+        args.show = soak_network.network_show(args.show, out, token)
     watcher = None
     if args.attack:  # a configured controller, which no flood may evict
         watcher = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -471,6 +493,10 @@ def main() -> int:
     scheduler = threading.Thread(target=schedule, name="soak-faults", daemon=True)
     if watcher is not None:
         heard_thread.start()
+    if args.network:
+        network = soak_network.NetworkAttack(lan_, engine.web_link.server.port, engine.osc.port, token,
+                                             args.minutes * 60 - 10, out, args.nofile, args.ws_rate)
+        network.start()
     fuzzer.start()
     scheduler.start()
     crashed = None
@@ -483,6 +509,9 @@ def main() -> int:
     stop.set()
     fuzzer.stop_event.set()
     fuzzer.join(5)
+    if network is not None:
+        network.join(60)
+        lan_ctx.__exit__(None, None, None)
     elapsed = time.perf_counter() - t_start
     disk_written = disk_bytes() - disk_before
     served = None
@@ -576,6 +605,9 @@ def main() -> int:
         checks["run folder within its retention bound"] = run_bytes <= bound
         checks["run folder within the disk budget"] = run_bytes <= args.disk_budget_mb * 2**20
         checks["configured subscriber still served"] = bool(served)
+    if network is not None:
+        summary["network"] = network.results()
+        checks.update(network.checks(summary["network"]))
     summary["gc_pauses_5ms_or_more"] = len(gc_pauses)
     summary["gc_pause_max_ms"] = round(max((ms for _, _, ms in gc_pauses), default=0.0), 1)
     summary["gc_full_collections_5ms_or_more"] = sum(1 for _, g, _ in gc_pauses if g == 2)
