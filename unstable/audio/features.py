@@ -25,7 +25,13 @@ Analysis (all at `RATE` = 48 000 Hz, mono float32):
   least `ONSET_GAP` (0.025 s) after the previous onset. An onset is placed at its column's centre,
   which for a click sits up to ~8 ms before the click itself (the window sees it coming): a
   click in the last 8 ms of a frame can land in the frame before.
+
+Memory: the signal is analysed as it arrives (`Analyser.feed`, blocks of any length), in float32;
+what is kept is six numbers per STFT column (48 bytes per 5.3 ms, 32 MB an hour) and a few per
+frame, never the signal itself. Non-finite samples (NaN, ±inf in a float file) are read as
+silence and every feature is a finite number in 0..1, whatever the input.
 """
+
 
 from __future__ import annotations
 
@@ -33,9 +39,11 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 __all__ = ["RATE", "N_FFT", "HOP", "BANDS", "FEATURES", "ONSET_DELTA", "ONSET_WINDOW", "ONSET_GAP",
-           "Columns", "columns", "onset_peaks", "FrameFeatures", "analyse", "frame_columns", "aggregate"]
+           "Columns", "columns", "onset_peaks", "FrameFeatures", "Analyser", "analyse", "frame_columns",
+           "aggregate", "frame_count", "COLUMN_BYTES"]
 
 RATE = 48_000
 N_FFT = 1024
@@ -49,18 +57,55 @@ FLOOR_DB = -60.0
 
 _WINDOW = np.hanning(N_FFT + 1)[:-1].astype(np.float64)  # periodic Hann
 _FREQS = np.fft.rfftfreq(N_FFT, 1.0 / RATE)
-_BAND_BINS = {name: (_FREQS >= lo) & (_FREQS < hi) for name, (lo, hi) in BANDS.items()}
+# Each band is a contiguous run of bins: a slice sums it without copying the power array.
+_BAND_BINS = {name: slice(int(np.argmax(_FREQS >= lo)), int(np.argmax(_FREQS >= hi)))
+              for name, (lo, hi) in BANDS.items()}
 # A full-scale sine's one-sided power through this window: 3 N^2 / 32 (Parseval, Hann), so the
 # band power divided by it reads 1 (0 dB) for such a sine.
 _SINE_POWER = 3.0 * N_FFT * N_FFT / 32.0
 _MAG_SCALE = N_FFT / 4.0  # |X| of a full-scale sine at its peak bin
-_BLOCK = 2048  # STFT columns computed at once
+_BLOCK = 256  # STFT columns computed at once: 2 MB temporaries stay in cache (4x faster than 2048)
+# What an analysis keeps per STFT column: six float64 arrays (three bands, two magnitude sums,
+# the flux), their concatenation at the end (x2) and onset_peaks' four temporaries.
+COLUMN_BYTES = 6 * 8 * 2 + 4 * 8
 
 
 def _db_unit(power: np.ndarray) -> np.ndarray:
-    """Power (1 = full scale) -> 0..1 on the -60..0 dB scale."""
-    db = 10.0 * np.log10(np.maximum(power, 1e-12))
+    """Power (1 = full scale) -> 0..1 on the -60..0 dB scale (NaN reads 0, +inf 1)."""
+    power = np.nan_to_num(np.asarray(power, np.float64), nan=0.0, posinf=np.inf, neginf=0.0)
+    with np.errstate(over="ignore"):
+        db = 10.0 * np.log10(np.maximum(power, 1e-12))
     return np.clip((db - FLOOR_DB) / -FLOOR_DB, 0.0, 1.0)
+
+
+def _finite(x: np.ndarray) -> np.ndarray:
+    """`x` as float32 with NaN and ±inf read as silence (a copy only when there are any)."""
+    x = np.asarray(x, np.float32)
+    if not np.isfinite(x).all():
+        x = np.where(np.isfinite(x), x, np.float32(0.0))
+    return x
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    """A feature array clamped finite into 0..1, float32."""
+    return np.clip(np.nan_to_num(np.asarray(v, np.float64), nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0
+                   ).astype(np.float32)
+
+
+def _range_sums(v: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """sum(v[a[i]:b[i]]) for each i, 0 where b[i] <= a[i]; the ranges ascend and do not overlap."""
+    out = np.zeros(len(a))
+    ok = np.nonzero(b > a)[0]
+    if len(ok) == 0:
+        return out
+    # reduceat over starts and ends interleaved: the even results are the ranges, the odd ones the
+    # gaps between them (ignored). An end at len(v) is left off: the last range then runs to it.
+    idx = np.empty(2 * len(ok), np.int64)
+    idx[0::2], idx[1::2] = a[ok], b[ok]
+    if idx[-1] >= len(v):
+        idx = idx[:-1]
+    out[ok] = np.add.reduceat(v, idx)[0::2]
+    return out
 
 
 @dataclass
@@ -74,34 +119,62 @@ class Columns:
     flux: np.ndarray           # spectral flux (column 0: 0), [J]
 
 
+class _ColumnStream:
+    """The STFT columns of a signal fed in pieces: column j, centred on sample j × HOP (zeros
+    before the first sample and after the last), is computed once its window is complete, so only
+    one window's worth of samples is ever held back."""
+
+    def __init__(self):
+        self._tail = np.zeros(N_FFT // 2, np.float32)  # the padded signal from the next column's window start
+        self._prev: np.ndarray | None = None           # the last column's log magnitudes, [1, N/2+1]
+        self._parts: list[np.ndarray] = []             # per block: [6, J] (bands, mag_sum, mag_freq, flux)
+        self.samples = 0
+
+    def feed(self, x: np.ndarray) -> None:
+        x = _finite(x)  # [S]
+        self.samples += len(x)
+        self._run(np.concatenate([self._tail, x]))
+
+    def _run(self, buf: np.ndarray) -> None:
+        m = (len(buf) - N_FFT) // HOP + 1 if len(buf) >= N_FFT else 0
+        if m > 0:
+            win = sliding_window_view(buf, N_FFT)[::HOP][:m]  # [m, N], a view
+            for c0 in range(0, m, _BLOCK):
+                self._block(win[c0:c0 + _BLOCK])
+        self._tail = buf[m * HOP:].copy()
+
+    def _block(self, win: np.ndarray) -> None:
+        mag = np.abs(np.fft.rfft(win.astype(np.float64) * _WINDOW, axis=1))  # [J, N/2+1]
+        power = mag * mag
+        out = np.zeros((6, len(win)))
+        for i, bins in enumerate(_BAND_BINS.values()):
+            out[i] = power[:, bins].sum(axis=1) / _SINE_POWER
+        out[3] = mag.sum(axis=1)
+        out[4] = (mag * _FREQS).sum(axis=1)
+        log_mag = np.log1p(1000.0 * mag / _MAG_SCALE)
+        stacked = log_mag if self._prev is None else np.concatenate([self._prev, log_mag])
+        rise = np.maximum(stacked[1:] - stacked[:-1], 0.0).mean(axis=1)
+        out[5, (1 if self._prev is None else 0):] = rise
+        self._prev = log_mag[-1:]
+        self._parts.append(out)
+
+    def finish(self, first: int = 0) -> Columns:
+        """Every column, the last ones over the zeros after the end (1 + samples // HOP of them)."""
+        if self.samples:
+            self._run(np.concatenate([self._tail, np.zeros(N_FFT // 2, np.float32)]))
+        allc = np.concatenate(self._parts, axis=1) if self._parts else np.zeros((6, 0))  # [6, J]
+        self._parts = []
+        return Columns(first, {b: allc[i] for i, b in enumerate(BANDS)}, allc[3], allc[4], allc[5])
+
+
 def columns(x: np.ndarray, first: int = 0) -> Columns:
     """STFT columns of `x` (mono float, RATE Hz), centred on samples 0, HOP, 2 HOP, ... of `x`
     (`first` is the absolute sample number of x[0], kept for the caller)."""
-    x = np.asarray(x, np.float64)  # [S]
-    pad = N_FFT // 2
-    padded = np.concatenate([np.zeros(pad), x, np.zeros(pad)])
-    count = 1 + len(x) // HOP if len(x) else 0
-    if count == 0:
-        empty = np.zeros(0)
-        return Columns(first, {b: empty for b in BANDS}, empty, empty, empty)
-    bands = {b: np.zeros(count) for b in BANDS}
-    mag_sum, mag_freq, flux = np.zeros(count), np.zeros(count), np.zeros(count)
-    prev = None
-    for c0 in range(0, count, _BLOCK):  # in blocks: a whole song at once would take gigabytes
-        c1 = min(count, c0 + _BLOCK)
-        idx = np.arange(c0, c1)[:, None] * HOP + np.arange(N_FFT)[None, :]   # [J, N]
-        mag = np.abs(np.fft.rfft(padded[idx] * _WINDOW, axis=1))             # [J, N/2+1]
-        power = mag * mag
-        for b, bins in _BAND_BINS.items():
-            bands[b][c0:c1] = power[:, bins].sum(axis=1) / _SINE_POWER
-        mag_sum[c0:c1] = mag.sum(axis=1)
-        mag_freq[c0:c1] = (mag * _FREQS).sum(axis=1)
-        log_mag = np.log1p(1000.0 * mag / _MAG_SCALE)
-        stacked = log_mag if prev is None else np.concatenate([prev, log_mag])
-        rise = np.maximum(stacked[1:] - stacked[:-1], 0.0).mean(axis=1)
-        flux[c0 + (1 if prev is None else 0):c1] = rise
-        prev = log_mag[-1:]
-    return Columns(first, bands, mag_sum, mag_freq, flux)
+    stream = _ColumnStream()
+    x = np.asarray(x)
+    for i in range(0, len(x), _BLOCK * HOP):
+        stream.feed(x[i:i + _BLOCK * HOP])
+    return stream.finish(first)
 
 
 def onset_peaks(flux: np.ndarray, last: int | None = None) -> np.ndarray:
@@ -134,24 +207,35 @@ def frame_columns(n: int, fps: Fraction) -> tuple[int, int]:
     return int(a), int(b)
 
 
+def _features(cols: Columns, a: np.ndarray, b: np.ndarray, sumsq: np.ndarray, count: np.ndarray,
+              onset: np.ndarray) -> dict[str, np.ndarray]:
+    """The features of frames whose columns are [a, b) and whose samples' squares sum to `sumsq`
+    over `count` samples, each [F]; every value finite in 0..1."""
+    b = np.maximum(a, np.minimum(b, len(cols.flux)))
+    ncols = np.maximum(b - a, 1)
+    has = b > a
+    out = {"onset": onset.astype(np.float64)}
+    # x2: a full-scale sine reads 0 dB
+    out["rms"] = np.where(count > 0, _db_unit(2.0 * sumsq / np.maximum(count, 1)), 0.0)
+    means = {band: _range_sums(cols.bands[band], a, b) / ncols for band in BANDS}
+    for band in BANDS:
+        out[band] = np.where(has, _db_unit(means[band]), 0.0)
+    total = _range_sums(cols.mag_sum, a, b)
+    loud = sum(means.values()) > 10 ** (FLOOR_DB / 10)
+    ok = has & (total > 0) & loud
+    c = _range_sums(cols.mag_freq, a, b) / np.where(ok, total, 1.0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        centroid = np.log10(np.maximum(c, 1e-9) / 100.0) / 2.0
+    out["centroid"] = np.where(ok, centroid, 0.0)
+    return {f: _unit(out[f]) for f in FEATURES}
+
+
 def aggregate(cols: Columns, a: int, b: int, samples: np.ndarray, onset: bool) -> dict[str, float]:
     """The features of one frame from its columns [a, b) and its own samples."""
-    out = {"onset": 1.0 if onset else 0.0}
-    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) if len(samples) else 0.0
-    out["rms"] = float(_db_unit(np.array(rms * rms * 2.0)))  # x2: a full-scale sine reads 0 dB
-    if b <= a:
-        out.update(low=0.0, mid=0.0, high=0.0, centroid=0.0)
-        return out
-    for band in BANDS:
-        out[band] = float(_db_unit(np.array(cols.bands[band][a:b].mean())))
-    total = cols.mag_sum[a:b].sum()
-    loud = sum(cols.bands[k][a:b].mean() for k in BANDS) > 10 ** (FLOOR_DB / 10)
-    if total > 0 and loud:
-        c = cols.mag_freq[a:b].sum() / total
-        out["centroid"] = float(np.clip(np.log10(max(c, 1e-9) / 100.0) / 2.0, 0.0, 1.0))
-    else:
-        out["centroid"] = 0.0
-    return out
+    samples = _finite(samples)
+    one = _features(cols, np.array([a]), np.array([b]), np.array([np.square(samples, dtype=np.float64).sum()]),
+                    np.array([len(samples)]), np.array([onset]))
+    return {f: float(v[0]) for f, v in one.items()}
 
 
 @dataclass
@@ -177,26 +261,85 @@ def frame_count(samples: int, fps: Fraction) -> int:
     return max(1, -(-q.numerator // q.denominator))
 
 
+def _fraction(fps) -> Fraction:
+    return Fraction(fps) if not isinstance(fps, float) else Fraction(repr(fps))
+
+
+def _mul_div(n: np.ndarray, p: int, q: int, ceil: bool) -> np.ndarray:
+    """ceil (or floor) of n × p / q for an integer array n, exactly: in int64 where it cannot
+    overflow, else in Python integers (an fps such as 29.97002997002997 has 17-digit terms)."""
+    n = np.asarray(n, np.int64)
+    if len(n) == 0 or max(abs(int(n.max())), abs(int(n.min())), 1) * p < 2 ** 62:
+        return -(-n * p // q) if ceil else n * p // q
+    return np.array([-(-int(k) * p // q) if ceil else int(k) * p // q for k in n], np.int64)
+
+
+def frame_columns_many(n: np.ndarray, fps) -> tuple[np.ndarray, np.ndarray]:
+    """`frame_columns` of every frame in `n` at once."""
+    per = Fraction(RATE) / _fraction(fps) / HOP
+    p, q = per.numerator, per.denominator
+    return _mul_div(n, p, q, True), _mul_div(np.asarray(n) + 1, p, q, True)
+
+
+class Analyser:
+    """The features of a signal fed block by block (mono float32 at RATE, any block lengths, the
+    same result as one block): `feed` each block as it is decoded, then `finish`."""
+
+    def __init__(self, fps):
+        self.fps = _fraction(fps)
+        per = Fraction(RATE) / self.fps    # samples per frame, exact
+        self._p, self._q = per.numerator, per.denominator
+        self._cols = _ColumnStream()
+        self._sumsq = np.zeros(1024)       # per frame: the sum of its samples' squares, [frames so far]
+
+    @property
+    def samples(self) -> int:
+        """Samples fed so far."""
+        return self._cols.samples
+
+    def _starts(self, n: np.ndarray) -> np.ndarray:
+        """The first sample of each frame n: ceil(n × RATE / fps)."""
+        return _mul_div(n, self._p, self._q, True)
+
+    def feed(self, x: np.ndarray) -> None:
+        """The next samples of the signal."""
+        x = _finite(x)  # [S]
+        if len(x) == 0:
+            return
+        o = self.samples
+        self._cols.feed(x)
+        n0, n1 = o * self._q // self._p, (o + len(x) - 1) * self._q // self._p  # frames this block touches
+        if n1 >= len(self._sumsq):
+            self._sumsq = np.concatenate([self._sumsq, np.zeros(max(n1 + 1, 2 * len(self._sumsq)) - len(self._sumsq))])
+        n = np.arange(n0, n1 + 2, dtype=np.int64)
+        bounds = np.clip(self._starts(n) - o, 0, len(x))
+        self._sumsq[n0:n1 + 1] += _range_sums(np.square(x, dtype=np.float64), bounds[:-1], bounds[1:])
+
+    def finish(self, frames: int | None = None) -> FrameFeatures:
+        """Every frame's features (default frame count: `frame_count` of the samples fed)."""
+        total = self.samples
+        frames = frame_count(total, self.fps) if frames is None else int(frames)
+        cols = self._cols.finish()
+        # Columns whose window runs past the end see the signal cut off (broadband: a false rise).
+        peaks = onset_peaks(cols.flux, max(0, (total - N_FFT // 2) // HOP + 1))
+        n = np.arange(frames, dtype=np.int64)
+        onset = np.zeros(frames, bool)
+        hit = _mul_div(peaks * HOP, self._q, self._p, False)   # the frame each onset column's centre lies in
+        onset[hit[hit < frames]] = True
+        a, b = frame_columns_many(n, self.fps)
+        s0, s1 = np.minimum(self._starts(n), total), np.minimum(self._starts(n + 1), total)
+        sumsq = np.zeros(frames)
+        k = min(frames, len(self._sumsq))
+        sumsq[:k] = self._sumsq[:k]
+        values = _features(cols, a, b, sumsq, s1 - s0, onset)
+        return FrameFeatures(self.fps, frames, values, peaks.astype(np.float64) * HOP / RATE)
+
+
 def analyse(x: np.ndarray, fps, frames: int | None = None) -> FrameFeatures:
     """The features of every frame of signal `x` (mono, RATE Hz) at `fps` (default frame count:
     `frame_count`)."""
-    fps = Fraction(fps) if not isinstance(fps, float) else Fraction(repr(fps))
-    x = np.asarray(x, np.float32)
-    frames = frame_count(len(x), fps) if frames is None else int(frames)
-    cols = columns(x)
-    # Columns whose window runs past the end see the signal cut off (broadband: a false rise).
-    peaks = onset_peaks(cols.flux, max(0, (len(x) - N_FFT // 2) // HOP + 1))
-    onset_frames = set()
-    per = Fraction(RATE) / fps
-    for j in peaks:
-        onset_frames.add(int(Fraction(int(j) * HOP) / per))
-    values = {f: np.zeros(frames, np.float32) for f in FEATURES}
-    for n in range(frames):
-        a, b = frame_columns(n, fps)
-        b = min(b, len(cols.flux))
-        s0 = -(-n * per.numerator // per.denominator)
-        s1 = -(-(n + 1) * per.numerator // per.denominator)
-        feats = aggregate(cols, a, b, x[int(s0):int(s1)], n in onset_frames)
-        for f in FEATURES:
-            values[f][n] = feats[f]
-    return FrameFeatures(fps, frames, values, peaks.astype(np.float64) * HOP / RATE)
+    an = Analyser(fps)
+    x = np.asarray(x)
+    for i in range(0, len(x), _BLOCK * HOP):
+        an.feed(x[i:i + _BLOCK * HOP])
+    return an.finish(frames)

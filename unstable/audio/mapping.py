@@ -37,12 +37,12 @@ import numpy as np
 from ..config import setting
 from ..errors import UnstableError
 from ..schema import AUDIO, ParamSpec
-from .features import FEATURES, HOP, N_FFT, ONSET_GAP, RATE, FrameFeatures, aggregate, analyse, columns, onset_peaks
+from .features import FEATURES, HOP, N_FFT, ONSET_GAP, RATE, Analyser, FrameFeatures, aggregate, columns, onset_peaks
 
 log = logging.getLogger("unstable.audio")
 
 __all__ = ["AUDIO", "AudioMapSettings", "AudioSettings", "audio_specs", "amount_name", "FileInput", "DeviceInput",
-           "AudioModulator", "open_input", "open_show_audio"]
+           "AudioModulator", "open_input", "open_show_audio", "unmapped_line", "warn_unmapped"]
 
 
 @dataclass(frozen=True)
@@ -89,6 +89,19 @@ def audio_specs(settings: AudioSettings) -> list[ParamSpec]:
                       doc=f"amount of {m.feature} on {m.param}") for i, m in enumerate(settings.map)]
 
 
+def _unit1(v) -> float:
+    """A level as a finite number in 0..1 (NaN reads 0, +inf 1)."""
+    v = float(v)
+    if math.isnan(v):
+        return 0.0
+    return min(max(v, 0.0), 1.0)
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    """`_unit1` of every element, float64."""
+    return np.clip(np.nan_to_num(np.asarray(v, np.float64), nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
+
+
 # ----------------------------------------------------------------------------------------- inputs
 
 class FileInput:
@@ -97,13 +110,18 @@ class FileInput:
     kind = "file"
 
     def __init__(self, path: str | Path, fps, *, what: str = "--audio"):
-        from .decode import decode
+        from .decode import Decoder
         self.path = Path(path)
         self.fps = Fraction(fps) if not isinstance(fps, float) else Fraction(repr(fps))
-        samples = decode(self.path, what=what)
-        self.samples = len(samples)
+        # Decoded and analysed block by block: memory follows the number of frames, not samples.
+        decoder = Decoder(self.path, self.fps, what=what)
+        analyser = Analyser(self.fps)
+        for block in decoder.blocks():
+            analyser.feed(block)
+        self.samples = analyser.samples
+        self.nonfinite = decoder.nonfinite   # NaN / inf samples, read as silence
         self.seconds = self.samples / RATE
-        self.features: FrameFeatures = analyse(samples, self.fps)
+        self.features: FrameFeatures = analyser.finish()
         self.frames = self.features.frames
 
     def at(self, frame: int) -> dict[str, float]:
@@ -242,7 +260,7 @@ class AudioModulator:
     def _levels_table(self, feats: FrameFeatures) -> np.ndarray:
         table = np.zeros((feats.frames, len(self.maps)), np.float64)  # [frames, maps]
         for i, m in enumerate(self.maps):
-            x = feats.values[m.feature].astype(np.float64)
+            x = _unit(feats.values[m.feature])
             d, y = self._decay[i], 0.0
             col = table[:, i]
             for n in range(feats.frames):
@@ -272,7 +290,7 @@ class AudioModulator:
             feats = self.input.at(frame)
             steps = 1 if self._last_frame is None else max(1, frame - self._last_frame)
             self._last_frame = frame
-            self._last = [max(feats[m.feature], self._last[i] * self._decay[i] ** steps)
+            self._last = [max(_unit1(feats[m.feature]), self._last[i] * self._decay[i] ** steps)
                           for i, m in enumerate(self.maps)]
             return list(self._last)
         if self.replayed is not None:
@@ -281,7 +299,7 @@ class AudioModulator:
 
     def set_levels(self, levels: Sequence[float]) -> None:
         """Levels replayed from an automation file (held until the next change)."""
-        vals = [float(v) for v in levels][:len(self.maps)]
+        vals = [_unit1(v) for v in levels][:len(self.maps)]
         self.replayed = vals + [0.0] * (len(self.maps) - len(vals))
 
     def apply(self, snapshot: dict[str, dict[str, float]], levels: Sequence[float]) -> None:
@@ -289,8 +307,8 @@ class AudioModulator:
         amounts = snapshot.get(AUDIO, {})
         offsets: dict[tuple[str, str], float] = {}
         for i, (m, level) in enumerate(zip(self.maps, levels)):
-            if level:
-                amount = amounts.get(amount_name(i), m.amount)
+            amount = amounts.get(amount_name(i), m.amount)
+            if level and math.isfinite(amount * level):  # a NaN offset would stick in the parameter
                 offsets[m.key] = offsets.get(m.key, 0.0) + amount * level
         for (group, name), du in offsets.items():
             table = snapshot.get(group)
@@ -311,8 +329,9 @@ def open_show_audio(show, params, audio_file, *, echo: Callable[[str], None] = p
     is not audio, is one line, and the show plays on."""
     s = show.settings
     if not s.audio.map:
-        if audio_file:
-            echo(f"live: --audio {audio_file}: the show maps no audio ([[audio.map]]), nothing follows it")
+        line = unmapped_line(show, audio_file, "live")
+        if line:
+            echo(line)
         return None
     fps = Fraction(repr(float(s.fps)))
     path = show.audio_file(str(audio_file) if audio_file else None)
@@ -325,5 +344,37 @@ def open_show_audio(show, params, audio_file, *, echo: Callable[[str], None] = p
     if source is not None:
         echo(f"live: audio from {getattr(source, 'path', None) or 'the input device'} moves "
              + ", ".join(f"{m.param} ({m.feature})" for m in s.audio.map))
+        if getattr(source, "nonfinite", 0):
+            echo(f"live: {source.path}: {source.nonfinite} NaN or infinite samples, played as silence")
     specs = {k: params.spec(*k) for k in params.keys()}
     return AudioModulator(s.audio.map, specs, fps, source)
+
+
+def unmapped_line(show, audio_file, command: str) -> str | None:
+    """The warning for a sound that moves nothing: `audio_file` (--audio) or the show's own `[audio]
+    file` (live only: a render still lasts as long as it and carries it) given to a show without
+    `[[audio.map]]`; None when there is nothing to say."""
+    if show.settings.audio.map:
+        return None
+    if audio_file:
+        given = f"--audio {audio_file}"
+    elif command == "live" and show.settings.audio.file:
+        given = f"its [audio] file {show.settings.audio.file}"
+    else:
+        return None
+    kept = " (it sets the render's length and is muxed in)" if command == "render" else ""
+    return (f"{command}: {show.source} has no [[audio.map]], so {given} moves nothing{kept}; add one to the "
+            f"show, e.g. [[audio.map]] feature = \"onset\" param = \"show.master_fade\" amount = -0.5")
+
+
+def warn_unmapped(show_path, audio_file, command: str, echo: Callable[[str], None] = print) -> None:
+    """`unmapped_line` of the show at `show_path`, echoed (nothing when the show does not load: the
+    command itself then says why)."""
+    from ..show import load_show
+    try:
+        show = load_show(show_path, check_starts=False)
+    except Exception:  # noqa: BLE001 - the render reports a show that does not load, in its own words
+        return
+    line = unmapped_line(show, audio_file, command)
+    if line:
+        echo(line)

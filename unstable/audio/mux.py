@@ -1,6 +1,6 @@
 """The audio of a render muxed into its finished video file, after the parts are joined: the video
 stream is copied, the audio encoded with the preset's codec (AAC beside H.264, 16-bit PCM beside
-ProRes and FFV1) and cut to the video's length."""
+ProRes and FFV1), its non-finite samples silenced (`SANITISE`), and cut to the video's length."""
 
 from __future__ import annotations
 
@@ -12,7 +12,13 @@ from pathlib import Path
 from ..errors import UnstableError
 from ..formats import PRESETS, ffmpeg_exe
 
-__all__ = ["mux_audio", "stream_seconds", "preset_for_codec"]
+__all__ = ["mux_audio", "stream_seconds", "preset_for_codec", "SANITISE"]
+
+# Every sample finite and within full scale before the encoder sees it: a float file's NaN or
+# ±inf makes ffmpeg's AAC encoder fail the whole mux ("Invalid argument"), and PCM would carry a
+# full-scale burst. Silence for those, clipping past full scale (as any integer format does);
+# integer sources pass through unchanged. Costs ~0.2 s a minute of stereo.
+SANITISE = "aeval=exprs='if(isnan(val(ch))+isinf(val(ch)),0,clip(val(ch),-1,1))':channel_layout=same"
 
 
 def preset_for_codec(codec: str, path: str | os.PathLike) -> str:
@@ -31,7 +37,7 @@ def mux_audio(video: str | os.PathLike, audio: str | os.PathLike, preset: str, s
         raise UnstableError(f"{video}: the {preset} preset holds no audio")
     tmp = video.with_name(f".{video.stem}.muxing{video.suffix}")
     cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-i", str(video), "-i", str(audio),
-           "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", *args, "-t", f"{float(seconds):.6f}"]
+           "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-af", SANITISE, *args, "-t", f"{float(seconds):.6f}"]
     if video.suffix.lower() in (".mp4", ".mov"):
         cmd += ["-movflags", "+faststart"]
     proc = subprocess.run([*cmd, str(tmp)], capture_output=True)
