@@ -155,3 +155,39 @@ def test_a_show_with_its_automation_renders_the_same_on_the_cluster(tmp_path, cl
     farm = render_show(show_path, out=str(tmp_path / "farm.mov"), client=client, **opts)[0]
     assert farm.frames == one.frames == 12
     assert frame_md5s(farm.path) == frame_md5s(one.path)
+
+
+def _fail_once(marker: str) -> None:
+    """Run on a worker: its render_chunk raises once, in the first task that takes `marker` away
+    (a transient failure: a full scratch disk, a driver hiccup), then renders as usual."""
+    import unstable.render.farm as farm
+    real = farm.render_chunk
+
+    def flaky(spec, chunk, outputs):
+        try:
+            os.remove(marker)
+        except FileNotFoundError:
+            return real(spec, chunk, outputs)
+        raise OSError(f"injected: a transient failure rendering frames {chunk[0]}:{chunk[1]}")
+
+    farm.render_chunk = flaky  # tasks name render_chunk by module and name: they get this one
+
+
+def test_a_chunk_that_fails_once_is_retried_and_the_render_is_whole(tmp_path, run):
+    """A task that raises is Dask's to retry (`retries`), unlike a lost worker, which Dask
+    reschedules by itself: this render only finishes because the failed chunk is tried again."""
+    from unstable.render.farm import open_client
+    marker = tmp_path / "fail-once"
+    marker.write_text("")
+    job = job_file(tmp_path, run, frames="8")
+    c = open_client(workers=1)  # its own cluster: no task has run there, none is cached
+    try:
+        c.run(_fail_once, str(marker))
+        (result,) = render_job(job, client=c, threads=1, out=str(tmp_path / "farm.mov"), **QUIET)
+    finally:
+        cluster = c.cluster
+        c.close()
+        cluster.close()
+    assert not marker.exists()  # the failure did happen
+    (ref,) = render_job(job, threads=1, out=str(tmp_path / "one.mov"), **QUIET)
+    assert probe(result.path).frames == 8 and frame_md5s(result.path) == frame_md5s(ref.path)
