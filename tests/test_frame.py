@@ -101,3 +101,39 @@ def test_automation_files_are_checked_line_by_line(tmp_path):
         bad.write_text(text)
         with pytest.raises(ConfigError, match=where.replace(".", r"\.")):
             load_automation(bad)
+
+
+def test_a_crossfade_runs_from_the_old_scene_to_the_new_at_every_mix(gl_ctx):
+    """Sampled off the middle (0.2 and 0.8 of the way), where a mix turned the wrong way round
+    shows the other scene: the timeline's mix and the composed pixels both go old -> new."""
+    import numpy as np
+    import torch
+
+    from unstable.display.compositor import Compositor
+    from unstable.frame.compose import Composer
+
+    live, store = timeline()  # scene b: a crossfade of 0.5 s, at 10 fps 5 frames
+    red = torch.tensor([1.0, 0.0, 0.0])[:, None, None].expand(3, 4, 4).contiguous()
+    blue = torch.tensor([0.0, 0.0, 1.0])[:, None, None].expand(3, 4, 4).contiguous()
+    comp = Compositor(gl_ctx, (8, 8))
+    composer = Composer(comp, {"eq/g0": "eq"})
+    looks = [(s.layout, s.colour) for s in live.director.scenes]
+    live.advance(0)
+    store.post_event("scene", 1.0)
+    got = {}
+    for n in range(1, 7):
+        state = live.advance(n)  # the jump is taken at frame 1 (t = 0.1): mix 0 there
+        a, b, mix = state.scenes
+        if b is None:
+            got[n] = (None, None)
+            continue
+        # Scene a shows a red picture, scene b a blue one: the mix is the share of blue.
+        composer.render({"eq/g0": red}, {}, looks[a], looks[b], mix, next_images={"eq/g0": blue})
+        got[n] = (round(mix, 6), comp.read()[4, 4].astype(int).tolist())
+        assert (a, b) == (0, 1)
+    assert got[2][0] == pytest.approx(0.2) and got[3][0] == pytest.approx(0.4) and got[5][0] == pytest.approx(0.8)
+    for n in (2, 3, 4, 5):
+        mix, pixel = got[n]
+        assert abs(pixel[0] - 255 * (1 - mix)) <= 2 and abs(pixel[2] - 255 * mix) <= 2, (n, mix, pixel)
+    assert got[6] == (None, None)  # done: scene b alone
+    comp.release()
