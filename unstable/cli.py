@@ -194,9 +194,20 @@ def live(show, headless, fullscreen, monitor, seconds, record, automation, telem
               help="TouchOSC file to write (default: the show's controllers.touchosc).")
 @click.option("--max", "max_", type=click.Path(dir_okay=False), default=None,
               help="Max patch to write (default: the show's controllers.max).")
+@click.option("--phone", type=click.Path(dir_okay=False), default=None,
+              help="TouchOSC layout for a phone held upright to write (default: beside the TouchOSC file, "
+              "NAME-phone.tosc).")
+@click.option("--host", default=None, help="The show machine's address as the controller reaches it "
+              "(default: the show's controllers.host).")
+@click.option("--port", type=click.IntRange(1, 65535), default=None,
+              help="The OSC port the show listens on, as given to `unstable live --osc-port` (default: the show's "
+              "[osc] port).")
+@click.option("--feedback-port", type=click.IntRange(1, 65535), default=None,
+              help="The port the controller listens on for feedback (default: the show's controllers.feedback_port).")
 @friendly
-def controllers(show, touchosc, max_):
-    """Write SHOW's controller layouts (TouchOSC .tosc, Max .maxpat) from its parameter schema."""
+def controllers(show, touchosc, max_, phone, host, port, feedback_port):
+    """Write SHOW's controller layouts (TouchOSC .tosc for a tablet and for a phone, Max .maxpat) from its
+    parameter schema, wired to the show's OSC host and port (or --host/--port)."""
     import torch
 
     from .control.controllers import write_controllers
@@ -208,14 +219,21 @@ def controllers(show, touchosc, max_):
     c = loaded.settings.controllers
     touchosc = touchosc or (str(loaded.resolve(c.touchosc)) if c.touchosc else None)
     max_ = max_ or (str(loaded.resolve(c.max)) if c.max else None)
-    if not touchosc and not max_:
-        raise UnstableError(f"{show}: nothing to write; give --touchosc/--max or set controllers.touchosc/max")
+    if phone is None and touchosc and touchosc.endswith(".tosc"):
+        phone = touchosc[:-len(".tosc")] + "-phone.tosc"
+    if not touchosc and not max_ and not phone:
+        raise UnstableError(f"{show}: nothing to write; give --touchosc/--max/--phone or set controllers.touchosc/max")
+    port = port if port is not None else loaded.settings.osc.port
+    if port == 0:
+        raise UnstableError(f"{show}: [osc] port is 0 (any free port), so a controller cannot know it; "
+                            "give --port with the port `unstable live` printed")
     systems = build_systems(loaded, torch.device("cpu"))
     groups = show_groups(loaded, systems)
     loaded.check_systems({n: s.panels() for n, s in systems.items()}, {n: g for n, g in groups.items() if n in systems})
-    for path in write_controllers(groups, touchosc=touchosc, max=max_, host=c.host, port=loaded.settings.osc.port,
-                                  feedback_port=c.feedback_port, title=loaded.name,
-                                  actions=piece_actions(systems)):
+    for path in write_controllers(groups, touchosc=touchosc, max=max_, phone=phone, host=host or c.host, port=port,
+                                  feedback_port=feedback_port or c.feedback_port, title=loaded.name,
+                                  actions=piece_actions(systems),
+                                  scenes=[sc.name or f"scene {i}" for i, sc in enumerate(loaded.scene_list())]):
         click.echo(f"controllers: {path}")
 
 

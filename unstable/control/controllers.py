@@ -3,7 +3,8 @@
 Both come from the same groups ({piece: [ParamSpec]}) the OSC server maps, so every control is
 wired to an address the server knows, and nothing is typed by hand. A float or int parameter
 gets a fader on its 0..1 address (the server maps it onto the range, log-scaled or integer as
-the spec says); a toggle gets an on/off button. Every control also *receives* on its address, so
+the spec says); a toggle gets an on/off button. The show's scene is not a fader but one button per
+scene, sending `/unstable/scene <index>`; actions (still, sync, a piece's refreshes) are buttons too. Every control also *receives* on its address, so
 the feedback the server sends moves it (presets, scene changes, other controllers).
 
 TouchOSC (`.tosc`): a zlib-compressed XML document (root `<lexml version='3'>`, nodes with
@@ -19,12 +20,13 @@ value moves the slider without sending it again. A `loadbang` subscribes.
 from __future__ import annotations
 
 import json
-import uuid
 import xml.etree.ElementTree as ET
 import zlib
 from pathlib import Path
+from typing import Sequence
 
 from ..schema import PREFIX, SHOW, ParamSpec, address, normalise_groups
+from .tosc import MOMENTARY as _MOMENTARY, TOGGLE as _TOGGLE, Tosc as _Tosc, document
 
 # Fader geometry (TouchOSC points; it scales the document to the screen).
 _FADER_W, _FADER_H, _GAP, _LABEL_H, _HEADER_H, _MARGIN = 70, 260, 10, 36, 70, 20
@@ -32,12 +34,27 @@ _PALETTE = [(0.96, 0.55, 0.20), (0.30, 0.70, 0.95), (0.55, 0.85, 0.35), (0.90, 0
             (0.95, 0.85, 0.30), (0.60, 0.50, 0.95)]
 _SHOW_COLOUR = (0.85, 0.85, 0.85)
 
-# TouchOSC BUTTON buttonType values.
-_MOMENTARY, _TOGGLE = 0, 1
+_SCENES_PER_COLUMN = 4
 
 
 def _label(spec: ParamSpec) -> str:
-    return f"{spec.name} ({spec.unit})" if spec.unit else spec.name
+    """The name an artist reads on a controller: words, not an identifier."""
+    words = spec.name.replace("_", " ")
+    return f"{words} ({spec.unit})" if spec.unit else words
+
+
+def scene_names(groups, scenes: Sequence[str] | None = None) -> list[str]:
+    """The scenes' button labels: `scenes` as the show names them, else "scene <i>" for each index
+    the show group's `scene` parameter allows (none without a show group)."""
+    if scenes is not None:
+        return [name or f"scene {i}" for i, name in enumerate(scenes)]
+    spec = next((s for s in dict(groups).get(SHOW, ()) if s.name == "scene"), None)
+    return [] if spec is None else [f"scene {i}" for i in range(int(spec.hi - spec.lo) + 1)]
+
+
+def _plays(piece: str, spec: ParamSpec) -> bool:
+    """Whether `spec` gets a fader or toggle: the show's scene gets a button per scene instead."""
+    return not (piece == SHOW and spec.name == "scene")
 
 
 def _colour(i: int, piece: str) -> tuple[float, float, float]:
@@ -46,104 +63,24 @@ def _colour(i: int, piece: str) -> tuple[float, float, float]:
 
 # -- TouchOSC ---------------------------------------------------------------------------------
 
-
-class _Tosc:
-    """Builds the lexml tree: nodes with properties, values, messages and children."""
-
-    def __init__(self, seed: str):
-        # Deterministic IDs: the same schema gives the same file (diffable, reproducible).
-        self._ns = uuid.uuid5(uuid.NAMESPACE_URL, "unstable:" + seed)
-        self._count = 0
-
-    def node(self, parent: ET.Element | None, kind: str, name: str, frame, colour, **props) -> ET.Element:
-        self._count += 1
-        attrs = {"ID": str(uuid.uuid5(self._ns, f"{self._count}:{name}")), "type": kind}
-        node = ET.Element("node", attrs) if parent is None else ET.SubElement(
-            parent.find("children") if parent.find("children") is not None
-            else ET.SubElement(parent, "children"), "node", attrs)
-        p = ET.SubElement(node, "properties")
-        self.prop(p, "s", "name", name)
-        self.prop(p, "r", "frame", dict(zip("xywh", (int(v) for v in frame))))
-        self.prop(p, "c", "color", {"r": colour[0], "g": colour[1], "b": colour[2], "a": 1})
-        self.prop(p, "b", "background", 1)
-        self.prop(p, "b", "outline", 1)
-        self.prop(p, "b", "visible", 1)
-        self.prop(p, "b", "locked", 0)
-        for key, (ptype, value) in props.items():
-            self.prop(p, ptype, key, value)
-        ET.SubElement(node, "values")
-        return node
-
-    @staticmethod
-    def prop(props: ET.Element, ptype: str, key: str, value) -> None:
-        p = ET.SubElement(props, "property", {"type": ptype})
-        ET.SubElement(p, "key").text = key
-        v = ET.SubElement(p, "value")
-        if isinstance(value, dict):
-            for k, x in value.items():
-                ET.SubElement(v, k).text = _num(x)
-        else:
-            v.text = _num(value) if not isinstance(value, str) else value
-
-    @staticmethod
-    def value(node: ET.Element, key: str, default) -> None:
-        v = ET.SubElement(node.find("values"), "value")
-        ET.SubElement(v, "key").text = key
-        ET.SubElement(v, "locked").text = "0"
-        ET.SubElement(v, "lockedDefaultCurrent").text = "0"
-        ET.SubElement(v, "default").text = default if isinstance(default, str) else _num(default)
-        ET.SubElement(v, "defaultPull").text = "0"
-
-    @staticmethod
-    def osc(node: ET.Element, path: str, args: list[tuple[str, str, str]], *, send=True,
-            receive=True, condition="ANY") -> None:
-        """One OSC message: `args` are (partial type, conversion, value) triples."""
-        msgs = node.find("messages")
-        if msgs is None:
-            msgs = ET.SubElement(node, "messages")
-        osc = ET.SubElement(msgs, "osc")
-        for key, flag in (("enabled", 1), ("send", int(send)), ("receive", int(receive)),
-                          ("feedback", 0)):
-            ET.SubElement(osc, key).text = str(flag)
-        ET.SubElement(osc, "connections").text = "00001"  # connection 1 (of five)
-        trig = ET.SubElement(ET.SubElement(osc, "triggers"), "trigger")
-        ET.SubElement(trig, "var").text = "x"
-        ET.SubElement(trig, "condition").text = condition
-        _Tosc._partials(ET.SubElement(osc, "path"), [("CONSTANT", "STRING", path)])
-        _Tosc._partials(ET.SubElement(osc, "arguments"), args)
-
-    @staticmethod
-    def _partials(parent: ET.Element, partials) -> None:
-        for ptype, conversion, value in partials:
-            part = ET.SubElement(parent, "partial")
-            ET.SubElement(part, "type").text = ptype
-            ET.SubElement(part, "conversion").text = conversion
-            ET.SubElement(part, "value").text = value
-            ET.SubElement(part, "scaleMin").text = "0"
-            ET.SubElement(part, "scaleMax").text = "1"
-
-
-def _num(x) -> str:
-    if isinstance(x, bool):
-        return str(int(x))
-    if isinstance(x, int) or (isinstance(x, float) and x.is_integer()):
-        return str(int(x))
-    return f"{x:.6g}"
-
-
 def touchosc_xml(groups, *, host: str = "127.0.0.1", port: int = 9000,
-                 feedback_port: int = 9001, title: str = "unstable", actions=None) -> str:
+                 feedback_port: int = 9001, title: str = "unstable", actions=None,
+                 scenes: Sequence[str] | None = None) -> str:
     """The TouchOSC document (uncompressed XML) for `groups` = {piece: [ParamSpec]}.
 
     One row per piece: a fader per float/int parameter (a toggle button per toggle), each named
     `<piece>/<param>`, sending and receiving its 0..1 address, with a label under it. A header
     row has subscribe / sync / still buttons and the connection settings to enter in TouchOSC.
-    `actions` ({piece: ["directions/refresh", ...]}) adds a button per piece action to its row.
+    `actions` ({piece: ["directions/refresh", ...]}) adds a button per piece action to its row;
+    the show's row has a button per scene (`scenes`: their names) instead of a scene fader.
     """
     actions = actions or {}
     groups = normalise_groups(groups)
-    t = _Tosc(title + repr(sorted((p, [s.name for s in v]) for p, v in groups.items())))
-    row_w = max([len(specs) for specs in groups.values()] + [4])
+    names = scene_names(groups, scenes)
+    groups = {piece: tuple(s for s in specs if _plays(piece, s)) for piece, specs in groups.items()}
+    t = _Tosc(title + repr(sorted((p, [s.name for s in v]) for p, v in groups.items())) + repr(names))
+    scene_cols = -(-len(names) // _SCENES_PER_COLUMN)  # columns of scene buttons, each two faders wide
+    row_w = max([len(specs) + (2 * scene_cols if piece == SHOW else 0) for piece, specs in groups.items()] + [4])
     width = max(2 * _MARGIN + row_w * (_FADER_W + _GAP), 640)
     row_h = _LABEL_H + _FADER_H + _LABEL_H + _GAP
     height = _HEADER_H + len(groups) * row_h + _MARGIN
@@ -200,16 +137,34 @@ def touchosc_xml(groups, *, host: str = "127.0.0.1", port: int = 9000,
             lab = t.node(g, "LABEL", f"{name}/label", (cx - 4, _LABEL_H + _FADER_H + 2, _FADER_W + 8, _LABEL_H),
                          colour, background=("b", 0), textSize=("i", 11))
             t.value(lab, "text", _label(spec))
+        if piece == SHOW:
+            _scene_buttons(t, g, names, _MARGIN + len(specs) * (_FADER_W + _GAP), colour)
         y += row_h
-    ET.indent(root, "  ")
-    body = ET.tostring(root, encoding="unicode")
-    return f"<?xml version='1.0' encoding='UTF-8'?>\n<lexml version='3'>\n{body}\n</lexml>\n"
+    return document(root)
+
+
+def _scene_buttons(t: _Tosc, row: ET.Element, names: Sequence[str], x0: int, colour) -> None:
+    """A momentary button per scene in `row` from `x0`, columns of _SCENES_PER_COLUMN: a press
+    sends `/unstable/scene <index>` (the scene's own index, not a fader position)."""
+    h = (_FADER_H - (_SCENES_PER_COLUMN - 1) * _GAP) // _SCENES_PER_COLUMN
+    for i, name in enumerate(names):
+        col, k = divmod(i, _SCENES_PER_COLUMN)
+        b = t.node(row, "BUTTON", f"scene/{i}", (x0 + col * 2 * (_FADER_W + _GAP), _LABEL_H + k * (h + _GAP),
+                                                 2 * _FADER_W + _GAP, h), colour, buttonType=("i", _MOMENTARY))
+        t.value(b, "x", 0)
+        t.osc(b, f"{PREFIX}/scene", [("CONSTANT", "INTEGER", str(i))], receive=False, condition="RISE")
+        lab = t.node(row, "LABEL", f"scene/{i}/label", (x0 + col * 2 * (_FADER_W + _GAP), _LABEL_H + k * (h + _GAP),
+                                                        2 * _FADER_W + _GAP, h),
+                     (0.1, 0.1, 0.1), background=("b", 0), textSize=("i", 16), interactive=("b", 0))
+        t.value(lab, "text", name)
 
 
 def write_touchosc(path, groups, *, host: str = "127.0.0.1", port: int = 9000,
-                   feedback_port: int = 9001, title: str = "unstable", actions=None) -> Path:
+                   feedback_port: int = 9001, title: str = "unstable", actions=None,
+                   scenes: Sequence[str] | None = None) -> Path:
     """Write the `.tosc` for `groups` (zlib-compressed XML, as TouchOSC saves it); returns the path."""
-    xml = touchosc_xml(groups, host=host, port=port, feedback_port=feedback_port, title=title, actions=actions)
+    xml = touchosc_xml(groups, host=host, port=port, feedback_port=feedback_port, title=title, actions=actions,
+                       scenes=scenes)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(zlib.compress(xml.encode("utf-8"), 9))
@@ -247,16 +202,19 @@ class _Patch:
 
 
 def maxpat(groups, *, host: str = "127.0.0.1", port: int = 9000, feedback_port: int = 9001,
-           title: str = "unstable", actions=None) -> dict:
+           title: str = "unstable", actions=None, scenes: Sequence[str] | None = None) -> dict:
     """The Max patcher (as a dict, ready for json.dump) for `groups` = {piece: [ParamSpec]}.
 
     Per parameter: a 0..1 slider (a toggle for toggles) -> `prepend /unstable/<piece>/<param>` ->
     `udpsend HOST PORT`, and feedback `udpreceive FEEDBACK_PORT` -> `route` (one per piece) ->
     `prepend set` -> the slider; the raw value from `/raw` feedback shows in a number box.
-    `actions` ({piece: ["directions/refresh", ...]}) adds a clickable message per piece action.
+    `actions` ({piece: ["directions/refresh", ...]}) adds a clickable message per piece action; each
+    scene (`scenes`: their names) is a clickable `/unstable/scene <index>` message, not a slider.
     """
     actions = actions or {}
     groups = normalise_groups(groups)
+    names = scene_names(groups, scenes)
+    groups = {piece: tuple(s for s in specs if _plays(piece, s)) for piece, specs in groups.items()}
     p = _Patch()
     col_w, x0 = 110.0, 20.0
     p.box("comment", (x0, 10, 600, 20), text=f"{title}: OSC to {host}:{port}, feedback on "
@@ -277,6 +235,14 @@ def maxpat(groups, *, host: str = "127.0.0.1", port: int = 9000, feedback_port: 
     p.connect(snap_btn, snap)
 
     y = 120.0
+    if names:
+        p.box("comment", (x0, y, 300, 20), text="scenes (click one to play it)", inlets=1, outlets=0, fontsize=14.0)
+        for i, name in enumerate(names):
+            m = p.box("message", (x0 + 150 * (i % 6), y + 25 + 50 * (i // 6), 140, 22),
+                      text=f"{PREFIX}/scene {i}", inlets=2, outlets=1)
+            p.box("comment", (x0 + 150 * (i % 6), y + 47 + 50 * (i // 6), 140, 20), text=name, inlets=1, outlets=0)
+            p.connect(m, send)
+        y += 80.0 + 50 * ((len(names) - 1) // 6)
     for piece, specs in groups.items():
         p.box("comment", (x0, y, 300, 20), text=piece, inlets=1, outlets=0, fontsize=14.0)
         for k, action in enumerate(actions.get(piece, ())):
@@ -331,28 +297,32 @@ def maxpat(groups, *, host: str = "127.0.0.1", port: int = 9000, feedback_port: 
 
 
 def write_maxpat(path, groups, *, host: str = "127.0.0.1", port: int = 9000,
-                 feedback_port: int = 9001, title: str = "unstable", actions=None) -> Path:
+                 feedback_port: int = 9001, title: str = "unstable", actions=None,
+                 scenes: Sequence[str] | None = None) -> Path:
     """Write the `.maxpat` for `groups`; returns the path."""
-    patch = maxpat(groups, host=host, port=port, feedback_port=feedback_port, title=title, actions=actions)
+    patch = maxpat(groups, host=host, port=port, feedback_port=feedback_port, title=title, actions=actions,
+                   scenes=scenes)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(patch, indent=1) + "\n", encoding="utf-8")
     return path
 
 
-def write_controllers(groups, *, touchosc=None, max=None, host: str = "127.0.0.1",  # noqa: A002
-                      port: int = 9000, feedback_port: int = 9001, title: str = "unstable",
-                      actions=None) -> list[Path]:
-    """Write whichever of the TouchOSC / Max files are asked for; returns the paths written.
+def write_controllers(groups, *, touchosc=None, max=None, phone=None,  # noqa: A002
+                      host: str = "127.0.0.1", port: int = 9000, feedback_port: int = 9001,
+                      title: str = "unstable", actions=None, scenes: Sequence[str] | None = None) -> list[Path]:
+    """Write whichever of the TouchOSC / TouchOSC phone / Max files are asked for; returns the paths.
 
-    The `unstable controllers SHOW --touchosc FILE --max FILE` command is this call with the
-    show's groups and OSC settings.
+    The `unstable controllers SHOW` command is this call with the show's groups, scene names and
+    OSC settings (or the host and ports given to it).
     """
+    from .tosc_phone import write_touchosc_phone
+    kw = dict(host=host, port=port, feedback_port=feedback_port, title=title, actions=actions, scenes=scenes)
     out = []
     if touchosc:
-        out.append(write_touchosc(touchosc, groups, host=host, port=port,
-                                  feedback_port=feedback_port, title=title, actions=actions))
+        out.append(write_touchosc(touchosc, groups, **kw))
+    if phone:
+        out.append(write_touchosc_phone(phone, groups, **kw))
     if max:
-        out.append(write_maxpat(max, groups, host=host, port=port,
-                                feedback_port=feedback_port, title=title, actions=actions))
+        out.append(write_maxpat(max, groups, **kw))
     return out
