@@ -5,6 +5,7 @@ refresh actions over OSC."""
 from __future__ import annotations
 
 import copy
+import time
 from pathlib import Path
 
 import pytest
@@ -317,8 +318,10 @@ def test_refresh_addresses_post_piece_events_and_the_mirror_refreshes_the_copy()
     mirror = SamplingMirror(system)
     mirror.sample(latents(system, 1), {"dir0": 1.0})
     assert mirror.system.directions.bases and mirror.system.directions.refreshes == 0
-    mirror.refresh("directions")
-    mirror.sample(latents(system, 1), {"dir0": 1.0})
+    mirror.refresh("directions")  # computed on a worker, swapped in by a later sample
+    deadline = time.monotonic() + 30
+    while mirror.refreshing() and time.monotonic() < deadline:
+        mirror.sample(latents(system, 1), {"dir0": 1.0})
     assert mirror.system.directions.refreshes == 1
 
 

@@ -18,7 +18,9 @@ the identity: the bend is skipped, so the sample is bit for bit the unbent one. 
 Channel clusters (the paper's "clusters of features"): the layer's activations for `CLUSTER_SAMPLES`
 seeded latents, each channel's maps flattened over the batch (box-pooled to at most 8x8) and
 standardised, grouped by k-means (k-means++ seeding from a fixed seed, Lloyd iterations). Cluster 0
-is the largest. They are computed the first time a bend needs them and kept until `refresh()`.
+is the largest. They are computed the first time a bend needs them and kept until `refresh()`; a
+live show's refresh computes `recompute()` on a worker thread from a snapshot of the weights and
+`install()`s the result between frames (unstable.live.mirror).
 """
 
 from __future__ import annotations
@@ -273,6 +275,28 @@ class Bender:
         """Forget the clusters: the next sample that needs them clusters the current weights."""
         with self._lock:
             self.clusters.clear()
+
+    def recompute(self, activations: Callable[[str, Sequence[str]], Mapping[str, torch.Tensor]]) -> dict:
+        """New labels for every cluster computed so far ({(panel, layer, k): labels [C]}), one pass per
+        panel; nothing is installed. Meant for a worker thread, with `activations` reading a snapshot
+        of the weights: the render thread keeps bending with the current clusters meanwhile."""
+        import time
+        with self._lock:
+            keys = sorted(self.clusters)
+        t0 = time.perf_counter()
+        found = {}
+        for panel in dict.fromkeys(p for p, _, _ in keys):
+            wanted = [(layer, k) for p, layer, k in keys if p == panel]
+            acts = activations(panel, sorted({layer for layer, _ in wanted}))
+            found.update({(panel, layer, k): kmeans(channel_features(acts[layer]), k, seed=self.seed)
+                          for layer, k in wanted if layer in acts})
+        self.cluster_seconds += time.perf_counter() - t0
+        return found
+
+    def install(self, clusters: Mapping) -> None:
+        """Swap in clusters from `recompute()` (one dict update under the lock)."""
+        with self._lock:
+            self.clusters.update(clusters)
 
     def _channels(self, bend: BendSettings, panel: str, c: int, device,
                   activations: Callable[[str, Sequence[str]], Mapping[str, torch.Tensor]],

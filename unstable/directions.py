@@ -6,8 +6,9 @@ Equilibrium generators: PCA of w = mapping(z); BAD decoders: PCA of the decoder'
 parameters `dir0` ... `dir<count-1>`: the offset along that direction in standard deviations of the
 samples' projection on it. Offset 0 everywhere leaves the network's own path (bit for bit).
 
-`refresh()` (OSC `/unstable/<piece>/directions/refresh`) recomputes them from the current weights
-as the piece trains. The new components are matched to the previous ones (greedily by |cosine|,
+`refresh()` recomputes them from the current weights at the next sample; a live show's refresh
+(OSC `/unstable/<piece>/directions/refresh`) computes `recompute()` on a worker thread from a
+snapshot of the weights and `install()`s the result between frames (unstable.live.mirror). The new components are matched to the previous ones (greedily by |cosine|,
 among twice as many candidates) and their signs set to agree, so `dir0` keeps meaning the same
 move as long as the network keeps such a direction; slot order is then the previous order, not
 necessarily the new explained-variance order.
@@ -115,6 +116,29 @@ class Directions:
         """Recompute every panel's directions with the weights of the next sample, matched to these."""
         with self._lock:
             self._stale = True
+
+    def recompute(self, samples: Mapping[str, Callable[[int, int], torch.Tensor]]) -> dict[str, Basis]:
+        """New bases for every panel that has one (and a `samples` function here), each matched to its
+        current basis; nothing is installed. Meant for a worker thread, with `samples` reading a
+        snapshot of the weights: the render thread keeps using the current bases meanwhile."""
+        with self._lock:
+            current = {p: b for p, b in self.bases.items() if p in samples}
+        t0 = time.perf_counter()
+        s = self.settings
+        out = {}
+        for panel, previous in current.items():
+            acts = samples[panel](s.samples, s.seed)  # [M, D]
+            out[panel] = match_directions(previous.vectors,
+                                          principal_directions(acts, min(2 * s.count, acts.shape[1])))
+        self.seconds += time.perf_counter() - t0
+        return out
+
+    def install(self, bases: Mapping[str, Basis]) -> None:
+        """Swap in bases from `recompute()` (one dict update under the lock: a sample sees the old
+        basis or the new one, never a mix)."""
+        with self._lock:
+            self.bases.update(bases)
+            self.refreshes += 1
 
     def basis(self, panel: str, samples: Callable[[int, int], torch.Tensor]) -> Basis:
         """The panel's basis, computed (or refreshed and matched) now if needed."""

@@ -381,6 +381,19 @@ class DivergenceSystem:
         {"directions": self.directions, "clusters": self.bender}[what].refresh()
 
     @torch.no_grad()
+    def recompute(self, what: str, params: Mapping[str, float]) -> Callable[[], None]:
+        """`refresh(what)`'s computation on this system's own weights, installing nothing: call it on
+        a snapshot (`sampling_copy()`) off the render thread. Returns the cheap call that swaps the
+        result into the directions or clusters the piece shares (at a frame boundary)."""
+        if what == "directions":
+            bases = self.directions.recompute({n: functools.partial(self._hidden_samples, n)
+                                               for n in ("decoder", "base")})
+            return functools.partial(self.directions.install, bases)
+        if what != "clusters":
+            raise KeyError(f"unknown refresh {what!r}, expected 'directions' or 'clusters'")
+        return functools.partial(self.bender.install, self.bender.recompute(self._activations))
+
+    @torch.no_grad()
     def sample(self, latents: Mapping[str, torch.Tensor], params: Mapping[str, float]) -> dict[str, torch.Tensor]:
         """{panel: z [N, latent]} -> {panel: grey images as [N, 3, 28, 28] in 0..1} at the live temperature,
         with the live bends and latent directions."""

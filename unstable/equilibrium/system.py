@@ -332,6 +332,21 @@ class EquilibriumSystem:
         channel clusters ('clusters') with the weights of the next sample."""
         {"directions": self.directions, "clusters": self.bender}[what].refresh()
 
+    @torch.no_grad()
+    def recompute(self, what: str, params: Mapping[str, float]) -> Callable[[], None]:
+        """`refresh(what)`'s computation on this system's own weights, installing nothing: call it on
+        a snapshot (`sampling_copy()`) off the render thread. Returns the cheap call that swaps the
+        result into the directions or clusters the piece shares (at a frame boundary)."""
+        if what == "directions":
+            bases = self.directions.recompute({n: functools.partial(self._w_samples, n) for n in self.names})
+            return functools.partial(self.directions.install, bases)
+        if what != "clusters":
+            raise KeyError(f"unknown refresh {what!r}, expected 'directions' or 'clusters'")
+        stage, alpha = self.growth()
+        clusters = self.bender.recompute(functools.partial(self._activations, stage=stage, alpha=alpha,
+                                                           noise=float(params.get("noise", 1.0))))
+        return functools.partial(self.bender.install, clusters)
+
     def param_specs(self) -> list[ParamSpec]:
         return live_param_specs(self.piece)
 

@@ -3,13 +3,18 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 
-__all__ = ["SamplingMirror"]
+__all__ = ["SamplingMirror", "REFRESH_MIN_INTERVAL"]
+
+# Seconds between the starts of two refresh computations of one piece: a controller's button held
+# down, or a flood at 100/s, is a handful of computations, each on a worker thread.
+REFRESH_MIN_INTERVAL = 0.5
 
 
 class SamplingMirror:
@@ -34,6 +39,18 @@ class SamplingMirror:
             self._copied = torch.cuda.Event()
             self._sampled = torch.cuda.Event()
         self.system = system.sampling_copy()
+        # Refreshes (directions, clusters): asked for by the render thread, computed by a worker on a
+        # snapshot of the copy, swapped in at the start of a later sample.
+        self.refresh_interval = REFRESH_MIN_INTERVAL
+        self.refresh_computations = 0
+        self.refresh_errors = 0
+        self._wanted: set[str] = set()
+        self._ready: list[Callable[[], None]] = []
+        self._requests = threading.Condition()
+        self._worker: threading.Thread | None = None
+        self._last_refresh = -float("inf")
+        self._computing = False
+        self._params: Mapping[str, float] = {}
 
     def sync(self) -> None:
         """Copy the system's current weights into the mirror (call between training steps)."""
@@ -52,16 +69,78 @@ class SamplingMirror:
         self.sync_seconds += time.perf_counter() - t0
 
     def refresh(self, what: str) -> None:
-        """Ask the copy to recompute its latent directions or channel clusters ('directions' or
-        'clusters') with its current weights at its next sample; a system without them ignores it."""
-        with self.lock:
-            refresh = getattr(self.system, "refresh", None)
-            if refresh is not None:
-                refresh(what)
+        """Ask for the copy's latent directions or channel clusters ('directions' or 'clusters') to be
+        recomputed with its current weights; a system without them ignores it. Returns at once.
+
+        Never computed on the caller's (render) thread: a worker takes a snapshot of the copy and
+        computes there (System.recompute), and the next `sample()` after it is done swaps the result
+        in. Requests coalesce (any number while one is waiting is one computation) and computations
+        start at most every `refresh_interval` seconds."""
+        if getattr(self.system, "recompute", None) is None:
+            return
+        with self._requests:
+            self._wanted.add(what)
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._refresh_worker, name="unstable-refresh", daemon=True)
+                self._worker.start()
+            self._requests.notify()
+
+    def refreshing(self) -> bool:
+        """Whether a refresh is asked for, computing or waiting to be swapped in."""
+        with self._requests:
+            return bool(self._wanted or self._ready or self._computing)
+
+    def _refresh_worker(self) -> None:
+        try:  # below the display, like the training thread: the frame comes first
+            tid = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + 5)
+        except (AttributeError, OSError):
+            pass
+        while True:
+            with self._requests:
+                while not self._wanted:
+                    self._requests.wait()
+                wait = self._last_refresh + self.refresh_interval - time.monotonic()
+                if wait > 0:
+                    self._requests.wait(wait)  # more requests may join this computation meanwhile
+                    continue
+                wanted, self._wanted = sorted(self._wanted), set()
+                self._computing = True
+                self._last_refresh = time.monotonic()
+            try:
+                with self.lock, torch.no_grad():  # a whole set of weights, as a sample sees them
+                    if self._cuda:
+                        torch.cuda.current_stream().wait_event(self._copied)
+                    snapshot = self.system.sampling_copy()
+                    params = dict(self._params)
+                for what in wanted:
+                    install = snapshot.recompute(what, params)
+                    with self._requests:
+                        self._ready.append(install)
+                        self.refresh_computations += 1
+            except Exception:  # the show goes on with the directions and clusters it has
+                import logging
+                logging.getLogger("unstable.live").warning("refresh of %s failed", ", ".join(wanted),
+                                                           exc_info=True)
+                self.refresh_errors += 1
+            finally:
+                with self._requests:
+                    self._computing = False
+
+    def _install_refreshes(self) -> None:
+        """Swap in finished refreshes (render thread, at the start of a sample: a frame boundary)."""
+        if not self._ready:
+            return
+        with self._requests:
+            ready, self._ready = self._ready, []
+        for install in ready:
+            install()
 
     def sample(self, latents: Mapping[str, torch.Tensor], params: Mapping[str, float]) -> dict[str, torch.Tensor]:
         """`System.sample` on the mirror: {panel: [N, 3, H, W] in 0..1}."""
         with self.lock:
+            self._install_refreshes()
+            self._params = params  # what a refresh's clusters are computed at (the noise gain)
             if self._cuda:
                 torch.cuda.current_stream().wait_event(self._copied)
             out = self.system.sample(latents, params)
