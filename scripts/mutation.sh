@@ -58,10 +58,21 @@ spec() {
       # parsing; not the sockets, threads and dispatch plumbing
       local f="unstable.control.feedback.xǁFeedbackǁ" t="unstable.control.transport"
       echo "unstable/control/handlers.py unstable/control/feedback.py unstable/control/transport.py|tests/test_osc.py|unstable.control.handlers.xǁOscHandlersǁ* ${f}_messages_for__* ${f}on_change__* $t.x_parse_allow__* $t.x_is_loopback__*" ;;
+    frame)
+      # the frame clock's pieces: timers, scenes and crossfades, automation, the timeline, the
+      # composer's looks, the look-ahead's keys; not the pipeline's threads and sinks
+      echo "unstable/frame/timers.py unstable/frame/scenes.py unstable/frame/automation.py unstable/frame/timeline.py unstable/frame/compose.py unstable/frame/lookahead.py|tests/test_frame.py tests/test_lookahead.py|" ;;
+    access) echo "unstable/control/access.py|tests/test_access_token.py tests/test_oscquery.py|" ;;
+    websockets) echo "unstable/control/websockets.py|tests/test_oscquery.py|" ;;
+    bending) echo "unstable/bending.py|tests/test_bending.py|" ;;
+    farm)
+      # a real Dask cluster per test module: slow, run it alone
+      echo "unstable/render/farm.py|tests/test_farm.py|" ;;
+    recorder) echo "unstable/live/recorder.py|tests/test_recorder_stop.py tests/test_engine.py tests/test_disk_bounds.py|" ;;
     *) return 1 ;;
   esac
 }
-ALL=(divergence-losses equilibrium-losses walk params checkpoint guard compositor osc)
+ALL=(divergence-losses equilibrium-losses walk params checkpoint guard compositor osc frame access websockets bending farm recorder)
 
 MODE=run
 case "${1:-}" in --recheck) MODE=recheck; shift ;; --report) MODE=report; shift ;; --direct) MODE=direct; shift ;; esac
