@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Mapping
@@ -133,101 +132,150 @@ class AutomationRecorder:
 
 
 class Automation:
-    """A loaded automation file: the start state and the changes of each frame."""
+    """A checked automation file: its header, and the changes of each frame read from the file as a
+    replay asks for them (frames in order: one pass; a jump back seeks from a sparse index), so a
+    replay holds a few lines of it, whatever its size."""
+
+    INDEX_EVERY = 4096  # lines between two index entries (frame, byte offset)
 
     def __init__(self, path: Path, show: str, fps: Fraction, start_frame: int, state: dict,
-                 changes: dict[int, dict], last_frame: int):
+                 last_frame: int, index: list[tuple[int, int]]):
         self.path = path
         self.show = show
         self.fps = fps
         self.start_frame = start_frame
         self.state = state
-        self.changes = changes     # frame -> {"set": {...}, "scenes": [...]}
         self.last_frame = last_frame
+        self._index = index          # [(frame, offset of its first line)], frames ascending
+        self._file = None
+        self._next: tuple[int, dict] | None = None  # the line read ahead (the first of a later frame)
+        self._line = 0               # lines read so far (for messages)
+        self._at = -1                # the frame the last `at()` answered
+
+    def _seek(self, frame: int) -> None:
+        if self._file is None:
+            self._file = open(self.path, "rb")  # noqa: SIM115 - kept open across calls, closed by close()
+        offset = max((o for f, o in self._index if f < frame), default=self._index[0][1] if self._index else None)
+        if offset is None:
+            self._next = None
+            return
+        self._file.seek(offset)
+        self._next = None
+        self._line = 0
+
+    def _read(self) -> tuple[int, dict] | None:
+        from .automation_check import entry_of, parse_line, read_line
+        while True:
+            self._line += 1
+            text = read_line(self._file, str(self.path), self._line)
+            if text is None:
+                return None
+            if text.strip():
+                return entry_of(parse_line(text, str(self.path), "a line"), str(self.path), "a line")
 
     def at(self, frame: int) -> dict | None:
         """The changes recorded at frame `frame`, or None."""
-        return self.changes.get(frame)
+        if self._file is None or frame <= self._at:
+            self._seek(frame)
+            self._next = self._read() if self._file is not None and self._index else None
+        self._at = frame
+        merged: dict[str, Any] = {}
+        while self._next is not None and self._next[0] <= frame:
+            f, entry = self._next
+            if f == frame:
+                _merge(merged, entry)
+            self._next = self._read()
+        return merged or None
+
+    def frames(self):
+        """(frame, changes) of every frame with changes, in order (streamed)."""
+        self._seek(0)
+        item = self._read() if self._index else None
+        frame, merged = None, {}
+        while item is not None:
+            if frame is not None and item[0] != frame:
+                yield frame, merged
+                merged = {}
+            frame = item[0]
+            _merge(merged, item[1])
+            item = self._read()
+        if frame is not None:
+            yield frame, merged
+        self.close()  # the next `at()` starts from the index again
+        self._at = -1
+
+    @property
+    def changes(self) -> dict[int, dict]:
+        """Every frame's changes as one dict (reads the whole file: for small files and tests)."""
+        return dict(self.frames())
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
-def _number_table(value: Any, where: str, source: str) -> dict[str, dict[str, float]]:
-    if not isinstance(value, dict):
-        raise ConfigError(source, where, "expected a table {group: {name: value}}")
-    out = {}
-    for group, table in value.items():
-        if not isinstance(table, dict):
-            raise ConfigError(source, f"{where}.{group}", "expected a table {name: value}")
-        for name, v in table.items():
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ConfigError(source, f"{where}.{group}.{name}", f"{v!r} is not a finite number")
-        out[group] = {k: float(v) for k, v in table.items()}
-    return out
+def _merge(merged: dict, entry: dict) -> None:
+    for k, v in entry.items():
+        if k == "set":
+            for g, t in v.items():
+                merged.setdefault("set", {}).setdefault(g, {}).update(t)
+        elif k == "audio":
+            merged["audio"] = v
+        else:
+            merged.setdefault(k, []).extend(v)
 
 
 def load_automation(path: str | Path) -> Automation:
-    """Read and check an automation file; a bad line is one ConfigError naming the file and line."""
+    """Check an automation file, line by line and field by field (a bad one is one ConfigError
+    naming the file, the line and the key) and return it, ready to replay; the file is streamed,
+    never read whole, and each line is capped (automation_check.MAX_LINE)."""
+    from .automation_check import MAX_HEADER, check_state, entry_of, number, parse_line, read_line
     path = Path(path)
     source = str(path)
     try:
-        text = path.read_text()
+        f = open(path, "rb")
     except OSError as e:
         raise ConfigError(source, "", f"cannot read it ({e.strerror or e})") from None
-    lines = text.splitlines()
-    if not lines:
-        raise ConfigError(source, "line 1", "empty file, expected an automation header")
-    try:
-        head = json.loads(lines[0])
-    except json.JSONDecodeError as e:
-        raise ConfigError(source, "line 1", f"not JSON ({e.msg})") from None
-    if not isinstance(head, dict) or head.get("automation") != FORMAT:
-        raise ConfigError(source, "line 1", f"not an automation file of format {FORMAT} "
-                          "(written by `unstable live --record` or `--automation`)")
-    try:
-        fps = Fraction(str(head["fps"]))
-        start = int(head["start_frame"])
-        state = head["state"]
-        if fps <= 0 or start < 0 or not isinstance(state, dict):
-            raise ValueError
-    except (KeyError, ValueError, TypeError, ZeroDivisionError):
-        raise ConfigError(source, "line 1", "header needs fps > 0, start_frame >= 0 and a state table") from None
-    changes: dict[int, dict] = {}
-    last = start
-    for i, raw in enumerate(lines[1:], start=2):
-        if not raw.strip():
-            continue
-        where = f"line {i}"
+    with f:
+        text = read_line(f, source, 1, MAX_HEADER)
+        if text is None or not text.strip():
+            raise ConfigError(source, "line 1", "empty, expected an automation header")
+        head = parse_line(text, source, "line 1")
+        if not isinstance(head, dict) or head.get("automation") != FORMAT:
+            raise ConfigError(source, "line 1", f"not an automation file of format {FORMAT} "
+                              "(written by `unstable live --record` or `--automation`)")
         try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as e:
-            raise ConfigError(source, where, f"not JSON ({e.msg}); a recording cut short loses at most "
-                              "its last line: delete it") from None
-        if not isinstance(obj, dict) or isinstance(obj.get("frame"), bool) or not isinstance(obj.get("frame"), int):
-            raise ConfigError(source, where, "expected {\"frame\": N, ...}")
-        frame = obj["frame"]
-        if frame < last:
-            raise ConfigError(source, f"{where}.frame", f"{frame} goes back in time (after frame {last})")
-        entry: dict[str, Any] = {}
-        if "set" in obj:
-            entry["set"] = _number_table(obj["set"], f"{where}.set", source)
-        if "scenes" in obj:
-            scenes = obj["scenes"]
-            if not isinstance(scenes, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in scenes):
-                raise ConfigError(source, f"{where}.scenes", "expected a list of scene numbers")
-            entry["scenes"] = scenes
-        if "audio" in obj:
-            levels = obj["audio"]
-            if not isinstance(levels, list) or not all(
-                    isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in levels):
-                raise ConfigError(source, f"{where}.audio", "expected a list of finite numbers (audio levels)")
-            entry["audio"] = [min(max(float(v), 0.0), 1.0) for v in levels]
-        merged = changes.setdefault(frame, {})
-        for k, v in entry.items():
-            if k == "set":
-                for g, t in v.items():
-                    merged.setdefault("set", {}).setdefault(g, {}).update(t)
-            elif k == "audio":
-                merged["audio"] = v
-            else:
-                merged.setdefault(k, []).extend(v)
-        last = frame
-    return Automation(path, str(head.get("show", "")), fps, start, state, changes, last)
+            fps = Fraction(str(head["fps"]))
+            if fps <= 0:
+                raise ValueError
+        except (KeyError, ValueError, TypeError, ZeroDivisionError, OverflowError):
+            raise ConfigError(source, "line 1.fps", f"{head.get('fps')!r} is not a frame rate > 0 "
+                              "(e.g. \"30\" or \"30000/1001\")") from None
+        if "start_frame" not in head:
+            raise ConfigError(source, "line 1.start_frame", "missing")
+        start = int(number(head["start_frame"], source, "line 1.start_frame", lo=0, integer=True))
+        if "state" not in head:
+            raise ConfigError(source, "line 1.state", "missing")
+        state = check_state(head["state"], source)
+        show = head.get("show", "")
+        if not isinstance(show, str):
+            raise ConfigError(source, "line 1.show", f"{show!r} is not a show name")
+        last, index, number_ = start, [], 1
+        while True:
+            offset = f.tell()
+            number_ += 1
+            text = read_line(f, source, number_)
+            if text is None:
+                break
+            if not text.strip():
+                continue
+            where = f"line {number_}"
+            frame, _ = entry_of(parse_line(text, source, where, "; a recording cut short loses at most its last "
+                                           "line: delete it"), source, where)
+            if frame < last:
+                raise ConfigError(source, f"{where}.frame", f"{frame} goes back in time (after frame {last})")
+            if not index or (frame > last and number_ - index[-1][2] >= Automation.INDEX_EVERY):
+                index.append((frame, offset, number_))
+            last = frame
+    return Automation(path, show, fps, start, state, last, [(fr, off) for fr, off, _ in index])

@@ -1,0 +1,131 @@
+"""Automation files that lie: every bad header field, a 400-digit value, bytes that are not UTF-8
+and an over-long line are one ConfigError naming the file, the line and the key; a large file is
+streamed (checked and replayed under an address-space limit far below its size)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from unstable.errors import ConfigError
+from unstable.frame.automation import load_automation
+
+ROOT = Path(__file__).resolve().parents[1]
+
+STATE = {"store": {"last_now": 1.0, "target": {"eq/hue": 10.0}, "current": {"eq/hue": 5.0}},
+         "scene": {"current": 0, "previous": None, "started": 0.0, "fade_len": 0.0},
+         "walk": {"eq": {"phase": 0.25, "speed": 1.0, "at": 1.0}}}
+
+
+def write(tmp_path, head=None, lines=(), raw: bytes | None = None) -> Path:
+    path = tmp_path / "a.automation.jsonl"
+    if raw is not None:
+        path.write_bytes(raw)
+        return path
+    head = {"automation": 1, "show": "demo", "fps": "30", "start_frame": 0, "state": STATE} if head is None else head
+    path.write_text("\n".join([json.dumps(head), *lines]) + "\n")
+    return path
+
+
+def header(**state_changes):
+    state = json.loads(json.dumps(STATE))
+    for dotted, value in state_changes.items():
+        *parents, key = dotted.split("__")
+        t = state
+        for p in parents:
+            t = t[p]
+        t[key] = value
+    return {"automation": 1, "show": "demo", "fps": "30", "start_frame": 0, "state": state}
+
+
+def test_a_good_file_loads_and_replays(tmp_path):
+    path = write(tmp_path, lines=['{"frame": 2, "t": 0.06, "set": {"eq": {"hue": 40}}}',
+                                  '{"frame": 2, "t": 0.06, "scenes": [1]}', '{"frame": 5, "t": 0.1, "audio": [2]}'])
+    auto = load_automation(path)
+    assert auto.last_frame == 5 and auto.state["walk"]["eq"]["phase"] == 0.25
+    assert auto.at(1) is None and auto.at(2) == {"set": {"eq": {"hue": 40.0}}, "scenes": [1]}
+    assert auto.at(5) == {"audio": [1.0]}
+    assert auto.at(2)["scenes"] == [1]  # back in time: seeks again
+
+
+@pytest.mark.parametrize("head, key", [
+    (header(store=[1, 2]), "line 1.state.store"),
+    (header(walk={"eq": {}}), "line 1.state.walk.eq.phase"),
+    (header(walk={"eq": 5}), "line 1.state.walk.eq"),
+    (header(scene__current="x"), "line 1.state.scene.current"),
+    (header(store__last_now="abc"), "line 1.state.store.last_now"),
+    (header(walk__eq__phase=float("nan")), "line 1.state.walk.eq.phase"),
+    (header(store__target={"eq/hue": "loud"}), "line 1.state.store.target.eq/hue"),
+    (header(scene__fade_len=-1), "line 1.state.scene.fade_len"),
+    ({"automation": 1, "fps": "0", "start_frame": 0, "state": STATE}, "line 1.fps"),
+    ({"automation": 1, "fps": "30", "start_frame": "0", "state": STATE}, "line 1.start_frame"),
+    ({"automation": 1, "fps": "30", "start_frame": 0, "state": 7}, "line 1.state"),
+])
+def test_each_lying_header_field_is_one_line_naming_it(tmp_path, head, key):
+    path = write(tmp_path, head)
+    with pytest.raises(ConfigError) as info:
+        load_automation(path)
+    text = str(info.value)
+    assert str(path) in text and key in text and "\n" not in text, text
+
+
+@pytest.mark.parametrize("line, key", [
+    ('{"frame": 3, "set": {"eq": {"hue": ' + "9" * 400 + '}}}', "line 2.set.eq.hue"),
+    ('{"frame": 3, "set": {"eq": {"hue": ' + "9" * 5000 + '}}}', "line 2"),
+    ('{"frame": 3, "set": {"eq": {"hue": NaN}}}', "line 2.set.eq.hue"),
+    ('{"frame": 3, "set": {"eq": 4}}', "line 2.set.eq"),
+    ('{"frame": 3, "scenes": ["a"]}', "line 2.scenes"),
+    ('{"frame": 3, "audio": [1e999]}', "line 2.audio"),
+])
+def test_bad_values_are_one_line_naming_line_and_key(tmp_path, line, key):
+    path = write(tmp_path, lines=[line])
+    with pytest.raises(ConfigError) as info:
+        load_automation(path)
+    assert key in str(info.value) and str(path) in str(info.value), str(info.value)
+
+
+def test_bytes_that_are_not_utf8_are_one_line(tmp_path):
+    good = write(tmp_path).read_bytes()
+    path = write(tmp_path, raw=good + b'{"frame": 1, "t": 0.1}\n{"frame": 2, "x": "\xff\xfe"}\n')
+    with pytest.raises(ConfigError, match="line 3.*not UTF-8"):
+        load_automation(path)
+    path = write(tmp_path, raw=b"\x89PNG\r\n\x1a\n\x00\x00")
+    with pytest.raises(ConfigError, match="line 1"):
+        load_automation(path)
+
+
+def test_an_overlong_line_is_refused_without_reading_it_whole(tmp_path):
+    good = write(tmp_path).read_bytes()
+    path = write(tmp_path, raw=good + b'{"frame": 1, "x": "' + b"a" * (2 << 20) + b'"}\n')
+    with pytest.raises(ConfigError, match="line 2.*longer than"):
+        load_automation(path)
+
+
+def test_a_200_mb_file_is_checked_and_replayed_in_bounded_memory(tmp_path):
+    path = tmp_path / "big.automation.jsonl"
+    pad = "a" * 4000  # unknown keys are allowed (and skipped): a file of long lines
+    with open(path, "w") as f:
+        f.write(json.dumps({"automation": 1, "show": "demo", "fps": "30", "start_frame": 0, "state": STATE}) + "\n")
+        for n in range(50_000):
+            f.write(f'{{"frame": {n}, "t": {n / 30}, "set": {{"eq": {{"hue": {n % 360}}}}}, "x": "{pad}"}}\n')
+    assert path.stat().st_size > 200e6
+    child = textwrap.dedent(f"""
+        import resource, sys
+        from unstable.frame.automation import load_automation
+        vm = int([l for l in open("/proc/self/status") if l.startswith("VmSize")][0].split()[1]) * 1024
+        limit = vm + 120 * 2**20  # far below the file's 200 MB
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        auto = load_automation({str(path)!r})
+        assert auto.last_frame == 49_999, auto.last_frame
+        got = [auto.at(n)["set"]["eq"]["hue"] for n in range(0, 50_000, 997)]
+        assert got == [float(n % 360) for n in range(0, 50_000, 997)], got
+        assert auto.at(3)["set"]["eq"]["hue"] == 3.0  # a jump back
+        print("ok")
+    """)
+    r = subprocess.run([sys.executable, "-c", child], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
