@@ -328,11 +328,14 @@ def _is_show(path) -> bool:
 @click.option("--audio", type=click.Path(dir_okay=False), default=None,
               help="A show: follow this audio file (instead of its `[audio] file`): the render lasts as long as it "
               "(unless --seconds), its [[audio.map]] play from it frame by frame, and it is muxed in.")
+@click.option("--overwrite", is_flag=True, help="Replace an output that exists (default: keep it and write "
+              "a numbered one beside it, NAME-2.mp4, NAME-3.mp4, ...).")
 @friendly
 def render_run(job, out, frame_range, variations, seconds, preset, size, automation, run, device, fresh, threads,
-               workers, scheduler, audio):
+               workers, scheduler, audio, overwrite):
     """Render JOB (a render/*.toml job, or a shows/*.toml show from its run folders) to video files;
-    an interrupted render resumes where it stopped."""
+    an interrupted render resumes where it stopped. An earlier render's file is never replaced
+    without --overwrite."""
     from .render import render_job, render_show
     from .system import resolve_device
     if workers and scheduler:
@@ -346,14 +349,14 @@ def render_run(job, out, frame_range, variations, seconds, preset, size, automat
             raise UnstableError("--variation: a show renders with its own colours (variations are for render jobs)")
         results = render_show(job, seconds=seconds, frames=frame_range, out=out, preset=preset, size=_size(size),
                               automation=automation, run=run, device=resolve_device(device), fresh=fresh,
-                              threads=threads, echo=click.echo, audio=audio, **cluster)
+                              threads=threads, echo=click.echo, audio=audio, overwrite=overwrite, **cluster)
     else:
         for opt, value in (("--seconds", seconds), ("--size", size), ("--automation", automation), ("--run", run),
                            ("--audio", audio)):
             if value is not None:
                 raise UnstableError(f"{opt}: only for shows; a render job sets it in its file ({job})")
         results = render_job(job, out=out, frames=frame_range, variations=variations, device=resolve_device(device),
-                             fresh=fresh, threads=threads, echo=click.echo, **cluster)
+                             fresh=fresh, threads=threads, echo=click.echo, overwrite=overwrite, **cluster)
     for r in results:
         fps = f"{r.fps.numerator}/{r.fps.denominator}" if r.fps.denominator != 1 else str(r.fps.numerator)
         click.echo(f"render: {r.path}  {r.frames} frames at {fps} fps, {r.width}x{r.height}, {r.preset} "
@@ -365,10 +368,16 @@ def render_run(job, out, frame_range, variations, seconds, preset, size, automat
 @click.option("--out", required=True, type=click.Path(), help="The joined file (or PNG folder).")
 @click.option("--audio", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Mux this audio file into the joined file (AAC beside H.264, PCM beside ProRes/FFV1).")
+@click.option("--overwrite", is_flag=True, help="Replace --out when it exists (default: write a numbered one "
+              "beside it).")
 @friendly
-def render_concat(parts, out, audio):
+def render_concat(parts, out, audio, overwrite):
     """Join PARTS rendered with --frames (same job, in order) into one file without re-encoding."""
+    from pathlib import Path
+
     from .probe import concat
+    from .render.naming import choose_outputs
+    out = str(choose_outputs([(0, None, Path(out))], overwrite, click.echo)[0][2])
     info = concat(parts, out)
     click.echo(f"concat: {out}  {info.frames} frames at {info.fps} fps, {info.width}x{info.height}, {info.codec}")
     if audio is not None:

@@ -9,7 +9,9 @@ Run folder layout (default `runs/<piece file name>/`):
     log.jsonl            one JSON line per step: step, seconds, the system's scalars; appended
                          to, rotated past `log_max_mb` (log.1.jsonl, ...), cut back to the
                          checkpoint's step on --resume (no replayed step twice)
-    grid.png             latest grid: fixed latents, one column per panel (generator)
+    grid.png             latest grid: fixed latents, one column per panel (generator), scaled up
+                         (nearest, whole factor) until its shorter side is at least 512 px
+    progress.gif         the grids over the whole run, at most 60 frames thinned evenly (train_progress.py)
     checkpoints/step_NNNNNN.pt  kept every `keep_every` steps (atomic; for timelapse renders),
                          thinned: the newest `keep_recent`, log-spaced older ones, a byte budget
     grids/step_NNNNNN.png  grids, to watch the dynamics unfold (thinned the same way)
@@ -30,6 +32,7 @@ from the last checkpoint by itself.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -49,6 +52,7 @@ from .errors import CheckpointError, UnstableError
 from .images import panel_grid, write_png
 from .schema import defaults
 from .system import build_system, load_piece
+from .train_progress import ProgressGif, TrainBar, end_line, upscale_nearest
 
 
 @dataclass(frozen=True)
@@ -210,6 +214,7 @@ def train(piece_path: str | Path, *, steps: int | None = None, out: str | Path |
     piece = load_piece(piece_path)
     if seed is not None:
         piece = dataclasses.replace(piece, seed=seed)
+    out_given = out is not None
     out = Path(out) if out is not None else Path("runs") / Path(piece_path).stem
     ckpt_path = out / "checkpoint.pt"
     if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0 and ckpt_path.exists():
@@ -237,16 +242,20 @@ def train(piece_path: str | Path, *, steps: int | None = None, out: str | Path |
             lock = lock_run(out)
         except OSError as e:
             raise UnstableError(f"{out}: cannot write the run folder ({e.strerror or e})") from None
+    # The closing line's command repeats what decided this run (its folder, target and seed).
+    ending = functools.partial(end_line, piece_path=str(piece_path), steps=steps, seed=seed,
+                               out=str(out) if out_given else None)
     try:
         return _train(piece, piece_path, shard=shard, lead=lead, system_target=target, out=out, ckpt_path=ckpt_path,
-                      device=device, resume=resume, minutes=minutes, echo=echo, show_progress=show_progress)
+                      device=device, resume=resume, minutes=minutes, echo=echo, show_progress=show_progress,
+                      ending=ending)
     finally:
         if lock is not None:
             lock.close()
 
 
 def _train(piece, piece_path, *, shard, lead: bool, system_target: int, out: Path, ckpt_path: Path, device,
-           resume: bool, minutes, echo, show_progress: bool) -> Path:
+           resume: bool, minutes, echo, show_progress: bool, ending=None) -> Path:
     target = system_target
     settings = piece.train
     torch.manual_seed(piece.seed)
@@ -283,6 +292,7 @@ def _train(piece, piece_path, *, shard, lead: bool, system_target: int, out: Pat
     from .guard import TrainingGuard  # undoes non-finite or exploding steps, backs the learning rate off
     guard = TrainingGuard(system, name=piece.name)
     latents = fixed_latents(system.panels(), piece.train.grid_samples, piece.seed, device)
+    sheet = ProgressGif(out / "progress.gif").load(system.step_count) if lead else None
 
     def write(path: Path, payload: dict) -> None:
         try:
@@ -315,10 +325,13 @@ def _train(piece, piece_path, *, shard, lead: bool, system_target: int, out: Pat
         if not lead:
             return
         images = system.sample(latents, params)
-        canvas = panel_grid(images)
+        canvas = panel_grid(images)  # [3, H, W]
+        big = upscale_nearest(canvas)  # [3, kH, kW]: small panels made visible, pixels kept crisp
         try:
-            write_png(out / "grids" / f"step_{system.step_count:06d}.png", canvas)
-            write_png(out / "grid.png", canvas)
+            write_png(out / "grids" / f"step_{system.step_count:06d}.png", big)
+            write_png(out / "grid.png", big)
+            sheet.add(system.step_count, canvas)
+            sheet.write()
         except OSError as e:
             raise UnstableError(f"grid of step {system.step_count} not written: "
                                 f"{no_space_line(out / 'grid.png') if is_no_space(e) else e}") from None
@@ -330,8 +343,7 @@ def _train(piece, piece_path, *, shard, lead: bool, system_target: int, out: Pat
         if settings.keep_every:
             keep()
     started = time.monotonic()
-    bar = tqdm(total=target, initial=system.step_count, desc=f"train {piece.name}", dynamic_ncols=True,
-               disable=not show_progress)
+    bar = TrainBar(target, system.step_count, minutes, started, desc=f"train {piece.name}", disable=not show_progress)
     try:
         with (RotatingLines(out / "log.jsonl", max_bytes=int(settings.log_max_mb * MB), keep=settings.log_keep)
               if lead else open(os.devnull, "w")) as log:
@@ -366,4 +378,6 @@ def _train(piece, piece_path, *, shard, lead: bool, system_target: int, out: Pat
         bar.close()
     save()
     grid()
+    if ending is not None:
+        echo(ending(system.step_count, target))
     return out

@@ -44,6 +44,7 @@ import torch
 
 from ..errors import UnstableError
 from ..formats import PRESETS
+from .naming import choose_outputs
 from .parts import RenderResult, Target, join_parts, torch_threads
 
 __all__ = ["render_on_cluster", "open_client", "render_chunk", "check_worker", "spec_for", "on_cluster"]
@@ -117,10 +118,12 @@ def render_chunk(spec: dict, chunk: tuple[int, int], outputs: list[tuple[int, st
     need = []
     for index, out, key in outputs:
         v, path = mine[index]
-        if str(path) != out or renderer._key(v, frames) != key:
+        named, chosen = spec["names"][index]  # the driver's choice: a numbered name when `path` existed
+        if str(path) != named or chosen != out or renderer._key(v, frames) != key:
             raise UnstableError(f"worker {socket.gethostname()}: renders {out} differently from the driver (its "
                                 "job, run files, torch version or thread count differ); workers must see the same "
                                 "files at the same paths")
+        path = Path(chosen)
         need.append(Target(index, v, path, path.with_name(path.name + ".parts"), []))
     tag = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     writers: dict = {}
@@ -179,9 +182,11 @@ def _paths(identity: Any) -> list[str]:
 
 def render_on_cluster(renderer, spec: dict, client, *, out: str | None = None, frames: tuple[int, int] | None = None,
                       variations: Sequence[str] = (), fresh: bool = False, show_progress: bool = True,
-                      retries: int = 3, echo: Callable[[str], None] = print) -> list[RenderResult]:
+                      retries: int = 3, echo: Callable[[str], None] = print,
+                      overwrite: bool = False) -> list[RenderResult]:
     """Render with `renderer`'s job (opened here, the driver) on the cluster behind `client`; `spec`
-    is what workers open it from (see `spec_for`)."""
+    is what workers open it from (see `spec_for`). An existing output is kept and the render takes a
+    numbered name beside it (chosen here, once, for every worker), unless `overwrite`."""
     from dask.distributed import as_completed
 
     from ..trainer import progress_bar
@@ -190,9 +195,12 @@ def render_on_cluster(renderer, spec: dict, client, *, out: str | None = None, f
     frames = frames or (0, renderer.plan.frames)
     if not 0 <= frames[0] < frames[1] <= renderer.plan.frames:
         raise UnstableError(f"frames {frames[0]}:{frames[1]}: expected 0 <= A < B <= {renderer.plan.frames}")
-    outputs = renderer.outputs(out, frames, variations)
+    named = renderer.outputs(out, frames, variations)
+    outputs = choose_outputs(named, overwrite, echo)
+    # Workers check the job's own names against theirs and write the parts of the chosen ones.
+    names = {i: (str(p), str(c)) for (i, _, p), (_, _, c) in zip(named, outputs)}
     spec = {**spec, "out": out, "frames": list(frames), "variations": list(variations),
-            "threads": renderer.threads}
+            "threads": renderer.threads, "names": names}
     preset = PRESETS[renderer.job.preset]
     suffix = "" if preset.sequence else outputs[0][2].suffix
     spec["suffix"] = suffix

@@ -55,6 +55,7 @@ from ..errors import ConfigError, UnstableError
 from ..renderjob import RenderJob, Variation, check_suffix, load_job, output_path, parse_frame_range
 from .job_frames import JobFrames, without_sources
 from .job_sources import open_sources
+from .naming import choose_outputs
 from .parts import (Finisher, RenderResult, RenderStats, Target, default_threads, join_parts, prepare_target,
                     torch_threads)
 
@@ -205,15 +206,17 @@ class Renderer:
         return paths
 
     def render(self, *, out: str | None = None, frames: tuple[int, int] | None = None,
-               variations: Sequence[str] = (), fresh: bool = False, show_progress: bool = True) -> list[RenderResult]:
+               variations: Sequence[str] = (), fresh: bool = False, show_progress: bool = True,
+               overwrite: bool = False) -> list[RenderResult]:
         """Render every chosen variation for frames [A, B) (default: all) to finished files.
 
-        Finished parts of an interrupted render of the same job are kept unless `fresh`.
+        Finished parts of an interrupted render of the same job are kept unless `fresh`. An output
+        that exists is kept and the render goes to a numbered name beside it, unless `overwrite`.
         """
         frames = frames or (0, self.plan.frames)
         if not 0 <= frames[0] < frames[1] <= self.plan.frames:
             raise UnstableError(f"frames {frames[0]}:{frames[1]}: expected 0 <= A < B <= {self.plan.frames}")
-        outputs = self.outputs(out, frames, variations)
+        outputs = choose_outputs(self.outputs(out, frames, variations), overwrite, self.echo)
         self._compositor()  # no GL context is an error before any file is touched
         results: list[RenderResult] = []
         group_size = self.job.variations_at_once
@@ -319,8 +322,9 @@ def render_job(job_path: str | Path, *, out: str | None = None, frames: str | No
                variations: Sequence[str] = (), device: torch.device = torch.device("cpu"), fresh: bool = False,
                echo: Callable[[str], None] = print, show_progress: bool = True, ctx=None,
                threads: int | None = None, workers: int | None = None, scheduler: str | None = None,
-               client=None) -> list[RenderResult]:
-    """`unstable render JOB`: load, check, render and join; `frames` is "A:B" (a part of the job).
+               client=None, overwrite: bool = False) -> list[RenderResult]:
+    """`unstable render JOB`: load, check, render and join; `frames` is "A:B" (a part of the job);
+    an existing output is kept (the render takes a numbered name) unless `overwrite`.
 
     `workers` (a LocalCluster of that many processes), `scheduler` (tcp://HOST:PORT) or `client` (a
     dask.distributed Client): the chunks are rendered on Dask (unstable.render.farm), same output."""
@@ -333,9 +337,9 @@ def render_job(job_path: str | Path, *, out: str | None = None, frames: str | No
             from .farm import on_cluster, spec_for
             return on_cluster(renderer, spec_for("job", job_path, device), workers=workers, scheduler=scheduler,
                               client=client, out=out, frames=span, variations=variations, fresh=fresh,
-                              show_progress=show_progress, echo=echo)
+                              show_progress=show_progress, echo=echo, overwrite=overwrite)
         return renderer.render(out=out, frames=span, variations=variations, fresh=fresh,
-                               show_progress=show_progress)
+                               show_progress=show_progress, overwrite=overwrite)
 
 
 def show_frame_count(show, seconds: float | None, automation, audio=None) -> int:
@@ -404,7 +408,7 @@ def render_show(show_path: str | Path, *, seconds: float | None = None, frames: 
                 device: torch.device = torch.device("cpu"), fresh: bool = False,
                 echo: Callable[[str], None] = print, show_progress: bool = True, ctx=None,
                 threads: int | None = None, workers: int | None = None, scheduler: str | None = None,
-                client=None, audio: str | Path | None = None) -> list[RenderResult]:
+                client=None, audio: str | Path | None = None, overwrite: bool = False) -> list[RenderResult]:
     """`unstable render SHOW`: the show offline from its run folders, its automation replayed when given;
     on Dask with `workers`, `scheduler` or `client` (see render_job). With `audio` (or the show's
     `[audio] file`) the render follows the sound frame by frame, lasts as long as it (unless
@@ -419,9 +423,10 @@ def render_show(show_path: str | Path, *, seconds: float | None = None, frames: 
                             run=str(run) if run is not None else None,
                             audio=str(Path(audio).resolve()) if audio is not None else None)
             results = on_cluster(renderer, spec, workers=workers, scheduler=scheduler, client=client, out=out,
-                                 frames=span, fresh=fresh, show_progress=show_progress, echo=echo)
+                                 frames=span, fresh=fresh, show_progress=show_progress, echo=echo, overwrite=overwrite)
         else:
-            results = renderer.render(out=out, frames=span, fresh=fresh, show_progress=show_progress)
+            results = renderer.render(out=out, frames=span, fresh=fresh, show_progress=show_progress,
+                                      overwrite=overwrite)
         if renderer.audio is not None:
             _mux_results(renderer, results, span, preset, echo)
         return results
