@@ -129,3 +129,35 @@ def test_a_200_mb_file_is_checked_and_replayed_in_bounded_memory(tmp_path):
     """)
     r = subprocess.run([sys.executable, "-c", child], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
+
+
+def _recorder(path, **bounds):
+    from fractions import Fraction
+    from unstable.frame.automation import AutomationRecorder
+    return AutomationRecorder(path, show="demo", fps=Fraction(30), start_frame=0, state=STATE,
+                              targets={"eq": {"hue": 0.0}}, **bounds)
+
+
+def test_live_automation_stops_at_its_cap_and_still_replays(tmp_path, caplog):
+    path = tmp_path / "live.automation.jsonl"
+    rec = _recorder(path, max_bytes=20_000)
+    for n in range(5000):  # a show moving a parameter every frame
+        rec.capture(n, n / 30, {"eq": {"hue": float(n % 360)}}, [])
+    assert rec.close(quiet=True) is not None and "cap" in rec.failed
+    assert path.stat().st_size <= 20_000
+    assert "automation stopped" in caplog.text and caplog.text.count("automation stopped") == 1
+    auto = load_automation(path)  # what was written is a whole, replayable file
+    assert 100 < auto.last_frame < 5000 and auto.at(7)["set"]["eq"]["hue"] == 7.0
+
+
+def test_live_automation_stops_at_the_disk_floor(tmp_path, small_fs):
+    disk = small_fs(512)  # a real 512 KiB filesystem
+    path = disk / "live.automation.jsonl"
+    rec = _recorder(path, min_free=256 << 10, max_bytes=0)
+    for n in range(20_000):
+        rec.capture(n, n / 30, {"eq": {"hue": float(n % 360) + 0.123456789}}, [])
+    assert rec.close(quiet=True) is not None and "floor" in rec.failed, rec.failed
+    import shutil
+    # Stopped near the floor, not at a full disk: past it by at most the write buffer and one check.
+    assert shutil.disk_usage(disk).free >= (256 << 10) - (64 << 10) - (32 << 10)
+    load_automation(path)

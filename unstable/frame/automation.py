@@ -63,8 +63,22 @@ class AutomationRecorder:
     A write that fails (a full disk) stops the automation with one logged line: the show goes on.
     """
 
+    # Bounded like every growing file of a show: a file stops (one logged line, the show goes on)
+    # at MAX_BYTES (about two days of a show moving four audio maps every frame), or when its disk
+    # has less than MIN_FREE left (checked every CHECK_EVERY lines). Stopped, not rotated: a file
+    # replays from its header's state, and the recording's own file has that once.
+    MAX_BYTES = 512 << 20
+    MIN_FREE = 64 << 20
+    CHECK_EVERY = 256
+
     def __init__(self, path: str | Path, *, show: str, fps: Fraction, start_frame: int,
-                 state: Mapping[str, Any], targets: Mapping[str, Mapping[str, float]]):
+                 state: Mapping[str, Any], targets: Mapping[str, Mapping[str, float]],
+                 max_bytes: int | None = None, min_free: int | None = None, free=None):
+        from ..disk import free_bytes
+        self.max_bytes = self.MAX_BYTES if max_bytes is None else int(max_bytes)
+        self.min_free = self.MIN_FREE if min_free is None else int(min_free)
+        self._free = free or free_bytes
+        self.bytes = 0
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "w", buffering=1 << 16)
@@ -78,13 +92,28 @@ class AutomationRecorder:
     def _write(self, obj: dict) -> None:
         if self._file is None:
             return
+        line = json.dumps(obj, separators=(",", ":")) + "\n"
+        if self.lines and self.max_bytes and self.bytes + len(line) > self.max_bytes:
+            return self._stop(f"{self.path}: reached its cap of {self.max_bytes / (1 << 20):g} MB")
+        if self.lines and self.lines % self.CHECK_EVERY == 0 and self.min_free:
+            try:
+                free = self._free(self.path.parent)
+            except OSError:
+                free = None
+            if free is not None and free < self.min_free:
+                return self._stop(f"{self.path}: {free / (1 << 20):.2f} MB left on its disk, below the "
+                                  f"{self.min_free / (1 << 20):g} MB floor")
         try:
-            self._file.write(json.dumps(obj, separators=(",", ":")) + "\n")
+            self._file.write(line)
             self.lines += 1
+            self.bytes += len(line)
         except OSError as e:
-            self.failed = f"{self.path}: {e}"
-            log.error("automation stopped: %s (the show goes on)", self.failed)
-            self._close_quietly()
+            self._stop(f"{self.path}: {e}")
+
+    def _stop(self, why: str) -> None:
+        self.failed = why
+        log.error("automation stopped: %s (the show goes on; the file replays up to here)", why)
+        self._close_quietly()
 
     def capture(self, frame: int, t: float, targets: Mapping[str, Mapping[str, float]],
                 scenes: list[int], levels=None) -> None:
