@@ -126,6 +126,14 @@ def test_progress_gif_grows_across_a_resume_and_stays_bounded(tmp_path):
     assert steps[0] == 0 and steps[-1] == 190 and n == len(steps) == 6
     gaps = np.diff(steps)
     assert gaps.max() <= 2 * gaps.min() + 10, steps  # evenly spread, not the newest six
+    # While training it is rewritten at most every min_interval seconds; the run's end forces it.
+    slow = ProgressGif(tmp_path / "slow.gif", min_interval=3600)
+    for step in (0, 10):
+        slow.add(step, torch.rand(3, 22, 22))
+        slow.write(force=False)
+    assert gif_frames(tmp_path / "slow.gif") == (1, [0])
+    slow.write()
+    assert gif_frames(tmp_path / "slow.gif") == (2, [0, 10])
     # A resumed run reads it back and drops what lies past its checkpoint.
     assert ProgressGif(tmp_path / "p.gif", max_frames=6).load(upto_step=150).steps == [s for s in steps if s <= 150]
 

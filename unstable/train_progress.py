@@ -10,7 +10,8 @@ closing line saying how to go on, grids large enough to look at, and progress.gi
   pixel is an exact square block, nothing smoothed away.
 - progress.gif: the grids over the whole run as one animation, at most `max_frames` frames,
   thinned evenly in steps as the run grows (the first and the newest always stay), each labelled
-  with its step, rewritten atomically. A resumed run reads it back (the steps are in the GIF's
+  with its step, rewritten atomically: at most every 10 s while training (encoding 60 frames takes
+  ~0.3 s, a lot beside a fast piece's grids every second), and at the end. A resumed run reads it back (the steps are in the GIF's
   comment) and drops frames past the checkpoint's step, as log.jsonl does.
 """
 
@@ -104,8 +105,10 @@ class ProgressGif:
     COMMENT = b"unstable progress steps="
 
     def __init__(self, path: str | Path, max_frames: int = 60, frame_ms: int = 200, hold_ms: int = 1500,
-                 max_side: int = 1024):
+                 max_side: int = 1024, min_interval: float = 10.0):
         self.path = Path(path)
+        self.min_interval = float(min_interval)
+        self._written = -math.inf  # time.monotonic() of the last write
         self.max_frames = max(2, int(max_frames))
         self.frame_ms, self.hold_ms, self.max_side = int(frame_ms), int(hold_ms), int(max_side)
         self.frames: list[tuple[int, object]] = []  # (step, PIL "P" image), oldest first
@@ -164,9 +167,10 @@ class ProgressGif:
             i = min(range(1, len(steps) - 1), key=lambda j: steps[j + 1] - steps[j - 1])
             del self.frames[i]
 
-    def write(self) -> None:
-        """Rewrite progress.gif atomically (a viewer never sees half a file)."""
-        if not self.frames:
+    def write(self, force: bool = True) -> None:
+        """Rewrite progress.gif atomically (a viewer never sees half a file); unless `force`, only
+        when `min_interval` seconds have passed since the last write."""
+        if not self.frames or (not force and time.monotonic() - self._written < self.min_interval):
             return
         first, *rest = [f for _, f in self.frames]
         size = first.size
@@ -177,5 +181,10 @@ class ProgressGif:
                    disposal=1, comment=self.COMMENT + ",".join(map(str, self.steps)).encode())
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_bytes(buf.getvalue())
-        tmp.replace(self.path)
+        try:
+            tmp.write_bytes(buf.getvalue())
+            tmp.replace(self.path)
+        except OSError:
+            tmp.unlink(missing_ok=True)  # a full disk: no half file left behind
+            raise
+        self._written = time.monotonic()

@@ -321,7 +321,7 @@ def _train(piece, piece_path, *, shard, lead: bool, system_target: int, out: Pat
         thin(_numbered(out / "checkpoints", ".pt"), unit=settings.keep_every, recent=settings.keep_recent,
              per_octave=settings.keep_per_octave, budget_bytes=int(settings.keep_budget_mb * MB))
 
-    def grid():
+    def grid(final: bool = False):
         if not lead:
             return
         images = system.sample(latents, params)
@@ -331,7 +331,7 @@ def _train(piece, piece_path, *, shard, lead: bool, system_target: int, out: Pat
             write_png(out / "grids" / f"step_{system.step_count:06d}.png", big)
             write_png(out / "grid.png", big)
             sheet.add(system.step_count, canvas)
-            sheet.write()
+            sheet.write(force=final)
         except OSError as e:
             raise UnstableError(f"grid of step {system.step_count} not written: "
                                 f"{no_space_line(out / 'grid.png') if is_no_space(e) else e}") from None
@@ -377,7 +377,7 @@ def _train(piece, piece_path, *, shard, lead: bool, system_target: int, out: Pat
     finally:
         bar.close()
     save()
-    grid()
+    grid(final=True)
     if ending is not None:
         echo(ending(system.step_count, target))
     return out
