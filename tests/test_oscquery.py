@@ -99,21 +99,21 @@ def test_python_oscquery_reads_host_info_and_tree(show):
 def test_attribute_queries_follow_the_spec(show):
     port = show.web.port
     show.params.set("eq", "fade", 0.25)
-    a = http(port, b"GET /unstable/eq/fade?VALUE HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    a = http(port, b"GET /unstable/eq/fade?VALUE HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
     assert status(a) == 200 and json.loads(a.split(b"\r\n\r\n", 1)[1]) == {"VALUE": [0.25]}
-    a = http(port, b"GET /unstable/eq/hue?RANGE HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    a = http(port, b"GET /unstable/eq/hue?RANGE HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
     assert json.loads(a.split(b"\r\n\r\n", 1)[1]) == {"RANGE": [{"MIN": 0.0, "MAX": 1.0}]}
-    a = http(port, b"GET /unstable/scene?RANGE HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    a = http(port, b"GET /unstable/scene?RANGE HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
     assert json.loads(a.split(b"\r\n\r\n", 1)[1]) == {"RANGE": [{"MIN": 0, "MAX": 1}]}
-    a = http(port, b"GET /unstable/eq/raw/hue?UNIT HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    a = http(port, b"GET /unstable/eq/raw/hue?UNIT HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
     assert status(a) == 200 and json.loads(a.split(b"\r\n\r\n", 1)[1]) == {"UNIT": ["angle.degree"]}
-    a = http(port, b"GET /unstable/eq/raw/hue?RANGE HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    a = http(port, b"GET /unstable/eq/raw/hue?RANGE HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
     assert json.loads(a.split(b"\r\n\r\n", 1)[1]) == {"RANGE": [{"MIN": -180.0, "MAX": 180.0}]}
-    a = http(port, b"GET /unstable/eq/raw/walk_speed HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    a = http(port, b"GET /unstable/eq/raw/walk_speed HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
     node = json.loads(a.split(b"\r\n\r\n", 1)[1])
     assert node["UNIT"] == ["x"] and node["TYPE"] == "f" and node["VALUE"] == [1.0]
     # A fader in 0..1 has no unit: 204.
-    assert status(http(port, b"GET /unstable/eq/hue?UNIT HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")) == 204
+    assert status(http(port, b"GET /unstable/eq/hue?UNIT HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")) == 204
     # What an OSCQuery tool sends to the own-units address lands in the store.
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     b = OscMessageBuilder(address="/unstable/eq/raw/hue")
@@ -122,9 +122,9 @@ def test_attribute_queries_follow_the_spec(show):
     sock.close()
     assert wait_for(lambda: show.params.get("eq", "hue") == -45.0)
     # A container has no VALUE: 204; an unknown attribute: 400; no node: 404.
-    assert status(http(port, b"GET /unstable/eq?VALUE HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")) == 204
-    assert status(http(port, b"GET /unstable/eq/hue?COLOUR HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")) == 400
-    assert status(http(port, b"GET /unstable/eq/nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")) == 404
+    assert status(http(port, b"GET /unstable/eq?VALUE HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")) == 204
+    assert status(http(port, b"GET /unstable/eq/hue?COLOUR HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")) == 400
+    assert status(http(port, b"GET /unstable/eq/nope HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")) == 404
 
 
 async def _ws(port):
@@ -205,10 +205,10 @@ def test_a_scene_that_shows_other_pieces_sends_path_changed(show):
 
     # Frames are drawn on this thread (it owns the GL context); the websocket runs in a loop here too.
     asyncio.run(run())
-    tree = json.loads(http(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").split(b"\r\n\r\n", 1)[1])
+    tree = json.loads(http(port, b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").split(b"\r\n\r\n", 1)[1])
     assert set(tree["CONTENTS"]["unstable"]["CONTENTS"]) >= {"eq2", "show", "scene"}
     assert "eq" not in tree["CONTENTS"]["unstable"]["CONTENTS"]
-    assert status(http(port, b"GET /unstable/eq/hue HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")) == 404
+    assert status(http(port, b"GET /unstable/eq/hue HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")) == 404
     # Off screen, eq still takes OSC.
     Client(show.osc.port).send("/unstable/eq/hue", 1.0)
     assert wait_for(lambda: show.params.get("eq", "hue") == 180.0)
@@ -237,10 +237,10 @@ def test_the_preview_reads_back_only_while_watched(show):
     for i in range(5):
         show.frame(0.1 * (i + 1))
     assert show.preview.reads == 0  # nobody watching: no readback added to the frames
-    a = http(show.web.port, b"GET /control/preview.jpg HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    a = http(show.web.port, b"GET /control/preview.jpg HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
     assert status(a) == 503  # asked, but no frame taken yet
     show.frame(1.0)
-    a = http(show.web.port, b"GET /control/preview.jpg HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    a = http(show.web.port, b"GET /control/preview.jpg HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
     assert status(a) == 200 and a.split(b"\r\n\r\n", 1)[1][:2] == b"\xff\xd8"  # a JPEG
     assert show.preview.reads == 1
 
@@ -249,14 +249,14 @@ def test_the_preview_reads_back_only_while_watched(show):
 
 BAD_HTTP = [
     (b"NOT HTTP AT ALL\r\n\r\n", 400),
-    (b"GET /" + b"a" * 10000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 400),
-    (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 10000 + b"\r\n\r\n", 400),
-    (b"POST /unstable/eq/hue HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n", 413),
-    (b"PUT /unstable/eq/hue HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc", 405),
-    (b"GET /unstable/eq/hue?VALUE&RANGE HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 400),
-    (b"GET /control/../../etc/passwd HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 404),
-    (b"GET /control/secrets.py HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 404),
-    (b"GET /\xff\xfe HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 400),
+    (b"GET /" + b"a" * 10000 + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"b" * 10000 + b"\r\n\r\n", 400),
+    (b"POST /unstable/eq/hue HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10000000\r\n\r\n", 413),
+    (b"PUT /unstable/eq/hue HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc", 405),
+    (b"GET /unstable/eq/hue?VALUE&RANGE HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", 400),
+    (b"GET /control/../../etc/passwd HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", 404),
+    (b"GET /control/secrets.py HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", 404),
+    (b"GET /\xff\xfe HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", 400),
 ]
 
 
@@ -266,7 +266,7 @@ def test_bad_http_gets_a_clear_status_and_the_server_carries_on(show, raw, code,
     answer = http(show.web.port, raw)
     assert status(answer) == code, answer[:200]
     assert show.params.get("eq", "hue") == 0.0  # nothing changed
-    ok = http(show.web.port, b"GET /unstable/eq/hue?VALUE HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    ok = http(show.web.port, b"GET /unstable/eq/hue?VALUE HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
     assert status(ok) == 200
     assert show.web.running
 

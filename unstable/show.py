@@ -120,9 +120,23 @@ class WebSettings:
     preview_fps: float = setting(4.0, gt=0, le=30, doc="preview frames a second on the page (only while a "
                                  "page is watching)")
     preview_width: int = setting(320, ge=16, le=4096, doc="preview width in pixels (at most)")
+    hosts: tuple[str, ...] = setting((), doc="names this machine is reached by besides its own host name and "
+                                     "addresses (a DNS name, e.g. ['show.example.org']); a request for any "
+                                     "other Host is refused, against DNS rebinding")
+    idle_timeout: float = setting(5.0, gt=0, le=3600, doc="seconds a connection may stay open without a "
+                                  "request (a websocket is not idle)")
+    max_connections: int = setting(256, ge=1, le=65536, doc="connections open at once, in all (at most half "
+                                   "the process's file-descriptor limit)")
+    max_per_address: int = setting(32, ge=1, le=65536, doc="connections open at once from one address (an "
+                                   "IPv6 /64 counts as one)")
 
     def __post_init__(self):
         _check_allow(self.allow)
+        for i, name in enumerate(self.hosts):
+            bare = name.strip("[]")
+            if not bare or not all(ch.isalnum() or ch in ".-:" for ch in bare):
+                raise ValueError(f"hosts[{i}]: {name!r} is not a host name or address, expected e.g. "
+                                 "'show.example.org'")
         if self.token and (len(self.token) < 8 or not self.token.replace("-", "").replace("_", "").isalnum()):
             raise ValueError(f"token: {self.token!r} should be at least 8 letters, digits, '-' or '_' "
                              "(it goes in a URL), or '' for a random one")

@@ -20,7 +20,13 @@ show's token (`?token=` once, then a cookie), or an address on the `[web] allow`
 tools such as Chataigne cannot send a token). Without it: 403 and one log line, nothing served,
 nothing changed. A websocket opened by a web page from another site (its Origin is not this
 server) is refused too (websockets.py): browsers let any page connect to ws://127.0.0.1, and
-loopback needs no token. Zeroconf adverts: adverts.py.
+loopback needs no token. A request that calls this server by a name that is not its own (Host
+header; DNS rebinding) is refused 403 (access.py). Zeroconf adverts: adverts.py.
+
+Connections (connections.py): at most `max_per_address` from one address and `max_connections` in
+all, none within a reserve of the process's file-descriptor limit, and one that sends no request
+within `idle_timeout` seconds is closed. Websockets (websockets.py): a message budget per client
+and one for all clients together, and a budget for what LISTEN sends out.
 
 Bad input: HTTP the parser refuses is answered 400 by aiohttp; unknown paths 404, unknown
 attributes 400, other methods 405, bodies over `max_body` 413, websocket messages over
@@ -46,7 +52,8 @@ from .handlers import OscHandlers
 from ..frame.preview import PreviewSink
 from .oscquery import EXTENSIONS, AddressSpace
 from .osclog import RateLimitedLog, RateLimitFilter, shorten
-from .access import TokenGate
+from .access import HostCheck, TokenGate
+from .connections import ConnectionGuard
 from .adverts import advertise, lan_addresses
 from .store import ParameterStore
 from .websockets import WebsocketHub
@@ -67,7 +74,10 @@ class WebServer:
     other machines must show (None: a random one). allow: hosts or networks that need no token.
     osc_host/osc_port: the show's OSC server, for HOST_INFO. scenes: scene names for the page.
     preview: the PreviewSink the show feeds (None: no preview). advertise: announce over
-    zeroconf (`_oscjson._tcp`, `_osc._udp`) when listening beyond loopback.
+    zeroconf (`_oscjson._tcp`, `_osc._udp`) when listening beyond loopback. hosts: names this
+    server answers to besides its machine's own (the Host check). idle_timeout, max_connections,
+    max_per_address: see connections.py. rate, ws_total_rate, ws_out_rate: websocket messages a
+    second per client, from all clients together, and to all clients together (websockets.py).
     """
 
     def __init__(self, store: ParameterStore, space: AddressSpace, *, host: str = "127.0.0.1",
@@ -75,7 +85,9 @@ class WebServer:
                  osc_host: str = "127.0.0.1", osc_port: int | None = None, scenes: Iterable[str] = (),
                  preview: PreviewSink | None = None, advertise: bool = True, max_body: int = 16 * KiB,
                  max_message: int = 16 * KiB, rate: float = 400.0, max_clients: int = 64,
-                 log_interval: float = 2.0):
+                 log_interval: float = 2.0, hosts: Iterable[str] = (), idle_timeout: float = 5.0,
+                 max_connections: int = 256, max_per_address: int = 32, ws_total_rate: float = 2000.0,
+                 ws_out_rate: float = 4000.0):
         self.store = store
         self.space = space
         self.host = host
@@ -91,18 +103,25 @@ class WebServer:
         self.max_message = int(max_message)
         self.rate = float(rate)
         self.max_clients = int(max_clients)
-        self.warn = RateLimitedLog(log, log_interval)
+        self.idle_timeout = float(idle_timeout)
+        self.max_connections = int(max_connections)
+        self.max_per_address = int(max_per_address)
+        # Keys name the client, so a sender with many addresses could vary them: a total too.
+        self.warn = RateLimitedLog(log, log_interval, per_minute=60)
         self.stats = dict.fromkeys(("requests", "refused", "not_found", "bad_request", "ws_messages",
                                     "ws_dropped", "ws_closed_flood", "applied", "rejected", "unknown",
                                     "malformed", "messages", "errors", "clamped", "oversize"), 0)
-        self.gate = TokenGate(self.token, self.allow, self.max_body, self.stats, self.warn)
+        names = [*hosts, f"{space.name}.local"] + ([] if host in ("0.0.0.0", "::", "") else [host])
+        self.gate = TokenGate(self.token, self.allow, self.max_body, self.stats, self.warn, HostCheck(names))
         self.dispatcher = OscDispatcher(self.stats, self.warn)
         OscHandlers(store, None, self.stats, self.warn).map_controls(self.dispatcher)
         self.hub = WebsocketHub(space, self.dispatcher, self.stats, self.warn, max_message=max_message,
-                                rate=rate, max_clients=max_clients)
+                                rate=rate, max_clients=max_clients, total_rate=ws_total_rate,
+                                out_rate=ws_out_rate)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner = None
+        self.guard: ConnectionGuard | None = None
         self._port: int | None = None
         self._zeroconf = None
         _limit_aiohttp_logs(log_interval)
@@ -133,6 +152,7 @@ class WebServer:
             loop = asyncio.new_event_loop()
             self._loop = self.hub.loop = loop
             asyncio.set_event_loop(loop)
+            loop.set_exception_handler(self._loop_error)
             try:
                 loop.run_until_complete(self._serve())
             except BaseException as e:
@@ -170,7 +190,13 @@ class WebServer:
 
     async def _serve(self) -> None:
         from aiohttp import web
-        app = web.Application(middlewares=[self.gate.middleware()], client_max_size=self.max_body)
+
+        @web.middleware
+        async def seen(request, handler):  # a request came: its connection is past the first-request timeout
+            self.guard.served(request.transport)
+            return await handler(request)
+
+        app = web.Application(middlewares=[seen, self.gate.middleware()], client_max_size=self.max_body)
         app.router.add_get("/control", self._page)
         app.router.add_get("/control/", self._page)
         app.router.add_get("/control/show.json", self._show_json)
@@ -178,14 +204,25 @@ class WebServer:
         app.router.add_get("/control/{name}", self._asset)
         app.router.add_get("/favicon.ico", self._no_icon)
         app.router.add_get("/{path:.*}", self._root)
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None,
+        # keepalive_timeout: an idle connection between requests is closed as soon as one that never
+        # sent its first (the guard's timer), not after aiohttp's default hour.
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None, keepalive_timeout=self.idle_timeout,
                                      max_line_size=4 * KiB, max_field_size=4 * KiB)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.requested_port, reuse_address=True)
-        await site.start()
-        self._port = self._runner.addresses[0][1]
+        self.guard = ConnectionGuard(self._runner.server, self.warn, self.stats, max_connections=self.max_connections,
+                                     max_per_address=self.max_per_address, idle_timeout=self.idle_timeout)
+        self._port = self.guard.listen(self.host, self.requested_port)
+
+    def _loop_error(self, loop, context: dict) -> None:
+        # The default handler logs a traceback per event; a client can provoke some (a connection
+        # reset mid-write): one rate-limited line each instead, and the loop goes on.
+        e = context.get("exception")
+        what = f"{type(e).__name__}: {e}" if e is not None else context.get("message", "?")
+        self.warn.warning(("loop", type(e).__name__ if e else what[:40]), "web: %s", shorten(what, 200))
 
     async def _shutdown(self) -> None:
+        if self.guard is not None:
+            self.guard.close()
         await self.hub.close_all()
         if self._runner is not None:
             await self._runner.cleanup()

@@ -1,6 +1,18 @@
 """The websocket side of the OSCQuery server: LISTEN/IGNORE streaming as binary OSC, binary OSC from
 clients into the same handlers as UDP, PATH_CHANGED and telemetry for the control page, and the
-per-client limits (a message budget, a size limit, a client count).
+limits: per client (a message budget, a size limit), a client count, and budgets for all clients
+together, in and out.
+
+In: each client may send `rate` messages a second (burst 2 s; a client that keeps flooding is
+closed). All clients together may send `total_rate`: half of it is shared evenly among the clients
+connected, so each always has its part, and the other half is a pool for whoever asks first; what
+is over is dropped (without closing anyone: they may all be legitimate, just many). 64 clients at
+their own rate were 25,600 messages a second.
+
+Out: LISTEN sends each change to every client listening to its path, so N clients multiply what
+the show sends by N. Everything sent (LISTEN values, PATH_CHANGED, telemetry) draws from one budget
+of `out_rate` messages a second; a client's writer waits for it, and meanwhile its pending values
+coalesce to the newest per path, so nothing is lost but the intermediate values.
 
 `WebsocketHub` lives in the web server's event loop (`loop`, set when the server runs); store
 changes arrive from any thread through `on_change` and are coalesced per client.
@@ -10,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import math
@@ -30,7 +43,8 @@ __all__ = ["WebsocketHub"]
 class _Client:
     """One websocket client: what it listens to, its sender identity and its message budget."""
 
-    __slots__ = ("ws", "origin", "listens", "telemetry", "pending", "wake", "tokens", "stamp", "dropped", "flooded")
+    __slots__ = ("ws", "origin", "listens", "telemetry", "pending", "wake", "tokens", "stamp", "dropped", "flooded",
+                 "share", "share_stamp")
 
     def __init__(self, ws, origin, rate: float):
         self.ws = ws
@@ -43,6 +57,39 @@ class _Client:
         self.stamp = time.monotonic()
         self.dropped = 0
         self.flooded = False
+        self.share = 0.0              # its part of the total budget (WebsocketHub._total_budget)
+        self.share_stamp = self.stamp
+
+
+class _Bucket:
+    """A token bucket: `rate` tokens a second, at most `burst` seconds of them held."""
+
+    def __init__(self, rate: float, burst: float = 1.0):
+        self.rate = float(rate)
+        self.cap = self.rate * burst
+        self.tokens = self.cap
+        self.stamp = time.monotonic()
+
+    def refill(self) -> float:
+        now = time.monotonic()
+        self.tokens = min(self.cap, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        return self.tokens
+
+    def take(self) -> bool:
+        """One token, if there is one."""
+        if self.refill() >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+    async def acquire(self, want: int) -> int:
+        """Wait for at least one token; take up to `want`, return how many were taken."""
+        while self.refill() < 1.0:
+            await asyncio.sleep((1.0 - self.tokens) / self.rate)
+        n = min(int(want), int(self.tokens))
+        self.tokens -= n
+        return n
 
 
 class WebsocketHub:
@@ -53,7 +100,8 @@ class WebsocketHub:
     """
 
     def __init__(self, space: AddressSpace, dispatcher: OscDispatcher, stats: dict, warn: RateLimitedLog, *,
-                 max_message: int, rate: float, max_clients: int):
+                 max_message: int, rate: float, max_clients: int, total_rate: float = 2000.0,
+                 out_rate: float = 4000.0):
         self.space = space
         self.dispatcher = dispatcher
         self.stats = stats
@@ -61,6 +109,11 @@ class WebsocketHub:
         self.max_message = int(max_message)
         self.rate = float(rate)
         self.max_clients = int(max_clients)
+        self.total_rate = float(total_rate)
+        self._pool = _Bucket(self.total_rate / 2.0)   # the half of the total anyone may take
+        self._out = _Bucket(float(out_rate))
+        for k in ("ws_over_total", "ws_out_waits"):
+            stats.setdefault(k, 0)
         self.clients: set[_Client] = set()
         self.loop: asyncio.AbstractEventLoop | None = None  # the web server's, while it runs
         self._next_id = 0
@@ -79,7 +132,8 @@ class WebsocketHub:
         """Serve one websocket connection (an upgraded request) until it closes."""
         from aiohttp import WSMsgType, web
         origin = request.headers.get("Origin")
-        if origin is not None and urlsplit(origin).netloc != request.host:
+        # The Host header itself (request.host would look up this machine's name when it is missing).
+        if origin is not None and urlsplit(origin).netloc != request.headers.get("Host", ""):
             # A page from another site open in a browser on this machine would otherwise reach the
             # show through loopback: only our own page (and tools that send no Origin) may connect.
             self.stats["refused"] += 1
@@ -103,10 +157,14 @@ class WebsocketHub:
                 if not self._budget(client):
                     if client.flooded:
                         self.stats["ws_closed_flood"] += 1
-                        log.warning("web: websocket %s closed: it kept sending more than %g messages/s",
-                                    client.origin[0], self.rate)
+                        # Rate-limited too: a client that floods, is closed and reconnects would
+                        # otherwise write a line each time (474 lines in 30 s).
+                        self.warn.warning(("flood_closed", client.origin[0]), "web: websocket %s closed: it "
+                                          "kept sending more than %g messages/s", client.origin[0], self.rate)
                         await ws.close(code=1008, message=b"message flood", drain=False)
                         break
+                    continue
+                if not self._total_budget(client):
                     continue
                 self.stats["ws_messages"] += 1
                 if msg.type == WSMsgType.TEXT:
@@ -137,6 +195,24 @@ class WebsocketHub:
         self.warn.warning(("flood", client.origin[0]), "web: websocket %s sends more than %g messages/s; "
                           "dropping the rest", client.origin[0], self.rate)
         client.flooded = client.dropped > self.rate * 5
+        return False
+
+    def _total_budget(self, client: _Client) -> bool:
+        """Whether all clients together are within `total_rate`: the client's even share first (the
+        pool's other half split among the clients now connected), then the common pool."""
+        now = time.monotonic()
+        share = self.total_rate / 2.0 / max(1, len(self.clients))
+        client.share = min(share, client.share + (now - client.share_stamp) * share)
+        client.share_stamp = now
+        if client.share >= 1.0:
+            client.share -= 1.0
+            return True
+        if self._pool.take():
+            return True
+        self.stats["ws_dropped"] += 1
+        self.stats["ws_over_total"] += 1
+        self.warn.warning("ws_total", "web: websocket clients together send more than %g messages/s; dropping "
+                          "the rest (%d clients)", self.total_rate, len(self.clients))
         return False
 
     def _command(self, client: _Client, text: str) -> None:
@@ -173,17 +249,24 @@ class WebsocketHub:
         while not client.ws.closed:
             await client.wake.wait()
             client.wake.clear()
-            batch, client.pending = client.pending, {}
-            for item in batch.values():
-                if client.ws.closed:
-                    return
-                try:
-                    if isinstance(item, str):
-                        await client.ws.send_str(item)
-                    else:
-                        await client.ws.send_bytes(item)
-                except (ConnectionError, RuntimeError):
-                    return
+            while client.pending and not client.ws.closed:
+                if self._out.refill() < 1.0:
+                    self.stats["ws_out_waits"] += 1
+                # What waits here keeps coalescing in `pending`: the newest value of each path goes.
+                n = await self._out.acquire(len(client.pending))
+                for key in list(itertools.islice(client.pending, n)):
+                    item = client.pending.pop(key, None)  # None: IGNOREd while we sent the others
+                    if client.ws.closed:
+                        return
+                    if item is None:
+                        continue
+                    try:
+                        if isinstance(item, str):
+                            await client.ws.send_str(item)
+                        else:
+                            await client.ws.send_bytes(item)
+                    except (ConnectionError, RuntimeError):
+                        return
 
     def _queue(self, client: _Client, key: str, item: bytes | str) -> None:
         client.pending[key] = item

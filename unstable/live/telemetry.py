@@ -15,6 +15,11 @@ from typing import Any, Mapping
 
 import numpy as np
 
+try:
+    import resource
+except ImportError:  # not on this platform: the peak is unavailable too
+    resource = None
+
 from ..disk import RotatingLines
 from ..errors import UnstableError
 
@@ -26,14 +31,39 @@ STATS_WINDOW = 120_000  # frame times kept for the report's percentiles (about a
 PHASES = ("sample", "compose", "output")
 
 
+_statm: int | None = None   # /proc/self/statm, opened once and kept (see rss_bytes)
+_statm_pid = 0              # whose: a forked child must open its own
+_rss_last = 0
+_rss_failed = False
+
+
 def rss_bytes() -> int:
-    """Resident memory of this process in bytes (the peak, where /proc is missing)."""
+    """Resident memory of this process in bytes (the peak, where /proc is missing); never raises.
+
+    Called every second of a show. It opens nothing per call, so it works when the process is out
+    of file descriptors: /proc/self/statm is opened once and re-read in place, and `resource` is
+    imported with this module (importing it on the spot needs a descriptor too: a connection flood
+    that used them all ended a show here). On any failure: the last value read, and one log line.
+    """
+    global _statm, _statm_pid, _rss_last, _rss_failed
     try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        import resource
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        if _statm is None or _statm_pid != os.getpid():
+            _statm_pid = os.getpid()
+            _statm = os.open("/proc/self/statm", os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        _rss_last = int(os.pread(_statm, 256, 0).split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        return _rss_last
+    except (OSError, ValueError, IndexError, AttributeError) as e:
+        why = e
+    try:
+        if resource is not None:
+            _rss_last = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+            return _rss_last
+    except (OSError, ValueError) as e:
+        why = e
+    if not _rss_failed:
+        _rss_failed = True
+        log.warning("telemetry: cannot read this process's memory (%s); rss_mb repeats the last value", why)
+    return _rss_last
 
 
 class Ring:
@@ -77,6 +107,8 @@ class LiveReport:
     checkpoints: list[str]
     stills: list[str]
     errors: dict[str, str]
+    dropped_slots: int = 0      # grid slots late frames dropped (the timer's)
+    repeated_frames: int = 0    # of those, the slots recordings filled with the frame before
 
 
 class FrameStats:
