@@ -62,7 +62,7 @@ spec() {
       # the frame clock's pieces: timers, scenes and crossfades, automation, the timeline, the
       # composer's looks, the look-ahead's keys; not the pipeline's threads and sinks
       echo "unstable/frame/timers.py unstable/frame/scenes.py unstable/frame/automation.py unstable/frame/timeline.py unstable/frame/compose.py unstable/frame/lookahead.py|tests/test_frame.py tests/test_lookahead.py|" ;;
-    access) echo "unstable/control/access.py|tests/test_access_token.py tests/test_oscquery.py|" ;;
+    access) echo "unstable/control/access.py|tests/test_access_token.py|" ;;
     websockets) echo "unstable/control/websockets.py|tests/test_oscquery.py|" ;;
     bending) echo "unstable/bending.py|tests/test_bending.py|" ;;
     farm)

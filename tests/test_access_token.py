@@ -63,3 +63,70 @@ def test_the_middleware_refuses_a_partial_token_with_403_and_counts_it():
     assert asyncio.run(status(request("/control?token="))) == 403
     assert asyncio.run(status(request(f"/control?token={TOKEN}"))) == 200
     assert g.stats["refused"] == 2 and g.stats["requests"] == 3
+
+
+# Pinned by mutation testing (docs/mutation.md): the Host check, the cookie, the body and method limits.
+
+def test_host_names_lose_port_brackets_trailing_dot_and_case():
+    from unstable.control.access import host_name
+    assert host_name(" Show.Example.:8080 ") == "show.example"
+    assert host_name("[::1]:8765") == "::1" and host_name("[fe80::1]") == "fe80::1"
+    assert host_name("::1") == "::1"  # a bare IPv6 address keeps its colons
+    assert host_name("10.0.0.2:80") == "10.0.0.2" and host_name("studio") == "studio"
+
+
+def test_the_host_check_serves_only_names_of_this_machine():
+    import socket
+
+    import ifaddr
+    from unstable.control.access import HostCheck
+    check = HostCheck(["Studio.Example:8080", "", "show.local"])
+    here = socket.gethostname().lower()
+    for ok in (None, "localhost", "LOCALHOST:8765", here, f"{here}.local", "studio.example", "show.local.",
+               "127.0.0.1:80", "127.8.9.1", "[::1]:8765", "0.0.0.0", "::ffff:127.0.0.1"):
+        assert check(ok), ok
+    for bad in ("attacker.example", "studio.example.evil", "8.8.8.8", "[2001:db8::1]", "", "show"):
+        assert not check(bad), bad
+    own = [str(ip.ip) for a in ifaddr.get_adapters() for ip in a.ips
+           if isinstance(ip.ip, str) and not ip.ip.startswith("127.")]
+    for addr in own[:2]:  # this machine's own addresses (a LAN's), with and without a port
+        assert check(addr) and check(f"{addr}:8765"), addr
+
+
+def test_the_token_in_a_url_becomes_a_cookie_for_another_machine_only():
+    g = gate()
+    resp = g.with_cookie(request(f"/control?token={TOKEN}"), web.Response(text="page"))
+    cookie = resp.cookies[COOKIE]
+    assert cookie.value == TOKEN and cookie["httponly"] and cookie["samesite"] == "Strict"
+    assert COOKIE not in g.with_cookie(request("/control", cookie=TOKEN), web.Response()).cookies
+    assert COOKIE not in g.with_cookie(request(f"/control?token={TOKEN}", peer="127.0.0.1"), web.Response()).cookies
+
+
+def test_the_middleware_refuses_other_hosts_big_bodies_and_other_methods():
+    import ipaddress
+
+    from unstable.control.access import HostCheck
+    stats = {"requests": 0, "refused": 0, "oversize": 0, "bad_request": 0}
+    g = TokenGate(TOKEN, AllowList([ipaddress.ip_network("10.0.0.0/8")]), 100, stats, RateLimitedLog(mock.Mock()),
+                  HostCheck(["show.local"]))
+    guard = g.middleware()
+
+    async def handler(req):
+        return web.Response(text="page")
+
+    def send(method="GET", host="show.local", length=None):
+        headers = {"Host": host} if host is not None else {}
+        if length is not None:
+            headers["Content-Length"] = str(length)
+        transport = mock.Mock()
+        transport.get_extra_info.side_effect = lambda k, d=None: ("10.1.2.3", 5) if k == "peername" else d
+        resp = asyncio.run(guard(make_mocked_request(method, "/x", headers=headers, transport=transport), handler))
+        return resp.status, resp.headers.get("Allow")
+
+    assert send() == (200, None) and send(host=None) == (200, None)
+    assert send(host="attacker.example") == (403, None) and stats["wrong_host"] == 1
+    assert send(length=100) == (200, None)
+    assert send(length=101) == (413, None) and stats["oversize"] == 1
+    assert send("POST") == (405, "GET") and stats["bad_request"] == 1
+    assert send("HEAD") == (200, None)
+    assert stats["requests"] == 7 and stats["refused"] == 1
