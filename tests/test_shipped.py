@@ -1,5 +1,6 @@
-"""Shipped files: BAD's base models and the demo show's starting states, hash-checked, so a first
-run starts within a minute instead of training base models for minutes."""
+"""Shipped files: BAD's base models, eval's judges and the shows' starting states (demo, bending),
+hash-checked, so a first run starts within a minute instead of training base models for minutes;
+every piece says where it starts from."""
 
 import json
 import shutil
@@ -35,13 +36,14 @@ def test_a_shipped_file_is_used_only_when_its_hash_matches(tmp_path):
 
 def test_every_shipped_file_matches_its_manifest_and_the_set_is_small():
     total = 0
-    for folder in (FOLDER, ROOT / "shows" / "demo.states"):
+    for folder in (FOLDER, ROOT / "shows" / "demo.states", ROOT / "shows" / "bending.states"):
         files = manifest(folder)
         assert files, folder
+        assert sorted(files) == sorted(f.name for f in folder.glob("*.pt")), f"{folder}: unlisted or missing files"
         for name in files:
             assert shipped_file(name, folder) is not None, name
             total += (folder / name).stat().st_size
-    assert total < 12 * 2**20  # "well under 20 MB"
+    assert total < 16 * 2**20  # "well under 20 MB"
 
 
 def test_the_demo_bad_piece_prepares_from_the_shipped_base_models_without_training(tmp_cwd):
@@ -70,14 +72,45 @@ def test_a_show_piece_starts_from_its_start_state_unless_fresh(tmp_path):
                                                         'piece = "pieces/eq.toml"\nstart = "states/eq.pt"\n')
     show = write_show(tmp_path, text, name="started.toml")
 
+    said = []
+
     def engine(**kw):
-        return Engine(load_show(show), headless=True, osc_port=0, web_port=0, train=False, echo=lambda s: None,
+        said.clear()
+        return Engine(load_show(show), headless=True, osc_port=0, web_port=0, train=False, echo=said.append,
                       progress=silent, **kw)
 
     with engine(run_dir=tmp_path / "a") as eng:
         assert eng.pieces["eq"].system.step_count == 3 and eng.pieces["eq2"].system.step_count == 0
+    assert f"live: eq starts from the grown state {states / 'eq.pt'} at step 3 (--fresh starts from its seed)" in said
+    assert (f"live: eq2 starts from its seed at step 0 (no checkpoint in {tmp_path / 'a' / 'eq2'} and no "
+            "pieces.eq2.start in the show): its first minutes are early training") in said
+    with engine(run_dir=tmp_path / "a") as eng:  # its own run folder now has a checkpoint of each piece
+        pass
+    for name in ("eq", "eq2"):
+        assert f"live: {name} resumes {tmp_path / 'a' / name / 'checkpoint.pt'} at step {3 if name == 'eq' else 0} " \
+               "(its run folder; --fresh to start over)" in said
     with engine(run_dir=tmp_path / "b", fresh=True) as eng:
         assert eng.pieces["eq"].system.step_count == 0
+    assert [line for line in said if " starts from " in line or " resumes " in line] == [
+        "live: eq starts from its seed at step 0 (--fresh): its first minutes are early training",
+        "live: eq2 starts from its seed at step 0 (--fresh): its first minutes are early training"]
     (states / "eq.pt").write_bytes((states / "eq.pt").read_bytes() + b"x")  # tampered
     with pytest.raises(UnstableError, match="pieces.eq.start.*SHA-256"):
         engine(run_dir=tmp_path / "c").open()
+
+
+def test_the_bending_show_starts_from_its_grown_state_and_says_so(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)  # paths in the start line as the artist types them
+    entry = manifest(ROOT / "shows" / "bending.states")["eq.pt"]
+    assert entry["steps"] > 0 and entry["what"].startswith("equilibrium-1-1.toml")
+    said = []
+    show = load_show(ROOT / "shows" / "bending.toml")
+    assert show.settings.pieces["eq"].start == "bending.states/eq.pt"
+    with Engine(show, headless=True, osc_port=0, web_port=0, train=False, echo=said.append, progress=silent,
+                run_dir=tmp_path / "run") as eng:
+        system = eng.pieces["eq"].system
+        assert system.step_count == entry["steps"]
+        stage, alpha = system.growth()
+        assert system.stage_resolutions[stage] == 64 and alpha == 1.0  # grown to the piece's full size
+    assert (f"live: eq starts from the grown state shows/bending.states/eq.pt at step {entry['steps']} "
+            "(--fresh starts from its seed)") in said

@@ -90,6 +90,8 @@ def eval_runs(runs, out, samples, k, device):
                    f"(vs data) {float(r['precision_vs_data_judge']):.3f} (vs data, judge)  typical {float(r['typical']):.3f}  "
                    f"class entropy {float(r['class_entropy']):.3f}  confidence {float(r['confidence']):.3f}")
     import json
+    for label, path in json.loads((folder / "summary.json").read_text()).get("judges", {}).items():
+        click.echo(f"{label}: {path}")
     for name, m in json.loads((folder / "summary.json").read_text())["base_metrics"].items():
         if m:
             click.echo(f"base models of {name}: classifier held-out accuracy {m.get('classifier_heldout_accuracy', float('nan')):.3f}, "

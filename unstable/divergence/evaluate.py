@@ -96,27 +96,32 @@ def judge_settings(piece) -> ClassifierSettings:
                                width=max(4, piece.classifier.width // 2), robust=0.0)
 
 
-def load_judge(piece, digits, device: torch.device, progress: Callable | None = None) -> DigitClassifier:
-    """The independent judge classifier of a piece's data, from the base-model cache (trained if missing)."""
+def load_judge(piece, digits, device: torch.device, progress: Callable | None = None) -> tuple[DigitClassifier, Path]:
+    """The independent judge classifier of a piece's data and the file it came from: the base-model
+    cache, else the shipped one (unstable/shipped/, hash checked), else trained now (announced)."""
     settings = judge_settings(piece)
     judge = freeze(DigitClassifier(settings.width).to(device))
     with torch.enable_grad():
-        cached_model(piece.cache, "judge", base_key("judge", data=piece.data, classifier=settings), judge,
-                     lambda: train_classifier(settings, digits.train_x, digits.train_y, digits.test_x, digits.test_y,
-                                              device, progress, "judge classifier"), device)
-    return judge
+        _, path, _ = cached_model(
+            piece.cache, "judge", base_key("judge", data=piece.data, classifier=settings), judge,
+            lambda: train_classifier(settings, digits.train_x, digits.train_y, digits.test_x, digits.test_y,
+                                     device, progress, "judge classifier"), device,
+            about="the judge classifier of `unstable eval` (a second opinion BAD never saw)", steps=settings.steps)
+    return judge, path
 
 
-def load_density_judge(piece, digits, device: torch.device, progress: Callable | None = None) -> VAE:
-    """The independent density judge of a piece's data: a VAE with the base recipe and another
-    seed, from the base-model cache (trained if missing)."""
+def load_density_judge(piece, digits, device: torch.device, progress: Callable | None = None) -> tuple[VAE, Path]:
+    """The independent density judge of a piece's data (a VAE with the base recipe and another
+    seed) and the file it came from: the base-model cache, else the shipped one, else trained now."""
     settings = dataclasses.replace(piece.vae, seed=piece.vae.seed + 1000)
     vae = VAE(settings.latent, settings.hidden).to(device)
     with torch.enable_grad():
-        cached_model(piece.cache, "density-judge", base_key("density-judge", data=piece.data, vae=settings), vae,
-                     lambda: train_vae(settings, digits.train_x, digits.test_x, device, progress, "density judge (VAE)"),
-                     device)
-    return freeze(vae)
+        _, path, _ = cached_model(
+            piece.cache, "density-judge", base_key("density-judge", data=piece.data, vae=settings), vae,
+            lambda: train_vae(settings, digits.train_x, digits.test_x, device, progress, "density judge (VAE)"),
+            device, about="the density judge of `unstable eval` (a second VAE that scores how typical a sample is)",
+            steps=settings.steps)
+    return freeze(vae), path
 
 
 @torch.no_grad()
@@ -159,6 +164,7 @@ def evaluate_runs(runs: Sequence[str | Path], out: str | Path | None = None, *, 
     rows: list[dict] = []
     grid_blocks: list[tuple[str, list[torch.Tensor]]] = []
     seen_bases: set[str] = set()
+    judges: dict[str, Path] = {}  # where each judge came from: cache, shipped file, or trained now
     bar = progress("eval", total=len(runs) * len(temperatures)) if progress else None
     for run in runs:
         system = load_run(run, device, progress)
@@ -166,9 +172,9 @@ def evaluate_runs(runs: Sequence[str | Path], out: str | Path | None = None, *, 
         name = run_name(run)
         digits = load_digits(piece.data)
         real = _features(system, digits.test_x.to(device))  # [N_test, 10]
-        judge = load_judge(piece, digits, device, progress)
+        judge, judges[f"judge ({name})"] = load_judge(piece, digits, device, progress)
         real_judged = _features(judge, digits.test_x.to(device))  # [N_test, 10]
-        density = load_density_judge(piece, digits, device, progress)
+        density, judges[f"density judge ({name})"] = load_density_judge(piece, digits, device, progress)
         real_nll = negative_elbo(density, digits.test_x.to(device))  # [N_test]
         g = torch.Generator().manual_seed(seed)
         latent = piece.vae.latent
@@ -212,7 +218,8 @@ def evaluate_runs(runs: Sequence[str | Path], out: str | Path | None = None, *, 
     plot_precision_recall(out / "precision_recall.png", rows)
     plot_grid(out / "grid.png", grid_blocks, temperatures)
     summary = {"runs": [str(r) for r in runs], "samples": samples, "k": k, "temperatures": list(temperatures),
-               "base_metrics": {run_name(r): load_run_metrics(r) for r in runs}}
+               "base_metrics": {run_name(r): load_run_metrics(r) for r in runs},
+               "judges": {label: str(path) for label, path in judges.items()}}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return out
 

@@ -78,10 +78,19 @@ def resume_piece(system: Any, path: Path, device: torch.device) -> dict | None:
     return live if isinstance(live, dict) else None
 
 
+def _shown(path: Path) -> Path:
+    """A path as the artist typed it: relative to the working folder when it lies inside it."""
+    try:
+        return path.resolve().relative_to(Path.cwd())
+    except ValueError:
+        return path
+
+
 def prepare_pieces(show: Show, systems: Mapping[str, Any], run_dir: Path, device: torch.device, *,
                    fresh: bool, resume: bool, progress: Callable, echo: Callable[[str], None]) -> dict[str, dict]:
     """Prepare each system (base models), resume it from its run folder unless `fresh`, and copy its
     piece file there. `resume` makes a missing checkpoint an error, checked before any slow work.
+    Each piece says through `echo` where it starts from: its run folder, a grown state, or its seed.
     Returns {piece: live state saved with its checkpoint}."""
     if resume:
         missing = [n for n in systems if not (run_dir / n / "checkpoint.pt").is_file()]
@@ -98,7 +107,7 @@ def prepare_pieces(show: Show, systems: Mapping[str, Any], run_dir: Path, device
         start = show.settings.pieces[name].start
         if ckpt.exists() and not fresh:
             states[name] = resume_piece(system, ckpt, device)
-            echo(f"live: {name} resumes {ckpt} at step {system.step_count} (--fresh to start over)")
+            echo(f"live: {name} resumes {ckpt} at step {system.step_count} (its run folder; --fresh to start over)")
         elif start and not fresh:
             path = show.resolve(start)
             if shipped_file(path.name, path.parent) is None:
@@ -106,7 +115,12 @@ def prepare_pieces(show: Show, systems: Mapping[str, Any], run_dir: Path, device
                                     f"{path.parent / 'MANIFEST.json'} or its SHA-256 differs; refusing it "
                                     "(scripts/make_shipped.py makes both; --fresh starts from the seed)")
             load_run_into(system, path, device)
-            echo(f"live: {name} starts from {path} at step {system.step_count} (--fresh starts from its seed)")
+            echo(f"live: {name} starts from the grown state {_shown(path)} at step {system.step_count} "
+                 "(--fresh starts from its seed)")
+        else:
+            why = "--fresh" if fresh else f"no checkpoint in {piece_dir} and no pieces.{name}.start in the show"
+            echo(f"live: {name} starts from its seed at step {system.step_count} ({why}): "
+                 "its first minutes are early training")
         piece_dir.mkdir(parents=True, exist_ok=True)
         src = show.piece_paths[name]
         if src.resolve() != (piece_dir / "piece.toml").resolve():
