@@ -73,9 +73,11 @@ def test_host_names_lose_port_brackets_trailing_dot_and_case():
     assert host_name("[::1]:8765") == "::1" and host_name("[fe80::1]") == "fe80::1"
     assert host_name("::1") == "::1"  # a bare IPv6 address keeps its colons
     assert host_name("10.0.0.2:80") == "10.0.0.2" and host_name("studio") == "studio"
+    assert host_name("box.") == "box" and host_name("x.x") == "x.x"  # only the trailing dot goes
 
 
 def test_the_host_check_serves_only_names_of_this_machine():
+    import ipaddress
     import socket
 
     import ifaddr
@@ -87,10 +89,11 @@ def test_the_host_check_serves_only_names_of_this_machine():
         assert check(ok), ok
     for bad in ("attacker.example", "studio.example.evil", "8.8.8.8", "[2001:db8::1]", "", "show"):
         assert not check(bad), bad
-    own = [str(ip.ip) for a in ifaddr.get_adapters() for ip in a.ips
-           if isinstance(ip.ip, str) and not ip.ip.startswith("127.")]
-    for addr in own[:2]:  # this machine's own addresses (a LAN's), with and without a port
-        assert check(addr) and check(f"{addr}:8765"), addr
+    own = [ip.ip if isinstance(ip.ip, str) else ip.ip[0] for a in ifaddr.get_adapters() for ip in a.ips]
+    own = [a for a in own if not ipaddress.ip_address(a).is_loopback]
+    for addr in own:  # this machine's own addresses (a LAN's), with a port; IPv6 in brackets, any case
+        port = f"[{addr.upper()}]:8765" if ":" in addr else f"{addr}:8765"
+        assert check(addr) and check(port), addr
 
 
 def test_the_token_in_a_url_becomes_a_cookie_for_another_machine_only():
