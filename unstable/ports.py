@@ -9,7 +9,7 @@ and `make run` simply failed when another program held 9000. Here, before anythi
   takes any free one instead and says which.
 
 The check binds the port the way the server will (UDP without SO_REUSEADDR as python-osc does, TCP
-with it as aiohttp does) and lets go; the server binds it a moment later. Another program taking
+with it as the web server does) and lets go; the server binds it a moment later. Another program taking
 the port in between is still caught by the server's own one-line error.
 """
 
@@ -30,7 +30,7 @@ def _bind(host: str, port: int, kind: str) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     s = socket.socket(family, _KIND[kind])
     try:
-        if kind == "tcp":  # aiohttp's TCPSite(reuse_address=True): a closed connection's TIME_WAIT is no owner
+        if kind == "tcp":  # as the web server binds (SO_REUSEADDR): a closed connection's TIME_WAIT is no owner
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind((host, port))
         if kind == "tcp":
