@@ -138,7 +138,8 @@ def _run_live(show_path, *, headless, fullscreen, monitor, seconds, record, tele
     steps = ", ".join(f"{n} {k} steps ({r.steps_per_second[n]:g}/s)" for n, k in r.steps.items())
     click.echo(f"live: {r.frames} frames in {r.seconds:.1f} s ({r.fps:g} fps), frame time p50 {r.interval_p50_ms:.1f} ms "
                f"p99 {r.interval_p99_ms:.1f} ms, work p50 {r.work_p50_ms:.1f} ms p99 {r.work_p99_ms:.1f} ms, "
-               f"{r.late_frames} late; {steps}")
+               f"{r.late_frames} late ({r.dropped_slots} slots dropped, {r.repeated_frames} repeated in recordings); "
+               f"{steps}")
     for path in r.recordings:
         click.echo(f"live: recorded {path}")
     for name, err in r.errors.items():

@@ -41,7 +41,9 @@ class WallTimer(FrameTimer):
     slot. Dropping the next slot then shows a 2-slot hole (66.7 ms at 30 fps); drawing it at once,
     a few milliseconds late, shows a jitter of those milliseconds and the following frames are
     back on the grid. Beyond half a slot, catching up would mean a burst of frames, so those slots
-    are dropped (counted in `late`). Frame numbers, and so frame content, never depend on this.
+    are dropped: `late` counts the frames that dropped slots, `dropped` the slots (a recording
+    repeats its last frame in each, unstable.live.recorder). Frame numbers, and so frame content,
+    never depend on this.
 
     `time_source` is injectable (tests drive a show with simulated time); `sleep` likewise.
     """
@@ -56,11 +58,13 @@ class WallTimer(FrameTimer):
         self.sleep = sleep
         self.start = self.now()
         self.late = 0
+        self.dropped = 0
 
     def restart(self) -> None:
         """Frame 0 is due now."""
         self.start = self.now()
         self.late = 0
+        self.dropped = 0
 
     def elapsed(self) -> float:
         """Wall seconds since frame 0 was due."""
@@ -75,11 +79,12 @@ class WallTimer(FrameTimer):
     def next_after(self, frame: int) -> int:
         """The next slot to draw once frame `frame` is done: n + 1 while it is less than `catch_up`
         of a slot overdue (drawn at once), else the first slot that is not (the skipped slots
-        are counted in `late`), so a hiccup costs frames, never a burst."""
+        are counted in `dropped`, the frame in `late`), so a hiccup costs frames, never a burst."""
         nxt = frame + 1
         now = Fraction(repr(self.elapsed()))
         if now > (nxt + self.catch_up) / self.fps:
             self.late += 1
             # The first slot k with k / fps + catch_up / fps >= now.
             nxt = max(nxt + 1, math.ceil(now * self.fps - self.catch_up))
+            self.dropped += nxt - frame - 1
         return nxt

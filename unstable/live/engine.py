@@ -10,7 +10,9 @@ Threads, and who owns what:
   timeline advances (one parameter snapshot, scene jumps, walk clocks; unstable.frame.timeline),
   the pipeline samples each shown piece's *sampling mirror* and composes (unstable.frame), then
   the frame goes to the window, the recording and stills. Frames sit on the grid n / fps: a late
-  frame drops the slots it ran into instead of hurrying the next ones (unstable.frame.timers).
+  frame drops the slots it ran into instead of hurrying the next ones (unstable.frame.timers);
+  the timeline still advances through them (unstable.live.slots) and a recording repeats its last
+  frame in them (unstable.live.recorder), so the recording stays on the show clock.
 - One training thread steps the pieces under the show's budget (unstable.live.training), at a
   lower CPU priority, each step through the piece's guard; it copies trained weights into the
   mirrors (unstable.live.mirror) and writes the checkpoints. Each thread uses its own torch
@@ -43,6 +45,7 @@ from ..show import display_name
 from .mirror import SamplingMirror
 from .pieces import build_systems, piece_actions, prepare_pieces, show_groups
 from .session import Session
+from .slots import SlotClock
 from .telemetry import LiveReport, rss_bytes
 from .training import LivePiece, Trainer
 
@@ -84,6 +87,7 @@ class Engine(Session):
         self.timeline = ShowTimeline(self.show.resolved_scenes(), self.params, list(systems), s.fps,
                                      loop=s.loop_scenes, start_values={n: e.params for n, e in s.pieces.items()},
                                      audio=self.audio)
+        self.slots = SlotClock(self.timeline)
         self.open_outputs()
         from ..trainer import progress_bar
         states = prepare_pieces(self.show, systems, self.run_dir, self.device, fresh=self.fresh,
@@ -92,7 +96,7 @@ class Engine(Session):
             self._train_stream = torch.cuda.Stream(self.device)
         sources = {}
         for name, system in systems.items():
-            mirror = SamplingMirror(system, self._train_stream)
+            mirror = SamplingMirror(system, self._train_stream, name=name, echo=self.echo)
             panels = {display_name(name, p): p for p in system.panels()}
             sources[name] = PanelSource(name, system, mirror, walks[name], panels)
             self.pieces[name] = LivePiece(
@@ -168,8 +172,9 @@ class Engine(Session):
             elif ev.kind == "still":
                 self._still_asked = True
             elif ev.kind in PIECE_ACTIONS and ev.piece in self.pieces:
-                # Between frames, on the sampling copy the display draws (the trained weights as of
-                # the last sync); the recomputation itself happens in that piece's next sample.
+                # Only asked for here: the mirror's worker recomputes from a snapshot of the sampling
+                # copy (the trained weights as of the last sync), coalesced and rate-limited, and a
+                # later sample swaps the result in between frames (unstable.live.mirror).
                 self.pieces[ev.piece].mirror.refresh(ev.kind.split("/")[0])
         a = self.settings.actions
         now = time.monotonic()
@@ -216,16 +221,18 @@ class Engine(Session):
 
     def frame(self, now: float | None = None, number: int | None = None) -> None:
         """Draw one frame at frame-clock time `now` (default: frame `number` of the grid, or the
-        wall clock's current slot)."""
+        wall clock's current slot). On the grid, the slots skipped since the last frame are
+        advanced first, without pixels; an explicit `now` is a jump in time."""
         if not self._opened:
             self.open()
         if number is None:
             number = round(now * self.fps) if now is not None else int(self.timer.elapsed() * self.fps)
         self.frames_drawn = number
+        held = self.slots.catch_up(number) if now is None else []
         self.recorder.begin_frame(number)
-        state = self.timeline.advance(number, now)
+        state = self.slots.advance(number, now)
         self._snapshot = state.snapshot  # the training thread reads the newest one
-        self._act(state.actions, number)
+        self._act(held + state.actions, number)
         if self.web_link is not None:
             self.web_link.follow(self.timeline.director.current)
         t_sample = time.perf_counter()
@@ -251,6 +258,7 @@ class Engine(Session):
         t = time.perf_counter()
         line = {
             "t": round(now, 3), "frame": self.frames, "late_frames": self.timer.late,
+            "dropped_slots": self.timer.dropped, "repeated_frames": self.recorder.repeated,
             "steps": {n: p.steps for n, p in self.pieces.items()},
             "steps_per_s": {n: round(p.steps_per_second(t, 1.0), 2) for n, p in self.pieces.items()},
             "step_count": {n: p.system.step_count for n, p in self.pieces.items()},
@@ -281,6 +289,8 @@ class Engine(Session):
         elapsed = summary["seconds"]
         return LiveReport(
             frames=self.frames, late_frames=self.timer.late if self.timer else 0, **summary,
+            dropped_slots=self.timer.dropped if self.timer else 0,
+            repeated_frames=self.recorder.repeated if self.recorder else 0,
             steps={n: p.steps for n, p in self.pieces.items()},
             steps_per_second={n: round(p.steps / elapsed, 2) if elapsed > 0 else 0.0 for n, p in self.pieces.items()},
             recordings=list(self.recorder.recordings) if self.recorder else [],

@@ -8,6 +8,12 @@ still room to finish the file and write every checkpoint. Stills and OSC-started
 kept within a count and a byte budget (the oldest go first). Beside every
 recording its automation (`<recording>.automation.jsonl`, unstable.frame.automation) is written
 from the same first frame, so `unstable render SHOW --automation FILE` renders it again.
+
+A recording is constant-rate on the show clock: a slot the show dropped (a late frame) repeats the
+last frame in the file, as OBS does, and a timed show's recording is filled to its last slot, so
+frame n of the file is slot start + n of the show, of its automation and of its sound. A show that
+follows an audio file gets that sound muxed into its recordings when they finish (AAC, from the
+recording's first slot, padded with silence and cut to frames / fps).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import logging
 import os
 import threading
 import time
+from fractions import Fraction
 from pathlib import Path
 from typing import Callable
 
@@ -40,16 +47,20 @@ class Recorder:
 
     `record(path)` starts at the next frame (`begin_frame`), so the automation header holds the
     state the first recorded frame starts from. `automation`: write automation without video.
+    `sound`: the audio file the show plays (muxed into each recording from its first slot).
     """
 
     MAX_STILL_THREADS = 2  # stills still being written; more are refused (a flood is bounded)
     MAX_FINISHING = 2      # recordings being finished in the background at once
     FULL = 64 * 1024       # bytes free below which a disk is full (room left to finish the file)
+    PRESET = "h264_live"   # fragmented MP4: what reached the disk plays (tests record losslessly)
 
     def __init__(self, timeline: ShowTimeline, *, show: str, size: tuple[int, int], fps: float,
                  run_dir: Path, automation: str | os.PathLike | None = None, min_free: int = 0,
-                 stills_keep: int = 0, recordings_budget: int = 0, free: Callable[[Path], int] = free_bytes):
+                 stills_keep: int = 0, recordings_budget: int = 0, free: Callable[[Path], int] = free_bytes,
+                 sound: str | os.PathLike | None = None):
         self.timeline = timeline
+        self.sound = Path(sound) if sound is not None else None
         self.min_free = int(min_free)
         self.stills_keep = int(stills_keep)
         self.recordings_budget = int(recordings_budget)
@@ -70,6 +81,10 @@ class Recorder:
         self._threads: list[threading.Thread] = []
         self._finishers: list[threading.Thread] = []
         self._lock = threading.Lock()  # self.recordings: a finisher removes an empty one
+        self.repeated = 0                  # slots the show dropped, filled with the frame before
+        self._start = 0                    # the show slot of the recording's first frame
+        self._next = 0                     # the show slot the recording's next frame stands for
+        self._last: np.ndarray | None = None  # [H, W, 3] uint8: the last frame written, for repeats
 
     @property
     def recording(self) -> bool:
@@ -114,11 +129,13 @@ class Recorder:
         from ..encode import VideoWriter
         w, h = self.size
         try:
-            self.writer = VideoWriter(path, w, h, self.fps, "h264_live")
+            self.writer = VideoWriter(path, w, h, self.fps, self.PRESET)
         except (UnstableError, OSError) as e:
             self._fail(f"recording {path} could not start: {e}")
             return
         self.path = path
+        self._start = self._next = frame
+        self._last = None
         with self._lock:
             if len(self.recordings) >= 1000:
                 del self.recordings[:500]
@@ -142,14 +159,37 @@ class Recorder:
             log.info("removed the old recording %s ([disk] recordings_budget_mb)", p)
 
     def put(self, frame: int, compositor) -> None:
-        """The frame sink: add the composed frame to the recording, if one runs."""
+        """The frame sink: add the composed frame (show slot `frame`) to the recording, if one runs,
+        after repeating the frame before into the slots the show dropped since."""
         if self.writer is not None:
             free = self._below_floor(self.path)
             if free is not None:
                 self._fail(f"recording {self.path} stopped: {self._floor_line(free)}", key="floor")
                 self.stop()
                 return
-            self.write(compositor.read())
+            self.fill(frame)
+            image = compositor.read()  # [H, W, 3] uint8, reused by the next read
+            self.write(image)
+            if self.writer is None:
+                return
+            # Kept for the slots a late frame may drop next: one copy a frame, the price of a file
+            # on the show clock (the compositor's read buffer is refilled by the next frame).
+            if self._last is None or self._last.shape != image.shape:
+                self._last = image.copy()
+            else:
+                np.copyto(self._last, image)
+            self._next = frame + 1
+
+    def fill(self, until: int) -> None:
+        """Repeat the last recorded frame into the show slots before `until` that the recording has
+        no frame for (slots a late frame dropped; the end of a timed show), so that frame n of the
+        file stays slot start + n. Each repeat is counted in `repeated`."""
+        if self._last is None:
+            return
+        while self.writer is not None and self._next < until:
+            self.write(self._last)
+            self._next += 1
+            self.repeated += 1
 
     def write(self, frame: np.ndarray) -> None:
         """Add the composed frame ([H, W, 3] uint8) to the recording, if one runs."""
@@ -174,7 +214,8 @@ class Recorder:
             path = self.path
             failed = bool(self.errors) and str(path) in self.errors[-1]  # already said: one line
             self._finishers = [x for x in self._finishers if x.is_alive()]
-            t = threading.Thread(target=self._finish, args=(writer, path, failed, self._auto_named),
+            sound = None if self.sound is None else (self.sound, self._start)
+            t = threading.Thread(target=self._finish, args=(writer, path, failed, self._auto_named, sound),
                                  name="unstable-finish", daemon=True)
             if len(self._finishers) >= self.MAX_FINISHING:
                 t.run()  # here and now: back pressure
@@ -186,7 +227,7 @@ class Recorder:
             if why:  # the video goes on being finished; its automation is not whole
                 self._fail(f"automation {why}")
 
-    def _finish(self, writer, path: Path, failed: bool, auto_named: bool) -> None:
+    def _finish(self, writer, path: Path, failed: bool, auto_named: bool, sound=None) -> None:
         try:
             writer.close()
         except (UnstableError, OSError) as e:
@@ -194,6 +235,14 @@ class Recorder:
                 why = f"no space left on its disk ({self._free(path.parent) / MB:.1f} MB free)" \
                     if is_no_space(e) else str(e)
                 self._fail(f"recording {path} could not be finished: {why}")
+            sound = None
+        if sound is not None and writer.frames_written > 0:
+            from .sound import mux_sound
+            audio, start = sound
+            try:  # the sound of slots start .. start + frames: frame n of the file hears slot n
+                mux_sound(path, audio, Fraction(start) / writer.fps, Fraction(writer.frames_written) / writer.fps)
+            except (UnstableError, OSError) as e:  # the video stays, without its sound
+                self._fail(f"recording {path}: its sound could not be muxed ({e})")
         if writer.frames_written == 0 and auto_named:  # nothing recorded: leave nothing behind
             path.unlink(missing_ok=True)
             automation_path(path).unlink(missing_ok=True)

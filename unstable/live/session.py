@@ -99,6 +99,7 @@ class Session(abc.ABC):
         self.recorder: Recorder | None = None
         self.sinks: list[Sink] = []
         self.timer: WallTimer | None = None
+        self.slots = None               # unstable.live.slots.SlotClock: the timeline through dropped slots
         self.stats = FrameStats()
         self.frames = 0           # frames drawn
         self.frames_drawn = 0     # the number (grid slot) of the last frame
@@ -166,9 +167,11 @@ class Session(abc.ABC):
             self.window.swap()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         d = s.disk
+        heard = getattr(self.audio, "input", None)  # a file the show plays goes into its recordings
         self.recorder = Recorder(self.timeline, show=self.show.name, size=s.size, fps=s.fps, run_dir=self.run_dir,
                                  automation=self.automation_path, min_free=int(d.min_free_mb * MB),
-                                 stills_keep=d.stills_keep, recordings_budget=int(d.recordings_budget_mb * MB))
+                                 stills_keep=d.stills_keep, recordings_budget=int(d.recordings_budget_mb * MB),
+                                 sound=heard.path if getattr(heard, "kind", None) == "file" else None)
         if self.record_path is not None:
             self.recorder.record(self.record_path)
             self.params.set("show", "record", 1)
@@ -238,8 +241,10 @@ class Session(abc.ABC):
     def run(self):
         """Open, draw frames at the show's rate until stopped, close; returns what happened.
 
-        Stops on SIGINT/SIGTERM, the window closing (ESC), or after `seconds`. Pacing: frame n is
-        due at start + n / fps; a frame that ends past the next slot drops the slots it ran into.
+        Stops on SIGINT/SIGTERM, the window closing (ESC), or after `seconds` (at slot
+        round(seconds x fps): a recording holds exactly that many frames, however many were
+        dropped). Pacing: frame n is due at start + n / fps; a frame that ends past the next slot
+        drops the slots it ran into (the recording repeats its last frame in them).
         """
         handlers = {}
         try:
@@ -252,7 +257,7 @@ class Session(abc.ABC):
             self._frozen = True
             self.timer.restart()
             n = 0
-            while not self.should_stop:
+            while not self.should_stop and (self.max_frames is None or n < self.max_frames):
                 self.timer.wait(n)
                 if self._stop.is_set():
                     break
@@ -261,8 +266,12 @@ class Session(abc.ABC):
                 self.frame(number=n)
                 end = self._time()
                 self.stats.frame_done(end - begin)
-                self._telemetry(self.timer.elapsed())
                 n = self.timer.next_after(n)
+                if self.max_frames is not None and n >= self.max_frames:
+                    # The last slots were dropped: the file still ends at the show's last slot,
+                    # before the telemetry's line (it counts those repeats too).
+                    self.recorder.fill(self.max_frames)
+                self._telemetry(self.timer.elapsed())
             return self.close()
         finally:
             if not self._closed:
