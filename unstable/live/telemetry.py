@@ -109,8 +109,6 @@ class LiveReport:
     errors: dict[str, str]
     dropped_slots: int = 0      # grid slots late frames dropped (the timer's)
     repeated_frames: int = 0    # of those, the slots recordings filled with the frame before
-    dropped_slots: int = 0      # grid slots late frames dropped (the timer's)
-    repeated_frames: int = 0    # of those, the slots recordings filled with the frame before
 
 
 class FrameStats:
