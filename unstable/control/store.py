@@ -30,6 +30,23 @@ COALESCED = frozenset({"record", "still"})  # action kinds of which only the new
 Listener = Callable[[list[tuple[str, str]], "Origin | None"], None]
 
 
+class _ListenerKey:
+    """A log rate-limit key for one listener, equal only for that very listener. It holds the
+    listener: a bare id() would pass to a new listener made where a removed one was freed, and
+    the new one's first failure would be suppressed as the old one's."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Listener):
+        self.fn = fn
+
+    def __hash__(self) -> int:
+        return id(self.fn)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, _ListenerKey) and other.fn is self.fn
+
+
 @dataclass(frozen=True)
 class Event:
     """A show-level action from a controller: kind "scene" (value = index), "record" (value = 0/1,
@@ -287,4 +304,4 @@ class ParameterStore:
             try:
                 fn(keys, origin)
             except Exception:
-                self._warn.warning(("listener", id(fn)), "parameter listener %r failed", fn, exc_info=True)
+                self._warn.warning(("listener", _ListenerKey(fn)), "parameter listener %r failed", fn, exc_info=True)

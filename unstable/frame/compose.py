@@ -27,7 +27,9 @@ class Composer:
     def __init__(self, compositor: Compositor, piece_of: Mapping[str, str]):
         self.compositor = compositor
         self.piece_of = dict(piece_of)  # display panel -> piece
-        self._styled: dict[tuple, Layout] = {}
+        # (id(layout), looks) -> (layout, styled copy). The entry keeps its layout alive: a freed
+        # layout's address is reused by the next one made, which would get the old one's copy.
+        self._styled: dict[tuple, tuple[Layout, Layout]] = {}
 
     def styled(self, layout: Layout, snapshot: Mapping[str, Mapping[str, float]]) -> Layout:
         """`layout` with every shown panel's piece colour folded into its style (cached)."""
@@ -36,8 +38,8 @@ class Composer:
                       for n in names)
         key = (id(layout), looks)
         hit = self._styled.get(key)
-        if hit is not None:
-            return hit
+        if hit is not None and hit[0] is layout:
+            return hit[1]
         styles = dict(layout.styles)
         for name, hue, sat, fade in looks:
             if (hue, sat, fade) == (0.0, 1.0, 1.0):
@@ -48,8 +50,7 @@ class Composer:
         out = layout if styles == dict(layout.styles) else dataclasses.replace(layout, styles=styles)
         if len(self._styled) > 64:  # parameters glide: keep only the recent looks
             self._styled.clear()
-        # Layouts come from the show or job and live as long as the pipeline: their ids are stable keys.
-        self._styled[key] = out
+        self._styled[key] = (layout, out)
         return out
 
     def render(self, images: Mapping[str, torch.Tensor], snapshot: Mapping[str, Mapping[str, float]],
