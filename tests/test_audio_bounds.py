@@ -267,3 +267,21 @@ def test_the_shipped_sound_is_what_make_sound_makes_and_small(tmp_path):
     again = make_sound.write(tmp_path / "again.wav", make_sound.synthesise())
     a, b = pcm(shipped).astype(np.int32), pcm(again).astype(np.int32)
     assert len(a) == len(b) and np.abs(a - b).max() <= 1   # 1 LSB: last-bit float differences across machines
+
+
+def test_a_live_recording_of_a_file_with_nan_and_inf_keeps_its_sound(tmp_path):
+    """The live recorder's mux (unstable.live.sound) silences non-finite samples as the render's does:
+    ffmpeg's AAC encoder fails the whole mux on them, and the recording would lose its sound."""
+    import imageio.v2 as imageio
+    from fractions import Fraction
+
+    from unstable.audio.mux import stream_seconds
+    from unstable.live.sound import mux_sound
+
+    wav = nan_clicks(tmp_path / "nan.wav")
+    video = tmp_path / "rec.mp4"
+    with imageio.get_writer(video, fps=30, codec="libx264", macro_block_size=1) as w:
+        for i in range(60):
+            w.append_data(np.full((32, 32, 3), 4 * i, np.uint8))
+    mux_sound(video, wav, Fraction(0), Fraction(2))
+    assert abs(stream_seconds(video)["audio"] - 2.0) < 0.05

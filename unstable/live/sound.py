@@ -13,6 +13,7 @@ import subprocess
 from fractions import Fraction
 from pathlib import Path
 
+from ..audio.mux import SANITISE
 from ..errors import UnstableError
 from ..formats import PRESETS, ffmpeg_exe
 
@@ -29,7 +30,8 @@ def mux_sound(video: str | os.PathLike, audio: str | os.PathLike, start: Fractio
            # Input seeking: the audio decoded from `start` on, sample-accurate for PCM and FLAC.
            "-ss", f"{float(start):.6f}", "-i", str(audio),
            "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", *PRESETS["h264_live"].audio,
-           "-af", "apad", "-t", f"{float(seconds):.6f}", "-movflags", "+faststart", str(tmp)]
+           # NaN/inf samples would fail the AAC encoder (and the recording lose its sound): silence.
+           "-af", f"{SANITISE},apad", "-t", f"{float(seconds):.6f}", "-movflags", "+faststart", str(tmp)]
     proc = subprocess.run(cmd, capture_output=True)
     if proc.returncode != 0:
         tmp.unlink(missing_ok=True)
