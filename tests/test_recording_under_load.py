@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from tqdm import tqdm
 
+from helpers import Client
 from test_audio import clicks, write_wav
 from test_show import write_show
 from unstable.audio.decode import decode
@@ -96,6 +97,22 @@ def capture(eng, stalls: dict[int, float]):
     return drawn
 
 
+def controller(eng, sends: list[tuple[int, str, float]]):
+    """A real OSC controller on loopback: (slot, address, value) sent once the show has drawn that
+    slot, so each lands in whichever slot, drawn or dropped, the loaded show happens to be in."""
+    client = []
+
+    def hook(e):
+        if not client:
+            client.append(Client(e.osc.port))
+        while sends and e.frames_drawn >= sends[0][0]:
+            _, address, value = sends.pop(0)
+            client[0].send(address, value)
+
+    eng.frame_hooks.append(hook)
+    return client
+
+
 def shown_at(drawn, slots: int) -> list[int]:
     """For each slot, the drawn slot the show had on screen then (the last drawn at or before it)."""
     out, last = [], None
@@ -131,7 +148,10 @@ def test_dropped_slots_repeat_the_last_frame_and_the_file_stays_on_the_show_cloc
     show, eng = engine(tmp_path, fps, 1.0, seconds=slots / fps, record=out, telemetry=tel)
     # Slot 8 overruns into slots 9-10 (10 is the scene cut); slot 20 into 21; the hogs may add more.
     drawn = capture(eng, {8: 0.35, 20: 0.25})
+    osc = controller(eng, [(4, "/unstable/eq/hue/raw", 90.0), (13, "/unstable/eq2/walk_speed/raw", 2.5),
+                           (22, "/unstable/scene", 0)])
     report = eng.run()
+    osc[0].close()
 
     info = probe(out)
     assert info.frames == slots
@@ -141,6 +161,10 @@ def test_dropped_slots_repeat_the_last_frame_and_the_file_stays_on_the_show_cloc
     lines = [json.loads(line) for line in tel.read_text().splitlines()]
     assert lines[-1]["repeated_frames"] == report.repeated_frames
     assert lines[-1]["dropped_slots"] == report.dropped_slots
+    changes = load_automation(automation_path(out)).changes.values()
+    assert any(c.get("set", {}).get("eq", {}).get("hue") == 90.0 for c in changes)
+    assert any(c.get("set", {}).get("eq2", {}).get("walk_speed") == 2.5 for c in changes)
+    assert any(c.get("scenes") == [0] for c in changes)
 
     recorded = list(read_frames(out))
     on_screen = shown_at(drawn, slots)

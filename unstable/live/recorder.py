@@ -188,6 +188,8 @@ class Recorder:
             return
         while self.writer is not None and self._next < until:
             self.write(self._last)
+            if self.writer is None:  # the write failed: the recording stopped
+                return
             self._next += 1
             self.repeated += 1
 
@@ -209,6 +211,7 @@ class Recorder:
         for a long recording), so stopping a recording never stalls the show. At most
         `MAX_FINISHING` finish at once; past that the frame waits (a flood of stops is bounded)."""
         self._pending = None
+        self._last = None
         if self.writer is not None:
             writer, self.writer = self.writer, None
             path = self.path
