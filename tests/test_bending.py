@@ -316,6 +316,9 @@ def test_refresh_addresses_post_piece_events_and_the_mirror_refreshes_the_copy()
     assert [(e.kind, e.piece) for e in events] == [("directions/refresh", "eq"), ("clusters/refresh", "eq")]
 
     mirror = SamplingMirror(system)
+    deadline = time.monotonic() + 30
+    while mirror.refreshing() and time.monotonic() < deadline:  # the first ones, on the worker too
+        mirror.sample(latents(system, 1), {"dir0": 1.0})
     mirror.sample(latents(system, 1), {"dir0": 1.0})
     assert mirror.system.directions.bases and mirror.system.directions.refreshes == 0
     mirror.refresh("directions")  # computed on a worker, swapped in by a later sample

@@ -18,9 +18,11 @@ the identity: the bend is skipped, so the sample is bit for bit the unbent one. 
 Channel clusters (the paper's "clusters of features"): the layer's activations for `CLUSTER_SAMPLES`
 seeded latents, each channel's maps flattened over the batch (box-pooled to at most 8x8) and
 standardised, grouped by k-means (k-means++ seeding from a fixed seed, Lloyd iterations). Cluster 0
-is the largest. They are computed the first time a bend needs them and kept until `refresh()`; a
-live show's refresh computes `recompute()` on a worker thread from a snapshot of the weights and
-`install()`s the result between frames (unstable.live.mirror).
+is the largest. Offline (renders, tests) they are computed the first time a bend needs them, in
+its layer's hook, and kept until `refresh()`. A live show never clusters on its render thread
+(~0.4 s on a CPU: a visible stall): `defer(ask, panels)` makes a missing cluster a request that a
+worker answers with `recompute()` on a snapshot of the weights, `install()`ed between frames
+(unstable.live.mirror); until then that bend is skipped (unbent). A live refresh goes the same way.
 """
 
 from __future__ import annotations
@@ -256,7 +258,8 @@ class Bender:
     (layer, x) -> x, or None when no bend is on (amount 0 everywhere): then the network runs its
     unbent path. `activations(panel, layers)` (the system's) returns {layer: activations [M, C, ...]}
     for `CLUSTER_SAMPLES` seeded latents, from one unbent pass, for clustering. Shared by a system and its
-    sampling copy; `refresh()` drops the clusters (recomputed with the weights of the next sample).
+    sampling copy; `refresh()` drops the clusters (recomputed with the weights of the next sample),
+    or, after `defer`, asks for them to be recomputed elsewhere.
     """
 
     def __init__(self, bends: Sequence[BendSettings], seed: int = 0):
@@ -267,43 +270,69 @@ class Bender:
         self.cluster_seconds = 0.0
         self._subsets: dict[tuple, torch.Tensor] = {}
         self._lock = threading.Lock()
+        # Live (`defer`): missing clusters are asked for, never computed in a hook.
+        self.ask: Callable[[], None] | None = None
+        self._wanted: set[tuple[str, str, int]] = set()  # (panel, layer, k) asked for, not installed yet
 
     def specs(self) -> list[ParamSpec]:
         return [b.spec(i) for i, b in enumerate(self.bends)]
 
-    def refresh(self) -> None:
-        """Forget the clusters: the next sample that needs them clusters the current weights."""
+    def defer(self, ask: Callable[[], None], panels: Sequence[str]) -> None:
+        """Never cluster in a hook from now on (a live show's render thread): a missing cluster is
+        wanted, `ask()` is called (once per newly wanted key) and its bend is skipped until
+        `install()` brings it. Every cluster the bends can use on `panels` is wanted at once, so a
+        bend moved later bends from its first frame."""
+        keys = {(p, b.layer, b.clusters) for b in self.bends if b.channels == "cluster"
+                for p in (b.panels or panels)}
         with self._lock:
-            self.clusters.clear()
+            self.ask = ask
+            missing = keys - set(self.clusters) - self._wanted
+            self._wanted |= missing
+        if missing:
+            ask()
+
+    def refresh(self) -> None:
+        """Forget the clusters: the next sample that needs them clusters the current weights
+        (deferred: their recomputation is asked for, the current ones bend meanwhile)."""
+        with self._lock:
+            ask = self.ask
+            if ask is None:
+                self.clusters.clear()
+        if ask is not None:
+            ask()
 
     def recompute(self, activations: Callable[[str, Sequence[str]], Mapping[str, torch.Tensor]]) -> dict:
-        """New labels for every cluster computed so far ({(panel, layer, k): labels [C]}), one pass per
+        """New labels for every cluster computed so far and every one wanted
+        ({(panel, layer, k): labels [C]}, None for a layer the network did not run), one pass per
         panel; nothing is installed. Meant for a worker thread, with `activations` reading a snapshot
         of the weights: the render thread keeps bending with the current clusters meanwhile."""
         import time
         with self._lock:
-            keys = sorted(self.clusters)
+            keys = sorted(set(self.clusters) | self._wanted)
         t0 = time.perf_counter()
         found = {}
         for panel in dict.fromkeys(p for p, _, _ in keys):
             wanted = [(layer, k) for p, layer, k in keys if p == panel]
             acts = activations(panel, sorted({layer for layer, _ in wanted}))
             found.update({(panel, layer, k): kmeans(channel_features(acts[layer]), k, seed=self.seed)
-                          for layer, k in wanted if layer in acts})
+                          if layer in acts else None for layer, k in wanted})
         self.cluster_seconds += time.perf_counter() - t0
         return found
 
     def install(self, clusters: Mapping) -> None:
-        """Swap in clusters from `recompute()` (one dict update under the lock)."""
+        """Swap in clusters from `recompute()` (one dict update under the lock). A None (the layer
+        did not run at that growth stage) is dropped: its hook asks again once the layer runs."""
         with self._lock:
-            self.clusters.update(clusters)
+            self.clusters.update({k: v for k, v in clusters.items() if v is not None})
+            self._wanted.difference_update(clusters)
 
     def _channels(self, bend: BendSettings, panel: str, c: int, device,
                   activations: Callable[[str, Sequence[str]], Mapping[str, torch.Tensor]],
                   wanted: Sequence[tuple[str, int]] = ()) -> torch.Tensor | None:
-        """The channel indices a bend touches (None: all). A missing cluster is computed here, in
-        the hook of its layer (so only once that layer runs), together with every other (layer, k)
-        of `wanted` still missing for this panel: one pass of the network for all of them."""
+        """The channel indices a bend touches (None: all; empty: skip the bend). A missing cluster is
+        computed here, in the hook of its layer (so only once that layer runs), together with every
+        other (layer, k) of `wanted` still missing for this panel: one pass of the network for all
+        of them; deferred (`defer`), it is asked for instead and the bend skipped meanwhile."""
         if bend.channels == "all":
             return None
         if bend.channels == "random":
@@ -317,6 +346,14 @@ class Bender:
         key = (panel, bend.layer, bend.clusters)
         with self._lock:
             labels = self.clusters.get(key)
+        if labels is None and self.ask is not None:
+            with self._lock:
+                missing = {(panel, *w) for w in wanted} | {key}
+                missing -= set(self.clusters) | self._wanted
+                self._wanted |= missing
+            if missing:  # outside the lock: a request takes the mirror's own lock
+                self.ask()
+            return torch.empty(0, dtype=torch.long, device=device)
         if labels is None:
             with self._lock:
                 missing = [w for w in wanted if (panel, *w) not in self.clusters]

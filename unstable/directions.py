@@ -6,12 +6,16 @@ Equilibrium generators: PCA of w = mapping(z); BAD decoders: PCA of the decoder'
 parameters `dir0` ... `dir<count-1>`: the offset along that direction in standard deviations of the
 samples' projection on it. Offset 0 everywhere leaves the network's own path (bit for bit).
 
-`refresh()` recomputes them from the current weights at the next sample; a live show's refresh
-(OSC `/unstable/<piece>/directions/refresh`) computes `recompute()` on a worker thread from a
-snapshot of the weights and `install()`s the result between frames (unstable.live.mirror). The new components are matched to the previous ones (greedily by |cosine|,
-among twice as many candidates) and their signs set to agree, so `dir0` keeps meaning the same
-move as long as the network keeps such a direction; slot order is then the previous order, not
-necessarily the new explained-variance order.
+Offline (renders, tests) a panel's basis is computed the first time a sample steers it, and
+`refresh()` recomputes them from the current weights at the next sample. A live show never
+computes on its render thread (a PCA of 2000 latents is a visible stall): `defer(ask, panels)`
+makes a missing basis a request (`ask()`) that a worker answers with `recompute()` on a snapshot
+of the weights, `install()`ed between frames (unstable.live.mirror); until then the panel is drawn
+unsteered. A live refresh (OSC `/unstable/<piece>/directions/refresh`) goes the same way. The new
+components of a refresh are matched to the previous ones (greedily by |cosine|, among twice as
+many candidates) and their signs set to agree, so `dir0` keeps meaning the same move as long as
+the network keeps such a direction; slot order is then the previous order, not necessarily the
+new explained-variance order.
 """
 
 from __future__ import annotations
@@ -93,9 +97,9 @@ def match_directions(previous: torch.Tensor, candidates: Basis) -> Basis:
 
 
 class Directions:
-    """The directions of a piece's panels (one basis per panel), computed lazily, shared by a system
-    and its sampling copy. `samples(panel, m, seed)` (the system's) returns the activations to
-    analyse, [m, D]."""
+    """The directions of a piece's panels (one basis per panel), computed lazily (or, after
+    `defer`, by whoever `ask` reaches), shared by a system and its sampling copy.
+    `samples(panel, m, seed)` (the system's) returns the activations to analyse, [m, D]."""
 
     def __init__(self, settings: DirectionSettings):
         self.settings = settings
@@ -105,6 +109,9 @@ class Directions:
         self._stale = False
         self._previous: dict[str, Basis] = {}  # the bases before a refresh, until each is matched
         self._lock = threading.Lock()
+        # Live (`defer`): missing bases are asked for, never computed in `basis()`.
+        self.ask: Callable[[], None] | None = None
+        self._wanted: set[str] = set()  # panels without a basis whose first computation is asked for
 
     def specs(self) -> list[ParamSpec]:
         r = self.settings.range
@@ -112,17 +119,36 @@ class Directions:
                           doc=f"offset along latent direction {i} (PCA, by explained variance at first)")
                 for i in range(self.settings.count)]
 
-    def refresh(self) -> None:
-        """Recompute every panel's directions with the weights of the next sample, matched to these."""
+    def defer(self, ask: Callable[[], None], panels) -> None:
+        """Never compute in `basis()` from now on (a live show's render thread): a missing basis is
+        wanted, `ask()` is called (once per newly wanted panel) and the panel stays unsteered until
+        `install()` brings its basis. Every one of `panels` is wanted at once (when there are
+        directions), so a control moved later steers from its first frame."""
         with self._lock:
-            self._stale = True
+            self.ask = ask
+            missing = {p for p in panels if p not in self.bases} - self._wanted if self.settings.count else set()
+            self._wanted |= missing
+        if missing:
+            ask()
+
+    def refresh(self) -> None:
+        """Recompute every panel's directions with the weights of the next sample, matched to these
+        (deferred: asked for, like a missing basis)."""
+        with self._lock:
+            ask = self.ask
+            if ask is None:
+                self._stale = True
+        if ask is not None:
+            ask()
 
     def recompute(self, samples: Mapping[str, Callable[[int, int], torch.Tensor]]) -> dict[str, Basis]:
-        """New bases for every panel that has one (and a `samples` function here), each matched to its
-        current basis; nothing is installed. Meant for a worker thread, with `samples` reading a
-        snapshot of the weights: the render thread keeps using the current bases meanwhile."""
+        """New bases for every panel that has one, each matched to its current basis, and for every
+        wanted panel without one (its first computation); only panels with a `samples` function
+        here. Nothing is installed. Meant for a worker thread, with `samples` reading a snapshot of
+        the weights: the render thread keeps using the current bases meanwhile."""
         with self._lock:
             current = {p: b for p, b in self.bases.items() if p in samples}
+            first = sorted(p for p in self._wanted if p in samples and p not in current)
         t0 = time.perf_counter()
         s = self.settings
         out = {}
@@ -130,18 +156,32 @@ class Directions:
             acts = samples[panel](s.samples, s.seed)  # [M, D]
             out[panel] = match_directions(previous.vectors,
                                           principal_directions(acts, min(2 * s.count, acts.shape[1])))
+        for panel in first:  # as `basis()` computes a first basis offline: the same numbers
+            out[panel] = principal_directions(samples[panel](s.samples, s.seed), s.count)
         self.seconds += time.perf_counter() - t0
         return out
 
     def install(self, bases: Mapping[str, Basis]) -> None:
         """Swap in bases from `recompute()` (one dict update under the lock: a sample sees the old
-        basis or the new one, never a mix)."""
+        basis or the new one, never a mix). A panel that had a basis counts as refreshed."""
         with self._lock:
+            if any(p in self.bases for p in bases):
+                self.refreshes += 1
             self.bases.update(bases)
-            self.refreshes += 1
+            self._wanted.difference_update(bases)
 
-    def basis(self, panel: str, samples: Callable[[int, int], torch.Tensor]) -> Basis:
-        """The panel's basis, computed (or refreshed and matched) now if needed."""
+    def basis(self, panel: str, samples: Callable[[int, int], torch.Tensor]) -> Basis | None:
+        """The panel's basis, computed (or refreshed and matched) now if needed; deferred (`defer`),
+        None until a worker's basis is installed."""
+        with self._lock:
+            ask, basis = self.ask, self.bases.get(panel)
+            new = ask is not None and basis is None and panel not in self._wanted
+            if new:
+                self._wanted.add(panel)
+        if ask is not None:
+            if new:  # outside the lock: a request takes the mirror's own lock
+                ask()
+            return basis
         with self._lock:
             if self._stale:
                 self._stale = False
@@ -166,12 +206,15 @@ class Directions:
 
     def steer(self, panel: str, params: Mapping[str, float],
               samples: Callable[[int, int], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor] | None:
-        """The function that moves activations [N, D] by the live offsets, or None when all are 0."""
+        """The function that moves activations [N, D] by the live offsets, or None when all are 0
+        (or, deferred, while the panel's basis is still being computed)."""
         r = self.settings.range
         offsets = [min(max(float(params.get(f"dir{i}", 0.0)), -r), r) for i in range(self.settings.count)]
         if not any(offsets):
             return None
         basis = self.basis(panel, samples)
+        if basis is None:
+            return None
 
         def move(h: torch.Tensor) -> torch.Tensor:
             o = torch.tensor(offsets[:basis.vectors.shape[0]], dtype=h.dtype, device=h.device)

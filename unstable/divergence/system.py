@@ -379,6 +379,14 @@ class DivergenceSystem:
         """Recompute the latent directions ('directions', matched to the previous ones) or the
         channel clusters ('clusters') with the weights of the next sample."""
         {"directions": self.directions, "clusters": self.bender}[what].refresh()
+    def defer_computations(self, ask: Callable[[str], None]) -> None:
+        """From now on (a live show), directions and clusters this system and its copies lack are
+        not computed in `sample`: `ask('directions' | 'clusters')` is called, the panel is drawn
+        unsteered or unbent until a `recompute` result is installed, and every one the piece's
+        settings can use is asked for at once."""
+        self.directions.defer(functools.partial(ask, "directions"), ("decoder", "base"))
+        self.bender.defer(functools.partial(ask, "clusters"), ("decoder", "base"))
+
 
     @torch.no_grad()
     def recompute(self, what: str, params: Mapping[str, float]) -> Callable[[], None]:

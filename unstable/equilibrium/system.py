@@ -332,6 +332,14 @@ class EquilibriumSystem:
         channel clusters ('clusters') with the weights of the next sample."""
         {"directions": self.directions, "clusters": self.bender}[what].refresh()
 
+    def defer_computations(self, ask: Callable[[str], None]) -> None:
+        """From now on (a live show), directions and clusters this system and its copies lack are
+        not computed in `sample`: `ask('directions' | 'clusters')` is called, the panel is drawn
+        unsteered or unbent until a `recompute` result is installed, and every one the piece's
+        settings can use is asked for at once."""
+        self.directions.defer(functools.partial(ask, "directions"), self.names)
+        self.bender.defer(functools.partial(ask, "clusters"), self.names)
+
     @torch.no_grad()
     def recompute(self, what: str, params: Mapping[str, float]) -> Callable[[], None]:
         """`refresh(what)`'s computation on this system's own weights, installing nothing: call it on

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -11,6 +12,8 @@ from typing import Any, Callable, Mapping
 import torch
 
 __all__ = ["SamplingMirror", "REFRESH_MIN_INTERVAL"]
+
+log = logging.getLogger("unstable.live")
 
 # Seconds between the starts of two refresh computations of one piece: a controller's button held
 # down, or a flood at 100/s, is a handful of computations, each on a worker thread.
@@ -26,9 +29,14 @@ class SamplingMirror:
     growth depends on); `sample()` (render thread) samples the copy. Both hold `lock`, so a sample
     sees one whole set of weights. A copy whose modules no longer pair up with the system's (a
     module replaced by another shape) is built again.
+
+    Nothing expensive runs in `sample()`: a system with `defer_computations` (latent directions,
+    channel clusters) has their first computation and every refresh done by a worker (see
+    `refresh`), and says in one line (`echo`, else the log) when each kind is first ready.
     """
 
-    def __init__(self, system: Any, train_stream: "torch.cuda.Stream | None" = None):
+    def __init__(self, system: Any, train_stream: "torch.cuda.Stream | None" = None, *, name: str = "",
+                 echo: Callable[[str], None] | None = None):
         self.source = system
         self.lock = threading.Lock()
         self.syncs = 0
@@ -51,6 +59,12 @@ class SamplingMirror:
         self._last_refresh = -float("inf")
         self._computing = False
         self._params: Mapping[str, float] = {}
+        self.name = name or getattr(getattr(system, "piece", None), "name", "")
+        self._echo = echo
+        self._announced: set[str] = set()
+        defer = getattr(self.system, "defer_computations", None)
+        if defer is not None:  # shared with the system and every copy: none computes in `sample`
+            defer(self.refresh)
 
     def sync(self) -> None:
         """Copy the system's current weights into the mirror (call between training steps)."""
@@ -70,7 +84,8 @@ class SamplingMirror:
 
     def refresh(self, what: str) -> None:
         """Ask for the copy's latent directions or channel clusters ('directions' or 'clusters') to be
-        recomputed with its current weights; a system without them ignores it. Returns at once.
+        recomputed with its current weights, and the missing ones computed (the system's deferred
+        first computations ask this way too); a system without them ignores it. Returns at once.
 
         Never computed on the caller's (render) thread: a worker takes a snapshot of the copy and
         computes there (System.recompute), and the next `sample()` after it is done swaps the result
@@ -79,7 +94,7 @@ class SamplingMirror:
         if getattr(self.system, "recompute", None) is None:
             return
         with self._requests:
-            self._wanted.add(what)
+            self._wanted.add(what)  # the first computation and a refresh alike: one `recompute`
             if self._worker is None:
                 self._worker = threading.Thread(target=self._refresh_worker, name="unstable-refresh", daemon=True)
                 self._worker.start()
@@ -114,14 +129,13 @@ class SamplingMirror:
                     snapshot = self.system.sampling_copy()
                     params = dict(self._params)
                 for what in wanted:
+                    t0 = time.perf_counter()
                     install = snapshot.recompute(what, params)
                     with self._requests:
-                        self._ready.append(install)
+                        self._ready.append((what, install, time.perf_counter() - t0))
                         self.refresh_computations += 1
             except Exception:  # the show goes on with the directions and clusters it has
-                import logging
-                logging.getLogger("unstable.live").warning("refresh of %s failed", ", ".join(wanted),
-                                                           exc_info=True)
+                log.warning("%s: computing its %s failed", self.name, " and ".join(wanted), exc_info=True)
                 self.refresh_errors += 1
             finally:
                 with self._requests:
@@ -133,8 +147,16 @@ class SamplingMirror:
             return
         with self._requests:
             ready, self._ready = self._ready, []
-        for install in ready:
+        for what, install, seconds in ready:
             install()
+            if what not in self._announced:
+                self._announced.add(what)
+                line = (f"live: {self.name}: its {'latent directions' if what == 'directions' else 'channel clusters'}"
+                        f" are ready ({seconds:.2f} s on a worker thread)")
+                if self._echo is not None:
+                    self._echo(line)
+                else:
+                    log.info(line)
 
     def sample(self, latents: Mapping[str, torch.Tensor], params: Mapping[str, float]) -> dict[str, torch.Tensor]:
         """`System.sample` on the mirror: {panel: [N, 3, H, W] in 0..1}."""
