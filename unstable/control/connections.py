@@ -238,11 +238,12 @@ class ConnectionGuard:
         key = address_key(peer)
         held = len(self._per_key.get(key, ()))
         why = None
-        if conn.fileno() >= self.fd_ceiling:
+        if held >= self.max_per_address:
+            why = f"{held} connections open from {key}, the most from one address"
+        elif conn.fileno() >= self.fd_ceiling and not self._evict_for(held):
+            # An eviction frees a descriptor for the one taken: the reserve stays whole.
             why = (f"the process has {conn.fileno()} files open, within {self.fd_reserve} of its limit "
                    f"(kept for checkpoints and recordings)")
-        elif held >= self.max_per_address:
-            why = f"{held} connections open from {key}, the most from one address"
         elif len(self._conns) >= self.max_connections and not self._evict_for(held):
             why = f"{len(self._conns)} connections open, the most this server takes"
         if why is not None:
@@ -275,6 +276,8 @@ class ConnectionGuard:
     def _evict_for(self, held: int) -> bool:
         """Make room for a connection from an address that holds `held`: close the oldest connection
         without a request from the address holding the most, if that is at least two more."""
+        if not self._per_key:
+            return False
         key, conns = max(self._per_key.items(), key=lambda kv: len(kv[1]))
         if len(conns) < held + 2:
             return False

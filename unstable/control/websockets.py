@@ -148,6 +148,7 @@ class WebsocketHub:
         await ws.prepare(request)
         self._next_id += 1
         client = _Client(ws, (f"web:{request.remote}", self._next_id), self.rate)
+        client.share = self.total_rate / 2.0 / (len(self.clients) + 1)  # its part from the start
         self.clients.add(client)
         writer = asyncio.ensure_future(self._writer(client))
         try:
