@@ -305,3 +305,26 @@ def test_a_live_shows_first_directions_and_clusters_never_stall_a_frame(tmp_path
     assert mirror.refresh_computations == 2 and mirror.refresh_errors == 0
     assert sum("latent directions are ready" in l for l in lines) == 1, lines
     assert sum("channel clusters are ready" in l for l in lines) == 1, lines
+
+
+def test_a_bad_pieces_mirror_computes_them_on_its_worker_and_draws_what_a_render_draws(calls):
+    bad = {"name": "tiny", "kind": "divergence", "seed": 1, "vae": {"hidden": 64}, "classifier": {"width": 8},
+           "directions": {"count": 2, "samples": 500},
+           "bend": [{"layer": "c14", "op": "scale", "channels": "cluster", "clusters": 2, "cluster": 1}]}
+    params = {"dir1": -2.0, "bend0_scale": 2.0}
+    z = {"decoder": torch.randn(3, 16, generator=torch.Generator().manual_seed(5)), "base": torch.zeros(3, 16)}
+    torch.manual_seed(0)
+    offline = build_system(piece_from_dict(bad, "tiny.toml"), torch.device("cpu"))
+    expected = offline.sample(z, params)
+    assert not torch.equal(expected["decoder"], offline.sample(z, {})["decoder"])
+    calls.clear()
+    torch.manual_seed(0)
+    live = build_system(piece_from_dict(bad, "tiny.toml"), torch.device("cpu"))
+    mirror = SamplingMirror(live)
+    render = threading.get_ident()
+    _settle(mirror, z, params)
+    assert calls and all(t != render for _, t in calls), calls
+    got = mirror.sample(z, params)
+    for p in got:
+        assert torch.equal(got[p], expected[p]), p
+    assert mirror.refresh_computations == 2 and mirror.refresh_errors == 0
