@@ -39,7 +39,7 @@ from .osclog import RateLimitedLog
 
 log = logging.getLogger("unstable.web")
 
-__all__ = ["ConnectionGuard", "address_key"]
+__all__ = ["ConnectionGuard", "address_key", "loop_error_handler"]
 
 _OUT_OF_FDS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 _REFUSED = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nConnection: close\r\n"
@@ -197,6 +197,19 @@ class ConnectionGuard:
                 conn.timer.cancel()
                 conn.timer = None
 
+    @staticmethod
+    def middleware(guard):
+        """The aiohttp middleware that tells the guard (`guard()`, made once the server runs) which
+        connections have sent a request: those are past the first-request timeout."""
+        from aiohttp import web
+
+        @web.middleware
+        async def seen(request, handler):
+            guard().served(request.transport)
+            return await handler(request)
+
+        return seen
+
     # -- the accept loop ------------------------------------------------------------------------
 
     def _accept(self, sock: socket.socket) -> None:
@@ -314,6 +327,20 @@ class ConnectionGuard:
             conns.pop(c, None)
             if not conns:
                 del self._per_key[c.key]
+
+
+def loop_error_handler(warn: RateLimitedLog):
+    """An event loop exception handler: one rate-limited line per kind of error, no traceback.
+
+    asyncio's default handler logs a traceback per event, and a client can provoke some (a
+    connection reset mid-write); the loop goes on either way."""
+    def handle(loop, context: dict) -> None:
+        e = context.get("exception")
+        what = f"{type(e).__name__}: {e}" if e is not None else str(context.get("message", "?"))
+        what = what if len(what) <= 200 else what[:197] + "..."
+        warn.warning(("loop", type(e).__name__ if e is not None else what[:40]), "web: %s", what)
+
+    return handle
 
 
 def _quiet(task: asyncio.Task) -> None:

@@ -53,7 +53,7 @@ from ..frame.preview import PreviewSink
 from .oscquery import EXTENSIONS, AddressSpace
 from .osclog import RateLimitedLog, RateLimitFilter, shorten
 from .access import HostCheck, TokenGate
-from .connections import ConnectionGuard
+from .connections import ConnectionGuard, loop_error_handler
 from .adverts import advertise, lan_addresses
 from .store import ParameterStore
 from .websockets import WebsocketHub
@@ -104,8 +104,7 @@ class WebServer:
         self.rate = float(rate)
         self.max_clients = int(max_clients)
         self.idle_timeout = float(idle_timeout)
-        self.max_connections = int(max_connections)
-        self.max_per_address = int(max_per_address)
+        self._caps = dict(max_connections=int(max_connections), max_per_address=int(max_per_address))
         # Keys name the client, so a sender with many addresses could vary them: a total too.
         self.warn = RateLimitedLog(log, log_interval, per_minute=60)
         self.stats = dict.fromkeys(("requests", "refused", "not_found", "bad_request", "ws_messages",
@@ -152,7 +151,7 @@ class WebServer:
             loop = asyncio.new_event_loop()
             self._loop = self.hub.loop = loop
             asyncio.set_event_loop(loop)
-            loop.set_exception_handler(self._loop_error)
+            loop.set_exception_handler(loop_error_handler(self.warn))
             try:
                 loop.run_until_complete(self._serve())
             except BaseException as e:
@@ -190,13 +189,8 @@ class WebServer:
 
     async def _serve(self) -> None:
         from aiohttp import web
-
-        @web.middleware
-        async def seen(request, handler):  # a request came: its connection is past the first-request timeout
-            self.guard.served(request.transport)
-            return await handler(request)
-
-        app = web.Application(middlewares=[seen, self.gate.middleware()], client_max_size=self.max_body)
+        app = web.Application(middlewares=[ConnectionGuard.middleware(lambda: self.guard), self.gate.middleware()],
+                              client_max_size=self.max_body)
         app.router.add_get("/control", self._page)
         app.router.add_get("/control/", self._page)
         app.router.add_get("/control/show.json", self._show_json)
@@ -209,16 +203,9 @@ class WebServer:
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None, keepalive_timeout=self.idle_timeout,
                                      max_line_size=4 * KiB, max_field_size=4 * KiB)
         await self._runner.setup()
-        self.guard = ConnectionGuard(self._runner.server, self.warn, self.stats, max_connections=self.max_connections,
-                                     max_per_address=self.max_per_address, idle_timeout=self.idle_timeout)
+        self.guard = ConnectionGuard(self._runner.server, self.warn, self.stats, idle_timeout=self.idle_timeout,
+                                     **self._caps)
         self._port = self.guard.listen(self.host, self.requested_port)
-
-    def _loop_error(self, loop, context: dict) -> None:
-        # The default handler logs a traceback per event; a client can provoke some (a connection
-        # reset mid-write): one rate-limited line each instead, and the loop goes on.
-        e = context.get("exception")
-        what = f"{type(e).__name__}: {e}" if e is not None else context.get("message", "?")
-        self.warn.warning(("loop", type(e).__name__ if e else what[:40]), "web: %s", shorten(what, 200))
 
     async def _shutdown(self) -> None:
         if self.guard is not None:
