@@ -544,3 +544,29 @@ def test_a_show_under_a_connection_and_websocket_flood_keeps_its_frames_and_writ
     during = [b - a for a, b in zip(stamps, stamps[1:]) if begin <= a and b <= end]
     assert len(during) >= 10, (len(during), r)
     assert statistics.median(during) <= 1.5 * statistics.median(before) + 0.01, (before, during)
+
+
+@pytest.mark.parametrize("web,words", [
+    ('hosts = ["show example"]', "web.hosts[0]: 'show example' is not a host name"),
+    ("idle_timeout = 0", "web.idle_timeout: 0"),
+    ("max_per_address = 0", "web.max_per_address: 0"),
+])
+def test_bad_connection_settings_are_one_line_naming_the_key(tmp_path, monkeypatch, web, words):
+    from click.testing import CliRunner
+    from test_show import SHOW, write_show
+
+    from unstable.cli import main
+    write_show(tmp_path, SHOW.replace("[layout]", f"[web]\n{web}\n[layout]"))
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(main, ["live", "show.toml", "--headless", "--osc-port", "0"])
+    assert r.exit_code == 2 and words in r.output.replace("web: ", "web.") and "Traceback" not in r.output, r.output
+
+
+def test_the_show_file_settings_reach_the_server(tmp_path):
+    from test_engine import make_engine
+    from test_show import SHOW
+    web = '[web]\nhosts = ["show.example.org"]\nidle_timeout = 1.5\nmax_per_address = 3\n'
+    with make_engine(tmp_path, text=SHOW.replace("[layout]", web + "[layout]")) as eng:
+        p = eng.web.port
+        assert get(p, "/control/show.json", host=f"show.example.org:{p}")[0] == 200
+        assert eng.web.guard.max_per_address == 3 and eng.web.guard.idle_timeout == 1.5
