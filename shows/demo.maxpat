@@ -176,19 +176,134 @@
       300.0,
       20.0
      ],
-     "text": "eq",
+     "text": "scenes (click one to play it)",
      "fontsize": 14.0
     }
    },
    {
     "box": {
      "id": "obj-10",
+     "maxclass": "message",
+     "numinlets": 2,
+     "numoutlets": 1,
+     "patching_rect": [
+      20.0,
+      145.0,
+      140.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "/unstable/scene 0"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-11",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      20.0,
+      167.0,
+      140.0,
+      20.0
+     ],
+     "text": "all"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-12",
+     "maxclass": "message",
+     "numinlets": 2,
+     "numoutlets": 1,
+     "patching_rect": [
+      170.0,
+      145.0,
+      140.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "/unstable/scene 1"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-13",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      170.0,
+      167.0,
+      140.0,
+      20.0
+     ],
+     "text": "equilibrium"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-14",
+     "maxclass": "message",
+     "numinlets": 2,
+     "numoutlets": 1,
+     "patching_rect": [
+      320.0,
+      145.0,
+      140.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "/unstable/scene 2"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-15",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      320.0,
+      167.0,
+      140.0,
+      20.0
+     ],
+     "text": "divergence"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-16",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      20.0,
+      200.0,
+      300.0,
+      20.0
+     ],
+     "text": "eq",
+     "fontsize": 14.0
+    }
+   },
+   {
+    "box": {
+     "id": "obj-17",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 27,
      "patching_rect": [
       20.0,
-      145.0,
+      225.0,
       1200.0,
       22.0
      ],
@@ -226,13 +341,13 @@
    },
    {
     "box": {
-     "id": "obj-11",
+     "id": "obj-18",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       20.0,
-      180.0,
+      260.0,
       24.0,
       130.0
      ],
@@ -247,13 +362,13 @@
    },
    {
     "box": {
-     "id": "obj-12",
+     "id": "obj-19",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       20.0,
-      320.0,
+      400.0,
       100.0,
       22.0
      ],
@@ -265,141 +380,13 @@
    },
    {
     "box": {
-     "id": "obj-13",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      50.0,
-      180.0,
-      75.0,
-      22.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "text": "prepend set"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-14",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      20.0,
-      350.0,
-      75.0,
-      22.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "text": "prepend set"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-15",
-     "maxclass": "flonum",
-     "numinlets": 1,
-     "numoutlets": 2,
-     "patching_rect": [
-      20.0,
-      375.0,
-      80.0,
-      22.0
-     ],
-     "outlettype": [
-      "",
-      "bang"
-     ],
-     "format": 6,
-     "parameter_enable": 0
-    }
-   },
-   {
-    "box": {
-     "id": "obj-16",
-     "maxclass": "comment",
-     "numinlets": 1,
-     "numoutlets": 0,
-     "patching_rect": [
-      20.0,
-      400.0,
-      105.0,
-      20.0
-     ],
-     "text": "temperature"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-17",
-     "maxclass": "slider",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      130.0,
-      180.0,
-      24.0,
-      130.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "floatoutput": 1,
-     "size": 1.0,
-     "min": 0.0,
-     "parameter_enable": 0
-    }
-   },
-   {
-    "box": {
-     "id": "obj-18",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      130.0,
-      320.0,
-      100.0,
-      22.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "text": "prepend /unstable/eq/truncation"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-19",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      160.0,
-      180.0,
-      75.0,
-      22.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "text": "prepend set"
-    }
-   },
-   {
-    "box": {
      "id": "obj-20",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      130.0,
-      350.0,
+      50.0,
+      260.0,
       75.0,
       22.0
      ],
@@ -412,12 +399,30 @@
    {
     "box": {
      "id": "obj-21",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      20.0,
+      430.0,
+      75.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-22",
      "maxclass": "flonum",
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
-      130.0,
-      375.0,
+      20.0,
+      455.0,
       80.0,
       22.0
      ],
@@ -431,28 +436,28 @@
    },
    {
     "box": {
-     "id": "obj-22",
+     "id": "obj-23",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
-      130.0,
-      400.0,
+      20.0,
+      480.0,
       105.0,
       20.0
      ],
-     "text": "truncation"
+     "text": "temperature"
     }
    },
    {
     "box": {
-     "id": "obj-23",
+     "id": "obj-24",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      240.0,
-      180.0,
+      130.0,
+      260.0,
       24.0,
       130.0
      ],
@@ -467,38 +472,20 @@
    },
    {
     "box": {
-     "id": "obj-24",
+     "id": "obj-25",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      240.0,
-      320.0,
+      130.0,
+      400.0,
       100.0,
       22.0
      ],
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/eq/noise"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-25",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      270.0,
-      180.0,
-      75.0,
-      22.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "text": "prepend set"
+     "text": "prepend /unstable/eq/truncation"
     }
    },
    {
@@ -508,8 +495,8 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      240.0,
-      350.0,
+      160.0,
+      260.0,
       75.0,
       22.0
      ],
@@ -522,12 +509,30 @@
    {
     "box": {
      "id": "obj-27",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      130.0,
+      430.0,
+      75.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-28",
      "maxclass": "flonum",
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
-      240.0,
-      375.0,
+      130.0,
+      455.0,
       80.0,
       22.0
      ],
@@ -541,28 +546,28 @@
    },
    {
     "box": {
-     "id": "obj-28",
+     "id": "obj-29",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
-      240.0,
-      400.0,
+      130.0,
+      480.0,
       105.0,
       20.0
      ],
-     "text": "noise"
+     "text": "truncation"
     }
    },
    {
     "box": {
-     "id": "obj-29",
+     "id": "obj-30",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      350.0,
-      180.0,
+      240.0,
+      260.0,
       24.0,
       130.0
      ],
@@ -577,38 +582,20 @@
    },
    {
     "box": {
-     "id": "obj-30",
+     "id": "obj-31",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      350.0,
-      320.0,
+      240.0,
+      400.0,
       100.0,
       22.0
      ],
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/eq/learning_rate"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-31",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      380.0,
-      180.0,
-      75.0,
-      22.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "text": "prepend set"
+     "text": "prepend /unstable/eq/noise"
     }
    },
    {
@@ -618,8 +605,8 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      350.0,
-      350.0,
+      270.0,
+      260.0,
       75.0,
       22.0
      ],
@@ -632,12 +619,30 @@
    {
     "box": {
      "id": "obj-33",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      240.0,
+      430.0,
+      75.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-34",
      "maxclass": "flonum",
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
-      350.0,
-      375.0,
+      240.0,
+      455.0,
       80.0,
       22.0
      ],
@@ -651,53 +656,38 @@
    },
    {
     "box": {
-     "id": "obj-34",
+     "id": "obj-35",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
-      350.0,
-      400.0,
+      240.0,
+      480.0,
       105.0,
       20.0
      ],
-     "text": "learning_rate"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-35",
-     "maxclass": "toggle",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      460.0,
-      270.0,
-      30.0,
-      30.0
-     ],
-     "outlettype": [
-      "int"
-     ],
-     "parameter_enable": 0
+     "text": "noise"
     }
    },
    {
     "box": {
      "id": "obj-36",
-     "maxclass": "newobj",
+     "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      460.0,
-      320.0,
-      100.0,
-      22.0
+      350.0,
+      260.0,
+      24.0,
+      130.0
      ],
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/eq/training"
+     "floatoutput": 1,
+     "size": 1.0,
+     "min": 0.0,
+     "parameter_enable": 0
     }
    },
    {
@@ -707,15 +697,15 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      490.0,
-      180.0,
-      75.0,
+      350.0,
+      400.0,
+      100.0,
       22.0
      ],
      "outlettype": [
       ""
      ],
-     "text": "prepend set"
+     "text": "prepend /unstable/eq/learning_rate"
     }
    },
    {
@@ -725,8 +715,8 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      460.0,
-      350.0,
+      380.0,
+      260.0,
       75.0,
       22.0
      ],
@@ -739,12 +729,30 @@
    {
     "box": {
      "id": "obj-39",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      350.0,
+      430.0,
+      75.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-40",
      "maxclass": "flonum",
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
-      460.0,
-      375.0,
+      350.0,
+      455.0,
       80.0,
       22.0
      ],
@@ -758,28 +766,28 @@
    },
    {
     "box": {
-     "id": "obj-40",
+     "id": "obj-41",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
-      460.0,
-      400.0,
+      350.0,
+      480.0,
       105.0,
       20.0
      ],
-     "text": "training"
+     "text": "learning rate"
     }
    },
    {
     "box": {
-     "id": "obj-41",
+     "id": "obj-42",
      "maxclass": "toggle",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      570.0,
-      270.0,
+      460.0,
+      350.0,
       30.0,
       30.0
      ],
@@ -791,38 +799,20 @@
    },
    {
     "box": {
-     "id": "obj-42",
+     "id": "obj-43",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      570.0,
-      320.0,
+      460.0,
+      400.0,
       100.0,
       22.0
      ],
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/eq/critic_training"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-43",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      600.0,
-      180.0,
-      75.0,
-      22.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "text": "prepend set"
+     "text": "prepend /unstable/eq/training"
     }
    },
    {
@@ -832,8 +822,8 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      570.0,
-      350.0,
+      490.0,
+      260.0,
       75.0,
       22.0
      ],
@@ -846,12 +836,30 @@
    {
     "box": {
      "id": "obj-45",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      460.0,
+      430.0,
+      75.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-46",
      "maxclass": "flonum",
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
-      570.0,
-      375.0,
+      460.0,
+      455.0,
       80.0,
       22.0
      ],
@@ -865,56 +873,35 @@
    },
    {
     "box": {
-     "id": "obj-46",
+     "id": "obj-47",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
-      570.0,
-      400.0,
+      460.0,
+      480.0,
       105.0,
       20.0
      ],
-     "text": "critic_training"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-47",
-     "maxclass": "slider",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      680.0,
-      180.0,
-      24.0,
-      130.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "floatoutput": 1,
-     "size": 1.0,
-     "min": 0.0,
-     "parameter_enable": 0
+     "text": "training"
     }
    },
    {
     "box": {
      "id": "obj-48",
-     "maxclass": "newobj",
+     "maxclass": "toggle",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      680.0,
-      320.0,
-      100.0,
-      22.0
+      570.0,
+      350.0,
+      30.0,
+      30.0
      ],
      "outlettype": [
-      ""
+      "int"
      ],
-     "text": "prepend /unstable/eq/impersonate_weight"
+     "parameter_enable": 0
     }
    },
    {
@@ -924,15 +911,15 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      710.0,
-      180.0,
-      75.0,
+      570.0,
+      400.0,
+      100.0,
       22.0
      ],
      "outlettype": [
       ""
      ],
-     "text": "prepend set"
+     "text": "prepend /unstable/eq/critic_training"
     }
    },
    {
@@ -942,8 +929,8 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      680.0,
-      350.0,
+      600.0,
+      260.0,
       75.0,
       22.0
      ],
@@ -956,12 +943,30 @@
    {
     "box": {
      "id": "obj-51",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      570.0,
+      430.0,
+      75.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-52",
      "maxclass": "flonum",
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
-      680.0,
-      375.0,
+      570.0,
+      455.0,
       80.0,
       22.0
      ],
@@ -975,28 +980,28 @@
    },
    {
     "box": {
-     "id": "obj-52",
+     "id": "obj-53",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
-      680.0,
-      400.0,
+      570.0,
+      480.0,
       105.0,
       20.0
      ],
-     "text": "impersonate_weight"
+     "text": "critic training"
     }
    },
    {
     "box": {
-     "id": "obj-53",
+     "id": "obj-54",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      790.0,
-      180.0,
+      680.0,
+      260.0,
       24.0,
       130.0
      ],
@@ -1011,38 +1016,20 @@
    },
    {
     "box": {
-     "id": "obj-54",
+     "id": "obj-55",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      790.0,
-      320.0,
+      680.0,
+      400.0,
       100.0,
       22.0
      ],
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/eq/embedding_weight"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-55",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      820.0,
-      180.0,
-      75.0,
-      22.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "text": "prepend set"
+     "text": "prepend /unstable/eq/impersonate_weight"
     }
    },
    {
@@ -1052,8 +1039,8 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      790.0,
-      350.0,
+      710.0,
+      260.0,
       75.0,
       22.0
      ],
@@ -1066,12 +1053,30 @@
    {
     "box": {
      "id": "obj-57",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      680.0,
+      430.0,
+      75.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-58",
      "maxclass": "flonum",
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
-      790.0,
-      375.0,
+      680.0,
+      455.0,
       80.0,
       22.0
      ],
@@ -1085,28 +1090,28 @@
    },
    {
     "box": {
-     "id": "obj-58",
+     "id": "obj-59",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
-      790.0,
-      400.0,
+      680.0,
+      480.0,
       105.0,
       20.0
      ],
-     "text": "embedding_weight"
+     "text": "impersonate weight"
     }
    },
    {
     "box": {
-     "id": "obj-59",
+     "id": "obj-60",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      900.0,
-      180.0,
+      790.0,
+      260.0,
       24.0,
       130.0
      ],
@@ -1121,38 +1126,20 @@
    },
    {
     "box": {
-     "id": "obj-60",
+     "id": "obj-61",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      900.0,
-      320.0,
+      790.0,
+      400.0,
       100.0,
       22.0
      ],
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/eq/colour_variety_weight"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-61",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      930.0,
-      180.0,
-      75.0,
-      22.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "text": "prepend set"
+     "text": "prepend /unstable/eq/embedding_weight"
     }
    },
    {
@@ -1162,8 +1149,8 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      900.0,
-      350.0,
+      820.0,
+      260.0,
       75.0,
       22.0
      ],
@@ -1176,12 +1163,30 @@
    {
     "box": {
      "id": "obj-63",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      790.0,
+      430.0,
+      75.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-64",
      "maxclass": "flonum",
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
-      900.0,
-      375.0,
+      790.0,
+      455.0,
       80.0,
       22.0
      ],
@@ -1195,28 +1200,28 @@
    },
    {
     "box": {
-     "id": "obj-64",
+     "id": "obj-65",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
-      900.0,
-      400.0,
+      790.0,
+      480.0,
       105.0,
       20.0
      ],
-     "text": "colour_variety_weight"
+     "text": "embedding weight"
     }
    },
    {
     "box": {
-     "id": "obj-65",
+     "id": "obj-66",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      1010.0,
-      180.0,
+      900.0,
+      260.0,
       24.0,
       130.0
      ],
@@ -1231,38 +1236,20 @@
    },
    {
     "box": {
-     "id": "obj-66",
+     "id": "obj-67",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      1010.0,
-      320.0,
+      900.0,
+      400.0,
       100.0,
       22.0
      ],
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/eq/walk_speed"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-67",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      1040.0,
-      180.0,
-      75.0,
-      22.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "text": "prepend set"
+     "text": "prepend /unstable/eq/colour_variety_weight"
     }
    },
    {
@@ -1272,8 +1259,8 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      1010.0,
-      350.0,
+      930.0,
+      260.0,
       75.0,
       22.0
      ],
@@ -1286,12 +1273,30 @@
    {
     "box": {
      "id": "obj-69",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      900.0,
+      430.0,
+      75.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-70",
      "maxclass": "flonum",
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
-      1010.0,
-      375.0,
+      900.0,
+      455.0,
       80.0,
       22.0
      ],
@@ -1305,28 +1310,28 @@
    },
    {
     "box": {
-     "id": "obj-70",
+     "id": "obj-71",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
-      1010.0,
-      400.0,
+      900.0,
+      480.0,
       105.0,
       20.0
      ],
-     "text": "walk_speed (x)"
+     "text": "colour variety weight"
     }
    },
    {
     "box": {
-     "id": "obj-71",
+     "id": "obj-72",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      1120.0,
-      180.0,
+      1010.0,
+      260.0,
       24.0,
       130.0
      ],
@@ -1341,38 +1346,20 @@
    },
    {
     "box": {
-     "id": "obj-72",
+     "id": "obj-73",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      1120.0,
-      320.0,
+      1010.0,
+      400.0,
       100.0,
       22.0
      ],
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/eq/hue"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-73",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      1150.0,
-      180.0,
-      75.0,
-      22.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "text": "prepend set"
+     "text": "prepend /unstable/eq/walk_speed"
     }
    },
    {
@@ -1382,8 +1369,8 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      1120.0,
-      350.0,
+      1040.0,
+      260.0,
       75.0,
       22.0
      ],
@@ -1396,12 +1383,30 @@
    {
     "box": {
      "id": "obj-75",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      1010.0,
+      430.0,
+      75.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-76",
      "maxclass": "flonum",
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
-      1120.0,
-      375.0,
+      1010.0,
+      455.0,
       80.0,
       22.0
      ],
@@ -1415,28 +1420,28 @@
    },
    {
     "box": {
-     "id": "obj-76",
+     "id": "obj-77",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
-      1120.0,
-      400.0,
+      1010.0,
+      480.0,
       105.0,
       20.0
      ],
-     "text": "hue (deg)"
+     "text": "walk speed (x)"
     }
    },
    {
     "box": {
-     "id": "obj-77",
+     "id": "obj-78",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      1230.0,
-      180.0,
+      1120.0,
+      260.0,
       24.0,
       130.0
      ],
@@ -1451,38 +1456,20 @@
    },
    {
     "box": {
-     "id": "obj-78",
+     "id": "obj-79",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      1230.0,
-      320.0,
+      1120.0,
+      400.0,
       100.0,
       22.0
      ],
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/eq/saturation"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-79",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      1260.0,
-      180.0,
-      75.0,
-      22.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "text": "prepend set"
+     "text": "prepend /unstable/eq/hue"
     }
    },
    {
@@ -1492,8 +1479,8 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      1230.0,
-      350.0,
+      1150.0,
+      260.0,
       75.0,
       22.0
      ],
@@ -1506,12 +1493,30 @@
    {
     "box": {
      "id": "obj-81",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      1120.0,
+      430.0,
+      75.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-82",
      "maxclass": "flonum",
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
-      1230.0,
-      375.0,
+      1120.0,
+      455.0,
       80.0,
       22.0
      ],
@@ -1525,28 +1530,28 @@
    },
    {
     "box": {
-     "id": "obj-82",
+     "id": "obj-83",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
-      1230.0,
-      400.0,
+      1120.0,
+      480.0,
       105.0,
       20.0
      ],
-     "text": "saturation"
+     "text": "hue (deg)"
     }
    },
    {
     "box": {
-     "id": "obj-83",
+     "id": "obj-84",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      1340.0,
-      180.0,
+      1230.0,
+      260.0,
       24.0,
       130.0
      ],
@@ -1561,38 +1566,20 @@
    },
    {
     "box": {
-     "id": "obj-84",
+     "id": "obj-85",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      1340.0,
-      320.0,
+      1230.0,
+      400.0,
       100.0,
       22.0
      ],
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/eq/fade"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-85",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      1370.0,
-      180.0,
-      75.0,
-      22.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "text": "prepend set"
+     "text": "prepend /unstable/eq/saturation"
     }
    },
    {
@@ -1602,8 +1589,8 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      1340.0,
-      350.0,
+      1260.0,
+      260.0,
       75.0,
       22.0
      ],
@@ -1616,12 +1603,30 @@
    {
     "box": {
      "id": "obj-87",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      1230.0,
+      430.0,
+      75.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-88",
      "maxclass": "flonum",
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
-      1340.0,
-      375.0,
+      1230.0,
+      455.0,
       80.0,
       22.0
      ],
@@ -1635,13 +1640,123 @@
    },
    {
     "box": {
-     "id": "obj-88",
+     "id": "obj-89",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      1230.0,
+      480.0,
+      105.0,
+      20.0
+     ],
+     "text": "saturation"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-90",
+     "maxclass": "slider",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      1340.0,
+      260.0,
+      24.0,
+      130.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "floatoutput": 1,
+     "size": 1.0,
+     "min": 0.0,
+     "parameter_enable": 0
+    }
+   },
+   {
+    "box": {
+     "id": "obj-91",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      1340.0,
+      400.0,
+      100.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend /unstable/eq/fade"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-92",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      1370.0,
+      260.0,
+      75.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-93",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      1340.0,
+      430.0,
+      75.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-94",
+     "maxclass": "flonum",
+     "numinlets": 1,
+     "numoutlets": 2,
+     "patching_rect": [
+      1340.0,
+      455.0,
+      80.0,
+      22.0
+     ],
+     "outlettype": [
+      "",
+      "bang"
+     ],
+     "format": 6,
+     "parameter_enable": 0
+    }
+   },
+   {
+    "box": {
+     "id": "obj-95",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
       1340.0,
-      400.0,
+      480.0,
       105.0,
       20.0
      ],
@@ -1650,13 +1765,13 @@
    },
    {
     "box": {
-     "id": "obj-89",
+     "id": "obj-96",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
       20.0,
-      430.0,
+      510.0,
       300.0,
       20.0
      ],
@@ -1666,13 +1781,13 @@
    },
    {
     "box": {
-     "id": "obj-90",
+     "id": "obj-97",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 21,
      "patching_rect": [
       20.0,
-      455.0,
+      535.0,
       1200.0,
       22.0
      ],
@@ -1704,13 +1819,13 @@
    },
    {
     "box": {
-     "id": "obj-91",
+     "id": "obj-98",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       20.0,
-      490.0,
+      570.0,
       24.0,
       130.0
      ],
@@ -1725,13 +1840,13 @@
    },
    {
     "box": {
-     "id": "obj-92",
+     "id": "obj-99",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       20.0,
-      630.0,
+      710.0,
       100.0,
       22.0
      ],
@@ -1743,141 +1858,13 @@
    },
    {
     "box": {
-     "id": "obj-93",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      50.0,
-      490.0,
-      75.0,
-      22.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "text": "prepend set"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-94",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      20.0,
-      660.0,
-      75.0,
-      22.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "text": "prepend set"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-95",
-     "maxclass": "flonum",
-     "numinlets": 1,
-     "numoutlets": 2,
-     "patching_rect": [
-      20.0,
-      685.0,
-      80.0,
-      22.0
-     ],
-     "outlettype": [
-      "",
-      "bang"
-     ],
-     "format": 6,
-     "parameter_enable": 0
-    }
-   },
-   {
-    "box": {
-     "id": "obj-96",
-     "maxclass": "comment",
-     "numinlets": 1,
-     "numoutlets": 0,
-     "patching_rect": [
-      20.0,
-      710.0,
-      105.0,
-      20.0
-     ],
-     "text": "alpha"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-97",
-     "maxclass": "slider",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      130.0,
-      490.0,
-      24.0,
-      130.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "floatoutput": 1,
-     "size": 1.0,
-     "min": 0.0,
-     "parameter_enable": 0
-    }
-   },
-   {
-    "box": {
-     "id": "obj-98",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      130.0,
-      630.0,
-      100.0,
-      22.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "text": "prepend /unstable/bad/beta"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-99",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      160.0,
-      490.0,
-      75.0,
-      22.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "text": "prepend set"
-    }
-   },
-   {
-    "box": {
      "id": "obj-100",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      130.0,
-      660.0,
+      50.0,
+      570.0,
       75.0,
       22.0
      ],
@@ -1890,12 +1877,30 @@
    {
     "box": {
      "id": "obj-101",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      20.0,
+      740.0,
+      75.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-102",
      "maxclass": "flonum",
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
-      130.0,
-      685.0,
+      20.0,
+      765.0,
       80.0,
       22.0
      ],
@@ -1909,28 +1914,28 @@
    },
    {
     "box": {
-     "id": "obj-102",
+     "id": "obj-103",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
-      130.0,
-      710.0,
+      20.0,
+      790.0,
       105.0,
       20.0
      ],
-     "text": "beta"
+     "text": "alpha"
     }
    },
    {
     "box": {
-     "id": "obj-103",
+     "id": "obj-104",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      240.0,
-      490.0,
+      130.0,
+      570.0,
       24.0,
       130.0
      ],
@@ -1945,38 +1950,20 @@
    },
    {
     "box": {
-     "id": "obj-104",
+     "id": "obj-105",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      240.0,
-      630.0,
+      130.0,
+      710.0,
       100.0,
       22.0
      ],
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/bad/temperature"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-105",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      270.0,
-      490.0,
-      75.0,
-      22.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "text": "prepend set"
+     "text": "prepend /unstable/bad/beta"
     }
    },
    {
@@ -1986,8 +1973,8 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      240.0,
-      660.0,
+      160.0,
+      570.0,
       75.0,
       22.0
      ],
@@ -2000,12 +1987,30 @@
    {
     "box": {
      "id": "obj-107",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      130.0,
+      740.0,
+      75.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-108",
      "maxclass": "flonum",
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
-      240.0,
-      685.0,
+      130.0,
+      765.0,
       80.0,
       22.0
      ],
@@ -2019,28 +2024,28 @@
    },
    {
     "box": {
-     "id": "obj-108",
+     "id": "obj-109",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
-      240.0,
-      710.0,
+      130.0,
+      790.0,
       105.0,
       20.0
      ],
-     "text": "temperature"
+     "text": "beta"
     }
    },
    {
     "box": {
-     "id": "obj-109",
+     "id": "obj-110",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      350.0,
-      490.0,
+      240.0,
+      570.0,
       24.0,
       130.0
      ],
@@ -2055,38 +2060,20 @@
    },
    {
     "box": {
-     "id": "obj-110",
+     "id": "obj-111",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      350.0,
-      630.0,
+      240.0,
+      710.0,
       100.0,
       22.0
      ],
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/bad/learning_rate"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-111",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      380.0,
-      490.0,
-      75.0,
-      22.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "text": "prepend set"
+     "text": "prepend /unstable/bad/temperature"
     }
    },
    {
@@ -2096,8 +2083,8 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      350.0,
-      660.0,
+      270.0,
+      570.0,
       75.0,
       22.0
      ],
@@ -2110,12 +2097,30 @@
    {
     "box": {
      "id": "obj-113",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      240.0,
+      740.0,
+      75.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-114",
      "maxclass": "flonum",
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
-      350.0,
-      685.0,
+      240.0,
+      765.0,
       80.0,
       22.0
      ],
@@ -2129,28 +2134,28 @@
    },
    {
     "box": {
-     "id": "obj-114",
+     "id": "obj-115",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
-      350.0,
-      710.0,
+      240.0,
+      790.0,
       105.0,
       20.0
      ],
-     "text": "learning_rate"
+     "text": "temperature"
     }
    },
    {
     "box": {
-     "id": "obj-115",
+     "id": "obj-116",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      460.0,
-      490.0,
+      350.0,
+      570.0,
       24.0,
       130.0
      ],
@@ -2165,38 +2170,20 @@
    },
    {
     "box": {
-     "id": "obj-116",
+     "id": "obj-117",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      460.0,
-      630.0,
+      350.0,
+      710.0,
       100.0,
       22.0
      ],
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/bad/batch_fraction"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-117",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      490.0,
-      490.0,
-      75.0,
-      22.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "text": "prepend set"
+     "text": "prepend /unstable/bad/learning_rate"
     }
    },
    {
@@ -2206,8 +2193,8 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      460.0,
-      660.0,
+      380.0,
+      570.0,
       75.0,
       22.0
      ],
@@ -2220,12 +2207,30 @@
    {
     "box": {
      "id": "obj-119",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      350.0,
+      740.0,
+      75.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-120",
      "maxclass": "flonum",
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
-      460.0,
-      685.0,
+      350.0,
+      765.0,
       80.0,
       22.0
      ],
@@ -2239,53 +2244,38 @@
    },
    {
     "box": {
-     "id": "obj-120",
+     "id": "obj-121",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
-      460.0,
-      710.0,
+      350.0,
+      790.0,
       105.0,
       20.0
      ],
-     "text": "batch_fraction"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-121",
-     "maxclass": "toggle",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      570.0,
-      580.0,
-      30.0,
-      30.0
-     ],
-     "outlettype": [
-      "int"
-     ],
-     "parameter_enable": 0
+     "text": "learning rate"
     }
    },
    {
     "box": {
      "id": "obj-122",
-     "maxclass": "newobj",
+     "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
+      460.0,
       570.0,
-      630.0,
-      100.0,
-      22.0
+      24.0,
+      130.0
      ],
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/bad/training"
+     "floatoutput": 1,
+     "size": 1.0,
+     "min": 0.0,
+     "parameter_enable": 0
     }
    },
    {
@@ -2295,15 +2285,15 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      600.0,
-      490.0,
-      75.0,
+      460.0,
+      710.0,
+      100.0,
       22.0
      ],
      "outlettype": [
       ""
      ],
-     "text": "prepend set"
+     "text": "prepend /unstable/bad/batch_fraction"
     }
    },
    {
@@ -2313,8 +2303,8 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
+      490.0,
       570.0,
-      660.0,
       75.0,
       22.0
      ],
@@ -2327,12 +2317,30 @@
    {
     "box": {
      "id": "obj-125",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      460.0,
+      740.0,
+      75.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-126",
      "maxclass": "flonum",
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
-      570.0,
-      685.0,
+      460.0,
+      765.0,
       80.0,
       22.0
      ],
@@ -2346,56 +2354,35 @@
    },
    {
     "box": {
-     "id": "obj-126",
+     "id": "obj-127",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
-      570.0,
-      710.0,
+      460.0,
+      790.0,
       105.0,
       20.0
      ],
-     "text": "training"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-127",
-     "maxclass": "slider",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      680.0,
-      490.0,
-      24.0,
-      130.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "floatoutput": 1,
-     "size": 1.0,
-     "min": 0.0,
-     "parameter_enable": 0
+     "text": "batch fraction"
     }
    },
    {
     "box": {
      "id": "obj-128",
-     "maxclass": "newobj",
+     "maxclass": "toggle",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      680.0,
-      630.0,
-      100.0,
-      22.0
+      570.0,
+      660.0,
+      30.0,
+      30.0
      ],
      "outlettype": [
-      ""
+      "int"
      ],
-     "text": "prepend /unstable/bad/walk_speed"
+     "parameter_enable": 0
     }
    },
    {
@@ -2405,15 +2392,15 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
+      570.0,
       710.0,
-      490.0,
-      75.0,
+      100.0,
       22.0
      ],
      "outlettype": [
       ""
      ],
-     "text": "prepend set"
+     "text": "prepend /unstable/bad/training"
     }
    },
    {
@@ -2423,8 +2410,8 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      680.0,
-      660.0,
+      600.0,
+      570.0,
       75.0,
       22.0
      ],
@@ -2437,12 +2424,30 @@
    {
     "box": {
      "id": "obj-131",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      570.0,
+      740.0,
+      75.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-132",
      "maxclass": "flonum",
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
-      680.0,
-      685.0,
+      570.0,
+      765.0,
       80.0,
       22.0
      ],
@@ -2456,28 +2461,28 @@
    },
    {
     "box": {
-     "id": "obj-132",
+     "id": "obj-133",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
-      680.0,
-      710.0,
+      570.0,
+      790.0,
       105.0,
       20.0
      ],
-     "text": "walk_speed (x)"
+     "text": "training"
     }
    },
    {
     "box": {
-     "id": "obj-133",
+     "id": "obj-134",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      790.0,
-      490.0,
+      680.0,
+      570.0,
       24.0,
       130.0
      ],
@@ -2492,38 +2497,20 @@
    },
    {
     "box": {
-     "id": "obj-134",
+     "id": "obj-135",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      790.0,
-      630.0,
+      680.0,
+      710.0,
       100.0,
       22.0
      ],
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/bad/hue"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-135",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      820.0,
-      490.0,
-      75.0,
-      22.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "text": "prepend set"
+     "text": "prepend /unstable/bad/walk_speed"
     }
    },
    {
@@ -2533,8 +2520,8 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      790.0,
-      660.0,
+      710.0,
+      570.0,
       75.0,
       22.0
      ],
@@ -2547,12 +2534,30 @@
    {
     "box": {
      "id": "obj-137",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      680.0,
+      740.0,
+      75.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-138",
      "maxclass": "flonum",
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
-      790.0,
-      685.0,
+      680.0,
+      765.0,
       80.0,
       22.0
      ],
@@ -2566,28 +2571,28 @@
    },
    {
     "box": {
-     "id": "obj-138",
+     "id": "obj-139",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
+      680.0,
       790.0,
-      710.0,
       105.0,
       20.0
      ],
-     "text": "hue (deg)"
+     "text": "walk speed (x)"
     }
    },
    {
     "box": {
-     "id": "obj-139",
+     "id": "obj-140",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      900.0,
-      490.0,
+      790.0,
+      570.0,
       24.0,
       130.0
      ],
@@ -2602,38 +2607,20 @@
    },
    {
     "box": {
-     "id": "obj-140",
+     "id": "obj-141",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      900.0,
-      630.0,
+      790.0,
+      710.0,
       100.0,
       22.0
      ],
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/bad/saturation"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-141",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      930.0,
-      490.0,
-      75.0,
-      22.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "text": "prepend set"
+     "text": "prepend /unstable/bad/hue"
     }
    },
    {
@@ -2643,8 +2630,8 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      900.0,
-      660.0,
+      820.0,
+      570.0,
       75.0,
       22.0
      ],
@@ -2657,12 +2644,30 @@
    {
     "box": {
      "id": "obj-143",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      790.0,
+      740.0,
+      75.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-144",
      "maxclass": "flonum",
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
-      900.0,
-      685.0,
+      790.0,
+      765.0,
       80.0,
       22.0
      ],
@@ -2676,28 +2681,28 @@
    },
    {
     "box": {
-     "id": "obj-144",
+     "id": "obj-145",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
-      900.0,
-      710.0,
+      790.0,
+      790.0,
       105.0,
       20.0
      ],
-     "text": "saturation"
+     "text": "hue (deg)"
     }
    },
    {
     "box": {
-     "id": "obj-145",
+     "id": "obj-146",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      1010.0,
-      490.0,
+      900.0,
+      570.0,
       24.0,
       130.0
      ],
@@ -2712,38 +2717,20 @@
    },
    {
     "box": {
-     "id": "obj-146",
+     "id": "obj-147",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      1010.0,
-      630.0,
+      900.0,
+      710.0,
       100.0,
       22.0
      ],
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/bad/fade"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-147",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      1040.0,
-      490.0,
-      75.0,
-      22.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "text": "prepend set"
+     "text": "prepend /unstable/bad/saturation"
     }
    },
    {
@@ -2753,8 +2740,8 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      1010.0,
-      660.0,
+      930.0,
+      570.0,
       75.0,
       22.0
      ],
@@ -2767,12 +2754,30 @@
    {
     "box": {
      "id": "obj-149",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      900.0,
+      740.0,
+      75.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-150",
      "maxclass": "flonum",
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
-      1010.0,
-      685.0,
+      900.0,
+      765.0,
       80.0,
       22.0
      ],
@@ -2786,68 +2791,28 @@
    },
    {
     "box": {
-     "id": "obj-150",
-     "maxclass": "comment",
-     "numinlets": 1,
-     "numoutlets": 0,
-     "patching_rect": [
-      1010.0,
-      710.0,
-      105.0,
-      20.0
-     ],
-     "text": "fade"
-    }
-   },
-   {
-    "box": {
      "id": "obj-151",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
-      20.0,
-      740.0,
-      300.0,
+      900.0,
+      790.0,
+      105.0,
       20.0
      ],
-     "text": "show",
-     "fontsize": 14.0
+     "text": "saturation"
     }
    },
    {
     "box": {
      "id": "obj-152",
-     "maxclass": "newobj",
-     "numinlets": 2,
-     "numoutlets": 7,
-     "patching_rect": [
-      20.0,
-      765.0,
-      1099.0,
-      22.0
-     ],
-     "outlettype": [
-      "",
-      "",
-      "",
-      "",
-      "",
-      "",
-      ""
-     ],
-     "text": "route /unstable/show/scene /unstable/show/scene/raw /unstable/show/master_fade /unstable/show/master_fade/raw /unstable/show/record /unstable/show/record/raw"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-153",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      20.0,
-      800.0,
+      1010.0,
+      570.0,
       24.0,
       130.0
      ],
@@ -2862,20 +2827,38 @@
    },
    {
     "box": {
-     "id": "obj-154",
+     "id": "obj-153",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      20.0,
-      940.0,
+      1010.0,
+      710.0,
       100.0,
       22.0
      ],
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/show/scene"
+     "text": "prepend /unstable/bad/fade"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-154",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      1040.0,
+      570.0,
+      75.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend set"
     }
    },
    {
@@ -2885,8 +2868,8 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      50.0,
-      800.0,
+      1010.0,
+      740.0,
       75.0,
       22.0
      ],
@@ -2899,30 +2882,12 @@
    {
     "box": {
      "id": "obj-156",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      20.0,
-      970.0,
-      75.0,
-      22.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "text": "prepend set"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-157",
      "maxclass": "flonum",
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
-      20.0,
-      995.0,
+      1010.0,
+      765.0,
       80.0,
       22.0
      ],
@@ -2936,28 +2901,66 @@
    },
    {
     "box": {
+     "id": "obj-157",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      1010.0,
+      790.0,
+      105.0,
+      20.0
+     ],
+     "text": "fade"
+    }
+   },
+   {
+    "box": {
      "id": "obj-158",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
       20.0,
-      1020.0,
-      105.0,
+      820.0,
+      300.0,
       20.0
      ],
-     "text": "scene"
+     "text": "show",
+     "fontsize": 14.0
     }
    },
    {
     "box": {
      "id": "obj-159",
+     "maxclass": "newobj",
+     "numinlets": 2,
+     "numoutlets": 5,
+     "patching_rect": [
+      20.0,
+      845.0,
+      777.0,
+      22.0
+     ],
+     "outlettype": [
+      "",
+      "",
+      "",
+      "",
+      ""
+     ],
+     "text": "route /unstable/show/master_fade /unstable/show/master_fade/raw /unstable/show/record /unstable/show/record/raw"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-160",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      130.0,
-      800.0,
+      20.0,
+      880.0,
       24.0,
       130.0
      ],
@@ -2972,13 +2975,13 @@
    },
    {
     "box": {
-     "id": "obj-160",
+     "id": "obj-161",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      130.0,
-      940.0,
+      20.0,
+      1020.0,
       100.0,
       22.0
      ],
@@ -2990,31 +2993,13 @@
    },
    {
     "box": {
-     "id": "obj-161",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      160.0,
-      800.0,
-      75.0,
-      22.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "text": "prepend set"
-    }
-   },
-   {
-    "box": {
      "id": "obj-162",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      130.0,
-      970.0,
+      50.0,
+      880.0,
       75.0,
       22.0
      ],
@@ -3027,12 +3012,30 @@
    {
     "box": {
      "id": "obj-163",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      20.0,
+      1050.0,
+      75.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-164",
      "maxclass": "flonum",
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
-      130.0,
-      995.0,
+      20.0,
+      1075.0,
       80.0,
       22.0
      ],
@@ -3046,28 +3049,28 @@
    },
    {
     "box": {
-     "id": "obj-164",
+     "id": "obj-165",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
-      130.0,
-      1020.0,
+      20.0,
+      1100.0,
       105.0,
       20.0
      ],
-     "text": "master_fade"
+     "text": "master fade"
     }
    },
    {
     "box": {
-     "id": "obj-165",
+     "id": "obj-166",
      "maxclass": "toggle",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      240.0,
-      890.0,
+      130.0,
+      970.0,
       30.0,
       30.0
      ],
@@ -3079,13 +3082,13 @@
    },
    {
     "box": {
-     "id": "obj-166",
+     "id": "obj-167",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      240.0,
-      940.0,
+      130.0,
+      1020.0,
       100.0,
       22.0
      ],
@@ -3097,31 +3100,13 @@
    },
    {
     "box": {
-     "id": "obj-167",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      270.0,
-      800.0,
-      75.0,
-      22.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "text": "prepend set"
-    }
-   },
-   {
-    "box": {
      "id": "obj-168",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      240.0,
-      970.0,
+      160.0,
+      880.0,
       75.0,
       22.0
      ],
@@ -3134,12 +3119,30 @@
    {
     "box": {
      "id": "obj-169",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      130.0,
+      1050.0,
+      75.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-170",
      "maxclass": "flonum",
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
-      240.0,
-      995.0,
+      130.0,
+      1075.0,
       80.0,
       22.0
      ],
@@ -3153,13 +3156,13 @@
    },
    {
     "box": {
-     "id": "obj-170",
+     "id": "obj-171",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
-      240.0,
-      1020.0,
+      130.0,
+      1100.0,
       105.0,
       20.0
      ],
@@ -3231,11 +3234,47 @@
    {
     "patchline": {
      "source": [
+      "obj-10",
+      0
+     ],
+     "destination": [
+      "obj-2",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-12",
+      0
+     ],
+     "destination": [
+      "obj-2",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-14",
+      0
+     ],
+     "destination": [
+      "obj-2",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
       "obj-3",
       0
      ],
      "destination": [
-      "obj-10",
+      "obj-17",
       0
      ]
     }
@@ -3243,11 +3282,11 @@
    {
     "patchline": {
      "source": [
-      "obj-11",
+      "obj-18",
       0
      ],
      "destination": [
-      "obj-12",
+      "obj-19",
       0
      ]
     }
@@ -3255,7 +3294,7 @@
    {
     "patchline": {
      "source": [
-      "obj-12",
+      "obj-19",
       0
      ],
      "destination": [
@@ -3267,11 +3306,11 @@
    {
     "patchline": {
      "source": [
-      "obj-10",
+      "obj-17",
       0
      ],
      "destination": [
-      "obj-13",
+      "obj-20",
       0
      ]
     }
@@ -3279,11 +3318,11 @@
    {
     "patchline": {
      "source": [
-      "obj-13",
+      "obj-20",
       0
      ],
      "destination": [
-      "obj-11",
+      "obj-18",
       0
      ]
     }
@@ -3291,92 +3330,8 @@
    {
     "patchline": {
      "source": [
-      "obj-10",
+      "obj-17",
       1
-     ],
-     "destination": [
-      "obj-14",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-14",
-      0
-     ],
-     "destination": [
-      "obj-15",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-17",
-      0
-     ],
-     "destination": [
-      "obj-18",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-18",
-      0
-     ],
-     "destination": [
-      "obj-2",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-10",
-      2
-     ],
-     "destination": [
-      "obj-19",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-19",
-      0
-     ],
-     "destination": [
-      "obj-17",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-10",
-      3
-     ],
-     "destination": [
-      "obj-20",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-20",
-      0
      ],
      "destination": [
       "obj-21",
@@ -3387,11 +3342,11 @@
    {
     "patchline": {
      "source": [
-      "obj-23",
+      "obj-21",
       0
      ],
      "destination": [
-      "obj-24",
+      "obj-22",
       0
      ]
     }
@@ -3400,6 +3355,18 @@
     "patchline": {
      "source": [
       "obj-24",
+      0
+     ],
+     "destination": [
+      "obj-25",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-25",
       0
      ],
      "destination": [
@@ -3411,32 +3378,8 @@
    {
     "patchline": {
      "source": [
-      "obj-10",
-      4
-     ],
-     "destination": [
-      "obj-25",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-25",
-      0
-     ],
-     "destination": [
-      "obj-23",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-10",
-      5
+      "obj-17",
+      2
      ],
      "destination": [
       "obj-26",
@@ -3449,6 +3392,18 @@
      "source": [
       "obj-26",
       0
+     ],
+     "destination": [
+      "obj-24",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-17",
+      3
      ],
      "destination": [
       "obj-27",
@@ -3459,11 +3414,11 @@
    {
     "patchline": {
      "source": [
-      "obj-29",
+      "obj-27",
       0
      ],
      "destination": [
-      "obj-30",
+      "obj-28",
       0
      ]
     }
@@ -3472,6 +3427,18 @@
     "patchline": {
      "source": [
       "obj-30",
+      0
+     ],
+     "destination": [
+      "obj-31",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-31",
       0
      ],
      "destination": [
@@ -3483,32 +3450,8 @@
    {
     "patchline": {
      "source": [
-      "obj-10",
-      6
-     ],
-     "destination": [
-      "obj-31",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-31",
-      0
-     ],
-     "destination": [
-      "obj-29",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-10",
-      7
+      "obj-17",
+      4
      ],
      "destination": [
       "obj-32",
@@ -3521,6 +3464,18 @@
      "source": [
       "obj-32",
       0
+     ],
+     "destination": [
+      "obj-30",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-17",
+      5
      ],
      "destination": [
       "obj-33",
@@ -3531,11 +3486,11 @@
    {
     "patchline": {
      "source": [
-      "obj-35",
+      "obj-33",
       0
      ],
      "destination": [
-      "obj-36",
+      "obj-34",
       0
      ]
     }
@@ -3544,6 +3499,18 @@
     "patchline": {
      "source": [
       "obj-36",
+      0
+     ],
+     "destination": [
+      "obj-37",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-37",
       0
      ],
      "destination": [
@@ -3555,32 +3522,8 @@
    {
     "patchline": {
      "source": [
-      "obj-10",
-      8
-     ],
-     "destination": [
-      "obj-37",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-37",
-      0
-     ],
-     "destination": [
-      "obj-35",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-10",
-      9
+      "obj-17",
+      6
      ],
      "destination": [
       "obj-38",
@@ -3593,6 +3536,18 @@
      "source": [
       "obj-38",
       0
+     ],
+     "destination": [
+      "obj-36",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-17",
+      7
      ],
      "destination": [
       "obj-39",
@@ -3603,11 +3558,11 @@
    {
     "patchline": {
      "source": [
-      "obj-41",
+      "obj-39",
       0
      ],
      "destination": [
-      "obj-42",
+      "obj-40",
       0
      ]
     }
@@ -3616,6 +3571,18 @@
     "patchline": {
      "source": [
       "obj-42",
+      0
+     ],
+     "destination": [
+      "obj-43",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-43",
       0
      ],
      "destination": [
@@ -3627,32 +3594,8 @@
    {
     "patchline": {
      "source": [
-      "obj-10",
-      10
-     ],
-     "destination": [
-      "obj-43",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-43",
-      0
-     ],
-     "destination": [
-      "obj-41",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-10",
-      11
+      "obj-17",
+      8
      ],
      "destination": [
       "obj-44",
@@ -3665,6 +3608,18 @@
      "source": [
       "obj-44",
       0
+     ],
+     "destination": [
+      "obj-42",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-17",
+      9
      ],
      "destination": [
       "obj-45",
@@ -3675,11 +3630,11 @@
    {
     "patchline": {
      "source": [
-      "obj-47",
+      "obj-45",
       0
      ],
      "destination": [
-      "obj-48",
+      "obj-46",
       0
      ]
     }
@@ -3688,6 +3643,18 @@
     "patchline": {
      "source": [
       "obj-48",
+      0
+     ],
+     "destination": [
+      "obj-49",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-49",
       0
      ],
      "destination": [
@@ -3699,32 +3666,8 @@
    {
     "patchline": {
      "source": [
-      "obj-10",
-      12
-     ],
-     "destination": [
-      "obj-49",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-49",
-      0
-     ],
-     "destination": [
-      "obj-47",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-10",
-      13
+      "obj-17",
+      10
      ],
      "destination": [
       "obj-50",
@@ -3737,6 +3680,18 @@
      "source": [
       "obj-50",
       0
+     ],
+     "destination": [
+      "obj-48",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-17",
+      11
      ],
      "destination": [
       "obj-51",
@@ -3747,11 +3702,11 @@
    {
     "patchline": {
      "source": [
-      "obj-53",
+      "obj-51",
       0
      ],
      "destination": [
-      "obj-54",
+      "obj-52",
       0
      ]
     }
@@ -3760,6 +3715,18 @@
     "patchline": {
      "source": [
       "obj-54",
+      0
+     ],
+     "destination": [
+      "obj-55",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-55",
       0
      ],
      "destination": [
@@ -3771,32 +3738,8 @@
    {
     "patchline": {
      "source": [
-      "obj-10",
-      14
-     ],
-     "destination": [
-      "obj-55",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-55",
-      0
-     ],
-     "destination": [
-      "obj-53",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-10",
-      15
+      "obj-17",
+      12
      ],
      "destination": [
       "obj-56",
@@ -3809,6 +3752,18 @@
      "source": [
       "obj-56",
       0
+     ],
+     "destination": [
+      "obj-54",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-17",
+      13
      ],
      "destination": [
       "obj-57",
@@ -3819,11 +3774,11 @@
    {
     "patchline": {
      "source": [
-      "obj-59",
+      "obj-57",
       0
      ],
      "destination": [
-      "obj-60",
+      "obj-58",
       0
      ]
     }
@@ -3832,6 +3787,18 @@
     "patchline": {
      "source": [
       "obj-60",
+      0
+     ],
+     "destination": [
+      "obj-61",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-61",
       0
      ],
      "destination": [
@@ -3843,32 +3810,8 @@
    {
     "patchline": {
      "source": [
-      "obj-10",
-      16
-     ],
-     "destination": [
-      "obj-61",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-61",
-      0
-     ],
-     "destination": [
-      "obj-59",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-10",
-      17
+      "obj-17",
+      14
      ],
      "destination": [
       "obj-62",
@@ -3881,6 +3824,18 @@
      "source": [
       "obj-62",
       0
+     ],
+     "destination": [
+      "obj-60",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-17",
+      15
      ],
      "destination": [
       "obj-63",
@@ -3891,11 +3846,11 @@
    {
     "patchline": {
      "source": [
-      "obj-65",
+      "obj-63",
       0
      ],
      "destination": [
-      "obj-66",
+      "obj-64",
       0
      ]
     }
@@ -3904,6 +3859,18 @@
     "patchline": {
      "source": [
       "obj-66",
+      0
+     ],
+     "destination": [
+      "obj-67",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-67",
       0
      ],
      "destination": [
@@ -3915,32 +3882,8 @@
    {
     "patchline": {
      "source": [
-      "obj-10",
-      18
-     ],
-     "destination": [
-      "obj-67",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-67",
-      0
-     ],
-     "destination": [
-      "obj-65",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-10",
-      19
+      "obj-17",
+      16
      ],
      "destination": [
       "obj-68",
@@ -3953,6 +3896,18 @@
      "source": [
       "obj-68",
       0
+     ],
+     "destination": [
+      "obj-66",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-17",
+      17
      ],
      "destination": [
       "obj-69",
@@ -3963,11 +3918,11 @@
    {
     "patchline": {
      "source": [
-      "obj-71",
+      "obj-69",
       0
      ],
      "destination": [
-      "obj-72",
+      "obj-70",
       0
      ]
     }
@@ -3976,6 +3931,18 @@
     "patchline": {
      "source": [
       "obj-72",
+      0
+     ],
+     "destination": [
+      "obj-73",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-73",
       0
      ],
      "destination": [
@@ -3987,32 +3954,8 @@
    {
     "patchline": {
      "source": [
-      "obj-10",
-      20
-     ],
-     "destination": [
-      "obj-73",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-73",
-      0
-     ],
-     "destination": [
-      "obj-71",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-10",
-      21
+      "obj-17",
+      18
      ],
      "destination": [
       "obj-74",
@@ -4025,6 +3968,18 @@
      "source": [
       "obj-74",
       0
+     ],
+     "destination": [
+      "obj-72",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-17",
+      19
      ],
      "destination": [
       "obj-75",
@@ -4035,11 +3990,11 @@
    {
     "patchline": {
      "source": [
-      "obj-77",
+      "obj-75",
       0
      ],
      "destination": [
-      "obj-78",
+      "obj-76",
       0
      ]
     }
@@ -4048,6 +4003,18 @@
     "patchline": {
      "source": [
       "obj-78",
+      0
+     ],
+     "destination": [
+      "obj-79",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-79",
       0
      ],
      "destination": [
@@ -4059,32 +4026,8 @@
    {
     "patchline": {
      "source": [
-      "obj-10",
-      22
-     ],
-     "destination": [
-      "obj-79",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-79",
-      0
-     ],
-     "destination": [
-      "obj-77",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-10",
-      23
+      "obj-17",
+      20
      ],
      "destination": [
       "obj-80",
@@ -4097,6 +4040,18 @@
      "source": [
       "obj-80",
       0
+     ],
+     "destination": [
+      "obj-78",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-17",
+      21
      ],
      "destination": [
       "obj-81",
@@ -4107,11 +4062,11 @@
    {
     "patchline": {
      "source": [
-      "obj-83",
+      "obj-81",
       0
      ],
      "destination": [
-      "obj-84",
+      "obj-82",
       0
      ]
     }
@@ -4120,6 +4075,18 @@
     "patchline": {
      "source": [
       "obj-84",
+      0
+     ],
+     "destination": [
+      "obj-85",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-85",
       0
      ],
      "destination": [
@@ -4131,32 +4098,8 @@
    {
     "patchline": {
      "source": [
-      "obj-10",
-      24
-     ],
-     "destination": [
-      "obj-85",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-85",
-      0
-     ],
-     "destination": [
-      "obj-83",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-10",
-      25
+      "obj-17",
+      22
      ],
      "destination": [
       "obj-86",
@@ -4169,6 +4112,18 @@
      "source": [
       "obj-86",
       0
+     ],
+     "destination": [
+      "obj-84",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-17",
+      23
      ],
      "destination": [
       "obj-87",
@@ -4179,11 +4134,95 @@
    {
     "patchline": {
      "source": [
+      "obj-87",
+      0
+     ],
+     "destination": [
+      "obj-88",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-90",
+      0
+     ],
+     "destination": [
+      "obj-91",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-91",
+      0
+     ],
+     "destination": [
+      "obj-2",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-17",
+      24
+     ],
+     "destination": [
+      "obj-92",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-92",
+      0
+     ],
+     "destination": [
+      "obj-90",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-17",
+      25
+     ],
+     "destination": [
+      "obj-93",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-93",
+      0
+     ],
+     "destination": [
+      "obj-94",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
       "obj-3",
       0
      ],
      "destination": [
-      "obj-90",
+      "obj-97",
       0
      ]
     }
@@ -4191,11 +4230,11 @@
    {
     "patchline": {
      "source": [
-      "obj-91",
+      "obj-98",
       0
      ],
      "destination": [
-      "obj-92",
+      "obj-99",
       0
      ]
     }
@@ -4203,7 +4242,7 @@
    {
     "patchline": {
      "source": [
-      "obj-92",
+      "obj-99",
       0
      ],
      "destination": [
@@ -4215,11 +4254,11 @@
    {
     "patchline": {
      "source": [
-      "obj-90",
+      "obj-97",
       0
      ],
      "destination": [
-      "obj-93",
+      "obj-100",
       0
      ]
     }
@@ -4227,11 +4266,11 @@
    {
     "patchline": {
      "source": [
-      "obj-93",
+      "obj-100",
       0
      ],
      "destination": [
-      "obj-91",
+      "obj-98",
       0
      ]
     }
@@ -4239,92 +4278,8 @@
    {
     "patchline": {
      "source": [
-      "obj-90",
+      "obj-97",
       1
-     ],
-     "destination": [
-      "obj-94",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-94",
-      0
-     ],
-     "destination": [
-      "obj-95",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-97",
-      0
-     ],
-     "destination": [
-      "obj-98",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-98",
-      0
-     ],
-     "destination": [
-      "obj-2",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-90",
-      2
-     ],
-     "destination": [
-      "obj-99",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-99",
-      0
-     ],
-     "destination": [
-      "obj-97",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-90",
-      3
-     ],
-     "destination": [
-      "obj-100",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-100",
-      0
      ],
      "destination": [
       "obj-101",
@@ -4335,11 +4290,11 @@
    {
     "patchline": {
      "source": [
-      "obj-103",
+      "obj-101",
       0
      ],
      "destination": [
-      "obj-104",
+      "obj-102",
       0
      ]
     }
@@ -4348,6 +4303,18 @@
     "patchline": {
      "source": [
       "obj-104",
+      0
+     ],
+     "destination": [
+      "obj-105",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-105",
       0
      ],
      "destination": [
@@ -4359,32 +4326,8 @@
    {
     "patchline": {
      "source": [
-      "obj-90",
-      4
-     ],
-     "destination": [
-      "obj-105",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-105",
-      0
-     ],
-     "destination": [
-      "obj-103",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-90",
-      5
+      "obj-97",
+      2
      ],
      "destination": [
       "obj-106",
@@ -4397,6 +4340,18 @@
      "source": [
       "obj-106",
       0
+     ],
+     "destination": [
+      "obj-104",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-97",
+      3
      ],
      "destination": [
       "obj-107",
@@ -4407,11 +4362,11 @@
    {
     "patchline": {
      "source": [
-      "obj-109",
+      "obj-107",
       0
      ],
      "destination": [
-      "obj-110",
+      "obj-108",
       0
      ]
     }
@@ -4420,6 +4375,18 @@
     "patchline": {
      "source": [
       "obj-110",
+      0
+     ],
+     "destination": [
+      "obj-111",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-111",
       0
      ],
      "destination": [
@@ -4431,32 +4398,8 @@
    {
     "patchline": {
      "source": [
-      "obj-90",
-      6
-     ],
-     "destination": [
-      "obj-111",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-111",
-      0
-     ],
-     "destination": [
-      "obj-109",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-90",
-      7
+      "obj-97",
+      4
      ],
      "destination": [
       "obj-112",
@@ -4469,6 +4412,18 @@
      "source": [
       "obj-112",
       0
+     ],
+     "destination": [
+      "obj-110",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-97",
+      5
      ],
      "destination": [
       "obj-113",
@@ -4479,11 +4434,11 @@
    {
     "patchline": {
      "source": [
-      "obj-115",
+      "obj-113",
       0
      ],
      "destination": [
-      "obj-116",
+      "obj-114",
       0
      ]
     }
@@ -4492,6 +4447,18 @@
     "patchline": {
      "source": [
       "obj-116",
+      0
+     ],
+     "destination": [
+      "obj-117",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-117",
       0
      ],
      "destination": [
@@ -4503,32 +4470,8 @@
    {
     "patchline": {
      "source": [
-      "obj-90",
-      8
-     ],
-     "destination": [
-      "obj-117",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-117",
-      0
-     ],
-     "destination": [
-      "obj-115",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-90",
-      9
+      "obj-97",
+      6
      ],
      "destination": [
       "obj-118",
@@ -4541,6 +4484,18 @@
      "source": [
       "obj-118",
       0
+     ],
+     "destination": [
+      "obj-116",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-97",
+      7
      ],
      "destination": [
       "obj-119",
@@ -4551,11 +4506,11 @@
    {
     "patchline": {
      "source": [
-      "obj-121",
+      "obj-119",
       0
      ],
      "destination": [
-      "obj-122",
+      "obj-120",
       0
      ]
     }
@@ -4564,6 +4519,18 @@
     "patchline": {
      "source": [
       "obj-122",
+      0
+     ],
+     "destination": [
+      "obj-123",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-123",
       0
      ],
      "destination": [
@@ -4575,32 +4542,8 @@
    {
     "patchline": {
      "source": [
-      "obj-90",
-      10
-     ],
-     "destination": [
-      "obj-123",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-123",
-      0
-     ],
-     "destination": [
-      "obj-121",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-90",
-      11
+      "obj-97",
+      8
      ],
      "destination": [
       "obj-124",
@@ -4613,6 +4556,18 @@
      "source": [
       "obj-124",
       0
+     ],
+     "destination": [
+      "obj-122",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-97",
+      9
      ],
      "destination": [
       "obj-125",
@@ -4623,11 +4578,11 @@
    {
     "patchline": {
      "source": [
-      "obj-127",
+      "obj-125",
       0
      ],
      "destination": [
-      "obj-128",
+      "obj-126",
       0
      ]
     }
@@ -4636,6 +4591,18 @@
     "patchline": {
      "source": [
       "obj-128",
+      0
+     ],
+     "destination": [
+      "obj-129",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-129",
       0
      ],
      "destination": [
@@ -4647,32 +4614,8 @@
    {
     "patchline": {
      "source": [
-      "obj-90",
-      12
-     ],
-     "destination": [
-      "obj-129",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-129",
-      0
-     ],
-     "destination": [
-      "obj-127",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-90",
-      13
+      "obj-97",
+      10
      ],
      "destination": [
       "obj-130",
@@ -4685,6 +4628,18 @@
      "source": [
       "obj-130",
       0
+     ],
+     "destination": [
+      "obj-128",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-97",
+      11
      ],
      "destination": [
       "obj-131",
@@ -4695,11 +4650,11 @@
    {
     "patchline": {
      "source": [
-      "obj-133",
+      "obj-131",
       0
      ],
      "destination": [
-      "obj-134",
+      "obj-132",
       0
      ]
     }
@@ -4708,6 +4663,18 @@
     "patchline": {
      "source": [
       "obj-134",
+      0
+     ],
+     "destination": [
+      "obj-135",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-135",
       0
      ],
      "destination": [
@@ -4719,32 +4686,8 @@
    {
     "patchline": {
      "source": [
-      "obj-90",
-      14
-     ],
-     "destination": [
-      "obj-135",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-135",
-      0
-     ],
-     "destination": [
-      "obj-133",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-90",
-      15
+      "obj-97",
+      12
      ],
      "destination": [
       "obj-136",
@@ -4757,6 +4700,18 @@
      "source": [
       "obj-136",
       0
+     ],
+     "destination": [
+      "obj-134",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-97",
+      13
      ],
      "destination": [
       "obj-137",
@@ -4767,11 +4722,11 @@
    {
     "patchline": {
      "source": [
-      "obj-139",
+      "obj-137",
       0
      ],
      "destination": [
-      "obj-140",
+      "obj-138",
       0
      ]
     }
@@ -4780,6 +4735,18 @@
     "patchline": {
      "source": [
       "obj-140",
+      0
+     ],
+     "destination": [
+      "obj-141",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-141",
       0
      ],
      "destination": [
@@ -4791,32 +4758,8 @@
    {
     "patchline": {
      "source": [
-      "obj-90",
-      16
-     ],
-     "destination": [
-      "obj-141",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-141",
-      0
-     ],
-     "destination": [
-      "obj-139",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-90",
-      17
+      "obj-97",
+      14
      ],
      "destination": [
       "obj-142",
@@ -4829,6 +4772,18 @@
      "source": [
       "obj-142",
       0
+     ],
+     "destination": [
+      "obj-140",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-97",
+      15
      ],
      "destination": [
       "obj-143",
@@ -4839,11 +4794,11 @@
    {
     "patchline": {
      "source": [
-      "obj-145",
+      "obj-143",
       0
      ],
      "destination": [
-      "obj-146",
+      "obj-144",
       0
      ]
     }
@@ -4852,6 +4807,18 @@
     "patchline": {
      "source": [
       "obj-146",
+      0
+     ],
+     "destination": [
+      "obj-147",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-147",
       0
      ],
      "destination": [
@@ -4863,32 +4830,8 @@
    {
     "patchline": {
      "source": [
-      "obj-90",
-      18
-     ],
-     "destination": [
-      "obj-147",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-147",
-      0
-     ],
-     "destination": [
-      "obj-145",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-90",
-      19
+      "obj-97",
+      16
      ],
      "destination": [
       "obj-148",
@@ -4901,9 +4844,105 @@
      "source": [
       "obj-148",
       0
+     ],
+     "destination": [
+      "obj-146",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-97",
+      17
      ],
      "destination": [
       "obj-149",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-149",
+      0
+     ],
+     "destination": [
+      "obj-150",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-152",
+      0
+     ],
+     "destination": [
+      "obj-153",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-153",
+      0
+     ],
+     "destination": [
+      "obj-2",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-97",
+      18
+     ],
+     "destination": [
+      "obj-154",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-154",
+      0
+     ],
+     "destination": [
+      "obj-152",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-97",
+      19
+     ],
+     "destination": [
+      "obj-155",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-155",
+      0
+     ],
+     "destination": [
+      "obj-156",
       0
      ]
     }
@@ -4915,7 +4954,7 @@
       0
      ],
      "destination": [
-      "obj-152",
+      "obj-159",
       0
      ]
     }
@@ -4923,11 +4962,11 @@
    {
     "patchline": {
      "source": [
-      "obj-153",
+      "obj-160",
       0
      ],
      "destination": [
-      "obj-154",
+      "obj-161",
       0
      ]
     }
@@ -4935,7 +4974,7 @@
    {
     "patchline": {
      "source": [
-      "obj-154",
+      "obj-161",
       0
      ],
      "destination": [
@@ -4947,11 +4986,11 @@
    {
     "patchline": {
      "source": [
-      "obj-152",
+      "obj-159",
       0
      ],
      "destination": [
-      "obj-155",
+      "obj-162",
       0
      ]
     }
@@ -4959,11 +4998,11 @@
    {
     "patchline": {
      "source": [
-      "obj-155",
+      "obj-162",
       0
      ],
      "destination": [
-      "obj-153",
+      "obj-160",
       0
      ]
     }
@@ -4971,92 +5010,8 @@
    {
     "patchline": {
      "source": [
-      "obj-152",
+      "obj-159",
       1
-     ],
-     "destination": [
-      "obj-156",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-156",
-      0
-     ],
-     "destination": [
-      "obj-157",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-159",
-      0
-     ],
-     "destination": [
-      "obj-160",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-160",
-      0
-     ],
-     "destination": [
-      "obj-2",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-152",
-      2
-     ],
-     "destination": [
-      "obj-161",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-161",
-      0
-     ],
-     "destination": [
-      "obj-159",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-152",
-      3
-     ],
-     "destination": [
-      "obj-162",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-162",
-      0
      ],
      "destination": [
       "obj-163",
@@ -5067,11 +5022,11 @@
    {
     "patchline": {
      "source": [
-      "obj-165",
+      "obj-163",
       0
      ],
      "destination": [
-      "obj-166",
+      "obj-164",
       0
      ]
     }
@@ -5080,6 +5035,18 @@
     "patchline": {
      "source": [
       "obj-166",
+      0
+     ],
+     "destination": [
+      "obj-167",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-167",
       0
      ],
      "destination": [
@@ -5091,32 +5058,8 @@
    {
     "patchline": {
      "source": [
-      "obj-152",
-      4
-     ],
-     "destination": [
-      "obj-167",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-167",
-      0
-     ],
-     "destination": [
-      "obj-165",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-152",
-      5
+      "obj-159",
+      2
      ],
      "destination": [
       "obj-168",
@@ -5129,9 +5072,33 @@
      "source": [
       "obj-168",
       0
+     ],
+     "destination": [
+      "obj-166",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-159",
+      3
      ],
      "destination": [
       "obj-169",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-169",
+      0
+     ],
+     "destination": [
+      "obj-170",
       0
      ]
     }

@@ -81,7 +81,7 @@ def test_a_fader_on_the_page_changes_the_parameter_the_next_frame_and_the_automa
         assert browser.execute_script("return document.querySelector(\"[data-address='/unstable/eq/training']\").type") \
             == "checkbox"
         assert "deg" in browser.execute_script(
-            "return document.querySelector(\"[data-address='/unstable/eq/hue']\").parentElement.textContent")
+            "return document.querySelector(\"[data-address='/unstable/eq/hue']\").closest('.param').textContent")
 
         move_fader(browser, "/unstable/eq/hue", 0.75)
         assert wait_for(lambda: eng.params.get("eq", "hue") != 0.0)

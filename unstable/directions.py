@@ -116,7 +116,7 @@ class Directions:
     def specs(self) -> list[ParamSpec]:
         r = self.settings.range
         return [ParamSpec(f"dir{i}", -r, r, 0.0, unit="std", smoothing=0.2,
-                          doc=f"offset along latent direction {i} (PCA, by explained variance at first)")
+                          doc=f"steers the images along their direction {i} (0: the one that changes them most)")
                 for i in range(self.settings.count)]
 
     def defer(self, ask: Callable[[], None], panels) -> None:

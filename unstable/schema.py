@@ -112,12 +112,12 @@ def common_specs() -> list[ParamSpec]:
     are the engine's: whether the piece trains, how fast its walk runs, its colour and its fade.
     """
     return [
-        ParamSpec("training", 0, 1, 1, kind="toggle", doc="optimisation steps on/off"),
+        ParamSpec("training", 0, 1, 1, kind="toggle", doc="learning on, or off to hold the picture as it is"),
         ParamSpec("walk_speed", 0.0, 4.0, 1.0, unit="x", smoothing=0.5,
-                  doc="speed of the latent walk relative to its loop length"),
-        ParamSpec("hue", -180.0, 180.0, 0.0, unit="deg", smoothing=0.3, doc="hue rotation"),
-        ParamSpec("saturation", 0.0, 2.0, 1.0, smoothing=0.3, doc="colour saturation gain"),
-        ParamSpec("fade", 0.0, 1.0, 1.0, smoothing=0.5, doc="opacity of this piece"),
+                  doc="how fast the images drift through their loop (0: still)"),
+        ParamSpec("hue", -180.0, 180.0, 0.0, unit="deg", smoothing=0.3, doc="turns the colours round the colour wheel"),
+        ParamSpec("saturation", 0.0, 2.0, 1.0, smoothing=0.3, doc="colour strength: 0 grey, 1 as made, 2 vivid"),
+        ParamSpec("fade", 0.0, 1.0, 1.0, smoothing=0.5, doc="how much of this piece shows (0: none)"),
     ]
 
 
@@ -136,8 +136,8 @@ def show_specs(scenes: int = 1) -> list[ParamSpec]:
     if scenes < 1:
         raise ValueError(f"a show needs at least one scene, got {scenes}")
     return [
-        ParamSpec("scene", 0, scenes - 1, 0, kind="int", doc="current scene"),
-        ParamSpec("master_fade", 0.0, 1.0, 1.0, smoothing=1.0, doc="master fade to black"),
+        ParamSpec("scene", 0, scenes - 1, 0, kind="int", doc="the scene playing now"),
+        ParamSpec("master_fade", 0.0, 1.0, 1.0, smoothing=1.0, doc="fades the whole picture to black"),
         ParamSpec("record", 0, 1, 0, kind="toggle", doc="record the output"),
     ]
 

@@ -212,15 +212,14 @@ class DivergenceSystem:
         """alpha, beta, temperature, learning_rate (x bad.lr, log) and training on/off, defaults from the piece."""
         b = self.piece.bad
         return [
-            ParamSpec("alpha", *ALPHA_RANGE, b.alpha, doc="weight of the divergence loss L_div"),
-            ParamSpec("beta", *BETA_RANGE, b.beta, doc="weight of the bound L_reg (0 = unbounded)"),
+            ParamSpec("alpha", *ALPHA_RANGE, b.alpha, doc="how hard the decoder is pushed away from the digits"),
+            ParamSpec("beta", *BETA_RANGE, b.beta, doc="how tightly it is held to handwriting (0: not at all)"),
             ParamSpec("temperature", *TEMPERATURE_RANGE, b.temperature, log=True, smoothing=0.2,
-                      doc="prior temperature: latent scale while sampling and training"),
-            learning_rate_spec("multiplies the decoder's Adam learning rate (bad.lr)"),
+                      doc="spread of the images: low plainer, high wilder"),
+            learning_rate_spec("how fast the decoder learns (1: the piece's own pace)"),
             ParamSpec("batch_fraction", 1 / 16, 1.0, 1.0, log=True,
-                      doc="share of bad.batch generated each step: a live show on a CPU trains faster, "
-                          "noisier steps (the MMD/IS estimates see fewer samples)"),
-            ParamSpec("training", 0, 1, 1, kind="toggle", doc="1: keep diverging; 0: freeze the decoder"),
+                      doc="share of each training batch made per step: less is quicker, noisier"),
+            ParamSpec("training", 0, 1, 1, kind="toggle", doc="the decoder keeps diverging, or holds as it is"),
         ] + self.bender.specs() + self.directions.specs()
 
     def _params(self, params: Mapping[str, float]) -> dict[str, float]:
@@ -379,6 +378,7 @@ class DivergenceSystem:
         """Recompute the latent directions ('directions', matched to the previous ones) or the
         channel clusters ('clusters') with the weights of the next sample."""
         {"directions": self.directions, "clusters": self.bender}[what].refresh()
+
     def defer_computations(self, ask: Callable[[str], None]) -> None:
         """From now on (a live show), directions and clusters this system and its copies lack are
         not computed in `sample`: `ask('directions' | 'clusters')` is called, the panel is drawn
@@ -386,7 +386,6 @@ class DivergenceSystem:
         settings can use is asked for at once."""
         self.directions.defer(functools.partial(ask, "directions"), ("decoder", "base"))
         self.bender.defer(functools.partial(ask, "clusters"), ("decoder", "base"))
-
 
     @torch.no_grad()
     def recompute(self, what: str, params: Mapping[str, float]) -> Callable[[], None]:

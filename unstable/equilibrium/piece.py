@@ -249,20 +249,20 @@ def live_param_specs(piece: EquilibriumPiece, instruments: bool = True) -> list[
     `instruments` its bends' amounts and its latent directions' offsets)."""
     from ..system import learning_rate_spec
     specs = [
-        ParamSpec("temperature", 0.0, 3.0, 1.0, smoothing=0.2, doc="scales the latents of the samples"),
+        ParamSpec("temperature", 0.0, 3.0, 1.0, smoothing=0.2, doc="variety of the images: 0 all alike, higher wilder"),
         ParamSpec("truncation", 0.0, 1.5, 1.0, smoothing=0.2,
-                  doc="pulls styles towards the running mean style (1 = off)"),
-        ParamSpec("noise", 0.0, 3.0, 1.0, smoothing=0.2, doc="strength of the fixed per-layer noise in samples"),
-        learning_rate_spec("multiplies every network's learning rate (generator.optim.lr, critic.optim.lr)"),
-        ParamSpec("training", 0.0, 1.0, 1.0, kind="toggle", doc="train (1) or hold the weights (0)"),
-        ParamSpec("critic_training", 0.0, 1.0, 1.0, kind="toggle", doc="update the critic (1) or freeze it (0)"),
+                  doc="pulls the images towards the average one (1: no pull)"),
+        ParamSpec("noise", 0.0, 3.0, 1.0, smoothing=0.2, doc="fine grain and texture in the images"),
+        learning_rate_spec("how fast the networks learn (1: the piece's own pace)"),
+        ParamSpec("training", 0.0, 1.0, 1.0, kind="toggle", doc="the generators keep learning, or hold as they are"),
+        ParamSpec("critic_training", 0.0, 1.0, 1.0, kind="toggle", doc="the critic that judges them keeps learning, or holds"),
     ]
     obj = piece.objectives
     for name in ("impersonate", "embedding", "colour_variety"):
         o = getattr(obj, name)
         if o.on:
             specs.append(ParamSpec(f"{name}_weight", 0.0, max(1.0, 4.0 * o.weight), o.weight, smoothing=0.5,
-                                   doc=f"weight of the {name.replace('_', ' ')} objective"))
+                                   doc=f"how strongly the {name.replace('_', ' ')} aim pulls"))
     if instruments:
         from ..bending import Bender
         from ..directions import Directions

@@ -66,16 +66,30 @@ function show(p, v) {
 
 // -- controls -------------------------------------------------------------------------------------
 
+// The label an artist reads: the parameter's name in words (its doc says what it does underneath).
+function plain(name) {
+  const dir = /^dir(\d+)$/.exec(name);
+  if (dir) return `direction ${dir[1]}`;
+  return name.replaceAll("_", " ");
+}
+
 function fader(p, parent, label) {
   const row = document.createElement("div");
   row.className = "param";
   const id = "p" + p.address.replaceAll("/", "-");
   const name = document.createElement("label");
   name.htmlFor = id;
-  name.textContent = label || p.name;
-  name.title = p.doc || p.name;
-  if (p.log) { const s = document.createElement("span"); s.className = "log"; s.textContent = "log"; name.append(s); }
+  name.textContent = label || plain(p.name);
+  // What only a technician needs: the OSC address and the fader's log mapping.
+  const tech = document.createElement("span");
+  tech.className = "tech";
+  tech.textContent = `${p.address}${p.log ? " (log)" : ""}`;
+  name.append(tech);
   const out = document.createElement("output");
+  out.htmlFor = id;
+  const doc = document.createElement("div");
+  doc.className = "doc";
+  doc.textContent = p.doc || "";
   let input;
   if (p.kind === "toggle") {
     input = document.createElement("input");
@@ -96,35 +110,77 @@ function fader(p, parent, label) {
     input.min = 0; input.max = 1;
     input.step = p.kind === "int" && p.hi > p.lo ? 1 / (p.hi - p.lo) : 0.001;
     input.value = p.unit_value;
-    let dragging = false;
-    input.addEventListener("pointerdown", () => { dragging = true; });
-    window.addEventListener("pointerup", () => { dragging = false; });
-    input.addEventListener("input", () => {
+    const moved = () => {
       const u = parseFloat(input.value);
       send(p.address, "f", u);
       out.textContent = show(p, fromUnit(p, u));
-    });
+    };
+    input.addEventListener("input", moved);   // the keyboard; fingers and mice go through the strip
     out.textContent = show(p, p.value);
+    const strip = touchStrip(input, moved);
     controls.set(p.address, {
       set: (u) => { input.value = u; out.textContent = show(p, fromUnit(p, u)); },
-      busy: () => dragging,   // a change from elsewhere never yanks the fader out of a finger
+      busy: strip.busy,   // a change from elsewhere never yanks the fader out of a finger
     });
   }
   input.id = id;
   input.dataset.address = p.address;
-  row.append(name, input, out);
+  input.setAttribute("aria-label", name.firstChild.textContent);
+  row.append(name, out, doc, input.parentElement || input);
   parent.append(row);
+}
+
+// A fader's touch strip: the range input sits in a 48 px strip that takes the pointer itself, because
+// a native range jumps to a finger as soon as it lands, and on a phone most of the screen is faders:
+// every scroll would play one. Here a finger plays a fader by a tap or a sideways drag; an upward or
+// downward swipe scrolls the page (the browser takes it: pointercancel) and leaves the value alone.
+// A mouse plays it at once, as a range does on a desktop.
+function touchStrip(input, moved) {
+  const strip = document.createElement("div");
+  strip.className = "strip";
+  strip.append(input);
+  let down = null, dragging = false;
+  const thumb = () => parseFloat(getComputedStyle(input).getPropertyValue("--thumb")) || 0;
+  const at = (x) => {
+    const r = input.getBoundingClientRect(), t = thumb();
+    input.value = Math.min(1, Math.max(0, (x - r.left - t / 2) / (r.width - t)));
+    moved();
+  };
+  strip.addEventListener("pointerdown", (e) => {
+    down = { x: e.clientX, y: e.clientY, touch: e.pointerType !== "mouse" };
+    strip.setPointerCapture(e.pointerId);
+    dragging = !down.touch;
+    if (dragging) at(e.clientX);
+  });
+  strip.addEventListener("pointermove", (e) => {
+    if (!down) return;
+    if (!dragging && Math.abs(e.clientX - down.x) > 8 && Math.abs(e.clientX - down.x) > Math.abs(e.clientY - down.y)) dragging = true;
+    if (dragging) at(e.clientX);
+  });
+  strip.addEventListener("pointerup", (e) => {
+    if (down && !dragging && Math.hypot(e.clientX - down.x, e.clientY - down.y) <= 8) at(e.clientX);   // a tap
+    down = null; dragging = false;
+  });
+  strip.addEventListener("pointercancel", () => { down = null; dragging = false; });
+  return { busy: () => down !== null };
+}
+
+// "/unstable/eq/directions/refresh" -> "refresh directions": the verb first, as on a button.
+function actionLabel(address) {
+  const words = address.split("/").slice(3);
+  return words.length > 1 ? [words[words.length - 1], ...words.slice(0, -1)].join(" ") : words.join(" ");
 }
 
 function build(s) {
   schema = s;
-  $("title").textContent = `unstable: ${s.name}`;
+  $("title").textContent = s.name;
   document.title = `unstable: ${s.name}`;
   const scenes = $("scenes");
   s.scenes.forEach((name, i) => {
     const b = document.createElement("button");
-    b.textContent = name || `scene ${i}`;
+    b.textContent = name || `scene ${i + 1}`;
     b.dataset.scene = i;
+    b.dataset.address = s.scene_address;
     b.addEventListener("click", () => { send(s.scene_address, "i", i); markScene(i); });
     scenes.append(b);
   });
@@ -155,7 +211,7 @@ function build(s) {
       row.className = "row";
       for (const a of g.actions) {
         const b = document.createElement("button");
-        b.textContent = a.split("/").slice(3).join(" ");
+        b.textContent = actionLabel(a);
         b.dataset.address = a;
         b.addEventListener("click", () => send(a, "N"));
         row.append(b);
@@ -166,6 +222,11 @@ function build(s) {
   }
   const sceneNow = s.groups.find((g) => g.piece === "show")?.params.find((p) => p.name === "scene");
   if (sceneNow) markScene(sceneNow.value);
+  const details = $("details");
+  details.addEventListener("click", () => {
+    const on = document.body.classList.toggle("details");
+    details.setAttribute("aria-pressed", String(on));
+  });
 }
 
 function markScene(i) {
@@ -188,7 +249,8 @@ function connect() {
     if (typeof ev.data === "string") {
       const msg = JSON.parse(ev.data);
       if (msg.COMMAND === "TELEMETRY") telemetry(msg.DATA);
-      else if (msg.COMMAND === "PATH_CHANGED") $("preview-note").textContent = `address space changed at ${msg.DATA}`;
+      // The OSCQuery tree followed a scene: news for OSCQuery tools, not for the artist.
+      else if (msg.COMMAND === "PATH_CHANGED") $("changes").textContent = `OSCQuery: address space changed at ${msg.DATA}`;
       return;
     }
     const [address, args] = parseOsc(ev.data);
@@ -203,15 +265,20 @@ function connect() {
 }
 
 function telemetry(t) {
+  // In words for the artist; the numbers and loss names for the technician, behind "details".
   const lines = [`fps ${t.fps ?? "?"}  frame p99 ${t.frame_ms_p99 ?? "?"} ms  late ${t.late_frames ?? 0}  scene ${t.scene ?? "?"}${t.recording ? "  ● recording" : ""}`];
+  const plainLines = [`${t.fps ?? "?"} frames a second${t.recording ? " · recording" : ""}`];
   for (const [piece, rate] of Object.entries(t.steps_per_s || {})) {
     const losses = Object.entries((t.losses || {})[piece] || {}).slice(0, 4)
       .map(([k, v]) => `${k} ${Number(v).toPrecision(3)}`).join("  ");
     const g = (t.guard || {})[piece] || {};
     const guard = g.recoveries ? `  guard: ${g.recoveries} undone${g.last ? ` (${g.last})` : ""}` : "";
     lines.push(`${piece}: ${rate} steps/s  ${losses}${guard}`);
+    const undone = g.recoveries ? ` · ${g.recoveries} bad step${g.recoveries === 1 ? "" : "s"} undone` : "";
+    plainLines.push(`${piece}: ${rate > 0 ? `learning, ${rate} steps a second` : "not learning"}${undone}`);
   }
   $("telemetry").textContent = lines.join("\n");
+  $("summary").textContent = plainLines.join("\n");
 }
 
 // -- the preview: one image at a time, a few a second ----------------------------------------------
