@@ -2,8 +2,9 @@
 scales it to other phones): the same controls as the tablet layout of controllers.py, in pages a
 thumb can play instead of a wall of 70-point faders.
 
-A pager with a tab per page: "show" first (a big button per scene, record, still, sync, the master
-fade and the connection to enter), then each piece's parameters as full-width horizontal faders
+A pager with a tab per page: "show" first (a big button per scene for the first SHOW_SCENES, still,
+sync, get feedback, the master fade, record and the connection to enter; a longer show's other
+scenes on tabs "scenes 2", ...), then each piece's parameters as full-width horizontal faders
 with their names above, at most `PER_PAGE` to a page (more make pages "eq 2", "eq 3", ...), and the
 piece's actions as buttons on its last page. Every control sends and receives the same address as
 on the tablet layout, so feedback moves it.
