@@ -161,3 +161,75 @@ def test_live_automation_stops_at_the_disk_floor(tmp_path, small_fs):
     # Stopped near the floor, not at a full disk: past it by at most the write buffer and one check.
     assert shutil.disk_usage(disk).free >= (256 << 10) - (64 << 10) - (32 << 10)
     load_automation(path)
+
+
+CAPPED_SHOW = """\
+size = [32, 16]
+fps = 10
+[pieces.eq]
+piece = "pieces/eq.toml"
+[layout]
+panels = ["eq/g0"]
+[disk]
+automation_max_mb = {cap}
+"""
+
+
+@pytest.mark.parametrize("value, expected", [("-1", "-1.0 is out of range, expected >= 0"),
+                                             ('"big"', "'big' is str, expected a number"),
+                                             ("nan", "nan is not a finite number")])
+def test_a_bad_automation_cap_is_one_line_naming_the_file_and_key(tmp_path, value, expected):
+    from click.testing import CliRunner
+    from test_show import write_show
+
+    from unstable.cli import main
+    path = write_show(tmp_path, CAPPED_SHOW.format(cap=value))
+    r = CliRunner().invoke(main, ["live", str(path), "--headless", "--osc-port", "0", "--web-port", "0"])
+    assert r.exit_code != 0
+    assert f"{path}: disk.automation_max_mb: {expected}" in r.output, r.output
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_a_shows_automation_cap_stops_its_file_once_the_show_goes_on_and_the_file_renders(tmp_path, caplog,
+                                                                                        gl_ctx):
+    import numpy as np
+    from test_show import write_show
+    from tqdm import tqdm
+
+    from unstable.live import Engine
+    from unstable.probe import read_frames
+    from unstable.render import render_show
+    from unstable.show import load_show
+    cap_mb = 0.01
+    show_path = write_show(tmp_path, CAPPED_SHOW.format(cap=cap_mb))
+    auto_path = tmp_path / "live.automation.jsonl"
+    lines: list[str] = []
+    eng = Engine(load_show(show_path), headless=True, osc_port=0, web_port=0, train=False, run_dir=tmp_path / "run",
+                 automation=auto_path, echo=lines.append,
+                 progress=lambda desc, total=None, **kw: tqdm(total=total, disable=True))
+    live, stopped_at = [], None
+    with eng:
+        n = 0
+        while stopped_at is None or n < stopped_at + 20:  # 20 frames past the cap: the show goes on
+            assert n < 1000, "the automation never reached its cap"
+            eng.params.update({"eq": {"hue": float(n % 360) - 180.0}})  # a change every frame
+            eng.frame(number=n)
+            live.append(eng.read().copy())
+            if stopped_at is None and eng.timeline.recorder.failed is not None:
+                stopped_at = n
+            n += 1
+    assert sum("automation files up to 0.01 MB" in l for l in lines) == 1, lines
+    assert auto_path.stat().st_size <= cap_mb * 2**20
+    assert caplog.text.count("automation stopped") == 1 and "reached its cap of 0.01 MB" in caplog.text
+    assert caplog.text.count("reached its cap") == 1, caplog.text  # one line, not one more at the end
+    assert not np.array_equal(live[-1], live[stopped_at])  # still drawing the hue it is given
+    auto = load_automation(auto_path)
+    assert 50 < auto.last_frame < stopped_at
+    # What the file holds renders again, frame for frame.
+    out = tmp_path / "again.mov"
+    render_show(show_path, automation=auto_path, seconds=(auto.last_frame + 1) / 10, out=str(out), preset="ffv1",
+                run=tmp_path / "run", ctx=gl_ctx, echo=lambda s: None, show_progress=False)
+    rendered = list(read_frames(out))
+    assert len(rendered) == auto.last_frame + 1
+    for i, (a, b) in enumerate(zip(live, rendered)):
+        assert np.array_equal(a, b), f"frame {i}"

@@ -190,7 +190,7 @@ class ActionSettings:
 
 @dataclass(frozen=True)
 class DiskSettings:
-    """`[disk]`: what a show may keep on disk over weeks (recordings, stills, telemetry)."""
+    """`[disk]`: what a show may keep on disk over weeks (recordings, stills, telemetry, automation)."""
 
     min_free_mb: float = setting(512.0, ge=0, doc="a recording stops, and none starts, with less free space "
                                  "than this on its disk: the checkpoints keep the rest")
@@ -199,6 +199,9 @@ class DiskSettings:
                                           "the oldest are removed past this many MB (0: no limit)")
     telemetry_max_mb: float = setting(64.0, ge=0, doc="--telemetry is rotated past this many MB, one older "
                                       "file kept (0: never)")
+    automation_max_mb: float = setting(512.0, ge=0, doc="a live automation file (a recording's, or --automation) "
+                                       "stops past this many MB, with one logged line: the show goes on and the "
+                                       "file replays up to there (0: no cap; 64 MB free on its disk stays the floor)")
 
 
 @dataclass(frozen=True)

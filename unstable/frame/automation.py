@@ -64,9 +64,12 @@ class AutomationRecorder:
     """
 
     # Bounded like every growing file of a show: a file stops (one logged line, the show goes on)
-    # at MAX_BYTES (about two days of a show moving four audio maps every frame), or when its disk
-    # has less than MIN_FREE left (checked every CHECK_EVERY lines). Stopped, not rotated: a file
-    # replays from its header's state, and the recording's own file has that once.
+    # at `max_bytes` (a show's [disk] automation_max_mb; MAX_BYTES by default, about two days of a
+    # show moving four audio maps every frame), or when its disk has less than MIN_FREE left
+    # (checked every CHECK_EVERY lines). Stopped, not rotated: a continuation file would need the
+    # state at the start of the frame whose line no longer fits, which that frame has already moved
+    # on from, and the files of a rotation either all stay (then the cap bounds nothing the floor
+    # does not) or the oldest go (then the start of the performance, still in its video, is lost).
     MAX_BYTES = 512 << 20
     MIN_FREE = 64 << 20
     CHECK_EVERY = 256
@@ -94,7 +97,7 @@ class AutomationRecorder:
             return
         line = json.dumps(obj, separators=(",", ":")) + "\n"
         if self.lines and self.max_bytes and self.bytes + len(line) > self.max_bytes:
-            return self._stop(f"{self.path}: reached its cap of {self.max_bytes / (1 << 20):g} MB")
+            return self._stop(f"{self.path}: reached its cap of {round(self.max_bytes / (1 << 20), 3):g} MB")
         if self.lines and self.lines % self.CHECK_EVERY == 0 and self.min_free:
             try:
                 free = self._free(self.path.parent)

@@ -152,11 +152,12 @@ class ShowTimeline:
             self.now = float(w.get("at", self.now))
             clock.load_state_dict({"phase": w["phase"], "speed": w["speed"]})
 
-    def start_recording(self, path, show: str, frame: int) -> AutomationRecorder:
-        """Record automation from frame `frame` on (call before that frame's `advance`)."""
+    def start_recording(self, path, show: str, frame: int, max_bytes: int | None = None) -> AutomationRecorder:
+        """Record automation from frame `frame` on (call before that frame's `advance`); the file
+        stops past `max_bytes` (default AutomationRecorder.MAX_BYTES; 0: no cap)."""
         self.stop_recording()
         self.recorder = AutomationRecorder(path, show=show, fps=self.timer.fps, start_frame=frame,
-                                           state=self.state(), targets=self.store.state())
+                                           state=self.state(), targets=self.store.state(), max_bytes=max_bytes)
         return self.recorder
 
     def stop_recording(self, quiet: bool = False) -> str | None:

@@ -112,8 +112,11 @@ class Engine(Session):
         where = f", OSC on {self.osc.host}:{self.osc.port}" if self.osc else ""
         for url in self.web_link.urls() if self.web_link is not None else ():
             self.echo(f"live: control page and OSCQuery at {url}")
+        cap = s.disk.automation_max_mb
         self.echo(f"live: {self.show.name} {s.size[0]}x{s.size[1]} at {self.fps:g} fps on {self.device}"
-                  f"{where}, {'training' if self.train else 'not training'}; run folder {self.run_dir}")
+                  f"{where}, {'training' if self.train else 'not training'}; "
+                  f"{f'automation files up to {cap:g} MB' if cap else 'automation files uncapped'}; "
+                  f"run folder {self.run_dir}")
 
     # -- live state (saved with each piece's weights) -------------------------------------------
 

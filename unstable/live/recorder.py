@@ -48,6 +48,8 @@ class Recorder:
     `record(path)` starts at the next frame (`begin_frame`), so the automation header holds the
     state the first recorded frame starts from. `automation`: write automation without video.
     `sound`: the audio file the show plays (muxed into each recording from its first slot).
+    `automation_max`: bytes an automation file may grow to (`[disk] automation_max_mb`; None: the
+    AutomationRecorder's default, 0: no cap).
     """
 
     MAX_STILL_THREADS = 2  # stills still being written; more are refused (a flood is bounded)
@@ -58,8 +60,9 @@ class Recorder:
     def __init__(self, timeline: ShowTimeline, *, show: str, size: tuple[int, int], fps: float,
                  run_dir: Path, automation: str | os.PathLike | None = None, min_free: int = 0,
                  stills_keep: int = 0, recordings_budget: int = 0, free: Callable[[Path], int] = free_bytes,
-                 sound: str | os.PathLike | None = None):
+                 sound: str | os.PathLike | None = None, automation_max: int | None = None):
         self.timeline = timeline
+        self.automation_max = automation_max
         self.sound = Path(sound) if sound is not None else None
         self.min_free = int(min_free)
         self.stills_keep = int(stills_keep)
@@ -114,7 +117,7 @@ class Recorder:
         if self._automation_only is not None:
             path, self._automation_only = self._automation_only, None
             try:
-                self.timeline.start_recording(path, self.show, frame)
+                self.timeline.start_recording(path, self.show, frame, self.automation_max)
             except OSError as e:
                 self._fail(f"automation {path} could not start: {e.strerror or e}")
         if self._pending is None:
@@ -141,7 +144,7 @@ class Recorder:
                 del self.recordings[:500]
             self.recordings.append(str(path))
         try:
-            self.timeline.start_recording(automation_path(path), self.show, frame)
+            self.timeline.start_recording(automation_path(path), self.show, frame, self.automation_max)
         except OSError as e:  # the video goes on without its automation
             self._fail(f"automation of {path} could not start: {e.strerror or e}")
 
@@ -226,9 +229,11 @@ class Recorder:
                 t.start()
                 self._finishers.append(t)
         if self.timeline is not None:
+            auto = self.timeline.recorder
+            said = auto is not None and auto.failed is not None  # it stopped itself, in its own line
             why = self.timeline.stop_recording(quiet=True)
             if why:  # the video goes on being finished; its automation is not whole
-                self._fail(f"automation {why}")
+                self._fail(f"automation {why}", quiet=said)
 
     def _finish(self, writer, path: Path, failed: bool, auto_named: bool, sound=None) -> None:
         try:
@@ -253,8 +258,10 @@ class Recorder:
                 if str(path) in self.recordings:
                     self.recordings.remove(str(path))
 
-    def _fail(self, line: str, key: str | None = None) -> None:
-        if key is None:
+    def _fail(self, line: str, key: str | None = None, quiet: bool = False) -> None:
+        if quiet:  # already logged where it happened: kept for the report only
+            pass
+        elif key is None:
             log.error("%s (the show goes on)", line)
         else:  # a condition that lasts (a nearly full disk): one line per 30 s, whatever is asked
             self.warn.warning(key, "%s (the show goes on)", line)

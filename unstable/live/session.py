@@ -171,7 +171,8 @@ class Session(abc.ABC):
         self.recorder = Recorder(self.timeline, show=self.show.name, size=s.size, fps=s.fps, run_dir=self.run_dir,
                                  automation=self.automation_path, min_free=int(d.min_free_mb * MB),
                                  stills_keep=d.stills_keep, recordings_budget=int(d.recordings_budget_mb * MB),
-                                 sound=heard.path if getattr(heard, "kind", None) == "file" else None)
+                                 sound=heard.path if getattr(heard, "kind", None) == "file" else None,
+                                 automation_max=int(d.automation_max_mb * MB))
         if self.record_path is not None:
             self.recorder.record(self.record_path)
             self.params.set("show", "record", 1)
