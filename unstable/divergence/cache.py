@@ -46,7 +46,7 @@ def rough_duration(kind: str, steps: int | None) -> str:
 def announce(kind: str, about: str, path: Path, steps: int | None,
              echo: Callable[[str], None] | None = None) -> None:
     """Say before a one-off training what is trained, why, roughly how long and where it is kept."""
-    (echo or log.warning)(f"training {about} once: no cached or shipped {path.name} for these settings; "
+    (echo or log.warning)(f"training {about} once: no usable cached or shipped {path.name} for these settings; "
                           f"{rough_duration(kind, steps)}; cached at {path} for every later run")
 
 
