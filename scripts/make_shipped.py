@@ -1,5 +1,6 @@
-"""Make the files a first run starts from, so `make run` shows grown pictures within a minute and
-`unstable eval` trains nothing:
+"""Make the files a first run starts from: base models, eval's judges, the shows' grown states.
+
+So `make run` shows grown pictures within a minute and `unstable eval` trains nothing:
 
 - unstable/shipped/: BAD's base models (the VAE and the digit classifier a BAD piece trains on
   first use, as the piece's own `prepare()` makes them) and `unstable eval`'s two judges (the
