@@ -498,7 +498,9 @@ def test_a_show_under_a_connection_and_websocket_flood_keeps_its_frames_and_writ
     import statistics
     from test_engine import make_engine
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, hard), hard))  # the ulimit -n 1024
+    # Half the ulimit -n 1024, so that the 1,100 connections overshoot it by far even when the
+    # loaded machine's kernel drops some of the attacker's SYNs.
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(512, hard), hard))
     hogs = [subprocess.Popen([sys.executable, "-c", "while 1: pass"]) for _ in range(2)]
     try:
         eng = make_engine(tmp_path, seconds=9.0)
@@ -535,7 +537,7 @@ def test_a_show_under_a_connection_and_websocket_flood_keeps_its_frames_and_writ
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     r = result["report"]
     st = eng.web.stats
-    assert int(out.split()[0]) >= 1000, err[-500:]  # the kernel took them; the server chose which to keep
+    assert int(out.split()[0]) >= 600, err[-500:]  # past the limit: the server chose which to keep
     assert served.count(200) >= 0.9 * len(served) and len(served) >= 5, served  # the performer's page
     assert len(r.checkpoints) == 2 and not r.errors, r
     assert st["conn_refused"] > 500 and st["ws_messages"] > 0
