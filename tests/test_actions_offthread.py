@@ -299,6 +299,8 @@ def test_a_live_shows_first_directions_and_clusters_never_stall_a_frame(tmp_path
         assert ready - k >= 2  # frames kept coming while the worker computed (0.3 s a call)
         for im in images[:ready - k]:
             assert not np.array_equal(im, final)
+    # Closing the show stopped its worker (a process exiting with a thread inside torch aborts).
+    assert mirror._worker is not None and not mirror._worker.is_alive()
     # Every PCA (one a panel) and k-means (one a panel) ran on the refresh worker, none on the
     # render thread; and the show said when each was ready.
     assert len(slow_calls) == 4 and set(slow_calls) == {"unstable-refresh"}, slow_calls

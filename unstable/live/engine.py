@@ -305,6 +305,9 @@ class Engine(Session):
         if self.trainer is not None and not self.trainer.stop():
             problems.append("the training thread did not stop; no final checkpoint")
             final_checkpoint = False
+        for p in self.pieces.values():
+            if not p.mirror.close():
+                problems.append(f"{p.name}: its directions/clusters worker did not stop")
         if final_checkpoint:
             for p in self.pieces.values():
                 try:

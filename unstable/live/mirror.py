@@ -58,6 +58,7 @@ class SamplingMirror:
         self._worker: threading.Thread | None = None
         self._last_refresh = -float("inf")
         self._computing = False
+        self._closed = False
         self._params: Mapping[str, float] = {}
         self.name = name or getattr(getattr(system, "piece", None), "name", "")
         self._echo = echo
@@ -94,11 +95,27 @@ class SamplingMirror:
         if getattr(self.system, "recompute", None) is None:
             return
         with self._requests:
+            if self._closed:
+                return
             self._wanted.add(what)  # the first computation and a refresh alike: one `recompute`
             if self._worker is None:
                 self._worker = threading.Thread(target=self._refresh_worker, name="unstable-refresh", daemon=True)
                 self._worker.start()
             self._requests.notify()
+
+    def close(self, timeout: float = 30.0) -> bool:
+        """Stop the refresh worker: nothing new starts, a computation under way is waited for (a
+        process must not exit while a thread is inside torch: it aborts). False if it is still
+        running after `timeout` seconds."""
+        with self._requests:
+            self._closed = True
+            self._wanted.clear()
+            worker = self._worker
+            self._requests.notify_all()
+        if worker is not None:
+            worker.join(timeout)
+            return not worker.is_alive()
+        return True
 
     def refreshing(self) -> bool:
         """Whether a refresh is asked for, computing or waiting to be swapped in."""
@@ -113,8 +130,10 @@ class SamplingMirror:
             pass
         while True:
             with self._requests:
-                while not self._wanted:
+                while not self._wanted and not self._closed:
                     self._requests.wait()
+                if self._closed:
+                    return
                 wait = self._last_refresh + self.refresh_interval - time.monotonic()
                 if wait > 0:
                     self._requests.wait(wait)  # more requests may join this computation meanwhile
@@ -129,6 +148,8 @@ class SamplingMirror:
                     snapshot = self.system.sampling_copy()
                     params = dict(self._params)
                 for what in wanted:
+                    if self._closed:
+                        break
                     t0 = time.perf_counter()
                     install = snapshot.recompute(what, params)
                     with self._requests:
