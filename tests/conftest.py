@@ -3,6 +3,7 @@
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,17 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def cpu_hogs():
+    """Two busy processes beside the test (a gallery PC is never idle: it plays sound and video
+    too): for claims that depend on time, checked by behaviour (frame counts, sync), not speed."""
+    procs = [subprocess.Popen([sys.executable, "-c", "while 1: pass"]) for _ in range(2)]
+    yield procs
+    for p in procs:
+        p.kill()
+        p.wait()
 
 
 @pytest.fixture

@@ -1,0 +1,42 @@
+"""OSC to frame with the machine busy: the paced live loop, two CPU hogs beside it, real UDP.
+
+A gallery PC plays sound and video beside the show, so the claim "a change shows in the next
+frame" is checked there, by frame counts rather than milliseconds: every value sent arrives
+(nothing lost), and each one moves the parameter (gliding, as its smoothing says) in one of the
+first two frames drawn after the OSC thread stored it, however many slots the machine dropped.
+"""
+
+import threading
+import time
+
+import pytest
+from helpers import Client, wait_for
+from test_engine import make_engine
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def test_osc_changes_reach_the_next_frames_with_cpu_hogs_beside_the_show(tmp_path, cpu_hogs):
+    eng = make_engine(tmp_path, seconds=6.0)
+    drawn: list[tuple[float, float]] = []   # (perf_counter at the frame's end, the hue it was drawn with)
+    eng.frame_hooks.append(lambda e: drawn.append((time.perf_counter(), e.snapshot["eq"]["hue"])))
+    result = {}
+    runner = threading.Thread(target=lambda: result.setdefault("report", eng.run()), daemon=True)
+    runner.start()
+    assert wait_for(lambda: len(drawn) >= 3, timeout=30)
+    client = Client(eng.osc.port)
+    stored: list[tuple[float, float]] = []   # (perf_counter when the store held it, value)
+    for i, value in enumerate((60.0, 0.0, 60.0, 0.0, 60.0, 0.0)):
+        client.send("/unstable/eq/hue/raw", value)
+        assert wait_for(lambda: eng.params.get("eq", "hue") == value, timeout=5), f"value {i} lost"
+        stored.append((time.perf_counter(), value))
+        time.sleep(0.35)   # a few frames apart at 10 fps
+    client.close()
+    runner.join(30)
+    report = result["report"]
+    assert report.frames >= 20
+    for t, value in stored:
+        before = [hue for end, hue in drawn if end < t][-1]
+        after = [hue for end, hue in drawn if end >= t][:2]
+        # The frame in flight when it was stored may have snapshotted before it; the next one has it.
+        assert len(after) == 2 and any(abs(h - value) < abs(before - value) for h in after), (value, before, after)
