@@ -117,6 +117,19 @@ class SamplingMirror:
             return not worker.is_alive()
         return True
 
+    def wait_computed(self, timeout: float) -> bool:
+        """Wait until nothing is asked for or computing (the results are swapped in by the next
+        sample). The show waits so at open: its first frames then show the bends and directions it
+        starts with, as a render of it does. False if still computing after `timeout` seconds."""
+        end = time.monotonic() + timeout
+        with self._requests:
+            while self._wanted or self._computing:
+                left = end - time.monotonic()
+                if left <= 0:
+                    return False
+                self._requests.wait(min(left, 0.1))
+        return True
+
     def refreshing(self) -> bool:
         """Whether a refresh is asked for, computing or waiting to be swapped in."""
         with self._requests:
