@@ -40,3 +40,19 @@ def test_osc_changes_reach_the_next_frames_with_cpu_hogs_beside_the_show(tmp_pat
         after = [hue for end, hue in drawn if end >= t][:2]
         # The frame in flight when it was stored may have snapshotted before it; the next one has it.
         assert len(after) == 2 and any(abs(h - value) < abs(before - value) for h in after), (value, before, after)
+
+
+def test_a_failing_telemetry_line_never_ends_the_show(tmp_path, caplog):
+    """The per-second report (built with or without --telemetry) failing every second — out of file
+    descriptors, say — costs one log line, not the show."""
+    eng = make_engine(tmp_path, seconds=2.5)
+
+    def broken(now):
+        raise OSError(24, "Too many open files")
+
+    eng._telemetry_line = broken
+    with caplog.at_level("WARNING", logger="unstable.live"):
+        report = eng.run()
+    assert report.frames >= 20
+    failed = [r for r in caplog.records if "telemetry: this second's line failed" in r.getMessage()]
+    assert len(failed) == 1, [r.getMessage() for r in failed]

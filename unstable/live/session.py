@@ -6,6 +6,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import gc
+import logging
 import math
 import os
 import signal
@@ -25,6 +26,8 @@ from ..frame.timers import WallTimer
 from ..show import Show
 from .recorder import Recorder
 from .telemetry import FrameStats, LiveReport
+
+log = logging.getLogger("unstable.live")
 
 __all__ = ["Session", "freeze_startup_objects"]
 
@@ -118,6 +121,7 @@ class Session(abc.ABC):
         self._threads_before = torch.get_num_threads()
         self._train_stream = None
         self._next_telemetry = 1.0
+        self._telemetry_failures: set[str] = set()
         # Called with the engine after every frame, in the render thread (benchmarks, tests).
         self.frame_hooks: list[Callable] = []
 
@@ -234,10 +238,16 @@ class Session(abc.ABC):
         if self.osc is not None:
             self.osc.watch()
         self._next_telemetry = math.floor(now) + 1.0
-        line = self._telemetry_line(now)
-        timing = self.stats.second(line)
-        if self.web_link is not None:
-            self.web_link.telemetry({**timing, **line, "losses": self._losses()})
+        try:
+            line = self._telemetry_line(now)
+            timing = self.stats.second(line)
+            if self.web_link is not None:
+                self.web_link.telemetry({**timing, **line, "losses": self._losses()})
+        except Exception as e:  # a report must never end the show it reports on
+            kind = f"{type(e).__name__}: {e}"[:200]
+            if kind not in self._telemetry_failures:  # once per kind of failure, not once a second
+                self._telemetry_failures.add(kind)
+                log.warning("telemetry: this second's line failed (%s); the show goes on", kind, exc_info=True)
 
     def run(self):
         """Open, draw frames at the show's rate until stopped, close; returns what happened.
