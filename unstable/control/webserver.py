@@ -43,13 +43,12 @@ import logging
 import secrets
 import threading
 from importlib import resources
-from typing import Iterable
+from typing import Callable, Iterable
 
 
 from ..errors import UnstableError
 from .dispatch import OscDispatcher
 from .handlers import OscHandlers
-from ..frame.preview import PreviewSink
 from .oscquery import EXTENSIONS, AddressSpace
 from .osclog import RateLimitedLog, RateLimitFilter, shorten
 from .access import HostCheck, TokenGate
@@ -73,7 +72,9 @@ class WebServer:
     host/port: where to listen (127.0.0.1 by default; 0: any free port). token: what clients from
     other machines must show (None: a random one). allow: hosts or networks that need no token.
     osc_host/osc_port: the show's OSC server, for HOST_INFO. scenes: scene names for the page.
-    preview: the PreviewSink the show feeds (None: no preview). advertise: announce over
+    preview: called for each /control/preview.jpg, returns (frame number, JPEG bytes) or None
+    before the first frame (the show passes its PreviewSink's `jpeg`; None: no preview). A callable,
+    not the sink, so that control/ never imports the frame pipeline above it. advertise: announce over
     zeroconf (`_oscjson._tcp`, `_osc._udp`) when listening beyond loopback. hosts: names this
     server answers to besides its machine's own (the Host check). idle_timeout, max_connections,
     max_per_address: see connections.py. rate, ws_total_rate, ws_out_rate: websocket messages a
@@ -83,7 +84,8 @@ class WebServer:
     def __init__(self, store: ParameterStore, space: AddressSpace, *, host: str = "127.0.0.1",
                  port: int = 9080, token: str | None = None, allow: Iterable[str] | None = None,
                  osc_host: str = "127.0.0.1", osc_port: int | None = None, scenes: Iterable[str] = (),
-                 preview: PreviewSink | None = None, advertise: bool = True, max_body: int = 16 * KiB,
+                 preview: Callable[[], tuple[int, bytes] | None] | None = None, advertise: bool = True,
+                 max_body: int = 16 * KiB,
                  max_message: int = 16 * KiB, rate: float = 400.0, max_clients: int = 64,
                  log_interval: float = 2.0, hosts: Iterable[str] = (), idle_timeout: float = 5.0,
                  max_connections: int = 256, max_per_address: int = 32, ws_total_rate: float = 2000.0,
@@ -265,7 +267,7 @@ class WebServer:
 
     async def _preview(self, request):
         from aiohttp import web
-        got = self.preview.jpeg() if self.preview is not None else None
+        got = self.preview() if self.preview is not None else None
         if got is None:
             return web.Response(status=503, text="503: no preview frame yet\n", headers={"Retry-After": "1"})
         number, data = got

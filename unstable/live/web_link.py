@@ -29,7 +29,7 @@ class WebLink:
                                 token=w.token or None, allow=list(w.allow) or None, advertise=w.advertise,
                                 osc_host=osc.host if osc else "127.0.0.1", osc_port=osc.port if osc else None,
                                 scenes=[sc.name or f"scene {i}" for i, sc in enumerate(show.scene_list())],
-                                preview=self.preview, hosts=w.hosts, idle_timeout=w.idle_timeout,
+                                preview=self.preview.jpeg, hosts=w.hosts, idle_timeout=w.idle_timeout,
                                 max_connections=w.max_connections, max_per_address=w.max_per_address).start()
         self._scene: int | None = None
 
