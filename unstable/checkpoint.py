@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from .config import to_dict
 from .errors import CheckpointError
 
 FORMAT = 1
@@ -103,3 +104,50 @@ def check_finite(state: Any, source: str) -> None:
             for i, v in enumerate(x):
                 walk(v, f"{where}[{i}]")
     walk(state, "")
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def checkpoint_payload(system, piece_path: str | None = None, extra: dict | None = None) -> dict:
+    """The plain dict written for a system: config, fingerprint, step, weights, RNG states."""
+    payload = {
+        "format": FORMAT,
+        "kind": system.piece.kind,
+        "piece": to_dict(system.piece),
+        "piece_path": piece_path or "",
+        "fingerprint": system.fingerprint(),
+        "step": system.step_count,
+        "system": system.state_dict(),
+        "rng": _rng_state(),
+    }
+    if extra:
+        payload.update(extra)
+    return payload
+
+
+def restore(system, payload: dict, source: str) -> None:
+    """Load a checkpoint payload into a system after checking it belongs to this architecture."""
+    check_compatible(payload, system.piece.kind, system.fingerprint(), source)
+    if "system" not in payload or "rng" not in payload:
+        raise CheckpointError(f"{source}: not a whole checkpoint (no {'system' if 'system' not in payload else 'rng'} "
+                              "entry); refusing it")
+    check_finite(payload["system"], source)
+    try:
+        system.load_state_dict(payload["system"])
+        _set_rng_state(payload["rng"])
+    except (RuntimeError, KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+        # A tampered or damaged checkpoint (a tensor of the wrong shape, a bad RNG state): one line.
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise CheckpointError(f"{source}: does not fit this piece ({first}); remove it, or start over with "
+                              "--fresh (live) or another --out (train)") from None

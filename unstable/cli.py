@@ -82,7 +82,7 @@ def eval_runs(runs, out, samples, k, device):
     against the base decoder, class entropy, diversity, per temperature; CSV, plot and grid PNG."""
     from .divergence.evaluate import evaluate_runs, rows_at
     from .system import resolve_device
-    from .trainer import progress_bar
+    from .progress import progress_bar
     folder = evaluate_runs(runs, out, samples=samples, k=k, device=resolve_device(device), progress=progress_bar)
     for r in rows_at(folder / "metrics.csv", 1.0):
         click.echo(f"T=1 {r['run']:>24} {r['decoder']:>8}: precision {float(r['precision_vs_base']):.3f} "

@@ -38,46 +38,20 @@ import os
 import re
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 from tqdm import tqdm
 
-from .checkpoint import FORMAT, check_compatible, check_finite, load_checkpoint, save_checkpoint
-from .config import setting, to_dict
+from .checkpoint import checkpoint_payload, load_checkpoint, restore, save_checkpoint
 from .disk import MB, RotatingLines, exclusive_lock, free_bytes, is_no_space, no_space_line, thin
-from .errors import CheckpointError, UnstableError
+from .errors import UnstableError
 from .images import panel_grid, write_png
+from .progress import progress_bar
 from .schema import defaults
 from .system import build_system, load_piece
 from .train_progress import ProgressGif, TrainBar, end_line, upscale_nearest
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """The `[train]` table of every piece file."""
-
-    steps: int = setting(2000, ge=1, doc="steps `unstable train` runs to when --steps is not given")
-    grid_every: int = setting(25, ge=1, doc="write a PNG grid every this many steps")
-    grid_samples: int = setting(4, ge=1, le=32, doc="rows of fixed latents in each grid")
-    checkpoint_every: int = setting(100, ge=1, doc="write a checkpoint every this many steps")
-    keep_every: int = setting(100, ge=0, doc="also keep checkpoints/step_NNNNNN.pt every this many steps "
-                                  "(and at step 0), for timelapse renders; 0 = off")
-    keep_recent: int = setting(4, ge=1, doc="kept checkpoints: the newest this many stay")
-    keep_per_octave: int = setting(4, ge=0, doc="kept checkpoints: older ones are thinned to about this many "
-                                   "per doubling of the step (log-spaced; 0 = keep all)")
-    keep_budget_mb: float = setting(1024.0, ge=0, doc="kept checkpoints: at most this many MB in all, thinned "
-                                    "evenly in log-steps past it (0 = no budget)")
-    grids_recent: int = setting(40, ge=1, doc="grids/: the newest this many stay")
-    grids_per_octave: int = setting(16, ge=0, doc="grids/: older ones thinned to about this many per doubling "
-                                    "(0 = keep all)")
-    grids_budget_mb: float = setting(200.0, ge=0, doc="grids/: at most this many MB (0 = no budget)")
-    log_max_mb: float = setting(32.0, ge=0, doc="log.jsonl is rotated past this many MB (0 = never)")
-    log_keep: int = setting(2, ge=0, le=100, doc="rotated logs kept (log.1.jsonl ... log.N.jsonl)")
-    min_free_mb: float = setting(256.0, ge=0, doc="refuse to start with less free space than this in the run "
-                                 "folder's disk")
 
 
 def fixed_latents(panels: dict[str, int], count: int, seed: int, device: torch.device) -> dict[str, torch.Tensor]:
@@ -88,58 +62,6 @@ def fixed_latents(panels: dict[str, int], count: int, seed: int, device: torch.d
     dim = max(panels.values())
     z = torch.randn(count, dim, generator=g)  # [N, D]
     return {name: z[:, :d].to(device) for name, d in panels.items()}
-
-
-def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def checkpoint_payload(system, piece_path: str | None = None, extra: dict | None = None) -> dict:
-    """The plain dict written for a system: config, fingerprint, step, weights, RNG states."""
-    payload = {
-        "format": FORMAT,
-        "kind": system.piece.kind,
-        "piece": to_dict(system.piece),
-        "piece_path": piece_path or "",
-        "fingerprint": system.fingerprint(),
-        "step": system.step_count,
-        "system": system.state_dict(),
-        "rng": _rng_state(),
-    }
-    if extra:
-        payload.update(extra)
-    return payload
-
-
-def restore(system, payload: dict, source: str) -> None:
-    """Load a checkpoint payload into a system after checking it belongs to this architecture."""
-    check_compatible(payload, system.piece.kind, system.fingerprint(), source)
-    if "system" not in payload or "rng" not in payload:
-        raise CheckpointError(f"{source}: not a whole checkpoint (no {'system' if 'system' not in payload else 'rng'} "
-                              "entry); refusing it")
-    check_finite(payload["system"], source)
-    try:
-        system.load_state_dict(payload["system"])
-        _set_rng_state(payload["rng"])
-    except (RuntimeError, KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
-        # A tampered or damaged checkpoint (a tensor of the wrong shape, a bad RNG state): one line.
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise CheckpointError(f"{source}: does not fit this piece ({first}); remove it, or start over with "
-                              "--fresh (live) or another --out (train)") from None
-
-
-def progress_bar(desc: str, total: int | None = None, **kw):
-    """The progress bar every long job uses (tqdm, to stderr)."""
-    return tqdm(total=total, desc=desc, dynamic_ncols=True, leave=True, **kw)
 
 
 def _numbered(folder: Path, suffix: str) -> list[tuple[int, Path]]:

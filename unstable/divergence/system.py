@@ -43,7 +43,7 @@ from ..parallel import Shard
 from ..directions import Directions, DirectionSettings
 from ..schema import ParamSpec
 from ..system import accumulate_modules, learning_rate_spec
-from ..trainer import TrainSettings
+from ..train_settings import TrainSettings
 from .cache import base_key, cached_model
 from .classifier import ClassifierSettings, DigitClassifier, train_classifier
 from .data import DataSettings, Digits, load_digits

@@ -16,7 +16,7 @@ from ..bending import BendSettings, check_bends
 from ..config import setting, to_dict
 from ..directions import DirectionSettings
 from ..schema import ParamSpec
-from ..trainer import TrainSettings
+from ..train_settings import TrainSettings
 from .losses import DISTANCES, VARIETY
 
 __all__ = ["EquilibriumPiece", "OptimSettings", "GeneratorSettings", "GrowthSettings", "CriticSettings",

@@ -16,11 +16,10 @@ from typing import Any, Mapping
 
 import torch
 
-from ..checkpoint import load_checkpoint
+from ..checkpoint import load_checkpoint, restore
 from ..errors import CheckpointError, ConfigError, UnstableError
 from ..show import display_name
 from ..system import build_system, piece_from_dict
-from ..trainer import restore
 from ..walk import Walk, WalkSettings
 
 log = logging.getLogger("unstable.frame")

@@ -93,7 +93,7 @@ class Engine(Session):
                                      audio=self.audio)
         self.slots = SlotClock(self.timeline)
         self.open_outputs()
-        from ..trainer import progress_bar
+        from ..progress import progress_bar
         states = prepare_pieces(self.show, systems, self.run_dir, self.device, fresh=self.fresh,
                                 resume=self.resume, progress=self.progress or progress_bar, echo=self.echo)
         if self.device.type == "cuda":

@@ -22,11 +22,10 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from ..checkpoint import save_checkpoint
+from ..checkpoint import checkpoint_payload, save_checkpoint
 from ..disk import is_no_space, no_space_line
 from ..frame.sources import PanelSource
 from ..guard import TrainingGuard
-from ..trainer import checkpoint_payload
 from ..walk import WalkClock
 from .mirror import SamplingMirror
 
