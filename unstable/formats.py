@@ -25,7 +25,7 @@ untagged default (BT.601) would shift colours on playback.
 
 from __future__ import annotations
 
-import math
+import numbers
 import re
 from dataclasses import dataclass
 from fractions import Fraction
@@ -33,7 +33,7 @@ from pathlib import Path
 
 from .errors import UnstableError
 
-__all__ = ["Preset", "PRESETS", "PNG_PATTERN", "SEQUENCE_SIDECAR", "ffmpeg_exe", "parse_fps",
+__all__ = ["Preset", "PRESETS", "PNG_PATTERN", "SEQUENCE_SIDECAR", "ffmpeg_exe", "exact", "parse_fps",
            "is_sequence", "sequence_files", "frame_number"]
 
 _BT709 = ["-vf", "scale=out_color_matrix=bt709:out_range=tv", "-colorspace", "bt709",
@@ -91,6 +91,24 @@ def ffmpeg_exe() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
+def exact(value) -> Fraction:
+    """A frame rate, a time or a speed as the exact rational it was written as.
+
+    A float is read through its shortest decimal form (29.97 -> 2997/100, 0.1 -> 1/10), not its
+    binary value (0.1000000000000000055...): what the artist wrote in a TOML file is a decimal, and
+    frame n at n / fps, a duration times the fps and a loop period must add up without drift. Ints,
+    Fractions and strings ("30000/1001", "29.97") are taken as they are. Raises ValueError or
+    TypeError for anything that is not a finite number (booleans included).
+    """
+    if isinstance(value, bool):
+        raise TypeError(f"{value!r} is not a number")
+    if isinstance(value, str):
+        return Fraction(value.strip())
+    if isinstance(value, numbers.Rational):
+        return Fraction(value)
+    return Fraction(repr(float(value)))  # float() first: numpy's repr is "np.float64(29.97)"
+
+
 def parse_fps(fps) -> Fraction:
     """A frame rate as an exact Fraction: 30, "30000/1001", Fraction(24000, 1001), 29.97, "25".
 
@@ -98,16 +116,7 @@ def parse_fps(fps) -> Fraction:
     NTSC rates. Zero, negative, non-finite or unparsable values raise UnstableError.
     """
     try:
-        if isinstance(fps, bool):
-            raise ValueError
-        if isinstance(fps, float):
-            if not math.isfinite(fps):
-                raise ValueError
-            value = Fraction(repr(fps))
-        elif isinstance(fps, str):
-            value = Fraction(fps.strip())
-        else:
-            value = Fraction(fps)
+        value = exact(fps)
     except (ValueError, TypeError, ZeroDivisionError):
         raise UnstableError(f"fps {fps!r} is not a frame rate, expected a positive number like 30 or 30000/1001") from None
     if value <= 0:

@@ -40,7 +40,7 @@ import numpy as np
 
 from .config import load_dataclass, read_toml, setting
 from .display.layout import Colour, Layout
-from .formats import MAX_FRAMES, PRESETS, check_work, parse_fps
+from .formats import MAX_FRAMES, PRESETS, check_work, exact, parse_fps
 from .errors import ConfigError, UnstableError
 from .walk import WalkSettings
 
@@ -307,8 +307,8 @@ class FramePlan:
     def of(job: RenderJob, source: str, walk_duration: Fraction, checkpoints: int = 0) -> "FramePlan":
         """The plan of `job` given its walk's loop length (Walk.duration) and, for a timelapse, the checkpoint count."""
         fps = job.frame_rate
-        speed = Fraction(repr(job.speed))
-        start = Fraction(repr(job.start))
+        speed = exact(job.speed)
+        start = exact(job.start)
         curve = job.temperature or ((0.0, job.walk.temperature),)
         if job.timelapse.on:
             return FramePlan(checkpoints * job.timelapse.hold, fps, speed, start, curve,
@@ -316,7 +316,7 @@ class FramePlan:
         if job.frames is not None:
             n = job.frames
         elif job.duration is not None:
-            n = round(Fraction(repr(job.duration)) * fps)
+            n = round(exact(job.duration) * fps)
             if n < 1:
                 raise ConfigError(source, "duration", f"{job.duration} s is less than one frame at {fps} fps")
         elif job.walk.loop:

@@ -37,6 +37,7 @@ import torch
 
 from .config import setting
 from .errors import UnstableError
+from .formats import exact
 from .splines import ease, poly_basis, segment_ends
 
 __all__ = ["WalkSettings", "Walk", "WalkClock", "keyframe_latent", "panel_seed"]
@@ -136,7 +137,7 @@ class Walk:
         # Time span of the path in keyframe units, and the period as an exact Fraction so that
         # Fraction times (frame / fps) wrap the loop exactly.
         self._span = k if s.loop else k - 1
-        per = Fraction(repr(s.period))
+        per = exact(s.period)
         if s.period_per == "loop":
             per /= max(self._span, 1)
         self._period = per

@@ -16,14 +16,13 @@ import re
 import subprocess
 import tempfile
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
 from ..errors import UnstableError
-from ..formats import ffmpeg_exe
+from ..formats import exact, ffmpeg_exe
 from .features import COLUMN_BYTES, HOP, RATE
 
 __all__ = ["decode", "Decoder", "AudioHeader", "probe_header", "analysis_bytes", "check_header",
@@ -93,7 +92,7 @@ def probe_header(path: str | os.PathLike, *, what: str = "audio") -> AudioHeader
 def analysis_bytes(seconds: float, fps) -> int:
     """Bytes the analysis of `seconds` of sound at `fps` holds at its peak (`unstable.audio.features`:
     per STFT column, per frame, and a fixed part for the blocks in flight)."""
-    fps = Fraction(repr(fps)) if isinstance(fps, float) else Fraction(fps)
+    fps = exact(fps)
     cols = int(seconds * RATE / HOP) + 2
     frames = int(seconds * fps) + 2
     return cols * COLUMN_BYTES + frames * FRAME_BYTES + FIXED_BYTES

@@ -41,6 +41,8 @@ from fractions import Fraction
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from ..formats import exact
+
 __all__ = ["RATE", "N_FFT", "HOP", "BANDS", "FEATURES", "ONSET_DELTA", "ONSET_WINDOW", "ONSET_GAP",
            "Columns", "columns", "onset_peaks", "FrameFeatures", "Analyser", "analyse", "frame_columns",
            "aggregate", "frame_count", "COLUMN_BYTES"]
@@ -201,7 +203,7 @@ def onset_peaks(flux: np.ndarray, last: int | None = None) -> np.ndarray:
 
 def frame_columns(n: int, fps: Fraction) -> tuple[int, int]:
     """Columns [a, b) (of a signal starting at sample 0) whose centres lie in frame n's interval."""
-    per = Fraction(RATE) / Fraction(fps) / HOP  # columns per frame, exact
+    per = Fraction(RATE) / exact(fps) / HOP  # columns per frame, exact
     a = -(-n * per.numerator // per.denominator)
     b = -(-(n + 1) * per.numerator // per.denominator)
     return int(a), int(b)
@@ -257,12 +259,8 @@ class FrameFeatures:
 def frame_count(samples: int, fps: Fraction) -> int:
     """Frames a render of `samples` samples lasts: ceil(samples / RATE × fps), so the video covers
     all the audio and ends less than one frame after it (at least one frame)."""
-    q = Fraction(samples) / RATE * Fraction(fps)
+    q = Fraction(samples) / RATE * exact(fps)
     return max(1, -(-q.numerator // q.denominator))
-
-
-def _fraction(fps) -> Fraction:
-    return Fraction(fps) if not isinstance(fps, float) else Fraction(repr(fps))
 
 
 def _mul_div(n: np.ndarray, p: int, q: int, ceil: bool) -> np.ndarray:
@@ -276,7 +274,7 @@ def _mul_div(n: np.ndarray, p: int, q: int, ceil: bool) -> np.ndarray:
 
 def frame_columns_many(n: np.ndarray, fps) -> tuple[np.ndarray, np.ndarray]:
     """`frame_columns` of every frame in `n` at once."""
-    per = Fraction(RATE) / _fraction(fps) / HOP
+    per = Fraction(RATE) / exact(fps) / HOP
     p, q = per.numerator, per.denominator
     return _mul_div(n, p, q, True), _mul_div(np.asarray(n) + 1, p, q, True)
 
@@ -286,7 +284,7 @@ class Analyser:
     same result as one block): `feed` each block as it is decoded, then `finish`."""
 
     def __init__(self, fps):
-        self.fps = _fraction(fps)
+        self.fps = exact(fps)
         per = Fraction(RATE) / self.fps    # samples per frame, exact
         self._p, self._q = per.numerator, per.denominator
         self._cols = _ColumnStream()

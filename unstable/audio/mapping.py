@@ -28,7 +28,6 @@ import logging
 import math
 import threading
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Literal, Mapping, Sequence
 
@@ -36,6 +35,7 @@ import numpy as np
 
 from ..config import setting
 from ..errors import UnstableError
+from ..formats import exact
 from ..schema import AUDIO, ParamSpec
 from .features import FEATURES, HOP, N_FFT, ONSET_GAP, RATE, Analyser, FrameFeatures, aggregate, columns, onset_peaks
 
@@ -112,7 +112,7 @@ class FileInput:
     def __init__(self, path: str | Path, fps, *, what: str = "--audio"):
         from .decode import Decoder
         self.path = Path(path)
-        self.fps = Fraction(fps) if not isinstance(fps, float) else Fraction(repr(fps))
+        self.fps = exact(fps)
         # Decoded and analysed block by block: memory follows the number of frames, not samples.
         decoder = Decoder(self.path, self.fps, what=what)
         analyser = Analyser(self.fps)
@@ -247,7 +247,7 @@ class AudioModulator:
                  input=None):
         self.maps = list(maps)
         self.specs = dict(specs)
-        self.fps = float(Fraction(fps) if not isinstance(fps, float) else fps)
+        self.fps = float(exact(fps))
         self.input = input
         self.replayed: list[float] | None = None
         self._decay = [math.exp(-1.0 / (self.fps * m.smoothing)) if m.smoothing > 0 else 0.0 for m in self.maps]
@@ -333,7 +333,7 @@ def open_show_audio(show, params, audio_file, *, echo: Callable[[str], None] = p
         if line:
             echo(line)
         return None
-    fps = Fraction(repr(float(s.fps)))
+    fps = exact(s.fps)
     path = show.audio_file(str(audio_file) if audio_file else None)
     what = "--audio" if audio_file else f"{show.source}: audio.file"
     try:

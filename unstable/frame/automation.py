@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import ConfigError
+from ..formats import exact
 
 log = logging.getLogger("unstable.automation")
 
@@ -278,7 +279,7 @@ def load_automation(path: str | Path) -> Automation:
             raise ConfigError(source, "line 1", f"not an automation file of format {FORMAT} "
                               "(written by `unstable live --record` or `--automation`)")
         try:
-            fps = Fraction(str(head["fps"]))
+            fps = exact(head["fps"])
             if fps <= 0:
                 raise ValueError
         except (KeyError, ValueError, TypeError, ZeroDivisionError, OverflowError):

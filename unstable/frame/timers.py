@@ -15,6 +15,8 @@ import time
 from fractions import Fraction
 from typing import Callable
 
+from ..formats import exact
+
 __all__ = ["FrameTimer", "WallTimer"]
 
 
@@ -23,7 +25,7 @@ class FrameTimer:
     the live timer schedules on)."""
 
     def __init__(self, fps: Fraction | float | int):
-        self.fps = Fraction(fps) if not isinstance(fps, float) else Fraction(repr(fps))
+        self.fps = exact(fps)
         if self.fps <= 0:
             raise ValueError(f"fps {fps!r}: expected a positive frame rate")
 
@@ -53,7 +55,7 @@ class WallTimer(FrameTimer):
         super().__init__(fps)
         if not 0.0 <= catch_up < 1.0:
             raise ValueError(f"catch_up {catch_up!r}: expected a fraction of a slot in [0, 1)")
-        self.catch_up = Fraction(repr(float(catch_up)))
+        self.catch_up = exact(catch_up)
         self.now = time_source
         self.sleep = sleep
         self.start = self.now()
@@ -81,7 +83,7 @@ class WallTimer(FrameTimer):
         of a slot overdue (drawn at once), else the first slot that is not (the skipped slots
         are counted in `dropped`, the frame in `late`), so a hiccup costs frames, never a burst."""
         nxt = frame + 1
-        now = Fraction(repr(self.elapsed()))
+        now = exact(self.elapsed())
         if now > (nxt + self.catch_up) / self.fps:
             self.late += 1
             # The first slot k with k / fps + catch_up / fps >= now.
