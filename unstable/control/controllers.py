@@ -25,36 +25,13 @@ import zlib
 from pathlib import Path
 from typing import Sequence
 
-from ..schema import PREFIX, SHOW, ParamSpec, address, normalise_groups
+from ..schema import PREFIX, SHOW, address, normalise_groups
+from .surface import PALETTE as _PALETTE, SHOW_COLOUR as _SHOW_COLOUR, label as _label, plays as _plays, scene_names
 from .tosc import MOMENTARY as _MOMENTARY, TOGGLE as _TOGGLE, Tosc as _Tosc, document
 
 # Fader geometry (TouchOSC points; it scales the document to the screen).
 _FADER_W, _FADER_H, _GAP, _LABEL_H, _HEADER_H, _MARGIN = 70, 260, 10, 36, 70, 20
-_PALETTE = [(0.96, 0.55, 0.20), (0.30, 0.70, 0.95), (0.55, 0.85, 0.35), (0.90, 0.40, 0.70),
-            (0.95, 0.85, 0.30), (0.60, 0.50, 0.95)]
-_SHOW_COLOUR = (0.85, 0.85, 0.85)
-
 _SCENES_PER_COLUMN = 4
-
-
-def _label(spec: ParamSpec) -> str:
-    """The name an artist reads on a controller: words, not an identifier."""
-    words = spec.name.replace("_", " ")
-    return f"{words} ({spec.unit})" if spec.unit else words
-
-
-def scene_names(groups, scenes: Sequence[str] | None = None) -> list[str]:
-    """The scenes' button labels: `scenes` as the show names them, else "scene <i>" for each index
-    the show group's `scene` parameter allows (none without a show group)."""
-    if scenes is not None:
-        return [name or f"scene {i}" for i, name in enumerate(scenes)]
-    spec = next((s for s in dict(groups).get(SHOW, ()) if s.name == "scene"), None)
-    return [] if spec is None else [f"scene {i}" for i in range(int(spec.hi - spec.lo) + 1)]
-
-
-def _plays(piece: str, spec: ParamSpec) -> bool:
-    """Whether `spec` gets a fader or toggle: the show's scene gets a button per scene instead."""
-    return not (piece == SHOW and spec.name == "scene")
 
 
 def _colour(i: int, piece: str) -> tuple[float, float, float]:

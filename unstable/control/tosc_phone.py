@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..schema import PREFIX, SHOW, address, normalise_groups
-from .controllers import _PALETTE, _SHOW_COLOUR, _label, _plays, scene_names
+from .surface import PALETTE as _PALETTE, SHOW_COLOUR as _SHOW_COLOUR, label as _label, plays as _plays, scene_names
 from .tosc import EAST, MOMENTARY, TOGGLE, Tosc, document
 
 WIDTH, HEIGHT = 390, 844        # points, portrait
