@@ -214,8 +214,7 @@ def controllers(show, touchosc, max_, phone, host, port, feedback_port):
     import torch
 
     from .control.controllers import write_controllers
-    from .live import build_systems, show_groups
-    from .live.pieces import piece_actions
+    from .show_systems import build_systems, piece_actions, show_groups
     from .errors import UnstableError
     from .show import load_show
     loaded = load_show(show)

@@ -42,8 +42,9 @@ from ..frame.sources import PanelSource, make_walk
 from ..frame.timeline import ShowTimeline
 from ..guard import TrainingGuard
 from ..show import display_name
+from ..show_systems import build_systems, piece_actions, show_groups
 from .mirror import SamplingMirror
-from .pieces import build_systems, piece_actions, prepare_pieces, show_groups
+from .pieces import prepare_pieces
 from .session import Session
 from .slots import SlotClock
 from .telemetry import LiveReport, rss_bytes
