@@ -9,6 +9,13 @@
 #   scripts/mutation.sh --direct guard  # decide the last run's unchecked and timed-out mutants one
 #                                       # by one in fresh pytest processes (scripts/mutation_direct.py)
 #   MUTATION_DIRECT_SURVIVORS=1 scripts/mutation.sh --direct guard   # then its survivors, against new tests
+#   MUTATION_DIRECT_SAMPLE=12 MUTATION_DIRECT_UNTESTED=1 scripts/mutation.sh --direct farm
+#                                       # a seeded sample of 12, "no tests" ones included (the farm's
+#                                       # code runs in Dask worker processes mutmut's stats cannot see)
+#   MUTATION_REF=HEAD scripts/mutation.sh farm   # mutate a commit, not the working tree (others' edits
+#                                                # in progress left out); --recheck/--direct then take
+#                                                # the tests from that ref too. The commit measured is
+#                                                # written to .mutation/<module>/commit and the table.
 #
 # Each module runs in its own scratch copy of the project, .mutation/<module>/ (gitignored), with a
 # generated [tool.mutmut] section: only that module's files are mutated, and only its own test files
@@ -31,6 +38,19 @@ JOBS="${MUTATION_JOBS:-1}"
 LIMIT="${MUTATION_TIMEOUT:-1800}"
 TMULT="${MUTATION_TIMEOUT_MULTIPLIER:-5}"  # a mutant is a timeout past ~5x its tests' clean time
 WORK="$ROOT/.mutation"
+REF="${MUTATION_REF:-}"
+if [ -n "$REF" ]; then git rev-parse --verify -q "$REF^{commit}" >/dev/null || { echo "MUTATION_REF: no commit '$REF'" >&2; exit 2; }; fi
+# The project's paths a scratch copy needs, from MUTATION_REF's commit or from the working tree.
+copy_tree() {  # copy_tree DEST PATH...
+  local dest="$1"; shift
+  if [ -n "$REF" ]; then git archive "$REF" -- "$@" | tar -x -C "$dest"; else cp -r "$@" "$dest/"; fi
+  find "$dest" -name __pycache__ -prune -exec rm -rf {} +
+}
+measured() {  # what a run measured: a commit, or the working tree on top of one (and whether it differed)
+  if [ -n "$REF" ]; then git rev-parse --short "$REF"; return; fi
+  local dirty=""; git diff --quiet HEAD -- "$@" || dirty=" + uncommitted edits"
+  echo "working tree at $(git rev-parse --short HEAD)$dirty"
+}
 # One thread per test process (torch's OpenMP, Mesa's llvmpipe): mutmut's time limit counts CPU
 # seconds, and a test spinning several threads reads as a timeout ("killed") when it is not.
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" MKL_NUM_THREADS="${MKL_NUM_THREADS:-1}" LP_NUM_THREADS="${LP_NUM_THREADS:-1}"
@@ -64,7 +84,7 @@ spec() {
       echo "unstable/frame/timers.py unstable/frame/scenes.py unstable/frame/automation.py unstable/frame/timeline.py unstable/frame/compose.py unstable/frame/lookahead.py|tests/test_frame.py tests/test_lookahead.py|" ;;
     access) echo "unstable/control/access.py|tests/test_access_token.py|" ;;
     websockets) echo "unstable/control/websockets.py|tests/test_oscquery.py|" ;;
-    bending) echo "unstable/bending.py|tests/test_bending.py|" ;;
+    bending) echo "unstable/bending.py|tests/test_bending.py tests/test_bending_mutants.py|" ;;
     farm)
       # a real Dask cluster per test module: slow, run it alone
       echo "unstable/render/farm.py|tests/test_farm.py|" ;;
@@ -83,6 +103,28 @@ MUTMUT="$(dirname "$PY")/mutmut"
 
 toml_list() { local out="" x; for x in "$@"; do out="$out\"$x\", "; done; echo "[${out%, }]"; }
 
+# The scratch copy's pyproject: the project's without its own [tool.mutmut] section, plus this module's.
+write_config() {  # write_config DIR FILES TESTS
+  local dir="$1" files tests
+  read -r -a files <<<"$2"; read -r -a tests <<<"$3"
+  "$PY" - "$dir/pyproject.toml" <<PYEOF
+import re, sys
+text = open("pyproject.toml").read()
+text = re.sub(r"(?ms)^\[tool\.mutmut\]\n.*?(?=^\[|\Z)", "", text)
+text += """
+[tool.mutmut]
+source_paths = ["unstable"]
+also_copy = ["pieces", "shows", "render"]
+only_mutate = $(toml_list "${files[@]}")
+pytest_add_cli_args = ["-p", "no:cacheprovider", "-p", "no:randomly"]
+pytest_add_cli_args_test_selection = $(toml_list "${tests[@]}")
+use_setproctitle = false
+timeout_multiplier = $TMULT
+"""
+open(sys.argv[1], "w").write(text)
+PYEOF
+}
+
 for m in "$@"; do
   [ "$MODE" = report ] && break
   IFS='|' read -r files tests globs <<<"$(spec "$m")"
@@ -92,11 +134,12 @@ for m in "$@"; do
     # tests build a real piece or a GL context in fixtures that limit reads survivors as
     # timeouts. Decide those (and what a bounded run left unchecked) in fresh processes.
     [ -d "$dir/mutants" ] || { echo "== $m: no run to finish (run scripts/mutation.sh $m first)"; continue; }
-    rm -rf "$dir/mutants/tests" && cp -r tests "$dir/mutants/tests" && find "$dir/mutants/tests" -name __pycache__ -prune -exec rm -rf {} +
+    rm -rf "$dir/mutants/tests" && copy_tree "$dir/mutants" tests
     start=$(date +%s)
     # shellcheck disable=SC2086
     PYTHONPATH="$dir/mutants" "$PY" "$ROOT/scripts/mutation_direct.py" "$dir" $tests --timeout "${MUTATION_DIRECT_TIMEOUT:-120}" \
-      ${MUTATION_DIRECT_SURVIVORS:+--survivors} \
+      ${MUTATION_DIRECT_SURVIVORS:+--survivors} ${MUTATION_DIRECT_SAMPLE:+--sample "$MUTATION_DIRECT_SAMPLE"} \
+      ${MUTATION_DIRECT_UNTESTED:+--untested} \
       | tee "$dir/direct.log" || echo "   direct run exited $? (log: $dir/direct.log)"
     echo "$(( $(date +%s) - start ))" >"$dir/direct-seconds"
     continue
@@ -106,7 +149,9 @@ for m in "$@"; do
     # (mutmut collects coverage for the new tests and keeps every other mutant's result).
     # (also the mutants a time limit left unchecked: --recheck finishes a cut-short run)
     [ -s "$dir/survivors.txt" ] || [ -s "$dir/unchecked.txt" ] || { echo "== $m: nothing to re-check"; continue; }
-    rm -rf "$dir/tests" && cp -r tests "$dir/tests" && find "$dir/tests" -name __pycache__ -prune -exec rm -rf {} +
+    # (its test files stay those of the run: mutmut resets every verdict when the test selection
+    # changes, so a test file added to a module's spec needs a full run of the module)
+    rm -rf "$dir/tests" && copy_tree "$dir" tests
     mapfile -t names < <(cat "$dir/survivors.txt" "$dir/unchecked.txt" 2>/dev/null | cut -d: -f1)
     echo "== $m: re-checking ${#names[@]} survivors/unchecked mutants against today's tests"
     start=$(date +%s)
@@ -120,25 +165,10 @@ for m in "$@"; do
     continue
   fi
   rm -rf "$dir"; mkdir -p "$dir"
-  cp -r unstable tests pieces shows render "$dir/"  # tests read pieces/ and shows/ from the root
-  find "$dir" -name __pycache__ -prune -exec rm -rf {} +
-  # The project's pyproject without its own [tool.mutmut] section, plus this module's.
-  "$PY" - "$dir/pyproject.toml" <<PYEOF
-import re, sys
-text = open("pyproject.toml").read()
-text = re.sub(r"(?ms)^\[tool\.mutmut\]\n.*?(?=^\[|\Z)", "", text)
-text += """
-[tool.mutmut]
-source_paths = ["unstable"]
-also_copy = ["pieces", "shows", "render"]
-only_mutate = $(toml_list $files)
-pytest_add_cli_args = ["-p", "no:cacheprovider", "-p", "no:randomly"]
-pytest_add_cli_args_test_selection = $(toml_list $tests)
-use_setproctitle = false
-timeout_multiplier = $TMULT
-"""
-open(sys.argv[1], "w").write(text)
-PYEOF
+  copy_tree "$dir" unstable tests pieces shows render  # tests read pieces/ and shows/ from the root
+  # shellcheck disable=SC2086
+  measured $files $tests >"$dir/commit"
+  write_config "$dir" "$files" "$tests"
   echo "== $m: mutating $files against $tests"
   start=$(date +%s)
   # shellcheck disable=SC2086
@@ -177,11 +207,12 @@ for m in modules:
     timeout = counts.get("timeout", 0)
     score = 100 * (killed + timeout) / checked if checked else 0.0
     secs = (d / "seconds").read_text().strip() if (d / "seconds").exists() else "?"
+    commit = (d / "commit").read_text().strip() if (d / "commit").exists() else "?"
     for extra in ("recheck-seconds", "direct-seconds"):
         if (d / extra).exists():
             secs += "+" + (d / extra).read_text().strip()
     print(f"{m:20} {killed:6} {timeout:7} {counts.get('survived', 0):8} {counts.get('no tests', 0):8} {checked:7} {total:6} "
-          f"{score:5.1f}% {secs:>7}s")
+          f"{score:5.1f}% {secs:>7}s  ({commit})")
 print("\nscore = (killed + timeout) / checked; survivors per module: .mutation/<module>/survivors.txt"
       "\n(a cut-short run leaves mutants 'not checked': scripts/mutation.sh --recheck MODULE finishes it)")
 PYEOF

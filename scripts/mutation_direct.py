@@ -2,6 +2,7 @@
 
     python scripts/mutation_direct.py .mutation/guard tests/test_guard.py [--timeout S] [--no-timeouts]
     python scripts/mutation_direct.py .mutation/guard tests/test_guard.py --survivors  # after new tests
+    python scripts/mutation_direct.py .mutation/farm tests/test_farm.py --sample 12  # a seeded sample
 
 mutmut 3 runs each mutant in a forked worker under an RLIMIT_CPU derived from the tests' measured
 call times. For modules whose tests build a real piece in fixtures (the guard) or open GL contexts
@@ -17,6 +18,10 @@ it with ``MUTANT_UNDER_TEST=<name>`` in a new interpreter (no fork; a CPU-time l
 - the CPU limit passes (or 20 times it in wall-clock time): timeout (36), reported as such and listed in ``direct.json``.
 
 Each verdict is saved as soon as it is known, so a stopped run resumes where it stopped.
+
+``--sample N`` checks a seeded random N of the pending mutants (the same N for the same pending
+set and ``--seed``), for modules whose tests take minutes a mutant (the farm's Dask cluster): the
+report then counts only the sampled ones as checked, an estimate of the whole module's score.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import argparse
 import fnmatch
 import json
 import os
+import random
 import resource
 import signal
 import subprocess
@@ -33,14 +39,16 @@ import time
 from pathlib import Path
 
 NOT_CHECKED = None
+NO_TESTS = 33  # mutmut's stats saw no test call it: true only for code run in this process
 TIMEOUT_CODES = {-24, 24, 152, 255, 36}
 KILLED, SURVIVED, WALL_TIMEOUT = 1, 0, 36
 
 
 def pending_mutants(scratch: Path, globs: list[str], retry_timeouts: bool,
-                    survivors: bool = False) -> list[tuple[Path, str]]:
+                    survivors: bool = False, untested: bool = False) -> list[tuple[Path, str]]:
     """(meta file, mutant name) for every mutant in scope still to be decided directly (with
-    `survivors`: the mutants that survived, whoever decided it, against today's tests)."""
+    `survivors`: the mutants that survived, whoever decided it, against today's tests; with
+    `untested`: also those mutmut found no test for, code that runs in another process)."""
     done = _direct_record(scratch)
     out = []
     for meta in sorted((scratch / "mutants").rglob("*.py.meta")):
@@ -50,7 +58,8 @@ def pending_mutants(scratch: Path, globs: list[str], retry_timeouts: bool,
             if survivors:
                 wanted = code == SURVIVED
             else:  # not decided by this script yet (a resumed run), and undecided or timed out
-                wanted = name not in done and (code is NOT_CHECKED or (retry_timeouts and code in TIMEOUT_CODES))
+                wanted = name not in done and (code is NOT_CHECKED or (retry_timeouts and code in TIMEOUT_CODES)
+                                               or (untested and code == NO_TESTS))
             if wanted:
                 out.append((meta, name))
     return out
@@ -113,10 +122,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="leave mutmut's timeouts as they are; check only the unchecked")
     parser.add_argument("--survivors", action="store_true",
                         help="re-check the mutants that survived (after adding tests for them)")
+    parser.add_argument("--untested", action="store_true",
+                        help="also check the mutants mutmut found no test for (code the tests run "
+                             "in other processes, such as Dask workers, which its stats cannot see)")
+    parser.add_argument("--sample", type=int, default=0,
+                        help="check only a seeded random sample of this many pending mutants")
+    parser.add_argument("--seed", type=int, default=0, help="the sample's seed (default 0)")
     args = parser.parse_args(argv)
     globs_file = args.scratch / "globs"
     globs = globs_file.read_text().split() if globs_file.exists() else []
-    todo = pending_mutants(args.scratch, globs, args.retry_timeouts, args.survivors)
+    todo = pending_mutants(args.scratch, globs, args.retry_timeouts, args.survivors, args.untested)
+    if 0 < args.sample < len(todo):
+        todo = sorted(random.Random(args.seed).sample(todo, args.sample), key=lambda t: t[1])
     print(f"{args.scratch.name}: {len(todo)} mutants to check directly against {' '.join(args.tests)}",
           flush=True)
     # The clean run first: a failing suite would read as every mutant killed.
