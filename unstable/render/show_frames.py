@@ -26,8 +26,9 @@ from ..frame.lookahead import LookAhead
 from ..frame.pipeline import FramePipeline
 from ..frame.sources import PanelSource, load_run_into, make_walk
 from ..frame.timeline import ShowTimeline
-from ..live.pieces import build_systems, show_groups
+from ..formats import exact
 from ..show import Show, display_name
+from ..show_systems import build_systems, show_groups
 from .job_sources import file_identity
 
 __all__ = ["ShowFrames", "ShowPlan"]
@@ -68,7 +69,7 @@ class ShowFrames:
             self._identity.append({"audio": file_identity(audio.path)})
         if automation is not None:
             self._identity.append(file_identity(automation.path))
-            if automation.fps != Fraction(repr(float(s.fps))):
+            if automation.fps != exact(s.fps):
                 raise UnstableError(f"--automation {automation.path}: recorded at {automation.fps} fps, the show "
                                     f"runs at {s.fps:g} fps")
         self.sources = {name: PanelSource(name, system, system, make_walk(name, system, s.walk, device, show.source),
@@ -76,7 +77,7 @@ class ShowFrames:
                         for name, system in systems.items()}
         self.panel_names = [d for src in self.sources.values() for d in src.panels]
         self.first = automation.start_frame if automation is not None else 0
-        self.plan = ShowPlan(frames, Fraction(repr(float(s.fps))))
+        self.plan = ShowPlan(frames, exact(s.fps))
         self.pipeline: FramePipeline | None = None
         self.timeline: ShowTimeline | None = None
         self._next = 0
