@@ -12,20 +12,19 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from fractions import Fraction
 from typing import Mapping, Sequence
 
 import numpy as np
 import torch
 
-from ..checkpoint import load_checkpoint
+from ..checkpoint import load_checkpoint, restore
 from ..display.layout import Colour, Layout
+from ..formats import exact
 from ..frame.pipeline import FramePipeline
 from ..frame.sources import PanelSource, make_walk
 from ..frame.timeline import FrameState
 from ..renderjob import FramePlan, RenderJob
 from ..show import SceneSettings
-from ..trainer import restore
 from .curves import ParamCurves
 from .job_sources import Source
 
@@ -136,7 +135,7 @@ class JobFrames:
             _, path = src.checkpoints[k]
             restore(src.system, load_checkpoint(path, map_location=self.device), str(path))
             # The walk stands still at `at`: the same latents for every checkpoint, one frame's worth.
-            at = Fraction(repr(self.job.timelapse.at))
+            at = exact(self.job.timelapse.at)
             images = self._sample(self._scaled({n: [at] for n in self.panel_sources},
                                                self.plan.temperatures(np.array([0]))))
             self._ckpt_images = {j: v for j, v in self._ckpt_images.items() if j >= k - 1}
