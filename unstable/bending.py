@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import setting
-from .schema import ParamSpec
+from .schema import SAMPLING, ParamSpec
 
 __all__ = ["OPS", "SPATIAL", "BendSettings", "Bender", "transform", "kmeans", "check_bends"]
 
@@ -99,7 +99,7 @@ class BendSettings:
         _, _, unit, what = OPS[self.op]
         where = {"all": "every channel", "random": f"a random {self.fraction:g} of the channels",
                  "cluster": f"channel cluster {self.cluster} of {self.clusters}"}[self.channels]
-        return ParamSpec(self.param_name(index), lo, hi, self.amount, unit=unit, smoothing=0.2,
+        return ParamSpec(self.param_name(index), lo, hi, self.amount, unit=unit, smoothing=0.2, reads=SAMPLING,
                          doc=f"bend of {self.layer} ({where}): {what}")
 
 

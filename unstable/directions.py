@@ -28,7 +28,7 @@ from typing import Callable, Mapping
 import torch
 
 from .config import setting
-from .schema import ParamSpec
+from .schema import SAMPLING, ParamSpec
 
 __all__ = ["DirectionSettings", "Basis", "principal_directions", "match_directions", "Directions"]
 
@@ -115,7 +115,7 @@ class Directions:
 
     def specs(self) -> list[ParamSpec]:
         r = self.settings.range
-        return [ParamSpec(f"dir{i}", -r, r, 0.0, unit="std", smoothing=0.2,
+        return [ParamSpec(f"dir{i}", -r, r, 0.0, unit="std", smoothing=0.2, reads=SAMPLING,
                           doc=f"steers the images along their direction {i} (0: the one that changes them most)")
                 for i in range(self.settings.count)]
 

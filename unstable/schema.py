@@ -18,13 +18,26 @@ from typing import Mapping, Sequence
 
 from .errors import UnstableError
 
+# Who reads a parameter. The frame pipeline decides by this, never by a parameter's name, what a
+# change costs: only a sampling parameter changes the images a sampler makes (so only one of those
+# gliding makes the look-ahead sample frame by frame); a compositor parameter restyles the panels;
+# a clock parameter moves the timeline (walk speed, scene, recording, audio amounts), and a
+# training parameter is read by the training step alone.
+SAMPLING = "sampling"
+TRAINING = "training"
+COMPOSITOR = "compositor"
+CLOCK = "clock"
+CONSUMERS = (SAMPLING, TRAINING, COMPOSITOR, CLOCK)
+
 
 @dataclass(frozen=True)
 class ParamSpec:
     """One live parameter: `name` in [lo, hi], `default`, `unit`, smoothing time in seconds.
 
     `kind` is "float", "int" or "toggle" (0/1); `log` maps a 0..1 fader exponentially, which
-    suits learning rates and temperatures spanning decades.
+    suits learning rates and temperatures spanning decades. `reads` names its consumer, one of
+    CONSUMERS; undeclared it is SAMPLING, the safe guess: a look-ahead then re-samples when it
+    changes.
     """
 
     name: str
@@ -36,8 +49,11 @@ class ParamSpec:
     kind: str = "float"
     log: bool = False
     doc: str = ""
+    reads: str = SAMPLING
 
     def __post_init__(self):
+        if self.reads not in CONSUMERS:
+            raise ValueError(f"{self.name}: reads {self.reads!r}, expected one of {', '.join(CONSUMERS)}")
         if not self.lo <= self.default <= self.hi:
             raise ValueError(f"{self.name}: default {self.default} outside [{self.lo}, {self.hi}]")
         if self.log and self.lo <= 0:
@@ -72,6 +88,11 @@ class ParamSpec:
 def defaults(specs: list[ParamSpec]) -> dict[str, float]:
     """{name: default} for a schema."""
     return {s.name: s.default for s in specs}
+
+
+def read_by(specs: Sequence[ParamSpec], *consumers: str) -> frozenset[str]:
+    """The names of the parameters in `specs` that one of `consumers` reads."""
+    return frozenset(s.name for s in specs if s.reads in consumers)
 
 
 # ------------------------------------------------------------------------------ address space
@@ -112,12 +133,16 @@ def common_specs() -> list[ParamSpec]:
     are the engine's: whether the piece trains, how fast its walk runs, its colour and its fade.
     """
     return [
-        ParamSpec("training", 0, 1, 1, kind="toggle", doc="learning on, or off to hold the picture as it is"),
+        ParamSpec("training", 0, 1, 1, kind="toggle", doc="learning on, or off to hold the picture as it is",
+                  reads=TRAINING),
         ParamSpec("walk_speed", 0.0, 4.0, 1.0, unit="x", smoothing=0.5,
-                  doc="how fast the images drift through their loop (0: still)"),
-        ParamSpec("hue", -180.0, 180.0, 0.0, unit="deg", smoothing=0.3, doc="turns the colours round the colour wheel"),
-        ParamSpec("saturation", 0.0, 2.0, 1.0, smoothing=0.3, doc="colour strength: 0 grey, 1 as made, 2 vivid"),
-        ParamSpec("fade", 0.0, 1.0, 1.0, smoothing=0.5, doc="how much of this piece shows (0: none)"),
+                  doc="how fast the images drift through their loop (0: still)", reads=CLOCK),
+        ParamSpec("hue", -180.0, 180.0, 0.0, unit="deg", smoothing=0.3, doc="turns the colours round the colour wheel",
+                  reads=COMPOSITOR),
+        ParamSpec("saturation", 0.0, 2.0, 1.0, smoothing=0.3, doc="colour strength: 0 grey, 1 as made, 2 vivid",
+                  reads=COMPOSITOR),
+        ParamSpec("fade", 0.0, 1.0, 1.0, smoothing=0.5, doc="how much of this piece shows (0: none)",
+                  reads=COMPOSITOR),
     ]
 
 
@@ -136,9 +161,10 @@ def show_specs(scenes: int = 1) -> list[ParamSpec]:
     if scenes < 1:
         raise ValueError(f"a show needs at least one scene, got {scenes}")
     return [
-        ParamSpec("scene", 0, scenes - 1, 0, kind="int", doc="the scene playing now"),
-        ParamSpec("master_fade", 0.0, 1.0, 1.0, smoothing=1.0, doc="fades the whole picture to black"),
-        ParamSpec("record", 0, 1, 0, kind="toggle", doc="record the output"),
+        ParamSpec("scene", 0, scenes - 1, 0, kind="int", doc="the scene playing now", reads=CLOCK),
+        ParamSpec("master_fade", 0.0, 1.0, 1.0, smoothing=1.0, doc="fades the whole picture to black",
+                  reads=COMPOSITOR),
+        ParamSpec("record", 0, 1, 0, kind="toggle", doc="record the output", reads=CLOCK),
     ]
 
 

@@ -50,7 +50,7 @@ from torch import nn
 
 from .config import load_dataclass, read_toml
 from .errors import ConfigError, UnstableError
-from .schema import ParamSpec
+from .schema import TRAINING, ParamSpec
 
 # kind -> (module, piece dataclass, system class). Imported lazily so that loading a piece file
 # never imports a system it does not use.
@@ -101,7 +101,7 @@ LEARNING_RATE_RANGE = (0.01, 10.0)
 
 def learning_rate_spec(doc: str) -> ParamSpec:
     """The live `learning_rate` of every system: x the piece's own rate(s), log-scaled, default 1."""
-    return ParamSpec("learning_rate", *LEARNING_RATE_RANGE, 1.0, log=True, smoothing=0.5, doc=doc)
+    return ParamSpec("learning_rate", *LEARNING_RATE_RANGE, 1.0, log=True, smoothing=0.5, doc=doc, reads=TRAINING)
 
 
 def accumulate_modules(dst: Mapping[str, nn.Module], src: Mapping[str, nn.Module], decay: float = 0.0) -> None:

@@ -36,13 +36,13 @@ import numpy as np
 from ..config import setting
 from ..errors import UnstableError
 from ..formats import exact
-from ..schema import AUDIO, ParamSpec
+from ..schema import AUDIO, CLOCK, ParamSpec
 from .features import FEATURES, HOP, N_FFT, ONSET_GAP, RATE, Analyser, FrameFeatures, aggregate, columns, onset_peaks
 
 log = logging.getLogger("unstable.audio")
 
 __all__ = ["AUDIO", "AudioMapSettings", "AudioSettings", "audio_specs", "amount_name", "FileInput", "DeviceInput",
-           "AudioModulator", "open_input", "open_show_audio", "unmapped_line", "warn_unmapped"]
+           "AudioModulator", "open_input", "open_show_audio", "unmapped_line"]
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,8 @@ def amount_name(i: int) -> str:
 def audio_specs(settings: AudioSettings) -> list[ParamSpec]:
     """The live parameters of the audio group: one amount per map."""
     return [ParamSpec(amount_name(i), -1.0, 1.0, m.amount, smoothing=0.1,
-                      doc=f"amount of {m.feature} on {m.param}") for i, m in enumerate(settings.map)]
+                      doc=f"amount of {m.feature} on {m.param}", reads=CLOCK)
+            for i, m in enumerate(settings.map)]
 
 
 def _unit1(v) -> float:
@@ -365,16 +366,3 @@ def unmapped_line(show, audio_file, command: str) -> str | None:
     kept = " (it sets the render's length and is muxed in)" if command == "render" else ""
     return (f"{command}: {show.source} has no [[audio.map]], so {given} moves nothing{kept}; add one to the "
             f"show, e.g. [[audio.map]] feature = \"onset\" param = \"show.master_fade\" amount = -0.5")
-
-
-def warn_unmapped(show_path, audio_file, command: str, echo: Callable[[str], None] = print) -> None:
-    """`unmapped_line` of the show at `show_path`, echoed (nothing when the show does not load: the
-    command itself then says why)."""
-    from ..show import load_show
-    try:
-        show = load_show(show_path, check_starts=False)
-    except Exception:  # noqa: BLE001 - the render reports a show that does not load, in its own words
-        return
-    line = unmapped_line(show, audio_file, command)
-    if line:
-        echo(line)

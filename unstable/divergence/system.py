@@ -41,7 +41,7 @@ from ..checkpoint import fingerprint
 from ..config import setting
 from ..parallel import Shard
 from ..directions import Directions, DirectionSettings
-from ..schema import ParamSpec
+from ..schema import SAMPLING, TRAINING, ParamSpec
 from ..system import accumulate_modules, learning_rate_spec
 from ..train_settings import TrainSettings
 from .cache import base_key, cached_model
@@ -112,9 +112,29 @@ class DivergencePiece:
     directions: DirectionSettings = DirectionSettings()
 
     def __post_init__(self):
-        taken = ["alpha", "beta", "temperature", "learning_rate", "training", "walk_speed", "hue", "saturation",
-                 "fade"] + [f"dir{i}" for i in range(self.directions.count)]
+        from ..schema import common_specs
+        taken = [s.name for s in live_param_specs(self) + common_specs()]
+        taken += [f"dir{i}" for i in range(self.directions.count)]
         check_bends(self.bend, Decoder.LAYERS, ("decoder", "base"), taken)
+
+
+def live_param_specs(piece: "DivergencePiece") -> list[ParamSpec]:
+    """alpha, beta, temperature, learning_rate (x bad.lr, log), batch_fraction and training on/off,
+    defaults from the piece (its bends' and directions' parameters are the system's to add)."""
+    b = piece.bad
+    return [
+        ParamSpec("alpha", *ALPHA_RANGE, b.alpha, doc="how hard the decoder is pushed away from the digits",
+                  reads=TRAINING),
+        ParamSpec("beta", *BETA_RANGE, b.beta, doc="how tightly it is held to handwriting (0: not at all)",
+                  reads=TRAINING),
+        ParamSpec("temperature", *TEMPERATURE_RANGE, b.temperature, log=True, smoothing=0.2,
+                  doc="spread of the images: low plainer, high wilder", reads=SAMPLING),
+        learning_rate_spec("how fast the decoder learns (1: the piece's own pace)"),
+        ParamSpec("batch_fraction", 1 / 16, 1.0, 1.0, log=True,
+                  doc="share of each training batch made per step: less is quicker, noisier", reads=TRAINING),
+        ParamSpec("training", 0, 1, 1, kind="toggle", doc="the decoder keeps diverging, or holds as it is",
+                  reads=TRAINING),
+    ]
 
 
 class DivergenceSystem:
@@ -209,18 +229,8 @@ class DivergenceSystem:
     # ------------------------------------------------------------------ live parameters
 
     def param_specs(self) -> list[ParamSpec]:
-        """alpha, beta, temperature, learning_rate (x bad.lr, log) and training on/off, defaults from the piece."""
-        b = self.piece.bad
-        return [
-            ParamSpec("alpha", *ALPHA_RANGE, b.alpha, doc="how hard the decoder is pushed away from the digits"),
-            ParamSpec("beta", *BETA_RANGE, b.beta, doc="how tightly it is held to handwriting (0: not at all)"),
-            ParamSpec("temperature", *TEMPERATURE_RANGE, b.temperature, log=True, smoothing=0.2,
-                      doc="spread of the images: low plainer, high wilder"),
-            learning_rate_spec("how fast the decoder learns (1: the piece's own pace)"),
-            ParamSpec("batch_fraction", 1 / 16, 1.0, 1.0, log=True,
-                      doc="share of each training batch made per step: less is quicker, noisier"),
-            ParamSpec("training", 0, 1, 1, kind="toggle", doc="the decoder keeps diverging, or holds as it is"),
-        ] + self.bender.specs() + self.directions.specs()
+        """The piece's own live parameters (live_param_specs), its bends' amounts and its directions' offsets."""
+        return live_param_specs(self.piece) + self.bender.specs() + self.directions.specs()
 
     def _params(self, params: Mapping[str, float]) -> dict[str, float]:
         return {s.name: s.clamp(params.get(s.name, s.default)) for s in self.param_specs()}

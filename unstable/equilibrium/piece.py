@@ -15,7 +15,7 @@ from typing import Any, Literal, Mapping
 from ..bending import BendSettings, check_bends
 from ..config import setting, to_dict
 from ..directions import DirectionSettings
-from ..schema import ParamSpec
+from ..schema import SAMPLING, TRAINING, ParamSpec
 from ..train_settings import TrainSettings
 from .losses import DISTANCES, VARIETY
 
@@ -249,20 +249,23 @@ def live_param_specs(piece: EquilibriumPiece, instruments: bool = True) -> list[
     `instruments` its bends' amounts and its latent directions' offsets)."""
     from ..system import learning_rate_spec
     specs = [
-        ParamSpec("temperature", 0.0, 3.0, 1.0, smoothing=0.2, doc="variety of the images: 0 all alike, higher wilder"),
+        ParamSpec("temperature", 0.0, 3.0, 1.0, smoothing=0.2, doc="variety of the images: 0 all alike, higher wilder",
+                  reads=SAMPLING),
         ParamSpec("truncation", 0.0, 1.5, 1.0, smoothing=0.2,
-                  doc="pulls the images towards the average one (1: no pull)"),
-        ParamSpec("noise", 0.0, 3.0, 1.0, smoothing=0.2, doc="fine grain and texture in the images"),
+                  doc="pulls the images towards the average one (1: no pull)", reads=SAMPLING),
+        ParamSpec("noise", 0.0, 3.0, 1.0, smoothing=0.2, doc="fine grain and texture in the images", reads=SAMPLING),
         learning_rate_spec("how fast the networks learn (1: the piece's own pace)"),
-        ParamSpec("training", 0.0, 1.0, 1.0, kind="toggle", doc="the generators keep learning, or hold as they are"),
-        ParamSpec("critic_training", 0.0, 1.0, 1.0, kind="toggle", doc="the critic that judges them keeps learning, or holds"),
+        ParamSpec("training", 0.0, 1.0, 1.0, kind="toggle", doc="the generators keep learning, or hold as they are",
+                  reads=TRAINING),
+        ParamSpec("critic_training", 0.0, 1.0, 1.0, kind="toggle",
+                  doc="the critic that judges them keeps learning, or holds", reads=TRAINING),
     ]
     obj = piece.objectives
     for name in ("impersonate", "embedding", "colour_variety"):
         o = getattr(obj, name)
         if o.on:
             specs.append(ParamSpec(f"{name}_weight", 0.0, max(1.0, 4.0 * o.weight), o.weight, smoothing=0.5,
-                                   doc=f"how strongly the {name.replace('_', ' ')} aim pulls"))
+                                   doc=f"how strongly the {name.replace('_', ' ')} aim pulls", reads=TRAINING))
     if instruments:
         from ..bending import Bender
         from ..directions import Directions

@@ -12,13 +12,15 @@ from typing import Mapping
 
 import torch
 
-from ..schema import SHOW
+from ..schema import COMPOSITOR, SHOW, common_specs
 from ..display.compositor import Compositor
 from ..display.layout import Colour, Layout, PanelStyle, Scene
 
 __all__ = ["Composer"]
 
-_LOOKS = (("hue", 0.0), ("saturation", 1.0), ("fade", 1.0))
+# Every piece's compositor parameters with their defaults, as the schema declares them.
+_LOOKS = tuple((s.name, s.default) for s in common_specs() if s.reads == COMPOSITOR)
+_PLAIN = tuple(d for _, d in _LOOKS)
 
 
 class Composer:
@@ -41,12 +43,13 @@ class Composer:
         if hit is not None and hit[0] is layout:
             return hit[1]
         styles = dict(layout.styles)
-        for name, hue, sat, fade in looks:
-            if (hue, sat, fade) == (0.0, 1.0, 1.0):
+        for name, *values in looks:
+            if tuple(values) == _PLAIN:
                 continue
+            look = dict(zip((k for k, _ in _LOOKS), values))
             base = layout.style(name)
-            styles[name] = PanelStyle(hue=base.hue + hue, saturation=base.saturation * sat,
-                                      brightness=base.brightness * fade, filter=base.filter)
+            styles[name] = PanelStyle(hue=base.hue + look["hue"], saturation=base.saturation * look["saturation"],
+                                      brightness=base.brightness * look["fade"], filter=base.filter)
         out = layout if styles == dict(layout.styles) else dataclasses.replace(layout, styles=styles)
         if len(self._styled) > 64:  # parameters glide: keep only the recent looks
             self._styled.clear()

@@ -8,8 +8,8 @@ own arithmetic (`WalkClock.ahead`), bit for bit what the timeline will give them
 
 A kept image is used only when what decided it still holds: the same frame, the same walk time
 (a walk_speed change, a skipped frame or a restart makes another), the same sampling parameters
-(the piece's snapshot without the compositor's, the clock's and training's own) and the same
-panel. So the picture is the one a frame-by-frame pipeline would draw, only sampled earlier; a
+(those of the piece's snapshot whose ParamSpec says a sampler reads them: not the compositor's,
+the clock's or training's) and the same panel. So the picture is the one a frame-by-frame pipeline would draw, only sampled earlier; a
 changed parameter shows in the next frame, as before. New weights (a live mirror's sync, a few
 times a second while training) show from each panel's next group, at most `size` - 1 frames later:
 re-sampling on every sync would put several batches into one frame, a visible stutter, to show a
@@ -45,11 +45,9 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 
-__all__ = ["LookAhead", "NOT_SAMPLING"]
+from ..schema import CLOCK, SAMPLING
 
-# Piece parameters that never reach a sampler: the compositor's looks, the walk clock's speed (its
-# effect is in the walk time) and training's own. Any other parameter is part of the key.
-NOT_SAMPLING = frozenset({"hue", "saturation", "fade", "walk_speed", "training", "learning_rate"})
+__all__ = ["LookAhead"]
 
 
 @dataclass
@@ -64,14 +62,22 @@ class LookAhead:
 
     `size` frames per batch (1: one at a time); `order` lists every display panel of the pipeline
     (their groups are staggered in that order); `walk_ahead(piece, frames)` predicts the walk
-    times of frames to come (the timeline's `walk_times_ahead`).
+    times of frames to come (the timeline's `walk_times_ahead`); `reads` is {piece: {parameter:
+    its ParamSpec's consumer}} (a parameter not listed counts as a sampling one).
     """
 
-    def __init__(self, size: int, order: Sequence[str], walk_ahead: Callable[[str, Sequence[int]], list[float]]):
+    def __init__(self, size: int, order: Sequence[str], walk_ahead: Callable[[str, Sequence[int]], list[float]],
+                 reads: Mapping[str, Mapping[str, str]] | None = None):
         if size < 1:
             raise ValueError(f"look-ahead size {size!r}: expected at least 1 frame")
         self.size = int(size)
         self.walk_ahead = walk_ahead
+        reads = reads or {}
+        # A sample depends on the sampling parameters alone; a clock parameter gliding (walk_speed)
+        # changes the walk times to come, which the look-ahead predicts at a constant speed.
+        self._not_key = {p: frozenset(k for k, r in m.items() if r != SAMPLING) for p, m in reads.items()}
+        self._not_moving = {p: frozenset(k for k, r in m.items() if r not in (SAMPLING, CLOCK))
+                            for p, m in reads.items()}
         n = max(1, len(order))
         self.offset = {d: (i * self.size) // n for i, d in enumerate(order)}  # staggered groups
         self._kept: dict[str, _Kept] = {}
@@ -85,26 +91,27 @@ class LookAhead:
         at k samples them first."""
         return 2 * (max(1, int(size)) - 1)
 
-    @staticmethod
-    def key(params: Mapping[str, float]) -> tuple:
-        """What decides a sample besides the walk time and the weights: the sampling parameters."""
-        return tuple(sorted((k, float(v)) for k, v in params.items() if k not in NOT_SAMPLING))
+    def key(self, name: str, params: Mapping[str, float]) -> tuple:
+        """What decides a sample of piece `name` besides the walk time and the weights: its sampling
+        parameters."""
+        ignored = self._not_key.get(name, frozenset())
+        return tuple(sorted((k, float(v)) for k, v in params.items() if k not in ignored))
 
     def group(self, display: str, frame: int) -> range:
         """The frames from `frame` to the end of `display`'s aligned group."""
         return range(frame, frame + self.size - (frame - self.offset.get(display, 0)) % self.size)
 
-    @staticmethod
-    def gliding(params: Mapping[str, float], targets: Mapping[str, float]) -> bool:
-        """Whether a sampling parameter or the walk speed is still on its way to its target
-        (smoothing): the frames to come will then sample other values or walk times."""
-        return any((k not in NOT_SAMPLING or k == "walk_speed") and k in targets and float(targets[k]) != float(v)
-                   for k, v in params.items())
+    def gliding(self, name: str, params: Mapping[str, float], targets: Mapping[str, float]) -> bool:
+        """Whether a sampling or clock parameter of piece `name` is still on its way to its target
+        (smoothing): the frames to come will then sample other values or walk times. A training or
+        compositor parameter gliding changes no sample."""
+        still = self._not_moving.get(name, frozenset())
+        return any(k not in still and k in targets and float(targets[k]) != float(v) for k, v in params.items())
 
     def note(self, name: str, params: Mapping[str, float]) -> None:
         """Take `params` as piece `name`'s frame before, without sampling (a frame that does not
         show the piece; a render that starts at frame k notes the frame before those it primes)."""
-        self._last_key[name] = self.key(params)
+        self._last_key[name] = self.key(name, params)
 
     def _sample(self, src, frames: Sequence[int], times: Sequence[float], params: Mapping[str, float],
                 displays: Sequence[str], key: tuple, keep_from: int) -> dict[str, torch.Tensor]:
@@ -125,18 +132,19 @@ class LookAhead:
         parameters of the frame before it): a panel that a scheduled scene change brings in is
         then ready on that frame instead of adding its batch to the change's."""
         frames = tuple(self.group(display, frame))
-        self._sample(src, frames, self.walk_ahead(name, frames), params, [display], self.key(params), keep_from=0)
+        self._sample(src, frames, self.walk_ahead(name, frames), params, [display], self.key(name, params),
+                     keep_from=0)
 
     def images(self, name: str, src, frame: int, walk_time: float, params: Mapping[str, float],
                targets: Mapping[str, float], wanted: Sequence[str]) -> dict[str, torch.Tensor]:
         """{display: [3, H, W]} of source `name`'s `wanted` panels at `frame` (walk time
         `walk_time`, sampling `params`, which glide towards `targets`)."""
-        key = self.key(params)
+        key = self.key(name, params)
         # Parameters still moving, or changed since the last frame (a jump, a fuzzing controller):
         # the frames to come will likely not have these values, so sample just this one.
         changed = self._last_key.get(name) != key
         self._last_key[name] = key
-        single = changed or self.gliding(params, targets)
+        single = changed or self.gliding(name, params, targets)
         out: dict[str, torch.Tensor] = {}
         todo: dict[tuple[int, ...], list[str]] = {}  # frames to sample -> the panels that need them
         for d in wanted:

@@ -18,6 +18,7 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 
+from ..schema import with_common
 from .compose import Composer
 from .lookahead import LookAhead
 from .sources import PanelSource
@@ -53,7 +54,9 @@ class FramePipeline:
         # walk-time prediction. 1: one frame per call.
         self.look_ahead: LookAhead | None = None
         if look_ahead > 1 and walk_ahead is not None:
-            self.look_ahead = LookAhead(look_ahead, list(self.piece_of), walk_ahead)
+            reads = {name: {p.name: p.reads for p in with_common(s.system.param_specs())}
+                     for name, s in self.sources.items()}
+            self.look_ahead = LookAhead(look_ahead, list(self.piece_of), walk_ahead, reads)
 
     def shown(self, scenes: tuple[int, int | None, float]) -> frozenset:
         """Display names the scenes of a frame show (cached per scene pair)."""
@@ -116,7 +119,7 @@ class FramePipeline:
                 continue
             name = self.piece_of[d]
             params = state.snapshot.get(name, {})
-            if LookAhead.gliding(params, state.targets.get(name, {})):
+            if self.look_ahead.gliding(name, params, state.targets.get(name, {})):
                 continue  # its frames to come will sample other values: nothing to gain
             try:
                 self.look_ahead.warm(name, self.sources[name], d, change, params)

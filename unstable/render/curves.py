@@ -15,11 +15,12 @@ from typing import Mapping
 import numpy as np
 
 from ..errors import ConfigError
-from ..schema import SHOW, common_specs
+from ..schema import COMPOSITOR, SHOW, common_specs, read_by
 
-__all__ = ["ParamCurves", "COMPOSITOR_PARAMS"]
+__all__ = ["ParamCurves"]
 
-COMPOSITOR_PARAMS = ("hue", "saturation", "fade")
+# What the compositor reads of every source, as the schema declares it (hue, saturation, fade).
+_COMPOSITOR = tuple(sorted(read_by(common_specs(), COMPOSITOR)))
 
 
 class ParamCurves:
@@ -78,7 +79,7 @@ class ParamCurves:
 
     def snapshot(self, frame: int) -> dict[str, dict[str, float]]:
         """What the compositor reads at `frame`: each source's hue/saturation/fade, the master fade."""
-        snap = {g: self.values(g, COMPOSITOR_PARAMS, frame) for g in self.by_group if g != SHOW}
+        snap = {g: self.values(g, _COMPOSITOR, frame) for g in self.by_group if g != SHOW}
         fade = self.value(SHOW, "master_fade", frame)
         if fade is not None:
             snap[SHOW] = {"master_fade": fade}
