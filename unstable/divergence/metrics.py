@@ -38,10 +38,15 @@ def _coverage(points: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor, 
     return torch.cat(inside).double().mean()
 
 
-def precision_recall(reference: torch.Tensor, generated: torch.Tensor, k: int = 3) -> tuple[float, float]:
-    """Improved precision and recall of `generated` [M, D] against `reference` [N, D]."""
-    r_ref = knn_radii(reference, k)
-    r_gen = knn_radii(generated, k)
+def precision_recall(reference: torch.Tensor, generated: torch.Tensor, k: int = 3, *,
+                     reference_radii: torch.Tensor | None = None,
+                     generated_radii: torch.Tensor | None = None) -> tuple[float, float]:
+    """Improved precision and recall of `generated` [M, D] against `reference` [N, D].
+
+    A set's k-NN radii ([N] or [M], from `knn_radii(set, k)`) can be passed when the caller measures
+    the same set several times (an evaluation's held-out digits at every temperature)."""
+    r_ref = knn_radii(reference, k) if reference_radii is None else reference_radii
+    r_gen = knn_radii(generated, k) if generated_radii is None else generated_radii
     precision = float(_coverage(generated, reference, r_ref))
     recall = float(_coverage(reference, generated, r_gen))
     return precision, recall
