@@ -349,9 +349,6 @@ def render_run(job, out, frame_range, variations, seconds, preset, size, automat
     if _is_show(job):
         if variations:
             raise UnstableError("--variation: a show renders with its own colours (variations are for render jobs)")
-        if audio is not None:
-            from .audio.mapping import warn_unmapped
-            warn_unmapped(job, audio, "render", click.echo)
         results = render_show(job, seconds=seconds, frames=frame_range, out=out, preset=preset, size=_size(size),
                               automation=automation, run=run, device=resolve_device(device), fresh=fresh,
                               threads=threads, echo=click.echo, audio=audio, overwrite=overwrite, **cluster)

@@ -42,7 +42,7 @@ from .features import FEATURES, HOP, N_FFT, ONSET_GAP, RATE, Analyser, FrameFeat
 log = logging.getLogger("unstable.audio")
 
 __all__ = ["AUDIO", "AudioMapSettings", "AudioSettings", "audio_specs", "amount_name", "FileInput", "DeviceInput",
-           "AudioModulator", "open_input", "open_show_audio", "unmapped_line", "warn_unmapped"]
+           "AudioModulator", "open_input", "open_show_audio", "unmapped_line"]
 
 
 @dataclass(frozen=True)
@@ -366,16 +366,3 @@ def unmapped_line(show, audio_file, command: str) -> str | None:
     kept = " (it sets the render's length and is muxed in)" if command == "render" else ""
     return (f"{command}: {show.source} has no [[audio.map]], so {given} moves nothing{kept}; add one to the "
             f"show, e.g. [[audio.map]] feature = \"onset\" param = \"show.master_fade\" amount = -0.5")
-
-
-def warn_unmapped(show_path, audio_file, command: str, echo: Callable[[str], None] = print) -> None:
-    """`unmapped_line` of the show at `show_path`, echoed (nothing when the show does not load: the
-    command itself then says why)."""
-    from ..show import load_show
-    try:
-        show = load_show(show_path, check_starts=False)
-    except Exception:  # noqa: BLE001 - the render reports a show that does not load, in its own words
-        return
-    line = unmapped_line(show, audio_file, command)
-    if line:
-        echo(line)

@@ -1,6 +1,7 @@
 """`unstable render`: render jobs and shows offline, through the one frame pipeline.
 
-    renderer.py     the driver: outputs, parts, resume, concat (jobs and shows alike)
+    commands.py     `unstable render JOB|SHOW`: open, render here or on a cluster, mux the sound
+    renderer.py     one render: outputs, parts, resume, concat (jobs and shows alike)
     job_sources.py  a job's runs or pieces, opened and checked
     job_frames.py   a job's frames: exact walk times or a timelapse, batched, per variation
     show_frames.py  a show's frames: its timeline (scenes, parameters, automation) frame by frame
@@ -10,6 +11,7 @@
 
 from .job_sources import Source, list_checkpoints, open_sources
 from .parts import RenderResult, RenderStats
-from .renderer import Renderer, render_job, render_show
+from .commands import render_job, render_show
+from .renderer import Renderer
 
 __all__ = ["Renderer", "RenderResult", "RenderStats", "render_job", "render_show", "open_sources", "Source", "list_checkpoints"]

@@ -119,7 +119,7 @@ def render_chunk(spec: dict, chunk: tuple[int, int], outputs: list[tuple[int, st
     for index, out, key in outputs:
         v, path = mine[index]
         named, chosen = spec["names"][index]  # the driver's choice: a numbered name when `path` existed
-        if str(path) != named or chosen != out or renderer._key(v, frames) != key:
+        if str(path) != named or chosen != out or renderer.key(v, frames) != key:
             raise UnstableError(f"worker {socket.gethostname()}: renders {out} differently from the driver (its "
                                 "job, run files, torch version or thread count differ); workers must see the same "
                                 "files at the same paths")
@@ -189,7 +189,7 @@ def render_on_cluster(renderer, spec: dict, client, *, out: str | None = None, f
     numbered name beside it (chosen here, once, for every worker), unless `overwrite`."""
     from dask.distributed import as_completed
 
-    from ..trainer import progress_bar
+    from ..progress import progress_bar
     from tqdm import tqdm
 
     frames = frames or (0, renderer.plan.frames)
@@ -210,9 +210,9 @@ def render_on_cluster(renderer, spec: dict, client, *, out: str | None = None, f
     futures = []
     try:
         for i, v, p in outputs:
-            t = renderer._prepare_target(i, v, p, frames, fresh)
+            t = renderer.prepare_target(i, v, p, frames, fresh)
             targets.append(t)
-            keys[i] = renderer._key(v, frames)
+            keys[i] = renderer.key(v, frames)
         _check_workers(client, spec, renderer, targets, keys)
         group_size = renderer.job.variations_at_once
         tasks = []

@@ -1,6 +1,7 @@
 """Offline rendering: a render job (unstable/renderjob.py) or a show -> finished video files.
 
-`unstable render JOB|SHOW` is this module. The frames go through the live show's own frame
+`Renderer` is the render of one job or show, in this process or as a cluster worker's
+(render/farm.py); `unstable render JOB|SHOW` calls render/commands.py, which opens one. The frames go through the live show's own frame
 pipeline (unstable/frame: sources -> images -> compose) and on to the VideoWriter, driven by frame
 numbers instead of the wall clock; a show also advances the live show's own timeline.
 
@@ -38,7 +39,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from fractions import Fraction
 import time
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -50,16 +50,16 @@ from ..config import to_dict
 from ..display.compositor import Compositor
 from ..display.layout import cells
 from ..encode import VideoWriter
-from ..formats import PRESETS
+from ..formats import PRESETS, exact
 from ..errors import ConfigError, UnstableError
-from ..renderjob import RenderJob, Variation, check_suffix, load_job, output_path, parse_frame_range
+from ..renderjob import RenderJob, Variation, check_suffix, output_path
 from .job_frames import JobFrames, without_sources
 from .job_sources import open_sources
 from .naming import choose_outputs
 from .parts import (Finisher, RenderResult, RenderStats, Target, default_threads, join_parts, prepare_target,
                     torch_threads)
 
-__all__ = ["Renderer", "render_job", "render_show", "show_renderer", "show_frame_count"]
+__all__ = ["Renderer", "show_renderer", "show_frame_count"]
 
 class Renderer:
     """Renders a validated job: opens its sources on `device` (fails early), then `render()`.
@@ -143,8 +143,9 @@ class Renderer:
 
     # -- rendering -----------------------------------------------------------------------------
 
-    def _key(self, variation: Variation, frames: tuple[int, int]) -> str:
-        """Hash of everything that decides the pixels and the encoding of one output's parts."""
+    def key(self, variation: Variation, frames: tuple[int, int]) -> str:
+        """Hash of everything that decides the pixels and the encoding of one output's parts (its
+        manifest's key; a cluster worker's must equal the driver's)."""
         job = to_dict(self.job)
         for k in ("name", "output", "variations", "hue_rotations", "variations_at_once"):
             job.pop(k)
@@ -163,9 +164,11 @@ class Renderer:
             a = b
         return out
 
-    def _prepare_target(self, index: int, variation: Variation, out: Path, frames: tuple[int, int],
-                        fresh: bool) -> Target:
-        manifest = {"key": self._key(variation, frames), "job": self.job.name, "variation": variation.name,
+    def prepare_target(self, index: int, variation: Variation, out: Path, frames: tuple[int, int],
+                       fresh: bool) -> Target:
+        """Output `out`'s parts folder for frames [A, B), locked, with its manifest and the parts
+        already done (kept unless `fresh`)."""
+        manifest = {"key": self.key(variation, frames), "job": self.job.name, "variation": variation.name,
                     "frames": list(frames), "preset": self.job.preset}
         suffix = "" if PRESETS[self.job.preset].sequence else out.suffix
         return prepare_target(index, variation, out, self._chunks(*frames), manifest, suffix, fresh)
@@ -235,7 +238,7 @@ class Renderer:
         targets: list[Target] = []
         try:
             for i, v, p in group:
-                targets.append(self._prepare_target(i, v, p, frames, fresh))
+                targets.append(self.prepare_target(i, v, p, frames, fresh))
             return self._render_targets(targets, frames, show_progress, several, t_group)
         finally:
             for t in targets:
@@ -243,8 +246,9 @@ class Renderer:
                     t.lock.close()
 
     def _render_targets(self, targets: list[Target], frames, show_progress, several, t_group) -> list[RenderResult]:
-        from ..trainer import progress_bar
         from tqdm import tqdm
+
+        from ..progress import progress_bar
 
         preset = PRESETS[self.job.preset]
         results = []
@@ -318,48 +322,23 @@ class Renderer:
         return join_parts(t, suffix, frames[1] - frames[0], self.plan.fps, PRESETS[self.job.preset].sequence)
 
 
-def render_job(job_path: str | Path, *, out: str | None = None, frames: str | None = None,
-               variations: Sequence[str] = (), device: torch.device = torch.device("cpu"), fresh: bool = False,
-               echo: Callable[[str], None] = print, show_progress: bool = True, ctx=None,
-               threads: int | None = None, workers: int | None = None, scheduler: str | None = None,
-               client=None, overwrite: bool = False) -> list[RenderResult]:
-    """`unstable render JOB`: load, check, render and join; `frames` is "A:B" (a part of the job);
-    an existing output is kept (the render takes a numbered name) unless `overwrite`.
-
-    `workers` (a LocalCluster of that many processes), `scheduler` (tcp://HOST:PORT) or `client` (a
-    dask.distributed Client): the chunks are rendered on Dask (unstable.render.farm), same output."""
-    from ..trainer import progress_bar
-    job = load_job(job_path)
-    with Renderer(job, str(job_path), device, ctx=ctx, echo=echo, threads=threads,
-                  progress=progress_bar if show_progress else None) as renderer:
-        span = parse_frame_range(frames, renderer.plan.frames) if frames is not None else None
-        if workers or scheduler or client is not None:
-            from .farm import on_cluster, spec_for
-            return on_cluster(renderer, spec_for("job", job_path, device), workers=workers, scheduler=scheduler,
-                              client=client, out=out, frames=span, variations=variations, fresh=fresh,
-                              show_progress=show_progress, echo=echo, overwrite=overwrite)
-        return renderer.render(out=out, frames=span, variations=variations, fresh=fresh,
-                               show_progress=show_progress, overwrite=overwrite)
-
-
 def show_frame_count(show, seconds: float | None, automation, audio=None) -> int:
     """Frames of a show render: `seconds`, else as long as its audio (ceil(samples / rate x fps):
     the video covers all of the sound and ends less than a frame after it), else through the
     automation's last frame, else one pass through the scenes when they all have durations, else
     one loop of the walk."""
-    from fractions import Fraction
-    fps = Fraction(repr(float(show.settings.fps)))
+    fps = exact(show.settings.fps)
     if seconds is not None:
-        return max(1, round(Fraction(repr(float(seconds))) * fps))
+        return max(1, round(exact(seconds) * fps))
     if audio is not None:
         return audio.frames
     if automation is not None:
         return automation.last_frame - automation.start_frame + 1
     scenes = show.scene_list()
     if all(s.duration > 0 for s in scenes) and show.settings.scenes:
-        return max(1, round(Fraction(repr(sum(s.duration for s in scenes))) * fps))
+        return max(1, round(exact(sum(s.duration for s in scenes)) * fps))
     walk = show.settings.walk
-    return max(1, round(Fraction(repr(walk.period)) * walk.keyframes * fps))
+    return max(1, round(exact(walk.period) * walk.keyframes * fps))
 
 
 def show_renderer(show_path: str | Path, *, seconds: float | None = None, preset: str = "h264",
@@ -375,13 +354,18 @@ def show_renderer(show_path: str | Path, *, seconds: float | None = None, preset
     from ..show import load_show
     from .show_frames import ShowFrames
     show = load_show(show_path)
+    if audio is not None:
+        from ..audio.mapping import unmapped_line
+        line = unmapped_line(show, audio, "render")
+        if line:
+            echo(line)
     auto = load_automation(automation) if automation is not None else None
     audio_path = show.audio_file(str(audio) if audio is not None else None)
     audio_in = None
     if audio_path is not None:
         from ..audio.mapping import FileInput
         what = "--audio" if audio is not None else f"{show_path}: audio.file"
-        audio_in = FileInput(audio_path, Fraction(repr(float(show.settings.fps))), what=what)
+        audio_in = FileInput(audio_path, exact(show.settings.fps), what=what)
     total = show_frame_count(show, seconds, auto, audio_in)
     run_dir = Path(run) if run is not None else Path("runs") / "live" / show.name
     s = show.settings
@@ -400,49 +384,3 @@ def show_renderer(show_path: str | Path, *, seconds: float | None = None, preset
                         threads=threads or s.training.render_threads)
     renderer.audio = audio_in
     return renderer
-
-
-def render_show(show_path: str | Path, *, seconds: float | None = None, frames: str | None = None,
-                out: str | None = None, preset: str = "h264", size: tuple[int, int] | None = None,
-                automation: str | Path | None = None, run: str | Path | None = None,
-                device: torch.device = torch.device("cpu"), fresh: bool = False,
-                echo: Callable[[str], None] = print, show_progress: bool = True, ctx=None,
-                threads: int | None = None, workers: int | None = None, scheduler: str | None = None,
-                client=None, audio: str | Path | None = None, overwrite: bool = False) -> list[RenderResult]:
-    """`unstable render SHOW`: the show offline from its run folders, its automation replayed when given;
-    on Dask with `workers`, `scheduler` or `client` (see render_job). With `audio` (or the show's
-    `[audio] file`) the render follows the sound frame by frame, lasts as long as it (unless
-    `seconds`) and, once the parts are joined, has it muxed in (not into a part: `frames`)."""
-    with show_renderer(show_path, seconds=seconds, preset=preset, size=size, automation=automation, run=run,
-                       device=device, echo=echo, ctx=ctx, threads=threads, audio=audio) as renderer:
-        span = parse_frame_range(frames, renderer.plan.frames) if frames is not None else None
-        if workers or scheduler or client is not None:
-            from .farm import on_cluster, spec_for
-            spec = spec_for("show", show_path, device, seconds=seconds, preset=preset, size=size,
-                            automation=str(automation) if automation is not None else None,
-                            run=str(run) if run is not None else None,
-                            audio=str(Path(audio).resolve()) if audio is not None else None)
-            results = on_cluster(renderer, spec, workers=workers, scheduler=scheduler, client=client, out=out,
-                                 frames=span, fresh=fresh, show_progress=show_progress, echo=echo, overwrite=overwrite)
-        else:
-            results = renderer.render(out=out, frames=span, fresh=fresh, show_progress=show_progress,
-                                      overwrite=overwrite)
-        if renderer.audio is not None:
-            _mux_results(renderer, results, span, preset, echo)
-        return results
-
-
-def _mux_results(renderer: Renderer, results: list[RenderResult], span, preset: str, echo) -> None:
-    """The render's audio into each finished file (after the join; parts and sequences get none)."""
-    from fractions import Fraction
-    from ..audio.mux import mux_audio
-    audio = renderer.audio
-    if span is not None and span != (0, renderer.plan.frames):
-        echo(f"render: frames {span[0]}:{span[1]} are a part: no audio muxed into it (join the parts with "
-             f"`unstable render concat ... --audio {audio.path}`)")
-        return
-    if not PRESETS[preset].audio:
-        echo(f"render: the {preset} preset holds no audio; {audio.path} is not muxed (the frames follow it)")
-        return
-    for r in results:
-        mux_audio(r.path, audio.path, preset, Fraction(r.frames) / renderer.plan.fps)
