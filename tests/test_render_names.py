@@ -137,3 +137,25 @@ def test_a_cluster_render_writes_its_parts_and_file_under_the_chosen_name(tmp_pa
     assert second.read_bytes() == before  # the same job, frame for frame, in the chosen file
     assert any("writing" in s and str(second) in s for s in said), said
     assert not list((tmp_path / "out").glob("*.parts"))
+
+
+def test_a_live_recording_never_replaces_an_earlier_one_without_overwrite(tmp_path):
+    """`unstable live --record FILE` (and `make run`'s runs/demo/demo.mp4) keeps a file that is there:
+    the new take goes to FILE-2 and the line says so; --overwrite replaces it."""
+    from test_show import write_show
+
+    from unstable.cli import main
+    show = write_show(tmp_path)
+    take = tmp_path / "take.mp4"
+    take.write_bytes(b"an evening's performance")
+    args = ["live", str(show), "--headless", "--seconds", "0.5", "--osc-port", "0", "--no-web", "--no-train",
+            "--run", str(tmp_path / "run"), "--record", str(take)]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    assert take.read_bytes() == b"an evening's performance"
+    second = tmp_path / "take-2.mp4"
+    assert f"{take} exists; recording to {second}" in r.output and second.stat().st_size > 1000
+    assert (tmp_path / "take-2.mp4.automation.jsonl").exists()   # its automation beside it
+    r = CliRunner().invoke(main, args + ["--overwrite"])
+    assert r.exit_code == 0, r.output
+    assert take.stat().st_size > 1000 and "exists" not in r.output

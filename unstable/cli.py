@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import sys
+from pathlib import Path
 
 import click
 
@@ -111,7 +112,7 @@ def _live_env() -> None:
 
 def _run_live(show_path, *, headless, fullscreen, monitor, seconds, record, telemetry, osc_port, device, run, fresh,
               train=True, resume=False, automation=None, size=None, reset_params=False, audio=None, web_port=None,
-              web=True, fallback_ports=False):
+              web=True, fallback_ports=False, overwrite=False):
     _live_env()
     from .live import Engine
     from .show import load_show
@@ -123,6 +124,12 @@ def _run_live(show_path, *, headless, fullscreen, monitor, seconds, record, tele
         if w % 2 or h % 2:
             raise UnstableError(f"--size {size}: must be even in both directions (recordings are yuv420p)")
         show = dataclasses.replace(show, settings=dataclasses.replace(show.settings, size=(w, h)))
+    if record is not None and not overwrite:  # an earlier recording is kept, as renders are
+        from .render.naming import unused
+        chosen = unused(Path(record))
+        if chosen != Path(record):
+            click.echo(f"live: {record} exists; recording to {chosen} (--overwrite replaces it)")
+        record = str(chosen)
     from .ports import choose_ports  # a taken port is found now, not after minutes of preparing the pieces
     osc_port, web_port = choose_ports(show, osc_port, web_port, web=web, fallback=fallback_ports, echo=click.echo,
                                       name="demo" if fallback_ports else "live")
@@ -180,15 +187,17 @@ def _run_live(show_path, *, headless, fullscreen, monitor, seconds, record, tele
 @click.option("--audio", type=click.Path(dir_okay=False), default=None,
               help="Play the show's [[audio.map]] from this audio file, in time with the frames, instead of the "
               "show's `[audio] file` or the input device.")
+@click.option("--overwrite", is_flag=True, help="Replace the --record file when it exists (default: keep it and "
+              "record to a numbered name beside it, which is printed).")
 @friendly
 def live(show, headless, fullscreen, monitor, seconds, record, automation, telemetry, osc_port, web_port, no_web,
-         device, run, fresh, resume, no_train, size, reset_params, audio):
+         device, run, fresh, resume, no_train, size, reset_params, audio, overwrite):
     """Play SHOW (a shows/*.toml file) live: train its pieces, walk them in sync, take OSC, OSCQuery and
     the control page in a browser (its URL is printed)."""
     _run_live(show, headless=headless, fullscreen=fullscreen, monitor=monitor, seconds=seconds, record=record,
               telemetry=telemetry, osc_port=osc_port, device=device, run=run, fresh=fresh, train=not no_train,
               resume=resume, automation=automation, size=size, reset_params=reset_params, audio=audio,
-              web_port=web_port, web=not no_web)
+              web_port=web_port, web=not no_web, overwrite=overwrite)
 
 
 @main.command()
@@ -250,8 +259,10 @@ def controllers(show, touchosc, max_, phone, host, port, feedback_port):
 @click.option("--web-port", type=click.IntRange(0, 65535), default=None,
               help="Serve the control page on this TCP port (default: the demo show's 9080, or any free one when it "
                    "is taken).")
+@click.option("--overwrite", is_flag=True, help="Replace the recording when it exists (default: a numbered one "
+              "beside it, runs/demo/demo-2.mp4, ...).")
 @friendly
-def demo(seconds, record, device, osc_port, web_port):
+def demo(seconds, record, device, osc_port, web_port, overwrite):
     """The main job on the built-in default: play shows/demo.toml live.
 
     With a display, in a window (ESC ends it); without one, headless for 60 s, recorded to
@@ -266,7 +277,7 @@ def demo(seconds, record, device, osc_port, web_port):
         record = record or "runs/demo/demo.mp4"
     _run_live(DEMO_SHOW, headless=not has_display, fullscreen=False, monitor=None, seconds=seconds, record=record,
               telemetry="runs/demo/telemetry.jsonl", osc_port=osc_port, device=device, run=None, fresh=False,
-              web_port=web_port, fallback_ports=True)
+              web_port=web_port, fallback_ports=True, overwrite=overwrite)
 
 
 class _RenderGroup(click.Group):
