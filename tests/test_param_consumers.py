@@ -99,3 +99,22 @@ def test_a_bad_bend_cannot_take_a_training_parameters_name(tmp_path):
     piece.write_text(text + '\n[[bend]]\nname = "batch_fraction"\nlayer = "c14"\nop = "scale"\n')
     with pytest.raises(UnstableError, match=r"bend\[0\]\.name.*'batch_fraction' is already a live parameter"):
         load_piece(piece)
+
+
+@pytest.mark.parametrize("param", ["learning_rate", "impersonate_weight", "critic_training"])
+def test_a_render_job_curve_on_a_training_only_parameter_is_one_line(tmp_path, param):
+    # A render runs no training: such a curve would change nothing, silently.
+    from click.testing import CliRunner
+    from unstable.cli import main
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint.pt").symlink_to(ROOT / "shows" / "demo.states" / "eq.pt")
+    job = tmp_path / "job.toml"
+    job.write_text(f'size = [32, 16]\nfps = 8\nframes = 2\npreset = "ffv1"\noutput = "{tmp_path.as_posix()}/o.mov"\n'
+                   f'[sources.eq]\nrun = "{run.as_posix()}"\n[walk]\nkeyframes = 2\n'
+                   f'[curves]\n"eq.{param}" = [[0.0, 1.0]]\n')
+    res = CliRunner().invoke(main, ["render", str(job), "--device", "cpu", "--threads", "1"])
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and f"curves.eq.{param}" in lines[0] and "training only" in lines[0], res.stderr
+    assert not (tmp_path / "o.mov").exists()

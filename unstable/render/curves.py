@@ -15,7 +15,7 @@ from typing import Mapping
 import numpy as np
 
 from ..errors import ConfigError
-from ..schema import COMPOSITOR, SHOW, common_specs, read_by
+from ..schema import COMPOSITOR, SHOW, TRAINING, common_specs, read_by
 
 __all__ = ["ParamCurves"]
 
@@ -53,6 +53,8 @@ class ParamCurves:
                 if spec is None:
                     raise ConfigError(source, key, f"not a live parameter of {group}'s system, expected one of "
                                       f"{', '.join(sorted(known))}")
+                if spec.reads == TRAINING:
+                    raise ConfigError(source, key, f"{name} is read by training only, which a render does not run")
                 if ys.min() < spec.lo or ys.max() > spec.hi:
                     raise ConfigError(source, key, f"values {ys.min():g}..{ys.max():g} leave the range "
                                       f"{spec.lo:g} to {spec.hi:g}")
