@@ -259,3 +259,44 @@ def test_refresh_without_defer_forgets_the_clusters():
     assert b.clusters
     b.refresh()
     assert b.clusters == {}
+
+
+def test_check_bends_names_every_bend_by_its_index_and_refuses_a_name_twice():
+    unnamed = [BendSettings(layer="a", op="scale"), BendSettings(layer="a", op="scale")]
+    check_bends(unnamed, {"a": True}, ["g0"], [])  # bend0_scale and bend1_scale
+    with pytest.raises(ValueError, match=r"^bend\[1\]\.name: 'bend1_scale' is already a live parameter"):
+        check_bends(unnamed, {"a": True}, ["g0"], ["bend1_scale"])
+    named = [BendSettings(layer="a", op="scale", name="loud"), BendSettings(layer="a", op="flip", name="loud")]
+    with pytest.raises(ValueError, match=r"^bend\[1\]\.name: 'loud' is already"):
+        check_bends(named, {"a": True}, ["g0"], [])
+
+
+def test_recompute_asks_each_panel_once_skips_a_layer_not_run_and_times_itself():
+    seen = []
+
+    def activations(panel, layers):
+        seen.append((panel, list(layers)))
+        time.sleep(0.1)
+        gen = torch.Generator().manual_seed(len(panel))
+        return {layer: torch.randn(4, 6, 4, 4, generator=gen) for layer in layers if layer != "off"}
+
+    b = Bender([BendSettings(layer="a", op="scale", channels="cluster", clusters=2),
+                BendSettings(layer="off", op="scale", channels="cluster", clusters=3)], seed=7)
+    b.defer(lambda: None, ["g0", "g12"])
+    start = time.perf_counter()
+    found = b.recompute(activations)
+    b.recompute(activations)
+    assert sorted(seen) == [("g0", ["a", "off"]), ("g0", ["a", "off"]), ("g12", ["a", "off"]), ("g12", ["a", "off"])]
+    assert found[("g0", "off", 3)] is None and found[("g12", "off", 3)] is None
+    for panel in ("g0", "g12"):
+        acts = torch.randn(4, 6, 4, 4, generator=torch.Generator().manual_seed(len(panel)))
+        assert torch.equal(found[(panel, "a", 2)], kmeans(channel_features(acts), 2, seed=7))
+    assert 0.4 <= b.cluster_seconds <= time.perf_counter() - start  # 4 passes of 0.1 s, added up
+
+
+def test_the_hook_flips_along_the_bends_axis():
+    b = Bender([BendSettings(layer="a", op="flip", axis="x"), BendSettings(layer="c", op="flip", axis="y")])
+    hook = _hook(b, {"bend0_flip": 1.0, "bend1_flip": 1.0}, lambda *_: None)
+    x = torch.arange(2 * 2 * 3.0).reshape(1, 2, 2, 3)
+    assert torch.equal(hook("a", x), x.flip(3)) and torch.equal(hook("c", x), x.flip(2))
+
