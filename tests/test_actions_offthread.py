@@ -5,8 +5,6 @@ CPU hogs beside it."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 import time
 
@@ -51,13 +49,6 @@ def calls(monkeypatch):
     return seen
 
 
-@pytest.fixture
-def hogs():
-    procs = [subprocess.Popen([sys.executable, "-c", "while 1: pass"]) for _ in range(2)]
-    yield
-    for p in procs:
-        p.kill()
-        p.wait()
 
 
 def _mirror():
@@ -83,10 +74,10 @@ def _settle(mirror, z, params=PARAMS, seconds=60.0) -> int:
     return frames
 
 
-@pytest.mark.parametrize("load", ["idle", "hogs"])
+@pytest.mark.parametrize("load", ["idle", "cpu_hogs"])
 def test_a_burst_of_refreshes_is_few_computations_on_a_worker_and_frames_keep_coming(calls, request, load):
-    if load == "hogs":
-        request.getfixturevalue("hogs")
+    if load == "cpu_hogs":
+        request.getfixturevalue("cpu_hogs")
     system, mirror = _mirror()
     z = _latents(system)
     _settle(mirror, z)  # the first directions and clusters (on a worker, from the mirror's start)
@@ -249,7 +240,7 @@ def slow_calls(monkeypatch):
     return seen
 
 
-@pytest.mark.parametrize("load", ["idle", "hogs"])
+@pytest.mark.parametrize("load", ["idle", "cpu_hogs"])
 def test_a_live_shows_first_directions_and_clusters_are_computed_off_the_render_thread_before_frame_0(
         tmp_path, slow_calls, request, load, one_torch_thread):
     """The first computations run on the refresh worker while the show opens (no frame exists yet
@@ -260,8 +251,8 @@ def test_a_live_shows_first_directions_and_clusters_are_computed_off_the_render_
 
     from unstable.live import Engine
     from unstable.show import load_show
-    if load == "hogs":
-        request.getfixturevalue("hogs")
+    if load == "cpu_hogs":
+        request.getfixturevalue("cpu_hogs")
     (tmp_path / "pieces").mkdir()
     (tmp_path / "pieces" / "eq.toml").write_text(PIECE)
     (tmp_path / "show.toml").write_text(SHOW)

@@ -11,8 +11,6 @@ losslessly (`Recorder.PRESET`), the slow one with the real h264_live.
 """
 
 import json
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -68,14 +66,6 @@ def silent(desc, total=None, **kw):
     return tqdm(total=total, disable=True)
 
 
-@pytest.fixture
-def hogs():
-    """Two busy processes beside the show (the machine loaded as at a real installation)."""
-    procs = [subprocess.Popen([sys.executable, "-c", "while 1: pass"]) for _ in range(2)]
-    yield procs
-    for p in procs:
-        p.kill()
-        p.wait()
 
 
 def engine(tmp_path, fps, duration, extra="", **kw):
@@ -142,7 +132,7 @@ def cut_at(frames, tol=0) -> int:
     return k
 
 
-def test_dropped_slots_repeat_the_last_frame_and_the_file_stays_on_the_show_clock(tmp_path, gl_ctx, hogs,
+def test_dropped_slots_repeat_the_last_frame_and_the_file_stays_on_the_show_clock(tmp_path, gl_ctx, cpu_hogs,
                                                                                   monkeypatch):
     monkeypatch.setattr(Recorder, "PRESET", "h264_lossless")  # decoded bit for bit
     fps, slots = 10, 30
@@ -182,7 +172,7 @@ def test_dropped_slots_repeat_the_last_frame_and_the_file_stays_on_the_show_cloc
 
 
 @pytest.mark.slow
-def test_twenty_seconds_at_30_fps_under_load_record_exactly_600_frames_on_the_show_clock(tmp_path, gl_ctx, hogs):
+def test_twenty_seconds_at_30_fps_under_load_record_exactly_600_frames_on_the_show_clock(tmp_path, gl_ctx, cpu_hogs):
     fps, slots = 30, 600
     out = tmp_path / "take.mp4"
     show, eng = engine(tmp_path, fps, 7.0, seconds=20, record=out)
@@ -211,7 +201,7 @@ def test_twenty_seconds_at_30_fps_under_load_record_exactly_600_frames_on_the_sh
                 assert err < np.abs(recorded[k].astype(int) - rendered[other]).mean(), (k, d, other)
 
 
-def test_a_recording_carries_the_shows_sound_for_exactly_its_frames(tmp_path, hogs):
+def test_a_recording_carries_the_shows_sound_for_exactly_its_frames(tmp_path, cpu_hogs):
     """A show following an audio file, recorded from slot 5 on with slots dropped: the muxed sound
     starts at its first slot's sound, lasts frames / fps, and each click is heard at its own slot
     and seen there (a click in a dropped slot: in the next frame drawn)."""

@@ -6,8 +6,6 @@ Real training of a tiny equilibrium piece; the --minutes stop runs beside two bu
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -138,14 +136,6 @@ def test_progress_gif_grows_across_a_resume_and_stays_bounded(tmp_path):
     assert ProgressGif(tmp_path / "p.gif", max_frames=6).load(upto_step=150).steps == [s for s in steps if s <= 150]
 
 
-@pytest.fixture
-def cpu_hogs():
-    """Two busy processes beside the test: the 2-core machine fully taken."""
-    hogs = [subprocess.Popen([sys.executable, "-c", "while 1: pass"]) for _ in range(2)]
-    yield
-    for h in hogs:
-        h.kill()
-        h.wait()
 
 
 def test_a_minutes_stop_shows_its_time_left_and_ends_with_the_resume_command(tmp_path, cpu_hogs, one_torch_thread):
