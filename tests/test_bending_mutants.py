@@ -300,3 +300,11 @@ def test_the_hook_flips_along_the_bends_axis():
     x = torch.arange(2 * 2 * 3.0).reshape(1, 2, 2, 3)
     assert torch.equal(hook("a", x), x.flip(3)) and torch.equal(hook("c", x), x.flip(2))
 
+
+
+@pytest.mark.parametrize("op", ["rotate", "translate"])
+def test_general_affine_bends_keep_the_activations_dtype(op):
+    x = torch.randn(1, 2, 6, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    out = transform(x, op, 0.3 if op == "translate" else 45.0)
+    assert out.dtype == torch.float64 and out.shape == x.shape
+    assert torch.allclose(out.float(), transform(x.float(), op, 0.3 if op == "translate" else 45.0), atol=1e-5)
