@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -83,15 +84,22 @@ class Client:
 
 def live_until_sigterm(show: Path, *args: str, settle: float = 1.0) -> tuple[int, str]:
     """Run `unstable live SHOW --headless --osc-port 0 --web-port 0 ARGS...` in a subprocess, send SIGTERM
-    `settle` seconds after it reports its run folder, and return (exit code, its output after that)."""
+    `settle` seconds after its first second of frames (its first telemetry line: on a loaded machine
+    the run folder's line can come long before a frame), and return (exit code, its output after that)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "unstable.cli", "live", str(show), "--headless", "--osc-port", "0", "--web-port", "0", *args]
+    telemetry = Path(tempfile.mkdtemp()) / "telemetry.jsonl"
+    cmd = [sys.executable, "-m", "unstable.cli", "live", str(show), "--headless", "--osc-port", "0", "--web-port", "0",
+           "--telemetry", str(telemetry), *args]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
         line = ""
         while "run folder" not in line:
             line = proc.stdout.readline()
             assert line, "the show never started"
+        deadline = time.monotonic() + 60
+        while not (telemetry.exists() and telemetry.read_text().strip()):
+            assert time.monotonic() < deadline and proc.poll() is None, "the show never drew a second of frames"
+            time.sleep(0.05)
         time.sleep(settle)
         proc.send_signal(signal.SIGTERM)
         rest = proc.communicate(timeout=60)[0]

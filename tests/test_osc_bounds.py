@@ -5,6 +5,7 @@ other hosts are other 127.0.0.x addresses."""
 
 import logging
 import socket
+import threading
 import time
 
 import numpy as np
@@ -83,8 +84,40 @@ def test_a_burst_of_stills_is_one_still_and_stills_force_checkpoints_at_most_eve
             client.close()
         assert max(times) < 1.0
         assert wait_for(lambda: len(list((tmp_path / "run" / "stills").glob("*.png"))) == 2)
+        # Nothing trains here: the checkpoint is written on a thread of its own, beside the frames.
+        assert wait_for(lambda: [p.checkpoints for p in eng.pieces.values()] == [1, 1])
+        time.sleep(0.3)
         assert [p.checkpoints for p in eng.pieces.values()] == [1, 1]
     assert not list((tmp_path / "run" / "stills").glob(".*.tmp"))
+
+
+def test_a_stills_checkpoint_without_training_is_written_beside_the_frames_not_in_one(tmp_path, monkeypatch):
+    """With nothing training (`--no-train`), a still's checkpoint used to be written on the render
+    thread (tens of ms at the shows' sizes: a dropped frame); now a thread of its own writes it,
+    the frames go on, and the final checkpoint waits for it."""
+    from unstable.live.training import LivePiece
+    saves: list[str] = []
+    real = LivePiece.save
+
+    def slow_save(self, *a, **k):
+        saves.append(threading.current_thread().name)
+        time.sleep(0.5)
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(LivePiece, "save", slow_save)
+    with make_engine(tmp_path) as eng:
+        eng.frame(number=0)
+        client = Client(eng.osc.port)
+        client.send("/unstable/still")
+        assert wait_for(lambda: eng.osc.stats()["messages"] == 1, 10)
+        client.close()
+        t0 = time.perf_counter()
+        for n in range(1, 6):                                 # frame 1 takes the still, starts the checkpoint
+            eng.frame(number=n)
+        assert time.perf_counter() - t0 < 0.5                 # the frames did not wait for 2 x 0.5 s
+        assert wait_for(lambda: len(saves) >= 1) and "MainThread" not in saves
+    # Closing waited for it, then wrote the final checkpoints on this thread.
+    assert saves.count("unstable-still-checkpoint") == 2 and saves[-2:] == ["MainThread", "MainThread"]
 
 
 def test_stills_of_one_frame_use_unique_temporary_names(tmp_path):

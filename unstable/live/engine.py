@@ -31,6 +31,7 @@ restarted on its port.
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from typing import Mapping
 
@@ -223,14 +224,22 @@ class Engine(Session):
         if now - self._last_still_checkpoint < self.settings.actions.still_checkpoint_every:
             return
         self._last_still_checkpoint = now
-        for p in self.pieces.values():
-            if self.trainer is not None and self.trainer.alive:
+        if self.trainer is not None and self.trainer.alive:
+            for p in self.pieces.values():
                 p.checkpoint_requested = True  # the training thread owns the weights: it saves
-            else:
-                try:
-                    p.save()
-                except Exception as e:
-                    self.echo(f"live: checkpoint of {p.name} failed: {e}")
+        elif self._still_saver is None or not self._still_saver.is_alive():
+            # Nothing trains, so the weights hold still: written beside the frames, not in one
+            # (a checkpoint is tens of ms; a frame is 33). The final checkpoint waits for it.
+            self._still_saver = threading.Thread(target=self._save_pieces, name="unstable-still-checkpoint",
+                                                 daemon=True)
+            self._still_saver.start()
+
+    def _save_pieces(self) -> None:
+        for p in self.pieces.values():
+            try:
+                p.save()
+            except Exception as e:
+                self.echo(f"live: checkpoint of {p.name} failed: {e}")
 
     # -- frames ---------------------------------------------------------------------------------
 
@@ -320,6 +329,8 @@ class Engine(Session):
         for p in self.pieces.values():
             if not p.mirror.close():
                 problems.append(f"{p.name}: its directions/clusters worker did not stop")
+        if self._still_saver is not None:
+            self._still_saver.join()  # one writer of each checkpoint file at a time
         if final_checkpoint:
             for p in self.pieces.values():
                 try:

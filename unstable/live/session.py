@@ -111,6 +111,7 @@ class Session(abc.ABC):
         self._still_asked = False       # a still was asked for (applied at most every still_min_interval)
         self._last_still = -math.inf
         self._last_still_checkpoint = -math.inf
+        self._still_saver: threading.Thread | None = None   # a still's checkpoint when nothing trains
         self._want_record: bool | None = None  # the newest recording wish not applied yet
         self._record_changed = -math.inf
         self._stop = threading.Event()
