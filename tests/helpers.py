@@ -114,6 +114,11 @@ def frames_played(output: str) -> int:
     return int(output.split("live: ", 1)[1].split(" frames")[0])
 
 
+def frames_repeated(output: str) -> int:
+    """The frames a recording repeated in slots the show dropped, from `unstable live`'s closing line."""
+    return int(output.split(" repeated in recordings")[0].rsplit(", ", 1)[1])
+
+
 def nested_tensors(obj):
     """Every tensor in a nested checkpoint (dicts, lists, tuples), in order."""
     import torch

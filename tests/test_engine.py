@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import Client, frames_played, live_until_sigterm, wait_for
+from helpers import Client, frames_played, frames_repeated, live_until_sigterm, wait_for
 from test_show import SHOW, write_show
 from tqdm import tqdm
 
@@ -262,7 +262,7 @@ def test_sigterm_stops_a_live_process_cleanly(tmp_path):
     code, rest = live_until_sigterm(path, "--record", str(out), "--run", str(tmp_path / "run"))
     assert code == 0, rest
     frames = frames_played(rest)
-    repeated = int(rest.split(" repeated in recordings")[0].rsplit(", ", 1)[1])  # slots dropped while recording
+    repeated = frames_repeated(rest)  # slots dropped while recording
     assert frames > 0 and probe(out).frames == frames + repeated
     assert load_checkpoint(tmp_path / "run" / "eq" / "checkpoint.pt")["step"] >= 0
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from test_engine import make_engine
-from helpers import Client, frames_played, live_until_sigterm, wait_for
+from helpers import Client, frames_played, frames_repeated, live_until_sigterm, wait_for
 from test_show import ROOT, SHOW, TINY_EQ, write_show
 
 from unstable.checkpoint import load_checkpoint, save_checkpoint
@@ -189,7 +189,8 @@ def test_sigterm_finalises_a_playable_recording_and_the_next_start_resumes(tmp_p
     assert code == 0, rest
     frames = frames_played(rest)
     info = probe(out)  # ffprobe reads the whole file: the moov atom was written, the file plays
-    assert frames > 0 and info.frames == frames and info.width == 96
+    # a slot the loaded machine dropped repeats the frame before it in the file
+    assert frames > 0 and info.frames == frames + frames_repeated(rest) and info.width == 96
     step = load_checkpoint(run / "eq" / "checkpoint.pt")["step"]
     cmd = [sys.executable, "-m", "unstable.cli", "live", str(path), "--headless", "--osc-port", "0", "--web-port", "0", "--run", str(run)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
