@@ -81,6 +81,7 @@ def train(piece, steps, minutes, out, device, seed, resume):
 def eval_runs(runs, out, samples, k, device):
     """Evaluate divergence RUNS (run folders or kept checkpoints RUN/checkpoints/step_N.pt): precision/recall
     against the base decoder, class entropy, diversity, per temperature; CSV, plot and grid PNG."""
+    _live_env()  # OpenMP threads that spin between ops doubled eval's CPU time beside other work
     from .divergence.evaluate import evaluate_runs, rows_at
     from .system import resolve_device
     from .progress import progress_bar
