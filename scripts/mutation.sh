@@ -81,7 +81,7 @@ spec() {
     frame)
       # the frame clock's pieces: timers, scenes and crossfades, automation, the timeline, the
       # composer's looks, the look-ahead's keys; not the pipeline's threads and sinks
-      echo "unstable/frame/timers.py unstable/frame/scenes.py unstable/frame/automation.py unstable/frame/timeline.py unstable/frame/compose.py unstable/frame/lookahead.py|tests/test_frame.py tests/test_lookahead.py|" ;;
+      echo "unstable/frame/timers.py unstable/frame/scenes.py unstable/frame/automation.py unstable/frame/timeline.py unstable/frame/compose.py unstable/frame/lookahead.py|tests/test_frame.py tests/test_lookahead.py tests/test_frame_mutants.py tests/test_id_caches.py|" ;;
     access) echo "unstable/control/access.py|tests/test_access_token.py|" ;;
     websockets) echo "unstable/control/websockets.py|tests/test_oscquery.py|" ;;
     bending) echo "unstable/bending.py|tests/test_bending.py tests/test_bending_mutants.py|" ;;
