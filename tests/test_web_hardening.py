@@ -409,6 +409,43 @@ def test_websocket_clients_together_stay_within_the_total_budget_and_a_quiet_one
         assert abs(srv.store.get("eq", "fade") - 0.8) < 1e-6  # the quiet page's moves all landed
 
 
+def test_one_address_filling_every_websocket_place_cannot_keep_another_out(caplog):
+    """64 websocket clients from one machine took every place and a phone or the show's own page got
+    503 for as long as they stayed (seen in the network soak); now the newcomer from another address
+    takes the oldest place of the address that holds the most, and clients spread evenly keep theirs."""
+    with serve(max_clients=4) as srv:
+        p = srv.port
+
+        async def main():
+            flood = aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=("127.0.0.2", 0)))
+            phone = aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=("127.0.0.3", 0)))
+            other = aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=("127.0.0.4", 0)))
+            try:
+                held = [await flood.ws_connect(f"http://127.0.0.1:{p}/") for _ in range(4)]
+                with pytest.raises(aiohttp.WSServerHandshakeError) as full:   # its own fifth: refused
+                    await flood.ws_connect(f"http://127.0.0.1:{p}/")
+                assert full.value.status == 503
+                mine = await phone.ws_connect(f"http://127.0.0.1:{p}/")      # the phone gets in
+                msg = await held[0].receive(timeout=5)                          # the oldest flooder went
+                assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED) and held[0].close_code == 1013
+                await mine.send_bytes(osc("/unstable/eq/fade", 0.25))
+                assert await asyncio.to_thread(wait_for, lambda: abs(srv.store.get("eq", "fade") - 0.25) < 1e-6)
+                second = await phone.ws_connect(f"http://127.0.0.1:{p}/")    # 3 flood, 1 phone: 3 >= 2 + 1
+                third = await other.ws_connect(f"http://127.0.0.1:{p}/")     # 2 flood, 2 phone, 0 other
+                # Now no address holds two more places than the phone would: refused.
+                with pytest.raises(aiohttp.WSServerHandshakeError):
+                    await phone.ws_connect(f"http://127.0.0.1:{p}/")
+                for ws in (*held, mine, second, third):
+                    await ws.close()
+            finally:
+                for sess in (flood, phone, other):
+                    await sess.close()
+
+        asyncio.run(main())
+        assert srv.stats["ws_displaced"] == 3
+    assert len(web_lines(caplog, "to make room")) >= 1
+
+
 def test_listen_fan_out_is_bounded_and_every_client_ends_on_the_newest_value():
     out_rate = 300.0
     with serve(ws_out_rate=out_rate) as srv:

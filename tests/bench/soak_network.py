@@ -246,7 +246,12 @@ async def _ws_client(session, url: str, i: int, rate: float, deadline: float, st
 
 
 def lan_attack(a) -> dict:
+    import resource
+
     import aiohttp
+    # The soak lowered its own limit to the show's (--nofile) before starting us: an attacker has its own.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
     deadline = time.monotonic() + a.seconds
     stats = {"rounds": 0, "opened": 0, "open_failures": 0, "closed_by_show_within_20s": 0, "ws_connected": 0,
              "ws_clients_max": 0, "_live": 0, "ws_sent": 0, "ws_received": 0, "ws_closed_by_show": 0,

@@ -31,6 +31,7 @@ import time
 from typing import Any, Iterable
 from urllib.parse import urlsplit
 
+from .connections import address_key
 from .dispatch import OscDispatcher
 from .oscquery import AddressSpace
 from .osclog import RateLimitedLog, shorten
@@ -43,12 +44,13 @@ __all__ = ["WebsocketHub"]
 class _Client:
     """One websocket client: what it listens to, its sender identity and its message budget."""
 
-    __slots__ = ("ws", "origin", "listens", "telemetry", "pending", "wake", "tokens", "stamp", "dropped", "flooded",
-                 "share", "share_stamp")
+    __slots__ = ("ws", "origin", "address", "listens", "telemetry", "pending", "wake", "tokens", "stamp", "dropped",
+                 "flooded", "share", "share_stamp")
 
-    def __init__(self, ws, origin, rate: float):
+    def __init__(self, ws, origin, rate: float, address: str = ""):
         self.ws = ws
         self.origin = origin
+        self.address = address   # what the per-address count goes by (connections.address_key)
         self.listens: set[str] = set()
         self.telemetry = False
         self.pending: dict[str, bytes | str] = {}   # newest value of each path: bursts coalesce
@@ -140,14 +142,15 @@ class WebsocketHub:
             self.warn.warning(("origin", request.remote), "web: websocket from %s refused: opened by a page "
                               "from %s, not this show's page", request.remote, shorten(origin))
             return web.Response(status=403, text="403: websockets are for this show's own page\n")
-        if len(self.clients) >= self.max_clients:
+        address = address_key(request.remote or "")
+        if len(self.clients) >= self.max_clients and not await self._make_room(address):
             self.warn.warning("full", "web: websocket from %s refused: %d clients already", request.remote,
                               len(self.clients))
             return web.Response(status=503, text=f"503: {len(self.clients)} websocket clients already\n")
         ws = web.WebSocketResponse(max_msg_size=self.max_message, heartbeat=30.0)
         await ws.prepare(request)
         self._next_id += 1
-        client = _Client(ws, (f"web:{request.remote}", self._next_id), self.rate)
+        client = _Client(ws, (f"web:{request.remote}", self._next_id), self.rate, address)
         client.share = self.total_rate / 2.0 / (len(self.clients) + 1)  # its part from the start
         self.clients.add(client)
         writer = asyncio.ensure_future(self._writer(client))
@@ -181,6 +184,26 @@ class WebsocketHub:
             self.warn.warning("ws_size", "web: websocket from %s closed: a message over %d bytes",
                               request.remote, self.max_message)
         return ws
+
+    async def _make_room(self, address: str) -> bool:
+        """Every place is taken: the oldest client of the address holding the most places goes, when
+        that address holds at least two more than `address` would. One machine filling the places
+        (64 clients from a flood) cannot keep a phone or the show's own page out; clients spread
+        evenly over addresses keep theirs."""
+        counts: dict[str, int] = {}
+        for c in self.clients:
+            counts[c.address] = counts.get(c.address, 0) + 1
+        heaviest = max(counts, key=counts.get, default=None)
+        if heaviest is None or counts[heaviest] < counts.get(address, 0) + 2:
+            return False
+        victim = min((c for c in self.clients if c.address == heaviest), key=lambda c: c.origin[1])
+        self.clients.discard(victim)
+        self.stats["ws_displaced"] = self.stats.get("ws_displaced", 0) + 1
+        self.warn.warning(("displaced", heaviest), "web: websocket %s closed to make room for %s (%s holds %d of "
+                          "the %d places)", victim.origin[0], address, heaviest, counts[heaviest], self.max_clients)
+        with contextlib.suppress(Exception):
+            await victim.ws.close(code=1013, message=b"room made for another address")
+        return True
 
     def _budget(self, client: _Client) -> bool:
         """A token bucket of `rate` messages a second, burst 2 s: past it messages are dropped, and a
