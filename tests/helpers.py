@@ -132,6 +132,33 @@ def nested_tensors(obj):
             yield from nested_tensors(v)
 
 
+def tiny_eq_piece(train: str, name: str = "tiny-eq", seed: int = 5) -> str:
+    """A tiny equilibrium piece file (8 px, 4-8 channels, batch 4) with these [train] lines."""
+    return f"""
+name = "{name}"
+kind = "equilibrium"
+seed = {seed}
+[train]
+{train}
+[generator]
+resolution = 8
+start_resolution = 8
+z_dim = 8
+w_dim = 8
+mapping_layers = 1
+min_channels = 4
+max_channels = 8
+[generator.optim]
+batch = 4
+[critic]
+min_channels = 4
+max_channels = 8
+embedding_dim = 8
+[critic.optim]
+batch = 4
+"""
+
+
 def tiny_piece_file(cache, train: str, name: str = "tiny", bad: str = "") -> str:
     """A tiny BAD piece file (3-step base models, batch 32) with these [train] lines and extra [bad] lines."""
     return f"""name = "{name}"

@@ -14,37 +14,13 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import tiny_eq_piece
 
 from unstable.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
-PIECE = """
-name = "sigterm"
-kind = "equilibrium"
-seed = 5
-[train]
-steps = 100000
-grid_every = 100000
-grid_samples = 2
-checkpoint_every = 100000
-[generator]
-resolution = 8
-start_resolution = 8
-z_dim = 8
-w_dim = 8
-mapping_layers = 1
-min_channels = 4
-max_channels = 8
-[generator.optim]
-batch = 4
-[critic]
-min_channels = 4
-max_channels = 8
-embedding_dim = 8
-[critic.optim]
-batch = 4
-"""
+PIECE = tiny_eq_piece('steps = 100000\ngrid_every = 100000\ngrid_samples = 2\ncheckpoint_every = 100000', name='sigterm')
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
 

@@ -13,38 +13,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 from PIL import Image
+from helpers import tiny_eq_piece
 
 from unstable.cli import main
 from unstable.train_progress import ProgressGif, end_line, eta_text, scale_factor, time_left, upscale_nearest
 from unstable.trainer import train
 
-PIECE = """
-name = "tiny-eq"
-kind = "equilibrium"
-seed = 5
-[train]
-steps = {steps}
-grid_every = 2
-grid_samples = 2
-checkpoint_every = 2
-keep_every = 0
-[generator]
-resolution = 8
-start_resolution = 8
-z_dim = 8
-w_dim = 8
-mapping_layers = 1
-min_channels = 4
-max_channels = 8
-[generator.optim]
-batch = 4
-[critic]
-min_channels = 4
-max_channels = 8
-embedding_dim = 8
-[critic.optim]
-batch = 4
-"""
+PIECE = tiny_eq_piece('steps = {steps}\ngrid_every = 2\ngrid_samples = 2\ncheckpoint_every = 2\nkeep_every = 0', name='tiny-eq')
 
 QUIET = dict(show_progress=False, echo=lambda s: None)
 

@@ -37,6 +37,8 @@ import json
 import os
 import re
 import shutil
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -266,12 +268,29 @@ def _train(piece, piece_path, *, shard, lead: bool, system_target: int, out: Pat
             keep()
     started = time.monotonic()
     bar = TrainBar(target, system.step_count, minutes, started, desc=f"train {piece.name}", disable=not show_progress)
+    # Ctrl-C and SIGTERM (timeout, systemd, Slurm, torchrun) stop between steps, not inside one: a
+    # step cut in half (the generators updated, the critic not; the step counted or not) is not a
+    # state to save. A second signal interrupts at once.
+    stop = threading.Event()
+    handlers = {}
+
+    def on_signal(*_):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            handlers[sig] = signal.signal(sig, on_signal)
     try:
         with (RotatingLines(out / "log.jsonl", max_bytes=int(settings.log_max_mb * MB), keep=settings.log_keep)
               if lead else open(os.devnull, "w")) as log:
             while system.step_count < target:
-                # Ranks stop together: rank 0's clock decides.
-                if shard.any(lead and minutes is not None and time.monotonic() - started > minutes * 60):
+                # Ranks stop together: rank 0's clock decides, and any rank's signal.
+                timed_out = lead and minutes is not None and time.monotonic() - started > minutes * 60
+                if shard.any(stop.is_set() or timed_out):
+                    if stop.is_set():
+                        echo(f"interrupted at step {system.step_count}: writing a final checkpoint")
                     break
                 scalars = guard.step(params)
                 if scalars is None:  # undone: back at the last good state, learning rate backed off
@@ -298,6 +317,8 @@ def _train(piece, piece_path, *, shard, lead: bool, system_target: int, out: Pat
         echo(f"log.jsonl not written: {no_space_line(out / 'log.jsonl') if is_no_space(e) else e}")
     finally:
         bar.close()
+        for sig, h in handlers.items():
+            signal.signal(sig, h)
     save()
     grid(final=True)
     if ending is not None:
