@@ -157,7 +157,9 @@ class NetworkAttack:
             and loop["rebind_served"] == 0 and loop["rebind_ws_upgraded"] == 0,
             "refresh floods sent": not loop.get("missing") and loop["refresh_sent"] > 0,
             "connection floods reached the fd limit's worth": not lan_.get("missing") and lan_["rounds"] > 0,
-            "64 websocket clients ran": not lan_.get("missing") and lan_["ws_clients_max"] >= 64,
+            # 64 attackers; the legitimate followers may displace two of them (fair places per address)
+            "the 64 websocket attackers ran (62 or more at once)": not lan_.get("missing")
+            and lan_["ws_clients_max"] >= 62,
             "legitimate page served throughout (LAN and loopback)": all(
                 not g.get("missing") and g["http_ok"] > 0 and g["http_failed"] == 0 for g in legit),
             "legitimate websocket followed throughout (LAN and loopback)": all(
