@@ -13,7 +13,7 @@
    50.0,
    50.0,
    2900.0,
-   780.0
+   860.0
   ],
   "bglocked": 0,
   "openinpresentation": 0,
@@ -176,7 +176,7 @@
       300.0,
       20.0
      ],
-     "text": "eq",
+     "text": "scenes (click one to play it)",
      "fontsize": 14.0
     }
    },
@@ -187,8 +187,156 @@
      "numinlets": 2,
      "numoutlets": 1,
      "patching_rect": [
+      20.0,
+      145.0,
+      140.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "/unstable/scene 0"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-11",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      20.0,
+      167.0,
+      140.0,
+      20.0
+     ],
+     "text": "plain"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-12",
+     "maxclass": "message",
+     "numinlets": 2,
+     "numoutlets": 1,
+     "patching_rect": [
+      170.0,
+      145.0,
+      140.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "/unstable/scene 1"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-13",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      170.0,
+      167.0,
+      140.0,
+      20.0
+     ],
+     "text": "bent"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-14",
+     "maxclass": "message",
+     "numinlets": 2,
+     "numoutlets": 1,
+     "patching_rect": [
+      320.0,
+      145.0,
+      140.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "/unstable/scene 2"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-15",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      320.0,
+      167.0,
+      140.0,
+      20.0
+     ],
+     "text": "steered"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-16",
+     "maxclass": "message",
+     "numinlets": 2,
+     "numoutlets": 1,
+     "patching_rect": [
+      470.0,
+      145.0,
+      140.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "/unstable/scene 3"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-17",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      470.0,
+      167.0,
+      140.0,
+      20.0
+     ],
+     "text": "bent and steered"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-18",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      20.0,
+      200.0,
+      300.0,
+      20.0
+     ],
+     "text": "eq",
+     "fontsize": 14.0
+    }
+   },
+   {
+    "box": {
+     "id": "obj-19",
+     "maxclass": "message",
+     "numinlets": 2,
+     "numoutlets": 1,
+     "patching_rect": [
       340.0,
-      120.0,
+      200.0,
       220.0,
       22.0
      ],
@@ -200,13 +348,13 @@
    },
    {
     "box": {
-     "id": "obj-11",
+     "id": "obj-20",
      "maxclass": "message",
      "numinlets": 2,
      "numoutlets": 1,
      "patching_rect": [
       570.0,
-      120.0,
+      200.0,
       220.0,
       22.0
      ],
@@ -218,13 +366,13 @@
    },
    {
     "box": {
-     "id": "obj-12",
+     "id": "obj-21",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 53,
      "patching_rect": [
       20.0,
-      145.0,
+      225.0,
       1200.0,
       22.0
      ],
@@ -288,13 +436,13 @@
    },
    {
     "box": {
-     "id": "obj-13",
+     "id": "obj-22",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       20.0,
-      180.0,
+      260.0,
       24.0,
       130.0
      ],
@@ -309,13 +457,13 @@
    },
    {
     "box": {
-     "id": "obj-14",
+     "id": "obj-23",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       20.0,
-      320.0,
+      400.0,
       100.0,
       22.0
      ],
@@ -327,13 +475,13 @@
    },
    {
     "box": {
-     "id": "obj-15",
+     "id": "obj-24",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       50.0,
-      180.0,
+      260.0,
       75.0,
       22.0
      ],
@@ -345,13 +493,13 @@
    },
    {
     "box": {
-     "id": "obj-16",
+     "id": "obj-25",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       20.0,
-      350.0,
+      430.0,
       75.0,
       22.0
      ],
@@ -363,13 +511,13 @@
    },
    {
     "box": {
-     "id": "obj-17",
+     "id": "obj-26",
      "maxclass": "flonum",
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
       20.0,
-      375.0,
+      455.0,
       80.0,
       22.0
      ],
@@ -383,13 +531,13 @@
    },
    {
     "box": {
-     "id": "obj-18",
+     "id": "obj-27",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
       20.0,
-      400.0,
+      480.0,
       105.0,
       20.0
      ],
@@ -398,13 +546,13 @@
    },
    {
     "box": {
-     "id": "obj-19",
+     "id": "obj-28",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       130.0,
-      180.0,
+      260.0,
       24.0,
       130.0
      ],
@@ -419,13 +567,13 @@
    },
    {
     "box": {
-     "id": "obj-20",
+     "id": "obj-29",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       130.0,
-      320.0,
+      400.0,
       100.0,
       22.0
      ],
@@ -437,13 +585,13 @@
    },
    {
     "box": {
-     "id": "obj-21",
+     "id": "obj-30",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       160.0,
-      180.0,
+      260.0,
       75.0,
       22.0
      ],
@@ -455,13 +603,13 @@
    },
    {
     "box": {
-     "id": "obj-22",
+     "id": "obj-31",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       130.0,
-      350.0,
+      430.0,
       75.0,
       22.0
      ],
@@ -473,13 +621,13 @@
    },
    {
     "box": {
-     "id": "obj-23",
+     "id": "obj-32",
      "maxclass": "flonum",
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
       130.0,
-      375.0,
+      455.0,
       80.0,
       22.0
      ],
@@ -493,13 +641,13 @@
    },
    {
     "box": {
-     "id": "obj-24",
+     "id": "obj-33",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
       130.0,
-      400.0,
+      480.0,
       105.0,
       20.0
      ],
@@ -508,13 +656,13 @@
    },
    {
     "box": {
-     "id": "obj-25",
+     "id": "obj-34",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       240.0,
-      180.0,
+      260.0,
       24.0,
       130.0
      ],
@@ -529,13 +677,13 @@
    },
    {
     "box": {
-     "id": "obj-26",
+     "id": "obj-35",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       240.0,
-      320.0,
+      400.0,
       100.0,
       22.0
      ],
@@ -547,13 +695,13 @@
    },
    {
     "box": {
-     "id": "obj-27",
+     "id": "obj-36",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       270.0,
-      180.0,
+      260.0,
       75.0,
       22.0
      ],
@@ -565,13 +713,13 @@
    },
    {
     "box": {
-     "id": "obj-28",
+     "id": "obj-37",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       240.0,
-      350.0,
+      430.0,
       75.0,
       22.0
      ],
@@ -583,13 +731,13 @@
    },
    {
     "box": {
-     "id": "obj-29",
+     "id": "obj-38",
      "maxclass": "flonum",
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
       240.0,
-      375.0,
+      455.0,
       80.0,
       22.0
      ],
@@ -603,13 +751,13 @@
    },
    {
     "box": {
-     "id": "obj-30",
+     "id": "obj-39",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
       240.0,
-      400.0,
+      480.0,
       105.0,
       20.0
      ],
@@ -618,13 +766,13 @@
    },
    {
     "box": {
-     "id": "obj-31",
+     "id": "obj-40",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       350.0,
-      180.0,
+      260.0,
       24.0,
       130.0
      ],
@@ -639,13 +787,13 @@
    },
    {
     "box": {
-     "id": "obj-32",
+     "id": "obj-41",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       350.0,
-      320.0,
+      400.0,
       100.0,
       22.0
      ],
@@ -657,13 +805,13 @@
    },
    {
     "box": {
-     "id": "obj-33",
+     "id": "obj-42",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       380.0,
-      180.0,
+      260.0,
       75.0,
       22.0
      ],
@@ -675,13 +823,13 @@
    },
    {
     "box": {
-     "id": "obj-34",
+     "id": "obj-43",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       350.0,
-      350.0,
+      430.0,
       75.0,
       22.0
      ],
@@ -693,13 +841,13 @@
    },
    {
     "box": {
-     "id": "obj-35",
+     "id": "obj-44",
      "maxclass": "flonum",
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
       350.0,
-      375.0,
+      455.0,
       80.0,
       22.0
      ],
@@ -713,28 +861,28 @@
    },
    {
     "box": {
-     "id": "obj-36",
+     "id": "obj-45",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
       350.0,
-      400.0,
+      480.0,
       105.0,
       20.0
      ],
-     "text": "learning_rate"
+     "text": "learning rate"
     }
    },
    {
     "box": {
-     "id": "obj-37",
+     "id": "obj-46",
      "maxclass": "toggle",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       460.0,
-      270.0,
+      350.0,
       30.0,
       30.0
      ],
@@ -746,13 +894,13 @@
    },
    {
     "box": {
-     "id": "obj-38",
+     "id": "obj-47",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       460.0,
-      320.0,
+      400.0,
       100.0,
       22.0
      ],
@@ -764,13 +912,13 @@
    },
    {
     "box": {
-     "id": "obj-39",
+     "id": "obj-48",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       490.0,
-      180.0,
+      260.0,
       75.0,
       22.0
      ],
@@ -782,13 +930,13 @@
    },
    {
     "box": {
-     "id": "obj-40",
+     "id": "obj-49",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       460.0,
-      350.0,
+      430.0,
       75.0,
       22.0
      ],
@@ -800,13 +948,13 @@
    },
    {
     "box": {
-     "id": "obj-41",
+     "id": "obj-50",
      "maxclass": "flonum",
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
       460.0,
-      375.0,
+      455.0,
       80.0,
       22.0
      ],
@@ -820,13 +968,13 @@
    },
    {
     "box": {
-     "id": "obj-42",
+     "id": "obj-51",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
       460.0,
-      400.0,
+      480.0,
       105.0,
       20.0
      ],
@@ -835,13 +983,13 @@
    },
    {
     "box": {
-     "id": "obj-43",
+     "id": "obj-52",
      "maxclass": "toggle",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       570.0,
-      270.0,
+      350.0,
       30.0,
       30.0
      ],
@@ -853,13 +1001,13 @@
    },
    {
     "box": {
-     "id": "obj-44",
+     "id": "obj-53",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       570.0,
-      320.0,
+      400.0,
       100.0,
       22.0
      ],
@@ -871,13 +1019,13 @@
    },
    {
     "box": {
-     "id": "obj-45",
+     "id": "obj-54",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       600.0,
-      180.0,
+      260.0,
       75.0,
       22.0
      ],
@@ -889,13 +1037,13 @@
    },
    {
     "box": {
-     "id": "obj-46",
+     "id": "obj-55",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       570.0,
-      350.0,
+      430.0,
       75.0,
       22.0
      ],
@@ -907,13 +1055,13 @@
    },
    {
     "box": {
-     "id": "obj-47",
+     "id": "obj-56",
      "maxclass": "flonum",
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
       570.0,
-      375.0,
+      455.0,
       80.0,
       22.0
      ],
@@ -927,28 +1075,28 @@
    },
    {
     "box": {
-     "id": "obj-48",
+     "id": "obj-57",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
       570.0,
-      400.0,
+      480.0,
       105.0,
       20.0
      ],
-     "text": "critic_training"
+     "text": "critic training"
     }
    },
    {
     "box": {
-     "id": "obj-49",
+     "id": "obj-58",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       680.0,
-      180.0,
+      260.0,
       24.0,
       130.0
      ],
@@ -963,13 +1111,13 @@
    },
    {
     "box": {
-     "id": "obj-50",
+     "id": "obj-59",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       680.0,
-      320.0,
+      400.0,
       100.0,
       22.0
      ],
@@ -981,13 +1129,13 @@
    },
    {
     "box": {
-     "id": "obj-51",
+     "id": "obj-60",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       710.0,
-      180.0,
+      260.0,
       75.0,
       22.0
      ],
@@ -999,13 +1147,13 @@
    },
    {
     "box": {
-     "id": "obj-52",
+     "id": "obj-61",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       680.0,
-      350.0,
+      430.0,
       75.0,
       22.0
      ],
@@ -1017,13 +1165,13 @@
    },
    {
     "box": {
-     "id": "obj-53",
+     "id": "obj-62",
      "maxclass": "flonum",
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
       680.0,
-      375.0,
+      455.0,
       80.0,
       22.0
      ],
@@ -1037,28 +1185,28 @@
    },
    {
     "box": {
-     "id": "obj-54",
+     "id": "obj-63",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
       680.0,
-      400.0,
+      480.0,
       105.0,
       20.0
      ],
-     "text": "impersonate_weight"
+     "text": "impersonate weight"
     }
    },
    {
     "box": {
-     "id": "obj-55",
+     "id": "obj-64",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       790.0,
-      180.0,
+      260.0,
       24.0,
       130.0
      ],
@@ -1073,13 +1221,13 @@
    },
    {
     "box": {
-     "id": "obj-56",
+     "id": "obj-65",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       790.0,
-      320.0,
+      400.0,
       100.0,
       22.0
      ],
@@ -1091,13 +1239,13 @@
    },
    {
     "box": {
-     "id": "obj-57",
+     "id": "obj-66",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       820.0,
-      180.0,
+      260.0,
       75.0,
       22.0
      ],
@@ -1109,13 +1257,13 @@
    },
    {
     "box": {
-     "id": "obj-58",
+     "id": "obj-67",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       790.0,
-      350.0,
+      430.0,
       75.0,
       22.0
      ],
@@ -1127,13 +1275,13 @@
    },
    {
     "box": {
-     "id": "obj-59",
+     "id": "obj-68",
      "maxclass": "flonum",
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
       790.0,
-      375.0,
+      455.0,
       80.0,
       22.0
      ],
@@ -1147,28 +1295,28 @@
    },
    {
     "box": {
-     "id": "obj-60",
+     "id": "obj-69",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
       790.0,
-      400.0,
+      480.0,
       105.0,
       20.0
      ],
-     "text": "embedding_weight"
+     "text": "embedding weight"
     }
    },
    {
     "box": {
-     "id": "obj-61",
+     "id": "obj-70",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       900.0,
-      180.0,
+      260.0,
       24.0,
       130.0
      ],
@@ -1183,13 +1331,13 @@
    },
    {
     "box": {
-     "id": "obj-62",
+     "id": "obj-71",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       900.0,
-      320.0,
+      400.0,
       100.0,
       22.0
      ],
@@ -1201,13 +1349,13 @@
    },
    {
     "box": {
-     "id": "obj-63",
+     "id": "obj-72",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       930.0,
-      180.0,
+      260.0,
       75.0,
       22.0
      ],
@@ -1219,13 +1367,13 @@
    },
    {
     "box": {
-     "id": "obj-64",
+     "id": "obj-73",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       900.0,
-      350.0,
+      430.0,
       75.0,
       22.0
      ],
@@ -1237,13 +1385,13 @@
    },
    {
     "box": {
-     "id": "obj-65",
+     "id": "obj-74",
      "maxclass": "flonum",
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
       900.0,
-      375.0,
+      455.0,
       80.0,
       22.0
      ],
@@ -1257,28 +1405,28 @@
    },
    {
     "box": {
-     "id": "obj-66",
+     "id": "obj-75",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
       900.0,
-      400.0,
+      480.0,
       105.0,
       20.0
      ],
-     "text": "colour_variety_weight"
+     "text": "colour variety weight"
     }
    },
    {
     "box": {
-     "id": "obj-67",
+     "id": "obj-76",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       1010.0,
-      180.0,
+      260.0,
       24.0,
       130.0
      ],
@@ -1293,13 +1441,13 @@
    },
    {
     "box": {
-     "id": "obj-68",
+     "id": "obj-77",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       1010.0,
-      320.0,
+      400.0,
       100.0,
       22.0
      ],
@@ -1311,13 +1459,13 @@
    },
    {
     "box": {
-     "id": "obj-69",
+     "id": "obj-78",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       1040.0,
-      180.0,
+      260.0,
       75.0,
       22.0
      ],
@@ -1329,13 +1477,13 @@
    },
    {
     "box": {
-     "id": "obj-70",
+     "id": "obj-79",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       1010.0,
-      350.0,
+      430.0,
       75.0,
       22.0
      ],
@@ -1347,13 +1495,13 @@
    },
    {
     "box": {
-     "id": "obj-71",
+     "id": "obj-80",
      "maxclass": "flonum",
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
       1010.0,
-      375.0,
+      455.0,
       80.0,
       22.0
      ],
@@ -1367,13 +1515,13 @@
    },
    {
     "box": {
-     "id": "obj-72",
+     "id": "obj-81",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
       1010.0,
-      400.0,
+      480.0,
       105.0,
       20.0
      ],
@@ -1382,13 +1530,13 @@
    },
    {
     "box": {
-     "id": "obj-73",
+     "id": "obj-82",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       1120.0,
-      180.0,
+      260.0,
       24.0,
       130.0
      ],
@@ -1403,13 +1551,13 @@
    },
    {
     "box": {
-     "id": "obj-74",
+     "id": "obj-83",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       1120.0,
-      320.0,
+      400.0,
       100.0,
       22.0
      ],
@@ -1421,13 +1569,13 @@
    },
    {
     "box": {
-     "id": "obj-75",
+     "id": "obj-84",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       1150.0,
-      180.0,
+      260.0,
       75.0,
       22.0
      ],
@@ -1439,13 +1587,13 @@
    },
    {
     "box": {
-     "id": "obj-76",
+     "id": "obj-85",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       1120.0,
-      350.0,
+      430.0,
       75.0,
       22.0
      ],
@@ -1457,13 +1605,13 @@
    },
    {
     "box": {
-     "id": "obj-77",
+     "id": "obj-86",
      "maxclass": "flonum",
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
       1120.0,
-      375.0,
+      455.0,
       80.0,
       22.0
      ],
@@ -1477,13 +1625,13 @@
    },
    {
     "box": {
-     "id": "obj-78",
+     "id": "obj-87",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
       1120.0,
-      400.0,
+      480.0,
       105.0,
       20.0
      ],
@@ -1492,13 +1640,13 @@
    },
    {
     "box": {
-     "id": "obj-79",
+     "id": "obj-88",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       1230.0,
-      180.0,
+      260.0,
       24.0,
       130.0
      ],
@@ -1513,13 +1661,13 @@
    },
    {
     "box": {
-     "id": "obj-80",
+     "id": "obj-89",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       1230.0,
-      320.0,
+      400.0,
       100.0,
       22.0
      ],
@@ -1531,13 +1679,13 @@
    },
    {
     "box": {
-     "id": "obj-81",
+     "id": "obj-90",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       1260.0,
-      180.0,
+      260.0,
       75.0,
       22.0
      ],
@@ -1549,13 +1697,13 @@
    },
    {
     "box": {
-     "id": "obj-82",
+     "id": "obj-91",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       1230.0,
-      350.0,
+      430.0,
       75.0,
       22.0
      ],
@@ -1567,13 +1715,13 @@
    },
    {
     "box": {
-     "id": "obj-83",
+     "id": "obj-92",
      "maxclass": "flonum",
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
       1230.0,
-      375.0,
+      455.0,
       80.0,
       22.0
      ],
@@ -1587,13 +1735,13 @@
    },
    {
     "box": {
-     "id": "obj-84",
+     "id": "obj-93",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
       1230.0,
-      400.0,
+      480.0,
       105.0,
       20.0
      ],
@@ -1602,13 +1750,13 @@
    },
    {
     "box": {
-     "id": "obj-85",
+     "id": "obj-94",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       1340.0,
-      180.0,
+      260.0,
       24.0,
       130.0
      ],
@@ -1623,13 +1771,13 @@
    },
    {
     "box": {
-     "id": "obj-86",
+     "id": "obj-95",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       1340.0,
-      320.0,
+      400.0,
       100.0,
       22.0
      ],
@@ -1641,13 +1789,13 @@
    },
    {
     "box": {
-     "id": "obj-87",
+     "id": "obj-96",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       1370.0,
-      180.0,
+      260.0,
       75.0,
       22.0
      ],
@@ -1659,13 +1807,13 @@
    },
    {
     "box": {
-     "id": "obj-88",
+     "id": "obj-97",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       1340.0,
-      350.0,
+      430.0,
       75.0,
       22.0
      ],
@@ -1677,13 +1825,13 @@
    },
    {
     "box": {
-     "id": "obj-89",
+     "id": "obj-98",
      "maxclass": "flonum",
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
       1340.0,
-      375.0,
+      455.0,
       80.0,
       22.0
      ],
@@ -1697,13 +1845,13 @@
    },
    {
     "box": {
-     "id": "obj-90",
+     "id": "obj-99",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
       1340.0,
-      400.0,
+      480.0,
       105.0,
       20.0
      ],
@@ -1712,13 +1860,13 @@
    },
    {
     "box": {
-     "id": "obj-91",
+     "id": "obj-100",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       1450.0,
-      180.0,
+      260.0,
       24.0,
       130.0
      ],
@@ -1733,13 +1881,13 @@
    },
    {
     "box": {
-     "id": "obj-92",
+     "id": "obj-101",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       1450.0,
-      320.0,
+      400.0,
       100.0,
       22.0
      ],
@@ -1751,13 +1899,13 @@
    },
    {
     "box": {
-     "id": "obj-93",
+     "id": "obj-102",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       1480.0,
-      180.0,
+      260.0,
       75.0,
       22.0
      ],
@@ -1769,13 +1917,13 @@
    },
    {
     "box": {
-     "id": "obj-94",
+     "id": "obj-103",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       1450.0,
-      350.0,
+      430.0,
       75.0,
       22.0
      ],
@@ -1787,13 +1935,13 @@
    },
    {
     "box": {
-     "id": "obj-95",
+     "id": "obj-104",
      "maxclass": "flonum",
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
       1450.0,
-      375.0,
+      455.0,
       80.0,
       22.0
      ],
@@ -1807,13 +1955,13 @@
    },
    {
     "box": {
-     "id": "obj-96",
+     "id": "obj-105",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
       1450.0,
-      400.0,
+      480.0,
       105.0,
       20.0
      ],
@@ -1822,13 +1970,13 @@
    },
    {
     "box": {
-     "id": "obj-97",
+     "id": "obj-106",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       1560.0,
-      180.0,
+      260.0,
       24.0,
       130.0
      ],
@@ -1843,13 +1991,13 @@
    },
    {
     "box": {
-     "id": "obj-98",
+     "id": "obj-107",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       1560.0,
-      320.0,
+      400.0,
       100.0,
       22.0
      ],
@@ -1861,13 +2009,13 @@
    },
    {
     "box": {
-     "id": "obj-99",
+     "id": "obj-108",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       1590.0,
-      180.0,
+      260.0,
       75.0,
       22.0
      ],
@@ -1879,13 +2027,13 @@
    },
    {
     "box": {
-     "id": "obj-100",
+     "id": "obj-109",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       1560.0,
-      350.0,
+      430.0,
       75.0,
       22.0
      ],
@@ -1897,13 +2045,13 @@
    },
    {
     "box": {
-     "id": "obj-101",
+     "id": "obj-110",
      "maxclass": "flonum",
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
       1560.0,
-      375.0,
+      455.0,
       80.0,
       22.0
      ],
@@ -1917,13 +2065,13 @@
    },
    {
     "box": {
-     "id": "obj-102",
+     "id": "obj-111",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
       1560.0,
-      400.0,
+      480.0,
       105.0,
       20.0
      ],
@@ -1932,13 +2080,13 @@
    },
    {
     "box": {
-     "id": "obj-103",
+     "id": "obj-112",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       1670.0,
-      180.0,
+      260.0,
       24.0,
       130.0
      ],
@@ -1953,13 +2101,13 @@
    },
    {
     "box": {
-     "id": "obj-104",
+     "id": "obj-113",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       1670.0,
-      320.0,
+      400.0,
       100.0,
       22.0
      ],
@@ -1971,13 +2119,13 @@
    },
    {
     "box": {
-     "id": "obj-105",
+     "id": "obj-114",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       1700.0,
-      180.0,
+      260.0,
       75.0,
       22.0
      ],
@@ -1989,13 +2137,13 @@
    },
    {
     "box": {
-     "id": "obj-106",
+     "id": "obj-115",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       1670.0,
-      350.0,
+      430.0,
       75.0,
       22.0
      ],
@@ -2007,13 +2155,13 @@
    },
    {
     "box": {
-     "id": "obj-107",
+     "id": "obj-116",
      "maxclass": "flonum",
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
       1670.0,
-      375.0,
+      455.0,
       80.0,
       22.0
      ],
@@ -2027,13 +2175,13 @@
    },
    {
     "box": {
-     "id": "obj-108",
+     "id": "obj-117",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
       1670.0,
-      400.0,
+      480.0,
       105.0,
       20.0
      ],
@@ -2042,13 +2190,13 @@
    },
    {
     "box": {
-     "id": "obj-109",
+     "id": "obj-118",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       1780.0,
-      180.0,
+      260.0,
       24.0,
       130.0
      ],
@@ -2063,13 +2211,13 @@
    },
    {
     "box": {
-     "id": "obj-110",
+     "id": "obj-119",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       1780.0,
-      320.0,
+      400.0,
       100.0,
       22.0
      ],
@@ -2081,13 +2229,13 @@
    },
    {
     "box": {
-     "id": "obj-111",
+     "id": "obj-120",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       1810.0,
-      180.0,
+      260.0,
       75.0,
       22.0
      ],
@@ -2099,13 +2247,13 @@
    },
    {
     "box": {
-     "id": "obj-112",
+     "id": "obj-121",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       1780.0,
-      350.0,
+      430.0,
       75.0,
       22.0
      ],
@@ -2117,13 +2265,13 @@
    },
    {
     "box": {
-     "id": "obj-113",
+     "id": "obj-122",
      "maxclass": "flonum",
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
       1780.0,
-      375.0,
+      455.0,
       80.0,
       22.0
      ],
@@ -2137,13 +2285,13 @@
    },
    {
     "box": {
-     "id": "obj-114",
+     "id": "obj-123",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
       1780.0,
-      400.0,
+      480.0,
       105.0,
       20.0
      ],
@@ -2152,13 +2300,13 @@
    },
    {
     "box": {
-     "id": "obj-115",
+     "id": "obj-124",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       1890.0,
-      180.0,
+      260.0,
       24.0,
       130.0
      ],
@@ -2173,13 +2321,13 @@
    },
    {
     "box": {
-     "id": "obj-116",
+     "id": "obj-125",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       1890.0,
-      320.0,
+      400.0,
       100.0,
       22.0
      ],
@@ -2191,13 +2339,13 @@
    },
    {
     "box": {
-     "id": "obj-117",
+     "id": "obj-126",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       1920.0,
-      180.0,
+      260.0,
       75.0,
       22.0
      ],
@@ -2209,13 +2357,13 @@
    },
    {
     "box": {
-     "id": "obj-118",
+     "id": "obj-127",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       1890.0,
-      350.0,
+      430.0,
       75.0,
       22.0
      ],
@@ -2227,13 +2375,13 @@
    },
    {
     "box": {
-     "id": "obj-119",
+     "id": "obj-128",
      "maxclass": "flonum",
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
       1890.0,
-      375.0,
+      455.0,
       80.0,
       22.0
      ],
@@ -2247,13 +2395,13 @@
    },
    {
     "box": {
-     "id": "obj-120",
+     "id": "obj-129",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
       1890.0,
-      400.0,
+      480.0,
       105.0,
       20.0
      ],
@@ -2262,13 +2410,13 @@
    },
    {
     "box": {
-     "id": "obj-121",
+     "id": "obj-130",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       2000.0,
-      180.0,
+      260.0,
       24.0,
       130.0
      ],
@@ -2283,13 +2431,13 @@
    },
    {
     "box": {
-     "id": "obj-122",
+     "id": "obj-131",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       2000.0,
-      320.0,
+      400.0,
       100.0,
       22.0
      ],
@@ -2301,13 +2449,13 @@
    },
    {
     "box": {
-     "id": "obj-123",
+     "id": "obj-132",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       2030.0,
-      180.0,
+      260.0,
       75.0,
       22.0
      ],
@@ -2319,13 +2467,13 @@
    },
    {
     "box": {
-     "id": "obj-124",
+     "id": "obj-133",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       2000.0,
-      350.0,
+      430.0,
       75.0,
       22.0
      ],
@@ -2337,13 +2485,13 @@
    },
    {
     "box": {
-     "id": "obj-125",
+     "id": "obj-134",
      "maxclass": "flonum",
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
       2000.0,
-      375.0,
+      455.0,
       80.0,
       22.0
      ],
@@ -2357,13 +2505,13 @@
    },
    {
     "box": {
-     "id": "obj-126",
+     "id": "obj-135",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
       2000.0,
-      400.0,
+      480.0,
       105.0,
       20.0
      ],
@@ -2372,13 +2520,13 @@
    },
    {
     "box": {
-     "id": "obj-127",
+     "id": "obj-136",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       2110.0,
-      180.0,
+      260.0,
       24.0,
       130.0
      ],
@@ -2393,13 +2541,13 @@
    },
    {
     "box": {
-     "id": "obj-128",
+     "id": "obj-137",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       2110.0,
-      320.0,
+      400.0,
       100.0,
       22.0
      ],
@@ -2411,13 +2559,13 @@
    },
    {
     "box": {
-     "id": "obj-129",
+     "id": "obj-138",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       2140.0,
-      180.0,
+      260.0,
       75.0,
       22.0
      ],
@@ -2429,13 +2577,13 @@
    },
    {
     "box": {
-     "id": "obj-130",
+     "id": "obj-139",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       2110.0,
-      350.0,
+      430.0,
       75.0,
       22.0
      ],
@@ -2447,13 +2595,13 @@
    },
    {
     "box": {
-     "id": "obj-131",
+     "id": "obj-140",
      "maxclass": "flonum",
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
       2110.0,
-      375.0,
+      455.0,
       80.0,
       22.0
      ],
@@ -2467,13 +2615,13 @@
    },
    {
     "box": {
-     "id": "obj-132",
+     "id": "obj-141",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
       2110.0,
-      400.0,
+      480.0,
       105.0,
       20.0
      ],
@@ -2482,13 +2630,13 @@
    },
    {
     "box": {
-     "id": "obj-133",
+     "id": "obj-142",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       2220.0,
-      180.0,
+      260.0,
       24.0,
       130.0
      ],
@@ -2503,13 +2651,13 @@
    },
    {
     "box": {
-     "id": "obj-134",
+     "id": "obj-143",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       2220.0,
-      320.0,
+      400.0,
       100.0,
       22.0
      ],
@@ -2521,13 +2669,13 @@
    },
    {
     "box": {
-     "id": "obj-135",
+     "id": "obj-144",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       2250.0,
-      180.0,
+      260.0,
       75.0,
       22.0
      ],
@@ -2539,13 +2687,13 @@
    },
    {
     "box": {
-     "id": "obj-136",
+     "id": "obj-145",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       2220.0,
-      350.0,
+      430.0,
       75.0,
       22.0
      ],
@@ -2557,13 +2705,13 @@
    },
    {
     "box": {
-     "id": "obj-137",
+     "id": "obj-146",
      "maxclass": "flonum",
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
       2220.0,
-      375.0,
+      455.0,
       80.0,
       22.0
      ],
@@ -2577,13 +2725,13 @@
    },
    {
     "box": {
-     "id": "obj-138",
+     "id": "obj-147",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
       2220.0,
-      400.0,
+      480.0,
       105.0,
       20.0
      ],
@@ -2592,13 +2740,13 @@
    },
    {
     "box": {
-     "id": "obj-139",
+     "id": "obj-148",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       2330.0,
-      180.0,
+      260.0,
       24.0,
       130.0
      ],
@@ -2613,13 +2761,13 @@
    },
    {
     "box": {
-     "id": "obj-140",
+     "id": "obj-149",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       2330.0,
-      320.0,
+      400.0,
       100.0,
       22.0
      ],
@@ -2631,13 +2779,13 @@
    },
    {
     "box": {
-     "id": "obj-141",
+     "id": "obj-150",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       2360.0,
-      180.0,
+      260.0,
       75.0,
       22.0
      ],
@@ -2649,13 +2797,13 @@
    },
    {
     "box": {
-     "id": "obj-142",
+     "id": "obj-151",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       2330.0,
-      350.0,
+      430.0,
       75.0,
       22.0
      ],
@@ -2667,13 +2815,13 @@
    },
    {
     "box": {
-     "id": "obj-143",
+     "id": "obj-152",
      "maxclass": "flonum",
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
       2330.0,
-      375.0,
+      455.0,
       80.0,
       22.0
      ],
@@ -2687,13 +2835,13 @@
    },
    {
     "box": {
-     "id": "obj-144",
+     "id": "obj-153",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
       2330.0,
-      400.0,
+      480.0,
       105.0,
       20.0
      ],
@@ -2702,13 +2850,13 @@
    },
    {
     "box": {
-     "id": "obj-145",
+     "id": "obj-154",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       2440.0,
-      180.0,
+      260.0,
       24.0,
       130.0
      ],
@@ -2723,13 +2871,13 @@
    },
    {
     "box": {
-     "id": "obj-146",
+     "id": "obj-155",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       2440.0,
-      320.0,
+      400.0,
       100.0,
       22.0
      ],
@@ -2741,13 +2889,13 @@
    },
    {
     "box": {
-     "id": "obj-147",
+     "id": "obj-156",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       2470.0,
-      180.0,
+      260.0,
       75.0,
       22.0
      ],
@@ -2759,13 +2907,13 @@
    },
    {
     "box": {
-     "id": "obj-148",
+     "id": "obj-157",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       2440.0,
-      350.0,
+      430.0,
       75.0,
       22.0
      ],
@@ -2777,13 +2925,13 @@
    },
    {
     "box": {
-     "id": "obj-149",
+     "id": "obj-158",
      "maxclass": "flonum",
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
       2440.0,
-      375.0,
+      455.0,
       80.0,
       22.0
      ],
@@ -2797,28 +2945,28 @@
    },
    {
     "box": {
-     "id": "obj-150",
+     "id": "obj-159",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
       2440.0,
-      400.0,
+      480.0,
       105.0,
       20.0
      ],
-     "text": "walk_speed (x)"
+     "text": "walk speed (x)"
     }
    },
    {
     "box": {
-     "id": "obj-151",
+     "id": "obj-160",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       2550.0,
-      180.0,
+      260.0,
       24.0,
       130.0
      ],
@@ -2833,13 +2981,13 @@
    },
    {
     "box": {
-     "id": "obj-152",
+     "id": "obj-161",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       2550.0,
-      320.0,
+      400.0,
       100.0,
       22.0
      ],
@@ -2851,13 +2999,13 @@
    },
    {
     "box": {
-     "id": "obj-153",
+     "id": "obj-162",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       2580.0,
-      180.0,
+      260.0,
       75.0,
       22.0
      ],
@@ -2869,13 +3017,13 @@
    },
    {
     "box": {
-     "id": "obj-154",
+     "id": "obj-163",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       2550.0,
-      350.0,
+      430.0,
       75.0,
       22.0
      ],
@@ -2887,13 +3035,13 @@
    },
    {
     "box": {
-     "id": "obj-155",
+     "id": "obj-164",
      "maxclass": "flonum",
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
       2550.0,
-      375.0,
+      455.0,
       80.0,
       22.0
      ],
@@ -2907,13 +3055,13 @@
    },
    {
     "box": {
-     "id": "obj-156",
+     "id": "obj-165",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
       2550.0,
-      400.0,
+      480.0,
       105.0,
       20.0
      ],
@@ -2922,13 +3070,13 @@
    },
    {
     "box": {
-     "id": "obj-157",
+     "id": "obj-166",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       2660.0,
-      180.0,
+      260.0,
       24.0,
       130.0
      ],
@@ -2943,13 +3091,13 @@
    },
    {
     "box": {
-     "id": "obj-158",
+     "id": "obj-167",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       2660.0,
-      320.0,
+      400.0,
       100.0,
       22.0
      ],
@@ -2961,13 +3109,13 @@
    },
    {
     "box": {
-     "id": "obj-159",
+     "id": "obj-168",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       2690.0,
-      180.0,
+      260.0,
       75.0,
       22.0
      ],
@@ -2979,13 +3127,13 @@
    },
    {
     "box": {
-     "id": "obj-160",
+     "id": "obj-169",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       2660.0,
-      350.0,
+      430.0,
       75.0,
       22.0
      ],
@@ -2997,13 +3145,13 @@
    },
    {
     "box": {
-     "id": "obj-161",
+     "id": "obj-170",
      "maxclass": "flonum",
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
       2660.0,
-      375.0,
+      455.0,
       80.0,
       22.0
      ],
@@ -3017,13 +3165,13 @@
    },
    {
     "box": {
-     "id": "obj-162",
+     "id": "obj-171",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
       2660.0,
-      400.0,
+      480.0,
       105.0,
       20.0
      ],
@@ -3032,13 +3180,13 @@
    },
    {
     "box": {
-     "id": "obj-163",
+     "id": "obj-172",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       2770.0,
-      180.0,
+      260.0,
       24.0,
       130.0
      ],
@@ -3053,13 +3201,13 @@
    },
    {
     "box": {
-     "id": "obj-164",
+     "id": "obj-173",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       2770.0,
-      320.0,
+      400.0,
       100.0,
       22.0
      ],
@@ -3071,181 +3219,13 @@
    },
    {
     "box": {
-     "id": "obj-165",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      2800.0,
-      180.0,
-      75.0,
-      22.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "text": "prepend set"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-166",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      2770.0,
-      350.0,
-      75.0,
-      22.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "text": "prepend set"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-167",
-     "maxclass": "flonum",
-     "numinlets": 1,
-     "numoutlets": 2,
-     "patching_rect": [
-      2770.0,
-      375.0,
-      80.0,
-      22.0
-     ],
-     "outlettype": [
-      "",
-      "bang"
-     ],
-     "format": 6,
-     "parameter_enable": 0
-    }
-   },
-   {
-    "box": {
-     "id": "obj-168",
-     "maxclass": "comment",
-     "numinlets": 1,
-     "numoutlets": 0,
-     "patching_rect": [
-      2770.0,
-      400.0,
-      105.0,
-      20.0
-     ],
-     "text": "fade"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-169",
-     "maxclass": "comment",
-     "numinlets": 1,
-     "numoutlets": 0,
-     "patching_rect": [
-      20.0,
-      430.0,
-      300.0,
-      20.0
-     ],
-     "text": "show",
-     "fontsize": 14.0
-    }
-   },
-   {
-    "box": {
-     "id": "obj-170",
-     "maxclass": "newobj",
-     "numinlets": 2,
-     "numoutlets": 7,
-     "patching_rect": [
-      20.0,
-      455.0,
-      1099.0,
-      22.0
-     ],
-     "outlettype": [
-      "",
-      "",
-      "",
-      "",
-      "",
-      "",
-      ""
-     ],
-     "text": "route /unstable/show/scene /unstable/show/scene/raw /unstable/show/master_fade /unstable/show/master_fade/raw /unstable/show/record /unstable/show/record/raw"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-171",
-     "maxclass": "slider",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      20.0,
-      490.0,
-      24.0,
-      130.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "floatoutput": 1,
-     "size": 1.0,
-     "min": 0.0,
-     "parameter_enable": 0
-    }
-   },
-   {
-    "box": {
-     "id": "obj-172",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      20.0,
-      630.0,
-      100.0,
-      22.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "text": "prepend /unstable/show/scene"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-173",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      50.0,
-      490.0,
-      75.0,
-      22.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "text": "prepend set"
-    }
-   },
-   {
-    "box": {
      "id": "obj-174",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      20.0,
-      660.0,
+      2800.0,
+      260.0,
       75.0,
       22.0
      ],
@@ -3258,12 +3238,30 @@
    {
     "box": {
      "id": "obj-175",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      2770.0,
+      430.0,
+      75.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-176",
      "maxclass": "flonum",
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
-      20.0,
-      685.0,
+      2770.0,
+      455.0,
       80.0,
       22.0
      ],
@@ -3277,28 +3275,66 @@
    },
    {
     "box": {
-     "id": "obj-176",
+     "id": "obj-177",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      2770.0,
+      480.0,
+      105.0,
+      20.0
+     ],
+     "text": "fade"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-178",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
       20.0,
-      710.0,
-      105.0,
+      510.0,
+      300.0,
       20.0
      ],
-     "text": "scene"
+     "text": "show",
+     "fontsize": 14.0
     }
    },
    {
     "box": {
-     "id": "obj-177",
+     "id": "obj-179",
+     "maxclass": "newobj",
+     "numinlets": 2,
+     "numoutlets": 5,
+     "patching_rect": [
+      20.0,
+      535.0,
+      777.0,
+      22.0
+     ],
+     "outlettype": [
+      "",
+      "",
+      "",
+      "",
+      ""
+     ],
+     "text": "route /unstable/show/master_fade /unstable/show/master_fade/raw /unstable/show/record /unstable/show/record/raw"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-180",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      130.0,
-      490.0,
+      20.0,
+      570.0,
       24.0,
       130.0
      ],
@@ -3313,13 +3349,13 @@
    },
    {
     "box": {
-     "id": "obj-178",
+     "id": "obj-181",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      130.0,
-      630.0,
+      20.0,
+      710.0,
       100.0,
       22.0
      ],
@@ -3331,13 +3367,13 @@
    },
    {
     "box": {
-     "id": "obj-179",
+     "id": "obj-182",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      160.0,
-      490.0,
+      50.0,
+      570.0,
       75.0,
       22.0
      ],
@@ -3349,13 +3385,13 @@
    },
    {
     "box": {
-     "id": "obj-180",
+     "id": "obj-183",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      130.0,
-      660.0,
+      20.0,
+      740.0,
       75.0,
       22.0
      ],
@@ -3367,13 +3403,13 @@
    },
    {
     "box": {
-     "id": "obj-181",
+     "id": "obj-184",
      "maxclass": "flonum",
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
-      130.0,
-      685.0,
+      20.0,
+      765.0,
       80.0,
       22.0
      ],
@@ -3387,28 +3423,28 @@
    },
    {
     "box": {
-     "id": "obj-182",
+     "id": "obj-185",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
-      130.0,
-      710.0,
+      20.0,
+      790.0,
       105.0,
       20.0
      ],
-     "text": "master_fade"
+     "text": "master fade"
     }
    },
    {
     "box": {
-     "id": "obj-183",
+     "id": "obj-186",
      "maxclass": "toggle",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      240.0,
-      580.0,
+      130.0,
+      660.0,
       30.0,
       30.0
      ],
@@ -3420,13 +3456,13 @@
    },
    {
     "box": {
-     "id": "obj-184",
+     "id": "obj-187",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      240.0,
-      630.0,
+      130.0,
+      710.0,
       100.0,
       22.0
      ],
@@ -3438,13 +3474,13 @@
    },
    {
     "box": {
-     "id": "obj-185",
+     "id": "obj-188",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      270.0,
-      490.0,
+      160.0,
+      570.0,
       75.0,
       22.0
      ],
@@ -3456,13 +3492,13 @@
    },
    {
     "box": {
-     "id": "obj-186",
+     "id": "obj-189",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      240.0,
-      660.0,
+      130.0,
+      740.0,
       75.0,
       22.0
      ],
@@ -3474,13 +3510,13 @@
    },
    {
     "box": {
-     "id": "obj-187",
+     "id": "obj-190",
      "maxclass": "flonum",
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
-      240.0,
-      685.0,
+      130.0,
+      765.0,
       80.0,
       22.0
      ],
@@ -3494,13 +3530,13 @@
    },
    {
     "box": {
-     "id": "obj-188",
+     "id": "obj-191",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
-      240.0,
-      710.0,
+      130.0,
+      790.0,
       105.0,
       20.0
      ],
@@ -3584,7 +3620,55 @@
    {
     "patchline": {
      "source": [
-      "obj-11",
+      "obj-12",
+      0
+     ],
+     "destination": [
+      "obj-2",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-14",
+      0
+     ],
+     "destination": [
+      "obj-2",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-16",
+      0
+     ],
+     "destination": [
+      "obj-2",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-19",
+      0
+     ],
+     "destination": [
+      "obj-2",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-20",
       0
      ],
      "destination": [
@@ -3600,139 +3684,7 @@
       0
      ],
      "destination": [
-      "obj-12",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-13",
-      0
-     ],
-     "destination": [
-      "obj-14",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-14",
-      0
-     ],
-     "destination": [
-      "obj-2",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-12",
-      0
-     ],
-     "destination": [
-      "obj-15",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-15",
-      0
-     ],
-     "destination": [
-      "obj-13",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-12",
-      1
-     ],
-     "destination": [
-      "obj-16",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-16",
-      0
-     ],
-     "destination": [
-      "obj-17",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-19",
-      0
-     ],
-     "destination": [
-      "obj-20",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-20",
-      0
-     ],
-     "destination": [
-      "obj-2",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-12",
-      2
-     ],
-     "destination": [
       "obj-21",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-21",
-      0
-     ],
-     "destination": [
-      "obj-19",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-12",
-      3
-     ],
-     "destination": [
-      "obj-22",
       0
      ]
     }
@@ -3752,19 +3704,7 @@
    {
     "patchline": {
      "source": [
-      "obj-25",
-      0
-     ],
-     "destination": [
-      "obj-26",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-26",
+      "obj-23",
       0
      ],
      "destination": [
@@ -3776,11 +3716,11 @@
    {
     "patchline": {
      "source": [
-      "obj-12",
-      4
+      "obj-21",
+      0
      ],
      "destination": [
-      "obj-27",
+      "obj-24",
       0
      ]
     }
@@ -3788,8 +3728,20 @@
    {
     "patchline": {
      "source": [
-      "obj-27",
+      "obj-24",
       0
+     ],
+     "destination": [
+      "obj-22",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-21",
+      1
      ],
      "destination": [
       "obj-25",
@@ -3800,11 +3752,11 @@
    {
     "patchline": {
      "source": [
-      "obj-12",
-      5
+      "obj-25",
+      0
      ],
      "destination": [
-      "obj-28",
+      "obj-26",
       0
      ]
     }
@@ -3824,19 +3776,7 @@
    {
     "patchline": {
      "source": [
-      "obj-31",
-      0
-     ],
-     "destination": [
-      "obj-32",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-32",
+      "obj-29",
       0
      ],
      "destination": [
@@ -3848,11 +3788,11 @@
    {
     "patchline": {
      "source": [
-      "obj-12",
-      6
+      "obj-21",
+      2
      ],
      "destination": [
-      "obj-33",
+      "obj-30",
       0
      ]
     }
@@ -3860,8 +3800,20 @@
    {
     "patchline": {
      "source": [
-      "obj-33",
+      "obj-30",
       0
+     ],
+     "destination": [
+      "obj-28",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-21",
+      3
      ],
      "destination": [
       "obj-31",
@@ -3872,11 +3824,11 @@
    {
     "patchline": {
      "source": [
-      "obj-12",
-      7
+      "obj-31",
+      0
      ],
      "destination": [
-      "obj-34",
+      "obj-32",
       0
      ]
     }
@@ -3896,19 +3848,7 @@
    {
     "patchline": {
      "source": [
-      "obj-37",
-      0
-     ],
-     "destination": [
-      "obj-38",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-38",
+      "obj-35",
       0
      ],
      "destination": [
@@ -3920,11 +3860,11 @@
    {
     "patchline": {
      "source": [
-      "obj-12",
-      8
+      "obj-21",
+      4
      ],
      "destination": [
-      "obj-39",
+      "obj-36",
       0
      ]
     }
@@ -3932,8 +3872,20 @@
    {
     "patchline": {
      "source": [
-      "obj-39",
+      "obj-36",
       0
+     ],
+     "destination": [
+      "obj-34",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-21",
+      5
      ],
      "destination": [
       "obj-37",
@@ -3944,11 +3896,11 @@
    {
     "patchline": {
      "source": [
-      "obj-12",
-      9
+      "obj-37",
+      0
      ],
      "destination": [
-      "obj-40",
+      "obj-38",
       0
      ]
     }
@@ -3968,19 +3920,7 @@
    {
     "patchline": {
      "source": [
-      "obj-43",
-      0
-     ],
-     "destination": [
-      "obj-44",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-44",
+      "obj-41",
       0
      ],
      "destination": [
@@ -3992,11 +3932,11 @@
    {
     "patchline": {
      "source": [
-      "obj-12",
-      10
+      "obj-21",
+      6
      ],
      "destination": [
-      "obj-45",
+      "obj-42",
       0
      ]
     }
@@ -4004,8 +3944,20 @@
    {
     "patchline": {
      "source": [
-      "obj-45",
+      "obj-42",
       0
+     ],
+     "destination": [
+      "obj-40",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-21",
+      7
      ],
      "destination": [
       "obj-43",
@@ -4016,11 +3968,11 @@
    {
     "patchline": {
      "source": [
-      "obj-12",
-      11
+      "obj-43",
+      0
      ],
      "destination": [
-      "obj-46",
+      "obj-44",
       0
      ]
     }
@@ -4040,19 +3992,7 @@
    {
     "patchline": {
      "source": [
-      "obj-49",
-      0
-     ],
-     "destination": [
-      "obj-50",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-50",
+      "obj-47",
       0
      ],
      "destination": [
@@ -4064,11 +4004,11 @@
    {
     "patchline": {
      "source": [
-      "obj-12",
-      12
+      "obj-21",
+      8
      ],
      "destination": [
-      "obj-51",
+      "obj-48",
       0
      ]
     }
@@ -4076,8 +4016,20 @@
    {
     "patchline": {
      "source": [
-      "obj-51",
+      "obj-48",
       0
+     ],
+     "destination": [
+      "obj-46",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-21",
+      9
      ],
      "destination": [
       "obj-49",
@@ -4088,11 +4040,11 @@
    {
     "patchline": {
      "source": [
-      "obj-12",
-      13
+      "obj-49",
+      0
      ],
      "destination": [
-      "obj-52",
+      "obj-50",
       0
      ]
     }
@@ -4112,19 +4064,7 @@
    {
     "patchline": {
      "source": [
-      "obj-55",
-      0
-     ],
-     "destination": [
-      "obj-56",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-56",
+      "obj-53",
       0
      ],
      "destination": [
@@ -4136,11 +4076,11 @@
    {
     "patchline": {
      "source": [
-      "obj-12",
-      14
+      "obj-21",
+      10
      ],
      "destination": [
-      "obj-57",
+      "obj-54",
       0
      ]
     }
@@ -4148,8 +4088,20 @@
    {
     "patchline": {
      "source": [
-      "obj-57",
+      "obj-54",
       0
+     ],
+     "destination": [
+      "obj-52",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-21",
+      11
      ],
      "destination": [
       "obj-55",
@@ -4160,11 +4112,11 @@
    {
     "patchline": {
      "source": [
-      "obj-12",
-      15
+      "obj-55",
+      0
      ],
      "destination": [
-      "obj-58",
+      "obj-56",
       0
      ]
     }
@@ -4184,19 +4136,7 @@
    {
     "patchline": {
      "source": [
-      "obj-61",
-      0
-     ],
-     "destination": [
-      "obj-62",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-62",
+      "obj-59",
       0
      ],
      "destination": [
@@ -4208,11 +4148,11 @@
    {
     "patchline": {
      "source": [
-      "obj-12",
-      16
+      "obj-21",
+      12
      ],
      "destination": [
-      "obj-63",
+      "obj-60",
       0
      ]
     }
@@ -4220,8 +4160,20 @@
    {
     "patchline": {
      "source": [
-      "obj-63",
+      "obj-60",
       0
+     ],
+     "destination": [
+      "obj-58",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-21",
+      13
      ],
      "destination": [
       "obj-61",
@@ -4232,11 +4184,11 @@
    {
     "patchline": {
      "source": [
-      "obj-12",
-      17
+      "obj-61",
+      0
      ],
      "destination": [
-      "obj-64",
+      "obj-62",
       0
      ]
     }
@@ -4256,19 +4208,7 @@
    {
     "patchline": {
      "source": [
-      "obj-67",
-      0
-     ],
-     "destination": [
-      "obj-68",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-68",
+      "obj-65",
       0
      ],
      "destination": [
@@ -4280,11 +4220,11 @@
    {
     "patchline": {
      "source": [
-      "obj-12",
-      18
+      "obj-21",
+      14
      ],
      "destination": [
-      "obj-69",
+      "obj-66",
       0
      ]
     }
@@ -4292,8 +4232,20 @@
    {
     "patchline": {
      "source": [
-      "obj-69",
+      "obj-66",
       0
+     ],
+     "destination": [
+      "obj-64",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-21",
+      15
      ],
      "destination": [
       "obj-67",
@@ -4304,11 +4256,11 @@
    {
     "patchline": {
      "source": [
-      "obj-12",
-      19
+      "obj-67",
+      0
      ],
      "destination": [
-      "obj-70",
+      "obj-68",
       0
      ]
     }
@@ -4328,19 +4280,7 @@
    {
     "patchline": {
      "source": [
-      "obj-73",
-      0
-     ],
-     "destination": [
-      "obj-74",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-74",
+      "obj-71",
       0
      ],
      "destination": [
@@ -4352,11 +4292,11 @@
    {
     "patchline": {
      "source": [
-      "obj-12",
-      20
+      "obj-21",
+      16
      ],
      "destination": [
-      "obj-75",
+      "obj-72",
       0
      ]
     }
@@ -4364,8 +4304,20 @@
    {
     "patchline": {
      "source": [
-      "obj-75",
+      "obj-72",
       0
+     ],
+     "destination": [
+      "obj-70",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-21",
+      17
      ],
      "destination": [
       "obj-73",
@@ -4376,11 +4328,11 @@
    {
     "patchline": {
      "source": [
-      "obj-12",
-      21
+      "obj-73",
+      0
      ],
      "destination": [
-      "obj-76",
+      "obj-74",
       0
      ]
     }
@@ -4400,19 +4352,7 @@
    {
     "patchline": {
      "source": [
-      "obj-79",
-      0
-     ],
-     "destination": [
-      "obj-80",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-80",
+      "obj-77",
       0
      ],
      "destination": [
@@ -4424,11 +4364,11 @@
    {
     "patchline": {
      "source": [
-      "obj-12",
-      22
+      "obj-21",
+      18
      ],
      "destination": [
-      "obj-81",
+      "obj-78",
       0
      ]
     }
@@ -4436,8 +4376,20 @@
    {
     "patchline": {
      "source": [
-      "obj-81",
+      "obj-78",
       0
+     ],
+     "destination": [
+      "obj-76",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-21",
+      19
      ],
      "destination": [
       "obj-79",
@@ -4448,11 +4400,11 @@
    {
     "patchline": {
      "source": [
-      "obj-12",
-      23
+      "obj-79",
+      0
      ],
      "destination": [
-      "obj-82",
+      "obj-80",
       0
      ]
     }
@@ -4472,19 +4424,7 @@
    {
     "patchline": {
      "source": [
-      "obj-85",
-      0
-     ],
-     "destination": [
-      "obj-86",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-86",
+      "obj-83",
       0
      ],
      "destination": [
@@ -4496,11 +4436,11 @@
    {
     "patchline": {
      "source": [
-      "obj-12",
-      24
+      "obj-21",
+      20
      ],
      "destination": [
-      "obj-87",
+      "obj-84",
       0
      ]
     }
@@ -4508,8 +4448,20 @@
    {
     "patchline": {
      "source": [
-      "obj-87",
+      "obj-84",
       0
+     ],
+     "destination": [
+      "obj-82",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-21",
+      21
      ],
      "destination": [
       "obj-85",
@@ -4520,11 +4472,11 @@
    {
     "patchline": {
      "source": [
-      "obj-12",
-      25
+      "obj-85",
+      0
      ],
      "destination": [
-      "obj-88",
+      "obj-86",
       0
      ]
     }
@@ -4544,19 +4496,7 @@
    {
     "patchline": {
      "source": [
-      "obj-91",
-      0
-     ],
-     "destination": [
-      "obj-92",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-92",
+      "obj-89",
       0
      ],
      "destination": [
@@ -4568,11 +4508,11 @@
    {
     "patchline": {
      "source": [
-      "obj-12",
-      26
+      "obj-21",
+      22
      ],
      "destination": [
-      "obj-93",
+      "obj-90",
       0
      ]
     }
@@ -4580,8 +4520,20 @@
    {
     "patchline": {
      "source": [
-      "obj-93",
+      "obj-90",
       0
+     ],
+     "destination": [
+      "obj-88",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-21",
+      23
      ],
      "destination": [
       "obj-91",
@@ -4592,11 +4544,11 @@
    {
     "patchline": {
      "source": [
-      "obj-12",
-      27
+      "obj-91",
+      0
      ],
      "destination": [
-      "obj-94",
+      "obj-92",
       0
      ]
     }
@@ -4616,19 +4568,7 @@
    {
     "patchline": {
      "source": [
-      "obj-97",
-      0
-     ],
-     "destination": [
-      "obj-98",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-98",
+      "obj-95",
       0
      ],
      "destination": [
@@ -4640,11 +4580,11 @@
    {
     "patchline": {
      "source": [
-      "obj-12",
-      28
+      "obj-21",
+      24
      ],
      "destination": [
-      "obj-99",
+      "obj-96",
       0
      ]
     }
@@ -4652,8 +4592,20 @@
    {
     "patchline": {
      "source": [
-      "obj-99",
+      "obj-96",
       0
+     ],
+     "destination": [
+      "obj-94",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-21",
+      25
      ],
      "destination": [
       "obj-97",
@@ -4664,11 +4616,11 @@
    {
     "patchline": {
      "source": [
-      "obj-12",
-      29
+      "obj-97",
+      0
      ],
      "destination": [
-      "obj-100",
+      "obj-98",
       0
      ]
     }
@@ -4688,19 +4640,7 @@
    {
     "patchline": {
      "source": [
-      "obj-103",
-      0
-     ],
-     "destination": [
-      "obj-104",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-104",
+      "obj-101",
       0
      ],
      "destination": [
@@ -4712,11 +4652,11 @@
    {
     "patchline": {
      "source": [
-      "obj-12",
-      30
+      "obj-21",
+      26
      ],
      "destination": [
-      "obj-105",
+      "obj-102",
       0
      ]
     }
@@ -4724,8 +4664,20 @@
    {
     "patchline": {
      "source": [
-      "obj-105",
+      "obj-102",
       0
+     ],
+     "destination": [
+      "obj-100",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-21",
+      27
      ],
      "destination": [
       "obj-103",
@@ -4736,11 +4688,11 @@
    {
     "patchline": {
      "source": [
-      "obj-12",
-      31
+      "obj-103",
+      0
      ],
      "destination": [
-      "obj-106",
+      "obj-104",
       0
      ]
     }
@@ -4760,19 +4712,7 @@
    {
     "patchline": {
      "source": [
-      "obj-109",
-      0
-     ],
-     "destination": [
-      "obj-110",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-110",
+      "obj-107",
       0
      ],
      "destination": [
@@ -4784,11 +4724,11 @@
    {
     "patchline": {
      "source": [
-      "obj-12",
-      32
+      "obj-21",
+      28
      ],
      "destination": [
-      "obj-111",
+      "obj-108",
       0
      ]
     }
@@ -4796,8 +4736,20 @@
    {
     "patchline": {
      "source": [
-      "obj-111",
+      "obj-108",
       0
+     ],
+     "destination": [
+      "obj-106",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-21",
+      29
      ],
      "destination": [
       "obj-109",
@@ -4808,11 +4760,11 @@
    {
     "patchline": {
      "source": [
-      "obj-12",
-      33
+      "obj-109",
+      0
      ],
      "destination": [
-      "obj-112",
+      "obj-110",
       0
      ]
     }
@@ -4832,19 +4784,7 @@
    {
     "patchline": {
      "source": [
-      "obj-115",
-      0
-     ],
-     "destination": [
-      "obj-116",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-116",
+      "obj-113",
       0
      ],
      "destination": [
@@ -4856,11 +4796,11 @@
    {
     "patchline": {
      "source": [
-      "obj-12",
-      34
+      "obj-21",
+      30
      ],
      "destination": [
-      "obj-117",
+      "obj-114",
       0
      ]
     }
@@ -4868,8 +4808,20 @@
    {
     "patchline": {
      "source": [
-      "obj-117",
+      "obj-114",
       0
+     ],
+     "destination": [
+      "obj-112",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-21",
+      31
      ],
      "destination": [
       "obj-115",
@@ -4880,11 +4832,11 @@
    {
     "patchline": {
      "source": [
-      "obj-12",
-      35
+      "obj-115",
+      0
      ],
      "destination": [
-      "obj-118",
+      "obj-116",
       0
      ]
     }
@@ -4904,19 +4856,7 @@
    {
     "patchline": {
      "source": [
-      "obj-121",
-      0
-     ],
-     "destination": [
-      "obj-122",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-122",
+      "obj-119",
       0
      ],
      "destination": [
@@ -4928,11 +4868,11 @@
    {
     "patchline": {
      "source": [
-      "obj-12",
-      36
+      "obj-21",
+      32
      ],
      "destination": [
-      "obj-123",
+      "obj-120",
       0
      ]
     }
@@ -4940,8 +4880,20 @@
    {
     "patchline": {
      "source": [
-      "obj-123",
+      "obj-120",
       0
+     ],
+     "destination": [
+      "obj-118",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-21",
+      33
      ],
      "destination": [
       "obj-121",
@@ -4952,11 +4904,11 @@
    {
     "patchline": {
      "source": [
-      "obj-12",
-      37
+      "obj-121",
+      0
      ],
      "destination": [
-      "obj-124",
+      "obj-122",
       0
      ]
     }
@@ -4976,19 +4928,7 @@
    {
     "patchline": {
      "source": [
-      "obj-127",
-      0
-     ],
-     "destination": [
-      "obj-128",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-128",
+      "obj-125",
       0
      ],
      "destination": [
@@ -5000,11 +4940,11 @@
    {
     "patchline": {
      "source": [
-      "obj-12",
-      38
+      "obj-21",
+      34
      ],
      "destination": [
-      "obj-129",
+      "obj-126",
       0
      ]
     }
@@ -5012,8 +4952,20 @@
    {
     "patchline": {
      "source": [
-      "obj-129",
+      "obj-126",
       0
+     ],
+     "destination": [
+      "obj-124",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-21",
+      35
      ],
      "destination": [
       "obj-127",
@@ -5024,11 +4976,11 @@
    {
     "patchline": {
      "source": [
-      "obj-12",
-      39
+      "obj-127",
+      0
      ],
      "destination": [
-      "obj-130",
+      "obj-128",
       0
      ]
     }
@@ -5048,19 +5000,7 @@
    {
     "patchline": {
      "source": [
-      "obj-133",
-      0
-     ],
-     "destination": [
-      "obj-134",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-134",
+      "obj-131",
       0
      ],
      "destination": [
@@ -5072,11 +5012,11 @@
    {
     "patchline": {
      "source": [
-      "obj-12",
-      40
+      "obj-21",
+      36
      ],
      "destination": [
-      "obj-135",
+      "obj-132",
       0
      ]
     }
@@ -5084,8 +5024,20 @@
    {
     "patchline": {
      "source": [
-      "obj-135",
+      "obj-132",
       0
+     ],
+     "destination": [
+      "obj-130",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-21",
+      37
      ],
      "destination": [
       "obj-133",
@@ -5096,11 +5048,11 @@
    {
     "patchline": {
      "source": [
-      "obj-12",
-      41
+      "obj-133",
+      0
      ],
      "destination": [
-      "obj-136",
+      "obj-134",
       0
      ]
     }
@@ -5120,19 +5072,7 @@
    {
     "patchline": {
      "source": [
-      "obj-139",
-      0
-     ],
-     "destination": [
-      "obj-140",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-140",
+      "obj-137",
       0
      ],
      "destination": [
@@ -5144,11 +5084,11 @@
    {
     "patchline": {
      "source": [
-      "obj-12",
-      42
+      "obj-21",
+      38
      ],
      "destination": [
-      "obj-141",
+      "obj-138",
       0
      ]
     }
@@ -5156,8 +5096,20 @@
    {
     "patchline": {
      "source": [
-      "obj-141",
+      "obj-138",
       0
+     ],
+     "destination": [
+      "obj-136",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-21",
+      39
      ],
      "destination": [
       "obj-139",
@@ -5168,11 +5120,11 @@
    {
     "patchline": {
      "source": [
-      "obj-12",
-      43
+      "obj-139",
+      0
      ],
      "destination": [
-      "obj-142",
+      "obj-140",
       0
      ]
     }
@@ -5192,19 +5144,7 @@
    {
     "patchline": {
      "source": [
-      "obj-145",
-      0
-     ],
-     "destination": [
-      "obj-146",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-146",
+      "obj-143",
       0
      ],
      "destination": [
@@ -5216,11 +5156,11 @@
    {
     "patchline": {
      "source": [
-      "obj-12",
-      44
+      "obj-21",
+      40
      ],
      "destination": [
-      "obj-147",
+      "obj-144",
       0
      ]
     }
@@ -5228,8 +5168,20 @@
    {
     "patchline": {
      "source": [
-      "obj-147",
+      "obj-144",
       0
+     ],
+     "destination": [
+      "obj-142",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-21",
+      41
      ],
      "destination": [
       "obj-145",
@@ -5240,11 +5192,11 @@
    {
     "patchline": {
      "source": [
-      "obj-12",
-      45
+      "obj-145",
+      0
      ],
      "destination": [
-      "obj-148",
+      "obj-146",
       0
      ]
     }
@@ -5264,19 +5216,7 @@
    {
     "patchline": {
      "source": [
-      "obj-151",
-      0
-     ],
-     "destination": [
-      "obj-152",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-152",
+      "obj-149",
       0
      ],
      "destination": [
@@ -5288,11 +5228,11 @@
    {
     "patchline": {
      "source": [
-      "obj-12",
-      46
+      "obj-21",
+      42
      ],
      "destination": [
-      "obj-153",
+      "obj-150",
       0
      ]
     }
@@ -5300,8 +5240,20 @@
    {
     "patchline": {
      "source": [
-      "obj-153",
+      "obj-150",
       0
+     ],
+     "destination": [
+      "obj-148",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-21",
+      43
      ],
      "destination": [
       "obj-151",
@@ -5312,11 +5264,11 @@
    {
     "patchline": {
      "source": [
-      "obj-12",
-      47
+      "obj-151",
+      0
      ],
      "destination": [
-      "obj-154",
+      "obj-152",
       0
      ]
     }
@@ -5336,19 +5288,7 @@
    {
     "patchline": {
      "source": [
-      "obj-157",
-      0
-     ],
-     "destination": [
-      "obj-158",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-158",
+      "obj-155",
       0
      ],
      "destination": [
@@ -5360,11 +5300,11 @@
    {
     "patchline": {
      "source": [
-      "obj-12",
-      48
+      "obj-21",
+      44
      ],
      "destination": [
-      "obj-159",
+      "obj-156",
       0
      ]
     }
@@ -5372,8 +5312,20 @@
    {
     "patchline": {
      "source": [
-      "obj-159",
+      "obj-156",
       0
+     ],
+     "destination": [
+      "obj-154",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-21",
+      45
      ],
      "destination": [
       "obj-157",
@@ -5384,11 +5336,11 @@
    {
     "patchline": {
      "source": [
-      "obj-12",
-      49
+      "obj-157",
+      0
      ],
      "destination": [
-      "obj-160",
+      "obj-158",
       0
      ]
     }
@@ -5408,19 +5360,7 @@
    {
     "patchline": {
      "source": [
-      "obj-163",
-      0
-     ],
-     "destination": [
-      "obj-164",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-164",
+      "obj-161",
       0
      ],
      "destination": [
@@ -5432,11 +5372,11 @@
    {
     "patchline": {
      "source": [
-      "obj-12",
-      50
+      "obj-21",
+      46
      ],
      "destination": [
-      "obj-165",
+      "obj-162",
       0
      ]
     }
@@ -5444,8 +5384,20 @@
    {
     "patchline": {
      "source": [
-      "obj-165",
+      "obj-162",
       0
+     ],
+     "destination": [
+      "obj-160",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-21",
+      47
      ],
      "destination": [
       "obj-163",
@@ -5456,11 +5408,11 @@
    {
     "patchline": {
      "source": [
-      "obj-12",
-      51
+      "obj-163",
+      0
      ],
      "destination": [
-      "obj-166",
+      "obj-164",
       0
      ]
     }
@@ -5480,31 +5432,7 @@
    {
     "patchline": {
      "source": [
-      "obj-3",
-      0
-     ],
-     "destination": [
-      "obj-170",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-171",
-      0
-     ],
-     "destination": [
-      "obj-172",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-172",
+      "obj-167",
       0
      ],
      "destination": [
@@ -5516,7 +5444,55 @@
    {
     "patchline": {
      "source": [
+      "obj-21",
+      48
+     ],
+     "destination": [
+      "obj-168",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-168",
+      0
+     ],
+     "destination": [
+      "obj-166",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-21",
+      49
+     ],
+     "destination": [
+      "obj-169",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-169",
+      0
+     ],
+     "destination": [
       "obj-170",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-172",
       0
      ],
      "destination": [
@@ -5532,7 +5508,7 @@
       0
      ],
      "destination": [
-      "obj-171",
+      "obj-2",
       0
      ]
     }
@@ -5540,8 +5516,8 @@
    {
     "patchline": {
      "source": [
-      "obj-170",
-      1
+      "obj-21",
+      50
      ],
      "destination": [
       "obj-174",
@@ -5554,6 +5530,18 @@
      "source": [
       "obj-174",
       0
+     ],
+     "destination": [
+      "obj-172",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-21",
+      51
      ],
      "destination": [
       "obj-175",
@@ -5564,11 +5552,11 @@
    {
     "patchline": {
      "source": [
-      "obj-177",
+      "obj-175",
       0
      ],
      "destination": [
-      "obj-178",
+      "obj-176",
       0
      ]
     }
@@ -5576,47 +5564,11 @@
    {
     "patchline": {
      "source": [
-      "obj-178",
+      "obj-3",
       0
-     ],
-     "destination": [
-      "obj-2",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-170",
-      2
      ],
      "destination": [
       "obj-179",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-179",
-      0
-     ],
-     "destination": [
-      "obj-177",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-170",
-      3
-     ],
-     "destination": [
-      "obj-180",
       0
      ]
     }
@@ -5636,19 +5588,7 @@
    {
     "patchline": {
      "source": [
-      "obj-183",
-      0
-     ],
-     "destination": [
-      "obj-184",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-184",
+      "obj-181",
       0
      ],
      "destination": [
@@ -5660,11 +5600,11 @@
    {
     "patchline": {
      "source": [
-      "obj-170",
-      4
+      "obj-179",
+      0
      ],
      "destination": [
-      "obj-185",
+      "obj-182",
       0
      ]
     }
@@ -5672,8 +5612,20 @@
    {
     "patchline": {
      "source": [
-      "obj-185",
+      "obj-182",
       0
+     ],
+     "destination": [
+      "obj-180",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-179",
+      1
      ],
      "destination": [
       "obj-183",
@@ -5684,11 +5636,11 @@
    {
     "patchline": {
      "source": [
-      "obj-170",
-      5
+      "obj-183",
+      0
      ],
      "destination": [
-      "obj-186",
+      "obj-184",
       0
      ]
     }
@@ -5701,6 +5653,66 @@
      ],
      "destination": [
       "obj-187",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-187",
+      0
+     ],
+     "destination": [
+      "obj-2",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-179",
+      2
+     ],
+     "destination": [
+      "obj-188",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-188",
+      0
+     ],
+     "destination": [
+      "obj-186",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-179",
+      3
+     ],
+     "destination": [
+      "obj-189",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-189",
+      0
+     ],
+     "destination": [
+      "obj-190",
       0
      ]
     }
