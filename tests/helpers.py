@@ -159,6 +159,32 @@ batch = 4
 """
 
 
+def tiny_job(out: Path, run: Path, frames: int) -> str:
+    """A render job of a tiny run: 32x16 FFV1 at 8 fps in chunks of 4, written under `out`."""
+    return f"""size = [32, 16]
+fps = 8
+preset = "ffv1"
+output = "{out.as_posix()}/{{job}}-{{variation}}.mov"
+batch = 4
+chunk = 4
+frames = {frames}
+[sources.eq]
+run = "{run.as_posix()}"
+[walk]
+keyframes = 3
+period = 0.5
+seed = 11
+"""
+
+
+def train_tiny_run(root: Path) -> Path:
+    """A one-step run of the tiny equilibrium piece in `root`: the run folder a render can open."""
+    from unstable.trainer import train
+    (root / "tiny.toml").write_text(tiny_eq_piece("steps = 1\ngrid_every = 100000\ngrid_samples = 2\n"
+                                                  "checkpoint_every = 100000", name="sigterm"))
+    return train(root / "tiny.toml", out=root / "run", show_progress=False, echo=lambda s: None)
+
+
 def tiny_piece_file(cache, train: str, name: str = "tiny", bad: str = "") -> str:
     """A tiny BAD piece file (3-step base models, batch 32) with these [train] lines and extra [bad] lines."""
     return f"""name = "{name}"

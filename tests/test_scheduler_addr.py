@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from helpers import tiny_job, train_tiny_run
 
 from unstable.cli import main
 from unstable.errors import UnstableError
@@ -106,31 +107,11 @@ def test_a_real_scheduler_is_joined():
             client.close()
 
 
-JOB = """size = [32, 16]
-fps = 8
-preset = "ffv1"
-output = "{out}/{{job}}-{{variation}}.mov"
-batch = 4
-chunk = 4
-frames = 8
-[sources.eq]
-run = "{run}"
-[walk]
-keyframes = 3
-period = 0.5
-seed = 11
-"""
-
-
 @pytest.fixture(scope="module")
 def job(tmp_path_factory):
-    from test_sigterm import PIECE
-    from unstable.trainer import train
     root = tmp_path_factory.mktemp("sched-run")
-    (root / "tiny.toml").write_text(PIECE.replace("steps = 100000", "steps = 1", 1))
-    run = train(root / "tiny.toml", out=root / "run", show_progress=False, echo=lambda s: None)
     path = root / "job.toml"
-    path.write_text(JOB.format(out=(root / "out").as_posix(), run=run.as_posix()))
+    path.write_text(tiny_job(root / "out", train_tiny_run(root), frames=8))
     return path
 
 

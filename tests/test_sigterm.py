@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import tiny_eq_piece
+from helpers import tiny_eq_piece, tiny_job, train_tiny_run
 
 from unstable.checkpoint import load_checkpoint
 
@@ -68,33 +68,14 @@ def test_sigterm_during_train_writes_the_final_checkpoint(tmp_path):
     assert logged[-1]["step"] == step
 
 
-JOB = """size = [32, 16]
-fps = 8
-preset = "ffv1"
-output = "{out}/{{job}}-{{variation}}.mov"
-batch = 4
-chunk = 4
-frames = 4000
-[sources.eq]
-run = "{run}"
-[walk]
-keyframes = 3
-period = 0.5
-seed = 11
-"""
-
-
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    from unstable.trainer import train
-    root = tmp_path_factory.mktemp("sigterm-run")
-    (root / "tiny.toml").write_text(PIECE.replace("steps = 100000", "steps = 1", 1))
-    return train(root / "tiny.toml", out=root / "run", show_progress=False, echo=lambda s: None)
+    return train_tiny_run(tmp_path_factory.mktemp("sigterm-run"))
 
 
 def test_sigterm_during_render_keeps_finished_parts_and_a_resume_goes_on(tmp_path, tiny_run):
     job = tmp_path / "job.toml"
-    job.write_text(JOB.format(out=(tmp_path / "out").as_posix(), run=tiny_run.as_posix()))
+    job.write_text(tiny_job(tmp_path / "out", tiny_run, frames=4000))
     parts = tmp_path / "out" / "job-main.mov.parts"
     proc = subprocess.Popen([sys.executable, "-m", "unstable.cli", "render", str(job), "--device", "cpu",
                              "--threads", "1"], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
