@@ -170,10 +170,12 @@ class NetworkAttack:
 # ------------------------------------------------------------------------------------ the processes
 
 def _osc(addr: str, *floats: float) -> bytes:
-    def pad(b: bytes) -> bytes:
-        return b + b"\x00" * (4 - len(b) % 4)
-    import struct
-    return pad(addr.encode()) + pad(("," + "f" * len(floats)).encode()) + b"".join(struct.pack(">f", f) for f in floats)
+    """One OSC message of floats, built by python-osc as every other OSC sender here is."""
+    from pythonosc.osc_message_builder import OscMessageBuilder
+    b = OscMessageBuilder(address=addr)
+    for f in floats:
+        b.add_arg(float(f))
+    return b.build().dgram
 
 
 def _flood_connections(host: str, port: int, binds: list[str], total: int, deadline: float, stats: dict) -> None:

@@ -53,7 +53,7 @@ from .oscquery import EXTENSIONS, AddressSpace
 from .osclog import RateLimitedLog, RateLimitFilter, shorten
 from .access import HostCheck, TokenGate
 from .connections import ConnectionGuard, loop_error_handler
-from .adverts import advertise, lan_addresses
+from .adverts import advertise
 from .store import ParameterStore
 from .websockets import WebsocketHub
 from .transport import AllowList, is_loopback, parse_allow
