@@ -82,6 +82,10 @@ spec() {
       # the frame clock's pieces: timers, scenes and crossfades, automation, the timeline, the
       # composer's looks, the look-ahead's keys; not the pipeline's threads and sinks
       echo "unstable/frame/timers.py unstable/frame/scenes.py unstable/frame/automation.py unstable/frame/timeline.py unstable/frame/compose.py unstable/frame/lookahead.py|tests/test_frame.py tests/test_lookahead.py tests/test_frame_mutants.py tests/test_id_caches.py|" ;;
+    automation)
+      # frame/'s automation files and timers on their own, against the tests that read and write
+      # automation files (frame's full spec runs neither test_automation_files.py nor these)
+      echo "unstable/frame/automation.py unstable/frame/timers.py|tests/test_frame.py tests/test_automation_files.py tests/test_mutation_automation.py|" ;;
     access) echo "unstable/control/access.py|tests/test_access_token.py|" ;;
     websockets) echo "unstable/control/websockets.py|tests/test_oscquery.py|" ;;
     bending) echo "unstable/bending.py|tests/test_bending.py tests/test_bending_mutants.py|" ;;
@@ -92,7 +96,7 @@ spec() {
     *) return 1 ;;
   esac
 }
-ALL=(divergence-losses equilibrium-losses walk params checkpoint guard compositor osc frame access websockets bending farm recorder)
+ALL=(divergence-losses equilibrium-losses walk params checkpoint guard compositor osc frame automation access websockets bending farm recorder)
 
 MODE=run
 case "${1:-}" in --recheck) MODE=recheck; shift ;; --report) MODE=report; shift ;; --direct) MODE=direct; shift ;; esac
