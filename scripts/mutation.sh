@@ -92,7 +92,7 @@ spec() {
     farm)
       # a real Dask cluster per test module: slow, run it alone
       echo "unstable/render/farm.py|tests/test_farm.py|" ;;
-    recorder) echo "unstable/live/recorder.py|tests/test_recorder_stop.py tests/test_engine.py tests/test_disk_bounds.py|" ;;
+    recorder) echo "unstable/live/recorder.py|tests/test_recorder_stop.py tests/test_engine.py tests/test_disk_bounds.py tests/test_mutation_recorder.py|" ;;
     *) return 1 ;;
   esac
 }
