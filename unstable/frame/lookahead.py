@@ -36,25 +36,38 @@ before its first frame, by a scene change's warming, and covers at most size - 1
 `note` keeps every piece's key of the frame before, shown or not; so an offline render that
 starts at frame k notes frame k - primed_frames - 1's parameters and samples the primed frames
 first (`FramePipeline.prime`), and makes the batches one render in one go makes.
+
+Aligned groups (a render job's timeline, whose every frame is a pure function of its number,
+`state_of`): every panel's groups are the blocks [k*size, (k+1)*size) of absolute frame numbers,
+sampled whole whatever frame asks first, their frames split into runs of equal sampling
+parameters (a parameter curve), one sampler call per run, in frame order. A frame's batch is then
+the same in a render from frame 0, in a part that starts mid-group and on a cluster worker, so the
+parts of a split render equal the whole render frame for frame, with no priming.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import torch
 
 from ..schema import CLOCK, SAMPLING
 
+if TYPE_CHECKING:
+    from .timeline import FrameState
+
 __all__ = ["LookAhead"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Kept:
-    key: tuple
-    walk: dict[int, float] = field(default_factory=dict)           # frame -> walk time sampled at
-    images: dict[int, torch.Tensor] = field(default_factory=dict)  # frame -> [3, H, W]
+    """One kept image and what decided it."""
+
+    walk: float              # the walk time it was sampled at
+    scale: float | None      # its latents' scale (a job's temperature), None: the walk's own
+    key: tuple               # the sampling parameters (LookAhead.key)
+    image: torch.Tensor      # [3, H, W]
 
 
 class LookAhead:
@@ -67,7 +80,8 @@ class LookAhead:
     """
 
     def __init__(self, size: int, order: Sequence[str], walk_ahead: Callable[[str, Sequence[int]], list[float]],
-                 reads: Mapping[str, Mapping[str, str]] | None = None):
+                 reads: Mapping[str, Mapping[str, str]] | None = None, *,
+                 state_of: Callable[[int], "FrameState"] | None = None):
         if size < 1:
             raise ValueError(f"look-ahead size {size!r}: expected at least 1 frame")
         self.size = int(size)
@@ -78,9 +92,12 @@ class LookAhead:
         self._not_key = {p: frozenset(k for k, r in m.items() if r != SAMPLING) for p, m in reads.items()}
         self._not_moving = {p: frozenset(k for k, r in m.items() if r not in (SAMPLING, CLOCK))
                             for p, m in reads.items()}
+        # A timeline that knows any frame's state (a render job's): aligned groups (module doc).
+        self.state_of = state_of
         n = max(1, len(order))
-        self.offset = {d: (i * self.size) // n for i, d in enumerate(order)}  # staggered groups
-        self._kept: dict[str, _Kept] = {}
+        self.offset = {d: 0 if state_of is not None else (i * self.size) // n  # staggered groups live
+                       for i, d in enumerate(order)}
+        self._kept: dict[str, dict[int, _Kept]] = {}  # display -> frame -> its kept image
         self._last_key: dict[str, tuple] = {}  # piece -> the sampling key of the frame before
         self.calls = 0    # sampler calls made (a benchmark's and a test's count)
         self.sampled = 0  # frames x panels sampled
@@ -113,18 +130,20 @@ class LookAhead:
         show the piece; a render that starts at frame k notes the frame before those it primes)."""
         self._last_key[name] = self.key(name, params)
 
-    def _sample(self, src, frames: Sequence[int], times: Sequence[float], params: Mapping[str, float],
-                displays: Sequence[str], key: tuple, keep_from: int) -> dict[str, torch.Tensor]:
-        """One sampler call for `displays` at `frames` (walk `times`); the images of frames
-        `keep_from` on are kept. Returns {display: [T, 3, H, W]}."""
-        batch = src.sample(src.latents(times), params, displays)  # latents {display: [T, D]}
+    def _sample(self, src, frames: Sequence[int], times: Sequence[float], scales: Sequence[float] | None,
+                params: Mapping[str, float], displays: Sequence[str], key: tuple, keep_from: int,
+                kept: dict[str, dict[int, _Kept]]) -> dict[str, torch.Tensor]:
+        """One sampler call for `displays` at `frames` (walk `times`, latent `scales` or None); the
+        images of frames `keep_from` on go into `kept`. Returns {display: [T, 3, H, W]}."""
+        batch = src.sample(src.latents(times, scales), params, displays)  # latents {display: [T, D]}
         self.calls += 1
         self.sampled += len(frames) * len(displays)
         for d in displays:
             imgs = batch[d]
             assert imgs.shape[0] == len(frames), f"{d}: {imgs.shape[0]} images for {len(frames)} frames"
-            self._kept[d] = _Kept(key, dict(zip(frames[keep_from:], times[keep_from:])),
-                                  {f: imgs[i] for i, f in enumerate(frames[keep_from:], start=keep_from)})
+            mine = kept.setdefault(d, {})
+            for i in range(keep_from, len(frames)):
+                mine[frames[i]] = _Kept(times[i], None if scales is None else scales[i], key, imgs[i])
         return batch
 
     def warm(self, name: str, src, display: str, frame: int, params: Mapping[str, float]) -> None:
@@ -132,30 +151,60 @@ class LookAhead:
         parameters of the frame before it): a panel that a scheduled scene change brings in is
         then ready on that frame instead of adding its batch to the change's."""
         frames = tuple(self.group(display, frame))
-        self._sample(src, frames, self.walk_ahead(name, frames), params, [display], self.key(name, params),
-                     keep_from=0)
+        kept: dict[str, dict[int, _Kept]] = {}
+        self._sample(src, frames, self.walk_ahead(name, frames), None, params, [display], self.key(name, params),
+                     0, kept)
+        self._kept.update(kept)
 
     def images(self, name: str, src, frame: int, walk_time: float, params: Mapping[str, float],
-               targets: Mapping[str, float], wanted: Sequence[str]) -> dict[str, torch.Tensor]:
+               targets: Mapping[str, float], wanted: Sequence[str], scale: float | None = None
+               ) -> dict[str, torch.Tensor]:
         """{display: [3, H, W]} of source `name`'s `wanted` panels at `frame` (walk time
-        `walk_time`, sampling `params`, which glide towards `targets`)."""
+        `walk_time`, latent `scale` or None, sampling `params`, which glide towards `targets`)."""
         key = self.key(name, params)
         # Parameters still moving, or changed since the last frame (a jump, a fuzzing controller):
         # the frames to come will likely not have these values, so sample just this one.
         changed = self._last_key.get(name) != key
         self._last_key[name] = key
-        single = changed or self.gliding(name, params, targets)
+        single = self.state_of is None and (changed or self.gliding(name, params, targets))
         out: dict[str, torch.Tensor] = {}
         todo: dict[tuple[int, ...], list[str]] = {}  # frames to sample -> the panels that need them
         for d in wanted:
-            kept = self._kept.get(d)
-            if kept is not None and kept.key == key and kept.walk.get(frame) == walk_time:
-                out[d] = kept.images.pop(frame)
-                del kept.walk[frame]
+            kept = self._kept.get(d, {}).pop(frame, None)
+            if kept is not None and (kept.walk, kept.scale, kept.key) == (walk_time, scale, key):
+                out[d] = kept.image
             else:
                 todo.setdefault((frame,) if single else tuple(self.group(d, frame)), []).append(d)
         for frames, displays in todo.items():
+            if self.state_of is not None:
+                self._aligned(name, src, frame, displays)
+                out.update((d, self._kept[d].pop(frame).image) for d in displays)
+                continue
+            kept: dict[str, dict[int, _Kept]] = {}
             times = [walk_time, *self.walk_ahead(name, frames[1:])]
-            batch = self._sample(src, frames, times, params, displays, key, keep_from=1)
+            scales = None if scale is None else [scale] * len(frames)
+            batch = self._sample(src, frames, times, scales, params, displays, key, 1, kept)
+            self._kept.update(kept)  # replaces what the displays kept before
             out.update((d, batch[d][0]) for d in displays)  # this frame's; the rest are kept
         return out
+
+    def _aligned(self, name: str, src, frame: int, displays: Sequence[str]) -> None:
+        """Sample `displays`' aligned group around `frame` from the timeline's own states of its
+        frames: runs of equal sampling parameters, one call each, in frame order (runs that end
+        before `frame` are not needed). Their images from `frame` on are kept."""
+        first = frame - frame % self.size
+        states = [self.state_of(f) for f in range(first, first + self.size)]
+        params = [s.snapshot.get(name, {}) for s in states]
+        keys = [self.key(name, p) for p in params]
+        kept: dict[str, dict[int, _Kept]] = {}
+        a = 0
+        for b in range(1, self.size + 1):
+            if b < self.size and keys[b] == keys[a]:
+                continue
+            if first + b > frame:
+                run = states[a:b]
+                scales = [s.temperatures[name] for s in run] if name in run[0].temperatures else None
+                self._sample(src, [s.frame for s in run], [s.walk_times[name] for s in run], scales,
+                             params[a], displays, keys[a], max(0, frame - first - a), kept)
+            a = b
+        self._kept.update(kept)

@@ -1,19 +1,21 @@
 """The one frame pipeline: panel sources -> images at a time for one snapshot -> compose -> sinks.
 
-    timeline = ShowTimeline(show.resolved_scenes(), store, pieces, fps)   # or a render job's plan
+    timeline = ShowTimeline(show.resolved_scenes(), store, pieces, fps)   # or a job's JobTimeline
     pipeline = FramePipeline(sources, show.resolved_scenes(), compositor)
-    state = timeline.advance(n)          # snapshot, scenes, walk times of frame n
-    images = pipeline.images(state)      # {panel: [3, H, W]} from each source's walk and sampler
-    pipeline.compose(state, images)      # layout, styles, scenes, crossfade, master fade
-    frame = compositor.read()            # -> window, encoder, still (unstable.frame.sinks)
+    state = timeline.advance(n)          # snapshot, scenes, walk times (a job: checkpoints) of frame n
+    result = pipeline.frame(state)       # sample + compose: FrameResult(images, errors, timings)
+    for sink in sinks:                   # window, encoder, still, preview (unstable.frame.sinks)
+        sink.put(n, compositor)
 
-`unstable live` drives it with the wall-clock timer, `unstable render` with frame numbers; neither
-walks, samples or composes on its own.
+`unstable live` drives it with the wall-clock timer, `unstable render` (shows and jobs) with frame
+numbers; neither walks, samples or composes on its own.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
 import torch
@@ -22,11 +24,25 @@ from ..schema import with_common
 from .compose import Composer
 from .lookahead import LookAhead
 from .sources import PanelSource
+from .timelapse import TimelapseSource
 from .timeline import FrameState
 
 log = logging.getLogger("unstable.frame")
 
-__all__ = ["FramePipeline"]
+__all__ = ["FramePipeline", "FrameResult"]
+
+
+@dataclass
+class FrameResult:
+    """What one frame call made (StyleGAN3's viz renderer returns the like): the panel images,
+    the failures it held over, and where the time went."""
+
+    frame: int
+    images: dict[str, torch.Tensor]                  # {display: [3, H, W]} the frame showed
+    next_images: dict[str, torch.Tensor] | None = None  # a timelapse crossfade's other checkpoint
+    errors: dict[str, str] = field(default_factory=dict)  # source -> "Type: message" (hold_failures)
+    sample_seconds: float = 0.0                      # walks + sampling (+ a timelapse's weights)
+    compose_seconds: float = 0.0                     # compose into the compositor (GL calls)
 
 
 class FramePipeline:
@@ -37,11 +53,14 @@ class FramePipeline:
     frame goes on (a live show); otherwise the error propagates (a render must not hide it).
     `look_ahead` > 1 with `walk_ahead` (the timeline's `walk_times_ahead`) samples that many frames
     per call and keeps the ones to come (unstable.frame.lookahead): the same pictures, cheaper.
+    `state_of` (a timeline that knows every frame ahead, a render job's) makes those groups aligned
+    to absolute frame numbers instead of staggered.
     """
 
     def __init__(self, sources: Mapping[str, PanelSource], scenes: Sequence, compositor, *,
                  hold_failures: bool = False, look_ahead: int = 1,
-                 walk_ahead: Callable[[str, Sequence[int]], list[float]] | None = None):
+                 walk_ahead: Callable[[str, Sequence[int]], list[float]] | None = None,
+                 state_of: Callable[[int], FrameState] | None = None):
         self.sources = dict(sources)
         self.scenes = list(scenes)
         self.compositor = compositor
@@ -56,7 +75,7 @@ class FramePipeline:
         if look_ahead > 1 and walk_ahead is not None:
             reads = {name: {p.name: p.reads for p in with_common(s.system.param_specs())}
                      for name, s in self.sources.items()}
-            self.look_ahead = LookAhead(look_ahead, list(self.piece_of), walk_ahead, reads)
+            self.look_ahead = LookAhead(look_ahead, list(self.piece_of), walk_ahead, reads, state_of=state_of)
 
     def shown(self, scenes: tuple[int, int | None, float]) -> frozenset:
         """Display names the scenes of a frame show (cached per scene pair)."""
@@ -68,10 +87,23 @@ class FramePipeline:
             self._shown[key] = hit
         return hit
 
+    def frame(self, state: FrameState, colour=None) -> FrameResult:
+        """The one frame call: sample the frame's panels and compose them (with `colour` instead of
+        the scenes' grade when given); the picture is then in the compositor for the sinks."""
+        t0 = time.perf_counter()
+        result = self._sample_frame(state)
+        t1 = time.perf_counter()
+        self.compose(state, result.images, colour, result.next_images)
+        result.sample_seconds, result.compose_seconds = t1 - t0, time.perf_counter() - t1
+        return result
+
     def images(self, state: FrameState) -> dict[str, torch.Tensor]:
         """{display: [3, H, W]} of every panel the frame shows, each source at its walk time."""
+        return self._sample_frame(state).images
+
+    def _sample_frame(self, state: FrameState) -> FrameResult:
         shown = self.shown(state.scenes)
-        images: dict[str, torch.Tensor] = {}
+        result = FrameResult(state.frame, {})
         for name, src in self.sources.items():
             wanted = [d for d in src.panels if d in shown]
             if not wanted:
@@ -79,33 +111,49 @@ class FramePipeline:
                     self.look_ahead.note(name, state.snapshot.get(name, {}))
                 continue
             try:
-                params = state.snapshot.get(name, {})
-                if self.look_ahead is not None:
-                    out = self.look_ahead.images(name, src, state.frame, state.walk_times[name], params,
-                                                 state.targets.get(name, {}), wanted)
-                else:
-                    z = src.latents([state.walk_times[name]])  # {display: [1, D]}
-                    out = {d: x[0] for d, x in src.sample(z, params, wanted).items()}
+                out = self._source_images(name, src, state, wanted, result)
                 for d in wanted:
-                    images[d] = out[d]  # [3, H, W]
-                    src.last_images[d] = images[d]
+                    result.images[d] = out[d]  # [3, H, W]
+                    src.last_images[d] = out[d]
                 src.failures = 0
             except Exception as e:
                 if not self.hold_failures:
                     raise
                 # One piece failing must not take the show down: its panels hold their last frame.
                 src.failures += 1
-                src.error = f"{type(e).__name__}: {str(e)[:200]}"
+                src.error = result.errors[name] = f"{type(e).__name__}: {str(e)[:200]}"
                 if src.failures == 1 or src.failures % 1000 == 0:
                     log.error("sampling %s failed (%d frames in a row); its panels hold their last frame",
                               name, src.failures, exc_info=src.failures == 1)
                 for d in wanted:
-                    images[d] = src.last_images.get(d)
-                    if images[d] is None:
-                        images[d] = self._blank_for(name, src)
+                    result.images[d] = src.last_images.get(d)
+                    if result.images[d] is None:
+                        result.images[d] = self._blank_for(name, src)
+        if result.next_images is not None:  # the other sources show the same in both
+            result.next_images = {**result.images, **result.next_images}
         if self.look_ahead is not None and state.upcoming is not None:
             self._warm_next_scene(state, shown)
-        return images
+        return result
+
+    def _source_images(self, name: str, src: PanelSource, state: FrameState, wanted: list[str],
+                       result: FrameResult) -> dict[str, torch.Tensor]:
+        """{display: [3, H, W]} of one source's `wanted` panels for the frame (a timelapse's
+        crossfade target goes into `result.next_images`)."""
+        params = state.snapshot.get(name, {})
+        scale = state.temperatures.get(name)
+        if isinstance(src, TimelapseSource):
+            shown, fading_into = state.checkpoints[name]
+            at = state.walk_times[name]
+            out = src.images_of(shown, at, scale, params, wanted)
+            if fading_into is not None:
+                result.next_images = {**(result.next_images or {}),
+                                      **src.images_of(fading_into, at, scale, params, wanted)}
+            return out
+        if self.look_ahead is not None:
+            return self.look_ahead.images(name, src, state.frame, state.walk_times[name], params,
+                                          state.targets.get(name, {}), wanted, scale)
+        z = src.latents([state.walk_times[name]], None if scale is None else [scale])  # {display: [1, D]}
+        return {d: x[0] for d, x in src.sample(z, params, wanted).items()}
 
     def _warm_next_scene(self, state: FrameState, shown: frozenset) -> None:
         """Sample the panels a scheduled scene change brings in, one per frame in the `size` - 1
@@ -160,9 +208,3 @@ class FramePipeline:
         if b is not None:
             second = (self.scenes[b].layout, colour if colour is not None else self.scenes[b].colour)
         self.composer.render(images, state.snapshot, first, second, mix, next_images)
-
-    def draw(self, state: FrameState) -> dict[str, torch.Tensor]:
-        """Images and composition of one frame; returns the images."""
-        images = self.images(state)
-        self.compose(state, images)
-        return images

@@ -55,10 +55,19 @@ class PanelSource:
     failures: int = 0                         # sampling failures in a row
     error: str | None = None
 
-    def latents(self, times, temperature: float | None = None) -> dict[str, torch.Tensor]:
-        """{display: z [T, D]} of this source's shown panels at walk times `times`."""
-        z = self.walk.latents_at_many(list(times), temperature=temperature)
-        return {d: z[d] for d in self.panels}
+    def latents(self, times, scales=None) -> dict[str, torch.Tensor]:
+        """{display: z [T, D]} of this source's shown panels at walk times `times`.
+
+        `scales` (one per time, a render job's temperature curve) multiply the latents of the walk
+        at temperature 1; without them the walk's own temperature applies. Every path is linear in
+        the temperature (unstable.walk), so a scaled row is the walk at that temperature.
+        """
+        if scales is None:
+            z = self.walk.latents_at_many(list(times))
+            return {d: z[d] for d in self.panels}
+        z = self.walk.latents_at_many(list(times), temperature=1.0)
+        scale = torch.as_tensor(list(scales), dtype=torch.float32, device=self.walk.device)[:, None]  # [T, 1]
+        return {d: z[d] * scale for d in self.panels}
 
     def sample(self, latents: Mapping[str, torch.Tensor], params: Mapping[str, float],
                wanted=None) -> dict[str, torch.Tensor]:

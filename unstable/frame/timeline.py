@@ -1,15 +1,16 @@
 """A show on the frame clock: parameter values (smoothed), scenes and crossfades, each piece's walk
 phase, and the automation in and out. Everything about a frame except the weights and the pixels.
 
-`ShowTimeline.advance(n)` is the first half of every frame of a live show and of its offline
-render alike; the same code at the same frame time gives the same `FrameState`, which is what makes
-a live frame and a rendered frame the same picture.
+`Timeline.advance(n)` is the first half of every frame: `ShowTimeline` of a live show and of its
+offline render alike, `JobTimeline` (unstable.frame.job_timeline) of a render job. The same code at
+the same frame time gives the same `FrameState`, which is what makes a live frame and a rendered
+frame the same picture.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
 from ..control.store import ParameterStore
 from ..walk import WalkClock
@@ -17,7 +18,7 @@ from .automation import Automation, AutomationRecorder
 from .scenes import SceneDirector
 from .timers import FrameTimer
 
-__all__ = ["FrameState", "ShowTimeline"]
+__all__ = ["FrameState", "ShowTimeline", "Timeline"]
 
 
 @dataclass
@@ -32,6 +33,21 @@ class FrameState:
     actions: list = field(default_factory=list)     # show actions for the driver (record, still)
     targets: dict = field(default_factory=dict)     # {group: {name: target}}: where gliding values go
     upcoming: tuple[int, int] | None = None         # (frame, scene): a scheduled scene change coming soon
+    temperatures: dict = field(default_factory=dict)  # piece -> latent scale (a job's curve); absent: its walk's
+    checkpoints: dict = field(default_factory=dict)   # piece -> (checkpoint shown, the one faded into or None)
+
+
+class Timeline(Protocol):
+    """The first half of every frame: a show's (scenes, parameters, automation, tempo) or a render
+    job's (curves, plan, timelapse). The drivers advance one; the pipeline draws its states."""
+
+    timer: FrameTimer
+
+    def advance(self, frame: int) -> FrameState:
+        """The state of frame `frame` (a show's timeline moves on to it: call in frame order)."""
+
+    def walk_times_ahead(self, name: str, frames: Sequence[int]) -> list[float]:
+        """Piece `name`'s walk times at the coming `frames`, as `advance` will give them."""
 
 
 class ShowTimeline:

@@ -98,7 +98,7 @@ class JobFrames:
         temp = torch.as_tensor(temperatures, dtype=torch.float32, device=self.device)[:, None]  # [T, 1]
         out = {}
         for name, src in self.panel_sources.items():
-            z = src.latents(times[name], temperature=1.0)
+            z = src.latents(times[name], [1.0] * len(times[name]))
             out.update({d: v * temp for d, v in z.items()})  # [T, D] each
         return out
 

@@ -1,0 +1,46 @@
+"""A timelapse source: one run's checkpoints in turn, at a walk time that stands still.
+
+Where a walk source answers "the images at walk time t", a timelapse source answers "the images
+of checkpoint k": the timeline says which checkpoint a frame shows (and which one it crossfades
+into, `FrameState.checkpoints`), the source loads those weights into its system and samples them.
+A checkpoint is shown for many frames in a row, so its images are kept until the timelapse has
+moved past it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import torch
+
+from ..checkpoint import load_checkpoint, restore
+from .sources import PanelSource
+
+__all__ = ["TimelapseSource"]
+
+
+@dataclass
+class TimelapseSource(PanelSource):
+    """A `PanelSource` whose weights are `checkpoints[k]` for the frames that show checkpoint k."""
+
+    checkpoints: list[Path] = field(default_factory=list)
+    # (checkpoint, walk time, scale, sampling parameters) -> {display: [3, H, W]}; the newest two
+    # checkpoints' entries are kept (a crossfade shows two).
+    _kept: dict = field(default_factory=dict, repr=False)
+
+    def images_of(self, k: int, walk_time, scale: float | None, params: Mapping[str, float],
+                  wanted: Sequence[str]) -> dict[str, torch.Tensor]:
+        """{display: [3, H, W]} of checkpoint `k`'s `wanted` panels at `walk_time` (latents scaled
+        by `scale`, or at the walk's temperature when None), sampled with `params`."""
+        key = (k, walk_time, scale, tuple(sorted((n, float(v)) for n, v in params.items())), tuple(wanted))
+        hit = self._kept.get(key)
+        if hit is None:
+            path = self.checkpoints[k]
+            restore(self.system, load_checkpoint(path, map_location=self.walk.device), str(path))
+            z = self.latents([walk_time], None if scale is None else [scale])  # {display: [1, D]}
+            hit = {d: x[0] for d, x in self.sample(z, params, wanted).items()}
+            self._kept = {c: v for c, v in self._kept.items() if c[0] >= k - 1}
+            self._kept[key] = hit
+        return hit
