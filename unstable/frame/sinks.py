@@ -9,9 +9,9 @@ the pixels of a frame composed into it can be read only before.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Callable, Protocol
 
-__all__ = ["Sink", "WindowSink"]
+__all__ = ["Sink", "StillSink", "WindowSink"]
 
 
 class Sink(Protocol):
@@ -38,3 +38,28 @@ class WindowSink:
 
     def close(self) -> None:
         self.window.close()
+
+
+class StillSink:
+    """Stills on request: the first frame after `request()` is read back once and handed to
+    `write(pixels, frame)` (pixels [H, W, 3] uint8, the compositor's reused buffer: copy to keep).
+    Frames nobody asked a still of cost nothing. Several requests before a frame are one still."""
+
+    def __init__(self, write: Callable[[Any, int], Any]):
+        self.write = write
+        self.due = False
+        self.taken = 0      # stills handed to `write`
+
+    def request(self) -> None:
+        """Take a still of the next frame."""
+        self.due = True
+
+    def put(self, frame: int, compositor) -> None:
+        if not self.due:
+            return
+        self.due = False
+        self.write(compositor.read(), frame)
+        self.taken += 1
+
+    def close(self) -> None:
+        self.due = False

@@ -1,5 +1,6 @@
-"""Opening a live show's pieces: resuming each one's run folder (the Systems and parameter groups
-themselves come from unstable/show_systems.py, shared with `unstable render SHOW`).
+"""Opening a live show's pieces: resuming each one's run folder and the live state saved with each
+checkpoint (the Systems and parameter groups themselves come from unstable/show_systems.py, shared
+with `unstable render SHOW`).
 
 Run folder (`runs/live/<show>/` by default): `<piece>/checkpoint.pt` (periodic and at exit,
 atomic; a restart resumes from it unless `fresh`), `<piece>/piece.toml`. A checkpoint of another
@@ -16,12 +17,14 @@ from typing import Any, Callable, Mapping
 import torch
 
 from ..errors import UnstableError
+from ..schema import SHOW
 from ..frame.sources import load_run_into
 from ..shipped import shipped_file
 from ..show import Show
 from ..show_systems import build_systems, piece_actions, show_groups
 
-__all__ = ["build_systems", "show_groups", "piece_actions", "resume_piece", "prepare_pieces"]
+__all__ = ["build_systems", "show_groups", "piece_actions", "resume_piece", "prepare_pieces", "live_state",
+           "restore_live_states"]
 
 
 def _remove_stale_temporaries(folder: Path) -> None:
@@ -88,3 +91,46 @@ def prepare_pieces(show: Show, systems: Mapping[str, Any], run_dir: Path, device
         if src.resolve() != (piece_dir / "piece.toml").resolve():
             shutil.copyfile(src, piece_dir / "piece.toml")
     return states
+
+
+def live_state(piece, params, timeline) -> dict:
+    """What a restart of `piece` (a LivePiece) needs besides its weights: its walk phase and live
+    parameter values, and the show's (scene, master fade). Plain floats: loads with weights_only."""
+    values = params.state()
+    # The phase as of the last frame, read without advancing: the render thread owns the clock.
+    return {"walk": {"phase": float(piece.clock.phase), "speed": float(piece.clock.speed)},
+            "params": {k: float(v) for k, v in values.get(piece.name, {}).items()},
+            "learning_rate_is_scale": True,
+            "show": {k: float(v) for k, v in values.get(SHOW, {}).items() if k != "record"},
+            "frame_time": float(timeline.now)}
+
+
+def restore_live_states(saved: Mapping[str, dict], clocks: Mapping, params, timeline, *, reset_params: bool,
+                        echo: Callable[[str], None]) -> None:
+    """Put the live states saved with the checkpoints back: each piece's walk clock (`clocks`), and
+    unless `reset_params` its parameter values in the store `params` and the show's scene and values."""
+    show_values = None
+    for name, live in saved.items():
+        if not isinstance(live, dict):
+            continue
+        try:
+            clocks[name].load_state_dict(live["walk"])
+        except (KeyError, TypeError, ValueError):
+            pass
+        if isinstance(live.get("params"), dict) and not reset_params:
+            values = dict(live["params"])
+            if not live.get("learning_rate_is_scale") and values.pop("learning_rate", None) is not None:
+                # A file whose learning_rate is an absolute Adam rate would be clamped to 0.01x of
+                # the piece's rate as a multiplier: start from the piece's own rate instead.
+                echo(f"live: {name}: the saved learning_rate was an absolute rate (older format); "
+                     "it starts at 1 x the piece's rate")
+            params.update({name: values})  # unknown names and bad values are skipped
+        if not reset_params:
+            show_values = live.get("show") if isinstance(live.get("show"), dict) else show_values
+    if show_values:
+        scene = show_values.get("scene")
+        if scene is not None and int(scene) != timeline.director.current:
+            timeline.director.go(int(scene), 0.0)
+        params.update({SHOW: {k: v for k, v in show_values.items() if k not in ("scene", "record")}})
+    if saved:
+        params.settle()  # resumed values hold from the first frame, no glide from the defaults

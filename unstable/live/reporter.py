@@ -1,0 +1,79 @@
+"""What a live show says about itself: each second's telemetry line (to the `--telemetry` file and
+the pages that asked for it) and the run's report at the end."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+from .telemetry import LiveReport, rss_bytes
+
+log = logging.getLogger("unstable.live")
+
+__all__ = ["Reporter"]
+
+
+class Reporter:
+    """Reads an `Engine`'s parts (frames, timer, recorder, pieces, scenes, controls) and its frame
+    statistics (`engine.stats`, a FrameStats) into telemetry lines and the LiveReport."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self._next = 1.0                        # the show second of the next line
+        self._failures: set[str] = set()        # kinds of failure already logged
+
+    def tick(self, now: float) -> None:
+        """After a frame at show time `now`: once a second, watch OSC and send the second's line."""
+        if now < self._next:
+            return
+        e = self.engine
+        e.controls.watch()
+        self._next = math.floor(now) + 1.0
+        try:
+            line = self.line(now)
+            timing = e.stats.second(line)
+            e.controls.telemetry({**timing, **line, "losses": e.piece_set.losses()})
+        except Exception as exc:  # a report must never end the show it reports on
+            kind = f"{type(exc).__name__}: {exc}"[:200]
+            if kind not in self._failures:  # once per kind of failure, not once a second
+                self._failures.add(kind)
+                log.warning("telemetry: this second's line failed (%s); the show goes on", kind, exc_info=True)
+
+    def line(self, now: float) -> dict:
+        """One second's telemetry (the frame timing is added by FrameStats)."""
+        e = self.engine
+        pieces = e.piece_set
+        line = {"t": round(now, 3), "frame": e.frames, "late_frames": e.timer.late,
+                "dropped_slots": e.timer.dropped, "repeated_frames": e.recorder.repeated,
+                **pieces.telemetry(time.perf_counter()),
+                "scene": e.timeline.director.current, "recording": e.recorder.writer is not None,
+                "params": {g: {k: float(f"{v:.6g}") for k, v in vals.items()} for g, vals in e.snapshot.items()},
+                "rss_mb": round(rss_bytes() / 2**20, 1), "guard": pieces.guards()}
+        osc = e.controls.osc_line()
+        if osc is not None:
+            line["osc"] = osc
+        errors = pieces.errors(display=True)
+        if errors:
+            line["errors"] = errors
+        return line
+
+    def last(self) -> None:
+        """The last, partial second's line (a show shorter than a second gets one too)."""
+        e = self.engine
+        if e.stats.pending and e.timer is not None:
+            e.stats.second(self.line(e.timer.elapsed()))
+
+    def report(self) -> LiveReport:
+        """What the run did so far."""
+        e = self.engine
+        summary = e.stats.summary()
+        elapsed = summary["seconds"]
+        rec, pieces, timer = e.recorder, e.piece_set, e.timer
+        return LiveReport(
+            frames=e.frames, late_frames=timer.late if timer else 0, **summary,
+            dropped_slots=timer.dropped if timer else 0, repeated_frames=rec.repeated if rec else 0,
+            steps={n: p.steps for n, p in e.pieces.items()},
+            steps_per_second={n: round(p.steps / elapsed, 2) if elapsed > 0 else 0.0 for n, p in e.pieces.items()},
+            recordings=list(rec.recordings) if rec else [], checkpoints=list(pieces.checkpoints) if pieces else [],
+            stills=list(rec.stills) if rec else [], errors=pieces.errors() if pieces else {})
