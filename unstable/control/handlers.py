@@ -13,7 +13,11 @@ import math
 from ..schema import AUDIO, PIECE_ACTIONS, PREFIX, SHOW, address, raw_branch
 from .feedback import Feedback
 from .osclog import RateLimitedLog, reject, shorten
+from .presets import CURVES, UNITS, PresetError, check_preset_name
 from .store import ParameterStore
+
+
+PRESET_ACTIONS = ("save", "recall", "morph")
 
 
 class OscHandlers:
@@ -49,6 +53,8 @@ class OscHandlers:
                 dispatcher.map(f"{PREFIX}/{piece}/{what}", self.action_handler(piece, what),
                                needs_reply_address=True)
         dispatcher.map(f"{PREFIX}/still", self.on_still, needs_reply_address=True)
+        for what in PRESET_ACTIONS:
+            dispatcher.map(f"{PREFIX}/preset/{what}", self.preset_handler(what), needs_reply_address=True)
         for name in ("scene", "record"):
             if (SHOW, name) in self.params:
                 dispatcher.map(f"{PREFIX}/{name}",
@@ -119,6 +125,39 @@ class OscHandlers:
                 if v is None or v == 0.0:  # a button's release
                     return
             self.params.post_event(what, None, origin, piece=piece)
+            self.stats["applied"] += 1
+
+        return handle
+
+    def preset_handler(self, what: str):
+        """`/unstable/preset/save s`, `/recall s`, `/morph s f [unit] [curve]` (f in seconds, or
+        in "beats" / "bars"; curve "smooth" unless given): checked here, carried out by the
+        engine between frames (an Event with the name)."""
+        usage = {"save": "a name", "recall": "a name",
+                 "morph": f"a name, a length and optionally a unit ({'/'.join(UNITS)}) and a curve "
+                          f"({'/'.join(CURVES)})"}[what]
+
+        def handle(origin, addr, *args):
+            if not args or not isinstance(args[0], str) or (what != "morph" and len(args) != 1) \
+                    or (what == "morph" and not 2 <= len(args) <= 4):
+                reject(self.warn, self.stats, addr, origin, f"expected {usage}, got {shorten(args)}")
+                return
+            try:
+                name = check_preset_name(args[0])
+            except PresetError as e:
+                reject(self.warn, self.stats, addr, origin, str(e))
+                return
+            value, unit, curve = None, "s", "smooth"
+            if what == "morph":
+                value = self.number(addr, origin, args[1:2])
+                if value is None:
+                    return
+                unit = args[2] if len(args) > 2 else unit
+                curve = args[3] if len(args) > 3 else curve
+                if value < 0 or unit not in UNITS or curve not in CURVES:
+                    reject(self.warn, self.stats, addr, origin, f"expected {usage}, got {shorten(args)}")
+                    return
+            self.params.post_event(f"preset/{what}", value, origin, name=name, unit=unit, curve=curve)
             self.stats["applied"] += 1
 
         return handle

@@ -57,6 +57,9 @@ class Event:
     value: float | None = None
     origin: Origin | None = None
     piece: str | None = None
+    name: str | None = None     # a preset action's preset (unstable.control.presets)
+    unit: str = "s"             # a preset morph's length unit, and its curve
+    curve: str = "smooth"
 
 
 class _Entry:
@@ -95,6 +98,9 @@ class ParameterStore:
         self._last_now: float | None = None
         self._events: collections.deque[Event] = collections.deque(maxlen=max_events)
         self._listeners: list[Listener] = []
+        # Called with `now` before each snapshot, outside the lock (a preset morph writes its
+        # targets there, on the frame clock: unstable.control.presets).
+        self._snapshot_hooks: list[Callable[[float], None]] = []
         from .osclog import RateLimitedLog
         self._warn = RateLimitedLog(log, 10.0)  # a listener failing on every write: one line per 10 s
 
@@ -216,6 +222,11 @@ class ParameterStore:
         the same lock (automation records exactly what the frame saw).
         """
         now = float(now)
+        for hook in self._snapshot_hooks:  # a copy-on-write list, as the listeners'
+            try:
+                hook(now)
+            except Exception:
+                self._warn.warning(("hook", _ListenerKey(hook)), "snapshot hook %r failed", hook, exc_info=True)
         with self._lock:
             first = self._last_now is None
             dt = 0.0 if first else max(0.0, now - self._last_now)
@@ -265,11 +276,11 @@ class ParameterStore:
     # -- events ---------------------------------------------------------------------------------
 
     def post_event(self, kind: str, value: float | None = None, origin: Origin | None = None,
-                   piece: str | None = None) -> None:
+                   piece: str | None = None, **more) -> None:
         """Queue an action for the engine (the oldest is dropped past `max_events`; of a record or a
-        still only the newest waits)."""
+        still only the newest waits). `more`: a preset action's name, unit and curve."""
         with self._lock:
-            self._queue(Event(kind, value, origin, piece))
+            self._queue(Event(kind, value, origin, piece, **more))
 
     def _queue(self, ev: Event) -> None:
         # Records and stills coalesce: a burst is one wish (the newest), and it cannot push scene
@@ -298,6 +309,17 @@ class ParameterStore:
         """Stop calling `fn`."""
         with self._lock:
             self._listeners = [f for f in self._listeners if f is not fn]
+
+    def add_snapshot_hook(self, fn: Callable[[float], None]) -> None:
+        """Call `fn(now)` at the start of every `snapshot(now)`, before its values are taken (it
+        may write targets: they are this frame's)."""
+        with self._lock:
+            self._snapshot_hooks = self._snapshot_hooks + [fn]
+
+    def remove_snapshot_hook(self, fn: Callable[[float], None]) -> None:
+        """Stop calling `fn` before snapshots."""
+        with self._lock:
+            self._snapshot_hooks = [f for f in self._snapshot_hooks if f is not fn]
 
     def _notify(self, keys: list[tuple[str, str]], origin: Origin | None) -> None:
         for fn in self._listeners:  # a copy-on-write list: safe to iterate without the lock
