@@ -111,9 +111,24 @@ def _live_env() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+def _with_ndi(show, name: str):
+    """`show` publishing NDI as `name` ('' : the [outputs.ndi] name, else the show's)."""
+    import dataclasses
+
+    from .frame.ndi_sink import NdiSettings, check_ndi_name
+    try:
+        check_ndi_name(name, "--ndi")
+    except ValueError as e:
+        raise UnstableError(str(e)) from None
+    out = show.settings.outputs
+    ndi = dataclasses.replace(out.ndi or NdiSettings(), **({"name": name} if name else {}))
+    return dataclasses.replace(show, settings=dataclasses.replace(
+        show.settings, outputs=dataclasses.replace(out, ndi=ndi)))
+
+
 def _run_live(show_path, *, headless, fullscreen, monitor, seconds, record, telemetry, osc_port, device, run, fresh,
               train=True, resume=False, automation=None, size=None, reset_params=False, audio=None, web_port=None,
-              web=True, fallback_ports=False, overwrite=False):
+              web=True, fallback_ports=False, overwrite=False, ndi=None, midi=None, link=False):
     _live_env()
     from .live import Engine
     from .show import load_show
@@ -125,6 +140,14 @@ def _run_live(show_path, *, headless, fullscreen, monitor, seconds, record, tele
         if w % 2 or h % 2:
             raise UnstableError(f"--size {size}: must be even in both directions (recordings are yuv420p)")
         show = dataclasses.replace(show, settings=dataclasses.replace(show.settings, size=(w, h)))
+    if ndi is not None:  # --ndi [NAME]: the show's [outputs.ndi] (panels, groups) under this name
+        show = _with_ndi(show, ndi)
+    if midi is not None or link:  # --midi PORT / --link: as if the show file said so
+        import dataclasses
+        s = show.settings
+        show = dataclasses.replace(show, settings=dataclasses.replace(
+            s, midi=dataclasses.replace(s.midi, port=midi if midi is not None else s.midi.port),
+            tempo=dataclasses.replace(s.tempo, link=s.tempo.link or link)))
     if record is not None and not overwrite:  # an earlier recording is kept, as renders are
         from .render.naming import unused
         chosen = unused(Path(record))
@@ -138,11 +161,16 @@ def _run_live(show_path, *, headless, fullscreen, monitor, seconds, record, tele
                     monitor=monitor, seconds=seconds, record=record, telemetry=telemetry, osc_port=osc_port,
                     run_dir=run, fresh=fresh, resume=resume, train=train, echo=click.echo, automation=automation,
                     reset_params=reset_params, audio=audio, web_port=web_port, web=web)
+    from .control.show_inputs import ShowInputs
+    inputs = ShowInputs(show)
+    inputs.attach(engine)
     try:
         r = engine.run()
     except KeyboardInterrupt:
         click.echo("live: interrupted before the show started", err=True)
         sys.exit(130)
+    finally:
+        inputs.stop()
     steps = ", ".join(f"{n} {k} steps ({r.steps_per_second[n]:g}/s)" for n, k in r.steps.items())
     click.echo(f"live: {r.frames} frames in {r.seconds:.1f} s ({r.fps:g} fps), frame time p50 {r.interval_p50_ms:.1f} ms "
                f"p99 {r.interval_p99_ms:.1f} ms, work p50 {r.work_p50_ms:.1f} ms p99 {r.work_p99_ms:.1f} ms, "
@@ -190,15 +218,22 @@ def _run_live(show_path, *, headless, fullscreen, monitor, seconds, record, tele
               "show's `[audio] file` or the input device.")
 @click.option("--overwrite", is_flag=True, help="Replace the --record file when it exists (default: keep it and "
               "record to a numbered name beside it, which is printed).")
+@click.option("--ndi", is_flag=False, flag_value="", default=None, metavar="[NAME]",
+              help="Publish the frames as an NDI source named NAME (default: the show's [outputs.ndi] name, or "
+              "the show's name); the show's [outputs.ndi] panels = true adds each panel as NAME/<piece>/<panel>.")
+@click.option("--midi", default=None, metavar="PORT", help="Take MIDI from this input port (a part of its name) "
+              "through the show's [[midi.map]] and learned bindings, instead of the show's [midi] port.")
+@click.option("--link", is_flag=True, help="Join an Ableton Link session: the show's tempo follows it and is "
+              "shared back (also [tempo] link = true).")
 @friendly
 def live(show, headless, fullscreen, monitor, seconds, record, automation, telemetry, osc_port, web_port, no_web,
-         device, run, fresh, resume, no_train, size, reset_params, audio, overwrite):
+         device, run, fresh, resume, no_train, size, reset_params, audio, overwrite, ndi, midi, link):
     """Play SHOW (a shows/*.toml file) live: train its pieces, walk them in sync, take OSC, OSCQuery and
     the control page in a browser (its URL is printed)."""
     _run_live(show, headless=headless, fullscreen=fullscreen, monitor=monitor, seconds=seconds, record=record,
               telemetry=telemetry, osc_port=osc_port, device=device, run=run, fresh=fresh, train=not no_train,
               resume=resume, automation=automation, size=size, reset_params=reset_params, audio=audio,
-              web_port=web_port, web=not no_web, overwrite=overwrite)
+              web_port=web_port, web=not no_web, overwrite=overwrite, ndi=ndi, midi=midi, link=link)
 
 
 @main.command()
@@ -329,6 +364,9 @@ def _is_show(path) -> bool:
               help="A show: replay this automation (.automation.jsonl written beside a live recording).")
 @click.option("--run", type=click.Path(file_okay=False), default=None,
               help="A show: its run folder (default runs/live/<show>).")
+@click.option("--midi", type=click.Path(dir_okay=False), default=None, metavar="FILE.mid",
+              help="A show: play this Standard MIDI File through its [[midi.map]] and learned bindings (a "
+              "performance sequenced in a DAW); it lasts as long as the file unless --seconds.")
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
 @click.option("--fresh", is_flag=True, help="Discard the finished parts of an interrupted render and start over.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
@@ -345,8 +383,8 @@ def _is_show(path) -> bool:
 @click.option("--overwrite", is_flag=True, help="Replace an output that exists (default: keep it and write "
               "a numbered one beside it, NAME-2.mp4, NAME-3.mp4, ...).")
 @friendly
-def render_run(job, out, frame_range, variations, seconds, preset, size, automation, run, device, fresh, threads,
-               workers, scheduler, audio, overwrite):
+def render_run(job, out, frame_range, variations, seconds, preset, size, automation, run, midi, device, fresh,
+               threads, workers, scheduler, audio, overwrite):
     """Render JOB (a render/*.toml job, or a shows/*.toml show from its run folders) to video files;
     an interrupted render resumes where it stopped. An earlier render's file is never replaced
     without --overwrite."""
@@ -361,12 +399,18 @@ def render_run(job, out, frame_range, variations, seconds, preset, size, automat
     if _is_show(job):
         if variations:
             raise UnstableError("--variation: a show renders with its own colours (variations are for render jobs)")
+        if midi is not None:
+            if automation is not None:
+                raise UnstableError("--midi and --automation both say what the show plays: give one of them")
+            from .control.midi_file import automation_for_render
+            automation, midi_seconds = automation_for_render(job, midi, run=run, seconds=seconds)
+            seconds = seconds if seconds is not None else midi_seconds
         results = render_show(job, seconds=seconds, frames=frame_range, out=out, preset=preset, size=_size(size),
                               automation=automation, run=run, device=resolve_device(device), fresh=fresh,
                               threads=threads, echo=click.echo, audio=audio, overwrite=overwrite, **cluster)
     else:
         for opt, value in (("--seconds", seconds), ("--size", size), ("--automation", automation), ("--run", run),
-                           ("--audio", audio)):
+                           ("--audio", audio), ("--midi", midi)):
             if value is not None:
                 raise UnstableError(f"{opt}: only for shows; a render job sets it in its file ({job})")
         results = render_job(job, out=out, frames=frame_range, variations=variations, device=resolve_device(device),
@@ -399,6 +443,11 @@ def render_concat(parts, out, audio, overwrite):
         from fractions import Fraction
         mux_audio(out, audio, preset_for_codec(info.codec, out), Fraction(info.frames) / info.fps)
         click.echo(f"concat: {audio} muxed into {out}")
+
+
+from .explore.cli import explore as _explore  # noqa: E402 - after `friendly`, which it uses
+
+main.add_command(_explore)
 
 
 if __name__ == "__main__":

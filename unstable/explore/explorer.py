@@ -45,13 +45,14 @@ def new_settings(piece_path: str | Path, *, population: int, steps: int, segment
     if piece.kind != "equilibrium":
         raise UnstableError(f"{piece_path}: explore varies equilibrium pieces; this one is kind {piece.kind!r}")
     base = genome_of(piece)
+    piece_train = dict(base["train"])  # what an exported variant trains with
     every = max(1, steps // segments)
     base["train"].update(steps=steps, checkpoint_every=every, keep_every=every,
                          grid_every=max(1, min(base["train"]["grid_every"], every)))
     base = validate(base, str(piece_path))
     return {"piece": str(Path(piece_path).resolve()), "base": base, "population": population, "steps": steps,
             "segments": segments, "seed": seed, "threads": threads, "device": device,
-            "stasis_floor": stasis_floor, "max_guard": max_guard, "k": k}
+            "stasis_floor": stasis_floor, "max_guard": max_guard, "k": k, "piece_train": piece_train}
 
 
 def load_settings(root: Path) -> dict | None:
@@ -99,6 +100,20 @@ class _Dask:
             self.client.close()
             if cluster is not None:
                 cluster.close()
+
+
+def open_client(workers: int | None, scheduler: str | None):
+    """A Dask client on a new LocalCluster of `workers` processes (one task at a time each: a
+    variant's scores depend on its torch thread count, and a process is what a lost worker takes
+    down with it), or joined to the scheduler at `scheduler` as renders join one."""
+    import logging
+    if scheduler:
+        from ..render.scheduler import connect_scheduler
+        return connect_scheduler(scheduler)  # checked address, one deadline, one line on failure
+    from dask.distributed import Client, LocalCluster
+    cluster = LocalCluster(n_workers=workers or 1, threads_per_worker=1, processes=True, dashboard_address=None,
+                           memory_limit=0, silence_logs=logging.ERROR)
+    return Client(cluster)
 
 
 class Explorer:
@@ -217,7 +232,6 @@ class Explorer:
             elif self.workers == 0 and not self.scheduler:
                 self._pool = _InProcess()
             else:
-                from ..render.farm import open_client
                 self._pool = _Dask(open_client(self.workers, self.scheduler), own=True)
         return self._pool
 

@@ -16,6 +16,7 @@ recorded, not raised. Only a dying worker makes the task fail (Dask retries it e
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -48,6 +49,17 @@ def guard_trips(folder: Path) -> int:
     return n
 
 
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Train with `n` torch threads (what a variant's numbers depend on), then restore the worker's."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _load(folder: Path, device: torch.device):
     from ..checkpoint import load_checkpoint, restore
     from ..system import build_system, load_piece
@@ -66,7 +78,6 @@ def train_variant(spec: dict) -> dict:
     last segment's measures, descriptor, seconds, error, worker.
     """
     from ..errors import UnstableError
-    from ..render.parts import torch_threads
     from ..trainer import train
     if os.getcwd() != spec["cwd"] and os.path.isdir(spec["cwd"]):
         os.chdir(spec["cwd"])  # relative paths are the driver's
