@@ -2935,11 +2935,11 @@
      "id": "obj-159",
      "maxclass": "newobj",
      "numinlets": 2,
-     "numoutlets": 5,
+     "numoutlets": 9,
      "patching_rect": [
       20.0,
       845.0,
-      777.0,
+      1200.0,
       22.0
      ],
      "outlettype": [
@@ -2947,9 +2947,13 @@
       "",
       "",
       "",
+      "",
+      "",
+      "",
+      "",
       ""
      ],
-     "text": "route /unstable/show/master_fade /unstable/show/master_fade/raw /unstable/show/record /unstable/show/record/raw"
+     "text": "route /unstable/show/master_fade /unstable/show/master_fade/raw /unstable/show/record /unstable/show/record/raw /unstable/show/tempo /unstable/show/tempo/raw /unstable/show/tap /unstable/show/tap/raw"
     }
    },
    {
@@ -3172,6 +3176,223 @@
    {
     "box": {
      "id": "obj-172",
+     "maxclass": "slider",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      240.0,
+      880.0,
+      24.0,
+      130.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "floatoutput": 1,
+     "size": 1.0,
+     "min": 0.0,
+     "parameter_enable": 0
+    }
+   },
+   {
+    "box": {
+     "id": "obj-173",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      240.0,
+      1020.0,
+      100.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend /unstable/show/tempo"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-174",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      270.0,
+      880.0,
+      75.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-175",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      240.0,
+      1050.0,
+      75.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-176",
+     "maxclass": "flonum",
+     "numinlets": 1,
+     "numoutlets": 2,
+     "patching_rect": [
+      240.0,
+      1075.0,
+      80.0,
+      22.0
+     ],
+     "outlettype": [
+      "",
+      "bang"
+     ],
+     "format": 6,
+     "parameter_enable": 0
+    }
+   },
+   {
+    "box": {
+     "id": "obj-177",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      240.0,
+      1100.0,
+      105.0,
+      20.0
+     ],
+     "text": "tempo (BPM)"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-178",
+     "maxclass": "toggle",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      350.0,
+      970.0,
+      30.0,
+      30.0
+     ],
+     "outlettype": [
+      "int"
+     ],
+     "parameter_enable": 0
+    }
+   },
+   {
+    "box": {
+     "id": "obj-179",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      350.0,
+      1020.0,
+      100.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend /unstable/show/tap"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-180",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      380.0,
+      880.0,
+      75.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-181",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      350.0,
+      1050.0,
+      75.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-182",
+     "maxclass": "flonum",
+     "numinlets": 1,
+     "numoutlets": 2,
+     "patching_rect": [
+      350.0,
+      1075.0,
+      80.0,
+      22.0
+     ],
+     "outlettype": [
+      "",
+      "bang"
+     ],
+     "format": 6,
+     "parameter_enable": 0
+    }
+   },
+   {
+    "box": {
+     "id": "obj-183",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      350.0,
+      1100.0,
+      105.0,
+      20.0
+     ],
+     "text": "tap"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-184",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
@@ -3187,7 +3408,7 @@
    },
    {
     "box": {
-     "id": "obj-173",
+     "id": "obj-185",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 7,
@@ -3211,232 +3432,12 @@
    },
    {
     "box": {
-     "id": "obj-174",
-     "maxclass": "slider",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      20.0,
-      1190.0,
-      24.0,
-      130.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "floatoutput": 1,
-     "size": 1.0,
-     "min": 0.0,
-     "parameter_enable": 0
-    }
-   },
-   {
-    "box": {
-     "id": "obj-175",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      20.0,
-      1330.0,
-      100.0,
-      22.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "text": "prepend /unstable/audio/amount0"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-176",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      50.0,
-      1190.0,
-      75.0,
-      22.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "text": "prepend set"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-177",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      20.0,
-      1360.0,
-      75.0,
-      22.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "text": "prepend set"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-178",
-     "maxclass": "flonum",
-     "numinlets": 1,
-     "numoutlets": 2,
-     "patching_rect": [
-      20.0,
-      1385.0,
-      80.0,
-      22.0
-     ],
-     "outlettype": [
-      "",
-      "bang"
-     ],
-     "format": 6,
-     "parameter_enable": 0
-    }
-   },
-   {
-    "box": {
-     "id": "obj-179",
-     "maxclass": "comment",
-     "numinlets": 1,
-     "numoutlets": 0,
-     "patching_rect": [
-      20.0,
-      1410.0,
-      105.0,
-      20.0
-     ],
-     "text": "amount0"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-180",
-     "maxclass": "slider",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      130.0,
-      1190.0,
-      24.0,
-      130.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "floatoutput": 1,
-     "size": 1.0,
-     "min": 0.0,
-     "parameter_enable": 0
-    }
-   },
-   {
-    "box": {
-     "id": "obj-181",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      130.0,
-      1330.0,
-      100.0,
-      22.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "text": "prepend /unstable/audio/amount1"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-182",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      160.0,
-      1190.0,
-      75.0,
-      22.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "text": "prepend set"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-183",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      130.0,
-      1360.0,
-      75.0,
-      22.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "text": "prepend set"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-184",
-     "maxclass": "flonum",
-     "numinlets": 1,
-     "numoutlets": 2,
-     "patching_rect": [
-      130.0,
-      1385.0,
-      80.0,
-      22.0
-     ],
-     "outlettype": [
-      "",
-      "bang"
-     ],
-     "format": 6,
-     "parameter_enable": 0
-    }
-   },
-   {
-    "box": {
-     "id": "obj-185",
-     "maxclass": "comment",
-     "numinlets": 1,
-     "numoutlets": 0,
-     "patching_rect": [
-      130.0,
-      1410.0,
-      105.0,
-      20.0
-     ],
-     "text": "amount1"
-    }
-   },
-   {
-    "box": {
      "id": "obj-186",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      240.0,
+      20.0,
       1190.0,
       24.0,
       130.0
@@ -3457,7 +3458,7 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      240.0,
+      20.0,
       1330.0,
       100.0,
       22.0
@@ -3465,7 +3466,7 @@
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/audio/amount2"
+     "text": "prepend /unstable/audio/amount0"
     }
    },
    {
@@ -3475,7 +3476,7 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      270.0,
+      50.0,
       1190.0,
       75.0,
       22.0
@@ -3493,7 +3494,7 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      240.0,
+      20.0,
       1360.0,
       75.0,
       22.0
@@ -3507,6 +3508,226 @@
    {
     "box": {
      "id": "obj-190",
+     "maxclass": "flonum",
+     "numinlets": 1,
+     "numoutlets": 2,
+     "patching_rect": [
+      20.0,
+      1385.0,
+      80.0,
+      22.0
+     ],
+     "outlettype": [
+      "",
+      "bang"
+     ],
+     "format": 6,
+     "parameter_enable": 0
+    }
+   },
+   {
+    "box": {
+     "id": "obj-191",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      20.0,
+      1410.0,
+      105.0,
+      20.0
+     ],
+     "text": "amount0"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-192",
+     "maxclass": "slider",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      130.0,
+      1190.0,
+      24.0,
+      130.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "floatoutput": 1,
+     "size": 1.0,
+     "min": 0.0,
+     "parameter_enable": 0
+    }
+   },
+   {
+    "box": {
+     "id": "obj-193",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      130.0,
+      1330.0,
+      100.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend /unstable/audio/amount1"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-194",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      160.0,
+      1190.0,
+      75.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-195",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      130.0,
+      1360.0,
+      75.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-196",
+     "maxclass": "flonum",
+     "numinlets": 1,
+     "numoutlets": 2,
+     "patching_rect": [
+      130.0,
+      1385.0,
+      80.0,
+      22.0
+     ],
+     "outlettype": [
+      "",
+      "bang"
+     ],
+     "format": 6,
+     "parameter_enable": 0
+    }
+   },
+   {
+    "box": {
+     "id": "obj-197",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      130.0,
+      1410.0,
+      105.0,
+      20.0
+     ],
+     "text": "amount1"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-198",
+     "maxclass": "slider",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      240.0,
+      1190.0,
+      24.0,
+      130.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "floatoutput": 1,
+     "size": 1.0,
+     "min": 0.0,
+     "parameter_enable": 0
+    }
+   },
+   {
+    "box": {
+     "id": "obj-199",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      240.0,
+      1330.0,
+      100.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend /unstable/audio/amount2"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-200",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      270.0,
+      1190.0,
+      75.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-201",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      240.0,
+      1360.0,
+      75.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-202",
      "maxclass": "flonum",
      "numinlets": 1,
      "numoutlets": 2,
@@ -3526,7 +3747,7 @@
    },
    {
     "box": {
-     "id": "obj-191",
+     "id": "obj-203",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
@@ -5476,7 +5697,7 @@
    {
     "patchline": {
      "source": [
-      "obj-3",
+      "obj-172",
       0
      ],
      "destination": [
@@ -5488,19 +5709,7 @@
    {
     "patchline": {
      "source": [
-      "obj-174",
-      0
-     ],
-     "destination": [
-      "obj-175",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-175",
+      "obj-173",
       0
      ],
      "destination": [
@@ -5512,20 +5721,8 @@
    {
     "patchline": {
      "source": [
-      "obj-173",
-      0
-     ],
-     "destination": [
-      "obj-176",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-176",
-      0
+      "obj-159",
+      4
      ],
      "destination": [
       "obj-174",
@@ -5536,11 +5733,11 @@
    {
     "patchline": {
      "source": [
-      "obj-173",
-      1
+      "obj-174",
+      0
      ],
      "destination": [
-      "obj-177",
+      "obj-172",
       0
      ]
     }
@@ -5548,7 +5745,67 @@
    {
     "patchline": {
      "source": [
-      "obj-177",
+      "obj-159",
+      5
+     ],
+     "destination": [
+      "obj-175",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-175",
+      0
+     ],
+     "destination": [
+      "obj-176",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-178",
+      0
+     ],
+     "destination": [
+      "obj-179",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-179",
+      0
+     ],
+     "destination": [
+      "obj-2",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-159",
+      6
+     ],
+     "destination": [
+      "obj-180",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-180",
       0
      ],
      "destination": [
@@ -5560,8 +5817,8 @@
    {
     "patchline": {
      "source": [
-      "obj-180",
-      0
+      "obj-159",
+      7
      ],
      "destination": [
       "obj-181",
@@ -5576,18 +5833,6 @@
       0
      ],
      "destination": [
-      "obj-2",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-173",
-      2
-     ],
-     "destination": [
       "obj-182",
       0
      ]
@@ -5596,35 +5841,11 @@
    {
     "patchline": {
      "source": [
-      "obj-182",
+      "obj-3",
       0
      ],
      "destination": [
-      "obj-180",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-173",
-      3
-     ],
-     "destination": [
-      "obj-183",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-183",
-      0
-     ],
-     "destination": [
-      "obj-184",
+      "obj-185",
       0
      ]
     }
@@ -5656,8 +5877,8 @@
    {
     "patchline": {
      "source": [
-      "obj-173",
-      4
+      "obj-185",
+      0
      ],
      "destination": [
       "obj-188",
@@ -5680,8 +5901,8 @@
    {
     "patchline": {
      "source": [
-      "obj-173",
-      5
+      "obj-185",
+      1
      ],
      "destination": [
       "obj-189",
@@ -5697,6 +5918,150 @@
      ],
      "destination": [
       "obj-190",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-192",
+      0
+     ],
+     "destination": [
+      "obj-193",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-193",
+      0
+     ],
+     "destination": [
+      "obj-2",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-185",
+      2
+     ],
+     "destination": [
+      "obj-194",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-194",
+      0
+     ],
+     "destination": [
+      "obj-192",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-185",
+      3
+     ],
+     "destination": [
+      "obj-195",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-195",
+      0
+     ],
+     "destination": [
+      "obj-196",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-198",
+      0
+     ],
+     "destination": [
+      "obj-199",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-199",
+      0
+     ],
+     "destination": [
+      "obj-2",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-185",
+      4
+     ],
+     "destination": [
+      "obj-200",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-200",
+      0
+     ],
+     "destination": [
+      "obj-198",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-185",
+      5
+     ],
+     "destination": [
+      "obj-201",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-201",
+      0
+     ],
+     "destination": [
+      "obj-202",
       0
      ]
     }

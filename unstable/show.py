@@ -29,11 +29,13 @@ from typing import Any, Mapping
 from .audio.mapping import AUDIO, AudioSettings
 from .bending import BendSettings
 from .config import load_dataclass, read_toml, setting
+from .control.midi_map import MidiSettings
 from .directions import DirectionSettings
 from .display.layout import Colour, Layout
 from .errors import ConfigError, UnstableError
 from .guard import GuardSettings
 from .schema import ParamSpec
+from .tempo import TempoSettings
 from .walk import WalkSettings
 
 __all__ = ["PieceEntry", "OscSettings", "WebSettings", "ControllerSettings", "TrainingBudget", "ActionSettings", "DiskSettings",
@@ -244,6 +246,9 @@ class ShowSettings:
     loop_scenes: bool = setting(True, doc="after the last scene, start again from the first")
     audio: AudioSettings = setting(default_factory=AudioSettings, doc="sound that plays the show: a file or "
                                    "input device, its features mapped onto live parameters ([[audio.map]])")
+    midi: MidiSettings = setting(default_factory=MidiSettings, doc="a MIDI controller: its port, feedback and "
+                                 "[[midi.map]] (notes and CCs onto parameters, scenes, actions)")
+    tempo: TempoSettings = setting(default_factory=TempoSettings, doc="the show's tempo and Ableton Link")
 
     def __post_init__(self):
         if not self.pieces:

@@ -8,9 +8,11 @@ from typing import Any, Mapping
 import torch
 
 from .audio.mapping import AUDIO, audio_specs
+from .control.midi_map import check_maps, learn_specs
 from .schema import SHOW, show_specs, with_common
 from .show import Show
 from .system import build_system
+from .tempo import tempo_specs
 
 __all__ = ["build_systems", "show_groups", "piece_actions"]
 
@@ -28,10 +30,13 @@ def show_groups(show: Show, systems: Mapping[str, Any]) -> dict[str, list]:
     """The parameter groups of a show: each piece's specs plus the common ones, the show group, and
     the audio group (the [[audio.map]] amounts) when the show maps audio."""
     groups: dict[str, list] = {name: with_common(s.param_specs()) for name, s in systems.items()}
-    groups[SHOW] = show_specs(len(show.scene_list()))
+    groups[SHOW] = show_specs(len(show.scene_list())) + tempo_specs(show.settings.tempo.bpm)
+    if show.settings.midi.port:
+        groups[SHOW] += learn_specs()
     if show.settings.audio.map:
         show.check_audio(groups)
         groups[AUDIO] = audio_specs(show.settings.audio)
+    check_maps(show.settings.midi.map, groups, show.source)
     return groups
 
 

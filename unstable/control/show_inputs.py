@@ -1,0 +1,63 @@
+"""A live show's MIDI controller and tempo (tap, Ableton Link), started on its parameter store.
+
+Both only write into the store, so they hook onto a running show from outside it: `attach(engine)`
+starts them after the show's first frame (the store and the run folder exist by then; the rtmidi
+and Link threads never wait on the frame), and `stop()` ends them after the show.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+log = logging.getLogger("unstable.inputs")
+
+__all__ = ["ShowInputs"]
+
+
+class ShowInputs:
+    """The MIDI link (with `[midi] port`, or `midi_port`) and the tempo link of one live show."""
+
+    def __init__(self, show, *, link: bool | None = None, midi_port: str | None = None, api: str | None = None):
+        self.show = show
+        s = show.settings
+        self.link_on = s.tempo.link if link is None else link
+        self.midi_port = s.midi.port if midi_port is None else midi_port
+        self.api = s.midi.api if api is None else api
+        self.midi = None
+        self.tempo = None
+        self._started = False
+
+    def start(self, store, run_dir: Path | None) -> "ShowInputs":
+        """Tap tempo always, Link when asked, the MIDI port when one is named."""
+        from ..tempo import TempoLink
+        self._started = True
+        try:
+            self.tempo = TempoLink(store, link=self.link_on).start()
+        except Exception as e:  # noqa: BLE001 - no Link session (no network): the show plays on its own tempo
+            log.error("link: cannot join an Ableton Link session (%s: %s); the show keeps its own tempo",
+                      type(e).__name__, e)
+            self.tempo = TempoLink(store, link=False).start()
+        if self.midi_port:
+            from .midi import MidiLink
+            try:
+                self.midi = MidiLink(store, self.show.settings.midi, run_dir, source=self.show.source,
+                                     api=self.api, port=self.midi_port).start()
+            except Exception as e:  # noqa: BLE001 - no MIDI system at all: one line, the show plays on
+                log.error("midi: cannot start MIDI input on %r (%s: %s); the show plays on without it",
+                          self.api or "the default MIDI system", type(e).__name__, e)
+                self.midi = None
+        return self
+
+    def attach(self, engine) -> None:
+        """Start on `engine`'s store after its first frame."""
+        def hook(eng):
+            if not self._started:
+                self.start(eng.params, getattr(eng, "run_dir", None))
+        engine.frame_hooks.append(hook)
+
+    def stop(self) -> None:
+        """Close the port and leave the Link session."""
+        for part in (self.midi, self.tempo):
+            if part is not None:
+                part.stop()
