@@ -72,7 +72,8 @@ def parse_beats(value, beats_per_bar: int = 4) -> float | None:
 class TapTempo:
     """Taps into a tempo: the median interval of the newest taps. A pause longer than `reset`
     seconds starts over; taps closer than the fastest tempo allows (a flood, a bouncing button)
-    are ignored with one log line per few seconds, so no burst can push the tempo anywhere."""
+    are ignored with one log line per few seconds and start the count over, so no burst can push
+    the tempo anywhere."""
 
     def __init__(self, *, keep: int = 6, reset: float = 2.0, clock=time.monotonic):
         self.keep = keep
@@ -80,20 +81,23 @@ class TapTempo:
         self.clock = clock
         self.ignored = 0
         self._taps: list[float] = []
+        self._last: float | None = None
         self._warn = RateLimitedLog(log, 5.0)
 
     def tap(self, now: float | None = None) -> float | None:
         """Count one tap; returns the tempo in BPM once two taps make one, else None."""
         now = self.clock() if now is None else float(now)
-        if self._taps:
-            gap = now - self._taps[-1]
-            if gap > self.reset or gap < 0:
-                self._taps = []
-            elif gap < 60.0 / MAX_BPM:
-                self.ignored += 1
-                self._warn.warning("flood", "tap tempo: taps %.3f s apart ignored (faster than %g BPM); %d so far",
-                                   gap, MAX_BPM, self.ignored)
-                return None
+        last, self._last = self._last, now
+        if last is not None and 0 <= now - last < 60.0 / MAX_BPM:
+            # Measured from the tap before, taken or not: a flood never spaces itself into a tempo,
+            # and the count starts again after it (the tempo stays where it was).
+            self.ignored += 1
+            self._taps = []
+            self._warn.warning("flood", "tap tempo: taps %.3f s apart ignored (faster than %g BPM); %d so far",
+                               now - last, MAX_BPM, self.ignored)
+            return None
+        if self._taps and not 0 <= now - self._taps[-1] <= self.reset:
+            self._taps = []
         self._taps = (self._taps + [now])[-self.keep:]
         if len(self._taps) < 2:
             return None
