@@ -190,9 +190,10 @@ def fuzz_messages(specs: list[tuple[str, str, float, float]], rng: random.Random
     return [k for k, w in kinds for _ in range(w)]
 
 
-def fuzz(port: int, specs: list, rate: float, seed: int, attack, sent, stop) -> None:
+def fuzz(port: int, specs: list, rate: float, seed: int, attack, sent, stop, nice: int = 0) -> None:
     """Send `rate` datagrams per second to `port` in 10 ms batches until `stop` is set (the body
-    of the fuzzer's process; `sent` is a shared counter)."""
+    of the fuzzer's process; `sent` is a shared counter; `nice`: see `--attacker-nice`)."""
+    os.nice(nice)
     rng = random.Random(seed)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     makers = fuzz_messages(specs, rng)
@@ -220,14 +221,14 @@ class Fuzzer:
     show's OSC port. In the show's own process its Python would compete for the show's GIL, which
     no remote controller does."""
 
-    def __init__(self, engine: Engine, rate: float, seed: int = 1, attack: bool = False):
+    def __init__(self, engine: Engine, rate: float, seed: int = 1, attack: bool = False, nice: int = 0):
         import multiprocessing
         ctx = multiprocessing.get_context("spawn")  # no copy of the show's threads and GL context
         self._sent = ctx.Value("q", 0)
         self.stop_event = ctx.Event()
         self.process = ctx.Process(target=fuzz, name="soak-fuzzer", daemon=True,
                                    args=(engine.osc.port, fuzz_keys(engine), rate, seed, attack, self._sent,
-                                         self.stop_event))
+                                         self.stop_event, nice))
 
     @property
     def sent(self) -> int:
@@ -342,6 +343,10 @@ def main() -> int:
                          "network namespace, connection floods to the fd limit, rebinding attempts, refresh floods, "
                          "64 websocket clients, and legitimate page and websocket clients checked throughout "
                          "(soak_network.py); implies --attack")
+    ap.add_argument("--attacker-nice", type=int, default=10,
+                    help="nice level of the attacking processes (fuzzer, floods, rebinding): they stand for other "
+                         "machines on the LAN, and at the show's priority on this 2-core box they would take the "
+                         "cores the show plays on, which no remote attacker can (0: same priority as the show)")
     ap.add_argument("--nofile", type=int, default=1024, help="--network: the show's file descriptor limit")
     ap.add_argument("--ws-rate", type=float, default=1000.0,
                     help="--network: binary OSC messages a second from the 64 websocket clients together")
@@ -411,7 +416,7 @@ def main() -> int:
     gl_end = {}
     engine.frame_hooks.append(lambda e: gl_end.__setitem__("n", e.compositor.gl_objects_created))
     faults = Faults(engine)
-    fuzzer = Fuzzer(engine, args.rate, attack=args.attack)
+    fuzzer = Fuzzer(engine, args.rate, attack=args.attack, nice=args.attacker_nice)
 
     def disk_bytes():
         return sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
@@ -466,7 +471,7 @@ def main() -> int:
         calls = la.calls if la is not None else 0
         if "t" in last_end and t - last_end["t"] > 2.0 / args.fps:
             phases = {k: round(1000 * float(np.asarray(v)[-1]), 1) for k, v in e.stats.phases.items() if len(v)}
-            stalls.append((t, 1000 * (t - last_end["t"]), {"frame": e.frames_drawn, "sampler_calls": calls - last_end["calls"],
+            stalls.append((t, 1000 * (t - last_end["t"]), {"frame": e.last_frame, "sampler_calls": calls - last_end["calls"],
                                                           **phases}))
         last_end["t"], last_end["calls"] = t, calls
 
@@ -495,7 +500,8 @@ def main() -> int:
         heard_thread.start()
     if args.network:
         network = soak_network.NetworkAttack(lan_, engine.web_link.server.port, engine.osc.port, token,
-                                             args.minutes * 60 - 10, out, args.nofile, args.ws_rate)
+                                             args.minutes * 60 - 10, out, args.nofile, args.ws_rate,
+                                             nice=args.attacker_nice)
         network.start()
     fuzzer.start()
     scheduler.start()

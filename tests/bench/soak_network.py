@@ -114,8 +114,8 @@ class NetworkAttack:
     """The three kinds of process, started and judged together."""
 
     def __init__(self, lan_: Lan, web_port: int, osc_port: int, token: str, seconds: float, out: Path,
-                 fd_limit: int, ws_rate: float):
-        self.lan, self.out = lan_, out
+                 fd_limit: int, ws_rate: float, nice: int = 0):
+        self.lan, self.out, self.nice = lan_, out, nice
         py, me = sys.executable, str(HERE)
         common = ["--port", str(web_port), "--seconds", str(seconds)]
         ns = ["ip", "netns", "exec", lan_.ns]
@@ -131,7 +131,10 @@ class NetworkAttack:
 
     def start(self) -> None:
         for name, cmd in self.commands.items():
-            self.procs[name] = subprocess.Popen(cmd + ["--json", str(self.out / f"{name}.json")],
+            # The attackers stand for other machines: below the show's priority (see --attacker-nice);
+            # the legitimate clients, a phone or a laptop beside it, at its own.
+            nice = self.nice if "attack" in name else 0
+            self.procs[name] = subprocess.Popen(["nice", "-n", str(nice), *cmd, "--json", str(self.out / f"{name}.json")],
                                                 stdout=subprocess.DEVNULL, stderr=open(self.out / f"{name}.err", "w"))
 
     def join(self, timeout: float = 60.0) -> None:

@@ -7,9 +7,11 @@ the LAN that meant no fds left for the final checkpoints. `ConnectionGuard` acce
 
 - at most `max_per_address` connections from one address (an IPv6 /64 counts as one address:
   a single host usually holds the whole prefix) and `max_connections` in all; when all are taken,
-  a connection from an address that holds fewer takes the place of the oldest connection that has
-  sent no request yet from the address that holds the most (so a flood from a few addresses
-  cannot lock out a phone that arrives after it);
+  a connection from an address that holds fewer takes the place of the oldest connection without a
+  request from the heaviest address that has one (so a flood from a few addresses cannot lock out a
+  phone that arrives after it, even when the heaviest address holds only served websockets); one
+  that has sent part of a request is left alone for `evict_grace` seconds (a page whose request or
+  websocket upgrade is still arriving on a busy machine);
 - never a connection whose descriptor lands within `fd_reserve` of the process's limit, so the
   show can always open its checkpoints, recordings and stills (descriptors are allocated lowest
   first: an accepted socket numbered n means n descriptors are already in use);
@@ -71,13 +73,15 @@ class _Conn:
     """One admitted connection: its address key, transport (once connected) and whether a request
     has reached the server on it."""
 
-    __slots__ = ("key", "transport", "served", "timer")
+    __slots__ = ("key", "transport", "served", "heard", "timer", "born")
 
-    def __init__(self, key: str):
+    def __init__(self, key: str, born: float):
         self.key = key
         self.transport = None
         self.served = False
+        self.heard = False  # any bytes received: a request (or a websocket upgrade) may be on its way
         self.timer = None
+        self.born = born
 
 
 class _Counted(asyncio.Protocol):
@@ -97,6 +101,7 @@ class _Counted(asyncio.Protocol):
         self.inner.connection_made(transport)
 
     def data_received(self, data):
+        self.conn.heard = True
         self.inner.data_received(data)
 
     def eof_received(self):
@@ -124,7 +129,7 @@ class ConnectionGuard:
 
     def __init__(self, factory, warn: RateLimitedLog, stats: dict, *, max_connections: int = 256,
                  max_per_address: int = 32, idle_timeout: float = 5.0, fd_reserve: int | None = None,
-                 pause: float = 1.0):
+                 pause: float = 1.0, evict_grace: float | None = None):
         self.factory = factory
         self.warn = warn
         self.stats = stats
@@ -133,6 +138,9 @@ class ConnectionGuard:
         self.max_connections = max(1, min(int(max_connections), limit // 2))
         self.max_per_address = max(1, int(max_per_address))
         self.idle_timeout = float(idle_timeout)
+        # Long enough for a page's request (or websocket upgrade) to arrive on a busy machine, short
+        # enough that a phone arriving just after a flood finds an old flood connection to take.
+        self.evict_grace = float(evict_grace) if evict_grace is not None else min(1.0, self.idle_timeout / 5)
         self.fd_reserve = int(fd_reserve) if fd_reserve is not None else max(64, limit // 16)
         self.fd_ceiling = limit - self.fd_reserve
         self.pause = float(pause)
@@ -269,7 +277,7 @@ class ConnectionGuard:
             conn.close()
             return
         self.stats["conn_accepted"] += 1
-        c = _Conn(key)
+        c = _Conn(key, self._loop.time())
         self._conns.add(c)
         self._per_key.setdefault(key, {})[c] = None
         c.timer = self._loop.call_later(self.idle_timeout, self._first_request_due, c, peer)
@@ -288,21 +296,23 @@ class ConnectionGuard:
 
     def _evict_for(self, held: int) -> bool:
         """Make room for a connection from an address that holds `held`: close the oldest connection
-        without a request from the address holding the most, if that is at least two more."""
-        if not self._per_key:
-            return False
-        key, conns = max(self._per_key.items(), key=lambda kv: len(kv[1]))
-        if len(conns) < held + 2:
-            return False
-        victim = next((c for c in conns if not c.served and c.transport is not None), None)
-        if victim is None:
-            return False
-        self.stats["conn_evicted"] += 1
-        self.warn.warning(("conn_evicted", key), "web: a connection from %s without a request closed to make "
-                          "room (%d open from there)", key, len(conns))
-        victim.transport.abort()
-        self._gone(victim)
-        return True
+        without a request (silent, or talking for `evict_grace` seconds) from the heaviest address
+        holding at least two more than `held` that has one."""
+        now = self._loop.time()
+        for key, conns in sorted(self._per_key.items(), key=lambda kv: -len(kv[1])):
+            if len(conns) < held + 2:
+                return False
+            victim = next((c for c in conns if not c.served and c.transport is not None
+                           and (not c.heard or now - c.born >= self.evict_grace)), None)
+            if victim is None:
+                continue
+            self.stats["conn_evicted"] += 1
+            self.warn.warning(("conn_evicted", key), "web: a connection from %s without a request closed to "
+                              "make room (%d open from there)", key, len(conns))
+            victim.transport.abort()
+            self._gone(victim)
+            return True
+        return False
 
     def _first_request_due(self, c: _Conn, peer: str) -> None:
         c.timer = None
