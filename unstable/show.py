@@ -33,6 +33,7 @@ from .control.midi_map import MidiSettings
 from .directions import DirectionSettings
 from .display.layout import Colour, Layout
 from .errors import ConfigError, UnstableError
+from .frame.ndi_sink import NdiSettings
 from .guard import GuardSettings
 from .schema import ParamSpec
 from .tempo import TempoSettings
@@ -220,6 +221,13 @@ class SceneSettings:
 
 
 @dataclass(frozen=True)
+class OutputSettings:
+    """`[outputs]`: where the composed frames go besides the window and the recordings."""
+
+    ndi: NdiSettings | None = setting(None, doc="[outputs.ndi]: publish the frames as an NDI source (present: on)")
+
+
+@dataclass(frozen=True)
 class ShowSettings:
     """A show file (shows/*.toml), as written."""
 
@@ -244,6 +252,7 @@ class ShowSettings:
     disk: DiskSettings = setting(default_factory=DiskSettings)
     scenes: tuple[SceneSettings, ...] = setting((), doc="the scenes in order (empty: one scene, the show's layout)")
     loop_scenes: bool = setting(True, doc="after the last scene, start again from the first")
+    outputs: OutputSettings = setting(default_factory=OutputSettings, doc="outputs besides the window (NDI)")
     audio: AudioSettings = setting(default_factory=AudioSettings, doc="sound that plays the show: a file or "
                                    "input device, its features mapped onto live parameters ([[audio.map]])")
     midi: MidiSettings = setting(default_factory=MidiSettings, doc="a MIDI controller: its port, feedback and "

@@ -35,6 +35,7 @@ class Actions:
         self._still_asked = False               # a still was asked for, not taken yet
         self._last_still = -math.inf
         self._last_still_checkpoint = -math.inf
+        self.presets = None                     # the show's PresetBank (unstable.control.presets)
 
     def record(self, path: Path) -> None:
         """Record to `path` from the next frame (`--record`); the show's `record` value says so."""
@@ -54,6 +55,8 @@ class Actions:
                 # copy (the trained weights as of the last sync), coalesced and rate-limited, and a
                 # later sample swaps the result in between frames (unstable.live.mirror).
                 self.pieces.by_name[ev.piece].mirror.refresh(ev.kind.split("/")[0])
+            elif ev.kind.startswith("preset/") and self.presets is not None:
+                self.presets.act(ev)  # a morph starts at the next frame's snapshot
         now = self._clock()
         if self._want_record is not None:
             if self._want_record == self.outputs.recorder.recording:

@@ -107,6 +107,7 @@ class Engine:
         self.timeline: ShowTimeline | None = None
         self.slots: SlotClock | None = None
         self.controls: Controls | None = None
+        self.presets = None                 # the show's PresetBank (run folder's presets/)
         self.outputs: Outputs | None = None
         self.actions: Actions | None = None
         self.pipeline: FramePipeline | None = None
@@ -183,10 +184,14 @@ class Engine:
         self.outputs = Outputs(self.show, headless=o.headless, fullscreen=o.fullscreen, monitor=o.monitor,
                                run_dir=self.run_dir, echo=self.echo)
         self.actions = Actions(self.params, s.actions, self.outputs, pieces)
+        from ..control.presets import PresetBank
+        self.actions.presets = self.presets = PresetBank(self.params, self.run_dir / "presets")
         heard = getattr(self.audio, "input", None)  # a file the show plays goes into its recordings
         self.outputs.open_sinks(self.timeline, automation=o.automation, preview=self.controls.preview,
                                 sound=heard.path if getattr(heard, "kind", None) == "file" else None,
-                                take_still=self.actions.take_still)
+                                take_still=self.actions.take_still,
+                                panel_images=lambda: {d: src.last_images.get(d) for src in pieces.sources.values()
+                                                      for d in src.panels})
         if o.record is not None:
             self.actions.record(o.record)
         self.stats = FrameStats(o.telemetry, max_bytes=int(s.disk.telemetry_max_mb * MB))

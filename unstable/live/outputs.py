@@ -30,6 +30,7 @@ class Outputs:
         self.compositor = None
         self.recorder: Recorder | None = None
         self.stills: StillSink | None = None
+        self.ndi = None                     # the NdiSink with [outputs.ndi] (unstable.frame.ndi_sink)
         self.sinks: list[Sink] = []
         self._open_window(headless, fullscreen, monitor)
 
@@ -52,9 +53,11 @@ class Outputs:
             self.compositor.present(self.window)
             self.window.swap()
 
-    def open_sinks(self, timeline, *, automation: Path | None, sound, preview, take_still: Callable) -> None:
+    def open_sinks(self, timeline, *, automation: Path | None, sound, preview, take_still: Callable,
+                   panel_images: Callable | None = None) -> None:
         """The recorder (its automation from `timeline`, `sound` the file the show plays, if any),
-        `preview` (the page's, or None) and stills, each handed to `take_still(pixels, frame)`."""
+        `preview` (the page's, or None) and stills, each handed to `take_still(pixels, frame)`; an
+        NDI source with `[outputs.ndi]` (its panels' from `panel_images()`, {display: [3, H, W]})."""
         s = self.show.settings
         d = s.disk
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -71,6 +74,11 @@ class Outputs:
         # read back (recording, preview, still) before it.
         self.sinks = [self.recorder] + ([preview] if preview is not None else []) + [self.stills,
                                                                                     WindowSink(self.window)]
+        if s.outputs.ndi is not None:  # read back before the window's swap, like the others
+            from ..frame.ndi_sink import NdiSink
+            self.ndi = NdiSink(s.outputs.ndi, self.show.name, s.size, s.fps, panel_images=panel_images)
+            self.sinks.insert(-1, self.ndi)
+            self.echo(f"live: NDI source {self.ndi.name!r}" + (" and its panels" if s.outputs.ndi.panels else ""))
 
     def put(self, frame: int) -> None:
         """Hand frame number `frame`, just composed, to every sink."""
@@ -92,7 +100,9 @@ class Outputs:
             self.recorder.close()  # its problems were logged as they happened, one line each
 
     def close(self) -> None:
-        """Release the compositor and close the window."""
+        """Stop the NDI sources, release the compositor and close the window."""
+        if self.ndi is not None:
+            self.ndi.close()
         if self.compositor is not None:
             with contextlib.suppress(Exception):
                 self.compositor.release()

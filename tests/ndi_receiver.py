@@ -1,0 +1,57 @@
+"""A second NDI peer for the tests and the benchmark: finds a source by name (through whatever
+NDI_CONFIG_DIR says), receives its video and its `<unstable frame="n"/>` metadata for a while,
+and saves what came in.
+
+    python tests/ndi_receiver.py NAME SECONDS OUT.npz [--latency]
+
+OUT.npz: `frames` [K, H, W, 3] uint8, `tags` [K] (the frame number announced before each frame,
+-1 before the first), `times` [K] (time.time() at arrival). Prints "found" when connected (a test
+may SIGSTOP it after that to stall it), "found-timeout" and exits 2 when the source never showed.
+"""
+
+import sys
+import time
+
+import numpy as np
+from cyndilib import Finder, Receiver, RecvBandwidth, RecvColorFormat, VideoRecvFrame
+from cyndilib.receiver import ReceiveFrameType
+
+
+def main(name: str, seconds: float, out: str) -> int:
+    finder = Finder()
+    finder.open()
+    deadline = time.time() + 60
+    found = None
+    while time.time() < deadline and found is None:
+        finder.wait_for_sources(0.2)
+        finder.update_sources()
+        found = next((n for n in finder.get_source_names() if n.endswith(f"({name})")), None)
+    if found is None:
+        print("found-timeout", finder.get_source_names(), flush=True)
+        return 2
+    receiver = Receiver(color_format=RecvColorFormat.RGBX_RGBA, bandwidth=RecvBandwidth.highest)
+    video = VideoRecvFrame()
+    receiver.set_video_frame(video)
+    receiver.connect_to(finder.get_source(found))
+    print("found", found, flush=True)
+    frames, tags, times = [], [], []
+    tag = -1
+    end = time.time() + seconds
+    while time.time() < end:
+        got = receiver.receive(ReceiveFrameType.recv_video | ReceiveFrameType.recv_metadata, 50)
+        if got & ReceiveFrameType.recv_metadata and receiver.metadata_frame.tag == "unstable":
+            tag = int(receiver.metadata_frame.attrs.get("frame", -1))
+        if got & ReceiveFrameType.recv_video:
+            now = time.time()
+            data = np.empty(video.get_data_size(), np.uint8)
+            video.fill_p_data(data)
+            frames.append(data.reshape(video.yres, video.xres, 4)[..., :3].copy())  # [H, W, 3]
+            tags.append(tag)
+            times.append(now)
+    np.savez(out, frames=np.array(frames, np.uint8), tags=np.array(tags), times=np.array(times))
+    finder.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], float(sys.argv[2]), sys.argv[3]))

@@ -1,0 +1,281 @@
+"""NDI out: the composed frame (and, with `panels`, each panel) published as NDI sources.
+
+    sink = NdiSink(NdiSettings(name="gallery", panels=True), size=(1920, 1080), fps=30,
+                   panel_images=lambda: {"eq/g0": tensor_3hw, ...})
+    sink.put(n, compositor)       # in the render thread, like every sink (unstable.frame.sinks)
+
+A mixer (Resolume, TouchDesigner, OBS, vMix) sees `<host> (gallery)` and, with panels,
+`<host> (gallery/eq/g0)`. Each source sends on its own thread: the render thread only copies the
+frame into a free buffer and leaves it in a one-frame mailbox. A frame still waiting when the next
+arrives is replaced (dropped, counted), and with no free buffer a frame is not even copied, so a
+receiver that stops reading, a slow network or NDI's own compression costs the show at most one
+copy per frame, never a wait and never a queue that grows. Before each video frame the source
+sends a metadata frame `<unstable frame="n"/>`: a receiver knows which show frame it holds.
+
+Discovery without multicast (a venue network with IGMP off, a loopback test): NDI reads
+`$NDI_CONFIG_DIR/ndi-config.v1.json`; `{"ndi": {"networks": {"ips": "192.168.1.20,127.0.0.1"}}}`
+lists the machines to ask directly (`write_ndi_config` writes one).
+
+The NDI runtime comes inside `cyndilib`'s wheel (NDI SDK licence, Vizrt NDI AB): NDI® is a
+registered trademark of Vizrt NDI AB, https://ndi.video.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable, Mapping
+
+import numpy as np
+
+from ..config import setting
+
+log = logging.getLogger("unstable.ndi")
+
+__all__ = ["NdiSettings", "NdiSink", "NdiSource", "write_ndi_config", "check_ndi_name"]
+
+MAX_NAME = 200  # NDI source names beyond this are cut by some receivers
+
+
+def check_ndi_name(name: str, where: str = "outputs.ndi.name") -> str:
+    """`name` if it can name an NDI source; ValueError naming `where` otherwise."""
+    if not isinstance(name, str) or len(name) > MAX_NAME or any(c in name for c in '()\\"\n\r\t'):
+        raise ValueError(f"{where}: {name!r} cannot name an NDI source (at most {MAX_NAME} characters, "
+                         "no parentheses, quotes, backslashes or line breaks)")
+    return name
+
+
+@dataclass(frozen=True)
+class NdiSettings:
+    """`[outputs.ndi]`: publish the show's frames as NDI sources (present: on)."""
+
+    name: str = setting("", doc="the NDI source name ('' : the show's name); panels are NAME/<piece>/<panel>")
+    panels: bool = setting(False, doc="also publish each panel as its own source, at the piece's own size")
+    groups: str = setting("", doc="NDI groups to publish in ('' : the default group), e.g. 'stage,foh'")
+
+    def __post_init__(self):
+        check_ndi_name(self.name, "name")
+
+
+def write_ndi_config(folder: str | os.PathLike, ips: list[str]) -> Path:
+    """Write `folder/ndi-config.v1.json` naming the hosts NDI asks for sources directly (no
+    multicast discovery); point NDI_CONFIG_DIR at `folder` before the first NDI call."""
+    path = Path(folder) / "ndi-config.v1.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"ndi": {"networks": {"ips": ",".join(ips), "discovery": ""},
+                                        "multicast": {"send": {"enable": False}, "recv": {"enable": False}}}},
+                               indent=2))
+    return path
+
+
+class NdiSource:
+    """One NDI source fed from the render thread through a one-frame mailbox, sent on its own
+    thread. `offer` never waits for the network; `send` is the (replaceable) sending step."""
+
+    BUFFERS = 3  # one being filled, one waiting, one being sent: never more
+
+    def __init__(self, name: str, fps: float, groups: str = "",
+                 send: Callable[[int, np.ndarray], None] | None = None):
+        self.name = name
+        self.fps = Fraction(fps).limit_denominator(1001)
+        self.groups = groups
+        self._send = send or self._send_ndi
+        self._cond = threading.Condition()
+        self._pending: tuple[int, object] | None = None
+        self._free: list[np.ndarray] = []
+        self._made = 0
+        self._stop = False
+        self.offered = 0
+        self.sent = 0
+        self.dropped = 0           # frames replaced in the mailbox or not taken (no free buffer)
+        self.last_sent = -1
+        self.error: str | None = None
+        self._sender = None
+        self._video = None
+        self._rgba: np.ndarray | None = None  # [H, W, 4] uint8 what NDI is handed
+        self._alpha = False
+        self._thread = threading.Thread(target=self._run, name=f"unstable-ndi {name}", daemon=True)
+        self._thread.start()
+
+    # -- the render thread's side -----------------------------------------------------------------
+
+    def offer(self, frame: int, image) -> bool:
+        """Hand frame `frame` over: an [H, W, 3|4] uint8 array (copied: the caller may reuse it) or
+        a [3|4, H, W] tensor in 0..1 (kept as it is and converted on the sending thread). Returns
+        False when it was dropped at once (no free buffer)."""
+        with self._cond:
+            self.offered += 1
+            if self._stop:
+                return False
+            buf = None
+            if self._pending is not None:  # the sender has not taken the last one: it is replaced
+                self.dropped += 1
+                old = self._pending[1]
+                self._pending = None
+                if isinstance(old, np.ndarray):
+                    buf = old
+            if isinstance(image, np.ndarray) and buf is None:
+                buf = self._buffer(image.shape)
+                if buf is None:
+                    self.dropped += 1
+                    return False
+        if isinstance(image, np.ndarray):
+            if buf.shape != image.shape:
+                buf = np.empty_like(image)
+            np.copyto(buf, image)  # outside the lock: this buffer is the render thread's until posted
+            item = buf
+        else:
+            item = image.detach()
+        with self._cond:
+            self._pending = (frame, item)
+            self._cond.notify()
+        return True
+
+    def _buffer(self, shape) -> np.ndarray | None:
+        while self._free:
+            b = self._free.pop()
+            if b.shape == tuple(shape):
+                return b
+            self._made -= 1  # a buffer of an old size: let it go
+        if self._made >= self.BUFFERS:
+            return None
+        self._made += 1
+        return np.empty(shape, np.uint8)
+
+    # -- the sending thread -------------------------------------------------------------------
+
+    def _run(self) -> None:
+        failures = 0
+        while True:
+            with self._cond:
+                while self._pending is None and not self._stop:
+                    self._cond.wait()
+                if self._stop:
+                    return
+                frame, item = self._pending
+                self._pending = None
+            try:
+                if isinstance(item, np.ndarray):
+                    self._send(frame, item)
+                else:
+                    self._send(frame, _to_hwc(item))
+                self.sent += 1
+                self.last_sent = frame
+                failures = 0
+            except Exception as e:  # an output failing must never reach the show
+                failures += 1
+                self.error = f"{type(e).__name__}: {e}"[:200]
+                if failures == 1 or failures % 1000 == 0:
+                    log.error("NDI source %r: sending frame %d failed (%d in a row): %s; the show goes on",
+                              self.name, frame, failures, self.error)
+            finally:
+                if isinstance(item, np.ndarray):
+                    with self._cond:
+                        self._free.append(item)
+
+    def _send_ndi(self, frame: int, rgb: np.ndarray) -> None:
+        """Send one [H, W, 3|4] uint8 frame through cyndilib (RGBX when opaque, RGBA with alpha)."""
+        h, w, c = rgb.shape
+        if self._rgba is None or self._rgba.shape[:2] != (h, w) or self._alpha != (c == 4):
+            self._open(w, h, alpha=c == 4)
+        if c == 4:
+            np.copyto(self._rgba, rgb)
+        else:
+            self._rgba[..., :3] = rgb
+        self._sender.send_metadata("unstable", {"frame": str(frame)})
+        self._sender.write_video(self._rgba.reshape(-1))
+
+    def _open(self, w: int, h: int, alpha: bool) -> None:
+        """(Re)make the NDI sender at this size (a piece's panels may change size)."""
+        from cyndilib import FourCC, Sender, VideoSendFrame
+        self._close_sender()
+        vf = VideoSendFrame()
+        vf.set_resolution(w, h)
+        vf.set_fourcc(FourCC.RGBA if alpha else FourCC.RGBX)
+        vf.set_frame_rate(self.fps)
+        # The show paces itself: NDI's own clocking would make this thread sleep, not the show.
+        sender = Sender(self.name, ndi_groups=self.groups, clock_video=False)
+        sender.set_video_frame(vf)
+        sender.open()
+        self._sender, self._video, self._alpha = sender, vf, alpha
+        self._rgba = np.full((h, w, 4), 255, np.uint8)
+
+    def _close_sender(self) -> None:
+        if self._sender is not None:
+            try:
+                self._sender.close()
+            except Exception:
+                log.debug("closing NDI source %r failed", self.name, exc_info=True)
+        self._sender = self._video = self._rgba = None
+
+    def close(self, timeout: float = 2.0) -> bool:
+        """Stop the thread (the frame being sent finishes) and close the source; False if the
+        thread did not stop within `timeout` (a wedged network call: it is left, a daemon)."""
+        with self._cond:
+            self._stop = True
+            self._pending = None
+            self._cond.notify()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            return False
+        self._close_sender()
+        return True
+
+
+def _to_hwc(t) -> np.ndarray:
+    """[3|4, H, W] tensor in 0..1 -> [H, W, 3|4] uint8 on the CPU."""
+    return (t.float().clamp(0, 1).mul(255).add(0.5).to("cpu").byte().permute(1, 2, 0).contiguous().numpy())
+
+
+class NdiSink:
+    """A frame-pipeline sink publishing the composed frame as NDI source `settings.name` at the
+    show's size and rate, and with `settings.panels` each panel as `NAME/<piece>/<panel>`
+    (`panel_images()` gives {display: [3, H, W]}, the pipeline's newest image of each panel)."""
+
+    def __init__(self, settings: NdiSettings, name: str, size: tuple[int, int], fps: float, *,
+                 panel_images: Callable[[], Mapping[str, object]] | None = None,
+                 send: Callable[[str], Callable[[int, np.ndarray], None]] | None = None):
+        import cyndilib  # noqa: F401  (fail here, at opening, with a clear error, not on the first frame)
+        self.name = check_ndi_name(settings.name or name, "--ndi")
+        self.size = size
+        self.fps = fps
+        self.groups = settings.groups
+        self._make_send = send
+        self.frame = self._source(self.name)
+        self.panel_images = panel_images if settings.panels else None
+        self.panels: dict[str, NdiSource] = {}
+        self._last: dict[str, object] = {}
+
+    def _source(self, name: str) -> NdiSource:
+        send = self._make_send(name) if self._make_send is not None else None
+        return NdiSource(name, self.fps, self.groups, send=send)
+
+    def put(self, frame: int, compositor) -> None:
+        """Offer frame `frame` (read back: [H, W, 3] uint8) and each panel sampled anew. A sender
+        that is behind has its waiting frame replaced by this one: the newest frame goes out."""
+        self.frame.offer(frame, compositor.read())  # [H, W, 3] uint8, a reused buffer: copied
+        if self.panel_images is None:
+            return
+        for display, image in self.panel_images().items():
+            if image is None or self._last.get(display) is image:
+                continue  # a panel not sampled this frame holds: the receiver keeps its last frame
+            self._last[display] = image
+            src = self.panels.get(display)
+            if src is None:
+                src = self.panels[display] = self._source(f"{self.name}/{display}")
+            src.offer(frame, image)
+
+    def stats(self) -> dict:
+        """{source name: {offered, sent, dropped}}."""
+        return {s.name: {"offered": s.offered, "sent": s.sent, "dropped": s.dropped}
+                for s in [self.frame, *self.panels.values()]}
+
+    def close(self) -> None:
+        for s in [self.frame, *self.panels.values()]:
+            if not s.close():
+                log.warning("NDI source %r: its sending thread did not stop; left behind", s.name)
