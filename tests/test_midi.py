@@ -24,7 +24,7 @@ def raw(*data: int):
 
 
 def store():
-    return ParameterStore({"eq": common_specs(), SHOW: show_specs(3) + tempo_specs() + learn_specs()})
+    return ParameterStore({"eq": common_specs(), SHOW: show_specs(3) + tempo_specs() + learn_specs(20)})
 
 
 def mapper(s, **kw):

@@ -31,11 +31,11 @@ def show_groups(show: Show, systems: Mapping[str, Any]) -> dict[str, list]:
     the audio group (the [[audio.map]] amounts) when the show maps audio."""
     groups: dict[str, list] = {name: with_common(s.param_specs()) for name, s in systems.items()}
     groups[SHOW] = show_specs(len(show.scene_list())) + tempo_specs(show.settings.tempo.bpm)
-    if show.settings.midi.port:
-        groups[SHOW] += learn_specs()
     if show.settings.audio.map:
         show.check_audio(groups)
         groups[AUDIO] = audio_specs(show.settings.audio)
+    if show.settings.midi.port:
+        groups[SHOW] = groups[SHOW] + learn_specs(sum(len(specs) for specs in groups.values()) + 1)
     check_maps(show.settings.midi.map, groups, show.source)
     return groups
 

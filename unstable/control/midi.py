@@ -212,7 +212,8 @@ class MidiLink:
     # -- learn ----------------------------------------------------------------------------------
 
     def _learn(self, msg) -> bool:
-        group, name, value = self.learn_target
+        group, name, _ = self.learn_target
+        value = self.store.get(group, name)  # now: a scene button's click lands before its pad is hit
         if msg.type == "control_change" and msg.control < 120:
             src = {"cc": msg.control}
         elif msg.type == "note_on" and msg.velocity > 0:
@@ -256,19 +257,27 @@ class MidiLink:
     # -- the store's side -----------------------------------------------------------------------
 
     def _on_change(self, keys, origin) -> None:
-        learning = (SHOW, "midi_learn") in self.store and self.store.get(SHOW, "midi_learn") >= 0.5
+        learn = int(self.store.get(SHOW, "midi_learn")) if (SHOW, "midi_learn") in self.store else 0
         if (SHOW, "midi_learn") in keys:
             self.learn_target = None
-            if learning:
-                log.info("midi learn: touch a control on the page, then move a knob or press a pad")
-        elif learning and origin is not None and origin != self.origin:
-            group, name = keys[-1]
-            if group != SHOW or name in ("scene", "record", "tap", "tempo", "master_fade"):
-                self.learn_target = (group, name, self.store.get(group, name))
+            every = self.store.keys()
+            if learn == 1:
+                log.info("midi learn: click a control on the page, then move a knob or press a pad")
+            elif 2 <= learn < len(every) + 2:
+                self._target(*every[learn - 2])
+        elif learn == 1 and origin is not None and origin != self.origin:
+            self._target(*keys[-1])  # a fader moved on a controller (TouchOSC) while armed
         if origin != self.origin:
             self.mapper.disengage(keys)
-        if self.settings.feedback and origin != self.origin:  # the knob that moved it shows it already
-            self._queue(keys)
+        if self.settings.feedback:
+            # The knob that moved a value shows it already; a scene pad lights, and the others go out.
+            self._queue(keys if origin != self.origin else [k for k in keys if k == (SHOW, "scene")])
+
+    def _target(self, group: str, name: str) -> None:
+        if group == SHOW and name not in ("scene", "record", "tap", "tempo", "master_fade"):
+            return  # midi_learn itself
+        self.learn_target = (group, name, self.store.get(group, name))
+        log.info("midi learn: move a knob or press a pad for %s/%s", group, name)
 
     def _queue(self, keys) -> None:
         with self._lock:

@@ -88,10 +88,12 @@ class MidiSettings:
             raise ValueError(f"api: {self.api!r}, expected '', 'jack', 'alsa', 'coremidi' or 'winmm'")
 
 
-def learn_specs() -> list[ParamSpec]:
-    """The show group's `midi_learn` switch (a show with a MIDI port has it): on, the next control
-    touched and the next note or CC moved make a binding."""
-    return [ParamSpec("midi_learn", 0, 1, 0, kind="toggle", doc="MIDI learn: touch a control, then move a knob",
+def learn_specs(count: int) -> list[ParamSpec]:
+    """The show group's `midi_learn` (a show with a MIDI port has it) in a show of `count`
+    parameters, itself included: 0 off, 1 armed (the next control a controller moves is the
+    target), 2 + k: the target is the show's k-th parameter (the page sends it when a control is
+    clicked). The next note or CC that arrives is then bound to the target."""
+    return [ParamSpec("midi_learn", 0, count + 1, 0, kind="int", doc="MIDI learn: click a control, move a knob",
                       reads=CLOCK)]
 
 

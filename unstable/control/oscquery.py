@@ -28,7 +28,7 @@ off screen still take OSC, LISTEN and the control page.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from pythonosc.osc_message_builder import OscMessageBuilder
 
@@ -58,6 +58,7 @@ class Method:
     raw: bool = False         # the value in own units (/unstable/scene, .../raw/<param>), not 0..1
     description: str = ""
     unit: str = ""            # own unit of a raw method ("" none)
+    choices: Callable[[], list] | None = None  # an action's first argument, listed as RANGE VALS
 
     @property
     def is_action(self) -> bool:
@@ -85,6 +86,8 @@ class AddressSpace:
         self.actions = {p: tuple(a) for p, a in (actions or {}).items() if p in store.groups}
         self.methods: dict[str, Method] = {}
         self.by_key: dict[tuple[str, str], list[str]] = {}
+        # More for the page, asked for each time it loads: {"midi": the MIDI link's bindings()}.
+        self.page_extras: dict[str, Callable[[], Any]] = {}
         for piece, specs in store.groups.items():
             for spec in specs:
                 rng = f"{_fmt(spec.lo)}..{_fmt(spec.hi)}" + (f" {spec.unit}" if spec.unit else "")
@@ -111,6 +114,18 @@ class AddressSpace:
                 self._add(Method(f"{PREFIX}/{piece}/{what}", "N",
                                  description=f"{what.split('/')[0]}: recompute from the current weights"))
         self.shown = self._shown(shown)
+
+    def add_presets(self, names: Callable[[], list[str]]) -> None:
+        """List `/unstable/preset/save s`, `/recall s` and `/morph sf` in the tree, the saved
+        presets (`names()`, asked at each query) as the VALS of their name, and on the page."""
+        self._add(Method(f"{PREFIX}/preset/save", "s", description="save the live state as this preset"))
+        self._add(Method(f"{PREFIX}/preset/recall", "s", choices=names, description="recall this preset at once"))
+        self._add(Method(f"{PREFIX}/preset/morph", "sf", choices=names,
+                         description="morph to this preset over f seconds (optional 3rd argument 'beats' or "
+                                     "'bars', 4th a curve: smooth, linear, ease)"))
+        self.page_extras["presets"] = lambda: {"names": names(), "save": f"{PREFIX}/preset/save",
+                                               "recall": f"{PREFIX}/preset/recall",
+                                               "morph": f"{PREFIX}/preset/morph"}
 
     def _add(self, m: Method) -> None:
         self.methods[m.path] = m
@@ -175,7 +190,9 @@ class AddressSpace:
     def _method_json(self, m: Method) -> dict:
         node: dict = {"FULL_PATH": m.path, "DESCRIPTION": m.description}
         if m.is_action:
-            node.update(TYPE=m.type, ACCESS=0)
+            node.update(TYPE=m.type, ACCESS=0 if m.type == "N" else 2)
+            if m.choices is not None:  # e.g. the saved presets, as they are now
+                node["RANGE"] = [{"VALS": list(m.choices())}] + [{}] * (len(m.type) - 1)
             return node
         node.update(TYPE=m.type, ACCESS=3, VALUE=self.value(m))
         if m.type == "f" and m.raw:
@@ -245,4 +262,4 @@ class AddressSpace:
                            "actions": [f"{PREFIX}/{piece}/{a}" for a in self.actions.get(piece, ())]})
         return {"name": self.name, "groups": groups, "scenes": list(scenes),
                 "scene_address": f"{PREFIX}/scene", "record_address": f"{PREFIX}/record",
-                "still_address": f"{PREFIX}/still"}
+                "still_address": f"{PREFIX}/still", **{k: f() for k, f in self.page_extras.items()}}

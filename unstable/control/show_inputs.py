@@ -50,10 +50,13 @@ class ShowInputs:
         return self
 
     def attach(self, engine) -> None:
-        """Start on `engine`'s store after its first frame."""
+        """Start on `engine`'s store after its first frame; the control page lists the bindings."""
         def hook(eng):
             if not self._started:
                 self.start(eng.params, getattr(eng, "run_dir", None))
+                space = _page_space(eng)
+                if space is not None and self.midi is not None:
+                    space.page_extras["midi"] = self.midi.bindings
         engine.frame_hooks.append(hook)
 
     def stop(self) -> None:
@@ -61,3 +64,10 @@ class ShowInputs:
         for part in (self.midi, self.tempo):
             if part is not None:
                 part.stop()
+
+
+def _page_space(engine):
+    """The AddressSpace the control page is drawn from (None without a page)."""
+    link = getattr(getattr(engine, "controls", None), "web_link", None) or getattr(engine, "web_link", None)
+    server = getattr(link, "server", None)
+    return getattr(server, "space", None)

@@ -76,6 +76,7 @@ function plain(name) {
 function fader(p, parent, label) {
   const row = document.createElement("div");
   row.className = "param";
+  row.dataset.learn = p.address;   // MIDI learn: a click anywhere on the row names it
   const id = "p" + p.address.replaceAll("/", "-");
   const name = document.createElement("label");
   name.htmlFor = id;
@@ -193,10 +194,16 @@ function build(s) {
   });
   controls.set(s.record_address, { set: (v) => rec.setAttribute("aria-pressed", String(v === true || v >= 0.5)), busy: () => false });
   $("still").addEventListener("click", () => send(s.still_address, "N"));
+  if (s.presets) presets(s.presets);
   const groups = $("groups");
   for (const g of s.groups) {
     if (g.piece === "show") {
-      for (const p of g.params) if (p.name === "master_fade") fader(p, $("master"), "master fade");
+      for (const p of g.params) {
+        if (p.name === "master_fade") fader(p, $("master"), "master fade");
+        else if (p.name === "tempo") fader(p, $("tempo"), "tempo");
+        else if (p.name === "tap") tapButton(p);
+        else if (p.name === "midi_learn") learnButton(p);
+      }
       continue;
     }
     const box = document.createElement("div");
@@ -227,6 +234,111 @@ function build(s) {
     const on = document.body.classList.toggle("details");
     details.setAttribute("aria-pressed", String(on));
   });
+}
+
+// -- presets: save the live state, recall or morph (unstable.control.presets) ------------------------
+
+function oscArgs(address, types, values) {
+  // Strings and floats: /unstable/preset/save s, /recall s, /morph s f.
+  const enc = new TextEncoder(), parts = [];
+  const str = (text) => { const b = enc.encode(text), out = new Uint8Array(pad4(b.length + 1)); out.set(b); return out; };
+  parts.push(str(address), str("," + types));
+  types.split("").forEach((t, i) => {
+    if (t === "s") parts.push(str(values[i]));
+    else { const b = new ArrayBuffer(4); new DataView(b).setFloat32(0, values[i]); parts.push(new Uint8Array(b)); }
+  });
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let off = 0;
+  for (const p of parts) { out.set(p, off); off += p.length; }
+  return out.buffer;
+}
+
+function sendArgs(address, types, values) {
+  if (ws && ws.readyState === WebSocket.OPEN) ws.send(oscArgs(address, types, values));
+}
+
+function presets(p) {
+  $("presets").hidden = false;
+  const list = $("preset-list");
+  const draw = (names) => {
+    list.replaceChildren(...names.map((name) => {
+      const li = document.createElement("li"), recall = document.createElement("button"), morph = document.createElement("button");
+      recall.textContent = name;
+      recall.title = "recall at once";
+      recall.addEventListener("click", () => sendArgs(p.recall, "s", [name]));
+      morph.textContent = "morph";
+      morph.title = "morph to it over the seconds above";
+      morph.addEventListener("click", () => sendArgs(p.morph, "sf", [name, Number($("preset-seconds").value) || 0]));
+      li.append(recall, morph);
+      return li;
+    }));
+  };
+  draw(p.names);
+  $("preset-save").addEventListener("click", () => {
+    const name = $("preset-name").value.trim();
+    if (!name) return;
+    sendArgs(p.save, "s", [name]);
+    // Saved between frames, then listed: ask for the list again a moment later.
+    setTimeout(() => fetch("/control/show.json").then((r) => r.json()).then((s) => draw(s.presets.names)), 600);
+  });
+}
+
+// -- tempo and MIDI learn ----------------------------------------------------------------------------
+
+function tapButton(p) {
+  const b = document.createElement("button");
+  b.textContent = "tap";
+  b.title = "tap tempo: tap on the beat";
+  b.dataset.address = p.address;
+  b.addEventListener("click", () => send(p.address, "T"));
+  $("tempo").append(b);
+}
+
+// The show's parameters in the store's order: midi_learn = 2 + k makes the k-th the learn target.
+function keyIndex(s) {
+  const index = new Map();
+  let k = 0;
+  for (const g of s.groups) for (const p of g.params) index.set(p.address, k++);
+  const scene = s.groups.find((g) => g.piece === "show")?.params.find((p) => p.name === "scene");
+  if (scene) index.set(s.scene_address, index.get(scene.address));
+  if (index.has("/unstable/show/record")) index.set(s.record_address, index.get("/unstable/show/record"));
+  return index;
+}
+
+let learning = false;
+
+function learnButton(p) {
+  $("midi").hidden = false;
+  const b = $("learn");
+  const raw = p.address + "/raw";
+  const index = keyIndex(schema);
+  const mark = (on) => {
+    const was = learning;
+    learning = on;
+    b.setAttribute("aria-pressed", String(on));
+    $("learn-note").textContent = on ? "click a control, then move a knob or press a pad" : "";
+    if (was && !on) fetch("/control/show.json").then((r) => r.json()).then((s) => bindings(s.midi));
+  };
+  b.addEventListener("click", () => { send(raw, "i", learning ? 0 : 1); mark(!learning); });
+  controls.set(p.address, { set: (u) => mark(Math.round(u * (p.hi - p.lo)) >= 1), busy: () => false });
+  // In learn mode a click on any control names it (before the control's own handler runs).
+  document.addEventListener("pointerdown", (ev) => {
+    const el = learning && ev.target.closest && ev.target.closest("[data-address], [data-learn]");
+    const address = el && (el.dataset.address || el.dataset.learn);
+    if (!el || el === b || !index.has(address)) return;
+    send(raw, "i", 2 + index.get(address));
+  }, true);
+  bindings(schema.midi);
+}
+
+function bindings(list) {
+  const ul = $("bindings");
+  ul.replaceChildren();
+  for (const m of list || []) {
+    const li = document.createElement("li");
+    li.textContent = `${m.source} → ${m.target}${m.learned ? " (learned)" : ""}`;
+    ul.append(li);
+  }
 }
 
 function markScene(i) {
