@@ -20,7 +20,6 @@ import os
 import threading
 import time
 import uuid
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -64,16 +63,25 @@ def load_settings(root: Path) -> dict | None:
     return s
 
 
+class _Deferred:
+    """A task of `_InProcess`: run when the driver asks for its result, so that an interruption
+    leaves the later variants untrained, as on a cluster."""
+
+    def __init__(self, fn, spec):
+        self.fn, self.spec = fn, spec
+
+    def result(self):
+        return self.fn(self.spec)
+
+    def cancel(self):
+        pass
+
+
 class _InProcess:
     """workers = 0: the tasks run here, one after another (what a cluster's result must equal)."""
 
     def submit(self, fn, spec, key=None):
-        f: Future = Future()
-        try:
-            f.set_result(fn(spec))
-        except Exception as e:  # noqa: BLE001 - a task's own failure, reported like a worker's
-            f.set_exception(e)
-        return f
+        return _Deferred(fn, spec)
 
     def as_completed(self, futures):
         return iter(futures)
