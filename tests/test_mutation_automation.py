@@ -4,10 +4,15 @@ detail (each test drives the real class on a simulated clock or a real file in t
 
 from __future__ import annotations
 
+import json
+import logging
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 
+from unstable.errors import ConfigError
+from unstable.frame.automation import AutomationRecorder, automation_path, load_automation
 from unstable.frame.timers import FrameTimer, WallTimer
 
 
@@ -64,3 +69,186 @@ def test_late_frames_and_dropped_slots_add_up_over_several_hiccups():
     assert timer.next_after(7) == 8 and (timer.late, timer.dropped) == (2, 5)
     now[0] = 1.0                       # frame 8 ends at slot 10 exactly: 9 dropped, 10 next
     assert timer.next_after(8) == 10 and (timer.late, timer.dropped) == (3, 6)
+
+
+# -- the automation writer ----------------------------------------------------------------------
+
+STATE = {"store": {"last_now": 0.0, "target": {"eq/hue": 0.0}, "current": {"eq/hue": 0.0}},
+         "scene": {"current": 0, "previous": None, "started": 0.0, "fade_len": 0.0},
+         "walk": {"eq": {"phase": 0.0, "speed": 1.0, "at": 0.0}}}
+
+
+def writer(path, targets=None, **kw) -> AutomationRecorder:
+    return AutomationRecorder(path, show="demo", fps=Fraction(30), start_frame=3, state=STATE,
+                              targets={"eq": {"hue": 0.0, "sat": 1.0}} if targets is None else targets, **kw)
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def test_automation_sits_beside_its_recording():
+    assert automation_path("run/show.mp4") == Path("run/show.mp4.automation.jsonl")
+    assert automation_path(Path("/a/b.c/r.mkv")) == Path("/a/b.c/r.mkv.automation.jsonl")
+
+
+def test_only_changed_values_are_written_once_each_in_compact_lines(tmp_path):
+    path = tmp_path / "new" / "folders" / "a.automation.jsonl"   # folders made as needed
+    rec = writer(path)
+    assert rec.max_bytes == AutomationRecorder.MAX_BYTES and rec.min_free == AutomationRecorder.MIN_FREE
+    rec.capture(3, 0.1, {"eq": {"hue": 0.0, "sat": 1.0}}, [])                     # nothing moved
+    rec.capture(4, 0.2, {"eq": {"hue": 40.0, "sat": 1.0}}, [])                    # hue only
+    rec.capture(5, 0.3, {"eq": {"hue": 40.0, "sat": 1.0}, "bd": {"x": 2.0}}, [])  # a group not seen before
+    rec.capture(6, 0.4, {"eq": {"hue": 40.0, "sat": 1.0}, "bd": {"x": 2.0}}, [2])  # a scene jump alone
+    rec.capture(7, 0.5, {"eq": {"hue": 40.0, "sat": 1.0}, "bd": {"x": 2.0}}, [])  # nothing again
+    assert rec.close() is None and rec.failed is None
+    text = path.read_text()
+    assert text.splitlines()[1:] == ['{"frame":4,"t":0.2,"set":{"eq":{"hue":40.0}}}',
+                                     '{"frame":5,"t":0.3,"set":{"bd":{"x":2.0}}}',
+                                     '{"frame":6,"t":0.4,"scenes":[2]}']
+    assert rec.lines == 4 and rec.bytes == len(text.encode())
+    auto = load_automation(path)
+    assert (auto.show, auto.fps, auto.start_frame, auto.last_frame) == ("demo", Fraction(30), 3, 6)
+
+
+def test_audio_levels_are_written_when_they_change(tmp_path):
+    path = tmp_path / "a.automation.jsonl"
+    rec = writer(path, targets={})
+    for frame, levels in enumerate([[0.5, 0], [0.5, 0.0], [0.25, 0.0], [0.25, 0.0], [], []]):
+        rec.capture(frame, frame / 30, {}, [], levels)
+    rec.capture(9, 0.3, {}, [])  # no audio maps: no levels, no line
+    rec.close()
+    assert [(x["frame"], x["audio"]) for x in lines(path)[1:]] == [(0, [0.5, 0.0]), (2, [0.25, 0.0]), (4, [])]
+    assert all(set(x) == {"frame", "t", "audio"} for x in lines(path)[1:])
+
+
+def test_the_cap_counts_the_header_and_stops_at_the_first_line_past_it(tmp_path, caplog):
+    path = tmp_path / "a.automation.jsonl"
+    head = len(json.dumps({"automation": 1, "show": "demo", "fps": "30", "start_frame": 3, "state": STATE},
+                          separators=(",", ":"))) + 1
+    line = len('{"frame":4,"t":0.1,"set":{"eq":{"hue":1.0}}}\n')
+    rec = writer(path, max_bytes=head + line)     # room for exactly one line after the header
+    rec.capture(4, 0.1, {"eq": {"hue": 1.0}}, [])
+    assert rec.failed is None and rec.lines == 2
+    with caplog.at_level(logging.ERROR, logger="unstable.automation"):
+        rec.capture(5, 0.1, {"eq": {"hue": 2.0}}, [])
+        rec.capture(6, 0.1, {"eq": {"hue": 3.0}}, [])   # stopped: nothing more, nothing said
+    assert rec.failed == f"{path}: reached its cap of {round((head + line) / (1 << 20), 3):g} MB"
+    assert [r.getMessage() for r in caplog.records] == [
+        f"automation stopped: {rec.failed} (the show goes on; the file replays up to here)"]
+    assert rec.close() == rec.failed and load_automation(path).last_frame == 4
+    tiny = writer(tmp_path / "b.automation.jsonl", max_bytes=3000)  # the header always goes in
+    assert tiny.lines == 1 and tiny.failed is None
+    tiny.capture(4, 0.1, {"eq": {"hue": 1.0}}, [])
+    tiny.capture(5, 0.1, {"eq": {"hue": 2.0}, "x": {str(i): float(i) for i in range(400)}}, [])
+    assert tiny.failed.endswith("reached its cap of 0.003 MB")
+
+
+def test_the_disk_floor_is_checked_every_256_lines_of_the_recordings_own_disk(tmp_path, caplog):
+    folder = tmp_path / "disk"
+    asked = []
+
+    def free(p):
+        asked.append(p)
+        return 1.5 * (1 << 20) if p == folder else 1 << 40
+
+    rec = writer(folder / "a.automation.jsonl", min_free=2 << 20, free=free)
+    with caplog.at_level(logging.ERROR, logger="unstable.automation"):
+        for n in range(300):
+            rec.capture(4 + n, n / 30, {"eq": {"hue": float(n + 1)}}, [])
+    assert asked == [folder] and rec.lines == 256     # checked once, before line 257
+    assert rec.failed == f"{folder / 'a.automation.jsonl'}: 1.50 MB left on its disk, below the 2 MB floor"
+    assert len(caplog.records) == 1
+    assert load_automation(folder / "a.automation.jsonl").last_frame == 4 + 254
+
+
+@pytest.mark.parametrize("free, goes_on", [(lambda p: 2 << 20, True), (lambda p: (2 << 20) - 1, False),
+                                           (None, True)])
+def test_a_disk_exactly_at_the_floor_or_unreadable_goes_on(tmp_path, free, goes_on):
+    def unreadable(p):
+        raise OSError(5, "Input/output error")
+
+    rec = writer(tmp_path / "a.automation.jsonl", min_free=2 << 20, free=free or unreadable)
+    for n in range(600):
+        rec.capture(4 + n, n / 30, {"eq": {"hue": float(n + 1)}}, [])
+    assert (rec.failed is None) is goes_on and rec.lines == (601 if goes_on else 256)
+
+
+def test_without_a_free_function_the_real_disk_is_asked(tmp_path):
+    # This disk has more than a byte free and less than an exabyte: a floor of 1 byte lets the file
+    # go on, one of an exabyte stops it at the first check.
+    ok = writer(tmp_path / "a.automation.jsonl", min_free=1)
+    full = writer(tmp_path / "b.automation.jsonl", min_free=1 << 60)
+    for rec in (ok, full):
+        for n in range(300):
+            rec.capture(4 + n, n / 30, {"eq": {"hue": float(n + 1)}}, [])
+    assert ok.failed is None and ok.lines == 301
+    assert "below the 1.09951e+12 MB floor" in full.failed and full.lines == 256
+
+
+def test_a_file_that_cannot_be_written_stops_with_the_os_error_and_close_says_it(tmp_path, caplog):
+    # /dev/full: every write that reaches the device fails with ENOSPC, as on a full disk.
+    rec = writer(Path("/dev/full"))
+    f = rec._file
+    with caplog.at_level(logging.ERROR, logger="unstable.automation"):
+        for n in range(4000):   # more than the write buffer holds
+            rec.capture(4 + n, n / 30, {"eq": {"hue": float(n + 1) + 0.123456789}}, [])
+            if rec.failed:
+                break
+    assert rec.failed == "/dev/full: [Errno 28] No space left on device"
+    assert [r.getMessage() for r in caplog.records] == [
+        "automation stopped: /dev/full: [Errno 28] No space left on device (the show goes on; the file "
+        "replays up to here)"]
+    assert f.closed and rec.close() == rec.failed
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_a_flush_that_fails_at_close_is_returned_and_logged_unless_quiet(caplog, quiet):
+    rec = writer(Path("/dev/full"))     # the header waits in the buffer: the flush at close fails
+    f = rec._file
+    with caplog.at_level(logging.ERROR, logger="unstable.automation"):
+        why = rec.close(quiet=quiet) if quiet else rec.close()
+    assert why == rec.failed == "/dev/full: [Errno 28] No space left on device" and f.closed
+    assert [r.getMessage() for r in caplog.records] == ([] if quiet else [f"automation {why}"])
+
+
+def test_a_closed_file_is_closed(tmp_path):
+    rec = writer(tmp_path / "a.automation.jsonl")
+    f = rec._file
+    assert rec.close() is None and f.closed and rec.close() is None
+
+
+# -- the automation reader ----------------------------------------------------------------------
+
+def test_a_file_of_a_header_alone_replays_nothing(tmp_path):
+    path = tmp_path / "a.automation.jsonl"
+    writer(path).close()
+    auto = load_automation(path)
+    assert auto.last_frame == 3 and auto.at(3) is None and auto.at(4) is None and auto.changes == {}
+
+
+def test_the_same_frame_asked_twice_gets_the_same_changes(tmp_path):
+    path = tmp_path / "a.automation.jsonl"
+    rec = writer(path)
+    for n in range(3, 12):
+        rec.capture(n, n / 30, {"eq": {"hue": float(n)}}, [1] if n == 6 else [])
+    rec.close()
+    auto = load_automation(path)
+    assert auto.at(6) == {"set": {"eq": {"hue": 6.0}}, "scenes": [1]}
+    assert auto.at(6) == {"set": {"eq": {"hue": 6.0}}, "scenes": [1]}   # a frame rendered again
+    assert auto.at(7) == {"set": {"eq": {"hue": 7.0}}}
+    assert [f for f, _ in auto.frames()] == list(range(3, 12))
+    assert auto.at(5) == {"set": {"eq": {"hue": 5.0}}}                    # at() after frames()
+
+
+def test_a_line_spoilt_after_loading_is_one_error_naming_the_file(tmp_path):
+    path = tmp_path / "a.automation.jsonl"
+    rec = writer(path)
+    rec.capture(4, 0.1, {"eq": {"hue": 1.0}}, [])
+    rec.close()
+    auto = load_automation(path)
+    with open(path, "a") as f:          # the file changed under the replay
+        f.write('{"frame": 5, "set": 7}\nnot json\n')
+    with pytest.raises(ConfigError) as e:
+        dict(auto.frames())
+    assert str(path) in str(e.value) and "a line.set" in str(e.value)
