@@ -40,7 +40,8 @@ class MidiMap:
     bits: int = setting(7, ge=7, le=14, doc="7, or 14: the CC is the MSB and cc + 32 the LSB")
     mode: str = setting("", doc="a note on a parameter: 'toggle' (each press flips it) or 'momentary' "
                         "(top of the range while held); default toggle")
-    takeover: bool = setting(True, doc="soft takeover: the knob moves the parameter once it reaches its value")
+    takeover: bool = setting(True, doc="soft takeover: the knob moves a continuous parameter once it reaches "
+                             "its value (switches and counts follow at once)")
 
     def __post_init__(self):
         if (self.cc < 0) == (self.note < 0):
@@ -210,7 +211,8 @@ class MidiMapper:
             if pressed:
                 s.set_unit(group, name, 0.0 if s.get_unit(group, name) >= 0.5 else 1.0, origin)
             return int(pressed)
-        if m.takeover and m not in self._engaged:
+        # Only a continuous value waits for its knob: a CC button on a switch or a count acts at once.
+        if m.takeover and m not in self._engaged and s.spec(group, name).kind == "float":
             cur = s.get_unit(group, name)
             last = self._knob.get(m)
             step = 1.0 / (16383.0 if m.bits == 14 else 127.0)
