@@ -130,6 +130,12 @@ class ContactSheet:
         self._thread.join(10.0)
         self._thread = None
 
+    def __enter__(self) -> "ContactSheet":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
     async def _serve(self) -> None:
         from aiohttp import web
         app = web.Application(middlewares=[ConnectionGuard.middleware(lambda: self.guard), self.gate.middleware()],
