@@ -32,7 +32,9 @@ def jack():
     """A JACK server of our own (dummy driver) for these tests; rtmidi's JACK clients find it by name."""
     if shutil.which("jackd") is None:
         pytest.skip("jackd is not installed (scripts/setup.sh installs jackd2)")
-    name = f"unstable-test-{os.getpid()}"
+    # One name, not one per run: JACK keeps at most 8 server names in its registry, and a server
+    # that had to be killed leaves its name there (a later server of the same name takes it over).
+    name = f"unstable-tests-{os.getuid()}"
     env = {"JACK_DEFAULT_SERVER": name, "JACK_NO_START_SERVER": "1", "JACK_NO_AUDIO_RESERVATION": "1"}
     before = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
@@ -45,7 +47,7 @@ def jack():
     finally:
         proc.terminate()
         try:
-            proc.wait(3)
+            proc.wait(10)
         except subprocess.TimeoutExpired:  # it waits for clients that are gone
             proc.kill()
             proc.wait()
@@ -200,3 +202,53 @@ def test_a_learned_file_with_a_binding_the_show_no_longer_has_is_one_line_and_th
     assert [m.cc for m in link.mapper.maps] == [2]
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 1 and "eq.gone" in lines[0] and LEARN_FILE in lines[0], lines
+
+
+LIVE_SHOW = """\
+size = [48, 16]
+fps = 10
+[pieces.eq]
+piece = "pieces/eq.toml"
+[layout]
+panels = ["eq/g0"]
+[training]
+render_threads = 1
+[midi]
+port = "knobs"
+api = "jack"
+[[midi.map]]
+cc = 8
+param = "show.master_fade"
+takeover = false
+"""
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_midi_played_live_lands_in_the_automation_and_the_page_lists_the_bindings(jack, tmp_path):
+    from test_show import write_show
+    from unstable.control.show_inputs import ShowInputs
+    from unstable.frame.automation import load_automation
+    from unstable.live import Engine
+    from unstable.show import load_show
+    show = load_show(write_show(tmp_path, LIVE_SHOW))
+    auto = tmp_path / "live.automation.jsonl"
+    ctl = Controller()
+    eng = Engine(show, headless=True, osc_port=0, web_port=0, run_dir=tmp_path / "run", train=False,
+                 automation=auto, echo=lambda s: None)
+    inputs = ShowInputs(show)
+    inputs.attach(eng)
+    try:
+        with eng:
+            eng.frame(number=0)                               # the inputs start after the first frame
+            assert inputs.midi is not None and inputs.midi.inport is not None
+            ctl.send(0xB0, 8, 0)
+            assert wait_for(lambda: eng.params.get(SHOW, "master_fade") == 0.0)
+            for n in range(1, 4):
+                eng.frame(number=n)
+            page = eng.controls.web_link.server.space.page_schema()
+    finally:
+        inputs.stop()
+        ctl.unplug()
+    assert page["midi"] == [{"source": "cc8", "target": "show.master_fade", "learned": False}]
+    a = load_automation(auto)
+    assert a.at(1) == {"set": {"show": {"master_fade": 0.0}}}
