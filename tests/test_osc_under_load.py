@@ -50,7 +50,7 @@ def test_a_failing_telemetry_line_never_ends_the_show(tmp_path, caplog):
     def broken(now):
         raise OSError(24, "Too many open files")
 
-    eng._telemetry_line = broken
+    eng.reporter.line = broken
     with caplog.at_level("WARNING", logger="unstable.live"):
         report = eng.run()
     assert report.frames >= 20

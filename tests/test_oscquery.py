@@ -220,7 +220,7 @@ def test_telemetry_reaches_a_page_that_asks(show):
         await ws.send_str(json.dumps({"COMMAND": "TELEMETRY", "DATA": True}))
         await asyncio.sleep(0.1)
         show.pieces["eq"].last_scalars = {"critic_loss": float("nan"), "g_loss": 0.5}
-        show._telemetry(5.0)
+        show.reporter.tick(5.0)
         msg = await ws.receive(timeout=3.0)
         assert "NaN" not in msg.data  # a browser's JSON.parse refuses NaN
         data = json.loads(msg.data)

@@ -81,8 +81,8 @@ def capture(eng, stalls: dict[int, float]):
     drawn = {}
 
     def hook(e):
-        drawn[e.frames_drawn] = e.read().copy()
-        due = [k for k in stalls if k <= e.frames_drawn]
+        drawn[e.last_frame] = e.read().copy()
+        due = [k for k in stalls if k <= e.last_frame]
         time.sleep(sum(stalls.pop(k) for k in due))
 
     eng.frame_hooks.append(hook)
@@ -97,7 +97,7 @@ def controller(eng, sends: list[tuple[int, str, float]]):
     def hook(e):
         if not client:
             client.append(Client(e.osc.port))
-        while sends and e.frames_drawn >= sends[0][0]:
+        while sends and e.last_frame >= sends[0][0]:
             _, address, value = sends.pop(0)
             client[0].send(address, value)
 
@@ -216,7 +216,7 @@ def test_a_recording_carries_the_shows_sound_for_exactly_its_frames(tmp_path, cp
     drawn = capture(eng, {9: 0.3, 15: 0.25})   # 10, a click, dropped (unless the hogs dropped 9)
 
     def start_recording(e):
-        if e.frames_drawn >= 4 and not e.recorder.recording and not e.recorder.recordings:
+        if e.last_frame >= 4 and not e.recorder.recording and not e.recorder.recordings:
             e.recorder.record(out)   # from the next frame drawn (slot 5 unless the hogs drop it)
     eng.frame_hooks.append(start_recording)
     report = eng.run()

@@ -104,7 +104,7 @@ def main():
 
         def hook(eng):
             picture = eng.read()
-            seen.append((eng.frames_drawn, time.perf_counter(), bool(picture[::8, ::8].mean() < 1.0)))
+            seen.append((eng.last_frame, time.perf_counter(), bool(picture[::8, ::8].mean() < 1.0)))
 
         eng = Engine(load_show(show_path), headless=True, osc_port=0, run_dir=run, train=args.train,
                      seconds=args.seconds, audio=wav, echo=lambda s: None, time_source=time.perf_counter,

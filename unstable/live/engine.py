@@ -56,7 +56,6 @@ from .actions import Actions
 from .controls import Controls
 from .options import LiveOptions
 from .outputs import Outputs
-from .pieces import live_state, restore_live_states
 from .pieceset import PieceSet
 from .slots import SlotClock
 from .reporter import Reporter
@@ -197,12 +196,8 @@ class Engine:
         self.stats = FrameStats(o.telemetry, max_bytes=int(s.disk.telemetry_max_mb * MB))
         self.timer = WallTimer(s.fps, self._time, sleep=self._stop.wait)
         from ..progress import progress_bar
-        saved = pieces.prepare(self.run_dir, self.timeline.clocks, fresh=o.fresh, resume=o.resume,
-                               progress=o.progress or progress_bar,
-                               live_state=lambda p: live_state(p, self.params, self.timeline))
-        restore_live_states(saved, self.timeline.clocks, self.params, self.timeline, reset_params=o.reset_params,
-                            echo=self.echo)
-        pieces.wait_computed()
+        pieces.prepare(self.run_dir, self.timeline, self.params, fresh=o.fresh, resume=o.resume,
+                       reset_params=o.reset_params, progress=o.progress or progress_bar)
         # A failing piece holds its last frame (hold_failures): the show goes on.
         self.pipeline = FramePipeline(pieces.sources, self.show.resolved_scenes(), self.outputs.compositor,
                                       hold_failures=True, look_ahead=s.look_ahead,
@@ -210,14 +205,7 @@ class Engine:
         self.timer.restart()
         if o.train:
             pieces.start_training(lambda: self._snapshot or self.params.state())
-        where = f", OSC on {self.osc.host}:{self.osc.port}" if self.osc else ""
-        for url in self.controls.urls():
-            self.echo(f"live: control page and OSCQuery at {url}")
-        cap = s.disk.automation_max_mb
-        self.echo(f"live: {self.show.name} {s.size[0]}x{s.size[1]} at {self.fps:g} fps on {o.device}"
-                  f"{where}, {'training' if o.train else 'not training'}; "
-                  f"{f'automation files up to {cap:g} MB' if cap else 'automation files uncapped'}; "
-                  f"run folder {self.run_dir}")
+        self.reporter.opened()
 
     # -- frames ---------------------------------------------------------------------------------
 
@@ -236,17 +224,13 @@ class Engine:
         self._snapshot = state.snapshot  # the training thread reads the newest one
         self.actions.act(held + state.actions)
         self.controls.follow(self.timeline.director.current)
-        t_sample = time.perf_counter()
-        images = self.pipeline.images(state)
-        t_compose = time.perf_counter()
-        self.pipeline.compose(state, images)
+        drawn = self.pipeline.frame(state)  # a failing piece's error is its source's (telemetry)
         t_output = time.perf_counter()
         self.outputs.put(number)
         self.actions.show_recording()
-        t_end = time.perf_counter()
-        self.stats.phase("sample", t_compose - t_sample)
-        self.stats.phase("compose", t_output - t_compose)
-        self.stats.phase("output", t_end - t_output)
+        self.stats.phase("sample", drawn.sample_seconds)
+        self.stats.phase("compose", drawn.compose_seconds)
+        self.stats.phase("output", time.perf_counter() - t_output)
         self.frames += 1
         for hook in self.frame_hooks:
             hook(self)

@@ -15,7 +15,7 @@ from ..schema import SHOW
 from ..show import Show, display_name
 from ..show_systems import build_systems, piece_actions, show_groups
 from .mirror import SamplingMirror
-from .pieces import prepare_pieces
+from .pieces import live_state, prepare_pieces, restore_live_states
 from .training import LivePiece, Trainer
 
 __all__ = ["PieceSet"]
@@ -51,11 +51,12 @@ class PieceSet:
         self._train_stream = None
         self._saver: threading.Thread | None = None   # a still's checkpoint when nothing trains
 
-    def prepare(self, run_dir: Path, clocks: Mapping, *, fresh: bool, resume: bool, progress: Callable,
-                live_state: Callable[[LivePiece], dict]) -> dict[str, dict]:
-        """Prepare each system (base models), resume it from `run_dir` unless `fresh`, and give it its
-        mirror, panel source and walk clock (`clocks`, the timeline's); `live_state(piece)` is what
-        its checkpoints save beside the weights. Returns {piece: the live state it resumed with}."""
+    def prepare(self, run_dir: Path, timeline, params, *, fresh: bool, resume: bool, reset_params: bool,
+                progress: Callable) -> None:
+        """Prepare each system (base models), resume it from `run_dir` unless `fresh` (with the live
+        state saved beside its weights: walk clock, and unless `reset_params` its values in the
+        store `params`), give it its mirror, panel source and the walk clock of `timeline`, and
+        wait for its first directions and clusters."""
         saved = prepare_pieces(self.show, self.systems, run_dir, self.device, fresh=fresh, resume=resume,
                                progress=progress, echo=self.echo)
         if self.device.type == "cuda":
@@ -66,11 +67,12 @@ class PieceSet:
             panels = {display_name(name, p): p for p in system.panels()}
             piece = LivePiece(name=name, path=self.show.piece_paths[name], system=system, mirror=mirror,
                               source=PanelSource(name, system, mirror, self.walks[name], panels),
-                              clock=clocks[name], share=s.pieces[name].share, run_dir=run_dir / name,
+                              clock=timeline.clocks[name], share=s.pieces[name].share, run_dir=run_dir / name,
                               guard=TrainingGuard(system, s.guard, name))
-            piece.state_extra = (lambda p=piece: live_state(p))
+            piece.live_state = (lambda p=piece: live_state(p, params, timeline))
             self.by_name[name] = piece
-        return saved
+        restore_live_states(saved, timeline.clocks, params, timeline, reset_params=reset_params, echo=self.echo)
+        self.wait_computed()
 
     def wait_computed(self) -> None:
         """Wait for the first directions and clusters (asked for when each mirror was made), so that

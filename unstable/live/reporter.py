@@ -23,6 +23,18 @@ class Reporter:
         self._next = 1.0                        # the show second of the next line
         self._failures: set[str] = set()        # kinds of failure already logged
 
+    def opened(self) -> None:
+        """Say where the show's page and OSC are, and how it plays (the last lines before frames)."""
+        e, s, o = self.engine, self.engine.settings, self.engine.options
+        for url in e.controls.urls():
+            e.echo(f"live: control page and OSCQuery at {url}")
+        where = f", OSC on {e.osc.host}:{e.osc.port}" if e.osc else ""
+        cap = s.disk.automation_max_mb
+        e.echo(f"live: {e.show.name} {s.size[0]}x{s.size[1]} at {e.fps:g} fps on {o.device}"
+               f"{where}, {'training' if o.train else 'not training'}; "
+               f"{f'automation files up to {cap:g} MB' if cap else 'automation files uncapped'}; "
+               f"run folder {e.run_dir}")
+
     def tick(self, now: float) -> None:
         """After a frame at show time `now`: once a second, watch OSC and send the second's line."""
         if now < self._next:

@@ -59,7 +59,7 @@ class LivePiece:
     error: str | None = None           # why training stopped (the display holds the last good weights)
     guard: TrainingGuard | None = None
     next_stasis: float = 0.0
-    state_extra: Callable[[], dict] | None = None  # the live state saved with the weights (engine)
+    live_state: Callable[[], dict] | None = None   # what a restart needs besides the weights (pieces.live_state)
 
     def steps_per_second(self, now: float, window: float = 2.0) -> float:
         """Steps in the last `window` seconds, per second."""
@@ -73,7 +73,7 @@ class LivePiece:
     def save(self) -> Path:
         """Write this piece's checkpoint atomically (call from the thread that owns the weights)."""
         path = self.run_dir / "checkpoint.pt"
-        extra = {"live": self.state_extra()} if self.state_extra is not None else None
+        extra = {"live": self.live_state()} if self.live_state is not None else None
         save_checkpoint(path, checkpoint_payload(self.system, str(self.path), extra))
         self.checkpoints += 1
         return path
@@ -82,12 +82,12 @@ class LivePiece:
 class Trainer:
     """The training thread: steps the pieces under the show's budget and keeps their mirrors fresh."""
 
-    def __init__(self, pieces: list[LivePiece], budget, params: Callable[[], Mapping[str, Mapping[str, float]]],
+    def __init__(self, pieces: list[LivePiece], budget, snapshot: Callable[[], Mapping[str, Mapping[str, float]]],
                  device: torch.device, train_stream: "torch.cuda.Stream | None" = None, guard=None):
         self.pieces = pieces
         self.guard_settings = guard  # GuardSettings (stasis checks); each piece's TrainingGuard does the rest
         self.budget = budget
-        self.params = params
+        self.snapshot = snapshot  # the newest frame's {group: {name: value}}
         self.device = device
         self.stream = train_stream
         self._stop = threading.Event()
@@ -127,7 +127,7 @@ class Trainer:
         for p in self.pieces:
             if p.dirty and now - p.last_sync >= self.budget.sync_every:
                 self._sync(p)
-        snapshot = self.params()
+        snapshot = self.snapshot()
         ready = [p for p in self.pieces if p.error is None and p.next_allowed <= now
                  and snapshot.get(p.name, {}).get("training", 1.0) >= 0.5]
         if not ready:
@@ -164,9 +164,9 @@ class Trainer:
         if self.budget.duty < 1.0:
             self._stop.wait(dt * (1.0 - self.budget.duty) / self.budget.duty)
 
-    def _step(self, p: LivePiece, params: dict) -> dict | None:
+    def _step(self, p: LivePiece, values: dict) -> dict | None:
         """One training step of `p`, always through its guard (None: undone)."""
-        return p.guard.step(params)
+        return p.guard.step(values)
 
     def _stasis(self, p: LivePiece, snapshot: Mapping, now: float) -> None:
         g = self.guard_settings
