@@ -91,12 +91,14 @@ def test_a_sender_that_never_returns_costs_the_render_thread_nothing_and_queues_
 
 
 def test_ndi_names_with_brackets_or_quotes_are_refused_in_one_line(tmp_path):
-    text = SHOW + '[outputs.ndi]\nname = "stage (left)"\n'
-    with pytest.raises(Exception) as e:
-        load_show(write_show(tmp_path, text))
-    assert "outputs.ndi.name" in str(e.value) and "\n" not in str(e.value)
+    for bad in ("stage (left)", "stage/left", "a:b"):  # NDI would rename these
+        text = SHOW + f'[outputs.ndi]\nname = "{bad}"\n'
+        with pytest.raises(Exception) as e:
+            load_show(write_show(tmp_path, text))
+        assert "outputs.ndi.name" in str(e.value) and bad in str(e.value) and "\n" not in str(e.value)
     with pytest.raises(ValueError):
         NdiSettings(name='a"b')
+    assert NdiSettings(name="stage - left").name == "stage - left"
 
 
 def test_cli_ndi_name_is_checked_before_the_show_opens(tmp_path):
@@ -181,3 +183,29 @@ def test_a_stalled_receiver_leaves_the_shows_frame_rate_unchanged(tmp_path, cpu_
     assert on.frames >= off.frames - 10, (on.frames, off.frames)
     s = stats["unstable-test-stall"]
     assert s["offered"] >= on.frames and s["sent"] + s["dropped"] <= s["offered"]
+
+
+def test_panels_are_sources_of_their_own_at_the_pieces_size(tmp_path):
+    text = SHOW + '[outputs.ndi]\nname = "unstable-test-panels"\npanels = true\n'
+    show = load_show(write_show(tmp_path, text))
+    eng = Engine(show, headless=True, osc_port=0, run_dir=tmp_path / "run", echo=lambda line: None,
+                 progress=silent, train=False, web=False)
+    out = tmp_path / "panel.npz"
+    with eng:
+        eng.frame(number=0)
+        proc = receiver("unstable-test-panels.eq2.g0", 2.0, out)
+        try:
+            wait_found(proc)
+            n = 0
+            while proc.poll() is None and n < 200:
+                n += 1
+                eng.frame(number=n)
+                time.sleep(0.05)
+            assert proc.wait(30) == 0
+        finally:
+            proc.kill()
+        # Every shown panel has its source; eq2/g1 is shown only by the second scene: none yet.
+        assert sorted(eng.outputs.ndi.panels) == ["eq/g0", "eq/g1", "eq2/g0"]
+        image = eng.pipeline.sources["eq2"].last_images["eq2/g0"]  # [3, 8, 8]
+    frames = np.load(out)["frames"]
+    assert len(frames) >= 3 and frames.shape[1:] == (image.shape[1], image.shape[2], 3)

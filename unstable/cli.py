@@ -220,7 +220,7 @@ def _run_live(show_path, *, headless, fullscreen, monitor, seconds, record, tele
               "record to a numbered name beside it, which is printed).")
 @click.option("--ndi", is_flag=False, flag_value="", default=None, metavar="[NAME]",
               help="Publish the frames as an NDI source named NAME (default: the show's [outputs.ndi] name, or "
-              "the show's name); the show's [outputs.ndi] panels = true adds each panel as NAME/<piece>/<panel>.")
+              "the show's name); the show's [outputs.ndi] panels = true adds each panel as NAME.<piece>.<panel>.")
 @click.option("--midi", default=None, metavar="PORT", help="Take MIDI from this input port (a part of its name) "
               "through the show's [[midi.map]] and learned bindings, instead of the show's [midi] port.")
 @click.option("--link", is_flag=True, help="Join an Ableton Link session: the show's tempo follows it and is "

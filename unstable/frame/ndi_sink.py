@@ -5,7 +5,8 @@
     sink.put(n, compositor)       # in the render thread, like every sink (unstable.frame.sinks)
 
 A mixer (Resolume, TouchDesigner, OBS, vMix) sees `<host> (gallery)` and, with panels,
-`<host> (gallery/eq/g0)`. Each source sends on its own thread: the render thread only copies the
+`<host> (gallery.eq.g0)`: NDI turns '/' (and ':', '|') in a source name into spaces, so a panel's
+`piece/panel` is written with dots. Each source sends on its own thread: the render thread only copies the
 frame into a free buffer and leaves it in a one-frame mailbox. A frame still waiting when the next
 arrives is replaced (dropped, counted), and with no free buffer a frame is not even copied, so a
 receiver that stops reading, a slow network or NDI's own compression costs the show at most one
@@ -43,10 +44,12 @@ MAX_NAME = 200  # NDI source names beyond this are cut by some receivers
 
 
 def check_ndi_name(name: str, where: str = "outputs.ndi.name") -> str:
-    """`name` if it can name an NDI source; ValueError naming `where` otherwise."""
-    if not isinstance(name, str) or len(name) > MAX_NAME or any(c in name for c in '()\\"\n\r\t'):
+    """`name` if NDI publishes it as it is; ValueError naming `where` otherwise (NDI would rename a
+    source with '/', ':' or '|' in it, and parentheses wrap the name in `<host> (name)`)."""
+    if not isinstance(name, str) or len(name) > MAX_NAME or any(c in name for c in '()\\/:|"') \
+            or not name.isprintable():
         raise ValueError(f"{where}: {name!r} cannot name an NDI source (at most {MAX_NAME} characters, "
-                         "no parentheses, quotes, backslashes or line breaks)")
+                         "none of ( ) / \\ : | \" or control characters)")
     return name
 
 
@@ -54,7 +57,7 @@ def check_ndi_name(name: str, where: str = "outputs.ndi.name") -> str:
 class NdiSettings:
     """`[outputs.ndi]`: publish the show's frames as NDI sources (present: on)."""
 
-    name: str = setting("", doc="the NDI source name ('' : the show's name); panels are NAME/<piece>/<panel>")
+    name: str = setting("", doc="the NDI source name ('' : the show's name); panels are NAME.<piece>.<panel>")
     panels: bool = setting(False, doc="also publish each panel as its own source, at the piece's own size")
     groups: str = setting("", doc="NDI groups to publish in ('' : the default group), e.g. 'stage,foh'")
 
@@ -234,14 +237,21 @@ def _to_hwc(t) -> np.ndarray:
 
 class NdiSink:
     """A frame-pipeline sink publishing the composed frame as NDI source `settings.name` at the
-    show's size and rate, and with `settings.panels` each panel as `NAME/<piece>/<panel>`
+    show's size and rate, and with `settings.panels` each panel as `NAME.<piece>.<panel>`
     (`panel_images()` gives {display: [3, H, W]}, the pipeline's newest image of each panel)."""
 
     def __init__(self, settings: NdiSettings, name: str, size: tuple[int, int], fps: float, *,
                  panel_images: Callable[[], Mapping[str, object]] | None = None,
                  send: Callable[[str], Callable[[int, np.ndarray], None]] | None = None):
-        import cyndilib  # noqa: F401  (fail here, at opening, with a clear error, not on the first frame)
-        self.name = check_ndi_name(settings.name or name, "--ndi")
+        from ..errors import UnstableError
+        try:  # fail here, at opening, with one clear line, not on the first frame
+            import cyndilib  # noqa: F401
+        except ImportError as e:
+            raise UnstableError(f"NDI out needs cyndilib (pip install 'cyndilib>=0.1.3,<0.2'): {e}") from None
+        try:
+            self.name = check_ndi_name(settings.name or name, "--ndi / outputs.ndi.name")
+        except ValueError as e:
+            raise UnstableError(str(e)) from None
         self.size = size
         self.fps = fps
         self.groups = settings.groups
@@ -267,7 +277,7 @@ class NdiSink:
             self._last[display] = image
             src = self.panels.get(display)
             if src is None:
-                src = self.panels[display] = self._source(f"{self.name}/{display}")
+                src = self.panels[display] = self._source(f"{self.name}.{display.replace('/', '.')}")
             src.offer(frame, image)
 
     def stats(self) -> dict:

@@ -1,0 +1,165 @@
+"""Benchmark: NDI out.
+
+    .venv/bin/python tests/bench/bench_ndi.py                       # both sizes, 10 s each
+    .venv/bin/python tests/bench/bench_ndi.py --sizes 512x256 --seconds 20 --skip-latency
+
+Two figures, discovery through a loopback NDI configuration (NDI_CONFIG_DIR, no multicast):
+
+1. The show with NDI off, on, and on with `panels = true`: the demo show (its pieces from their
+   shipped grown states, training off, headless, paced on the wall clock) at each size; with NDI
+   on a cyndilib receiver in another process is connected and reading (NDI encodes only for a
+   receiver). Reported: fps (frames drawn / seconds), frame interval p50/p99 and work p99 (ms),
+   late frames, and the NDI source's sent/dropped counts.
+2. Send -> receive latency on loopback: an NdiSource (the sink's own sending thread and mailbox)
+   at each size and the show's 30 fps, each frame carrying its number in the grey level of a
+   32x32 block (robust to NDI's lossy codec); the receiver process notes the wall time each frame
+   arrives. Latency = arrival - the moment the frame was offered (`NdiSource.offer`), p50/p99 ms,
+   over the frames that arrived (and how many did).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+RECEIVER = ROOT / "tests" / "ndi_receiver.py"
+
+from unstable.frame.ndi_sink import NdiSource, write_ndi_config  # noqa: E402
+
+
+def pct(xs, q):
+    return float(np.percentile(np.asarray(xs, np.float64), q)) if len(xs) else float("nan")
+
+
+def demo_show(folder: Path, size: tuple[int, int], ndi: str | None, panels: bool) -> Path:
+    """shows/demo.toml with absolute paths, another size and (optionally) [outputs.ndi]."""
+    text = (ROOT / "shows" / "demo.toml").read_text()
+    text = text.replace('"../pieces/', f'"{ROOT}/pieces/').replace('"demo.states/', f'"{ROOT}/shows/demo.states/')
+    text = text.replace("size = [512, 256]", f"size = [{size[0]}, {size[1]}]")
+    assert str(ROOT) in text
+    if ndi is not None:
+        text += f'\n[outputs.ndi]\nname = "{ndi}"\npanels = {"true" if panels else "false"}\n'
+    path = folder / "demo.toml"
+    path.write_text(text)
+    return path
+
+
+def receiver(name: str, seconds: float, out: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(RECEIVER), name, str(seconds), str(out), "--block"],
+                            stdout=subprocess.PIPE, text=True)
+
+
+def show_run(size, mode: str, seconds: float, folder: Path) -> dict:
+    """One paced headless run of the demo show; mode "off", "on" or "panels"."""
+    from unstable.live import Engine
+    from unstable.show import load_show
+    name = f"bench-{size[0]}x{size[1]}-{mode}"
+    run = folder / name
+    run.mkdir()
+    show = load_show(demo_show(run, size, None if mode == "off" else name, mode == "panels"))
+    eng = Engine(show, headless=True, osc_port=0, web=False, run_dir=run / "run", train=False, seconds=seconds,
+                 echo=lambda line: None, progress=lambda *a, **k: tqdm(disable=True, total=k.get("total")))
+    proc = None
+    if mode != "off":
+        eng.open()
+        eng.frame(number=0)  # the source exists from its first frame
+        proc = receiver(name, seconds + 60, run / "got.npz")
+        line = proc.stdout.readline()
+        assert line.startswith("found"), line
+        time.sleep(1.0)
+    try:
+        r = eng.run()
+    finally:
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+    ndi = eng.outputs.ndi.stats() if eng.outputs.ndi is not None else {}
+    main = ndi.get(name, {})
+    return {"size": f"{size[0]}x{size[1]}", "mode": mode, "fps": r.frames / r.seconds if r.seconds else 0.0,
+            "interval_p50": r.interval_p50_ms, "interval_p99": r.interval_p99_ms, "work_p99": r.work_p99_ms,
+            "late": r.late_frames, "frames": r.frames, "sources": len(ndi),
+            "sent": main.get("sent", 0), "dropped": main.get("dropped", 0)}
+
+
+def latency(size, seconds: float, fps: float, folder: Path) -> dict:
+    """Offer -> arrival of frames numbered in a grey block, through an NdiSource and a receiver."""
+    w, h = size
+    name = f"bench-latency-{w}x{h}"
+    src = NdiSource(name, fps)
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)  # noise: the codec's worst case
+    frame[:32, :32] = 0
+    src.offer(0, frame)
+    out = folder / f"{name}.npz"
+    proc = receiver(name, seconds + 3, out)
+    assert proc.stdout.readline().startswith("found")
+    time.sleep(1.0)
+    offered = {}
+    t0 = time.perf_counter()
+    n = 0
+    while time.perf_counter() - t0 < seconds:
+        n += 1
+        level = (n % 25) * 10  # 25 levels 10 apart: a frame is known by n mod 25, within ~3 levels of noise
+        frame[:32, :32] = level
+        offered[n] = time.time()
+        src.offer(n, frame)
+        time.sleep(max(0.0, t0 + n / fps - time.perf_counter()))
+    proc.wait(30)
+    src.close()
+    got = np.load(out)
+    lat = []
+    last = 0
+    for mean, arrived in zip(got["frames"], got["times"]):
+        k = int(round(mean / 10)) % 25
+        # The newest offered frame with that residue at or before the arrival, after the last match.
+        cands = [m for m in range(last + 1, n + 1) if m % 25 == k and offered[m] <= arrived]
+        if not cands:
+            continue
+        m = cands[-1]
+        last = m
+        lat.append((arrived - offered[m]) * 1000)
+    return {"size": f"{w}x{h}", "offered": n, "received": len(lat), "p50": pct(lat, 50), "p99": pct(lat, 99),
+            "sender_dropped": src.dropped}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", default="512x256,1920x1080")
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--skip-show", action="store_true")
+    ap.add_argument("--skip-latency", action="store_true")
+    a = ap.parse_args()
+    sizes = [tuple(int(x) for x in s.split("x")) for s in a.sizes.split(",")]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        write_ndi_config(folder / "ndi", ["127.0.0.1"])
+        os.environ["NDI_CONFIG_DIR"] = str(folder / "ndi")  # before NDI's first use, here and in the receiver
+        if not a.skip_show:
+            print("size       mode    fps   interval p50/p99 ms   work p99 ms  late  sources  sent  dropped")
+            for size in sizes:
+                for mode in ("off", "on", "panels"):
+                    r = show_run(size, mode, a.seconds, folder)
+                    print(f"{r['size']:<10} {r['mode']:<6} {r['fps']:5.1f}   {r['interval_p50']:6.1f} / "
+                          f"{r['interval_p99']:6.1f}      {r['work_p99']:7.1f}   {r['late']:4d}  {r['sources']:7d}  "
+                          f"{r['sent']:4d}  {r['dropped']:4d}", flush=True)
+        if not a.skip_latency:
+            print("\nsend -> receive on loopback (30 fps, noise frames)")
+            for size in sizes:
+                r = latency(size, a.seconds, 30.0, folder)
+                print(f"{r['size']:<10} received {r['received']}/{r['offered']}  p50 {r['p50']:.1f} ms  "
+                      f"p99 {r['p99']:.1f} ms  (dropped at the sender {r['sender_dropped']})", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
