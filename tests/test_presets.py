@@ -94,6 +94,8 @@ def test_beats_use_the_shows_tempo_or_120_bpm(tmp_path):
         bank.seconds(math.nan, "s")
     with pytest.raises(PresetError):
         bank.seconds(1, "weeks")
+    timed = ParameterStore({SHOW_GROUP: show_specs(1) + [ParamSpec("tempo", 20.0, 300.0, 133.0, unit="bpm")]})
+    assert PresetBank(timed, tmp_path / "p2").seconds(8, "beats") == pytest.approx(8 * 60 / 133)
 
 
 # -- the live show ----------------------------------------------------------------------------------

@@ -185,6 +185,8 @@ class Engine:
         self.actions = Actions(self.params, s.actions, self.outputs, pieces)
         from ..control.presets import PresetBank
         self.actions.presets = self.presets = PresetBank(self.params, self.run_dir / "presets")
+        if self.web is not None:  # listed in OSCQuery and on the page, as saved now
+            self.web.space.add_presets(self.presets.names)
         heard = getattr(self.audio, "input", None)  # a file the show plays goes into its recordings
         self.outputs.open_sinks(self.timeline, automation=o.automation, preview=self.controls.preview,
                                 sound=heard.path if getattr(heard, "kind", None) == "file" else None,
