@@ -190,7 +190,9 @@ class AddressSpace:
     def _method_json(self, m: Method) -> dict:
         node: dict = {"FULL_PATH": m.path, "DESCRIPTION": m.description}
         if m.is_action:
-            node.update(TYPE=m.type, ACCESS=0 if m.type == "N" else 2)
+            # ACCESS 0 as every action's: OSCQuery clients (python-oscquery among them) refuse a
+            # writable node without a VALUE, and a preset name has no current value to show.
+            node.update(TYPE=m.type, ACCESS=0)
             if m.choices is not None:  # e.g. the saved presets, as they are now
                 node["RANGE"] = [{"VALS": list(m.choices())}] + [{}] * (len(m.type) - 1)
             return node
