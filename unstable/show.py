@@ -212,8 +212,12 @@ class SceneSettings:
     """`[[scenes]]`: one part of the show."""
 
     name: str = setting("", doc="a label for logs and controllers")
-    duration: float = setting(0.0, ge=0, doc="seconds before the next scene starts by itself (0: stay until told)")
-    crossfade: float = setting(1.0, ge=0, le=600, doc="seconds of crossfade into this scene")
+    duration: float = setting(0.0, ge=0, doc="seconds before the next scene starts by itself (0: stay until told); "
+                              "or beats and bars, '8 bars', '16 beats' (then it ends on a beat at the live tempo)")
+    crossfade: float = setting(1.0, ge=0, le=600, doc="seconds of crossfade into this scene, or '2 beats', '1 bar'")
+    duration_beats: float = setting(0.0, ge=0, doc="the duration in beats (set by writing `duration` in beats or "
+                                    "bars; `duration` then holds its seconds at the show's starting tempo)")
+    crossfade_beats: float = setting(0.0, ge=0, doc="the crossfade in beats (set by writing `crossfade` in beats)")
     layout: Layout | None = setting(None, doc="this scene's layout (unset: the show's)")
     colour: Colour | None = setting(None, doc="this scene's colour grade (unset: the show's)")
     params: dict[str, dict[str, float]] = setting(
@@ -386,6 +390,33 @@ def with_instruments(piece: Any, entry: PieceEntry, source: str, name: str) -> A
         raise ConfigError(source, f"pieces.{name}.{key}", msg) from None
 
 
+def _beats_in_seconds(raw: dict, source: str) -> dict:
+    """Scene durations and crossfades written in beats or bars ("8 bars") as `*_beats` plus their
+    seconds at the show's starting tempo (what a render's length and the look-ahead estimate from)."""
+    from .tempo import TempoSettings, parse_beats
+    tempo = raw.get("tempo") if isinstance(raw.get("tempo"), dict) else {}
+    defaults = TempoSettings()
+    bpm, per_bar = tempo.get("bpm", defaults.bpm), tempo.get("beats_per_bar", defaults.beats_per_bar)
+    if not isinstance(bpm, (int, float)) or not isinstance(per_bar, int) or not bpm > 0 or per_bar < 1:
+        return raw  # the loader says what is wrong with [tempo]
+    scenes = raw.get("scenes")
+    if not isinstance(scenes, list):
+        return raw
+    out = []
+    for i, scene in enumerate(scenes):
+        if isinstance(scene, dict):
+            scene = dict(scene)
+            for key in ("duration", "crossfade"):
+                try:
+                    beats = parse_beats(scene.get(key), per_bar)
+                except ValueError as e:
+                    raise ConfigError(source, f"scenes[{i}].{key}", str(e)) from None
+                if beats is not None:
+                    scene[key], scene[f"{key}_beats"] = beats * 60.0 / bpm, beats
+        out.append(scene)
+    return {**raw, "scenes": out}
+
+
 def load_show(path: str | Path, *, check_starts: bool = True) -> Show:
     """Read and validate a show file and the piece files it names (one ConfigError line on failure).
 
@@ -394,7 +425,7 @@ def load_show(path: str | Path, *, check_starts: bool = True) -> Show:
     from .system import load_piece
     path = Path(path)
     source = str(path)
-    settings = load_dataclass(ShowSettings, read_toml(path), source=source)
+    settings = load_dataclass(ShowSettings, _beats_in_seconds(read_toml(path), source), source=source)
     if not settings.name:
         settings = dataclasses.replace(settings, name=path.stem)
     if not settings.name.replace("-", "").replace("_", "").replace(".", "").isalnum():

@@ -206,3 +206,32 @@ class TempoLink:
     def beat(self) -> float | None:
         """The session's beat now (None without a session): where a scene change would land."""
         return None if self.link is None else float(self.link.beat)
+
+
+class BeatClock:
+    """Beats on the frame clock: the integral of the show's tempo over frame time, so a live show
+    and its render (which replays the tempo from the automation) count the same beats at the same
+    frames. `origin` shifts the count (a Link session's beat when the show started)."""
+
+    def __init__(self, bpm: float = 120.0):
+        self.beat = 0.0
+        self.bpm = float(bpm)
+        self.t: float | None = None
+
+    def advance(self, t: float, bpm: float | None) -> float:
+        """The beat at frame time `t`, the tempo having been the previous frame's since then."""
+        if self.t is not None and t > self.t:
+            self.beat += (t - self.t) * self.bpm / 60.0
+        self.t = t
+        if bpm is not None and math.isfinite(bpm) and bpm > 0:
+            self.bpm = float(bpm)
+        return self.beat
+
+    def ahead(self, t: float) -> float:
+        """The beat at a later frame time `t` if the tempo stays as it is."""
+        return self.beat + max(0.0, t - (self.t if self.t is not None else t)) * self.bpm / 60.0
+
+    @staticmethod
+    def on_beat(beat: float) -> float:
+        """The first whole beat at or after `beat` (a millionth of a beat of rounding is on it)."""
+        return float(math.ceil(beat - 1e-6))

@@ -94,7 +94,13 @@ def check_state(state: Any, source: str, where: str = "line 1.state") -> dict:
                                                              integer=True))
         s["started"] = number(scene.get("started", 0.0), source, f"{where}.scene.started")
         s["fade_len"] = number(scene.get("fade_len", 0.0), source, f"{where}.scene.fade_len", lo=0)
+        s["started_beat"] = number(scene.get("started_beat", 0.0), source, f"{where}.scene.started_beat")
     out["scene"] = s
+    beat = _table(state.get("beat", {}), source, f"{where}.beat", "{beat, bpm, t}")
+    if "beat" in beat:  # the beat clock (unstable.tempo.BeatClock); files before it have none
+        out["beat"] = {"beat": number(beat["beat"], source, f"{where}.beat.beat"),
+                       "bpm": number(beat.get("bpm", 120.0), source, f"{where}.beat.bpm", lo=1e-3),
+                       "t": None if beat.get("t") is None else number(beat["t"], source, f"{where}.beat.t")}
     walks = _table(state.get("walk", {}), source, f"{where}.walk", "{piece: {phase, speed, at}}")
     out["walk"] = {}
     for name, w in walks.items():

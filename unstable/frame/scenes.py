@@ -35,6 +35,9 @@ class SceneDirector:
         self.started = now
         self.fade_len = 0.0
         self.changes = 0
+        # unstable.tempo.BeatClock, set by the timeline: scenes in beats count on it.
+        self.beats = None
+        self.started_beat = 0.0
         self._apply(0)
 
     def _apply(self, i: int) -> None:
@@ -62,13 +65,23 @@ class SceneDirector:
         self.previous = frm if frm != i else None
         self.current = i
         self.started = now
-        self.fade_len = self.scenes[i].crossfade
+        self.started_beat = self.beats.beat if self.beats is not None else 0.0
+        scene = self.scenes[i]
+        # A crossfade in beats lasts its beats at the tempo the scene starts at.
+        beats = getattr(scene, "crossfade_beats", 0.0)
+        self.fade_len = beats * 60.0 / self.beats.bpm if beats and self.beats is not None else scene.crossfade
         self.changes += 1
         self._apply(i)
 
-    def due(self, now: float) -> bool:
-        """Whether the current scene's duration has run out at `now`."""
+    def due(self, now: float, beat: float | None = None) -> bool:
+        """Whether the current scene's duration has run out at `now` (at `beat`, default the beat
+        clock's now). A duration in beats runs out on the first whole beat at or after its end."""
         scene = self.scenes[self.current]
+        beats = getattr(scene, "duration_beats", 0.0)
+        if beats > 0 and self.beats is not None:
+            from ..tempo import BeatClock
+            beat = self.beats.beat if beat is None else beat
+            return beat >= BeatClock.on_beat(self.started_beat + beats) - 1e-6
         return scene.duration > 0 and now - self.started >= scene.duration
 
     def _after(self) -> int:
@@ -95,6 +108,7 @@ class SceneDirector:
                 self.go(nxt, now)
             else:
                 self.started = now  # the last scene holds: nothing more to count
+                self.started_beat = self.beats.beat if self.beats is not None else 0.0
         m = self.mix(now)
         if self.previous is None or m >= 1.0:
             self.previous = None

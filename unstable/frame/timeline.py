@@ -15,6 +15,7 @@ from typing import Any, Mapping, Protocol, Sequence
 from ..control.store import ParameterStore
 from ..walk import WalkClock
 from .automation import Automation, AutomationRecorder
+from ..tempo import BeatClock
 from .scenes import SceneDirector
 from .timers import FrameTimer
 
@@ -68,6 +69,9 @@ class ShowTimeline:
         if start_values:
             store.update({p: dict(v) for p, v in start_values.items() if v})
         self.director = SceneDirector(scenes, store, loop=loop)
+        # Beats on the frame clock, from the show's `tempo` (scenes in beats and bars count on them).
+        self.beats = BeatClock(store.get("show", "tempo") if ("show", "tempo") in store else 120.0)
+        self.director.beats = self.beats
         store.settle()
         self.now = 0.0
         self.clocks = {name: WalkClock(time_source=self._clock_time) for name in pieces}
@@ -91,6 +95,7 @@ class ShowTimeline:
             self._replay(frame)
         targets: dict = {}
         snap = self.store.snapshot(t, targets=targets)
+        self.beats.advance(t, snap.get("show", {}).get("tempo"))
         levels = None
         if self.audio is not None:
             levels = self.audio.levels(frame)
@@ -118,7 +123,8 @@ class ShowTimeline:
         if scene is None:
             return None
         for n in range(frame + 1, frame + 1 + self.UPCOMING_FRAMES):
-            if self.director.due(self.timer.time_of(n)):
+            tn = self.timer.time_of(n)
+            if self.director.due(tn, beat=self.beats.ahead(tn)):
                 return n, scene
         return None
 
@@ -146,7 +152,8 @@ class ShowTimeline:
         return {
             "store": self.store.smoothing_state(),
             "scene": {"current": d.current, "previous": d.previous, "started": d.started,
-                      "fade_len": d.fade_len},
+                      "fade_len": d.fade_len, "started_beat": d.started_beat},
+            "beat": {"beat": self.beats.beat, "bpm": self.beats.bpm, "t": self.beats.t},
             "walk": {n: {"phase": c.phase, "speed": c.speed, "at": self.now} for n, c in self.clocks.items()},
         }
 
@@ -161,6 +168,11 @@ class ShowTimeline:
             d.previous = None if prev is None else min(max(int(prev), 0), len(d.scenes) - 1)
             d.started = float(scene.get("started", 0.0))
             d.fade_len = float(scene.get("fade_len", 0.0))
+            d.started_beat = float(scene.get("started_beat", 0.0))
+        beat = state.get("beat") or {}
+        if "beat" in beat:
+            self.beats.beat, self.beats.bpm = float(beat["beat"]), float(beat.get("bpm", self.beats.bpm))
+            self.beats.t = None if beat.get("t") is None else float(beat["t"])
         for name, w in (state.get("walk") or {}).items():
             clock = self.clocks.get(name)
             if clock is None:
