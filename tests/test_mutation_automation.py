@@ -241,14 +241,39 @@ def test_the_same_frame_asked_twice_gets_the_same_changes(tmp_path):
     assert auto.at(5) == {"set": {"eq": {"hue": 5.0}}}                    # at() after frames()
 
 
-def test_a_line_spoilt_after_loading_is_one_error_naming_the_file(tmp_path):
+def test_a_line_spoilt_after_loading_is_one_error_naming_the_file_and_its_line(tmp_path):
     path = tmp_path / "a.automation.jsonl"
     rec = writer(path)
     rec.capture(4, 0.1, {"eq": {"hue": 1.0}}, [])
     rec.close()
     auto = load_automation(path)
     with open(path, "a") as f:          # the file changed under the replay
-        f.write('{"frame": 5, "set": 7}\nnot json\n')
-    with pytest.raises(ConfigError) as e:
+        f.write('{"frame": 5, "set": 7}\n')
+    with pytest.raises(ConfigError, match=rf"{path}.*line 3\.set"):
         dict(auto.frames())
-    assert str(path) in str(e.value) and "a line.set" in str(e.value)
+    auto.close()                        # a replay stops at its first error
+    path.write_text(path.read_text().replace('"set": 7', '"set": 7,'))
+    with pytest.raises(ConfigError, match=rf"{path}.*line 3.*not JSON"):
+        auto.at(5)
+    with open(path, "ab") as f:
+        f.write(b"\n\xff\n")
+    path.write_bytes(path.read_bytes().replace(b'{"frame": 5, "set": 7,}\n', b""))
+    auto.close()
+    with pytest.raises(ConfigError, match=rf"{path}.*line 4.*not UTF-8"):
+        dict(auto.frames())             # the blank line 3 counted too
+
+
+def test_a_line_spoilt_far_into_a_long_file_is_named_by_its_number_in_the_file(tmp_path):
+    path = tmp_path / "a.automation.jsonl"
+    rec = writer(path)
+    for n in range(5000):               # past Automation.INDEX_EVERY lines: a replay seeks by index
+        rec.capture(10 + n, n / 30, {"eq": {"hue": float(n)}}, [])
+    rec.close()
+    auto = load_automation(path)
+    assert auto.at(4600) == {"set": {"eq": {"hue": 4590.0}}}
+    data = path.read_bytes().split(b"\n")
+    data[4599] = b"x" * len(data[4599])  # line 4600 of the file (frame 4609), its length kept
+    path.write_bytes(b"\n".join(data))
+    assert auto.at(4590) == {"set": {"eq": {"hue": 4580.0}}}  # back in time: from the index entry at line 4098
+    with pytest.raises(ConfigError, match=rf"{path}.*line 4600.*not JSON"):
+        auto.at(4609)

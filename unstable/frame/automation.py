@@ -169,32 +169,35 @@ class Automation:
     replay asks for them (frames in order: one pass; a jump back seeks from a sparse index), so a
     replay holds a few lines of it, whatever its size."""
 
-    INDEX_EVERY = 4096  # lines between two index entries (frame, byte offset)
+    INDEX_EVERY = 4096  # lines between two index entries (frame, byte offset, line number)
 
     def __init__(self, path: Path, show: str, fps: Fraction, start_frame: int, state: dict,
-                 last_frame: int, index: list[tuple[int, int]]):
+                 last_frame: int, index: list[tuple[int, int, int]]):
         self.path = path
         self.show = show
         self.fps = fps
         self.start_frame = start_frame
         self.state = state
         self.last_frame = last_frame
-        self._index = index          # [(frame, offset of its first line)], frames ascending
+        self._index = index          # [(frame, offset of its first line, that line's number)], frames ascending
         self._file = None
         self._next: tuple[int, dict] | None = None  # the line read ahead (the first of a later frame)
-        self._line = 0               # lines read so far (for messages)
+        self._line = 0               # the number of the line read last (for messages)
         self._at = -1                # the frame the last `at()` answered
 
     def _seek(self, frame: int) -> None:
         if self._file is None:
             self._file = open(self.path, "rb")  # noqa: SIM115 - kept open across calls, closed by close()
-        offset = max((o for f, o in self._index if f < frame), default=self._index[0][1] if self._index else None)
-        if offset is None:
+        # The last entry before `frame` (the first if none is): its offset and its line number, so a
+        # line that turns out bad during the replay is named as in the file.
+        entry = max((e for e in self._index if e[0] < frame), default=self._index[0] if self._index else None,
+                    key=lambda e: e[1])
+        if entry is None:
             self._next = None
             return
-        self._file.seek(offset)
+        self._file.seek(entry[1])
         self._next = None
-        self._line = 0
+        self._line = entry[2] - 1
 
     def _read(self) -> tuple[int, dict] | None:
         from .automation_check import entry_of, parse_line, read_line
@@ -204,7 +207,8 @@ class Automation:
             if text is None:
                 return None
             if text.strip():
-                return entry_of(parse_line(text, str(self.path), "a line"), str(self.path), "a line")
+                where = f"line {self._line}"
+                return entry_of(parse_line(text, str(self.path), where), str(self.path), where)
 
     def at(self, frame: int) -> dict | None:
         """The changes recorded at frame `frame`, or None."""
@@ -311,4 +315,4 @@ def load_automation(path: str | Path) -> Automation:
             if not index or (frame > last and number_ - index[-1][2] >= Automation.INDEX_EVERY):
                 index.append((frame, offset, number_))
             last = frame
-    return Automation(path, show, fps, start, state, last, [(fr, off) for fr, off, _ in index])
+    return Automation(path, show, fps, start, state, last, index)
