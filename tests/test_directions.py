@@ -130,7 +130,7 @@ def test_bad_directions_live_in_the_decoders_first_hidden_layer():
         check_basis(basis, 4)
     # (Which direction moves the image most is not checked here: these placeholder weights draw a
     # near-constant grey, so every offset moves it by ~1e-3; the equilibrium test above checks it.)
-    hidden = s._hidden_samples("decoder", 500, 0)
+    hidden = s.direction_samples("decoder", 500, 0)
     basis = s.directions.bases["decoder"]
     spread = ((hidden - basis.mean) @ basis.vectors.T).std(0)
     assert torch.allclose(spread, basis.std, rtol=1e-4)  # offsets are in standard deviations

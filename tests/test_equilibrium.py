@@ -261,11 +261,15 @@ def test_diametric_alternates_losses_on_different_batches():
 
 
 def test_diametric_opposed_update_pushes_towards_the_swapped_labels():
-    s = system(critic={"mode": "diametric", "updates": 2, "optim": {"lr": 0.01}})
-    stage, alpha = 0, 1.0
-    with torch.no_grad():
-        batch = s._render_training(4, stage, alpha, track_w=False)
-    x = torch.cat(batch)
+    """Through `step` alone: one critic update a step, the true labels then the swapped ones; the
+    critic's belief on a fixed set of each generator's images moves the way each update says."""
+    s = system(critic={"mode": "diametric", "updates": 1, "optim": {"lr": 0.01}},
+               generator={"start_resolution": 16, "optim": {"lr": 1e-6}})
+    params = defaults(s.param_specs())
+    stage, alpha = s.growth()
+    z = torch.randn(4, 8, generator=torch.Generator().manual_seed(5))
+    shown = s.sample({name: z for name in s.names}, params)
+    x = torch.cat([shown[name] for name in s.names]) * 2 - 1  # [2*4, 3, 16, 16] in the critic's -1..1
     labels = torch.arange(2).repeat_interleave(4)
     swapped = torch.tensor(s.targets)[labels]
 
@@ -273,12 +277,13 @@ def test_diametric_opposed_update_pushes_towards_the_swapped_labels():
         with torch.no_grad():
             return float(s.critic(x, stage, alpha)[0].softmax(1).gather(1, lbl[:, None]).mean())
 
-    before = p(swapped)
-    s._critic_update(batch, 1, stage, alpha)  # update 1: the opposed loss
-    assert p(swapped) > before
     before = p(labels)
-    s._critic_update(batch, 2, stage, alpha)  # update 2: the true labels
+    s.step(params)  # update 0: the true labels
     assert p(labels) > before
+    before = p(swapped)
+    s.step(params)  # update 1: the opposed loss
+    assert p(swapped) > before
+    assert [phase for _, _, phase, _ in s.critic_log] == ["true", "opposed"]
 
 
 def test_classifier_mode_learns_to_tell_generators_apart():

@@ -9,11 +9,14 @@ import types
 
 import pytest
 import torch
+from torch.overrides import TorchFunctionMode
 from test_engine import make_engine, wait_for
 from test_show import SHOW, write_show
 
 from helpers import nested_tensors
+from unstable.directions import DirectionSettings
 from unstable.guard import GuardSettings, TrainingGuard, clone_state, copy_state
+from unstable.instruments import Instrumented
 from unstable.schema import defaults
 from unstable.system import accumulate_modules, build_system, load_piece
 
@@ -259,17 +262,19 @@ def test_a_non_finite_loss_is_undone(system):
     assert guard.step(params) is not None
 
 
-class Hidden:
+class Hidden(Instrumented):
     """A System keeping its network and optimiser in dicts, where no scan of its attributes finds
-    them: the guard and the mirror reach them through `modules()` and `optimizers()` alone."""
+    them: the guard and the mirror reach them through `modules()` and `optimizers()` alone. Its
+    instruments (none: no bends, no directions) come from the shared mixin, as a new System's would."""
 
     def __init__(self):
         torch.manual_seed(0)
-        self.piece = types.SimpleNamespace(name="hidden", kind="hidden")
+        self.piece = types.SimpleNamespace(name="hidden", kind="hidden", seed=0)
         self.device = torch.device("cpu")
         self.step_count = 0
         self._nets = {"net": torch.nn.Linear(4, 3)}
         self._opts = {"net": torch.optim.SGD(self._nets["net"].parameters(), lr=0.1)}
+        self._build_instruments((), DirectionSettings())
 
     def modules(self):
         return dict(self._nets)
@@ -539,16 +544,40 @@ def test_good_states_are_kept_every_good_every_steps_counted_from_the_first():
     assert s.step_count == 2  # the state kept after the second good step, not the third
 
 
+class _Clones(TorchFunctionMode):
+    """Counts the tensors cloned under it."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in (torch.Tensor.clone, torch.clone):
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def clones(call) -> int:
+    with _Clones() as seen:
+        call()
+    return seen.count
+
+
 def test_the_kept_good_state_reuses_its_buffers():
-    guard = TrainingGuard(Hidden(), GuardSettings(good_every=1))
-    guard.step({})
-    kept = guard._good["net"]["weight"]
-    ptr = kept.data_ptr()
+    """A good state is copied into the tensors kept the first time: after the first, remembering
+    clones nothing the system's own `state_dict()` does not (a show's weeks of good steps allocate
+    nothing new), and what comes back on a failure is the state remembered last."""
+    s = Hidden()
+    guard = TrainingGuard(s, GuardSettings(good_every=1))
+    own = clones(s.state_dict)
+    assert clones(guard.remember) > own  # the first time: the kept copy is made
     for _ in range(3):
-        guard.step({})
-    # The same tensor, refilled (the old one stays referenced here, so a new one could not reuse its memory).
-    assert guard._good["net"]["weight"] is kept and kept.data_ptr() == ptr
-    assert torch.equal(kept, guard.system.modules()["net"].weight)
+        assert guard.step({}) is not None
+        assert clones(guard.remember) == own
+    kept = s.modules()["net"].weight.detach().clone()
+    guard.before_step.append(lambda system: system.modules()["net"].weight.data.add_(1.0).mul_(float("nan")))
+    assert guard.step({}) is None
+    assert torch.equal(s.modules()["net"].weight, kept)  # the kept copy was not the live tensor
 
 
 def test_the_event_list_keeps_the_64_most_recent():

@@ -251,24 +251,26 @@ def test_catmull_rom_tangents(loop):
         poly_basis(torch.tensor(P), "slerp", loop)
 
 
-def test_locate_agrees_for_floats_arrays_tensors_and_fractions():
+def test_times_agree_for_floats_arrays_tensors_and_fractions():
+    """One-value keyframes on a linear path: a latent's value says which segment a time fell in and
+    how far along it, for every form a list of times comes in."""
     import numpy as np
     lat = ((0.0,), (1.0,), (3.0,), (2.0,))
     looped = Walk(WalkSettings(latents=lat, interpolation="linear", period=2.0), {"a": 1})
     ts = [1.0, 9.0, -1.0, 7.5]  # seconds; 2 s per keyframe, 4 keyframes: an 8 s loop
-    want_idx, want_u = [0, 0, 3, 3], [0.5, 0.5, 0.5, 0.75]
+    # segment 0 halfway (0 -> 1), the same a loop later, segment 3 (2 -> 0, back to the start) at a
+    # half and three quarters
+    want = [0.5, 0.5, 1.0, 0.5]
     for form in (ts, np.array(ts), torch.tensor(ts), [Fraction(t).limit_denominator() for t in ts]):
-        idx, u = looped._locate(form)
-        assert idx.tolist() == want_idx and u == pytest.approx(want_u), form
+        z = looped.latents_at_many(form)["a"]  # [4, 1]
+        assert z.shape == (4, 1) and z[:, 0].tolist() == pytest.approx(want), form
     open_ = Walk(WalkSettings(latents=lat, interpolation="linear", period=2.0, loop=False), {"a": 1})
     ts = [-5.0, 3.0, 6.0, 100.0]  # held at both ends; the last keyframe is the end of segment 2
     for form in (ts, np.array(ts)):
-        idx, u = open_._locate(form)
-        assert idx.tolist() == [0, 1, 2, 2] and u == pytest.approx([0.0, 0.5, 1.0, 1.0]), form
+        assert open_.latents_at_many(form)["a"][:, 0].tolist() == pytest.approx([0.0, 2.0, 2.0, 2.0]), form
     assert float(open_.latents_at(100.0)["a"]) == 2.0 and float(open_.latents_at(-5.0)["a"]) == 0.0
     single = Walk(WalkSettings(latents=((1.0,),), interpolation="linear", loop=False), {"a": 1})
-    idx, u = single._locate([0.0, 5.0])
-    assert idx.tolist() == [0, 0]
+    assert single.latents_at_many([0.0, 5.0])["a"][:, 0].tolist() == [1.0, 1.0]
 
 
 def test_slerp_between_equal_keyframes_is_linear_not_nan():
@@ -312,16 +314,18 @@ def test_times_of_any_shape_and_dtype_are_located_in_double_precision_in_order()
     float64 whatever its dtype: a float32 array gives what the same values as Python floats give."""
     import numpy as np
     w = Walk(WalkSettings(latents=((0.0,), (1.0,), (3.0,)), interpolation="linear", period=0.3), {"a": 1})
-    grid = np.array([[0.1, 0.25], [0.7, 1.0]])
-    idx, u = w._locate(grid)
-    want_idx, want_u = w._locate(grid.ravel().tolist())
-    assert idx.tolist() == want_idx.tolist() and u.tolist() == want_u.tolist() and u.shape == (4,)
+    grid = np.array([[0.1, 0.25], [0.7, 0.85]])
+    z = w.latents_at_many(grid)["a"]
+    assert z.shape == (4, 1) and torch.equal(z, w.latents_at_many(grid.ravel().tolist())["a"])
+    assert len(set(z[:, 0].tolist())) == 4  # four different places: the order is visible
     z = w.latents_at_many(torch.tensor(0.45, dtype=torch.float64))["a"]
     assert z.shape == (1, 1) and torch.equal(z, w.latents_at(0.45)["a"])
     f32 = np.array([0.1, 0.7, 0.8], dtype=np.float32)
-    idx, u = w._locate(f32)
-    want_idx, want_u = w._locate([float(t) for t in f32])
-    assert u.dtype == np.float64 and idx.tolist() == want_idx.tolist() and u.tolist() == want_u.tolist()
+    assert torch.equal(w.latents_at_many(f32)["a"], w.latents_at_many([float(t) for t in f32])["a"])
+    # A steep segment shows float32 arithmetic: 0.3f / 0.3 is exactly 1 in float32, 1 + 4e-8 in float64.
+    steep = Walk(WalkSettings(latents=((0.0,), (1.0,), (1e6,)), interpolation="linear", period=0.3), {"a": 1})
+    edge = np.array([0.3], dtype=np.float32)
+    assert float(steep.latents_at_many(edge)["a"]) == pytest.approx(1.0397, abs=1e-3)
 
 
 def test_keyframe_latents_do_not_depend_on_torch_default_dtype():

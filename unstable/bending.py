@@ -35,6 +35,7 @@ from typing import Callable, Literal, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
+from .clusters import channel_features, kmeans
 from .config import setting
 from .schema import SAMPLING, ParamSpec
 
@@ -196,57 +197,6 @@ def bend_channels(x: torch.Tensor, op: str, amount: float, channels: torch.Tenso
         out = y.clone()
         out[:, channels] = transform(y[:, channels], op, amount, axis)
     return out[:, :, 0, 0] if vector else out
-
-
-# ----------------------------------------------------------------------------------- clusters
-
-def kmeans(points: torch.Tensor, k: int, seed: int = 0, iterations: int = 50) -> torch.Tensor:
-    """Labels [P] of points [P, D] in k clusters (k-means++ seeding, Lloyd), renumbered so that
-    cluster 0 is the largest (ties: the one holding the lowest index). k is capped at P."""
-    p = points.double()
-    n = p.shape[0]
-    k = max(1, min(k, n))
-    gen = torch.Generator().manual_seed(seed)
-    first = int(torch.randint(0, n, (1,), generator=gen))
-    centres = [p[first]]
-    for _ in range(1, k):
-        d2 = torch.cdist(p, torch.stack(centres)).pow(2).amin(1)
-        if float(d2.sum()) <= 0:
-            centres.append(p[int(torch.randint(0, n, (1,), generator=gen))])
-            continue
-        centres.append(p[int(torch.multinomial(d2 / d2.sum(), 1, generator=gen))])
-    c = torch.stack(centres)
-    labels = torch.zeros(n, dtype=torch.long)
-    for _ in range(iterations):
-        new = torch.cdist(p, c).argmin(1)
-        for j in range(k):
-            members = p[new == j]
-            if members.shape[0]:
-                c[j] = members.mean(0)
-            else:  # an empty cluster takes the point farthest from its centre
-                far = int((p - c[new]).pow(2).sum(1).argmax())
-                c[j] = p[far]
-                new[far] = j
-        if torch.equal(new, labels):
-            break
-        labels = new
-    sizes = torch.bincount(labels, minlength=k)
-    first_index = torch.tensor([int((labels == j).nonzero()[0]) if sizes[j] else n for j in range(k)])
-    order = sorted(range(k), key=lambda j: (-int(sizes[j]), int(first_index[j])))
-    remap = torch.empty(k, dtype=torch.long)
-    remap[torch.tensor(order)] = torch.arange(k)
-    return remap[labels]
-
-
-def channel_features(acts: torch.Tensor, pool: int = 8) -> torch.Tensor:
-    """[C, M * h * w] per-channel features of activations [M, C, H, W] (or [M, C]): maps box-pooled
-    to at most pool x pool, flattened over the batch, standardised (the pattern, not the scale)."""
-    a = acts.float()
-    if a.ndim == 4 and a.shape[-1] > pool:
-        a = F.adaptive_avg_pool2d(a, pool)
-    f = a.transpose(0, 1).reshape(a.shape[1], -1)
-    f = f - f.mean(1, keepdim=True)
-    return f / f.norm(dim=1, keepdim=True).clamp_min(1e-8)
 
 
 # ----------------------------------------------------------------------------------- the bender

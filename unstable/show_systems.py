@@ -43,15 +43,4 @@ def show_groups(show: Show, systems: Mapping[str, Any]) -> dict[str, list]:
 def piece_actions(systems: Mapping[str, Any]) -> dict[str, list[str]]:
     """{piece: its OSC actions}: 'directions/refresh' for a piece with latent directions,
     'clusters/refresh' for one with a bend on a channel cluster (controllers get a button each)."""
-    out = {}
-    for name, system in systems.items():
-        acts = []
-        directions = getattr(system, "directions", None)
-        if directions is not None and directions.settings.count:
-            acts.append("directions/refresh")
-        bender = getattr(system, "bender", None)
-        if bender is not None and any(b.channels == "cluster" for b in bender.bends):
-            acts.append("clusters/refresh")
-        if acts:
-            out[name] = acts
-    return out
+    return {name: acts for name, system in systems.items() if (acts := system.actions())}

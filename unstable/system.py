@@ -31,12 +31,21 @@ Contract, in one place:
   rosinality's `accumulate(g_ema, generator, decay)` (decay 0: a plain copy; buffers are always
   copied) and brings over the plain-number state sampling depends on (`step_count`: growth).
 - `step_count` is the number of optimisation steps done.
-- `shard` (optional; unstable.parallel.Shard, the single process by default): a system that has
-  one can be trained across torchrun processes. The trainer sets it; `step` then draws the global
-  batch's randomness, computes this rank's rows, gathers its losses' inputs (`shard.gather`) and
-  sums gradients over ranks (`shard.sum_grads`) so that every rank takes the one-process step.
+- `shard` (unstable.parallel.Shard, the single process by default): the trainer sets it to train
+  across torchrun processes; `step` then draws the global batch's randomness, computes this rank's
+  rows, gathers its losses' inputs (`shard.gather`) and sums gradients over ranks
+  (`shard.sum_grads`) so that every rank takes the one-process step.
 - `fingerprint()` hashes the architecture-defining config (unstable.checkpoint.fingerprint); a
   checkpoint with another fingerprint is refused.
+- `training_bytes(piece)` (a static method, called before anything is built): about how much memory
+  training the piece's networks takes, or None where the system has no estimate.
+- The sampling-time instruments (network bends, latent directions), shared by a system and its
+  sampling copy and played only in `sample` (unstable.instruments.Instrumented gives them all):
+  `actions()` names the piece's OSC actions ('directions/refresh', 'clusters/refresh');
+  `refresh(what)` recomputes 'directions' or 'clusters' with the weights of the next sample;
+  `defer_computations(ask)` (a live show) keeps every such computation off `sample`, asking
+  `ask(what)` instead; `recompute(what, params)` computes on this system's weights (a snapshot, off
+  the render thread) and returns the call that installs the result.
 """
 
 from __future__ import annotations
@@ -50,6 +59,7 @@ from torch import nn
 
 from .config import load_dataclass, read_toml
 from .errors import ConfigError, UnstableError
+from .parallel import Shard
 from .schema import TRAINING, ParamSpec
 
 # kind -> (module, piece dataclass, system class). Imported lazily so that loading a piece file
@@ -66,6 +76,7 @@ class System(Protocol):
     piece: Any
     device: torch.device
     step_count: int
+    shard: Shard
 
     def prepare(self, progress: Callable[..., Any]) -> None: ...
     def step(self, params: Mapping[str, float]) -> dict[str, float]: ...
@@ -92,6 +103,28 @@ class System(Protocol):
     def accumulate(self, source: "System", decay: float = 0.0) -> None:
         """On a sampling copy: weights <- decay * weights + (1 - decay) * source's, buffers and
         `step_count` copied. Decay 0 is a plain copy."""
+        ...
+
+    @staticmethod
+    def training_bytes(piece: Any) -> int | None:
+        """About how much memory training `piece`'s networks takes (None: no estimate)."""
+        ...
+
+    def actions(self) -> list[str]:
+        """The piece's OSC actions, e.g. ['directions/refresh', 'clusters/refresh']."""
+        ...
+
+    def refresh(self, what: str) -> None:
+        """Recompute 'directions' or 'clusters' with the weights of the next sample."""
+        ...
+
+    def defer_computations(self, ask: Callable[[str], None]) -> None:
+        """From now on, ask `ask(what)` for every directions or clusters computation instead of
+        computing it in `sample` (a live show's render thread)."""
+        ...
+
+    def recompute(self, what: str, params: Mapping[str, float]) -> Callable[[], None]:
+        """`refresh(what)`'s computation on this system's weights; returns the call installing it."""
         ...
 
 
@@ -174,9 +207,9 @@ def build_system(piece: Any, device: torch.device, source: str | None = None) ->
     available) is refused with one line naming `source` (its file) before anything is allocated.
     """
     _, system_cls = _kind_entry(piece.kind)
-    estimate = getattr(system_cls, "training_bytes", None)
-    if estimate is not None:
-        need, have = estimate(piece), available_bytes(device)
+    need = system_cls.training_bytes(piece)
+    if need is not None:
+        have = available_bytes(device)
         if have is not None and need > have:
             where = source or f"piece {getattr(piece, 'name', piece.kind)!r}"
             raise UnstableError(f"{where}: its networks need about {need / 2**30:.1f} GiB to train and "

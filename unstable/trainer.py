@@ -185,8 +185,6 @@ def _train(piece, piece_path, *, shard, lead: bool, system_target: int, out: Pat
     torch.manual_seed(piece.seed)
     system = build_system(piece, device)
     if shard.active:
-        if not hasattr(system, "shard"):
-            raise UnstableError(f"{piece_path}: a {piece.kind} piece cannot train across processes")
         system.shard = shard
     quiet = lambda desc, total=None, **kw: tqdm(total=total, disable=True)  # noqa: E731
     payload = load_checkpoint(ckpt_path, map_location=device) if resume else None

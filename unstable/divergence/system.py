@@ -30,114 +30,27 @@ BatchNorm statistics and Adam moments all come back from its last good state).
 from __future__ import annotations
 
 import copy
-import functools
-from dataclasses import dataclass
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 
-from ..bending import CLUSTER_SAMPLES, Bender, BendSettings, check_bends
 from ..checkpoint import fingerprint
-from ..config import setting
+from ..instruments import Instrumented
 from ..parallel import Shard
-from ..directions import Directions, DirectionSettings
-from ..schema import SAMPLING, TRAINING, ParamSpec
-from ..system import accumulate_modules, learning_rate_spec
-from ..train_settings import TrainSettings
+from ..schema import ParamSpec
+from ..system import accumulate_modules
 from .cache import base_key, cached_model
-from .classifier import ClassifierSettings, DigitClassifier, train_classifier
-from .data import DataSettings, Digits, load_digits
-from .features import FeatureSettings, build_extractor, extract, freeze
-from .losses import Kernel, classwise_mmd, creativity_loss, frechet_distance, inception_score, mean_cov, \
-    median_bandwidth, mmd, objective, sqrtm_psd
-from .vae import Decoder, VAESettings, train_vae
-
-ALPHA_RANGE = (-100.0, 100.0)
-BETA_RANGE = (0.0, 1000.0)
-TEMPERATURE_RANGE = (0.05, 5.0)
-LR_RANGE = (1e-7, 1e-2)  # of the piece's absolute Adam rate `bad.lr`; the live `learning_rate` multiplies it
+from .classifier import DigitClassifier, train_classifier
+from .data import Digits, load_digits
+from .features import build_extractor, freeze
+from .losses import objective
+from .objective import bad_terms, class_logits, real_pool
+# The schema lives in piece.py; `unstable.system.KINDS` finds a kind's piece class beside its System.
+from .piece import DivergencePiece, live_param_specs
+from .vae import Decoder, train_vae
 
 
-@dataclass(frozen=True)
-class LossSettings:
-    """The `[loss]` table: which divergence couple BAD uses and how it is computed."""
-
-    couple: Literal["mmd", "isfid", "creativity"] = setting(
-        "mmd", doc="'mmd': class-wise MMD vs global MMD; 'isfid': IS vs FID; 'creativity': the creativity loss "
-                   "(cross-entropy of the class posterior against the uniform, as in CAN/DeSIGN; alpha < 0 "
-                   "lowers it) vs global MMD")
-    form: Literal["difference", "ratio"] = setting(
-        "difference", doc="maximise alpha*L_div - beta*L_reg, or log(L_div^alpha / L_reg^beta)")
-    splits: int = setting(4, ge=1, le=64, doc="IS splits (the reference code uses 4 or 8)")
-    mmd: Literal["gretton", "reference"] = setting(
-        "gretton", doc="'gretton': the paper's unbiased MMD^2; 'reference': the authors' code's variant")
-    kernel: Kernel = setting("gaussian", doc="MMD kernel for the gretton variant: gaussian, laplacian or imq")
-    classwise: Literal["all", "predicted"] = setting(
-        "all", doc="L_div compares 'all' generated samples with each real class (the paper's eq. 2), or only "
-                   "those the digit classifier 'predicted' as that class")
-    bandwidth: float = setting(0.0, ge=0, doc="MMD kernel bandwidth; 0 = median pairwise distance of real features")
-    scale: float = setting(1.0, gt=0, doc="kernel scale of the 'reference' MMD variant")
-
-
-@dataclass(frozen=True)
-class BADSettings:
-    """The `[bad]` table: the divergence run's defaults (alpha, beta, T and lr are also live)."""
-
-    alpha: float = setting(1.0, ge=ALPHA_RANGE[0], le=ALPHA_RANGE[1], doc="weight of L_div (negative for IS)")
-    beta: float = setting(20.0, ge=BETA_RANGE[0], le=BETA_RANGE[1], doc="weight of L_reg, the bound (0 = unbounded)")
-    lr: float = setting(1e-4, ge=LR_RANGE[0], le=LR_RANGE[1], doc="Adam learning rate of the decoder (the live "
-                        "learning_rate multiplies it)")
-    batch: int = setting(256, ge=4, le=8192, doc="generated (and real) samples per step")
-    temperature: float = setting(1.0, ge=TEMPERATURE_RANGE[0], le=TEMPERATURE_RANGE[1],
-                                 doc="prior temperature T: z ~ N(0, T^2 I) while training and sampling")
-    real_pool: int = setting(0, ge=0, doc="real digits whose features are precomputed (0 = all training digits)")
-
-
-@dataclass(frozen=True)
-class DivergencePiece:
-    """A BAD piece file (pieces/bad-*.toml)."""
-
-    name: str
-    kind: Literal["divergence"]
-    seed: int = setting(0, ge=0, le=2**63 - 1, doc="seed of the BAD run (latents, real batches)")
-    cache: str = setting(".cache/unstable", doc="folder of the cached base models (relative to the working dir)")
-    train: TrainSettings = TrainSettings()
-    data: DataSettings = DataSettings()
-    vae: VAESettings = VAESettings()
-    classifier: ClassifierSettings = ClassifierSettings()
-    features: FeatureSettings = FeatureSettings()
-    loss: LossSettings = LossSettings()
-    bad: BADSettings = BADSettings()
-    bend: tuple[BendSettings, ...] = setting((), doc="network bends at sampling time ([[bend]] tables)")
-    directions: DirectionSettings = DirectionSettings()
-
-    def __post_init__(self):
-        from ..schema import common_specs
-        taken = [s.name for s in live_param_specs(self) + common_specs()]
-        taken += [f"dir{i}" for i in range(self.directions.count)]
-        check_bends(self.bend, Decoder.LAYERS, ("decoder", "base"), taken)
-
-
-def live_param_specs(piece: "DivergencePiece") -> list[ParamSpec]:
-    """alpha, beta, temperature, learning_rate (x bad.lr, log), batch_fraction and training on/off,
-    defaults from the piece (its bends' and directions' parameters are the system's to add)."""
-    b = piece.bad
-    return [
-        ParamSpec("alpha", *ALPHA_RANGE, b.alpha, doc="how hard the decoder is pushed away from the digits",
-                  reads=TRAINING),
-        ParamSpec("beta", *BETA_RANGE, b.beta, doc="how tightly it is held to handwriting (0: not at all)",
-                  reads=TRAINING),
-        ParamSpec("temperature", *TEMPERATURE_RANGE, b.temperature, log=True, smoothing=0.2,
-                  doc="spread of the images: low plainer, high wilder", reads=SAMPLING),
-        learning_rate_spec("how fast the decoder learns (1: the piece's own pace)"),
-        ParamSpec("batch_fraction", 1 / 16, 1.0, 1.0, log=True,
-                  doc="share of each training batch made per step: less is quicker, noisier", reads=TRAINING),
-        ParamSpec("training", 0, 1, 1, kind="toggle", doc="the decoder keeps diverging, or holds as it is",
-                  reads=TRAINING),
-    ]
-
-
-class DivergenceSystem:
+class DivergenceSystem(Instrumented):
     """The BAD artwork: a diverging decoder beside its base, for the trainer, engine and renderer."""
 
     def __init__(self, piece: DivergencePiece, device: torch.device):
@@ -160,17 +73,7 @@ class DivergenceSystem:
         # This process's share of every batch when trained across processes (unstable.parallel).
         self.shard = Shard()
         # Sampling-time instruments, shared with the sampling copy, never seen by `step`.
-        self.bender = Bender(piece.bend, seed=piece.seed)
-        self.directions = Directions(piece.directions)
-
-    @torch.no_grad()
-    def _class_logits(self, images: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-        """The digit classifier's logits [B, 10] for generated images [B, 1, 28, 28] whose loss
-        features are `fake` [B, D]: the features themselves, or one layer on from its embedding,
-        or (torchvision features) a forward pass of its own."""
-        if self.piece.features.extractor != "custom":
-            return self.classifier(images)
-        return fake.detach() if self.piece.features.layer == "logits" else self.classifier.classify(fake.detach())
+        self._build_instruments(piece.bend, piece.directions)
 
     # ------------------------------------------------------------------ preparation
 
@@ -210,58 +113,19 @@ class DivergenceSystem:
             return self._pool
         if self.digits is None or self.extractor is None:
             raise RuntimeError("DivergenceSystem.prepare() must run before training steps")
-        p, d = self.piece, self.digits
-        x, y = d.train_x, d.train_y
-        if p.bad.real_pool and p.bad.real_pool < x.shape[0]:
-            pick = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(p.seed + 7))[:p.bad.real_pool]
-            x, y = x[pick], y[pick]
-        feats = extract(self.extractor, x.to(self.device), progress=progress if x.shape[0] > 2000 else None)
-        pool: dict[str, Any] = {"features": feats, "labels": y.to(self.device)}  # [P, D], [P]
-        if p.loss.couple == "isfid":
-            mu, cov = mean_cov(feats)
-            pool.update(mu=mu, cov=cov, sqrt_cov=sqrtm_psd(cov))
-        else:
-            pool["bandwidth"] = p.loss.bandwidth or median_bandwidth(
-                feats[torch.randperm(feats.shape[0], generator=torch.Generator().manual_seed(p.seed + 11))])
-        self._pool = pool
-        return pool
+        self._pool = real_pool(self.piece, self.digits, self.extractor, self.device, progress)
+        return self._pool
 
     # ------------------------------------------------------------------ live parameters
 
     def param_specs(self) -> list[ParamSpec]:
         """The piece's own live parameters (live_param_specs), its bends' amounts and its directions' offsets."""
-        return live_param_specs(self.piece) + self.bender.specs() + self.directions.specs()
+        return live_param_specs(self.piece) + self.instrument_specs()
 
     def _params(self, params: Mapping[str, float]) -> dict[str, float]:
         return {s.name: s.clamp(params.get(s.name, s.default)) for s in self.param_specs()}
 
     # ------------------------------------------------------------------ training
-
-    def _terms(self, images: torch.Tensor, fake: torch.Tensor, real: torch.Tensor, labels: torch.Tensor,
-               pool: dict) -> tuple:
-        """(L_div, L_reg, named scalars) for generated images [B, 1, 28, 28] with features [B, D],
-        and real features [B, D] with labels [B]."""
-        loss = self.piece.loss
-        if loss.couple == "isfid":
-            l_div = inception_score(fake, loss.splits, self.gen)
-            l_reg = frechet_distance(pool["mu"], pool["cov"], fake, pool["sqrt_cov"])
-            return l_div, l_reg, {"is": l_div, "fid": l_reg}
-        kw = {"variant": loss.mmd, "kernel": loss.kernel, "bandwidth": pool["bandwidth"], "scale": loss.scale}
-        fake_labels = None
-        if loss.classwise == "predicted" and loss.couple == "mmd":
-            fake_labels = self._class_logits(images, fake).argmax(1)  # [B]
-        l_reg = mmd(fake, real, **kw)
-        if loss.couple == "creativity":
-            l_div = creativity_loss(self._class_logits_grad(images, fake))
-            return l_div, l_reg, {"creativity": l_div, "global_mmd": l_reg}
-        l_div = classwise_mmd(fake, real, labels, 10, x_labels=fake_labels, **kw)
-        return l_div, l_reg, {"class_mmd": l_div, "global_mmd": l_reg}
-
-    def _class_logits_grad(self, images: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-        """The digit classifier's logits [B, 10] of generated images, with gradient (the creativity loss)."""
-        if self.piece.features.extractor != "custom":
-            return self.classifier(images)
-        return fake if self.piece.features.layer == "logits" else self.classifier.classify(fake)
 
     def step(self, params: Mapping[str, float]) -> dict[str, float]:
         """One BAD step on the decoder with the live alpha, beta, temperature and learning rate.
@@ -296,7 +160,7 @@ class DivergenceSystem:
         else:
             images = self.decoder.mean(z)  # [B, 1, 28, 28]
             fake = self.extractor(images)  # [B, D]
-        l_div, l_reg, named = self._terms(images, fake, real, labels, pool)
+        l_div, l_reg, named = bad_terms(self.piece, self.classifier, self.gen, images, fake, real, labels, pool)
         obj = objective(l_div, l_reg, p["alpha"], p["beta"], self.piece.loss.form)
         self.optimizer.zero_grad(set_to_none=True)
         (-obj).backward()
@@ -307,7 +171,7 @@ class DivergenceSystem:
         scalars = {"objective": float(obj.detach()), **{k: float(v.detach()) for k, v in named.items()}}
         if self.piece.features.extractor == "custom":
             # How unsure the classifier is about this batch: the thing BAD raises.
-            prob = torch.softmax(self._class_logits(images, fake), 1)  # [B, 10]
+            prob = torch.softmax(class_logits(self.piece, self.classifier, images, fake), 1)  # [B, 10]
             scalars["class_entropy"] = float(-(prob * prob.clamp_min(1e-12).log()).sum(1).mean())
         scalars.update(alpha=p["alpha"], beta=p["beta"], temperature=p["temperature"],
                        learning_rate=p["learning_rate"], lr=lr, batch=float(batch))
@@ -356,7 +220,7 @@ class DivergenceSystem:
             net.train(was_training)
 
     @torch.no_grad()
-    def _hidden_samples(self, panel: str, count: int, seed: int) -> torch.Tensor:
+    def direction_samples(self, panel: str, count: int, seed: int) -> torch.Tensor:
         """The first hidden layer [count, hidden] of a panel's decoder for seeded z ~ N(0, I): what its
         latent directions analyse."""
         net = self.decoder if panel == "decoder" else self.base_decoder
@@ -368,47 +232,10 @@ class DivergenceSystem:
         finally:
             net.train(was_training)
 
-    @torch.no_grad()
-    def _activations(self, panel: str, layers) -> dict[str, torch.Tensor]:
-        """{layer: activations [M, C, ...]} for M seeded latents, from one unbent pass: what the
-        bends' channel clusters group."""
-        z = torch.randn((CLUSTER_SAMPLES, self.piece.vae.latent),
-                        generator=torch.Generator().manual_seed(self.piece.seed))
-        seen: dict[str, torch.Tensor] = {}
-
-        def capture(name: str, x: torch.Tensor) -> torch.Tensor:
-            if name in layers:
-                seen[name] = x.detach().clone()
-            return x
-
-        self.decode(panel, z, 1.0, bend=capture)
-        return seen
-
-    def refresh(self, what: str) -> None:
-        """Recompute the latent directions ('directions', matched to the previous ones) or the
-        channel clusters ('clusters') with the weights of the next sample."""
-        {"directions": self.directions, "clusters": self.bender}[what].refresh()
-
-    def defer_computations(self, ask: Callable[[str], None]) -> None:
-        """From now on (a live show), directions and clusters this system and its copies lack are
-        not computed in `sample`: `ask('directions' | 'clusters')` is called, the panel is drawn
-        unsteered or unbent until a `recompute` result is installed, and every one the piece's
-        settings can use is asked for at once."""
-        self.directions.defer(functools.partial(ask, "directions"), ("decoder", "base"))
-        self.bender.defer(functools.partial(ask, "clusters"), ("decoder", "base"))
-
-    @torch.no_grad()
-    def recompute(self, what: str, params: Mapping[str, float]) -> Callable[[], None]:
-        """`refresh(what)`'s computation on this system's own weights, installing nothing: call it on
-        a snapshot (`sampling_copy()`) off the render thread. Returns the cheap call that swaps the
-        result into the directions or clusters the piece shares (at a frame boundary)."""
-        if what == "directions":
-            bases = self.directions.recompute({n: functools.partial(self._hidden_samples, n)
-                                               for n in ("decoder", "base")})
-            return functools.partial(self.directions.install, bases)
-        if what != "clusters":
-            raise KeyError(f"unknown refresh {what!r}, expected 'directions' or 'clusters'")
-        return functools.partial(self.bender.install, self.bender.recompute(self._activations))
+    def _unbent_pass(self, panel: str, z: torch.Tensor, hook, params: Mapping[str, float]) -> None:
+        """One unbent pass of a panel's decoder on z [M, latent] at temperature 1, `hook` seeing every
+        hook point (what the channel clusters are computed from)."""
+        self.decode(panel, z, 1.0, bend=hook)
 
     @torch.no_grad()
     def sample(self, latents: Mapping[str, torch.Tensor], params: Mapping[str, float]) -> dict[str, torch.Tensor]:
@@ -419,8 +246,7 @@ class DivergenceSystem:
         for name, z in latents.items():
             if name not in ("decoder", "base"):
                 raise KeyError(f"unknown panel {name!r}, expected 'decoder' or 'base'")
-            bend = self.bender.hook(name, params, self._activations)
-            steer = self.directions.steer(name, params, functools.partial(self._hidden_samples, name))
+            bend, steer = self._hooks(name, params)
             out[name] = self.decode(name, z, t, bend, steer).expand(-1, 3, -1, -1).contiguous()  # [N, 3, 28, 28]
         return out
 
@@ -458,6 +284,12 @@ class DivergenceSystem:
             self.optimizer.load_state_dict(state["optimizer"])
         self.step_count = int(state["step"])
         self.gen.set_state(state["rng"])
+
+    @staticmethod
+    def training_bytes(piece: DivergencePiece) -> None:
+        """No estimate: the decoder, its base and the classifier are MNIST-sized (a few MB); the data
+        and the real-digit pool are what a BAD piece holds, and they are read, not built."""
+        return None
 
     def fingerprint(self) -> str:
         """Hash of what fixes the architecture: decoder and classifier sizes, extractor."""

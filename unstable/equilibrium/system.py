@@ -36,23 +36,22 @@ from __future__ import annotations
 
 import collections
 import copy
-import functools
 from typing import Any, Callable, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..bending import CLUSTER_SAMPLES, Bender
 from ..checkpoint import fingerprint as hash_config
 from ..parallel import Shard
-from ..directions import Directions
 from ..schema import ParamSpec
+from ..instruments import Instrumented
 from ..system import accumulate_modules
 from .critic import Critic
 from .generator import Generator
 from .footprint import training_bytes
-from .losses import classification_loss, colour_variety, embedding_distance, relational_loss
+from .losses import classification_loss
+from .objective import generator_losses
 from .piece import EquilibriumPiece, GrowthSettings, OptimSettings, architecture, live_param_specs, objective_weights
 
 
@@ -71,9 +70,52 @@ def growth_at(step: int, stages: int, growth: GrowthSettings) -> tuple[int, floa
     return stage, alpha
 
 
+def build_networks(piece: EquilibriumPiece, device: torch.device) -> tuple[nn.ModuleList, Critic]:
+    """The piece's generators (one per name) and its critic on `device`, their weights drawn from one
+    CPU generator seeded from the piece (the same weights on any device)."""
+    g, c = piece.generator, piece.critic
+    init_rng = torch.Generator().manual_seed(piece.seed)
+    generators = nn.ModuleList(
+        Generator(resolution=g.resolution, start_resolution=g.start_resolution, z_dim=g.z_dim, w_dim=g.w_dim,
+                  mapping_layers=g.mapping_layers, mapping_lr_mul=g.mapping_lr_mul,
+                  channel_base=g.channel_base, min_channels=g.min_channels, max_channels=g.max_channels,
+                  noise=g.noise, noise_init=g.noise_init, new_rgb_gain=g.new_rgb_gain, rng=init_rng)
+        for _ in piece.generator_names()).to(device, memory_format=torch.channels_last)
+    critic = Critic(resolution=g.resolution, start_resolution=g.start_resolution,
+                    generators=len(piece.generator_names()), embedding_dim=c.embedding_dim,
+                    channel_base=c.channel_base, min_channels=c.min_channels,
+                    max_channels=c.max_channels, rng=init_rng)
+    # channels_last (NHWC) weights make the convolutions pick NHWC kernels: faster training and
+    # inference on the CPU; the activations follow from the constant input.
+    critic.to(device, memory_format=torch.channels_last)
+    return generators, critic
+
+
+def _latents(piece: EquilibriumPiece, batch: int, rng: torch.Generator, device: torch.device) -> list[torch.Tensor]:
+    """One training batch of latents [B, z_dim] per generator (the same one when the ensemble shares them)."""
+    z_dim, n = piece.generator.z_dim, len(piece.generator_names())
+    if piece.ensemble.shared_latents:
+        z = torch.randn((batch, z_dim), generator=rng, device=device)
+        return [z] * n
+    return [torch.randn((batch, z_dim), generator=rng, device=device) for _ in range(n)]
+
+
+def _gathered(shard: Shard, x: torch.Tensor, n: int) -> torch.Tensor:
+    """[N*b, ...] of this rank's rows, generator by generator -> the global [N*B, ...] in the
+    order one process has (every generator's whole batch in turn)."""
+    if not shard.active:
+        return x
+    return torch.cat([shard.gather(part) for part in x.chunk(n)])
+
+
+def _adam(groups, o: OptimSettings) -> torch.optim.Adam:
+    return torch.optim.Adam(groups, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, weight_decay=o.weight_decay,
+                            foreach=True)
+
+
 # --- the system ----------------------------------------------------------------------------------
 
-class EquilibriumSystem:
+class EquilibriumSystem(Instrumented):
     """The ensemble as a `unstable.system.System` (see that module for the contract)."""
 
     def __init__(self, piece: EquilibriumPiece, device: torch.device | str = "cpu"):
@@ -82,28 +124,15 @@ class EquilibriumSystem:
         self.names = piece.generator_names()
         self.targets = piece.target_indices()
         g, c = piece.generator, piece.critic
-        init_rng = torch.Generator().manual_seed(piece.seed)
-        self.generators = nn.ModuleList(
-            Generator(resolution=g.resolution, start_resolution=g.start_resolution, z_dim=g.z_dim, w_dim=g.w_dim,
-                      mapping_layers=g.mapping_layers, mapping_lr_mul=g.mapping_lr_mul,
-                      channel_base=g.channel_base, min_channels=g.min_channels, max_channels=g.max_channels,
-                      noise=g.noise, noise_init=g.noise_init, new_rgb_gain=g.new_rgb_gain, rng=init_rng)
-            for _ in self.names).to(self.device, memory_format=torch.channels_last)
-        self.critic = Critic(resolution=g.resolution, start_resolution=g.start_resolution,
-                             generators=len(self.names), embedding_dim=c.embedding_dim,
-                             channel_base=c.channel_base, min_channels=c.min_channels,
-                             max_channels=c.max_channels, rng=init_rng)
-        # channels_last (NHWC) weights make the convolutions pick NHWC kernels: about 20% faster
-        # training and inference on the CPU; the activations follow from the constant input.
-        self.critic.to(self.device, memory_format=torch.channels_last)
+        self.generators, self.critic = build_networks(piece, self.device)
         self.stage_resolutions = self.generators[0].stage_resolutions
         # Every training draw: latents and per-layer noise. Its state is checkpointed.
         self.rng = torch.Generator(device=self.device).manual_seed(piece.seed + 1)
 
         scales = piece.ensemble.lr_scale
         self._g_scale = [scales.get(n, 1.0) for n in self.names]
-        self.opt_g = self._adam([{"params": list(gen.parameters())} for gen in self.generators], g.optim)
-        self.opt_c = self._adam([{"params": list(self.critic.parameters())}], c.optim)
+        self.opt_g = _adam([{"params": list(gen.parameters())} for gen in self.generators], g.optim)
+        self.opt_c = _adam([{"params": list(self.critic.parameters())}], c.optim)
         self.step_count = 0
         # What each critic update used: (step, update, "true" | "opposed", batch id). For watching
         # the diametric alternation; not part of the state.
@@ -116,13 +145,7 @@ class EquilibriumSystem:
         self.shard = Shard()
         # Sampling-time instruments (network bends, latent directions): plain state outside the
         # modules, shared with the sampling copy, never seen by `step`.
-        self.bender = Bender(piece.bend, seed=piece.seed)
-        self.directions = Directions(piece.directions)
-
-    @staticmethod
-    def _adam(groups, o: OptimSettings) -> torch.optim.Adam:
-        return torch.optim.Adam(groups, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, weight_decay=o.weight_decay,
-                                foreach=True)
+        self._build_instruments(piece.bend, piece.directions)
 
     # --- growth ---------------------------------------------------------------------------------
 
@@ -132,18 +155,11 @@ class EquilibriumSystem:
 
     # --- rendering ------------------------------------------------------------------------------
 
-    def _latents(self, batch: int) -> list[torch.Tensor]:
-        z_dim, n = self.piece.generator.z_dim, len(self.names)
-        if self.piece.ensemble.shared_latents:
-            z = torch.randn((batch, z_dim), generator=self.rng, device=self.device)
-            return [z] * n
-        return [torch.randn((batch, z_dim), generator=self.rng, device=self.device) for _ in range(n)]
-
     def _render_training(self, batch: int, stage: int, alpha: float, track_w: bool) -> list[torch.Tensor]:
         """One batch per generator with random noise: [B, 3, R, R] each, in -1..1."""
         images = []
         # Across processes: the global batch's latents and noise are drawn, this rank's rows kept.
-        for gen, z in zip(self.generators, self._latents(batch)):
+        for gen, z in zip(self.generators, _latents(self.piece, batch, self.rng, self.device)):
             w = gen.mapping(self.shard.take(z))  # [b, w_dim]
             if track_w:
                 with torch.no_grad():
@@ -160,20 +176,13 @@ class EquilibriumSystem:
             group["lr"] = base_g * scale * multiplier
         self.opt_c.param_groups[0]["lr"] = base_c * multiplier
 
-    def _gathered(self, x: torch.Tensor, n: int) -> torch.Tensor:
-        """[N*b, ...] of this rank's rows, generator by generator -> the global [N*B, ...] in the
-        order one process has (every generator's whole batch in turn)."""
-        if not self.shard.active:
-            return x
-        return torch.cat([self.shard.gather(part) for part in x.chunk(n)])
-
     def _critic_update(self, images: list[torch.Tensor], update: int, stage: int, alpha: float) -> tuple:
         batch = torch.cat(images)  # [N*b, 3, R, R] (b = B on one process)
         n = len(images)
         labels = self._labels.repeat_interleave(images[0].shape[0] * self.shard.world)  # [N*B]
         opposed = self.piece.critic.mode == "diametric" and update % 2 == 1
         logits, _ = self.critic(batch, stage, alpha)
-        logits = self._gathered(logits, n)  # [N*B, N]
+        logits = _gathered(self.shard, logits, n)  # [N*B, N]
         loss = classification_loss(logits, self._target_labels[labels] if opposed else labels)
         self.opt_c.zero_grad(set_to_none=True)
         loss.backward()
@@ -187,45 +196,16 @@ class EquilibriumSystem:
 
     def generator_losses(self, images: list[torch.Tensor], stage: int, alpha: float,
                          weights: Mapping[str, float]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Total generator loss (each generator's part depends only on its own images) and its terms."""
-        obj = self.piece.objectives
+        """Total generator loss (each generator's part depends only on its own images) and its terms
+        (unstable.equilibrium.objective), the critic run on this step's images [b, 3, R, R] each."""
         n, batch = len(images), images[0].shape[0] * self.shard.world
         logits, embedding = self.critic(torch.cat(images), stage, alpha)
         # Across processes: the losses are relational (over the batch), so they take the global
         # batch, this rank's rows carrying the gradient (unstable.parallel).
-        logits, embedding = self._gathered(logits, n), self._gathered(embedding, n)
-        logits, embedding = logits.view(n, batch, -1), embedding.view(n, batch, -1)
-        variety = None
-        if obj.colour_variety.on:
-            size = obj.colour_variety.resolution
-            small = [F.avg_pool2d(x, x.shape[-1] // size) if size and x.shape[-1] > size else x for x in images]
-            small = [self.shard.gather(x) for x in small]
-            variety = torch.stack([colour_variety(x, obj.colour_variety.measures) for x in small])  # [N]
-        terms: dict[str, torch.Tensor] = {}
-        total = images[0].new_zeros(())
-        for i, name in enumerate(self.names):
-            j = self.targets[i]
-            loss = images[0].new_zeros(())
-            if obj.impersonate.on:
-                target = self._labels[j].expand(batch)
-                ce = classification_loss(logits[i], target)
-                terms[f"{name}_impersonate"] = ce.detach()
-                terms[f"{name}_p_target"] = logits[i].detach().softmax(dim=1)[:, j].mean()
-                loss = loss + weights["impersonate"] * ce
-            if obj.embedding.on:
-                d = embedding_distance(embedding[i], embedding[j].detach(), obj.embedding.distances,
-                                       obj.embedding.pairing)
-                terms[f"{name}_embedding"] = d.detach()
-                loss = loss + weights["embedding"] * d
-            if variety is not None:
-                v = obj.colour_variety
-                rel = relational_loss(variety[i], variety[j].detach(), v.relation, sharpness=v.sharpness,
-                                      margin=v.margin)
-                terms[f"{name}_variety"] = variety[i].detach()
-                loss = loss + weights["colour_variety"] * rel
-            terms[f"{name}_loss"] = loss.detach()
-            total = total + loss
-        return total, terms
+        logits, embedding = _gathered(self.shard, logits, n), _gathered(self.shard, embedding, n)
+        return generator_losses(self.piece.objectives, self.names, self.targets, self._labels,
+                                logits.view(n, batch, -1), embedding.view(n, batch, -1), images, weights,
+                                self.shard.gather)
 
     def objective_weights(self, params: Mapping[str, float]) -> dict[str, float]:
         return objective_weights(self.piece, params)
@@ -293,9 +273,7 @@ class EquilibriumSystem:
         with torch.inference_mode():
             for name, z in latents.items():
                 gen = self.generators[self.names.index(name)]
-                bend = self.bender.hook(name, params, functools.partial(self._activations, stage=stage, alpha=alpha,
-                                                                        noise=noise))
-                steer = self.directions.steer(name, params, functools.partial(self._w_samples, name))
+                bend, steer = self._hooks(name, params)
                 x = gen(z.to(self.device) * temperature, stage, alpha, noise_gain=noise, truncation=truncation,
                         bend=bend, steer=steer)
                 if x.shape[-1] != size:
@@ -303,57 +281,22 @@ class EquilibriumSystem:
                 out[name] = (x * 0.5 + 0.5).clamp_(0.0, 1.0)  # [N, 3, size, size]
         return out
 
-    def _w_samples(self, panel: str, count: int, seed: int) -> torch.Tensor:
+    def direction_samples(self, panel: str, count: int, seed: int) -> torch.Tensor:
         """w [count, w_dim] of a generator for seeded z ~ N(0, I): what its latent directions analyse."""
         gen = self.generators[self.names.index(panel)]
         z = torch.randn((count, self.piece.generator.z_dim), generator=torch.Generator().manual_seed(seed))
         return gen.mapping(z.to(self.device))
 
-    def _activations(self, panel: str, layers, *, stage: int, alpha: float, noise: float) -> dict[str, torch.Tensor]:
-        """{layer: activations [M, C, H, W]} for M seeded latents, from one unbent pass at the current
-        growth stage (layers it does not run are left out): what the bends' channel clusters group."""
-        gen = self.generators[self.names.index(panel)]
-        z = torch.randn((CLUSTER_SAMPLES, self.piece.generator.z_dim),
-                        generator=torch.Generator().manual_seed(self.piece.seed))
-        seen: dict[str, list] = {layer: [] for layer in layers}
+    # The clusters' latents go through a generator 16 at a time: the shipped shows' clusters (and the
+    # golden frames) are computed so, and another batch size can move activations in their last bits.
+    cluster_chunk = 16
 
-        def capture(name: str, x: torch.Tensor) -> torch.Tensor:
-            if name in seen:
-                seen[name].append(x.detach().clone())
-            return x
-
-        for chunk in z.to(self.device).split(16):
-            gen(chunk, stage, alpha, noise_gain=noise, bend=capture)
-        # A layer the growth stage does not run yet is left out (clustered once it runs).
-        return {layer: torch.cat(xs) for layer, xs in seen.items() if xs}
-
-    def refresh(self, what: str) -> None:
-        """Recompute the latent directions ('directions', matched to the previous ones) or the
-        channel clusters ('clusters') with the weights of the next sample."""
-        {"directions": self.directions, "clusters": self.bender}[what].refresh()
-
-    def defer_computations(self, ask: Callable[[str], None]) -> None:
-        """From now on (a live show), directions and clusters this system and its copies lack are
-        not computed in `sample`: `ask('directions' | 'clusters')` is called, the panel is drawn
-        unsteered or unbent until a `recompute` result is installed, and every one the piece's
-        settings can use is asked for at once."""
-        self.directions.defer(functools.partial(ask, "directions"), self.names)
-        self.bender.defer(functools.partial(ask, "clusters"), self.names)
-
-    @torch.no_grad()
-    def recompute(self, what: str, params: Mapping[str, float]) -> Callable[[], None]:
-        """`refresh(what)`'s computation on this system's own weights, installing nothing: call it on
-        a snapshot (`sampling_copy()`) off the render thread. Returns the cheap call that swaps the
-        result into the directions or clusters the piece shares (at a frame boundary)."""
-        if what == "directions":
-            bases = self.directions.recompute({n: functools.partial(self._w_samples, n) for n in self.names})
-            return functools.partial(self.directions.install, bases)
-        if what != "clusters":
-            raise KeyError(f"unknown refresh {what!r}, expected 'directions' or 'clusters'")
+    def _unbent_pass(self, panel: str, z: torch.Tensor, hook, params: Mapping[str, float]) -> None:
+        """One unbent pass of a generator on z [M, z_dim] at the current growth stage and the live
+        noise gain, `hook` seeing every hook point (what the channel clusters are computed from)."""
         stage, alpha = self.growth()
-        clusters = self.bender.recompute(functools.partial(self._activations, stage=stage, alpha=alpha,
-                                                           noise=float(params.get("noise", 1.0))))
-        return functools.partial(self.bender.install, clusters)
+        gen = self.generators[self.names.index(panel)]
+        gen(z, stage, alpha, noise_gain=float(params.get("noise", 1.0)), bend=hook)
 
     def param_specs(self) -> list[ParamSpec]:
         return live_param_specs(self.piece)

@@ -30,8 +30,8 @@ class SamplingMirror:
     sees one whole set of weights. A copy whose modules no longer pair up with the system's (a
     module replaced by another shape) is built again.
 
-    Nothing expensive runs in `sample()`: a system with `defer_computations` (latent directions,
-    channel clusters) has their first computation and every refresh done by a worker (see
+    Nothing expensive runs in `sample()`: the system's latent directions and channel clusters
+    (`defer_computations`) have their first computation and every refresh done by a worker (see
     `refresh`), and says in one line (`echo`, else the log) when each kind is first ready.
     """
 
@@ -60,12 +60,11 @@ class SamplingMirror:
         self._computing = False
         self._closed = False
         self._params: Mapping[str, float] = {}
-        self.name = name or getattr(getattr(system, "piece", None), "name", "")
+        self.name = name or system.piece.name
         self._echo = echo
         self._announced: set[str] = set()
-        defer = getattr(self.system, "defer_computations", None)
-        if defer is not None:  # shared with the system and every copy: none computes in `sample`
-            defer(self.refresh)
+        # Shared with the system and every copy: none computes in `sample`.
+        self.system.defer_computations(self.refresh)
 
     def sync(self) -> None:
         """Copy the system's current weights into the mirror (call between training steps)."""
@@ -86,14 +85,12 @@ class SamplingMirror:
     def refresh(self, what: str) -> None:
         """Ask for the copy's latent directions or channel clusters ('directions' or 'clusters') to be
         recomputed with its current weights, and the missing ones computed (the system's deferred
-        first computations ask this way too); a system without them ignores it. Returns at once.
+        first computations ask this way too). Returns at once.
 
         Never computed on the caller's (render) thread: a worker takes a snapshot of the copy and
         computes there (System.recompute), and the next `sample()` after it is done swaps the result
         in. Requests coalesce (any number while one is waiting is one computation) and computations
         start at most every `refresh_interval` seconds."""
-        if getattr(self.system, "recompute", None) is None:
-            return
         with self._requests:
             if self._closed:
                 return
