@@ -24,7 +24,7 @@ from click.testing import CliRunner
 from unstable.cli import main
 from unstable.probe import frame_md5s, probe, read_frames
 from unstable.errors import ConfigError, UnstableError
-from unstable.render import Renderer, render_job
+from unstable.render import job_renderer, render_job
 from unstable.renderjob import load_job
 from unstable.trainer import train
 
@@ -102,6 +102,16 @@ def test_render_h264_reads_back_exact_count_fps_and_size(tmp_path, run, gl_ctx):
     assert not Path(str(results[0].path) + ".parts").exists()  # parts are joined and removed
 
 
+def latents_of(renderer, frame: int) -> dict:
+    """{display: z [1, D]} every source shows at `frame`, from its timeline's state (walk time and
+    temperature) through the source's walk, as the pipeline samples them."""
+    state = renderer.frames.state(frame)
+    out = {}
+    for name, src in renderer.frames.pipeline.sources.items():
+        out.update(src.latents([state.walk_times[name]], [state.temperatures[name]]))
+    return out
+
+
 def test_render_is_deterministic_looped_without_seam_and_variations_differ(tmp_path, run, gl_ctx):
     job = job_file(tmp_path, run, tables="""
         [[variations]]
@@ -123,11 +133,11 @@ def test_render_is_deterministic_looped_without_seam_and_variations_differ(tmp_p
 
     # The loop closes: the frame after the last has exactly the first frame's latents, and in the
     # picture the last-to-first step is like any other step.
-    r = Renderer(load_job(job), str(job), ctx=gl_ctx, echo=lambda s: None)
+    r = job_renderer(load_job(job), str(job), ctx=gl_ctx, echo=lambda s: None)
     try:
-        z = r.frames.latents([0, 12, 11])
-        for v in z.values():
-            assert torch.equal(v[0], v[1]) and not torch.equal(v[0], v[2])
+        z = [latents_of(r, k) for k in (0, 12, 11)]
+        for d in z[0]:
+            assert torch.equal(z[0][d], z[1][d]) and not torch.equal(z[0][d], z[2][d])
     finally:
         r.close()
     x = frames_of(plain)
@@ -202,18 +212,26 @@ def test_timelapse_walks_through_the_checkpoints_with_crossfades(tmp_path, run, 
 
 def test_temperature_curve_scales_latents_and_must_close_a_loop(tmp_path, run, gl_ctx):
     job = job_file(tmp_path, run, "temp", temperature="[[0.0, 1.0], [0.75, 2.0], [1.5, 1.0]]")
-    r = Renderer(load_job(job), str(job), ctx=gl_ctx, echo=lambda s: None)
+    r = job_renderer(load_job(job), str(job), ctx=gl_ctx, echo=lambda s: None)
     try:
-        np.testing.assert_allclose(r.plan.temperatures(np.array([0, 3, 6, 12])), [1.0, 1.5, 2.0, 1.0])
-        base = r.frames.panel_sources["eq"].walk.latents_at_many([r.plan.walk_time(3)], temperature=1.0)
-        scaled = r.frames.latents([3])
-        for name in base:
-            torch.testing.assert_close(scaled[name], base[name] * 1.5)
+        states = [r.frames.state(k) for k in (0, 3, 6, 12)]
+        np.testing.assert_allclose([s.temperatures["eq"] for s in states], [1.0, 1.5, 2.0, 1.0])
+        walk = r.frames.pipeline.sources["eq"].walk
+        base = walk.latents_at_many([states[1].walk_times["eq"]], temperature=1.0)
+        scaled = latents_of(r, 3)
+        for d in scaled:
+            torch.testing.assert_close(scaled[d], base[d] * 1.5)
+        # What is sampled is the walk at that temperature, through the system.
+        images = r.frames.pipeline.images(r.frames.state(3))
+        system = r.frames.pipeline.sources["eq"].system
+        want = system.sample({d.split("/")[1]: z for d, z in scaled.items()}, {})
+        for d, x in images.items():
+            assert (x - want[d.split("/")[1]][0]).abs().max() < 1e-5
     finally:
         r.close()
     bad = job_file(tmp_path, run, "seam", temperature="[[0.0, 1.0], [1.5, 2.0]]")
     with pytest.raises(ConfigError, match=r"seam\.toml: temperature: .*loops seamlessly"):
-        Renderer(load_job(bad), str(bad), ctx=gl_ctx, echo=lambda s: None)
+        job_renderer(load_job(bad), str(bad), ctx=gl_ctx, echo=lambda s: None)
 
 
 @pytest.mark.parametrize("top,tables,source,key", [
@@ -236,7 +254,7 @@ def test_bad_jobs_fail_before_rendering_with_one_line(tmp_path, run, gl_ctx, top
     missing_run = top.pop("run", False)
     job = job_file(tmp_path, tmp_path / "no-such-run" if missing_run else run, tables=tables, source=source, **top)
     with pytest.raises(UnstableError) as err:
-        with Renderer(load_job(job), str(job), ctx=gl_ctx, echo=lambda s: None) as r:
+        with job_renderer(load_job(job), str(job), ctx=gl_ctx, echo=lambda s: None) as r:
             r.render(show_progress=False)
     message = str(err.value)
     assert "\n" not in message and message.startswith(f"{job}: {key}"), message
@@ -261,16 +279,16 @@ def test_several_sources_share_one_frame_with_namespaced_panels(tmp_path, run, g
         [layout.styles."later/g0"]
         hue = 30.0
     """))
-    with Renderer(load_job(job), str(job), ctx=gl_ctx, echo=notes.append) as r:
-        assert r.frames.panel_names == ["eq/g0", "eq/g1", "other/g1"]
+    with job_renderer(load_job(job), str(job), ctx=gl_ctx, echo=notes.append) as r:
+        assert list(r.frames.pipeline.piece_of) == ["eq/g0", "eq/g1", "other/g1"]
         assert len(notes) == 1 and "sources.later.run" in notes[0]
         (_, _, picture), = list(r.iter_frames(0, 1))
         assert picture[:, :16].max() > 0 and picture[:, 32:].max() == 0  # the third cell is blacked out
         # Each source walks like a piece in a show (its own panel order), so g1 of both sources is
         # at the same latent: step 3 and step 0 of the same generator, and training changed it.
-        z = r.frames.latents([0])
+        z = latents_of(r, 0)
         assert torch.equal(z["eq/g1"], z["other/g1"])
-        images, _, _ = r.frames.images(0)
+        images = r.frames.pipeline.images(r.frames.state(0))
         assert not torch.equal(images["eq/g1"], images["other/g1"])
 
 

@@ -45,7 +45,7 @@ from .errors import ConfigError, UnstableError
 from .walk import WalkSettings
 
 __all__ = ["SourceSettings", "TimelapseSettings", "Variation", "RenderJob", "load_job", "FramePlan",
-           "output_path", "parse_frame_range"]
+           "output_path", "parse_frame_range", "check_size", "check_suffix"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _PLACEHOLDERS = ("job", "variation", "index")
@@ -150,17 +150,7 @@ class RenderJob:
             close = difflib.get_close_matches(self.preset, list(PRESETS), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ValueError(f"preset: {self.preset!r} is unknown, expected one of {', '.join(PRESETS)}{hint}")
-        p = PRESETS[self.preset]
-        w, h = self.size
-        try:
-            check_work(w, h)
-        except UnstableError as e:
-            raise ValueError(f"size: {e}") from None
-        sx, sy = p.subsample
-        if w % sx or h % sy:
-            need = "an even width and height" if (sx, sy) == (2, 2) else "an even width"
-            raise ValueError(f"size: {w}x{h} cannot be encoded with preset {self.preset!r} ({p.pix_fmt} needs "
-                             f"{need}); use an even size or the ffv1/png preset")
+        check_size(tuple(self.size), self.preset)
         self._check_output()
         names = [v.name for v in self.variations]
         dup = sorted({n for n in names if names.count(n) > 1})
@@ -238,6 +228,21 @@ def _check_curve(key: str, points, sources: set[str]) -> None:
         raise ValueError(f"curves.{key}: values must be finite numbers")
 
 
+def check_size(size: tuple[int, int], preset: str) -> None:
+    """Raise ValueError("size: ...") when frames of `size` cannot be made or encoded with `preset`."""
+    w, h = size
+    try:
+        check_work(w, h)
+    except UnstableError as e:
+        raise ValueError(f"size: {e}") from None
+    p = PRESETS[preset]
+    sx, sy = p.subsample
+    if w % sx or h % sy:
+        need = "an even width and height" if (sx, sy) == (2, 2) else "an even width"
+        raise ValueError(f"size: {w}x{h} cannot be encoded with preset {preset!r} ({p.pix_fmt} needs "
+                         f"{need}); use an even size or the ffv1/png preset")
+
+
 def check_suffix(path: Path, preset: str, key: str) -> None:
     """Raise ValueError("key: ...") when `path` does not suit `preset` (.mp4/.mov, or a folder for PNGs)."""
     p = PRESETS[preset]
@@ -265,12 +270,13 @@ def load_job(path: str | Path) -> RenderJob:
     return job
 
 
-def output_path(pattern: str, job: RenderJob, variation: Variation, index: int,
+def output_path(pattern: str, name: str, preset: str, variation: Variation, index: int,
                 frames: tuple[int, int] | None = None, total: int | None = None) -> Path:
-    """The output of one variation; a frame range other than the whole adds `.fA-B` before the suffix."""
-    out = Path(pattern.format(job=job.name, variation=variation.name, index=index))
+    """The output of one variation of render `name`; a frame range other than the whole adds `.fA-B`
+    before the suffix."""
+    out = Path(pattern.format(job=name, variation=variation.name, index=index))
     if frames is not None and frames != (0, total):
-        suffix = out.suffix if not PRESETS[job.preset].sequence else ""
+        suffix = out.suffix if not PRESETS[preset].sequence else ""
         stem = out.name[: len(out.name) - len(suffix)] if suffix else out.name
         out = out.with_name(f"{stem}.f{frames[0]:06d}-{frames[1]:06d}{suffix}")
     return out

@@ -9,9 +9,10 @@ the pixels of a frame composed into it can be read only before.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable, Protocol
 
-__all__ = ["Sink", "StillSink", "WindowSink"]
+__all__ = ["Sink", "StillSink", "WindowSink", "EncoderSink"]
 
 
 class Sink(Protocol):
@@ -63,3 +64,25 @@ class StillSink:
 
     def close(self) -> None:
         self.due = False
+
+
+class EncoderSink:
+    """A video file (or PNG folder) being written: each frame's pixels go to its encoder.
+
+    `writer` is an unstable.encode.VideoWriter (ffmpeg in its own process, fed from a queue by a
+    thread of its own, so encoding overlaps the next frames' sampling). `wait_seconds` counts the
+    time `put` blocked on a full queue: encoding, not generation, was then the slower side.
+    """
+
+    def __init__(self, writer):
+        self.writer = writer
+        self.wait_seconds = 0.0
+
+    def put(self, frame: int, compositor) -> None:
+        picture = compositor.read()  # [H, W, 3] uint8, a reused buffer the writer copies
+        t0 = time.perf_counter()
+        self.writer.write(picture)
+        self.wait_seconds += time.perf_counter() - t0
+
+    def close(self) -> None:
+        self.writer.close()

@@ -10,7 +10,7 @@ frame the same picture.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from ..control.store import ParameterStore
 from ..walk import WalkClock
@@ -43,6 +43,9 @@ class Timeline(Protocol):
     job's (curves, plan, timelapse). The drivers advance one; the pipeline draws its states."""
 
     timer: FrameTimer
+    # `state_of(frame)` when every frame's state is known ahead, a pure function of its number (a
+    # job's); None when frames depend on the ones before (a show's: advance in frame order).
+    state_of: Callable[[int], FrameState] | None
 
     def advance(self, frame: int) -> FrameState:
         """The state of frame `frame` (a show's timeline moves on to it: call in frame order)."""
@@ -57,6 +60,8 @@ class ShowTimeline:
     `scenes` are resolved (`Show.resolved_scenes()`); `pieces` name the walk clocks. The store
     starts at the show's starting values and scene 0's presets, settled.
     """
+
+    state_of = None  # frame n follows from the frames before it (smoothing, scenes, walk phases)
 
     # How far ahead a scheduled scene change is announced in `FrameState.upcoming` (the frame
     # pipeline samples the next scene's new panels in the frames before it).

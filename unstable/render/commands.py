@@ -13,7 +13,7 @@ from ..formats import PRESETS
 from ..progress import progress_bar
 from ..renderjob import load_job, parse_frame_range
 from .parts import RenderResult
-from .renderer import Renderer, show_renderer
+from .renderer import Renderer, job_renderer, show_renderer
 
 __all__ = ["render_job", "render_show"]
 
@@ -29,9 +29,9 @@ def render_job(job_path: str | Path, *, out: str | None = None, frames: str | No
     `workers` (a LocalCluster of that many processes), `scheduler` (tcp://HOST:PORT) or `client` (a
     dask.distributed Client): the chunks are rendered on Dask (unstable.render.farm), same output."""
     job = load_job(job_path)
-    with Renderer(job, str(job_path), device, ctx=ctx, echo=echo, threads=threads,
-                  progress=progress_bar if show_progress else None) as renderer:
-        span = parse_frame_range(frames, renderer.plan.frames) if frames is not None else None
+    with job_renderer(job, str(job_path), device, ctx=ctx, echo=echo, threads=threads,
+                      progress=progress_bar if show_progress else None) as renderer:
+        span = parse_frame_range(frames, renderer.spec.length) if frames is not None else None
         if workers or scheduler or client is not None:
             from .farm import on_cluster, spec_for
             return on_cluster(renderer, spec_for("job", job_path, device), workers=workers, scheduler=scheduler,
@@ -54,7 +54,7 @@ def render_show(show_path: str | Path, *, seconds: float | None = None, frames: 
     `seconds`) and, once the parts are joined, has it muxed in (not into a part: `frames`)."""
     with show_renderer(show_path, seconds=seconds, preset=preset, size=size, automation=automation, run=run,
                        device=device, echo=echo, ctx=ctx, threads=threads, audio=audio) as renderer:
-        span = parse_frame_range(frames, renderer.plan.frames) if frames is not None else None
+        span = parse_frame_range(frames, renderer.spec.length) if frames is not None else None
         if workers or scheduler or client is not None:
             from .farm import on_cluster, spec_for
             spec = spec_for("show", show_path, device, seconds=seconds, preset=preset, size=size,
@@ -77,7 +77,7 @@ def _mux_results(renderer: Renderer, results: list[RenderResult], span, preset: 
 
     from ..audio.mux import mux_audio
     audio = renderer.audio
-    if span is not None and span != (0, renderer.plan.frames):
+    if span is not None and span != (0, renderer.spec.length):
         echo(f"render: frames {span[0]}:{span[1]} are a part: no audio muxed into it (join the parts with "
              f"`unstable render concat ... --audio {audio.path}`)")
         return
@@ -85,4 +85,4 @@ def _mux_results(renderer: Renderer, results: list[RenderResult], span, preset: 
         echo(f"render: the {preset} preset holds no audio; {audio.path} is not muxed (the frames follow it)")
         return
     for r in results:
-        mux_audio(r.path, audio.path, preset, Fraction(r.frames) / renderer.plan.fps)
+        mux_audio(r.path, audio.path, preset, Fraction(r.frames) / renderer.spec.fps)

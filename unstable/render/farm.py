@@ -67,7 +67,7 @@ def _open_renderer(spec: dict):
         _local.renderer = None
     _enter(spec)
     from ..renderjob import load_job
-    from .renderer import Renderer, show_renderer
+    from .renderer import job_renderer, show_renderer
     device = torch.device(spec["device"])
     quiet = lambda *_: None  # noqa: E731
     if spec["kind"] == "show":
@@ -76,7 +76,7 @@ def _open_renderer(spec: dict):
                           run=spec["run"], device=device, echo=quiet, threads=spec["threads"],
                           audio=spec.get("audio"))
     else:
-        r = Renderer(load_job(spec["path"]), spec["path"], device, echo=quiet, threads=spec["threads"])
+        r = job_renderer(load_job(spec["path"]), spec["path"], device, echo=quiet, threads=spec["threads"])
     _local.renderer = (key, r)
     return r
 
@@ -126,17 +126,17 @@ def render_chunk(spec: dict, chunk: tuple[int, int], outputs: list[tuple[int, st
         path = Path(chosen)
         need.append(Target(index, v, path, path.with_name(path.name + ".parts"), []))
     tag = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    writers: dict = {}
+    sinks: dict = {}
     try:
         with torch_threads(spec["threads"]):
-            renderer.open_writers(need, chunk, suffix, writers, tag=tag)
-            renderer.draw_chunk(chunk, need, writers)
+            renderer.open_sinks(need, chunk, suffix, sinks, tag=tag)
+            renderer.draw_chunk(chunk, need, sinks)
         for t in need:
-            writers[t.index].close()
+            sinks[t.index].close()
             os.replace(t.part(chunk, suffix, tmp=True, tag=tag), t.part(chunk, suffix))
     except BaseException:
-        for w in writers.values():
-            w.close(_raise=False)
+        for sink in sinks.values():
+            sink.writer.close(_raise=False)
         from .parts import remove_path
         for t in need:
             remove_path(t.part(chunk, suffix, tmp=True, tag=tag))
@@ -192,16 +192,16 @@ def render_on_cluster(renderer, spec: dict, client, *, out: str | None = None, f
     from ..progress import progress_bar
     from tqdm import tqdm
 
-    frames = frames or (0, renderer.plan.frames)
-    if not 0 <= frames[0] < frames[1] <= renderer.plan.frames:
-        raise UnstableError(f"frames {frames[0]}:{frames[1]}: expected 0 <= A < B <= {renderer.plan.frames}")
+    frames = frames or (0, renderer.spec.length)
+    if not 0 <= frames[0] < frames[1] <= renderer.spec.length:
+        raise UnstableError(f"frames {frames[0]}:{frames[1]}: expected 0 <= A < B <= {renderer.spec.length}")
     named = renderer.outputs(out, frames, variations)
     outputs = choose_outputs(named, overwrite, echo)
     # Workers check the job's own names against theirs and write the parts of the chosen ones.
     names = {i: (str(p), str(c)) for (i, _, p), (_, _, c) in zip(named, outputs)}
     spec = {**spec, "out": out, "frames": list(frames), "variations": list(variations),
             "threads": renderer.threads, "names": names}
-    preset = PRESETS[renderer.job.preset]
+    preset = PRESETS[renderer.spec.preset]
     suffix = "" if preset.sequence else outputs[0][2].suffix
     spec["suffix"] = suffix
     t_start = time.perf_counter()
@@ -214,7 +214,7 @@ def render_on_cluster(renderer, spec: dict, client, *, out: str | None = None, f
             targets.append(t)
             keys[i] = renderer.key(v, frames)
         _check_workers(client, spec, renderer, targets, keys)
-        group_size = renderer.job.variations_at_once
+        group_size = renderer.spec.variations_at_once
         tasks = []
         for g in range(0, len(targets), group_size):
             group = targets[g:g + group_size]
@@ -223,12 +223,12 @@ def render_on_cluster(renderer, spec: dict, client, *, out: str | None = None, f
                 if need:
                     tasks.append((chunk, [(t.index, str(t.out), keys[t.index]) for t in need]))
         total = sum((c[1] - c[0]) * len(o) for c, o in tasks)
-        desc = f"render {renderer.job.name} on {len(client.nthreads())} workers"
+        desc = f"render {renderer.spec.name} on {len(client.nthreads())} workers"
         bar = progress_bar(desc, total, unit="frame") if show_progress else tqdm(total=total, disable=True)
         run = uuid.uuid4().hex[:6]
         t_submit = time.perf_counter()
         futures = [client.submit(render_chunk, spec, chunk, outs, retries=retries, pure=False,
-                                 key=f"render-{renderer.job.name}-{run}-{outs[0][0]}-{chunk[0]:06d}-{chunk[1]:06d}")
+                                 key=f"render-{renderer.spec.name}-{run}-{outs[0][0]}-{chunk[0]:06d}-{chunk[1]:06d}")
                    for chunk, outs in tasks]
         stats = []
         try:
@@ -249,10 +249,10 @@ def render_on_cluster(renderer, spec: dict, client, *, out: str | None = None, f
         results = []
         wall = time.perf_counter() - t_start
         for t in targets:
-            info = join_parts(t, suffix, frames[1] - frames[0], renderer.plan.fps, preset.sequence)
+            info = join_parts(t, suffix, frames[1] - frames[0], renderer.spec.fps, preset.sequence)
             done_now = sum(c[1] - c[0] for c, o in tasks if any(i == t.index for i, _, _ in o))
             results.append(RenderResult(t.variation.name, t.out, info.frames, info.fps, info.width, info.height,
-                                        renderer.job.preset, done_now, wall))
+                                        renderer.spec.preset, done_now, wall))
         # Driver time before the first task and after the last (checks, join): for the benchmark.
         last_timing = {"before": t_submit - t_start, "tasks": t_done - t_submit,
                        "after": time.perf_counter() - t_done}
@@ -268,10 +268,7 @@ def render_on_cluster(renderer, spec: dict, client, *, out: str | None = None, f
 
 
 def _check_workers(client, spec: dict, renderer, targets: list[Target], keys: dict[int, str]) -> None:
-    paths = [spec["path"], *_paths(renderer.identity)]
-    for s in getattr(renderer, "sources", []):
-        if s.run is not None and s.checkpoints:
-            paths.append(str(s.run.resolve()))
+    paths = [spec["path"], *_paths(renderer.spec.identity), *renderer.spec.paths]
     manifests = {str((t.parts / "manifest.json").resolve()): keys[t.index] for t in targets}
     try:
         client.wait_for_workers(1, timeout=60)

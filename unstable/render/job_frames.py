@@ -1,34 +1,35 @@
-"""The frames of a render job, through the frame pipeline: each source's walk at the job's exact
-frame times (or a training timelapse), sampled in batches, composed per colour variation.
+"""A render job opened for the renderer: its sources, its timeline (unstable.frame.job_timeline:
+curves, plan, timelapse) and the pipeline over them, checked before any frame.
 
-Frames are generated in batches aligned to absolute frame numbers (frame f is always made in
-batch f // batch, in the same place). Batched convolutions need not give bit-identical results in
-another batch composition, and this alignment is what makes a render split with --frames and
-concatenated equal the whole render frame for frame. Within a batch, frames whose sampling
-parameters differ (a parameter curve) are sampled in separate groups, in frame order.
+Nothing here samples, walks or composes: the job's frames are drawn by the one frame pipeline
+(unstable.frame), its batches by the look-ahead in aligned groups of `batch` frames (frame f is
+always sampled in group f // batch, in the same place: batched convolutions need not give
+bit-identical results in another batch composition, and this alignment is what makes a render
+split with --frames and concatenated equal the whole render frame for frame).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import time
-from typing import Mapping, Sequence
+from typing import Callable, Sequence
 
-import numpy as np
 import torch
 
-from ..checkpoint import load_checkpoint, restore
-from ..display.layout import Colour, Layout
-from ..formats import exact
+from ..config import to_dict
+from ..display.layout import Colour, Layout, cells
+from ..errors import ConfigError
+from ..frame.curves import ParamCurves
+from ..frame.job_timeline import JobTimeline
+from ..frame.offline import OfflineFrames
 from ..frame.pipeline import FramePipeline
 from ..frame.sources import PanelSource, make_walk
-from ..frame.timeline import FrameState
+from ..frame.timelapse import TimelapseSource
 from ..renderjob import FramePlan, RenderJob
 from ..show import SceneSettings
-from .curves import ParamCurves
-from .job_sources import Source
+from .job_sources import Source, open_sources
+from .spec import RenderSpec
 
-__all__ = ["JobFrames", "without_sources"]
+__all__ = ["open_job", "without_sources"]
 
 
 def without_sources(layout: Layout, missing: Sequence[str]) -> Layout:
@@ -45,116 +46,59 @@ def without_sources(layout: Layout, missing: Sequence[str]) -> Layout:
     return dataclasses.replace(layout, panels=panels, styles=styles)
 
 
-class JobFrames:
-    """Panel images and compositions for any frame number of a job."""
+def _panel_sources(job: RenderJob, source: str, opened: list[Source], device: torch.device) -> dict[str, PanelSource]:
+    """One walk per source over all of its system's panels, exactly as a live show walks each
+    piece; a timelapse's source shows its run's checkpoints in turn."""
+    out: dict[str, PanelSource] = {}
+    for src in opened:
+        walk = make_walk(src.name, src.system, job.walk, device, source, "walk.latents")
+        if job.timelapse.on:
+            out[src.name] = TimelapseSource(src.name, src.system, src.system, walk, dict(src.panels),
+                                            checkpoints=[path for _, path in src.checkpoints])
+        else:
+            out[src.name] = PanelSource(src.name, src.system, src.system, walk, dict(src.panels))
+    return out
 
-    def __init__(self, job: RenderJob, source: str, sources: list[Source], layout: Layout, device: torch.device):
-        self.job, self.sources, self.device = job, sources, device
-        # One walk per source over all of its system's panels, exactly as a live show walks each piece.
-        self.panel_sources = {
-            src.name: PanelSource(src.name, src.system, src.system, make_walk(src.name, src.system, job.walk, device,
-                                                                             source, "walk.latents"),
-                                  dict(src.panels), dict(src.params))
-            for src in sources}
-        self.panel_names = [d for src in sources for d in src.panels]
-        checkpoints = len(sources[0].checkpoints) if job.timelapse.on else 0
-        # Every walk has the same keyframe count and period, hence the same loop length.
-        first = next(iter(self.panel_sources.values())).walk
-        self.plan = FramePlan.of(job, source, first.duration, checkpoints)
-        self.curves = ParamCurves(job.curves, self.plan.fps)
-        specs = {src.name: {sp.name: sp for sp in src.system.param_specs()} for src in sources}
-        self.curves.check(source, specs)
-        self._own = {name: set(table) for name, table in specs.items()}
-        self.scenes = [SceneSettings(name="main", crossfade=0.0, layout=layout, colour=Colour())]
-        self.pipeline: FramePipeline | None = None
-        self._batch_index: int | None = None
-        self._batch: dict[str, torch.Tensor] = {}
-        self._ckpt_images: dict[int, dict[str, torch.Tensor]] = {}
-        self.generation_seconds = 0.0
 
-    def bind(self, compositor) -> None:
-        """Compose through `compositor` from now on."""
-        self.pipeline = FramePipeline(self.panel_sources, self.scenes, compositor)
+def open_job(job: RenderJob, source: str, device: torch.device, progress: Callable | None = None,
+             echo: Callable[[str], None] = print) -> RenderSpec:
+    """Open and check every source of `job` (a bad job fails here with one line naming `source`
+    and the key), and the render it makes."""
+    opened = open_sources(job, source, device, progress, echo)
+    panel_names = [d for s in opened for d in s.panels]
+    missing = [n for n in job.sources if n not in {s.name for s in opened}]
+    layout = without_sources(job.layout, missing)
+    layout.check_panels(panel_names, source)
+    try:
+        cells(layout, tuple(job.size), layout.panel_names(panel_names))
+    except ValueError as e:
+        raise ConfigError(source, "layout", str(e)) from None
+    sources = _panel_sources(job, source, opened, device)
+    # Every walk has the same keyframe count and period, hence the same loop length.
+    first = next(iter(sources.values())).walk
+    plan = FramePlan.of(job, source, first.duration, len(opened[0].checkpoints) if job.timelapse.on else 0)
+    curves = ParamCurves(job.curves, plan.fps)
+    curves.check(source, {s.name: {sp.name: sp for sp in s.system.param_specs()} for s in opened})
+    scenes = [SceneSettings(name="main", crossfade=0.0, layout=layout, colour=Colour())]
+    params = {s.name: s.params for s in opened}
+    at = job.timelapse.at if job.timelapse.on else None
 
-    def walk_times(self, name: str, frames: Sequence[int]) -> list:
-        """Walk times of source `name` at these frames: exact (start + frame x speed / fps), or the
-        integral of its `walk_speed` curve when it has one."""
-        out = []
-        for f in frames:
-            progress = self.curves.walk_progress(name, f)
-            out.append(self.plan.walk_time(f) if progress is None
-                       else float(self.plan.start) + float(self.plan.speed) * progress)
-        return out
+    def timeline() -> JobTimeline:
+        return JobTimeline(plan, curves, params, list(sources), timelapse_at=at)
 
-    def latents(self, frames: Sequence[int]) -> dict[str, torch.Tensor]:
-        """{display panel: z [T, D]} at these frames, temperature applied (exactly as rendered)."""
-        frames = list(frames)
-        return self._scaled({n: self.walk_times(n, frames) for n in self.panel_sources},
-                            self.plan.temperatures(np.array(frames)))
+    def frames_over(compositor) -> OfflineFrames:
+        def pipeline(tl: JobTimeline) -> FramePipeline:
+            return FramePipeline(sources, scenes, compositor, look_ahead=job.batch,
+                                 walk_ahead=tl.walk_times_ahead, state_of=tl.state_of)
+        return OfflineFrames(timeline, pipeline)
 
-    def _scaled(self, times: Mapping[str, list], temperatures: np.ndarray) -> dict[str, torch.Tensor]:
-        # Every path is linear in the temperature (walk.py), so scaling rows by T(frame) is the
-        # walk at that temperature, frame by frame.
-        temp = torch.as_tensor(temperatures, dtype=torch.float32, device=self.device)[:, None]  # [T, 1]
-        out = {}
-        for name, src in self.panel_sources.items():
-            z = src.latents(times[name], [1.0] * len(times[name]))
-            out.update({d: v * temp for d, v in z.items()})  # [T, D] each
-        return out
-
-    def _sample(self, latents: Mapping[str, torch.Tensor], frames: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
-        """{display: [N, 3, H, W]}; frames whose curved sampling parameters differ are sampled apart."""
-        out = {}
-        for name, src in self.panel_sources.items():
-            n = next(iter(latents.values())).shape[0]
-            params = [self.curves.sampling(name, self._own[name], f) for f in frames] if frames else [{}] * n
-            groups, start = [], 0
-            for i in range(1, n + 1):  # runs of equal parameters, in frame order
-                if i == n or params[i] != params[start]:
-                    groups.append((start, i))
-                    start = i
-            parts = [src.sample({d: latents[d][a:b] for d in src.panels}, params[a]) for a, b in groups]
-            out.update({d: parts[0][d] if len(parts) == 1 else torch.cat([p[d] for p in parts]) for d in src.panels})
-        return out
-
-    def _walk_images(self, frame: int) -> dict[str, torch.Tensor]:
-        b = self.job.batch
-        index = frame // b
-        if index != self._batch_index:
-            t0 = time.perf_counter()
-            frames = range(index * b, index * b + b)
-            self._batch = self._sample(self.latents(frames), frames)
-            self._batch_index = index
-            self.generation_seconds += time.perf_counter() - t0
-        return {name: x[frame - index * b] for name, x in self._batch.items()}  # [3, H, W] each
-
-    def _checkpoint_images(self, k: int) -> dict[str, torch.Tensor]:
-        if k not in self._ckpt_images:
-            t0 = time.perf_counter()
-            src = self.sources[0]
-            _, path = src.checkpoints[k]
-            restore(src.system, load_checkpoint(path, map_location=self.device), str(path))
-            # The walk stands still at `at`: the same latents for every checkpoint, one frame's worth.
-            at = exact(self.job.timelapse.at)
-            images = self._sample(self._scaled({n: [at] for n in self.panel_sources},
-                                               self.plan.temperatures(np.array([0]))))
-            self._ckpt_images = {j: v for j, v in self._ckpt_images.items() if j >= k - 1}
-            self._ckpt_images[k] = {name: x[0] for name, x in images.items()}  # [3, H, W] each
-            self.generation_seconds += time.perf_counter() - t0
-        return self._ckpt_images[k]
-
-    def images(self, frame: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None, float]:
-        """(images, next images or None, crossfade mix) of `frame`, {panel: [3, H, W]}."""
-        if not self.job.timelapse.on:
-            return self._walk_images(frame), None, 0.0
-        k, nxt, mix = self.plan.checkpoint_at(frame)
-        return self._checkpoint_images(k), (self._checkpoint_images(nxt) if nxt is not None else None), mix
-
-    def draw(self, frame: int, variations: Sequence[Colour]):
-        """Compose `frame` once per variation; yields each variation after its composition."""
-        images, nxt, mix = self.images(frame)
-        state = FrameState(frame, float(frame / self.plan.fps), self.curves.snapshot(frame),
-                           (0, 0 if nxt is not None else None, mix), {})
-        for v in variations:
-            self.pipeline.compose(state, images, colour=v, next_images=nxt)
-            yield v
+    settings = to_dict(job)
+    for k in ("name", "output", "variations", "hue_rotations", "variations_at_once"):
+        settings.pop(k)
+    settings["plan"] = [plan.frames, str(plan.speed)]
+    paths = tuple(str(s.run.resolve()) for s in opened if s.run is not None and s.checkpoints)
+    return RenderSpec(name=job.name, source=source, frames_over=frames_over, size=tuple(job.size), fps=plan.fps,
+                      length=plan.frames, preset=job.preset, output=job.output,
+                      variations=tuple(job.variation_list()), graded=True, chunk=job.chunk, align=job.batch,
+                      variations_at_once=job.variations_at_once, settings=settings,
+                      identity=[s.identity for s in opened], paths=paths)

@@ -1,10 +1,10 @@
 """Keyframed parameters of a render job: `[curves] "eq.hue" = [[seconds, value], ...]`.
 
 Linear between points and held before the first and after the last, evaluated at video time
-frame / fps. A curve on a system's own parameter (truncation, temperature, a bend amount) goes to
-its sampling; `hue`, `saturation`, `fade` and the show's `master_fade` go to the compositor as in a
-live show; `walk_speed` scales how fast the source's walk runs (its integral over video time is
-the walk's progress, so a speed ramp never jumps).
+frame / fps. The values at a frame are that frame's parameter snapshot (unstable.frame.job_timeline):
+each parameter goes where its ParamSpec says, as in a live show (a system's own truncation or bend
+amount to sampling, hue/saturation/fade and the show's master_fade to the compositor); the
+integral of `walk_speed` over video time is the walk's progress, so a speed ramp never jumps.
 """
 
 from __future__ import annotations
@@ -15,13 +15,9 @@ from typing import Mapping
 import numpy as np
 
 from ..errors import ConfigError
-from ..schema import COMPOSITOR, SHOW, TRAINING, common_specs, read_by
+from ..schema import SHOW, TRAINING, common_specs
 
 __all__ = ["ParamCurves"]
-
-# What the compositor reads of every source, as the schema declares it (hue, saturation, fade).
-_COMPOSITOR = tuple(sorted(read_by(common_specs(), COMPOSITOR)))
-
 
 class ParamCurves:
     """The curves of a job, by group ({source or "show": {name: (times, values)}})."""
@@ -75,17 +71,9 @@ class ParamCurves:
                 out[name] = v
         return out
 
-    def sampling(self, group: str, own: set[str], frame: int) -> dict[str, float]:
-        """The curved values of `group`'s own system parameters at `frame` (for System.sample)."""
-        return self.values(group, [n for n in self.by_group.get(group, {}) if n in own], frame)
-
-    def snapshot(self, frame: int) -> dict[str, dict[str, float]]:
-        """What the compositor reads at `frame`: each source's hue/saturation/fade, the master fade."""
-        snap = {g: self.values(g, _COMPOSITOR, frame) for g in self.by_group if g != SHOW}
-        fade = self.value(SHOW, "master_fade", frame)
-        if fade is not None:
-            snap[SHOW] = {"master_fade": fade}
-        return snap
+    def names(self, group: str) -> list[str]:
+        """The parameters of `group` that have a curve."""
+        return list(self.by_group.get(group, {}))
 
     def walk_progress(self, group: str, frame: int) -> float | None:
         """Integral of `walk_speed` over video time 0..frame/fps (None without a walk_speed curve)."""
