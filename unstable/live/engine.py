@@ -57,8 +57,8 @@ from .controls import Controls
 from .options import LiveOptions
 from .outputs import Outputs
 from .pieceset import PieceSet
-from .slots import SlotClock
 from .reporter import Reporter
+from .slots import SlotClock
 from .telemetry import FrameStats, LiveReport
 
 __all__ = ["Engine", "freeze_startup_objects"]

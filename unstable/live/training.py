@@ -2,8 +2,9 @@
 sampling mirrors fresh, and writes their checkpoints (it owns the weights).
 
 It runs at a lower CPU priority (`training.nice`, Linux niceness of that thread alone), so the
-display takes the CPU first and training what is left: on the 2-core CPU box this took the demo
-from ~90 late frames in 10 s to a handful per minute. Each piece is stepped through its
+display takes the CPU first and training what is left (on a CPU-only machine the difference
+between a show that keeps its frame rate and one that drops many frames a second; docs/figures.md
+has the measures). Each piece is stepped through its
 `TrainingGuard`; the one with the least training time (weighted by `share`) goes first.
 """
 
