@@ -277,3 +277,16 @@ def test_a_line_spoilt_far_into_a_long_file_is_named_by_its_number_in_the_file(t
     assert auto.at(4590) == {"set": {"eq": {"hue": 4580.0}}}  # back in time: from the index entry at line 4098
     with pytest.raises(ConfigError, match=rf"{path}.*line 4600.*not JSON"):
         auto.at(4609)
+
+
+def test_lines_of_one_frame_merge_the_newest_audio_levels_winning(tmp_path):
+    path = tmp_path / "a.automation.jsonl"
+    writer(path).close()
+    with open(path, "a") as f:
+        f.write('{"frame": 4, "t": 0.1, "set": {"eq": {"hue": 1.0}}}\n{"frame": 4, "t": 0.1, "audio": [0.1]}\n'
+                '{"frame": 4, "t": 0.1, "scenes": [1]}\n{"frame": 4, "t": 0.1, "audio": [0.3, 0.2]}\n'
+                '{"frame": 4, "t": 0.1, "set": {"eq": {"sat": 2.0}}}\n{"frame": 6, "t": 0.2, "scenes": [0]}\n')
+    both = {"set": {"eq": {"hue": 1.0, "sat": 2.0}}, "audio": [0.3, 0.2], "scenes": [1]}
+    auto = load_automation(path)
+    assert auto.changes == {4: both, 6: {"scenes": [0]}}
+    assert auto.at(4) == both and auto.at(5) is None and auto.at(6) == {"scenes": [0]}
