@@ -97,3 +97,23 @@ def test_a_killed_workers_variant_is_retried(tmp_path, cluster):
     assert steps == list(range(1, 31))  # each step logged once
     after = [json.loads(line) for line in log.read_text().splitlines()[:10]]
     assert after == before  # the retry continued from the checkpoint: steps 1-10 were not trained again
+
+
+@pytest.mark.slow
+def test_cli_on_a_running_scheduler(tmp_path, cluster):
+    from click.testing import CliRunner
+
+    from unstable.cli import main
+    out = tmp_path / "out"
+    args = ["explore", str(piece(tmp_path)), "--population", "2", "--generations", "1", "--steps", "2",
+            "--segments", "2", "--threads", "1", "--auto", "--out", str(out)]
+    r = CliRunner().invoke(main, args + ["--scheduler", cluster.scheduler.address])
+    assert r.exit_code == 0, r.output
+    assert "selected: v0-00, v0-01" in r.output
+    assert [s["status"] for s in read_scores(out).values()] == ["ok", "ok"]
+    again = CliRunner().invoke(main, args + ["--scheduler", cluster.scheduler.address])
+    assert again.exit_code == 0 and " ok at step" not in again.output  # resumed: nothing left to train
+    bad = CliRunner().invoke(main, args + ["--scheduler", "tcp://127.0.0.1"])
+    assert bad.exit_code == 2 and "--scheduler" in bad.output and "no port" in bad.output
+    other = CliRunner().invoke(main, args[:3] + ["3"] + args[4:] + ["--workers", "0"])
+    assert other.exit_code == 2 and "other settings (population differ)" in other.output

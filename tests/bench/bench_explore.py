@@ -1,0 +1,114 @@
+"""Benchmark: the explorer's throughput. Variants trained per hour in one process, on a Dask
+LocalCluster of 1 and of 2 workers, at a tiny size; the time to score a variant (probing a
+checkpoint: the measures of one segment) and to score the archive (novelty).
+
+    .venv/bin/python tests/bench/bench_explore.py --population 4 --steps 20 --resolution 16
+
+Each run explores one generation of --population variants of a tiny equilibrium piece (16 px by
+default) for --steps steps in --segments segments, one torch thread per variant. Per variant the
+cost is T = s x t_step + segments x (t_train_call + t_probe): the training steps, and per segment
+the trainer's start and end (grids, progress loop, checkpoint) and a probe. Model for N machines
+like this one, W workers each: variants per hour ~ N x W x 3600 / T, plus one cluster start per
+exploration (printed). Timings on a shared 2-core machine are noisy; the load is printed with them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+def piece(folder: Path, resolution: int) -> Path:
+    from helpers import tiny_eq_piece
+    text = tiny_eq_piece("steps = 1", name="bench-explore").replace("resolution = 8\nstart_resolution = 8",
+                                                                    f"resolution = {resolution}\nstart_resolution = 8")
+    path = folder / "bench.toml"
+    path.write_text(text + "[growth]\nstable_steps = 5\nfade_steps = 5\n")
+    return path
+
+
+def explore_once(tmp: Path, name: str, settings: dict, workers: int) -> tuple[float, float, float]:
+    """(cluster start seconds, exploration seconds, variants per hour)."""
+    from unstable.explore.explorer import Explorer, open_client
+    t0 = time.perf_counter()
+    client = open_client(workers, None) if workers else None
+    if client is not None:
+        client.wait_for_workers(workers)
+        client.run(lambda: __import__("unstable.explore.task"))  # workers import torch before the clock
+    started = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    ex = Explorer(tmp / name, settings, workers=0 if client is None else workers, client=client, echo=lambda s: None)
+    ex.run(1)
+    seconds = time.perf_counter() - t1
+    if client is not None:
+        cluster = client.cluster
+        client.close()
+        cluster.close()
+    return started, seconds, settings["population"] * 3600 / seconds
+
+
+def score_time(tmp: Path, settings: dict, repeats: int = 5) -> tuple[float, float]:
+    """(seconds to probe one checkpoint, seconds to score an archive of 100 variants)."""
+    import random
+
+    import torch
+
+    from unstable.explore.measures import probe
+    from unstable.explore.records import Row
+    from unstable.explore.selection import Band, score_table
+    from unstable.explore.task import _load
+    folder = next((tmp / "one").glob("gen-0/v0-00"))
+    system = _load(folder, torch.device("cpu"))
+    previous = None
+    t = time.perf_counter()
+    for _ in range(repeats):
+        _, previous = probe(system, previous)
+    per_probe = (time.perf_counter() - t) / repeats
+    rng = random.Random(0)
+    results = {f"x{i}": {"status": "ok", "steps": 10, "descriptor": [rng.random() for _ in range(8)], "motion": 0.01}
+               for i in range(100)}
+    lineage = [Row(v, 0, ("base",), "breed", 0, ()) for v in results]
+    t = time.perf_counter()
+    score_table(lineage, results, Band())
+    return per_probe, time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--population", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--segments", type=int, default=4)
+    ap.add_argument("--resolution", type=int, default=16)
+    args = ap.parse_args()
+    import torch
+    torch.set_num_threads(1)
+    from unstable.explore.explorer import new_settings
+    tmp = Path(tempfile.mkdtemp(prefix="bench-explore-"))
+    try:
+        settings = new_settings(piece(tmp, args.resolution), population=args.population, steps=args.steps,
+                                segments=args.segments, seed=1, threads=1)
+        print(f"load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; {args.population} variants of "
+              f"{args.resolution} px, {args.steps} steps in {args.segments} segments, 1 torch thread each")
+        for name, workers in (("one", 0), ("w1", 1), ("w2", 2)):
+            start, seconds, per_hour = explore_once(tmp, name, settings, workers)
+            label = "one process" if workers == 0 else f"{workers} worker{'s' if workers > 1 else ''}"
+            print(f"{label:>12}: {seconds:6.1f} s for {args.population} variants = {per_hour:6.0f} variants/hour "
+                  f"({seconds / args.population:.2f} s each; cluster start {start:.1f} s)")
+        per_probe, archive = score_time(tmp, settings)
+        print(f"score a variant: {per_probe * 1000:.0f} ms per probe ({args.segments} per variant: "
+              f"{per_probe * args.segments:.2f} s); novelty of an archive of 100: {archive * 1000:.1f} ms")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
