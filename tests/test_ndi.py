@@ -209,3 +209,16 @@ def test_panels_are_sources_of_their_own_at_the_pieces_size(tmp_path):
         image = eng.pipeline.sources["eq2"].last_images["eq2/g0"]  # [3, 8, 8]
     frames = np.load(out)["frames"]
     assert len(frames) >= 3 and frames.shape[1:] == (image.shape[1], image.shape[2], 3)
+
+
+def test_with_no_receiver_the_show_reads_nothing_back_for_ndi(tmp_path):
+    eng = ndi_show(tmp_path, "unstable-test-nobody")
+    with eng:
+        for n in range(30):
+            eng.frame(number=n)
+            time.sleep(0.02)
+        ndi = eng.outputs.ndi
+        # The first frame opens the source (so that it can be found); after NDI said nobody is
+        # connected, frames are neither read back nor copied.
+        assert ndi.frame.sent >= 1 and ndi.frame.receivers == 0
+        assert ndi.idle >= 20 and ndi.frame.offered <= 10

@@ -81,12 +81,14 @@ class NdiSource:
     thread. `offer` never waits for the network; `send` is the (replaceable) sending step."""
 
     BUFFERS = 3  # one being filled, one waiting, one being sent: never more
+    POLL = 0.25  # seconds between asking NDI for receivers while nothing is sent
 
     def __init__(self, name: str, fps: float, groups: str = "",
                  send: Callable[[int, np.ndarray], None] | None = None):
         self.name = name
         self.fps = Fraction(fps).limit_denominator(1001)
         self.groups = groups
+        self._custom_send = send is not None  # a replacement sending step (tests): always wanted
         self._send = send or self._send_ndi
         self._cond = threading.Condition()
         self._pending: tuple[int, object] | None = None
@@ -97,6 +99,7 @@ class NdiSource:
         self.sent = 0
         self.dropped = 0           # frames replaced in the mailbox or not taken (no free buffer)
         self.last_sent = -1
+        self.receivers = 0         # connected receivers, as NDI said after the last send or poll
         self.error: str | None = None
         self._sender = None
         self._video = None
@@ -157,9 +160,13 @@ class NdiSource:
         while True:
             with self._cond:
                 while self._pending is None and not self._stop:
-                    self._cond.wait()
+                    if not self._cond.wait(self.POLL):
+                        break
                 if self._stop:
                     return
+                if self._pending is None:  # nothing to send: see whether anyone connected
+                    self._poll()
+                    continue
                 frame, item = self._pending
                 self._pending = None
             try:
@@ -170,6 +177,7 @@ class NdiSource:
                 self.sent += 1
                 self.last_sent = frame
                 failures = 0
+                self._poll()
             except Exception as e:  # an output failing must never reach the show
                 failures += 1
                 self.error = f"{type(e).__name__}: {e}"[:200]
@@ -180,6 +188,20 @@ class NdiSource:
                 if isinstance(item, np.ndarray):
                     with self._cond:
                         self._free.append(item)
+
+    def wants(self) -> bool:
+        """Whether a frame is worth offering: before the first (it opens the source, so that
+        receivers can find it) and while a receiver is connected. Without one the show skips
+        the read-back and the copy altogether."""
+        return self._custom_send or self._sender is None or self.receivers > 0
+
+    def _poll(self) -> None:
+        s = self._sender
+        if s is not None:
+            try:
+                self.receivers = s.get_num_connections(0.0)
+            except Exception:
+                self.receivers = 1  # unknown: keep sending
 
     def _send_ndi(self, frame: int, rgb: np.ndarray) -> None:
         """Send one [H, W, 3|4] uint8 frame through cyndilib (RGBX when opaque, RGBA with alpha)."""
@@ -260,6 +282,7 @@ class NdiSink:
         self.panel_images = panel_images if settings.panels else None
         self.panels: dict[str, NdiSource] = {}
         self._last: dict[str, object] = {}
+        self.idle = 0  # frames not read back: nobody was receiving the whole frame
 
     def _source(self, name: str) -> NdiSource:
         send = self._make_send(name) if self._make_send is not None else None
@@ -268,7 +291,10 @@ class NdiSink:
     def put(self, frame: int, compositor) -> None:
         """Offer frame `frame` (read back: [H, W, 3] uint8) and each panel sampled anew. A sender
         that is behind has its waiting frame replaced by this one: the newest frame goes out."""
-        self.frame.offer(frame, compositor.read())  # [H, W, 3] uint8, a reused buffer: copied
+        if self.frame.wants():
+            self.frame.offer(frame, compositor.read())  # [H, W, 3] uint8, a reused buffer: copied
+        else:
+            self.idle += 1
         if self.panel_images is None:
             return
         for display, image in self.panel_images().items():
@@ -278,11 +304,12 @@ class NdiSink:
             src = self.panels.get(display)
             if src is None:
                 src = self.panels[display] = self._source(f"{self.name}.{display.replace('/', '.')}")
-            src.offer(frame, image)
+            if src.wants():
+                src.offer(frame, image)
 
     def stats(self) -> dict:
-        """{source name: {offered, sent, dropped}}."""
-        return {s.name: {"offered": s.offered, "sent": s.sent, "dropped": s.dropped}
+        """{source name: {offered, sent, dropped, receivers}}."""
+        return {s.name: {"offered": s.offered, "sent": s.sent, "dropped": s.dropped, "receivers": s.receivers}
                 for s in [self.frame, *self.panels.values()]}
 
     def close(self) -> None:
