@@ -39,8 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from unstable.config import read_toml  # noqa: E402
 from unstable.encode import VideoWriter  # noqa: E402
-from unstable.render import Renderer  # noqa: E402
-from unstable.render.renderer import show_renderer  # noqa: E402
+from unstable.render.renderer import job_renderer, show_renderer  # noqa: E402
 from unstable.renderjob import load_job  # noqa: E402
 from unstable.trainer import train  # noqa: E402
 
@@ -101,7 +100,7 @@ def main() -> None:
         size = tuple(int(v) for v in args.size.lower().split("x")) if args.size else None
         r = show_renderer(args.show, seconds=args.seconds, preset=args.preset, size=size, run=args.run,
                           threads=args.threads)
-        job, what = r.job, args.show
+        what = args.show
     else:
         job = load_job(args.job)
         sources = dict(job.sources)
@@ -122,41 +121,43 @@ def main() -> None:
                       f"({time.perf_counter() - t0:.1f} s) -> {run}")
                 sources[name] = dataclasses.replace(s, run=str(run))
         job = dataclasses.replace(job, sources=sources)
-        r = Renderer(job, args.job, torch.device("cpu"), echo=print, threads=args.threads)
+        r = job_renderer(job, args.job, torch.device("cpu"), echo=print, threads=args.threads)
         what = args.job
-    n = r.plan.frames if args.job is None and args.seconds else min(args.frames, r.plan.frames)
-    w, h = job.size
-    for name, src in r.frames.panel_sources.items() if args.job else r.frames.sources.items():
+    spec = r.spec
+    n = spec.length if args.job is None and args.seconds else min(args.frames, spec.length)
+    w, h = spec.size
+    for name, src in r.frames.pipeline.sources.items():
         res = {d: tuple(x.shape[-2:]) for d, x in src.sample(src.latents([0.0]), {}).items()}
         extra = ""
         if hasattr(src.system, "growth"):
             stage, alpha = src.system.growth()
             extra = f", growth stage {stage} ({src.system.stage_resolutions[stage]} px)"
         print(f"source {name}: step {src.system.step_count}, panel images {res}{extra}")
-    print(f"{what}: {w}x{h} at {r.plan.fps} fps, preset {job.preset}, batch {job.batch}, "
+    print(f"{what}: {w}x{h} at {spec.fps} fps, preset {spec.preset}, look-ahead groups of {spec.align}, "
           f"{r.threads} torch thread(s), {n} frames per timing, best of {args.repeat}")
 
-    for _ in r.iter_frames(0, min(n, job.batch)):  # warm-up: GL objects, first kernels
+    for _ in r.iter_frames(0, min(n, spec.align)):  # warm-up: GL objects, first kernels
         pass
 
     def generate():
-        if args.job:
-            r.frames._batch_index = None  # no reuse of a cached batch between runs
+        r.frames.restart()  # every timing samples every frame: nothing kept from the run before
         return [p.copy() for _, _, p in r.iter_frames(0, n)]
 
     t_gen, c_gen, frames = best(generate, args.repeat)
+    # Each timing made the same pictures as the first (nothing of an earlier run leaked into it).
+    again = generate()
+    assert all((a == b).all() for a, b in zip(frames, again)), "a second run drew other pictures"
 
     def encode():
-        with VideoWriter(tmp / f"encode{Path(job.output).suffix}", w, h, r.plan.fps, job.preset) as vw:
+        with VideoWriter(tmp / f"encode{Path(spec.output).suffix}", w, h, spec.fps, spec.preset) as vw:
             for f in frames:
                 vw.write(f)
 
     t_enc, c_enc, _ = best(encode, args.repeat)
-    out = str(tmp / f"render{Path(job.output).suffix}")
+    out = str(tmp / f"render{Path(spec.output).suffix}")
 
     def render():
-        if args.job:
-            r.frames._batch_index = None
+        r.frames.restart()
         return r.render(frames=(0, n), out=out, fresh=True, show_progress=False)
 
     t_render, c_render, results = best(render, args.repeat)
@@ -166,7 +167,7 @@ def main() -> None:
     load = os.getloadavg()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     for label, t, c, what in (("generation", t_gen, c_gen, "sampling + compositing + readback"),
-                              ("encode", t_enc, c_enc, f"{job.preset}, frames from memory"),
+                              ("encode", t_enc, c_enc, f"{spec.preset}, frames from memory"),
                               ("render", t_render, c_render, "to a file, parts joined and checked")):
         print(f"{label:<10} {t:7.2f} s {n / t:7.1f} fps   cpu {c:6.2f} s = {c / t:4.2f} cores   ({what})")
     print(f"ratio render / max(generation, encode) = {t_render / max(t_gen, t_enc):.2f}  (target <= 1.15); "

@@ -36,7 +36,7 @@ class JobTimeline:
                  sources: Sequence[str], timelapse_at: float | None = None):
         self.plan, self.curves = plan, curves
         self.timer = FrameTimer(plan.fps)
-        self.params = {name: dict(params.get(name, {})) for name in sources}
+        self.fixed = {name: dict(params.get(name, {})) for name in sources}
         self.sources = list(sources)
         self.timelapse_at = None if timelapse_at is None else exact(timelapse_at)
 
@@ -48,7 +48,7 @@ class JobTimeline:
         """Frame `frame`'s snapshot ({source: fixed values and curves at the frame, "show":
         master_fade}), walk times, temperatures and, for a timelapse, checkpoints and crossfade."""
         snap = {name: {**fixed, **self.curves.values(name, self.curves.names(name), frame)}
-                for name, fixed in self.params.items()}
+                for name, fixed in self.fixed.items()}
         fade = self.curves.value(SHOW, "master_fade", frame)
         if fade is not None:
             snap[SHOW] = {"master_fade": fade}

@@ -34,11 +34,12 @@ class OfflineFrames:
         self.first = first
         self.timeline: Timeline
         self.pipeline: FramePipeline
-        self._restart()
+        self.restart()
         self.sample_seconds = 0.0
         self.compose_seconds = 0.0
 
-    def _restart(self) -> None:
+    def restart(self) -> None:
+        """Start over from frame 0 with a fresh timeline and pipeline (nothing sampled is kept)."""
         self.timeline = self._make_timeline()
         self.pipeline = self._make_pipeline(self.timeline)
         self._next = 0
@@ -46,7 +47,7 @@ class OfflineFrames:
     def state(self, k: int) -> FrameState:
         """Render frame k's state (a show's timeline advanced to it)."""
         if self.timeline.state_of is None and k < self._next:
-            self._restart()
+            self.restart()
         if self.timeline.state_of is not None:
             return self.timeline.advance(self.first + k)
         look = self.pipeline.look_ahead

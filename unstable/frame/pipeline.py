@@ -69,6 +69,8 @@ class FramePipeline:
         self.composer = Composer(compositor, self.piece_of)
         self._shown: dict[tuple, frozenset] = {}
         self._blank: dict[str, torch.Tensor] = {}
+        self._held: dict[str, torch.Tensor] = {}  # display -> its last good [3, H, W] (held on failure)
+        self._failures = {name: 0 for name in self.sources}  # sampling failures in a row
         # Sampling `look_ahead` frames per call (unstable.frame.lookahead); needs the timeline's
         # walk-time prediction. 1: one frame per call.
         self.look_ahead: LookAhead | None = None
@@ -114,19 +116,19 @@ class FramePipeline:
                 out = self._source_images(name, src, state, wanted, result)
                 for d in wanted:
                     result.images[d] = out[d]  # [3, H, W]
-                    src.last_images[d] = out[d]
-                src.failures = 0
+                    self._held[d] = out[d]
+                self._failures[name] = 0
             except Exception as e:
                 if not self.hold_failures:
                     raise
                 # One piece failing must not take the show down: its panels hold their last frame.
-                src.failures += 1
-                src.error = result.errors[name] = f"{type(e).__name__}: {str(e)[:200]}"
-                if src.failures == 1 or src.failures % 1000 == 0:
+                failures = self._failures[name] = self._failures[name] + 1
+                result.errors[name] = f"{type(e).__name__}: {str(e)[:200]}"
+                if failures == 1 or failures % 1000 == 0:
                     log.error("sampling %s failed (%d frames in a row); its panels hold their last frame",
-                              name, src.failures, exc_info=src.failures == 1)
+                              name, failures, exc_info=failures == 1)
                 for d in wanted:
-                    result.images[d] = src.last_images.get(d)
+                    result.images[d] = self._held.get(d)
                     if result.images[d] is None:
                         result.images[d] = self._blank_for(name, src)
         if result.next_images is not None:  # the other sources show the same in both

@@ -24,12 +24,12 @@ class SceneDirector:
     seconds, and its duration counts from then.
     """
 
-    def __init__(self, scenes: Sequence[SceneSettings], params: ParameterStore, *, loop: bool = True, now: float = 0.0):
+    def __init__(self, scenes: Sequence[SceneSettings], store: ParameterStore, *, loop: bool = True, now: float = 0.0):
         if not scenes:
             raise ValueError("a scene director needs at least one scene")
         self.scenes = list(scenes)
         self.loop = loop
-        self.params = params
+        self.store = store
         self.current = 0
         self.previous: int | None = None
         self.started = now
@@ -43,9 +43,9 @@ class SceneDirector:
     def _apply(self, i: int) -> None:
         presets = self.scenes[i].params
         if presets:
-            self.params.update({p: dict(v) for p, v in presets.items()})
-        if (SHOW, "scene") in self.params:
-            self.params.set(SHOW, "scene", i)  # origin None: controllers follow, no event queued
+            self.store.update({p: dict(v) for p, v in presets.items()})
+        if (SHOW, "scene") in self.store:
+            self.store.set(SHOW, "scene", i)  # origin None: controllers follow, no event queued
 
     def mix(self, now: float) -> float:
         if self.previous is None or self.fade_len <= 0:

@@ -10,7 +10,7 @@ changes nothing).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -39,7 +39,8 @@ def make_walk(name: str, system: Any, settings: WalkSettings, device: torch.devi
 
 @dataclass
 class PanelSource:
-    """One piece (or job source) as the pipeline sees it.
+    """One piece (or a render job's source) as the pipeline sees it; the parameters it samples
+    with are each frame's snapshot (FrameState.snapshot), never its own.
 
     `sampler` has `sample(latents, params) -> {panel: [N, 3, H, W] in 0..1}`: the system itself
     offline, its SamplingMirror live (the weights training does not touch mid-frame).
@@ -50,10 +51,6 @@ class PanelSource:
     sampler: Any
     walk: Walk
     panels: dict[str, str]                    # display name -> the system's panel name (shown ones)
-    params: dict[str, float] = field(default_factory=dict)  # fixed sampling parameters (render jobs)
-    last_images: dict = field(default_factory=dict)  # display -> last good [3, H, W] (held on failure)
-    failures: int = 0                         # sampling failures in a row
-    error: str | None = None
 
     def latents(self, times, scales=None) -> dict[str, torch.Tensor]:
         """{display: z [T, D]} of this source's shown panels at walk times `times`.
@@ -73,8 +70,7 @@ class PanelSource:
                wanted=None) -> dict[str, torch.Tensor]:
         """{display: [N, 3, H, W]} for {display: z [N, D]} (only the `wanted` displays, default all)."""
         wanted = self.panels if wanted is None else {d: self.panels[d] for d in wanted}
-        merged = {**self.params, **params}
-        out = self.sampler.sample({q: latents[d] for d, q in wanted.items()}, merged)
+        out = self.sampler.sample({q: latents[d] for d, q in wanted.items()}, params)
         return {d: out[q] for d, q in wanted.items()}
 
 
