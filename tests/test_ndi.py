@@ -206,7 +206,7 @@ def test_panels_are_sources_of_their_own_at_the_pieces_size(tmp_path):
             proc.kill()
         # Every shown panel has its source; eq2/g1 is shown only by the second scene: none yet.
         assert sorted(eng.outputs.ndi.panels) == ["eq/g0", "eq/g1", "eq2/g0"]
-        image = eng.pipeline.sources["eq2"].last_images["eq2/g0"]  # [3, 8, 8]
+        image = eng.last_result.images["eq2/g0"]  # [3, 8, 8]
     frames = np.load(out)["frames"]
     assert len(frames) >= 3 and frames.shape[1:] == (image.shape[1], image.shape[2], 3)
 

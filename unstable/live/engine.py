@@ -48,7 +48,7 @@ import torch
 
 from ..control.store import ParameterStore
 from ..disk import MB
-from ..frame.pipeline import FramePipeline
+from ..frame.pipeline import FramePipeline, FrameResult
 from ..frame.timeline import ShowTimeline
 from ..frame.timers import WallTimer
 from ..show import Show
@@ -114,6 +114,7 @@ class Engine:
         self.stats = FrameStats()
         self.frames = 0                     # frames drawn
         self.last_frame = 0                 # the number (grid slot) of the last frame drawn
+        self.last_result: FrameResult | None = None  # its frame call's images, errors and timings
         self._snapshot: dict = {}
         self._stop = threading.Event()
         self._opened = self._closed = self._frozen = False
@@ -191,8 +192,7 @@ class Engine:
         self.outputs.open_sinks(self.timeline, automation=o.automation, preview=self.controls.preview,
                                 sound=heard.path if getattr(heard, "kind", None) == "file" else None,
                                 take_still=self.actions.take_still,
-                                panel_images=lambda: {d: src.last_images.get(d) for src in pieces.sources.values()
-                                                      for d in src.panels})
+                                panel_images=lambda: self.last_result.images if self.last_result else {})
         if o.record is not None:
             self.actions.record(o.record)
         self.stats = FrameStats(o.telemetry, max_bytes=int(s.disk.telemetry_max_mb * MB))
@@ -226,7 +226,7 @@ class Engine:
         self._snapshot = state.snapshot  # the training thread reads the newest one
         self.actions.act(held + state.actions)
         self.controls.follow(self.timeline.director.current)
-        drawn = self.pipeline.frame(state)  # a failing piece's error is its source's (telemetry)
+        drawn = self.last_result = self.pipeline.frame(state)
         t_output = time.perf_counter()
         self.outputs.put(number)
         self.actions.show_recording()
