@@ -107,3 +107,32 @@ def test_bad_options_are_refused_before_anything_opens(tmp_path):
         Engine(show, record=tmp_path / "take.mov")
     with pytest.raises(TypeError):
         Engine(show, recrod="x.mp4")  # a misspelt option is not silently ignored
+
+
+def test_frames_counts_the_frames_drawn_and_last_frame_is_the_slot_of_the_last(tmp_path):
+    eng = Engine(load_show(write_show(tmp_path)), headless=True, osc_port=0, web_port=0, run_dir=tmp_path / "run",
+                 train=False, echo=lambda line: None, progress=lambda *a, **k: tqdm(disable=True))
+    with eng:
+        eng.frame(number=0)
+        eng.frame(number=7)  # slots 1-6 dropped: advanced without pixels
+        assert (eng.frames, eng.last_frame) == (2, 7)
+        assert eng.slots.slots == 6
+
+
+def test_a_piece_whose_sampling_fails_is_named_in_the_telemetry_while_it_fails(tmp_path):
+    eng = Engine(load_show(write_show(tmp_path)), headless=True, osc_port=0, web_port=0, run_dir=tmp_path / "run",
+                 train=False, echo=lambda line: None, progress=lambda *a, **k: tqdm(disable=True))
+    with eng:
+        eng.frame(number=0)
+        assert "errors" not in eng.reporter.line(0.1)
+        mirror = eng.pieces["eq"].mirror
+
+        def broken(latents, values):
+            raise RuntimeError("out of memory")
+
+        mirror.sample = broken
+        eng.frame(number=1)
+        assert eng.reporter.line(0.2)["errors"] == {"eq (display)": "RuntimeError: out of memory"}
+        del mirror.sample  # the class's own again
+        eng.frame(number=2)
+        assert "errors" not in eng.reporter.line(0.3)

@@ -37,7 +37,7 @@ class SamplingMirror:
 
     def __init__(self, system: Any, train_stream: "torch.cuda.Stream | None" = None, *, name: str = "",
                  echo: Callable[[str], None] | None = None):
-        self.source = system
+        self.trained = system              # the training copy the mirror follows
         self.lock = threading.Lock()
         self.syncs = 0
         self.sync_seconds = 0.0
@@ -59,7 +59,7 @@ class SamplingMirror:
         self._last_refresh = -float("inf")
         self._computing = False
         self._closed = False
-        self._params: Mapping[str, float] = {}
+        self._values: Mapping[str, float] = {}
         self.name = name or system.piece.name
         self._echo = echo
         self._announced: set[str] = set()
@@ -74,9 +74,9 @@ class SamplingMirror:
                 # Do not overwrite weights that a queued sample on the render stream still reads.
                 torch.cuda.current_stream().wait_event(self._sampled)
             try:
-                self.system.accumulate(self.source, 0.0)
+                self.system.accumulate(self.trained, 0.0)
             except ValueError:  # the modules changed shape: copy the system again
-                self.system = self.source.sampling_copy()
+                self.system = self.trained.sampling_copy()
             if self._cuda:
                 self._copied.record()
         self.syncs += 1
@@ -156,12 +156,12 @@ class SamplingMirror:
                     if self._cuda:
                         torch.cuda.current_stream().wait_event(self._copied)
                     snapshot = self.system.sampling_copy()
-                    params = dict(self._params)
+                    values = dict(self._values)
                 for what in wanted:
                     if self._closed:
                         break
                     t0 = time.perf_counter()
-                    install = snapshot.recompute(what, params)
+                    install = snapshot.recompute(what, values)
                     with self._requests:
                         self._ready.append((what, install, time.perf_counter() - t0))
                         self.refresh_computations += 1
@@ -189,14 +189,15 @@ class SamplingMirror:
                 else:
                     log.info(line)
 
-    def sample(self, latents: Mapping[str, torch.Tensor], params: Mapping[str, float]) -> dict[str, torch.Tensor]:
-        """`System.sample` on the mirror: {panel: [N, 3, H, W] in 0..1}."""
+    def sample(self, latents: Mapping[str, torch.Tensor], values: Mapping[str, float]) -> dict[str, torch.Tensor]:
+        """`System.sample(latents, params)` on the mirror, `values` the piece's {name: value}:
+        {panel: [N, 3, H, W] in 0..1}."""
         with self.lock:
             self._install_refreshes()
-            self._params = params  # what a refresh's clusters are computed at (the noise gain)
+            self._values = values  # what a refresh's clusters are computed at (the noise gain)
             if self._cuda:
                 torch.cuda.current_stream().wait_event(self._copied)
-            out = self.system.sample(latents, params)
+            out = self.system.sample(latents, values)
             if self._cuda:
                 self._sampled.record()
         return out

@@ -63,7 +63,7 @@ def prepare_pieces(show: Show, systems: Mapping[str, Any], run_dir: Path, device
             raise UnstableError(f"--resume: no checkpoint for {', '.join(missing)} in {run_dir} "
                                 f"(expected {run_dir / missing[0] / 'checkpoint.pt'}); run without "
                                 "--resume to start those pieces from their seeds")
-    states = {}
+    saved = {}
     for name, system in systems.items():
         system.prepare(progress)
         piece_dir = run_dir / name
@@ -71,7 +71,7 @@ def prepare_pieces(show: Show, systems: Mapping[str, Any], run_dir: Path, device
         _remove_stale_temporaries(piece_dir)
         start = show.settings.pieces[name].start
         if ckpt.exists() and not fresh:
-            states[name] = resume_piece(system, ckpt, device)
+            saved[name] = resume_piece(system, ckpt, device)
             echo(f"live: {name} resumes {ckpt} at step {system.step_count} (its run folder; --fresh to start over)")
         elif start and not fresh:
             path = show.resolve(start)
@@ -90,7 +90,7 @@ def prepare_pieces(show: Show, systems: Mapping[str, Any], run_dir: Path, device
         src = show.piece_paths[name]
         if src.resolve() != (piece_dir / "piece.toml").resolve():
             shutil.copyfile(src, piece_dir / "piece.toml")
-    return states
+    return saved
 
 
 def live_state(piece, params, timeline) -> dict:

@@ -120,14 +120,9 @@ class PieceSet:
         """{piece: its training guard's telemetry}."""
         return {n: p.guard.telemetry() for n, p in self.by_name.items() if p.guard is not None}
 
-    def errors(self, display: bool = False) -> dict[str, str]:
-        """{piece: why its training stopped}; with `display`, also "piece (display)": why its
-        sampling fails (its panels hold their last frame)."""
-        out = {n: p.error for n, p in self.by_name.items() if p.error}
-        if display:
-            out.update({f"{n} (display)": p.source.error for n, p in self.by_name.items()
-                        if p.source.error and p.source.failures})
-        return out
+    def errors(self) -> dict[str, str]:
+        """{piece: why its training stopped} (the display holds its last good weights)."""
+        return {n: p.error for n, p in self.by_name.items() if p.error}
 
     def losses(self) -> dict:
         """{piece: its last training step's scalars}, finite ones only (JSON has no NaN)."""

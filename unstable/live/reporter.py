@@ -65,7 +65,9 @@ class Reporter:
         osc = e.controls.osc_line()
         if osc is not None:
             line["osc"] = osc
-        errors = pieces.errors(display=True)
+        errors = pieces.errors()
+        if e.last_result is not None:  # a piece whose sampling fails holds its last frame
+            errors.update({f"{n} (display)": why for n, why in e.last_result.errors.items()})
         if errors:
             line["errors"] = errors
         return line
