@@ -101,11 +101,9 @@ class _Morph:
 class PresetBank:
     """The presets of one show in `folder` (the run folder's presets/), over its parameter store."""
 
-    def __init__(self, store: ParameterStore, folder: str | os.PathLike,
-                 on_change: Callable[[list[str]], None] | None = None):
+    def __init__(self, store: ParameterStore, folder: str | os.PathLike):
         self.store = store
         self.folder = Path(folder)
-        self.on_change = on_change  # told the new list of names after a save (OSCQuery, the page)
         self._lock = threading.Lock()
         self._morph: _Morph | None = None
         self.morphs = 0  # morphs finished
@@ -142,8 +140,6 @@ class PresetBank:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)  # a crash mid-write leaves the old preset, never half of one
-        if self.on_change is not None:
-            self.on_change(self.names())
         return path
 
     def load(self, name: str) -> dict[str, dict[str, float]]:
