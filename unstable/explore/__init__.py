@@ -14,5 +14,6 @@ One concern per module:
     explorer.py   the driver: generations bred, trained on Dask, scored, selected; resume
     sheet.py      the contact sheet server (the control page's access rules); page.py its page
     export.py     a variant written as a piece file
+    keeper.py     the keeper: holds a playing system in the band with the same measures
     cli.py        the click command
 """
