@@ -5,11 +5,12 @@
 
 Two figures, discovery through a loopback NDI configuration (NDI_CONFIG_DIR, no multicast):
 
-1. The show with NDI off, on, and on with `panels = true`: the demo show (its pieces from their
-   shipped grown states, training off, headless, paced on the wall clock) at each size; with NDI
-   on a cyndilib receiver in another process is connected and reading (NDI encodes only for a
-   receiver). Reported: fps (frames drawn / seconds), frame interval p50/p99 and work p99 (ms),
-   late frames, and the NDI source's sent/dropped counts.
+1. The show with NDI off; on with no receiver ("idle"); on with a cyndilib receiver in another
+   process connected and reading ("on"); on with that receiver stopped (SIGSTOP, "stalled": it
+   reads nothing, its socket fills); and on with `panels = true`, receiver reading. The demo show
+   (its pieces from their shipped grown states, training off, headless, paced on the wall clock)
+   at each size. Reported: fps (frames drawn / seconds), frame interval p50/p99 and work p99
+   (ms), late frames, and the NDI source's sent/dropped counts.
 2. Send -> receive latency on loopback: an NdiSource (the sink's own sending thread and mailbox)
    at each size and the show's 30 fps, each frame carrying its number in the grey level of a
    32x32 block (robust to NDI's lossy codec); the receiver process notes the wall time each frame
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -60,7 +62,7 @@ def receiver(name: str, seconds: float, out: Path) -> subprocess.Popen:
 
 
 def show_run(size, mode: str, seconds: float, folder: Path) -> dict:
-    """One paced headless run of the demo show; mode "off", "on" or "panels"."""
+    """One paced headless run of the demo show; mode "off", "idle", "on", "stalled" or "panels"."""
     from unstable.live import Engine
     from unstable.show import load_show
     name = f"bench-{size[0]}x{size[1]}-{mode}"
@@ -70,13 +72,15 @@ def show_run(size, mode: str, seconds: float, folder: Path) -> dict:
     eng = Engine(show, headless=True, osc_port=0, web=False, run_dir=run / "run", train=False, seconds=seconds,
                  echo=lambda line: None, progress=lambda *a, **k: tqdm(disable=True, total=k.get("total")))
     proc = None
-    if mode != "off":
+    if mode not in ("off", "idle"):
         eng.open()
         eng.frame(number=0)  # the source exists from its first frame
         proc = receiver(name, seconds + 60, run / "got.npz")
         line = proc.stdout.readline()
         assert line.startswith("found"), line
         time.sleep(1.0)
+        if mode == "stalled":
+            os.kill(proc.pid, signal.SIGSTOP)
     try:
         r = eng.run()
     finally:
@@ -84,11 +88,12 @@ def show_run(size, mode: str, seconds: float, folder: Path) -> dict:
             proc.kill()
             proc.wait()
     ndi = eng.outputs.ndi.stats() if eng.outputs.ndi is not None else {}
+    idle = eng.outputs.ndi.idle if eng.outputs.ndi is not None else 0
     main = ndi.get(name, {})
     return {"size": f"{size[0]}x{size[1]}", "mode": mode, "fps": r.frames / r.seconds if r.seconds else 0.0,
             "interval_p50": r.interval_p50_ms, "interval_p99": r.interval_p99_ms, "work_p99": r.work_p99_ms,
             "late": r.late_frames, "frames": r.frames, "sources": len(ndi),
-            "sent": main.get("sent", 0), "dropped": main.get("dropped", 0)}
+            "sent": main.get("sent", 0), "dropped": main.get("dropped", 0), "idle": idle}
 
 
 def latency(size, seconds: float, fps: float, folder: Path) -> dict:
@@ -145,13 +150,14 @@ def main() -> int:
         write_ndi_config(folder / "ndi", ["127.0.0.1"])
         os.environ["NDI_CONFIG_DIR"] = str(folder / "ndi")  # before NDI's first use, here and in the receiver
         if not a.skip_show:
-            print("size       mode    fps   interval p50/p99 ms   work p99 ms  late  sources  sent  dropped")
+            print("size       mode     fps   interval p50/p99 ms   work p99 ms  late  sources  sent  dropped  "
+                  "not read back")
             for size in sizes:
-                for mode in ("off", "on", "panels"):
+                for mode in ("off", "idle", "on", "stalled", "panels"):
                     r = show_run(size, mode, a.seconds, folder)
-                    print(f"{r['size']:<10} {r['mode']:<6} {r['fps']:5.1f}   {r['interval_p50']:6.1f} / "
+                    print(f"{r['size']:<10} {r['mode']:<7} {r['fps']:5.1f}   {r['interval_p50']:6.1f} / "
                           f"{r['interval_p99']:6.1f}      {r['work_p99']:7.1f}   {r['late']:4d}  {r['sources']:7d}  "
-                          f"{r['sent']:4d}  {r['dropped']:4d}", flush=True)
+                          f"{r['sent']:4d}  {r['dropped']:7d}  {r['idle']:6d}", flush=True)
         if not a.skip_latency:
             print("\nsend -> receive on loopback (30 fps, noise frames)")
             for size in sizes:
