@@ -252,3 +252,53 @@ def test_midi_played_live_lands_in_the_automation_and_the_page_lists_the_binding
     assert page["midi"] == [{"source": "cc8", "target": "show.master_fade", "learned": False}]
     a = load_automation(auto)
     assert a.at(1) == {"set": {"show": {"master_fade": 0.0}}}
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+@pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("chromedriver")),
+                    reason="Debian's chromium and chromium-driver are not installed (scripts/setup.sh installs them)")
+def test_learn_on_the_control_page_click_a_control_move_a_knob_listed_and_saved(jack, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from test_show import write_show
+    from test_web_page import open_page
+    from unstable.control.show_inputs import ShowInputs
+    from unstable.live import Engine
+    from unstable.show import load_show
+    show = load_show(write_show(tmp_path, LIVE_SHOW))
+    ctl = Controller()
+    eng = Engine(show, headless=True, osc_port=0, web_port=0, run_dir=tmp_path / "run", train=False,
+                 echo=lambda s: None)
+    inputs = ShowInputs(show)
+    inputs.attach(eng)
+    driver = _chromium()
+    try:
+        with eng:
+            eng.frame(number=0)
+            open_page(driver, eng.web.url())
+            assert driver.find_element(By.ID, "bindings").text == "cc8 → show.master_fade"
+            driver.find_element(By.ID, "learn").click()
+            assert wait_for(lambda: eng.params.get(SHOW, "midi_learn") == 1.0)
+            driver.find_element(By.CSS_SELECTOR, "[data-learn='/unstable/eq/hue'] label").click()  # click "hue"
+            assert wait_for(lambda: inputs.midi.learn_target is not None and inputs.midi.learn_target[:2] == ("eq", "hue"))
+            ctl.send(0xB0, 30, 64)
+            WebDriverWait(driver, 10).until(lambda d: "cc30 → eq.hue (learned)" in d.find_element(By.ID, "bindings").text)
+            assert driver.find_element(By.ID, "learn").get_attribute("aria-pressed") == "false"
+    finally:
+        driver.quit()
+        inputs.stop()
+        ctl.unplug()
+    assert 'param = "eq.hue"' in (tmp_path / "run" / LEARN_FILE).read_text()
+
+
+def _chromium():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = shutil.which("chromium")
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=900,1400"):
+        opts.add_argument(a)
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
+    driver.set_page_load_timeout(30)
+    return driver

@@ -291,7 +291,10 @@ function tapButton(p) {
   b.title = "tap tempo: tap on the beat";
   b.dataset.address = p.address;
   b.addEventListener("click", () => send(p.address, "T"));
-  $("tempo").append(b);
+  const row = document.createElement("div");
+  row.className = "row";
+  row.append(b);
+  $("tempo").append(row);
 }
 
 // The show's parameters in the store's order: midi_learn = 2 + k makes the k-th the learn target.
