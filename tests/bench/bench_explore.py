@@ -3,6 +3,8 @@ LocalCluster of 1 and of 2 workers, at a tiny size; the time to score a variant 
 checkpoint: the measures of one segment) and to score the archive (novelty).
 
     .venv/bin/python tests/bench/bench_explore.py --population 4 --steps 20 --resolution 16
+    .venv/bin/python tests/bench/bench_explore.py --sheet docs/explore-sheet.png --population 4 --generations 4 \
+        --steps 60 --resolution 32
 
 Each run explores one generation of --population variants of a tiny equilibrium piece (16 px by
 default) for --steps steps in --segments segments, one torch thread per variant. Per variant the
@@ -82,15 +84,54 @@ def score_time(tmp: Path, settings: dict, repeats: int = 5) -> tuple[float, floa
     return per_probe, time.perf_counter() - t
 
 
+def contact_sheet(out: Path, population: int, generations: int, steps: int, resolution: int) -> None:
+    """An --auto exploration of the tiny piece and its variants' latest grids as one PNG: a row per
+    generation, a cell per variant with its id, band and novelty."""
+    from PIL import Image, ImageDraw
+
+    from unstable.explore.explorer import Explorer, new_settings
+    from unstable.explore.records import read_lineage, read_scores, variant_dir
+    tmp = Path(tempfile.mkdtemp(prefix="bench-explore-sheet-"))
+    try:
+        settings = new_settings(piece(tmp, resolution), population=population, steps=steps, segments=4, seed=2,
+                                threads=1)
+        Explorer(tmp / "x", settings, workers=0, echo=print).run(generations)
+        cell, pad = 240, 22
+        sheet = Image.new("RGB", (population * cell, generations * (cell + pad)), (17, 17, 17))
+        draw = ImageDraw.Draw(sheet)
+        scores = read_scores(tmp / "x")
+        for r in read_lineage(tmp / "x"):
+            i = int(r.id.split("-")[1])
+            grid = Image.open(variant_dir(tmp / "x", r) / "grid.png").convert("RGB")
+            grid.thumbnail((cell - 8, cell - 8), Image.NEAREST)
+            x, y = i * cell, r.generation * (cell + pad)
+            sheet.paste(grid, (x + 4, y + pad))
+            s = scores.get(r.id, {})
+            band = "band" if s.get("in_band") == "1" else s.get("status", "")
+            star = " *" if s.get("selected") == "1" else ""
+            draw.text((x + 4, y + 5), f"{r.id}{star} {band} nov {float(s.get('novelty') or 0):.2f}", fill=(220, 220, 220))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        sheet.save(out)
+        print(f"contact sheet: {out} ({generations} generations x {population} variants)")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--population", type=int, default=4)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--segments", type=int, default=4)
     ap.add_argument("--resolution", type=int, default=16)
+    ap.add_argument("--sheet", type=Path, default=None, help="Instead: write a contact sheet PNG of an --auto run "
+                    "(--population variants x --generations) here.")
+    ap.add_argument("--generations", type=int, default=4)
     args = ap.parse_args()
     import torch
     torch.set_num_threads(1)
+    if args.sheet is not None:
+        contact_sheet(args.sheet, args.population, args.generations, args.steps, args.resolution)
+        return
     from unstable.explore.explorer import new_settings
     tmp = Path(tempfile.mkdtemp(prefix="bench-explore-"))
     try:

@@ -27,6 +27,7 @@ from ..errors import UnstableError
 from .breeding import breed_generation
 from .records import (read_json, read_lineage, read_marks, read_scores, variant_dir, write_atomic, write_scores)
 from .selection import Band, choose_parents, score_table
+from .task import train_variant
 
 __all__ = ["Explorer", "new_settings", "load_settings"]
 
@@ -144,6 +145,7 @@ class Explorer:
         self.waiting: int | None = None  # the generation whose successor waits for the artist
         self._advance = threading.Event()
         self.stopped = threading.Event()
+        self.finished = False  # every generation asked for is scored
         self._pool = None
         self._lost: dict[str, dict] = {}  # variants whose worker was lost this run
 
@@ -190,7 +192,9 @@ class Explorer:
                     self.echo(f"explore: generation {g}: {len(rows)} variants from {', '.join(parents)} ({how})")
                 self._train(rows)
                 self._score()
-            return self._score()
+            scores = self._score()
+            self.finished = not self.stopped.is_set()
+            return scores
         finally:
             if self._pool is not None:
                 self._pool.close()
@@ -254,7 +258,6 @@ class Explorer:
             spec = {"folder": str(variant_dir(self.root, r).resolve()), "id": r.id,
                     "steps": int(self.settings["steps"]), "segments": int(self.settings["segments"]),
                     "threads": int(self.settings["threads"]), "device": self.settings["device"], "cwd": os.getcwd()}
-            from .task import train_variant
             futures[pool.submit(train_variant, spec, key=f"explore-{r.id}-{run}")] = r.id
             self.submitted.append(r.id)
         started = time.monotonic()

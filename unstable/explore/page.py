@@ -58,7 +58,8 @@ async function refresh() {
   catch (e) { document.getElementById("status").textContent = "offline"; return; }
   document.getElementById("title").textContent = "explore: " + state.name;
   const waiting = state.waiting !== null && state.waiting !== undefined;
-  document.getElementById("status").textContent = waiting ? `generation ${state.waiting} scored: star, then breed` : "training";
+  document.getElementById("status").textContent = state.finished ? "finished: star and export (unstable explore DIR --export ID FILE)"
+    : waiting ? `generation ${state.waiting} scored: star, then breed` : "training";
   document.getElementById("breed").disabled = !waiting;
   const text = JSON.stringify(state);
   if (text === last) return;

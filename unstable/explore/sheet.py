@@ -42,7 +42,7 @@ __all__ = ["ContactSheet", "sheet_state"]
 _FILES = {"grid.png": "image/png", "progress.gif": "image/gif"}
 
 
-def sheet_state(root: Path, waiting: int | None = None) -> dict:
+def sheet_state(root: Path, waiting: int | None = None, finished: bool = False) -> dict:
     """What the page draws: the variants, newest generation first, with everything known of each."""
     root = Path(root)
     settings = read_json(root / "explore.json", {}) or {}
@@ -56,7 +56,8 @@ def sheet_state(root: Path, waiting: int | None = None) -> dict:
                          "scores": scores.get(r.id, {}), "done": result is not None,
                          "has_grid": (folder / "grid.png").exists(),
                          "has_loop": (folder / "progress.gif").exists()})
-    return {"name": settings.get("base", {}).get("name", root.name), "waiting": waiting, "variants": variants}
+    return {"name": settings.get("base", {}).get("name", root.name), "waiting": waiting, "finished": finished,
+            "variants": variants}
 
 
 class ContactSheet:
@@ -175,7 +176,8 @@ class ContactSheet:
     async def _state(self, request):
         loop = asyncio.get_running_loop()
         try:
-            state = await loop.run_in_executor(None, sheet_state, self.root, self.explorer.waiting)
+            state = await loop.run_in_executor(None, sheet_state, self.root, self.explorer.waiting,
+                                               self.explorer.finished)
         except UnstableError as e:
             return self._json({"error": str(e)}, 500)
         return self._json(state)
