@@ -149,3 +149,28 @@ def test_a_file_that_is_not_midi_is_one_line(tmp_path):
         assert str(path) in text and "\n" not in text, text
     with pytest.raises(UnstableError, match="no such file"):
         read_midi(tmp_path / "missing.mid")
+
+
+def test_without_a_midi_system_the_show_plays_on_with_one_line_and_looks_seldom(caplog):
+    """This machine has no ALSA sequencer (/dev/snd/seq): rtmidi's default system cannot open."""
+    import logging
+    import os
+    import time
+
+    from unstable.control.midi import MidiLink
+    if os.path.exists("/dev/snd/seq"):
+        pytest.skip("this machine has an ALSA sequencer")
+    s = store()
+    with caplog.at_level(logging.INFO, logger="unstable.midi"):
+        link = MidiLink(s, MidiSettings(port="nanoKONTROL", map=(MidiMap(cc=7, param="eq.fade", takeover=False),)),
+                        None, watch=0.05).start()
+        try:
+            time.sleep(1.0)
+            link.inject(raw(0xB0, 7, 0))                    # the mapping still plays what reaches it
+            assert s.get("eq", "fade") == 0.0
+            looks = link.looks
+        finally:
+            link.stop()
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "no MIDI system" in lines[0], lines
+    assert looks <= 2, looks                                 # not 20: it waits RETRY seconds between looks

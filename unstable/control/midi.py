@@ -70,6 +70,7 @@ class MidiLink:
     """A show's MIDI controller: input port, mapping, feedback, learn, reconnecting."""
 
     ORIGIN_HOST = "midi"
+    RETRY = 10.0  # seconds between looks for a MIDI system that is not there
 
     def __init__(self, store, settings: MidiSettings, run_dir: Path | None = None, *, source: str = "",
                  api: str = "", watch: float = 0.25, port: str | None = None):
@@ -100,6 +101,8 @@ class MidiLink:
         self._thread: threading.Thread | None = None
         self._backend = None
         self._said_missing = False
+        self.system_down = False
+        self.looks = 0                   # times the port was looked for (tests: a missing system is looked for seldom)
         self._warn = RateLimitedLog(log, 5.0)
 
     # -- lifetime -------------------------------------------------------------------------------
@@ -126,20 +129,28 @@ class MidiLink:
 
     def _names(self, outputs: bool = False) -> list[str]:
         try:
-            return list(self._backend.get_output_names() if outputs else self._backend.get_input_names())
-        except Exception as e:  # noqa: BLE001 - a MIDI system that went away: one line, try again later
-            self._warn.warning("list", "midi: cannot list ports (%s)", e)
+            names = list(self._backend.get_output_names() if outputs else self._backend.get_input_names())
+        except Exception as e:  # noqa: BLE001 - no MIDI system (no ALSA sequencer, no JACK): one line
+            if not self.system_down:
+                log.warning("midi: no MIDI system to list ports on (%s); the show plays on and looks again "
+                            "every %g s", e, self.RETRY)
+            self.system_down = True
             return []
+        if self.system_down:
+            log.warning("midi: the MIDI system is there again")
+            self.system_down = False
+        return names
 
     def _match(self, names: list[str]) -> str | None:
         want = self.pattern.lower()
         return next((n for n in names if n == self.pattern), None) or next((n for n in names if want in n.lower()), None)
 
     def _connect(self) -> None:
+        self.looks += 1
         names = self._names()
         name = self._match(names)
         if name is None:
-            if not self._said_missing:
+            if not self._said_missing and not self.system_down:
                 log.warning("midi: no input port matches %r (ports now: %s); the show plays on and opens it "
                             "when it appears", self.pattern, ", ".join(map(repr, names)) or "none")
                 self._said_missing = True
@@ -184,7 +195,8 @@ class MidiLink:
             self._send_feedback()
             if time.monotonic() < next_look:
                 continue  # woken for feedback: listing ports opens a client, once a `watch` is enough
-            next_look = time.monotonic() + self.watch
+            # Without a MIDI system each look would open a client (and ALSA prints to stderr): seldom.
+            next_look = time.monotonic() + (self.RETRY if self.system_down else self.watch)
             if self.inport is None:
                 self._connect()
             elif self.port_name not in self._names():
