@@ -177,7 +177,7 @@ def test_a_float_wav_with_nan_and_inf_keeps_every_parameter_finite_and_muxes(tmp
     assert levels and all(math.isfinite(v) for v in levels)
     # The render's own timeline: every mapped parameter finite in every frame, and moved.
     with show_renderer(show_path, audio=wav, run=tmp_path / "run", ctx=gl_ctx, echo=lambda s: None) as r:
-        snaps = [r.frames.state(k).snapshot for k in range(r.spec.length)]
+        snaps = [r.cursor.state(k).snapshot for k in range(r.spec.length)]
     fades = [s["show"]["master_fade"] for s in snaps]
     hues = [s["eq"]["hue"] for s in snaps]
     assert all(math.isfinite(v) for v in fades + hues)

@@ -105,9 +105,9 @@ def test_render_h264_reads_back_exact_count_fps_and_size(tmp_path, run, gl_ctx):
 def latents_of(renderer, frame: int) -> dict:
     """{display: z [1, D]} every source shows at `frame`, from its timeline's state (walk time and
     temperature) through the source's walk, as the pipeline samples them."""
-    state = renderer.frames.state(frame)
+    state = renderer.cursor.state(frame)
     out = {}
-    for name, src in renderer.frames.pipeline.sources.items():
+    for name, src in renderer.cursor.pipeline.sources.items():
         out.update(src.latents([state.walk_times[name]], [state.temperatures[name]]))
     return out
 
@@ -214,16 +214,16 @@ def test_temperature_curve_scales_latents_and_must_close_a_loop(tmp_path, run, g
     job = job_file(tmp_path, run, "temp", temperature="[[0.0, 1.0], [0.75, 2.0], [1.5, 1.0]]")
     r = job_renderer(load_job(job), str(job), ctx=gl_ctx, echo=lambda s: None)
     try:
-        states = [r.frames.state(k) for k in (0, 3, 6, 12)]
+        states = [r.cursor.state(k) for k in (0, 3, 6, 12)]
         np.testing.assert_allclose([s.temperatures["eq"] for s in states], [1.0, 1.5, 2.0, 1.0])
-        walk = r.frames.pipeline.sources["eq"].walk
+        walk = r.cursor.pipeline.sources["eq"].walk
         base = walk.latents_at_many([states[1].walk_times["eq"]], temperature=1.0)
         scaled = latents_of(r, 3)
         for d in scaled:
             torch.testing.assert_close(scaled[d], base[d] * 1.5)
         # What is sampled is the walk at that temperature, through the system.
-        images = r.frames.pipeline.images(r.frames.state(3))
-        system = r.frames.pipeline.sources["eq"].system
+        images = r.cursor.pipeline.images(r.cursor.state(3))
+        system = r.cursor.pipeline.sources["eq"].system
         want = system.sample({d.split("/")[1]: z for d, z in scaled.items()}, {})
         for d, x in images.items():
             assert (x - want[d.split("/")[1]][0]).abs().max() < 1e-5
@@ -280,7 +280,7 @@ def test_several_sources_share_one_frame_with_namespaced_panels(tmp_path, run, g
         hue = 30.0
     """))
     with job_renderer(load_job(job), str(job), ctx=gl_ctx, echo=notes.append) as r:
-        assert list(r.frames.pipeline.piece_of) == ["eq/g0", "eq/g1", "other/g1"]
+        assert list(r.cursor.pipeline.piece_of) == ["eq/g0", "eq/g1", "other/g1"]
         assert len(notes) == 1 and "sources.later.run" in notes[0]
         (_, _, picture), = list(r.iter_frames(0, 1))
         assert picture[:, :16].max() > 0 and picture[:, 32:].max() == 0  # the third cell is blacked out
@@ -288,7 +288,7 @@ def test_several_sources_share_one_frame_with_namespaced_panels(tmp_path, run, g
         # at the same latent: step 3 and step 0 of the same generator, and training changed it.
         z = latents_of(r, 0)
         assert torch.equal(z["eq/g1"], z["other/g1"])
-        images = r.frames.pipeline.images(r.frames.state(0))
+        images = r.cursor.pipeline.images(r.cursor.state(0))
         assert not torch.equal(images["eq/g1"], images["other/g1"])
 
 

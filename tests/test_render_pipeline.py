@@ -98,8 +98,8 @@ def test_a_job_samples_aligned_groups_split_where_a_curve_moves_and_parts_equal_
         with job_renderer(load_job(job), str(job), ctx=gl_ctx, echo=lambda s: None, threads=1) as r:
             out = {}
             for f in frames:
-                out[f] = r.frames.pipeline.images(r.frames.state(f))
-            return out, r.frames.pipeline.look_ahead.calls
+                out[f] = r.cursor.pipeline.images(r.cursor.state(f))
+            return out, r.cursor.pipeline.look_ahead.calls
 
     whole, calls = draw(range(12))
     # Group 0-3: frames 0-2 (truncation 1) and frame 3 (0.5) apart; groups 4-7 and 8-11 whole.

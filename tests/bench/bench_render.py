@@ -126,7 +126,7 @@ def main() -> None:
     spec = r.spec
     n = spec.length if args.job is None and args.seconds else min(args.frames, spec.length)
     w, h = spec.size
-    for name, src in r.frames.pipeline.sources.items():
+    for name, src in r.cursor.pipeline.sources.items():
         res = {d: tuple(x.shape[-2:]) for d, x in src.sample(src.latents([0.0]), {}).items()}
         extra = ""
         if hasattr(src.system, "growth"):
@@ -140,7 +140,7 @@ def main() -> None:
         pass
 
     def generate():
-        r.frames.restart()  # every timing samples every frame: nothing kept from the run before
+        r.cursor.restart()  # every timing samples every frame: nothing kept from the run before
         return [p.copy() for _, _, p in r.iter_frames(0, n)]
 
     t_gen, c_gen, frames = best(generate, args.repeat)
@@ -157,7 +157,7 @@ def main() -> None:
     out = str(tmp / f"render{Path(spec.output).suffix}")
 
     def render():
-        r.frames.restart()
+        r.cursor.restart()
         return r.render(frames=(0, n), out=out, fresh=True, show_progress=False)
 
     t_render, c_render, results = best(render, args.repeat)

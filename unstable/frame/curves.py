@@ -31,7 +31,7 @@ class ParamCurves:
             ys = np.array([p[1] for p in points], np.float64)
             self.by_group.setdefault(group, {})[name] = (xs, ys)
 
-    def check(self, source: str, specs: Mapping[str, Mapping[str, object]]) -> None:
+    def check(self, path: str, specs: Mapping[str, Mapping[str, object]]) -> None:
         """Every curve names a live parameter of its source and stays in its range.
 
         `specs`: {source: {name: ParamSpec}} of each open source (its system's own specs).
@@ -44,15 +44,15 @@ class ParamCurves:
             for name, (_, ys) in table.items():
                 key = f"curves.{group}.{name}"
                 if group not in specs:
-                    raise ConfigError(source, key, f"source {group!r} is not rendered (its run is missing)")
+                    raise ConfigError(path, key, f"source {group!r} is not rendered (its run is missing)")
                 spec = known.get(name)
                 if spec is None:
-                    raise ConfigError(source, key, f"not a live parameter of {group}'s system, expected one of "
+                    raise ConfigError(path, key, f"not a live parameter of {group}'s system, expected one of "
                                       f"{', '.join(sorted(known))}")
                 if spec.reads == TRAINING:
-                    raise ConfigError(source, key, f"{name} is read by training only, which a render does not run")
+                    raise ConfigError(path, key, f"{name} is read by training only, which a render does not run")
                 if ys.min() < spec.lo or ys.max() > spec.hi:
-                    raise ConfigError(source, key, f"values {ys.min():g}..{ys.max():g} leave the range "
+                    raise ConfigError(path, key, f"values {ys.min():g}..{ys.max():g} leave the range "
                                       f"{spec.lo:g} to {spec.hi:g}")
 
     def value(self, group: str, name: str, frame: int) -> float | None:

@@ -27,16 +27,16 @@ class JobTimeline:
     """The `Timeline` of a render job.
 
     `plan` (renderjob.FramePlan): frame count, exact walk times, the temperature curve, a
-    timelapse's holds. `curves`: the job's keyframed parameters. `params`: {source: fixed
-    parameter values} (the job's `params` and each source's own). `sources` name the walks; with
+    timelapse's holds. `curves`: the job's keyframed parameters. `fixed`: {source: parameter
+    values that do not move} (the job's `params` and each source's own). `sources` name the walks; with
     `timelapse_at` (walk seconds) the first source is a timelapse standing at that walk time.
     """
 
-    def __init__(self, plan: FramePlan, curves: ParamCurves, params: Mapping[str, Mapping[str, float]],
+    def __init__(self, plan: FramePlan, curves: ParamCurves, fixed: Mapping[str, Mapping[str, float]],
                  sources: Sequence[str], timelapse_at: float | None = None):
         self.plan, self.curves = plan, curves
         self.timer = FrameTimer(plan.fps)
-        self.fixed = {name: dict(params.get(name, {})) for name in sources}
+        self.fixed = {name: dict(fixed.get(name, {})) for name in sources}
         self.sources = list(sources)
         self.timelapse_at = None if timelapse_at is None else exact(timelapse_at)
 

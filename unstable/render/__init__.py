@@ -10,10 +10,10 @@
     farm.py         the chunks of a render as Dask tasks (--workers N, --scheduler ADDR)
 """
 
-from .job_sources import Source, list_checkpoints, open_sources
+from .job_sources import JobSource, list_checkpoints, open_sources
 from .parts import RenderResult, RenderStats
 from .commands import render_job, render_show
 from .renderer import Renderer, job_renderer, show_renderer
 
-__all__ = ["Renderer", "RenderResult", "RenderStats", "render_job", "render_show", "open_sources", "Source",
+__all__ = ["Renderer", "RenderResult", "RenderStats", "render_job", "render_show", "open_sources", "JobSource",
            "list_checkpoints", "job_renderer", "show_renderer"]

@@ -20,13 +20,13 @@ from ..display.layout import Colour, Layout, cells
 from ..errors import ConfigError
 from ..frame.curves import ParamCurves
 from ..frame.job_timeline import JobTimeline
-from ..frame.offline import OfflineFrames
+from ..frame.cursor import FrameCursor
 from ..frame.pipeline import FramePipeline
 from ..frame.sources import PanelSource, make_walk
 from ..frame.timelapse import TimelapseSource
 from ..renderjob import FramePlan, RenderJob
 from ..show import SceneSettings
-from .job_sources import Source, open_sources
+from .job_sources import JobSource, open_sources
 from .spec import RenderSpec
 
 __all__ = ["open_job", "without_sources"]
@@ -46,12 +46,12 @@ def without_sources(layout: Layout, missing: Sequence[str]) -> Layout:
     return dataclasses.replace(layout, panels=panels, styles=styles)
 
 
-def _panel_sources(job: RenderJob, source: str, opened: list[Source], device: torch.device) -> dict[str, PanelSource]:
+def _panel_sources(job: RenderJob, job_path: str, opened: list[JobSource], device: torch.device) -> dict[str, PanelSource]:
     """One walk per source over all of its system's panels, exactly as a live show walks each
     piece; a timelapse's source shows its run's checkpoints in turn."""
     out: dict[str, PanelSource] = {}
     for src in opened:
-        walk = make_walk(src.name, src.system, job.walk, device, source, "walk.latents")
+        walk = make_walk(src.name, src.system, job.walk, device, job_path, "walk.latents")
         if job.timelapse.on:
             out[src.name] = TimelapseSource(src.name, src.system, src.system, walk, dict(src.panels),
                                             checkpoints=[path for _, path in src.checkpoints])
@@ -60,44 +60,44 @@ def _panel_sources(job: RenderJob, source: str, opened: list[Source], device: to
     return out
 
 
-def open_job(job: RenderJob, source: str, device: torch.device, progress: Callable | None = None,
+def open_job(job: RenderJob, job_path: str, device: torch.device, progress: Callable | None = None,
              echo: Callable[[str], None] = print) -> RenderSpec:
-    """Open and check every source of `job` (a bad job fails here with one line naming `source`
+    """Open and check every source of `job` (a bad job fails here with one line naming `job_path`
     and the key), and the render it makes."""
-    opened = open_sources(job, source, device, progress, echo)
+    opened = open_sources(job, job_path, device, progress, echo)
     panel_names = [d for s in opened for d in s.panels]
     missing = [n for n in job.sources if n not in {s.name for s in opened}]
     layout = without_sources(job.layout, missing)
-    layout.check_panels(panel_names, source)
+    layout.check_panels(panel_names, job_path)
     try:
         cells(layout, tuple(job.size), layout.panel_names(panel_names))
     except ValueError as e:
-        raise ConfigError(source, "layout", str(e)) from None
-    sources = _panel_sources(job, source, opened, device)
+        raise ConfigError(job_path, "layout", str(e)) from None
+    sources = _panel_sources(job, job_path, opened, device)
     # Every walk has the same keyframe count and period, hence the same loop length.
     first = next(iter(sources.values())).walk
-    plan = FramePlan.of(job, source, first.duration, len(opened[0].checkpoints) if job.timelapse.on else 0)
+    plan = FramePlan.of(job, job_path, first.duration, len(opened[0].checkpoints) if job.timelapse.on else 0)
     curves = ParamCurves(job.curves, plan.fps)
-    curves.check(source, {s.name: {sp.name: sp for sp in s.system.param_specs()} for s in opened})
+    curves.check(job_path, {s.name: {sp.name: sp for sp in s.system.param_specs()} for s in opened})
     scenes = [SceneSettings(name="main", crossfade=0.0, layout=layout, colour=Colour())]
-    params = {s.name: s.params for s in opened}
+    fixed = {s.name: s.params for s in opened}
     at = job.timelapse.at if job.timelapse.on else None
 
     def timeline() -> JobTimeline:
-        return JobTimeline(plan, curves, params, list(sources), timelapse_at=at)
+        return JobTimeline(plan, curves, fixed, list(sources), timelapse_at=at)
 
-    def frames_over(compositor) -> OfflineFrames:
+    def cursor_over(compositor) -> FrameCursor:
         def pipeline(tl: JobTimeline) -> FramePipeline:
             return FramePipeline(sources, scenes, compositor, look_ahead=job.batch,
                                  walk_ahead=tl.walk_times_ahead, state_of=tl.state_of)
-        return OfflineFrames(timeline, pipeline)
+        return FrameCursor(timeline, pipeline)
 
     settings = to_dict(job)
     for k in ("name", "output", "variations", "hue_rotations", "variations_at_once"):
         settings.pop(k)
     settings["plan"] = [plan.frames, str(plan.speed)]
     paths = tuple(str(s.run.resolve()) for s in opened if s.run is not None and s.checkpoints)
-    return RenderSpec(name=job.name, source=source, frames_over=frames_over, size=tuple(job.size), fps=plan.fps,
+    return RenderSpec(name=job.name, path=job_path, cursor_over=cursor_over, size=tuple(job.size), fps=plan.fps,
                       length=plan.frames, preset=job.preset, output=job.output,
                       variations=tuple(job.variation_list()), graded=True, chunk=job.chunk, align=job.batch,
                       variations_at_once=job.variations_at_once, settings=settings,

@@ -17,11 +17,11 @@ from ..renderjob import RenderJob
 from ..show import display_name
 from ..system import build_system, load_piece
 
-__all__ = ["Source", "list_checkpoints", "open_sources", "file_identity"]
+__all__ = ["JobSource", "list_checkpoints", "open_sources", "file_identity"]
 
 
 @dataclass
-class Source:
+class JobSource:
     """One open source: its system (weights loaded) and which of its panels the frame shows."""
 
     name: str
@@ -51,19 +51,19 @@ def file_identity(path: Path) -> dict:
     return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def open_sources(job: RenderJob, source: str, device: torch.device,
-                 progress: Callable | None = None, echo: Callable[[str], None] = print) -> list[Source]:
+def open_sources(job: RenderJob, job_path: str, device: torch.device,
+                 progress: Callable | None = None, echo: Callable[[str], None] = print) -> list[JobSource]:
     """Load every source of `job` on `device`; a missing run, a foreign checkpoint, an unknown panel
     or parameter is one ConfigError naming the job file and key. Optional sources whose run is
     missing are left out (with a note through `echo`)."""
     from tqdm import tqdm
     progress = progress or (lambda desc, total=None, **kw: tqdm(total=total, disable=True))
-    opened: list[Source] = []
+    opened: list[JobSource] = []
     for name, s in job.sources.items():
         key = f"sources.{name}"
         if s.piece:
             if not Path(s.piece).is_file():
-                raise ConfigError(source, f"{key}.piece", f"{s.piece!r}: no such piece file")
+                raise ConfigError(job_path, f"{key}.piece", f"{s.piece!r}: no such piece file")
             piece = load_piece(s.piece)
             system = build_system(piece, device)
             system.prepare(progress)
@@ -74,18 +74,18 @@ def open_sources(job: RenderJob, source: str, device: torch.device,
             ckpt = path / "checkpoint.pt" if path.is_dir() else path
             if not ckpt.is_file():
                 if s.optional:
-                    echo(f"note: {source}: {key}.run {s.run!r} does not exist yet; rendering without it")
+                    echo(f"note: {job_path}: {key}.run {s.run!r} does not exist yet; rendering without it")
                     continue
                 what = ("no checkpoint.pt in that run folder" if path.is_dir()
                         else "no such run folder or checkpoint file")
-                raise ConfigError(source, f"{key}.run", f"{s.run!r}: {what} (train it first: `unstable train`, "
+                raise ConfigError(job_path, f"{key}.run", f"{s.run!r}: {what} (train it first: `unstable train`, "
                                   "or a show with `unstable live`)")
             try:
                 system, payload = open_run(ckpt, device)
             except ConfigError:
                 raise
             except UnstableError as e:
-                raise ConfigError(source, f"{key}.run", str(e)) from None
+                raise ConfigError(job_path, f"{key}.run", str(e)) from None
             identity = {**file_identity(ckpt), "step": int(payload.get("step", 0)),
                         "fingerprint": payload.get("fingerprint")}
             run = ckpt.parent
@@ -93,40 +93,40 @@ def open_sources(job: RenderJob, source: str, device: torch.device,
         chosen = list(s.panels) or list(available)
         for p in chosen:
             if p not in available:
-                raise ConfigError(source, f"{key}.panels", f"no panel {p!r} in {name}'s system, expected one of "
+                raise ConfigError(job_path, f"{key}.panels", f"no panel {p!r} in {name}'s system, expected one of "
                                   f"{', '.join(repr(a) for a in available)}")
         specs = {spec.name: spec for spec in system.param_specs()}
         params = {k: v for k, v in job.params.items() if k in specs}
         for k, v in s.params.items():
             if k not in specs:
-                raise ConfigError(source, f"{key}.params.{k}", f"not a parameter of {name}'s system, expected one of "
+                raise ConfigError(job_path, f"{key}.params.{k}", f"not a parameter of {name}'s system, expected one of "
                                   f"{', '.join(sorted(specs))}")
             params[k] = v
         for k, v in params.items():
             spec = specs[k]
             if not spec.lo <= v <= spec.hi:
                 where = f"{key}.params.{k}" if k in s.params else f"params.{k}"
-                raise ConfigError(source, where, f"{v!r} is out of range, expected {spec.lo} to {spec.hi}")
+                raise ConfigError(job_path, where, f"{v!r} is out of range, expected {spec.lo} to {spec.hi}")
         # As in a live show: the walk's temperature (here the job's curve) scales the latents and a
         # system's own `temperature` parameter, if it has one, keeps its default unless set here.
         panels = {display_name(name, p): p for p in chosen}
-        opened.append(Source(name, system, panels, params, identity, run))
+        opened.append(JobSource(name, system, panels, params, identity, run))
     if not opened:
-        raise ConfigError(source, "sources", "none of the sources exists yet (all optional runs are missing)")
+        raise ConfigError(job_path, "sources", "none of the sources exists yet (all optional runs are missing)")
     for k in job.params:
         if not any(k in {sp.name for sp in src.system.param_specs()} for src in opened):
-            raise ConfigError(source, f"params.{k}", "not a parameter of any source's system")
+            raise ConfigError(job_path, f"params.{k}", "not a parameter of any source's system")
     if job.timelapse.on:
         src = opened[0]
         tl = job.timelapse
         if not Path(job.sources[src.name].run).is_dir():
-            raise ConfigError(source, f"sources.{src.name}.run", f"{job.sources[src.name].run!r}: a timelapse "
+            raise ConfigError(job_path, f"sources.{src.name}.run", f"{job.sources[src.name].run!r}: a timelapse "
                               "needs a run folder (its checkpoints/ are the timelapse), not a checkpoint file")
         ckpts = list_checkpoints(src.run, src.identity["step"])
         ckpts = [c for c in ckpts if c[0] >= tl.first_step and (tl.last_step is None or c[0] <= tl.last_step)]
         ckpts = ckpts[::tl.every]
         if not ckpts:
-            raise ConfigError(source, "timelapse", f"no checkpoints of {src.run} between steps {tl.first_step} "
+            raise ConfigError(job_path, "timelapse", f"no checkpoints of {src.run} between steps {tl.first_step} "
                               f"and {tl.last_step if tl.last_step is not None else 'the last'}")
         src.checkpoints = ckpts
         src.identity["timelapse"] = [{"step": st, **file_identity(f)} for st, f in ckpts]

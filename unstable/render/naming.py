@@ -12,7 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
-__all__ = ["numbered", "unused", "choose_outputs"]
+from ..errors import UnstableError
+from ..renderjob import Variation, check_suffix, output_path
+
+__all__ = ["numbered", "unused", "choose_outputs", "output_paths"]
 
 T = TypeVar("T")
 
@@ -55,3 +58,39 @@ def choose_outputs(outputs: Sequence[tuple[int, T, Path]], overwrite: bool,
             p = new
         chosen.append((i, v, p))
     return chosen
+
+
+def output_paths(spec, out: str | None = None, frames: tuple[int, int] | None = None,
+                 variations: Sequence[str] = ()) -> list[tuple[int, Variation, Path]]:
+    """(index, variation, output path) of each output of render `spec` (a RenderSpec) with these
+    options: `out` instead of its pattern, frames [A, B) (a part), only the named `variations`."""
+    chosen = list(enumerate(spec.variations))
+    if variations:
+        names = [v.name for v in spec.variations]
+        for name in variations:
+            if name not in names:
+                raise UnstableError(f"--variation {name!r}: the job {spec.path} has no such variation, "
+                                    f"expected one of {', '.join(names[:10])}{' ...' if len(names) > 10 else ''}")
+        chosen = [(i, v) for i, v in chosen if v.name in variations]
+    pattern = out or spec.output
+    if out is not None:
+        if len(chosen) > 1 and "{variation}" not in out and "{index}" not in out:
+            raise UnstableError(f"--out {out}: the job renders {len(chosen)} variations; put {{variation}} "
+                                "in --out or pick one with --variation")
+        try:
+            check_suffix(Path(out), spec.preset, "--out")
+            Path(out.format(job="j", variation="v", index=0))
+        except KeyError as e:
+            raise UnstableError(f"--out {out}: unknown placeholder {{{e.args[0]}}}, expected {{job}}, "
+                                "{variation} or {index}") from None
+        except (ValueError, IndexError) as e:
+            raise UnstableError(f"--out {out}: {str(e).split(': ', 1)[-1]}") from None
+    # The job's pattern marks a part of the job in the name (.fA-B); an explicit --out is taken as given.
+    span = None if out is not None else frames
+    paths = [(i, v, output_path(pattern, spec.name, spec.preset, v, i, span, spec.length)) for i, v in chosen]
+    seen = {}
+    for _, v, p in paths:
+        if p.resolve() in seen:
+            raise UnstableError(f"{p}: variations {seen[p.resolve()]!r} and {v.name!r} would both write it")
+        seen[p.resolve()] = v.name
+    return paths

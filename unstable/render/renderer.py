@@ -2,7 +2,7 @@
 
 `Renderer` is one render, in this process or as a cluster worker's (render/farm.py); it takes a
 `RenderSpec` (render/spec.py): the frames, from a timeline and the one frame pipeline
-(unstable.frame.offline), and what to write. A job and a show differ only in how the spec is
+(unstable.frame.cursor), and what to write. A job and a show differ only in how the spec is
 filled in (render/job_frames.py `open_job`, render/show_frames.py `open_show`); every frame is one
 `FramePipeline.frame` call, composed once per colour variation, into that variation's encoder sink
 (unstable.frame.sinks.EncoderSink).
@@ -51,11 +51,11 @@ from ..display.compositor import Compositor
 from ..encode import VideoWriter
 from ..errors import UnstableError
 from ..formats import PRESETS
-from ..frame.offline import OfflineFrames
+from ..frame.cursor import FrameCursor
 from ..frame.sinks import EncoderSink
-from ..renderjob import RenderJob, Variation, check_suffix, output_path
+from ..renderjob import RenderJob, Variation
 from .job_frames import open_job
-from .naming import choose_outputs
+from .naming import choose_outputs, output_paths
 from .parts import (Finisher, RenderResult, RenderStats, Target, default_threads, join_parts, prepare_target,
                     torch_threads)
 from .show_frames import open_show, show_frame_count
@@ -78,7 +78,7 @@ class Renderer:
         self.echo = echo
         self._ctx, self._own_ctx = ctx, ctx is None
         self._comp: Compositor | None = None
-        self._frames: OfflineFrames | None = None
+        self._cursor: FrameCursor | None = None
         self.stats = RenderStats()
 
     @property
@@ -94,21 +94,21 @@ class Renderer:
                 from ..display.gl import create_headless_context
                 self._ctx = create_headless_context()
             self._comp = Compositor(self._ctx, tuple(self.spec.size))
-            self._frames = self.spec.frames_over(self._comp)
+            self._cursor = self.spec.cursor_over(self._comp)
         return self._comp
 
     @property
-    def frames(self) -> OfflineFrames:
-        """The render's frames: its timeline and pipeline over this renderer's compositor."""
+    def cursor(self) -> FrameCursor:
+        """Any frame of the render on demand: its timeline and pipeline over this renderer's compositor."""
         self._compositor()
-        return self._frames
+        return self._cursor
 
     def close(self) -> None:
         """Free the compositor (and the GL context when this renderer made it)."""
         if self._comp is not None:
             self._comp.release()
             self._comp = None
-            self._frames = None
+            self._cursor = None
         if self._own_ctx and self._ctx is not None:
             self._ctx.release()
             self._ctx = None
@@ -122,14 +122,14 @@ class Renderer:
     def compose(self, frame: int, variations: Sequence[Variation]) -> Iterator[Variation]:
         """Sample `frame` once and compose it once per variation; yields each variation while its
         picture is in the compositor."""
-        frames = self.frames
+        cursor = self.cursor
         state = result = None
         for v in variations:
             colour = v if self.spec.graded else None
             if result is None:
-                state, result = frames.frame(frame, colour)
+                state, result = cursor.frame(frame, colour)
             else:
-                frames.compose(state, result, colour)
+                cursor.compose(state, result, colour)
             yield v
 
     def iter_frames(self, start: int, end: int, variations: Sequence[Variation] | None = None
@@ -174,37 +174,7 @@ class Renderer:
     def outputs(self, out: str | None = None, frames: tuple[int, int] | None = None,
                 variations: Sequence[str] = ()) -> list[tuple[int, Variation, Path]]:
         """(index, variation, output path) of each output a render with these options writes."""
-        spec = self.spec
-        chosen = list(enumerate(spec.variations))
-        if variations:
-            names = [v.name for v in spec.variations]
-            for name in variations:
-                if name not in names:
-                    raise UnstableError(f"--variation {name!r}: the job {spec.source} has no such variation, "
-                                        f"expected one of {', '.join(names[:10])}{' ...' if len(names) > 10 else ''}")
-            chosen = [(i, v) for i, v in chosen if v.name in variations]
-        pattern = out or spec.output
-        if out is not None:
-            if len(chosen) > 1 and "{variation}" not in out and "{index}" not in out:
-                raise UnstableError(f"--out {out}: the job renders {len(chosen)} variations; put {{variation}} "
-                                    "in --out or pick one with --variation")
-            try:
-                check_suffix(Path(out), spec.preset, "--out")
-                Path(out.format(job="j", variation="v", index=0))
-            except KeyError as e:
-                raise UnstableError(f"--out {out}: unknown placeholder {{{e.args[0]}}}, expected {{job}}, "
-                                    "{variation} or {index}") from None
-            except (ValueError, IndexError) as e:
-                raise UnstableError(f"--out {out}: {str(e).split(': ', 1)[-1]}") from None
-        # The job's pattern marks a part of the job in the name (.fA-B); an explicit --out is taken as given.
-        span = None if out is not None else frames
-        paths = [(i, v, output_path(pattern, spec.name, spec.preset, v, i, span, spec.length)) for i, v in chosen]
-        seen = {}
-        for _, v, p in paths:
-            if p.resolve() in seen:
-                raise UnstableError(f"{p}: variations {seen[p.resolve()]!r} and {v.name!r} would both write it")
-            seen[p.resolve()] = v.name
-        return paths
+        return output_paths(self.spec, out, frames, variations)
 
     def render(self, *, out: str | None = None, frames: tuple[int, int] | None = None,
                variations: Sequence[str] = (), fresh: bool = False, show_progress: bool = True,
@@ -226,8 +196,8 @@ class Renderer:
             for g in range(0, len(outputs), group_size):
                 results += self._render_group(outputs[g:g + group_size], frames, fresh, show_progress,
                                               len(outputs) > 1)
-        self.stats.generation_seconds = self._frames.sample_seconds
-        self.stats.compose_seconds = self._frames.compose_seconds
+        self.stats.generation_seconds = self._cursor.sample_seconds
+        self.stats.compose_seconds = self._cursor.compose_seconds
         self.stats.wall_seconds += time.perf_counter() - t_start
         return results
 
@@ -319,12 +289,12 @@ class Renderer:
                 on_frame()
 
 
-def job_renderer(job: RenderJob, source: str | Path, device: torch.device = torch.device("cpu"), *, ctx=None,
+def job_renderer(job: RenderJob, path: str | Path, device: torch.device = torch.device("cpu"), *, ctx=None,
                  echo: Callable[[str], None] = print, progress: Callable | None = None,
                  threads: int | None = None) -> Renderer:
-    """A Renderer of `job` (read from `source`): its sources opened on `device` and checked (a bad
+    """A Renderer of `job` (read from `path`): its sources opened on `device` and checked (a bad
     job fails here, before any file is touched); close it when done."""
-    spec = open_job(job, str(source), torch.device(device), progress, echo)
+    spec = open_job(job, str(path), torch.device(device), progress, echo)
     return Renderer(spec, device, ctx=ctx, echo=echo, threads=threads)
 
 

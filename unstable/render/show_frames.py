@@ -21,7 +21,7 @@ from ..control.store import ParameterStore
 from ..errors import ConfigError, UnstableError
 from ..formats import PRESETS, exact
 from ..frame.automation import Automation, load_automation
-from ..frame.offline import OfflineFrames
+from ..frame.cursor import FrameCursor
 from ..frame.pipeline import FramePipeline
 from ..frame.sources import PanelSource, load_run_into, make_walk
 from ..frame.timeline import ShowTimeline
@@ -131,15 +131,15 @@ def open_show(show_path: str | Path, *, seconds: float | None = None, preset: st
             tl.replay(auto)
         return tl
 
-    def frames_over(compositor) -> OfflineFrames:
+    def cursor_over(compositor) -> FrameCursor:
         def pipeline(tl: ShowTimeline) -> FramePipeline:
             # The live show's look-ahead, so the batches (and so the pixels) are the live show's.
             return FramePipeline(sources, show.resolved_scenes(), compositor, look_ahead=s.look_ahead,
                                  walk_ahead=tl.walk_times_ahead)
-        return OfflineFrames(timeline, pipeline, first=auto.start_frame if auto is not None else 0)
+        return FrameCursor(timeline, pipeline, first=auto.start_frame if auto is not None else 0)
 
     settings = {"show": show.name, "size": list(out_size), "fps": str(fps), "preset": preset, "length": total}
-    return RenderSpec(name=show.name, source=str(show_path), frames_over=frames_over, size=out_size, fps=fps,
+    return RenderSpec(name=show.name, path=str(show_path), cursor_over=cursor_over, size=out_size, fps=fps,
                       length=total, preset=preset, output=output, variations=(Variation(name="main"),),
                       graded=False, chunk=240, align=1, variations_at_once=1, settings=settings,
                       identity=identity, audio=audio_in, threads=s.training.render_threads)

@@ -1,5 +1,5 @@
 """What an offline render is made of, a job's or a show's alike: where its frames come from (a
-timeline and a pipeline, unstable.frame.offline) and what it writes (size, rate, codec, outputs,
+timeline and a pipeline, unstable.frame.cursor) and what it writes (size, rate, codec, outputs,
 colour variations, part files). A job and a show differ only in how this is filled in
 (render/job_frames.py, render/show_frames.py); the renderer knows nothing else of either."""
 
@@ -16,11 +16,11 @@ __all__ = ["RenderSpec"]
 
 @dataclass(frozen=True)
 class RenderSpec:
-    """One render: its frames (`frames_over(compositor) -> OfflineFrames`) and its outputs."""
+    """One render: its frames (`cursor_over(compositor) -> FrameCursor`) and its outputs."""
 
     name: str                       # {job} in the output pattern
-    source: str                     # the job or show file (messages name it)
-    frames_over: Callable[[Any], Any]  # compositor -> unstable.frame.offline.OfflineFrames
+    path: str                       # the job or show file (messages name it)
+    cursor_over: Callable[[Any], Any]  # compositor -> unstable.frame.cursor.FrameCursor
     size: tuple[int, int]           # output width, height
     fps: Fraction
     length: int                     # frames of the whole render

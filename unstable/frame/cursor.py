@@ -18,10 +18,10 @@ from .lookahead import LookAhead
 from .pipeline import FramePipeline, FrameResult
 from .timeline import FrameState, Timeline
 
-__all__ = ["OfflineFrames"]
+__all__ = ["FrameCursor"]
 
 
-class OfflineFrames:
+class FrameCursor:
     """Frames of an offline render: `frame(k, colour)` samples and composes frame k.
 
     `timeline()` makes the timeline at frame 0 (offset by `first`: frame k of the render is frame
