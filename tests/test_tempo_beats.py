@@ -114,3 +114,42 @@ def test_show_files_take_beats_and_bars_and_refuse_anything_else_in_one_line(tmp
             load_show(write_show(tmp_path, text, name="bad.toml"))
         msg = str(info.value)
         assert key in msg and "bad.toml" in msg and "\n" not in msg, msg
+
+
+def test_link_alignment_puts_the_show_on_the_sessions_beat_and_replays_from_the_automation(tmp_path):
+    from unstable.tempo import TempoLink
+    scenes = [SceneSettings(name=n, duration=1.0, duration_beats=4.0, crossfade=0.0) for n in "ab"]
+    store = ParameterStore({"eq": common_specs(), SHOW: show_specs(2) + tempo_specs(120.0, link=True)})
+    live = ShowTimeline(scenes, store, ["eq"], FPS)
+    path = tmp_path / "live.automation.jsonl"
+    live.start_recording(path, "show", 0)
+    link = TempoLink(store)
+
+    class Session:  # a Link session whose bar started 1.5 beats before the show's frame 0
+        beat = 0.0
+    link.link = Session()
+    cuts, last = [], 0
+    for n in range(40):
+        if n == 3:  # the show's beat is 0.6 at frame 3; the session's is 0.6 + 1.5
+            Session.beat = 2.1
+            assert link.align(live.beats.ahead(0.3), 4) == pytest.approx(1.5)
+            assert link.align(live.beats.ahead(0.3) + 1.5, 4) is None        # on it already: nothing
+        live.advance(n)
+        if live.director.current != last:
+            cuts.append(n)
+            last = live.director.current
+    live.stop_recording()
+    # From frame 3 the count is the session's: scene a (4 beats from beat 0) ends at session beat 4,
+    # which is show time (4 - 1.5) / 2 s = 1.25 s -> frame 13 (not 20); b starts at beat 4.1 and
+    # ends on the whole beat 9 (4 beats on, rounded up onto the session's beat): 3.75 s -> frame 38.
+    assert cuts == [13, 38]
+    again = ShowTimeline(scenes, ParameterStore({"eq": common_specs(), SHOW: show_specs(2) + tempo_specs(120.0, True)}),
+                         ["eq"], FPS)
+    again.replay(load_automation(path))
+    replayed, last = [], 0
+    for n in range(40):
+        again.advance(n)
+        if again.director.current != last:
+            replayed.append(n)
+            last = again.director.current
+    assert replayed == cuts

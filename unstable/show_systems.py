@@ -30,7 +30,7 @@ def show_groups(show: Show, systems: Mapping[str, Any]) -> dict[str, list]:
     """The parameter groups of a show: each piece's specs plus the common ones, the show group, and
     the audio group (the [[audio.map]] amounts) when the show maps audio."""
     groups: dict[str, list] = {name: with_common(s.param_specs()) for name, s in systems.items()}
-    groups[SHOW] = show_specs(len(show.scene_list())) + tempo_specs(show.settings.tempo.bpm)
+    groups[SHOW] = show_specs(len(show.scene_list())) + tempo_specs(show.settings.tempo.bpm, show.settings.tempo.link)
     if show.settings.audio.map:
         show.check_audio(groups)
         groups[AUDIO] = audio_specs(show.settings.audio)

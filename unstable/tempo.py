@@ -33,6 +33,7 @@ log = logging.getLogger("unstable.tempo")
 __all__ = ["TempoSettings", "tempo_specs", "TapTempo", "TempoLink", "parse_beats", "LINK", "TAP"]
 
 MIN_BPM, MAX_BPM = 20.0, 300.0
+QUANTUM_MAX = 32        # the most beats in a bar (and so in Link's quantum)
 LINK = ("link", 0)      # the origin of tempo changes that came from the Link session
 TAP = ("tap", 0)        # the origin of a tempo set by tap tempo
 _BEATS = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(beats?|bars?)\s*$")
@@ -48,13 +49,19 @@ class TempoSettings:
     beats_per_bar: int = setting(4, ge=1, le=32, doc="beats in a bar ('8 bars' in a scene's duration)")
 
 
-def tempo_specs(bpm: float = 120.0) -> list[ParamSpec]:
-    """The show group's tempo parameters: `tempo` in BPM and `tap` (each press is one tap)."""
-    return [
+def tempo_specs(bpm: float = 120.0, link: bool = False) -> list[ParamSpec]:
+    """The show group's tempo parameters: `tempo` in BPM and `tap` (each press is one tap); with
+    `link`, `beat_offset`: what the show's beat count is shifted by to stand on Link's beat (a
+    parameter, so the automation replays the alignment)."""
+    specs = [
         ParamSpec("tempo", MIN_BPM, MAX_BPM, float(bpm), unit="BPM", doc="the show's tempo (shared with Link)",
                   reads=CLOCK),
         ParamSpec("tap", 0, 1, 0, kind="toggle", doc="tap tempo: each press is a beat", reads=CLOCK),
     ]
+    if link:
+        specs.append(ParamSpec("beat_offset", 0.0, float(QUANTUM_MAX), 0.0, unit="beats",
+                               doc="the show's beats shifted onto the Link session's (set by Link)", reads=CLOCK))
+    return specs
 
 
 def parse_beats(value, beats_per_bar: int = 4) -> float | None:
@@ -207,6 +214,21 @@ class TempoLink:
         """The session's beat now (None without a session): where a scene change would land."""
         return None if self.link is None else float(self.link.beat)
 
+    def align(self, show_beat: float, quantum: int, tolerance: float = 0.05) -> float | None:
+        """Put the show's beat count on the session's: `show_beat` is the show's beat now (the frame
+        just drawn); sets `show/beat_offset` so that beat + offset falls on the session's phase in a
+        bar of `quantum` beats, when it is off by more than `tolerance` beats. Returns the offset set."""
+        if self.link is None or (SHOW, "beat_offset") not in self.store:
+            return None
+        phase = float(self.link.beat) % quantum
+        offset = self.store.get(SHOW, "beat_offset")
+        want = (phase - (show_beat - offset)) % quantum
+        off = abs(want - offset) % quantum
+        if min(off, quantum - off) <= tolerance:
+            return None
+        self.store.set(SHOW, "beat_offset", want, LINK)
+        return want
+
 
 class BeatClock:
     """Beats on the frame clock: the integral of the show's tempo over frame time, so a live show
@@ -216,15 +238,20 @@ class BeatClock:
     def __init__(self, bpm: float = 120.0):
         self.beat = 0.0
         self.bpm = float(bpm)
+        self.offset = 0.0
         self.t: float | None = None
 
-    def advance(self, t: float, bpm: float | None) -> float:
-        """The beat at frame time `t`, the tempo having been the previous frame's since then."""
+    def advance(self, t: float, bpm: float | None, offset: float | None = None) -> float:
+        """The beat at frame time `t`, the tempo having been the previous frame's since then;
+        a new `offset` (the show's `beat_offset`, Link's phase) moves the count by its change."""
         if self.t is not None and t > self.t:
             self.beat += (t - self.t) * self.bpm / 60.0
         self.t = t
         if bpm is not None and math.isfinite(bpm) and bpm > 0:
             self.bpm = float(bpm)
+        if offset is not None and math.isfinite(offset) and offset != self.offset:
+            self.beat += offset - self.offset
+            self.offset = float(offset)
         return self.beat
 
     def ahead(self, t: float) -> float:

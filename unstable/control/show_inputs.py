@@ -51,12 +51,22 @@ class ShowInputs:
 
     def attach(self, engine) -> None:
         """Start on `engine`'s store after its first frame; the control page lists the bindings."""
+        last_align = [-1e9]
+
         def hook(eng):
             if not self._started:
                 self.start(eng.params, getattr(eng, "run_dir", None))
                 space = _page_space(eng)
                 if space is not None and self.midi is not None:
                     space.page_extras["midi"] = self.midi.bindings
+            # Once a second: the show's beats on the Link session's (the frame clock's beat now,
+            # against the session's beat now; a frame's lateness is the error).
+            timer, timeline = getattr(eng, "timer", None), getattr(eng, "timeline", None)
+            if self.tempo is not None and self.tempo.link is not None and timer is not None and timeline is not None:
+                now = timer.elapsed()
+                if now - last_align[0] >= 1.0:
+                    last_align[0] = now
+                    self.tempo.align(timeline.beats.ahead(now), self.show.settings.tempo.beats_per_bar)
         engine.frame_hooks.append(hook)
 
     def stop(self) -> None:

@@ -100,7 +100,8 @@ def check_state(state: Any, source: str, where: str = "line 1.state") -> dict:
     if "beat" in beat:  # the beat clock (unstable.tempo.BeatClock); files before it have none
         out["beat"] = {"beat": number(beat["beat"], source, f"{where}.beat.beat"),
                        "bpm": number(beat.get("bpm", 120.0), source, f"{where}.beat.bpm", lo=1e-3),
-                       "t": None if beat.get("t") is None else number(beat["t"], source, f"{where}.beat.t")}
+                       "t": None if beat.get("t") is None else number(beat["t"], source, f"{where}.beat.t"),
+                       "offset": number(beat.get("offset", 0.0), source, f"{where}.beat.offset")}
     walks = _table(state.get("walk", {}), source, f"{where}.walk", "{piece: {phase, speed, at}}")
     out["walk"] = {}
     for name, w in walks.items():

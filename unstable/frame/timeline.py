@@ -100,7 +100,8 @@ class ShowTimeline:
             self._replay(frame)
         targets: dict = {}
         snap = self.store.snapshot(t, targets=targets)
-        self.beats.advance(t, snap.get("show", {}).get("tempo"))
+        show = snap.get("show", {})
+        self.beats.advance(t, show.get("tempo"), show.get("beat_offset"))
         levels = None
         if self.audio is not None:
             levels = self.audio.levels(frame)
@@ -158,7 +159,7 @@ class ShowTimeline:
             "store": self.store.smoothing_state(),
             "scene": {"current": d.current, "previous": d.previous, "started": d.started,
                       "fade_len": d.fade_len, "started_beat": d.started_beat},
-            "beat": {"beat": self.beats.beat, "bpm": self.beats.bpm, "t": self.beats.t},
+            "beat": {"beat": self.beats.beat, "bpm": self.beats.bpm, "t": self.beats.t, "offset": self.beats.offset},
             "walk": {n: {"phase": c.phase, "speed": c.speed, "at": self.now} for n, c in self.clocks.items()},
         }
 
@@ -178,6 +179,7 @@ class ShowTimeline:
         if "beat" in beat:
             self.beats.beat, self.beats.bpm = float(beat["beat"]), float(beat.get("bpm", self.beats.bpm))
             self.beats.t = None if beat.get("t") is None else float(beat["t"])
+            self.beats.offset = float(beat.get("offset", 0.0))
         for name, w in (state.get("walk") or {}).items():
             clock = self.clocks.get(name)
             if clock is None:
