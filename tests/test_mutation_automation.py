@@ -273,8 +273,10 @@ def test_a_line_spoilt_far_into_a_long_file_is_named_by_its_number_in_the_file(t
     assert auto.at(4600) == {"set": {"eq": {"hue": 4590.0}}}
     data = path.read_bytes().split(b"\n")
     data[4599] = b"x" * len(data[4599])  # line 4600 of the file (frame 4609), its length kept
+    data[99] = b"x" * len(data[99])      # line 100, before the index entry at line 4098
     path.write_bytes(b"\n".join(data))
-    assert auto.at(4590) == {"set": {"eq": {"hue": 4580.0}}}  # back in time: from the index entry at line 4098
+    # Back in time: read from the index entry at line 4098 on, never from the start (line 100).
+    assert auto.at(4590) == {"set": {"eq": {"hue": 4580.0}}}
     with pytest.raises(ConfigError, match=rf"{path}.*line 4600.*not JSON"):
         auto.at(4609)
 
@@ -290,3 +292,37 @@ def test_lines_of_one_frame_merge_the_newest_audio_levels_winning(tmp_path):
     auto = load_automation(path)
     assert auto.changes == {4: both, 6: {"scenes": [0]}}
     assert auto.at(4) == both and auto.at(5) is None and auto.at(6) == {"scenes": [0]}
+
+
+FORMAT_LINE = "not an automation file of format 1 (written by `unstable live --record` or `--automation`)"
+
+
+@pytest.mark.parametrize("raw, message", [
+    (None, "cannot read it (No such file or directory)"),
+    (b"", "line 1: empty, expected an automation header"),
+    (b"  \n{}\n", "line 1: empty, expected an automation header"),
+    (b"[1]\n", f"line 1: {FORMAT_LINE}"),
+    (json.dumps({"automation": 2, "show": "demo", "fps": "30", "start_frame": 0, "state": STATE}).encode(),
+     f"line 1: {FORMAT_LINE}"),
+    (b"{nope\n", "line 1: not JSON ("),
+    (b"\xff{}\n", "line 1: not UTF-8 text (byte 0xff at column 1)"),
+])
+def test_each_bad_header_is_one_line_naming_the_file_and_line_1(tmp_path, raw, message):
+    path = tmp_path / "a.automation.jsonl"
+    if raw is not None:
+        path.write_bytes(raw)
+    with pytest.raises(ConfigError) as e:
+        load_automation(path)
+    assert str(e.value).startswith(f"{path}: {message}"), str(e.value)
+
+
+def test_a_header_may_be_longer_than_a_line_may(tmp_path):
+    # A long show's state (many parameters) is one header line of over 1 MB: allowed up to 16 MB.
+    state = json.loads(json.dumps(STATE))
+    state["store"]["target"] = {f"eq/p{i}": 0.5 for i in range(80_000)}
+    path = tmp_path / "a.automation.jsonl"
+    path.write_text(json.dumps({"automation": 1, "show": "demo", "fps": "30", "start_frame": 0, "state": state})
+                    + '\n{"frame": 1, "t": 0.1, "scenes": [1]}\n')
+    assert path.stat().st_size > 1 << 20
+    auto = load_automation(path)
+    assert len(auto.state["store"]["target"]) == 80_000 and auto.at(1) == {"scenes": [1]}
