@@ -12,6 +12,8 @@
 #   MUTATION_DIRECT_SAMPLE=12 MUTATION_DIRECT_UNTESTED=1 scripts/mutation.sh --direct farm
 #                                       # a seeded sample of 12, "no tests" ones included (the farm's
 #                                       # code runs in Dask worker processes mutmut's stats cannot see)
+#   MUTATION_DIRECT_SHARD=0/2 ... & MUTATION_DIRECT_SHARD=1/2 ...   # one sample, two processes
+#                                       # (start shard 0 first: it refreshes the scratch copy's tests)
 #   MUTATION_REF=HEAD scripts/mutation.sh farm   # mutate a commit, not the working tree (others' edits
 #                                                # in progress left out); --recheck/--direct then take
 #                                                # the tests from that ref too. The commit measured is
@@ -147,13 +149,14 @@ for m in "$@"; do
     # tests build a real piece or a GL context in fixtures that limit reads survivors as
     # timeouts. Decide those (and what a bounded run left unchecked) in fresh processes.
     [ -d "$dir/mutants" ] || { echo "== $m: no run to finish (run scripts/mutation.sh $m first)"; continue; }
-    rm -rf "$dir/mutants/tests" && copy_tree "$dir/mutants" tests
+    # (shards after the first leave the tests alone: the first may already be running them)
+    case "${MUTATION_DIRECT_SHARD:-0/1}" in 0/*) rm -rf "$dir/mutants/tests" && copy_tree "$dir/mutants" tests ;; esac
     start=$(date +%s)
     # shellcheck disable=SC2086
     PYTHONPATH="$dir/mutants" "$PY" "$ROOT/scripts/mutation_direct.py" "$dir" $tests --timeout "${MUTATION_DIRECT_TIMEOUT:-120}" \
       ${MUTATION_DIRECT_SURVIVORS:+--survivors} ${MUTATION_DIRECT_SAMPLE:+--sample "$MUTATION_DIRECT_SAMPLE"} \
-      ${MUTATION_DIRECT_UNTESTED:+--untested} \
-      | tee "$dir/direct.log" || echo "   direct run exited $? (log: $dir/direct.log)"
+      ${MUTATION_DIRECT_UNTESTED:+--untested} ${MUTATION_DIRECT_SHARD:+--shard "$MUTATION_DIRECT_SHARD"} \
+      | tee "$dir/direct${MUTATION_DIRECT_SHARD:+-${MUTATION_DIRECT_SHARD%/*}}.log" || echo "   direct run exited $? (log: $dir/direct.log)"
     echo "$(( $(date +%s) - start ))" >"$dir/direct-seconds"
     continue
   fi

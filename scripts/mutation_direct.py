@@ -22,11 +22,16 @@ Each verdict is saved as soon as it is known, so a stopped run resumes where it 
 ``--sample N`` checks a seeded random N of the pending mutants (the same N for the same pending
 set and ``--seed``), for modules whose tests take minutes a mutant (the farm's Dask cluster): the
 report then counts only the sampled ones as checked, an estimate of the whole module's score.
+
+``--shard K/N`` checks every Nth of those (from the Kth): N processes with the same arguments and
+shards 0/N .. N-1/N share one sample between them (each saves under a lock), on a machine where a
+process at nice 19 gets a small part of a core.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import fnmatch
 import json
 import os
@@ -71,7 +76,14 @@ def _direct_record(scratch: Path) -> dict:
 
 
 def _save_verdict(scratch: Path, meta: Path, name: str, code: int, seconds: float) -> None:
-    # Write to a temporary file and rename, so a stopped run never leaves a half-written record.
+    # Write to a temporary file and rename, so a stopped run never leaves a half-written record;
+    # under a lock, so that shards of one run never lose each other's verdicts.
+    with open(scratch / "direct.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _save_locked(scratch, meta, name, code, seconds)
+
+
+def _save_locked(scratch: Path, meta: Path, name: str, code: int, seconds: float) -> None:
     record = json.loads(meta.read_text())
     record["exit_code_by_key"][name] = code
     tmp = meta.with_suffix(".meta.tmp")
@@ -128,12 +140,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample", type=int, default=0,
                         help="check only a seeded random sample of this many pending mutants")
     parser.add_argument("--seed", type=int, default=0, help="the sample's seed (default 0)")
+    parser.add_argument("--shard", default="0/1",
+                        help="K/N: check every Nth pending (or sampled) mutant from the Kth (default 0/1: all)")
     args = parser.parse_args(argv)
     globs_file = args.scratch / "globs"
     globs = globs_file.read_text().split() if globs_file.exists() else []
     todo = pending_mutants(args.scratch, globs, args.retry_timeouts, args.survivors, args.untested)
     if 0 < args.sample < len(todo):
         todo = sorted(random.Random(args.seed).sample(todo, args.sample), key=lambda t: t[1])
+    try:
+        shard, shards = (int(x) for x in args.shard.split("/"))
+        if not 0 <= shard < shards:
+            raise ValueError
+    except ValueError:
+        parser.error(f"--shard {args.shard!r}: expected K/N with 0 <= K < N")
+    todo = todo[shard::shards]
     print(f"{args.scratch.name}: {len(todo)} mutants to check directly against {' '.join(args.tests)}",
           flush=True)
     # The clean run first: a failing suite would read as every mutant killed.
