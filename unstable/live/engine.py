@@ -115,7 +115,7 @@ class Engine:
         self.frames = 0                     # frames drawn
         self.last_frame = 0                 # the number (grid slot) of the last frame drawn
         self.last_result: FrameResult | None = None  # its frame call's images, errors and timings
-        self._snapshot: dict = {}
+        self.snapshot: dict = {}            # the last frame's parameters, {group: {name: value}}
         self._stop = threading.Event()
         self._opened = self._closed = self._frozen = False
         self._report: LiveReport | None = None
@@ -139,11 +139,6 @@ class Engine:
     preview = property(lambda self: self.controls.preview if self.controls else None, doc="The page's preview sink.")
     recorder = property(lambda self: self.outputs.recorder if self.outputs else None, doc="The show's Recorder.")
     compositor = property(lambda self: self.outputs.compositor if self.outputs else None, doc="The compositor.")
-
-    @property
-    def snapshot(self) -> dict:
-        """The parameter snapshot of the last frame ({group: {name: value}})."""
-        return self._snapshot
 
     def read(self) -> np.ndarray:
         """The last composed frame, [H, W, 3] uint8 (a reused buffer: copy to keep it). In a window
@@ -206,7 +201,7 @@ class Engine:
                                       walk_ahead=self.timeline.walk_times_ahead)
         self.timer.restart()
         if o.train:
-            pieces.start_training(lambda: self._snapshot or self.params.state())
+            pieces.start_training(lambda: self.snapshot or self.params.state())
         self.reporter.opened()
 
     # -- frames ---------------------------------------------------------------------------------
@@ -223,7 +218,7 @@ class Engine:
         held = self.slots.catch_up(number) if now is None else []
         self.outputs.recorder.begin_frame(number)
         state = self.slots.advance(number, now)
-        self._snapshot = state.snapshot  # the training thread reads the newest one
+        self.snapshot = state.snapshot  # the training thread reads the newest one
         self.actions.act(held + state.actions)
         self.controls.follow(self.timeline.director.current)
         drawn = self.last_result = self.pipeline.frame(state)
