@@ -5,7 +5,9 @@
 
 Two figures, discovery through a loopback NDI configuration (NDI_CONFIG_DIR, no multicast):
 
-1. The show with NDI off; on with no receiver ("idle"); on with a cyndilib receiver in another
+1. The show with NDI off; off but reading every frame back ("read": what any output that needs the
+   pixels pays, a recording or the window's swap; headless and unread, llvmpipe may never finish
+   drawing a frame, so "off" flatters the show); on with no receiver ("idle"); on with a cyndilib receiver in another
    process connected and reading ("on"); on with that receiver stopped (SIGSTOP, "stalled": it
    reads nothing, its socket fills); and on with `panels = true`, receiver reading. The demo show
    (its pieces from their shipped grown states, training off, headless, paced on the wall clock)
@@ -62,17 +64,19 @@ def receiver(name: str, seconds: float, out: Path) -> subprocess.Popen:
 
 
 def show_run(size, mode: str, seconds: float, folder: Path) -> dict:
-    """One paced headless run of the demo show; mode "off", "idle", "on", "stalled" or "panels"."""
+    """One paced headless run of the demo show; mode "off", "read", "idle", "on", "stalled" or "panels"."""
     from unstable.live import Engine
     from unstable.show import load_show
     name = f"bench-{size[0]}x{size[1]}-{mode}"
     run = folder / name
     run.mkdir()
-    show = load_show(demo_show(run, size, None if mode == "off" else name, mode == "panels"))
+    show = load_show(demo_show(run, size, None if mode in ("off", "read") else name, mode == "panels"))
     eng = Engine(show, headless=True, osc_port=0, web=False, run_dir=run / "run", train=False, seconds=seconds,
                  echo=lambda line: None, progress=lambda *a, **k: tqdm(disable=True, total=k.get("total")))
     proc = None
-    if mode not in ("off", "idle"):
+    if mode == "read":
+        eng.frame_hooks.append(lambda e: e.read())
+    if mode not in ("off", "read", "idle"):
         eng.open()
         eng.frame(number=0)  # the source exists from its first frame
         proc = receiver(name, seconds + 60, run / "got.npz")
@@ -153,7 +157,7 @@ def main() -> int:
             print("size       mode     fps   interval p50/p99 ms   work p99 ms  late  sources  sent  dropped  "
                   "not read back")
             for size in sizes:
-                for mode in ("off", "idle", "on", "stalled", "panels"):
+                for mode in ("off", "read", "idle", "on", "stalled", "panels"):
                     r = show_run(size, mode, a.seconds, folder)
                     print(f"{r['size']:<10} {r['mode']:<7} {r['fps']:5.1f}   {r['interval_p50']:6.1f} / "
                           f"{r['interval_p99']:6.1f}      {r['work_p99']:7.1f}   {r['late']:4d}  {r['sources']:7d}  "

@@ -60,6 +60,9 @@ class NdiSettings:
     name: str = setting("", doc="the NDI source name ('' : the show's name); panels are NAME.<piece>.<panel>")
     panels: bool = setting(False, doc="also publish each panel as its own source, at the piece's own size")
     groups: str = setting("", doc="NDI groups to publish in ('' : the default group), e.g. 'stage,foh'")
+    nice: int = setting(5, ge=0, le=19, doc="how much lower the sending threads' CPU priority is than the "
+                        "display's (Linux niceness; NDI's encoder runs there): on a busy machine NDI drops "
+                        "frames before the show does")
 
     def __post_init__(self):
         check_ndi_name(self.name, "name")
@@ -84,8 +87,9 @@ class NdiSource:
     POLL = 0.25  # seconds between asking NDI for receivers while nothing is sent
 
     def __init__(self, name: str, fps: float, groups: str = "",
-                 send: Callable[[int, np.ndarray], None] | None = None):
+                 send: Callable[[int, np.ndarray], None] | None = None, nice: int = 0):
         self.name = name
+        self.nice = nice
         self.fps = Fraction(fps).limit_denominator(1001)
         self.groups = groups
         self._custom_send = send is not None  # a replacement sending step (tests): always wanted
@@ -156,6 +160,15 @@ class NdiSource:
     # -- the sending thread -------------------------------------------------------------------
 
     def _run(self) -> None:
+        if self.nice > 0 and hasattr(os, "setpriority"):
+            # Linux schedules threads one by one, and the threads NDI starts for this source (made
+            # when it opens, from this thread) inherit its niceness: compressing 1080p takes the
+            # CPU the display leaves, as training does.
+            try:
+                tid = threading.get_native_id()
+                os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + self.nice)
+            except OSError as e:
+                log.warning("NDI source %r: could not lower its thread's priority: %s", self.name, e)
         failures = 0
         while True:
             with self._cond:
@@ -277,6 +290,7 @@ class NdiSink:
         self.size = size
         self.fps = fps
         self.groups = settings.groups
+        self.nice = settings.nice
         self._make_send = send
         self.frame = self._source(self.name)
         self.panel_images = panel_images if settings.panels else None
@@ -286,7 +300,7 @@ class NdiSink:
 
     def _source(self, name: str) -> NdiSource:
         send = self._make_send(name) if self._make_send is not None else None
-        return NdiSource(name, self.fps, self.groups, send=send)
+        return NdiSource(name, self.fps, self.groups, send=send, nice=self.nice)
 
     def put(self, frame: int, compositor) -> None:
         """Offer frame `frame` (read back: [H, W, 3] uint8) and each panel sampled anew. A sender
