@@ -24,11 +24,11 @@ class Actions:
     """The show's actions over its outputs' recorder and stills (an `Outputs`, read as it opens) and
     its pieces (a `PieceSet`)."""
 
-    def __init__(self, params: ParameterStore, settings, outputs, pieces, clock=time.monotonic):
+    def __init__(self, params: ParameterStore, settings, outputs, piece_set, clock=time.monotonic):
         self.params = params
         self.settings = settings            # the show's [actions]
         self.outputs = outputs
-        self.pieces = pieces
+        self.piece_set = piece_set
         self._clock = clock
         self._want_record: bool | None = None   # the newest recording wish not applied yet
         self._record_changed = -math.inf
@@ -50,11 +50,11 @@ class Actions:
                 self._want_record = ev.value is not None and ev.value >= 0.5
             elif ev.kind == "still":
                 self._still_asked = True
-            elif ev.kind in PIECE_ACTIONS and ev.piece in self.pieces.by_name:
+            elif ev.kind in PIECE_ACTIONS and ev.piece in self.piece_set.by_name:
                 # Only asked for here: the mirror's worker recomputes from a snapshot of the sampling
                 # copy (the trained weights as of the last sync), coalesced and rate-limited, and a
                 # later sample swaps the result in between frames (unstable.live.mirror).
-                self.pieces.by_name[ev.piece].mirror.refresh(ev.kind.split("/")[0])
+                self.piece_set.by_name[ev.piece].mirror.refresh(ev.kind.split("/")[0])
             elif ev.kind.startswith("preset/") and self.presets is not None:
                 self.presets.act(ev)  # a morph starts at the next frame's snapshot
         now = self._clock()
@@ -79,7 +79,7 @@ class Actions:
         now = self._clock()
         if now - self._last_still_checkpoint >= self.settings.still_checkpoint_every:
             self._last_still_checkpoint = now
-            self.pieces.checkpoint_soon()
+            self.piece_set.checkpoint_soon()
 
     def show_recording(self) -> None:
         """Keep the show's `record` value (and so the controllers' toggles) true to the recorder,

@@ -166,19 +166,19 @@ class Engine:
             torch.set_num_threads(s.training.render_threads)
         # Everything that can fail on a setting (panels, parameters, walk, OSC port, monitor)
         # fails before the slow preparation of the pieces.
-        self.piece_set = pieces = PieceSet(self.show, o.device, self.echo)
-        self.params = ParameterStore(pieces.groups)
+        self.piece_set = piece_set = PieceSet(self.show, o.device, self.echo)
+        self.params = ParameterStore(piece_set.groups)
         from ..audio.mapping import open_show_audio
         self.audio = open_show_audio(self.show, self.params, o.audio, echo=self.echo)
-        self.timeline = ShowTimeline(self.show.resolved_scenes(), self.params, list(pieces.systems), s.fps,
+        self.timeline = ShowTimeline(self.show.resolved_scenes(), self.params, list(piece_set.systems), s.fps,
                                      loop=s.loop_scenes, start_values={n: e.params for n, e in s.pieces.items()},
                                      audio=self.audio)
         self.slots = SlotClock(self.timeline)
         self.controls = Controls(self.params, self.show, osc_port=o.osc_port, web_port=o.web_port, web=o.web,
-                                 scene_pieces=pieces.scene_pieces, piece_actions=pieces.piece_actions)
+                                 scene_pieces=piece_set.scene_pieces, piece_actions=piece_set.piece_actions)
         self.outputs = Outputs(self.show, headless=o.headless, fullscreen=o.fullscreen, monitor=o.monitor,
                                run_dir=self.run_dir, echo=self.echo)
-        self.actions = Actions(self.params, s.actions, self.outputs, pieces)
+        self.actions = Actions(self.params, s.actions, self.outputs, piece_set)
         from ..control.presets import PresetBank
         self.actions.presets = self.presets = PresetBank(self.params, self.run_dir / "presets")
         if self.web is not None:  # listed in OSCQuery and on the page, as saved now
@@ -193,15 +193,15 @@ class Engine:
         self.stats = FrameStats(o.telemetry, max_bytes=int(s.disk.telemetry_max_mb * MB))
         self.timer = WallTimer(s.fps, self._time, sleep=self._stop.wait)
         from ..progress import progress_bar
-        pieces.prepare(self.run_dir, self.timeline, self.params, fresh=o.fresh, resume=o.resume,
-                       reset_params=o.reset_params, progress=o.progress or progress_bar)
+        piece_set.prepare(self.run_dir, self.timeline, self.params, fresh=o.fresh, resume=o.resume,
+                          reset_params=o.reset_params, progress=o.progress or progress_bar)
         # A failing piece holds its last frame (hold_failures): the show goes on.
-        self.pipeline = FramePipeline(pieces.sources, self.show.resolved_scenes(), self.outputs.compositor,
+        self.pipeline = FramePipeline(piece_set.sources, self.show.resolved_scenes(), self.outputs.compositor,
                                       hold_failures=True, look_ahead=s.look_ahead,
                                       walk_ahead=self.timeline.walk_times_ahead)
         self.timer.restart()
         if o.train:
-            pieces.start_training(lambda: self.snapshot or self.params.state())
+            piece_set.start_training(lambda: self.snapshot or self.params.state())
         self.reporter.opened()
 
     # -- frames ---------------------------------------------------------------------------------

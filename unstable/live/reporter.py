@@ -55,17 +55,17 @@ class Reporter:
     def line(self, now: float) -> dict:
         """One second's telemetry (the frame timing is added by FrameStats)."""
         e = self.engine
-        pieces = e.piece_set
+        piece_set = e.piece_set
         line = {"t": round(now, 3), "frame": e.frames, "late_frames": e.timer.late,
                 "dropped_slots": e.timer.dropped, "repeated_frames": e.recorder.repeated,
-                **pieces.telemetry(time.perf_counter()),
+                **piece_set.telemetry(time.perf_counter()),
                 "scene": e.timeline.director.current, "recording": e.recorder.writer is not None,
                 "params": {g: {k: float(f"{v:.6g}") for k, v in vals.items()} for g, vals in e.snapshot.items()},
-                "rss_mb": round(rss_bytes() / 2**20, 1), "guard": pieces.guards()}
+                "rss_mb": round(rss_bytes() / 2**20, 1), "guard": piece_set.guards()}
         osc = e.controls.osc_line()
         if osc is not None:
             line["osc"] = osc
-        errors = pieces.errors()
+        errors = piece_set.errors()
         if e.last_result is not None:  # a piece whose sampling fails holds its last frame
             errors.update({f"{n} (display)": why for n, why in e.last_result.errors.items()})
         if errors:
@@ -83,11 +83,12 @@ class Reporter:
         e = self.engine
         summary = e.stats.summary()
         elapsed = summary["seconds"]
-        rec, pieces, timer = e.recorder, e.piece_set, e.timer
+        rec, piece_set, timer = e.recorder, e.piece_set, e.timer
         return LiveReport(
             frames=e.frames, late_frames=timer.late if timer else 0, **summary,
             dropped_slots=timer.dropped if timer else 0, repeated_frames=rec.repeated if rec else 0,
             steps={n: p.steps for n, p in e.pieces.items()},
             steps_per_second={n: round(p.steps / elapsed, 2) if elapsed > 0 else 0.0 for n, p in e.pieces.items()},
-            recordings=list(rec.recordings) if rec else [], checkpoints=list(pieces.checkpoints) if pieces else [],
-            stills=list(rec.stills) if rec else [], errors=pieces.errors() if pieces else {})
+            recordings=list(rec.recordings) if rec else [], stills=list(rec.stills) if rec else [],
+            checkpoints=list(piece_set.checkpoints) if piece_set else [],
+            errors=piece_set.errors() if piece_set else {})
