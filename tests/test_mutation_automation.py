@@ -326,3 +326,33 @@ def test_a_header_may_be_longer_than_a_line_may(tmp_path):
     assert path.stat().st_size > 1 << 20
     auto = load_automation(path)
     assert len(auto.state["store"]["target"]) == 80_000 and auto.at(1) == {"scenes": [1]}
+
+
+def head(**fields):
+    out = {"automation": 1, "show": "demo", "fps": "30", "start_frame": 0, "state": STATE}
+    out.update(fields)
+    return {k: v for k, v in out.items() if v is not ...}
+
+
+@pytest.mark.parametrize("header, message", [
+    (head(fps="0"), """line 1.fps: '0' is not a frame rate > 0 (e.g. "30" or "30000/1001")"""),
+    (head(fps=...), """line 1.fps: None is not a frame rate > 0 (e.g. "30" or "30000/1001")"""),
+    (head(start_frame=...), "line 1.start_frame: missing"),
+    (head(start_frame=-1), "line 1.start_frame: -1 is below 0"),
+    (head(start_frame=2.5), "line 1.start_frame: 2.5 is not an integer"),
+    (head(state=...), "line 1.state: missing"),
+    (head(show=5), "line 1.show: 5 is not a show name"),
+])
+def test_each_bad_header_field_is_one_exact_line(tmp_path, header, message):
+    path = tmp_path / "a.automation.jsonl"
+    path.write_text(json.dumps(header) + "\n")
+    with pytest.raises(ConfigError) as e:
+        load_automation(path)
+    assert str(e.value) == f"{path}: {message}"
+
+
+def test_a_header_without_a_show_name_loads_with_an_empty_one(tmp_path):
+    path = tmp_path / "a.automation.jsonl"
+    path.write_text(json.dumps(head(show=..., start_frame=7)) + "\n")
+    auto = load_automation(path)
+    assert auto.show == "" and auto.start_frame == 7 and auto.last_frame == 7
