@@ -38,7 +38,7 @@ class Instrumented:
 
     bender: Bender
     directions: Directions
-    # Seeded latents per pass when clustering: a system whose network is heavy at full batch smaller.
+    # Seeded latents per unbent pass when clustering (all of them in one pass unless a system says less).
     cluster_chunk: int = CLUSTER_SAMPLES
 
     def _build_instruments(self, bends: Sequence[BendSettings], directions: DirectionSettings) -> None:

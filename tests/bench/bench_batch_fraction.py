@@ -41,6 +41,7 @@ def fixed_batch_terms(system, n: int, seed: int = 4321) -> dict[str, float]:
     """L_div, L_reg, objective and class entropy of `system`'s decoder (eval mode) on n fixed latents
     at T = 1 and n fixed real digits: one yardstick for every setting."""
     from unstable.divergence.losses import objective
+    from unstable.divergence.objective import bad_terms, class_logits
 
     g = torch.Generator().manual_seed(seed)
     pool = system._real_pool()
@@ -49,8 +50,9 @@ def fixed_batch_terms(system, n: int, seed: int = 4321) -> dict[str, float]:
     with torch.no_grad():
         images = system.decode("decoder", z, 1.0)
         fake = system.extractor(images)
-        l_div, l_reg, _ = system._terms(images, fake, pool["features"][idx], pool["labels"][idx], pool)
-        prob = torch.softmax(system._class_logits(images, fake), 1)
+        l_div, l_reg, _ = bad_terms(system.piece, system.classifier, system.gen, images, fake, pool["features"][idx],
+                                    pool["labels"][idx], pool)
+        prob = torch.softmax(class_logits(system.piece, system.classifier, images, fake), 1)
         entropy = float(-(prob * prob.clamp_min(1e-12).log()).sum(1).mean())
     b = system.piece.bad
     return {"L_div": float(l_div), "L_reg": float(l_reg),

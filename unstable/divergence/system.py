@@ -25,6 +25,10 @@ objective comes back as such and the training paths' `TrainingGuard` undoes the 
 BatchNorm statistics and Adam moments all come back from its last good state).
 
 `prepare()` trains (or loads from the cache) the base VAE and the digit classifier.
+
+The piece's schema is divergence/piece.py; the terms of the objective, the classifier's view and
+the real-digit pool are plain functions in divergence/objective.py; the bends and latent
+directions come from unstable.instruments, as every system's do.
 """
 
 from __future__ import annotations

@@ -27,6 +27,9 @@ the step count, so resuming needs nothing more.
 A step that goes wrong (a non-finite loss, weights or gradients) is not hidden: its scalars come
 back non-finite and the training paths' `TrainingGuard` undoes it.
 
+The generators' losses are equilibrium/objective.py (the critic's outputs in, losses out); the
+bends and latent directions come from unstable.instruments, as every system's do.
+
 `sample` renders with the fixed per-layer noise and returns images at the piece's target
 resolution whatever the growth stage (bilinearly upsampled while smaller): the display wants a
 stable size, and the growth is then seen as the image sharpening.
