@@ -24,7 +24,7 @@ FIRST_HAT = 4.25
 
 
 def timeline(show, audio=True):
-    """The show's timeline as a render builds it (render/show_frames.py ShowFrames._restart)."""
+    """The show's timeline as a render builds it (render/show_frames.py, open_show's timeline())."""
     import torch
     s = show.settings
     systems = build_systems(show, torch.device("cpu"))
