@@ -140,3 +140,43 @@ def test_link_keeps_the_show_going_when_the_session_sends_nonsense():
     link._follow()
     assert s.get(SHOW, "tempo") == 133.0
     assert TAP != ("link", 0)
+
+
+LIVE = """\
+size = [48, 16]
+fps = 10
+[pieces.eq]
+piece = "pieces/eq.toml"
+[layout]
+panels = ["eq/g0"]
+[training]
+render_threads = 1
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _netns_ok(), reason="needs `unshare -rn` (a network namespace of our own) and iproute2")
+def test_unstable_live_with_link_follows_a_peer_that_sets_133(tmp_path, cpu_hogs):
+    """The whole path: `unstable live --link` (the CLI, the show's inputs on the engine) beside a
+    Link peer in another process, both in a loopback-only namespace; the telemetry shows 133."""
+    from test_show import write_show
+    show = write_show(tmp_path, LIVE)
+    tele = tmp_path / "t.jsonl"
+    script = (f"ip link set lo up && ip link set lo multicast on && "
+              f"{{ {sys.executable} {ROOT / 'tests' / 'link_peer.py'} 1.0 133 250 > {tmp_path / 'peer.txt'} 2>&1 < /dev/null & "
+              f"echo $! > {tmp_path / 'peer.pid'}; }} && "
+              f"exec {sys.executable} -m unstable live {show} --headless --seconds 12 --link --no-web --osc-port 0 "
+              f"--no-train --run {tmp_path / 'run'} --telemetry {tele}")
+    # The peer lives as long as the show may take to start beside the hogs, and is ended here.
+    try:
+        r = subprocess.run(["unshare", "-rn", "sh", "-c", script], capture_output=True, text=True, timeout=300,
+                           cwd=ROOT)
+    finally:
+        pid = tmp_path / "peer.pid"
+        if pid.is_file():
+            subprocess.run(["kill", pid.read_text().strip()], capture_output=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = [json.loads(x) for x in tele.read_text().splitlines()]
+    tempos = [line["params"]["show"]["tempo"] for line in lines]
+    assert tempos[-1] == pytest.approx(133.0), tempos
+    assert "beat_offset" in lines[-1]["params"]["show"]
