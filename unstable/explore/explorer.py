@@ -120,8 +120,9 @@ def open_client(workers: int | None, scheduler: str | None):
         from ..render.scheduler import connect_scheduler
         return connect_scheduler(scheduler)  # checked address, one deadline, one line on failure
     from dask.distributed import Client, LocalCluster
+    # On loopback: a local cluster's scheduler and workers are this machine's business alone.
     cluster = LocalCluster(n_workers=workers or 1, threads_per_worker=1, processes=True, dashboard_address=None,
-                           memory_limit=0, silence_logs=logging.ERROR)
+                           memory_limit=0, silence_logs=logging.ERROR, host="127.0.0.1")
     return Client(cluster)
 
 
