@@ -37,11 +37,13 @@ def test_a_raising_piece_holds_its_last_frame_and_the_others_carry_on(tmp_path):
         for panel in ("eq/g0", "eq/g1"):  # held: exactly the last good frame
             assert np.array_equal(later[:, CELLS[panel]], first[:, CELLS[panel]])
         assert not np.array_equal(later[:, CELLS["eq2/g0"]], first[:, CELLS["eq2/g0"]])  # eq2 walks on
-        p = eng.pieces["eq"]
-        assert p.source.failures == 3 and "injected" in p.source.error
-        del p.mirror.system.sample  # it recovers: the next frame samples it again
+        # The frame call says which piece failed, and the telemetry line names it, while it fails.
+        assert list(eng.last_result.errors) == ["eq"] and "injected" in eng.last_result.errors["eq"]
+        assert "injected" in eng.reporter.line(2.0)["errors"]["eq (display)"]
+        del eng.pieces["eq"].mirror.system.sample  # it recovers: the next frame samples it again
         eng.frame(3.0)
-        assert p.source.failures == 0
+        assert eng.last_result.errors == {} and "errors" not in eng.reporter.line(3.0)
+        assert not np.array_equal(eng.read()[:, CELLS["eq/g0"]], first[:, CELLS["eq/g0"]])
         assert not np.array_equal(eng.read()[:, CELLS["eq/g0"]], first[:, CELLS["eq/g0"]])
 
 
