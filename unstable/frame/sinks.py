@@ -1,7 +1,7 @@
 """Where a composed frame goes: a sink takes the compositor after each frame.
 
-Live, a show's sinks are the recorder, the page's preview and the window (a new output is a new
-sink). A sink that needs pixels reads them back once (`compositor.read()`, a reused buffer); one
+Live, a show's sinks are the recorder, the page's preview, stills (on request), NDI and the window
+(a new output is a new sink); offline, the encoder. A sink that needs pixels reads them back once (`compositor.read()`, a reused buffer); one
 that does not (the window) draws from the texture on the GPU, or finds the frame composed in its
 back buffer already (`Compositor.draw_into`). The window comes last: its swap ends the frame, and
 the pixels of a frame composed into it can be read only before.
