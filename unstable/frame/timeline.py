@@ -30,7 +30,7 @@ class FrameState:
     t: float                                        # seconds on the frame clock
     snapshot: dict[str, dict[str, float]]           # {group: {name: value}}, smoothed
     scenes: tuple[int, int | None, float]           # (from, to or None, mix)
-    walk_times: dict[str, float]                    # piece -> walk seconds
+    walk_times: dict[str, float]                    # piece -> walk seconds (a job's: exact Fractions)
     actions: list = field(default_factory=list)     # show actions for the driver (record, still)
     targets: dict = field(default_factory=dict)     # {group: {name: target}}: where gliding values go
     upcoming: tuple[int, int] | None = None         # (frame, scene): a scheduled scene change coming soon
