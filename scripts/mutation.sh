@@ -96,7 +96,10 @@ spec() {
       local d="--deselect tests/test_automation_files.py::"
       echo "unstable/frame/automation.py unstable/frame/timers.py|tests/test_frame.py tests/test_automation_files.py tests/test_mutation_automation.py||${d}test_a_200_mb_file_is_checked_and_replayed_in_bounded_memory ${d}test_a_shows_automation_cap_stops_its_file_once_the_show_goes_on_and_the_file_renders" ;;
     access) echo "unstable/control/access.py|tests/test_access_token.py|" ;;
-    websockets) echo "unstable/control/websockets.py|tests/test_oscquery.py|" ;;
+    websockets)
+      # Without the zeroconf test: mDNS is machine-wide, so two runs at once (shards, or anyone's
+      # test run) announce the same service and it fails whatever the mutant (a false kill).
+      echo "unstable/control/websockets.py|tests/test_oscquery.py||--deselect tests/test_oscquery.py::test_zeroconf_announces_the_show_to_an_oscquery_browser_on_another_machine" ;;
     bending) echo "unstable/bending.py unstable/clusters.py|tests/test_bending.py tests/test_bending_mutants.py|" ;;
     farm)
       # a real Dask cluster per test module: slow, run it alone
