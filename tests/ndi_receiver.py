@@ -1,11 +1,11 @@
 """A second NDI peer for the tests and the benchmark: finds a source by name (through whatever
-NDI_CONFIG_DIR says), receives its video and its `<unstable frame="n"/>` metadata for a while,
-and saves what came in.
+NDI_CONFIG_DIR says), receives its video for a while, and saves what came in.
 
     python tests/ndi_receiver.py NAME SECONDS OUT.npz [--block]
 
-OUT.npz: `frames` [K, H, W, 3] uint8, `tags` [K] (the frame number announced before each frame,
--1 before the first), `times` [K] (time.time() at arrival). With --block, `frames` is only the
+OUT.npz: `frames` [K, H, W, 3] uint8, `stamps` [K] (each frame's NDI timestamp: the wall time the
+sender handed it over, POSIX seconds; `NdiSource.frame_at` names the frame), `times` [K]
+(time.time() at arrival). With --block, `frames` is only the
 mean of each frame's top-left 32x32 block [K] (the benchmark writes frame numbers there; long
 1080p runs would not fit in memory). Prints "found" when connected (a test
 may SIGSTOP it after that to stall it), "found-timeout" and exits 2 when the source never showed.
@@ -36,22 +36,19 @@ def main(name: str, seconds: float, out: str, block: bool = False) -> int:
     receiver.set_video_frame(video)
     receiver.connect_to(finder.get_source(found))
     print("found", found, flush=True)
-    frames, tags, times = [], [], []
-    tag = -1
+    frames, stamps, times = [], [], []
     end = time.time() + seconds
     while time.time() < end:
         got = receiver.receive(ReceiveFrameType.recv_video | ReceiveFrameType.recv_metadata, 50)
-        if got & ReceiveFrameType.recv_metadata and receiver.metadata_frame.tag == "unstable":
-            tag = int(receiver.metadata_frame.attrs.get("frame", -1))
         if got & ReceiveFrameType.recv_video:
             now = time.time()
             data = np.empty(video.get_data_size(), np.uint8)
             video.fill_p_data(data)
             rgb = data.reshape(video.yres, video.xres, 4)[..., :3]  # [H, W, 3]
             frames.append(float(rgb[:32, :32].mean()) if block else rgb.copy())
-            tags.append(tag)
+            stamps.append(video.get_timestamp_posix())
             times.append(now)
-    np.savez(out, frames=np.array(frames, np.float64 if block else np.uint8), tags=np.array(tags),
+    np.savez(out, frames=np.array(frames, np.float64 if block else np.uint8), stamps=np.array(stamps),
              times=np.array(times))
     finder.close()
     return 0

@@ -133,24 +133,25 @@ def test_a_receiver_finds_the_show_and_gets_frame_n_as_composed(tmp_path):
         finally:
             proc.kill()
     got = np.load(out)
-    frames, tags = got["frames"], got["tags"]
-    assert len(frames) >= 5, f"only {len(frames)} frames received"
+    frames = got["frames"]
+    tags = [eng.outputs.ndi.frame.frame_at(t) for t in got["stamps"]]  # which frame NDI stamped
+    assert len(frames) >= 3, f"only {len(frames)} frames received"
     assert frames.shape[1:] == (32, 96, 3)  # the show's size
     keys = sorted(composed)
     stack = np.stack([composed[k] for k in keys]).astype(np.int16)  # [N, H, W, 3]
     checked = 0
     for img, tag in zip(frames, tags):
-        if tag < 0:
+        if tag is None:
             continue
         err = np.abs(stack - img.astype(np.int16)).mean(axis=(1, 2, 3))
         best = keys[int(np.argmin(err))]
-        # NDI's codec is lossy (~5 levels on these 8-px panels scaled up): the received frame is the
-        # composed frame n (or its neighbour, as the announcement and the picture travel apart),
-        # far closer to it than to any other frame.
+        # NDI's codec is lossy (~5 levels on these 8-px panels scaled up): the frame NDI stamped as
+        # sent with show frame n looks most like composed frame n (or a neighbour as alike under
+        # the codec), and far more than like any other frame.
         assert abs(best - tag) <= 1, (best, tag)
         assert err.min() < 10.0 and err.min() < 0.35 * np.median(err)
         checked += 1
-    assert checked >= 5
+    assert checked >= 3
 
 
 @pytest.mark.slow  # two 4 s shows beside CPU hogs: ~16 s, more on a busy machine

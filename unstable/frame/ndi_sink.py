@@ -10,8 +10,10 @@ A mixer (Resolume, TouchDesigner, OBS, vMix) sees `<host> (gallery)` and, with p
 frame into a free buffer and leaves it in a one-frame mailbox. A frame still waiting when the next
 arrives is replaced (dropped, counted), and with no free buffer a frame is not even copied, so a
 receiver that stops reading, a slow network or NDI's own compression costs the show at most one
-copy per frame, never a wait and never a queue that grows. Before each video frame the source
-sends a metadata frame `<unstable frame="n"/>`: a receiver knows which show frame it holds.
+copy per frame, never a wait and never a queue that grows. With no receiver connected nothing is
+read back at all. NDI stamps each frame with the wall time it was handed over (the receiver's
+`timestamp`); `NdiSource.frame_at(timestamp)` names the show frame sent then (tests, benchmarks),
+and a metadata frame `<unstable frame="n"/>` goes before each video frame.
 
 Discovery without multicast (a venue network with IGMP off, a loopback test): NDI reads
 `$NDI_CONFIG_DIR/ndi-config.v1.json`; `{"ndi": {"networks": {"ips": "192.168.1.20,127.0.0.1"}}}`
@@ -23,10 +25,12 @@ registered trademark of Vizrt NDI AB, https://ndi.video.
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -104,6 +108,7 @@ class NdiSource:
         self.dropped = 0           # frames replaced in the mailbox or not taken (no free buffer)
         self.last_sent = -1
         self.receivers = 0         # connected receivers, as NDI said after the last send or poll
+        self.sends: collections.deque = collections.deque(maxlen=4096)  # (frame, before, after) wall times
         self.error: str | None = None
         self._sender = None
         self._video = None
@@ -202,6 +207,14 @@ class NdiSource:
                     with self._cond:
                         self._free.append(item)
 
+    def frame_at(self, timestamp: float) -> int | None:
+        """The frame whose sending began at or before `timestamp` (a received frame's NDI
+        timestamp, POSIX seconds) and ended at or after it; None if no recent one did."""
+        for frame, t0, t1 in reversed(self.sends):
+            if t0 <= timestamp <= t1:
+                return frame
+        return None
+
     def wants(self) -> bool:
         """Whether a frame is worth offering: before the first (it opens the source, so that
         receivers can find it) and while a receiver is connected. Without one the show skips
@@ -225,8 +238,14 @@ class NdiSource:
             np.copyto(self._rgba, rgb)
         else:
             self._rgba[..., :3] = rgb
+        t0 = time.time()  # NDI's timestamp of the frame falls between these two
+        # A metadata frame before each video frame: without one, the receivers in other processes
+        # on this loopback got no video at all in our runs (cause unknown: NDI's or cyndilib's
+        # receive side); it also tells a receiver the frame's number, though it may arrive a
+        # frame apart from the picture (the timestamp is exact).
         self._sender.send_metadata("unstable", {"frame": str(frame)})
         self._sender.write_video(self._rgba.reshape(-1))
+        self.sends.append((frame, t0, time.time()))
 
     def _open(self, w: int, h: int, alpha: bool) -> None:
         """(Re)make the NDI sender at this size (a piece's panels may change size)."""
