@@ -36,6 +36,8 @@ def test_bad_rates_and_catch_ups_name_the_value_and_what_was_expected():
             WallTimer(10, catch_up=catch_up)
     assert FrameTimer(30).fps == Fraction(30) and FrameTimer("30000/1001").fps == Fraction(30000, 1001)
     assert FrameTimer(24).time_of(1) == float(Fraction(1, 24)) and FrameTimer(24).time_of(48) == 2.0
+    # Slow rates are rates: a timelapse at 1 fps or one frame every two seconds.
+    assert FrameTimer(1).time_of(3) == 3.0 and FrameTimer("1/2").time_of(3) == 6.0
 
 
 def test_a_new_timer_has_dropped_nothing_and_restart_starts_the_grid_again():
@@ -356,3 +358,10 @@ def test_a_header_without_a_show_name_loads_with_an_empty_one(tmp_path):
     path.write_text(json.dumps(head(show=..., start_frame=7)) + "\n")
     auto = load_automation(path)
     assert auto.show == "" and auto.start_frame == 7 and auto.last_frame == 7
+
+
+@pytest.mark.parametrize("fps", ["1", "1/2"])
+def test_an_automation_at_a_slow_rate_loads(tmp_path, fps):
+    path = tmp_path / "a.automation.jsonl"
+    path.write_text(json.dumps(head(fps=fps)) + "\n")
+    assert load_automation(path).fps == Fraction(fps)
