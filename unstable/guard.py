@@ -42,7 +42,7 @@ import math
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Callable, Iterable, Literal, Mapping
 
 import torch
 from torch import nn
@@ -123,6 +123,22 @@ def copy_state(dst: Any, src: Any) -> Any:
         with torch.no_grad():
             return _copy_leaves(dst, src)
     return clone_state(src)
+
+
+def perturb_weights(modules: Iterable[torch.nn.Module], scale: float, seed: int, device: torch.device) -> None:
+    """Add noise of `scale` x each floating-point parameter's spread (its std; a single value's
+    magnitude; never below 1e-3) to every parameter of `modules`, drawn from a generator on `device`
+    seeded with `seed`."""
+    g = torch.Generator(device=device)
+    g.manual_seed(seed)
+    with torch.no_grad():
+        for m in modules:
+            for p in m.parameters():
+                if not p.is_floating_point():
+                    continue
+                spread = p.std() if p.numel() > 1 else p.abs().reshape(())
+                spread = torch.nan_to_num(spread, nan=0.0).clamp_min(1e-3)
+                p.add_(torch.randn(p.shape, generator=g, device=p.device, dtype=p.dtype) * (scale * spread))
 
 
 # ------------------------------------------------------------------------------------ the guard
@@ -351,16 +367,8 @@ class TrainingGuard:
     def perturb(self, scale: float | None = None, seed: int | None = None) -> None:
         """Add noise of `scale` x each weight tensor's spread to every parameter of the system."""
         scale = self.settings.perturb_scale if scale is None else scale
-        g = torch.Generator(device=self.system.device)
-        g.manual_seed(seed if seed is not None else 7 + self.perturbations)
-        with torch.no_grad():
-            for m in self.system.modules().values():
-                for p in m.parameters():
-                    if not p.is_floating_point():
-                        continue
-                    spread = p.std() if p.numel() > 1 else p.abs().reshape(())
-                    spread = torch.nan_to_num(spread, nan=0.0).clamp_min(1e-3)
-                    p.add_(torch.randn(p.shape, generator=g, device=p.device, dtype=p.dtype) * (scale * spread))
+        perturb_weights(self.system.modules().values(), scale, seed if seed is not None else 7 + self.perturbations,
+                        self.system.device)
         self.perturbations += 1
         log.warning("%s: perturbed the weights (noise x%g of their spread)", self.name, scale)
 
