@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from unstable.errors import ConfigError
-from unstable.frame.automation import AutomationRecorder, automation_path, load_automation
+from unstable.frame.automation import Automation, AutomationRecorder, automation_path, load_automation
 from unstable.frame.timers import FrameTimer, WallTimer
 
 
@@ -272,6 +272,8 @@ def test_a_line_spoilt_far_into_a_long_file_is_named_by_its_number_in_the_file(t
         rec.capture(10 + n, n / 30, {"eq": {"hue": float(n)}}, [])
     rec.close()
     auto = load_automation(path)
+    # The index stays sparse (it is what a replay holds of a long file): an entry every 4096 lines.
+    assert [line for _, _, line in auto._index] == [2, 2 + Automation.INDEX_EVERY]
     assert auto.at(4600) == {"set": {"eq": {"hue": 4590.0}}}
     data = path.read_bytes().split(b"\n")
     data[4599] = b"x" * len(data[4599])  # line 4600 of the file (frame 4609), its length kept
@@ -365,3 +367,29 @@ def test_an_automation_at_a_slow_rate_loads(tmp_path, fps):
     path = tmp_path / "a.automation.jsonl"
     path.write_text(json.dumps(head(fps=fps)) + "\n")
     assert load_automation(path).fps == Fraction(fps)
+
+
+def test_bad_lines_in_the_body_are_one_exact_line_naming_the_file_and_line(tmp_path):
+    path = tmp_path / "a.automation.jsonl"
+    head_line = json.dumps(head()) + "\n"
+    cases = [
+        (b'{"frame": 5, "t": 0.1}\n{"frame": 4, "t": 0.1}\n', "line 3.frame: 4 goes back in time (after frame 5)"),
+        (b'{"frame": 5, "t": 0.1}\n{"frame": 6, "t', "line 3: not JSON ("),
+        (b'{"frame": 5, "t": 0.1}\n{"frame": 6, "x": "\xff"}\n', "line 3: not UTF-8 text (byte 0xff"),
+    ]
+    for body, message in cases:
+        path.write_bytes(head_line.encode() + body)
+        with pytest.raises(ConfigError) as e:
+            load_automation(path)
+        assert str(e.value).startswith(f"{path}: {message}"), str(e.value)
+    path.write_bytes(head_line.encode() + cases[1][0])
+    with pytest.raises(ConfigError, match=r"; a recording cut short loses at most its last line: delete it$"):
+        load_automation(path)
+
+
+def test_blank_lines_between_entries_are_skipped_not_the_end(tmp_path):
+    path = tmp_path / "a.automation.jsonl"
+    path.write_text(json.dumps(head()) + '\n{"frame": 2, "t": 0.1, "scenes": [1]}\n\n  \n'
+                    '{"frame": 9, "t": 0.3, "scenes": [0]}\n')
+    auto = load_automation(path)
+    assert auto.last_frame == 9 and auto.changes == {2: {"scenes": [1]}, 9: {"scenes": [0]}}
