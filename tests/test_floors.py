@@ -22,9 +22,10 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent / "unstable"
-DRIVERS = ("unstable.trainer", "unstable.live", "unstable.render", "unstable.cli", "unstable.__main__")
+DRIVERS = ("unstable.trainer", "unstable.live", "unstable.render", "unstable.explore", "unstable.cli",
+           "unstable.__main__")
 SYSTEMS = ("unstable.equilibrium", "unstable.divergence", "unstable.system", "unstable.bending",
-           "unstable.directions", "unstable.walk")
+           "unstable.directions", "unstable.walk", "unstable.instruments", "unstable.clusters")
 
 
 def _modules() -> dict[str, tuple[Path, bool]]:

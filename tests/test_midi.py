@@ -8,7 +8,7 @@ import mido
 import pytest
 
 from unstable.config import load_dataclass
-from unstable.control.midi_file import read_midi
+from unstable.render.midi_file import read_midi
 from unstable.control.midi_map import MidiMap, MidiMapper, MidiSettings, check_maps, learn_specs
 from unstable.control.store import ParameterStore
 from unstable.errors import ConfigError, UnstableError

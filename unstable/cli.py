@@ -2,33 +2,15 @@
 
 from __future__ import annotations
 
-import functools
 import sys
 from pathlib import Path
 
 import click
 
 from .errors import UnstableError
+from .friendly import friendly
 
 DEVICE = click.Choice(["auto", "cpu", "cuda"])
-
-
-def friendly(fn):
-    """Turn an UnstableError into one line on stderr and exit status 2 (no traceback)."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except UnstableError as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(2)
-        except OSError as e:  # the machine said no (a read-only folder, a full disk): one line too
-            from .disk import is_no_space
-            where = f"{e.filename}: " if getattr(e, "filename", None) else ""
-            why = "no space left on the device" if is_no_space(e) else (e.strerror or str(e))
-            click.echo(f"error: {where}{why}", err=True)
-            sys.exit(2)
-    return wrapper
 
 
 @click.group()
@@ -402,7 +384,7 @@ def render_run(job, out, frame_range, variations, seconds, preset, size, automat
         if midi is not None:
             if automation is not None:
                 raise UnstableError("--midi and --automation both say what the show plays: give one of them")
-            from .control.midi_file import automation_for_render
+            from .render.midi_file import automation_for_render
             automation, midi_seconds = automation_for_render(job, midi, run=run, seconds=seconds)
             seconds = seconds if seconds is not None else midi_seconds
         results = render_show(job, seconds=seconds, frames=frame_range, out=out, preset=preset, size=_size(size),

@@ -3,7 +3,7 @@ store: parameters (0..1 of their range, 7- or 14-bit), scenes and actions.
 
 The mapper is pure: `MidiMapper.handle(msg, origin)` writes into the store, `feedback(keys)` says
 which messages bring a controller's LEDs to the store's values. The port layer (midi.py) and the
-file player (midi_file.py) both go through it, so a file plays exactly what a controller would.
+file player (render/midi_file.py) both go through it, so a file plays exactly what a controller would.
 
 Soft takeover: a knob moves its parameter only once it reaches the parameter's value (crossing
 it, or within a step of it): after a scene or another controller moved the value, the first turn

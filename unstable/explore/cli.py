@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import functools
 import os
 from pathlib import Path
 
 import click
 
 from ..errors import UnstableError
+from ..friendly import friendly
 
 __all__ = ["explore"]
-
-
-def _friendly(fn):
-    """The CLI's one-line errors (unstable.cli.friendly), looked up when the command runs: this
-    module is imported by unstable/cli.py itself."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from ..cli import friendly
-        return friendly(fn)(*args, **kwargs)
-    return wrapper
 
 
 @click.command("explore")
@@ -53,7 +43,7 @@ def _friendly(fn):
               help="With an exploration folder as SOURCE: write variant ID as a piece file and stop.")
 @click.option("--overwrite", is_flag=True, help="With --export: replace an existing piece file.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
-@_friendly
+@friendly
 def explore(source, population, generations, steps, segments, workers, scheduler, threads, out, seed, auto,
             stasis_floor, max_guard, host, port, export, overwrite, device):
     """Explore variants of SOURCE (an equilibrium piece file, or an exploration folder to continue):

@@ -57,8 +57,8 @@ def midi_automation(show, groups, mid_path: str | Path, out: str | Path, *, run_
     from ..formats import exact
     from ..frame.timeline import ShowTimeline
     from ..tempo import TapTempo, TempoLink
-    from .midi import LEARN_FILE, load_learned
-    from .midi_map import MidiMapper
+    from ..control.midi import LEARN_FILE, load_learned
+    from ..control.midi_map import MidiMapper
     events = read_midi(mid_path)
     s = show.settings
     fps = exact(s.fps)
