@@ -128,7 +128,7 @@ def latency(size, seconds: float, fps: float, folder: Path) -> dict:
     lat = []
     for stamp, arrived in zip(got["stamps"], got["times"]):
         m = src.frame_at(float(stamp))  # NDI stamps a frame with the time it was handed over
-        if m is not None:
+        if m in offered:  # frame 0 opened the source before the receiver came
             lat.append((arrived - offered[m]) * 1000)
     return {"size": f"{w}x{h}", "offered": n, "received": len(lat), "p50": pct(lat, 50), "p99": pct(lat, 99),
             "sender_dropped": src.dropped}
