@@ -136,12 +136,15 @@ def main() -> None:
     print(f"{what}: {w}x{h} at {spec.fps} fps, preset {spec.preset}, look-ahead groups of {spec.align}, "
           f"{r.threads} torch thread(s), {n} frames per timing, best of {args.repeat}")
 
-    for _ in r.iter_frames(0, min(n, spec.align)):  # warm-up: GL objects, first kernels
+    for _ in r.iter_frames(0, min(n, spec.align), [spec.variations[0]]):  # warm-up: GL objects, first kernels
         pass
+
+    # One output timed: a job's first variation (each further one is one more composition and file).
+    first = spec.variations[0]
 
     def generate():
         r.cursor.restart()  # every timing samples every frame: nothing kept from the run before
-        return [p.copy() for _, _, p in r.iter_frames(0, n)]
+        return [p.copy() for _, _, p in r.iter_frames(0, n, [first])]
 
     t_gen, c_gen, frames = best(generate, args.repeat)
     # Each timing made the same pictures as the first (nothing of an earlier run leaked into it).
@@ -158,7 +161,7 @@ def main() -> None:
 
     def render():
         r.cursor.restart()
-        return r.render(frames=(0, n), out=out, fresh=True, show_progress=False)
+        return r.render(frames=(0, n), out=out, variations=[first.name], fresh=True, show_progress=False)
 
     t_render, c_render, results = best(render, args.repeat)
     assert results[0].frames == n
