@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import EqualConv2d, EqualLinear, channels_at, downsample2x, lrelu, resolutions_between
+from .layers import EqualConv2d, EqualLinear, channels_at, conv_lrelu, downsample2x, lrelu, resolutions_between
 
 
 class CriticBlock(nn.Module):
@@ -30,7 +30,7 @@ class CriticBlock(nn.Module):
         self.conv1 = EqualConv2d(in_ch, out_ch, 3, rng)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return lrelu(self.conv1(downsample2x(lrelu(self.conv0(x)))))
+        return conv_lrelu(self.conv1, downsample2x(conv_lrelu(self.conv0, x)))
 
 
 class Critic(nn.Module):
@@ -52,17 +52,17 @@ class Critic(nn.Module):
         """image [B, 3, R, R] at the stage's resolution -> (logits [B, N], embedding [B, E])."""
         r = self.stage_resolutions[stage]
         assert image.shape[-1] == r and image.shape[-2] == r, f"critic at {r}px got {tuple(image.shape)}"
-        x = lrelu(self.from_rgb[str(r)](image))
+        x = conv_lrelu(self.from_rgb[str(r)], image)
         if r > 4:
             x = self.blocks[str(r)](x)
             if stage > 0 and alpha < 1.0:
-                skip = lrelu(self.from_rgb[str(r // 2)](downsample2x(image)))
+                skip = conv_lrelu(self.from_rgb[str(r // 2)], downsample2x(image))
                 x = torch.lerp(skip, x, float(alpha))
             r //= 2
         while r > 4:
             x = self.blocks[str(r)](x)
             r //= 2
-        x = lrelu(self.final_conv(x))  # [B, C, 4, 4]
+        x = conv_lrelu(self.final_conv, x)  # [B, C, 4, 4]
         embedding = self.embed(x.flatten(1))  # [B, E]
         logits = self.classify(lrelu(embedding))  # [B, N]
         return logits, embedding

@@ -25,7 +25,8 @@ import math
 import torch
 from torch import nn
 
-from .layers import EqualLinear, channels_at, lrelu, randn, resolutions_between, upsample2x
+from .. import accel
+from .layers import LRELU_GAIN, EqualLinear, channels_at, linear_lrelu, lrelu_, randn, resolutions_between, upsample2x
 
 
 class MappingNetwork(nn.Module):
@@ -43,7 +44,7 @@ class MappingNetwork(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         x = z  # [N, z_dim]
         for layer in self.layers:
-            x = lrelu(layer(x))
+            x = linear_lrelu(layer, x)
         return x  # [N, w_dim]
 
 
@@ -71,28 +72,37 @@ class StyledConv(nn.Module):
         weight = self.weight * self.scale  # [out, in, 3, 3]
         if self.up:
             x = upsample2x(x)
+        # The activation's gain goes into the demodulation, the bias and the noise strength (all
+        # small), so that after the conv only one fused multiply-add, one add and one in-place
+        # lrelu pass over the activations: these layers are thin (16 channels at 64 px and up), so
+        # the passes over the activations, not the conv, were most of a training step.
         if x.shape[0] == 1:
-            # One image (live rendering): fold style and demodulation into the weights, one conv.
+            # One image (live rendering): fold style, demodulation and gain into the weights, one conv.
             weight = weight * styles[0][None, :, None, None]
-            weight = weight * torch.rsqrt(weight.square().sum(dim=(1, 2, 3)) + 1e-8)[:, None, None, None]
-            x = nn.functional.conv2d(x, weight, padding=1)  # [1, out, H, W]
+            weight = weight * (torch.rsqrt(weight.square().sum(dim=(1, 2, 3)) + 1e-8) * LRELU_GAIN)[:, None, None, None]
+            x = accel.conv2d(x, weight, self.bias * LRELU_GAIN, padding=1)  # [1, out, H, W]
+            noise = self._noise(x, noise_rng, noise_gain)
+            return lrelu_(x if noise is None else x.add_(noise))
+        x = accel.conv2d(x * styles[:, :, None, None], weight, padding=1)  # [N, out, H, W]
+        # Demodulation: 1 / ||w'||, with w' = weight * style, per sample and output channel.
+        demod = torch.rsqrt(styles.square() @ weight.square().sum(dim=(2, 3)).t() + 1e-8) * LRELU_GAIN  # [N, out]
+        noise = self._noise(x, noise_rng, noise_gain)  # [N or 1, 1, H, W] or None
+        x = x * demod[:, :, None, None] if noise is None else torch.addcmul(noise, x, demod[:, :, None, None])
+        return lrelu_(x.add_((self.bias * LRELU_GAIN)[None, :, None, None]))
+
+    def _noise(self, x: torch.Tensor, noise_rng, noise_gain: float) -> torch.Tensor | None:
+        """The per-pixel noise term, strength and activation gain applied: [N or 1, 1, H, W], or None."""
+        if not self.use_noise:
+            return None
+        if noise_rng is None:
+            noise = self.fixed_noise * noise_gain
         else:
-            x = x * styles[:, :, None, None]
-            x = nn.functional.conv2d(x, weight, padding=1)  # [N, out, H, W]
-            # Demodulation: 1 / ||w'||, with w' = weight * style, per sample and output channel.
-            demod = torch.rsqrt(styles.square() @ weight.square().sum(dim=(2, 3)).t() + 1e-8)  # [N, out]
-            x = x * demod[:, :, None, None]
-        if self.use_noise:
-            if noise_rng is None:
-                noise = self.fixed_noise * noise_gain
-            else:
-                n, _, h, wd = x.shape
-                if isinstance(noise_rng, torch.Generator):
-                    noise = torch.randn((n, 1, h, wd), generator=noise_rng, device=x.device, dtype=x.dtype)
-                else:  # unstable.parallel.ShardNoise: this rank's rows of the global batch's noise
-                    noise = noise_rng.randn((n, 1, h, wd), device=x.device, dtype=x.dtype)
-            x = x + self.noise_strength * noise
-        return lrelu(x + self.bias[None, :, None, None])
+            n, _, h, wd = x.shape
+            if isinstance(noise_rng, torch.Generator):
+                noise = torch.randn((n, 1, h, wd), generator=noise_rng, device=x.device, dtype=x.dtype)
+            else:  # unstable.parallel.ShardNoise: this rank's rows of the global batch's noise
+                noise = noise_rng.randn((n, 1, h, wd), device=x.device, dtype=x.dtype)
+        return (self.noise_strength * LRELU_GAIN) * noise
 
 
 class ToRGB(nn.Module):

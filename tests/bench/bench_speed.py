@@ -1,0 +1,154 @@
+"""A/B speed of the models against another tree (issue 27): one run, interleaved, as ratios.
+
+    git worktree add /tmp/base27 <commit before the change>
+    .venv/bin/python tests/bench/bench_speed.py --base /tmp/base27 [--repeats 5] [--seconds 3]
+
+Every figure is measured in a fresh subprocess per tree, base and new alternately, `--repeats`
+times, so that whatever else the shared machine is doing falls on both sides alike; the ratio
+of the medians is the figure to read, the absolute rates only say what this run saw.
+
+Figures (one torch thread by default, as the live training thread and the render loop each have):
+- eq64, eq128: (un)stable equilibrium 1:1 training steps/s at its final growth stage (batch 8,
+  grown), the piece as shipped and the same piece at 128 px;
+- bad: BAD's training step on pieces/bad-custom-mmd.toml (batch 256; base models from the cache,
+  trained first if missing);
+- s64b1 ... s128b8: images/s of one generator's `sample` (fixed noise, as the live engine calls
+  it) at batch 1, 4 and 8, 64 px and 128 px.
+The new tree's precision (float32, or bf16 where the CPU has it) is printed with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+FIGURES = ["eq64", "eq128", "bad", "s64b1", "s64b4", "s64b8", "s128b1", "s128b4", "s128b8"]
+
+
+def _equilibrium(resolution: int):
+    import dataclasses
+
+    from unstable.system import build_system, load_piece
+
+    piece = load_piece(ROOT / "pieces" / "equilibrium-1-1.toml")
+    if resolution != piece.generator.resolution:
+        piece = dataclasses.replace(piece, generator=dataclasses.replace(piece.generator, resolution=resolution))
+    system = build_system(piece, "cpu")
+    g = piece.growth  # growth is a function of the step count: jump to the final stage
+    system.step_count = g.stable_steps + (g.stable_steps + g.fade_steps) * len(system.stage_resolutions)
+    return system
+
+
+def _work(figure: str):
+    """(function to time, items per call) for a figure."""
+    import torch
+
+    from unstable.schema import defaults
+
+    if figure.startswith("eq"):
+        system = _equilibrium(int(figure[2:]))
+        params = defaults(system.param_specs())
+        return (lambda: system.step(params)), 1
+    if figure == "bad":
+        from unstable.system import build_system, load_piece
+
+        system = build_system(load_piece(ROOT / "pieces" / "bad-custom-mmd.toml"), "cpu")
+        system.prepare(lambda *a, **k: None)
+        params = defaults(system.param_specs())
+        return (lambda: system.step(params)), 1
+    res, batch = (int(v) for v in figure[1:].split("b"))
+    system = _equilibrium(res).sampling_copy()
+    params = defaults(system.param_specs())
+    name = system.names[0]
+    z = {name: torch.randn((batch, system.piece.generator.z_dim), generator=torch.Generator().manual_seed(1))}
+    return (lambda: system.sample(z, params)), batch
+
+
+def worker(tree: str, figure: str, seconds: float, threads: int) -> None:
+    """Time one figure with the `unstable` package of `tree`; prints one JSON line."""
+    sys.path.insert(0, tree)
+    import torch
+
+    torch.set_num_threads(threads)
+    import unstable
+
+    assert Path(unstable.__file__).resolve().is_relative_to(Path(tree).resolve()), unstable.__file__
+    fn, items = _work(figure)
+    for _ in range(3):
+        fn()
+    count, start, cpu = 0, time.perf_counter(), time.process_time()
+    while time.perf_counter() - start < seconds or count < 3:
+        fn()
+        count += 1
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    # Per CPU second as well as per wall second: on a machine shared with other work the process
+    # waits for a core now and then, which the wall clock counts and the CPU clock does not.
+    rate, rate_cpu = count * items / wall, count * items / cpu
+    try:
+        from unstable import accel
+        precision = accel.describe()
+    except ImportError:
+        precision = "float32"
+    print(json.dumps({"rate": rate, "rate_cpu": rate_cpu, "precision": precision}))
+
+
+def run_one(tree: str, figure: str, seconds: float, threads: int) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--worker", tree, figure, "--seconds", str(seconds),
+                          "--threads", str(threads)], capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    if out.returncode != 0:
+        raise SystemExit(f"{figure} in {tree} failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--base", default="/tmp/base27", help="tree of the commit before the change")
+    parser.add_argument("--new", default=str(ROOT), help="tree to compare (default: this one)")
+    parser.add_argument("--figures", default=",".join(FIGURES), help=f"comma-separated, from {FIGURES}")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=3.0, help="measuring time per figure per run")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--worker", nargs=2, metavar=("TREE", "FIGURE"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker[0], args.worker[1], args.seconds, args.threads)
+        return
+    figures = [f.strip() for f in args.figures.split(",") if f.strip()]
+    for f in figures:
+        if f not in FIGURES:
+            raise SystemExit(f"--figures: unknown figure {f!r}, expected some of {FIGURES}")
+    print(f"base {args.base} vs new {args.new}; {args.repeats} interleaved repeats of {args.seconds:g} s, "
+          f"{args.threads} thread(s), load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    results = {}
+    for f in figures:
+        base, new, base_cpu, new_cpu, precision = [], [], [], [], ""
+        for r in range(args.repeats):
+            # Alternate which side goes first, so a drift in the machine's load cancels out.
+            order = [("base", args.base), ("new", args.new)][:: 1 if r % 2 == 0 else -1]
+            for side, tree in order:
+                got = run_one(tree, f, args.seconds, args.threads)
+                (base if side == "base" else new).append(got["rate"])
+                (base_cpu if side == "base" else new_cpu).append(got["rate_cpu"])
+                if side == "new":
+                    precision = got["precision"]
+        b, n = statistics.median(base), statistics.median(new)
+        bc, nc = statistics.median(base_cpu), statistics.median(new_cpu)
+        unit = "steps/s" if not f.startswith("s") else "images/s"
+        results[f] = {"base": b, "new": n, "ratio": n / b, "base_cpu": bc, "new_cpu": nc, "ratio_cpu": nc / bc,
+                      "unit": unit, "precision": precision, "base_runs": base, "new_runs": new}
+        print(f"{f:7s} base {b:7.2f} {unit:8s} new {n:7.2f}  ratio {n / b:4.2f}x | per CPU second: base "
+              f"{bc:7.2f} new {nc:7.2f} ratio {nc / bc:4.2f}x  ({precision}; wall runs base "
+              f"{' '.join(f'{x:.2f}' for x in base)} | new {' '.join(f'{x:.2f}' for x in new)})", flush=True)
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""What the hardware offers the models: the precision of their convolutions, chosen once per device.
+
+The thin, wide-image convolutions of the generators, the critic and BAD's decoder are most of a
+frame. With `UNSTABLE_PRECISION=bf16`, where the processor computes bfloat16 natively (AVX-512
+BF16 or AMX on a CPU, a bf16-capable GPU), the sampling convolutions take bf16 inputs and
+weights — oneDNN accumulates in float32 — and give float32 back, so every other operation stays
+float32. Measured on the 2-core AVX-512 BF16 CPU (no AMX): about 1.4x images/s at 128 px, batch
+4, nothing at 64 px, batch 1; the images move by about 0.2 uint8 levels on average, 8 at most
+(tests/test_speed_bf16.py states and checks the tolerance). A batch-1 render and a batched one
+then differ by that much, which is why it is not the default. Training stays float32 (the casts
+cost a CPU training step more than bf16 saves) and keeps today's results exactly.
+
+    UNSTABLE_PRECISION=float32   (default) float32 everywhere: today's images and losses
+    UNSTABLE_PRECISION=bf16      bf16 sampling convolutions where native, float32 elsewhere
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+_CHOICES = ("float32", "bf16")
+_forced: torch.dtype | None = None
+
+
+def cpu_has_native_bf16() -> bool:
+    """True where the CPU has AVX-512 BF16 or AMX-BF16 instructions (read from /proc/cpuinfo)."""
+    return _cpu_flags() & {"avx512_bf16", "amx_bf16"} != set() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_flags() -> frozenset[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def setting() -> str:
+    """UNSTABLE_PRECISION, checked: one clear line when it is something else."""
+    value = os.environ.get("UNSTABLE_PRECISION", "float32").strip().lower() or "float32"
+    if value not in _CHOICES:
+        raise ValueError(f"UNSTABLE_PRECISION={value!r}: expected one of {', '.join(_CHOICES)}")
+    return value
+
+
+@functools.lru_cache(maxsize=8)
+def _native(device_type: str) -> bool:
+    if device_type == "cpu":
+        return cpu_has_native_bf16()
+    if device_type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+    return False
+
+
+def conv_dtype(device: torch.device | str, grad: bool = False) -> torch.dtype:
+    """The dtype convolutions on `device` compute in (see the module doc); `grad`: with gradients."""
+    if _forced is not None:
+        return _forced
+    if grad or setting() == "float32":
+        return torch.float32
+    return torch.bfloat16 if _native(torch.device(device).type) else torch.float32
+
+
+@contextlib.contextmanager
+def precision(dtype: torch.dtype):
+    """Every convolution in this process computes in `dtype` inside the block (tests, benchmarks)."""
+    global _forced
+    before, _forced = _forced, dtype
+    try:
+        yield
+    finally:
+        _forced = before
+
+
+def describe(device: torch.device | str = "cpu") -> str:
+    """One line for logs and benchmarks: the convolutions' precision on `device`, and why."""
+    dtype = conv_dtype(device)
+    if dtype == torch.float32:
+        return "float32"
+    return "bf16 convolutions" + (" (forced)" if _forced is not None else " (sampling)")
+
+
+def _low(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return x if x.dtype == dtype else x.to(dtype)
+
+
+def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, **kw) -> torch.Tensor:
+    """F.conv2d in `conv_dtype(x.device)`, returning x's dtype (gradients flow back as float32)."""
+    dtype = conv_dtype(x.device, torch.is_grad_enabled())
+    if dtype == x.dtype:
+        return F.conv2d(x, weight, bias, **kw)
+    out = F.conv2d(_low(x, dtype), _low(weight, dtype), None if bias is None else _low(bias, dtype), **kw)
+    return out.to(x.dtype)
+
+
+def conv_transpose2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, **kw) -> torch.Tensor:
+    """F.conv_transpose2d in `conv_dtype(x.device)`, returning x's dtype."""
+    dtype = conv_dtype(x.device, torch.is_grad_enabled())
+    if dtype == x.dtype:
+        return F.conv_transpose2d(x, weight, bias, **kw)
+    out = F.conv_transpose2d(_low(x, dtype), _low(weight, dtype), None if bias is None else _low(bias, dtype), **kw)
+    return out.to(x.dtype)
