@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -30,9 +31,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 FIGURES = ["eq64", "eq128", "bad", "s64b1", "s64b4", "s64b8", "s128b1", "s128b4", "s128b8"]
+FIGURE = re.compile(r"eq\d+|bad|s\d+b\d+")  # eq<px>, s<px>b<batch>: any power-of-two size
 
 
-def _equilibrium(resolution: int):
+def _equilibrium(resolution: int, device: str):
     import dataclasses
 
     from unstable.system import build_system, load_piece
@@ -40,38 +42,38 @@ def _equilibrium(resolution: int):
     piece = load_piece(ROOT / "pieces" / "equilibrium-1-1.toml")
     if resolution != piece.generator.resolution:
         piece = dataclasses.replace(piece, generator=dataclasses.replace(piece.generator, resolution=resolution))
-    system = build_system(piece, "cpu")
+    system = build_system(piece, device)
     g = piece.growth  # growth is a function of the step count: jump to the final stage
     system.step_count = g.stable_steps + (g.stable_steps + g.fade_steps) * len(system.stage_resolutions)
     return system
 
 
-def _work(figure: str):
+def _work(figure: str, device: str):
     """(function to time, items per call) for a figure."""
     import torch
 
     from unstable.schema import defaults
 
     if figure.startswith("eq"):
-        system = _equilibrium(int(figure[2:]))
+        system = _equilibrium(int(figure[2:]), device)
         params = defaults(system.param_specs())
         return (lambda: system.step(params)), 1
     if figure == "bad":
         from unstable.system import build_system, load_piece
 
-        system = build_system(load_piece(ROOT / "pieces" / "bad-custom-mmd.toml"), "cpu")
+        system = build_system(load_piece(ROOT / "pieces" / "bad-custom-mmd.toml"), device)
         system.prepare(lambda *a, **k: None)
         params = defaults(system.param_specs())
         return (lambda: system.step(params)), 1
     res, batch = (int(v) for v in figure[1:].split("b"))
-    system = _equilibrium(res).sampling_copy()
+    system = _equilibrium(res, device).sampling_copy()
     params = defaults(system.param_specs())
     name = system.names[0]
     z = {name: torch.randn((batch, system.piece.generator.z_dim), generator=torch.Generator().manual_seed(1))}
     return (lambda: system.sample(z, params)), batch
 
 
-def worker(tree: str, figure: str, seconds: float, threads: int) -> None:
+def worker(tree: str, figure: str, seconds: float, threads: int, device: str) -> None:
     """Time one figure with the `unstable` package of `tree`; prints one JSON line."""
     sys.path.insert(0, tree)
     import torch
@@ -80,7 +82,13 @@ def worker(tree: str, figure: str, seconds: float, threads: int) -> None:
     import unstable
 
     assert Path(unstable.__file__).resolve().is_relative_to(Path(tree).resolve()), unstable.__file__
-    fn, items = _work(figure)
+    work, items = _work(figure, device)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+
+    def fn():
+        work()
+        sync()
+
     for _ in range(3):
         fn()
     count, start, cpu = 0, time.perf_counter(), time.process_time()
@@ -93,15 +101,15 @@ def worker(tree: str, figure: str, seconds: float, threads: int) -> None:
     rate, rate_cpu = count * items / wall, count * items / cpu
     try:
         from unstable import accel
-        precision = accel.describe()
+        precision = accel.describe(device)
     except ImportError:
         precision = "float32"
     print(json.dumps({"rate": rate, "rate_cpu": rate_cpu, "precision": precision}))
 
 
-def run_one(tree: str, figure: str, seconds: float, threads: int) -> dict:
+def run_one(tree: str, figure: str, seconds: float, threads: int, device: str) -> dict:
     out = subprocess.run([sys.executable, __file__, "--worker", tree, figure, "--seconds", str(seconds),
-                          "--threads", str(threads)], capture_output=True, text=True, cwd=ROOT,
+                          "--threads", str(threads), "--device", device], capture_output=True, text=True, cwd=ROOT,
                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
     if out.returncode != 0:
         raise SystemExit(f"{figure} in {tree} failed:\n{out.stderr[-2000:]}")
@@ -116,16 +124,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=3.0, help="measuring time per figure per run")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (scripts/gpu-check.sh)")
     parser.add_argument("--worker", nargs=2, metavar=("TREE", "FIGURE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker(args.worker[0], args.worker[1], args.seconds, args.threads)
+        worker(args.worker[0], args.worker[1], args.seconds, args.threads, args.device)
         return
     figures = [f.strip() for f in args.figures.split(",") if f.strip()]
     for f in figures:
-        if f not in FIGURES:
-            raise SystemExit(f"--figures: unknown figure {f!r}, expected some of {FIGURES}")
-    print(f"base {args.base} vs new {args.new}; {args.repeats} interleaved repeats of {args.seconds:g} s, "
+        if not FIGURE.fullmatch(f):
+            raise SystemExit(f"--figures: unknown figure {f!r}, expected eq<px>, bad or s<px>b<batch> (e.g. {FIGURES})")
+    print(f"base {args.base} vs new {args.new} on {args.device}; {args.repeats} interleaved repeats of {args.seconds:g} s, "
           f"{args.threads} thread(s), load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     results = {}
     for f in figures:
@@ -134,7 +143,7 @@ def main() -> None:
             # Alternate which side goes first, so a drift in the machine's load cancels out.
             order = [("base", args.base), ("new", args.new)][:: 1 if r % 2 == 0 else -1]
             for side, tree in order:
-                got = run_one(tree, f, args.seconds, args.threads)
+                got = run_one(tree, f, args.seconds, args.threads, args.device)
                 (base if side == "base" else new).append(got["rate"])
                 (base_cpu if side == "base" else new_cpu).append(got["rate_cpu"])
                 if side == "new":
