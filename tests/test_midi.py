@@ -124,9 +124,22 @@ def test_a_mapping_to_an_unknown_parameter_scene_or_action_is_one_line_naming_fi
         assert "shows/x.toml" in text and key in text and words in text and "\n" not in text, text
 
 
+def test_a_pad_recalls_a_preset_and_another_morphs_to_one_in_beats():
+    s = store()
+    m = MidiMapper(s, [MidiMap(note=44, preset="calm"), MidiMap(cc=20, preset="storm", morph=4, unit="beats")])
+    m.handle(raw(0x90, 44, 100), ORIGIN)
+    m.handle(raw(0x80, 44, 0), ORIGIN)                      # its release does nothing more
+    m.handle(raw(0xB0, 20, 10), ORIGIN)                     # a CC under 64 is not a press
+    m.handle(raw(0xB0, 20, 120), ORIGIN)
+    got = [(e.kind, e.value, e.name, e.unit) for e in s.drain_events()]
+    assert got == [("preset/recall", None, "calm", "s"), ("preset/morph", 4.0, "storm", "beats")]
+
+
 @pytest.mark.parametrize("entry, key", [
     ({"cc": 1, "note": 2, "param": "eq.hue"}, "cc or note"),
-    ({"cc": 1}, "one of param, scene or action"),
+    ({"cc": 1}, "one of param, scene, action or preset"),
+    ({"note": 1, "preset": "../calm"}, "preset"),
+    ({"note": 1, "preset": "calm", "morph": 4, "unit": "weeks"}, "unit"),
     ({"cc": 40, "bits": 14, "param": "eq.hue"}, "0..31"),
     ({"cc": 128, "param": "eq.hue"}, "cc"),
     ({"cc": 1, "param": "hue"}, "piece.param"),

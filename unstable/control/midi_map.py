@@ -1,5 +1,5 @@
 """MIDI mappings: `[[midi.map]]` entries (and learned ones) from notes and CCs onto the parameter
-store: parameters (0..1 of their range, 7- or 14-bit), scenes and actions.
+store: parameters (0..1 of their range, 7- or 14-bit), scenes, actions and presets.
 
 The mapper is pure: `MidiMapper.handle(msg, origin)` writes into the store, `feedback(keys)` says
 which messages bring a controller's LEDs to the store's values. The port layer (midi.py) and the
@@ -37,6 +37,9 @@ class MidiMap:
     param: str = setting("", doc="'piece.param' or 'show.name' this moves (0..127 over its range)")
     scene: int = setting(-1, ge=-1, doc="the scene a note (or a CC past 63) starts")
     action: str = setting("", doc="'still', 'record' (toggles), 'tap', or 'piece.directions/refresh' ...")
+    preset: str = setting("", doc="the preset a note (or a CC past 63) recalls, or morphs to over `morph`")
+    morph: float = setting(0.0, ge=0.0, le=3600.0, doc="a preset's morph length in `unit`s (0: at once)")
+    unit: str = setting("s", doc="the morph's unit: 's', 'beats' or 'bars'")
     bits: int = setting(7, ge=7, le=14, doc="7, or 14: the CC is the MSB and cc + 32 the LSB")
     mode: str = setting("", doc="a note on a parameter: 'toggle' (each press flips it) or 'momentary' "
                         "(top of the range while held); default toggle")
@@ -46,8 +49,16 @@ class MidiMap:
     def __post_init__(self):
         if (self.cc < 0) == (self.note < 0):
             raise ValueError("give one of cc or note")
-        if sum([bool(self.param), self.scene >= 0, bool(self.action)]) != 1:
-            raise ValueError("give one of param, scene or action")
+        if sum([bool(self.param), self.scene >= 0, bool(self.action), bool(self.preset)]) != 1:
+            raise ValueError("give one of param, scene, action or preset")
+        if self.preset:
+            from .presets import UNITS, PresetError, check_preset_name
+            try:
+                check_preset_name(self.preset)
+            except PresetError as e:
+                raise ValueError(f"preset: {e}") from None
+            if self.unit not in UNITS:
+                raise ValueError(f"unit: {self.unit!r}, expected one of {', '.join(UNITS)}")
         if self.bits not in (7, 14):
             raise ValueError(f"bits: {self.bits}, expected 7 or 14")
         if self.bits == 14 and not 0 <= self.cc <= 31:
@@ -70,6 +81,8 @@ class MidiMap:
 
     def target(self) -> str:
         """What it moves, in words."""
+        if self.preset:
+            return f"preset {self.preset}"
         return self.param or (f"scene {self.scene}" if self.scene >= 0 else self.action)
 
 
@@ -189,6 +202,12 @@ class MidiMapper:
         if m.scene >= 0:
             if pressed:
                 s.set(SHOW, "scene", m.scene, origin)
+            return int(pressed)
+        if m.preset:
+            if pressed:  # the engine's preset bank carries it out between frames, as OSC's does
+                what = "morph" if m.morph > 0 else "recall"
+                s.post_event(f"preset/{what}", m.morph if m.morph > 0 else None, origin, name=m.preset,
+                             unit=m.unit, curve="smooth")
             return int(pressed)
         if m.action:
             if not pressed:
