@@ -13,7 +13,9 @@
 #                                       # a seeded sample of 12, "no tests" ones included (the farm's
 #                                       # code runs in Dask worker processes mutmut's stats cannot see)
 #   MUTATION_DIRECT_SHARD=0/2 ... & MUTATION_DIRECT_SHARD=1/2 ...   # one sample, two processes
-#                                       # (start shard 0 first: it refreshes the scratch copy's tests)
+#                                       # (start shard 0 first: it refreshes the scratch copy's tests;
+#                                       # only for test files that can run twice at once: two runs of
+#                                       # test_oscquery.py at once fail their clean run)
 #   MUTATION_REF=HEAD scripts/mutation.sh farm   # mutate a commit, not the working tree (others' edits
 #                                                # in progress left out); --recheck/--direct then take
 #                                                # the tests from that ref too. The commit measured is
