@@ -4,13 +4,13 @@ The thin, wide-image convolutions of the generators, the critic and BAD's decode
 frame. With `UNSTABLE_PRECISION=bf16`, where the processor computes bfloat16 natively (AVX-512
 BF16 or AMX on a CPU, a bf16-capable GPU), the sampling convolutions take bf16 inputs and
 weights — oneDNN accumulates in float32 — and give float32 back, so every other operation stays
-float32. Measured on the 2-core AVX-512 BF16 CPU (no AMX): about 1.4x images/s at 128 px, batch
-4, nothing at 64 px, batch 1; the images move by about 0.2 uint8 levels on average, 8 at most
+float32. It pays at wide images and batches, hardly at small single images (docs/figures.md,
+"Figures moved out of docstrings"); the images move by about 0.2 uint8 levels on average, 8 at most
 (tests/test_speed_bf16.py states and checks the tolerance). A batch-1 render and a batched one
 then differ by that much, which is why it is not the default. Training stays float32 (the casts
-cost a CPU training step more than bf16 saves) and keeps today's results exactly.
+cost a CPU training step more than bf16 saves) and keeps float32's results exactly.
 
-    UNSTABLE_PRECISION=float32   (default) float32 everywhere: today's images and losses
+    UNSTABLE_PRECISION=float32   (default) float32 everywhere: the reference images and losses
     UNSTABLE_PRECISION=bf16      bf16 sampling convolutions where native, float32 elsewhere
 """
 

@@ -1,7 +1,8 @@
 """The ports a live show listens on, checked before the slow start.
 
-A taken port used to surface only after the pieces had prepared (minutes for BAD's base models),
-and `make run` simply failed when another program held 9000. Here, before anything is built:
+A taken port found by the server itself surfaces only after the pieces have prepared (minutes for
+BAD's base models), and `make run` must not simply fail when another program holds 9000. So, before
+anything is built:
 
 - a port someone asked for (`--osc-port`, `--web-port`, or a show file's `[osc]`/`[web] port` for
   `unstable live`) that is taken is one clear line naming where it came from;

@@ -52,8 +52,9 @@ class OscDispatcher(Dispatcher):
         """Why a bundle's top level is refused before python-osc parses it, or None.
 
         python-osc walks every element of a bundle in Python, and warns for each empty one: a
-        datagram of 2,040 empty elements cost ~15 ms of the OSC thread (and the GIL the render
-        loop needs), so a flood of them took a show from 30 fps to 2. Reading only the element
+        datagram of 2,040 empty elements costs milliseconds of the OSC thread (and the GIL the
+        render loop needs), so a flood of them can starve the show of frames (docs/figures.md,
+        "Figures moved out of docstrings"). Reading only the element
         sizes, at most `max_elements` of them, costs microseconds; an element is never empty (it is
         a message or a bundle) and always a multiple of 4 bytes long.
         """

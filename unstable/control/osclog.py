@@ -83,7 +83,7 @@ class RateLimitFilter(logging.Filter):
     """A logging filter that lets one record per source line through per `interval` seconds; the
     next one says how many were suppressed. For libraries whose log lines a sender can provoke:
     python-osc warns once per unidentifiable bundle element, through the root logger
-    (`logging.warning`), so 10 datagrams of 2,040 empty elements were 20,400 lines."""
+    (`logging.warning`), so 10 datagrams of 2,040 empty elements would be 20,400 lines."""
 
     def __init__(self, interval: float = 2.0, match: str = "pythonosc", max_keys: int = 1024):
         super().__init__()

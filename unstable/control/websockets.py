@@ -7,7 +7,7 @@ In: each client may send `rate` messages a second (burst 2 s; a client that keep
 closed). All clients together may send `total_rate`: half of it is shared evenly among the clients
 connected, so each always has its part, and the other half is a pool for whoever asks first; what
 is over is dropped (without closing anyone: they may all be legitimate, just many). 64 clients at
-their own rate were 25,600 messages a second.
+their own rate would be 25,600 messages a second.
 
 Out: LISTEN sends each change to every client listening to its path, so N clients multiply what
 the show sends by N. Everything sent (LISTEN values, PATH_CHANGED, telemetry) draws from one budget
@@ -162,7 +162,7 @@ class WebsocketHub:
                     if client.flooded:
                         self.stats["ws_closed_flood"] += 1
                         # Rate-limited too: a client that floods, is closed and reconnects would
-                        # otherwise write a line each time (474 lines in 30 s).
+                        # otherwise write a line each time, hundreds a minute.
                         self.warn.warning(("flood_closed", client.origin[0]), "web: websocket %s closed: it "
                                           "kept sending more than %g messages/s", client.origin[0], self.rate)
                         await ws.close(code=1008, message=b"message flood", drain=False)

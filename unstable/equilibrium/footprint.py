@@ -2,7 +2,7 @@
 
 A piece (or the piece stored in a checkpoint) can name networks no machine holds: 2048 px at 4096
 channels is billions of weights and terabytes of activations. Building it first and failing later
-took a machine past 4 GB of RSS in 18 s before anything said why. `training_bytes` reads only the
+would fill a machine's memory within seconds before anything said why. `training_bytes` reads only the
 settings, so `build_system` can refuse such a piece with one line before allocating anything.
 
 The estimate follows the networks' own layout (unstable.equilibrium.generator / critic): per

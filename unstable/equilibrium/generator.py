@@ -75,7 +75,7 @@ class StyledConv(nn.Module):
         # The activation's gain goes into the demodulation, the bias and the noise strength (all
         # small), so that after the conv only one fused multiply-add, one add and one in-place
         # lrelu pass over the activations: these layers are thin (16 channels at 64 px and up), so
-        # the passes over the activations, not the conv, were most of a training step.
+        # the passes over the activations, not the conv, are most of a training step.
         if x.shape[0] == 1:
             # One image (live rendering): fold style, demodulation and gain into the weights, one conv.
             weight = weight * styles[0][None, :, None, None]

@@ -1,8 +1,8 @@
 """Sampling a few frames ahead: one batched call of a generator instead of one call per frame.
 
 On a CPU a generator's cost per call is mostly fixed overhead (hundreds of small ops): sampling 4
-frames in one batch costs about 1.4x one frame (measured on the demo's 64 px generators: 9.1 ms
-for 4 against 6.5 ms for 1), so the frame pipeline samples each panel `size` frames at a time and
+frames in one batch costs little more than one frame (docs/figures.md, "Figures moved out of
+docstrings"), so the frame pipeline samples each panel `size` frames at a time and
 keeps the frames still to come. The walk times of those frames are predicted with the walk clock's
 own arithmetic (`WalkClock.ahead`), bit for bit what the timeline will give them.
 
@@ -10,20 +10,20 @@ A kept image is used only when what decided it still holds: the same frame, the 
 (a walk_speed change, a skipped frame or a restart makes another), the same sampling parameters
 (those of the piece's snapshot whose ParamSpec says a sampler reads them: not the compositor's,
 the clock's or training's) and the same panel. So the picture is the one a frame-by-frame pipeline would draw, only sampled earlier; a
-changed parameter shows in the next frame, as before. New weights (a live mirror's sync, a few
+changed parameter shows in the next frame, as it would without look-ahead. New weights (a live mirror's sync, a few
 times a second while training) show from each panel's next group, at most `size` - 1 frames later:
 re-sampling on every sync would put several batches into one frame, a visible stutter, to show a
-training step 100 ms sooner.
+training step a fraction of a second sooner.
 
 Each panel's groups are aligned to absolute frame numbers and staggered: panel i of n starts its
 groups at frames i*size//n (mod size), so a frame carries at most about one panel's batch and the
 sampling cost is spread evenly over the frames instead of landing on every size-th one.
 
 A scheduled scene change (`FrameState.upcoming`) would otherwise land every panel the new scene
-brings in on one frame (three batches in the demo: a 40 ms frame on a CPU, 70 ms under load); the
+brings in on one frame (three batches in the demo, more than a frame's budget on a CPU); the
 pipeline samples each such panel's first group in one of the `size` - 1 frames before the change
 instead (`warm`), with the parameters of that frame: a scene preset that changes a sampling
-parameter makes the change frame sample again, as before.
+parameter makes the change frame sample again, as it would without look-ahead.
 
 Determinism: batched convolutions need not give bit-identical results in another batch
 composition, so the batches are a pure function of the frames' states: a miss samples from its

@@ -176,7 +176,7 @@ class FramePipeline:
             except Exception:
                 if not self.hold_failures:
                     raise
-                # Live: the change frame samples it as before (and holds its last frame on failure).
+                # Live: the change frame samples it itself (and holds its last frame on failure).
                 log.debug("sampling %s ahead of the scene change failed", d, exc_info=True)
 
     def prime(self, state: FrameState, sample: bool = True) -> None:

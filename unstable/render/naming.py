@@ -1,7 +1,7 @@
 """Output names that never replace an earlier render unless asked (`--overwrite`).
 
-A second `unstable render render/demo.toml` used to write over render/out/demo.mp4 without a word:
-an evening's render gone. Now a name that exists becomes the first free numbered one beside it
+A second `unstable render render/demo.toml` must not write over render/out/demo.mp4 without a
+word (an evening's render gone), so a name that exists becomes the first free numbered one beside it
 (demo-2.mp4, demo-3.mp4, ...), and the render says so. A name that does not exist yet is kept as
 it is, so an interrupted render (its `<name>.parts/` folder, no finished file yet) is found and
 resumed under the name it started with.
