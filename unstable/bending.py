@@ -20,9 +20,10 @@ seeded latents, each channel's maps flattened over the batch (box-pooled to at m
 standardised, grouped by k-means (k-means++ seeding from a fixed seed, Lloyd iterations). Cluster 0
 is the largest. Offline (renders, tests) they are computed the first time a bend needs them, in
 its layer's hook, and kept until `refresh()`. A live show never clusters on its render thread
-(~0.4 s on a CPU: a visible stall): `defer(ask, panels)` makes a missing cluster a request that a
-worker answers with `recompute()` on a snapshot of the weights, `install()`ed between frames
-(unstable.live.mirror); until then that bend is skipped (unbent). A live refresh goes the same way.
+(on a CPU it takes many frames' time: a visible stall): `defer(ask, panels)` makes a missing
+cluster a request that a worker answers with `recompute()` on a snapshot of the weights,
+`install()`ed between frames (unstable.live.mirror); until then that bend is skipped (unbent). A
+live refresh goes the same way.
 """
 
 from __future__ import annotations

@@ -61,8 +61,9 @@ def principal_directions(samples: torch.Tensor, k: int) -> Basis:
     mean = x.mean(0)
     c = x - mean  # [M, D]
     if c.shape[1] <= c.shape[0]:
-        # The eigenvectors of the scatter matrix: about 3x faster than an SVD of the samples for
-        # 2000 x 800 (a BAD decoder's hidden layer), the same components.
+        # The eigenvectors of the scatter matrix: the same components as an SVD of the samples,
+        # and much cheaper when D is well below M, as for a BAD decoder's hidden layer (2000 x 800;
+        # docs/figures.md, "Figures moved out of docstrings").
         lam, vec = torch.linalg.eigh(c.T @ c)  # ascending
         ss, vh = lam.flip(0).clamp_min(0), vec.flip(1).T
     else:

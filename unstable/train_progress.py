@@ -2,16 +2,16 @@
 closing line saying how to go on, grids large enough to look at, and progress.gif.
 
 - The time left is for whichever stop comes first: the step target or `--minutes`. tqdm's own ETA
-  knew only the steps and followed the last few step times, so a 20-minute run showed anything
-  from 15 min to 1 h 14 min. Here the rate is the run's average since it started (steady), and a
-  `--minutes` deadline caps it.
-- Grids of small panels (28 px digits, 32 px generators) came out at ~134x266 px. They are scaled
+  knows only the steps and follows the last few step times, so on a timed run it swings by
+  several times the real figure (docs/figures.md, "Figures moved out of docstrings"). Here the
+  rate is the run's average since it started (steady), and a `--minutes` deadline caps it.
+- Grids of small panels (28 px digits, 32 px generators) would come out at ~134x266 px. They are scaled
   up by a whole factor, nearest neighbour, until the shorter side is at least 512 px: every sample
   pixel is an exact square block, nothing smoothed away.
 - progress.gif: the grids over the whole run as one animation, at most `max_frames` frames,
   thinned evenly in steps as the run grows (the first and the newest always stay), each labelled
-  with its step, rewritten atomically: at most every 10 s while training (encoding 60 frames takes
-  ~0.3 s, a lot beside a fast piece's grids every second), and at the end. A resumed run reads it back (the steps are in the GIF's
+  with its step, rewritten atomically: at most every 10 s while training (encoding 60 frames is a
+  lot beside a fast piece's grids every second), and at the end. A resumed run reads it back (the steps are in the GIF's
   comment) and drops frames past the checkpoint's step, as log.jsonl does.
 """
 

@@ -1,6 +1,6 @@
 """Import torchvision on any torch build.
 
-torch 2.13.0 on this machine is a CPU build, and the only torchvision paired with it (0.28.0) is
+The pinned torch 2.13.0 is installed as a CPU build, and the only torchvision paired with it (0.28.0) is
 a CUDA build whose compiled operators cannot load beside it: `import torchvision` then fails with
 "operator torchvision::nms does not exist", because its Python side registers fake kernels for
 operators that were never defined. We only need torchvision's pure-Python parts (the classifier

@@ -17,7 +17,8 @@ __all__ = ["mux_audio", "stream_seconds", "preset_for_codec", "SANITISE"]
 # Every sample finite and within full scale before the encoder sees it: a float file's NaN or
 # ±inf makes ffmpeg's AAC encoder fail the whole mux ("Invalid argument"), and PCM would carry a
 # full-scale burst. Silence for those, clipping past full scale (as any integer format does);
-# integer sources pass through unchanged. Costs ~0.2 s a minute of stereo.
+# integer sources pass through unchanged. Cheap enough to run on every mux (docs/figures.md,
+# "Figures moved out of docstrings").
 SANITISE = "aeval=exprs='if(isnan(val(ch))+isinf(val(ch)),0,clip(val(ch),-1,1))':channel_layout=same"
 
 

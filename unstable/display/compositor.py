@@ -6,10 +6,11 @@
     frame = comp.read()        # [H, W, 3] uint8, rows top to bottom (a reused buffer)
     comp.present(window)       # draw the frame into the window (then window.swap())
 
-Where the work happens, and why (measured on Mesa llvmpipe, the no-GPU case, 1920x1080):
+Where the work happens, and why (Mesa llvmpipe, the no-GPU case, at 1920x1080, is the one that
+hurts; its figures are in docs/figures.md, "Figures moved out of docstrings"):
 - Colour (hue, saturation, brightness) is a 3x3 matrix applied to the *panel images* on their
   own device before upload: panels are 28-512 px, the output is 2 Mpx, and on llvmpipe a matrix
-  in the fragment shader costs ~2.5 ms per full-screen pass. Colour and filtering are both linear,
+  in the fragment shader costs milliseconds per full-screen pass. Colour and filtering are both linear,
   so grading before sampling gives the same picture.
 - Upload: on an accelerator, images are graded and narrowed to uint8 HWC there, then copied once
   into a host buffer that lives with the panel's texture; on the CPU the same is done with numpy
@@ -23,10 +24,10 @@ Where the work happens, and why (measured on Mesa llvmpipe, the no-GPU case, 192
   dropping alpha in numpy (a strided 6 MB copy).
 - In a window of the frame's own size (`draw_into(window)`: a projector at the show's size), the
   frame is composed straight into the window's back buffer, right way up, and `present()` has
-  nothing left to do: the present pass (a second 2 Mpx draw, 8.5 ms at 1080p on llvmpipe, more
-  than the whole composition of a frame) is gone. `read()` then reads the back buffer and flips
-  the rows (~2 ms at 1080p, paid only by frames that are read: a recording, a still, the page's
-  preview), and must come before the window's swap.
+  nothing left to do: the present pass (a second 2 Mpx draw, on llvmpipe more than the whole
+  composition of a frame) is gone. `read()` then reads the back buffer and flips the rows (a cost
+  paid only by frames that are read: a recording, a still, the page's preview), and must come
+  before the window's swap.
 """
 
 from __future__ import annotations

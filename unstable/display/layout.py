@@ -222,7 +222,8 @@ def colour_matrix(colour: Colour) -> np.ndarray:
 
 UPSCALED = ("bicubic", "sharp")
 # The bicubic (and unsharp) work grows with k^2, on the render thread: at 1080p a 64 px panel
-# upscaled x8 cost ~9 ms a panel on a CPU, x4 about a quarter of that. Past x4 the GL sampler's
+# upscaled x8 costs a CPU a large part of a frame per panel, x4 about a quarter of that
+# (docs/figures.md, "Figures moved out of docstrings"). Past x4 the GL sampler's
 # linear filter finishes the enlargement between pixels the bicubic already rounded, which looks
 # the same from a projector's distance.
 MAX_UPSCALE = 4

@@ -120,9 +120,9 @@ class PanelTextures:
         """[H, W, C] CPU image -> graded uint8 in pt.host, with numpy into reused buffers.
 
         Why numpy and not torch here: torch's CPU ops run on OpenMP threads that keep spinning
-        after each op, and on a machine with few cores they starve llvmpipe's render threads;
-        measured here (2 busy cores), a 256 px panel upload took ~48 ms through torch and ~0.5 ms
-        through numpy, which stays on this thread.
+        after each op, and on a machine with few cores they starve llvmpipe's render threads, so
+        a panel upload through torch can take a whole frame's budget; numpy stays on this thread
+        (docs/figures.md, "Figures moved out of docstrings").
         """
         if x.dtype not in (torch.uint8, torch.float16, torch.float32, torch.float64):
             x = x.float()  # bfloat16 and friends have no numpy dtype

@@ -25,8 +25,8 @@ BASE_VERSION = 1
 
 log = logging.getLogger("unstable.cache")
 
-# Seconds per training step with one thread on a 2-core CPU, measured when the shipped files were
-# made; only for the announcement's rough duration (a GPU is faster, a busier CPU slower).
+# Seconds per training step with one thread on the 2-core CPU the shipped files were made on;
+# only for the announcement's rough duration (a GPU is faster, a busier CPU slower).
 SECONDS_PER_STEP = {"vae": 0.25, "density-judge": 0.25, "classifier": 0.2, "judge": 0.045}
 # The recipes' default steps, for callers that do not say how many steps they train.
 DEFAULT_STEPS = {"vae": 1200, "density-judge": 1200, "classifier": 600, "judge": 600}

@@ -12,8 +12,8 @@ classifier's feature space (10-d logits), whatever extractor the run was trained
   cached beside the base models, never seen by BAD), since BAD optimises against the run's own
   classifier and can learn patterns that fool it.
   Read precision together with recall and diversity: k-NN precision does not punish a decoder
-  that collapses onto a few points inside the data's manifold (measured here: a collapsed,
-  near-black unbounded run scored precision 0.96-1.0 against the data in both spaces, recall 0).
+  that collapses onto a few points inside the data's manifold (a collapsed, near-black unbounded
+  run can score precision near 1 against the data in both spaces with recall 0; docs/bad-findings.md).
   Pixel space is no better: in 784-d, near-black images fall inside the data's k-NN balls;
 - typicality under an independent "density judge", a second VAE (another seed, trained once and
   cached, never seen by BAD): each sample is binarised like the data and scored by its negative
@@ -130,7 +130,7 @@ class Inference:
     within float tolerance, tests/test_eval_speed.py)."""
 
     # Batches of 250: the activations of a batch of 1000 (200 MB for the decoder's last layer) are
-    # fresh pages every pass, and faulting them in cost as much system time as the convolutions.
+    # fresh pages every pass, and faulting them in costs as much system time as the convolutions.
     batch: int = 250
     # oneDNN's convolutions, the transposed ones above all, run about twice as fast in NHWC.
     channels_last: bool = True
