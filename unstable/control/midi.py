@@ -43,8 +43,8 @@ def backend(api: str = ""):
 
 
 def load_learned(path: Path, groups, source: str | None = None) -> list[MidiMap]:
-    """The bindings learned before (`<run>/midi-learn.toml`); one that no longer fits the show (a
-    parameter renamed) is one log line and left out."""
+    """The bindings learned in earlier runs (`<run>/midi-learn.toml`); one that does not fit the
+    show it is loaded into (a parameter renamed) is one log line and left out."""
     from ..config import load_dataclass, read_toml
     from ..errors import ConfigError
     if not path.is_file():

@@ -123,7 +123,7 @@ class ClassifierEmbedding(nn.Module):
     """Digits [N, 1, 28, 28] -> the digit classifier's penultimate activations [N, 128].
 
     Richer than the 10 logits: a pattern that barely moves the logits (a faint dot lattice, a
-    texture) still moves the embedding, so an MMD bound measured here holds the decoder closer to
+    texture) still moves the embedding, so an MMD bound measured in it holds the decoder closer to
     the digits' look as well as to their classes. Shares the classifier's (frozen) weights."""
 
     def __init__(self, classifier: nn.Module):

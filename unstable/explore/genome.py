@@ -71,7 +71,7 @@ def _generators(rng, t, base):
     n = get(t, "ensemble.generators")
     n2 = rng.choice([m for m in (2, 3, 4) if m != n])
     put(t, "ensemble.generators", n2)
-    # Named targets and rates refer to generators that may no longer exist: back to the cyclic default.
+    # Named targets and rates refer to generators the child may not have: back to the cyclic default.
     put(t, "ensemble.targets", {})
     put(t, "ensemble.lr_scale", {})
 

@@ -68,7 +68,7 @@ class AutomationRecorder:
     # at `max_bytes` (a show's [disk] automation_max_mb; MAX_BYTES by default, about two days of a
     # show moving four audio maps every frame), or when its disk has less than MIN_FREE left
     # (checked every CHECK_EVERY lines). Stopped, not rotated: a continuation file would need the
-    # state at the start of the frame whose line no longer fits, which that frame has already moved
+    # state at the start of the frame whose line does not fit, which that frame has already moved
     # on from, and the files of a rotation either all stay (then the cap bounds nothing the floor
     # does not) or the oldest go (then the start of the performance, still in its video, is lost).
     MAX_BYTES = 512 << 20

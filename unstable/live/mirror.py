@@ -27,7 +27,7 @@ class SamplingMirror:
     `sync()` (training thread, between steps) refreshes the copy with `copy.accumulate(system)`
     (decay 0: the trainable weights the copy samples with, their buffers and the step count, which
     growth depends on); `sample()` (render thread) samples the copy. Both hold `lock`, so a sample
-    sees one whole set of weights. A copy whose modules no longer pair up with the system's (a
+    sees one whole set of weights. A copy whose modules do not pair up with the system's (a
     module replaced by another shape) is built again.
 
     Nothing expensive runs in `sample()`: the system's latent directions and channel clusters

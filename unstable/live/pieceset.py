@@ -95,7 +95,8 @@ class PieceSet:
 
     def checkpoint_soon(self) -> None:
         """Write every piece's checkpoint without holding a frame: the training thread does it when it
-        runs (it owns the weights); otherwise a thread of its own (tens of ms against a 33 ms frame)."""
+        runs (it owns the weights); otherwise a thread of its own (a checkpoint write can take
+        longer than a frame)."""
         if self.trainer is not None and self.trainer.alive:
             for p in self.by_name.values():
                 p.checkpoint_requested = True
