@@ -155,6 +155,12 @@ class Show:
     def name(self) -> str:
         return self.settings.name
 
+    @property
+    def walk_tempo(self) -> float | None:
+        """The tempo (BPM) a walk period in beats was turned into seconds at, which the timeline
+        scales the walk's speed against (ShowTimeline's `walk_bpm`); None for a period in seconds."""
+        return float(self.settings.tempo.bpm) if self.settings.walk.period_beats > 0 else None
+
     def scene_list(self) -> list[SceneSettings]:
         """The scenes, or one that shows the show's layout forever when none are given."""
         return list(self.settings.scenes) or [SceneSettings(name="main", crossfade=0.0)]
@@ -251,14 +257,25 @@ def with_instruments(piece: Any, entry: PieceEntry, source: str, name: str) -> A
 
 
 def _beats_in_seconds(raw: dict, source: str) -> dict:
-    """Scene durations and crossfades written in beats or bars ("8 bars") as `*_beats` plus their
-    seconds at the show's starting tempo (what a render's length and the look-ahead estimate from)."""
+    """Scene durations and crossfades, and the walk's period, written in beats or bars ("8 bars")
+    as `*_beats` plus their seconds at the show's starting tempo (what a render's length and the
+    look-ahead estimate from; the walk's clock scales its speed by the live tempo over that one)."""
     from .tempo import TempoSettings, parse_beats
     tempo = raw.get("tempo") if isinstance(raw.get("tempo"), dict) else {}
     defaults = TempoSettings()
     bpm, per_bar = tempo.get("bpm", defaults.bpm), tempo.get("beats_per_bar", defaults.beats_per_bar)
     if not isinstance(bpm, (int, float)) or not isinstance(per_bar, int) or not bpm > 0 or per_bar < 1:
         return raw  # the loader says what is wrong with [tempo]
+    walk = raw.get("walk")
+    if isinstance(walk, dict):
+        try:
+            beats = parse_beats(walk.get("period"), per_bar)
+        except ValueError as e:
+            raise ConfigError(source, "walk.period", str(e)) from None
+        if beats is not None:
+            if not beats > 0:
+                raise ConfigError(source, "walk.period", f"{walk['period']!r} must be more than 0 beats")
+            raw = {**raw, "walk": {**walk, "period": beats * 60.0 / bpm, "period_beats": beats}}
     scenes = raw.get("scenes")
     if not isinstance(scenes, list):
         return raw

@@ -20,7 +20,9 @@ Time in seconds may be a float or an exact `Fraction` (an offline render passes 
 exactly), and with a Fraction the loop wraps exactly: a render lands on its keyframes bit-exactly.
 
 Live shows drive a walk with `WalkClock`, which integrates speed x wall time into a phase
-(changing speed never jumps); offline renders compute each frame's exact time themselves.
+(changing speed never jumps); offline renders compute each frame's exact time themselves. A show's
+period in beats ("4 bars") is its seconds at the show's starting tempo, and the show's timeline
+scales the clock's speed by live tempo / starting tempo, so a loop takes its beats at any tempo.
 """
 
 from __future__ import annotations
@@ -56,7 +58,10 @@ class WalkSettings:
     latents: tuple[tuple[float, ...], ...] = setting((), doc="explicit keyframe latents (one list per keyframe), fed to every panel")
     interpolation: Interpolation = setting("cubic", doc="path between keyframes: linear, slerp, cubic (C2 spline) or catmull_rom")
     loop: bool = setting(True, doc="close the path: the frame after the last keyframe returns to the first without a seam")
-    period: float = setting(4.0, gt=0, doc="seconds per keyframe, or per whole loop (see period_per)")
+    period: float = setting(4.0, gt=0, doc="seconds per keyframe, or per whole loop (see period_per); in a show "
+                            "also beats or bars, '4 bars', '8 beats' (then the walk follows the live tempo)")
+    period_beats: float = setting(0.0, ge=0, doc="the period in beats (set by writing `period` in beats or bars; "
+                                  "`period` then holds its seconds at the show's starting tempo)")
     period_per: Literal["keyframe", "loop"] = setting("keyframe", doc="what `period` measures")
     easing: Easing = setting("none", doc="ease each segment (smoothstep etc.: linger at keyframes)")
     temperature: float = setting(1.0, ge=0, le=100, doc="scale of the latents (N(0, T^2) keyframes)")

@@ -58,7 +58,9 @@ class ShowTimeline:
     """The time-varying state of a show: one per live show, one per offline render of it.
 
     `scenes` are resolved (`Show.resolved_scenes()`); `pieces` name the walk clocks. The store
-    starts at the show's starting values and scene 0's presets, settled.
+    starts at the show's starting values and scene 0's presets, settled. `walk_bpm` (`Show.walk_tempo`):
+    the walk's period was given in beats and is its seconds at this tempo, so the walk clocks run at
+    walk_speed x tempo / walk_bpm; None: a period in seconds, the clocks run at walk_speed.
     """
 
     state_of = None  # frame n follows from the frames before it (smoothing, scenes, walk phases)
@@ -68,7 +70,8 @@ class ShowTimeline:
     UPCOMING_FRAMES = 8
 
     def __init__(self, scenes: Sequence, store: ParameterStore, pieces: Sequence[str], fps, *, loop: bool = True,
-                 start_values: Mapping[str, Mapping[str, float]] | None = None, audio=None):
+                 start_values: Mapping[str, Mapping[str, float]] | None = None, audio=None,
+                 walk_bpm: float | None = None):
         self.timer = FrameTimer(fps)
         self.store = store
         if start_values:
@@ -80,6 +83,7 @@ class ShowTimeline:
         store.settle()
         self.now = 0.0
         self.clocks = {name: WalkClock(time_source=self._clock_time) for name in pieces}
+        self.walk_bpm = None if walk_bpm is None else float(walk_bpm)
         self.recorder: AutomationRecorder | None = None
         self.automation: Automation | None = None
         # unstable.audio.mapping.AudioModulator: audio features move mapped parameters in the
@@ -118,7 +122,14 @@ class ShowTimeline:
         scenes = self.director.update(t)
         walk_times = {}
         for name, clock in self.clocks.items():
-            clock.speed = snap.get(name, {}).get("walk_speed", 1.0)
+            speed = snap.get(name, {}).get("walk_speed", 1.0)
+            if self.walk_bpm is not None:
+                # A period in beats: walk seconds per second follow the tempo (the beat clock's,
+                # a non-finite one already refused). Through the clock's speed, so the time since the
+                # last frame runs at the tempo it had (as the beats do) and a change never jumps;
+                # and the walk counts its own beats: a Link re-alignment moves the beat count, not it.
+                speed *= self.beats.bpm / self.walk_bpm
+            clock.speed = speed
             walk_times[name] = clock.tick()
         return FrameState(frame, t, snap, scenes, walk_times, actions, targets, self._upcoming(frame))
 

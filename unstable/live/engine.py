@@ -172,7 +172,7 @@ class Engine:
         self.audio = open_show_audio(self.show, self.params, o.audio, echo=self.echo)
         self.timeline = ShowTimeline(self.show.resolved_scenes(), self.params, list(piece_set.systems), s.fps,
                                      loop=s.loop_scenes, start_values={n: e.params for n, e in s.pieces.items()},
-                                     audio=self.audio)
+                                     audio=self.audio, walk_bpm=self.show.walk_tempo)
         self.slots = SlotClock(self.timeline)
         self.controls = Controls(self.params, self.show, osc_port=o.osc_port, web_port=o.web_port, web=o.web,
                                  scene_pieces=piece_set.scene_pieces, piece_actions=piece_set.piece_actions)

@@ -126,7 +126,8 @@ def open_show(show_path: str | Path, *, seconds: float | None = None, preset: st
             from ..audio.mapping import AudioModulator
             modulator = AudioModulator(s.audio.map, {k: store.spec(*k) for k in store.keys()}, fps, audio_in)
         tl = ShowTimeline(show.resolved_scenes(), store, list(sources), s.fps, loop=s.loop_scenes,
-                          start_values={n: e.params for n, e in s.pieces.items()}, audio=modulator)
+                          start_values={n: e.params for n, e in s.pieces.items()}, audio=modulator,
+                          walk_bpm=show.walk_tempo)
         if auto is not None:
             tl.replay(auto)
         return tl
