@@ -81,7 +81,7 @@ class Compositor:
 
     def _make_targets(self):
         w, h = self.size
-        # RGBA8: 3-component render targets are not required to be renderable and are slower here.
+        # RGBA8: 3-component render targets are not required to be renderable and can be slower.
         self._frame = self._made(self.ctx.texture((w, h), 4))
         self._fbo = self._made(self.ctx.framebuffer([self._frame]))
         # Second scene of a crossfade; made up front so a crossfade starting mid-show allocates nothing.
@@ -158,8 +158,8 @@ class Compositor:
             m = None if _is_identity(m) else m
             # The same tensor, upscaled and graded alike, in both scenes of a crossfade is uploaded
             # once. The key is the scene's own tensor, kept alive in the value: an address alone
-            # is reused by the allocator (a temporary upscaled copy of the next panel got this
-            # one's id, and every panel showed the first).
+            # is reused by the allocator (a temporary upscaled copy of the next panel can get this
+            # one's id, and every panel would show the first).
             dedupe = (id(source), k, filt == "sharp", None if m is None else m.tobytes())
             hit = uploaded.get(dedupe)
             if hit is not None:

@@ -132,7 +132,8 @@ class Inference:
     # Batches of 250: the activations of a batch of 1000 (200 MB for the decoder's last layer) are
     # fresh pages every pass, and faulting them in costs as much system time as the convolutions.
     batch: int = 250
-    # oneDNN's convolutions, the transposed ones above all, run about twice as fast in NHWC.
+    # oneDNN's convolutions, the transposed ones above all, run much faster in NHWC
+    # (docs/figures.md, "Figures moved out of docstrings").
     channels_last: bool = True
     # The held-out digits' features, the base reference draws and every set's k-NN radii are
     # computed once per base and reused across temperatures, decoders and runs.

@@ -239,9 +239,9 @@ class NdiSource:
         else:
             self._rgba[..., :3] = rgb
         t0 = time.time()  # NDI's timestamp of the frame falls between these two
-        # A metadata frame before each video frame: without one, the receivers in other processes
-        # on this loopback got no video at all in our runs (cause unknown: NDI's or cyndilib's
-        # receive side); it also tells a receiver the frame's number, though it may arrive a
+        # A metadata frame before each video frame: without one, receivers in other processes on
+        # the same host can get no video at all (cause unknown: NDI's or cyndilib's receive
+        # side); it also tells a receiver the frame's number, though it may arrive a
         # frame apart from the picture (the timestamp is exact).
         self._sender.send_metadata("unstable", {"frame": str(frame)})
         self._sender.write_video(self._rgba.reshape(-1))
