@@ -271,8 +271,8 @@ class DivergenceSystem(Instrumented):
     def load_state_dict(self, state: dict) -> None:
         """Restore a `state_dict()`; the base models in it replace any cached ones.
 
-        Older checkpoints also hold `nan_restores` (the count of the system's own NaN guard, which
-        gave way to the TrainingGuard): ignored."""
+        A checkpoint written by an older version may also hold `nan_restores` (a NaN-restore count;
+        the TrainingGuard keeps its own): ignored."""
         if "base_decoder" in state and "classifier" in state:
             self.base_decoder.load_state_dict(state["base_decoder"])
             # The guard loads its last good state back after a bad step: the same classifier, whose

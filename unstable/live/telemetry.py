@@ -42,8 +42,8 @@ def rss_bytes() -> int:
 
     Called every second of a show. It opens nothing per call, so it works when the process is out
     of file descriptors: /proc/self/statm is opened once and re-read in place, and `resource` is
-    imported with this module (importing it on the spot needs a descriptor too: a connection flood
-    that used them all ended a show here). On any failure: the last value read, and one log line.
+    imported with this module (importing it on the spot needs a descriptor too, and a connection
+    flood that used them all would end the show here). On any failure: the last value read, and one log line.
     """
     global _statm, _statm_pid, _rss_last, _rss_failed
     try:
