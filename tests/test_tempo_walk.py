@@ -129,6 +129,11 @@ def test_a_bad_walk_period_is_one_line_naming_the_file_and_key(tmp_path):
             show_at(tmp_path, period=period, name="bad.toml")
         msg = str(info.value)
         assert "bad.toml" in msg and "walk.period" in msg and what in msg and "\n" not in msg, msg
+    text = SHOW_TEXT.format(bpm=120, period="x").replace('"x"', "3.0\nperiod_beats = 4")
+    with pytest.raises(ConfigError) as info:
+        load_show(write_show(tmp_path, text, name="bad.toml"))
+    msg = str(info.value)
+    assert "bad.toml" in msg and "walk.period_beats" in msg and "\n" not in msg, msg
     # And from the command line: a non-zero exit with that line.
     path = write_show(tmp_path, SHOW_TEXT.format(bpm=120, period="4 barz"), name="bad.toml")
     r = CliRunner().invoke(main, ["render", str(path), "--seconds", "1"])

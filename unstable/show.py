@@ -268,6 +268,9 @@ def _beats_in_seconds(raw: dict, source: str) -> dict:
         return raw  # the loader says what is wrong with [tempo]
     walk = raw.get("walk")
     if isinstance(walk, dict):
+        if "period_beats" in walk:  # by hand it could disagree with `period`, which the walk draws from
+            raise ConfigError(source, "walk.period_beats", "is set from `period` written in beats or bars, "
+                              "write period = \"4 beats\" instead")
         try:
             beats = parse_beats(walk.get("period"), per_bar)
         except ValueError as e:
