@@ -47,13 +47,13 @@ def show_at(tmp_path, bpm=120, period="4 beats", name="show.toml"):
     return load_show(write_show(tmp_path, SHOW_TEXT.format(bpm=bpm, period=period), name=name))
 
 
-def timeline(show, walk_bpm="show"):
-    """The show's timeline on a store of the eq piece's common and the show's tempo parameters;
-    `walk_bpm` "show" as the drivers pass it (Show.walk_tempo)."""
+def timeline(show):
+    """The show's timeline on a store of the eq piece's common and the show's tempo parameters,
+    made as the drivers make it (walk_bpm = Show.walk_tempo)."""
     t = show.settings.tempo
     store = ParameterStore({"eq": common_specs(), SHOW: show_specs(1) + tempo_specs(t.bpm, t.link)})
     return ShowTimeline(show.resolved_scenes(), store, ["eq"], FPS,
-                        walk_bpm=show.walk_tempo if walk_bpm == "show" else walk_bpm)
+                        walk_bpm=show.walk_tempo)
 
 
 def walk_times(tl, frames, at=None):
@@ -113,14 +113,15 @@ def test_a_tempo_change_mid_loop_changes_the_walks_speed_without_a_jump():
 
 
 def test_a_period_in_seconds_walks_as_before_whatever_the_tempo(tmp_path):
-    show = show_at(tmp_path, period="4 beats")
     seconds = load_show(write_show(tmp_path, SHOW_TEXT.format(bpm=120, period="x").replace('"x"', "2.0"),
                                    name="secs.toml"))
     assert seconds.walk_tempo is None and seconds.settings.walk.period_beats == 0
     plain = walk_times(timeline(seconds), 30, {5: 60.0, 12: 200.0})
     assert np.allclose(plain, np.arange(30) / FPS, rtol=0, atol=1e-12)          # the tempo moved nothing
-    # The same numbers, bit for bit, as a timeline that knows nothing of beats.
-    assert plain == walk_times(timeline(show, walk_bpm=None), 30, {5: 60.0, 12: 200.0})
+    # The same numbers, bit for bit, as a timeline made without `walk_bpm` (as before walks had beats).
+    store = ParameterStore({"eq": common_specs(), SHOW: show_specs(1) + tempo_specs(120.0)})
+    before = ShowTimeline(seconds.resolved_scenes(), store, ["eq"], FPS)
+    assert plain == walk_times(before, 30, {5: 60.0, 12: 200.0})
 
 
 def test_a_bad_walk_period_is_one_line_naming_the_file_and_key(tmp_path):
