@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from .errors import UnstableError
+from .explore.cli import explore
 from .friendly import friendly
 
 DEVICE = click.Choice(["auto", "cpu", "cuda"])
@@ -93,76 +94,16 @@ def _live_env() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-def _with_ndi(show, name: str):
-    """`show` publishing NDI as `name` ('' : the [outputs.ndi] name, else the show's)."""
-    import dataclasses
-
-    from .frame.ndi_sink import NdiSettings, check_ndi_name
-    try:
-        check_ndi_name(name, "--ndi")
-    except ValueError as e:
-        raise UnstableError(str(e)) from None
-    out = show.settings.outputs
-    ndi = dataclasses.replace(out.ndi or NdiSettings(), **({"name": name} if name else {}))
-    return dataclasses.replace(show, settings=dataclasses.replace(
-        show.settings, outputs=dataclasses.replace(out, ndi=ndi)))
-
-
-def _run_live(show_path, *, headless, fullscreen, monitor, seconds, record, telemetry, osc_port, device, run, fresh,
-              train=True, resume=False, automation=None, size=None, reset_params=False, audio=None, web_port=None,
-              web=True, fallback_ports=False, overwrite=False, ndi=None, midi=None, link=False):
+def _run_live(show_path, *, size=None, **options):
+    """`unstable live` and `unstable demo`: play the show as asked (unstable.live.launch), then the end
+    lines; Ctrl-C before the show started is one line and exit status 130."""
     _live_env()
-    from .live import Engine
-    from .show import load_show
-    from .system import resolve_device
-    show = load_show(show_path)
-    if size is not None:  # a projector's size instead of the show's
-        import dataclasses
-        w, h = _size(size)
-        if w % 2 or h % 2:
-            raise UnstableError(f"--size {size}: must be even in both directions (recordings are yuv420p)")
-        show = dataclasses.replace(show, settings=dataclasses.replace(show.settings, size=(w, h)))
-    if ndi is not None:  # --ndi [NAME]: the show's [outputs.ndi] (panels, groups) under this name
-        show = _with_ndi(show, ndi)
-    if midi is not None or link:  # --midi PORT / --link: as if the show file said so
-        import dataclasses
-        s = show.settings
-        show = dataclasses.replace(show, settings=dataclasses.replace(
-            s, midi=dataclasses.replace(s.midi, port=midi if midi is not None else s.midi.port),
-            tempo=dataclasses.replace(s.tempo, link=s.tempo.link or link)))
-    if record is not None and not overwrite:  # an earlier recording is kept, as renders are
-        from .render.naming import unused
-        chosen = unused(Path(record))
-        if chosen != Path(record):
-            click.echo(f"live: {record} exists; recording to {chosen} (--overwrite replaces it)")
-        record = str(chosen)
-    from .ports import choose_ports  # a taken port is found now, not after minutes of preparing the pieces
-    osc_port, web_port = choose_ports(show, osc_port, web_port, web=web, fallback=fallback_ports, echo=click.echo,
-                                      name="demo" if fallback_ports else "live")
-    engine = Engine(show, device=resolve_device(device), headless=headless, fullscreen=fullscreen or None,
-                    monitor=monitor, seconds=seconds, record=record, telemetry=telemetry, osc_port=osc_port,
-                    run_dir=run, fresh=fresh, resume=resume, train=train, echo=click.echo, automation=automation,
-                    reset_params=reset_params, audio=audio, web_port=web_port, web=web)
-    from .control.show_inputs import ShowInputs
-    inputs = ShowInputs(show)
-    inputs.attach(engine)
+    from .live.launch import play
     try:
-        r = engine.run()
+        return play(show_path, size=_size(size), echo=click.echo, **options)
     except KeyboardInterrupt:
         click.echo("live: interrupted before the show started", err=True)
         sys.exit(130)
-    finally:
-        inputs.stop()
-    steps = ", ".join(f"{n} {k} steps ({r.steps_per_second[n]:g}/s)" for n, k in r.steps.items())
-    click.echo(f"live: {r.frames} frames in {r.seconds:.1f} s ({r.fps:g} fps), frame time p50 {r.interval_p50_ms:.1f} ms "
-               f"p99 {r.interval_p99_ms:.1f} ms, work p50 {r.work_p50_ms:.1f} ms p99 {r.work_p99_ms:.1f} ms, "
-               f"{r.late_frames} late ({r.dropped_slots} slots dropped, {r.repeated_frames} repeated in recordings); "
-               f"{steps}")
-    for path in r.recordings:
-        click.echo(f"live: recorded {path}")
-    for name, err in r.errors.items():
-        click.echo(f"live: {name} stopped training: {err}", err=True)
-    return r
 
 
 @main.command()
@@ -427,9 +368,7 @@ def render_concat(parts, out, audio, overwrite):
         click.echo(f"concat: {audio} muxed into {out}")
 
 
-from .explore.cli import explore as _explore  # noqa: E402 - after `friendly`, which it uses
-
-main.add_command(_explore)
+main.add_command(explore)
 
 
 if __name__ == "__main__":
