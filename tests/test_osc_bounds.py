@@ -123,7 +123,7 @@ def test_a_stills_checkpoint_without_training_is_written_beside_the_frames_not_i
 def test_stills_of_one_frame_use_unique_temporary_names(tmp_path):
     from unstable.live.recorder import Recorder
     rec = Recorder(None, show="s", size=(8, 8), fps=10, run_dir=tmp_path, stills_keep=3)
-    rec.MAX_STILL_THREADS = 100
+    rec.stills.MAX_THREADS = 100
     frame = np.zeros((8, 8, 3), np.uint8)
     paths = [rec.still(frame, n % 2) for n in range(20)]  # 10 stills of each of two frames at once
     assert all(paths) and rec.close() == []

@@ -34,6 +34,7 @@ from ..disk import MB, free_bytes, is_no_space, keep_newest
 from ..errors import UnstableError
 from ..frame.automation import automation_path
 from ..frame.timeline import ShowTimeline
+from .stills import StillWriter
 
 log = logging.getLogger("unstable.live")
 
@@ -52,7 +53,6 @@ class Recorder:
     AutomationRecorder's default, 0: no cap).
     """
 
-    MAX_STILL_THREADS = 2  # stills still being written; more are refused (a flood is bounded)
     MAX_FINISHING = 2      # recordings being finished in the background at once
     FULL = 64 * 1024       # bytes free below which a disk is full (room left to finish the file)
     PRESET = "h264_live"   # fragmented MP4: what reached the disk plays (tests record losslessly)
@@ -65,7 +65,6 @@ class Recorder:
         self.automation_max = automation_max
         self.sound = Path(sound) if sound is not None else None
         self.min_free = int(min_free)
-        self.stills_keep = int(stills_keep)
         self.recordings_budget = int(recordings_budget)
         self._free = free
         self._auto_named = False
@@ -79,9 +78,8 @@ class Recorder:
         self._pending: Path | None = None
         self._automation_only = Path(automation) if automation is not None else None
         self.recordings: list[str] = []
-        self.stills: list[str] = []
+        self.stills = StillWriter(run_dir / "stills", show, int(stills_keep), self.warn, self._still_refused)
         self.errors: list[str] = []
-        self._threads: list[threading.Thread] = []
         self._finishers: list[threading.Thread] = []
         self._lock = threading.Lock()  # self.recordings: a finisher removes an empty one
         self.repeated = 0                  # slots the show dropped, filled with the frame before
@@ -271,47 +269,18 @@ class Recorder:
     def still(self, frame: np.ndarray, number: int) -> Path | None:
         """Write a PNG of `frame` ([H, W, 3] uint8, copied) in the background; returns its path
         (None: refused, while earlier stills are being written or the disk is nearly full)."""
-        path = self.run_dir / "stills" / f"{self.show}-{number:07d}.png"
-        self._threads = [x for x in self._threads if x.is_alive()]
-        if len(self._threads) >= self.MAX_STILL_THREADS:
-            self.warn.warning("stills-busy", "still %s skipped: %d stills are still being written",
-                              path, len(self._threads))
-            return None
+        return self.stills.write(frame, number)
+
+    def _still_refused(self, path: Path) -> bool:
         free = self._below_floor(path)
         if free is not None:
             self._fail(f"still {path} not written: {self._floor_line(free)}", key="floor")
-            return None
-        frame = frame.copy()
-        keep = self.stills_keep
-
-        def write():
-            import imageio.v3 as iio
-            # A unique temporary name: two stills of one frame must not write into each other.
-            tmp = path.with_name(f".{path.name}.{os.getpid()}-{next(_unique)}.tmp")
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                iio.imwrite(tmp, frame, extension=".png")
-                tmp.replace(path)
-            except OSError as e:
-                self.warn.warning("still-failed", "still %s failed: %s", path, e)
-                tmp.unlink(missing_ok=True)
-                return
-            if keep > 0:
-                keep_newest(path.parent.glob(f"{self.show}-*.png"), count=keep)
-
-        t = threading.Thread(target=write, name="unstable-still", daemon=True)
-        t.start()
-        self._threads.append(t)
-        if len(self.stills) >= 1000:
-            del self.stills[:500]
-        self.stills.append(str(path))
-        return path
+        return free is not None
 
     def close(self) -> list[str]:
         """Finish everything; returns the problems met (one line each)."""
         self.stop()
         for t in self._finishers:  # a recording is whole before the show says it ended
             t.join()
-        for t in self._threads:
-            t.join(10)
+        self.stills.close()
         return list(self.errors)

@@ -89,6 +89,6 @@ class Reporter:
             dropped_slots=timer.dropped if timer else 0, repeated_frames=rec.repeated if rec else 0,
             steps={n: p.steps for n, p in e.pieces.items()},
             steps_per_second={n: round(p.steps / elapsed, 2) if elapsed > 0 else 0.0 for n, p in e.pieces.items()},
-            recordings=list(rec.recordings) if rec else [], stills=list(rec.stills) if rec else [],
+            recordings=list(rec.recordings) if rec else [], stills=list(rec.stills.paths) if rec else [],
             checkpoints=list(piece_set.checkpoints) if piece_set else [],
             errors=piece_set.errors() if piece_set else {})
