@@ -19,6 +19,7 @@ import json
 import logging
 import subprocess
 import sys
+import threading
 import time
 
 import aiohttp
@@ -206,6 +207,48 @@ def test_when_every_place_is_taken_the_oldest_client_of_the_heaviest_address_mak
     assert web_lines(caplog, "to make room") == [
         "web: websocket web:127.0.0.2 closed to make room for 127.0.0.3 (127.0.0.2 holds 3 of the 3 places)"]
     assert web_lines(caplog, "refused") == ["web: websocket from 127.0.0.3 refused: 3 clients already"]
+
+
+def test_newcomers_arriving_at_once_never_take_more_than_every_place(hog):
+    """Making room closes the displaced client, and the newcomer's handshake follows: both wait on
+    the network. Newcomers arriving meanwhile must find that place taken (4 places once ended with
+    7 clients: each found the place another had just made and took it too)."""
+    with serve(max_clients=4) as srv:
+        url = f"http://127.0.0.1:{srv.port}/"
+        peak, watching = [0], threading.Event()
+
+        def watch():  # the hub's count, as often as this thread runs, until the clients are closed
+            while not watching.is_set():
+                peak[0] = max(peak[0], len(srv.hub.clients))
+                time.sleep(0.0002)
+
+        async def one(s):
+            with contextlib.suppress(aiohttp.WSServerHandshakeError):
+                return await s.ws_connect(url)
+
+        async def main():
+            sessions = [session(f"127.0.0.{k}") for k in range(2, 9)]
+            try:
+                held = [await sessions[0].ws_connect(url) for _ in range(4)]
+                came = await asyncio.gather(*(one(s) for s in sessions[1:] for _ in range(3)))
+                got_in = [ws for ws in came if ws is not None]
+                await asyncio.sleep(0.3)
+                served = len(srv.hub.clients)
+                for ws in (*held, *got_in):
+                    await ws.close()
+                return got_in, served
+            finally:
+                for s in sessions:
+                    await s.close()
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        try:
+            got_in, served = asyncio.run(main())
+        finally:
+            watching.set()
+            watcher.join()
+    assert got_in and peak[0] <= 4 and served <= 4, (len(got_in), peak[0], served)
 
 
 # -- commands ----------------------------------------------------------------------------------------

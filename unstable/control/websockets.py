@@ -119,6 +119,7 @@ class WebsocketHub:
         self.clients: set[_Client] = set()
         self.loop: asyncio.AbstractEventLoop | None = None  # the web server's, while it runs
         self._next_id = 0
+        self._joining: dict[str, int] = {}   # per address: newcomers given a place, handshake not done
         self._pending: dict[tuple[str, str], Any] = {}
         self._pending_lock = threading.Lock()
         self._flush_due = False
@@ -143,12 +144,27 @@ class WebsocketHub:
                               "from %s, not this show's page", request.remote, shorten(origin))
             return web.Response(status=403, text="403: websockets are for this show's own page\n")
         address = address_key(request.remote or "")
-        if len(self.clients) >= self.max_clients and not await self._make_room(address):
-            self.warn.warning("full", "web: websocket from %s refused: %d clients already", request.remote,
-                              len(self.clients))
-            return web.Response(status=503, text=f"503: {len(self.clients)} websocket clients already\n")
-        ws = web.WebSocketResponse(max_msg_size=self.max_message, heartbeat=30.0)
-        await ws.prepare(request)
+        victim = None
+        if self._places_taken() >= self.max_clients:
+            victim = self._make_room(address)
+            if victim is None:
+                taken = self._places_taken()
+                self.warn.warning("full", "web: websocket from %s refused: %d clients already", request.remote,
+                                  taken)
+                return web.Response(status=503, text=f"503: {taken} websocket clients already\n")
+        # The place is this newcomer's from here on: closing the client it displaces and the
+        # handshake both wait on the network, and a newcomer arriving meanwhile must find it taken.
+        self._joining[address] = self._joining.get(address, 0) + 1
+        try:
+            if victim is not None:
+                with contextlib.suppress(Exception):
+                    await victim.ws.close(code=1013, message=b"room made for another address")
+            ws = web.WebSocketResponse(max_msg_size=self.max_message, heartbeat=30.0)
+            await ws.prepare(request)
+        finally:
+            self._joining[address] -= 1
+            if not self._joining[address]:
+                del self._joining[address]
         self._next_id += 1
         client = _Client(ws, (f"web:{request.remote}", self._next_id), self.rate, address)
         client.share = self.total_rate / 2.0 / (len(self.clients) + 1)  # its part from the start
@@ -185,25 +201,29 @@ class WebsocketHub:
                               request.remote, self.max_message)
         return ws
 
-    async def _make_room(self, address: str) -> bool:
-        """Every place is taken: the oldest client of the address holding the most places goes, when
-        that address holds at least two more than `address` would. One machine filling the places
-        (64 clients from a flood) cannot keep a phone or the show's own page out; clients spread
-        evenly over addresses keep theirs."""
-        counts: dict[str, int] = {}
+    def _places_taken(self) -> int:
+        return len(self.clients) + sum(self._joining.values())
+
+    def _make_room(self, address: str) -> _Client | None:
+        """Every place is taken: the oldest client of the address holding the most places goes (it is
+        returned, for the caller to close), when that address holds at least two more than `address`
+        would. One machine filling the places (64 clients from a flood) cannot keep a phone or the
+        show's own page out; clients spread evenly over addresses keep theirs. Newcomers still in
+        their handshake hold their address's places too, so a burst of them displaces no more."""
+        counts = dict(self._joining)
         for c in self.clients:
             counts[c.address] = counts.get(c.address, 0) + 1
         heaviest = max(counts, key=counts.get, default=None)
         if heaviest is None or counts[heaviest] < counts.get(address, 0) + 2:
-            return False
-        victim = min((c for c in self.clients if c.address == heaviest), key=lambda c: c.origin[1])
+            return None
+        victim = min((c for c in self.clients if c.address == heaviest), key=lambda c: c.origin[1], default=None)
+        if victim is None:  # all of its places are newcomers' still in their handshake
+            return None
         self.clients.discard(victim)
         self.stats["ws_displaced"] = self.stats.get("ws_displaced", 0) + 1
         self.warn.warning(("displaced", heaviest), "web: websocket %s closed to make room for %s (%s holds %d of "
                           "the %d places)", victim.origin[0], address, heaviest, counts[heaviest], self.max_clients)
-        with contextlib.suppress(Exception):
-            await victim.ws.close(code=1013, message=b"room made for another address")
-        return True
+        return victim
 
     def _budget(self, client: _Client) -> bool:
         """A token bucket of `rate` messages a second, burst 2 s: past it messages are dropped, and a
