@@ -42,20 +42,20 @@ import contextlib
 import logging
 import secrets
 import threading
-from importlib import resources
 from typing import Callable, Iterable
 
 
 from ..errors import UnstableError
 from .dispatch import OscDispatcher
 from .handlers import OscHandlers
-from .oscquery import EXTENSIONS, AddressSpace
-from .osclog import RateLimitedLog, RateLimitFilter, shorten
+from .oscquery import AddressSpace
+from .osclog import RateLimitedLog, RateLimitFilter
 from .access import HostCheck, TokenGate
 from .connections import ConnectionGuard, loop_error_handler
 from .adverts import advertise
 from .store import ParameterStore
 from .websockets import WebsocketHub
+from .routes import ControlRoutes
 from .transport import AllowList, is_loopback, parse_allow
 
 log = logging.getLogger("unstable.web")
@@ -63,7 +63,6 @@ log = logging.getLogger("unstable.web")
 __all__ = ["WebServer"]
 
 KiB = 1024
-_ASSETS = {"index.html": "text/html", "page.js": "text/javascript", "page.css": "text/css"}
 
 
 class WebServer:
@@ -193,13 +192,7 @@ class WebServer:
         from aiohttp import web
         app = web.Application(middlewares=[ConnectionGuard.middleware(lambda: self.guard), self.gate.middleware()],
                               client_max_size=self.max_body)
-        app.router.add_get("/control", self._page)
-        app.router.add_get("/control/", self._page)
-        app.router.add_get("/control/show.json", self._show_json)
-        app.router.add_get("/control/preview.jpg", self._preview)
-        app.router.add_get("/control/{name}", self._asset)
-        app.router.add_get("/favicon.ico", self._no_icon)
-        app.router.add_get("/{path:.*}", self._root)
+        ControlRoutes(self).add_to(app)
         # keepalive_timeout: an idle connection between requests is closed as soon as one that never
         # sent its first (the guard's timer), not after aiohttp's default hour.
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None, keepalive_timeout=self.idle_timeout,
@@ -239,84 +232,6 @@ class WebServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-    # -- HTTP -----------------------------------------------------------------------------------
-
-    async def _page(self, request):
-        return self.gate.with_cookie(request, self._file("index.html"))
-
-    async def _asset(self, request):
-        name = request.match_info["name"]
-        if name not in _ASSETS:
-            return self._not_found(request, f"no file {name!r} on the control page")
-        return self._file(name)
-
-    def _file(self, name: str):
-        from aiohttp import web
-        data = resources.files("unstable.control").joinpath("web", name).read_bytes()
-        return web.Response(body=data, content_type=_ASSETS[name], charset="utf-8",
-                            headers={"Cache-Control": "no-cache"})
-
-    async def _no_icon(self, request):
-        from aiohttp import web
-        return web.Response(status=204)  # browsers ask for one on every page: not worth a log line
-
-    async def _show_json(self, request):
-        from aiohttp import web
-        return web.json_response(self.space.page_schema(self.scenes))
-
-    async def _preview(self, request):
-        from aiohttp import web
-        got = self.preview() if self.preview is not None else None
-        if got is None:
-            return web.Response(status=503, text="503: no preview frame yet\n", headers={"Retry-After": "1"})
-        number, data = got
-        return web.Response(body=data, content_type="image/jpeg",
-                            headers={"Cache-Control": "no-store", "X-Frame": str(number)})
-
-    def _not_found(self, request, why: str):
-        from aiohttp import web
-        self.stats["not_found"] += 1
-        self.warn.warning("not_found", "web: %s from %s: %s", shorten(request.path_qs), request.remote, why)
-        return web.Response(status=404, text=f"404: {why}\n")
-
-    async def _root(self, request):
-        from aiohttp import web
-        if request.headers.get("Upgrade", "").lower() == "websocket":
-            return await self.hub.handle(request)
-        path = "/" + request.match_info["path"]
-        path = path.rstrip("/") or "/"
-        attrs = [k for k in request.query if k != "token"]
-        if len(attrs) > 1:
-            self.stats["bad_request"] += 1
-            return web.Response(status=400, text=f"400: ask for one attribute at a time, got {', '.join(attrs)}\n")
-        if attrs and attrs[0] == "HOST_INFO":
-            return web.json_response(self._host_info(request))
-        if attrs:
-            status, body = self.space.attribute(path, attrs[0])
-            if status == 400:
-                self.stats["bad_request"] += 1
-                self.warn.warning("attribute", "web: %s from %s: unknown attribute %s", shorten(path),
-                                  request.remote, shorten(attrs[0]))
-                return web.Response(status=400, text=f"400: unknown attribute {attrs[0][:40]!r}\n")
-            if status == 404:
-                return self._not_found(request, f"no OSC node at {path[:80]}")
-            if status == 204:
-                return web.Response(status=204)
-            return web.json_response(body)
-        node = self.space.node(path)
-        if node is None:
-            return self._not_found(request, f"no OSC node at {path[:80]}")
-        return web.json_response(node)
-
-    def _host_info(self, request) -> dict:
-        here = (request.transport.get_extra_info("sockname") or ("127.0.0.1",))[0] if request.transport else "127.0.0.1"
-        osc_ip = here if self.osc_host in ("0.0.0.0", "::", "") else self.osc_host
-        info = {"NAME": self.space.name, "OSC_TRANSPORT": "UDP", "WS_IP": here, "WS_PORT": self.port,
-                "EXTENSIONS": dict(EXTENSIONS)}
-        if self.osc_port is not None:
-            info.update(OSC_IP=osc_ip, OSC_PORT=self.osc_port)
-        return info
 
     # -- pushes to the websocket clients (any thread) --------------------------------------------
 
