@@ -135,6 +135,33 @@ def test_a_client_that_keeps_flooding_is_closed_with_1008_message_flood_and_a_li
         "web: websocket web:127.0.0.1 closed: it kept sending more than 10 messages/s"]
 
 
+def test_bursts_over_the_rate_with_pauses_between_drop_their_excess_but_never_close_the_client(hog):
+    """A page that now and then sends a burst over its rate (a preset's many moves at once) loses
+    each burst's excess, and is not a flood: its drops must not add up, burst after burst, to the
+    count that closes a client that keeps flooding (5 s of its rate: 50 here)."""
+    n = 45  # 25 over the 2 s burst of 10 a second: past 50 drops in the third burst if they add up
+    with serve(rate=10) as srv:
+        async def main():
+            async with aiohttp.ClientSession() as s:
+                ws = await s.ws_connect(f"http://127.0.0.1:{srv.port}/")
+                for burst in range(3):
+                    if burst:
+                        await asyncio.sleep(2.2)  # the budget refills: the burst is over
+                    for i in range(n):
+                        await ws.send_bytes(osc("/unstable/eq/hue", i))
+                await asyncio.sleep(2.2)
+                await ws.send_bytes(osc("/unstable/eq/fade", 0.5))  # still served after the last burst
+                assert await asyncio.to_thread(wait_for, lambda: abs(srv.store.get("eq", "fade") - 0.5) < 1e-6)
+                await ws.close()
+                await all_gone(srv)
+                return ws.close_code
+
+        assert asyncio.run(main()) == 1000
+        st = srv.stats
+    assert st["ws_closed_flood"] == 0
+    assert st["ws_dropped"] > 50 and st["ws_messages"] + st["ws_dropped"] == 3 * n + 1, st
+
+
 def test_clients_together_stay_within_the_total_and_what_is_over_is_counted_and_said(caplog, hog):
     """A total of 2 a second: each client's share is half of it split among the clients (1 a
     second, at most 1 held), the common pool the other half (1 a second, at most 1 held)."""

@@ -227,10 +227,14 @@ class WebsocketHub:
 
     def _budget(self, client: _Client) -> bool:
         """A token bucket of `rate` messages a second, burst 2 s: past it messages are dropped, and a
-        client that keeps flooding for 5 s worth of its budget is closed."""
+        client that keeps flooding for 5 s worth of its budget is closed (its drops count from the
+        last time its budget was full)."""
         now = time.monotonic()
         client.tokens = min(self.rate * 2.0, client.tokens + (now - client.stamp) * self.rate)
         client.stamp = now
+        if client.tokens >= self.rate * 2.0:
+            # A full budget: what it dropped before was a burst that ended, not a flood going on.
+            client.dropped = 0
         if client.tokens >= 1.0:
             client.tokens -= 1.0
             return True
