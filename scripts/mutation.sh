@@ -102,7 +102,7 @@ spec() {
       # Without the zeroconf test: mDNS is machine-wide, so two runs at once (shards, or anyone's
       # test run) announce the same service and it fails whatever the mutant (a false kill).
       # test_websocket_hub.py first: its few seconds decide most mutants before test_oscquery's minute.
-      echo "unstable/control/websockets.py|tests/test_websocket_hub.py tests/test_oscquery.py||--deselect tests/test_oscquery.py::test_zeroconf_announces_the_show_to_an_oscquery_browser_on_another_machine" ;;
+      echo "unstable/control/websockets.py unstable/control/ws_admission.py|tests/test_websocket_hub.py tests/test_oscquery.py||--deselect tests/test_oscquery.py::test_zeroconf_announces_the_show_to_an_oscquery_browser_on_another_machine" ;;
     bending) echo "unstable/bending.py unstable/clusters.py|tests/test_bending.py tests/test_bending_mutants.py|" ;;
     farm)
       # a real Dask cluster per test module: slow, run it alone

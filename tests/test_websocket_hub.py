@@ -67,6 +67,11 @@ def session(src: str) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(src, 0)))
 
 
+# A websocket handshake's request, sent as a plain GET to read a refusal's body.
+UPGRADE = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+           "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
+
+
 def web_lines(caplog, words: str) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == "unstable.web" and words in r.getMessage()]
 
@@ -215,9 +220,8 @@ def test_when_every_place_is_taken_the_oldest_client_of_the_heaviest_address_mak
                 assert await still_open(held[1]) and await still_open(held[2])
                 assert srv.stats["ws_displaced"] == 1
                 # 2 from .2, 1 from .3: the phone's second would leave .2 only one more: refused
-                with pytest.raises(aiohttp.WSServerHandshakeError) as full:
-                    await phone.ws_connect(url)
-                assert full.value.status == 503
+                async with phone.get(url, headers=UPGRADE) as refused:
+                    assert (refused.status, await refused.text()) == (503, "503: 3 websocket clients already\n")
                 # a third machine with none: .2's oldest left (held[1]), the phone keeps its place
                 third = await other.ws_connect(url)
                 msg = await held[1].receive(timeout=5)
@@ -278,6 +282,33 @@ def test_newcomers_arriving_at_once_never_take_more_than_every_place(hog):
             watching.set()
             watcher.join()
     assert got_in and peak[0] <= 4 and served <= 4, (len(got_in), peak[0], served)
+
+
+# -- refused and closed ----------------------------------------------------------------------------
+
+def test_a_message_over_the_size_limit_closes_with_1009_and_a_foreign_page_is_refused_each_with_a_line(caplog):
+    caplog.set_level(logging.WARNING, "unstable.web")
+    with serve(max_message=1024) as srv:
+        url = f"http://127.0.0.1:{srv.port}/"
+
+        async def main():
+            async with session("127.0.0.2") as s:
+                ws = await s.ws_connect(url)
+                await ws.send_bytes(b"\0" * 2000)
+                msg = await ws.receive(timeout=5.0)
+                assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 1009, msg
+                await all_gone(srv)  # its handler has ended (and said why)
+                with pytest.raises(aiohttp.WSServerHandshakeError) as foreign:
+                    await s.ws_connect(url, origin="http://evil.example")
+                assert foreign.value.status == 403
+                own = await s.ws_connect(url, origin=f"http://127.0.0.1:{srv.port}")  # the show's page
+                await own.close()
+
+        asyncio.run(main())
+        assert srv.stats["refused"] == 1
+    assert web_lines(caplog, "web: websocket from") == [
+        "web: websocket from 127.0.0.2 closed: a message over 1024 bytes",
+        "web: websocket from 127.0.0.2 refused: opened by a page from 'http://evil.example', not this show's page"]
 
 
 # -- commands ----------------------------------------------------------------------------------------

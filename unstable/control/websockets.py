@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 from .connections import address_key
 from .dispatch import OscDispatcher
 from .oscquery import AddressSpace
+from .ws_admission import Admission, Bucket
 from .osclog import RateLimitedLog, shorten
 
 log = logging.getLogger("unstable.web")
@@ -59,39 +60,8 @@ class _Client:
         self.stamp = time.monotonic()
         self.dropped = 0
         self.flooded = False
-        self.share = 0.0              # its part of the total budget (WebsocketHub._total_budget)
+        self.share = 0.0              # its part of the total budget (Admission.total_budget)
         self.share_stamp = self.stamp
-
-
-class _Bucket:
-    """A token bucket: `rate` tokens a second, at most `burst` seconds of them held."""
-
-    def __init__(self, rate: float, burst: float = 1.0):
-        self.rate = float(rate)
-        self.cap = self.rate * burst
-        self.tokens = self.cap
-        self.stamp = time.monotonic()
-
-    def refill(self) -> float:
-        now = time.monotonic()
-        self.tokens = min(self.cap, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        return self.tokens
-
-    def take(self) -> bool:
-        """One token, if there is one."""
-        if self.refill() >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
-
-    async def acquire(self, want: int) -> int:
-        """Wait for at least one token; take up to `want`, return how many were taken."""
-        while self.refill() < 1.0:
-            await asyncio.sleep((1.0 - self.tokens) / self.rate)
-        n = min(int(want), int(self.tokens))
-        self.tokens -= n
-        return n
 
 
 class WebsocketHub:
@@ -112,14 +82,14 @@ class WebsocketHub:
         self.rate = float(rate)
         self.max_clients = int(max_clients)
         self.total_rate = float(total_rate)
-        self._pool = _Bucket(self.total_rate / 2.0)   # the half of the total anyone may take
-        self._out = _Bucket(float(out_rate))
+        self._out = Bucket(float(out_rate))
         for k in ("ws_over_total", "ws_out_waits"):
             stats.setdefault(k, 0)
         self.clients: set[_Client] = set()
+        self.admission = Admission(self.clients, stats, warn, max_clients=max_clients, rate=rate,
+                                   total_rate=total_rate)
         self.loop: asyncio.AbstractEventLoop | None = None  # the web server's, while it runs
         self._next_id = 0
-        self._joining: dict[str, int] = {}   # per address: newcomers given a place, handshake not done
         self._pending: dict[tuple[str, str], Any] = {}
         self._pending_lock = threading.Lock()
         self._flush_due = False
@@ -133,7 +103,7 @@ class WebsocketHub:
 
     async def handle(self, request):
         """Serve one websocket connection (an upgraded request) until it closes."""
-        from aiohttp import WSMsgType, web
+        from aiohttp import WSCloseCode, WSMsgType, web
         origin = request.headers.get("Origin")
         # The Host header itself (request.host would look up this machine's name when it is missing).
         if origin is not None and urlsplit(origin).netloc != request.headers.get("Host", ""):
@@ -145,16 +115,17 @@ class WebsocketHub:
             return web.Response(status=403, text="403: websockets are for this show's own page\n")
         address = address_key(request.remote or "")
         victim = None
-        if self._places_taken() >= self.max_clients:
-            victim = self._make_room(address)
+        if self.admission.taken() >= self.max_clients:
+            victim = self.admission.make_room(address)
             if victim is None:
-                taken = self._places_taken()
+                taken = self.admission.taken()
                 self.warn.warning("full", "web: websocket from %s refused: %d clients already", request.remote,
                                   taken)
                 return web.Response(status=503, text=f"503: {taken} websocket clients already\n")
         # The place is this newcomer's from here on: closing the client it displaces and the
         # handshake both wait on the network, and a newcomer arriving meanwhile must find it taken.
-        self._joining[address] = self._joining.get(address, 0) + 1
+        joining = self.admission.joining
+        joining[address] = joining.get(address, 0) + 1
         try:
             if victim is not None:
                 with contextlib.suppress(Exception):
@@ -162,19 +133,23 @@ class WebsocketHub:
             ws = web.WebSocketResponse(max_msg_size=self.max_message, heartbeat=30.0)
             await ws.prepare(request)
         finally:
-            self._joining[address] -= 1
-            if not self._joining[address]:
-                del self._joining[address]
+            joining[address] -= 1
+            if not joining[address]:
+                del joining[address]
         self._next_id += 1
         client = _Client(ws, (f"web:{request.remote}", self._next_id), self.rate, address)
         client.share = self.total_rate / 2.0 / (len(self.clients) + 1)  # its part from the start
         self.clients.add(client)
         writer = asyncio.ensure_future(self._writer(client))
+        oversize = False
         try:
             async for msg in ws:
                 if msg.type == WSMsgType.ERROR:
+                    # From the error, not ws.close_code: the close handshake replaces that with the
+                    # code of the client's reply (1000 from aiohttp's client).
+                    oversize = getattr(msg.data, "code", None) == WSCloseCode.MESSAGE_TOO_BIG
                     break
-                if not self._budget(client):
+                if not self.admission.budget(client):
                     if client.flooded:
                         self.stats["ws_closed_flood"] += 1
                         # Rate-limited too: a client that floods, is closed and reconnects would
@@ -184,7 +159,7 @@ class WebsocketHub:
                         await ws.close(code=1008, message=b"message flood", drain=False)
                         break
                     continue
-                if not self._total_budget(client):
+                if not self.admission.total_budget(client):
                     continue
                 self.stats["ws_messages"] += 1
                 if msg.type == WSMsgType.TEXT:
@@ -196,72 +171,10 @@ class WebsocketHub:
             writer.cancel()
             with contextlib.suppress(BaseException):
                 await writer
-        if ws.close_code == 1009:
+        if oversize:
             self.warn.warning("ws_size", "web: websocket from %s closed: a message over %d bytes",
                               request.remote, self.max_message)
         return ws
-
-    def _places_taken(self) -> int:
-        return len(self.clients) + sum(self._joining.values())
-
-    def _make_room(self, address: str) -> _Client | None:
-        """Every place is taken: the oldest client of the address holding the most places goes (it is
-        returned, for the caller to close), when that address holds at least two more than `address`
-        would. One machine filling the places (64 clients from a flood) cannot keep a phone or the
-        show's own page out; clients spread evenly over addresses keep theirs. Newcomers still in
-        their handshake hold their address's places too, so a burst of them displaces no more."""
-        counts = dict(self._joining)
-        for c in self.clients:
-            counts[c.address] = counts.get(c.address, 0) + 1
-        heaviest = max(counts, key=counts.get, default=None)
-        if heaviest is None or counts[heaviest] < counts.get(address, 0) + 2:
-            return None
-        victim = min((c for c in self.clients if c.address == heaviest), key=lambda c: c.origin[1], default=None)
-        if victim is None:  # all of its places are newcomers' still in their handshake
-            return None
-        self.clients.discard(victim)
-        self.stats["ws_displaced"] = self.stats.get("ws_displaced", 0) + 1
-        self.warn.warning(("displaced", heaviest), "web: websocket %s closed to make room for %s (%s holds %d of "
-                          "the %d places)", victim.origin[0], address, heaviest, counts[heaviest], self.max_clients)
-        return victim
-
-    def _budget(self, client: _Client) -> bool:
-        """A token bucket of `rate` messages a second, burst 2 s: past it messages are dropped, and a
-        client that keeps flooding for 5 s worth of its budget is closed (its drops count from the
-        last time its budget was full)."""
-        now = time.monotonic()
-        client.tokens = min(self.rate * 2.0, client.tokens + (now - client.stamp) * self.rate)
-        client.stamp = now
-        if client.tokens >= self.rate * 2.0:
-            # A full budget: what it dropped before was a burst that ended, not a flood going on.
-            client.dropped = 0
-        if client.tokens >= 1.0:
-            client.tokens -= 1.0
-            return True
-        client.dropped += 1
-        self.stats["ws_dropped"] += 1
-        self.warn.warning(("flood", client.origin[0]), "web: websocket %s sends more than %g messages/s; "
-                          "dropping the rest", client.origin[0], self.rate)
-        client.flooded = client.dropped > self.rate * 5
-        return False
-
-    def _total_budget(self, client: _Client) -> bool:
-        """Whether all clients together are within `total_rate`: the client's even share first (the
-        pool's other half split among the clients now connected), then the common pool."""
-        now = time.monotonic()
-        share = self.total_rate / 2.0 / max(1, len(self.clients))
-        client.share = min(share, client.share + (now - client.share_stamp) * share)
-        client.share_stamp = now
-        if client.share >= 1.0:
-            client.share -= 1.0
-            return True
-        if self._pool.take():
-            return True
-        self.stats["ws_dropped"] += 1
-        self.stats["ws_over_total"] += 1
-        self.warn.warning("ws_total", "web: websocket clients together send more than %g messages/s; dropping "
-                          "the rest (%d clients)", self.total_rate, len(self.clients))
-        return False
 
     def _command(self, client: _Client, text: str) -> None:
         try:
