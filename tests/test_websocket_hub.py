@@ -24,6 +24,7 @@ import time
 
 import aiohttp
 import pytest
+from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
 
 from helpers import wait_for
@@ -348,6 +349,29 @@ def test_each_bad_command_is_one_exact_line_per_address_and_the_client_stays_ser
         "web: websocket web:127.0.0.3: IGNORE 5 is not a method with a value",
         "web: websocket web:127.0.0.3: unknown command 'FOO'",
     ]
+
+
+# -- out: the budget for everything sent ------------------------------------------------------------
+
+def test_past_the_out_budget_a_listener_waits_and_ends_on_the_newest_value():
+    with serve(ws_out_rate=2) as srv:  # 2 a second, 2 held: the third change waits for a token
+        async def main():
+            async with aiohttp.ClientSession() as s:
+                ws = await s.ws_connect(f"http://127.0.0.1:{srv.port}/")
+                await ws.send_str(json.dumps({"COMMAND": "LISTEN", "DATA": "/unstable/eq/hue"}))
+                assert await asyncio.to_thread(wait_for, lambda: any(c.listens for c in list(srv.hub.clients)))
+                for v in (10.0, 20.0, 30.0, 40.0, 50.0):
+                    srv.store.set("eq", "hue", v)
+                    await asyncio.sleep(0.05)
+                newest, last = OscMessage(srv.space.message("/unstable/eq/hue")).params[0], None
+                while last != newest:  # whatever coalesced on the way, the newest value arrives
+                    msg = await ws.receive(timeout=5.0)
+                    assert msg.type == aiohttp.WSMsgType.BINARY, msg
+                    last = OscMessage(msg.data).params[0]
+                await ws.close()
+
+        asyncio.run(main())
+        assert srv.stats["ws_out_waits"] > 0
 
 
 # -- telemetry -------------------------------------------------------------------------------------

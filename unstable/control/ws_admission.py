@@ -5,6 +5,7 @@ clients' total). Used by `websockets.WebsocketHub`, in the web server's event lo
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from .osclog import RateLimitedLog
