@@ -16,7 +16,6 @@ recorded, not raised. Only a dying worker makes the task fail (Dask retries it e
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import socket
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from ..render.parts import torch_threads
 from .measures import descriptor, probe
 from .records import read_json, write_atomic
 
@@ -47,17 +47,6 @@ def guard_trips(folder: Path) -> int:
     except FileNotFoundError:
         pass
     return n
-
-
-@contextlib.contextmanager
-def torch_threads(n: int):
-    """Train with `n` torch threads (what a variant's numbers depend on), then restore the worker's."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _load(folder: Path, device: torch.device):
