@@ -132,8 +132,9 @@ def nested_tensors(obj):
             yield from nested_tensors(v)
 
 
-def tiny_eq_piece(train: str, name: str = "tiny-eq", seed: int = 5) -> str:
-    """A tiny equilibrium piece file (8 px, 4-8 channels, batch 4) with these [train] lines."""
+def tiny_eq_piece(train: str, name: str = "tiny-eq", seed: int = 5, resolution: int = 8) -> str:
+    """A tiny equilibrium piece file (8 px unless asked, 4-8 channels, batch 4) with these [train]
+    lines."""
     return f"""
 name = "{name}"
 kind = "equilibrium"
@@ -141,8 +142,8 @@ seed = {seed}
 [train]
 {train}
 [generator]
-resolution = 8
-start_resolution = 8
+resolution = {resolution}
+start_resolution = {resolution}
 z_dim = 8
 w_dim = 8
 mapping_layers = 1

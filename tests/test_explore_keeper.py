@@ -9,6 +9,7 @@ import random
 import pytest
 import torch
 
+from helpers import tiny_eq_piece
 from unstable.explore.keeper import Keeper, KeeperSettings, keep_training
 from unstable.guard import GuardSettings, TrainingGuard
 from unstable.schema import defaults
@@ -16,28 +17,7 @@ from unstable.system import build_system, load_piece
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-PIECE = """name = "keeper-tiny"
-kind = "equilibrium"
-seed = 3
-[train]
-steps = 1
-[generator]
-resolution = 16
-start_resolution = 16
-z_dim = 8
-w_dim = 8
-mapping_layers = 1
-min_channels = 4
-max_channels = 8
-[generator.optim]
-batch = 4
-[critic]
-min_channels = 4
-max_channels = 8
-embedding_dim = 8
-[critic.optim]
-batch = 4
-"""
+PIECE = tiny_eq_piece("steps = 1", name="keeper-tiny", seed=3, resolution=16)
 
 
 def system(tmp_path):
