@@ -45,15 +45,15 @@ import threading
 from typing import Callable, Iterable
 
 
-from ..errors import UnstableError
 from .dispatch import OscDispatcher
 from .handlers import OscHandlers
 from .oscquery import AddressSpace
 from .osclog import RateLimitedLog, RateLimitFilter
 from .access import HostCheck, TokenGate
-from .connections import ConnectionGuard, loop_error_handler
+from .connections import ConnectionGuard
 from .adverts import advertise
 from .store import ParameterStore
+from .serving import serve_in_thread
 from .websockets import WebsocketHub
 from .routes import ControlRoutes
 from .transport import AllowList, is_loopback, parse_allow
@@ -145,43 +145,12 @@ class WebServer:
         """Bind and serve in a thread of its own; a port in use is an UnstableError."""
         if self._thread is not None:
             return self
-        ready = threading.Event()
-        failure: list[BaseException] = []
 
-        def run():
-            loop = asyncio.new_event_loop()
+        def took(loop):
             self._loop = self.hub.loop = loop
-            asyncio.set_event_loop(loop)
-            loop.set_exception_handler(loop_error_handler(self.warn))
-            try:
-                loop.run_until_complete(self._serve())
-            except BaseException as e:
-                failure.append(e)
-                ready.set()
-                loop.close()
-                return
-            ready.set()
-            try:
-                loop.run_forever()
-            finally:
-                loop.run_until_complete(self._shutdown())
-                # Connections the cleanup did not end (a client that stopped mid-request): cancel
-                # their handlers so closing the loop leaves nothing pending.
-                rest = [t for t in asyncio.all_tasks(loop) if not t.done()]
-                for t in rest:
-                    t.cancel()
-                loop.run_until_complete(asyncio.gather(*rest, return_exceptions=True))
-                loop.close()
 
-        self._thread = threading.Thread(target=run, name="unstable-web", daemon=True)
-        self._thread.start()
-        ready.wait(30.0)
-        if failure:
-            self._thread.join(timeout=5.0)
-            self._thread = None
-            e = failure[0]
-            why = e.strerror if isinstance(e, OSError) and e.strerror else e
-            raise UnstableError(f"cannot serve the control page on {self.host}:{self.requested_port}: {why}")
+        self._thread = serve_in_thread("unstable-web", f"the control page on {self.host}:{self.requested_port}",
+                                       self._serve, self._shutdown, self.warn, took)
         self.store.add_listener(self.hub.on_change)
         if self.advertise:
             self._zeroconf = advertise(self.space.name, self.host, self.port, self.osc_host, self.osc_port, self.url())

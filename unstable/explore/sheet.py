@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Iterable
 
 from ..control.access import HostCheck, TokenGate
-from ..control.connections import ConnectionGuard, loop_error_handler
+from ..control.connections import ConnectionGuard
 from ..control.osclog import RateLimitedLog
+from ..control.serving import serve_in_thread
 from ..control.transport import AllowList, is_loopback, parse_allow
 from ..errors import UnstableError
 from .page import PAGE
@@ -90,38 +91,11 @@ class ContactSheet:
 
     def start(self) -> "ContactSheet":
         """Bind and serve in a thread of its own; a port in use is an UnstableError."""
-        ready, failure = threading.Event(), []
-
-        def run():
-            loop = asyncio.new_event_loop()
+        def took(loop):
             self._loop = loop
-            asyncio.set_event_loop(loop)
-            loop.set_exception_handler(loop_error_handler(self.warn))
-            try:
-                loop.run_until_complete(self._serve())
-            except BaseException as e:  # noqa: BLE001 - reported by start()
-                failure.append(e)
-                ready.set()
-                loop.close()
-                return
-            ready.set()
-            try:
-                loop.run_forever()
-            finally:
-                if self.guard is not None:
-                    self.guard.close()
-                loop.run_until_complete(self._runner.cleanup())
-                loop.close()
 
-        self._thread = threading.Thread(target=run, name="unstable-explore-web", daemon=True)
-        self._thread.start()
-        ready.wait(30.0)
-        if failure:
-            self._thread.join(5.0)
-            self._thread = None
-            e = failure[0]
-            raise UnstableError(f"cannot serve the contact sheet on {self.host}:{self.requested_port}: "
-                                f"{e.strerror if isinstance(e, OSError) and e.strerror else e}")
+        self._thread = serve_in_thread("unstable-explore-web", f"the contact sheet on {self.host}:{self.requested_port}",
+                                       self._serve, self._shutdown, self.warn, took)
         return self
 
     def stop(self) -> None:
@@ -136,6 +110,11 @@ class ContactSheet:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+    async def _shutdown(self) -> None:
+        if self.guard is not None:
+            self.guard.close()
+        await self._runner.cleanup()
 
     async def _serve(self) -> None:
         from aiohttp import web
