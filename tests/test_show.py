@@ -125,6 +125,7 @@ BAD_SHOWS = [
     ('[pieces.eq]', '[pieces."e q"]', "pieces.e q", "OSC address"),
     ('[pieces.eq]', '[pieces.show]', "pieces.show", "show's own OSC group"),
     ('[pieces.eq]', '[pieces.subscribe]', "pieces.subscribe", "reserved"),
+    ('[pieces.eq]', '[pieces.preset]', "pieces.preset", "reserved"),
     ('piece = "pieces/eq.toml"', 'piece = "pieces/nope.toml"', "pieces.eq.piece", "no such piece file"),
     ('piece = "pieces/eq.toml"', 'pice = "pieces/eq.toml"', "pieces.eq.pice", "did you mean 'piece'"),
     ('[layout]', '[osc]\nsubscribe = ["localhost"]\n[layout]', "osc.subscribe[0]", "host:port"),

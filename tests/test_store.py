@@ -160,6 +160,7 @@ def test_records_and_stills_coalesce_and_cannot_push_scenes_out():
 @pytest.mark.parametrize("groups, match", [
     ({"e q": []}, "cannot be used in an OSC address"),
     ({"sync": []}, "reserved"),
+    ({"preset": []}, "reserved"),
     ({"eq": [ParamSpec("raw", 0, 1, 0)]}, "not 'raw'"),
     ({"eq": [ParamSpec("a/b", 0, 1, 0)]}, "cannot be used"),
     ({"eq": [ParamSpec("a", 0, 1, 0), ParamSpec("a", 0, 2, 0)]}, "defined twice"),

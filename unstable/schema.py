@@ -103,7 +103,8 @@ SHOW = "show"
 # in a show that maps audio.
 AUDIO = "audio"
 # Top-level words of the address space; a piece cannot take one of these names.
-RESERVED = frozenset({"subscribe", "unsubscribe", "sync", "scene", "still", "record"})
+# "preset": /unstable/preset/save|recall|morph (control/presets.py).
+RESERVED = frozenset({"subscribe", "unsubscribe", "sync", "scene", "still", "record", "preset"})
 # Show parameters whose change by a controller is also an action for the engine.
 ACTIONS = frozenset({(SHOW, "scene"), (SHOW, "record")})
 # Actions on one piece, at /unstable/<piece>/<action>: recompute its latent directions (matched to
