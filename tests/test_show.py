@@ -286,3 +286,16 @@ def test_unstable_demo_plays_the_demo_show_headless_and_records(tmp_cwd, monkeyp
     for name in ("eq", "bad"):
         assert load_checkpoint(tmp_cwd / "runs" / "live" / "demo" / name / "checkpoint.pt")["kind"] in (
             "equilibrium", "divergence")
+
+
+@pytest.mark.parametrize("walk, frames", [
+    ("period = 2\nkeyframes = 3", 60),                          # 3 segments of 2 s at 10 fps
+    ("period = 6\nperiod_per = \"loop\"\nkeyframes = 3", 60),   # the loop is 6 s, whatever the count
+    ("period = 2\nseeds = [7, 8, 9, 10]", 80),                 # the seeds set the count, not `keyframes`
+    ("period = 2\nkeyframes = 3\nloop = false", 40),           # an open path has one segment fewer
+])
+def test_a_show_without_scene_durations_renders_one_pass_of_its_walk(tmp_path, walk, frames):
+    from unstable.render.show_frames import show_frame_count
+    show = load_show(write_show(tmp_path, "size = [96, 32]\nfps = 10\n[pieces.eq]\npiece = \"pieces/eq.toml\"\n"
+                                          f"[walk]\n{walk}\n"))
+    assert show_frame_count(show, None, None) == frames

@@ -93,6 +93,18 @@ class WalkSettings:
         """Number of keyframes."""
         return len(self.latents) or len(self.keyframe_seeds)
 
+    @property
+    def steps(self) -> int:
+        """Keyframe-to-keyframe segments of one pass: the closing one back to the first too when the
+        walk loops."""
+        return self.count if self.loop else self.count - 1
+
+    def loop_seconds(self) -> Fraction:
+        """Seconds of one pass along the path (exact): `period` itself when it is given per loop,
+        else `period` per segment."""
+        per = exact(self.period)
+        return per if self.period_per == "loop" else per * self.steps
+
 
 def panel_seed(seed: int, panel_index: int) -> int:
     """The seed of a keyframe for one panel: the keyframe seed itself for panel 0, a hash for others.
@@ -141,7 +153,7 @@ class Walk:
         self._loop = s.loop
         # Time span of the path in keyframe units, and the period as an exact Fraction so that
         # Fraction times (frame / fps) wrap the loop exactly.
-        self._span = k if s.loop else k - 1
+        self._span = s.steps
         per = exact(s.period)
         if s.period_per == "loop":
             per /= max(self._span, 1)

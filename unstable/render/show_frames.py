@@ -49,8 +49,7 @@ def show_frame_count(show: Show, seconds: float | None, automation: Automation |
     scenes = show.scene_list()
     if all(s.duration > 0 for s in scenes) and show.settings.scenes:
         return max(1, round(exact(sum(s.duration for s in scenes)) * fps))
-    walk = show.settings.walk
-    return max(1, round(exact(walk.period) * walk.keyframes * fps))
+    return max(1, round(show.settings.walk.loop_seconds() * fps))
 
 
 def _load_weights(show: Show, systems: dict, run_dir: Path, device: torch.device) -> list:
