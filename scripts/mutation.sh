@@ -97,6 +97,22 @@ spec() {
       # replays on small files; the memory bound stays with the full suite.
       local d="--deselect tests/test_automation_files.py::"
       echo "unstable/frame/automation.py unstable/frame/timers.py|tests/test_frame.py tests/test_automation_files.py tests/test_mutation_automation.py||${d}test_a_200_mb_file_is_checked_and_replayed_in_bounded_memory ${d}test_a_shows_automation_cap_stops_its_file_once_the_show_goes_on_and_the_file_renders" ;;
+    timeline)
+      # the show timeline on its own (frame's spec reached under half of it), against the tests
+      # that advance, save and load a ShowTimeline; test_mutation_timeline.py pins what they did not
+      echo "unstable/frame/timeline.py|tests/test_frame.py tests/test_frame_mutants.py tests/test_lookahead.py tests/test_mutation_timeline.py|" ;;
+    lookahead)
+      echo "unstable/frame/lookahead.py|tests/test_lookahead.py tests/test_param_consumers.py tests/test_mutation_lookahead.py|" ;;
+    pipeline)
+      # the one frame call and the render cursor over it (real GL: decide timeouts with --direct)
+      echo "unstable/frame/pipeline.py unstable/frame/cursor.py|tests/test_frame_call.py tests/test_render_pipeline.py tests/test_lookahead.py tests/test_mutation_pipeline.py|" ;;
+    job-timeline)
+      # a render job's timeline (curves and plan per frame) and the timelapse's checkpoint source
+      echo "unstable/frame/job_timeline.py unstable/frame/timelapse.py|tests/test_render_pipeline.py tests/test_mutation_pipeline.py|" ;;
+    ws-admission)
+      # the websocket places and inbound budgets on their own (the websockets spec mutates them
+      # beside the hub, against test_oscquery.py's minute a mutant)
+      echo "unstable/control/ws_admission.py|tests/test_websocket_hub.py tests/test_mutation_admission.py|" ;;
     access) echo "unstable/control/access.py|tests/test_access_token.py|" ;;
     websockets)
       # Without the zeroconf test: mDNS is machine-wide, so two runs at once (shards, or anyone's
@@ -111,7 +127,7 @@ spec() {
     *) return 1 ;;
   esac
 }
-ALL=(divergence-losses equilibrium-losses walk params checkpoint guard compositor osc frame automation access websockets bending farm recorder)
+ALL=(divergence-losses equilibrium-losses walk params checkpoint guard compositor osc frame automation timeline lookahead pipeline job-timeline access websockets ws-admission bending farm recorder)
 
 MODE=run
 case "${1:-}" in --recheck) MODE=recheck; shift ;; --report) MODE=report; shift ;; --direct) MODE=direct; shift ;; esac
