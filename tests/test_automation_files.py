@@ -53,6 +53,16 @@ def test_a_good_file_loads_and_replays(tmp_path):
     assert auto.at(2)["scenes"] == [1]  # back in time: seeks again
 
 
+def test_a_replay_abandoned_part_way_leaves_at_working(tmp_path):
+    path = write(tmp_path, lines=['{"frame": 2, "t": 0.06, "set": {"eq": {"hue": 40}}}',
+                                  '{"frame": 5, "t": 0.1, "audio": [2]}'])
+    auto = load_automation(path)
+    replay = auto.frames()
+    assert next(replay)[0] == 2
+    replay.close()   # a caller stopped reading (a render's break, an error in its loop)
+    assert auto.at(5) == {"audio": [1.0]} and auto.at(2) == {"set": {"eq": {"hue": 40.0}}}
+
+
 @pytest.mark.parametrize("head, key", [
     (header(store=[1, 2]), "line 1.state.store"),
     (header(walk={"eq": {}}), "line 1.state.walk.eq.phase"),

@@ -227,19 +227,23 @@ class Automation:
     def frames(self):
         """(frame, changes) of every frame with changes, in order (streamed)."""
         self._seek(0)
-        item = self._read() if self._index else None
-        frame, merged = None, {}
-        while item is not None:
-            if frame is not None and item[0] != frame:
+        try:
+            item = self._read() if self._index else None
+            frame, merged = None, {}
+            while item is not None:
+                if frame is not None and item[0] != frame:
+                    yield frame, merged
+                    merged = {}
+                frame = item[0]
+                _merge(merged, item[1])
+                item = self._read()
+            if frame is not None:
                 yield frame, merged
-                merged = {}
-            frame = item[0]
-            _merge(merged, item[1])
-            item = self._read()
-        if frame is not None:
-            yield frame, merged
-        self.close()  # the next `at()` starts from the index again
-        self._at = -1
+        finally:
+            # Also when the caller stops early or a line fails: the file position is this replay's,
+            # so the next `at()` must start from the index again.
+            self.close()
+            self._at = -1
 
     @property
     def changes(self) -> dict[int, dict]:
