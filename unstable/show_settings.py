@@ -129,14 +129,18 @@ class TrainingBudget:
 
 @dataclass(frozen=True)
 class ActionSettings:
-    """`[actions]`: how often controllers may start and stop recordings and take stills. A burst of
-    requests is one action: within the interval only the newest wish counts, applied when it ends."""
+    """`[actions]`: how often controllers may start and stop recordings, take stills and refresh a
+    piece's directions or clusters. A burst of requests is one action: within the interval only the
+    newest wish counts, applied when it ends."""
 
     record_min_interval: float = setting(2.0, ge=0, le=3600, doc="seconds between a recording's start and "
                                          "its stop (or the next start)")
     still_min_interval: float = setting(1.0, ge=0, le=3600, doc="seconds between stills")
     still_checkpoint_every: float = setting(60.0, ge=0, doc="a still also writes checkpoints, at most this "
                                             "often (seconds)")
+    refresh_min_interval: float = setting(5.0, ge=0, le=3600, doc="seconds between two computations of a "
+                                          "piece's directions (or of its clusters): the first press acts at "
+                                          "once, presses within the interval are one computation at its end")
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,11 @@ __all__ = ["SamplingMirror", "REFRESH_MIN_INTERVAL"]
 
 log = logging.getLogger("unstable.live")
 
-# Seconds between the starts of two refresh computations of one piece: a controller's button held
-# down, or a flood at 100/s, is a handful of computations, each on a worker thread.
-REFRESH_MIN_INTERVAL = 0.5
+# Seconds between the starts of two computations of one kind (directions, clusters) of one piece,
+# the show's `[actions] refresh_min_interval` by default: a button held down, or a flood at 100/s,
+# is one computation every few seconds. Each still holds the GIL for a while (its Python between the
+# torch calls), which the render thread needs; the artist's first press still acts at once.
+REFRESH_MIN_INTERVAL = 5.0
 
 
 class SamplingMirror:
@@ -36,7 +38,7 @@ class SamplingMirror:
     """
 
     def __init__(self, system: Any, train_stream: "torch.cuda.Stream | None" = None, *, name: str = "",
-                 echo: Callable[[str], None] | None = None):
+                 echo: Callable[[str], None] | None = None, refresh_interval: float = REFRESH_MIN_INTERVAL):
         self.trained = system              # the training copy the mirror follows
         self.lock = threading.Lock()
         self.syncs = 0
@@ -49,14 +51,14 @@ class SamplingMirror:
         self.system = system.sampling_copy()
         # Refreshes (directions, clusters): asked for by the render thread, computed by a worker on a
         # snapshot of the copy, swapped in at the start of a later sample.
-        self.refresh_interval = REFRESH_MIN_INTERVAL
+        self.refresh_interval = float(refresh_interval)
         self.refresh_computations = 0
         self.refresh_errors = 0
         self._wanted: set[str] = set()
         self._ready: list[Callable[[], None]] = []
         self._requests = threading.Condition()
         self._worker: threading.Thread | None = None
-        self._last_refresh = -float("inf")
+        self._last_refresh: dict[str, float] = {}   # kind -> when its last computation started
         self._computing = False
         self._closed = False
         self._values: Mapping[str, float] = {}
@@ -90,10 +92,11 @@ class SamplingMirror:
         Never computed on the caller's (render) thread: a worker takes a snapshot of the copy and
         computes there (System.recompute), and the next `sample()` after it is done swaps the result
         in. Requests coalesce (any number while one is waiting is one computation) and computations
-        start at most every `refresh_interval` seconds."""
+        of one kind start at most every `refresh_interval` seconds: the first request after a quiet
+        interval starts at once, those within it are one computation when it ends."""
         with self._requests:
-            if self._closed:
-                return
+            if self._closed or what in self._wanted:
+                return  # already asked for: nothing to wake the worker for (a flood costs a lock each)
             self._wanted.add(what)  # the first computation and a refresh alike: one `recompute`
             if self._worker is None:
                 self._worker = threading.Thread(target=self._refresh_worker, name="unstable-refresh", daemon=True)
@@ -144,13 +147,16 @@ class SamplingMirror:
                     self._requests.wait()
                 if self._closed:
                     return
-                wait = self._last_refresh + self.refresh_interval - time.monotonic()
-                if wait > 0:
-                    self._requests.wait(wait)  # more requests may join this computation meanwhile
+                now = time.monotonic()
+                due = {w: self._last_refresh.get(w, -float("inf")) + self.refresh_interval for w in self._wanted}
+                wanted = sorted(w for w, t in due.items() if t <= now)
+                if not wanted:
+                    self._requests.wait(min(due.values()) - now)  # more requests join these meanwhile
                     continue
-                wanted, self._wanted = sorted(self._wanted), set()
+                self._wanted.difference_update(wanted)
                 self._computing = True
-                self._last_refresh = time.monotonic()
+                for w in wanted:
+                    self._last_refresh[w] = now
             try:
                 with self.lock, torch.no_grad():  # a whole set of weights, as a sample sees them
                     if self._cuda:

@@ -63,7 +63,8 @@ class PieceSet:
             self._train_stream = torch.cuda.Stream(self.device)
         s = self.show.settings
         for name, system in self.systems.items():
-            mirror = SamplingMirror(system, self._train_stream, name=name, echo=self.echo)
+            mirror = SamplingMirror(system, self._train_stream, name=name, echo=self.echo,
+                                    refresh_interval=s.actions.refresh_min_interval)
             panels = {display_name(name, p): p for p in system.panels()}
             piece = LivePiece(name=name, path=self.show.piece_paths[name], system=system, mirror=mirror,
                               source=PanelSource(name, system, mirror, self.walks[name], panels),

@@ -1,0 +1,118 @@
+"""A refresh flood (`/unstable/<piece>/clusters/refresh` at 100/s) is one computation of each kind
+every `[actions] refresh_min_interval` seconds, per piece: the first press acts at once, a press of
+another kind is not held behind the first kind's interval, and the presses within an interval are
+one computation when it ends. Each computation holds the GIL the render thread needs, so this is
+what keeps a flood from costing frames (issue 23's soak: 149,000 refresh requests in 30 minutes
+recomputed clusters and directions back to back)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import torch
+
+import unstable.bending as bending
+import unstable.directions as directions
+from unstable.errors import ConfigError
+from unstable.live.mirror import SamplingMirror
+from unstable.show import load_show
+from unstable.system import build_system, piece_from_dict
+
+from test_actions_offthread import PARAMS, PIECE, SHOW, TINY
+
+INTERVAL = 2.0
+
+
+@pytest.fixture
+def starts(monkeypatch):
+    """(kind, monotonic time) of every PCA ('directions') and k-means ('clusters') call."""
+    seen: list[tuple[str, float]] = []
+    pca, km = directions.principal_directions, bending.kmeans
+
+    def traced(kind, f):
+        def call(*a, **k):
+            seen.append((kind, time.monotonic()))
+            return f(*a, **k)
+        return call
+
+    monkeypatch.setattr(directions, "principal_directions", traced("directions", pca))
+    monkeypatch.setattr(bending, "kmeans", traced("clusters", km))
+    return seen
+
+
+def _computations(starts, kind, per):
+    """Start times of the computations of `kind` (each is `per` traced calls in a row)."""
+    times = [t for k, t in starts if k == kind]
+    assert len(times) % per == 0, (kind, len(times), per)
+    return times[::per]
+
+
+@pytest.mark.parametrize("load", ["idle", "cpu_hogs"])
+def test_a_refresh_flood_is_one_computation_per_kind_per_interval_and_the_first_press_acts_at_once(
+        starts, request, load):
+    if load == "cpu_hogs":
+        request.getfixturevalue("cpu_hogs")
+    torch.manual_seed(0)
+    system = build_system(piece_from_dict(TINY, "tiny.toml"), torch.device("cpu"))
+    mirror = SamplingMirror(system)
+    mirror.refresh_interval = INTERVAL
+    z = {n: torch.randn(1, 8, generator=torch.Generator().manual_seed(1)) for n in system.panels()}
+    assert mirror.wait_computed(60)
+    mirror.sample(z, PARAMS)
+    assert mirror.refresh_computations == 2  # the first directions and clusters, at once, together
+    per = {k: sum(1 for s, _ in starts if s == k) for k in ("directions", "clusters")}
+    assert per["directions"] and per["clusters"], starts
+    starts.clear()
+    time.sleep(INTERVAL + 0.2)  # quiet for longer than the interval: the next press acts at once
+
+    pressed: dict[str, float] = {}
+    t0 = time.monotonic()
+    i = 0
+    while time.monotonic() - t0 < 0.75 * INTERVAL:  # a flood of both kinds at 100/s, frames between
+        pressed.setdefault("clusters", time.monotonic())
+        mirror.refresh("clusters")
+        if time.monotonic() - t0 > 0.15 * INTERVAL:
+            pressed.setdefault("directions", time.monotonic())
+            mirror.refresh("directions")
+        if i % 5 == 0:
+            mirror.sample(z, PARAMS)
+        i += 1
+        time.sleep(0.01)
+    deadline = time.monotonic() + 60
+    while mirror.refreshing():
+        assert time.monotonic() < deadline, "the refreshes never finished"
+        mirror.sample(z, PARAMS)
+    mirror.sample(z, PARAMS)
+
+    for kind in ("clusters", "directions"):
+        runs = _computations(starts, kind, per[kind])
+        # At once for the first press of each kind (not behind the other kind's interval), then
+        # everything pressed within the interval as one computation when it ends.
+        assert len(runs) == 2, (kind, [round(t - t0, 2) for t in runs])
+        assert runs[0] - pressed[kind] < 0.4 * INTERVAL, (kind, runs[0] - pressed[kind])
+        # (k-means and PCA start after the snapshot, which takes a variable time: a margin)
+        assert runs[1] - runs[0] >= 0.75 * INTERVAL, (kind, runs[1] - runs[0])
+    assert mirror.refresh_computations == 6 and mirror.refresh_errors == 0
+    mirror.close()
+
+
+def test_the_interval_is_the_shows_setting_five_seconds_by_default(tmp_path, one_torch_thread):
+    from tqdm import tqdm
+
+    from unstable.live import Engine
+    (tmp_path / "pieces").mkdir()
+    (tmp_path / "pieces" / "eq.toml").write_text(PIECE)
+    (tmp_path / "show.toml").write_text(SHOW)
+    assert load_show(tmp_path / "show.toml").settings.actions.refresh_min_interval == 5.0
+    (tmp_path / "bad.toml").write_text(SHOW + "[actions]\nrefresh_min_interval = -1\n")
+    with pytest.raises(ConfigError) as e:
+        load_show(tmp_path / "bad.toml")
+    assert "bad.toml" in str(e.value) and "refresh_min_interval" in str(e.value) and "\n" not in str(e.value)
+    (tmp_path / "show.toml").write_text(SHOW + "[actions]\nrefresh_min_interval = 12.5\n")
+    eng = Engine(load_show(tmp_path / "show.toml"), headless=True, osc_port=0, web_port=0, train=False,
+                 run_dir=tmp_path / "run", echo=lambda line: None,
+                 progress=lambda desc, total=None, **kw: tqdm(total=total, disable=True))
+    with eng:
+        assert eng.pieces["eq"].mirror.refresh_interval == 12.5
