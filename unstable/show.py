@@ -32,6 +32,7 @@ from .control.midi_map import MidiSettings
 from .directions import DirectionSettings
 from .display.layout import Colour, Layout
 from .errors import ConfigError, UnstableError
+from .explore.keeper import KeeperSettings
 from .frame.ndi_sink import NdiSettings
 from .guard import GuardSettings
 from .schema import ParamSpec
@@ -65,6 +66,8 @@ class PieceEntry:
                          "'' starts from the piece's seed, as `--fresh` always does")
     bend: tuple[BendSettings, ...] = setting((), doc="network bends added to the piece's own ([[pieces.NAME.bend]])")
     directions: DirectionSettings | None = setting(None, doc="latent directions, in place of the piece's own")
+    keeper: KeeperSettings | None = setting(None, doc="the piece's keeper in this show ([pieces.NAME.keeper]), in "
+                                            "place of the piece's own [keeper] table")
 
 
 @dataclass(frozen=True)
@@ -147,7 +150,7 @@ class Show:
     """A loaded show: its settings, where it came from, and its pieces' validated configs."""
 
     settings: ShowSettings
-    source: str                      # the show file, for error messages
+    show_file: str                   # the show file, for error messages
     piece_paths: dict[str, Path]     # piece name -> resolved piece file
     pieces: dict[str, Any]           # piece name -> validated piece dataclass
 
@@ -160,6 +163,12 @@ class Show:
         """The tempo (BPM) a walk period in beats was turned into seconds at, which the timeline
         scales the walk's speed against (ShowTimeline's `walk_bpm`); None for a period in seconds."""
         return float(self.settings.tempo.bpm) if self.settings.walk.period_beats > 0 else None
+
+    def keeper(self, name: str) -> KeeperSettings | None:
+        """The keeper settings of piece `name` in this show: the show's `[pieces.NAME.keeper]`, else
+        the piece file's `[keeper]`, else None (no keeper)."""
+        own = self.settings.pieces[name].keeper
+        return own if own is not None else getattr(self.pieces[name], "keeper", None)
 
     def scene_list(self) -> list[SceneSettings]:
         """The scenes, or one that shows the show's layout forever when none are given."""
@@ -184,13 +193,13 @@ class Show:
         ones)}. Raises ConfigError naming the show file and key.
         """
         available = [display_name(p, q) for p, ps in panels.items() for q in ps]
-        self.settings.layout.check_panels(available, self.source, "layout")
+        self.settings.layout.check_panels(available, self.show_file, "layout")
         for i, scene in enumerate(self.settings.scenes):
             if scene.layout is not None:
-                scene.layout.check_panels(available, self.source, f"scenes[{i}].layout")
+                scene.layout.check_panels(available, self.show_file, f"scenes[{i}].layout")
         for i in range(len(self.scene_list())):
             if not [n for n in self.scene_layout(i).panel_names(available) if n]:
-                raise ConfigError(self.source, f"scenes[{i}].layout.panels" if self.settings.scenes else "layout.panels",
+                raise ConfigError(self.show_file, f"scenes[{i}].layout.panels" if self.settings.scenes else "layout.panels",
                                   "shows no panel at all")
         by_piece = {p: {s.name: s for s in ss} for p, ss in specs.items()}
 
@@ -198,11 +207,11 @@ class Show:
             known = by_piece[piece]
             for name, v in values.items():
                 if name not in known:
-                    raise ConfigError(self.source, f"{key}.{name}", f"not a live parameter of {piece!r}, expected "
+                    raise ConfigError(self.show_file, f"{key}.{name}", f"not a live parameter of {piece!r}, expected "
                                       f"one of {', '.join(sorted(known))}")
                 s = known[name]
                 if not s.lo <= v <= s.hi:
-                    raise ConfigError(self.source, f"{key}.{name}",
+                    raise ConfigError(self.show_file, f"{key}.{name}",
                                       f"{v!r} is out of range, expected {s.lo:g} to {s.hi:g}")
 
         for piece, entry in self.settings.pieces.items():
@@ -210,7 +219,7 @@ class Show:
         for i, scene in enumerate(self.settings.scenes):
             for piece, values in scene.params.items():
                 if piece not in by_piece:
-                    raise ConfigError(self.source, f"scenes[{i}].params.{piece}", f"no piece {piece!r} in the "
+                    raise ConfigError(self.show_file, f"scenes[{i}].params.{piece}", f"no piece {piece!r} in the "
                                       f"show, expected one of {', '.join(repr(p) for p in by_piece)}")
                 check(values, piece, f"scenes[{i}].params.{piece}")
         return available
@@ -221,11 +230,11 @@ class Show:
             group, name = m.key
             key = f"audio.map[{i}].param"
             if group not in groups or group == AUDIO:
-                raise ConfigError(self.source, key, f"{m.param!r}: no piece {group!r} in the show, expected one of "
+                raise ConfigError(self.show_file, key, f"{m.param!r}: no piece {group!r} in the show, expected one of "
                                   f"{', '.join(repr(g) for g in groups if g != AUDIO)}")
             known = {s.name for s in groups[group]}
             if name not in known:
-                raise ConfigError(self.source, key, f"{m.param!r}: not a live parameter of {group!r}, expected one "
+                raise ConfigError(self.show_file, key, f"{m.param!r}: not a live parameter of {group!r}, expected one "
                                   f"of {', '.join(sorted(known))}")
 
     def audio_file(self, override: str | None = None) -> Path | None:
@@ -237,7 +246,7 @@ class Show:
     def resolve(self, path: str) -> Path:
         """A path written in the show file, relative to the show file's folder."""
         p = Path(path)
-        return p if p.is_absolute() else Path(self.source).parent / p
+        return p if p.is_absolute() else Path(self.show_file).parent / p
 
 
 def with_instruments(piece: Any, entry: PieceEntry, source: str, name: str) -> Any:

@@ -9,6 +9,7 @@ from typing import Literal
 from ..bending import BendSettings, check_bends
 from ..config import setting
 from ..directions import DirectionSettings
+from ..explore.keeper import KeeperSettings
 from ..schema import SAMPLING, TRAINING, ParamSpec
 from ..system import learning_rate_spec
 from ..train_settings import TrainSettings
@@ -79,6 +80,8 @@ class DivergencePiece:
     bad: BADSettings = BADSettings()
     bend: tuple[BendSettings, ...] = setting((), doc="network bends at sampling time ([[bend]] tables)")
     directions: DirectionSettings = DirectionSettings()
+    keeper: KeeperSettings | None = setting(None, doc="hold the piece between stasis and explosion while a show "
+                                            "plays it (absent: no keeper)")
 
     def __post_init__(self):
         from ..schema import common_specs

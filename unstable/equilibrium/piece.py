@@ -15,6 +15,7 @@ from typing import Any, Literal, Mapping
 from ..bending import BendSettings, check_bends
 from ..config import setting, to_dict
 from ..directions import DirectionSettings
+from ..explore.keeper import KeeperSettings
 from ..schema import SAMPLING, TRAINING, ParamSpec
 from ..train_settings import TrainSettings
 from .losses import DISTANCES, VARIETY
@@ -201,6 +202,8 @@ class EquilibriumPiece:
     bend: tuple[BendSettings, ...] = setting((), doc="network bends at sampling time ([[bend]] tables)")
     directions: DirectionSettings = setting(default_factory=DirectionSettings,
                                             doc="PCA directions of w as live parameters")
+    keeper: KeeperSettings | None = setting(None, doc="hold the piece between stasis and explosion while a show "
+                                            "plays it (absent: no keeper)")
 
     def __post_init__(self):
         names = self.generator_names()

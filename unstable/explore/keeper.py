@@ -12,19 +12,25 @@ last look (measures.probe, the explorer's yardstick) and how many of those steps
 - in the band: nothing.
 
 Each adjustment is a parameter change returned to the caller, who writes it where every other
-control writes (the parameter store of a show: it shows on OSC and the page and is recorded as
-automation), and one log line. `keep_training` is the offline loop (tests, the soak benchmark).
+control writes, and one log line. `keep_training` is the offline loop (tests, the soak benchmark).
 
-Not wired yet: a `[keeper]` table in piece and show files and the live training thread calling
-`Keeper.observe` (those files belong to the live engine's and the pieces' owners); the class takes
-`KeeperSettings` so that wiring is one `load_dataclass` and one call every `every` steps.
+In a show: `[keeper]` in a piece file, or `[pieces.NAME.keeper]` in a show file (which replaces the
+piece's own table for that show), turns it on for that piece. The live training thread
+(unstable.live.training, through unstable.live.keeping.LiveKeeper) consults it every `every` steps
+and writes each adjustment into the show's parameter store with the keeper's own origin, so it
+shows on OSC and the page and is recorded in the automation like a performer's move.
+
+The keeper does not fight the artist: when anyone else (a controller, the page, MIDI, a scene, a
+preset) changes a parameter the keeper adjusts, the keeper leaves that parameter alone for
+`artist_hold` seconds after the change (one log line says so), still watching; after that it may
+move it again, from where the artist left it.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Callable, Collection, Mapping
 
 import torch
 
@@ -49,6 +55,8 @@ class KeeperSettings:
     lower_by: float = setting(0.5, gt=0, lt=1, doc="learning_rate factor when explosion is near")
     perturb: float = setting(0.0, ge=0, le=1, doc="weight noise (x each tensor's spread) when stasis stays at the "
                              "highest learning_rate; 0: none")
+    artist_hold: float = setting(300.0, ge=0, le=604800, doc="seconds the keeper leaves a parameter alone after "
+                                 "anyone else changed it (a controller, the page, a scene); 0: no wait")
 
 
 class Keeper:
@@ -67,13 +75,15 @@ class Keeper:
         self.motion: float | None = None
         self.adjustments: list[str] = []  # every log line, in order
 
-    def observe(self, params: Mapping[str, float], undone: int, steps: int) -> dict[str, float]:
+    def observe(self, params: Mapping[str, float], undone: int, steps: int,
+                held: Collection[str] = ()) -> dict[str, float]:
         """Look now: `undone` of the last `steps` steps were undone by the guard. Returns the
-        parameter changes to apply ({} in the band)."""
+        parameter changes to apply ({} in the band). `held`: parameters the artist moved lately,
+        which the keeper leaves alone (it still measures, so its next look compares with this one)."""
         s = self.settings
         m, self._previous = probe(self.system, self._previous)
         self.motion = m.get("motion")
-        if not s.on or self.lr_spec is None:
+        if not s.on or self.lr_spec is None or "learning_rate" in held:
             return {}
         lr = float(params.get("learning_rate", self.lr_spec.default))
         if steps and undone / steps > s.max_guard:

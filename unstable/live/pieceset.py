@@ -14,6 +14,7 @@ from ..guard import TrainingGuard
 from ..schema import SHOW
 from ..show import Show, display_name
 from ..show_systems import build_systems, piece_actions, show_groups
+from .keeping import LiveKeeper
 from .mirror import SamplingMirror
 from .pieces import live_state, prepare_pieces, restore_live_states
 from .training import LivePiece, Trainer
@@ -38,7 +39,7 @@ class PieceSet:
         self.groups = show_groups(show, self.systems)
         show.check_systems({n: sy.panels() for n, sy in self.systems.items()},
                            {n: g for n, g in self.groups.items() if n != SHOW})
-        self.walks = {name: make_walk(name, sy, show.settings.walk, device, show.source)
+        self.walks = {name: make_walk(name, sy, show.settings.walk, device, show.show_file)
                       for name, sy in self.systems.items()}
         available = [display_name(n, q) for n, sy in self.systems.items() for q in sy.panels()]
         # The pieces each scene shows (the OSCQuery tree follows the scene).
@@ -71,6 +72,9 @@ class PieceSet:
                               clock=timeline.clocks[name], share=s.pieces[name].share, run_dir=run_dir / name,
                               guard=TrainingGuard(system, s.guard, name))
             piece.live_state = (lambda p=piece: live_state(p, params, timeline))
+            keeper = self.show.keeper(name)
+            if keeper is not None:
+                piece.keeper = LiveKeeper(name, system, keeper, params, perturb=piece.guard.perturb)
             self.by_name[name] = piece
         restore_live_states(saved, timeline.clocks, params, timeline, reset_params=reset_params, echo=self.echo)
         self.wait_computed()
@@ -122,6 +126,10 @@ class PieceSet:
         """{piece: its training guard's telemetry}."""
         return {n: p.guard.telemetry() for n, p in self.by_name.items() if p.guard is not None}
 
+    def keepers(self) -> dict:
+        """{piece: its keeper's telemetry} for the pieces the show keeps."""
+        return {n: p.keeper.telemetry() for n, p in self.by_name.items() if p.keeper is not None}
+
     def errors(self) -> dict[str, str]:
         """{piece: why its training stopped} (the display holds its last good weights)."""
         return {n: p.error for n, p in self.by_name.items() if p.error}
@@ -140,6 +148,9 @@ class PieceSet:
         if self.trainer is not None and not self.trainer.stop():
             problems.append("the training thread did not stop; no final checkpoint")
             final_checkpoint = False
+        for p in self.by_name.values():
+            if p.keeper is not None:
+                p.keeper.close()
         for p in self.by_name.values():
             if not p.mirror.close():
                 problems.append(f"{p.name}: its directions/clusters worker did not stop")

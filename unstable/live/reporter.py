@@ -62,6 +62,9 @@ class Reporter:
                 "scene": e.timeline.director.current, "recording": e.recorder.writer is not None,
                 "params": {g: {k: float(f"{v:.6g}") for k, v in vals.items()} for g, vals in e.snapshot.items()},
                 "rss_mb": round(rss_bytes() / 2**20, 1), "guard": piece_set.guards()}
+        keepers = piece_set.keepers()
+        if keepers:
+            line["keeper"] = keepers
         osc = e.controls.osc_line()
         if osc is not None:
             line["osc"] = osc

@@ -5,7 +5,8 @@ It runs at a lower CPU priority (`training.nice`, Linux niceness of that thread 
 display takes the CPU first and training what is left (on a CPU-only machine the difference
 between a show that keeps its frame rate and one that drops many frames a second; docs/figures.md
 has the measures). Each piece is stepped through its
-`TrainingGuard`; the one with the least training time (weighted by `share`) goes first.
+`TrainingGuard`; the one with the least training time (weighted by `share`) goes first. A piece
+the show keeps (`[keeper]`) has its keeper consulted every `every` of its steps (unstable.live.keeping).
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class LivePiece:
     guard: TrainingGuard | None = None
     next_stasis: float = 0.0
     live_state: Callable[[], dict] | None = None   # what a restart needs besides the weights (pieces.live_state)
+    keeper: Any = None                 # its LiveKeeper (unstable.live.keeping) when the show keeps it
 
     def steps_per_second(self, now: float, window: float = 2.0) -> float:
         """Steps in the last `window` seconds, per second."""
@@ -149,6 +151,7 @@ class Trainer:
         dt = t1 - t0
         p.train_seconds += dt
         self.busy_seconds += dt
+        self._keep(p, scalars is None)
         if scalars is None:  # undone by the guard: the mirror keeps the last good weights
             if p.guard is not None and p.guard.stopped:
                 p.error = p.guard.stopped
@@ -168,6 +171,17 @@ class Trainer:
     def _step(self, p: LivePiece, values: dict) -> dict | None:
         """One training step of `p`, always through its guard (None: undone)."""
         return p.guard.step(values)
+
+    def _keep(self, p: LivePiece, undone: bool) -> None:
+        """Count the step for the piece's keeper, which looks every `every` steps (in this thread:
+        its probe samples the training weights, which this thread owns)."""
+        if p.keeper is None:
+            return
+        try:
+            p.keeper.after_step(undone)
+        except Exception:  # a keeper that fails must not stop training: the guard still holds the piece
+            self._warn.warning(("keeper", p.name), "the keeper of %s failed; training goes on", p.name,
+                               exc_info=True)
 
     def _stasis(self, p: LivePiece, snapshot: Mapping, now: float) -> None:
         g = self.guard_settings
