@@ -6,7 +6,8 @@ Everything here is pure data (no threads, no sockets): the live values are kept 
 `unstable.control.store.ParameterStore`.
 
 Addresses are derived here, from the schema, and nowhere else:
-`/unstable/<piece>/<param>` takes 0..1, `/unstable/<piece>/<param>/raw` the value in its units.
+`/unstable/<piece>/<param>` takes 0..1, `/unstable/<piece>/<param>/raw` the value in its units;
+a parameter declared `osc_units` (the show's tempo, in BPM) takes its own units on both.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ class ParamSpec:
     `kind` is "float", "int" or "toggle" (0/1); `log` maps a 0..1 fader exponentially, which
     suits learning rates and temperatures spanning decades. `reads` names its consumer, one of
     CONSUMERS; undeclared it is SAMPLING, the safe guess: a look-ahead then re-samples when it
-    changes.
+    changes. `osc_units`: its plain OSC address takes and sends the value in its own units, not
+    0..1 (a number performers and other tools speak in, as a tempo in BPM); linear only, because
+    controllers scale their faders onto it linearly.
     """
 
     name: str
@@ -50,10 +53,13 @@ class ParamSpec:
     log: bool = False
     doc: str = ""
     reads: str = SAMPLING
+    osc_units: bool = False
 
     def __post_init__(self):
         if self.reads not in CONSUMERS:
             raise ValueError(f"{self.name}: reads {self.reads!r}, expected one of {', '.join(CONSUMERS)}")
+        if self.osc_units and (self.log or self.kind == "toggle"):
+            raise ValueError(f"{self.name}: osc_units needs a linear float or int parameter")
         if not self.lo <= self.default <= self.hi:
             raise ValueError(f"{self.name}: default {self.default} outside [{self.lo}, {self.hi}]")
         if self.log and self.lo <= 0:
@@ -115,7 +121,8 @@ _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$")
 
 
 def address(piece: str, name: str, raw: bool = False) -> str:
-    """The OSC address of a parameter: 0..1 on the plain address, own units on `/raw`."""
+    """The OSC address of a parameter: 0..1 on the plain address (own units where the spec says
+    `osc_units`), own units on `/raw`."""
     return f"{PREFIX}/{piece}/{name}" + ("/raw" if raw else "")
 
 

@@ -1,8 +1,8 @@
 """The show's tempo: the `tempo` and `tap` parameters of the show group, tap tempo, and an Ableton
 Link session the tempo follows and is shared back to.
 
-Tempo is a parameter like any other: OSC (`/unstable/show/tempo/raw` in BPM, the plain address
-0..1 like every fader), the page, MIDI and tap tempo write it into the parameter store, and the
+Tempo is a parameter like any other: OSC (`/unstable/show/tempo` in BPM, as Link and every other
+tool counts it: the schema declares it `osc_units`; `/raw` takes BPM too), the page, MIDI and tap tempo write it into the parameter store, and the
 automation records it, so a performance played to a band renders again with the same tempo.
 `TempoLink` keeps one Link session and the store in step from its own thread: the session's tempo
 is written into the store (origin LINK), and a tempo written by anyone else is committed to the
@@ -55,7 +55,7 @@ def tempo_specs(bpm: float = 120.0, link: bool = False) -> list[ParamSpec]:
     parameter, so the automation replays the alignment)."""
     specs = [
         ParamSpec("tempo", MIN_BPM, MAX_BPM, float(bpm), unit="BPM", doc="the show's tempo (shared with Link)",
-                  reads=CLOCK),
+                  reads=CLOCK, osc_units=True),
         ParamSpec("tap", 0, 1, 0, kind="toggle", doc="tap tempo: each press is a beat", reads=CLOCK),
     ]
     if link:

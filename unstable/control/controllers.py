@@ -110,7 +110,8 @@ def touchosc_xml(groups, *, host: str = "127.0.0.1", port: int = 9000,
                            orientation=("i", 0), bar=("b", 1), cursor=("b", 1), response=("i", 0),
                            **extra)
             t.value(c, "x", spec.to_unit(spec.default))
-            t.osc(c, address(piece, spec.name), [("VALUE", "FLOAT", "x")])
+            t.osc(c, address(piece, spec.name), [("VALUE", "FLOAT", "x")],
+                  scale=(spec.lo, spec.hi) if spec.osc_units else (0, 1))  # tempo: the fader sends BPM
             lab = t.node(g, "LABEL", f"{name}/label", (cx - 4, _LABEL_H + _FADER_H + 2, _FADER_W + 8, _LABEL_H),
                          colour, background=("b", 0), textSize=("i", 11))
             t.value(lab, "text", _label(spec))
@@ -240,8 +241,10 @@ def maxpat(groups, *, host: str = "127.0.0.1", port: int = 9000, feedback_port: 
                 ctrl = p.box("toggle", (cx, top + 90, 30, 30), inlets=1, outlets=1,
                              outlettype=["int"], parameter_enable=0)
             else:
+                # An osc_units parameter (tempo) sends and is fed back its own units: the slider spans them.
+                lo, size = (spec.lo, spec.hi - spec.lo) if spec.osc_units else (0.0, 1.0)
                 ctrl = p.box("slider", (cx, top, 24, 130), inlets=1, outlets=1, outlettype=[""],
-                             floatoutput=1, size=1.0, min=0.0, parameter_enable=0)
+                             floatoutput=1, size=float(size), min=float(lo), parameter_enable=0)
             pre = p.obj(f"prepend {address(piece, spec.name)}", (cx, top + 140, 100, 22))
             setter = p.obj("prepend set", (cx + 30, top, 75, 22))
             raw_set = p.obj("prepend set", (cx, top + 170, 75, 22))

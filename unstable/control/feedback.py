@@ -1,7 +1,8 @@
 """OSC feedback: the current value of every changed parameter, sent to every subscriber.
 
 Every change goes to every subscriber except the one at the sender's exact (host, port), as the
-0..1 value on the plain address and the own-units value on `/raw`, so faders follow presets and
+0..1 value on the plain address (own units for an `osc_units` spec: the tempo in BPM) and the
+own-units value on `/raw`, so faders follow presets and
 scene changes without an echo of their own move. Changes the engine makes (origin None) go to
 everyone. A thread of its own sends, coalescing bursts (the newest value of each parameter, at
 most every `interval` seconds), from a non-blocking socket: a slow controller is dropped from,
@@ -148,7 +149,7 @@ class Feedback:
         for piece, name in keys:
             spec = self.params.spec(piece, name)
             value = self.params.get(piece, name)
-            for addr, v in ((address(piece, name), spec.to_unit(value)),
+            for addr, v in ((address(piece, name), value if spec.osc_units else spec.to_unit(value)),
                             (address(piece, name, raw=True), value)):
                 b = OscMessageBuilder(address=addr)
                 b.add_arg(float(v), OscMessageBuilder.ARG_TYPE_FLOAT)

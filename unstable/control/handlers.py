@@ -42,7 +42,8 @@ class OscHandlers:
         """Map what writes into the store only: every parameter (0..1 and /raw), scene, record,
         still and the pieces' actions (the control page's websocket takes exactly these)."""
         for piece, name in self.params.keys():
-            dispatcher.map(address(piece, name), self.param_handler(piece, name, unit=True),
+            plain_unit = not self.params.spec(piece, name).osc_units  # tempo's plain address is in BPM
+            dispatcher.map(address(piece, name), self.param_handler(piece, name, unit=plain_unit),
                            needs_reply_address=True)
             dispatcher.map(address(piece, name, raw=True),
                            self.param_handler(piece, name, unit=False), needs_reply_address=True)
@@ -124,7 +125,7 @@ class OscHandlers:
                 v = self.number(addr, origin, args)
                 if v is None or v == 0.0:  # a button's release
                     return
-            self.params.post_event(what, None, origin, piece=piece)
+            self.params.post_event(what, None, origin, group=piece)
             self.stats["applied"] += 1
 
         return handle

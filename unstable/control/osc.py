@@ -16,6 +16,7 @@ The checks live in python-osc's layers, one module each, and this class only wir
 Address space (all generated from the schema, see `unstable.schema.address`):
 
     /unstable/<piece>/<param>      f    0..1 fader position, mapped onto the parameter's range
+                                        (own units for a spec with `osc_units`: show/tempo in BPM)
     /unstable/<piece>/<param>/raw  f    value in the parameter's own units
     /unstable/subscribe            i    feedback to the sender's host at this port
     /unstable/unsubscribe          i    stop that feedback

@@ -7,6 +7,8 @@ sends to a FULL_PATH is handled by the same handlers as TouchOSC's messages:
     /unstable/<piece>/<param>              f 0..1 (T/F for toggles), the fader position, ACCESS 3
     /unstable/<piece>/directions/refresh   N   an action (ACCESS 0: it has no value)
     /unstable/show/scene|master_fade|record   the show group, likewise 0..1
+    /unstable/show/tempo                   f in BPM, RANGE and UNIT: a spec with `osc_units` takes its
+                                           own units on its plain address too
     /unstable/scene                        i 0..scenes-1, the scene index in its own units
     /unstable/record                       T/F  recording on or off
     /unstable/still                        N   a still
@@ -48,12 +50,12 @@ EXTENSIONS = {"ACCESS": True, "VALUE": True, "RANGE": True, "DESCRIPTION": True,
 
 @dataclass(frozen=True)
 class Method:
-    """One OSC method of the tree: a parameter's address (`piece`, `name`; `raw` for the top-level
-    scene index), or an action (`piece`/`name` None) that takes no value."""
+    """One OSC method of the tree: a parameter's address (its store key `group`, `name`; `raw` for the
+    top-level scene index), or an action (`group`/`name` None) that takes no value."""
 
     path: str
     type: str                 # OSC type tag: "f", "i", "T" (T/F), "N" (an impulse)
-    piece: str | None = None
+    group: str | None = None
     name: str | None = None
     raw: bool = False         # the value in own units (/unstable/scene, .../raw/<param>), not 0..1
     description: str = ""
@@ -62,7 +64,7 @@ class Method:
 
     @property
     def is_action(self) -> bool:
-        return self.piece is None
+        return self.group is None
 
 
 def _fmt(x: float) -> str:
@@ -95,8 +97,11 @@ class AddressSpace:
                 doc = f"{spec.doc}: " if spec.doc else ""
                 desc = (f"{doc}0..1 across {rng}{scale} (own units at {address(piece, spec.name, raw=True)})"
                         if spec.kind != "toggle" else f"{doc}on/off")
+                if spec.osc_units:  # its plain address is in its own units: say so in RANGE and UNIT
+                    desc = f"{doc}{rng}"
                 self._add(Method(address(piece, spec.name), "T" if spec.kind == "toggle" else "f",
-                                 piece, spec.name, description=desc))
+                                 piece, spec.name, description=desc, raw=spec.osc_units,
+                                 unit=spec.unit if spec.osc_units else ""))
                 if spec.kind != "toggle":
                     self._add(Method(raw_branch(piece, spec.name), "i" if spec.kind == "int" else "f",
                                      piece, spec.name, raw=True, unit=spec.unit,
@@ -129,8 +134,8 @@ class AddressSpace:
 
     def _add(self, m: Method) -> None:
         self.methods[m.path] = m
-        if m.piece is not None:
-            self.by_key.setdefault((m.piece, m.name), []).append(m.path)
+        if m.group is not None:
+            self.by_key.setdefault((m.group, m.name), []).append(m.path)
 
     def _shown(self, shown: Iterable[str] | None) -> tuple[str, ...]:
         return tuple(self.pieces) if shown is None else tuple(p for p in self.pieces if p in set(shown))
@@ -150,9 +155,9 @@ class AddressSpace:
         if m.is_action:
             return []
         if m.raw:
-            v = self.store.get(m.piece, m.name)
+            v = self.store.get(m.group, m.name)
         else:
-            v = self.store.get_unit(m.piece, m.name)
+            v = self.store.get_unit(m.group, m.name)
         if m.type == "T":
             return [bool(v >= 0.5)]
         if m.type == "i":
@@ -198,12 +203,12 @@ class AddressSpace:
             return node
         node.update(TYPE=m.type, ACCESS=3, VALUE=self.value(m))
         if m.type == "f" and m.raw:
-            spec = self.store.spec(m.piece, m.name)
+            spec = self.store.spec(m.group, m.name)
             node.update(RANGE=[{"MIN": float(spec.lo), "MAX": float(spec.hi)}], CLIPMODE=["both"])
         elif m.type == "f":
             node.update(RANGE=[{"MIN": 0.0, "MAX": 1.0}], CLIPMODE=["both"])
         elif m.type == "i":
-            spec = self.store.spec(m.piece, m.name)
+            spec = self.store.spec(m.group, m.name)
             node.update(RANGE=[{"MIN": int(spec.lo), "MAX": int(spec.hi)}], CLIPMODE=["both"])
         if m.unit:
             node["UNIT"] = [OSSIA_UNITS.get(m.unit, m.unit)]
@@ -251,13 +256,15 @@ class AddressSpace:
 
     def page_schema(self, scenes: Sequence[str] = ()) -> dict:
         """What the control page draws: every piece's parameters (own range, unit, log scale, kind,
-        the address its fader sends 0..1 to), the show's, the scene names and the actions."""
+        the address its fader sends 0..1 to, or its own units with `osc_units`), the show's, the scene
+        names and the actions."""
         groups = []
         for piece, specs in self.store.groups.items():
             params = []
             for s in specs:
                 params.append({"name": s.name, "address": address(piece, s.name), "lo": s.lo, "hi": s.hi,
                                "default": s.default, "unit": s.unit, "kind": s.kind, "log": s.log, "doc": s.doc,
+                               "osc_units": s.osc_units,
                                "unit_value": self.store.get_unit(piece, s.name),
                                "value": self.store.get(piece, s.name)})
             groups.append({"piece": piece, "params": params,

@@ -63,8 +63,9 @@ class Tosc:
 
     @staticmethod
     def osc(node: ET.Element, path: str, args: list[tuple[str, str, str]], *, send=True,
-            receive=True, condition="ANY") -> None:
-        """One OSC message: `args` are (partial type, conversion, value) triples."""
+            receive=True, condition="ANY", scale: tuple[float, float] = (0, 1)) -> None:
+        """One OSC message: `args` are (partial type, conversion, value) triples; `scale` maps the
+        control's 0..1 onto the sent argument (and the received one back), TouchOSC's scaleMin/Max."""
         msgs = node.find("messages")
         if msgs is None:
             msgs = ET.SubElement(node, "messages")
@@ -77,17 +78,17 @@ class Tosc:
         ET.SubElement(trig, "var").text = "x"
         ET.SubElement(trig, "condition").text = condition
         Tosc._partials(ET.SubElement(osc, "path"), [("CONSTANT", "STRING", path)])
-        Tosc._partials(ET.SubElement(osc, "arguments"), args)
+        Tosc._partials(ET.SubElement(osc, "arguments"), args, scale)
 
     @staticmethod
-    def _partials(parent: ET.Element, partials) -> None:
+    def _partials(parent: ET.Element, partials, scale=(0, 1)) -> None:
         for ptype, conversion, value in partials:
             part = ET.SubElement(parent, "partial")
             ET.SubElement(part, "type").text = ptype
             ET.SubElement(part, "conversion").text = conversion
             ET.SubElement(part, "value").text = value
-            ET.SubElement(part, "scaleMin").text = "0"
-            ET.SubElement(part, "scaleMax").text = "1"
+            ET.SubElement(part, "scaleMin").text = num(scale[0])
+            ET.SubElement(part, "scaleMax").text = num(scale[1])
 
 
 def num(x) -> str:

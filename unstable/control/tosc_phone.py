@@ -80,7 +80,8 @@ def _control(t: Tosc, page: ET.Element, piece: str, spec, y: int, colour) -> int
         c = t.node(page, "FADER", f"{piece}/{spec.name}", (MARGIN, y, w, CONTROL_H), colour,
                    orientation=("i", EAST), bar=("b", 1), cursor=("b", 1), response=("i", 0))
     t.value(c, "x", spec.to_unit(spec.default))
-    t.osc(c, address(piece, spec.name), [("VALUE", "FLOAT", "x")])
+    t.osc(c, address(piece, spec.name), [("VALUE", "FLOAT", "x")],
+          scale=(spec.lo, spec.hi) if spec.osc_units else (0, 1))  # tempo: the fader sends BPM
     return y + CONTROL_H + GAP
 
 

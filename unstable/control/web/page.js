@@ -58,6 +58,13 @@ function fromUnit(p, u) {
   return v;
 }
 
+// ParamSpec.to_unit: where a fader of a parameter whose address takes its own units (osc_units:
+// the tempo in BPM) stands for a value it is sent back.
+function toUnit(p, v) {
+  if (p.hi === p.lo) return 0;
+  return p.log ? (Math.log(v) - Math.log(p.lo)) / (Math.log(p.hi) - Math.log(p.lo)) : (v - p.lo) / (p.hi - p.lo);
+}
+
 function show(p, v) {
   const digits = Math.abs(v) >= 100 ? 0 : Math.abs(v) >= 10 ? 1 : Math.abs(v) >= 1 ? 2 : 3;
   const text = p.kind === "float" ? (p.log && v < 0.01 ? v.toExponential(2) : v.toFixed(digits)) : String(v);
@@ -113,14 +120,17 @@ function fader(p, parent, label) {
     input.value = p.unit_value;
     const moved = () => {
       const u = parseFloat(input.value);
-      send(p.address, "f", u);
+      send(p.address, "f", p.osc_units ? fromUnit(p, u) : u);   // tempo's address takes BPM
       out.textContent = show(p, fromUnit(p, u));
     };
     input.addEventListener("input", moved);   // the keyboard; fingers and mice go through the strip
     out.textContent = show(p, p.value);
     const strip = touchStrip(input, moved);
     controls.set(p.address, {
-      set: (u) => { input.value = u; out.textContent = show(p, fromUnit(p, u)); },
+      set: (x) => {
+        const u = p.osc_units ? toUnit(p, x) : x;
+        input.value = u; out.textContent = show(p, fromUnit(p, u));
+      },
       busy: strip.busy,   // a change from elsewhere never yanks the fader out of a finger
     });
   }
