@@ -267,8 +267,8 @@ def test_parts_of_a_render_join_and_take_the_audio_after_the_join(tmp_path, gl_c
                 echo=lambda s: None, show_progress=False)
     lines = []
     parts = [tmp_path / "p1.mov", tmp_path / "p2.mov"]
-    for part, span in zip(parts, ("0:8", "8:")):
-        render_show(show_path, audio=wav, frames=span, out=str(part), preset="ffv1", run=tmp_path / "run",
+    for part, frame_range in zip(parts, ("0:8", "8:")):
+        render_show(show_path, audio=wav, frame_range=frame_range, out=str(part), preset="ffv1", run=tmp_path / "run",
                     ctx=gl_ctx, echo=lines.append, show_progress=False)
     assert len(lines) == 2 and all("part" in ln and "concat" in ln for ln in lines)
     joined = tmp_path / "joined.mov"

@@ -313,7 +313,7 @@ def test_refresh_addresses_post_piece_events_and_the_mirror_refreshes_the_copy()
     d.map_["/unstable/eq/directions/refresh"](origin, "/unstable/eq/directions/refresh", 0.0)  # release: ignored
     d.map_["/unstable/eq/clusters/refresh"](origin, "/unstable/eq/clusters/refresh")
     events = store.drain_events()
-    assert [(e.kind, e.piece) for e in events] == [("directions/refresh", "eq"), ("clusters/refresh", "eq")]
+    assert [(e.kind, e.group) for e in events] == [("directions/refresh", "eq"), ("clusters/refresh", "eq")]
 
     mirror = SamplingMirror(system)
     deadline = time.monotonic() + 30

@@ -53,7 +53,7 @@ def grown(tmp_path_factory):
 def pipeline(show, systems, look_ahead):
     """A timeline and a pipeline over the grown piece (no compositor: these tests sample only)."""
     system = systems["eq"]
-    walk = make_walk("eq", system, show.settings.walk, torch.device("cpu"), show.source)
+    walk = make_walk("eq", system, show.settings.walk, torch.device("cpu"), show.show_file)
     src = PanelSource("eq", system, system, walk, {"eq/g0": "g0", "eq/g1": "g1"})
     timeline = ShowTimeline(show.resolved_scenes(), ParameterStore(show_groups(show, systems)), ["eq"],
                             show.settings.fps)

@@ -75,7 +75,7 @@ def test_channels_filter_and_notes_toggle_switch_scenes_and_act():
     m.handle(raw(0xB0, 64, 127), ORIGIN)
     m.handle(raw(0x90, 42, 90), ORIGIN)
     m.handle(raw(0x90, 41, 0), ORIGIN)                      # note on with velocity 0 is a release
-    events = [(e.kind, e.value, e.piece) for e in s.drain_events()]
+    events = [(e.kind, e.value, e.group) for e in s.drain_events()]
     assert events == [("scene", 2.0, None), ("still", None, None), ("record", 1.0, None),
                       ("directions/refresh", None, "eq")]
 

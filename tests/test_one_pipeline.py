@@ -109,7 +109,7 @@ def test_rendering_a_show_again_at_another_size_and_in_parts(tmp_path, gl_ctx):
     info = probe(whole)
     assert (info.width, info.height, info.frames) == (192, 64, 12)
     part = tmp_path / "part.mov"
-    render_show(show_path, seconds=1.2, frames="5:12", out=str(part), preset="ffv1", size=(192, 64),
+    render_show(show_path, seconds=1.2, frame_range="5:12", out=str(part), preset="ffv1", size=(192, 64),
                 run=tmp_path / "run", ctx=gl_ctx, echo=lambda s: None, show_progress=False)
     a, b = list(read_frames(whole))[5:], list(read_frames(part))
     assert len(b) == 7 and all(np.array_equal(x, y) for x, y in zip(a, b))

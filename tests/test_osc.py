@@ -246,7 +246,7 @@ def test_unknown_addresses_are_logged_rate_limited(server, client, params, caplo
     assert wait_for(lambda: server.stats["unknown"] == 21)
     lines = [r.getMessage() for r in caplog.records if "not in the schema" in r.getMessage()]
     assert len(lines) == 1 and "/unstable/eq/nothing0" in lines[0]
-    assert params.state() == ParameterStore(groups()).state()
+    assert params.targets() == ParameterStore(groups()).targets()
 
 
 def test_senders_outside_the_allow_list_are_ignored(params):
@@ -450,8 +450,8 @@ def test_piece_actions_become_events_for_that_piece_with_their_sender(params, ca
     feed(srv, dgram("/unstable/bad/clusters/refresh", 1.0), ("10.0.0.8", 9001))
     feed(srv, dgram("/unstable/bad/directions/refresh", 0.0), ("10.0.0.8", 9001))  # release
     feed(srv, dgram("/unstable/show/directions/refresh"), ("10.0.0.7", 9000))  # the show is no piece
-    assert params.drain_events() == [Event("directions/refresh", None, ("10.0.0.7", 9000), piece="eq"),
-                                     Event("clusters/refresh", None, ("10.0.0.8", 9001), piece="bad")]
+    assert params.drain_events() == [Event("directions/refresh", None, ("10.0.0.7", 9000), group="eq"),
+                                     Event("clusters/refresh", None, ("10.0.0.8", 9001), group="bad")]
     assert srv.stats["applied"] == 2 and srv.stats["errors"] == 0 and srv.stats["rejected"] == 0
     feed(srv, dgram("/unstable/eq/clusters/refresh", "go"), ("10.0.0.7", 9000))
     assert srv.stats["rejected"] == 1 and params.drain_events() == []

@@ -297,7 +297,7 @@ def test_hue_rotations_turn_each_file_by_its_share_of_the_circle(tmp_path, run, 
     # permutations (120 turns red into green), so the rotated files are measured against the first
     # file's frames with their channels rolled. Lossless ffv1: the only error is GL rounding.
     job = job_file(tmp_path, run, "rot", hue_rotations="3")
-    results = render_job(job, ctx=gl_ctx, show_progress=False, echo=lambda s: None, frames="0:4")
+    results = render_job(job, ctx=gl_ctx, show_progress=False, echo=lambda s: None, frame_range="0:4")
     assert [r.variation for r in results] == ["hue000", "hue001", "hue002"]
     base, turned, twice = (frames_of(r.path) for r in results)
     r, g, b = base[..., 0], base[..., 1], base[..., 2]

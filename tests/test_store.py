@@ -103,7 +103,7 @@ def test_settle_and_reset():
     p.settle()
     assert p.snapshot(0.0)["eq"]["alpha"] == 2.0
     assert p.reset() == 1
-    assert p.state()["eq"]["alpha"] == 1.0
+    assert p.targets()["eq"]["alpha"] == 1.0
 
 
 def test_update_applies_a_preset_and_skips_what_it_cannot(caplog):

@@ -328,7 +328,7 @@ def render_run(job, out, frame_range, variations, seconds, preset, size, automat
             from .render.midi_file import automation_for_render
             automation, midi_seconds = automation_for_render(job, midi, run=run, seconds=seconds)
             seconds = seconds if seconds is not None else midi_seconds
-        results = render_show(job, seconds=seconds, frames=frame_range, out=out, preset=preset, size=_size(size),
+        results = render_show(job, seconds=seconds, frame_range=frame_range, out=out, preset=preset, size=_size(size),
                               automation=automation, run=run, device=resolve_device(device), fresh=fresh,
                               threads=threads, echo=click.echo, audio=audio, overwrite=overwrite, **cluster)
     else:
@@ -336,7 +336,7 @@ def render_run(job, out, frame_range, variations, seconds, preset, size, automat
                            ("--audio", audio), ("--midi", midi)):
             if value is not None:
                 raise UnstableError(f"{opt}: only for shows; a render job sets it in its file ({job})")
-        results = render_job(job, out=out, frames=frame_range, variations=variations, device=resolve_device(device),
+        results = render_job(job, out=out, frame_range=frame_range, variations=variations, device=resolve_device(device),
                              fresh=fresh, threads=threads, echo=click.echo, overwrite=overwrite, **cluster)
     for r in results:
         fps = f"{r.fps.numerator}/{r.fps.denominator}" if r.fps.denominator != 1 else str(r.fps.numerator)

@@ -89,7 +89,7 @@ def choose_ports(show, osc_port: int | None, web_port: int | None, *, web: bool,
         if given is not None:
             raise _taken(what, host, port, f"{option} {port}")
         if not fallback:
-            raise _taken(what, host, port, f"{show.source}: {table} = {port}; or give {option}")
+            raise _taken(what, host, port, f"{show.show_file}: {table} = {port}; or give {option}")
         chosen[key] = free_port(host, kind)
         echo(f"{name}: {'OSC' if key == 'osc' else 'control page'} port {port} on {host} is taken; using "
              f"{chosen[key]} instead ({option} chooses one)")

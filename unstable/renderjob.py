@@ -271,14 +271,14 @@ def load_job(path: str | Path) -> RenderJob:
 
 
 def output_path(pattern: str, name: str, preset: str, variation: Variation, index: int,
-                frames: tuple[int, int] | None = None, total: int | None = None) -> Path:
+                span: tuple[int, int] | None = None, total: int | None = None) -> Path:
     """The output of one variation of render `name`; a frame range other than the whole adds `.fA-B`
     before the suffix."""
     out = Path(pattern.format(job=name, variation=variation.name, index=index))
-    if frames is not None and frames != (0, total):
+    if span is not None and span != (0, total):
         suffix = out.suffix if not PRESETS[preset].sequence else ""
         stem = out.name[: len(out.name) - len(suffix)] if suffix else out.name
-        out = out.with_name(f"{stem}.f{frames[0]:06d}-{frames[1]:06d}{suffix}")
+        out = out.with_name(f"{stem}.f{span[0]:06d}-{span[1]:06d}{suffix}")
     return out
 
 

@@ -36,7 +36,7 @@ def show_groups(show: Show, systems: Mapping[str, Any]) -> dict[str, list]:
         groups[AUDIO] = audio_specs(show.settings.audio)
     if show.settings.midi.port:
         groups[SHOW] = groups[SHOW] + learn_specs(sum(len(specs) for specs in groups.values()) + 1)
-    check_maps(show.settings.midi.map, groups, show.source)
+    check_maps(show.settings.midi.map, groups, show.show_file)
     return groups
 
 

@@ -121,9 +121,13 @@ class TempoLink:
     A non-finite tempo from anywhere is one log line and changes nothing.
     """
 
-    def __init__(self, store, *, link: bool = False, poll: float = 0.01, tap: TapTempo | None = None):
+    def __init__(self, store, *, link: bool = False, poll: float = 0.01, tap: TapTempo | None = None,
+                 quantum: int = 4):
         self.store = store
         self.link_on = link
+        # Link's quantum: peers agree on the beat only modulo it (aalink's default is 1, on the beat
+        # but not the bar), so the session is joined with the show's beats in a bar.
+        self.quantum = int(quantum)
         self.poll = poll
         self.tapper = tap or TapTempo()
         self.link = None
@@ -183,6 +187,7 @@ class TempoLink:
         from aalink import Link
         self._loop = asyncio.get_running_loop()
         self.link = Link(self.store.get(SHOW, "tempo"), self._loop)
+        self.link.quantum = self.quantum
         self.link.enabled = True
         self._ready.set()
         try:
@@ -220,6 +225,8 @@ class TempoLink:
         bar of `quantum` beats, when it is off by more than `tolerance` beats. Returns the offset set."""
         if self.link is None or (SHOW, "beat_offset") not in self.store:
             return None
+        if getattr(self.link, "quantum", quantum) != quantum:  # the bar the session's phase is in
+            self.link.quantum = quantum
         phase = float(self.link.beat) % quantum
         offset = self.store.get(SHOW, "beat_offset")
         want = (phase - (show_beat - offset)) % quantum

@@ -161,7 +161,7 @@ def main() -> None:
 
     def render():
         r.cursor.restart()
-        return r.render(frames=(0, n), out=out, variations=[first.name], fresh=True, show_progress=False)
+        return r.render(span=(0, n), out=out, variations=[first.name], fresh=True, show_progress=False)
 
     t_render, c_render, results = best(render, args.repeat)
     assert results[0].frames == n

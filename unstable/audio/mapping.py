@@ -336,7 +336,7 @@ def open_show_audio(show, params, audio_file, *, echo: Callable[[str], None] = p
         return None
     fps = exact(s.fps)
     path = show.audio_file(str(audio_file) if audio_file else None)
-    what = "--audio" if audio_file else f"{show.source}: audio.file"
+    what = "--audio" if audio_file else f"{show.show_file}: audio.file"
     try:
         source = open_input(path, s.audio.device, fps, echo=echo, what=what)
     except UnstableError as e:
@@ -364,5 +364,5 @@ def unmapped_line(show, audio_file, command: str) -> str | None:
     else:
         return None
     kept = " (it sets the render's length and is muxed in)" if command == "render" else ""
-    return (f"{command}: {show.source} has no [[audio.map]], so {given} moves nothing{kept}; add one to the "
+    return (f"{command}: {show.show_file} has no [[audio.map]], so {given} moves nothing{kept}; add one to the "
             f"show, e.g. [[audio.map]] feature = \"onset\" param = \"show.master_fade\" amount = -0.5")

@@ -220,7 +220,7 @@ class MidiMapper:
             elif m.action == "tap":
                 s.set(SHOW, "tap", 1, origin)
             else:
-                s.post_event(what, None, origin, piece=piece)
+                s.post_event(what, None, origin, group=piece)
             return 1
         group, name = m.key
         if m.note >= 0:

@@ -131,7 +131,7 @@ class PresetBank:
         """Save every parameter's target (not scene or record) as preset `name` (or those of `state`,
         {group: {name: value}}); returns its file."""
         path = self.path(name)
-        state = self.store.state() if state is None else state
+        state = self.store.targets() if state is None else state
         values = {g: {k: v for k, v in vals.items() if (g, k) not in NOT_SAVED} for g, vals in state.items()}
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
@@ -239,7 +239,7 @@ class PresetBank:
         try:
             if what == "save":
                 check_preset_name(ev.name)
-                state = self.store.state()  # this frame's values, whenever the file is written
+                state = self.store.targets()  # this frame's values, whenever the file is written
                 threading.Thread(target=self._save_quietly, args=(ev.name, state, sender),
                                  name="unstable-preset-save", daemon=True).start()
             elif what == "recall":

@@ -41,7 +41,7 @@ class ShowInputs:
         if self.midi_port:
             from .midi import MidiLink
             try:
-                self.midi = MidiLink(store, self.show.settings.midi, run_dir, source=self.show.source,
+                self.midi = MidiLink(store, self.show.settings.midi, run_dir, source=self.show.show_file,
                                      api=self.api, port=self.midi_port).start()
             except Exception as e:  # noqa: BLE001 - no MIDI system at all: one line, the show plays on
                 log.error("midi: cannot start MIDI input on %r (%s: %s); the show plays on without it",

@@ -1,10 +1,11 @@
-"""The live parameter store: one thread-safe table of every piece's parameters in a show.
+"""The live parameter store: one thread-safe table of every parameter of a show, by group.
 
-The engine builds one `ParameterStore` from the ParamSpecs of every piece (grouped by piece name,
-e.g. "eq" and "bad") plus the show-level specs (`unstable.schema.show_specs`). Writers (the OSC
-thread, the engine applying a preset or a scene) call `set`/`set_unit`/`update`: a dict write
-under a lock, nothing else. The render loop calls `snapshot(now)` once per frame and gets
-{piece: {name: value}} with smoothing applied against *its* clock (the frame clock, wall time live
+A group is a piece (its name in the show, e.g. "eq" and "bad") or one of the show's own groups
+("show": `unstable.schema.show_specs`; "audio": the audio map's amounts); every key is
+(group, name). The engine builds one `ParameterStore` from the ParamSpecs of every group.
+Writers (the OSC thread, the engine applying a preset or a scene) call `set`/`set_unit`/`update`:
+a dict write under a lock, nothing else. The render loop calls `snapshot(now)` once per frame and gets
+{group: {name: value}} with smoothing applied against *its* clock (the frame clock, wall time live
 or frame/fps offline), so what is rendered never depends on when OSC packets happened to arrive.
 
 Listeners (`add_listener`) hear about every change with its origin, which is how controller
@@ -51,12 +52,12 @@ class _ListenerKey:
 class Event:
     """A show-level action from a controller: kind "scene" (value = index), "record" (value = 0/1,
     the wanted state: handle it idempotently) or "still" (value None); or an action on one piece
-    (`piece` set): "directions/refresh", "clusters/refresh". `origin` is the sender."""
+    (`group` names it): "directions/refresh", "clusters/refresh". `origin` is the sender."""
 
     kind: str
     value: float | None = None
     origin: Origin | None = None
-    piece: str | None = None
+    group: str | None = None
     name: str | None = None     # a preset action's preset (unstable.control.presets)
     unit: str = "s"             # a preset morph's length unit, and its curve
     curve: str = "smooth"
@@ -65,10 +66,10 @@ class Event:
 class _Entry:
     """One parameter's state: the target writers set and the smoothed value snapshots read."""
 
-    __slots__ = ("piece", "name", "spec", "target", "current", "tau", "log")
+    __slots__ = ("group", "name", "spec", "target", "current", "tau", "log")
 
-    def __init__(self, piece: str, spec: ParamSpec):
-        self.piece = piece
+    def __init__(self, group: str, spec: ParamSpec):
+        self.group = group
         self.name = spec.name
         self.spec = spec
         self.target = spec.clamp(spec.default)
@@ -79,7 +80,7 @@ class _Entry:
 
 
 class ParameterStore:
-    """Thread-safe live values for every (piece, parameter) of a show.
+    """Thread-safe live values for every (group, parameter) of a show.
 
     Writes are cheap (clamp, dict write under a lock, listeners told outside it); `snapshot(now)`
     is O(params). Smoothing is an exponential approach with time constant `spec.smoothing`
@@ -91,9 +92,9 @@ class ParameterStore:
         self.groups = normalise_groups(groups)
         self._lock = threading.Lock()
         self._entries: dict[tuple[str, str], _Entry] = {}
-        for piece, specs in self.groups.items():
+        for group, specs in self.groups.items():
             for spec in specs:
-                self._entries[(piece, spec.name)] = _Entry(piece, spec)
+                self._entries[(group, spec.name)] = _Entry(group, spec)
         self._order = list(self._entries.values())
         self._last_now: float | None = None
         self._events: collections.deque[Event] = collections.deque(maxlen=max_events)
@@ -107,69 +108,69 @@ class ParameterStore:
     # -- schema ---------------------------------------------------------------------------------
 
     def keys(self) -> list[tuple[str, str]]:
-        """Every (piece, name), in schema order."""
+        """Every (group, name), in schema order."""
         return list(self._entries)
 
-    def spec(self, piece: str, name: str) -> ParamSpec:
-        """The ParamSpec of (piece, name); KeyError if there is none."""
-        return self._entry(piece, name).spec
+    def spec(self, group: str, name: str) -> ParamSpec:
+        """The ParamSpec of (group, name); KeyError if there is none."""
+        return self._entry(group, name).spec
 
     def __contains__(self, key) -> bool:
         return key in self._entries
 
-    def _entry(self, piece: str, name: str) -> _Entry:
+    def _entry(self, group: str, name: str) -> _Entry:
         try:
-            return self._entries[(piece, name)]
+            return self._entries[(group, name)]
         except KeyError:
-            raise KeyError(f"no live parameter {piece}/{name}") from None
+            raise KeyError(f"no live parameter {group}/{name}") from None
 
     # -- writes ---------------------------------------------------------------------------------
 
-    def set(self, piece: str, name: str, value: float, origin: Origin | None = None) -> float:
-        """Set the target of (piece, name) in its own units, clamped to its range; returns the
+    def set(self, group: str, name: str, value: float, origin: Origin | None = None) -> float:
+        """Set the target of (group, name) in its own units, clamped to its range; returns the
         stored value. `origin` is the controller's (host, port), None for the engine itself.
         A non-finite value is a bug in the caller and raises ValueError."""
-        e = self._entry(piece, name)
+        e = self._entry(group, name)
         v = float(value)
         if not math.isfinite(v):
-            raise ValueError(f"{piece}/{name}: {value!r} is not a finite number")
+            raise ValueError(f"{group}/{name}: {value!r} is not a finite number")
         v = e.spec.clamp(v)
         with self._lock:
             changed = e.target != v
             e.target = v
-            if origin is not None and (piece, name) in ACTIONS:
+            if origin is not None and (group, name) in ACTIONS:
                 self._queue(Event(name, v, origin))
         if changed:
-            self._notify([(piece, name)], origin)
+            self._notify([(group, name)], origin)
         return v
 
-    def set_unit(self, piece: str, name: str, u: float, origin: Origin | None = None) -> float:
-        """Set (piece, name) from a 0..1 fader position (mapped by ParamSpec.from_unit)."""
-        e = self._entry(piece, name)
+    def set_unit(self, group: str, name: str, u: float, origin: Origin | None = None) -> float:
+        """Set (group, name) from a 0..1 fader position (mapped by ParamSpec.from_unit)."""
+        e = self._entry(group, name)
         u = float(u)
         if not math.isfinite(u):
-            raise ValueError(f"{piece}/{name}: {u!r} is not a finite number")
-        return self.set(piece, name, e.spec.from_unit(u), origin)
+            raise ValueError(f"{group}/{name}: {u!r} is not a finite number")
+        return self.set(group, name, e.spec.from_unit(u), origin)
 
     def update(self, values: Mapping[str, Mapping[str, float]], origin: Origin | None = None) -> int:
-        """Set many targets at once (a preset, a scene): {piece: {name: value}} in own units.
+        """Set many targets at once (a preset, a scene): {group: {name: value}} in own units.
 
         Names the schema does not know (a preset from an older piece) and non-finite values are
         skipped with a warning. Returns how many values changed; listeners hear one call.
         """
         staged = []
-        for piece, table in values.items():
+        for group, table in values.items():
             for name, value in table.items():
-                e = self._entries.get((piece, name))
+                e = self._entries.get((group, name))
                 if e is None:
-                    log.warning("preset value %s/%s ignored: no such live parameter", piece, name)
+                    log.warning("preset value %s/%s ignored: no such live parameter", group, name)
                     continue
                 try:
                     v = float(value)
                 except (TypeError, ValueError):
                     v = math.nan
                 if not math.isfinite(v):
-                    log.warning("preset value %s/%s = %r ignored: not a finite number", piece, name, value)
+                    log.warning("preset value %s/%s = %r ignored: not a finite number", group, name, value)
                     continue
                 staged.append((e, e.spec.clamp(v)))
         changed = []
@@ -177,7 +178,7 @@ class ParameterStore:
             for e, v in staged:
                 if e.target != v:
                     e.target = v
-                    changed.append((e.piece, e.name))
+                    changed.append((e.group, e.name))
         if changed:
             self._notify(changed, origin)
         return len(changed)
@@ -195,25 +196,25 @@ class ParameterStore:
 
     # -- reads ----------------------------------------------------------------------------------
 
-    def get(self, piece: str, name: str) -> float:
-        """The target (newest written value) of (piece, name), in its own units."""
-        return self._entry(piece, name).target
+    def get(self, group: str, name: str) -> float:
+        """The target (newest written value) of (group, name), in its own units."""
+        return self._entry(group, name).target
 
-    def get_unit(self, piece: str, name: str) -> float:
-        """The 0..1 fader position that shows the target of (piece, name)."""
-        e = self._entry(piece, name)
+    def get_unit(self, group: str, name: str) -> float:
+        """The 0..1 fader position that shows the target of (group, name)."""
+        e = self._entry(group, name)
         return e.spec.to_unit(e.target)
 
-    def state(self) -> dict[str, dict[str, float]]:
-        """{piece: {name: target}}: what a preset or a feedback sync saves or sends."""
+    def targets(self) -> dict[str, dict[str, float]]:
+        """{group: {name: target}}: what a preset or a feedback sync saves or sends."""
         with self._lock:
             out: dict[str, dict[str, float]] = {p: {} for p in self.groups}
             for e in self._order:
-                out[e.piece][e.name] = e.target
+                out[e.group][e.name] = e.target
         return out
 
     def snapshot(self, now: float, targets: dict | None = None) -> dict[str, dict[str, float]]:
-        """{piece: {name: value}} for the frame at time `now` (seconds on the frame clock).
+        """{group: {name: value}} for the frame at time `now` (seconds on the frame clock).
 
         Smoothing advances by `now` minus the previous snapshot's `now`; the first snapshot, and
         any parameter without smoothing, shows the target. A clock that goes backwards (a render
@@ -236,7 +237,7 @@ class ParameterStore:
                 targets.clear()
                 targets.update({p: {} for p in self.groups})
                 for e in self._order:
-                    targets[e.piece][e.name] = e.target
+                    targets[e.group][e.name] = e.target
             for e in self._order:
                 if first or e.tau <= 0.0:
                     e.current = e.target
@@ -250,7 +251,7 @@ class ParameterStore:
                     if abs(e.target - cur) <= 1e-6 * (e.spec.hi - e.spec.lo):
                         cur = e.target
                     e.current = cur
-                out[e.piece][e.name] = e.current
+                out[e.group][e.name] = e.current
         return out
 
     def smoothing_state(self) -> dict:
@@ -258,8 +259,8 @@ class ParameterStore:
         `load_smoothing_state` a replay continues the glide exactly where a live show was."""
         with self._lock:
             return {"last_now": self._last_now,
-                    "target": {f"{e.piece}/{e.name}": e.target for e in self._order},
-                    "current": {f"{e.piece}/{e.name}": e.current for e in self._order}}
+                    "target": {f"{e.group}/{e.name}": e.target for e in self._order},
+                    "current": {f"{e.group}/{e.name}": e.current for e in self._order}}
 
     def load_smoothing_state(self, state: Mapping) -> None:
         """Continue from `smoothing_state()`; names the schema does not know are skipped."""
@@ -268,19 +269,19 @@ class ParameterStore:
             self._last_now = None if last is None else float(last)
             for key, attr in (("target", "target"), ("current", "current")):
                 for name, v in (state.get(key) or {}).items():
-                    piece, _, param = name.partition("/")
-                    e = self._entries.get((piece, param))
+                    group, _, param = name.partition("/")
+                    e = self._entries.get((group, param))
                     if e is not None and isinstance(v, (int, float)) and math.isfinite(v):
                         setattr(e, attr, e.spec.clamp(float(v)))
 
     # -- events ---------------------------------------------------------------------------------
 
     def post_event(self, kind: str, value: float | None = None, origin: Origin | None = None,
-                   piece: str | None = None, **more) -> None:
+                   group: str | None = None, **more) -> None:
         """Queue an action for the engine (the oldest is dropped past `max_events`; of a record or a
         still only the newest waits). `more`: a preset action's name, unit and curve."""
         with self._lock:
-            self._queue(Event(kind, value, origin, piece, **more))
+            self._queue(Event(kind, value, origin, group, **more))
 
     def _queue(self, ev: Event) -> None:
         # Records and stills coalesce: a burst is one wish (the newest), and it cannot push scene

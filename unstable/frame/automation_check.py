@@ -73,7 +73,7 @@ def _table(v: Any, source: str, where: str, what: str) -> dict:
 
 
 def check_state(state: Any, source: str, where: str = "line 1.state") -> dict:
-    """The header's state as `ShowTimeline.state()` writes it ({store, scene, walk}), each field
+    """The header's state as `ShowTimeline.resume_state()` writes it ({store, scene, walk}), each field
     checked; returns it with every number a plain float (an int where one is expected)."""
     state = _table(state, source, where, "{store, scene, walk}")
     out: dict[str, Any] = {}

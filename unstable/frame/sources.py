@@ -27,14 +27,15 @@ log = logging.getLogger("unstable.frame")
 __all__ = ["PanelSource", "make_walk", "open_run", "load_run_into"]
 
 
-def make_walk(name: str, system: Any, settings: WalkSettings, device: torch.device, source: str,
+def make_walk(name: str, system: Any, settings: WalkSettings, device: torch.device, config_file: str,
               key: str = "walk") -> Walk:
-    """The walk of source `name` over all of its system's panels (display names `name/panel`)."""
+    """The walk of source `name` over all of its system's panels (display names `name/panel`); a bad
+    walk is a ConfigError naming `config_file` (the show or job) and `key`."""
     dims = {display_name(name, p): d for p, d in system.panels().items()}
     try:
         return Walk(settings, dims, device)
     except (UnstableError, ValueError) as e:
-        raise ConfigError(source, key, str(e).split(": ", 1)[-1]) from None
+        raise ConfigError(config_file, key, str(e).split(": ", 1)[-1]) from None
 
 
 @dataclass

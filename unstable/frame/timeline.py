@@ -163,8 +163,9 @@ class ShowTimeline:
 
     # -- state: automation headers, resumed shows ----------------------------------------------
 
-    def state(self) -> dict[str, Any]:
-        """The whole state as of the last frame, in plain numbers (an automation header)."""
+    def resume_state(self) -> dict[str, Any]:
+        """Everything a replay needs to go on from the last frame, in plain numbers (an automation
+        header's `state`); not a FrameState, which is one frame's."""
         d = self.director
         return {
             "store": self.store.smoothing_state(),
@@ -174,8 +175,8 @@ class ShowTimeline:
             "walk": {n: {"phase": c.phase, "speed": c.speed, "at": self.now} for n, c in self.clocks.items()},
         }
 
-    def load_state(self, state: Mapping[str, Any]) -> None:
-        """Continue from `state()` (values the schema does not know are skipped)."""
+    def load_resume_state(self, state: Mapping[str, Any]) -> None:
+        """Continue from `resume_state()` (values the schema does not know are skipped)."""
         self.store.load_smoothing_state(state.get("store", {}))
         scene = state.get("scene") or {}
         d = self.director
@@ -203,7 +204,7 @@ class ShowTimeline:
         stops past `max_bytes` (default AutomationRecorder.MAX_BYTES; 0: no cap)."""
         self.stop_recording()
         self.recorder = AutomationRecorder(path, show=show, fps=self.timer.fps, start_frame=frame,
-                                           state=self.state(), targets=self.store.state(), max_bytes=max_bytes)
+                                           state=self.resume_state(), targets=self.store.targets(), max_bytes=max_bytes)
         return self.recorder
 
     def stop_recording(self, quiet: bool = False) -> str | None:
@@ -217,5 +218,5 @@ class ShowTimeline:
     def replay(self, automation: Automation) -> int:
         """Play `automation` from its start: loads its start state; returns its first frame."""
         self.automation = automation
-        self.load_state(automation.state)
+        self.load_resume_state(automation.state)
         return automation.start_frame

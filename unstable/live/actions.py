@@ -50,11 +50,11 @@ class Actions:
                 self._want_record = ev.value is not None and ev.value >= 0.5
             elif ev.kind == "still":
                 self._still_asked = True
-            elif ev.kind in PIECE_ACTIONS and ev.piece in self.piece_set.by_name:
+            elif ev.kind in PIECE_ACTIONS and ev.group in self.piece_set.by_name:
                 # Only asked for here: the mirror's worker recomputes from a snapshot of the sampling
                 # copy (the trained weights as of the last sync), coalesced and rate-limited, and a
                 # later sample swaps the result in between frames (unstable.live.mirror).
-                self.piece_set.by_name[ev.piece].mirror.refresh(ev.kind.split("/")[0])
+                self.piece_set.by_name[ev.group].mirror.refresh(ev.kind.split("/")[0])
             elif ev.kind.startswith("preset/") and self.presets is not None:
                 self.presets.act(ev)  # a morph starts at the next frame's snapshot
         now = self._clock()

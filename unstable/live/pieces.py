@@ -76,7 +76,7 @@ def prepare_pieces(show: Show, systems: Mapping[str, Any], run_dir: Path, device
         elif start and not fresh:
             path = show.resolve(start)
             if shipped_file(path.name, path.parent) is None:
-                raise UnstableError(f"{show.source}: pieces.{name}.start {start!r} is not listed in "
+                raise UnstableError(f"{show.show_file}: pieces.{name}.start {start!r} is not listed in "
                                     f"{path.parent / 'MANIFEST.json'} or its SHA-256 differs; refusing it "
                                     "(scripts/make_shipped.py makes both; --fresh starts from the seed)")
             load_run_into(system, path, device)
@@ -96,7 +96,7 @@ def prepare_pieces(show: Show, systems: Mapping[str, Any], run_dir: Path, device
 def live_state(piece, params, timeline) -> dict:
     """What a restart of `piece` (a LivePiece) needs besides its weights: its walk phase and live
     parameter values, and the show's (scene, master fade). Plain floats: loads with weights_only."""
-    values = params.state()
+    values = params.targets()
     # The phase as of the last frame, read without advancing: the render thread owns the clock.
     return {"walk": {"phase": float(piece.clock.phase), "speed": float(piece.clock.speed)},
             "params": {k: float(v) for k, v in values.get(piece.name, {}).items()},

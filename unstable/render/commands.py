@@ -18,12 +18,12 @@ from .renderer import Renderer, job_renderer, show_renderer
 __all__ = ["render_job", "render_show"]
 
 
-def render_job(job_path: str | Path, *, out: str | None = None, frames: str | None = None,
+def render_job(job_path: str | Path, *, out: str | None = None, frame_range: str | None = None,
                variations: Sequence[str] = (), device: torch.device = torch.device("cpu"), fresh: bool = False,
                echo: Callable[[str], None] = print, show_progress: bool = True, ctx=None,
                threads: int | None = None, workers: int | None = None, scheduler: str | None = None,
                client=None, overwrite: bool = False) -> list[RenderResult]:
-    """`unstable render JOB`: load, check, render and join; `frames` is "A:B" (a part of the job);
+    """`unstable render JOB`: load, check, render and join; `frame_range` is "A:B" (a part of the job);
     an existing output is kept (the render takes a numbered name) unless `overwrite`.
 
     `workers` (a LocalCluster of that many processes), `scheduler` (tcp://HOST:PORT) or `client` (a
@@ -31,17 +31,17 @@ def render_job(job_path: str | Path, *, out: str | None = None, frames: str | No
     job = load_job(job_path)
     with job_renderer(job, str(job_path), device, ctx=ctx, echo=echo, threads=threads,
                       progress=progress_bar if show_progress else None) as renderer:
-        span = parse_frame_range(frames, renderer.spec.length) if frames is not None else None
+        span = parse_frame_range(frame_range, renderer.spec.length) if frame_range is not None else None
         if workers or scheduler or client is not None:
             from .farm import on_cluster, spec_for
             return on_cluster(renderer, spec_for("job", job_path, device), workers=workers, scheduler=scheduler,
-                              client=client, out=out, frames=span, variations=variations, fresh=fresh,
+                              client=client, out=out, span=span, variations=variations, fresh=fresh,
                               show_progress=show_progress, echo=echo, overwrite=overwrite)
-        return renderer.render(out=out, frames=span, variations=variations, fresh=fresh,
+        return renderer.render(out=out, span=span, variations=variations, fresh=fresh,
                                show_progress=show_progress, overwrite=overwrite)
 
 
-def render_show(show_path: str | Path, *, seconds: float | None = None, frames: str | None = None,
+def render_show(show_path: str | Path, *, seconds: float | None = None, frame_range: str | None = None,
                 out: str | None = None, preset: str = "h264", size: tuple[int, int] | None = None,
                 automation: str | Path | None = None, run: str | Path | None = None,
                 device: torch.device = torch.device("cpu"), fresh: bool = False,
@@ -51,10 +51,10 @@ def render_show(show_path: str | Path, *, seconds: float | None = None, frames: 
     """`unstable render SHOW`: the show offline from its run folders, its automation replayed when given;
     on Dask with `workers`, `scheduler` or `client` (see render_job). With `audio` (or the show's
     `[audio] file`) the render follows the sound frame by frame, lasts as long as it (unless
-    `seconds`) and, once the parts are joined, has it muxed in (not into a part: `frames`)."""
+    `seconds`) and, once the parts are joined, has it muxed in (not into a part: `frame_range`)."""
     with show_renderer(show_path, seconds=seconds, preset=preset, size=size, automation=automation, run=run,
                        device=device, echo=echo, ctx=ctx, threads=threads, audio=audio) as renderer:
-        span = parse_frame_range(frames, renderer.spec.length) if frames is not None else None
+        span = parse_frame_range(frame_range, renderer.spec.length) if frame_range is not None else None
         if workers or scheduler or client is not None:
             from .farm import on_cluster, spec_for
             spec = spec_for("show", show_path, device, seconds=seconds, preset=preset, size=size,
@@ -62,9 +62,9 @@ def render_show(show_path: str | Path, *, seconds: float | None = None, frames: 
                             run=str(run) if run is not None else None,
                             audio=str(Path(audio).resolve()) if audio is not None else None)
             results = on_cluster(renderer, spec, workers=workers, scheduler=scheduler, client=client, out=out,
-                                 frames=span, fresh=fresh, show_progress=show_progress, echo=echo, overwrite=overwrite)
+                                 span=span, fresh=fresh, show_progress=show_progress, echo=echo, overwrite=overwrite)
         else:
-            results = renderer.render(out=out, frames=span, fresh=fresh, show_progress=show_progress,
+            results = renderer.render(out=out, span=span, fresh=fresh, show_progress=show_progress,
                                       overwrite=overwrite)
         if renderer.audio is not None:
             _mux_results(renderer, results, span, preset, echo)

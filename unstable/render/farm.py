@@ -112,14 +112,14 @@ def render_chunk(spec: dict, chunk: tuple[int, int], outputs: list[tuple[int, st
     t0 = time.perf_counter()
     renderer = _open_renderer(spec)
     opened = time.perf_counter() - t0
-    frames = tuple(spec["frames"])
-    mine = {i: (v, p) for i, v, p in renderer.outputs(spec["out"], frames, spec["variations"])}
+    span = tuple(spec["span"])
+    mine = {i: (v, p) for i, v, p in renderer.outputs(spec["out"], span, spec["variations"])}
     suffix = spec["suffix"]
     need = []
     for index, out, key in outputs:
         v, path = mine[index]
         named, chosen = spec["names"][index]  # the driver's choice: a numbered name when `path` existed
-        if str(path) != named or chosen != out or renderer.key(v, frames) != key:
+        if str(path) != named or chosen != out or renderer.key(v, span) != key:
             raise UnstableError(f"worker {socket.gethostname()}: renders {out} differently from the driver (its "
                                 "job, run files, torch version or thread count differ); workers must see the same "
                                 "files at the same paths")
@@ -180,7 +180,7 @@ def _paths(identity: Any) -> list[str]:
     return out
 
 
-def render_on_cluster(renderer, spec: dict, client, *, out: str | None = None, frames: tuple[int, int] | None = None,
+def render_on_cluster(renderer, spec: dict, client, *, out: str | None = None, span: tuple[int, int] | None = None,
                       variations: Sequence[str] = (), fresh: bool = False, show_progress: bool = True,
                       retries: int = 3, echo: Callable[[str], None] = print,
                       overwrite: bool = False) -> list[RenderResult]:
@@ -192,14 +192,14 @@ def render_on_cluster(renderer, spec: dict, client, *, out: str | None = None, f
     from ..progress import progress_bar
     from tqdm import tqdm
 
-    frames = frames or (0, renderer.spec.length)
-    if not 0 <= frames[0] < frames[1] <= renderer.spec.length:
-        raise UnstableError(f"frames {frames[0]}:{frames[1]}: expected 0 <= A < B <= {renderer.spec.length}")
-    named = renderer.outputs(out, frames, variations)
+    span = span or (0, renderer.spec.length)
+    if not 0 <= span[0] < span[1] <= renderer.spec.length:
+        raise UnstableError(f"frames {span[0]}:{span[1]}: expected 0 <= A < B <= {renderer.spec.length}")
+    named = renderer.outputs(out, span, variations)
     outputs = choose_outputs(named, overwrite, echo)
     # Workers check the job's own names against theirs and write the parts of the chosen ones.
     names = {i: (str(p), str(c)) for (i, _, p), (_, _, c) in zip(named, outputs)}
-    spec = {**spec, "out": out, "frames": list(frames), "variations": list(variations),
+    spec = {**spec, "out": out, "span": list(span), "variations": list(variations),
             "threads": renderer.threads, "names": names}
     preset = PRESETS[renderer.spec.preset]
     suffix = "" if preset.sequence else outputs[0][2].suffix
@@ -210,9 +210,9 @@ def render_on_cluster(renderer, spec: dict, client, *, out: str | None = None, f
     futures = []
     try:
         for i, v, p in outputs:
-            t = renderer.prepare_target(i, v, p, frames, fresh)
+            t = renderer.prepare_target(i, v, p, span, fresh)
             targets.append(t)
-            keys[i] = renderer.key(v, frames)
+            keys[i] = renderer.key(v, span)
         _check_workers(client, spec, renderer, targets, keys)
         group_size = renderer.spec.variations_at_once
         tasks = []
@@ -249,7 +249,7 @@ def render_on_cluster(renderer, spec: dict, client, *, out: str | None = None, f
         results = []
         wall = time.perf_counter() - t_start
         for t in targets:
-            info = join_parts(t, suffix, frames[1] - frames[0], renderer.spec.fps, preset.sequence)
+            info = join_parts(t, suffix, span[1] - span[0], renderer.spec.fps, preset.sequence)
             done_now = sum(c[1] - c[0] for c, o in tasks if any(i == t.index for i, _, _ in o))
             results.append(RenderResult(t.variation.name, t.out, info.frames, info.fps, info.width, info.height,
                                         renderer.spec.preset, done_now, wall))

@@ -67,7 +67,7 @@ def midi_automation(show, groups, mid_path: str | Path, out: str | Path, *, run_
                             start_values={n: e.params for n, e in s.pieces.items()})
     maps = list(s.midi.map) + (load_learned(Path(run_dir) / LEARN_FILE, groups) if run_dir is not None else [])
     if not maps:
-        raise UnstableError(f"--midi {mid_path}: the show {show.source} maps no MIDI ([[midi.map]]), and "
+        raise UnstableError(f"--midi {mid_path}: the show {show.show_file} maps no MIDI ([[midi.map]]), and "
                             "nothing was learned in its run folder: the file would move nothing")
     mapper = MidiMapper(store, maps)
     # Tap tempo on the frame clock: a file taps as a performer would, at its own times.

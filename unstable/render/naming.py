@@ -60,7 +60,7 @@ def choose_outputs(outputs: Sequence[tuple[int, T, Path]], overwrite: bool,
     return chosen
 
 
-def output_paths(spec, out: str | None = None, frames: tuple[int, int] | None = None,
+def output_paths(spec, out: str | None = None, span: tuple[int, int] | None = None,
                  variations: Sequence[str] = ()) -> list[tuple[int, Variation, Path]]:
     """(index, variation, output path) of each output of render `spec` (a RenderSpec) with these
     options: `out` instead of its pattern, frames [A, B) (a part), only the named `variations`."""
@@ -86,8 +86,8 @@ def output_paths(spec, out: str | None = None, frames: tuple[int, int] | None = 
         except (ValueError, IndexError) as e:
             raise UnstableError(f"--out {out}: {str(e).split(': ', 1)[-1]}") from None
     # The job's pattern marks a part of the job in the name (.fA-B); an explicit --out is taken as given.
-    span = None if out is not None else frames
-    paths = [(i, v, output_path(pattern, spec.name, spec.preset, v, i, span, spec.length)) for i, v in chosen]
+    part = None if out is not None else span
+    paths = [(i, v, output_path(pattern, spec.name, spec.preset, v, i, part, spec.length)) for i, v in chosen]
     seen = {}
     for _, v, p in paths:
         if p.resolve() in seen:

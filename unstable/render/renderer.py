@@ -10,7 +10,7 @@ filled in (render/job_frames.py `open_job`, render/show_frames.py `open_show`); 
     renderer = job_renderer(load_job("render/equilibrium-1-1.toml"), "render/equilibrium-1-1.toml")
     renderer = show_renderer("shows/demo.toml", seconds=24, size=(1920, 1080))  # from its run folders
     results = renderer.render()                         # every variation, whole length
-    results = renderer.render(frames=(0, 300))          # a part, for a job scheduler
+    results = renderer.render(span=(0, 300))            # a part, for a job scheduler
 
 How a render is made, and why:
 - Before any frame: every source is opened (runs loaded, fingerprints checked), the walk built,
@@ -144,10 +144,10 @@ class Renderer:
 
     # -- rendering -----------------------------------------------------------------------------
 
-    def key(self, variation: Variation, frames: tuple[int, int]) -> str:
+    def key(self, variation: Variation, span: tuple[int, int]) -> str:
         """Hash of everything that decides the pixels and the encoding of one output's parts (its
         manifest's key; a cluster worker's must equal the driver's)."""
-        blob = {"render": self.spec.settings, "variation": to_dict(variation), "frames": list(frames),
+        blob = {"render": self.spec.settings, "variation": to_dict(variation), "frames": list(span),
                 "sources": self.spec.identity, "device": self.device.type, "torch": torch.__version__,
                 "threads": self.threads}
         return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:20]
@@ -162,21 +162,21 @@ class Renderer:
             a = b
         return out
 
-    def prepare_target(self, index: int, variation: Variation, out: Path, frames: tuple[int, int],
+    def prepare_target(self, index: int, variation: Variation, out: Path, span: tuple[int, int],
                        fresh: bool) -> Target:
         """Output `out`'s parts folder for frames [A, B), locked, with its manifest and the parts
         already done (kept unless `fresh`)."""
-        manifest = {"key": self.key(variation, frames), "job": self.spec.name, "variation": variation.name,
-                    "frames": list(frames), "preset": self.spec.preset}
+        manifest = {"key": self.key(variation, span), "job": self.spec.name, "variation": variation.name,
+                    "frames": list(span), "preset": self.spec.preset}
         suffix = "" if PRESETS[self.spec.preset].sequence else out.suffix
-        return prepare_target(index, variation, out, self._chunks(*frames), manifest, suffix, fresh)
+        return prepare_target(index, variation, out, self._chunks(*span), manifest, suffix, fresh)
 
-    def outputs(self, out: str | None = None, frames: tuple[int, int] | None = None,
+    def outputs(self, out: str | None = None, span: tuple[int, int] | None = None,
                 variations: Sequence[str] = ()) -> list[tuple[int, Variation, Path]]:
         """(index, variation, output path) of each output a render with these options writes."""
-        return output_paths(self.spec, out, frames, variations)
+        return output_paths(self.spec, out, span, variations)
 
-    def render(self, *, out: str | None = None, frames: tuple[int, int] | None = None,
+    def render(self, *, out: str | None = None, span: tuple[int, int] | None = None,
                variations: Sequence[str] = (), fresh: bool = False, show_progress: bool = True,
                overwrite: bool = False) -> list[RenderResult]:
         """Render every chosen variation for frames [A, B) (default: all) to finished files.
@@ -184,37 +184,37 @@ class Renderer:
         Finished parts of an interrupted render of the same job are kept unless `fresh`. An output
         that exists is kept and the render goes to a numbered name beside it, unless `overwrite`.
         """
-        frames = frames or (0, self.spec.length)
-        if not 0 <= frames[0] < frames[1] <= self.spec.length:
-            raise UnstableError(f"frames {frames[0]}:{frames[1]}: expected 0 <= A < B <= {self.spec.length}")
-        outputs = choose_outputs(self.outputs(out, frames, variations), overwrite, self.echo)
+        span = span or (0, self.spec.length)
+        if not 0 <= span[0] < span[1] <= self.spec.length:
+            raise UnstableError(f"frames {span[0]}:{span[1]}: expected 0 <= A < B <= {self.spec.length}")
+        outputs = choose_outputs(self.outputs(out, span, variations), overwrite, self.echo)
         self._compositor()  # no GL context is an error before any file is touched
         results: list[RenderResult] = []
         group_size = self.spec.variations_at_once
         t_start = time.perf_counter()
         with torch_threads(self.threads):
             for g in range(0, len(outputs), group_size):
-                results += self._render_group(outputs[g:g + group_size], frames, fresh, show_progress,
+                results += self._render_group(outputs[g:g + group_size], span, fresh, show_progress,
                                               len(outputs) > 1)
         self.stats.generation_seconds = self._cursor.sample_seconds
         self.stats.compose_seconds = self._cursor.compose_seconds
         self.stats.wall_seconds += time.perf_counter() - t_start
         return results
 
-    def _render_group(self, group, frames, fresh, show_progress, several) -> list[RenderResult]:
+    def _render_group(self, group, span, fresh, show_progress, several) -> list[RenderResult]:
         """Render one group of variations from one generation (see `render`), holding their parts' locks."""
         t_group = time.perf_counter()
         targets: list[Target] = []
         try:
             for i, v, p in group:
-                targets.append(self.prepare_target(i, v, p, frames, fresh))
-            return self._render_targets(targets, frames, show_progress, several, t_group)
+                targets.append(self.prepare_target(i, v, p, span, fresh))
+            return self._render_targets(targets, span, show_progress, several, t_group)
         finally:
             for t in targets:
                 if t.lock is not None:
                     t.lock.close()
 
-    def _render_targets(self, targets: list[Target], frames, show_progress, several, t_group) -> list[RenderResult]:
+    def _render_targets(self, targets: list[Target], span, show_progress, several, t_group) -> list[RenderResult]:
         from tqdm import tqdm
 
         from ..progress import progress_bar
@@ -258,7 +258,7 @@ class Renderer:
         self.stats.encode_seconds += finisher.encode_seconds
         self.stats.frames += rendered * len(targets)
         for t in targets:
-            info = join_parts(t, suffix, frames[1] - frames[0], self.spec.fps, preset.sequence)
+            info = join_parts(t, suffix, span[1] - span[0], self.spec.fps, preset.sequence)
             results.append(RenderResult(t.variation.name, t.out, info.frames, info.fps, info.width, info.height,
                                         self.spec.preset, rendered, time.perf_counter() - t_group))
         return results

@@ -58,12 +58,12 @@ def _load_weights(show: Show, systems: dict, run_dir: Path, device: torch.device
     for name, system in systems.items():
         ckpt = run_dir / name / "checkpoint.pt"
         if not ckpt.is_file():
-            raise ConfigError(show.source, f"pieces.{name}", f"no trained weights at {ckpt} (play the show "
+            raise ConfigError(show.show_file, f"pieces.{name}", f"no trained weights at {ckpt} (play the show "
                               "first: `unstable live`, or give --run the show's run folder)")
         try:
             payload = load_run_into(system, ckpt, device)
         except UnstableError as e:
-            raise ConfigError(show.source, f"pieces.{name}", str(e)) from None
+            raise ConfigError(show.show_file, f"pieces.{name}", str(e)) from None
         identity.append({**file_identity(ckpt), "step": int(payload.get("step", 0))})
     return identity
 
@@ -105,7 +105,7 @@ def open_show(show_path: str | Path, *, seconds: float | None = None, preset: st
     run_dir = Path(run) if run is not None else Path("runs") / "live" / show.name
     systems = build_systems(show, device)
     groups = show_groups(show, systems)
-    identity = [{"show": hashlib.sha256(Path(show.source).read_bytes()).hexdigest()},
+    identity = [{"show": hashlib.sha256(Path(show.show_file).read_bytes()).hexdigest()},
                 *_load_weights(show, systems, run_dir, device)]
     if audio_in is not None:
         identity.append({"audio": file_identity(audio_in.path)})
@@ -113,7 +113,7 @@ def open_show(show_path: str | Path, *, seconds: float | None = None, preset: st
         identity.append(file_identity(auto.path))
         if auto.fps != exact(s.fps):
             raise UnstableError(f"--automation {auto.path}: recorded at {auto.fps} fps, the show runs at {s.fps:g} fps")
-    sources = {name: PanelSource(name, system, system, make_walk(name, system, s.walk, device, show.source),
+    sources = {name: PanelSource(name, system, system, make_walk(name, system, s.walk, device, show.show_file),
                                  {display_name(name, q): q for q in system.panels()})
                for name, system in systems.items()}
     fps = exact(s.fps)

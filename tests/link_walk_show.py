@@ -1,0 +1,74 @@
+"""The show's side of the Link walk test (not a test): a show's timeline with a walk period in beats,
+its inputs (ShowInputs: TempoLink and the once-a-second alignment, as `unstable live --link` hooks
+them on the engine) in a session with tests/link_beat_peer.py in another process. Prints one JSON
+line: per frame the wall time, the beats the walk has walked and the show's beat count.
+
+    python tests/link_walk_show.py SHOW.toml SECONDS   (inside a network namespace with only loopback)
+"""
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from unstable.control.show_inputs import ShowInputs
+from unstable.control.store import ParameterStore
+from unstable.frame.timeline import ShowTimeline
+from unstable.schema import SHOW, common_specs, show_specs
+from unstable.show import load_show
+from unstable.tempo import tempo_specs
+
+HERE = Path(__file__).resolve().parent
+FPS = 50
+
+
+class Timer:
+    def __init__(self):
+        self.start = time.monotonic()
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+
+class Engine:
+    """What ShowInputs.attach reads of a live engine: its store, timer, timeline and frame hooks."""
+
+    def __init__(self, store, timeline):
+        self.params, self.timeline, self.timer = store, timeline, Timer()
+        self.run_dir, self.frame_hooks = None, []
+
+
+def main(path: str, seconds: float) -> None:
+    show = load_show(Path(path))
+    t = show.settings.tempo
+    store = ParameterStore({"eq": common_specs(), SHOW: show_specs(1) + tempo_specs(t.bpm, t.link)})
+    timeline = ShowTimeline(show.resolved_scenes(), store, ["eq"], FPS, walk_bpm=show.walk_tempo)
+    eng = Engine(store, timeline)
+    inputs = ShowInputs(show, link=True)
+    inputs.attach(eng)
+    peer = subprocess.Popen([sys.executable, str(HERE / "link_beat_peer.py"), str(t.beats_per_bar), "1.0", "133",
+                             str(seconds + 1.0), "3.0"], stdout=subprocess.PIPE, text=True)
+    frames = []
+    try:
+        wall0 = time.time() - eng.timer.elapsed()
+        n = 0
+        while eng.timer.elapsed() < seconds:
+            now = eng.timer.elapsed()
+            state = timeline.advance(n, now)
+            frames.append((wall0 + now, state.walk_times["eq"] * show.walk_tempo / 60.0, timeline.beats.beat,
+                           store.get(SHOW, "tempo")))
+            for hook in eng.frame_hooks:
+                hook(eng)
+            n += 1
+            time.sleep(max(0.0, (n / FPS) - eng.timer.elapsed()))
+        out, _ = peer.communicate(timeout=20)
+    finally:
+        if peer.poll() is None:
+            peer.kill()
+        inputs.stop()
+    print(json.dumps({"frames": frames, "peer": out.splitlines()}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], float(sys.argv[2]))
