@@ -33,7 +33,7 @@ class ShowInputs:
         from ..tempo import TempoLink
         self._started = True
         try:
-            self.tempo = TempoLink(store, link=self.link_on).start()
+            self.tempo = TempoLink(store, link=self.link_on, quantum=self.show.settings.tempo.beats_per_bar).start()
         except Exception as e:  # noqa: BLE001 - no Link session (no network): the show plays on its own tempo
             log.error("link: cannot join an Ableton Link session (%s: %s); the show keeps its own tempo",
                       type(e).__name__, e)

@@ -105,7 +105,9 @@ class ShowTimeline:
         targets: dict = {}
         snap = self.store.snapshot(t, targets=targets)
         show = snap.get("show", {})
+        offset_before = self.beats.offset
         self.beats.advance(t, show.get("tempo"), show.get("beat_offset"))
+        moved = self.beats.offset - offset_before  # beats a Link alignment moved the count by
         levels = None
         if self.audio is not None:
             levels = self.audio.levels(frame)
@@ -126,10 +128,13 @@ class ShowTimeline:
             if self.walk_bpm is not None:
                 # A period in beats: walk seconds per second follow the tempo (the beat clock's,
                 # a non-finite one already refused). Through the clock's speed, so the time since the
-                # last frame runs at the tempo it had (as the beats do) and a change never jumps;
-                # and the walk counts its own beats: a Link re-alignment moves the beat count, not it.
+                # last frame runs at the tempo it had (as the beats do) and a change never jumps.
                 speed *= self.beats.bpm / self.walk_bpm
             clock.speed = speed
+            if moved and self.walk_bpm is not None:
+                # A Link alignment moves the walk with the beat count (as far as walk_speed walks
+                # in those beats), so a loop in beats stands on the session's beat as scenes do.
+                clock.phase = clock.phase + moved * speed * 60.0 / self.beats.bpm  # walk s a beat now
             walk_times[name] = clock.tick()
         return FrameState(frame, t, snap, scenes, walk_times, actions, targets, self._upcoming(frame))
 
