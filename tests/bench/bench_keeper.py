@@ -1,0 +1,144 @@
+"""Benchmark: the keeper's figures. The same piece trained with and without the keeper, under the
+live show's guard: stasis episodes and guard restores per hour (and per 1000 steps).
+
+    nice .venv/bin/python tests/bench/bench_keeper.py --minutes 15 --resolution 32 \
+        --learning-rate 1 --learning-rate 0.01 --learning-rate 10
+
+Each (starting learning_rate, with/without keeper) pair is one process at nice 10 with one torch
+thread, all running at the same time for --minutes of wall time, so both arms of a pair see the
+same machine. Each process trains --piece (a Series-1 piece, its resolution set to --resolution)
+step by step through a TrainingGuard with the show's default [guard] settings, as the live
+training thread does; every `every` steps (the keeper's default, 50) a Keeper looks (on in one
+arm, off in the other: it still measures, so both arms count stasis the same way), and every
+--stasis-every steps the guard's own stasis check runs (the check a live show makes every 10 s).
+
+Counted per arm:
+- stasis episodes (keeper): runs of consecutive looks whose probe motion is under the keeper's
+  stasis_floor (0.002), the keeper's and the explorer's yardstick;
+- stasis episodes (guard): the guard's declared stasis (output variety under 0.01 for 3 checks);
+- guard restores: steps the guard undid (each one restored the last good state).
+A starting learning_rate of 0.01 (the lowest) pushes the piece toward stasis, 10 (the highest)
+toward explosion, 1 is the piece as written. Rates per hour are per hour of this run's wall time
+at the step rate it got (printed); per 1000 steps they do not depend on the machine's load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+
+def arm(args) -> dict:
+    """One arm: train for args.minutes, return its counts."""
+    import torch
+
+    from unstable.explore.keeper import Keeper, KeeperSettings
+    from unstable.guard import GuardSettings, TrainingGuard
+    from unstable.schema import defaults
+    from unstable.system import build_system, load_piece
+
+    torch.set_num_threads(1)
+    piece = load_piece(ROOT / args.piece)
+    g = piece.generator
+    piece = dataclasses.replace(piece, generator=dataclasses.replace(
+        g, resolution=args.resolution, start_resolution=min(g.start_resolution, args.resolution)))
+    torch.manual_seed(piece.seed)
+    system = build_system(piece, torch.device("cpu"))
+    guard = TrainingGuard(system, GuardSettings(), "bench")
+    settings = KeeperSettings(on=args.kept)
+    keeper = Keeper(system, settings, name="bench", perturb=guard.perturb)
+    params = defaults(system.param_specs())
+    params["learning_rate"] = args.start_lr
+    end = time.monotonic() + args.minutes * 60
+    t0 = time.monotonic()
+    steps = undone = episodes = looks = under = 0
+    in_episode = False
+    lrs = []
+    while time.monotonic() < end:
+        if guard.stopped is not None:  # as a live show does: try again after a pause (here at once)
+            guard.retry()
+        if guard.step(params) is None:
+            undone += 1
+        steps += 1
+        if steps % settings.every == 0:
+            changes = keeper.observe(params, undone, settings.every)
+            params.update(changes)
+            undone = 0
+            looks += 1
+            low = keeper.motion is not None and keeper.motion < settings.stasis_floor
+            under += low
+            episodes += low and not in_episode
+            in_episode = low
+            lrs.append(round(float(params["learning_rate"]), 4))
+        if steps % args.stasis_every == 0:
+            guard.check_stasis(params)
+    seconds = time.monotonic() - t0
+    return {"kept": args.kept, "start_lr": args.start_lr, "steps": steps, "seconds": round(seconds, 1),
+            "restores": guard.recoveries, "stasis_episodes_keeper": episodes, "looks_in_stasis": under,
+            "looks": looks, "stasis_episodes_guard": guard.stasis_events, "adjustments": len(keeper.adjustments),
+            "final_lr": params["learning_rate"], "lr_min": min(lrs, default=None), "lr_max": max(lrs, default=None),
+            "guard_lr_scale": guard.lr_scale, "stopped": guard.stopped}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--piece", default="pieces/equilibrium-1-1.toml")
+    ap.add_argument("--resolution", type=int, default=32)
+    ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--learning-rate", dest="lrs", type=float, action="append",
+                    help="starting live learning_rate (repeatable; default 1)")
+    ap.add_argument("--stasis-every", type=int, default=25, help="steps between the guard's stasis checks")
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--arm", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--kept", type=int, default=1, help=argparse.SUPPRESS)
+    ap.add_argument("--start-lr", type=float, default=1.0, help=argparse.SUPPRESS)
+    ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.arm:
+        os.nice(10)
+        args.kept = bool(args.kept)
+        args.out.write_text(json.dumps(arm(args)))
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="bench-keeper-"))
+    procs = []
+    for lr in args.lrs or [1.0]:
+        for kept in (1, 0):
+            out = tmp / f"lr{lr}-k{kept}.json"
+            cmd = [sys.executable, __file__, "--arm", "--kept", str(kept), "--start-lr", str(lr), "--out", str(out),
+                   "--piece", args.piece, "--resolution", str(args.resolution), "--minutes", str(args.minutes),
+                   "--stasis-every", str(args.stasis_every)]
+            procs.append((subprocess.Popen(cmd), out))
+    print(f"{len(procs)} arms for {args.minutes:g} min each, all at once; load before: {os.getloadavg()[0]:.1f}")
+    results = []
+    for p, out in procs:
+        p.wait()
+        results.append(json.loads(out.read_text()) if out.exists() else {"failed": p.returncode})
+    print(f"load after: {os.getloadavg()[0]:.1f}")
+    print(f"{'start lr':>8} {'keeper':>6} {'steps':>6} {'steps/h':>8} {'stasis ep/h':>11} {'guard stasis/h':>14} "
+          f"{'restores/h':>10} {'restores/1k':>11} {'final lr':>8}")
+    for r in results:
+        if "failed" in r:
+            print("an arm failed:", r)
+            continue
+        h = r["seconds"] / 3600
+        print(f"{r['start_lr']:>8g} {'on' if r['kept'] else 'off':>6} {r['steps']:>6} {r['steps'] / h:>8.0f} "
+              f"{r['stasis_episodes_keeper'] / h:>11.1f} {r['stasis_episodes_guard'] / h:>14.1f} "
+              f"{r['restores'] / h:>10.1f} {1000 * r['restores'] / max(r['steps'], 1):>11.2f} {r['final_lr']:>8.4g}")
+    for r in results:
+        print(json.dumps(r))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
