@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from helpers import Client, tiny_eq_piece, wait_for
+from helpers import Client, tiny_eq_piece, tiny_piece_file
 from tqdm import tqdm
 
 from unstable.cli import main
@@ -93,6 +93,15 @@ def test_a_bad_keeper_table_is_one_line_naming_file_and_key(tmp_path, monkeypatc
     assert result.exit_code == 2 and key in result.output and "Traceback" not in result.output, result.output
 
 
+def test_a_bad_piece_is_also_kept_and_checked(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text(tiny_piece_file(tmp_path / "cache", "steps = 1") + "[keeper]\nevery = 20\n")
+    assert load_piece(path).keeper == KeeperSettings(every=20)
+    path.write_text(tiny_piece_file(tmp_path / "cache", "steps = 1") + "[keeper]\nstasis_floor = 3\n")
+    with pytest.raises(ConfigError, match=r"bad\.toml: keeper\.stasis_floor: 3\.0 is out of range"):
+        load_piece(path)
+
+
 # -- the artist wins for a while (clock injected: exact) ---------------------------------------------
 
 def test_the_keeper_leaves_a_parameter_the_artist_moved_alone_for_artist_hold(tmp_path, caplog):
@@ -166,6 +175,8 @@ def test_a_live_show_pushed_into_stasis_is_brought_back_into_the_band(tmp_path, 
         steps_to_band = p.steps
         lr = e.params.get("eq", "learning_rate")
         e.frame()
+        told = e.reporter.line(0.0)["keeper"]["eq"]  # the show's telemetry says what the keeper did
+        assert told["changes"] == p.keeper.changes >= 1 and told["motion"] >= 0.005
     assert steps_to_band <= 60, steps_to_band  # back in the band within 12 looks
     assert lr > 0.01
     lines = [r.message for r in caplog.records if "stasis near" in r.message]
