@@ -6,6 +6,9 @@ message at t seconds lands in frame ceil(t x fps), the first frame at or after i
 advanced frame by frame as a live show's is, its automation recorded exactly as a live show
 records it, and the render replays that automation: the frames a mapped parameter moves in are
 the frames of its events, and scene presets, tap tempo and smoothing follow as they would live.
+A mapping to a preset (`preset=`, `morph=`) recalls or morphs to the preset saved in the run folder
+(`<run>/presets/`) as the live show's bank does: after the frame of its event, so the morph
+starts at the next frame, as it would live; the automation holds every frame of it.
 """
 
 from __future__ import annotations
@@ -70,6 +73,11 @@ def midi_automation(show, groups, mid_path: str | Path, out: str | Path, *, run_
         raise UnstableError(f"--midi {mid_path}: the show {show.show_file} maps no MIDI ([[midi.map]]), and "
                             "nothing was learned in its run folder: the file would move nothing")
     mapper = MidiMapper(store, maps)
+    bank = None
+    if run_dir is not None and any(m.preset for m in maps):
+        from ..control.presets import PresetBank
+        # The live bank's folder: presets saved during the show are what its file recalls.
+        bank = PresetBank(store, Path(run_dir) / "presets")
     # Tap tempo on the frame clock: a file taps as a performer would, at its own times.
     tempo = TempoLink(store, tap=TapTempo(clock=lambda: timeline.now)).start()
     origin = ("midi", 0)
@@ -86,8 +94,13 @@ def midi_automation(show, groups, mid_path: str | Path, out: str | Path, *, run_
             timeline.now = float(Fraction(n) / fps)
             for msg in by_frame.get(n, ()):
                 mapper.handle(msg, origin)
-            timeline.advance(n)
+            state = timeline.advance(n)
+            for ev in state.actions:
+                if bank is not None and ev.kind.startswith("preset/"):
+                    bank.act(ev)  # between frames, as the live engine's actions do
     finally:
+        if bank is not None:
+            bank.close()
         tempo.stop()
         failed = timeline.stop_recording(quiet=True)
     if failed:
