@@ -15,7 +15,10 @@ is a jump of its own, and recording must not start or stop because a look was re
 
 Names are file names in the run folder: letters, digits, `_`, `-`, `.` and spaces, 64 at most,
 not starting with a dot. Anything else (`../x`, an empty name, a long one) is refused with one
-line naming it and where it came from; the show plays on.
+line naming it and where it came from; the show plays on. A preset file is read on the frame's
+thread, so one that is not a plain file (a FIFO would block it) or over MAX_FILE_BYTES is refused
+unread; values that are not finite numbers, or name parameters the show does not have (a preset
+of an older piece), are left out with one line naming them.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import logging
 import math
 import os
 import re
+import stat
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +42,7 @@ log = logging.getLogger("unstable.presets")
 __all__ = ["PresetBank", "PresetError", "check_preset_name", "interpolate", "CURVES", "UNITS"]
 
 MAX_NAME = 64
+MAX_FILE_BYTES = 1 << 20  # a preset of every parameter of a big show is a few KiB
 _NAME = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_\-. ]*$")
 NOT_SAVED = frozenset({(SHOW, "scene"), (SHOW, "record")})
 # Fractions of the morph's time -> fractions of the way (each 0 -> 0, 0.5 -> 0.5, 1 -> 1).
@@ -146,12 +151,21 @@ class PresetBank:
         """{group: {param: value}} of preset `name`."""
         path = self.path(name)
         try:
-            data = json.loads(path.read_text())
+            st = path.stat()
+            if not stat.S_ISREG(st.st_mode):
+                raise PresetError(f"{path}: not a plain file, not read")
+            if st.st_size > MAX_FILE_BYTES:
+                raise PresetError(f"{path}: {st.st_size} bytes, a preset file is at most {MAX_FILE_BYTES}; not read")
+            with open(path, "rb") as f:
+                raw = f.read(MAX_FILE_BYTES + 1)  # a file growing while it is read stops here too
+            if len(raw) > MAX_FILE_BYTES:
+                raise PresetError(f"{path}: over {MAX_FILE_BYTES} bytes; not read")
+            data = json.loads(raw)
         except FileNotFoundError:
             known = ", ".join(self.names()) or "none saved yet"
             raise PresetError(f"no preset {name!r} in {self.folder} (known: {known})") from None
-        except (OSError, ValueError) as e:
-            raise PresetError(f"{path}: not a preset file ({e})") from None
+        except (OSError, ValueError) as e:  # a truncated or garbled file: JSON's own words say where
+            raise PresetError(f"{path}: not a preset file ({type(e).__name__}: {e})") from None
         values = data.get("values") if isinstance(data, dict) else None
         if not isinstance(values, dict) or not all(isinstance(v, dict) for v in values.values()):
             raise PresetError(f"{path}: expected {{\"values\": {{group: {{name: number}}}}}}")
@@ -161,19 +175,31 @@ class PresetBank:
 
     def recall(self, name: str) -> int:
         """Set the targets of preset `name` at once (any morph stops); returns how many changed."""
-        values = self.load(name)
+        values = self._known(name, self.load(name))
         with self._lock:
             self._morph = None
-        return self.store.update(self._known(values))
+        return self.store.update(values)
 
-    def _known(self, values: dict) -> dict[str, dict[str, float]]:
-        """The preset's values the store has (a preset of an older piece may name others), numbers only."""
+    def _known(self, name: str, values: dict) -> dict[str, dict[str, float]]:
+        """The preset's values the store has (a preset of an older piece may name others), finite
+        numbers only; what is left out is said in one line."""
         out: dict[str, dict[str, float]] = {}
+        unknown, bad = [], []
         for g, vals in values.items():
             for k, v in vals.items():
-                if (g, k) in self.store and (g, k) not in NOT_SAVED and isinstance(v, (int, float)) \
-                        and not isinstance(v, bool) and math.isfinite(v):
+                if (g, k) in NOT_SAVED:
+                    continue
+                if (g, k) not in self.store:
+                    unknown.append(f"{g}.{k}")
+                elif isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                    bad.append(f"{g}.{k} = {str(v)[:20]}")
+                else:
                     out.setdefault(g, {})[k] = float(v)
+        if unknown or bad:
+            parts = ([f"not in this show: {', '.join(unknown[:8])}" + (" ..." if len(unknown) > 8 else "")]
+                     if unknown else []) + \
+                    ([f"not finite numbers: {', '.join(bad[:8])}" + (" ..." if len(bad) > 8 else "")] if bad else [])
+            log.warning("preset %r (%s): left out %s", name, self.path(name), "; ".join(parts))
         return out
 
     def seconds(self, amount: float, unit: str) -> float:
@@ -193,10 +219,10 @@ class PresetBank:
         if curve not in CURVES:
             raise PresetError(f"morph curve {curve!r}: expected one of {', '.join(CURVES)}")
         seconds = self.seconds(amount, unit)
-        values = self._known(self.load(name))
         if seconds <= 0:
             self.recall(name)
             return 0.0
+        values = self._known(name, self.load(name))
         end = {(g, k): v for g, vals in values.items() for k, v in vals.items()}
         start = {key: self.store.get(*key) for key in end}
         with self._lock:
