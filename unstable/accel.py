@@ -1,17 +1,24 @@
 """What the hardware offers the models: the precision of their convolutions, chosen once per device.
 
 The thin, wide-image convolutions of the generators, the critic and BAD's decoder are most of a
-frame. With `UNSTABLE_PRECISION=bf16`, where the processor computes bfloat16 natively (AVX-512
-BF16 or AMX on a CPU, a bf16-capable GPU), the sampling convolutions take bf16 inputs and
-weights — oneDNN accumulates in float32 — and give float32 back, so every other operation stays
-float32. It pays at wide images and batches, hardly at small single images (docs/figures.md,
-"Figures moved out of docstrings"); the images move by about 0.2 uint8 levels on average, 8 at most
-(tests/test_speed_bf16.py states and checks the tolerance). A batch-1 render and a batched one
-then differ by that much, which is why it is not the default. Training stays float32 (the casts
-cost a CPU training step more than bf16 saves) and keeps float32's results exactly.
+frame and about half of a training step. With `UNSTABLE_PRECISION=bf16`, where the processor
+computes bfloat16 natively (AVX-512 BF16 or AMX on a CPU, a bf16-capable GPU), the sampling
+convolutions take bf16 inputs and weights — oneDNN accumulates in float32 — and give float32 back,
+so every other operation stays float32. It pays at wide images and batches, hardly at small single
+images (docs/figures.md, "Speed (issue 27)"); the images move by about 0.2 uint8 levels on average,
+8 at most (tests/test_speed_bf16.py states and checks the tolerance). A batch-1 render and a
+batched one then differ by that much, which is why it is not the default.
 
-    UNSTABLE_PRECISION=float32   (default) float32 everywhere: the reference images and losses
-    UNSTABLE_PRECISION=bf16      bf16 sampling convolutions where native, float32 elsewhere
+`UNSTABLE_PRECISION=bf16-train` does the same for the training convolutions, forward and
+backward (gradients reach the weights and the other layers as float32; Adam's state stays
+float32). Training then follows another, equally valid trajectory: the losses of a step from the
+same weights move by under 1 % and a few hundred steps later the pieces are different pictures,
+as with another seed (tests/test_speed_bf16_train.py states and checks the tolerances). It is an
+opt-in for a performer who wants the steps (about 1.25x on the AVX-512 BF16 development CPU).
+
+    UNSTABLE_PRECISION=float32     (default) float32 everywhere: the reference images and losses
+    UNSTABLE_PRECISION=bf16        bf16 sampling convolutions where native, float32 elsewhere
+    UNSTABLE_PRECISION=bf16-train  bf16 sampling and training convolutions where native
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-_CHOICES = ("float32", "bf16")
+_CHOICES = ("float32", "bf16", "bf16-train")
 _forced: torch.dtype | None = None
 
 
@@ -65,7 +72,8 @@ def conv_dtype(device: torch.device | str, grad: bool = False) -> torch.dtype:
     """The dtype convolutions on `device` compute in (see the module doc); `grad`: with gradients."""
     if _forced is not None:
         return _forced
-    if grad or setting() == "float32":
+    value = setting()
+    if value == "float32" or (grad and value != "bf16-train"):
         return torch.float32
     return torch.bfloat16 if _native(torch.device(device).type) else torch.float32
 
@@ -86,7 +94,9 @@ def describe(device: torch.device | str = "cpu") -> str:
     dtype = conv_dtype(device)
     if dtype == torch.float32:
         return "float32"
-    return "bf16 convolutions" + (" (forced)" if _forced is not None else " (sampling)")
+    if _forced is not None:
+        return "bf16 convolutions (forced)"
+    return "bf16 convolutions" + (" (sampling and training)" if setting() == "bf16-train" else " (sampling)")
 
 
 def _low(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

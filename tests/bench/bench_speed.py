@@ -2,6 +2,7 @@
 
     git worktree add /tmp/base27 <commit before the change>
     .venv/bin/python tests/bench/bench_speed.py --base /tmp/base27 [--repeats 5] [--seconds 3]
+    ... --new-precision bf16-train   # the new tree under UNSTABLE_PRECISION=bf16-train, the base as set
 
 Every figure is measured in a fresh subprocess per tree, base and new alternately, `--repeats`
 times, so that whatever else the shared machine is doing falls on both sides alike; the ratio
@@ -107,10 +108,13 @@ def worker(tree: str, figure: str, seconds: float, threads: int, device: str) ->
     print(json.dumps({"rate": rate, "rate_cpu": rate_cpu, "precision": precision}))
 
 
-def run_one(tree: str, figure: str, seconds: float, threads: int, device: str) -> dict:
+def run_one(tree: str, figure: str, seconds: float, threads: int, device: str, precision: str | None = None) -> dict:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    if precision:  # one side's UNSTABLE_PRECISION: a value the other tree may not know
+        env["UNSTABLE_PRECISION"] = precision
     out = subprocess.run([sys.executable, __file__, "--worker", tree, figure, "--seconds", str(seconds),
                           "--threads", str(threads), "--device", device], capture_output=True, text=True, cwd=ROOT,
-                         env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                         env=env)
     if out.returncode != 0:
         raise SystemExit(f"{figure} in {tree} failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -125,6 +129,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="measuring time per figure per run")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu", help="cpu or cuda (scripts/gpu-check.sh)")
+    parser.add_argument("--new-precision", default=None, choices=["float32", "bf16", "bf16-train"],
+                        help="UNSTABLE_PRECISION for the new tree only (default: as in the environment)")
     parser.add_argument("--worker", nargs=2, metavar=("TREE", "FIGURE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -143,7 +149,8 @@ def main() -> None:
             # Alternate which side goes first, so a drift in the machine's load cancels out.
             order = [("base", args.base), ("new", args.new)][:: 1 if r % 2 == 0 else -1]
             for side, tree in order:
-                got = run_one(tree, f, args.seconds, args.threads, args.device)
+                got = run_one(tree, f, args.seconds, args.threads, args.device,
+                              args.new_precision if side == "new" else None)
                 (base if side == "base" else new).append(got["rate"])
                 (base_cpu if side == "base" else new_cpu).append(got["rate_cpu"])
                 if side == "new":
