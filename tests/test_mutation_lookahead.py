@@ -71,6 +71,7 @@ def test_groups_are_staggered_per_display_and_aligned_for_a_known_timeline():
     assert staggered.offset == {"a": 0, "b": 1, "c": 2}
     assert [list(staggered.group("a", f)) for f in (0, 3, 5)] == [[0, 1, 2, 3], [3], [5, 6, 7]]
     assert [list(staggered.group("c", f)) for f in (0, 2, 5)] == [[0, 1], [2, 3, 4, 5], [5]]
+    assert [list(staggered.group("b", f)) for f in (0, 1, 3)] == [[0], [1, 2, 3, 4], [3, 4]]
     assert list(staggered.group("unknown", 6)) == [6, 7]
     aligned = LookAhead(4, ["a", "b", "c"], walk_ahead, state_of=lambda f: None)
     assert aligned.offset == {"a": 0, "b": 0, "c": 0}
@@ -89,6 +90,7 @@ def test_the_key_is_the_sampling_parameters_sorted_as_floats():
     assert la.gliding("eq", {"temperature": 1.0}, {"temperature": 2.0})
     assert not la.gliding("eq", {"hue": 1.0, "alpha": 0.5}, {"hue": 2.0, "alpha": 1.0})
     assert not la.gliding("eq", {"temperature": 1.0}, {"temperature": 1})
+    assert la.gliding("other", {"hue": 1.0}, {"hue": 2.0}) and not la.gliding("other", {"hue": 1.0}, {})
 
 
 def test_a_warmed_panel_is_sampled_to_the_end_of_its_own_group_and_used_there():
@@ -162,3 +164,29 @@ def test_live_groups_of_a_changing_parameter_sample_one_frame_then_batch_again()
         assert torch.equal(out["eq/g0"], reference(src, n, p)["eq/g0"]), n
     # 0: no frame before (alone); 1: 1-3; 3: changed (alone); 4: 4-7; 5 kept.
     assert [(c[1], c[2]["temperature"]) for c in sampler.calls] == [(1, 1.0), (3, 1.0), (1, 2.0), (4, 2.0)]
+
+
+def test_a_live_group_at_a_given_scale_keeps_that_scale_and_frames_already_shown_are_not_kept():
+    src, sampler = source()
+    la = LookAhead(4, ["eq/g0"], walk_ahead)
+    p = {"temperature": 1.0}
+    la.note("eq", p)
+    for n in range(4):
+        out = la.images("eq", src, n, walk_time(n), p, {}, ["eq/g0"], scale=0.5)
+        assert torch.equal(out["eq/g0"], reference(src, n, p, scale=0.5)["eq/g0"]), n
+    assert [c[1] for c in sampler.calls] == [4]  # one group, its scale kept with each frame
+    la.images("eq", src, 3, walk_time(3), p, {}, ["eq/g0"], scale=0.5)  # frame 3 again: not kept
+    assert [c[1] for c in sampler.calls] == [4, 1]  # sampled again, to the end of its group
+
+
+def test_a_sampler_that_returns_too_few_images_is_named_with_its_counts():
+    class Short(PixelSampler):
+        def sample(self, latents, params):
+            return {q: x[:1] for q, x in super().sample(latents, params).items()}
+
+    src, _ = source()
+    src.sampler = Short()
+    la = LookAhead(3, ["eq/g0"], walk_ahead)
+    la.note("eq", {})
+    with pytest.raises(AssertionError, match=r"^eq/g0: 1 images for 3 frames$"):
+        la.images("eq", src, 0, walk_time(0), {}, {}, ["eq/g0"])
