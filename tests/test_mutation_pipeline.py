@@ -1,2 +1,182 @@
 """What the mutation runs of frame/pipeline.py, cursor.py, job_timeline.py and timelapse.py found
 unpinned (scripts/mutation.sh pipeline, job-timeline; docs/mutation.md, fourth session)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from unstable.control.store import ParameterStore
+from unstable.display.compositor import Compositor
+from unstable.display.layout import Colour, Layout
+from unstable.frame.cursor import FrameCursor
+from unstable.frame.pipeline import FramePipeline
+from unstable.frame.sources import PanelSource
+from unstable.frame.timeline import FrameState, ShowTimeline
+from unstable.schema import SHOW, common_specs, show_specs
+from unstable.show import SceneSettings
+from unstable.walk import Walk, WalkSettings
+
+PANELS = {"eq/g0": "g0", "eq/g1": "g1", "eq/g2": "g2"}
+
+
+class System:
+    """A piece as the pipeline sees it: its parameters (the common ones) and a sampler whose
+    picture of a latent is the latent itself (batched and single calls alike), failing on demand."""
+
+    def __init__(self):
+        self.calls = []
+        self.fail = None
+
+    def param_specs(self):
+        return []
+
+    def sample(self, latents, params):
+        if self.fail is not None:
+            raise self.fail
+        self.calls.append((tuple(sorted(latents)), next(iter(latents.values())).shape[0]))
+        return {q: z[:, :3, None, None].expand(-1, 3, 4, 4).clone() for q, z in latents.items()}  # [T, 3, 4, 4]
+
+
+def scenes(*panel_lists):
+    return [SceneSettings(name=f"s{i}", crossfade=0.0, layout=Layout(panels=tuple(p)), colour=Colour())
+            for i, p in enumerate(panel_lists)]
+
+
+def pipeline(scene_list, hold=False, look_ahead=1, walk_ahead=None, compositor=None):
+    system = System()
+    walk = Walk(WalkSettings(keyframes=3, period=0.5), {d: 4 for d in PANELS})
+    src = PanelSource("eq", system, system, walk, dict(PANELS))
+    return FramePipeline({"eq": src}, scene_list, compositor, hold_failures=hold, look_ahead=look_ahead,
+                         walk_ahead=walk_ahead), system
+
+
+def state(n, scene_pair=(0, None, 0.0), upcoming=None, params=None, targets=None):
+    return FrameState(n, n / 10, {"eq": dict(params or {})}, scene_pair, {"eq": n / 10},
+                      targets={"eq": dict(targets or {})}, upcoming=upcoming)
+
+
+def walk_ahead(name, frames):
+    return [f / 10 for f in frames]
+
+
+def test_a_frame_shows_the_panels_of_both_scenes_of_a_crossfade_and_no_empty_cell():
+    pipe, system = pipeline(scenes(["eq/g0", ""], ["eq/g1"], []))
+    assert pipe.shown((0, None, 0.0)) == {"eq/g0"}
+    assert pipe.shown((0, 1, 0.5)) == {"eq/g0", "eq/g1"}
+    assert pipe.shown((2, None, 0.0)) == set(PANELS)  # a layout without panels shows them all
+    assert sorted(pipe.images(state(0, (0, 1, 0.5)))) == ["eq/g0", "eq/g1"]
+    assert system.calls == [(("g0", "g1"), 1)]
+
+
+@pytest.fixture
+def comp(gl_ctx):
+    c = Compositor(gl_ctx, (16, 8))
+    yield c
+    c.release()
+
+
+def test_a_source_failing_before_its_first_frame_shows_black_and_is_logged_at_1_and_every_1000th(caplog, comp):
+    pipe, system = pipeline(scenes(["eq/g0", "eq/g1"]), hold=True, compositor=comp)
+    system.fail = RuntimeError("x" * 300)
+    with caplog.at_level(logging.ERROR, logger="unstable.frame"):
+        first = pipe.frame(state(0))
+        for n in range(1, 1000):
+            res = pipe.frame(state(n))
+    assert first.errors == {"eq": "RuntimeError: " + "x" * 200}
+    black = first.images["eq/g0"]
+    assert black.shape == (3, 8, 8) and not black.any() and res.images["eq/g1"] is black
+    lines = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert [r.getMessage() for r in lines] == [
+        "sampling eq failed (1 frames in a row); its panels hold their last frame",
+        "sampling eq failed (1000 frames in a row); its panels hold their last frame"]
+    assert lines[0].exc_info and not lines[1].exc_info  # the traceback once
+    system.fail = None
+    good = pipe.frame(state(1000))
+    assert good.errors == {} and good.images["eq/g0"].shape == (3, 4, 4)
+    system.fail = ValueError("again")
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger="unstable.frame"):
+        held = pipe.frame(state(1001))
+    assert torch.equal(held.images["eq/g0"], good.images["eq/g0"])  # its last good image
+    assert "(1 frames in a row)" in caplog.records[-1].getMessage()  # counted again from a good frame
+
+
+def test_look_ahead_needs_more_than_one_frame_and_a_walk_prediction():
+    assert pipeline(scenes(["eq/g0"]), look_ahead=4)[0].look_ahead is None
+    assert pipeline(scenes(["eq/g0"]), look_ahead=1, walk_ahead=walk_ahead)[0].look_ahead is None
+    la = pipeline(scenes(["eq/g0"]), look_ahead=4, walk_ahead=walk_ahead)[0].look_ahead
+    assert la.size == 4 and la.offset == {"eq/g0": 0, "eq/g1": 1, "eq/g2": 2}
+    assert la.key("eq", {"hue": 3.0, "temperature": 1.0}) == (("temperature", 1.0),)  # the schema's readers
+
+
+def test_the_panels_a_scheduled_scene_brings_in_are_warmed_one_a_frame_before_it():
+    pipe, system = pipeline(scenes(["eq/g0"], ["eq/g0", "eq/g1", "eq/g2"]), look_ahead=4, walk_ahead=walk_ahead)
+    calls = {}
+    for n in range(12):
+        before = len(system.calls)
+        pipe.images(state(n, upcoming=(10, 1) if n < 10 else None))
+        calls[n] = system.calls[before:]
+    # g1 at frame 9 (the change's frame - 1), g2 at frame 8 (beside g0's own group 8..11), each
+    # its staggered group from frame 10: g1's 10..12, g2's 10..13.
+    assert calls[8] == [(("g0",), 4), (("g2",), 4)] and calls[9] == [(("g1",), 3)]
+    assert [c for n in (10, 11) for c in calls[n] if c[0] != ("g0",)] == []  # both ready at the change
+    # Gliding: nothing warmed (its frames to come would sample other values).
+    pipe, system = pipeline(scenes(["eq/g0"], ["eq/g0", "eq/g1"]), look_ahead=4, walk_ahead=walk_ahead)
+    for n in range(10):
+        pipe.images(state(n, upcoming=(10, 1), params={"temperature": 1.0}, targets={"temperature": 2.0}))
+    assert all(c[0] == ("g0",) for c in system.calls)
+
+
+def test_warming_that_fails_is_left_to_the_change_frame_live_and_raises_offline(comp):
+    for hold in (True, False):
+        pipe, system = pipeline(scenes(["eq/g0"], ["eq/g1"]), hold=hold, look_ahead=2, walk_ahead=walk_ahead,
+                                compositor=comp)
+        pipe.images(state(0))
+        system.fail = RuntimeError("lost")
+        if hold:
+            res = pipe.frame(state(1, upcoming=(2, 1)))
+            assert res.errors == {"eq": "RuntimeError: lost"}
+        else:
+            with pytest.raises(RuntimeError, match="lost"):
+                pipe.images(state(1, upcoming=(2, 1)))
+
+
+def test_priming_samples_or_notes_and_does_nothing_without_look_ahead():
+    pipe, system = pipeline(scenes(["eq/g0"]))
+    pipe.prime(state(0))
+    assert system.calls == []
+    pipe, system = pipeline(scenes(["eq/g0"]), look_ahead=4, walk_ahead=walk_ahead)
+    pipe.prime(state(0, params={"temperature": 1.0}), sample=False)
+    assert system.calls == []
+    pipe.prime(state(1, params={"temperature": 1.0}))  # noted the same before: a batch, 1..3
+    assert system.calls == [(("g0",), 3)]
+
+
+def show_timeline():
+    store = ParameterStore({"eq": common_specs(), SHOW: show_specs(1)})
+    return ShowTimeline(scenes(["eq/g0"]), store, ["eq"], 10)
+
+
+def test_a_cursor_primes_the_frames_before_a_start_and_starts_over_to_go_back():
+    made = []
+
+    def make_pipeline(timeline):
+        pipe, system = pipeline(scenes(["eq/g0"]), look_ahead=4, walk_ahead=timeline.walk_times_ahead)
+        made.append(system)
+        return pipe
+
+    cursor = FrameCursor(show_timeline, make_pipeline, first=3)
+    first_timeline = cursor.timeline
+    s = cursor.state(10)
+    assert (s.frame, cursor.timeline.timer.time_of(13)) == (13, s.t)
+    # The 6 frames before render frame 10 primed (timeline frames 7..12, 6 noted): g0's groups of 4
+    # from 7 (to its group's end), 8..11 and 12..15; render frame 10 (13) is then a kept picture.
+    assert [c[1] for c in made[0].calls] == [1, 4, 4]
+    assert cursor.state(11).frame == 14 and cursor.timeline is first_timeline
+    cursor.state(2)
+    assert cursor.timeline is not first_timeline and len(made) == 2  # back: a fresh timeline and pipeline
+    # From 0 again: render frames 0 and 1 primed (3 alone, nothing noted before it; then 4..7).
+    assert [c[1] for c in made[1].calls] == [1, 4]
