@@ -120,18 +120,18 @@ PIECE_ACTIONS = ("directions/refresh", "clusters/refresh")
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$")
 
 
-def address(piece: str, name: str, raw: bool = False) -> str:
+def address(group: str, name: str, raw: bool = False) -> str:
     """The OSC address of a parameter: 0..1 on the plain address (own units where the spec says
     `osc_units`), own units on `/raw`."""
-    return f"{PREFIX}/{piece}/{name}" + ("/raw" if raw else "")
+    return f"{PREFIX}/{group}/{name}" + ("/raw" if raw else "")
 
 
-def raw_branch(piece: str, name: str) -> str:
+def raw_branch(group: str, name: str) -> str:
     """The same parameter in own units where OSCQuery tools find it, `/unstable/<piece>/raw/<name>`:
     OSCQuery clients (python-oscquery among them) refuse a node that is both a value and a
     container, so `.../hue/raw` cannot be published under the `.../hue` fader. Both addresses take
     the value in own units."""
-    return f"{PREFIX}/{piece}/raw/{name}"
+    return f"{PREFIX}/{group}/raw/{name}"
 
 
 def common_specs() -> list[ParamSpec]:

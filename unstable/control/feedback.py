@@ -146,11 +146,11 @@ class Feedback:
 
     def _messages_for(self, keys) -> list[bytes]:
         out = []
-        for piece, name in keys:
-            spec = self.params.spec(piece, name)
-            value = self.params.get(piece, name)
-            for addr, v in ((address(piece, name), value if spec.osc_units else spec.to_unit(value)),
-                            (address(piece, name, raw=True), value)):
+        for group, name in keys:
+            spec = self.params.spec(group, name)
+            value = self.params.get(group, name)
+            for addr, v in ((address(group, name), value if spec.osc_units else spec.to_unit(value)),
+                            (address(group, name, raw=True), value)):
                 b = OscMessageBuilder(address=addr)
                 b.add_arg(float(v), OscMessageBuilder.ARG_TYPE_FLOAT)
                 out.append(b.build().dgram)

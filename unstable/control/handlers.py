@@ -41,14 +41,14 @@ class OscHandlers:
     def map_controls(self, dispatcher) -> None:
         """Map what writes into the store only: every parameter (0..1 and /raw), scene, record,
         still and the pieces' actions (the control page's websocket takes exactly these)."""
-        for piece, name in self.params.keys():
-            plain_unit = not self.params.spec(piece, name).osc_units  # tempo's plain address is in BPM
-            dispatcher.map(address(piece, name), self.param_handler(piece, name, unit=plain_unit),
+        for group, name in self.params.keys():
+            plain_unit = not self.params.spec(group, name).osc_units  # tempo's plain address is in BPM
+            dispatcher.map(address(group, name), self.param_handler(group, name, unit=plain_unit),
                            needs_reply_address=True)
-            dispatcher.map(address(piece, name, raw=True),
-                           self.param_handler(piece, name, unit=False), needs_reply_address=True)
-            dispatcher.map(raw_branch(piece, name),  # the same, where OSCQuery tools find it
-                           self.param_handler(piece, name, unit=False), needs_reply_address=True)
+            dispatcher.map(address(group, name, raw=True),
+                           self.param_handler(group, name, unit=False), needs_reply_address=True)
+            dispatcher.map(raw_branch(group, name),  # the same, where OSCQuery tools find it
+                           self.param_handler(group, name, unit=False), needs_reply_address=True)
         for piece in dict.fromkeys(p for p, _ in self.params.keys() if p not in (SHOW, AUDIO)):
             for what in PIECE_ACTIONS:
                 dispatcher.map(f"{PREFIX}/{piece}/{what}", self.action_handler(piece, what),
@@ -93,10 +93,10 @@ class OscHandlers:
 
     # -- handlers -------------------------------------------------------------------------------
 
-    def param_handler(self, piece: str, name: str, unit: bool, pattern_ok: bool = True):
+    def param_handler(self, group: str, name: str, unit: bool, pattern_ok: bool = True):
         """The handler of one parameter address: 0..1 (`unit`) or own units; OSC patterns reach
         it only when `pattern_ok`."""
-        spec = self.params.spec(piece, name)
+        spec = self.params.spec(group, name)
         lo, hi = (0.0, 1.0) if unit else (spec.lo, spec.hi)
 
         def handle(origin, addr, *args):
@@ -108,9 +108,9 @@ class OscHandlers:
                                   "clamped", addr, origin[0], origin[1], v, lo, hi)
                 self.stats["clamped"] += 1
             if unit:
-                self.params.set_unit(piece, name, v, origin)
+                self.params.set_unit(group, name, v, origin)
             else:
-                self.params.set(piece, name, v, origin)
+                self.params.set(group, name, v, origin)
             self.stats["applied"] += 1
 
         handle.is_param = pattern_ok

@@ -90,22 +90,22 @@ class AddressSpace:
         self.by_key: dict[tuple[str, str], list[str]] = {}
         # More for the page, asked for each time it loads: {"midi": the MIDI link's bindings()}.
         self.page_extras: dict[str, Callable[[], Any]] = {}
-        for piece, specs in store.groups.items():
+        for group, specs in store.groups.items():
             for spec in specs:
                 rng = f"{_fmt(spec.lo)}..{_fmt(spec.hi)}" + (f" {spec.unit}" if spec.unit else "")
                 scale = ", log scale" if spec.log else ""
                 doc = f"{spec.doc}: " if spec.doc else ""
-                desc = (f"{doc}0..1 across {rng}{scale} (own units at {address(piece, spec.name, raw=True)})"
+                desc = (f"{doc}0..1 across {rng}{scale} (own units at {address(group, spec.name, raw=True)})"
                         if spec.kind != "toggle" else f"{doc}on/off")
                 if spec.osc_units:  # its plain address is in its own units: say so in RANGE and UNIT
                     desc = f"{doc}{rng}"
-                self._add(Method(address(piece, spec.name), "T" if spec.kind == "toggle" else "f",
-                                 piece, spec.name, description=desc, raw=spec.osc_units,
+                self._add(Method(address(group, spec.name), "T" if spec.kind == "toggle" else "f",
+                                 group, spec.name, description=desc, raw=spec.osc_units,
                                  unit=spec.unit if spec.osc_units else ""))
                 if spec.kind != "toggle":
-                    self._add(Method(raw_branch(piece, spec.name), "i" if spec.kind == "int" else "f",
-                                     piece, spec.name, raw=True, unit=spec.unit,
-                                     description=f"{doc}{rng}{scale} (the fader at {address(piece, spec.name)})"))
+                    self._add(Method(raw_branch(group, spec.name), "i" if spec.kind == "int" else "f",
+                                     group, spec.name, raw=True, unit=spec.unit,
+                                     description=f"{doc}{rng}{scale} (the fader at {address(group, spec.name)})"))
         if (SHOW, "scene") in store:
             n = int(store.spec(SHOW, "scene").hi) + 1
             self._add(Method(f"{PREFIX}/scene", "i", SHOW, "scene", raw=True,
@@ -180,7 +180,7 @@ class AddressSpace:
         return b.build().dgram
 
     def paths(self, keys: Iterable[tuple[str, str]]) -> list[str]:
-        """The methods whose value the changed (piece, name) keys change."""
+        """The methods whose value the changed (group, name) keys change."""
         out: list[str] = []
         for k in keys:
             out.extend(self.by_key.get(k, ()))
@@ -259,16 +259,16 @@ class AddressSpace:
         the address its fader sends 0..1 to, or its own units with `osc_units`), the show's, the scene
         names and the actions."""
         groups = []
-        for piece, specs in self.store.groups.items():
+        for group, specs in self.store.groups.items():
             params = []
             for s in specs:
-                params.append({"name": s.name, "address": address(piece, s.name), "lo": s.lo, "hi": s.hi,
+                params.append({"name": s.name, "address": address(group, s.name), "lo": s.lo, "hi": s.hi,
                                "default": s.default, "unit": s.unit, "kind": s.kind, "log": s.log, "doc": s.doc,
                                "osc_units": s.osc_units,
-                               "unit_value": self.store.get_unit(piece, s.name),
-                               "value": self.store.get(piece, s.name)})
-            groups.append({"piece": piece, "params": params,
-                           "actions": [f"{PREFIX}/{piece}/{a}" for a in self.actions.get(piece, ())]})
+                               "unit_value": self.store.get_unit(group, s.name),
+                               "value": self.store.get(group, s.name)})
+            groups.append({"piece": group, "params": params,
+                           "actions": [f"{PREFIX}/{group}/{a}" for a in self.actions.get(group, ())]})
         return {"name": self.name, "groups": groups, "scenes": list(scenes),
                 "scene_address": f"{PREFIX}/scene", "record_address": f"{PREFIX}/record",
                 "still_address": f"{PREFIX}/still", **{k: f() for k, f in self.page_extras.items()}}
