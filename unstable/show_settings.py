@@ -80,6 +80,9 @@ class WebSettings:
                                    "the process's file-descriptor limit)")
     max_per_address: int = setting(32, ge=1, le=65536, doc="connections open at once from one address (an "
                                    "IPv6 /64 counts as one)")
+    penalty: float = setting(30.0, ge=0, le=3600, doc="seconds an address is refused at once after it flooded "
+                             "(over max_per_address, a request begun and never finished, a websocket closed "
+                             "for flooding); never loopback (0: off)")
 
     def __post_init__(self):
         _check_allow(self.allow)

@@ -313,6 +313,19 @@ def cpu_by_thread() -> dict[str, float]:
     return out
 
 
+def cpu_per_minute(marks: dict) -> dict[str, float]:
+    """CPU seconds a minute of each thread between the warm-up's reading and the last one ({} when
+    the run ended before two readings). A thread restarted in between (the OSC watchdog's) restarts
+    its count: never below 0."""
+    if "warm" not in marks or "last" not in marks:
+        return {}
+    (t0, a), (t1, b) = marks["warm"], marks["last"]
+    minutes = (t1 - t0) / 60
+    if minutes <= 0:
+        return {}
+    return {k: round(max(0.0, v - a.get(k, 0.0)) / minutes, 2) for k, v in sorted(b.items())}
+
+
 # ------------------------------------------------------------------------------------ main
 
 def main() -> int:
@@ -477,8 +490,20 @@ def main() -> int:
 
     engine.frame_hooks.append(watch_stall)
     thread_cpu: dict[str, float] = {}
-    # The show's threads end with it: their CPU is read while it runs (every 10 s, the last kept).
-    engine.frame_hooks.append(lambda e: thread_cpu.update(cpu_by_thread()) if e.frames % int(10 * args.fps) == 0 else None)
+    # (perf_counter, CPU seconds by thread) at the warm-up's end and at the last reading: what each
+    # thread takes per minute under the attack, the figure that says who holds the render's GIL.
+    cpu_marks: dict[str, tuple[float, dict[str, float]]] = {}
+
+    def read_cpu(e):  # the show's threads end with it: read while it runs (every 10 s, the last kept)
+        if e.frames % int(10 * args.fps) == 0:
+            thread_cpu.update(cpu_by_thread())
+            now = time.perf_counter()
+            if "warm" not in cpu_marks and now - t_start >= args.warmup:
+                cpu_marks["warm"] = (now, dict(thread_cpu))
+            elif "warm" in cpu_marks:
+                cpu_marks["last"] = (now, dict(thread_cpu))
+
+    engine.frame_hooks.append(read_cpu)
     t_start = time.perf_counter()
     stop = threading.Event()
 
@@ -592,6 +617,7 @@ def main() -> int:
         "run_folder_mb_bound": round(bound / 2**20, 2),
         "configured_subscriber_served": served,
         "cpu_seconds_by_thread": thread_cpu,
+        "cpu_seconds_per_minute_after_warmup": cpu_per_minute(cpu_marks),
     }
     checks = {
         "no crash": crashed is None and not (report and report.errors),

@@ -18,7 +18,10 @@ the LAN that meant no fds left for the final checkpoints. `ConnectionGuard` acce
 - when accept itself fails for lack of descriptors, listening pauses for a moment (one log line),
   instead of spinning on a socket that stays readable;
 - a connection that has not sent a whole request `idle_timeout` seconds after it opened is closed
-  (aiohttp's keep-alive timeout, set to the same value, closes idle ones between requests).
+  (aiohttp's keep-alive timeout, set to the same value, closes idle ones between requests);
+- an address that went over its cap, or started a request and did not finish it in time
+  (slowloris), or whose websocket was closed for flooding, is in the penalty box (penalty.py) for
+  `penalty` seconds: its connections are closed, and new ones closed as soon as they are accepted.
 
 A refused connection gets a short 503 and is closed at once. Every line here is rate-limited.
 """
@@ -38,6 +41,8 @@ except ImportError:  # not on this platform: only the explicit caps apply
     resource = None
 
 from .osclog import RateLimitedLog
+from .penalty import PenaltyBox
+from .transport import is_loopback
 
 log = logging.getLogger("unstable.web")
 
@@ -99,6 +104,8 @@ class _Counted(asyncio.Protocol):
         self.conn.transport = transport
         self.guard._by_transport[transport] = self.conn
         self.inner.connection_made(transport)
+        if self.conn.key in self.guard.box:  # boxed between its accept and now (the same batch)
+            transport.abort()
 
     def data_received(self, data):
         self.conn.heard = True
@@ -129,7 +136,8 @@ class ConnectionGuard:
 
     def __init__(self, factory, warn: RateLimitedLog, stats: dict, *, max_connections: int = 256,
                  max_per_address: int = 32, idle_timeout: float = 5.0, fd_reserve: int | None = None,
-                 pause: float = 1.0, evict_grace: float | None = None):
+                 pause: float = 1.0, evict_grace: float | None = None, penalty: float = 30.0,
+                 exempt=is_loopback):
         self.factory = factory
         self.warn = warn
         self.stats = stats
@@ -144,6 +152,7 @@ class ConnectionGuard:
         self.fd_reserve = int(fd_reserve) if fd_reserve is not None else max(64, limit // 16)
         self.fd_ceiling = limit - self.fd_reserve
         self.pause = float(pause)
+        self.box = PenaltyBox(warn, stats, penalty, exempt)
         self.sockets: list[socket.socket] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._per_key: dict[str, dict[_Conn, None]] = {}  # oldest first
@@ -234,6 +243,9 @@ class ConnectionGuard:
                     continue  # that client gave up before we took it
                 self.warn.warning("accept", "web: accept failed: %s", e)
                 return
+            if self.box.holds(address_key(addr[0])):
+                conn.close()  # before aiohttp sees a byte: this is all a boxed address costs
+                continue
             try:
                 self._admit(conn, addr[0])
             except Exception as e:  # never leave a socket behind, nor the listener without its reader
@@ -275,6 +287,8 @@ class ConnectionGuard:
             except OSError:
                 pass
             conn.close()
+            if held >= self.max_per_address:  # no browser holds that many: a flood
+                self.punish(key, peer, why)
             return
         self.stats["conn_accepted"] += 1
         c = _Conn(key, self._loop.time())
@@ -322,6 +336,16 @@ class ConnectionGuard:
         self.warn.warning(("conn_idle", c.key), "web: connection from %s closed: no request within %gs",
                           peer, self.idle_timeout)
         c.transport.abort()
+        if c.heard:  # a request begun and never finished (a silent one may be a browser's preconnect)
+            self.punish(c.key, peer, f"a request begun and not finished within {self.idle_timeout:g}s")
+
+    def punish(self, key: str, peer: str, why: str) -> None:
+        """Put address `key` (of `peer`) in the penalty box for abuse (`why`, for the log line) and
+        close every connection it holds, websockets included (none where it is exempt: loopback)."""
+        if self.box.put(key, peer, why):
+            for c in list(self._per_key.get(key, ())):
+                if c.transport is not None:
+                    c.transport.abort()
 
     def _gone(self, c: _Conn) -> None:
         if c not in self._conns:

@@ -25,8 +25,10 @@ header; DNS rebinding) is refused 403 (access.py). Zeroconf adverts: adverts.py.
 
 Connections (connections.py): at most `max_per_address` from one address and `max_connections` in
 all, none within a reserve of the process's file-descriptor limit, and one that sends no request
-within `idle_timeout` seconds is closed. Websockets (websockets.py): a message budget per client
-and one for all clients together, and a budget for what LISTEN sends out.
+within `idle_timeout` seconds is closed. An address that floods (over its cap, a request begun
+and never finished, a websocket closed for flooding) is refused at accept for `penalty` seconds
+(penalty.py; never loopback). Websockets (websockets.py): a message budget per client and one for
+all clients together, and a budget for what LISTEN sends out.
 
 Bad input: HTTP the parser refuses is answered 400 by aiohttp; unknown paths 404, unknown
 attributes 400, other methods 405, bodies over `max_body` 413, websocket messages over
@@ -76,8 +78,9 @@ class WebServer:
     not the sink, so that control/ never imports the frame pipeline above it. advertise: announce over
     zeroconf (`_oscjson._tcp`, `_osc._udp`) when listening beyond loopback. hosts: names this
     server answers to besides its machine's own (the Host check). idle_timeout, max_connections,
-    max_per_address: see connections.py. rate, ws_total_rate, ws_out_rate: websocket messages a
-    second per client, from all clients together, and to all clients together (websockets.py).
+    max_per_address, penalty: see connections.py. rate, ws_total_rate, ws_out_rate: websocket
+    messages a second per client, from all clients together, and to all clients together
+    (websockets.py).
     """
 
     def __init__(self, store: ParameterStore, space: AddressSpace, *, host: str = "127.0.0.1",
@@ -87,8 +90,8 @@ class WebServer:
                  max_body: int = 16 * KiB,
                  max_message: int = 16 * KiB, rate: float = 400.0, max_clients: int = 64,
                  log_interval: float = 2.0, hosts: Iterable[str] = (), idle_timeout: float = 5.0,
-                 max_connections: int = 256, max_per_address: int = 32, ws_total_rate: float = 2000.0,
-                 ws_out_rate: float = 4000.0):
+                 max_connections: int = 256, max_per_address: int = 32, ws_total_rate: float = 600.0,
+                 ws_out_rate: float = 1000.0, penalty: float = 30.0):
         self.store = store
         self.space = space
         self.host = host
@@ -105,7 +108,8 @@ class WebServer:
         self.rate = float(rate)
         self.max_clients = int(max_clients)
         self.idle_timeout = float(idle_timeout)
-        self._caps = dict(max_connections=int(max_connections), max_per_address=int(max_per_address))
+        self._caps = dict(max_connections=int(max_connections), max_per_address=int(max_per_address),
+                          penalty=float(penalty))
         # Keys name the client, so a sender with many addresses could vary them: a total too.
         self.warn = RateLimitedLog(log, log_interval, per_minute=60)
         self.stats = dict.fromkeys(("requests", "refused", "not_found", "bad_request", "ws_messages",
@@ -169,6 +173,7 @@ class WebServer:
         await self._runner.setup()
         self.guard = ConnectionGuard(self._runner.server, self.warn, self.stats, idle_timeout=self.idle_timeout,
                                      **self._caps)
+        self.hub.on_abuse = self.guard.punish
         self._port = self.guard.listen(self.host, self.requested_port)
 
     async def _shutdown(self) -> None:

@@ -4,15 +4,19 @@ limits: per client (a message budget, a size limit), a client count, and budgets
 together, in and out.
 
 In: each client may send `rate` messages a second (burst 2 s; a client that keeps flooding is
-closed). All clients together may send `total_rate`: half of it is shared evenly among the clients
-connected, so each always has its part, and the other half is a pool for whoever asks first; what
-is over is dropped (without closing anyone: they may all be legitimate, just many). 64 clients at
-their own rate would be 25,600 messages a second.
+closed, and its address put in the penalty box: `on_abuse`). All clients together may send
+`total_rate` (600 by default: four performers dragging two faders each at 60 Hz, with room to
+spare): half of it is shared evenly among the clients connected, so each always has its part, and
+the other half is a pool for whoever asks first; what is over is dropped (without closing anyone:
+they may all be legitimate, just many).
 
 Out: LISTEN sends each change to every client listening to its path, so N clients multiply what
-the show sends by N. Everything sent (LISTEN values, PATH_CHANGED, telemetry) draws from one budget
-of `out_rate` messages a second; a client's writer waits for it, and meanwhile its pending values
-coalesce to the newest per path, so nothing is lost but the intermediate values.
+the show sends by N. Changes are gathered at most every `flush_interval` seconds (50 Hz: a fader
+on a page needs no more), so a flood of changes is one pass over the clients per tick, not one per
+change. Everything sent (LISTEN values, PATH_CHANGED, telemetry) draws from one budget of
+`out_rate` messages a second (1,000 by default), granted to the writers in turn (OutBudget); a
+writer waits for it, and meanwhile its pending values coalesce to the newest per path, so a budget
+too small for everything loses only values a newer one replaced.
 
 `WebsocketHub` lives in the web server's event loop (`loop`, set when the server runs); store
 changes arrive from any thread through `on_change` and are coalesced per client.
@@ -28,13 +32,13 @@ import logging
 import math
 import threading
 import time
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 from urllib.parse import urlsplit
 
 from .connections import address_key
 from .dispatch import OscDispatcher
 from .oscquery import AddressSpace
-from .ws_admission import Admission, Bucket
+from .ws_admission import Admission, OutBudget
 from .osclog import RateLimitedLog, shorten
 
 log = logging.getLogger("unstable.web")
@@ -72,8 +76,8 @@ class WebsocketHub:
     """
 
     def __init__(self, space: AddressSpace, dispatcher: OscDispatcher, stats: dict, warn: RateLimitedLog, *,
-                 max_message: int, rate: float, max_clients: int, total_rate: float = 2000.0,
-                 out_rate: float = 4000.0):
+                 max_message: int, rate: float, max_clients: int, total_rate: float = 600.0,
+                 out_rate: float = 1000.0, flush_interval: float = 0.02):
         self.space = space
         self.dispatcher = dispatcher
         self.stats = stats
@@ -82,8 +86,11 @@ class WebsocketHub:
         self.rate = float(rate)
         self.max_clients = int(max_clients)
         self.total_rate = float(total_rate)
-        self._out = Bucket(float(out_rate))
-        for k in ("ws_over_total", "ws_out_waits"):
+        self._out = OutBudget(float(out_rate))
+        self.flush_interval = float(flush_interval)
+        # Called (address key, peer, why) when a client is closed for abuse: the penalty box.
+        self.on_abuse: Callable[[str, str, str], None] | None = None
+        for k in ("ws_over_total", "ws_out_waits", "ws_flushes"):
             stats.setdefault(k, 0)
         self.clients: set[_Client] = set()
         self.admission = Admission(self.clients, stats, warn, max_clients=max_clients, rate=rate,
@@ -93,6 +100,7 @@ class WebsocketHub:
         self._pending: dict[tuple[str, str], Any] = {}
         self._pending_lock = threading.Lock()
         self._flush_due = False
+        self._last_flush = -math.inf
 
     async def close_all(self) -> None:
         """Close every client's websocket (the server is stopping)."""
@@ -157,6 +165,9 @@ class WebsocketHub:
                         self.warn.warning(("flood_closed", client.origin[0]), "web: websocket %s closed: it "
                                           "kept sending more than %g messages/s", client.origin[0], self.rate)
                         await ws.close(code=1008, message=b"message flood", drain=False)
+                        if self.on_abuse is not None:
+                            self.on_abuse(address, request.remote or "", f"a websocket kept sending more "
+                                          f"than {self.rate:g} messages/s")
                         break
                     continue
                 if not self.admission.total_budget(client):
@@ -211,7 +222,7 @@ class WebsocketHub:
             await client.wake.wait()
             client.wake.clear()
             while client.pending and not client.ws.closed:
-                if self._out.refill() < 1.0:
+                if not self._out.available():
                     self.stats["ws_out_waits"] += 1
                 # What waits here keeps coalescing in `pending`: the newest value of each path goes.
                 n = await self._out.acquire(len(client.pending))
@@ -244,9 +255,19 @@ class WebsocketHub:
                 return
             self._flush_due = True
         with contextlib.suppress(RuntimeError):  # the loop is closing
-            self.loop.call_soon_threadsafe(self._flush)
+            self.loop.call_soon_threadsafe(self._flush_soon)
+
+    def _flush_soon(self) -> None:
+        # At once after a quiet spell (a lone fader move goes out without delay), else at the next tick.
+        wait = self._last_flush + self.flush_interval - self.loop.time()
+        if wait <= 0:
+            self._flush()
+        else:
+            self.loop.call_later(wait, self._flush)
 
     def _flush(self) -> None:
+        self._last_flush = self.loop.time()
+        self.stats["ws_flushes"] += 1
         with self._pending_lock:
             pending, self._pending = self._pending, {}
             self._flush_due = False

@@ -6,11 +6,12 @@ clients' total). Used by `websockets.WebsocketHub`, in the web server's event lo
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 
 from .osclog import RateLimitedLog
 
-__all__ = ["Admission", "Bucket"]
+__all__ = ["Admission", "Bucket", "OutBudget"]
 
 
 class Bucket:
@@ -42,6 +43,58 @@ class Bucket:
         n = min(int(want), int(self.tokens))
         self.tokens -= n
         return n
+
+
+class OutBudget:
+    """What all websocket writers together may send: `rate` messages a second (burst 1 s), granted
+    first come, first served. A writer that finds none waits in a queue, and one timer grants the
+    queue's head when a batch (`batch` seconds of the rate) is there: 64 writers waiting cost one
+    wake-up per grant, not a poll each every token (which took the web thread's CPU under the soak's
+    LISTEN fan-out)."""
+
+    def __init__(self, rate: float, batch: float = 0.02):
+        self.bucket = Bucket(rate)
+        self.batch = max(1.0, self.bucket.rate * batch)
+        self.grants = 0
+        self._waiters: collections.deque = collections.deque()   # (future, want), oldest first
+        self._timer: asyncio.TimerHandle | None = None
+
+    def available(self) -> bool:
+        """Whether a message could go now without waiting."""
+        return not self._waiters and self.bucket.refill() >= 1.0
+
+    async def acquire(self, want: int) -> int:
+        """Wait for a turn and at least one token; take up to `want`, return how many were taken."""
+        if self.available():
+            n = min(int(want), int(self.bucket.tokens))
+            self.bucket.tokens -= n
+            return n
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters.append((fut, int(want)))
+        self._arm()
+        return await fut   # cancelled with its writer: the grant skips it
+
+    def _arm(self) -> None:
+        while self._waiters and self._waiters[0][0].done():
+            self._waiters.popleft()
+        if self._timer is not None or not self._waiters:
+            return
+        need = min(self.batch, self._waiters[0][1])
+        delay = max(0.0, (need - self.bucket.refill()) / self.bucket.rate)
+        self._timer = asyncio.get_running_loop().call_later(delay, self._grant)
+
+    def _grant(self) -> None:
+        self._timer = None
+        self.bucket.refill()
+        while self._waiters and self.bucket.tokens >= 1.0:
+            fut, want = self._waiters.popleft()
+            if fut.done():
+                continue
+            n = min(want, int(self.bucket.tokens))
+            self.bucket.tokens -= n
+            self.grants += 1
+            fut.set_result(n)
+        self._arm()
 
 
 class Admission:

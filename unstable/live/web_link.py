@@ -30,7 +30,8 @@ class WebLink:
                                 osc_host=osc.host if osc else "127.0.0.1", osc_port=osc.port if osc else None,
                                 scenes=[sc.name or f"scene {i}" for i, sc in enumerate(show.scene_list())],
                                 preview=self.preview.jpeg, hosts=w.hosts, idle_timeout=w.idle_timeout,
-                                max_connections=w.max_connections, max_per_address=w.max_per_address).start()
+                                max_connections=w.max_connections, max_per_address=w.max_per_address,
+                                penalty=w.penalty).start()
         self._scene: int | None = None
 
     def urls(self) -> list[str]:
