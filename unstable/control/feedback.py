@@ -34,10 +34,10 @@ class Feedback:
     `stats` is the server's shared counter dict ("feedback_sent", "feedback_errors", "errors").
     """
 
-    def __init__(self, params: ParameterStore, stats: dict, warn: RateLimitedLog, *,
+    def __init__(self, store: ParameterStore, stats: dict, warn: RateLimitedLog, *,
                  max_subscribers: int = 16, interval: float = 0.01, max_per_host: int = 4,
                  sync_interval: float = 1.0):
-        self.params = params
+        self.store = store
         self.stats = stats
         self.warn = warn
         self.max_subscribers = int(max_subscribers)
@@ -122,7 +122,7 @@ class Feedback:
         most once per `sync_interval`)."""
         if origin is None:
             with self._pending_lock:
-                for key in self.params.keys():
+                for key in self.store.keys():
                     self._pending[key] = None
         else:
             with self._sub_lock:
@@ -147,8 +147,8 @@ class Feedback:
     def _messages_for(self, keys) -> list[bytes]:
         out = []
         for group, name in keys:
-            spec = self.params.spec(group, name)
-            value = self.params.get(group, name)
+            spec = self.store.spec(group, name)
+            value = self.store.get(group, name)
             for addr, v in ((address(group, name), value if spec.osc_units else spec.to_unit(value)),
                             (address(group, name, raw=True), value)):
                 b = OscMessageBuilder(address=addr)
@@ -206,7 +206,7 @@ class Feedback:
                             del self._sync_to[t]
                             sync_to.append(t)
                 if sync_to:
-                    full = self._messages_for(self.params.keys())
+                    full = self._messages_for(self.store.keys())
                     for target in sync_to:
                         self._send(full, target)
                     with self._sub_lock:
@@ -236,7 +236,7 @@ class Feedback:
         self._out = socket.socket(family, socket.SOCK_DGRAM)
         self._out.setblocking(False)
         self._stopping.clear()
-        self.params.add_listener(self.on_change)
+        self.store.add_listener(self.on_change)
         self._thread = threading.Thread(target=self._loop, name="osc-feedback", daemon=True)
         self._thread.start()
 
@@ -249,7 +249,7 @@ class Feedback:
         """Stop listening and sending; close the socket."""
         if self._thread is None:
             return
-        self.params.remove_listener(self.on_change)
+        self.store.remove_listener(self.on_change)
         self._stopping.set()
         self._wake.set()
         self._thread.join(timeout=2.0)

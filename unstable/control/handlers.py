@@ -24,8 +24,8 @@ class OscHandlers:
     """The handlers of a show's address space, mapped from its schema by `map_onto` (`feedback` may
     be None where only `map_controls` is used: the control page's websocket has no UDP feedback)."""
 
-    def __init__(self, params: ParameterStore, feedback: Feedback | None, stats: dict, warn: RateLimitedLog):
-        self.params = params
+    def __init__(self, store: ParameterStore, feedback: Feedback | None, stats: dict, warn: RateLimitedLog):
+        self.store = store
         self.feedback = feedback
         self.stats = stats
         self.warn = warn
@@ -41,15 +41,15 @@ class OscHandlers:
     def map_controls(self, dispatcher) -> None:
         """Map what writes into the store only: every parameter (0..1 and /raw), scene, record,
         still and the pieces' actions (the control page's websocket takes exactly these)."""
-        for group, name in self.params.keys():
-            plain_unit = not self.params.spec(group, name).osc_units  # tempo's plain address is in BPM
+        for group, name in self.store.keys():
+            plain_unit = not self.store.spec(group, name).osc_units  # tempo's plain address is in BPM
             dispatcher.map(address(group, name), self.param_handler(group, name, unit=plain_unit),
                            needs_reply_address=True)
             dispatcher.map(address(group, name, raw=True),
                            self.param_handler(group, name, unit=False), needs_reply_address=True)
             dispatcher.map(raw_branch(group, name),  # the same, where OSCQuery tools find it
                            self.param_handler(group, name, unit=False), needs_reply_address=True)
-        for piece in dict.fromkeys(p for p, _ in self.params.keys() if p not in (SHOW, AUDIO)):
+        for piece in dict.fromkeys(p for p, _ in self.store.keys() if p not in (SHOW, AUDIO)):
             for what in PIECE_ACTIONS:
                 dispatcher.map(f"{PREFIX}/{piece}/{what}", self.action_handler(piece, what),
                                needs_reply_address=True)
@@ -57,7 +57,7 @@ class OscHandlers:
         for what in PRESET_ACTIONS:
             dispatcher.map(f"{PREFIX}/preset/{what}", self.preset_handler(what), needs_reply_address=True)
         for name in ("scene", "record"):
-            if (SHOW, name) in self.params:
+            if (SHOW, name) in self.store:
                 dispatcher.map(f"{PREFIX}/{name}",
                                self.param_handler(SHOW, name, unit=False, pattern_ok=False),
                                needs_reply_address=True)
@@ -96,7 +96,7 @@ class OscHandlers:
     def param_handler(self, group: str, name: str, unit: bool, pattern_ok: bool = True):
         """The handler of one parameter address: 0..1 (`unit`) or own units; OSC patterns reach
         it only when `pattern_ok`."""
-        spec = self.params.spec(group, name)
+        spec = self.store.spec(group, name)
         lo, hi = (0.0, 1.0) if unit else (spec.lo, spec.hi)
 
         def handle(origin, addr, *args):
@@ -108,9 +108,9 @@ class OscHandlers:
                                   "clamped", addr, origin[0], origin[1], v, lo, hi)
                 self.stats["clamped"] += 1
             if unit:
-                self.params.set_unit(group, name, v, origin)
+                self.store.set_unit(group, name, v, origin)
             else:
-                self.params.set(group, name, v, origin)
+                self.store.set(group, name, v, origin)
             self.stats["applied"] += 1
 
         handle.is_param = pattern_ok
@@ -125,7 +125,7 @@ class OscHandlers:
                 v = self.number(addr, origin, args)
                 if v is None or v == 0.0:  # a button's release
                     return
-            self.params.post_event(what, None, origin, group=piece)
+            self.store.post_event(what, None, origin, group=piece)
             self.stats["applied"] += 1
 
         return handle
@@ -158,7 +158,7 @@ class OscHandlers:
                 if value < 0 or unit not in UNITS or curve not in CURVES:
                     reject(self.warn, self.stats, addr, origin, f"expected {usage}, got {shorten(args)}")
                     return
-            self.params.post_event(f"preset/{what}", value, origin, name=name, unit=unit, curve=curve)
+            self.store.post_event(f"preset/{what}", value, origin, name=name, unit=unit, curve=curve)
             self.stats["applied"] += 1
 
         return handle
@@ -181,5 +181,5 @@ class OscHandlers:
             v = self.number(addr, origin, args)
             if v is None or v == 0.0:  # a TouchOSC button sends 1 on press and 0 on release
                 return
-        self.params.post_event("still", None, origin)
+        self.store.post_event("still", None, origin)
         self.stats["applied"] += 1

@@ -67,11 +67,11 @@ class OscServer:
     a restart).
     """
 
-    def __init__(self, params: ParameterStore, *, host: str = "127.0.0.1", port: int = 9000,
+    def __init__(self, store: ParameterStore, *, host: str = "127.0.0.1", port: int = 9000,
                  allow: Iterable[str] | None = None, rcvbuf: int = 4 * MiB, max_packet: int = 8192,
                  max_string: int = 256, max_address: int = 256, max_subscribers: int = 16,
                  feedback_interval: float = 0.01, log_interval: float = 2.0, log_per_minute: float = 30.0):
-        self.params = params
+        self.store = store
         self.host = host
         self.requested_port = int(port)
         self.allow = parse_allow(allow)
@@ -90,11 +90,11 @@ class OscServer:
         self.stats = dict.fromkeys(
             ("packets", "messages", "applied", "clamped", "rejected", "unknown", "malformed",
              "oversize", "foreign", "errors", "feedback_sent", "feedback_errors", "refused"), 0)
-        self.feedback = Feedback(params, self.stats, self.warn, max_subscribers=max_subscribers,
+        self.feedback = Feedback(store, self.stats, self.warn, max_subscribers=max_subscribers,
                                  interval=feedback_interval)
         self.dispatcher = OscDispatcher(self.stats, self.warn, max_string=max_string,
                                         max_address=max_address)
-        self.handlers = OscHandlers(params, self.feedback, self.stats, self.warn)
+        self.handlers = OscHandlers(store, self.feedback, self.stats, self.warn)
         self.handlers.map_onto(self.dispatcher)
         self._allowed = AllowList(self.allow)
         install_library_log_limit(log_interval)  # python-osc's own warnings, rate-limited too

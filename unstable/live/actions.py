@@ -24,8 +24,8 @@ class Actions:
     """The show's actions over its outputs' recorder and stills (an `Outputs`, read as it opens) and
     its pieces (a `PieceSet`)."""
 
-    def __init__(self, params: ParameterStore, settings, outputs, piece_set, clock=time.monotonic):
-        self.params = params
+    def __init__(self, store: ParameterStore, settings, outputs, piece_set, clock=time.monotonic):
+        self.store = store
         self.settings = settings            # the show's [actions]
         self.outputs = outputs
         self.piece_set = piece_set
@@ -40,7 +40,7 @@ class Actions:
     def record(self, path: Path) -> None:
         """Record to `path` from the next frame (`--record`); the show's `record` value says so."""
         self.outputs.recorder.record(path)
-        self.params.set(SHOW, "record", 1)
+        self.store.set(SHOW, "record", 1)
         self._record_changed = self._clock()
 
     def act(self, events) -> None:
@@ -87,5 +87,5 @@ class Actions:
         if self._want_record is not None:
             return
         on = 1 if self.outputs.recorder.recording else 0
-        if self.params.get(SHOW, "record") != on:
-            self.params.set(SHOW, "record", on)
+        if self.store.get(SHOW, "record") != on:
+            self.store.set(SHOW, "record", on)
