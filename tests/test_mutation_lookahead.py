@@ -117,28 +117,29 @@ def aligned_states(curve_at=6, size=4, temperatures=None):
     return state_of
 
 
-@pytest.mark.parametrize("start", [0, 5, 7, 9])
-def test_aligned_groups_split_where_a_curve_moves_and_give_each_frame_its_own_picture(start):
-    """Frames asked in any order from `start`: each aligned group [4k, 4k + 4) is sampled once, in
-    runs of equal sampling parameters (the curve moves at frame 6), runs ending before the asked
-    frame left out; each picture is the one its frame samples alone."""
-    state_of = aligned_states()
+@pytest.mark.parametrize("curve_at, start, expected", [
+    (6, 0, [(4, 1.0), (2, 1.0), (2, 2.0), (4, 2.0)]),   # 0-3 | 4-5, 6-7 | 8-11
+    (6, 5, [(2, 1.0), (2, 2.0), (4, 2.0)]),
+    (6, 6, [(2, 2.0), (4, 2.0)]),                      # 4-5 ends at the asked frame: not sampled
+    (6, 7, [(2, 2.0), (4, 2.0)]),
+    (6, 9, [(4, 2.0)]),
+    (5, 4, [(1, 1.0), (3, 2.0), (4, 2.0)]),            # a run of one frame: 4 | 5-7
+])
+def test_aligned_groups_split_where_a_curve_moves_and_give_each_frame_its_own_picture(curve_at, start, expected):
+    """Frames asked in order from `start`: each aligned group [4k, 4k + 4) is sampled once, in runs
+    of equal sampling parameters (the curve moves at `curve_at`), runs that end by the asked frame
+    left out; each picture is the one its frame samples alone."""
+    state_of = aligned_states(curve_at)
     src, sampler = source()
     reads = {"eq": {"hue": COMPOSITOR, "temperature": SAMPLING}}
     la = LookAhead(4, list(PANELS), walk_ahead, reads, state_of=state_of)
-    frames = list(range(start, 12))
-    for n in frames:
+    for n in range(start, 12):
         s = state_of(n)
         out = la.images("eq", src, n, s.walk_times["eq"], s.snapshot["eq"], {}, list(PANELS))
         want = reference(src, n, s.snapshot["eq"])
         for d in PANELS:
             assert torch.equal(out[d], want[d]), (start, n, d)
-    runs = [(c[1], c[2]["temperature"]) for c in sampler.calls]
-    expected = {0: [(4, 1.0), (2, 1.0), (2, 2.0), (4, 2.0)],   # 0-3 | 4-5, 6-7 | 8-11
-                5: [(2, 1.0), (2, 2.0), (4, 2.0)],
-                7: [(2, 2.0), (4, 2.0)],                      # 4-5 ends before 7: not sampled
-                9: [(4, 2.0)]}[start]
-    assert runs == expected
+    assert [(c[1], c[2]["temperature"]) for c in sampler.calls] == expected
     assert all(c[0] == ("g0", "g1") for c in sampler.calls)  # one call for both panels
     assert (la.calls, la.sampled) == (len(expected), 2 * sum(r[0] for r in expected))
 
