@@ -2,6 +2,7 @@
 
     .venv/bin/python tests/bench/bench_ndi.py                       # both sizes, 10 s each
     .venv/bin/python tests/bench/bench_ndi.py --sizes 512x256 --seconds 20 --skip-latency
+    .venv/bin/python tests/bench/bench_ndi.py --sizes 1920x1080 --modes read,on,panels --compare --skip-latency
 
 Two figures, discovery through a loopback NDI configuration (NDI_CONFIG_DIR, no multicast):
 
@@ -64,11 +65,14 @@ def receiver(name: str, seconds: float, out: Path) -> subprocess.Popen:
                             stdout=subprocess.PIPE, text=True)
 
 
-def show_run(size, mode: str, seconds: float, folder: Path) -> dict:
-    """One paced headless run of the demo show; mode "off", "read", "idle", "on", "stalled" or "panels"."""
+def show_run(size, mode: str, seconds: float, folder: Path, rgbx: bool = True) -> dict:
+    """One paced headless run of the demo show; mode "off", "read", "idle", "on", "stalled" or "panels";
+    `rgbx` False: the sink reads three channels back and spreads them to RGBX (as before RGBX reads)."""
+    from unstable.frame.ndi_sink import NdiSink
     from unstable.live import Engine
     from unstable.show import load_show
-    name = f"bench-{size[0]}x{size[1]}-{mode}"
+    NdiSink.RGBX = rgbx
+    name = f"bench-{size[0]}x{size[1]}-{mode}-{'rgbx' if rgbx else 'rgb'}"
     run = folder / name
     run.mkdir()
     show = load_show(demo_show(run, size, None if mode in ("off", "read") else name, mode == "panels"))
@@ -95,7 +99,7 @@ def show_run(size, mode: str, seconds: float, folder: Path) -> dict:
     ndi = eng.outputs.ndi.stats() if eng.outputs.ndi is not None else {}
     idle = eng.outputs.ndi.idle if eng.outputs.ndi is not None else 0
     main = ndi.get(name, {})
-    return {"size": f"{size[0]}x{size[1]}", "mode": mode, "fps": r.frames / r.seconds if r.seconds else 0.0,
+    return {"size": f"{size[0]}x{size[1]}", "mode": mode + ("" if rgbx else "/rgb"), "fps": r.frames / r.seconds if r.seconds else 0.0,
             "interval_p50": r.interval_p50_ms, "interval_p99": r.interval_p99_ms, "work_p99": r.work_p99_ms,
             "late": r.late_frames, "frames": r.frames, "sources": len(ndi),
             "sent": main.get("sent", 0), "dropped": main.get("dropped", 0), "idle": idle}
@@ -140,6 +144,10 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--skip-show", action="store_true")
     ap.add_argument("--skip-latency", action="store_true")
+    ap.add_argument("--modes", default="off,read,idle,on,stalled,panels")
+    ap.add_argument("--compare", action="store_true",
+                    help="run each NDI mode twice, interleaved: reading RGBX back (now) and three channels "
+                         "spread to RGBX on the sending thread (before); '/rgb' marks the latter")
     a = ap.parse_args()
     sizes = [tuple(int(x) for x in s.split("x")) for s in a.sizes.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
@@ -147,12 +155,15 @@ def main() -> int:
         write_ndi_config(folder / "ndi", ["127.0.0.1"])
         os.environ["NDI_CONFIG_DIR"] = str(folder / "ndi")  # before NDI's first use, here and in the receiver
         if not a.skip_show:
-            print("size       mode     fps   interval p50/p99 ms   work p99 ms  late  sources  sent  dropped  "
+            print("size       mode         fps   interval p50/p99 ms   work p99 ms  late  sources  sent  dropped  "
                   "not read back")
             for size in sizes:
-                for mode in ("off", "read", "idle", "on", "stalled", "panels"):
-                    r = show_run(size, mode, a.seconds, folder)
-                    print(f"{r['size']:<10} {r['mode']:<7} {r['fps']:5.1f}   {r['interval_p50']:6.1f} / "
+                runs = [(m, True) for m in a.modes.split(",")]
+                if a.compare:
+                    runs = [(m, x) for m, _ in runs for x in ((False, True) if m not in ("off", "read") else (True,))]
+                for mode, rgbx in runs:
+                    r = show_run(size, mode, a.seconds, folder, rgbx)
+                    print(f"{r['size']:<10} {r['mode']:<11} {r['fps']:5.1f}   {r['interval_p50']:6.1f} / "
                           f"{r['interval_p99']:6.1f}      {r['work_p99']:7.1f}   {r['late']:4d}  {r['sources']:7d}  "
                           f"{r['sent']:4d}  {r['dropped']:7d}  {r['idle']:6d}", flush=True)
         if not a.skip_latency:

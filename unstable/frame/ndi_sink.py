@@ -8,12 +8,14 @@ A mixer (Resolume, TouchDesigner, OBS, vMix) sees `<host> (gallery)` and, with p
 `<host> (gallery.eq.g0)`: NDI turns '/' (and ':', '|') in a source name into spaces, so a panel's
 `piece/panel` is written with dots. Each source sends on its own thread: the render thread only copies the
 frame into a free buffer and leaves it in a one-frame mailbox. A frame still waiting when the next
-arrives is replaced (dropped, counted), and with no free buffer a frame is not even copied, so a
+arrives is replaced (dropped, counted), and with no free buffer a frame is not even read, so a
 receiver that stops reading, a slow network or NDI's own compression costs the show at most one
 copy per frame, never a wait and never a queue that grows. With no receiver connected nothing is
-read back at all. NDI stamps each frame with the wall time it was handed over (the receiver's
-`timestamp`); `NdiSource.frame_at(timestamp)` names the show frame sent then (tests, benchmarks),
-and a metadata frame `<unstable frame="n"/>` goes before each video frame.
+read back at all. The whole frame is read back as RGBX into the mailbox's buffer (`read_rgbx`:
+GL's four components read several times faster than three, and NDI sends four), so it reaches
+cyndilib with no repacking and no copy of ours. NDI stamps each frame with the wall time it was
+handed over (the receiver's `timestamp`); `NdiSource.frame_at(timestamp)` names the show frame sent
+then, and a metadata frame `<unstable frame="n"/>` goes before each video frame.
 
 Discovery without multicast (a venue network with IGMP off, a loopback test): NDI reads
 `$NDI_CONFIG_DIR/ndi-config.v1.json`; `{"ndi": {"networks": {"ips": "192.168.1.20,127.0.0.1"}}}`
@@ -112,8 +114,9 @@ class NdiSource:
         self.error: str | None = None
         self._sender = None
         self._video = None
-        self._rgba: np.ndarray | None = None  # [H, W, 4] uint8 what NDI is handed
+        self._rgba: np.ndarray | None = None  # [H, W, 4] uint8 a three-channel frame spread to RGBX
         self._alpha = False
+        self._size: tuple[int, int] | None = None
         self._thread = threading.Thread(target=self._run, name=f"unstable-ndi {name}", daemon=True)
         self._thread.start()
 
@@ -123,33 +126,59 @@ class NdiSource:
         """Hand frame `frame` over: an [H, W, 3|4] uint8 array (copied: the caller may reuse it) or
         a [3|4, H, W] tensor in 0..1 (kept as it is and converted on the sending thread). Returns
         False when it was dropped at once (no free buffer)."""
+        array = isinstance(image, np.ndarray)
         with self._cond:
-            self.offered += 1
-            if self._stop:
-                return False
-            buf = None
-            if self._pending is not None:  # the sender has not taken the last one: it is replaced
-                self.dropped += 1
-                old = self._pending[1]
-                self._pending = None
-                if isinstance(old, np.ndarray):
-                    buf = old
-            if isinstance(image, np.ndarray) and buf is None:
-                buf = self._buffer(image.shape)
-                if buf is None:
-                    self.dropped += 1
-                    return False
-        if isinstance(image, np.ndarray):
-            if buf.shape != image.shape:
-                buf = np.empty_like(image)
+            go, buf = self._claim(image.shape if array else None)
+        if not go:
+            return False
+        if array:
             np.copyto(buf, image)  # outside the lock: this buffer is the render thread's until posted
-            item = buf
-        else:
-            item = image.detach()
-        with self._cond:
-            self._pending = (frame, item)
-            self._cond.notify()
+        self._post(frame, buf if array else image.detach(), False)
         return True
+
+    def offer_into(self, frame: int, shape: tuple[int, int, int], fill: Callable[[np.ndarray], object]) -> bool:
+        """Hand frame `frame` over by filling a free [H, W, 4] uint8 buffer with `fill(buffer)`
+        (the compositor's `read_rgbx`), sent as opaque RGBX: no copy and no repacking of our own.
+        False when dropped at once (no free buffer: then `fill` is not even called)."""
+        with self._cond:
+            go, buf = self._claim(shape)
+        if not go:
+            return False
+        try:
+            fill(buf)  # outside the lock: this buffer is the render thread's until posted
+        except BaseException:
+            with self._cond:
+                self._free.append(buf)
+            raise
+        self._post(frame, buf, True)
+        return True
+
+    def _claim(self, shape) -> tuple[bool, np.ndarray | None]:
+        """Under the lock: count an offer, replace a frame still waiting (dropped), claim a buffer of
+        `shape` (None: none needed), the replaced one's if it fits. (False, None): dropped at once."""
+        self.offered += 1
+        if self._stop:
+            return False, None
+        old = None
+        if self._pending is not None:  # the sender has not taken the last one: it is replaced
+            self.dropped += 1
+            old, self._pending = self._pending[1], None
+        if isinstance(old, np.ndarray):
+            if shape is not None and old.shape == tuple(shape):
+                return True, old
+            self._free.append(old)
+        if shape is None:
+            return True, None
+        buf = self._buffer(shape)
+        if buf is None:
+            self.dropped += 1
+            return False, None
+        return True, buf
+
+    def _post(self, frame: int, item, rgbx: bool) -> None:
+        with self._cond:
+            self._pending = (frame, item, rgbx)
+            self._cond.notify()
 
     def _buffer(self, shape) -> np.ndarray | None:
         while self._free:
@@ -185,13 +214,16 @@ class NdiSource:
                 if self._pending is None:  # nothing to send: see whether anyone connected
                     self._poll()
                     continue
-                frame, item = self._pending
+                frame, item, rgbx = self._pending
                 self._pending = None
+            pooled = item if isinstance(item, np.ndarray) else None  # a mailbox buffer, to give back
             try:
-                if isinstance(item, np.ndarray):
-                    self._send(frame, item)
+                if pooled is None:
+                    item, rgbx = _to_hwc4(item)  # a tensor: converted here, not on the render thread
+                if self._custom_send:  # a replacement step takes [H, W, 3|4] as `offer` does
+                    self._send(frame, item[..., :3] if rgbx else item)
                 else:
-                    self._send(frame, _to_hwc(item))
+                    self._send_ndi(frame, item, rgbx)
                 self.sent += 1
                 self.last_sent = frame
                 failures = 0
@@ -203,9 +235,9 @@ class NdiSource:
                     log.error("NDI source %r: sending frame %d failed (%d in a row): %s; the show goes on",
                               self.name, frame, failures, self.error)
             finally:
-                if isinstance(item, np.ndarray):
+                if pooled is not None:
                     with self._cond:
-                        self._free.append(item)
+                        self._free.append(pooled)
 
     def frame_at(self, timestamp: float) -> int | None:
         """The frame whose sending began at or before `timestamp` (a received frame's NDI
@@ -229,22 +261,27 @@ class NdiSource:
             except Exception:
                 self.receivers = 1  # unknown: keep sending
 
-    def _send_ndi(self, frame: int, rgb: np.ndarray) -> None:
-        """Send one [H, W, 3|4] uint8 frame through cyndilib (RGBX when opaque, RGBA with alpha)."""
+    def _send_ndi(self, frame: int, rgb: np.ndarray, rgbx: bool = False) -> None:
+        """Send one [H, W, 3|4] uint8 frame through cyndilib: RGBX (`rgbx`: opaque) or RGBA, as it is;
+        three channels are spread into RGBX first, a strided copy dearer than NDI's compression."""
         h, w, c = rgb.shape
-        if self._rgba is None or self._rgba.shape[:2] != (h, w) or self._alpha != (c == 4):
-            self._open(w, h, alpha=c == 4)
+        alpha = c == 4 and not rgbx
+        if self._video is None or self._size != (w, h) or self._alpha != alpha:
+            self._open(w, h, alpha=alpha)
         if c == 4:
-            np.copyto(self._rgba, rgb)
+            data = rgb
         else:
+            if self._rgba is None:
+                self._rgba = np.full((h, w, 4), 255, np.uint8)
             self._rgba[..., :3] = rgb
+            data = self._rgba
         t0 = time.time()  # NDI's timestamp of the frame falls between these two
         # A metadata frame before each video frame: without one, receivers in other processes on
         # the same host can get no video at all (cause unknown: NDI's or cyndilib's receive
         # side); it also tells a receiver the frame's number, though it may arrive a
         # frame apart from the picture (the timestamp is exact).
         self._sender.send_metadata("unstable", {"frame": str(frame)})
-        self._sender.write_video(self._rgba.reshape(-1))
+        self._sender.write_video(data.reshape(-1))
         self.sends.append((frame, t0, time.time()))
 
     def _open(self, w: int, h: int, alpha: bool) -> None:
@@ -259,8 +296,8 @@ class NdiSource:
         sender = Sender(self.name, ndi_groups=self.groups, clock_video=False)
         sender.set_video_frame(vf)
         sender.open()
-        self._sender, self._video, self._alpha = sender, vf, alpha
-        self._rgba = np.full((h, w, 4), 255, np.uint8)
+        self._sender, self._video, self._alpha, self._size = sender, vf, alpha, (w, h)
+        self._rgba = None  # [H, W, 4] uint8 for three-channel frames, made when one comes
 
     def _close_sender(self) -> None:
         if self._sender is not None:
@@ -268,7 +305,7 @@ class NdiSource:
                 self._sender.close()
             except Exception:
                 log.debug("closing NDI source %r failed", self.name, exc_info=True)
-        self._sender = self._video = self._rgba = None
+        self._sender = self._video = self._rgba = self._size = None
 
     def close(self, timeout: float = 2.0) -> bool:
         """Stop the thread (the frame being sent finishes) and close the source; False if the
@@ -284,15 +321,22 @@ class NdiSource:
         return True
 
 
-def _to_hwc(t) -> np.ndarray:
-    """[3|4, H, W] tensor in 0..1 -> [H, W, 3|4] uint8 on the CPU."""
-    return (t.float().clamp(0, 1).mul(255).add(0.5).to("cpu").byte().permute(1, 2, 0).contiguous().numpy())
+def _to_hwc4(t) -> tuple[np.ndarray, bool]:
+    """[3|4, H, W] tensor in 0..1 -> ([H, W, 4] uint8 on the CPU, opaque): RGBX in the one
+    transposing copy (a fourth byte of 255), or RGBA."""
+    import torch
+    c, h, w = t.shape
+    out = torch.full((h, w, 4), 255, dtype=torch.uint8)
+    out.permute(2, 0, 1)[:c].copy_(t.detach().float().clamp(0, 1).mul(255).add(0.5).to("cpu", torch.uint8))
+    return out.numpy(), c == 3
 
 
 class NdiSink:
     """A frame-pipeline sink publishing the composed frame as NDI source `settings.name` at the
     show's size and rate, and with `settings.panels` each panel as `NAME.<piece>.<panel>`
     (`panel_images()` gives {display: [3, H, W]}, the pipeline's newest image of each panel)."""
+
+    RGBX = True  # read back as RGBX (False: three channels, spread after; bench_ndi.py --compare)
 
     def __init__(self, settings: NdiSettings, name: str, size: tuple[int, int], fps: float, *,
                  panel_images: Callable[[], Mapping[str, object]] | None = None,
@@ -325,7 +369,12 @@ class NdiSink:
         """Offer frame `frame` (read back: [H, W, 3] uint8) and each panel sampled anew. A sender
         that is behind has its waiting frame replaced by this one: the newest frame goes out."""
         if self.frame.wants():
-            self.frame.offer(frame, compositor.read())  # [H, W, 3] uint8, a reused buffer: copied
+            read_rgbx = getattr(compositor, "read_rgbx", None) if self.RGBX else None
+            if read_rgbx is not None:  # straight into the mailbox, as NDI sends it
+                w, h = getattr(compositor, "size", self.size)
+                self.frame.offer_into(frame, (h, w, 4), read_rgbx)  # [H, W, 4] uint8
+            else:
+                self.frame.offer(frame, compositor.read())  # [H, W, 3] uint8, a reused buffer: copied
         else:
             self.idle += 1
         if self.panel_images is None:
