@@ -3189,8 +3189,8 @@
       ""
      ],
      "floatoutput": 1,
-     "size": 1.0,
-     "min": 0.0,
+     "size": 280.0,
+     "min": 20.0,
      "parameter_enable": 0
     }
    },
