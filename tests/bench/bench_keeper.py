@@ -7,7 +7,7 @@ live show's guard: stasis episodes and guard restores per hour (and per 1000 ste
 Each (starting learning_rate, with/without keeper) pair is one process at nice 10 with one torch
 thread, all running at the same time for --minutes of wall time, so both arms of a pair see the
 same machine. Each process trains --piece (a Series-1 piece, its resolution set to --resolution)
-step by step through a TrainingGuard with the show's default [guard] settings, as the live
+(or --start, a grown state at the piece's own resolution) step by step through a TrainingGuard with the show's default [guard] settings, as the live
 training thread does; every `every` steps (the keeper's default, 50) a Keeper looks (on in one
 arm, off in the other: it still measures, so both arms count stasis the same way), and every
 --stasis-every steps the guard's own stasis check runs (the check a live show makes every 10 s).
@@ -50,12 +50,16 @@ def arm(args) -> dict:
     torch.set_num_threads(1)
     piece = load_piece(ROOT / args.piece)
     g = piece.generator
-    piece = dataclasses.replace(piece, generator=dataclasses.replace(
-        g, resolution=args.resolution, start_resolution=min(g.start_resolution, args.resolution)))
+    if args.resolution:
+        piece = dataclasses.replace(piece, generator=dataclasses.replace(
+            g, resolution=args.resolution, start_resolution=min(g.start_resolution, args.resolution)))
     torch.manual_seed(piece.seed)
     system = build_system(piece, torch.device("cpu"))
+    if args.start:  # a grown state, as a show's `start` plays it (the piece's own resolution)
+        from unstable.frame.sources import load_run_into
+        load_run_into(system, ROOT / args.start, torch.device("cpu"))
     guard = TrainingGuard(system, GuardSettings(), "bench")
-    settings = KeeperSettings(on=args.kept)
+    settings = KeeperSettings(on=args.kept, every=args.every)
     keeper = Keeper(system, settings, name="bench", perturb=guard.perturb)
     params = defaults(system.param_specs())
     params["learning_rate"] = args.start_lr
@@ -93,7 +97,9 @@ def arm(args) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--piece", default="pieces/equilibrium-1-1.toml")
-    ap.add_argument("--resolution", type=int, default=32)
+    ap.add_argument("--resolution", type=int, default=32, help="0: the piece's own (needed with --start)")
+    ap.add_argument("--start", default="", help="a grown state to start from, e.g. shows/demo.states/eq.pt")
+    ap.add_argument("--every", type=int, default=50, help="the keeper's `every` (steps between looks)")
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--learning-rate", dest="lrs", type=float, action="append",
                     help="starting live learning_rate (repeatable; default 1)")
@@ -116,7 +122,7 @@ def main() -> None:
             out = tmp / f"lr{lr}-k{kept}.json"
             cmd = [sys.executable, __file__, "--arm", "--kept", str(kept), "--start-lr", str(lr), "--out", str(out),
                    "--piece", args.piece, "--resolution", str(args.resolution), "--minutes", str(args.minutes),
-                   "--stasis-every", str(args.stasis_every)]
+                   "--stasis-every", str(args.stasis_every), "--start", args.start, "--every", str(args.every)]
             procs.append((subprocess.Popen(cmd), out))
     print(f"{len(procs)} arms for {args.minutes:g} min each, all at once; load before: {os.getloadavg()[0]:.1f}")
     results = []
