@@ -23,6 +23,13 @@ Each verdict is saved as soon as it is known, so a stopped run resumes where it 
 set and ``--seed``), for modules whose tests take minutes a mutant (the farm's Dask cluster): the
 report then counts only the sampled ones as checked, an estimate of the whole module's score.
 
+``--in-process`` runs every mutant's tests in this one interpreter (``pytest.main`` per mutant;
+mutmut's trampoline reads ``MUTANT_UNDER_TEST`` at each call): no import of torch per mutant, which
+on a loaded 2-core machine costs a minute (a 1 s test file's clean run took 78 s at a load of 26).
+The price is a shared process: a mutant that spoils module state could sway the next verdicts, so
+the clean run is repeated at the end and the run fails if it no longer passes. The limit is then
+``--timeout`` seconds of wall time (SIGALRM), counted as a timeout.
+
 ``--shard K/N`` checks every Nth of those (from the Kth): N processes with the same arguments and
 shards 0/N .. N-1/N share one sample between them (each saves under a lock), on a machine where a
 process at nice 19 gets a small part of a core.
@@ -123,6 +130,38 @@ def run_one(scratch: Path, name: str, tests: list[str], timeout: float) -> tuple
                      f"command: {' '.join(cmd)}")
 
 
+class _Alarm(BaseException):
+    """Raised by SIGALRM inside a test run (BaseException: pytest lets it through as an interrupt)."""
+
+
+def run_in_process(name: str, tests: list[str], timeout: float) -> tuple[int, float]:
+    """As run_one, in this interpreter (the caller has chdir'd into the scratch's mutants/)."""
+    import pytest
+
+    def alarm(signum, frame):
+        raise _Alarm()
+
+    os.environ["MUTANT_UNDER_TEST"] = name
+    previous = signal.signal(signal.SIGALRM, alarm)
+    signal.alarm(max(1, int(timeout)))
+    start = time.monotonic()
+    try:
+        code = int(pytest.main(["-x", "-q", "-o", "addopts=", "-p", "no:cacheprovider", "-p", "no:randomly",
+                                *tests]))
+    except _Alarm:
+        return WALL_TIMEOUT, time.monotonic() - start
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+        os.environ.pop("MUTANT_UNDER_TEST", None)
+    seconds = time.monotonic() - start
+    if code == 0:
+        return SURVIVED, seconds
+    if code in (1, 2, 3):
+        return KILLED, seconds
+    raise SystemExit(f"{name}: pytest exited {code} (a usage problem, not a verdict)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("scratch", type=Path, help="the module's scratch copy, .mutation/<module>")
@@ -140,12 +179,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample", type=int, default=0,
                         help="check only a seeded random sample of this many pending mutants")
     parser.add_argument("--seed", type=int, default=0, help="the sample's seed (default 0)")
+    parser.add_argument("--only", type=Path, help="a file of mutant names, one a line: check just these "
+                        "(whatever their verdict so far)")
+    parser.add_argument("--in-process", action="store_true",
+                        help="run every mutant's tests in this interpreter (no import per mutant; the "
+                             "clean run repeated at the end)")
     parser.add_argument("--shard", default="0/1",
                         help="K/N: check every Nth pending (or sampled) mutant from the Kth (default 0/1: all)")
     args = parser.parse_args(argv)
+    args.scratch = args.scratch.resolve()  # --in-process changes directory
     globs_file = args.scratch / "globs"
     globs = globs_file.read_text().split() if globs_file.exists() else []
     todo = pending_mutants(args.scratch, globs, args.retry_timeouts, args.survivors, args.untested)
+    if args.only is not None:
+        wanted = set(args.only.read_text().split())
+        todo = [(meta, name) for meta in sorted((args.scratch / "mutants").rglob("*.py.meta"))
+                for name in json.loads(meta.read_text())["exit_code_by_key"] if name in wanted]
     if 0 < args.sample < len(todo):
         todo = sorted(random.Random(args.seed).sample(todo, args.sample), key=lambda t: t[1])
     try:
@@ -157,8 +206,15 @@ def main(argv: list[str] | None = None) -> int:
     todo = todo[shard::shards]
     print(f"{args.scratch.name}: {len(todo)} mutants to check directly against {' '.join(args.tests)}",
           flush=True)
+    run = run_one
+    if args.in_process:
+        os.chdir(args.scratch / "mutants")
+        sys.path.insert(0, os.getcwd())
+
+        def run(scratch, name, tests, timeout):
+            return run_in_process(name, tests, timeout)
     # The clean run first: a failing suite would read as every mutant killed.
-    code, seconds = run_one(args.scratch, "", args.tests, args.timeout)
+    code, seconds = run(args.scratch, "", args.tests, args.timeout)
     if code != SURVIVED:
         print(f"{args.scratch.name}: the tests fail without any mutant (exit {code}); nothing checked",
               file=sys.stderr)
@@ -166,11 +222,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"clean run {seconds:.1f} s", flush=True)
     counts = {KILLED: 0, SURVIVED: 0, WALL_TIMEOUT: 0}
     for i, (meta, name) in enumerate(todo, 1):
-        code, seconds = run_one(args.scratch, name, args.tests, args.timeout)
+        code, seconds = run(args.scratch, name, args.tests, args.timeout)
         _save_verdict(args.scratch, meta, name, code, seconds)
         counts[code] += 1
         verdict = {KILLED: "killed", SURVIVED: "SURVIVED", WALL_TIMEOUT: "timeout"}[code]
         print(f"[{i}/{len(todo)}] {verdict:8} {seconds:6.1f} s  {name}", flush=True)
+    if args.in_process and run(args.scratch, "", args.tests, args.timeout)[0] != SURVIVED:
+        print(f"{args.scratch.name}: the clean run fails after the mutants (module state spoilt in this "
+              "process): the verdicts above are suspect, check them without --in-process", file=sys.stderr)
+        return 1
     print(f"{args.scratch.name}: killed {counts[KILLED]}, survived {counts[SURVIVED]}, "
           f"timeout {counts[WALL_TIMEOUT]} of {len(todo)} checked directly")
     return 0

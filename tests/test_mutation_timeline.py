@@ -143,3 +143,29 @@ def test_a_recording_cap_is_passed_on_and_stopping_says_why_it_failed(tmp_path, 
     with caplog.at_level(logging.WARNING):
         why = tl.stop_recording()
     assert why and [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_the_beat_count_follows_the_shows_tempo_and_a_frame_given_its_own_time_keeps_it():
+    tl, store = _beat_show(bpm=100.0)
+    for n in range(11):
+        if n == 10:
+            store.set(SHOW, "tempo", 150.0)
+        tl.advance(n)
+    assert tl.beats.bpm == 150.0 and tl.beats.beat == pytest.approx(100 / 60)  # 1 s at 100 BPM
+    s = tl.advance(11, t=1.25)  # a live frame drawn late: its own time, not the grid's 1.1
+    assert s.t == 1.25 and tl.now == 1.25
+    assert tl.beats.beat == pytest.approx(100 / 60 + 0.25 * 150 / 60)
+
+
+def test_a_recording_started_before_the_first_frame_replays_from_a_beat_clock_not_started(tmp_path):
+    live, store = _beat_show()
+    path = tmp_path / "from0.automation.jsonl"
+    live.start_recording(path, "show", 0)  # `live --record`: before frame 0, the beat clock has no time yet
+    shown = _frames(live, range(40), at={12: lambda tl: tl.store.set(SHOW, "tempo", 160.0)})
+    live.stop_recording()
+    auto = load_automation(path)
+    assert auto.state["beat"]["t"] is None
+    again, _ = _beat_show()
+    again.replay(auto)
+    assert again.beats.t is None
+    assert _frames(again, range(40)) == shown
