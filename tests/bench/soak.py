@@ -528,6 +528,7 @@ def main() -> int:
                                              args.minutes * 60 - 10, out, args.nofile, args.ws_rate,
                                              nice=args.attacker_nice)
         network.start()
+    web_server = engine.web  # its counters outlive the show (read for the summary after it closed)
     fuzzer.start()
     scheduler.start()
     crashed = None
@@ -618,6 +619,9 @@ def main() -> int:
         "configured_subscriber_served": served,
         "cpu_seconds_by_thread": thread_cpu,
         "cpu_seconds_per_minute_after_warmup": cpu_per_minute(cpu_marks),
+        # The web server's own counters (connections accepted, refused, evicted, boxed; websocket
+        # messages applied and dropped): what the attack cost it, and what it turned away.
+        "web_stats": dict(web_server.stats) if web_server is not None else None,
     }
     checks = {
         "no crash": crashed is None and not (report and report.errors),
