@@ -4,8 +4,9 @@ From the same weights (the shipped, grown 1:1 state of the demo), training steps
 convolutions give the same loss terms as float32 to within LOSS_TOL (absolute; measured on the
 development CPU: at most 0.002, the embedding distance of about 0.03 moving most), and after
 three steps the sampled images differ from float32's by IMAGE_MEAN_TOL uint8 levels on average
-(measured 0.8 and 1.2): two slightly different trajectories, not a broken one. Where the CPU has no
-native bf16 the setting changes nothing (float32 everywhere).
+(measured 0.8 and 1.2): two slightly different trajectories, not a broken one. BAD's decoder's
+gradients move by GRAD_REL_TOL of their norm at most. Where the CPU has no native bf16 the setting
+changes nothing (float32 everywhere).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from unstable.system import build_system, load_piece
 ROOT = Path(__file__).resolve().parents[1]
 LOSS_TOL = 0.005
 IMAGE_MEAN_TOL = 3.0  # uint8 levels
+GRAD_REL_TOL = 0.02  # BAD's decoder: |g_bf16 - g| / |g| per parameter (measured at most 0.005)
 TERMS = ["critic_loss", "g0_impersonate", "g0_embedding", "g0_variety", "g1_loss"]
 native = pytest.mark.skipif(not accel.cpu_has_native_bf16(), reason="no native bf16 on this CPU")
 
@@ -97,3 +99,26 @@ def test_bf16_training_stays_within_the_stated_tolerance(monkeypatch):
     for name in exact_system.names:
         diff = (a[name] - b[name]).abs() * 255  # [8, 3, 64, 64] in uint8 levels
         assert 0 < diff.mean() <= IMAGE_MEAN_TOL, (name, float(diff.mean()))
+
+
+@native
+def test_bad_decoder_gradients_in_bf16_stay_within_the_stated_tolerance(monkeypatch):
+    from unstable.divergence.vae import Decoder
+
+    torch.manual_seed(0)
+    decoder = Decoder()
+    z = torch.randn(64, 16)  # [N, latent]
+    grads = {}
+    for precision in ("float32", "bf16-train"):
+        monkeypatch.setenv("UNSTABLE_PRECISION", precision)
+        decoder.zero_grad(set_to_none=True)
+        (decoder.mean(z) - 0.5).square().mean().backward()
+        grads[precision] = {n: p.grad.clone() for n, p in decoder.named_parameters()}
+    moved = 0.0
+    for name, exact in grads["float32"].items():
+        if name == "mlp.0.bias":  # followed by BatchNorm: its gradient is zero up to rounding
+            continue
+        rel = float((grads["bf16-train"][name] - exact).norm() / exact.norm())
+        assert rel <= GRAD_REL_TOL, (name, rel)
+        moved = max(moved, rel)
+    assert moved > 0  # bf16 really ran

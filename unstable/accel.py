@@ -11,10 +11,11 @@ batched one then differ by that much, which is why it is not the default.
 
 `UNSTABLE_PRECISION=bf16-train` does the same for the training convolutions, forward and
 backward (gradients reach the weights and the other layers as float32; Adam's state stays
-float32). Training then follows another, equally valid trajectory: the losses of a step from the
-same weights move by under 1 % and a few hundred steps later the pieces are different pictures,
-as with another seed (tests/test_speed_bf16_train.py states and checks the tolerances). It is an
-opt-in for a performer who wants the steps (about 1.25x on the AVX-512 BF16 development CPU).
+float32). Training then follows another, equally valid trajectory: the loss terms of a step from
+the same weights move by under 0.005 and the images drift apart step by step, as another seed's
+would (tests/test_speed_bf16_train.py states and checks the tolerances). It is an opt-in for a
+performer who wants the steps: 1.1-1.3x a training step on the AVX-512 BF16 development CPU
+(docs/figures.md, "Speed (issue 27)"), where convolutions are about half of a step.
 
     UNSTABLE_PRECISION=float32     (default) float32 everywhere: the reference images and losses
     UNSTABLE_PRECISION=bf16        bf16 sampling convolutions where native, float32 elsewhere

@@ -71,7 +71,8 @@ class Decoder(nn.Module):
 
         Same maths as `self.convs(x)`, faster on a CPU: the activations are channels_last (oneDNN's
         kernels instead of PyTorch's generic transposed conv), the last, stride-1 layer runs as the
-        ordinary conv it equals, and without gradients the convolutions take `accel.conv_dtype`.
+        ordinary conv it equals, and the convolutions take `accel.conv_dtype` (bf16 where the
+        precision setting asks for it: sampling under `bf16`, training too under `bf16-train`).
         """
         x = x.contiguous(memory_format=torch.channels_last)
         names = ("c2", "c7", "c14", "c28")
