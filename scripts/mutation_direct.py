@@ -138,7 +138,10 @@ def run_in_process(name: str, tests: list[str], timeout: float) -> tuple[int, fl
     """As run_one, in this interpreter (the caller has chdir'd into the scratch's mutants/)."""
     import pytest
 
+    fired = []
+
     def alarm(signum, frame):
+        fired.append(True)
         raise _Alarm()
 
     os.environ["MUTANT_UNDER_TEST"] = name
@@ -155,6 +158,8 @@ def run_in_process(name: str, tests: list[str], timeout: float) -> tuple[int, fl
         signal.signal(signal.SIGALRM, previous)
         os.environ.pop("MUTANT_UNDER_TEST", None)
     seconds = time.monotonic() - start
+    if fired:  # pytest caught the alarm as an interrupt of its session (exit 2): not a failure
+        return WALL_TIMEOUT, seconds
     if code == 0:
         return SURVIVED, seconds
     if code in (1, 2, 3):

@@ -176,8 +176,8 @@ def test_a_live_group_at_a_given_scale_keeps_that_scale_and_frames_already_shown
         out = la.images("eq", src, n, walk_time(n), p, {}, ["eq/g0"], scale=0.5)
         assert torch.equal(out["eq/g0"], reference(src, n, p, scale=0.5)["eq/g0"]), n
     assert [c[1] for c in sampler.calls] == [4]  # one group, its scale kept with each frame
-    la.images("eq", src, 3, walk_time(3), p, {}, ["eq/g0"], scale=0.5)  # frame 3 again: not kept
-    assert [c[1] for c in sampler.calls] == [4, 1]  # sampled again, to the end of its group
+    la.images("eq", src, 0, walk_time(0), p, {}, ["eq/g0"], scale=0.5)  # frame 0 again: not kept
+    assert [c[1] for c in sampler.calls] == [4, 4]  # sampled again, with its group
 
 
 def test_a_sampler_that_returns_too_few_images_is_named_with_its_counts():
