@@ -97,6 +97,13 @@ def test_room_is_made_from_the_oldest_client_of_the_address_holding_two_more(clo
                                 "of the 5 places)"]
     del adm.joining["10.0.0.2"]  # the phone's handshake done elsewhere: 2 against its 1
     assert adm.make_room("10.0.0.6") is flood[2] and adm.stats["ws_displaced"] == 2  # then 5 (7 is newer)
+    # Another machine filling the places: its own line (the line is limited per address, not for all).
+    adm.clients.update(client(adm, "10.0.0.7", n, clock) for n in (11, 12, 13))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert adm.make_room("10.0.0.6").origin[1] == 11
+    assert warnings(caplog) == ["web: websocket 10.0.0.7:11 closed to make room for 10.0.0.6 (10.0.0.7 holds 3 "
+                                "of the 5 places)"]
 
 
 def test_no_room_is_made_from_newcomers_or_in_an_empty_hub(clock):
