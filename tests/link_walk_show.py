@@ -51,16 +51,20 @@ def main(path: str, seconds: float) -> None:
                              str(seconds + 1.0), "3.0"], stdout=subprocess.PIPE, text=True)
     frames = []
     try:
+        eng.timer.start = time.monotonic()
         wall0 = time.time() - eng.timer.elapsed()
         n = 0
         while eng.timer.elapsed() < seconds:
-            now = eng.timer.elapsed()
-            state = timeline.advance(n, now)
-            frames.append((wall0 + now, state.walk_times["eq"] * show.walk_tempo / 60.0, timeline.beats.beat,
-                           store.get(SHOW, "tempo")))
+            # As the live engine does: frame n stands at n / fps on the grid, late or not, and the
+            # slots a late frame skipped are advanced without pixels.
+            last = max(n, int(eng.timer.elapsed() * FPS))
+            while n <= last:
+                state = timeline.advance(n)
+                frames.append((wall0 + n / FPS, state.walk_times["eq"] * show.walk_tempo / 60.0,
+                               timeline.beats.beat, store.get(SHOW, "tempo")))
+                n += 1
             for hook in eng.frame_hooks:
                 hook(eng)
-            n += 1
             time.sleep(max(0.0, (n / FPS) - eng.timer.elapsed()))
         out, _ = peer.communicate(timeout=20)
     finally:

@@ -42,6 +42,7 @@ def bar_distance(a: float, b: float, bar: float = 4.0) -> float:
     return min(d, bar - d)
 
 
+@pytest.mark.slow  # 7 s of show beside the hogs, 12-28 s in all on 2 cores
 @pytest.mark.skipif(not _netns_ok(), reason="needs `unshare -rn` (a network namespace of our own) and iproute2")
 def test_a_walk_in_beats_lands_on_the_link_sessions_beat(tmp_path, cpu_hogs):
     show = write_show(tmp_path, SHOW_TEXT)
