@@ -59,7 +59,9 @@ def tempo_specs(bpm: float = 120.0, link: bool = False) -> list[ParamSpec]:
         ParamSpec("tap", 0, 1, 0, kind="toggle", doc="tap tempo: each press is a beat", reads=CLOCK),
     ]
     if link:
-        specs.append(ParamSpec("beat_offset", 0.0, float(QUANTUM_MAX), 0.0, unit="beats",
+        # Both ways from 0: each alignment moves it the short way to the session's phase, so a drift
+        # across a bar line is a small step back, not a bar forward (scenes in bars would cut early).
+        specs.append(ParamSpec("beat_offset", -float(QUANTUM_MAX), float(QUANTUM_MAX), 0.0, unit="beats",
                                doc="the show's beats shifted onto the Link session's (set by Link)", reads=CLOCK))
     return specs
 
@@ -229,10 +231,14 @@ class TempoLink:
             self.link.quantum = quantum
         phase = float(self.link.beat) % quantum
         offset = self.store.get(SHOW, "beat_offset")
-        want = (phase - (show_beat - offset)) % quantum
-        off = abs(want - offset) % quantum
-        if min(off, quantum - off) <= tolerance:
+        # The step onto the session's phase, the short way round the bar: -quantum/2 .. quantum/2.
+        step = (phase - show_beat + quantum / 2) % quantum - quantum / 2
+        if abs(step) <= tolerance:
             return None
+        want = offset + step
+        spec = self.store.spec(SHOW, "beat_offset")
+        if not spec.lo <= want <= spec.hi:  # a drift of many bars one way: back by whole bars
+            want -= math.copysign(quantum * ((abs(want) - spec.hi) // quantum + 1), want)
         self.store.set(SHOW, "beat_offset", want, LINK)
         return want
 
