@@ -169,3 +169,24 @@ def test_a_recording_started_before_the_first_frame_replays_from_a_beat_clock_no
     again.replay(auto)
     assert again.beats.t is None
     assert _frames(again, range(40)) == shown
+
+
+def test_a_walk_period_in_beats_runs_the_walk_at_the_tempo_over_the_period_tempo():
+    tl, store = _beat_show(bpm=100.0, walk_bpm=50.0)  # written at 50 BPM, played at 100: twice as fast
+    store.set("eq", "walk_speed", 1.5)
+    states = [tl.advance(n) for n in range(11)]
+    assert states[10].walk_times["eq"] == pytest.approx(1.0 * 1.5 * 2.0)
+    plain, store = _beat_show(bpm=100.0)  # a period in seconds: walk_speed alone
+    store.set("eq", "walk_speed", 1.5)
+    assert [plain.advance(n) for n in range(11)][10].walk_times["eq"] == pytest.approx(1.5)
+
+
+def test_a_frames_actions_are_the_events_other_than_scene_changes_in_order():
+    tl, store = _beat_show()
+    tl.advance(0)
+    store.post_event("still")
+    store.post_event("scene", 1.0)
+    store.post_event("record", 1.0)
+    s = tl.advance(1)
+    assert [(e.kind, e.value) for e in s.actions] == [("still", None), ("record", 1.0)]
+    assert tl.director.current == 1 and tl.advance(2).actions == []
