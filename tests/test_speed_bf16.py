@@ -2,7 +2,8 @@
 
 bf16 sampling convolutions (UNSTABLE_PRECISION=bf16, where the CPU or GPU has native bf16) move
 the images of the shipped, grown 1:1 state by at most MEAN_TOL uint8 levels on average and
-MAX_TOL at any pixel (measured: 0.2 and 8). Training always stays float32.
+MAX_TOL at any pixel (measured: 0.2 and 8). Training stays float32 under it (bf16 training is
+the separate opt-in `bf16-train`: tests/test_speed_bf16_train.py).
 """
 
 from __future__ import annotations
