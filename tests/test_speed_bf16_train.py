@@ -28,16 +28,16 @@ TERMS = ["critic_loss", "g0_impersonate", "g0_embedding", "g0_variety", "g1_loss
 native = pytest.mark.skipif(not accel.cpu_has_native_bf16(), reason="no native bf16 on this CPU")
 
 
-def _grown():
-    system = build_system(load_piece(ROOT / "pieces" / "equilibrium-1-1.toml"), "cpu")
+def _grown(device="cpu"):
+    system = build_system(load_piece(ROOT / "pieces" / "equilibrium-1-1.toml"), device)
     state = torch.load(ROOT / "shows" / "demo.states" / "eq.pt", weights_only=True)
     system.load_state_dict(state["system"])
     return system
 
 
-def _steps(monkeypatch, precision: str, count: int):
+def _steps(monkeypatch, precision: str, count: int, device="cpu"):
     monkeypatch.setenv("UNSTABLE_PRECISION", precision)
-    system = _grown()
+    system = _grown(device)
     params = defaults(system.param_specs())
     return system, [system.step(params) for _ in range(count)]
 
@@ -122,3 +122,15 @@ def test_bad_decoder_gradients_in_bf16_stay_within_the_stated_tolerance(monkeypa
         assert rel <= GRAD_REL_TOL, (name, rel)
         moved = max(moved, rel)
     assert moved > 0  # bf16 really ran
+
+
+@pytest.mark.cuda
+def test_cuda_bf16_training_stays_within_the_stated_tolerance(monkeypatch):
+    monkeypatch.setenv("UNSTABLE_PRECISION", "bf16-train")
+    expected = torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float32
+    assert accel.conv_dtype("cuda", grad=True) == expected
+    _, exact = _steps(monkeypatch, "float32", 3, "cuda")
+    _, low = _steps(monkeypatch, "bf16-train", 3, "cuda")
+    for step, (a, b) in enumerate(zip(exact, low)):
+        for key in TERMS:
+            assert abs(a[key] - b[key]) <= LOSS_TOL, (step, key, a[key], b[key])
