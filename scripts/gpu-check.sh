@@ -26,10 +26,11 @@ live=$($PY -m unstable.cli live shows/.gpu-check-1080.toml --headless --seconds 
        --run "$tmp/live" 2>/dev/null | grep "frames in" || true)
 rm -f shows/.gpu-check-1080.toml
 # Issue 27: the same figures A/B against the code before its change (a worktree of that commit),
-# with bf16 sampling convolutions where the GPU has them; ratios of medians, interleaved runs.
+# with bf16 sampling and training convolutions where the GPU has them (UNSTABLE_PRECISION=bf16-train
+# on the new side only); ratios of medians, interleaved runs.
 base=${BASE27:-9aee2c2}
 if git worktree add -q --detach "$tmp/base27" "$base" 2>/dev/null; then
-    UNSTABLE_PRECISION=bf16 $PY tests/bench/bench_speed.py --device cuda --base "$tmp/base27" --repeats 3 \
+    $PY tests/bench/bench_speed.py --device cuda --new-precision bf16-train --base "$tmp/base27" --repeats 3 \
         --figures eq256,eq512,s256b1,s256b4,s512b1,s512b4 | grep -v '^{' | tee "$tmp/ab.txt"
     git worktree remove --force "$tmp/base27"
 else
