@@ -180,3 +180,18 @@ def test_a_cursor_primes_the_frames_before_a_start_and_starts_over_to_go_back():
     assert cursor.timeline is not first_timeline and len(made) == 2  # back: a fresh timeline and pipeline
     # From 0 again: render frames 0 and 1 primed (3 alone, nothing noted before it; then 4..7).
     assert [c[1] for c in made[1].calls] == [1, 4]
+
+
+def test_a_cursor_adds_up_where_each_frames_time_went(comp):
+    def make_pipeline(timeline):
+        return pipeline(scenes(["eq/g0"]), compositor=comp)[0]
+
+    cursor = FrameCursor(show_timeline, make_pipeline)
+    assert (cursor.sample_seconds, cursor.compose_seconds) == (0.0, 0.0)
+    results = [cursor.frame(k)[1] for k in range(3)]
+    assert cursor.sample_seconds == pytest.approx(sum(r.sample_seconds for r in results))
+    assert cursor.compose_seconds == pytest.approx(sum(r.compose_seconds for r in results))
+    before = cursor.compose_seconds
+    state, result = cursor.frame(3)
+    cursor.compose(state, result, Colour(hue=90.0))  # one more variation of the same frame
+    assert cursor.compose_seconds > before + result.compose_seconds
