@@ -4,6 +4,7 @@ unpinned (scripts/mutation.sh pipeline, job-timeline; docs/mutation.md, fourth s
 from __future__ import annotations
 
 import logging
+from fractions import Fraction
 
 import pytest
 import torch
@@ -12,10 +13,13 @@ from unstable.control.store import ParameterStore
 from unstable.display.compositor import Compositor
 from unstable.display.layout import Colour, Layout
 from unstable.frame.cursor import FrameCursor
+from unstable.frame.curves import ParamCurves
+from unstable.frame.job_timeline import JobTimeline
 from unstable.frame.pipeline import FramePipeline
 from unstable.frame.sources import PanelSource
 from unstable.frame.timeline import FrameState, ShowTimeline
 from unstable.schema import SHOW, common_specs, show_specs
+from unstable.renderjob import FramePlan
 from unstable.show import SceneSettings
 from unstable.walk import Walk, WalkSettings
 
@@ -195,3 +199,29 @@ def test_a_cursor_adds_up_where_each_frames_time_went(comp):
     state, result = cursor.frame(3)
     cursor.compose(state, result, Colour(hue=90.0))  # one more variation of the same frame
     assert cursor.compose_seconds > before + result.compose_seconds
+
+
+
+def job_plan(**kw) -> FramePlan:
+    return FramePlan(**{**dict(frames=40, fps=Fraction(8), speed=Fraction(1, 2), start=Fraction(1, 4),
+                               curve=((0.0, 1.0), (2.0, 3.0))), **kw})
+
+
+def test_a_job_source_without_fixed_values_has_its_curves_and_predicts_its_own_walk():
+    curves = ParamCurves({"eq.hue": ((0.0, 0.0), (2.0, 90.0)), "eq.walk_speed": ((0.0, 2.0),)}, Fraction(8))
+    tl = JobTimeline(job_plan(), curves, {}, ["eq", "plain"])  # no fixed values for either
+    s = tl.advance(8)  # video time 1 s
+    assert s.snapshot == {"eq": {"hue": 45.0, "walk_speed": 2.0}, "plain": {}}
+    # eq walks through its walk_speed curve (twice the plan's speed), plain on the plan.
+    assert tl.walk_times_ahead("eq", [8, 16]) == [s.walk_times["eq"], tl.advance(16).walk_times["eq"]]
+    assert s.walk_times["eq"] == pytest.approx(0.25 + 0.5 * 2.0 * 1.0)
+    assert tl.walk_times_ahead("plain", [8]) == [Fraction(1, 4) + Fraction(1, 2)]
+
+
+def test_a_timelapse_frame_keeps_its_number_time_and_parameters():
+    curves = ParamCurves({"eq.hue": ((0.0, 0.0), (1.0, 80.0))}, Fraction(8))
+    tl = JobTimeline(job_plan(frames=9, hold=3, checkpoints=3, crossfade=1), curves, {"eq": {"noise": 0.5}}, ["eq"],
+                     timelapse_at=0.75)
+    s = tl.advance(4)
+    assert (s.frame, s.t) == (4, 0.5)
+    assert s.snapshot == {"eq": {"noise": 0.5, "hue": 40.0}}
