@@ -184,6 +184,11 @@ def test_a_cursor_primes_the_frames_before_a_start_and_starts_over_to_go_back():
     assert cursor.timeline is not first_timeline and len(made) == 2  # back: a fresh timeline and pipeline
     # From 0 again: render frames 0 and 1 primed (3 alone, nothing noted before it; then 4..7).
     assert [c[1] for c in made[1].calls] == [1, 4]
+    # A start whose first primed frame opens a group: the frame before it noted, so that frame
+    # samples its whole group as a render from frame 0 does (4..7, 8..11), not alone.
+    made.clear()
+    FrameCursor(show_timeline, make_pipeline).state(10)
+    assert [c[1] for c in made[0].calls] == [4, 4]
 
 
 def test_a_cursor_adds_up_where_each_frames_time_went(comp):
