@@ -204,6 +204,10 @@ def test_a_live_show_pushed_toward_explosion_is_brought_back_down(tmp_path, capl
 
         p.guard.before_step.append(breaks_when_too_fast)
         assert frames_until(e, lambda: e.params.get("eq", "learning_rate") <= 1.0)
+        # The rate glides to the keeper's value (its smoothing): count from when the steps get it.
+        assert frames_until(e, lambda: e.snapshot["eq"]["learning_rate"] <= 1.5)
+        settled = p.steps  # and past a step that may have started before
+        assert frames_until(e, lambda: p.steps >= settled + 2)
         recoveries = p.guard.recoveries
         steps = p.steps
         # Down at the piece's own pace: no more steps undone over the next 20.
