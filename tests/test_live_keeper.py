@@ -130,6 +130,26 @@ def test_the_keeper_leaves_a_parameter_the_artist_moved_alone_for_artist_hold(tm
     assert keeper._moved["learning_rate"] == now[0]  # closed: no longer listening (same time as before)
 
 
+def test_a_move_while_the_keeper_looks_is_not_overwritten(tmp_path):
+    (tmp_path / "eq.toml").write_text(PIECE)
+    torch.manual_seed(0)
+    system = build_system(load_piece(tmp_path / "eq.toml"), torch.device("cpu"))
+    store = ParameterStore({"eq": with_common(system.param_specs())})
+    keeper = LiveKeeper("eq", system, KeeperSettings(every=1, stasis_floor=1.0, raise_by=2.0, artist_hold=30.0),
+                        store, clock=lambda: 100.0)
+    keeper.after_step(False)
+    looks = keeper.keeper.observe
+
+    def a_controller_moves_meanwhile(*args, **kw):  # as the OSC thread does during the probe
+        out = looks(*args, **kw)
+        store.set("eq", "learning_rate", 0.3, origin=("127.0.0.1", 9999))
+        return out
+
+    keeper.keeper.observe = a_controller_moves_meanwhile
+    assert keeper.after_step(False) == {} and store.get("eq", "learning_rate") == 0.3 and keeper.changes == 0
+    keeper.close()
+
+
 # -- live shows -------------------------------------------------------------------------------------
 
 def silent(desc, total=None, **kw):

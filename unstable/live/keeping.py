@@ -86,11 +86,20 @@ class LiveKeeper:
         # The target, not the frame's smoothed value: the keeper steps from what was last asked for.
         params = ({"learning_rate": self.store.get(self.piece, "learning_rate")}
                   if (self.piece, "learning_rate") in self.store else {})
+        looked = self.clock()
         changes = self.keeper.observe(params, undone_n, steps, held=held)
+        written = {}
         for name, value in changes.items():
-            self.store.set(self.piece, name, value, origin=KEEPER)
+            with self._lock:  # a move heard from now on waits for this write, then holds the keeper off
+                moved = self._moved.get(name)
+                if (moved is not None and moved >= looked) or self.store.get(self.piece, name) != params.get(name):
+                    # The artist moved it while the keeper looked (its probe takes a while): theirs.
+                    log.info("keeper %s: %s was moved meanwhile; the keeper leaves it", self.piece, name)
+                    continue
+                self.store.set(self.piece, name, value, origin=KEEPER)
+            written[name] = value
             self.changes += 1
-        return changes
+        return written
 
     def telemetry(self) -> dict:
         """{looks, changes, motion}: what the keeper has done (the show's telemetry)."""
