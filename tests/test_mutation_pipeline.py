@@ -4,8 +4,10 @@ unpinned (scripts/mutation.sh pipeline, job-timeline; docs/mutation.md, fourth s
 from __future__ import annotations
 
 import logging
+import time
 from fractions import Fraction
 
+import numpy as np
 import pytest
 import torch
 
@@ -230,3 +232,58 @@ def test_a_timelapse_frame_keeps_its_number_time_and_parameters():
     s = tl.advance(4)
     assert (s.frame, s.t) == (4, 0.5)
     assert s.snapshot == {"eq": {"noise": 0.5, "hue": 40.0}}
+
+
+def test_a_frames_timings_are_parts_of_the_time_it_took(comp):
+    pipe, _ = pipeline(scenes(["eq/g0"]), compositor=comp)
+    for n in range(3):
+        t0 = time.perf_counter()
+        res = pipe.frame(state(n))
+        took = time.perf_counter() - t0
+        assert 0.0 < res.sample_seconds <= took and 0.0 < res.compose_seconds <= took
+        assert res.sample_seconds + res.compose_seconds <= took
+
+
+def test_a_variations_grade_reaches_both_scenes_of_a_crossfade_through_the_cursor(comp):
+    """A render job's variation: `colour` replaces each scene's grade, the crossfade's second too."""
+    grade = Colour(hue=120.0, saturation=0.5)
+    looks = [SceneSettings(name="a", crossfade=0.0, layout=Layout(panels=("eq/g0",)), colour=Colour()),
+             SceneSettings(name="b", crossfade=0.0, layout=Layout(panels=("eq/g1", "eq/g2")), colour=Colour(hue=-60.0))]
+    graded = [SceneSettings(name=s.name, crossfade=0.0, layout=s.layout, colour=grade) for s in looks]
+    fade = state(2, (0, 1, 0.25))
+    want, _ = pipeline(graded, compositor=comp)
+    want.frame(fade)
+    expected = comp.read().copy()
+    pipe, _ = pipeline(looks, compositor=comp)
+    pipe.frame(fade)
+    plain = comp.read().copy()
+    pipe.frame(fade, colour=grade)
+    assert np.array_equal(comp.read(), expected) and not np.array_equal(plain, expected)
+
+    class Fading:  # a timeline whose every frame is the same crossfade
+        timer, state_of = None, None
+
+        def advance(self, frame):
+            return state(frame, (0, 1, 0.25))
+
+    cursor = FrameCursor(Fading, lambda tl: pipeline(looks, compositor=comp)[0])
+    s, result = cursor.frame(2, grade)
+    assert np.array_equal(comp.read(), expected)
+    cursor.compose(s, result)  # the same frame again, in the scenes' own grades
+    assert np.array_equal(comp.read(), plain)
+    cursor.compose(s, result, grade)
+    assert np.array_equal(comp.read(), expected)
+    before = cursor.compose_seconds
+    t0 = time.perf_counter()
+    cursor.compose(s, result, grade)
+    assert 0.0 < cursor.compose_seconds - before <= time.perf_counter() - t0
+
+
+def test_warming_a_piece_that_has_no_targets_this_frame():
+    """The timeline's targets hold only the groups something moved towards: a piece at rest has none."""
+    pipe, system = pipeline(scenes(["eq/g0"], ["eq/g0", "eq/g1"]), look_ahead=4, walk_ahead=walk_ahead)
+    for n in range(10):
+        s = state(n, upcoming=(10, 1), params={"temperature": 1.0})
+        s.targets = {}
+        pipe.images(s)
+    assert (("g1",), 3) in system.calls  # warmed at frame 9
