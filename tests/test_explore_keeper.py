@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from helpers import tiny_eq_piece
-from unstable.explore.keeper import Keeper, KeeperSettings, keep_training
+from unstable.explore.keeper import Keeper, keep_training
+from unstable.keeper_settings import KeeperSettings
 from unstable.guard import GuardSettings, TrainingGuard
 from unstable.schema import defaults
 from unstable.system import build_system, load_piece

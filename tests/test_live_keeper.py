@@ -22,7 +22,7 @@ from tqdm import tqdm
 from unstable.cli import main
 from unstable.control.store import ParameterStore
 from unstable.errors import ConfigError
-from unstable.explore.keeper import KeeperSettings
+from unstable.keeper_settings import KeeperSettings
 from unstable.live import Engine
 from unstable.live.keeping import KEEPER, LiveKeeper
 from unstable.schema import with_common

@@ -5,7 +5,7 @@ frame and about half of a training step. With `UNSTABLE_PRECISION=bf16`, where t
 computes bfloat16 natively (AVX-512 BF16 or AMX on a CPU, a bf16-capable GPU), the sampling
 convolutions take bf16 inputs and weights — oneDNN accumulates in float32 — and give float32 back,
 so every other operation stays float32. It pays at wide images and batches, hardly at small single
-images (docs/figures.md, "Speed (issue 27)"); the images move by about 0.2 uint8 levels on average,
+images (docs/figures.md, section "Speed"); the images move by about 0.2 uint8 levels on average,
 8 at most (tests/test_speed_bf16.py states and checks the tolerance). A batch-1 render and a
 batched one then differ by that much, which is why it is not the default.
 
@@ -14,8 +14,8 @@ backward (gradients reach the weights and the other layers as float32; Adam's st
 float32). Training then follows another, equally valid trajectory: the loss terms of a step from
 the same weights move by under 0.005 and the images drift apart step by step, as another seed's
 would (tests/test_speed_bf16_train.py states and checks the tolerances). It is an opt-in for a
-performer who wants the steps: 1.1-1.3x a training step on the AVX-512 BF16 development CPU
-(docs/figures.md, "Speed (issue 27)"), where convolutions are about half of a step.
+performer who wants the steps: convolutions are about half of a training step, so it pays less
+than in sampling (docs/figures.md, section "Speed").
 
     UNSTABLE_PRECISION=float32     (default) float32 everywhere: the reference images and losses
     UNSTABLE_PRECISION=bf16        bf16 sampling convolutions where native, float32 elsewhere

@@ -32,7 +32,7 @@ from .control.midi_map import MidiSettings
 from .directions import DirectionSettings
 from .display.layout import Colour, Layout
 from .errors import ConfigError, UnstableError
-from .explore.keeper import KeeperSettings
+from .keeper_settings import KeeperSettings
 from .frame.ndi_sink import NdiSettings
 from .guard import GuardSettings
 from .schema import ParamSpec

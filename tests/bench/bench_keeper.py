@@ -42,7 +42,8 @@ def arm(args) -> dict:
     """One arm: train for args.minutes, return its counts."""
     import torch
 
-    from unstable.explore.keeper import Keeper, KeeperSettings
+    from unstable.explore.keeper import Keeper
+    from unstable.keeper_settings import KeeperSettings
     from unstable.guard import GuardSettings, TrainingGuard
     from unstable.schema import defaults
     from unstable.system import build_system, load_piece

@@ -241,8 +241,9 @@ class Compositor:
 
     def read_rgbx(self, out: np.ndarray) -> np.ndarray:
         """The last frame into `out`, [H, W, 4] uint8 (RGB and the target's alpha), rows top to
-        bottom. Four components are GL's own layout: llvmpipe reads 1920x1080 back in about 2 ms
-        this way against 8-12 ms for three, and NDI sends four (RGBX), so its sink reads here."""
+        bottom. Four components are GL's own layout, so the driver copies rows as they are instead
+        of repacking every pixel (several times faster on llvmpipe; docs/figures.md, NDI), and NDI
+        sends four (RGBX), so its sink reads here."""
         if self._direct:
             rows = self._screen_rows4
             if rows is None or rows.shape != out.shape:

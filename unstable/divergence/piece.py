@@ -9,7 +9,7 @@ from typing import Literal
 from ..bending import BendSettings, check_bends
 from ..config import setting
 from ..directions import DirectionSettings
-from ..explore.keeper import KeeperSettings
+from ..keeper_settings import KeeperSettings
 from ..schema import SAMPLING, TRAINING, ParamSpec
 from ..system import learning_rate_spec
 from ..train_settings import TrainSettings

@@ -15,7 +15,7 @@ from typing import Any, Literal, Mapping
 from ..bending import BendSettings, check_bends
 from ..config import setting, to_dict
 from ..directions import DirectionSettings
-from ..explore.keeper import KeeperSettings
+from ..keeper_settings import KeeperSettings
 from ..schema import SAMPLING, TRAINING, ParamSpec
 from ..train_settings import TrainSettings
 from .losses import DISTANCES, VARIETY

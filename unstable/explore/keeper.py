@@ -29,34 +29,16 @@ move it again, from where the artist left it.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Callable, Collection, Mapping
 
 import torch
 
-from ..config import setting
+from ..keeper_settings import KeeperSettings
 from .measures import probe
 
 log = logging.getLogger("unstable.keeper")
 
-__all__ = ["KeeperSettings", "Keeper", "keep_training"]
-
-
-@dataclass(frozen=True)
-class KeeperSettings:
-    """`[keeper]`: hold the piece inside the band while it plays."""
-
-    on: bool = setting(True, doc="adjust the piece's stochasticity to keep it between stasis and explosion")
-    every: int = setting(50, ge=1, le=1_000_000, doc="training steps between the keeper's looks")
-    stasis_floor: float = setting(0.002, ge=0, le=1, doc="probe motion between looks under which stasis is near")
-    max_guard: float = setting(0.1, ge=0, le=1, doc="fraction of the steps the guard may undo before explosion "
-                               "counts as near")
-    raise_by: float = setting(1.5, gt=1, le=10, doc="learning_rate factor when stasis is near")
-    lower_by: float = setting(0.5, gt=0, lt=1, doc="learning_rate factor when explosion is near")
-    perturb: float = setting(0.0, ge=0, le=1, doc="weight noise (x each tensor's spread) when stasis stays at the "
-                             "highest learning_rate; 0: none")
-    artist_hold: float = setting(300.0, ge=0, le=604800, doc="seconds the keeper leaves a parameter alone after "
-                                 "anyone else changed it (a controller, the page, a scene); 0: no wait")
+__all__ = ["Keeper", "keep_training"]
 
 
 class Keeper:

@@ -19,7 +19,8 @@ import threading
 import time
 from typing import Any, Callable
 
-from ..explore.keeper import Keeper, KeeperSettings
+from ..explore.keeper import Keeper
+from ..keeper_settings import KeeperSettings
 
 log = logging.getLogger("unstable.keeper")
 

@@ -21,9 +21,9 @@ from ..errors import UnstableError
 
 __all__ = ["read_midi", "midi_automation", "MAX_BYTES", "MAX_HOURS"]
 
-# mido parses some 20 000 messages a second (measured on this project's 2-core machine): 4 MiB (a
-# knob turned all evening, 100 messages a second for three hours, is about 3 MiB) reads in about a
-# minute; a bigger file is refused before it is read, rather than holding the render for an hour.
+# mido parses a file message by message in Python, tens of thousands a second: 4 MiB (a knob turned
+# all evening, 100 messages a second for three hours, is about 3 MiB) takes about a minute to read;
+# a bigger file is refused before it is read, rather than holding the render for an hour.
 MAX_BYTES = 4 << 20
 # A file's last event sets the render's length; a delta time of 2^28 ticks at a slow tempo puts it
 # a million hours away. Longer performances render in parts with --seconds.
