@@ -259,6 +259,8 @@ def test_a_variations_grade_reaches_both_scenes_of_a_crossfade_through_the_curso
     plain = comp.read().copy()
     pipe.frame(fade, colour=grade)
     assert np.array_equal(comp.read(), expected) and not np.array_equal(plain, expected)
+    pipe.frame(state(2), colour=grade)  # the first scene alone: the crossfade did draw the second
+    assert not np.array_equal(comp.read(), expected)
 
     class Fading:  # a timeline whose every frame is the same crossfade
         timer, state_of = None, None
