@@ -12,6 +12,9 @@
 #   MUTATION_DIRECT_SAMPLE=12 MUTATION_DIRECT_UNTESTED=1 scripts/mutation.sh --direct farm
 #                                       # a seeded sample of 12, "no tests" ones included (the farm's
 #                                       # code runs in Dask worker processes mutmut's stats cannot see)
+#   MUTATION_DIRECT_IN_PROCESS=1 scripts/mutation.sh --direct timeline   # every mutant in one
+#                                       # interpreter (no torch import per mutant: seconds, not a minute,
+#                                       # on a loaded machine; the clean run repeated at the end)
 #   MUTATION_DIRECT_SHARD=0/2 ... & MUTATION_DIRECT_SHARD=1/2 ...   # one sample, two processes
 #                                       # (start shard 0 first: it refreshes the scratch copy's tests;
 #                                       # only for test files that can run twice at once: two runs of
@@ -178,6 +181,7 @@ for m in "$@"; do
     PYTHONPATH="$dir/mutants" "$PY" "$ROOT/scripts/mutation_direct.py" "$dir" $tests --timeout "${MUTATION_DIRECT_TIMEOUT:-120}" \
       ${MUTATION_DIRECT_SURVIVORS:+--survivors} ${MUTATION_DIRECT_SAMPLE:+--sample "$MUTATION_DIRECT_SAMPLE"} \
       ${MUTATION_DIRECT_UNTESTED:+--untested} ${MUTATION_DIRECT_SHARD:+--shard "$MUTATION_DIRECT_SHARD"} \
+      ${MUTATION_DIRECT_IN_PROCESS:+--in-process} \
       | tee "$dir/direct${MUTATION_DIRECT_SHARD:+-${MUTATION_DIRECT_SHARD%/*}}.log" || echo "   direct run exited $? (log: $dir/direct.log)"
     echo "$(( $(date +%s) - start ))" >"$dir/direct-seconds"
     continue
