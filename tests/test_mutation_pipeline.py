@@ -289,3 +289,19 @@ def test_warming_a_piece_that_has_no_targets_this_frame():
         s.targets = {}
         pipe.images(s)
     assert (("g1",), 3) in system.calls  # warmed at frame 9
+
+
+def test_more_new_panels_than_frames_of_lead_are_warmed_together_and_a_compositor_glide_does_not_stop_it():
+    # Groups of 2 leave one frame of lead: both new panels are warmed in the frame before the change.
+    pipe, system = pipeline(scenes(["eq/g0"], list(PANELS)), look_ahead=2, walk_ahead=walk_ahead)
+    calls = {}
+    for n in range(10):
+        before = len(system.calls)
+        pipe.images(state(n, upcoming=(10, 1)))
+        calls[n] = [c[0] for c in system.calls[before:] if c[0] != ("g0",)]
+    assert calls[9] == [("g1",), ("g2",)] and all(calls[n] == [] for n in range(9))
+    # The hue (a compositor parameter) gliding changes no sample: the new panel is still warmed.
+    pipe, system = pipeline(scenes(["eq/g0"], ["eq/g0", "eq/g1"]), look_ahead=4, walk_ahead=walk_ahead)
+    for n in range(10):
+        pipe.images(state(n, upcoming=(10, 1), params={"hue": 1.0}, targets={"hue": 2.0}))
+    assert (("g1",), 3) in system.calls
