@@ -132,6 +132,18 @@ def nested_tensors(obj):
             yield from nested_tensors(v)
 
 
+# The head of a show with one tiny equilibrium piece `eq` (pieces/eq.toml beside the show file) in
+# one 48x16 panel at 10 fps; a test appends the tables it needs.
+ONE_PANEL_SHOW = """\
+size = [48, 16]
+fps = 10
+[pieces.eq]
+piece = "pieces/eq.toml"
+[layout]
+panels = ["eq/g0"]
+"""
+
+
 def tiny_eq_piece(train: str, name: str = "tiny-eq", seed: int = 5, resolution: int = 8) -> str:
     """A tiny equilibrium piece file (8 px unless asked, 4-8 channels, batch 4) with these [train]
     lines."""

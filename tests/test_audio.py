@@ -23,18 +23,13 @@ from unstable.probe import probe, read_frames
 from unstable.render import render_show
 from unstable.schema import ParamSpec, show_specs
 from unstable.show import load_show
+from helpers import ONE_PANEL_SHOW
 
 FPS = 10
 CLICK_FRAMES = [3, 4, 9, 15]          # 3 and 4: clicks in consecutive frames
 SECONDS = 2.05                         # -> ceil(2.05 x 10) = 21 frames
 
-SHOW = """\
-size = [48, 16]
-fps = 10
-[pieces.eq]
-piece = "pieces/eq.toml"
-[layout]
-panels = ["eq/g0"]
+SHOW = ONE_PANEL_SHOW + """\
 [walk]
 keyframes = 2
 period = 0.5

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import wait_for
+from helpers import ONE_PANEL_SHOW, wait_for
 from unstable.control.midi import LEARN_FILE, MidiLink
 from unstable.control.midi_map import MidiMap, MidiSettings, learn_specs
 from unstable.control.store import ParameterStore
@@ -204,13 +204,7 @@ def test_a_learned_file_with_a_binding_the_show_no_longer_has_is_one_line_and_th
     assert len(lines) == 1 and "eq.gone" in lines[0] and LEARN_FILE in lines[0], lines
 
 
-LIVE_SHOW = """\
-size = [48, 16]
-fps = 10
-[pieces.eq]
-piece = "pieces/eq.toml"
-[layout]
-panels = ["eq/g0"]
+LIVE_SHOW = ONE_PANEL_SHOW + """\
 [training]
 render_threads = 1
 [midi]

@@ -18,15 +18,10 @@ from unstable.cli import main
 from unstable.live import Engine
 from unstable.probe import read_frames
 from unstable.show import load_show
+from helpers import ONE_PANEL_SHOW
 
 FPS = 10
-SHOW = """\
-size = [48, 16]
-fps = 10
-[pieces.eq]
-piece = "pieces/eq.toml"
-[layout]
-panels = ["eq/g0"]
+SHOW = ONE_PANEL_SHOW + """\
 [walk]
 keyframes = 2
 period = 0.5

@@ -15,7 +15,7 @@ import mido
 import pytest
 from click.testing import CliRunner
 
-from helpers import Client
+from helpers import ONE_PANEL_SHOW, Client
 from test_presets import make_engine, send
 from test_show import write_show
 from unstable.cli import main
@@ -27,13 +27,7 @@ from unstable.schema import SHOW, common_specs, show_specs
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-MIDI_SHOW = """\
-size = [48, 16]
-fps = 10
-[pieces.eq]
-piece = "pieces/eq.toml"
-[layout]
-panels = ["eq/g0"]
+MIDI_SHOW = ONE_PANEL_SHOW + """\
 [midi]
 [[midi.map]]
 cc = 7

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import Client, wait_for
+from helpers import ONE_PANEL_SHOW, Client, wait_for
 from unstable.control.osc import OscServer
 from unstable.control.store import ParameterStore
 from unstable.schema import SHOW, show_specs
@@ -142,13 +142,7 @@ def test_link_keeps_the_show_going_when_the_session_sends_nonsense():
     assert TAP != ("link", 0)
 
 
-LIVE = """\
-size = [48, 16]
-fps = 10
-[pieces.eq]
-piece = "pieces/eq.toml"
-[layout]
-panels = ["eq/g0"]
+LIVE = ONE_PANEL_SHOW + """\
 [training]
 render_threads = 1
 """
