@@ -108,10 +108,10 @@ spec() {
       echo "unstable/frame/lookahead.py|tests/test_lookahead.py tests/test_param_consumers.py tests/test_mutation_lookahead.py|" ;;
     pipeline)
       # the one frame call and the render cursor over it (real GL: decide timeouts with --direct)
-      echo "unstable/frame/pipeline.py unstable/frame/cursor.py|tests/test_frame_call.py tests/test_render_pipeline.py tests/test_lookahead.py tests/test_mutation_pipeline.py|" ;;
+      echo "unstable/frame/pipeline.py unstable/frame/cursor.py|tests/test_frame_call.py tests/test_render_pipeline.py tests/test_lookahead.py tests/test_mutation_pipeline.py tests/test_mutation_timelapse.py|" ;;
     job-timeline)
       # a render job's timeline (curves and plan per frame) and the timelapse's checkpoint source
-      echo "unstable/frame/job_timeline.py unstable/frame/timelapse.py|tests/test_render_pipeline.py tests/test_mutation_pipeline.py|" ;;
+      echo "unstable/frame/job_timeline.py unstable/frame/timelapse.py|tests/test_render_pipeline.py tests/test_mutation_pipeline.py tests/test_mutation_timelapse.py|" ;;
     ws-admission)
       # the websocket places and inbound budgets on their own (the websockets spec mutates them
       # beside the hub, against test_oscquery.py's minute a mutant)
