@@ -75,15 +75,17 @@ def run(tmp_path_factory):
     return train(root / "tiny.toml", out=root / "run", show_progress=False, echo=lambda s: None)
 
 
-def timelapse(tmp_path: Path, run: Path, gl_ctx, extra: str = ""):
+def timelapse(tmp_path: Path, run: Path, gl_ctx, extra: str = "", source: str = "", tables: str = "",
+              at: float = 0.25):
     """A renderer of a timelapse job over `run`: 4 checkpoints held 3 frames each at 8 fps, the
-    last frame of each hold crossfading into the next, the walk standing at 0.25 s."""
+    last frame of each hold crossfading into the next, the walk standing at `at` s (`extra`:
+    top-level keys, `source`: [sources.eq] lines, `tables`: more tables)."""
     job = tmp_path / "lapse.toml"
     job.write_text(f'size = [16, 8]\nfps = 8\npreset = "ffv1"\nbatch = 4\nchunk = 4\n{extra}'
                    f'output = "{(tmp_path / "out").as_posix()}/{{job}}-{{variation}}.mov"\n'
-                   f'[sources.eq]\nrun = "{run.as_posix()}"\n'
+                   f'[sources.eq]\nrun = "{run.as_posix()}"\n{source}'
                    "[walk]\nkeyframes = 3\nperiod = 0.5\nseed = 11\n"
-                   "[timelapse]\non = true\nhold = 3\ncrossfade = 1\nat = 0.25\n")
+                   f"[timelapse]\non = true\nhold = 3\ncrossfade = 1\nat = {at}\n{tables}")
     return job_renderer(load_job(job), str(job), ctx=gl_ctx, echo=lambda s: None)
 
 
@@ -147,6 +149,45 @@ def test_a_timelapse_checkpoint_that_does_not_load_is_named_in_the_error(tmp_pat
         with pytest.raises(CheckpointError) as err:
             r.cursor.frame(3)
     assert str(err.value).startswith(f"{bad}: not a whole checkpoint")
+
+
+class Recording:
+    """A sampler that notes the panels and parameters of each call and samples through `inner`."""
+
+    def __init__(self, inner):
+        self.inner, self.calls = inner, []
+
+    def sample(self, latents, params):
+        self.calls.append((sorted(latents), dict(params)))
+        return self.inner.sample(latents, params)
+
+
+def test_a_timelapse_reads_each_checkpoint_once_and_samples_only_the_panels_it_shows(tmp_path, run, gl_ctx,
+                                                                                       monkeypatch):
+    """A checkpoint shown for a whole hold is read from disk once; each frame samples the panels
+    the layout shows with the job's parameters; the images of at most the two newest checkpoints
+    are kept (a long timelapse's memory), whatever the walk time it stands at."""
+    import unstable.frame.timelapse as timelapse_module
+
+    read = []
+    load = timelapse_module.load_checkpoint
+
+    def counted(path, **kw):
+        read.append(Path(path).name)
+        return load(path, **kw)
+
+    monkeypatch.setattr(timelapse_module, "load_checkpoint", counted)
+    with timelapse(tmp_path, run, gl_ctx, source="[sources.eq.params]\ntruncation = 0.7\n",
+                   tables='[layout]\npanels = ["eq/g1"]\n', at=1.25) as r:
+        src = r.cursor.pipeline.sources["eq"]
+        assert sorted(src.panels) == ["eq/g0", "eq/g1"]  # the source has both, the layout shows one
+        src.sampler = Recording(src.sampler)
+        for k in range(12):
+            state, result = r.cursor.frame(k)
+            newest = max(c for c in state.checkpoints["eq"] if c is not None)
+            assert {key[0] for key in src._kept} <= {newest - 1, newest}
+    assert read == [f"step_{i:06d}.pt" for i in range(4)]
+    assert src.sampler.calls == [(["g1"], {"truncation": 0.7})] * 4
 
 
 # -- the render cursor over a show's timeline ----------------------------------------------------
