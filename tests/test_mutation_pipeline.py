@@ -305,3 +305,65 @@ def test_more_new_panels_than_frames_of_lead_are_warmed_together_and_a_composito
     for n in range(10):
         pipe.images(state(n, upcoming=(10, 1), params={"hue": 1.0}, targets={"hue": 2.0}))
     assert (("g1",), 3) in system.calls
+
+
+def test_without_look_ahead_a_frame_is_sampled_alone_at_its_own_temperature():
+    """`look_ahead` defaults to one frame a call, a walk prediction or not; a job's temperature
+    (FrameState.temperatures) scales the walk's latents at temperature 1."""
+    made, system = pipeline(scenes(["eq/g0"]))
+    pipe = FramePipeline(made.sources, scenes(["eq/g0"]), None, walk_ahead=walk_ahead)  # look_ahead left out
+    assert pipe.look_ahead is None
+    s = state(2)
+    s.temperatures = {"eq": 1.5}
+    image = pipe.images(s)["eq/g0"]  # [3, 4, 4]
+    z = pipe.sources["eq"].walk.latents_at_many([0.2], temperature=1.0)["eq/g0"][0, :3] * 1.5  # [3]
+    torch.testing.assert_close(image, z[:, None, None].expand(3, 4, 4))
+    assert system.calls == [(("g0",), 1)]
+
+
+def two_pieces(scene_list, look_ahead=1):
+    """A pipeline over pieces a and b, one panel each (a's first), and their systems."""
+    systems = {"a": System(), "b": System()}
+    sources = {n: PanelSource(n, s, s, Walk(WalkSettings(keyframes=3, period=0.5), {f"{n}/g0": 4}), {f"{n}/g0": "g0"})
+               for n, s in systems.items()}
+    return FramePipeline(sources, scene_list, None, look_ahead=look_ahead, walk_ahead=walk_ahead), systems
+
+
+def both(n, scene_pair=(0, None, 0.0)):
+    params = {"temperature": 1.0}
+    return FrameState(n, n / 10, {"a": dict(params), "b": dict(params)}, scene_pair, {"a": n / 10, "b": n / 10},
+                      targets={"a": {}, "b": {}})
+
+
+def test_a_piece_not_shown_is_skipped_without_stopping_the_others_and_noted_for_when_it_comes_back():
+    pipe, systems = two_pieces(scenes(["b/g0"]))
+    assert sorted(pipe.images(both(0))) == ["b/g0"]
+    assert (systems["a"].calls, systems["b"].calls) == ([], [(("g0",), 1)])
+    # With look-ahead, a's parameters are noted while it is hidden: the cut that brings it in (no
+    # warning ahead) finds them unchanged and samples its group (5..7), not one frame alone.
+    pipe, systems = two_pieces(scenes(["b/g0"], ["a/g0", "b/g0"]), look_ahead=4)
+    for n in range(5):
+        pipe.images(both(n))
+    assert systems["a"].calls == []
+    pipe.images(both(5, (1, None, 0.0)))
+    assert systems["a"].calls == [(("g0",), 3)]
+
+
+def test_a_parameter_set_to_glide_samples_frame_by_frame_before_it_moves():
+    """The frames to come will have other values: one frame a call, though this frame's key is the
+    last one's."""
+    pipe, system = pipeline(scenes(["eq/g0"]), look_ahead=4, walk_ahead=walk_ahead)
+    for n in range(6):
+        pipe.images(state(n, params={"temperature": 1.0}, targets={"temperature": 2.0}))
+    assert system.calls == [(("g0",), 1)] * 6
+
+
+def test_a_failing_warm_is_a_debug_line_naming_the_panel_with_its_traceback(caplog):
+    pipe, system = pipeline(scenes(["eq/g0"], ["eq/g1"]), hold=True, look_ahead=2, walk_ahead=walk_ahead)
+    pipe.images(state(0))
+    system.fail = RuntimeError("lost")
+    with caplog.at_level(logging.DEBUG, logger="unstable.frame"):
+        pipe.images(state(1, upcoming=(2, 1)))
+    lines = [r for r in caplog.records if r.levelno == logging.DEBUG]
+    assert [r.getMessage() for r in lines] == ["sampling eq/g1 ahead of the scene change failed"]
+    assert lines[0].exc_info[1] is system.fail
