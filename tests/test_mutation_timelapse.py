@@ -294,3 +294,19 @@ def test_one_piece_gliding_does_not_stop_the_warming_of_another_pieces_panels():
         pipe.images(state)
         assert b.calls == ([] if n < 9 else [(("g0",), 1)])
     assert all(c[0] == ("g0",) for c in sources["a"].system.calls)  # a's gliding panel: not warmed
+
+
+def test_a_timelapse_keeps_bounded_images_whichever_way_its_checkpoints_are_asked(tmp_path, run, gl_ctx):
+    """A farm's worker may take a timelapse's chunks in any order, and a gliding parameter makes a new
+    key every frame: the source keeps only the checkpoints next to the one asked last, KEEP entries
+    at most."""
+    with timelapse(tmp_path, run, gl_ctx) as r:
+        src = r.cursor.pipeline.sources["eq"]
+        for k in (3, 2, 1, 0):   # newest first
+            src.images_of(k, 0.0, None, {}, ["eq/g0"])
+            assert {key[0] for key in src._kept} <= {k, k + 1}
+        for i in range(3 * src.KEEP):
+            src.images_of(0, 0.0, None, {"truncation": 0.5 + i / 100}, ["eq/g0"])
+            assert len(src._kept) <= src.KEEP
+        assert src.images_of(0, 0.0, None, {"truncation": 0.5 + (3 * src.KEEP - 1) / 100}, ["eq/g0"]) is \
+            src._kept[next(reversed(src._kept))]   # the newest entry is still served from the cache

@@ -26,9 +26,12 @@ class TimelapseSource(PanelSource):
     """A `PanelSource` whose weights are `checkpoints[k]` for the frames that show checkpoint k."""
 
     checkpoints: list[Path] = field(default_factory=list)
-    # (checkpoint, walk time, scale, sampling parameters) -> {display: [3, H, W]}; the newest two
-    # checkpoints' entries are kept (a crossfade shows two).
+    # (checkpoint, walk time, scale, sampling parameters) -> {display: [3, H, W]}: the entries of the
+    # checkpoints next to the one asked last (a crossfade shows two, in either direction: a farm's
+    # worker may take chunks in any order), at most KEEP of them (a gliding curve makes a new key
+    # every frame), so memory stays bounded however long the timelapse.
     _kept: dict = field(default_factory=dict, repr=False)
+    KEEP = 8
 
     def images_of(self, k: int, walk_time, scale: float | None, params: Mapping[str, float],
                   wanted: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -41,6 +44,7 @@ class TimelapseSource(PanelSource):
             restore(self.system, load_checkpoint(path, map_location=self.walk.device), str(path))
             z = self.latents([walk_time], None if scale is None else [scale])  # {display: [1, D]}
             hit = {d: x[0] for d, x in self.sample(z, params, wanted).items()}
-            self._kept = {c: v for c, v in self._kept.items() if c[0] >= k - 1}
+            near = [(c, v) for c, v in self._kept.items() if abs(c[0] - k) <= 1]
+            self._kept = dict(near[-(self.KEEP - 1):])  # insertion order: the oldest go first
             self._kept[key] = hit
         return hit
