@@ -104,19 +104,21 @@ def _low(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return x if x.dtype == dtype else x.to(dtype)
 
 
-def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, **kw) -> torch.Tensor:
-    """F.conv2d in `conv_dtype(x.device)`, returning x's dtype (gradients flow back as float32)."""
+def _in_conv_dtype(op, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, kw: dict) -> torch.Tensor:
+    """`op` (a torch.nn.functional convolution) in `conv_dtype(x.device)`, returning x's dtype
+    (gradients flow back as float32)."""
     dtype = conv_dtype(x.device, torch.is_grad_enabled())
     if dtype == x.dtype:
-        return F.conv2d(x, weight, bias, **kw)
-    out = F.conv2d(_low(x, dtype), _low(weight, dtype), None if bias is None else _low(bias, dtype), **kw)
+        return op(x, weight, bias, **kw)
+    out = op(_low(x, dtype), _low(weight, dtype), None if bias is None else _low(bias, dtype), **kw)
     return out.to(x.dtype)
+
+
+def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, **kw) -> torch.Tensor:
+    """F.conv2d in `conv_dtype(x.device)`, returning x's dtype (gradients flow back as float32)."""
+    return _in_conv_dtype(F.conv2d, x, weight, bias, kw)
 
 
 def conv_transpose2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, **kw) -> torch.Tensor:
     """F.conv_transpose2d in `conv_dtype(x.device)`, returning x's dtype."""
-    dtype = conv_dtype(x.device, torch.is_grad_enabled())
-    if dtype == x.dtype:
-        return F.conv_transpose2d(x, weight, bias, **kw)
-    out = F.conv_transpose2d(_low(x, dtype), _low(weight, dtype), None if bias is None else _low(bias, dtype), **kw)
-    return out.to(x.dtype)
+    return _in_conv_dtype(F.conv_transpose2d, x, weight, bias, kw)
