@@ -11,11 +11,9 @@ import json
 import mido
 import numpy as np
 import pytest
-from click.testing import CliRunner
-from tqdm import tqdm
 
+from test_midi_render import render, silent
 from test_show import write_show
-from unstable.cli import main
 from unstable.live import Engine
 from unstable.probe import read_frames
 from unstable.show import load_show
@@ -57,10 +55,6 @@ def write_mid(path):
     return path
 
 
-def silent(desc, total=None, **kw):
-    return tqdm(total=total, disable=True)
-
-
 @pytest.fixture(scope="module")
 def played(tmp_path_factory):
     """A live show (training off) in whose run folder 'dawn' (hue 90, master fade 0.2) and 'plain'
@@ -88,10 +82,6 @@ def targets_by_frame(path, frames):
                 state[f"{g}/{k}"] = v
         out[n] = dict(state)
     return out
-
-
-def render(args):
-    return CliRunner().invoke(main, ["render", *map(str, args)])
 
 
 @pytest.mark.usefixtures("one_torch_thread")

@@ -34,37 +34,9 @@ from unstable.schema import SHOW, common_specs, show_specs
 from unstable.show import SceneSettings
 from unstable.trainer import train
 from unstable.walk import Walk, WalkSettings
+from test_render import PIECE  # the render tests' tiny piece: a checkpoint kept at each of 3 steps
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread_per_module")
-
-PIECE = """
-name = "tiny-lapse"
-kind = "equilibrium"
-seed = 5
-[train]
-steps = 3
-grid_every = 3
-grid_samples = 2
-checkpoint_every = 3
-keep_every = 1
-[generator]
-resolution = 8
-start_resolution = 8
-z_dim = 8
-w_dim = 8
-mapping_layers = 1
-min_channels = 4
-max_channels = 8
-[generator.optim]
-batch = 4
-lr = 0.02
-[critic]
-min_channels = 4
-max_channels = 8
-embedding_dim = 8
-[critic.optim]
-batch = 4
-"""
 
 
 @pytest.fixture(scope="module")
