@@ -3,7 +3,6 @@ ws-admission; docs/mutation.md, fourth session)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import types
 
@@ -20,21 +19,15 @@ class Clock:
 
     def __init__(self):
         self.now = 1000.0
-        self.slept = []
 
     def monotonic(self):
         return self.now
-
-    async def sleep(self, seconds):
-        self.slept.append(seconds)
-        self.now += seconds
 
 
 @pytest.fixture
 def clock(monkeypatch):
     c = Clock()
     monkeypatch.setattr(ws_admission, "time", types.SimpleNamespace(monotonic=c.monotonic))
-    monkeypatch.setattr(ws_admission, "asyncio", types.SimpleNamespace(sleep=c.sleep))
     return c
 
 
@@ -64,16 +57,6 @@ def test_a_bucket_holds_its_burst_refills_at_its_rate_and_never_past_its_cap(clo
     clock.now += 60.0
     assert b.refill() == 10.0
     assert Bucket(10.0, burst=2.0).cap == 20.0
-
-
-def test_a_bucket_acquires_what_it_holds_up_to_the_wanted_and_waits_just_long_enough(clock):
-    b = Bucket(4.0)
-    assert asyncio.run(b.acquire(2)) == 2 and b.tokens == 2.0
-    assert asyncio.run(b.acquire(9)) == 2 and b.tokens == 0.0
-    b.tokens = 0.5
-    b.stamp = clock.now
-    assert asyncio.run(b.acquire(3)) == 1
-    assert clock.slept == [pytest.approx(0.125)]  # (1 - 0.5) / 4 s: one token's wait, no more
 
 
 def test_places_count_clients_and_newcomers_in_their_handshake(clock):

@@ -36,14 +36,6 @@ class Bucket:
             return True
         return False
 
-    async def acquire(self, want: int) -> int:
-        """Wait for at least one token; take up to `want`, return how many were taken."""
-        while self.refill() < 1.0:
-            await asyncio.sleep((1.0 - self.tokens) / self.rate)
-        n = min(int(want), int(self.tokens))
-        self.tokens -= n
-        return n
-
 
 class OutBudget:
     """What all websocket writers together may send: `rate` messages a second (burst 1 s), granted
