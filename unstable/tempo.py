@@ -2,8 +2,9 @@
 Link session the tempo follows and is shared back to.
 
 Tempo is a parameter like any other: OSC (`/unstable/show/tempo` in BPM, as Link and every other
-tool counts it: the schema declares it `osc_units`; `/raw` takes BPM too), the page, MIDI and tap tempo write it into the parameter store, and the
-automation records it, so a performance played to a band renders again with the same tempo.
+tool counts it: the schema declares it `osc_units`; `/raw` takes BPM too), the page, MIDI and tap
+tempo write it into the parameter store, and the automation records it, so a performance played to
+a band renders again with the same tempo.
 `TempoLink` keeps one Link session and the store in step from its own thread: the session's tempo
 is written into the store (origin LINK), and a tempo written by anyone else is committed to the
 session. Nothing here touches a model or GL.

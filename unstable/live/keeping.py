@@ -57,8 +57,8 @@ class LiveKeeper:
             return
         now = self.clock()
         with self._lock:
-            for piece, name in keys:
-                if piece == self.piece:
+            for group, name in keys:
+                if group == self.piece:
                     self._moved[name] = now
 
     def held(self) -> set[str]:
