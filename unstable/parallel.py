@@ -129,6 +129,16 @@ class Shard:
             import torch.distributed as dist
             _collective(dist.barrier)
 
+    def close(self) -> None:
+        """Leave the process group once every rank is done: gloo's connection threads are stopped
+        here rather than torn down by the interpreter's exit, where one still joinable aborts the
+        process ("terminate called without an active exception") after a complete run."""
+        if self.active:
+            import torch.distributed as dist
+            self.barrier()
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
 
 class ShardNoise:
     """Stands in for a torch.Generator where per-sample noise is drawn: draws the global batch's

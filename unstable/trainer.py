@@ -319,6 +319,7 @@ def _train(piece, piece_path, *, shard, lead: bool, system_target: int, out: Pat
             signal.signal(sig, h)
     save()
     grid(final=True)
+    shard.close()
     if ending is not None:
         echo(ending(system.step_count, target))
     return out
