@@ -12,7 +12,7 @@
   "rect": [
    50.0,
    50.0,
-   2900.0,
+   3010.0,
    860.0
   ],
   "bglocked": 0,
@@ -369,7 +369,7 @@
      "id": "obj-21",
      "maxclass": "newobj",
      "numinlets": 2,
-     "numoutlets": 53,
+     "numoutlets": 55,
      "patching_rect": [
       20.0,
       225.0,
@@ -429,9 +429,11 @@
       "",
       "",
       "",
+      "",
+      "",
       ""
      ],
-     "text": "route /unstable/eq/temperature /unstable/eq/temperature/raw /unstable/eq/truncation /unstable/eq/truncation/raw /unstable/eq/noise /unstable/eq/noise/raw /unstable/eq/learning_rate /unstable/eq/learning_rate/raw /unstable/eq/training /unstable/eq/training/raw /unstable/eq/critic_training /unstable/eq/critic_training/raw /unstable/eq/impersonate_weight /unstable/eq/impersonate_weight/raw /unstable/eq/embedding_weight /unstable/eq/embedding_weight/raw /unstable/eq/colour_variety_weight /unstable/eq/colour_variety_weight/raw /unstable/eq/gain /unstable/eq/gain/raw /unstable/eq/mirror /unstable/eq/mirror/raw /unstable/eq/cut /unstable/eq/cut/raw /unstable/eq/spin /unstable/eq/spin/raw /unstable/eq/slide /unstable/eq/slide/raw /unstable/eq/swell /unstable/eq/swell/raw /unstable/eq/posterise /unstable/eq/posterise/raw /unstable/eq/negative /unstable/eq/negative/raw /unstable/eq/thin /unstable/eq/thin/raw /unstable/eq/dir0 /unstable/eq/dir0/raw /unstable/eq/dir1 /unstable/eq/dir1/raw /unstable/eq/dir2 /unstable/eq/dir2/raw /unstable/eq/dir3 /unstable/eq/dir3/raw /unstable/eq/walk_speed /unstable/eq/walk_speed/raw /unstable/eq/hue /unstable/eq/hue/raw /unstable/eq/saturation /unstable/eq/saturation/raw /unstable/eq/fade /unstable/eq/fade/raw"
+     "text": "route /unstable/eq/temperature /unstable/eq/temperature/raw /unstable/eq/truncation /unstable/eq/truncation/raw /unstable/eq/noise /unstable/eq/noise/raw /unstable/eq/learning_rate /unstable/eq/learning_rate/raw /unstable/eq/batch_fraction /unstable/eq/batch_fraction/raw /unstable/eq/training /unstable/eq/training/raw /unstable/eq/critic_training /unstable/eq/critic_training/raw /unstable/eq/impersonate_weight /unstable/eq/impersonate_weight/raw /unstable/eq/embedding_weight /unstable/eq/embedding_weight/raw /unstable/eq/colour_variety_weight /unstable/eq/colour_variety_weight/raw /unstable/eq/gain /unstable/eq/gain/raw /unstable/eq/mirror /unstable/eq/mirror/raw /unstable/eq/cut /unstable/eq/cut/raw /unstable/eq/spin /unstable/eq/spin/raw /unstable/eq/slide /unstable/eq/slide/raw /unstable/eq/swell /unstable/eq/swell/raw /unstable/eq/posterise /unstable/eq/posterise/raw /unstable/eq/negative /unstable/eq/negative/raw /unstable/eq/thin /unstable/eq/thin/raw /unstable/eq/dir0 /unstable/eq/dir0/raw /unstable/eq/dir1 /unstable/eq/dir1/raw /unstable/eq/dir2 /unstable/eq/dir2/raw /unstable/eq/dir3 /unstable/eq/dir3/raw /unstable/eq/walk_speed /unstable/eq/walk_speed/raw /unstable/eq/hue /unstable/eq/hue/raw /unstable/eq/saturation /unstable/eq/saturation/raw /unstable/eq/fade /unstable/eq/fade/raw"
     }
    },
    {
@@ -877,18 +879,21 @@
    {
     "box": {
      "id": "obj-46",
-     "maxclass": "toggle",
+     "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       460.0,
-      350.0,
-      30.0,
-      30.0
+      260.0,
+      24.0,
+      130.0
      ],
      "outlettype": [
-      "int"
+      ""
      ],
+     "floatoutput": 1,
+     "size": 1.0,
+     "min": 0.0,
      "parameter_enable": 0
     }
    },
@@ -907,7 +912,7 @@
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/eq/training"
+     "text": "prepend /unstable/eq/batch_fraction"
     }
    },
    {
@@ -978,7 +983,7 @@
       105.0,
       20.0
      ],
-     "text": "training"
+     "text": "batch fraction"
     }
    },
    {
@@ -1014,7 +1019,7 @@
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/eq/critic_training"
+     "text": "prepend /unstable/eq/training"
     }
    },
    {
@@ -1085,27 +1090,24 @@
       105.0,
       20.0
      ],
-     "text": "critic training"
+     "text": "training"
     }
    },
    {
     "box": {
      "id": "obj-58",
-     "maxclass": "slider",
+     "maxclass": "toggle",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       680.0,
-      260.0,
-      24.0,
-      130.0
+      350.0,
+      30.0,
+      30.0
      ],
      "outlettype": [
-      ""
+      "int"
      ],
-     "floatoutput": 1,
-     "size": 1.0,
-     "min": 0.0,
      "parameter_enable": 0
     }
    },
@@ -1124,7 +1126,7 @@
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/eq/impersonate_weight"
+     "text": "prepend /unstable/eq/critic_training"
     }
    },
    {
@@ -1195,7 +1197,7 @@
       105.0,
       20.0
      ],
-     "text": "impersonate weight"
+     "text": "critic training"
     }
    },
    {
@@ -1234,7 +1236,7 @@
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/eq/embedding_weight"
+     "text": "prepend /unstable/eq/impersonate_weight"
     }
    },
    {
@@ -1305,7 +1307,7 @@
       105.0,
       20.0
      ],
-     "text": "embedding weight"
+     "text": "impersonate weight"
     }
    },
    {
@@ -1344,7 +1346,7 @@
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/eq/colour_variety_weight"
+     "text": "prepend /unstable/eq/embedding_weight"
     }
    },
    {
@@ -1415,7 +1417,7 @@
       105.0,
       20.0
      ],
-     "text": "colour variety weight"
+     "text": "embedding weight"
     }
    },
    {
@@ -1454,7 +1456,7 @@
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/eq/gain"
+     "text": "prepend /unstable/eq/colour_variety_weight"
     }
    },
    {
@@ -1525,7 +1527,7 @@
       105.0,
       20.0
      ],
-     "text": "gain (x)"
+     "text": "colour variety weight"
     }
    },
    {
@@ -1564,7 +1566,7 @@
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/eq/mirror"
+     "text": "prepend /unstable/eq/gain"
     }
    },
    {
@@ -1635,7 +1637,7 @@
       105.0,
       20.0
      ],
-     "text": "mirror (mix)"
+     "text": "gain (x)"
     }
    },
    {
@@ -1674,7 +1676,7 @@
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/eq/cut"
+     "text": "prepend /unstable/eq/mirror"
     }
    },
    {
@@ -1745,7 +1747,7 @@
       105.0,
       20.0
      ],
-     "text": "cut (mix)"
+     "text": "mirror (mix)"
     }
    },
    {
@@ -1784,7 +1786,7 @@
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/eq/spin"
+     "text": "prepend /unstable/eq/cut"
     }
    },
    {
@@ -1855,7 +1857,7 @@
       105.0,
       20.0
      ],
-     "text": "spin (deg)"
+     "text": "cut (mix)"
     }
    },
    {
@@ -1894,7 +1896,7 @@
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/eq/slide"
+     "text": "prepend /unstable/eq/spin"
     }
    },
    {
@@ -1965,7 +1967,7 @@
       105.0,
       20.0
      ],
-     "text": "slide (width)"
+     "text": "spin (deg)"
     }
    },
    {
@@ -2004,7 +2006,7 @@
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/eq/swell"
+     "text": "prepend /unstable/eq/slide"
     }
    },
    {
@@ -2075,7 +2077,7 @@
       105.0,
       20.0
      ],
-     "text": "swell (px)"
+     "text": "slide (width)"
     }
    },
    {
@@ -2114,7 +2116,7 @@
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/eq/posterise"
+     "text": "prepend /unstable/eq/swell"
     }
    },
    {
@@ -2185,7 +2187,7 @@
       105.0,
       20.0
      ],
-     "text": "posterise (mix)"
+     "text": "swell (px)"
     }
    },
    {
@@ -2224,7 +2226,7 @@
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/eq/negative"
+     "text": "prepend /unstable/eq/posterise"
     }
    },
    {
@@ -2295,7 +2297,7 @@
       105.0,
       20.0
      ],
-     "text": "negative (mix)"
+     "text": "posterise (mix)"
     }
    },
    {
@@ -2334,7 +2336,7 @@
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/eq/thin"
+     "text": "prepend /unstable/eq/negative"
     }
    },
    {
@@ -2405,7 +2407,7 @@
       105.0,
       20.0
      ],
-     "text": "thin (px)"
+     "text": "negative (mix)"
     }
    },
    {
@@ -2444,7 +2446,7 @@
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/eq/dir0"
+     "text": "prepend /unstable/eq/thin"
     }
    },
    {
@@ -2515,7 +2517,7 @@
       105.0,
       20.0
      ],
-     "text": "dir0 (std)"
+     "text": "thin (px)"
     }
    },
    {
@@ -2554,7 +2556,7 @@
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/eq/dir1"
+     "text": "prepend /unstable/eq/dir0"
     }
    },
    {
@@ -2625,7 +2627,7 @@
       105.0,
       20.0
      ],
-     "text": "dir1 (std)"
+     "text": "dir0 (std)"
     }
    },
    {
@@ -2664,7 +2666,7 @@
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/eq/dir2"
+     "text": "prepend /unstable/eq/dir1"
     }
    },
    {
@@ -2735,7 +2737,7 @@
       105.0,
       20.0
      ],
-     "text": "dir2 (std)"
+     "text": "dir1 (std)"
     }
    },
    {
@@ -2774,7 +2776,7 @@
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/eq/dir3"
+     "text": "prepend /unstable/eq/dir2"
     }
    },
    {
@@ -2845,7 +2847,7 @@
       105.0,
       20.0
      ],
-     "text": "dir3 (std)"
+     "text": "dir2 (std)"
     }
    },
    {
@@ -2884,7 +2886,7 @@
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/eq/walk_speed"
+     "text": "prepend /unstable/eq/dir3"
     }
    },
    {
@@ -2955,7 +2957,7 @@
       105.0,
       20.0
      ],
-     "text": "walk speed (x)"
+     "text": "dir3 (std)"
     }
    },
    {
@@ -2994,7 +2996,7 @@
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/eq/hue"
+     "text": "prepend /unstable/eq/walk_speed"
     }
    },
    {
@@ -3065,7 +3067,7 @@
       105.0,
       20.0
      ],
-     "text": "hue (deg)"
+     "text": "walk speed (x)"
     }
    },
    {
@@ -3104,7 +3106,7 @@
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/eq/saturation"
+     "text": "prepend /unstable/eq/hue"
     }
    },
    {
@@ -3175,7 +3177,7 @@
       105.0,
       20.0
      ],
-     "text": "saturation"
+     "text": "hue (deg)"
     }
    },
    {
@@ -3214,7 +3216,7 @@
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/eq/fade"
+     "text": "prepend /unstable/eq/saturation"
     }
    },
    {
@@ -3285,12 +3287,122 @@
       105.0,
       20.0
      ],
-     "text": "fade"
+     "text": "saturation"
     }
    },
    {
     "box": {
      "id": "obj-178",
+     "maxclass": "slider",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      2880.0,
+      260.0,
+      24.0,
+      130.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "floatoutput": 1,
+     "size": 1.0,
+     "min": 0.0,
+     "parameter_enable": 0
+    }
+   },
+   {
+    "box": {
+     "id": "obj-179",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      2880.0,
+      400.0,
+      100.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend /unstable/eq/fade"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-180",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      2910.0,
+      260.0,
+      75.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-181",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      2880.0,
+      430.0,
+      75.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-182",
+     "maxclass": "flonum",
+     "numinlets": 1,
+     "numoutlets": 2,
+     "patching_rect": [
+      2880.0,
+      455.0,
+      80.0,
+      22.0
+     ],
+     "outlettype": [
+      "",
+      "bang"
+     ],
+     "format": 6,
+     "parameter_enable": 0
+    }
+   },
+   {
+    "box": {
+     "id": "obj-183",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      2880.0,
+      480.0,
+      105.0,
+      20.0
+     ],
+     "text": "fade"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-184",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
@@ -3306,7 +3418,7 @@
    },
    {
     "box": {
-     "id": "obj-179",
+     "id": "obj-185",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 9,
@@ -3332,7 +3444,7 @@
    },
    {
     "box": {
-     "id": "obj-180",
+     "id": "obj-186",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
@@ -3353,7 +3465,7 @@
    },
    {
     "box": {
-     "id": "obj-181",
+     "id": "obj-187",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -3371,7 +3483,7 @@
    },
    {
     "box": {
-     "id": "obj-182",
+     "id": "obj-188",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -3389,119 +3501,12 @@
    },
    {
     "box": {
-     "id": "obj-183",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      20.0,
-      740.0,
-      75.0,
-      22.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "text": "prepend set"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-184",
-     "maxclass": "flonum",
-     "numinlets": 1,
-     "numoutlets": 2,
-     "patching_rect": [
-      20.0,
-      765.0,
-      80.0,
-      22.0
-     ],
-     "outlettype": [
-      "",
-      "bang"
-     ],
-     "format": 6,
-     "parameter_enable": 0
-    }
-   },
-   {
-    "box": {
-     "id": "obj-185",
-     "maxclass": "comment",
-     "numinlets": 1,
-     "numoutlets": 0,
-     "patching_rect": [
-      20.0,
-      790.0,
-      105.0,
-      20.0
-     ],
-     "text": "master fade"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-186",
-     "maxclass": "toggle",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      130.0,
-      660.0,
-      30.0,
-      30.0
-     ],
-     "outlettype": [
-      "int"
-     ],
-     "parameter_enable": 0
-    }
-   },
-   {
-    "box": {
-     "id": "obj-187",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      130.0,
-      710.0,
-      100.0,
-      22.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "text": "prepend /unstable/show/record"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-188",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      160.0,
-      570.0,
-      75.0,
-      22.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "text": "prepend set"
-    }
-   },
-   {
-    "box": {
      "id": "obj-189",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      130.0,
+      20.0,
       740.0,
       75.0,
       22.0
@@ -3519,7 +3524,7 @@
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
-      130.0,
+      20.0,
       765.0,
       80.0,
       22.0
@@ -3539,6 +3544,113 @@
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
+      20.0,
+      790.0,
+      105.0,
+      20.0
+     ],
+     "text": "master fade"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-192",
+     "maxclass": "toggle",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      130.0,
+      660.0,
+      30.0,
+      30.0
+     ],
+     "outlettype": [
+      "int"
+     ],
+     "parameter_enable": 0
+    }
+   },
+   {
+    "box": {
+     "id": "obj-193",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      130.0,
+      710.0,
+      100.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend /unstable/show/record"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-194",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      160.0,
+      570.0,
+      75.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-195",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      130.0,
+      740.0,
+      75.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-196",
+     "maxclass": "flonum",
+     "numinlets": 1,
+     "numoutlets": 2,
+     "patching_rect": [
+      130.0,
+      765.0,
+      80.0,
+      22.0
+     ],
+     "outlettype": [
+      "",
+      "bang"
+     ],
+     "format": 6,
+     "parameter_enable": 0
+    }
+   },
+   {
+    "box": {
+     "id": "obj-197",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
       130.0,
       790.0,
       105.0,
@@ -3549,7 +3661,7 @@
    },
    {
     "box": {
-     "id": "obj-192",
+     "id": "obj-198",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
@@ -3570,7 +3682,7 @@
    },
    {
     "box": {
-     "id": "obj-193",
+     "id": "obj-199",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -3588,7 +3700,7 @@
    },
    {
     "box": {
-     "id": "obj-194",
+     "id": "obj-200",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -3606,119 +3718,12 @@
    },
    {
     "box": {
-     "id": "obj-195",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      240.0,
-      740.0,
-      75.0,
-      22.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "text": "prepend set"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-196",
-     "maxclass": "flonum",
-     "numinlets": 1,
-     "numoutlets": 2,
-     "patching_rect": [
-      240.0,
-      765.0,
-      80.0,
-      22.0
-     ],
-     "outlettype": [
-      "",
-      "bang"
-     ],
-     "format": 6,
-     "parameter_enable": 0
-    }
-   },
-   {
-    "box": {
-     "id": "obj-197",
-     "maxclass": "comment",
-     "numinlets": 1,
-     "numoutlets": 0,
-     "patching_rect": [
-      240.0,
-      790.0,
-      105.0,
-      20.0
-     ],
-     "text": "tempo (BPM)"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-198",
-     "maxclass": "toggle",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      350.0,
-      660.0,
-      30.0,
-      30.0
-     ],
-     "outlettype": [
-      "int"
-     ],
-     "parameter_enable": 0
-    }
-   },
-   {
-    "box": {
-     "id": "obj-199",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      350.0,
-      710.0,
-      100.0,
-      22.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "text": "prepend /unstable/show/tap"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-200",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      380.0,
-      570.0,
-      75.0,
-      22.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "text": "prepend set"
-    }
-   },
-   {
-    "box": {
      "id": "obj-201",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      350.0,
+      240.0,
       740.0,
       75.0,
       22.0
@@ -3736,7 +3741,7 @@
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
-      350.0,
+      240.0,
       765.0,
       80.0,
       22.0
@@ -3752,6 +3757,113 @@
    {
     "box": {
      "id": "obj-203",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      240.0,
+      790.0,
+      105.0,
+      20.0
+     ],
+     "text": "tempo (BPM)"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-204",
+     "maxclass": "toggle",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      350.0,
+      660.0,
+      30.0,
+      30.0
+     ],
+     "outlettype": [
+      "int"
+     ],
+     "parameter_enable": 0
+    }
+   },
+   {
+    "box": {
+     "id": "obj-205",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      350.0,
+      710.0,
+      100.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend /unstable/show/tap"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-206",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      380.0,
+      570.0,
+      75.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-207",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      350.0,
+      740.0,
+      75.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-208",
+     "maxclass": "flonum",
+     "numinlets": 1,
+     "numoutlets": 2,
+     "patching_rect": [
+      350.0,
+      765.0,
+      80.0,
+      22.0
+     ],
+     "outlettype": [
+      "",
+      "bang"
+     ],
+     "format": 6,
+     "parameter_enable": 0
+    }
+   },
+   {
+    "box": {
+     "id": "obj-209",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
@@ -5785,11 +5897,83 @@
    {
     "patchline": {
      "source": [
+      "obj-178",
+      0
+     ],
+     "destination": [
+      "obj-179",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-179",
+      0
+     ],
+     "destination": [
+      "obj-2",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-21",
+      52
+     ],
+     "destination": [
+      "obj-180",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-180",
+      0
+     ],
+     "destination": [
+      "obj-178",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-21",
+      53
+     ],
+     "destination": [
+      "obj-181",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-181",
+      0
+     ],
+     "destination": [
+      "obj-182",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
       "obj-3",
       0
      ],
      "destination": [
-      "obj-179",
+      "obj-185",
       0
      ]
     }
@@ -5797,11 +5981,11 @@
    {
     "patchline": {
      "source": [
-      "obj-180",
+      "obj-186",
       0
      ],
      "destination": [
-      "obj-181",
+      "obj-187",
       0
      ]
     }
@@ -5809,7 +5993,7 @@
    {
     "patchline": {
      "source": [
-      "obj-181",
+      "obj-187",
       0
      ],
      "destination": [
@@ -5821,11 +6005,11 @@
    {
     "patchline": {
      "source": [
-      "obj-179",
+      "obj-185",
       0
      ],
      "destination": [
-      "obj-182",
+      "obj-188",
       0
      ]
     }
@@ -5833,11 +6017,11 @@
    {
     "patchline": {
      "source": [
-      "obj-182",
+      "obj-188",
       0
      ],
      "destination": [
-      "obj-180",
+      "obj-186",
       0
      ]
     }
@@ -5845,80 +6029,8 @@
    {
     "patchline": {
      "source": [
-      "obj-179",
+      "obj-185",
       1
-     ],
-     "destination": [
-      "obj-183",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-183",
-      0
-     ],
-     "destination": [
-      "obj-184",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-186",
-      0
-     ],
-     "destination": [
-      "obj-187",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-187",
-      0
-     ],
-     "destination": [
-      "obj-2",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-179",
-      2
-     ],
-     "destination": [
-      "obj-188",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-188",
-      0
-     ],
-     "destination": [
-      "obj-186",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-179",
-      3
      ],
      "destination": [
       "obj-189",
@@ -5965,8 +6077,8 @@
    {
     "patchline": {
      "source": [
-      "obj-179",
-      4
+      "obj-185",
+      2
      ],
      "destination": [
       "obj-194",
@@ -5989,8 +6101,8 @@
    {
     "patchline": {
      "source": [
-      "obj-179",
-      5
+      "obj-185",
+      3
      ],
      "destination": [
       "obj-195",
@@ -6037,8 +6149,8 @@
    {
     "patchline": {
      "source": [
-      "obj-179",
-      6
+      "obj-185",
+      4
      ],
      "destination": [
       "obj-200",
@@ -6061,8 +6173,8 @@
    {
     "patchline": {
      "source": [
-      "obj-179",
-      7
+      "obj-185",
+      5
      ],
      "destination": [
       "obj-201",
@@ -6078,6 +6190,78 @@
      ],
      "destination": [
       "obj-202",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-204",
+      0
+     ],
+     "destination": [
+      "obj-205",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-205",
+      0
+     ],
+     "destination": [
+      "obj-2",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-185",
+      6
+     ],
+     "destination": [
+      "obj-206",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-206",
+      0
+     ],
+     "destination": [
+      "obj-204",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-185",
+      7
+     ],
+     "destination": [
+      "obj-207",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-207",
+      0
+     ],
+     "destination": [
+      "obj-208",
       0
      ]
     }

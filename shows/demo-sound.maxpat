@@ -12,7 +12,7 @@
   "rect": [
    50.0,
    50.0,
-   1470.0,
+   1580.0,
    1000.0
   ],
   "bglocked": 0,
@@ -300,7 +300,7 @@
      "id": "obj-17",
      "maxclass": "newobj",
      "numinlets": 2,
-     "numoutlets": 27,
+     "numoutlets": 29,
      "patching_rect": [
       20.0,
       225.0,
@@ -334,9 +334,11 @@
       "",
       "",
       "",
+      "",
+      "",
       ""
      ],
-     "text": "route /unstable/eq/temperature /unstable/eq/temperature/raw /unstable/eq/truncation /unstable/eq/truncation/raw /unstable/eq/noise /unstable/eq/noise/raw /unstable/eq/learning_rate /unstable/eq/learning_rate/raw /unstable/eq/training /unstable/eq/training/raw /unstable/eq/critic_training /unstable/eq/critic_training/raw /unstable/eq/impersonate_weight /unstable/eq/impersonate_weight/raw /unstable/eq/embedding_weight /unstable/eq/embedding_weight/raw /unstable/eq/colour_variety_weight /unstable/eq/colour_variety_weight/raw /unstable/eq/walk_speed /unstable/eq/walk_speed/raw /unstable/eq/hue /unstable/eq/hue/raw /unstable/eq/saturation /unstable/eq/saturation/raw /unstable/eq/fade /unstable/eq/fade/raw"
+     "text": "route /unstable/eq/temperature /unstable/eq/temperature/raw /unstable/eq/truncation /unstable/eq/truncation/raw /unstable/eq/noise /unstable/eq/noise/raw /unstable/eq/learning_rate /unstable/eq/learning_rate/raw /unstable/eq/batch_fraction /unstable/eq/batch_fraction/raw /unstable/eq/training /unstable/eq/training/raw /unstable/eq/critic_training /unstable/eq/critic_training/raw /unstable/eq/impersonate_weight /unstable/eq/impersonate_weight/raw /unstable/eq/embedding_weight /unstable/eq/embedding_weight/raw /unstable/eq/colour_variety_weight /unstable/eq/colour_variety_weight/raw /unstable/eq/walk_speed /unstable/eq/walk_speed/raw /unstable/eq/hue /unstable/eq/hue/raw /unstable/eq/saturation /unstable/eq/saturation/raw /unstable/eq/fade /unstable/eq/fade/raw"
     }
    },
    {
@@ -782,18 +784,21 @@
    {
     "box": {
      "id": "obj-42",
-     "maxclass": "toggle",
+     "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       460.0,
-      350.0,
-      30.0,
-      30.0
+      260.0,
+      24.0,
+      130.0
      ],
      "outlettype": [
-      "int"
+      ""
      ],
+     "floatoutput": 1,
+     "size": 1.0,
+     "min": 0.0,
      "parameter_enable": 0
     }
    },
@@ -812,7 +817,7 @@
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/eq/training"
+     "text": "prepend /unstable/eq/batch_fraction"
     }
    },
    {
@@ -883,7 +888,7 @@
       105.0,
       20.0
      ],
-     "text": "training"
+     "text": "batch fraction"
     }
    },
    {
@@ -919,7 +924,7 @@
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/eq/critic_training"
+     "text": "prepend /unstable/eq/training"
     }
    },
    {
@@ -990,27 +995,24 @@
       105.0,
       20.0
      ],
-     "text": "critic training"
+     "text": "training"
     }
    },
    {
     "box": {
      "id": "obj-54",
-     "maxclass": "slider",
+     "maxclass": "toggle",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
       680.0,
-      260.0,
-      24.0,
-      130.0
+      350.0,
+      30.0,
+      30.0
      ],
      "outlettype": [
-      ""
+      "int"
      ],
-     "floatoutput": 1,
-     "size": 1.0,
-     "min": 0.0,
      "parameter_enable": 0
     }
    },
@@ -1029,7 +1031,7 @@
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/eq/impersonate_weight"
+     "text": "prepend /unstable/eq/critic_training"
     }
    },
    {
@@ -1100,7 +1102,7 @@
       105.0,
       20.0
      ],
-     "text": "impersonate weight"
+     "text": "critic training"
     }
    },
    {
@@ -1139,7 +1141,7 @@
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/eq/embedding_weight"
+     "text": "prepend /unstable/eq/impersonate_weight"
     }
    },
    {
@@ -1210,7 +1212,7 @@
       105.0,
       20.0
      ],
-     "text": "embedding weight"
+     "text": "impersonate weight"
     }
    },
    {
@@ -1249,7 +1251,7 @@
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/eq/colour_variety_weight"
+     "text": "prepend /unstable/eq/embedding_weight"
     }
    },
    {
@@ -1320,7 +1322,7 @@
       105.0,
       20.0
      ],
-     "text": "colour variety weight"
+     "text": "embedding weight"
     }
    },
    {
@@ -1359,7 +1361,7 @@
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/eq/walk_speed"
+     "text": "prepend /unstable/eq/colour_variety_weight"
     }
    },
    {
@@ -1430,7 +1432,7 @@
       105.0,
       20.0
      ],
-     "text": "walk speed (x)"
+     "text": "colour variety weight"
     }
    },
    {
@@ -1469,7 +1471,7 @@
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/eq/hue"
+     "text": "prepend /unstable/eq/walk_speed"
     }
    },
    {
@@ -1540,7 +1542,7 @@
       105.0,
       20.0
      ],
-     "text": "hue (deg)"
+     "text": "walk speed (x)"
     }
    },
    {
@@ -1579,7 +1581,7 @@
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/eq/saturation"
+     "text": "prepend /unstable/eq/hue"
     }
    },
    {
@@ -1650,7 +1652,7 @@
       105.0,
       20.0
      ],
-     "text": "saturation"
+     "text": "hue (deg)"
     }
    },
    {
@@ -1689,7 +1691,7 @@
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/eq/fade"
+     "text": "prepend /unstable/eq/saturation"
     }
    },
    {
@@ -1760,12 +1762,122 @@
       105.0,
       20.0
      ],
-     "text": "fade"
+     "text": "saturation"
     }
    },
    {
     "box": {
      "id": "obj-96",
+     "maxclass": "slider",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      1450.0,
+      260.0,
+      24.0,
+      130.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "floatoutput": 1,
+     "size": 1.0,
+     "min": 0.0,
+     "parameter_enable": 0
+    }
+   },
+   {
+    "box": {
+     "id": "obj-97",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      1450.0,
+      400.0,
+      100.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend /unstable/eq/fade"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-98",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      1480.0,
+      260.0,
+      75.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-99",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      1450.0,
+      430.0,
+      75.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-100",
+     "maxclass": "flonum",
+     "numinlets": 1,
+     "numoutlets": 2,
+     "patching_rect": [
+      1450.0,
+      455.0,
+      80.0,
+      22.0
+     ],
+     "outlettype": [
+      "",
+      "bang"
+     ],
+     "format": 6,
+     "parameter_enable": 0
+    }
+   },
+   {
+    "box": {
+     "id": "obj-101",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      1450.0,
+      480.0,
+      105.0,
+      20.0
+     ],
+     "text": "fade"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-102",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
@@ -1781,7 +1893,7 @@
    },
    {
     "box": {
-     "id": "obj-97",
+     "id": "obj-103",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 21,
@@ -1819,122 +1931,12 @@
    },
    {
     "box": {
-     "id": "obj-98",
-     "maxclass": "slider",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      20.0,
-      570.0,
-      24.0,
-      130.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "floatoutput": 1,
-     "size": 1.0,
-     "min": 0.0,
-     "parameter_enable": 0
-    }
-   },
-   {
-    "box": {
-     "id": "obj-99",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      20.0,
-      710.0,
-      100.0,
-      22.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "text": "prepend /unstable/bad/alpha"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-100",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      50.0,
-      570.0,
-      75.0,
-      22.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "text": "prepend set"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-101",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      20.0,
-      740.0,
-      75.0,
-      22.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "text": "prepend set"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-102",
-     "maxclass": "flonum",
-     "numinlets": 1,
-     "numoutlets": 2,
-     "patching_rect": [
-      20.0,
-      765.0,
-      80.0,
-      22.0
-     ],
-     "outlettype": [
-      "",
-      "bang"
-     ],
-     "format": 6,
-     "parameter_enable": 0
-    }
-   },
-   {
-    "box": {
-     "id": "obj-103",
-     "maxclass": "comment",
-     "numinlets": 1,
-     "numoutlets": 0,
-     "patching_rect": [
-      20.0,
-      790.0,
-      105.0,
-      20.0
-     ],
-     "text": "alpha"
-    }
-   },
-   {
-    "box": {
      "id": "obj-104",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      130.0,
+      20.0,
       570.0,
       24.0,
       130.0
@@ -1955,7 +1957,7 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      130.0,
+      20.0,
       710.0,
       100.0,
       22.0
@@ -1963,7 +1965,7 @@
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/bad/beta"
+     "text": "prepend /unstable/bad/alpha"
     }
    },
    {
@@ -1973,7 +1975,7 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      160.0,
+      50.0,
       570.0,
       75.0,
       22.0
@@ -1991,7 +1993,7 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      130.0,
+      20.0,
       740.0,
       75.0,
       22.0
@@ -2009,7 +2011,7 @@
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
-      130.0,
+      20.0,
       765.0,
       80.0,
       22.0
@@ -2029,12 +2031,12 @@
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
-      130.0,
+      20.0,
       790.0,
       105.0,
       20.0
      ],
-     "text": "beta"
+     "text": "alpha"
     }
    },
    {
@@ -2044,7 +2046,7 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      240.0,
+      130.0,
       570.0,
       24.0,
       130.0
@@ -2065,7 +2067,7 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      240.0,
+      130.0,
       710.0,
       100.0,
       22.0
@@ -2073,7 +2075,7 @@
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/bad/temperature"
+     "text": "prepend /unstable/bad/beta"
     }
    },
    {
@@ -2083,7 +2085,7 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      270.0,
+      160.0,
       570.0,
       75.0,
       22.0
@@ -2101,7 +2103,7 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      240.0,
+      130.0,
       740.0,
       75.0,
       22.0
@@ -2119,7 +2121,7 @@
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
-      240.0,
+      130.0,
       765.0,
       80.0,
       22.0
@@ -2139,12 +2141,12 @@
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
-      240.0,
+      130.0,
       790.0,
       105.0,
       20.0
      ],
-     "text": "temperature"
+     "text": "beta"
     }
    },
    {
@@ -2154,7 +2156,7 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      350.0,
+      240.0,
       570.0,
       24.0,
       130.0
@@ -2175,7 +2177,7 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      350.0,
+      240.0,
       710.0,
       100.0,
       22.0
@@ -2183,7 +2185,7 @@
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/bad/learning_rate"
+     "text": "prepend /unstable/bad/temperature"
     }
    },
    {
@@ -2193,7 +2195,7 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      380.0,
+      270.0,
       570.0,
       75.0,
       22.0
@@ -2211,7 +2213,7 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      350.0,
+      240.0,
       740.0,
       75.0,
       22.0
@@ -2229,7 +2231,7 @@
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
-      350.0,
+      240.0,
       765.0,
       80.0,
       22.0
@@ -2249,12 +2251,12 @@
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
-      350.0,
+      240.0,
       790.0,
       105.0,
       20.0
      ],
-     "text": "learning rate"
+     "text": "temperature"
     }
    },
    {
@@ -2264,7 +2266,7 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      460.0,
+      350.0,
       570.0,
       24.0,
       130.0
@@ -2285,7 +2287,7 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      460.0,
+      350.0,
       710.0,
       100.0,
       22.0
@@ -2293,7 +2295,7 @@
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/bad/batch_fraction"
+     "text": "prepend /unstable/bad/learning_rate"
     }
    },
    {
@@ -2303,7 +2305,7 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      490.0,
+      380.0,
       570.0,
       75.0,
       22.0
@@ -2321,7 +2323,7 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      460.0,
+      350.0,
       740.0,
       75.0,
       22.0
@@ -2339,7 +2341,7 @@
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
-      460.0,
+      350.0,
       765.0,
       80.0,
       22.0
@@ -2359,29 +2361,32 @@
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
-      460.0,
+      350.0,
       790.0,
       105.0,
       20.0
      ],
-     "text": "batch fraction"
+     "text": "learning rate"
     }
    },
    {
     "box": {
      "id": "obj-128",
-     "maxclass": "toggle",
+     "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
+      460.0,
       570.0,
-      660.0,
-      30.0,
-      30.0
+      24.0,
+      130.0
      ],
      "outlettype": [
-      "int"
+      ""
      ],
+     "floatoutput": 1,
+     "size": 1.0,
+     "min": 0.0,
      "parameter_enable": 0
     }
    },
@@ -2392,7 +2397,7 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      570.0,
+      460.0,
       710.0,
       100.0,
       22.0
@@ -2400,7 +2405,7 @@
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/bad/training"
+     "text": "prepend /unstable/bad/batch_fraction"
     }
    },
    {
@@ -2410,7 +2415,7 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      600.0,
+      490.0,
       570.0,
       75.0,
       22.0
@@ -2428,7 +2433,7 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      570.0,
+      460.0,
       740.0,
       75.0,
       22.0
@@ -2446,7 +2451,7 @@
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
-      570.0,
+      460.0,
       765.0,
       80.0,
       22.0
@@ -2466,32 +2471,29 @@
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
-      570.0,
+      460.0,
       790.0,
       105.0,
       20.0
      ],
-     "text": "training"
+     "text": "batch fraction"
     }
    },
    {
     "box": {
      "id": "obj-134",
-     "maxclass": "slider",
+     "maxclass": "toggle",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      680.0,
       570.0,
-      24.0,
-      130.0
+      660.0,
+      30.0,
+      30.0
      ],
      "outlettype": [
-      ""
+      "int"
      ],
-     "floatoutput": 1,
-     "size": 1.0,
-     "min": 0.0,
      "parameter_enable": 0
     }
    },
@@ -2502,7 +2504,7 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      680.0,
+      570.0,
       710.0,
       100.0,
       22.0
@@ -2510,7 +2512,7 @@
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/bad/walk_speed"
+     "text": "prepend /unstable/bad/training"
     }
    },
    {
@@ -2520,7 +2522,7 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      710.0,
+      600.0,
       570.0,
       75.0,
       22.0
@@ -2538,7 +2540,7 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      680.0,
+      570.0,
       740.0,
       75.0,
       22.0
@@ -2556,7 +2558,7 @@
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
-      680.0,
+      570.0,
       765.0,
       80.0,
       22.0
@@ -2576,12 +2578,12 @@
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
-      680.0,
+      570.0,
       790.0,
       105.0,
       20.0
      ],
-     "text": "walk speed (x)"
+     "text": "training"
     }
    },
    {
@@ -2591,7 +2593,7 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      790.0,
+      680.0,
       570.0,
       24.0,
       130.0
@@ -2612,7 +2614,7 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      790.0,
+      680.0,
       710.0,
       100.0,
       22.0
@@ -2620,7 +2622,7 @@
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/bad/hue"
+     "text": "prepend /unstable/bad/walk_speed"
     }
    },
    {
@@ -2630,7 +2632,7 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      820.0,
+      710.0,
       570.0,
       75.0,
       22.0
@@ -2648,7 +2650,7 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      790.0,
+      680.0,
       740.0,
       75.0,
       22.0
@@ -2666,7 +2668,7 @@
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
-      790.0,
+      680.0,
       765.0,
       80.0,
       22.0
@@ -2686,12 +2688,12 @@
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
-      790.0,
+      680.0,
       790.0,
       105.0,
       20.0
      ],
-     "text": "hue (deg)"
+     "text": "walk speed (x)"
     }
    },
    {
@@ -2701,7 +2703,7 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      900.0,
+      790.0,
       570.0,
       24.0,
       130.0
@@ -2722,7 +2724,7 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      900.0,
+      790.0,
       710.0,
       100.0,
       22.0
@@ -2730,7 +2732,7 @@
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/bad/saturation"
+     "text": "prepend /unstable/bad/hue"
     }
    },
    {
@@ -2740,7 +2742,7 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      930.0,
+      820.0,
       570.0,
       75.0,
       22.0
@@ -2758,7 +2760,7 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      900.0,
+      790.0,
       740.0,
       75.0,
       22.0
@@ -2776,7 +2778,7 @@
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
-      900.0,
+      790.0,
       765.0,
       80.0,
       22.0
@@ -2796,12 +2798,12 @@
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
-      900.0,
+      790.0,
       790.0,
       105.0,
       20.0
      ],
-     "text": "saturation"
+     "text": "hue (deg)"
     }
    },
    {
@@ -2811,7 +2813,7 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      1010.0,
+      900.0,
       570.0,
       24.0,
       130.0
@@ -2832,7 +2834,7 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      1010.0,
+      900.0,
       710.0,
       100.0,
       22.0
@@ -2840,7 +2842,7 @@
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/bad/fade"
+     "text": "prepend /unstable/bad/saturation"
     }
    },
    {
@@ -2850,7 +2852,7 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      1040.0,
+      930.0,
       570.0,
       75.0,
       22.0
@@ -2868,7 +2870,7 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      1010.0,
+      900.0,
       740.0,
       75.0,
       22.0
@@ -2886,7 +2888,7 @@
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
-      1010.0,
+      900.0,
       765.0,
       80.0,
       22.0
@@ -2906,6 +2908,116 @@
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
+      900.0,
+      790.0,
+      105.0,
+      20.0
+     ],
+     "text": "saturation"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-158",
+     "maxclass": "slider",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      1010.0,
+      570.0,
+      24.0,
+      130.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "floatoutput": 1,
+     "size": 1.0,
+     "min": 0.0,
+     "parameter_enable": 0
+    }
+   },
+   {
+    "box": {
+     "id": "obj-159",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      1010.0,
+      710.0,
+      100.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend /unstable/bad/fade"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-160",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      1040.0,
+      570.0,
+      75.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-161",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      1010.0,
+      740.0,
+      75.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-162",
+     "maxclass": "flonum",
+     "numinlets": 1,
+     "numoutlets": 2,
+     "patching_rect": [
+      1010.0,
+      765.0,
+      80.0,
+      22.0
+     ],
+     "outlettype": [
+      "",
+      "bang"
+     ],
+     "format": 6,
+     "parameter_enable": 0
+    }
+   },
+   {
+    "box": {
+     "id": "obj-163",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
       1010.0,
       790.0,
       105.0,
@@ -2916,7 +3028,7 @@
    },
    {
     "box": {
-     "id": "obj-158",
+     "id": "obj-164",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
@@ -2932,7 +3044,7 @@
    },
    {
     "box": {
-     "id": "obj-159",
+     "id": "obj-165",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 9,
@@ -2958,7 +3070,7 @@
    },
    {
     "box": {
-     "id": "obj-160",
+     "id": "obj-166",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
@@ -2979,7 +3091,7 @@
    },
    {
     "box": {
-     "id": "obj-161",
+     "id": "obj-167",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -2997,7 +3109,7 @@
    },
    {
     "box": {
-     "id": "obj-162",
+     "id": "obj-168",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -3015,119 +3127,12 @@
    },
    {
     "box": {
-     "id": "obj-163",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      20.0,
-      1050.0,
-      75.0,
-      22.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "text": "prepend set"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-164",
-     "maxclass": "flonum",
-     "numinlets": 1,
-     "numoutlets": 2,
-     "patching_rect": [
-      20.0,
-      1075.0,
-      80.0,
-      22.0
-     ],
-     "outlettype": [
-      "",
-      "bang"
-     ],
-     "format": 6,
-     "parameter_enable": 0
-    }
-   },
-   {
-    "box": {
-     "id": "obj-165",
-     "maxclass": "comment",
-     "numinlets": 1,
-     "numoutlets": 0,
-     "patching_rect": [
-      20.0,
-      1100.0,
-      105.0,
-      20.0
-     ],
-     "text": "master fade"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-166",
-     "maxclass": "toggle",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      130.0,
-      970.0,
-      30.0,
-      30.0
-     ],
-     "outlettype": [
-      "int"
-     ],
-     "parameter_enable": 0
-    }
-   },
-   {
-    "box": {
-     "id": "obj-167",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      130.0,
-      1020.0,
-      100.0,
-      22.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "text": "prepend /unstable/show/record"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-168",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      160.0,
-      880.0,
-      75.0,
-      22.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "text": "prepend set"
-    }
-   },
-   {
-    "box": {
      "id": "obj-169",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      130.0,
+      20.0,
       1050.0,
       75.0,
       22.0
@@ -3145,7 +3150,7 @@
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
-      130.0,
+      20.0,
       1075.0,
       80.0,
       22.0
@@ -3165,6 +3170,113 @@
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
+      20.0,
+      1100.0,
+      105.0,
+      20.0
+     ],
+     "text": "master fade"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-172",
+     "maxclass": "toggle",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      130.0,
+      970.0,
+      30.0,
+      30.0
+     ],
+     "outlettype": [
+      "int"
+     ],
+     "parameter_enable": 0
+    }
+   },
+   {
+    "box": {
+     "id": "obj-173",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      130.0,
+      1020.0,
+      100.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend /unstable/show/record"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-174",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      160.0,
+      880.0,
+      75.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-175",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      130.0,
+      1050.0,
+      75.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-176",
+     "maxclass": "flonum",
+     "numinlets": 1,
+     "numoutlets": 2,
+     "patching_rect": [
+      130.0,
+      1075.0,
+      80.0,
+      22.0
+     ],
+     "outlettype": [
+      "",
+      "bang"
+     ],
+     "format": 6,
+     "parameter_enable": 0
+    }
+   },
+   {
+    "box": {
+     "id": "obj-177",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
       130.0,
       1100.0,
       105.0,
@@ -3175,7 +3287,7 @@
    },
    {
     "box": {
-     "id": "obj-172",
+     "id": "obj-178",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
@@ -3196,7 +3308,7 @@
    },
    {
     "box": {
-     "id": "obj-173",
+     "id": "obj-179",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -3214,7 +3326,7 @@
    },
    {
     "box": {
-     "id": "obj-174",
+     "id": "obj-180",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -3232,119 +3344,12 @@
    },
    {
     "box": {
-     "id": "obj-175",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      240.0,
-      1050.0,
-      75.0,
-      22.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "text": "prepend set"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-176",
-     "maxclass": "flonum",
-     "numinlets": 1,
-     "numoutlets": 2,
-     "patching_rect": [
-      240.0,
-      1075.0,
-      80.0,
-      22.0
-     ],
-     "outlettype": [
-      "",
-      "bang"
-     ],
-     "format": 6,
-     "parameter_enable": 0
-    }
-   },
-   {
-    "box": {
-     "id": "obj-177",
-     "maxclass": "comment",
-     "numinlets": 1,
-     "numoutlets": 0,
-     "patching_rect": [
-      240.0,
-      1100.0,
-      105.0,
-      20.0
-     ],
-     "text": "tempo (BPM)"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-178",
-     "maxclass": "toggle",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      350.0,
-      970.0,
-      30.0,
-      30.0
-     ],
-     "outlettype": [
-      "int"
-     ],
-     "parameter_enable": 0
-    }
-   },
-   {
-    "box": {
-     "id": "obj-179",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      350.0,
-      1020.0,
-      100.0,
-      22.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "text": "prepend /unstable/show/tap"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-180",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      380.0,
-      880.0,
-      75.0,
-      22.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "text": "prepend set"
-    }
-   },
-   {
-    "box": {
      "id": "obj-181",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      350.0,
+      240.0,
       1050.0,
       75.0,
       22.0
@@ -3362,7 +3367,7 @@
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
-      350.0,
+      240.0,
       1075.0,
       80.0,
       22.0
@@ -3382,6 +3387,113 @@
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
+      240.0,
+      1100.0,
+      105.0,
+      20.0
+     ],
+     "text": "tempo (BPM)"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-184",
+     "maxclass": "toggle",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      350.0,
+      970.0,
+      30.0,
+      30.0
+     ],
+     "outlettype": [
+      "int"
+     ],
+     "parameter_enable": 0
+    }
+   },
+   {
+    "box": {
+     "id": "obj-185",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      350.0,
+      1020.0,
+      100.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend /unstable/show/tap"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-186",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      380.0,
+      880.0,
+      75.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-187",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      350.0,
+      1050.0,
+      75.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-188",
+     "maxclass": "flonum",
+     "numinlets": 1,
+     "numoutlets": 2,
+     "patching_rect": [
+      350.0,
+      1075.0,
+      80.0,
+      22.0
+     ],
+     "outlettype": [
+      "",
+      "bang"
+     ],
+     "format": 6,
+     "parameter_enable": 0
+    }
+   },
+   {
+    "box": {
+     "id": "obj-189",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
       350.0,
       1100.0,
       105.0,
@@ -3392,7 +3504,7 @@
    },
    {
     "box": {
-     "id": "obj-184",
+     "id": "obj-190",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
@@ -3408,7 +3520,7 @@
    },
    {
     "box": {
-     "id": "obj-185",
+     "id": "obj-191",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 7,
@@ -3432,122 +3544,12 @@
    },
    {
     "box": {
-     "id": "obj-186",
-     "maxclass": "slider",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      20.0,
-      1190.0,
-      24.0,
-      130.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "floatoutput": 1,
-     "size": 1.0,
-     "min": 0.0,
-     "parameter_enable": 0
-    }
-   },
-   {
-    "box": {
-     "id": "obj-187",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      20.0,
-      1330.0,
-      100.0,
-      22.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "text": "prepend /unstable/audio/amount0"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-188",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      50.0,
-      1190.0,
-      75.0,
-      22.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "text": "prepend set"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-189",
-     "maxclass": "newobj",
-     "numinlets": 1,
-     "numoutlets": 1,
-     "patching_rect": [
-      20.0,
-      1360.0,
-      75.0,
-      22.0
-     ],
-     "outlettype": [
-      ""
-     ],
-     "text": "prepend set"
-    }
-   },
-   {
-    "box": {
-     "id": "obj-190",
-     "maxclass": "flonum",
-     "numinlets": 1,
-     "numoutlets": 2,
-     "patching_rect": [
-      20.0,
-      1385.0,
-      80.0,
-      22.0
-     ],
-     "outlettype": [
-      "",
-      "bang"
-     ],
-     "format": 6,
-     "parameter_enable": 0
-    }
-   },
-   {
-    "box": {
-     "id": "obj-191",
-     "maxclass": "comment",
-     "numinlets": 1,
-     "numoutlets": 0,
-     "patching_rect": [
-      20.0,
-      1410.0,
-      105.0,
-      20.0
-     ],
-     "text": "amount0"
-    }
-   },
-   {
-    "box": {
      "id": "obj-192",
      "maxclass": "slider",
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      130.0,
+      20.0,
       1190.0,
       24.0,
       130.0
@@ -3568,7 +3570,7 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      130.0,
+      20.0,
       1330.0,
       100.0,
       22.0
@@ -3576,7 +3578,7 @@
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/audio/amount1"
+     "text": "prepend /unstable/audio/amount0"
     }
    },
    {
@@ -3586,7 +3588,7 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      160.0,
+      50.0,
       1190.0,
       75.0,
       22.0
@@ -3604,7 +3606,7 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      130.0,
+      20.0,
       1360.0,
       75.0,
       22.0
@@ -3622,7 +3624,7 @@
      "numinlets": 1,
      "numoutlets": 2,
      "patching_rect": [
-      130.0,
+      20.0,
       1385.0,
       80.0,
       22.0
@@ -3642,12 +3644,12 @@
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
-      130.0,
+      20.0,
       1410.0,
       105.0,
       20.0
      ],
-     "text": "amount1"
+     "text": "amount0"
     }
    },
    {
@@ -3657,7 +3659,7 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      240.0,
+      130.0,
       1190.0,
       24.0,
       130.0
@@ -3678,7 +3680,7 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      240.0,
+      130.0,
       1330.0,
       100.0,
       22.0
@@ -3686,7 +3688,7 @@
      "outlettype": [
       ""
      ],
-     "text": "prepend /unstable/audio/amount2"
+     "text": "prepend /unstable/audio/amount1"
     }
    },
    {
@@ -3696,7 +3698,7 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      270.0,
+      160.0,
       1190.0,
       75.0,
       22.0
@@ -3714,7 +3716,7 @@
      "numinlets": 1,
      "numoutlets": 1,
      "patching_rect": [
-      240.0,
+      130.0,
       1360.0,
       75.0,
       22.0
@@ -3728,6 +3730,116 @@
    {
     "box": {
      "id": "obj-202",
+     "maxclass": "flonum",
+     "numinlets": 1,
+     "numoutlets": 2,
+     "patching_rect": [
+      130.0,
+      1385.0,
+      80.0,
+      22.0
+     ],
+     "outlettype": [
+      "",
+      "bang"
+     ],
+     "format": 6,
+     "parameter_enable": 0
+    }
+   },
+   {
+    "box": {
+     "id": "obj-203",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      130.0,
+      1410.0,
+      105.0,
+      20.0
+     ],
+     "text": "amount1"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-204",
+     "maxclass": "slider",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      240.0,
+      1190.0,
+      24.0,
+      130.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "floatoutput": 1,
+     "size": 1.0,
+     "min": 0.0,
+     "parameter_enable": 0
+    }
+   },
+   {
+    "box": {
+     "id": "obj-205",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      240.0,
+      1330.0,
+      100.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend /unstable/audio/amount2"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-206",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      270.0,
+      1190.0,
+      75.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-207",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      240.0,
+      1360.0,
+      75.0,
+      22.0
+     ],
+     "outlettype": [
+      ""
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-208",
      "maxclass": "flonum",
      "numinlets": 1,
      "numoutlets": 2,
@@ -3747,7 +3859,7 @@
    },
    {
     "box": {
-     "id": "obj-203",
+     "id": "obj-209",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
@@ -4809,11 +4921,83 @@
    {
     "patchline": {
      "source": [
+      "obj-96",
+      0
+     ],
+     "destination": [
+      "obj-97",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-97",
+      0
+     ],
+     "destination": [
+      "obj-2",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-17",
+      26
+     ],
+     "destination": [
+      "obj-98",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-98",
+      0
+     ],
+     "destination": [
+      "obj-96",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-17",
+      27
+     ],
+     "destination": [
+      "obj-99",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-99",
+      0
+     ],
+     "destination": [
+      "obj-100",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
       "obj-3",
       0
      ],
      "destination": [
-      "obj-97",
+      "obj-103",
       0
      ]
     }
@@ -4821,11 +5005,11 @@
    {
     "patchline": {
      "source": [
-      "obj-98",
+      "obj-104",
       0
      ],
      "destination": [
-      "obj-99",
+      "obj-105",
       0
      ]
     }
@@ -4833,7 +5017,7 @@
    {
     "patchline": {
      "source": [
-      "obj-99",
+      "obj-105",
       0
      ],
      "destination": [
@@ -4845,11 +5029,11 @@
    {
     "patchline": {
      "source": [
-      "obj-97",
+      "obj-103",
       0
      ],
      "destination": [
-      "obj-100",
+      "obj-106",
       0
      ]
     }
@@ -4857,11 +5041,11 @@
    {
     "patchline": {
      "source": [
-      "obj-100",
+      "obj-106",
       0
      ],
      "destination": [
-      "obj-98",
+      "obj-104",
       0
      ]
     }
@@ -4869,80 +5053,8 @@
    {
     "patchline": {
      "source": [
-      "obj-97",
+      "obj-103",
       1
-     ],
-     "destination": [
-      "obj-101",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-101",
-      0
-     ],
-     "destination": [
-      "obj-102",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-104",
-      0
-     ],
-     "destination": [
-      "obj-105",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-105",
-      0
-     ],
-     "destination": [
-      "obj-2",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-97",
-      2
-     ],
-     "destination": [
-      "obj-106",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-106",
-      0
-     ],
-     "destination": [
-      "obj-104",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-97",
-      3
      ],
      "destination": [
       "obj-107",
@@ -4989,8 +5101,8 @@
    {
     "patchline": {
      "source": [
-      "obj-97",
-      4
+      "obj-103",
+      2
      ],
      "destination": [
       "obj-112",
@@ -5013,8 +5125,8 @@
    {
     "patchline": {
      "source": [
-      "obj-97",
-      5
+      "obj-103",
+      3
      ],
      "destination": [
       "obj-113",
@@ -5061,8 +5173,8 @@
    {
     "patchline": {
      "source": [
-      "obj-97",
-      6
+      "obj-103",
+      4
      ],
      "destination": [
       "obj-118",
@@ -5085,8 +5197,8 @@
    {
     "patchline": {
      "source": [
-      "obj-97",
-      7
+      "obj-103",
+      5
      ],
      "destination": [
       "obj-119",
@@ -5133,8 +5245,8 @@
    {
     "patchline": {
      "source": [
-      "obj-97",
-      8
+      "obj-103",
+      6
      ],
      "destination": [
       "obj-124",
@@ -5157,8 +5269,8 @@
    {
     "patchline": {
      "source": [
-      "obj-97",
-      9
+      "obj-103",
+      7
      ],
      "destination": [
       "obj-125",
@@ -5205,8 +5317,8 @@
    {
     "patchline": {
      "source": [
-      "obj-97",
-      10
+      "obj-103",
+      8
      ],
      "destination": [
       "obj-130",
@@ -5229,8 +5341,8 @@
    {
     "patchline": {
      "source": [
-      "obj-97",
-      11
+      "obj-103",
+      9
      ],
      "destination": [
       "obj-131",
@@ -5277,8 +5389,8 @@
    {
     "patchline": {
      "source": [
-      "obj-97",
-      12
+      "obj-103",
+      10
      ],
      "destination": [
       "obj-136",
@@ -5301,8 +5413,8 @@
    {
     "patchline": {
      "source": [
-      "obj-97",
-      13
+      "obj-103",
+      11
      ],
      "destination": [
       "obj-137",
@@ -5349,8 +5461,8 @@
    {
     "patchline": {
      "source": [
-      "obj-97",
-      14
+      "obj-103",
+      12
      ],
      "destination": [
       "obj-142",
@@ -5373,8 +5485,8 @@
    {
     "patchline": {
      "source": [
-      "obj-97",
-      15
+      "obj-103",
+      13
      ],
      "destination": [
       "obj-143",
@@ -5421,8 +5533,8 @@
    {
     "patchline": {
      "source": [
-      "obj-97",
-      16
+      "obj-103",
+      14
      ],
      "destination": [
       "obj-148",
@@ -5445,8 +5557,8 @@
    {
     "patchline": {
      "source": [
-      "obj-97",
-      17
+      "obj-103",
+      15
      ],
      "destination": [
       "obj-149",
@@ -5493,8 +5605,8 @@
    {
     "patchline": {
      "source": [
-      "obj-97",
-      18
+      "obj-103",
+      16
      ],
      "destination": [
       "obj-154",
@@ -5517,8 +5629,8 @@
    {
     "patchline": {
      "source": [
-      "obj-97",
-      19
+      "obj-103",
+      17
      ],
      "destination": [
       "obj-155",
@@ -5541,11 +5653,83 @@
    {
     "patchline": {
      "source": [
+      "obj-158",
+      0
+     ],
+     "destination": [
+      "obj-159",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-159",
+      0
+     ],
+     "destination": [
+      "obj-2",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-103",
+      18
+     ],
+     "destination": [
+      "obj-160",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-160",
+      0
+     ],
+     "destination": [
+      "obj-158",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-103",
+      19
+     ],
+     "destination": [
+      "obj-161",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-161",
+      0
+     ],
+     "destination": [
+      "obj-162",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
       "obj-3",
       0
      ],
      "destination": [
-      "obj-159",
+      "obj-165",
       0
      ]
     }
@@ -5553,11 +5737,11 @@
    {
     "patchline": {
      "source": [
-      "obj-160",
+      "obj-166",
       0
      ],
      "destination": [
-      "obj-161",
+      "obj-167",
       0
      ]
     }
@@ -5565,7 +5749,7 @@
    {
     "patchline": {
      "source": [
-      "obj-161",
+      "obj-167",
       0
      ],
      "destination": [
@@ -5577,11 +5761,11 @@
    {
     "patchline": {
      "source": [
-      "obj-159",
+      "obj-165",
       0
      ],
      "destination": [
-      "obj-162",
+      "obj-168",
       0
      ]
     }
@@ -5589,11 +5773,11 @@
    {
     "patchline": {
      "source": [
-      "obj-162",
+      "obj-168",
       0
      ],
      "destination": [
-      "obj-160",
+      "obj-166",
       0
      ]
     }
@@ -5601,80 +5785,8 @@
    {
     "patchline": {
      "source": [
-      "obj-159",
+      "obj-165",
       1
-     ],
-     "destination": [
-      "obj-163",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-163",
-      0
-     ],
-     "destination": [
-      "obj-164",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-166",
-      0
-     ],
-     "destination": [
-      "obj-167",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-167",
-      0
-     ],
-     "destination": [
-      "obj-2",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-159",
-      2
-     ],
-     "destination": [
-      "obj-168",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-168",
-      0
-     ],
-     "destination": [
-      "obj-166",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-159",
-      3
      ],
      "destination": [
       "obj-169",
@@ -5721,8 +5833,8 @@
    {
     "patchline": {
      "source": [
-      "obj-159",
-      4
+      "obj-165",
+      2
      ],
      "destination": [
       "obj-174",
@@ -5745,8 +5857,8 @@
    {
     "patchline": {
      "source": [
-      "obj-159",
-      5
+      "obj-165",
+      3
      ],
      "destination": [
       "obj-175",
@@ -5793,8 +5905,8 @@
    {
     "patchline": {
      "source": [
-      "obj-159",
-      6
+      "obj-165",
+      4
      ],
      "destination": [
       "obj-180",
@@ -5817,8 +5929,8 @@
    {
     "patchline": {
      "source": [
-      "obj-159",
-      7
+      "obj-165",
+      5
      ],
      "destination": [
       "obj-181",
@@ -5841,11 +5953,83 @@
    {
     "patchline": {
      "source": [
+      "obj-184",
+      0
+     ],
+     "destination": [
+      "obj-185",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-185",
+      0
+     ],
+     "destination": [
+      "obj-2",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-165",
+      6
+     ],
+     "destination": [
+      "obj-186",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-186",
+      0
+     ],
+     "destination": [
+      "obj-184",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-165",
+      7
+     ],
+     "destination": [
+      "obj-187",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-187",
+      0
+     ],
+     "destination": [
+      "obj-188",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
       "obj-3",
       0
      ],
      "destination": [
-      "obj-185",
+      "obj-191",
       0
      ]
     }
@@ -5853,11 +6037,11 @@
    {
     "patchline": {
      "source": [
-      "obj-186",
+      "obj-192",
       0
      ],
      "destination": [
-      "obj-187",
+      "obj-193",
       0
      ]
     }
@@ -5865,7 +6049,7 @@
    {
     "patchline": {
      "source": [
-      "obj-187",
+      "obj-193",
       0
      ],
      "destination": [
@@ -5877,11 +6061,11 @@
    {
     "patchline": {
      "source": [
-      "obj-185",
+      "obj-191",
       0
      ],
      "destination": [
-      "obj-188",
+      "obj-194",
       0
      ]
     }
@@ -5889,11 +6073,11 @@
    {
     "patchline": {
      "source": [
-      "obj-188",
+      "obj-194",
       0
      ],
      "destination": [
-      "obj-186",
+      "obj-192",
       0
      ]
     }
@@ -5901,80 +6085,8 @@
    {
     "patchline": {
      "source": [
-      "obj-185",
+      "obj-191",
       1
-     ],
-     "destination": [
-      "obj-189",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-189",
-      0
-     ],
-     "destination": [
-      "obj-190",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-192",
-      0
-     ],
-     "destination": [
-      "obj-193",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-193",
-      0
-     ],
-     "destination": [
-      "obj-2",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-185",
-      2
-     ],
-     "destination": [
-      "obj-194",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-194",
-      0
-     ],
-     "destination": [
-      "obj-192",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-185",
-      3
      ],
      "destination": [
       "obj-195",
@@ -6021,8 +6133,8 @@
    {
     "patchline": {
      "source": [
-      "obj-185",
-      4
+      "obj-191",
+      2
      ],
      "destination": [
       "obj-200",
@@ -6045,8 +6157,8 @@
    {
     "patchline": {
      "source": [
-      "obj-185",
-      5
+      "obj-191",
+      3
      ],
      "destination": [
       "obj-201",
@@ -6062,6 +6174,78 @@
      ],
      "destination": [
       "obj-202",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-204",
+      0
+     ],
+     "destination": [
+      "obj-205",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-205",
+      0
+     ],
+     "destination": [
+      "obj-2",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-191",
+      4
+     ],
+     "destination": [
+      "obj-206",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-206",
+      0
+     ],
+     "destination": [
+      "obj-204",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-191",
+      5
+     ],
+     "destination": [
+      "obj-207",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-207",
+      0
+     ],
+     "destination": [
+      "obj-208",
       0
      ]
     }

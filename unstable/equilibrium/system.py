@@ -111,6 +111,22 @@ def _gathered(shard: Shard, x: torch.Tensor, n: int) -> torch.Tensor:
     return torch.cat([shard.gather(part) for part in x.chunk(n)])
 
 
+# The fewest images per generator a step with a smaller batch_fraction makes: the losses are
+# relational over the batch (colour variety is a std over it, the embedding distances compare rows
+# and batch means), and with one image a std is undefined (NaN) and a batch mean is one image.
+MIN_SHARE = 2
+
+
+def batch_share(full: int, fraction: float, world: int = 1) -> int:
+    """The images per generator (or critic update) of a step at live `batch_fraction`: the piece's
+    `full` batch at 1 (exactly), else round(full x fraction), at least MIN_SHARE (never more than
+    `full`), rounded up to split evenly over `world` processes."""
+    if fraction >= 1.0:
+        return full
+    n = min(full, max(MIN_SHARE, round(full * fraction)))
+    return -(-n // world) * world if n % world else n
+
+
 def _adam(groups, o: OptimSettings) -> torch.optim.Adam:
     return torch.optim.Adam(groups, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, weight_decay=o.weight_decay,
                             foreach=True)
@@ -228,15 +244,19 @@ class EquilibriumSystem(Instrumented):
             return {**scalars, "training": 0.0}
         self._set_lr(float(params.get("learning_rate", 1.0)))
         g_opt, c_opt = self.piece.generator.optim, self.piece.critic.optim
-        images = self._render_training(g_opt.batch, stage, alpha, track_w=True)
+        # The live batch_fraction: a smaller batch is noisier (the keeper's second lever).
+        fraction = float(params.get("batch_fraction", 1.0))
+        g_batch = batch_share(g_opt.batch, fraction, self.shard.world)
+        c_batch = batch_share(c_opt.batch, fraction, self.shard.world)
+        images = self._render_training(g_batch, stage, alpha, track_w=True)
 
         critic_on = params.get("critic_training", 1.0) >= 0.5
         for u in range(self.piece.critic.updates if critic_on else 0):
-            if u == 0 and c_opt.batch == g_opt.batch:
+            if u == 0 and c_batch == g_batch:
                 batch = [x.detach() for x in images]
             else:
                 with torch.no_grad():
-                    batch = self._render_training(c_opt.batch, stage, alpha, track_w=False)
+                    batch = self._render_training(c_batch, stage, alpha, track_w=False)
             loss, accuracy, phase = self._critic_update(batch, self.step_count * self.piece.critic.updates + u,
                                                         stage, alpha)
             scalars.update(critic_loss=loss, critic_accuracy=accuracy, critic_phase=phase)
@@ -254,6 +274,8 @@ class EquilibriumSystem(Instrumented):
                 nn.utils.clip_grad_norm_(gen.parameters(), g_opt.grad_clip)
         self.opt_g.step()
         scalars.update(terms)
+        if fraction < 1.0:  # what the share came to (at 1 the scalars stay as they always were)
+            scalars["batch"] = float(g_batch)
         self.step_count += 1
         return _to_floats(scalars)
 
@@ -373,4 +395,4 @@ def _to_floats(scalars: Mapping[str, torch.Tensor | float]) -> dict[str, float]:
     return {k: out[k] for k in scalars}
 
 
-__all__ = ["EquilibriumPiece", "EquilibriumSystem", "growth_at"]
+__all__ = ["EquilibriumPiece", "EquilibriumSystem", "batch_share", "growth_at"]

@@ -26,6 +26,9 @@ log = logging.getLogger("unstable.keeper")
 
 __all__ = ["KEEPER", "LiveKeeper"]
 
+# The live parameters the keeper moves (explore.keeper's ladder), where the piece has them.
+LEVERS = ("learning_rate", "batch_fraction")
+
 # The keeper's origin in the parameter store (an Origin is (host, port); no controller has port 0).
 KEEPER = ("keeper", 0)
 
@@ -85,8 +88,7 @@ class LiveKeeper:
                 log.info("keeper %s: leaves %s to the artist for %g s (changed by another control)",
                          self.piece, name, self.settings.artist_hold)
         # The target, not the frame's smoothed value: the keeper steps from what was last asked for.
-        params = ({"learning_rate": self.store.get(self.piece, "learning_rate")}
-                  if (self.piece, "learning_rate") in self.store else {})
+        params = {name: self.store.get(self.piece, name) for name in LEVERS if (self.piece, name) in self.store}
         looked = self.clock()
         changes = self.keeper.observe(params, undone_n, steps, held=held)
         written = {}
