@@ -289,6 +289,25 @@ def show_text(names: list[str], pieces: dict[str, Path], generators: dict[str, i
     return "\n".join(lines)
 
 
+def status(args) -> str:
+    """Where a run stands and a rough time to go, from the work folder alone (trains nothing)."""
+    root = args.work / "explore"
+    done = [json.loads(p.read_text()) for p in sorted(root.glob("gen-*/*/explore/result.json"))]
+    refs = list((args.work / "series1").glob("*/explore/result.json"))
+    planned = args.population * args.generations
+    per = sum(r["seconds"] for r in done) / len(done) if done else None
+    old = manifest(args.dest / "shows" / "series2.states")
+    grown = sum(1 for e in old.values() if e.get("steps") == args.grow_steps)
+    lines = [f"explore: {len(done)} of {planned} variants scored"
+             + (f", {per / 60:.1f} min each on average" if per else ""),
+             f"series 1: {len(refs)} of {len(args.series1)} pieces scored", f"grown: {grown} of {args.count} states"]
+    if per:
+        left = (planned - len(done) + len(args.series1) - len(refs)) * per
+        left += (args.count - grown) * per * args.grow_steps / args.steps
+        lines.append(f"to go: about {left / 3600:.1f} h at that pace")
+    return "\n".join(lines)
+
+
 def parse(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "series2", help="work folder (not shipped)")
@@ -308,6 +327,7 @@ def parse(argv=None):
     ap.add_argument("--budget-mb", type=float, default=20.0, help="states + piece files + stills, at most")
     ap.add_argument("--series1", nargs="*", type=Path, default=sorted((ROOT / "pieces").glob("equilibrium-1-*.toml")))
     ap.add_argument("--tiny", action="store_true", help="tiny sizes and steps (the script's own test)")
+    ap.add_argument("--status", action="store_true", help="say where a run stands and how long it has to go; no work")
     args = ap.parse_args(argv)
     if args.tiny:
         args.resolution, args.population, args.generations = 8, 6, 1
@@ -318,6 +338,9 @@ def parse(argv=None):
 def main(argv=None) -> dict:
     """Make Series 2 (see the module doc); returns what this run trained: variants, references, grown."""
     args = parse(argv)
+    if args.status:
+        print(status(args))
+        return {}
     torch.set_num_threads(args.threads)
     work, dest = args.work.resolve(), args.dest.resolve()
     seeds = seed_pieces(work, args.series1, args.resolution, args.tiny)

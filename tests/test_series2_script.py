@@ -58,7 +58,7 @@ def _stamps(dest: Path) -> dict[str, tuple[int, str]]:
 
 
 @pytest.mark.slow
-def test_the_script_makes_series2_at_tiny_sizes_and_resumes_without_training_twice(tmp_path):
+def test_the_script_makes_series2_at_tiny_sizes_and_resumes_without_training_twice(tmp_path, capsys):
     mod = _script()
     made = _run(mod, tmp_path)
     work = tmp_path / "work"
@@ -101,6 +101,12 @@ def test_the_script_makes_series2_at_tiny_sizes_and_resumes_without_training_twi
         assert system.step_count == before + 1
         assert (tmp_path / "docs" / f"series2-{n}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert all(e["steps"] == 8 for e in manifest(states).values())
+
+    # --status reads where the run stands from the folders alone.
+    capsys.readouterr()
+    assert _run(mod, tmp_path, "--status") == {}
+    said = capsys.readouterr().out
+    assert "6 of 6 variants scored" in said and "6 of 6 pieces scored" in said and "4 of 4 states" in said
 
     # Run again: nothing trains, nothing is rewritten.
     stamps = _stamps(tmp_path)
