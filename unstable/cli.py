@@ -43,13 +43,17 @@ def _sigterm_like_ctrl_c() -> None:
 def train(piece, steps, minutes, out, device, seed, resume):
     """Train PIECE (a pieces/*.toml file), writing grids, log.jsonl and checkpoints.
 
+    A piece with a `[keeper]` table is kept between stasis and explosion as it trains (its moves
+    are echoed and written to log.jsonl; its state goes with the checkpoint).
+
     Across processes: `torchrun --nproc_per_node N -m unstable train PIECE` (gloo on the CPU, NCCL on
     CUDA; rank 0 writes the run folder; the same checkpoints)."""
+    from .explore.keeper import TrainKeeper
     from .system import resolve_device
     from .trainer import train as run_training
     import os
     folder = run_training(piece, steps=steps, out=out, device=resolve_device(device), seed=seed,
-                          resume=resume, minutes=minutes, echo=click.echo)
+                          resume=resume, minutes=minutes, echo=click.echo, keeper=TrainKeeper)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for the run
         click.echo(f"run folder: {folder}  (latest grid: {folder / 'grid.png'})")
 

@@ -23,8 +23,10 @@ class KeeperSettings:
     max_guard: float = setting(0.1, ge=0, le=1, doc="fraction of the steps the guard may undo before explosion "
                                "counts as near")
     raise_by: float = setting(1.5, gt=1, le=10, doc="learning_rate factor when stasis is near")
-    lower_by: float = setting(0.5, gt=0, lt=1, doc="learning_rate factor when explosion is near")
+    lower_by: float = setting(0.5, gt=0, lt=1, doc="learning_rate factor when explosion is near, and batch_fraction's "
+                              "step: x this when stasis stays at the highest rate, / this (up to 1) when explosion "
+                              "is near")
     perturb: float = setting(0.0, ge=0, le=1, doc="weight noise (x each tensor's spread) when stasis stays at the "
-                             "highest learning_rate; 0: none")
+                             "highest learning_rate and the smallest batch_fraction; 0: none")
     artist_hold: float = setting(300.0, ge=0, le=604800, doc="seconds the keeper leaves a parameter alone after "
                                  "anyone else changed it (a controller, the page, a scene); 0: no wait")

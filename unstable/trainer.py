@@ -127,12 +127,16 @@ def _check_piece(payload: dict, piece, source: str) -> None:
 
 def train(piece_path: str | Path, *, steps: int | None = None, out: str | Path | None = None,
           device: torch.device = torch.device("cpu"), seed: int | None = None, resume: bool = False,
-          minutes: float | None = None, echo: Callable[[str], None] = print, show_progress: bool = True) -> Path:
+          minutes: float | None = None, echo: Callable[[str], None] = print, show_progress: bool = True,
+          keeper: Callable | None = None) -> Path:
     """Train a piece to `steps` total steps (or for `minutes`), writing grids, a log and checkpoints.
 
     Returns the run folder. With `resume`, continues the checkpoint in the run folder exactly
     (same weights as an uninterrupted run on the same device and seed). Started by torchrun, it
-    trains as one rank of several (see the module doc).
+    trains as one rank of several (see the module doc). `keeper`: what keeps a piece with a
+    `[keeper]` table (unstable.explore.keeper.TrainKeeper, which `unstable train` passes; None: the
+    table is not acted on). Passed in, not imported: the explorer's measures use this module's
+    fixed latents, and the floors allow no import cycle.
     """
     from . import parallel
     piece = load_piece(piece_path)
@@ -172,14 +176,14 @@ def train(piece_path: str | Path, *, steps: int | None = None, out: str | Path |
     try:
         return _train(piece, piece_path, shard=shard, lead=lead, system_target=target, out=out, ckpt_path=ckpt_path,
                       device=device, resume=resume, minutes=minutes, echo=echo, show_progress=show_progress,
-                      ending=ending)
+                      ending=ending, make_keeper=keeper)
     finally:
         if lock is not None:
             lock.close()
 
 
 def _train(piece, piece_path, *, shard, lead: bool, system_target: int, out: Path, ckpt_path: Path, device,
-           resume: bool, minutes, echo, show_progress: bool, ending=None) -> Path:
+           resume: bool, minutes, echo, show_progress: bool, ending=None, make_keeper=None) -> Path:
     target = system_target
     settings = piece.train
     torch.manual_seed(piece.seed)
@@ -196,8 +200,10 @@ def _train(piece, piece_path, *, shard, lead: bool, system_target: int, out: Pat
     shard.barrier()
     if not lead:
         system.prepare(quiet)
+    keeper_state = None
     if payload is not None:
         restore(system, payload, str(ckpt_path))
+        keeper_state = payload.get("keeper")  # absent in a checkpoint written without a keeper
         del payload
         echo(f"resumed {ckpt_path} at step {system.step_count}")
         dropped = truncate_log(out / "log.jsonl", system.step_count) if lead else 0
@@ -213,6 +219,16 @@ def _train(piece, piece_path, *, shard, lead: bool, system_target: int, out: Pat
     params = defaults(system.param_specs())
     from .guard import TrainingGuard  # undoes non-finite or exploding steps, backs the learning rate off
     guard = TrainingGuard(system, name=piece.name)
+    keeper, said = None, []  # said: the keeper's lines, for log.jsonl once it is open
+    if make_keeper is not None and getattr(piece, "keeper", None) is not None:
+        def say(line: str) -> None:
+            echo(line)
+            said.append(line)
+        keeper = make_keeper(system, piece.keeper, params, name=piece.name, perturb=guard.perturb, say=say)
+        keeper.load_state_dict(keeper_state)
+        levers = keeper.state_dict()["params"]
+        echo(f"keeper {piece.name}: on, a look every {piece.keeper.every} steps "
+             f"({', '.join(f'{k} {v:.4g}' for k, v in levers.items())})")
     latents = fixed_latents(system.panels(), piece.train.grid_samples, piece.seed, device)
     sheet = ProgressGif(out / "progress.gif").load(system.step_count) if lead else None
 
@@ -229,17 +245,21 @@ def _train(piece, piece_path, *, shard, lead: bool, system_target: int, out: Pat
     def save():
         if not lead:
             return
-        payload = checkpoint_payload(system, str(piece_path))
+        payload = checkpoint_payload(system, str(piece_path), extra=kept())
         write(ckpt_path, payload)
         if settings.keep_every and system.step_count % settings.keep_every == 0:
             keep(payload)
+
+    def kept() -> dict | None:
+        # The keeper's probe, count and levers go with the weights: a resume looks on from them.
+        return None if keeper is None else {"keeper": keeper.state_dict()}
 
     def keep(payload=None):
         if not lead:
             return
         # Kept checkpoints are what `unstable render` walks through for a training timelapse.
         write(out / "checkpoints" / f"step_{system.step_count:06d}.pt",
-              payload or checkpoint_payload(system, str(piece_path)))
+              payload or checkpoint_payload(system, str(piece_path), extra=kept()))
         thin(_numbered(out / "checkpoints", ".pt"), unit=settings.keep_every, recent=settings.keep_recent,
              per_octave=settings.keep_per_octave, budget_bytes=int(settings.keep_budget_mb * MB))
 
@@ -291,6 +311,12 @@ def _train(piece, piece_path, *, shard, lead: bool, system_target: int, out: Pat
                         echo(f"interrupted at step {system.step_count}: writing a final checkpoint")
                     break
                 scalars = guard.step(params)
+                if keeper is not None:
+                    keeper.after_step(scalars is None)
+                    for line in said:  # what the keeper did, where a reader of the run looks
+                        log.write(json.dumps({"step": system.step_count, "keeper": line,
+                                              **{k: params[k] for k in keeper.state_dict()["params"]}}) + "\n")
+                    said.clear()
                 if scalars is None:  # undone: back at the last good state, learning rate backed off
                     log.write(json.dumps({"step": system.step_count, "guard": guard.last_reason,
                                           "lr_scale": guard.lr_scale}) + "\n")

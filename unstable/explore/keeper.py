@@ -48,7 +48,10 @@ from .measures import probe
 
 log = logging.getLogger("unstable.keeper")
 
-__all__ = ["Keeper", "keep_training"]
+__all__ = ["LEVERS", "Keeper", "TrainKeeper", "keep_training"]
+
+# The live parameters the keeper moves, where a system has them.
+LEVERS = ("learning_rate", "batch_fraction")
 
 
 class Keeper:
@@ -137,6 +140,54 @@ class Keeper:
         self._previous = None if probe_images is None else probe_images.to(torch.uint8).cpu()
         motion = state.get("motion")
         self.motion = None if motion is None else float(motion)
+
+
+class TrainKeeper:
+    """The keeper of `unstable train` (unstable.trainer): counts the loop's guarded steps and, every
+    `every` of them, looks and applies the changes to `params` (the live values the trainer's
+    steps use) in place; `say` gets each adjustment's log line (the trainer echoes it and writes it
+    to log.jsonl). `state_dict` is what the run's checkpoint keeps: the keeper's probe, its count
+    since the last look, and the levers' values, so a resumed run goes on where it stopped."""
+
+    def __init__(self, system, settings: KeeperSettings, params: dict[str, float], *, name: str = "",
+                 perturb: Callable[[float], None] | None = None, say: Callable[[str], None] = lambda line: None):
+        self.keeper = Keeper(system, settings, name=name, perturb=perturb)
+        self.settings = settings
+        self.params = params
+        self.say = say
+        self.steps = 0   # steps since the last look
+        self.undone = 0  # of which the guard undid
+
+    def after_step(self, undone: bool) -> dict[str, float]:
+        """Count one step (`undone`: the guard undid it); every `every` steps look and apply the
+        changes. Returns them ({} mostly)."""
+        self.steps += 1
+        self.undone += bool(undone)
+        if self.steps < self.settings.every:
+            return {}
+        steps, undone_n = self.steps, self.undone
+        self.steps = self.undone = 0
+        said = len(self.keeper.adjustments)
+        changes = self.keeper.observe(self.params, undone_n, steps)
+        self.params.update(changes)
+        for line in self.keeper.adjustments[said:]:
+            self.say(line)
+        return changes
+
+    def state_dict(self) -> dict:
+        """{probe, motion, steps, undone, params}: plain tensors and numbers (weights_only loads it)."""
+        return {**self.keeper.state_dict(), "steps": self.steps, "undone": self.undone,
+                "params": {k: float(self.params[k]) for k in LEVERS if k in self.params}}
+
+    def load_state_dict(self, state: Mapping | None) -> None:
+        """Take back `state_dict()`'s; None (a checkpoint from before the keeper): start afresh."""
+        if not state:
+            return
+        self.keeper.load_state_dict(state)
+        self.steps, self.undone = int(state.get("steps", 0)), int(state.get("undone", 0))
+        for k, v in dict(state.get("params", {})).items():
+            if k in LEVERS and k in self.params:
+                self.params[k] = float(v)
 
 
 def keep_training(system, guard, keeper: Keeper | None, params: dict[str, float], steps: int,

@@ -19,15 +19,12 @@ import threading
 import time
 from typing import Any, Callable
 
-from ..explore.keeper import Keeper
+from ..explore.keeper import LEVERS, Keeper
 from ..keeper_settings import KeeperSettings
 
 log = logging.getLogger("unstable.keeper")
 
 __all__ = ["KEEPER", "LiveKeeper"]
-
-# The live parameters the keeper moves (explore.keeper's ladder), where the piece has them.
-LEVERS = ("learning_rate", "batch_fraction")
 
 # The keeper's origin in the parameter store (an Origin is (host, port); no controller has port 0).
 KEEPER = ("keeper", 0)
@@ -109,6 +106,18 @@ class LiveKeeper:
         motion = self.keeper.motion
         return {"looks": self.looks, "changes": self.changes,
                 "motion": None if motion is None else round(float(motion), 6)}
+
+    def state_dict(self) -> dict:
+        """What the piece's checkpoint keeps (in its live state): the keeper's probe and motion and
+        the steps counted since its last look. The levers' values are the store's (saved there too)."""
+        return {**self.keeper.state_dict(), "steps": self.steps, "undone": self.undone}
+
+    def load_state_dict(self, state) -> None:
+        """Take back `state_dict()`'s; None or {} (a checkpoint from before): start unseeing."""
+        if not isinstance(state, dict) or not state:
+            return
+        self.keeper.load_state_dict(state)
+        self.steps, self.undone = int(state.get("steps", 0)), int(state.get("undone", 0))
 
     def close(self) -> None:
         """Stop hearing the store."""

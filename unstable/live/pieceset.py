@@ -75,6 +75,7 @@ class PieceSet:
             keeper = self.show.keeper(name)
             if keeper is not None:
                 piece.keeper = LiveKeeper(name, system, keeper, params, perturb=piece.guard.perturb)
+                piece.keeper.load_state_dict((saved.get(name) or {}).get("keeper"))  # its last probe, if saved
             self.by_name[name] = piece
         restore_live_states(saved, timeline.clocks, params, timeline, reset_params=reset_params, echo=self.echo)
         self.wait_computed()

@@ -77,6 +77,9 @@ class LivePiece:
         """Write this piece's checkpoint atomically (call from the thread that owns the weights)."""
         path = self.run_dir / "checkpoint.pt"
         extra = {"live": self.live_state()} if self.live_state is not None else None
+        if extra is not None and self.keeper is not None:
+            # With the live state: a restart's first look measures motion since the last one before it.
+            extra["live"]["keeper"] = self.keeper.state_dict()
         save_checkpoint(path, checkpoint_payload(self.system, str(self.path), extra))
         self.checkpoints += 1
         return path
