@@ -81,7 +81,7 @@ class DivergencePiece:
     bend: tuple[BendSettings, ...] = setting((), doc="network bends at sampling time ([[bend]] tables)")
     directions: DirectionSettings = DirectionSettings()
     keeper: KeeperSettings | None = setting(None, doc="hold the piece between stasis and explosion while a show "
-                                            "plays it (absent: no keeper)")
+                                            "plays it or `unstable train` trains it (absent: no keeper)")
 
     def __post_init__(self):
         from ..schema import common_specs

@@ -203,7 +203,7 @@ class EquilibriumPiece:
     directions: DirectionSettings = setting(default_factory=DirectionSettings,
                                             doc="PCA directions of w as live parameters")
     keeper: KeeperSettings | None = setting(None, doc="hold the piece between stasis and explosion while a show "
-                                            "plays it (absent: no keeper)")
+                                            "plays it or `unstable train` trains it (absent: no keeper)")
 
     def __post_init__(self):
         names = self.generator_names()
