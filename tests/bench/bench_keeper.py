@@ -34,6 +34,7 @@ import argparse
 import dataclasses
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -76,7 +77,7 @@ def arm(args) -> dict:
     t0 = last_report = time.monotonic()
     steps = undone = episodes = looks = under = 0
     in_episode = False
-    lrs, fractions = [], []
+    lrs, fractions, motions = [], [], []
 
     def counts() -> dict:
         return {"kept": args.kept, "start_lr": args.start_lr, "start_fraction": args.start_fraction,
@@ -86,7 +87,10 @@ def arm(args) -> dict:
                 "final_lr": params["learning_rate"], "lr_min": min(lrs, default=None), "lr_max": max(lrs, default=None),
                 "final_fraction": params.get("batch_fraction"), "fraction_min": min(fractions, default=None),
                 "fraction_max": max(fractions, default=None), "guard_lr_scale": guard.lr_scale,
-                "stopped": guard.stopped, "done": time.monotonic() >= end, "last_lines": keeper.adjustments[-3:]}
+                "stopped": guard.stopped, "done": time.monotonic() >= end, "last_lines": keeper.adjustments[-3:],
+                # How far from the floor the looks were: a push that never reaches stasis shows here.
+                "motion_min": min(motions, default=None), "motion_median": statistics.median(motions) if motions
+                else None, "motion_max": max(motions, default=None)}
 
     while time.monotonic() < end:
         if guard.stopped is not None:  # as a live show does: try again after a pause (here at once)
@@ -99,6 +103,8 @@ def arm(args) -> dict:
             params.update(changes)
             undone = 0
             looks += 1
+            if keeper.motion is not None:
+                motions.append(round(keeper.motion, 6))
             low = keeper.motion is not None and keeper.motion < settings.stasis_floor
             under += low
             episodes += low and not in_episode
