@@ -186,11 +186,12 @@ class Generator(nn.Module):
                   noise_gain: float = 1.0, bend=None) -> torch.Tensor:
         """w [N, w_dim] -> images [N, 3, R, R] in -1..1 at the stage's resolution R.
 
-        `alpha` < 1 fades the stage's last block in (only meaningful for stage > 0). `bend`
+        `alpha` < 1 fades the stage's last block in (only meaningful for stage > 0; a tensor alpha,
+        the traced sampling pass's, always fades). `bend`
         (sampling only) is called as bend(layer, x) -> x at every hook point (`layer_names`).
         """
         count = self.stage_blocks(stage)
-        fading = stage > 0 and alpha < 1.0
+        fading = stage > 0 and (torch.is_tensor(alpha) or alpha < 1.0)
         x, rgb, previous = None, None, None
         for i in range(count):
             x, block_rgb = self.blocks[i](x, w, noise_rng, noise_gain, bend)
@@ -199,7 +200,7 @@ class Generator(nn.Module):
             rgb = block_rgb if rgb is None else upsample2x(rgb) + block_rgb
         image = torch.tanh(rgb)
         if previous is not None:
-            image = torch.lerp(upsample2x(torch.tanh(previous)), image, float(alpha))
+            image = torch.lerp(upsample2x(torch.tanh(previous)), image, alpha if torch.is_tensor(alpha) else float(alpha))
         return image
 
     def forward(self, z: torch.Tensor, stage: int, alpha: float, *, noise_rng: torch.Generator | None = None,

@@ -1,0 +1,146 @@
+"""The equilibrium generators' traced sampling pass (unstable.equilibrium.traced): the same images
+as the eager pass bit for bit, following the weights, one trace per graph and not per fader move,
+and bends left to the eager pass."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from unstable.config import to_dict
+
+from unstable.equilibrium.system import EquilibriumSystem
+from unstable.system import load_piece, piece_from_dict
+
+from pathlib import Path
+
+PIECES = Path(__file__).resolve().parents[1] / "pieces"
+
+PARAMS = {"temperature": 0.8, "truncation": 0.7, "noise": 1.3}
+
+
+def tiny_system(steps: int = 0) -> EquilibriumSystem:
+    piece = load_piece(PIECES / "equilibrium-1-1.toml")
+    g = dataclasses.replace(piece.generator, resolution=16, start_resolution=4)
+    system = EquilibriumSystem(dataclasses.replace(piece, generator=g))
+    system.step_count = steps
+    system._traced.background = False  # traced in the caller: these tests compare traced passes
+    return system
+
+
+def eager(system, latents, params, monkeypatch):
+    monkeypatch.setenv("UNSTABLE_TRACED_SAMPLING", "0")
+    try:
+        return system.sample(latents, params)
+    finally:
+        monkeypatch.delenv("UNSTABLE_TRACED_SAMPLING")
+
+
+def latents(system, n: int, seed: int = 3) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {name: torch.randn((n, system.piece.generator.z_dim), generator=g) for name in system.names}
+
+
+@pytest.mark.parametrize("n", [1, 2, 5])
+@pytest.mark.parametrize("grown", [True, False])
+def test_the_traced_pass_draws_the_eager_pass_bit_for_bit(n, grown, monkeypatch):
+    system = tiny_system()
+    growth = system.piece.growth
+    # Grown: the last stage; otherwise half way through a fade-in (alpha 0.5, a resize to 16 px).
+    system.step_count = 10 ** 6 if grown else growth.stable_steps + growth.fade_steps // 2
+    stage, alpha = system.growth()
+    assert (alpha == 1.0) == grown and stage > 0
+    z = latents(system, n)
+    traced = system.sample(z, PARAMS)
+    assert len(system._traced) == len(system.names)  # it did go through the traces
+    reference = eager(system, z, PARAMS, monkeypatch)
+    for name in system.names:
+        assert traced[name].shape == (n, 3, 16, 16)
+        assert torch.equal(traced[name], reference[name]), name
+
+
+def test_the_batched_trace_serves_every_batch_of_two_or_more_and_faders_never_retrace(monkeypatch):
+    system = tiny_system(10 ** 6)
+    system.sample(latents(system, 2), PARAMS)
+    made = len(system._traced)
+    for n, params in ((3, PARAMS), (7, {"temperature": 1.4, "truncation": 1.0, "noise": 0.0}), (4, {})):
+        z = latents(system, n, seed=n)
+        out = system.sample(z, params)
+        assert len(system._traced) == made
+        reference = eager(system, z, params, monkeypatch)
+        assert all(torch.equal(out[k], reference[k]) for k in out)
+
+
+def test_a_trace_follows_the_weights_the_mirror_copies_in(monkeypatch):
+    source = tiny_system(10 ** 6)
+    twin = source.sampling_copy()
+    twin._traced.background = False
+    z = latents(source, 1)
+    before = twin.sample(z, PARAMS)
+    with torch.no_grad():
+        for p in source.generators.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    twin.accumulate(source)  # the mirror's in-place copy
+    after = twin.sample(z, PARAMS)
+    reference = eager(twin, z, PARAMS, monkeypatch)
+    for name in source.names:
+        assert not torch.equal(before[name], after[name])
+        assert torch.equal(after[name], reference[name])
+    assert len(source._traced) == 0  # the twin has traces of its own, not the source's
+
+
+def test_latent_directions_reach_the_traced_pass(monkeypatch):
+    piece = load_piece(PIECES / "equilibrium-1-1.toml")
+    g = dataclasses.replace(piece.generator, resolution=16, start_resolution=4)
+    table = {**to_dict(dataclasses.replace(piece, generator=g)), "directions": {"count": 4, "samples": 200}}
+    system = EquilibriumSystem(piece_from_dict(table, "directions.toml"))
+    system.step_count = 10 ** 6
+    system._traced.background = False
+    params = {**PARAMS, "dir0": 2.0, "dir1": -1.5}
+    z = latents(system, 3)
+    plain = system.sample(z, PARAMS)
+    steered = system.sample(z, params)
+    reference = eager(system, z, params, monkeypatch)
+    for name in system.names:
+        assert not torch.equal(plain[name], steered[name])
+        assert torch.equal(steered[name], reference[name])
+
+
+def test_a_bent_panel_samples_eagerly_and_an_unbent_one_through_its_trace(monkeypatch):
+    table = {"name": "tiny", "kind": "equilibrium", "seed": 3,
+             "generator": {"resolution": 16, "start_resolution": 16, "z_dim": 8, "w_dim": 8, "mapping_layers": 2,
+                           "channel_base": 64, "min_channels": 4, "max_channels": 8},
+             "critic": {"embedding_dim": 8, "channel_base": 64, "min_channels": 4, "max_channels": 8},
+             "bend": [{"layer": "b8.0", "op": "rotate", "panels": ["g0"]}]}
+    system = EquilibriumSystem(piece_from_dict(table, "tiny.toml"))
+    system._traced.background = False
+    z = latents(system, 2)
+    params = {"bend0_rotate": 30.0}
+    out = system.sample(z, params)
+    assert len(system._traced) == 1  # g1's: g0 is bent
+    reference = eager(system, z, params, monkeypatch)
+    assert all(torch.equal(out[k], reference[k]) for k in out)
+    unbent = system.sample(z, {})  # the bend at 0: g0 through a trace too
+    assert len(system._traced) == 2
+    assert not torch.equal(unbent["g0"], out["g0"]) and torch.equal(unbent["g1"], out["g1"])
+
+
+def test_a_new_graph_is_traced_on_a_thread_of_its_own_while_the_caller_samples_eagerly(monkeypatch):
+    system = tiny_system(10 ** 6)
+    system._traced.background = True  # as a live show does
+    z = latents(system, 1)
+    reference = eager(system, z, PARAMS, monkeypatch)
+    first = system.sample(z, PARAMS)  # the traces are being made: this call was eager
+    assert all(torch.equal(first[k], reference[k]) for k in first)
+    for _ in range(len(system.names) + 1):  # one graph at a time: each call may start the next
+        system._traced.wait(60)
+        system.sample(z, PARAMS)
+    system._traced.wait(60)
+    assert len(system._traced) == len(system.names)
+    calls = []
+    monkeypatch.setattr(type(system.generators[0]), "synthesis",
+                        lambda *a, **k: calls.append(1) or pytest.fail("eager synthesis after the traces were made"))
+    again = system.sample(z, PARAMS)
+    assert not calls and all(torch.equal(again[k], reference[k]) for k in again)
