@@ -144,3 +144,30 @@ def test_a_new_graph_is_traced_on_a_thread_of_its_own_while_the_caller_samples_e
                         lambda *a, **k: calls.append(1) or pytest.fail("eager synthesis after the traces were made"))
     again = system.sample(z, PARAMS)
     assert not calls and all(torch.equal(again[k], reference[k]) for k in again)
+
+
+def test_a_shows_sampling_mirror_has_its_traces_before_the_first_frame():
+    from unstable.live.mirror import SamplingMirror
+    system = tiny_system(10 ** 6)
+    mirror = SamplingMirror(system, name="eq")
+    try:
+        assert len(mirror.system._traced) == 2 * len(system.names)  # one image and batches, each generator
+        assert len(system._traced) == 0  # the training copy samples nothing
+    finally:
+        mirror.close()
+
+
+def test_a_graph_the_tracer_cannot_record_samples_eagerly_and_the_show_goes_on(monkeypatch, caplog):
+    system = tiny_system(10 ** 6)
+    z = latents(system, 2)
+    reference = eager(system, z, PARAMS, monkeypatch)
+
+    def broken(*a, **k):
+        raise RuntimeError("no tracer here")
+
+    monkeypatch.setattr(torch.jit, "trace", broken)
+    with caplog.at_level("WARNING", logger="unstable.traced"):
+        out = system.sample(z, PARAMS)
+        again = system.sample(z, PARAMS)
+    assert all(torch.equal(out[k], reference[k]) and torch.equal(again[k], reference[k]) for k in out)
+    assert sum("samples eagerly" in r.getMessage() for r in caplog.records) == len(system.names)  # once each

@@ -30,6 +30,8 @@ Contract, in one place:
   `copy.accumulate(source, decay)` then moves the copy's weights towards the source's, as
   rosinality's `accumulate(g_ema, generator, decay)` (decay 0: a plain copy; buffers are always
   copied) and brings over the plain-number state sampling depends on (`step_count`: growth).
+- `prepare_sampling()` (optional): make now whatever `sample` would otherwise build on first use
+  (the equilibrium generators' traces); a show's sampling mirror calls it before the first frame.
 - `step_count` is the number of optimisation steps done.
 - `shard` (unstable.parallel.Shard, the single process by default): the trainer sets it to train
   across torchrun processes; `step` then draws the global batch's randomness, computes this rank's

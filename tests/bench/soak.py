@@ -462,17 +462,20 @@ def main() -> int:
         engine.frame_hooks.append(nudge)
     # Where stalls come from: every garbage collection of 5 ms or more (a full collection holds
     # the GIL: every thread waits), and every frame interval over two frame times, with its time.
-    gc_pauses: list[tuple[float, int, float]] = []   # (perf_counter at the end, generation, ms)
+    # The collecting thread's own CPU time beside the wall time: a collection that holds the GIL
+    # while its thread waits for a core (a niced training thread) stalls every thread for longer.
+    gc_pauses: list[tuple[float, int, float, float, str]] = []  # (end, generation, wall ms, cpu ms, thread)
     gc_started: dict[str, float] = {}
 
     def gc_watch(phase, info):
         if phase == "start":
-            gc_started["t"] = time.perf_counter()
+            gc_started["t"], gc_started["cpu"] = time.perf_counter(), time.thread_time()
         elif "t" in gc_started:
             t = time.perf_counter()
             ms = 1000 * (t - gc_started.pop("t"))
+            cpu = 1000 * (time.thread_time() - gc_started.pop("cpu"))
             if ms >= 5:
-                gc_pauses.append((t, info["generation"], ms))
+                gc_pauses.append((t, info["generation"], ms, cpu, threading.current_thread().name))
 
     gc.callbacks.append(gc_watch)
     stalls: list[tuple[float, float]] = []           # (perf_counter at a late frame's end, ms since the last)
@@ -645,8 +648,11 @@ def main() -> int:
         summary["network"] = network.results()
         checks.update(network.checks(summary["network"]))
     summary["gc_pauses_5ms_or_more"] = len(gc_pauses)
-    summary["gc_pause_max_ms"] = round(max((ms for _, _, ms in gc_pauses), default=0.0), 1)
-    summary["gc_full_collections_5ms_or_more"] = sum(1 for _, g, _ in gc_pauses if g == 2)
+    summary["gc_pause_max_ms"] = round(max((p[2] for p in gc_pauses), default=0.0), 1)
+    summary["gc_full_collections_5ms_or_more"] = sum(1 for _, g, *_ in gc_pauses if g == 2)
+    summary["gc_pauses_over_2_frames"] = [
+        {"t": round(t - t_start, 2), "generation": g, "ms": round(ms, 1), "cpu_ms": round(cpu, 1), "thread": name}
+        for t, g, ms, cpu, name in gc_pauses if ms > 2000 / args.fps][:50]
 
     def near(t, events, window=0.5):  # the events that ended within `window` s before a stall's frame ended
         return [ev for ev in events if -0.1 <= t - ev[0] <= window]

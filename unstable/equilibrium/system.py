@@ -318,6 +318,19 @@ class EquilibriumSystem(Instrumented):
                 out[name] = (x * 0.5 + 0.5).clamp_(0.0, 1.0)  # [N, 3, size, size]
         return out
 
+    def prepare_sampling(self) -> None:
+        """Make the sampling traces of the current growth stage now, for one image and for batches
+        (unstable.equilibrium.traced), so that a show does not trace beside its first frames: the
+        render thread would sample eagerly meanwhile, racing the tracer for the GIL."""
+        if not traced_sampling():
+            return
+        background, self._traced.background = self._traced.background, False
+        try:
+            for n in (1, 2):
+                self.sample({name: torch.zeros((n, self.piece.generator.z_dim)) for name in self.names}, {})
+        finally:
+            self._traced.background = background
+
     def direction_samples(self, panel: str, count: int, seed: int) -> torch.Tensor:
         """w [count, w_dim] of a generator for seeded z ~ N(0, I): what its latent directions analyse."""
         gen = self.generators[self.names.index(panel)]

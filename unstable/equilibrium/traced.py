@@ -23,6 +23,7 @@ Latent directions are an additive shift of w (`Directions.steer`), handed to the
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import warnings
@@ -34,6 +35,16 @@ from torch import nn
 from .. import accel
 
 __all__ = ["TracedSampling", "enabled"]
+
+log = logging.getLogger("unstable.traced")
+
+# The tracer warns of every Python branch on a shape in these modules (the batch-1 fold, the
+# resize): each is fixed by a trace's key. Filtered once here: `warnings.catch_warnings` around a
+# trace would not be thread-safe, and traces are made on a thread of their own.
+warnings.filterwarnings("ignore", category=torch.jit.TracerWarning, module=r"unstable\.equilibrium\.")
+# torch 2.13 marks torch.jit.trace deprecated in favour of torch.compile/torch.export, whose compile
+# times (minutes here) a live show cannot wait for; a torch without it leaves sampling eager (`_trace`).
+warnings.filterwarnings("ignore", message=r"`torch\.jit\.trace", category=DeprecationWarning)
 
 
 def enabled() -> bool:
@@ -51,6 +62,8 @@ class _SamplingPass(nn.Module):
         self.stage = stage
         self.fading = fading
         self.size = size
+        # The stage's own resolution (a growing piece's early stages are drawn at the full size).
+        self.resize = generator.stage_resolutions[stage] != size
 
     def forward(self, z: torch.Tensor, temperature: torch.Tensor, truncation: torch.Tensor, noise: torch.Tensor,
                 alpha: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
@@ -59,7 +72,7 @@ class _SamplingPass(nn.Module):
         # lerp at weight 1 is exactly w (torch.lerp computes end - (end - start) * (1 - weight) there).
         w = torch.lerp(g.w_avg, w, truncation) + shift
         x = g.synthesis(w, self.stage, alpha if self.fading else 1.0, noise_gain=noise)  # [N, 3, R, R]
-        if x.shape[-1] != self.size:
+        if self.resize:
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
         return (x * 0.5 + 0.5).clamp_(0.0, 1.0)
 
@@ -118,10 +131,10 @@ class TracedSampling:
     def _trace(self, key: tuple, module: nn.Module, inputs: tuple) -> None:
         if key in self._traces:
             return
-        with warnings.catch_warnings():
-            # The tracer warns of every Python branch on a shape (the batch-1 fold, the resize):
-            # each is fixed by the key.
-            warnings.simplefilter("ignore")
+        try:
             with torch.inference_mode():
                 trace = torch.jit.trace(module, inputs, check_trace=False)
+        except Exception:  # a torch without the tracer, an operation it cannot record: stay eager
+            log.warning("sampling trace of generator %d failed; that graph samples eagerly", key[0], exc_info=True)
+            trace = module
         self._traces[key] = trace
