@@ -317,6 +317,9 @@ class Hidden(Instrumented):
         accumulate_modules(self._nets, source._nets, decay)
         self.step_count = source.step_count
 
+    def prepare_sampling(self):
+        pass  # nothing built on first use
+
 
 def test_the_guard_and_the_mirror_use_the_protocol_only():
     from unstable.live import SamplingMirror

@@ -30,8 +30,9 @@ Contract, in one place:
   `copy.accumulate(source, decay)` then moves the copy's weights towards the source's, as
   rosinality's `accumulate(g_ema, generator, decay)` (decay 0: a plain copy; buffers are always
   copied) and brings over the plain-number state sampling depends on (`step_count`: growth).
-- `prepare_sampling()` (optional): make now whatever `sample` would otherwise build on first use
-  (the equilibrium generators' traces); a show's sampling mirror calls it before the first frame.
+- `prepare_sampling()`: make now whatever `sample` would otherwise build on first use (the
+  equilibrium generators' traces; nothing elsewhere); a show's sampling mirror calls it before the
+  first frame.
 - `step_count` is the number of optimisation steps done.
 - `shard` (unstable.parallel.Shard, the single process by default): the trainer sets it to train
   across torchrun processes; `step` then draws the global batch's randomness, computes this rank's
@@ -105,6 +106,10 @@ class System(Protocol):
     def accumulate(self, source: "System", decay: float = 0.0) -> None:
         """On a sampling copy: weights <- decay * weights + (1 - decay) * source's, buffers and
         `step_count` copied. Decay 0 is a plain copy."""
+        ...
+
+    def prepare_sampling(self) -> None:
+        """Make now what `sample` would build on first use (see the module doc)."""
         ...
 
     @staticmethod

@@ -195,6 +195,9 @@ class DivergenceSystem(Instrumented):
         """The decoder's Adam."""
         return {} if self.optimizer is None else {"decoder": self.optimizer}
 
+    def prepare_sampling(self) -> None:
+        """Nothing to make: the decoder samples eagerly (a pass of a dozen operations)."""
+
     def sampling_copy(self) -> "DivergenceSystem":
         """A copy that only samples: its own decoder (no gradients), no optimiser, data, extractor or
         RNG; the piece and the frozen base decoder and classifier shared (nothing trains them, and

@@ -67,9 +67,7 @@ class SamplingMirror:
         self._announced: set[str] = set()
         # Shared with the system and every copy: none computes in `sample`.
         self.system.defer_computations(self.refresh)
-        prepare = getattr(self.system, "prepare_sampling", None)  # optional: traces made before the first frame
-        if prepare is not None:
-            prepare()
+        self.system.prepare_sampling()  # e.g. the generators' traces, made before the first frame
 
     def sync(self) -> None:
         """Copy the system's current weights into the mirror (call between training steps)."""
