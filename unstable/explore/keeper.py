@@ -48,7 +48,7 @@ from .measures import probe
 
 log = logging.getLogger("unstable.keeper")
 
-__all__ = ["LEVERS", "Keeper", "TrainKeeper", "keep_training"]
+__all__ = ["LEVERS", "Keeper", "LookCount", "TrainKeeper", "keep_training"]
 
 # The live parameters the keeper moves, where a system has them.
 LEVERS = ("learning_rate", "batch_fraction")
@@ -142,6 +142,33 @@ class Keeper:
         self.motion = None if motion is None else float(motion)
 
 
+class LookCount:
+    """The steps since the keeper's last look and how many of them the guard undid: what every
+    driver of a keeper (train, a show, `keep_training`) counts between looks, and checkpoints."""
+
+    def __init__(self, every: int):
+        self.every = every
+        self.steps = 0   # steps since the last look
+        self.undone = 0  # of which the guard undid
+
+    def count(self, undone: bool) -> tuple[int, int] | None:
+        """Count one step (`undone`: the guard undid it). Every `every` steps: (steps, undone) since
+        the last look, and the count starts again; None between looks."""
+        self.steps += 1
+        self.undone += bool(undone)
+        if self.steps < self.every:
+            return None
+        counted = (self.steps, self.undone)
+        self.steps = self.undone = 0
+        return counted
+
+    def state_dict(self) -> dict:
+        return {"steps": self.steps, "undone": self.undone}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        self.steps, self.undone = int(state.get("steps", 0)), int(state.get("undone", 0))
+
+
 class TrainKeeper:
     """The keeper of `unstable train` (unstable.trainer): counts the loop's guarded steps and, every
     `every` of them, looks and applies the changes to `params` (the live values the trainer's
@@ -155,18 +182,15 @@ class TrainKeeper:
         self.settings = settings
         self.params = params
         self.say = say
-        self.steps = 0   # steps since the last look
-        self.undone = 0  # of which the guard undid
+        self.count = LookCount(settings.every)
 
     def after_step(self, undone: bool) -> dict[str, float]:
         """Count one step (`undone`: the guard undid it); every `every` steps look and apply the
         changes. Returns them ({} mostly)."""
-        self.steps += 1
-        self.undone += bool(undone)
-        if self.steps < self.settings.every:
+        counted = self.count.count(undone)
+        if counted is None:
             return {}
-        steps, undone_n = self.steps, self.undone
-        self.steps = self.undone = 0
+        steps, undone_n = counted
         said = len(self.keeper.adjustments)
         changes = self.keeper.observe(self.params, undone_n, steps)
         self.params.update(changes)
@@ -176,7 +200,7 @@ class TrainKeeper:
 
     def state_dict(self) -> dict:
         """{probe, motion, steps, undone, params}: plain tensors and numbers (weights_only loads it)."""
-        return {**self.keeper.state_dict(), "steps": self.steps, "undone": self.undone,
+        return {**self.keeper.state_dict(), **self.count.state_dict(),
                 "params": {k: float(self.params[k]) for k in LEVERS if k in self.params}}
 
     def load_state_dict(self, state: Mapping | None) -> None:
@@ -184,7 +208,7 @@ class TrainKeeper:
         if not state:
             return
         self.keeper.load_state_dict(state)
-        self.steps, self.undone = int(state.get("steps", 0)), int(state.get("undone", 0))
+        self.count.load_state_dict(state)
         for k, v in dict(state.get("params", {})).items():
             if k in LEVERS and k in self.params:
                 self.params[k] = float(v)
@@ -195,18 +219,15 @@ def keep_training(system, guard, keeper: Keeper | None, params: dict[str, float]
     """Train `steps` guarded steps offline with `keeper` (None: without one) changing `params` in
     place every `keeper.settings.every` steps. `on_look` gets {step, motion, undone, learning_rate,
     batch_fraction} at each look. Returns `params`."""
-    every = keeper.settings.every if keeper is not None else 50
+    count = LookCount(keeper.settings.every if keeper is not None else 50)
     looker = keeper or Keeper(system, KeeperSettings(on=False))
-    undone = 0
     for i in range(1, steps + 1):
-        if guard.step(params) is None:
-            undone += 1
-        if i % every == 0:
-            changes = looker.observe(params, undone, every)
+        counted = count.count(guard.step(params) is None)
+        if counted is not None:
+            changes = looker.observe(params, counted[1], counted[0])
             if on_look is not None:
-                on_look({"step": i, "motion": looker.motion, "undone": undone,
+                on_look({"step": i, "motion": looker.motion, "undone": counted[1],
                          "learning_rate": float(params.get("learning_rate", 1.0)),
                          "batch_fraction": float(params.get("batch_fraction", 1.0))})
             params.update(changes)
-            undone = 0
     return params

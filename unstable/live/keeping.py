@@ -19,7 +19,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from ..explore.keeper import LEVERS, Keeper
+from ..explore.keeper import LEVERS, Keeper, LookCount
 from ..keeper_settings import KeeperSettings
 
 log = logging.getLogger("unstable.keeper")
@@ -42,8 +42,7 @@ class LiveKeeper:
         self.keeper = Keeper(system, settings, name=piece, perturb=perturb)
         self.settings = settings
         self.clock = clock
-        self.steps = 0        # steps since the last look
-        self.undone = 0       # of which the guard undid
+        self.count = LookCount(settings.every)
         self.looks = 0
         self.changes = 0      # adjustments written into the store
         self._lock = threading.Lock()
@@ -70,12 +69,10 @@ class LiveKeeper:
     def after_step(self, undone: bool) -> dict[str, float]:
         """Count one training step (`undone`: the guard undid it); every `every` steps, look and
         write the adjustments into the store. Returns what was written ({} mostly)."""
-        self.steps += 1
-        self.undone += bool(undone)
-        if self.steps < self.settings.every:
+        counted = self.count.count(undone)
+        if counted is None:
             return {}
-        steps, undone_n = self.steps, self.undone
-        self.steps = self.undone = 0
+        steps, undone_n = counted
         self.looks += 1
         held = self.held()
         for name in sorted(held):
@@ -110,14 +107,14 @@ class LiveKeeper:
     def state_dict(self) -> dict:
         """What the piece's checkpoint keeps (in its live state): the keeper's probe and motion and
         the steps counted since its last look. The levers' values are the store's (saved there too)."""
-        return {**self.keeper.state_dict(), "steps": self.steps, "undone": self.undone}
+        return {**self.keeper.state_dict(), **self.count.state_dict()}
 
     def load_state_dict(self, state) -> None:
         """Take back `state_dict()`'s; None or {} (a checkpoint from before): start unseeing."""
         if not isinstance(state, dict) or not state:
             return
         self.keeper.load_state_dict(state)
-        self.steps, self.undone = int(state.get("steps", 0)), int(state.get("undone", 0))
+        self.count.load_state_dict(state)
 
     def close(self) -> None:
         """Stop hearing the store."""
