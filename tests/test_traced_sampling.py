@@ -171,3 +171,55 @@ def test_a_graph_the_tracer_cannot_record_samples_eagerly_and_the_show_goes_on(m
         again = system.sample(z, PARAMS)
     assert all(torch.equal(out[k], reference[k]) and torch.equal(again[k], reference[k]) for k in out)
     assert sum("samples eagerly" in r.getMessage() for r in caplog.records) == len(system.names)  # once each
+
+
+# ------------------------------------------------------------------------------ BAD's decoders
+
+def tiny_bad(**over):
+    from unstable.system import build_system
+    table = {"name": "tiny", "kind": "divergence", "seed": 1, "vae": {"hidden": 64}, "classifier": {"width": 8},
+             **over}
+    system = build_system(piece_from_dict(table, "tiny.toml"), torch.device("cpu"))
+    system._traced.background = False
+    with torch.no_grad():  # running statistics a fresh decoder lacks, so evaluation form shows
+        for net in (system.decoder, system.base_decoder):
+            net.mlp[1].running_mean.normal_(0.0, 0.3)
+            net.mlp[1].running_var.uniform_(0.5, 2.0)
+    return system
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_the_decoders_traced_pass_draws_the_eager_pass_bit_for_bit(n, monkeypatch):
+    system = tiny_bad(directions={"count": 4, "samples": 200})
+    g = torch.Generator().manual_seed(n)
+    z = {"decoder": torch.randn((n, 16), generator=g), "base": torch.randn((n, 16), generator=g)}
+    for params in ({"temperature": 0.7}, {"temperature": 1.3, "dir0": 2.0, "dir2": -1.0}):
+        traced = system.sample(z, params)
+        reference = eager(system, z, params, monkeypatch)
+        for name in z:
+            assert traced[name].shape == (n, 3, 28, 28)
+            assert torch.equal(traced[name], reference[name]), (name, params)
+    assert len(system._traced) == 2  # decoder and base, this batch kind; directions did not retrace
+    steered = system.sample(z, {"dir0": 2.0})
+    assert not torch.equal(steered["decoder"], system.sample(z, {})["decoder"])
+
+
+def test_tracing_a_training_decoder_leaves_its_mode_alone(monkeypatch):
+    system = tiny_bad()
+    system._traced.background = True
+    assert system.decoder.training
+    z = {"decoder": torch.randn((2, 16))}
+    system.sample(z, {})
+    system._traced.wait(60)
+    assert len(system._traced) == 1 and system.decoder.training  # traced without eval()
+    out = system.sample(z, {})
+    assert torch.equal(out["decoder"], eager(system, z, {}, monkeypatch)["decoder"])
+
+
+def test_a_bad_shows_mirror_has_its_decoder_traces_before_the_first_frame():
+    from unstable.live.mirror import SamplingMirror
+    mirror = SamplingMirror(tiny_bad(), name="bad")
+    try:
+        assert len(mirror.system._traced) == 2  # one image and batches
+    finally:
+        mirror.close()

@@ -209,7 +209,7 @@ class Directions:
               samples: Callable[[int, int], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor] | None:
         """The function that moves activations [N, D] by the live offsets, or None when all are 0
         (or, deferred, while the panel's basis is still being computed). It adds one shift [D] to
-        every row: the traced sampling pass (unstable.equilibrium.traced) takes it as steer(0)."""
+        every row: the traced sampling passes (unstable.traces) take it as steer(0)."""
         r = self.settings.range
         offsets = [min(max(float(params.get(f"dir{i}", 0.0)), -r), r) for i in range(self.settings.count)]
         if not any(offsets):

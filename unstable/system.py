@@ -31,8 +31,8 @@ Contract, in one place:
   rosinality's `accumulate(g_ema, generator, decay)` (decay 0: a plain copy; buffers are always
   copied) and brings over the plain-number state sampling depends on (`step_count`: growth).
 - `prepare_sampling()`: make now whatever `sample` would otherwise build on first use (the
-  equilibrium generators' traces; nothing elsewhere); a show's sampling mirror calls it before the
-  first frame.
+  networks' sampling traces, unstable.traces); a show's sampling mirror calls it before the first
+  frame.
 - `step_count` is the number of optimisation steps done.
 - `shard` (unstable.parallel.Shard, the single process by default): the trainer sets it to train
   across torchrun processes; `step` then draws the global batch's randomness, computes this rank's

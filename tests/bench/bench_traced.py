@@ -1,14 +1,16 @@
-"""Benchmark: the equilibrium generators' sampling pass, eager against traced (unstable.equilibrium.traced).
+"""Benchmark: the sampling passes, eager against traced (unstable.traces).
 
     nice -n -5 .venv/bin/python tests/bench/bench_traced.py --seconds 2
 
 For each resolution (64 and 128 px, the Series-1 piece grown) and batch (1, 4), `EquilibriumSystem
 .sample` is timed eagerly (UNSTABLE_TRACED_SAMPLING=0) and traced, alternately in one process with
-one torch thread, in three conditions:
+one torch thread, and so is BAD's decoder (the demo's `bad-custom-mmd` at its size, untrained
+weights: the same graph), in three conditions:
 
 - alone;
 - beside a busy Python thread (a loop that never calls into C: the worst neighbour for the GIL);
-- beside a training thread (the same piece's `step`, as a live show trains beside its render loop).
+- beside a training thread (the same piece's `step`, as a live show trains beside its render loop;
+  equilibrium only: BAD's step needs its data and base models).
 
 Printed per row: milliseconds per call (wall, median of rounds) and the ratio eager / traced. The
 trace is made before timing (its cost, once per graph, is printed too).
@@ -31,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from unstable.equilibrium.system import EquilibriumSystem  # noqa: E402
-from unstable.system import load_piece  # noqa: E402
+from unstable.system import build_system, load_piece  # noqa: E402
 
 
 def build(resolution: int) -> EquilibriumSystem:
@@ -84,20 +86,23 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--resolution", type=int, action="append", help="default: 64 and 128")
     ap.add_argument("--batch", type=int, action="append", help="default: 1 and 4")
+    ap.add_argument("--no-bad", action="store_true", help="leave BAD's decoder out")
     args = ap.parse_args()
     torch.set_num_threads(1)
     print(f"torch {torch.__version__}, 1 torch thread, {os.cpu_count()} CPUs; load {os.getloadavg()[0]:.1f}")
-    print(f"{'px':>4} {'B':>2} {'beside':>6} | {'eager ms':>9} {'traced ms':>9} | eager/traced")
-    for resolution in args.resolution or [64, 128]:
-        system = build(resolution)
-        trainer = build(resolution)
+    print(f"{'what':>6} {'B':>2} {'beside':>6} | {'eager ms':>9} {'traced ms':>9} | eager/traced")
+    cases = [(f"{r} px", build(r), build(r)) for r in args.resolution or [64, 128]]
+    if not args.no_bad:
+        bad = load_piece(ROOT / "pieces" / "bad-custom-mmd.toml")
+        cases.append(("BAD", build_system(bad, torch.device("cpu")), None))
+    for label, system, trainer in cases:
         for batch in args.batch or [1, 4]:
-            z = {n: torch.randn((batch, system.piece.generator.z_dim)) for n in system.names}
+            z = {n: torch.randn((batch, d)) for n, d in system.panels().items() if n != "base"}
+            system._traced.background = False
             t = time.perf_counter()
             system.sample(z, {})  # the traces, made once
-            print(f"  trace of {resolution} px B={batch}: {(time.perf_counter() - t) * 1e3:.0f} ms for "
-                  f"{len(system.names)} generators")
-            for kind in ("alone", "spin", "train"):
+            print(f"  traces of {label} B={batch}: {(time.perf_counter() - t) * 1e3:.0f} ms for {len(z)} panels")
+            for kind in ("alone", "spin", "train") if trainer is not None else ("alone", "spin"):
                 eager, traced = [], []
                 with Neighbour(kind, trainer):
                     for _ in range(args.rounds):
@@ -106,7 +111,7 @@ def main() -> int:
                         os.environ["UNSTABLE_TRACED_SAMPLING"] = "1"
                         traced.append(timed(system, z, args.seconds))
                 e, tr = statistics.median(eager), statistics.median(traced)
-                print(f"{resolution:>4} {batch:>2} {kind:>6} | {e:9.2f} {tr:9.2f} | {e / tr:.2f}x", flush=True)
+                print(f"{label:>6} {batch:>2} {kind:>6} | {e:9.2f} {tr:9.2f} | {e / tr:.2f}x", flush=True)
     return 0
 
 

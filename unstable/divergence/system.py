@@ -43,6 +43,7 @@ from ..instruments import Instrumented
 from ..parallel import Shard
 from ..schema import ParamSpec
 from ..system import accumulate_modules
+from ..traces import TraceCache, enabled as traced_sampling
 from .cache import base_key, cached_model
 from .classifier import DigitClassifier, train_classifier
 from .data import Digits, load_digits
@@ -51,6 +52,7 @@ from .losses import objective
 from .objective import bad_terms, class_logits, real_pool
 # The schema lives in piece.py; `unstable.system.KINDS` finds a kind's piece class beside its System.
 from .piece import DivergencePiece, live_param_specs
+from .traced_decoder import decode_traced
 from .vae import Decoder, train_vae
 
 
@@ -78,6 +80,8 @@ class DivergenceSystem(Instrumented):
         self.shard = Shard()
         # Sampling-time instruments, shared with the sampling copy, never seen by `step`.
         self._build_instruments(piece.bend, piece.directions)
+        # The decoders' sampling pass as GIL-free traces, made on first use (unstable.traces).
+        self._traced = TraceCache()
 
     # ------------------------------------------------------------------ preparation
 
@@ -196,7 +200,16 @@ class DivergenceSystem(Instrumented):
         return {} if self.optimizer is None else {"decoder": self.optimizer}
 
     def prepare_sampling(self) -> None:
-        """Nothing to make: the decoder samples eagerly (a pass of a dozen operations)."""
+        """Make the decoders' sampling traces now, for one image and for batches (unstable.traces),
+        so that a show does not trace beside its first frames."""
+        if not traced_sampling():
+            return
+        background, self._traced.background = self._traced.background, False
+        try:
+            for n in (1, 2):
+                self.sample({"decoder": torch.zeros((n, self.piece.vae.latent))}, {})
+        finally:
+            self._traced.background = background
 
     def sampling_copy(self) -> "DivergenceSystem":
         """A copy that only samples: its own decoder (no gradients), no optimiser, data, extractor or
@@ -206,6 +219,7 @@ class DivergenceSystem(Instrumented):
         twin.decoder = copy.deepcopy(self.decoder).requires_grad_(False)
         twin.optimizer = twin.gen = twin.extractor = twin.digits = twin._pool = None
         twin.base_metrics = dict(self.base_metrics)
+        twin._traced = TraceCache()  # traces hold their decoder's tensors: the twin's own
         return twin
 
     def accumulate(self, source: "DivergenceSystem", decay: float = 0.0) -> None:
@@ -254,6 +268,14 @@ class DivergenceSystem(Instrumented):
             if name not in ("decoder", "base"):
                 raise KeyError(f"unknown panel {name!r}, expected 'decoder' or 'base'")
             bend, steer = self._hooks(name, params)
+            if bend is None and traced_sampling():
+                net = self.decoder if name == "decoder" else self.base_decoder
+                # Directions move the first hidden layer by a shift (Directions.steer): steer(0).
+                shift = None if steer is None else steer(torch.zeros((1, net.mlp[0].out_features), device=self.device))
+                x = decode_traced(self._traced, name, net, z.to(self.device), t, shift)
+                if x is not None:  # None: its trace is being made, this once eagerly
+                    out[name] = x  # [N, 3, 28, 28]
+                    continue
             out[name] = self.decode(name, z, t, bend, steer).expand(-1, 3, -1, -1).contiguous()  # [N, 3, 28, 28]
         return out
 

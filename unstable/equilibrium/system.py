@@ -55,7 +55,8 @@ from .generator import Generator
 from .footprint import training_bytes
 from .losses import classification_loss
 from .objective import generator_losses
-from .traced import TracedSampling, enabled as traced_sampling
+from ..traces import TraceCache, enabled as traced_sampling
+from .traced import sample_traced
 from .piece import EquilibriumPiece, GrowthSettings, OptimSettings, architecture, live_param_specs, objective_weights
 
 
@@ -166,8 +167,8 @@ class EquilibriumSystem(Instrumented):
         # Sampling-time instruments (network bends, latent directions): plain state outside the
         # modules, shared with the sampling copy, never seen by `step`.
         self._build_instruments(piece.bend, piece.directions)
-        # The sampling pass as GIL-free traces, made on first use (unstable.equilibrium.traced).
-        self._traced = TracedSampling()
+        # The sampling pass as GIL-free traces, made on first use (unstable.traces).
+        self._traced = TraceCache()
 
     # --- growth ---------------------------------------------------------------------------------
 
@@ -306,8 +307,8 @@ class EquilibriumSystem(Instrumented):
                 if bend is None and traced_sampling():
                     # Directions move w by a shift (Directions.steer): what steer does to zeros.
                     shift = None if steer is None else steer(gen.w_avg.new_zeros((1, gen.w_avg.shape[0])))
-                    x = self._traced.sample(index, gen, z.to(self.device), stage=stage, alpha=alpha, size=size,
-                                            temperature=temperature, truncation=truncation, noise=noise, shift=shift)
+                    x = sample_traced(self._traced, index, gen, z.to(self.device), stage=stage, alpha=alpha, size=size,
+                                      temperature=temperature, truncation=truncation, noise=noise, shift=shift)
                     if x is not None:  # None: its trace is being made, this once eagerly
                         out[name] = x  # [N, 3, size, size]
                         continue
@@ -392,7 +393,7 @@ class EquilibriumSystem(Instrumented):
         twin.generators = copy.deepcopy(self.generators).requires_grad_(False)
         twin.critic = twin.opt_g = twin.opt_c = twin.rng = None
         twin.critic_log = collections.deque(maxlen=1)
-        twin._traced = TracedSampling()  # traces hold their generators' tensors: the twin's own
+        twin._traced = TraceCache()  # traces hold their generators' tensors: the twin's own
         return twin
 
     def _sampled(self) -> dict[str, nn.Module]:

@@ -1,0 +1,99 @@
+"""Sampling passes as TorchScript traces: one call per panel that runs with the GIL released.
+
+Why: a live show samples on its render thread while the training thread, the web server and the
+refresh worker run Python beside it. An eager pass takes the GIL back after each of its operations
+(~200 for a pair of generators), and whenever another thread holds it the render thread waits (up
+to the interpreter's switch interval) and then waits again for a core. Measured on the 2-core
+development machine (`tests/bench/bench_traced.py`, docs/figures.md): a 64 px batch-1 generator
+pass that takes ~5 ms alone took 354 ms beside one busy Python thread eagerly, 59 ms traced. A trace
+runs its whole graph in C++ with the GIL released, and saves the per-operation Python besides.
+
+`TraceCache` holds a system's traces by key (what fixes the graph: network, growth stage, batch of
+one or more, device, precision); the system's own pass modules (`equilibrium/traced.py`,
+`divergence/traced_decoder.py`) take the live values (temperature, truncation, noise, the latent
+directions' shift) as tensor inputs, so moving a fader never retraces, and hold the networks'
+parameter and buffer tensors, so the mirror's in-place weight copies reach them. Results equal the
+eager pass bit for bit (tests/test_traced_sampling.py).
+
+A graph seen for the first time is traced on a thread of its own while the caller samples it
+eagerly (a trace costs a few hundred milliseconds of Python: the render thread would stall if it
+waited); a show makes its traces before the first frame (`System.prepare_sampling`). A graph the
+tracer cannot record (or a torch without `torch.jit.trace`) stays eager, with one log line. Bends
+are Python hooks on the activations: a bent panel samples eagerly. `UNSTABLE_TRACED_SAMPLING=0`
+turns traces off.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import warnings
+from typing import Callable, Hashable
+
+import torch
+from torch import nn
+
+__all__ = ["TraceCache", "enabled"]
+
+log = logging.getLogger("unstable.traced")
+
+# The tracer warns of every Python branch on a shape in the traced passes (a generator's batch-1
+# fold): each is fixed by a trace's key. Filtered once here: `warnings.catch_warnings` around a
+# trace would not be thread-safe, and traces are made on a thread of their own.
+warnings.filterwarnings("ignore", category=torch.jit.TracerWarning, module=r"unstable\.")
+# torch 2.13 marks torch.jit.trace deprecated in favour of torch.compile/torch.export, whose compile
+# times (minutes here) a live show cannot wait for; a torch without it leaves sampling eager.
+warnings.filterwarnings("ignore", message=r"`torch\.jit\.trace", category=DeprecationWarning)
+
+
+def enabled() -> bool:
+    """Whether sampling goes through traces (UNSTABLE_TRACED_SAMPLING, on unless "0")."""
+    return os.environ.get("UNSTABLE_TRACED_SAMPLING", "1").strip() != "0"
+
+
+class TraceCache:
+    """One system's traces by key (see the module doc). `background = False` traces at once, in the caller."""
+
+    def __init__(self, background: bool = True):
+        self.background = background
+        self._traces: dict[Hashable, nn.Module] = {}
+        self._lock = threading.Lock()
+        self._tracer: threading.Thread | None = None
+
+    def __len__(self) -> int:
+        return len(self._traces)
+
+    def run(self, key: Hashable, make: Callable[[], nn.Module], inputs: tuple) -> torch.Tensor | None:
+        """The trace of `key` (made from `make()` on first use) on `inputs`; None while it is being
+        made on its own thread: run the pass eagerly this time."""
+        trace = self._traces.get(key)
+        if trace is not None:
+            return trace(*inputs)
+        if not self.background:
+            self._trace(key, make(), inputs)
+            return self._traces[key](*inputs)
+        with self._lock:  # one tracer at a time; a graph it is not tracing waits for a later call
+            if self._tracer is None or not self._tracer.is_alive():
+                example = tuple(t.clone() for t in inputs)  # the caller may reuse its tensors
+                self._tracer = threading.Thread(target=self._trace, args=(key, make(), example),
+                                                name="unstable-trace", daemon=True)
+                self._tracer.start()
+        return None
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Until the trace being made (if any) is ready."""
+        tracer = self._tracer
+        if tracer is not None:
+            tracer.join(timeout)
+
+    def _trace(self, key: Hashable, module: nn.Module, inputs: tuple) -> None:
+        if key in self._traces:
+            return
+        try:
+            with torch.inference_mode():
+                trace = torch.jit.trace(module, inputs, check_trace=False)
+        except Exception:  # a torch without the tracer, an operation it cannot record: stay eager
+            log.warning("sampling trace of %s failed; that graph samples eagerly", key[0], exc_info=True)
+            trace = module
+        self._traces[key] = trace
