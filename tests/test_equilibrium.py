@@ -15,7 +15,8 @@ from unstable.config import load_dataclass, to_dict
 from unstable.equilibrium.layers import downsample2x, upsample2x
 from unstable.equilibrium.losses import colour_variety, embedding_distance
 from unstable.equilibrium.piece import EquilibriumPiece
-from unstable.equilibrium.system import EquilibriumSystem, growth_at
+from unstable.equilibrium.schedule import growth_at
+from unstable.equilibrium.system import EquilibriumSystem
 from unstable.errors import ConfigError
 from unstable.schema import defaults
 from unstable.system import load_piece

@@ -12,7 +12,7 @@ import torch
 
 from helpers import tiny_eq_piece
 from unstable.control.store import ParameterStore
-from unstable.equilibrium.system import batch_share
+from unstable.equilibrium.schedule import batch_share
 from unstable.explore.keeper import Keeper
 from unstable.keeper_settings import KeeperSettings
 from unstable.live.keeping import LiveKeeper

@@ -220,6 +220,6 @@ def test_a_bad_shows_mirror_has_its_decoder_traces_before_the_first_frame():
     from unstable.live.mirror import SamplingMirror
     mirror = SamplingMirror(tiny_bad(), name="bad")
     try:
-        assert len(mirror.system._traced) == 2  # one image and batches
+        assert len(mirror.system._traced) == 4  # decoder and base, one image and batches
     finally:
         mirror.close()

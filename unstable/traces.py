@@ -2,11 +2,11 @@
 
 Why: a live show samples on its render thread while the training thread, the web server and the
 refresh worker run Python beside it. An eager pass takes the GIL back after each of its operations
-(~200 for a pair of generators), and whenever another thread holds it the render thread waits (up
-to the interpreter's switch interval) and then waits again for a core. Measured on the 2-core
-development machine (`tests/bench/bench_traced.py`, docs/figures.md): a 64 px batch-1 generator
-pass that takes ~5 ms alone took 354 ms beside one busy Python thread eagerly, 59 ms traced. A trace
-runs its whole graph in C++ with the GIL released, and saves the per-operation Python besides.
+(some hundreds for a pair of generators), and whenever another thread holds it the render thread
+waits (up to the interpreter's switch interval) and then waits again for a core: beside one busy
+Python thread an eager pass takes tens of times as long as alone, a traced one a few times
+(`tests/bench/bench_traced.py`; figures in docs/figures.md). A trace runs its whole graph in C++
+with the GIL released, and saves the per-operation Python besides.
 
 `TraceCache` holds a system's traces by key (what fixes the graph: network, growth stage, batch of
 one or more, device, precision); the system's own pass modules (`equilibrium/traced.py`,
@@ -34,7 +34,7 @@ from typing import Callable, Hashable
 import torch
 from torch import nn
 
-__all__ = ["TraceCache", "enabled"]
+__all__ = ["TraceCache", "TracedSampling", "enabled"]
 
 log = logging.getLogger("unstable.traced")
 
@@ -97,3 +97,23 @@ class TraceCache:
             log.warning("sampling trace of %s failed; that graph samples eagerly", key[0], exc_info=True)
             trace = module
         self._traces[key] = trace
+
+
+class TracedSampling:
+    """Mixin of a System whose `sample` goes through `self._traced` (a TraceCache): its
+    `prepare_sampling`, which makes every panel's traces now, for one image and for batches, so
+    that a show does not trace beside its first frames (the render thread would sample eagerly
+    meanwhile, racing the tracer for the GIL). Traces are of the growth stage the system is at."""
+
+    _traced: TraceCache
+
+    def prepare_sampling(self) -> None:
+        """Make the sampling traces of every panel now (see the class doc)."""
+        if not enabled():
+            return
+        background, self._traced.background = self._traced.background, False
+        try:
+            for n in (1, 2):
+                self.sample({name: torch.zeros((n, dim)) for name, dim in self.panels().items()}, {})
+        finally:
+            self._traced.background = background

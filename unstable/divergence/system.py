@@ -43,7 +43,7 @@ from ..instruments import Instrumented
 from ..parallel import Shard
 from ..schema import ParamSpec
 from ..system import accumulate_modules
-from ..traces import TraceCache, enabled as traced_sampling
+from ..traces import TraceCache, TracedSampling
 from .cache import base_key, cached_model
 from .classifier import DigitClassifier, train_classifier
 from .data import Digits, load_digits
@@ -52,11 +52,11 @@ from .losses import objective
 from .objective import bad_terms, class_logits, real_pool
 # The schema lives in piece.py; `unstable.system.KINDS` finds a kind's piece class beside its System.
 from .piece import DivergencePiece, live_param_specs
-from .traced_decoder import decode_traced
+from .traced_decoder import sample_decoders
 from .vae import Decoder, train_vae
 
 
-class DivergenceSystem(Instrumented):
+class DivergenceSystem(TracedSampling, Instrumented):
     """The BAD artwork: a diverging decoder beside its base, for the trainer, engine and renderer."""
 
     def __init__(self, piece: DivergencePiece, device: torch.device):
@@ -199,18 +199,6 @@ class DivergenceSystem(Instrumented):
         """The decoder's Adam."""
         return {} if self.optimizer is None else {"decoder": self.optimizer}
 
-    def prepare_sampling(self) -> None:
-        """Make the decoders' sampling traces now, for one image and for batches (unstable.traces),
-        so that a show does not trace beside its first frames."""
-        if not traced_sampling():
-            return
-        background, self._traced.background = self._traced.background, False
-        try:
-            for n in (1, 2):
-                self.sample({"decoder": torch.zeros((n, self.piece.vae.latent))}, {})
-        finally:
-            self._traced.background = background
-
     def sampling_copy(self) -> "DivergenceSystem":
         """A copy that only samples: its own decoder (no gradients), no optimiser, data, extractor or
         RNG; the piece and the frozen base decoder and classifier shared (nothing trains them, and
@@ -258,26 +246,10 @@ class DivergenceSystem(Instrumented):
         hook point (what the channel clusters are computed from)."""
         self.decode(panel, z, 1.0, bend=hook)
 
-    @torch.no_grad()
     def sample(self, latents: Mapping[str, torch.Tensor], params: Mapping[str, float]) -> dict[str, torch.Tensor]:
         """{panel: z [N, latent]} -> {panel: grey images as [N, 3, 28, 28] in 0..1} at the live temperature,
-        with the live bends and latent directions."""
-        t = self._params(params)["temperature"]
-        out = {}
-        for name, z in latents.items():
-            if name not in ("decoder", "base"):
-                raise KeyError(f"unknown panel {name!r}, expected 'decoder' or 'base'")
-            bend, steer = self._hooks(name, params)
-            if bend is None and traced_sampling():
-                net = self.decoder if name == "decoder" else self.base_decoder
-                # Directions move the first hidden layer by a shift (Directions.steer): steer(0).
-                shift = None if steer is None else steer(torch.zeros((1, net.mlp[0].out_features), device=self.device))
-                x = decode_traced(self._traced, name, net, z.to(self.device), t, shift)
-                if x is not None:  # None: its trace is being made, this once eagerly
-                    out[name] = x  # [N, 3, 28, 28]
-                    continue
-            out[name] = self.decode(name, z, t, bend, steer).expand(-1, 3, -1, -1).contiguous()  # [N, 3, 28, 28]
-        return out
+        with the live bends and latent directions (unstable.divergence.traced_decoder)."""
+        return sample_decoders(self, latents, params)
 
     # ------------------------------------------------------------------ checkpoints
 

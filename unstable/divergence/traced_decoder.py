@@ -1,5 +1,6 @@
-"""A BAD decoder's sampling pass as a trace (unstable.traces): `DivergenceSystem.decode`'s Bernoulli
-means, grey to RGB, with the temperature and the latent directions' shift as tensors.
+"""A BAD system's sampling: each decoder's pass as a trace (unstable.traces), its Bernoulli means
+grey to RGB with the temperature and the latent directions' shift as tensors, or eagerly
+(`DivergenceSystem.decode`) while a bend (Python hooks) is on it.
 
 The pass reads the decoder's BatchNorm in evaluation form (its running statistics) without switching
 the module's mode: a trace may be made on its own thread while the same decoder trains (`unstable
@@ -9,15 +10,17 @@ normalises. Keyed by decoder, batch of one or more, device and convolution preci
 
 from __future__ import annotations
 
+from typing import Mapping
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .. import accel
-from ..traces import TraceCache
+from ..traces import TraceCache, enabled
 from .vae import Decoder
 
-__all__ = ["decode_traced"]
+__all__ = ["decode_traced", "sample_decoders"]
 
 
 class _DecodingPass(nn.Module):
@@ -47,3 +50,25 @@ def decode_traced(cache: TraceCache, which: str, decoder: Decoder, z: torch.Tens
     inputs = (z, torch.tensor(float(temperature), dtype=z.dtype, device=device),
               torch.zeros((1, hidden), dtype=z.dtype, device=device) if shift is None else shift)
     return cache.run(key, lambda: _DecodingPass(decoder), inputs)
+
+
+@torch.no_grad()
+def sample_decoders(system, latents: Mapping[str, torch.Tensor], params: Mapping[str, float]) -> dict[str, torch.Tensor]:
+    """`DivergenceSystem.sample`: {panel: z [N, latent]} -> {panel: [N, 3, 28, 28] in 0..1} at the live
+    temperature, with the live bends and latent directions."""
+    t = system._params(params)["temperature"]
+    out = {}
+    for name, z in latents.items():
+        if name not in ("decoder", "base"):
+            raise KeyError(f"unknown panel {name!r}, expected 'decoder' or 'base'")
+        bend, steer = system._hooks(name, params)
+        if bend is None and enabled():
+            net = system.decoder if name == "decoder" else system.base_decoder
+            # Directions move the first hidden layer by a shift (Directions.steer): steer(0).
+            shift = None if steer is None else steer(torch.zeros((1, net.mlp[0].out_features), device=system.device))
+            x = decode_traced(system._traced, name, net, z.to(system.device), t, shift)
+            if x is not None:  # None: its trace is being made, this once eagerly
+                out[name] = x  # [N, 3, 28, 28]
+                continue
+        out[name] = system.decode(name, z, t, bend, steer).expand(-1, 3, -1, -1).contiguous()  # [N, 3, 28, 28]
+    return out

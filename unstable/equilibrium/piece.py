@@ -258,7 +258,7 @@ def live_param_specs(piece: EquilibriumPiece, instruments: bool = True) -> list[
                   doc="pulls the images towards the average one (1: no pull)", reads=SAMPLING),
         ParamSpec("noise", 0.0, 3.0, 1.0, smoothing=0.2, doc="fine grain and texture in the images", reads=SAMPLING),
         learning_rate_spec("how fast the networks learn (1: the piece's own pace)"),
-        # As BAD's: x each network's batch, at least 2 images a generator (system.batch_share).
+        # As BAD's: x each network's batch, at least 2 images a generator (schedule.batch_share).
         ParamSpec("batch_fraction", 1 / 16, 1.0, 1.0, log=True,
                   doc="share of each training batch made per step: less is quicker, noisier", reads=TRAINING),
         ParamSpec("training", 0.0, 1.0, 1.0, kind="toggle", doc="the generators keep learning, or hold as they are",

@@ -42,7 +42,6 @@ import copy
 from typing import Any, Callable, Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..checkpoint import fingerprint as hash_config
@@ -55,24 +54,10 @@ from .generator import Generator
 from .footprint import training_bytes
 from .losses import classification_loss
 from .objective import generator_losses
-from ..traces import TraceCache, enabled as traced_sampling
-from .traced import sample_traced
-from .piece import EquilibriumPiece, GrowthSettings, OptimSettings, architecture, live_param_specs, objective_weights
-
-
-def growth_at(step: int, stages: int, growth: GrowthSettings) -> tuple[int, float]:
-    """(stage, fade alpha) for the step about to run: stage 0 stable, then per stage a fade and a stable run."""
-    if stages == 1 or step < growth.stable_steps:
-        return 0, 1.0
-    period = growth.fade_steps + growth.stable_steps
-    if period == 0:  # no schedule at all: straight to the target resolution
-        return stages - 1, 1.0
-    done = step - growth.stable_steps
-    stage = 1 + done // period
-    if stage >= stages:
-        return stages - 1, 1.0
-    alpha = 1.0 if growth.fade_steps == 0 else min(1.0, (done % period) / growth.fade_steps)
-    return stage, alpha
+from ..traces import TraceCache, TracedSampling
+from .traced import sample_generators
+from .piece import EquilibriumPiece, OptimSettings, architecture, live_param_specs, objective_weights
+from .schedule import batch_share, growth_at
 
 
 def build_networks(piece: EquilibriumPiece, device: torch.device) -> tuple[nn.ModuleList, Critic]:
@@ -113,22 +98,6 @@ def _gathered(shard: Shard, x: torch.Tensor, n: int) -> torch.Tensor:
     return torch.cat([shard.gather(part) for part in x.chunk(n)])
 
 
-# The fewest images per generator a step with a smaller batch_fraction makes: the losses are
-# relational over the batch (colour variety is a std over it, the embedding distances compare rows
-# and batch means), and with one image a std is undefined (NaN) and a batch mean is one image.
-MIN_SHARE = 2
-
-
-def batch_share(full: int, fraction: float, world: int = 1) -> int:
-    """The images per generator (or critic update) of a step at live `batch_fraction`: the piece's
-    `full` batch at 1 (exactly), else round(full x fraction), at least MIN_SHARE (never more than
-    `full`), rounded up to split evenly over `world` processes."""
-    if fraction >= 1.0:
-        return full
-    n = min(full, max(MIN_SHARE, round(full * fraction)))
-    return -(-n // world) * world if n % world else n
-
-
 def _adam(groups, o: OptimSettings) -> torch.optim.Adam:
     return torch.optim.Adam(groups, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, weight_decay=o.weight_decay,
                             foreach=True)
@@ -136,7 +105,7 @@ def _adam(groups, o: OptimSettings) -> torch.optim.Adam:
 
 # --- the system ----------------------------------------------------------------------------------
 
-class EquilibriumSystem(Instrumented):
+class EquilibriumSystem(TracedSampling, Instrumented):
     """The ensemble as a `unstable.system.System` (see that module for the contract)."""
 
     def __init__(self, piece: EquilibriumPiece, device: torch.device | str = "cpu"):
@@ -292,45 +261,9 @@ class EquilibriumSystem(Instrumented):
         return {name: self.piece.generator.z_dim for name in self.names}
 
     def sample(self, latents: Mapping[str, torch.Tensor], params: Mapping[str, float]) -> dict[str, torch.Tensor]:
-        """{panel: z [N, z_dim]} -> {panel: [N, 3, R, R] in 0..1} at the target resolution, fixed noise."""
-        stage, alpha = self.growth()
-        temperature = float(params.get("temperature", 1.0))
-        truncation = float(params.get("truncation", 1.0))
-        noise = float(params.get("noise", 1.0))
-        size = self.piece.generator.resolution
-        out = {}
-        with torch.inference_mode():
-            for name, z in latents.items():
-                index = self.names.index(name)
-                gen = self.generators[index]
-                bend, steer = self._hooks(name, params)
-                if bend is None and traced_sampling():
-                    # Directions move w by a shift (Directions.steer): what steer does to zeros.
-                    shift = None if steer is None else steer(gen.w_avg.new_zeros((1, gen.w_avg.shape[0])))
-                    x = sample_traced(self._traced, index, gen, z.to(self.device), stage=stage, alpha=alpha, size=size,
-                                      temperature=temperature, truncation=truncation, noise=noise, shift=shift)
-                    if x is not None:  # None: its trace is being made, this once eagerly
-                        out[name] = x  # [N, 3, size, size]
-                        continue
-                x = gen(z.to(self.device) * temperature, stage, alpha, noise_gain=noise, truncation=truncation,
-                        bend=bend, steer=steer)
-                if x.shape[-1] != size:
-                    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-                out[name] = (x * 0.5 + 0.5).clamp_(0.0, 1.0)  # [N, 3, size, size]
-        return out
-
-    def prepare_sampling(self) -> None:
-        """Make the sampling traces of the current growth stage now, for one image and for batches
-        (unstable.equilibrium.traced), so that a show does not trace beside its first frames: the
-        render thread would sample eagerly meanwhile, racing the tracer for the GIL."""
-        if not traced_sampling():
-            return
-        background, self._traced.background = self._traced.background, False
-        try:
-            for n in (1, 2):
-                self.sample({name: torch.zeros((n, self.piece.generator.z_dim)) for name in self.names}, {})
-        finally:
-            self._traced.background = background
+        """{panel: z [N, z_dim]} -> {panel: [N, 3, R, R] in 0..1} at the target resolution, fixed noise
+        (unstable.equilibrium.traced: through each generator's trace, eagerly while bent)."""
+        return sample_generators(self, latents, params)
 
     def direction_samples(self, panel: str, count: int, seed: int) -> torch.Tensor:
         """w [count, w_dim] of a generator for seeded z ~ N(0, I): what its latent directions analyse."""
@@ -422,4 +355,4 @@ def _to_floats(scalars: Mapping[str, torch.Tensor | float]) -> dict[str, float]:
     return {k: out[k] for k in scalars}
 
 
-__all__ = ["EquilibriumPiece", "EquilibriumSystem", "batch_share", "growth_at"]
+__all__ = ["EquilibriumPiece", "EquilibriumSystem"]

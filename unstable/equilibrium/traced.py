@@ -1,5 +1,5 @@
-"""An equilibrium generator's sampling pass as a trace (unstable.traces): `EquilibriumSystem.sample`
-for one generator at one growth stage, with the live values as tensors.
+"""An equilibrium system's sampling: each generator's pass as a trace (unstable.traces), with the
+live values as tensors, or eagerly while a bend (Python hooks) is on it.
 
 A trace is made per generator, growth stage, fade-in or not, batch of one or more (the batch-1 path
 folds the style into the weights, a different graph; the batched trace serves every batch of two or
@@ -9,14 +9,16 @@ precision. Latent directions are an additive shift of w (`Directions.steer`), ha
 
 from __future__ import annotations
 
+from typing import Mapping
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .. import accel
-from ..traces import TraceCache
+from ..traces import TraceCache, enabled
 
-__all__ = ["sample_traced"]
+__all__ = ["sample_generators", "sample_traced"]
 
 
 class _SamplingPass(nn.Module):
@@ -57,3 +59,33 @@ def sample_traced(cache: TraceCache, index: int, generator: nn.Module, z: torch.
     inputs = (z, as_tensor(temperature), as_tensor(truncation), as_tensor(noise), as_tensor(alpha),
               torch.zeros((1, w_dim), dtype=z.dtype, device=device) if shift is None else shift)
     return cache.run(key, lambda: _SamplingPass(generator, stage, fading, size), inputs)
+
+
+def sample_generators(system, latents: Mapping[str, torch.Tensor], params: Mapping[str, float]) -> dict[str, torch.Tensor]:
+    """`EquilibriumSystem.sample`: {panel: z [N, z_dim]} -> {panel: [N, 3, size, size] in 0..1} at the
+    piece's resolution, fixed noise, the live bends and directions."""
+    stage, alpha = system.growth()
+    temperature = float(params.get("temperature", 1.0))
+    truncation = float(params.get("truncation", 1.0))
+    noise = float(params.get("noise", 1.0))
+    size = system.piece.generator.resolution
+    out = {}
+    with torch.inference_mode():
+        for name, z in latents.items():
+            index = system.names.index(name)
+            gen = system.generators[index]
+            z = z.to(system.device)
+            bend, steer = system._hooks(name, params)
+            if bend is None and enabled():
+                # Directions move w by a shift (Directions.steer): what steer does to zeros.
+                shift = None if steer is None else steer(gen.w_avg.new_zeros((1, gen.w_avg.shape[0])))
+                x = sample_traced(system._traced, index, gen, z, stage=stage, alpha=alpha, size=size,
+                                  temperature=temperature, truncation=truncation, noise=noise, shift=shift)
+                if x is not None:  # None: its trace is being made, this once eagerly
+                    out[name] = x  # [N, 3, size, size]
+                    continue
+            x = gen(z * temperature, stage, alpha, noise_gain=noise, truncation=truncation, bend=bend, steer=steer)
+            if x.shape[-1] != size:
+                x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+            out[name] = (x * 0.5 + 0.5).clamp_(0.0, 1.0)  # [N, 3, size, size]
+    return out
