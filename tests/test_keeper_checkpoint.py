@@ -13,26 +13,13 @@ import torch
 from tqdm import tqdm
 
 from helpers import tiny_eq_piece
+from test_live_keeper import SHOW  # the same one-piece show, kept
 from unstable.checkpoint import load_checkpoint, save_checkpoint
 from unstable.live import Engine
 from unstable.show import load_show
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-SHOW = """\
-size = [32, 16]
-fps = 10
-[pieces.eq]
-piece = "eq.toml"
-[layout]
-panels = ["eq/g0", "eq/g1"]
-[training]
-nice = 0
-sync_every = 0.1
-checkpoint_every = 0
-[guard]
-stasis_every = 0
-"""
 
 # stasis_floor 1: each look with a motion moves a lever; every 3 steps.
 KEEPER = "[keeper]\nevery = 3\nstasis_floor = 1\nraise_by = 2\nartist_hold = 0\n"
@@ -40,7 +27,7 @@ KEEPER = "[keeper]\nevery = 3\nstasis_floor = 1\nraise_by = 2\nartist_hold = 0\n
 
 def write(tmp_path: Path, keeper: str = KEEPER) -> Path:
     (tmp_path / "eq.toml").write_text(tiny_eq_piece("steps = 1", name="keeper-ckpt", seed=3, resolution=16) + keeper)
-    (tmp_path / "show.toml").write_text(SHOW)
+    (tmp_path / "show.toml").write_text(SHOW.format(entry="", more=""))
     return tmp_path / "show.toml"
 
 
