@@ -52,6 +52,7 @@ from .errors import UnstableError
 from .images import panel_grid, write_png
 from .progress import progress_bar
 from .schema import defaults
+from . import compiled
 from .system import build_system, load_piece
 from .train_progress import ProgressGif, TrainBar, end_line, upscale_nearest
 
@@ -139,6 +140,7 @@ def train(piece_path: str | Path, *, steps: int | None = None, out: str | Path |
     fixed latents, and the floors allow no import cycle.
     """
     from . import parallel
+    compiled.requested()  # a bad UNSTABLE_COMPILE is one line before any work
     piece = load_piece(piece_path)
     if seed is not None:
         piece = dataclasses.replace(piece, seed=seed)
@@ -216,6 +218,8 @@ def _train(piece, piece_path, *, shard, lead: bool, system_target: int, out: Pat
     if shard.active:
         echo(f"training across {shard.world} processes ({'nccl' if device.type == 'cuda' else 'gloo'})")
 
+    if compiled.requested():  # opt-in: the grown piece's step through inductor (unstable/compiled.py)
+        compiled.compile_training(system, echo)
     params = defaults(system.param_specs())
     from .guard import TrainingGuard  # undoes non-finite or exploding steps, backs the learning rate off
     guard = TrainingGuard(system, name=piece.name)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import accel
+from ..compiled import upsample2x_op
 
 # Leaky ReLU with the gain that keeps unit variance through it (StyleGAN's "lrelu" def_gain).
 LRELU_SLOPE = 0.2
@@ -41,6 +42,8 @@ def upsample2x(x: torch.Tensor) -> torch.Tensor:
 
     The one upsampling used for feature maps, the toRGB skips, the fade-in and the tests.
     """
+    if torch.compiler.is_compiling():  # the same kernels, kept whole by the compiler (unstable.compiled)
+        return upsample2x_op(x)
     return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
 
 

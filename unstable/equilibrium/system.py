@@ -98,6 +98,12 @@ def _gathered(shard: Shard, x: torch.Tensor, n: int) -> torch.Tensor:
     return torch.cat([shard.gather(part) for part in x.chunk(n)])
 
 
+def train_synthesis(gen: Generator, w: torch.Tensor, stage: int, alpha: float, noise_rng) -> torch.Tensor:
+    """A training pass of one generator, w [b, w_dim] -> images [b, 3, R, R], with its noise drawn from
+    `noise_rng` (a torch.Generator or unstable.parallel.ShardNoise)."""
+    return gen.synthesis(w, stage, alpha, noise_rng=noise_rng)
+
+
 def _adam(groups, o: OptimSettings) -> torch.optim.Adam:
     return torch.optim.Adam(groups, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, weight_decay=o.weight_decay,
                             foreach=True)
@@ -138,6 +144,8 @@ class EquilibriumSystem(TracedSampling, Instrumented):
         self._build_instruments(piece.bend, piece.directions)
         # The sampling pass as GIL-free traces, made on first use (unstable.traces).
         self._traced = TraceCache()
+        # The training passes, which unstable.compiled swaps for compiled ones (UNSTABLE_COMPILE=1).
+        self.train_synthesis, self.train_objective = train_synthesis, generator_losses
 
     # --- growth ---------------------------------------------------------------------------------
 
@@ -156,7 +164,7 @@ class EquilibriumSystem(TracedSampling, Instrumented):
             if track_w:
                 with torch.no_grad():
                     gen.w_avg.lerp_(self.shard.gather(w.detach()).mean(dim=0), 0.005)
-            images.append(gen.synthesis(w, stage, alpha, noise_rng=self.shard.noise(self.rng)))
+            images.append(self.train_synthesis(gen, w, stage, alpha, self.shard.noise(self.rng)))
         self._batches += 1
         return images
 
@@ -195,9 +203,9 @@ class EquilibriumSystem(TracedSampling, Instrumented):
         # Across processes: the losses are relational (over the batch), so they take the global
         # batch, this rank's rows carrying the gradient (unstable.parallel).
         logits, embedding = _gathered(self.shard, logits, n), _gathered(self.shard, embedding, n)
-        return generator_losses(self.piece.objectives, self.names, self.targets, self._labels,
-                                logits.view(n, batch, -1), embedding.view(n, batch, -1), images, weights,
-                                self.shard.gather)
+        return self.train_objective(self.piece.objectives, self.names, self.targets, self._labels,
+                                    logits.view(n, batch, -1), embedding.view(n, batch, -1), images, weights,
+                                    self.shard.gather)
 
     def objective_weights(self, params: Mapping[str, float]) -> dict[str, float]:
         return objective_weights(self.piece, params)
