@@ -128,6 +128,9 @@ class TrainingBudget:
                                 "into the sampling mirror the display draws from")
     checkpoint_every: float = setting(300.0, ge=0, doc="seconds between checkpoints of each piece "
                                       "(0: only at the end); always one at the end")
+    process: bool = setting(True, doc="on a CPU, train in a process of its own (the display keeps its "
+                            "interpreter to itself: no frame waits for a training step's Python); false: a "
+                            "thread of the show, as on a GPU")
 
 
 @dataclass(frozen=True)

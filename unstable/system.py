@@ -103,6 +103,11 @@ class System(Protocol):
         state); build it once, refresh it with `accumulate`."""
         ...
 
+    def sampled_modules(self) -> dict[str, nn.Module]:
+        """The modules a sampling copy samples with, which `accumulate` refreshes (their parameters
+        and buffers, in `module_tensors` order, are what a training process shares with the show)."""
+        ...
+
     def accumulate(self, source: "System", decay: float = 0.0) -> None:
         """On a sampling copy: weights <- decay * weights + (1 - decay) * source's, buffers and
         `step_count` copied. Decay 0 is a plain copy."""
@@ -142,6 +147,13 @@ LEARNING_RATE_RANGE = (0.01, 10.0)
 def learning_rate_spec(doc: str) -> ParamSpec:
     """The live `learning_rate` of every system: x the piece's own rate(s), log-scaled, default 1."""
     return ParamSpec("learning_rate", *LEARNING_RATE_RANGE, 1.0, log=True, smoothing=0.5, doc=doc, reads=TRAINING)
+
+
+def module_tensors(modules: Mapping[str, nn.Module]) -> list[torch.Tensor]:
+    """Every parameter, then every buffer, of `modules` in their order: the order `accumulate_modules`
+    pairs two systems' weights in, so two copies of one architecture line up tensor by tensor."""
+    return ([p for m in modules.values() for p in m.parameters()]
+            + [b for m in modules.values() for b in m.buffers()])
 
 
 def accumulate_modules(dst: Mapping[str, nn.Module], src: Mapping[str, nn.Module], decay: float = 0.0) -> None:

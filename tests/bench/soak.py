@@ -253,6 +253,8 @@ class Faults:
         self.pending: dict[str, str] = {}
         self.lock = threading.Lock()
         self.injected: list[dict] = []
+        # Pieces training in a process of their own take the faults there (TrainingProcess.inject_fault).
+        self.remote = engine.piece_set is not None and engine.piece_set.in_process
         for name, p in engine.pieces.items():
             p.guard.before_step.append(self._hook(name))
 
@@ -278,9 +280,12 @@ class Faults:
             if srv is not None:
                 srv.shutdown()  # serve_forever returns: the receive thread ends like a crashed one
         else:
-            rec["before"] = p.guard.recoveries
-            with self.lock:
-                self.pending[piece] = kind
+            rec["before"] = self._recoveries(p)
+            if self.remote:
+                self.engine.piece_set.trainer.inject_fault(piece, kind)
+            else:
+                with self.lock:
+                    self.pending[piece] = kind
         self.injected.append(rec)
 
     def judge(self, rec: dict) -> bool:
@@ -290,9 +295,13 @@ class Faults:
             good = self.engine.osc.restarts > rec["before"] and self.engine.osc is not None and self.engine.osc.server.running
         else:
             p = self.engine.pieces[rec["piece"]]
-            good = p.guard.recoveries > rec["before"] and p.error is None and p.guard.stopped is None
+            stopped = None if self.remote else p.guard.stopped  # a process reports a stop as the error
+            good = self._recoveries(p) > rec["before"] and p.error is None and stopped is None
         rec["recovered"] = bool(good)
         return rec["recovered"]
+
+    def _recoveries(self, p) -> int:
+        return int((p.remote or {}).get("recoveries", 0)) if self.remote else p.guard.recoveries
 
     def recovered(self) -> tuple[int, list[dict]]:
         """How many faults were recovered, and the ones that were not (judged while the show ran)."""

@@ -195,6 +195,10 @@ class DivergenceSystem(TracedSampling, Instrumented):
         """The decoder: the one network BAD trains (the base decoder and classifier are frozen)."""
         return {"decoder": self.decoder}
 
+    def sampled_modules(self) -> dict[str, torch.nn.Module]:
+        """The decoder (the base decoder and classifier are frozen and shared with a sampling copy)."""
+        return self.modules()
+
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """The decoder's Adam."""
         return {} if self.optimizer is None else {"decoder": self.optimizer}
@@ -213,7 +217,7 @@ class DivergenceSystem(TracedSampling, Instrumented):
     def accumulate(self, source: "DivergenceSystem", decay: float = 0.0) -> None:
         """Move this (sampling) copy's decoder towards `source`'s (decay 0: copy; BatchNorm statistics
         copied) and take its step count."""
-        accumulate_modules(self.modules(), source.modules(), decay)
+        accumulate_modules(self.sampled_modules(), source.sampled_modules(), decay)
         self.step_count = source.step_count
 
     @torch.no_grad()

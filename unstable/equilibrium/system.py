@@ -337,13 +337,14 @@ class EquilibriumSystem(TracedSampling, Instrumented):
         twin._traced = TraceCache()  # traces hold their generators' tensors: the twin's own
         return twin
 
-    def _sampled(self) -> dict[str, nn.Module]:
+    def sampled_modules(self) -> dict[str, nn.Module]:
+        """The generators (what a sampling copy has; the critic never samples)."""
         return dict(zip(self.names, self.generators))
 
     def accumulate(self, source: "EquilibriumSystem", decay: float = 0.0) -> None:
         """Move this (sampling) copy's generators towards `source`'s (decay 0: copy) and take its
         step count, which fixes the growth stage `sample` renders at."""
-        accumulate_modules(self._sampled(), source._sampled(), decay)
+        accumulate_modules(self.sampled_modules(), source.sampled_modules(), decay)
         self.step_count = source.step_count
 
     def architecture(self) -> dict:

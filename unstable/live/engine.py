@@ -201,7 +201,7 @@ class Engine:
                                       walk_ahead=self.timeline.walk_times_ahead)
         self.timer.restart()
         if o.train:
-            piece_set.start_training(lambda: self.snapshot or self.params.targets())
+            piece_set.start_training(lambda: self.snapshot or self.params.targets(), self.params)
         self.reporter.opened()
 
     # -- frames ---------------------------------------------------------------------------------

@@ -11,6 +11,8 @@ from typing import Any, Callable, Mapping
 
 import torch
 
+from ..system import module_tensors
+
 __all__ = ["SamplingMirror", "REFRESH_MIN_INTERVAL"]
 
 log = logging.getLogger("unstable.live")
@@ -82,6 +84,19 @@ class SamplingMirror:
                 self.system = self.trained.sampling_copy()
             if self._cuda:
                 self._copied.record()
+        self.syncs += 1
+        self.sync_seconds += time.perf_counter() - t0
+
+    def sync_from(self, tensors: list[torch.Tensor], step_count: int) -> None:
+        """Copy weights a training process wrote (unstable.live.weight_exchange: the system's
+        `sampled_modules()` in `module_tensors` order) into the mirror, and its step count."""
+        t0 = time.perf_counter()
+        with self.lock, torch.no_grad():
+            mine = module_tensors(self.system.sampled_modules())
+            if len(mine) != len(tensors):
+                raise ValueError(f"{len(tensors)} trained tensors for a mirror of {len(mine)}")
+            torch._foreach_copy_(mine, [t.to(self.system.device, non_blocking=True) for t in tensors])
+            self.system.step_count = int(step_count)
         self.syncs += 1
         self.sync_seconds += time.perf_counter() - t0
 

@@ -17,6 +17,7 @@ from ..show_systems import build_systems, piece_actions, show_groups
 from .keeping import LiveKeeper
 from .mirror import SamplingMirror
 from .pieces import live_state, prepare_pieces, restore_live_states
+from .train_process import TrainingProcess
 from .training import LivePiece, Trainer
 
 __all__ = ["PieceSet"]
@@ -93,19 +94,34 @@ class PieceSet:
         """{piece: its panel source}, what the frame pipeline samples."""
         return {n: p.source for n, p in self.by_name.items()}
 
-    def start_training(self, snapshot: Callable[[], Mapping[str, Mapping[str, float]]]) -> None:
-        """Start the training thread; it reads the newest parameter snapshot through `snapshot()`."""
+    def start_training(self, snapshot: Callable[[], Mapping[str, Mapping[str, float]]], params=None) -> None:
+        """Start training: in a process of its own on a CPU (`[training] process`, the default), else
+        the training thread; it reads the newest parameter snapshot through `snapshot()`, and a
+        process's keepers write into the store `params`."""
         s = self.show.settings
-        self.trainer = Trainer(list(self.by_name.values()), s.training, snapshot, self.device,
-                               self._train_stream, s.guard).start()
+        pieces = list(self.by_name.values())
+        if s.training.process and self.device.type == "cpu" and params is not None:
+            self.trainer = TrainingProcess(self.show, pieces, s.training, s.guard, params, snapshot, self.device,
+                                           self.echo).start()
+        else:
+            self.trainer = Trainer(pieces, s.training, snapshot, self.device, self._train_stream, s.guard).start()
+
+    @property
+    def in_process(self) -> bool:
+        """Whether the pieces train in a process of their own."""
+        return isinstance(self.trainer, TrainingProcess)
 
     def checkpoint_soon(self) -> None:
         """Write every piece's checkpoint without holding a frame: the training thread does it when it
         runs (it owns the weights); otherwise a thread of its own (a checkpoint write can take
         longer than a frame)."""
-        if self.trainer is not None and self.trainer.alive:
+        if self.in_process and self.trainer.alive:
+            self.trainer.request_checkpoint()
+        elif self.trainer is not None and self.trainer.alive:
             for p in self.by_name.values():
                 p.checkpoint_requested = True
+        elif self.in_process:
+            return  # the process is gone: its last checkpoint stands (the show's copies are the opening's)
         elif self._saver is None or not self._saver.is_alive():
             self._saver = threading.Thread(target=self._save_all, name="unstable-still-checkpoint", daemon=True)
             self._saver.start()
@@ -119,16 +135,25 @@ class PieceSet:
 
     def telemetry(self, t: float) -> dict:
         """The pieces' part of a second's telemetry line (`t`: perf_counter now)."""
+        def rate(p):
+            return p.remote.get("steps_per_s", 0.0) if p.remote is not None else round(p.steps_per_second(t, 1.0), 2)
+
+        def count(p):
+            return p.remote.get("step_count", p.system.step_count) if p.remote is not None else p.system.step_count
         return {"steps": {n: p.steps for n, p in self.by_name.items()},
-                "steps_per_s": {n: round(p.steps_per_second(t, 1.0), 2) for n, p in self.by_name.items()},
-                "step_count": {n: p.system.step_count for n, p in self.by_name.items()}}
+                "steps_per_s": {n: rate(p) for n, p in self.by_name.items()},
+                "step_count": {n: count(p) for n, p in self.by_name.items()}}
 
     def guards(self) -> dict:
         """{piece: its training guard's telemetry}."""
+        if self.in_process:
+            return {n: p.remote["guard"] for n, p in self.by_name.items() if (p.remote or {}).get("guard")}
         return {n: p.guard.telemetry() for n, p in self.by_name.items() if p.guard is not None}
 
     def keepers(self) -> dict:
         """{piece: its keeper's telemetry} for the pieces the show keeps."""
+        if self.in_process:
+            return {n: p.remote["keeper"] for n, p in self.by_name.items() if (p.remote or {}).get("keeper")}
         return {n: p.keeper.telemetry() for n, p in self.by_name.items() if p.keeper is not None}
 
     def errors(self) -> dict[str, str]:
@@ -146,7 +171,17 @@ class PieceSet:
     def close(self, final_checkpoint: bool, problems: list[str]) -> None:
         """Stop training and the mirrors' workers, then write the final checkpoints (problems: one
         line each)."""
-        if self.trainer is not None and not self.trainer.stop():
+        if self.in_process:
+            # The process writes the final checkpoints itself (it has the weights); the show's
+            # copies are the opening's and must not overwrite them.
+            if not self.trainer.stop(final_checkpoint=final_checkpoint):
+                problems.append("the training process did not stop; it was killed")
+            if final_checkpoint:
+                paths, why = self.trainer.final_checkpoints()
+                self.checkpoints.extend(paths)
+                problems.extend(why)
+            final_checkpoint = False
+        elif self.trainer is not None and not self.trainer.stop():
             problems.append("the training thread did not stop; no final checkpoint")
             final_checkpoint = False
         for p in self.by_name.values():

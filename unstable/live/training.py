@@ -63,6 +63,7 @@ class LivePiece:
     next_stasis: float = 0.0
     live_state: Callable[[], dict] | None = None   # what a restart needs besides the weights (pieces.live_state)
     keeper: Any = None                 # its LiveKeeper (unstable.live.keeping) when the show keeps it
+    remote: dict | None = None         # the training process's newest counters (unstable.live.train_process)
 
     def steps_per_second(self, now: float, window: float = 2.0) -> float:
         """Steps in the last `window` seconds, per second."""

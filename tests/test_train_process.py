@@ -1,0 +1,220 @@
+"""Live training in a process of its own (a CPU show's default, unstable.live.train_process): the
+weights it trains reach the frames through shared memory, its keeper's moves reach the store and
+the automation, its guard undoes faults, its checkpoints are the show's, and its death (or the
+show's) loses nothing.
+
+Headless shows (EGL) of one tiny equilibrium piece at 16 px, a real spawned training process with
+real steps under the real guard, real OSC on loopback, a real automation file."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import Client, tiny_eq_piece
+from tqdm import tqdm
+
+from unstable.live import Engine
+from unstable.live.weight_exchange import WeightExchange
+from unstable.show import load_show
+from unstable.system import build_system, load_piece, module_tensors
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+PIECE = tiny_eq_piece("steps = 1", name="process-tiny", seed=3, resolution=16)
+
+SHOW = """\
+size = [32, 16]
+fps = 10
+[pieces.eq]
+piece = "eq.toml"
+{entry}
+[layout]
+panels = ["eq/g0", "eq/g1"]
+[training]
+nice = 0
+sync_every = 0.1
+checkpoint_every = 0
+{training}
+[guard]
+stasis_every = 0
+{more}
+"""
+
+
+def write(tmp_path: Path, piece_extra: str = "", entry: str = "", more: str = "", training: str = "") -> Path:
+    (tmp_path / "eq.toml").write_text(PIECE + piece_extra)
+    path = tmp_path / "show.toml"
+    path.write_text(SHOW.format(entry=entry, more=more, training=training))
+    return path
+
+
+def silent(desc, total=None, **kw):
+    return tqdm(total=total, disable=True)
+
+
+def engine(path: Path, tmp_path: Path, **kw) -> Engine:
+    return Engine(load_show(path), headless=True, osc_port=0, web_port=0, web=False, run_dir=tmp_path / "run",
+                  echo=lambda line: None, progress=silent, train=True, fresh=True,
+                  automation=tmp_path / "show.automation.jsonl", **kw)
+
+
+def frames_until(e: Engine, cond, timeout: float = 90.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        e.frame()
+        if cond():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def weights(modules) -> list[torch.Tensor]:
+    return [t.detach().clone() for t in module_tensors(modules)]
+
+
+def test_the_exchange_pairs_two_copies_of_one_piece_and_refuses_another(tmp_path):
+    (tmp_path / "eq.toml").write_text(PIECE)
+    a = build_system(load_piece(tmp_path / "eq.toml"), torch.device("cpu"))
+    ex = WeightExchange.of(a, torch.multiprocessing.get_context("spawn").Lock())
+    assert all(t.is_shared() for t in ex.tensors) and ex.version == 0 and int(ex.meta[1]) == a.step_count
+    assert all(torch.equal(x, y) for x, y in zip(ex.tensors, module_tensors(a.sampled_modules())))
+    ex.check_pairs(a.sampling_copy())
+    (tmp_path / "wide.toml").write_text(PIECE.replace("process-tiny", "wide").replace("max_channels = 8", "max_channels = 16"))
+    other = build_system(load_piece(tmp_path / "wide.toml"), torch.device("cpu"))
+    with pytest.raises(ValueError, match="do not pair up"):
+        ex.check_pairs(other)
+
+
+def test_a_cpu_show_trains_in_its_own_process_and_draws_what_it_trained(tmp_path, cpu_hogs):
+    with engine(write(tmp_path), tmp_path) as e:
+        p = e.pieces["eq"]
+        assert e.piece_set.in_process
+        child = e.trainer._process
+        assert child.is_alive() and child.pid != os.getpid()
+        start = weights(p.mirror.system.sampled_modules())
+        frames = e.frames
+        # Beside two busy processes the show keeps drawing while the process trains.
+        assert frames_until(e, lambda: p.steps >= 6 and p.mirror.system.step_count >= 6)
+        assert e.frames - frames >= 3
+        moved = weights(p.mirror.system.sampled_modules())
+        assert any(not torch.equal(x, y) for x, y in zip(start, moved))  # the frames sample trained weights
+        line = e.reporter.line(0.0)
+        assert line["steps"]["eq"] >= 6 and line["step_count"]["eq"] >= 6 and "eq" in line["guard"]
+    # The process wrote the final checkpoint after its last step, and the mirror got those same weights.
+    ckpt = torch.load(tmp_path / "run" / "eq" / "checkpoint.pt", weights_only=True)
+    assert ckpt["step"] == p.mirror.system.step_count
+    assert not child.is_alive()
+    (tmp_path / "eq.toml").write_text(PIECE)
+    resumed = build_system(load_piece(tmp_path / "eq.toml"), torch.device("cpu"))
+    resumed.load_state_dict(ckpt["system"])
+    assert all(torch.equal(x, y) for x, y in zip(module_tensors(resumed.sampled_modules()),
+                                                 module_tensors(p.mirror.system.sampled_modules())))
+    assert "live" in ckpt and "walk" in ckpt["live"]  # the show's live state went with it
+
+
+def test_the_process_keeper_writes_into_the_store_and_the_automation(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="unstable.keeper")
+    # stasis_floor 1: every look finds stasis and raises the rate.
+    path = write(tmp_path, "[keeper]\nevery = 2\nstasis_floor = 1\nraise_by = 2\nartist_hold = 600\n")
+    with engine(path, tmp_path) as e:
+        assert e.piece_set.in_process
+        assert frames_until(e, lambda: e.params.get("eq", "learning_rate") > 1.0)
+        raised = e.params.get("eq", "learning_rate")
+        c = Client(e.osc.port)  # the artist takes the rate: the keeper (in the other process) holds off
+        c.send("/unstable/eq/learning_rate/raw", 0.05)
+        assert frames_until(e, lambda: e.params.get("eq", "learning_rate") == pytest.approx(0.05), 10)
+        p = e.pieces["eq"]
+        looks = p.remote["keeper"]["looks"]
+        assert frames_until(e, lambda: p.remote["keeper"]["looks"] >= looks + 3)
+        assert e.params.get("eq", "learning_rate") == pytest.approx(0.05)
+        e.frame()
+        assert e.reporter.line(0.0)["keeper"]["eq"]["changes"] >= 1
+    assert raised > 1.0
+    said = [r.message for r in caplog.records]  # the process's log lines reach the show's log
+    assert any("stasis near" in m for m in said) and any("leaves learning_rate to the artist" in m for m in said)
+    values = []
+    for line in (tmp_path / "show.automation.jsonl").read_text().splitlines()[1:]:
+        v = json.loads(line).get("set", {}).get("eq", {}).get("learning_rate")
+        if v is not None:
+            values.append(v)
+    assert raised in values and values[-1] == pytest.approx(0.05), values
+
+
+def test_a_fault_in_the_process_is_undone_by_its_guard_and_training_goes_on(tmp_path):
+    with engine(write(tmp_path, more="recover_steps = 2\nmax_failures = 100\n"), tmp_path) as e:
+        p = e.pieces["eq"]
+        assert frames_until(e, lambda: p.steps >= 2)
+        e.trainer.inject_fault("eq", "nan")
+        assert frames_until(e, lambda: (p.remote or {}).get("recoveries", 0) >= 1)
+        steps = p.steps
+        assert frames_until(e, lambda: p.steps >= steps + 2)
+        assert p.error is None
+        assert all(torch.isfinite(t).all() for t in module_tensors(p.mirror.system.sampled_modules()))
+
+
+def test_a_killed_training_process_leaves_the_show_running(tmp_path, caplog):
+    caplog.set_level(logging.ERROR, logger="unstable.live")
+    with engine(write(tmp_path), tmp_path) as e:
+        p = e.pieces["eq"]
+        assert frames_until(e, lambda: p.steps >= 2)
+        held = weights(p.mirror.system.sampled_modules())
+        os.kill(e.trainer._process.pid, signal.SIGKILL)
+        assert frames_until(e, lambda: p.error is not None, 20)
+        frames = e.frames
+        for _ in range(5):
+            e.frame()
+        assert e.frames == frames + 5 and "training process ended" in p.error
+        assert all(torch.equal(x, y) for x, y in zip(held, weights(p.mirror.system.sampled_modules())))
+    assert any("training process ended" in r.message for r in caplog.records)
+
+
+@pytest.mark.slow
+def test_a_killed_show_leaves_no_training_process_and_keeps_its_training(tmp_path):
+    path = write(tmp_path)
+    run = tmp_path / "run"
+    show = subprocess.Popen([sys.executable, "-m", "unstable", "live", str(path), "--headless", "--seconds", "120",
+                             "--run", str(run), "--fresh"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    try:
+        child = None
+        end = time.monotonic() + 90
+        while time.monotonic() < end and child is None:
+            time.sleep(0.5)
+            kids = Path(f"/proc/{show.pid}/task/{show.pid}/children").read_text().split()
+            for pid in kids:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+                if b"multiprocessing" in cmd and b"resource_tracker" not in cmd:
+                    child = int(pid)
+        assert child is not None, "no training process started"
+        time.sleep(8)  # some steps
+        show.kill()  # no goodbye: the process finds its show gone
+        show.wait()
+        end = time.monotonic() + 60
+        while time.monotonic() < end and Path(f"/proc/{child}").exists():
+            stat = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
+            if stat[0] == "Z":
+                break
+            time.sleep(0.2)
+        gone = not Path(f"/proc/{child}").exists() or Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        assert gone, "the training process outlived its show"
+    finally:
+        if show.poll() is None:
+            os.killpg(show.pid, signal.SIGKILL)
+    ckpt = torch.load(run / "eq" / "checkpoint.pt", weights_only=True)
+    assert ckpt["step"] > 0  # what it trained was kept
+
+
+def test_a_show_that_asks_for_the_thread_keeps_it(tmp_path):
+    with engine(write(tmp_path, training="process = false"), tmp_path) as e:
+        assert not e.piece_set.in_process and e.trainer.alive
+        p = e.pieces["eq"]
+        assert frames_until(e, lambda: p.steps >= 2)
