@@ -3,6 +3,7 @@
     git worktree add /tmp/base27 <commit before the change>
     .venv/bin/python tests/bench/bench_speed.py --base /tmp/base27 [--repeats 5] [--seconds 3]
     ... --new-precision bf16-train   # the new tree under UNSTABLE_PRECISION=bf16-train, the base as set
+    ... --new-compile --figures eq64,eq128   # the new tree's training compiled (UNSTABLE_COMPILE=1)
 
 Every figure is measured in a fresh subprocess per tree, base and new alternately, `--repeats`
 times, so that whatever else the shared machine is doing falls on both sides alike; the ratio
@@ -58,6 +59,9 @@ def _work(figure: str, device: str):
     if figure.startswith("eq"):
         system = _equilibrium(int(figure[2:]), device)
         params = defaults(system.param_specs())
+        if os.environ.get("UNSTABLE_COMPILE") == "1":  # --new-compile: the warm-up calls pay the compile
+            from unstable import compiled
+            compiled.compile_training(system, lambda line: None)
         return (lambda: system.step(params)), 1
     if figure == "bad":
         from unstable.system import build_system, load_piece
@@ -108,10 +112,14 @@ def worker(tree: str, figure: str, seconds: float, threads: int, device: str) ->
     print(json.dumps({"rate": rate, "rate_cpu": rate_cpu, "precision": precision}))
 
 
-def run_one(tree: str, figure: str, seconds: float, threads: int, device: str, precision: str | None = None) -> dict:
+def run_one(tree: str, figure: str, seconds: float, threads: int, device: str, precision: str | None = None,
+            compile_: bool = False) -> dict:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    env.pop("UNSTABLE_COMPILE", None)  # set for the new tree only (--new-compile)
     if precision:  # one side's UNSTABLE_PRECISION: a value the other tree may not know
         env["UNSTABLE_PRECISION"] = precision
+    if compile_:
+        env["UNSTABLE_COMPILE"] = "1"
     out = subprocess.run([sys.executable, __file__, "--worker", tree, figure, "--seconds", str(seconds),
                           "--threads", str(threads), "--device", device], capture_output=True, text=True, cwd=ROOT,
                          env=env)
@@ -131,6 +139,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda (scripts/gpu-check.sh)")
     parser.add_argument("--new-precision", default=None, choices=["float32", "bf16", "bf16-train"],
                         help="UNSTABLE_PRECISION for the new tree only (default: as in the environment)")
+    parser.add_argument("--new-compile", action="store_true",
+                        help="UNSTABLE_COMPILE=1 for the new tree's training figures (eq*): compiled, the compile "
+                             "paid in the warm-up (keep TORCHINDUCTOR_CACHE_DIR warm: a cold compile takes minutes)")
     parser.add_argument("--worker", nargs=2, metavar=("TREE", "FIGURE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -150,7 +161,7 @@ def main() -> None:
             order = [("base", args.base), ("new", args.new)][:: 1 if r % 2 == 0 else -1]
             for side, tree in order:
                 got = run_one(tree, f, args.seconds, args.threads, args.device,
-                              args.new_precision if side == "new" else None)
+                              args.new_precision if side == "new" else None, args.new_compile and side == "new")
                 (base if side == "base" else new).append(got["rate"])
                 (base_cpu if side == "base" else new_cpu).append(got["rate_cpu"])
                 if side == "new":
