@@ -21,10 +21,12 @@ from unstable.system import build_system, load_piece
 from helpers import tiny_eq_piece, tiny_piece_file
 
 TOLERANCE = 1e-4
-# 8 px -> 16 px: step 0 at 8 px, step 1 fades 16 px in, steps 2... grown.
+# Per-layer noise that counts from the first step (the shipped pieces start it at 0), so that noise
+# drawn in another order shows. 8 px -> 16 px: step 0 at 8 px, step 1 fades 16 px in, 2... grown.
+NOISY = "mapping_layers = 1\nnoise_init = 0.5"
 GROWING = tiny_eq_piece("steps = 5", resolution=16).replace("start_resolution = 16", "start_resolution = 8") \
-    + "[growth]\nstable_steps = 1\nfade_steps = 1\n"
-GROWN = tiny_eq_piece("steps = 5")
+    .replace("mapping_layers = 1", NOISY) + "[growth]\nstable_steps = 1\nfade_steps = 1\n"
+GROWN = tiny_eq_piece("steps = 5").replace("mapping_layers = 1", NOISY)
 
 
 def _pair(tmp_path, text: str):
@@ -54,12 +56,14 @@ def _failing_from(n: int, calls: list):
     return backend
 
 
-@pytest.mark.slow
-def test_compiled_steps_agree_with_eager_and_compile_only_the_grown_stage(tmp_path):
+# "graphs": dynamo's graphs run as traced (fast: what the replayed noise and the switching do);
+# "inductor": compiled to C++ (slow: a cold compile), what UNSTABLE_COMPILE=1 runs.
+@pytest.mark.parametrize("backend", ["graphs", pytest.param("inductor", marks=pytest.mark.slow)])
+def test_compiled_steps_agree_with_eager_and_compile_only_the_grown_stage(tmp_path, backend):
     eager, system = _pair(tmp_path, GROWING)
     params = defaults(eager.param_specs())
     lines = []
-    compiled.compile_training(system, lines.append)
+    compiled.compile_training(system, lines.append, backend=_failing_from(10**9, []) if backend == "graphs" else backend)
     for step in range(5):
         a, b = eager.step(params), system.step(params)
         assert a.keys() == b.keys()
@@ -76,7 +80,7 @@ def test_compiled_steps_agree_with_eager_and_compile_only_the_grown_stage(tmp_pa
     assert any(line.startswith("compiled the training step in") for line in lines)
 
 
-def test_a_failed_first_compile_is_undone_and_the_step_runs_eagerly(tmp_path, caplog):
+def test_a_failed_first_compile_is_undone_and_the_step_runs_eagerly(tmp_path):
     eager, system = _pair(tmp_path, GROWN)
     params = defaults(eager.param_specs())
     lines, calls = [], []
@@ -87,7 +91,6 @@ def test_a_failed_first_compile_is_undone_and_the_step_runs_eagerly(tmp_path, ca
     assert len(calls) == 2  # given up after the failure: no more tries
     said = [line for line in lines if "training eagerly" in line]
     assert len(said) == 1 and "forced compiler failure" in said[0] and said[0].startswith("UNSTABLE_COMPILE:")
-    assert sum("training eagerly" in r.getMessage() for r in caplog.records) == 1
     assert eager.step_count == system.step_count == 3
 
 

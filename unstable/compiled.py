@@ -24,7 +24,6 @@ handed in as tensors, so a compiled step sees the same random numbers as an eage
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from pathlib import Path
@@ -35,7 +34,6 @@ import torch.nn.functional as F
 
 from .errors import UnstableError
 
-log = logging.getLogger("unstable.compiled")
 DEFAULT_CACHE = Path(".cache") / "unstable" / "inductor"
 
 
@@ -112,20 +110,6 @@ def _draw_noise(gen, stage: int, batch: int, rng, device, dtype) -> list[torch.T
                 shape = (batch, 1, conv.resolution, conv.resolution)
                 if isinstance(rng, torch.Generator):
                     out.append(torch.randn(shape, generator=rng, device=device, dtype=dtype))
-                else:  # ShardNoise
-                    out.append(rng.randn(shape, device=device, dtype=dtype))
-    return out
-
-
-def _draw_noise(gen, stage: int, batch: int, rng, device, dtype) -> list[torch.Tensor]:
-    """The per-layer noise [batch, 1, R, R] a training synthesis pass at `stage` draws, in its order."""
-    out = []
-    for block in gen.blocks[:gen.stage_blocks(stage)]:
-        for conv in block.convs:
-            if conv.use_noise:
-                shape = (batch, 1, conv.resolution, conv.resolution)
-                if isinstance(rng, torch.Generator):
-                    out.append(torch.randn(shape, generator=rng, device=device, dtype=dtype))
                 else:  # unstable.parallel.ShardNoise
                     out.append(rng.randn(shape, device=device, dtype=dtype))
     return out
@@ -140,12 +124,14 @@ class CompiledTraining:
 
     def __init__(self, system, echo: Callable[[str], None], backend="inductor"):
         self.system, self.echo = system, echo
-        self.eager = (system.train_synthesis, system.train_objective, system.critic.forward, system.step)
+        # The system's own passes and step; the step runs through whichever passes are switched in.
+        self.eager_synthesis, self.eager_objective = system.train_synthesis, system.train_objective
+        self.eager_critic, self.run_step = system.critic.forward, system.step
         self.final = len(system.stage_resolutions) - 1
-        self.on, self.done_first = True, False
+        self.on, self.compiled_once = True, False
         self.synthesis = torch.compile(_replayed_synthesis, dynamic=False, backend=backend)
-        self.critic = torch.compile(system.critic.forward, dynamic=False, backend=backend)
-        self.objective = torch.compile(self.eager[1], dynamic=False, backend=backend)
+        self.critic = torch.compile(self.eager_critic, dynamic=False, backend=backend)
+        self.objective = torch.compile(self.eager_objective, dynamic=False, backend=backend)
         system.train_synthesis, system.train_objective = self._synthesis, self._objective
         system.critic.forward = self._critic
         system.step = self._step
@@ -155,23 +141,23 @@ class CompiledTraining:
 
     def _synthesis(self, gen, w, stage, alpha, noise_rng):
         if not self._grown(stage, alpha):
-            return self.eager[0](gen, w, stage, alpha, noise_rng)
+            return self.eager_synthesis(gen, w, stage, alpha, noise_rng)
         noises = _draw_noise(gen, stage, w.shape[0], noise_rng, w.device, w.dtype)
         return self.synthesis(gen, w, noises, stage, alpha)
 
     def _critic(self, image, stage, alpha):
-        return (self.critic if self._grown(stage, alpha) else self.eager[2])(image, stage, alpha)
+        return (self.critic if self._grown(stage, alpha) else self.eager_critic)(image, stage, alpha)
 
     def _objective(self, *args):
-        return (self.objective if self._grown(*self.system.growth()) else self.eager[1])(*args)
+        return (self.objective if self._grown(*self.system.growth()) else self.eager_objective)(*args)
 
     def _step(self, params):
         if not self._grown(*self.system.growth()):
-            return self.eager[3](params)
-        if not self.done_first:
+            return self.run_step(params)
+        if not self.compiled_once:
             return self._first(params)
         try:
-            return self.eager[3](params)
+            return self.run_step(params)
         except Exception as e:  # a recompile that failed: eager from now on, the guard undoes this step
             self.off(e)
             raise
@@ -180,20 +166,20 @@ class CompiledTraining:
         """The first grown step compiles; taken from a copy of the state, so that a failure is undone."""
         from .guard import clone_state
 
-        saved = clone_state(self.system.state_dict())
-        log_state = (self.system._batches, list(self.system.critic_log))
+        system = self.system
+        saved, batches, critic_log = clone_state(system.state_dict()), system._batches, list(system.critic_log)
         self.echo(f"compiling the training step (UNSTABLE_COMPILE=1; cache {cache_dir()}) ...")
         start = time.perf_counter()
         try:
-            out = self.eager[3](params)
+            out = self.run_step(params)
         except Exception as e:
-            self.system.load_state_dict(saved)
-            self.system._batches = log_state[0]
-            self.system.critic_log.clear()
-            self.system.critic_log.extend(log_state[1])
+            system.load_state_dict(saved)
+            system._batches = batches
+            system.critic_log.clear()
+            system.critic_log.extend(critic_log)
             self.off(e)
-            return self.eager[3](params)
-        self.done_first = True
+            return self.run_step(params)
+        self.compiled_once = True
         self.echo(f"compiled the training step in {time.perf_counter() - start:.0f} s")
         return out
 
@@ -204,10 +190,8 @@ class CompiledTraining:
         while (inner := getattr(cause, "inner_exception", None) or cause.__cause__) is not None:
             cause = inner  # dynamo wraps what the compiler raised
         first = (str(cause).strip().splitlines() or [""])[0]
-        line = f"UNSTABLE_COMPILE: compiling the training step failed ({type(cause).__name__}: {first[:200]}); " \
-               "training eagerly"
-        log.warning(line)
-        self.echo(line)
+        self.echo(f"UNSTABLE_COMPILE: compiling the training step failed ({type(cause).__name__}: {first[:200]}); "
+                  "training eagerly")
 
 
 def compile_training(system, echo: Callable[[str], None] = print, backend="inductor") -> CompiledTraining | None:
