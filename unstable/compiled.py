@@ -201,6 +201,9 @@ def compile_training(system, echo: Callable[[str], None] = print, backend="induc
         echo(f"UNSTABLE_COMPILE: only the equilibrium pieces compile; {system.piece.name} trains eagerly")
         return None
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir().resolve()))
-    # One compile worker: a pool of them would take the cores the training shares with the display.
-    os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
+    if "TORCHINDUCTOR_COMPILE_THREADS" not in os.environ:
+        import torch._inductor.config as inductor_config
+
+        # One compile worker: a pool of them would take the cores the run shares with other work.
+        inductor_config.compile_threads = 1
     return CompiledTraining(system, echo, backend)
