@@ -268,7 +268,7 @@ def test_sigterm_stops_a_live_process_cleanly(tmp_path):
 
 
 def test_training_is_capped_and_runs_below_the_display_priority(tmp_path):
-    text = SHOW.replace("[layout]", "[training]\nmax_steps_per_second = 4\nnice = 5\n[layout]")
+    text = SHOW.replace("[layout]", "[training]\nprocess = false\nmax_steps_per_second = 4\nnice = 5\n[layout]")
     eng = make_engine(tmp_path, text, train=True)
     with eng:
         start = time.monotonic()

@@ -180,7 +180,8 @@ def test_unstable_train_is_guarded(tmp_path, monkeypatch):
 
 
 def test_the_live_engine_undoes_nan_steps_and_the_display_keeps_good_weights(tmp_path):
-    text = SHOW.replace("[layout]", "[guard]\ngood_every = 1\nstasis_every = 0.2\n[layout]")
+    text = SHOW.replace("[layout]", "[training]\nprocess = false\n[guard]\ngood_every = 1\nstasis_every = 0.2\n[layout]")
+    # The hooks run in the training thread (test_train_process injects faults into the process).
     eng = make_engine(tmp_path, text, train=True)
     with eng:
         eq, eq2 = eng.pieces["eq"], eng.pieces["eq2"]

@@ -57,7 +57,8 @@ def test_a_piece_failing_from_the_first_frame_shows_black(tmp_path):
 
 
 def test_a_piece_whose_training_keeps_raising_stops_alone(tmp_path):
-    text = SHOW.replace("[layout]", "[guard]\nmax_failures = 3\n[layout]")
+    text = SHOW.replace("[layout]", "[training]\nprocess = false\n[guard]\nmax_failures = 3\n[layout]")
+    # The hooks run in the training thread (test_train_process injects faults into the process).
     eng = make_engine(tmp_path, text, train=True)
     with eng:
         eq, eq2 = eng.pieces["eq"], eng.pieces["eq2"]

@@ -42,6 +42,7 @@ piece = "eq.toml"
 [layout]
 panels = ["eq/g0", "eq/g1"]
 [training]
+process = false  # these tests read the keeper and guard in the training thread (test_train_process: in its process)
 nice = 0
 sync_every = 0.1
 checkpoint_every = 0

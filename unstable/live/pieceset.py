@@ -9,7 +9,7 @@ from typing import Callable, Mapping
 
 import torch
 
-from ..frame.sources import PanelSource, make_walk
+from ..frame.sources import PanelSource, load_run_into, make_walk
 from ..guard import TrainingGuard
 from ..schema import SHOW
 from ..show import Show, display_name
@@ -126,6 +126,18 @@ class PieceSet:
             self._saver = threading.Thread(target=self._save_all, name="unstable-still-checkpoint", daemon=True)
             self._saver.start()
 
+    def _take_back(self, paths: list[str], problems: list[str]) -> None:
+        """Load the training process's final checkpoints into the show's copies of the pieces, so
+        that what the show holds when it ends is what was trained (as with the thread)."""
+        for p in self.by_name.values():
+            path = p.run_dir / "checkpoint.pt" if p.run_dir is not None else None
+            if path is None or str(path) not in paths:
+                continue
+            try:
+                load_run_into(p.system, path, self.device)
+            except Exception as e:
+                problems.append(f"{p.name}: its final checkpoint could not be read back: {e}")
+
     def _save_all(self) -> None:
         for p in self.by_name.values():
             try:
@@ -180,6 +192,7 @@ class PieceSet:
                 paths, why = self.trainer.final_checkpoints()
                 self.checkpoints.extend(paths)
                 problems.extend(why)
+                self._take_back(paths, problems)
             final_checkpoint = False
         elif self.trainer is not None and not self.trainer.stop():
             problems.append("the training thread did not stop; no final checkpoint")

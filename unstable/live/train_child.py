@@ -25,6 +25,7 @@ import multiprocessing
 import os
 import pickle
 import queue
+import signal
 import threading
 import time
 from typing import Any, Callable
@@ -143,6 +144,11 @@ def _build(spec: dict, exchanges: dict, store: RemoteStore, faults: _FaultHook):
 
 def child_main(spec_bytes: bytes, exchanges: dict, inbox, outbox) -> None:
     """The training process's body (spawned by TrainingProcess)."""
+    # Ctrl-C reaches the whole process group: the show stops us (with its final checkpoints). A
+    # SIGTERM (systemd, Slurm, a technician's kill) is a stop with final checkpoints, as for the show.
+    terminated = threading.Event()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda *_: terminated.set())
     out_lock = threading.Lock()
 
     def send(msg: tuple) -> None:
@@ -164,7 +170,11 @@ def child_main(spec_bytes: bytes, exchanges: dict, inbox, outbox) -> None:
     store = RemoteStore(send)
     store.take(spec["values"])
     faults = _FaultHook()
-    pieces, live_states = _build(spec, exchanges, store, faults)
+    try:
+        pieces, live_states = _build(spec, exchanges, store, faults)
+    except Exception:  # said in the show's log; the show sees the process end and goes on
+        log.exception("the training process could not load the pieces")
+        raise SystemExit(1)
     trainer = Trainer(pieces, dataclasses.replace(budget, nice=0), store.snapshot, torch.device(spec["device"]),
                       None, spec["guard"]).start()
     final = True
@@ -175,6 +185,8 @@ def child_main(spec_bytes: bytes, exchanges: dict, inbox, outbox) -> None:
         if now >= next_status:
             send(("status", _status(pieces, trainer, now)))
             next_status = now + 0.25
+        if terminated.is_set():
+            break
         try:
             msg = inbox.get(timeout=0.1)
         except queue.Empty:

@@ -190,6 +190,7 @@ class TrainingProcess:
             if s is None:
                 continue
             p.remote = s
+            p.system.step_count = s["step_count"]  # the show's copy follows (its weights: at the end)
             p.steps, p.checkpoints, p.train_seconds = s["steps"], s["checkpoints"], s["train_seconds"]
             p.last_scalars = s["scalars"]
             p.error = s["error"]
