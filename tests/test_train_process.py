@@ -24,6 +24,8 @@ import torch
 from helpers import Client, tiny_eq_piece
 from tqdm import tqdm
 
+from unstable.checkpoint import restore
+from unstable.guard import TrainingGuard
 from unstable.live import Engine
 from unstable.live.weight_exchange import WeightExchange
 from unstable.show import load_show
@@ -63,9 +65,9 @@ def silent(desc, total=None, **kw):
     return tqdm(total=total, disable=True)
 
 
-def engine(path: Path, tmp_path: Path, **kw) -> Engine:
+def engine(path: Path, tmp_path: Path, fresh: bool = True, **kw) -> Engine:
     return Engine(load_show(path), headless=True, osc_port=0, web_port=0, web=False, run_dir=tmp_path / "run",
-                  echo=lambda line: None, progress=silent, train=True, fresh=True,
+                  echo=lambda line: None, progress=silent, train=True, fresh=fresh,
                   automation=tmp_path / "show.automation.jsonl", **kw)
 
 
@@ -121,6 +123,44 @@ def test_a_cpu_show_trains_in_its_own_process_and_draws_what_it_trained(tmp_path
     assert all(torch.equal(x, y) for x, y in zip(module_tensors(resumed.sampled_modules()),
                                                  module_tensors(p.mirror.system.sampled_modules())))
     assert "live" in ckpt and "walk" in ckpt["live"]  # the show's live state went with it
+
+
+def test_the_process_trains_the_very_weights_the_same_steps_make_here(tmp_path):
+    # Compared with each other: a show resumed from its run folder trains in its process from step j
+    # to k; the same piece loaded here from the step-j checkpoint takes k - j steps through the same
+    # guard. Weights, optimiser state and random streams must all have crossed: bit for bit.
+    path = write(tmp_path)
+    with engine(path, tmp_path) as e:
+        assert frames_until(e, lambda: e.pieces["eq"].steps >= 2)
+    ckpt = tmp_path / "run" / "eq" / "checkpoint.pt"
+    first = torch.load(ckpt, weights_only=True)
+    with engine(path, tmp_path, fresh=False) as e:
+        p = e.pieces["eq"]
+        assert frames_until(e, lambda: p.steps >= 3)
+        values = dict(e.snapshot["eq"])
+    second = torch.load(ckpt, weights_only=True)
+    j, k = first["step"], second["step"]
+    assert k > j >= 2
+    show = load_show(path)
+    here = build_system(show.pieces["eq"], torch.device("cpu"))
+    restore(here, first, "the first run's checkpoint")
+    guard = TrainingGuard(here, show.settings.guard, "eq")
+    for _ in range(k - j):
+        assert guard.step(values) is not None
+    mine, theirs = _tensors(here.state_dict()), _tensors(second["system"])
+    assert len(mine) == len(theirs) > 0
+    assert all(torch.equal(a, b) for a, b in zip(mine, theirs)), f"steps {j} to {k}"
+
+
+def _tensors(state) -> list[torch.Tensor]:
+    """Every tensor of a nested state dict, in order."""
+    if isinstance(state, torch.Tensor):
+        return [state]
+    if isinstance(state, dict):
+        return [t for k in sorted(state, key=str) for t in _tensors(state[k])]
+    if isinstance(state, (list, tuple)):
+        return [t for v in state for t in _tensors(v)]
+    return []
 
 
 def test_the_process_runs_below_the_display_and_keeps_the_steps_cap(tmp_path):
