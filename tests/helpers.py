@@ -217,3 +217,15 @@ width = 8
 batch = 32
 real_pool = 300
 {bad}"""
+
+
+def frames_until(engine, cond, timeout: float = 60.0, pause: float = 0.05) -> bool:
+    """Draw frames of a live `engine` (each one's changes recorded, its mirrors refreshed) until
+    `cond()` holds or `timeout` seconds pass; whether it held."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        engine.frame()
+        if cond():
+            return True
+        time.sleep(pause)
+    return False

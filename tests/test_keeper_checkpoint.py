@@ -5,14 +5,13 @@ values. An old checkpoint without it loads as before. A headless show (EGL) of o
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from tqdm import tqdm
 
-from helpers import tiny_eq_piece
+from helpers import frames_until, tiny_eq_piece
 from test_live_keeper import SHOW  # the same one-piece show, kept
 from unstable.checkpoint import load_checkpoint, save_checkpoint
 from unstable.live import Engine
@@ -35,16 +34,6 @@ def engine(path: Path, tmp_path: Path, fresh: bool) -> Engine:
     return Engine(load_show(path), headless=True, osc_port=0, web_port=0, web=False, run_dir=tmp_path / "run",
                   echo=lambda line: None, progress=lambda *a, total=None, **k: tqdm(total=total, disable=True),
                   train=True, fresh=fresh)
-
-
-def frames_until(e: Engine, cond, timeout: float = 60.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        e.frame()
-        if cond():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_a_restarted_show_keeps_looking_from_its_last_probe(tmp_path):

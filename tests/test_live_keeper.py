@@ -10,13 +10,12 @@ from __future__ import annotations
 import json
 import logging
 import random
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from click.testing import CliRunner
-from helpers import Client, tiny_eq_piece, tiny_piece_file
+from helpers import Client, frames_until, tiny_eq_piece, tiny_piece_file
 from tqdm import tqdm
 
 from unstable.cli import main
@@ -24,7 +23,7 @@ from unstable.control.store import ParameterStore
 from unstable.errors import ConfigError
 from unstable.keeper_settings import KeeperSettings
 from unstable.live import Engine
-from unstable.live.keeping import KEEPER, LiveKeeper
+from unstable.live.keeping import LiveKeeper
 from unstable.schema import with_common
 from unstable.show import load_show
 from unstable.system import build_system, load_piece
@@ -163,17 +162,6 @@ def engine(path: Path, tmp_path: Path, **kw) -> Engine:
     return Engine(load_show(path), headless=True, osc_port=0, web_port=0, web=False, run_dir=tmp_path / "run",
                   echo=lambda line: None, progress=silent, train=True, fresh=True,
                   automation=tmp_path / "show.automation.jsonl", **kw)
-
-
-def frames_until(e: Engine, cond, timeout: float = 60.0) -> bool:
-    """Draw frames (the automation records each one's changes) until `cond()` or `timeout`."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        e.frame()
-        if cond():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def recorded(path: Path, piece: str, name: str) -> list[float]:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import Client, tiny_eq_piece
+from helpers import Client, frames_until, tiny_eq_piece
 from tqdm import tqdm
 
 from unstable.checkpoint import restore
@@ -69,16 +69,6 @@ def engine(path: Path, tmp_path: Path, fresh: bool = True, **kw) -> Engine:
     return Engine(load_show(path), headless=True, osc_port=0, web_port=0, web=False, run_dir=tmp_path / "run",
                   echo=lambda line: None, progress=silent, train=True, fresh=fresh,
                   automation=tmp_path / "show.automation.jsonl", **kw)
-
-
-def frames_until(e: Engine, cond, timeout: float = 90.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        e.frame()
-        if cond():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def weights(modules) -> list[torch.Tensor]:

@@ -28,7 +28,7 @@ import queue
 import signal
 import threading
 import time
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 

@@ -21,7 +21,7 @@ import queue
 import threading
 import time
 import types
-from typing import Any, Callable, Mapping
+from typing import Callable, Mapping
 
 import torch
 
