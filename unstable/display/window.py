@@ -15,6 +15,7 @@ can still feed the encoder.
 from __future__ import annotations
 
 import os
+import time
 
 import moderngl
 
@@ -41,6 +42,17 @@ def _glfw():
     return glfw
 
 
+def _init(glfw, tries: int = 5) -> bool:
+    """glfw.init(), tried again a few times a tenth of a second apart: started again in one process
+    (the last window closed, a new one opened), GLFW now and then fails to open an X display that
+    any other client opens at once."""
+    for i in range(tries):
+        if glfw.init():
+            return True
+        time.sleep(0.1)
+    return False
+
+
 class Window:
     """A GLFW window with its own OpenGL context (`ctx`).
 
@@ -57,7 +69,7 @@ class Window:
         if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
             raise UnstableError("cannot open a window: no display (DISPLAY and WAYLAND_DISPLAY are unset); "
                                 "run headless or under xvfb-run")
-        if not glfw.init():
+        if not _init(glfw):
             raise UnstableError(f"cannot open a window: GLFW could not start ({_last_error or 'no reason given'})")
         _open_windows += 1
         try:
