@@ -101,8 +101,7 @@ class PieceSet:
         s = self.show.settings
         pieces = list(self.by_name.values())
         if s.training.process and self.device.type == "cpu" and params is not None:
-            self.trainer = TrainingProcess(self.show, pieces, s.training, s.guard, params, snapshot, self.device,
-                                           self.echo).start()
+            self.trainer = TrainingProcess(pieces, s.training, s.guard, params, snapshot, self.device).start()
         else:
             self.trainer = Trainer(pieces, s.training, snapshot, self.device, self._train_stream, s.guard).start()
 
@@ -147,14 +146,11 @@ class PieceSet:
 
     def telemetry(self, t: float) -> dict:
         """The pieces' part of a second's telemetry line (`t`: perf_counter now)."""
-        def rate(p):
+        def rate(p):  # a training process counts its steps' times itself
             return p.remote.get("steps_per_s", 0.0) if p.remote is not None else round(p.steps_per_second(t, 1.0), 2)
-
-        def count(p):
-            return p.remote.get("step_count", p.system.step_count) if p.remote is not None else p.system.step_count
         return {"steps": {n: p.steps for n, p in self.by_name.items()},
                 "steps_per_s": {n: rate(p) for n, p in self.by_name.items()},
-                "step_count": {n: count(p) for n, p in self.by_name.items()}}
+                "step_count": {n: p.system.step_count for n, p in self.by_name.items()}}
 
     def guards(self) -> dict:
         """{piece: its training guard's telemetry}."""

@@ -99,7 +99,7 @@ class _FaultHook:
         return before_step
 
 
-def _status(pieces, trainer, now: float) -> dict:
+def _status(pieces, now: float) -> dict:
     return {p.name: {"steps": p.steps, "step_count": int(p.system.step_count),
                      "steps_per_s": round(p.steps_per_second(now, 1.0), 2),
                      "scalars": {k: float(v) for k, v in dict(p.last_scalars).items() if isinstance(v, (int, float))},
@@ -149,11 +149,9 @@ def child_main(spec_bytes: bytes, exchanges: dict, inbox, outbox) -> None:
     terminated = threading.Event()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: terminated.set())
-    out_lock = threading.Lock()
 
-    def send(msg: tuple) -> None:
-        with out_lock:
-            outbox.put(msg)
+    def send(msg: tuple) -> None:  # a multiprocessing queue takes puts from any thread
+        outbox.put(msg)
 
     root = logging.getLogger()
     root.handlers[:] = [logging.handlers.QueueHandler(_SendQueue(send))]
@@ -183,7 +181,7 @@ def child_main(spec_bytes: bytes, exchanges: dict, inbox, outbox) -> None:
     while True:
         now = time.perf_counter()
         if now >= next_status:
-            send(("status", _status(pieces, trainer, now)))
+            send(("status", _status(pieces, now)))
             next_status = now + 0.25
         if terminated.is_set():
             break
@@ -225,7 +223,7 @@ def child_main(spec_bytes: bytes, exchanges: dict, inbox, outbox) -> None:
                 paths.append(str(p.save()))
             except Exception as e:
                 problems.append(f"final checkpoint of {p.name} failed: {e}")
-    send(("status", _status(pieces, trainer, time.perf_counter())))
+    send(("status", _status(pieces, time.perf_counter())))
     send(("done", paths, problems))
 
 

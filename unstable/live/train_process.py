@@ -66,18 +66,14 @@ class TrainingProcess:
     VALUES_EVERY = 0.05
     LIVE_EVERY = 1.0
 
-    def __init__(self, show, pieces: list, budget, guard, params, snapshot: Callable[[], Mapping], device: torch.device,
-                 echo: Callable[[str], None]):
-        self.show = show
+    def __init__(self, pieces: list, budget, guard, params, snapshot: Callable[[], Mapping], device: torch.device):
         self.pieces = pieces          # the show's LivePieces (mirror, clock, live_state)
         self.budget = budget
         self.guard_settings = guard
         self.params = params          # the show's ParameterStore
         self.snapshot = snapshot
         self.device = device
-        self.echo = echo
         self.done: tuple[list[str], list[str]] | None = None
-        self._send_lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -130,8 +126,7 @@ class TrainingProcess:
     # -- the show's side of the queues ------------------------------------------------------------
 
     def _send(self, msg: tuple) -> None:
-        with self._send_lock:
-            self._inbox.put(msg)
+        self._inbox.put(msg)  # a multiprocessing queue takes puts from any thread
 
     def _heard(self, keys, origin) -> None:
         """Store listener: tell the process's keepers what another control moved."""
