@@ -38,6 +38,7 @@ import torch.nn.functional as F
 
 from .clusters import channel_features, kmeans
 from .config import setting
+from .pacing import tick
 from .schema import SAMPLING, ParamSpec
 
 __all__ = ["OPS", "SPATIAL", "BendSettings", "Bender", "transform", "kmeans", "check_bends"]
@@ -265,6 +266,7 @@ class Bender:
         for panel in dict.fromkeys(p for p, _, _ in keys):
             wanted = [(layer, k) for p, layer, k in keys if p == panel]
             acts = activations(panel, sorted({layer for layer, _ in wanted}))
+            tick()
             found.update({(panel, layer, k): kmeans(channel_features(acts[layer]), k, seed=self.seed)
                           if layer in acts else None for layer, k in wanted})
         self.cluster_seconds += time.perf_counter() - t0

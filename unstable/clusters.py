@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .pacing import tick
+
 __all__ = ["kmeans", "channel_features"]
 
 
@@ -22,6 +24,7 @@ def kmeans(points: torch.Tensor, k: int, seed: int = 0, iterations: int = 50) ->
     first = int(torch.randint(0, n, (1,), generator=gen))
     centres = [p[first]]
     for _ in range(1, k):
+        tick()  # a live refresh's worker paces itself here (unstable.pacing); elsewhere a no-op
         d2 = torch.cdist(p, torch.stack(centres)).pow(2).amin(1)
         if float(d2.sum()) <= 0:
             centres.append(p[int(torch.randint(0, n, (1,), generator=gen))])
@@ -30,6 +33,7 @@ def kmeans(points: torch.Tensor, k: int, seed: int = 0, iterations: int = 50) ->
     c = torch.stack(centres)
     labels = torch.zeros(n, dtype=torch.long)
     for _ in range(iterations):
+        tick()
         new = torch.cdist(p, c).argmin(1)
         for j in range(k):
             members = p[new == j]

@@ -28,6 +28,7 @@ from typing import Callable, Mapping
 import torch
 
 from .config import setting
+from .pacing import tick
 from .schema import SAMPLING, ParamSpec
 
 __all__ = ["DirectionSettings", "Basis", "principal_directions", "match_directions", "Directions"]
@@ -154,10 +155,12 @@ class Directions:
         s = self.settings
         out = {}
         for panel, previous in current.items():
+            tick()  # a live refresh's worker paces itself (unstable.pacing)
             acts = samples[panel](s.samples, s.seed)  # [M, D]
             out[panel] = match_directions(previous.vectors,
                                           principal_directions(acts, min(2 * s.count, acts.shape[1])))
         for panel in first:  # as `basis()` computes a first basis offline: the same numbers
+            tick()
             out[panel] = principal_directions(samples[panel](s.samples, s.seed), s.count)
         self.seconds += time.perf_counter() - t0
         return out

@@ -26,6 +26,7 @@ import torch
 
 from .bending import CLUSTER_SAMPLES, Bender, BendSettings
 from .directions import Directions, DirectionSettings
+from .pacing import tick
 
 __all__ = ["Instrumented", "INSTRUMENTS"]
 
@@ -82,11 +83,13 @@ class Instrumented:
         seen: dict[str, list[torch.Tensor]] = {layer: [] for layer in layers}
 
         def capture(name: str, x: torch.Tensor) -> torch.Tensor:
+            tick()  # every layer: a live refresh's worker paces itself (unstable.pacing)
             if name in seen:
                 seen[name].append(x.detach().clone())
             return x
 
         for chunk in z.to(self.device).split(self.cluster_chunk):
+            tick()
             self._unbent_pass(panel, chunk, capture, params)
         return {layer: torch.cat(xs) for layer, xs in seen.items() if xs}
 

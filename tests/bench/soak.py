@@ -490,15 +490,47 @@ def main() -> int:
     stalls: list[tuple[float, float]] = []           # (perf_counter at a late frame's end, ms since the last)
     last_end: dict[str, float] = {}
 
+    # Each frame, the scheduler's account of the show's busiest threads (/proc/self/task/TID/schedstat:
+    # nanoseconds on a core, nanoseconds runnable but waiting for one): for a late frame, whether the
+    # render thread waited for a core (other work at its priority), slept (the GIL or a lock held by
+    # another thread) or computed, and which of its neighbours ran meanwhile.
+    watched = ("MainThread", "unstable-web", "unstable-refresh", "unstable-weights", "osc-server", "osc-feedback")
+    sched_paths: dict[str, str] = {}
+    last_sched: dict[str, tuple[int, int]] = {}
+
+    def read_sched() -> dict[str, tuple[int, int]]:
+        if e_frames["n"] % int(10 * args.fps) == 0:  # threads start late: look again every 10 s
+            sched_paths.clear()
+            sched_paths.update({th.name: f"/proc/self/task/{th.native_id}/schedstat" for th in threading.enumerate()
+                                if th.name in watched and th.native_id is not None})
+        now = {}
+        for name, path in sched_paths.items():
+            try:
+                run, wait, _ = Path(path).read_text().split()
+                now[name] = (int(run), int(wait))
+            except (OSError, ValueError):
+                pass
+        return now
+
+    e_frames = {"n": 0}
+
     def watch_stall(e):  # frame end to frame end: the interval a viewer sees
         t = time.perf_counter()
         la = e.pipeline.look_ahead
         calls = la.calls if la is not None else 0
+        sched = read_sched()
+        e_frames["n"] += 1
         if "t" in last_end and t - last_end["t"] > 2.0 / args.fps:
             phases = {k: round(1000 * float(np.asarray(v)[-1]), 1) for k, v in e.stats.phases.items() if len(v)}
+            ran = {n: round((v[0] - last_sched[n][0]) / 1e6, 1) for n, v in sched.items() if n in last_sched}
+            waited = round((sched["MainThread"][1] - last_sched["MainThread"][1]) / 1e6, 1) \
+                if "MainThread" in sched and "MainThread" in last_sched else None
             stalls.append((t, 1000 * (t - last_end["t"]), {"frame": e.last_frame, "sampler_calls": calls - last_end["calls"],
-                                                          **phases}))
+                                                          **phases, "ran_ms": ran, "render_waited_for_core_ms": waited,
+                                                          "load": round(os.getloadavg()[0], 1)}))
         last_end["t"], last_end["calls"] = t, calls
+        last_sched.clear()
+        last_sched.update(sched)
 
     engine.frame_hooks.append(watch_stall)
     thread_cpu: dict[str, float] = {}

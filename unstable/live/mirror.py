@@ -11,6 +11,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
+from ..pacing import Pacer, paced
 from ..system import module_tensors
 
 __all__ = ["SamplingMirror", "REFRESH_MIN_INTERVAL"]
@@ -22,6 +23,10 @@ log = logging.getLogger("unstable.live")
 # is one computation every few seconds. Each still holds the GIL for a while (its Python between the
 # torch calls), which the render thread needs; the artist's first press still acts at once.
 REFRESH_MIN_INTERVAL = 5.0
+# The share of the wall time a refresh computes, in slices of a few milliseconds (unstable.pacing):
+# the rest of each frame is the render thread's. A refresh takes four times as long; meanwhile the
+# current directions and clusters steer and bend.
+REFRESH_DUTY = 0.25
 
 
 class SamplingMirror:
@@ -40,7 +45,8 @@ class SamplingMirror:
     """
 
     def __init__(self, system: Any, train_stream: "torch.cuda.Stream | None" = None, *, name: str = "",
-                 echo: Callable[[str], None] | None = None, refresh_interval: float = REFRESH_MIN_INTERVAL):
+                 echo: Callable[[str], None] | None = None, refresh_interval: float = REFRESH_MIN_INTERVAL,
+                 refresh_duty: float = REFRESH_DUTY):
         self.trained = system              # the training copy the mirror follows
         self.lock = threading.Lock()
         self.syncs = 0
@@ -54,7 +60,13 @@ class SamplingMirror:
         # Refreshes (directions, clusters): asked for by the render thread, computed by a worker on a
         # snapshot of the copy, swapped in at the start of a later sample.
         self.refresh_interval = float(refresh_interval)
+        # Paced once frames are drawn: the first computations, which a show waits for at open
+        # before its first frame, run at full speed.
+        self._drawn = False
+        self.refresh_pacer = Pacer(refresh_duty, unpaced=lambda: not self._drawn)
+        self._snapshot = None  # the refreshes' own copy of the weights (_take_snapshot)
         self.refresh_computations = 0
+        self.refresh_seconds = 0.0  # wall time of the computations (paced ones take longer)
         self.refresh_errors = 0
         self._wanted: set[str] = set()
         self._ready: list[Callable[[], None]] = []
@@ -177,22 +189,38 @@ class SamplingMirror:
                 with self.lock, torch.no_grad():  # a whole set of weights, as a sample sees them
                     if self._cuda:
                         torch.cuda.current_stream().wait_event(self._copied)
-                    snapshot = self.system.sampling_copy()
+                    snapshot = self._take_snapshot()
                     values = dict(self._values)
                 for what in wanted:
                     if self._closed:
                         break
                     t0 = time.perf_counter()
-                    install = snapshot.recompute(what, values)
+                    with paced(self.refresh_pacer):
+                        install = snapshot.recompute(what, values)
+                    seconds = time.perf_counter() - t0
                     with self._requests:
-                        self._ready.append((what, install, time.perf_counter() - t0))
+                        self._ready.append((what, install, seconds))
                         self.refresh_computations += 1
+                        self.refresh_seconds += seconds
             except Exception:  # the show goes on with the directions and clusters it has
                 log.warning("%s: computing its %s failed", self.name, " and ".join(wanted), exc_info=True)
                 self.refresh_errors += 1
             finally:
                 with self._requests:
                     self._computing = False
+
+    def _take_snapshot(self):
+        """The weights a refresh computes with (under `lock`): the first time a copy of the mirror's
+        system, then the same copy with the mirror's weights copied in (a tensor copy, well under a
+        millisecond, where a new copy held the render thread's sample for several)."""
+        if self._snapshot is not None:
+            try:
+                self._snapshot.accumulate(self.system, 0.0)
+                return self._snapshot
+            except ValueError:  # the modules changed shape: copy the system again
+                pass
+        self._snapshot = self.system.sampling_copy()
+        return self._snapshot
 
     def _install_refreshes(self) -> None:
         """Swap in finished refreshes (render thread, at the start of a sample: a frame boundary)."""
@@ -215,6 +243,7 @@ class SamplingMirror:
         """`System.sample(latents, params)` on the mirror, `values` the piece's {name: value}:
         {panel: [N, 3, H, W] in 0..1}."""
         with self.lock:
+            self._drawn = True
             self._install_refreshes()
             self._values = values  # what a refresh's clusters are computed at (the noise gain)
             if self._cuda:
