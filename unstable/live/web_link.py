@@ -1,6 +1,6 @@
 """The live show's web side: its OSCQuery server and control page, opened over the parameter store
 (they write nothing else), following the scenes and fed each second's telemetry, as osc_link.py
-does for OSC."""
+does for OSC. With `[web] process` the server runs in a process of its own (web_process.py)."""
 
 from __future__ import annotations
 
@@ -25,13 +25,17 @@ class WebLink:
         space = AddressSpace(params, actions=piece_actions, name=show.name, pieces=show.pieces,
                              shown=self.scene_pieces[0] if self.scene_pieces else None)
         self.preview = PreviewSink(w.preview_fps, w.preview_width)
-        self.server = WebServer(params, space, host=w.host, port=w.port if port is None else port,
-                                token=w.token or None, allow=list(w.allow) or None, advertise=w.advertise,
-                                osc_host=osc.host if osc else "127.0.0.1", osc_port=osc.port if osc else None,
-                                scenes=[sc.name or f"scene {i}" for i, sc in enumerate(show.scene_list())],
-                                preview=self.preview.jpeg, hosts=w.hosts, idle_timeout=w.idle_timeout,
-                                max_connections=w.max_connections, max_per_address=w.max_per_address,
-                                penalty=w.penalty).start()
+        kind, more = WebServer, {}
+        if w.process:  # the same server in a process of its own (web_process.py says why)
+            from .web_process import WebProcess
+            kind, more = WebProcess, {"nice": w.nice}
+        self.server = kind(params, space, host=w.host, port=w.port if port is None else port,
+                           token=w.token or None, allow=list(w.allow) or None, advertise=w.advertise,
+                           osc_host=osc.host if osc else "127.0.0.1", osc_port=osc.port if osc else None,
+                           scenes=[sc.name or f"scene {i}" for i, sc in enumerate(show.scene_list())],
+                           preview=self.preview.jpeg, hosts=w.hosts, idle_timeout=w.idle_timeout,
+                           max_connections=w.max_connections, max_per_address=w.max_per_address,
+                           penalty=w.penalty, **more).start()
         self._scene: int | None = None
 
     def urls(self) -> list[str]:
