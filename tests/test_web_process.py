@@ -145,20 +145,28 @@ def test_a_move_the_show_had_not_applied_when_it_sent_its_values_is_kept(show):
     port = show.web.port
     udp = Client(show.osc.port)
 
+    def replica():
+        return json.loads(get(port, "/unstable/eq/hue?VALUE")[1])["VALUE"][0]
+
     async def run():
         s, ws = await _ws(port)
-        for i in range(200):
-            await ws.send_bytes(osc("/unstable/eq/hue", (i % 10) / 10))
-            udp.send("/unstable/eq/hue", ((i + 5) % 10) / 10)
-            if i % 20 == 0:
-                await asyncio.sleep(0.01)
-        await asyncio.sleep(0.5)
+        for rnd in range(20):
+            for i in range(20):
+                await ws.send_bytes(osc("/unstable/eq/hue", (i % 10) / 10))
+                udp.send("/unstable/eq/hue", ((i + rnd + 5) % 10) / 10)
+            # The last word the browser's, just after an OSC move the show is sending on.
+            udp.send("/unstable/eq/hue", 0.05)
+            await asyncio.sleep(0.001 * (rnd % 4))
+            await ws.send_bytes(osc("/unstable/eq/hue", 0.95 - 0.01 * rnd))
+            await asyncio.sleep(0.2)
+            here = show.params.get_unit("eq", "hue")
+            ok = await asyncio.get_running_loop().run_in_executor(None, wait_for,
+                                                                  lambda: replica() == pytest.approx(here), 2.0)
+            assert ok, (rnd, here, replica())
         await ws.close()
         await s.close()
 
     asyncio.run(run())
-    here = show.params.get_unit("eq", "hue")
-    assert wait_for(lambda: json.loads(get(port, "/unstable/eq/hue?VALUE")[1])["VALUE"][0] == pytest.approx(here))
 
 
 def test_a_scene_change_sends_path_changed_and_the_tree_follows(show):
