@@ -119,7 +119,8 @@ class WebProcess:
         self._stopping = threading.Event()
         self._dirty: dict = {}
         self._dirty_lock = threading.Lock()
-        self._wake = threading.Event()
+        self._wake = threading.Event()       # set: a batch waits for the feed thread
+        self._sent_at = -1.0
         self._stats: dict = {}
         self._stats_before: dict = {}        # counters of the processes that ended
         self._stats_cond = threading.Condition()
@@ -293,13 +294,32 @@ class WebProcess:
     # -- show -> web process --------------------------------------------------------------------
 
     def _heard(self, keys, origin) -> None:
-        """Store listener: changes from anyone but a web client go to the replica (batched)."""
+        """Store listener: changes from anyone but a web client go to the replica, a lone one at once
+        (in the writer's thread: a queue put, the pickling is the queue's thread's), a burst in
+        batches every VALUES_EVERY seconds by the feed thread."""
         if _from_web(origin):
             return
         with self._dirty_lock:
             for k in keys:
                 self._dirty[k] = origin
-        self._wake.set()
+            now = time.monotonic()
+            if self._wake.is_set() or now - self._sent_at < self.VALUES_EVERY:
+                self._wake.set()
+                return
+            self._sent_at = now
+        self._send_values()
+
+    def _send_values(self) -> None:
+        child = self._child
+        with self._dirty_lock:
+            dirty, self._dirty = self._dirty, {}
+        if child is None or not dirty:
+            return
+        acked = child.acked  # read before the values: a move applied after it is the newer
+        batches: dict = {}
+        for (group, name), origin in dirty.items():
+            batches.setdefault(origin, {}).setdefault(group, {})[name] = self.store.get(group, name)
+        child.send(("values", list(batches.items()), acked))
 
     def _feed(self) -> None:
         next_extras = 0.0
@@ -312,18 +332,11 @@ class WebProcess:
                 self._send_extras()
             if not self._wake.is_set():
                 continue
-            self._wake.clear()
-            child = self._child
+            self._stopping.wait(max(0.0, self._sent_at + self.VALUES_EVERY - time.monotonic()))
             with self._dirty_lock:
-                dirty, self._dirty = self._dirty, {}
-            if child is None or not dirty:
-                continue
-            acked = child.acked  # read before the values: a move applied after it is the newer
-            batches: dict = {}
-            for (group, name), origin in dirty.items():
-                batches.setdefault(origin, {}).setdefault(group, {})[name] = self.store.get(group, name)
-            child.send(("values", list(batches.items()), acked))
-            self._stopping.wait(self.VALUES_EVERY)
+                self._wake.clear()
+                self._sent_at = time.monotonic()
+            self._send_values()
 
     def _send_extras(self) -> None:
         extras = {}
