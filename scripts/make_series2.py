@@ -9,9 +9,10 @@ b. references: every Series-1 piece at 128 px scored exactly as a variant (same 
    probes: unstable/explore/compare.py) in WORK/series1/<piece>/; then the in-band variants
    farthest in the descriptor space of novelty from every Series-1 piece and from each other
    (greedy farthest-point), within the size budget. All distances: WORK/distances.csv.
-c. pieces/series2-<n>.toml: each chosen variant exported (`unstable explore DIR --export`), named
+c. pieces/series2-<n>.toml: each chosen variant (in the band and not collapsed: pixel diversity at least a
+   tenth of the least diverse Series-1 piece's) exported (`unstable explore DIR --export`), named
    and headed with what it explores; trained to a grown state (WORK/grown/<n>/, then its weights
-   without optimiser moments in shows/series2.states/s<n>.pt with MANIFEST.json). A state whose
+   as float16, without optimiser moments, in shows/series2.states/s<n>.pt with MANIFEST.json). A state whose
    manifest entry matches its hash, its piece file's hash and its steps is kept.
 d. shows/series2.toml: the pieces, each generator side by side, as scenes.
 e. docs/series2-<n>.png: a grid of each piece's grown generators.
@@ -124,12 +125,31 @@ def score_series1(work: Path, seeds: dict[str, Path], settings: dict) -> tuple[d
     return refs, trained
 
 
-def state_bytes(folder: Path) -> int:
-    """Bytes of a run's checkpoint as it would ship (without optimiser moments)."""
-    payload = load_checkpoint(folder / "checkpoint.pt")
+def shipping_payload(checkpoint: Path) -> dict:
+    """A run's checkpoint as it ships: without optimiser moments or live state, the networks' weights
+    stored as float16 (half the bytes: four 3-generator pieces at 128 px then fit the 20 MB; a
+    system loads them into its float32 networks and trains on in float32; the images of a loaded
+    state move by about 0.01 of 255 levels on average, 3 at most)."""
+    payload = load_checkpoint(checkpoint)
     for key in OPTIMISERS:
         payload["system"].pop(key, None)
     payload.pop("live", None)
+    system = payload["system"]
+
+    def half(sd):
+        return type(sd)((k, v.half() if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in sd.items())
+
+    for key, value in system.items():
+        if key in ("generators", "decoders") and isinstance(value, list):
+            system[key] = [half(sd) for sd in value]
+        elif key in ("critic", "decoder") and isinstance(value, dict):
+            system[key] = half(value)
+    return payload
+
+
+def state_bytes(folder: Path) -> int:
+    """Bytes of a run's checkpoint as it would ship (`shipping_payload`)."""
+    payload = shipping_payload(folder / "checkpoint.pt")
     tmp = folder / ".size-probe.pt"
     save_checkpoint(tmp, payload)
     n = tmp.stat().st_size
@@ -137,31 +157,69 @@ def state_bytes(folder: Path) -> int:
     return n
 
 
+def collapse_floor(series1: dict[str, dict], fraction: float) -> float:
+    """The pixel diversity under which a variant counts as collapsed: `fraction` of the least
+    diverse Series-1 piece's (their results, {stem: result.json})."""
+    values = [float(r["pixel_diversity"]) for r in series1.values() if r.get("pixel_diversity") is not None]
+    return fraction * min(values) if values else 0.0
+
+
+def wall_candidates(results: dict[str, dict], band: Band, floor: float) -> dict[str, list[float]]:
+    """{id: descriptor} of the variants that may hang on the wall: inside the band between stasis
+    and explosion, and not collapsed (pixel diversity at least `floor`: a variant whose every image
+    is nearly one flat colour still moves, so the band alone keeps it; it is novel, not a piece)."""
+    return {vid: r["descriptor"] for vid, r in results.items()
+            if band.contains(r) and r.get("descriptor") and float(r.get("pixel_diversity") or 0.0) >= floor}
+
+
+def pick_for_the_wall(unlike: dict, cands: dict, refs: dict, count: int, sizes: dict[str, int],
+                      budget: float) -> list[tuple[str, float]]:
+    """Up to `count` of `cands` ({id: descriptor}) within `budget` bytes (`sizes`), farthest-point:
+    first among `unlike` (those unlike every Series-1 piece), then, if too few, among the rest, each
+    far from Series 1 and from those chosen before it. [(id, its distance)] in the order chosen."""
+    picked = farthest(unlike, refs, count, fits=lambda v, ch: sizes[v] + sum(sizes[c] for c in ch) <= budget)
+    if len(picked) < count:
+        first = [v for v, _ in picked]
+        rest = {v: p for v, p in cands.items() if v not in first}
+        picked += farthest(rest, {**refs, **{v: cands[v] for v in first}}, count - len(picked),
+                           fits=lambda v, ch: sizes[v] + sum(sizes[c] for c in first + ch) <= budget)
+    return picked
+
+
 def choose(root: Path, settings: dict, refs: dict, args) -> list[str]:
-    """Stage b: the in-band variants farthest from Series 1 and each other; WORK/distances.csv."""
+    """Stage b: the in-band, uncollapsed variants farthest from Series 1 and each other; WORK/distances.csv."""
     band = Band(settings["stasis_floor"], settings["max_guard"], settings["k"])
     results = {}
     for r in read_lineage(root):
         path = variant_dir(root, r) / "explore" / "result.json"
         if path.exists():  # a variant whose worker was lost has none: the next run trains it again
             results[r.id] = json.loads(path.read_text())
-    cands = {vid: r["descriptor"] for vid, r in results.items() if band.contains(r) and r.get("descriptor")}
+    series1 = {p.parent.parent.name: json.loads(p.read_text())
+               for p in (root.parent / "series1").glob("*/explore/result.json") if p.parent.parent.name in refs}
+    floor = collapse_floor(series1, args.collapse_fraction)
+    cands = wall_candidates(results, band, floor)
     sizes = {vid: state_bytes(variant_dir(root, vid)) for vid in cands}
     budget = args.budget_mb * MB - args.count * 0.5 * MB  # the stills and piece files: about 0.5 MB each
-    picked = farthest(cands, refs, args.count, fits=lambda v, ch: sizes[v] + sum(sizes[c] for c in ch) <= budget)
-    rank = {vid: (n + 1, d) for n, (vid, d) in enumerate(picked)}
     ref_self = {s: distances(p, {o: q for o, q in refs.items() if o != s}, settings["k"]) for s, p in refs.items()}
+    # Unlike Series 1: farther from its nearest Series-1 piece than any Series-1 piece is from its
+    # nearest sibling. Those are chosen first (farthest-point among them); the rest only fill up.
+    yardstick = max(d["d_nearest"] for d in ref_self.values()) if len(refs) > 1 else 0.0
+    unlike = {v: p for v, p in cands.items() if distances(p, refs, settings["k"])["d_nearest"] > yardstick}
+    picked = pick_for_the_wall(unlike, cands, refs, args.count, sizes, budget)
+    rank = {vid: (n + 1, d) for n, (vid, d) in enumerate(picked)}
     rows = []
     for s, d in ref_self.items():
         rows.append({"id": s, "kind": "series1", "nearest_series1": d["nearest"], "d_nearest_series1": d["d_nearest"],
                      "d_knn_series1": d["d_knn"]})
     for vid, res in results.items():
         d = distances(res["descriptor"], refs, settings["k"]) if res.get("descriptor") else {}
-        rows.append({"id": vid, "kind": "variant", "status": res["status"], "in_band": vid in cands,
+        rows.append({"id": vid, "kind": "variant", "status": res["status"], "in_band": band.contains(res),
+                     "unlike_series1": vid in unlike,
+                     "collapsed": float(res.get("pixel_diversity") or 0.0) < floor,
                      "nearest_series1": d.get("nearest", ""), "d_nearest_series1": d.get("d_nearest", ""),
                      "d_knn_series1": d.get("d_knn", ""), "state_mb": sizes[vid] / MB if vid in sizes else "",
                      "chosen": rank[vid][0] if vid in rank else "", "d_chosen": rank[vid][1] if vid in rank else ""})
-    fields = ["id", "kind", "status", "in_band", "nearest_series1", "d_nearest_series1", "d_knn_series1",
+    fields = ["id", "kind", "status", "in_band", "collapsed", "unlike_series1", "nearest_series1", "d_nearest_series1", "d_knn_series1",
               "state_mb", "chosen", "d_chosen"]
     with open(root.parent / "distances.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
@@ -170,14 +228,14 @@ def choose(root: Path, settings: dict, refs: dict, args) -> list[str]:
             w.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()})
     say(f"distances ({root.parent / 'distances.csv'}): descriptor space of novelty, k = {settings['k']}")
     for r in rows:
-        if r["kind"] == "series1" or r.get("in_band"):
+        if r["kind"] == "series1" or r["id"] in cands:
             mark = f"  chosen #{r['chosen']} (d to nearest chosen-or-Series-1 {r['d_chosen']:.3f})" if r.get("chosen") else ""
             say(f"  {r['id']:>16} {r['kind']:8} nearest Series 1 {r['nearest_series1']} at {r['d_nearest_series1']:.3f}, "
                 f"k-nearest {r['d_knn_series1']:.3f}{mark}")
     if len(picked) < args.count:
-        raise UnstableError(f"{root}: only {len(picked)} variants in the band fit the budget of {args.budget_mb} MB, "
+        raise UnstableError(f"{root}: only {len(picked)} variants in the band (and not collapsed: pixel diversity "
+                            f"at least {floor:.3f}) fit the budget of {args.budget_mb} MB, "
                             f"{args.count} wanted; explore further (--generations {args.generations + 1})")
-    yardstick = max(d["d_nearest"] for d in ref_self.values()) if len(refs) > 1 else 0.0
     say(f"chosen: {', '.join(picked_id for picked_id, _ in picked)}; the Series-1 pieces lie at most "
         f"{yardstick:.3f} from their nearest sibling")
     return [vid for vid, _ in picked]
@@ -231,10 +289,10 @@ def grow(path: Path, name: str, states: Path, work: Path, steps: int, old: dict)
         shutil.rmtree(run)  # a run of an earlier choice: not this piece
     started = time.monotonic()
     train(path, steps=steps, out=run, resume=(run / "checkpoint.pt").exists(), show_progress=False, echo=say)
-    payload = load_checkpoint(run / "checkpoint.pt")
-    for key in OPTIMISERS:
-        payload["system"].pop(key, None)
-    payload.pop("live", None)
+    payload = shipping_payload(run / "checkpoint.pt")
+    if payload.get("step") != steps:  # stopped early (SIGTERM or Ctrl-C end training with a checkpoint)
+        raise UnstableError(f"{run}: training stopped at step {payload.get('step')} of {steps}; "
+                            "run the script again to continue it")
     save_checkpoint(target, payload)
     say(f"grown: {path.name} to step {steps} in {time.monotonic() - started:.0f} s -> {target}")
     return {"what": f"{path.name} after {steps} steps of `unstable train`", "seed": load_piece(path).seed,
@@ -325,6 +383,8 @@ def parse(argv=None):
     ap.add_argument("--count", type=int, default=4, help="pieces in Series 2")
     ap.add_argument("--grow-steps", type=int, default=1200, help="training steps of each grown state")
     ap.add_argument("--budget-mb", type=float, default=20.0, help="states + piece files + stills, at most")
+    ap.add_argument("--collapse-fraction", type=float, default=0.1, help="a variant whose pixel diversity is under "
+                    "this fraction of the least diverse Series-1 piece's is collapsed: never chosen")
     ap.add_argument("--series1", nargs="*", type=Path, default=sorted((ROOT / "pieces").glob("equilibrium-1-*.toml")))
     ap.add_argument("--tiny", action="store_true", help="tiny sizes and steps (the script's own test)")
     ap.add_argument("--status", action="store_true", help="say where a run stands and how long it has to go; no work")

@@ -7,12 +7,15 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
+from unstable.checkpoint import load_checkpoint
 from unstable.errors import UnstableError
+from unstable.frame.sources import load_run_into
 from unstable.explore.compare import distances, farthest
 from unstable.schema import defaults
 from unstable.shipped import manifest, sha256, shipped_file
@@ -58,7 +61,7 @@ def _stamps(dest: Path) -> dict[str, tuple[int, str]]:
 
 
 @pytest.mark.slow
-def test_the_script_makes_series2_at_tiny_sizes_and_resumes_without_training_twice(tmp_path, capsys):
+def test_the_script_makes_series2_at_tiny_sizes_and_resumes_without_training_twice(tmp_path, capsys, monkeypatch):
     mod = _script()
     made = _run(mod, tmp_path)
     work = tmp_path / "work"
@@ -73,7 +76,9 @@ def test_the_script_makes_series2_at_tiny_sizes_and_resumes_without_training_twi
     assert len(variants) == 6
     chosen = sorted((r for r in variants.values() if r["chosen"]), key=lambda r: int(r["chosen"]))
     assert [r["id"] for r in chosen] == made["chosen"] and all(r["in_band"] == "True" for r in chosen)
-    best = max((r for r in variants.values() if r["in_band"] == "True"), key=lambda r: float(r["d_nearest_series1"]))
+    assert all(r["collapsed"] == "False" for r in chosen)
+    best = max((r for r in variants.values() if r["in_band"] == "True" and r["collapsed"] == "False"),
+               key=lambda r: float(r["d_nearest_series1"]))
     assert chosen[0]["id"] == best["id"]
 
     # A piece scored outside the exploration lands where the same piece does inside it: the
@@ -101,6 +106,14 @@ def test_the_script_makes_series2_at_tiny_sizes_and_resumes_without_training_twi
         assert system.step_count == before + 1
         assert (tmp_path / "docs" / f"series2-{n}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert all(e["steps"] == 8 for e in manifest(states).values())
+    # The states ship their networks' weights as float16; a system loads them into float32.
+    payload = load_checkpoint(states / "s1.pt")
+    assert {v.dtype for sd in payload["system"]["generators"] for v in sd.values() if v.is_floating_point()} \
+        == {torch.float16}
+    assert "opt_g" not in payload["system"] and "opt_c" not in payload["system"]
+    system = build_system(load_piece(tmp_path / "pieces" / "series2-1.toml"), torch.device("cpu"))
+    load_run_into(system, states / "s1.pt", torch.device("cpu"))
+    assert {p.dtype for g in system.generators for p in g.parameters()} == {torch.float32}
 
     # --status reads where the run stands from the folders alone.
     capsys.readouterr()
@@ -121,9 +134,38 @@ def test_the_script_makes_series2_at_tiny_sizes_and_resumes_without_training_twi
     assert (third["variants"], third["references"], third["grown"]) == (0, 0, 1)
     assert shipped_file("s2.pt", states) is not None
 
+    # A grow that stops early (SIGTERM ends `unstable train` with a checkpoint, as Ctrl-C does)
+    # ships nothing: one line, and the next run continues it.
+    import unstable.trainer as trainer
+    real_train = trainer.train
+    (states / "s3.pt").unlink()
+    shutil.rmtree(tmp_path / "work" / "grown" / "s3")
+    monkeypatch.setattr(trainer, "train", lambda *a, steps, **k: real_train(*a, steps=steps - 2, **k))
+    with pytest.raises(UnstableError, match=r"grown/s3: training stopped at step 6 of 8; run the script again"):
+        _run(mod, tmp_path)
+    assert not (states / "s3.pt").exists()
+    monkeypatch.setattr(trainer, "train", real_train)
+    fourth = _run(mod, tmp_path)
+    assert fourth["grown"] == 1 and shipped_file("s3.pt", states) is not None
+    assert manifest(states)["s3.pt"]["steps"] == 8
+
     # More pieces than the band holds: one line saying so, and how to go on.
     with pytest.raises(UnstableError, match=r"only \d variants in the band .* 7 wanted; explore further"):
         _run(mod, tmp_path, "--count", "7")
+
+
+def test_a_collapsed_variant_is_never_chosen_however_novel():
+    mod = _script()
+    series1 = {"a": {"pixel_diversity": 0.32}, "b": {"pixel_diversity": 0.48}}
+    floor = mod.collapse_floor(series1, 0.1)
+    assert floor == pytest.approx(0.032)
+    band = mod.Band(0.002, 0.1, 3)
+    ok = {"status": "ok", "motion": 0.2, "guard_trips": 0, "exploded": False, "steps": 600}
+    results = {"flat": {**ok, "pixel_diversity": 0.0024, "descriptor": [9.0] * 8},   # one blue field, far away
+               "piece": {**ok, "pixel_diversity": 0.2, "descriptor": [1.0] * 8},
+               "still": {**ok, "motion": 0.0, "pixel_diversity": 0.3, "descriptor": [5.0] * 8}}
+    assert band.contains(results["flat"])  # it moves: the band alone keeps it
+    assert set(mod.wall_candidates(results, band, floor)) == {"piece"}
 
 
 SHOW = ROOT / "shows" / "series2.toml"
@@ -147,3 +189,17 @@ def test_the_shipped_series2_loads_from_states_whose_hashes_match_its_manifest()
     assert len(stills) == len(show.pieces)
     total += sum(p.stat().st_size for p in stills) + SHOW.stat().st_size + (states / "MANIFEST.json").stat().st_size
     assert total <= 20 * 2**20
+
+
+def test_variants_unlike_every_series1_piece_are_chosen_first_and_the_rest_only_fill_up():
+    mod = _script()
+    refs = {"a": [0.0, 0.0], "b": [1.0, 0.0]}               # siblings 1.0 apart: the yardstick
+    cands = {"near": [0.5, 0.9], "far1": [0.0, 3.0], "far2": [3.0, 3.0], "far3": [6.0, 0.0]}
+    unlike = {v: p for v, p in cands.items() if v != "near"}
+    sizes = dict.fromkeys(cands, 1)
+    # "near" is far from the others but 1.03 from Series 1 (alike): the three unlike ones come first.
+    got = [v for v, _ in mod.pick_for_the_wall(unlike, cands, refs, 4, sizes, budget=10)]
+    assert set(got[:3]) == {"far1", "far2", "far3"} and got[3] == "near"
+    # The budget still holds: with room for two, two unlike ones and nothing alike.
+    got = [v for v, _ in mod.pick_for_the_wall(unlike, cands, refs, 4, sizes, budget=2)]
+    assert len(got) == 2 and "near" not in got

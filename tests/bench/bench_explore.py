@@ -87,34 +87,46 @@ def score_time(tmp: Path, settings: dict, repeats: int = 5) -> tuple[float, floa
 def contact_sheet(out: Path, population: int, generations: int, steps: int, resolution: int) -> None:
     """An --auto exploration of the tiny piece and its variants' latest grids as one PNG: a row per
     generation, a cell per variant with its id, band and novelty."""
-    from PIL import Image, ImageDraw
-
     from unstable.explore.explorer import Explorer, new_settings
-    from unstable.explore.records import read_lineage, read_scores, variant_dir
     tmp = Path(tempfile.mkdtemp(prefix="bench-explore-sheet-"))
     try:
         settings = new_settings(piece(tmp, resolution), population=population, steps=steps, segments=4, seed=2,
                                 threads=1)
         Explorer(tmp / "x", settings, workers=0, echo=print).run(generations)
-        cell, pad = 240, 22
-        sheet = Image.new("RGB", (population * cell, generations * (cell + pad)), (17, 17, 17))
-        draw = ImageDraw.Draw(sheet)
-        scores = read_scores(tmp / "x")
-        for r in read_lineage(tmp / "x"):
-            i = int(r.id.split("-")[1])
-            grid = Image.open(variant_dir(tmp / "x", r) / "grid.png").convert("RGB")
-            grid.thumbnail((cell - 8, cell - 8), Image.NEAREST)
-            x, y = i * cell, r.generation * (cell + pad)
-            sheet.paste(grid, (x + 4, y + pad))
-            s = scores.get(r.id, {})
-            band = "band" if s.get("in_band") == "1" else s.get("status", "")
-            star = " *" if s.get("selected") == "1" else ""
-            draw.text((x + 4, y + 5), f"{r.id}{star} {band} nov {float(s.get('novelty') or 0):.2f}", fill=(220, 220, 220))
-        out.parent.mkdir(parents=True, exist_ok=True)
-        sheet.save(out)
-        print(f"contact sheet: {out} ({generations} generations x {population} variants)")
+        draw_sheet(tmp / "x", out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def draw_sheet(root: Path, out: Path, cell: int = 240) -> None:
+    """The variants' latest grids of the exploration in `root` as one image (PNG or JPEG by `out`'s
+    suffix): a row per generation, a cell per variant with its id, band and novelty."""
+    from PIL import Image, ImageDraw
+
+    from unstable.explore.records import read_lineage, read_scores, variant_dir
+    rows = read_lineage(root)
+    population = 1 + max(int(r.id.split("-")[1]) for r in rows)
+    generations = 1 + max(r.generation for r in rows)
+    pad = 22
+    sheet = Image.new("RGB", (population * cell, generations * (cell + pad)), (17, 17, 17))
+    draw = ImageDraw.Draw(sheet)
+    scores = read_scores(root)
+    for r in rows:
+        i = int(r.id.split("-")[1])
+        grid_png = variant_dir(root, r) / "grid.png"
+        if not grid_png.exists():  # a variant not trained yet, or failed before its first grid
+            continue
+        grid = Image.open(grid_png).convert("RGB")
+        grid.thumbnail((cell - 8, cell - 8), Image.LANCZOS)
+        x, y = i * cell, r.generation * (cell + pad)
+        sheet.paste(grid, (x + 4, y + pad))
+        s = scores.get(r.id, {})
+        band = "band" if s.get("in_band") == "1" else s.get("status", "")
+        star = " *" if s.get("selected") == "1" else ""
+        draw.text((x + 4, y + 5), f"{r.id}{star} {band} nov {float(s.get('novelty') or 0):.2f}", fill=(220, 220, 220))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out, **({"quality": 88} if out.suffix.lower() in (".jpg", ".jpeg") else {}))
+    print(f"contact sheet: {out} ({generations} generations x {population} variants)")
 
 
 def main() -> None:
@@ -126,7 +138,12 @@ def main() -> None:
     ap.add_argument("--sheet", type=Path, default=None, help="Instead: write a contact sheet PNG of an --auto run "
                     "(--population variants x --generations) here.")
     ap.add_argument("--generations", type=int, default=4)
+    ap.add_argument("--sheet-of", type=Path, default=None, help="with --sheet: draw this existing exploration "
+                    "folder instead of running one (e.g. runs/series2/explore)")
     args = ap.parse_args()
+    if args.sheet is not None and args.sheet_of is not None:
+        draw_sheet(args.sheet_of, args.sheet)
+        return
     import torch
     torch.set_num_threads(1)
     if args.sheet is not None:
