@@ -466,7 +466,8 @@ def test_zeroconf_announces_the_show_to_an_oscquery_browser_on_another_machine(t
     ns, here, there = other_machine
     # Listening on the veth address only: the adverts go out on that interface alone. An OSCQuery
     # tool cannot send a token: its address is on the allow-list, as the README says to do.
-    text = SHOW.replace("[layout]", f'[web]\nhost = "{here}"\nallow = ["{there}"]\n[layout]')
+    # process = false: the adverts' object is looked at here, in the show's thread.
+    text = SHOW.replace("[layout]", f'[web]\nhost = "{here}"\nallow = ["{there}"]\nprocess = false\n[layout]')
     eng = make_engine(tmp_path, text)
     with eng:
         eng.params.set("eq", "hue", 90.0)

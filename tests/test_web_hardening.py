@@ -649,7 +649,8 @@ def test_bad_connection_settings_are_one_line_naming_the_key(tmp_path, monkeypat
 def test_the_show_file_settings_reach_the_server(tmp_path):
     from test_engine import make_engine
     from test_show import SHOW
-    web = '[web]\nhosts = ["show.example.org"]\nidle_timeout = 1.5\nmax_per_address = 3\n'
+    # process = false: the connection guard is looked at here, in the show's thread.
+    web = '[web]\nhosts = ["show.example.org"]\nidle_timeout = 1.5\nmax_per_address = 3\nprocess = false\n'
     with make_engine(tmp_path, text=SHOW.replace("[layout]", web + "[layout]")) as eng:
         p = eng.web.port
         assert get(p, "/control/show.json", host=f"show.example.org:{p}")[0] == 200

@@ -170,8 +170,10 @@ def _take_presets(space, store, extras: dict, folder) -> None:
 
 def child_main(spec_bytes: bytes, inbox, outbox) -> None:
     """The web process's body (spawned by unstable.live.web_process.WebProcess)."""
-    # Ctrl-C reaches the whole process group: the show stops us when it stops.
+    # Ctrl-C and a SIGTERM to the group (systemd, a terminal) reach us too: the show stops us when
+    # it stops (ended here first, we would be started again by a show that is closing).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     send = outbox.put  # a multiprocessing queue takes puts from any thread
     root = logging.getLogger()
     root.handlers[:] = [logging.handlers.QueueHandler(_SendQueue(send))]
