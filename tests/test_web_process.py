@@ -276,6 +276,9 @@ if __name__ == "__main__":
     eng = make_engine(Path(sys.argv[1]), SHOW.replace("[layout]", "[web]\\nprocess = true\\n[layout]"))
     eng.open()
     print(eng.web._child.process.pid, flush=True)
+    if sys.argv[2] == "close":
+        eng.close()
+        sys.exit(0)
     time.sleep(600)
 """
 
@@ -286,7 +289,8 @@ def test_a_killed_show_takes_its_web_process_with_it(tmp_path):
     script.write_text(KILLED_SHOW.format(tests=str(ROOT / "tests")))
     (tmp_path / "show").mkdir()
     write_show(tmp_path / "show")
-    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "show")], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "show"), "kill"], stdout=subprocess.PIPE,
+                            text=True)
     try:
         pid = int(proc.stdout.readline())
         os.kill(proc.pid, signal.SIGKILL)
@@ -294,6 +298,11 @@ def test_a_killed_show_takes_its_web_process_with_it(tmp_path):
         assert wait_for(lambda: not _alive(pid), 10), "the web process outlived its show"
     finally:
         proc.kill()
+    # A show that closes: its web process ends with it, nothing left behind (no leaked semaphores).
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "show"), "close"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and not _alive(int(done.stdout.split()[0])), done.stderr[-500:]
+    assert "leaked" not in done.stderr and "Traceback" not in done.stderr, done.stderr[-500:]
 
 
 def _alive(pid: int) -> bool:

@@ -83,7 +83,7 @@ class WebSettings:
     penalty: float = setting(30.0, ge=0, le=3600, doc="seconds an address is refused at once after it flooded "
                              "(over max_per_address, a request begun and never finished, a websocket closed "
                              "for flooding); never loopback (0: off)")
-    process: bool = setting(False, doc="serve from a process of its own (no frame waits for the web "
+    process: bool = setting(True, doc="serve from a process of its own (no frame waits for the web "
                             "server's Python, a connection flood stays off the show's files); false: a "
                             "thread of the show")
     nice: int = setting(5, ge=0, le=19, doc="how much lower the web process's CPU priority is than the "

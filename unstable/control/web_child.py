@@ -44,7 +44,8 @@ log = logging.getLogger("unstable.web")
 __all__ = ["ReplicaStore", "child_main"]
 
 STATS_EVERY = 1.0
-PREVIEW_WAIT = 0.25   # longest the page's loop waits for the show's preview frame
+PREVIEW_WAIT = 1.0    # longest a preview request waits for the show's frame
+PREVIEW_STALE = 5.0   # an ask unanswered this long is asked again
 
 
 class ReplicaStore(ParameterStore):
@@ -90,35 +91,39 @@ class ReplicaStore(ParameterStore):
 
 class _Preview:
     """The server's `preview` callable: the show's newest (frame, JPEG), asked for when a client
-    asks and the one held is older than the preview's interval (so a flood of requests asks the
-    show at most `fps` times a second once a frame exists)."""
+    asks and the one held is older than the preview's interval, so a flood of requests asks the
+    show at most `fps` times a second once a frame exists. While an ask is unanswered, requests get
+    what is held at once: a slow show makes one request wait (PREVIEW_WAIT at most), not the page."""
 
     def __init__(self, send, interval: float):
         self._send = send
         self.interval = interval
         self._lock = threading.Lock()
-        self._n = 0
+        self._answered_cv = threading.Condition(self._lock)
+        self._asked = self._answered = 0
+        self._asked_at = -float("inf")
         self._got = None
         self._at = -float("inf")
-        self._answered = threading.Condition(self._lock)
-        self._answer: tuple[int, object] | None = None
 
     def __call__(self):
         with self._lock:
-            if self._got is not None and time.monotonic() - self._at < self.interval:
+            now = time.monotonic()
+            if self._got is not None and now - self._at < self.interval:
                 return self._got
-            self._n += 1
-            n = self._n
+            if self._asked > self._answered and now - self._asked_at < PREVIEW_STALE:
+                return self._got
+            self._asked += 1
+            n, self._asked_at = self._asked, now
             self._send(("preview?", n))
-            self._answered.wait_for(lambda: self._answer is not None and self._answer[0] >= n, PREVIEW_WAIT)
-            if self._answer is not None and self._answer[0] == n:
-                self._got, self._at = self._answer[1], time.monotonic()
+            self._answered_cv.wait_for(lambda: self._answered >= n, PREVIEW_WAIT)
             return self._got
 
     def answer(self, n: int, got) -> None:
         with self._lock:
-            self._answer = (n, got)
-            self._answered.notify_all()
+            if n > self._answered:
+                self._answered = n
+                self._got, self._at = got, time.monotonic()
+                self._answered_cv.notify_all()
 
 
 class _SendQueue:

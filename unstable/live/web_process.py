@@ -23,38 +23,17 @@ import queue
 import secrets
 import threading
 import time
-from typing import Callable, Iterable
+from typing import Iterable
 
 from ..control.transport import is_loopback
 from ..control.web_child import child_main
 from ..errors import UnstableError
 from .train_process import _lowest_level
+from .web_feed import SpaceView, StoreFeed
 
 log = logging.getLogger("unstable.web")
 
 __all__ = ["WebProcess"]
-
-
-def _from_web(origin) -> bool:
-    """A web client's origin (("web:<address>", n), websockets.py): the web process already has it."""
-    return isinstance(origin, tuple) and bool(origin) and isinstance(origin[0], str) and origin[0].startswith("web:")
-
-
-class _SpaceView:
-    """The show's AddressSpace as the engine and the show's inputs see it (methods, page_extras,
-    page_schema...); `add_presets` also reaches the web process."""
-
-    def __init__(self, space, on_presets: Callable):
-        self._space = space
-        self._on_presets = on_presets
-
-    def add_presets(self, names: Callable[[], list[str]]) -> None:
-        """List the presets here and in the web process."""
-        self._space.add_presets(names)
-        self._on_presets(names)
-
-    def __getattr__(self, name):
-        return getattr(self._space, name)
 
 
 class _Child:
@@ -87,8 +66,6 @@ class WebProcess:
 
     START_WAIT = 30.0     # seconds for a new process to bind (a spawn imports the control modules)
     RESTART_EVERY = 3.0   # at most one new process this often
-    VALUES_EVERY = 0.02   # the show's changes go in batches at most this often (a lone one at once)
-    EXTRAS_EVERY = 0.5
     STATS_WAIT = 0.5
 
     def __init__(self, store, space, *, host: str = "127.0.0.1", port: int = 9080, token: str | None = None,
@@ -97,7 +74,8 @@ class WebProcess:
                  idle_timeout: float = 5.0, max_connections: int = 256, max_per_address: int = 32,
                  penalty: float = 30.0, nice: int = 5):
         self.store = store
-        self.space = _SpaceView(space, self._presets_added)
+        self.space = SpaceView(space, lambda names: self.feed.presets_added(names))
+        self.feed = StoreFeed(store, self.space, lambda: self._child)
         self.host = host
         self.requested_port = int(port)
         self.token = token or secrets.token_urlsafe(12)
@@ -110,22 +88,16 @@ class WebProcess:
                             idle_timeout=idle_timeout, max_connections=max_connections,
                             max_per_address=max_per_address, penalty=penalty)
         self._shown = list(space.shown)
-        self._presets: object = False  # False: none listed; a folder, or None: names sent with the extras
-        self._extras: dict = {}
         self._ctx = multiprocessing.get_context("spawn")
         self._child: _Child | None = None
         self._port: int | None = None
         self._life = threading.Lock()        # one start or stop at a time
         self._stopping = threading.Event()
-        self._dirty: dict = {}
-        self._dirty_lock = threading.Lock()
-        self._wake = threading.Event()       # set: a batch waits for the feed thread
-        self._sent_at = -1.0
         self._stats: dict = {}
         self._stats_before: dict = {}        # counters of the processes that ended
         self._stats_cond = threading.Condition()
         self._stats_asked = self._stats_seen = 0
-        self._threads: list[threading.Thread] = []
+        self._watcher: threading.Thread | None = None
         self.restarts = 0
 
     # -- the WebServer's attributes -------------------------------------------------------------
@@ -167,16 +139,11 @@ class WebProcess:
         """The current scene shows these pieces: the tree follows, PATH_CHANGED if it changed."""
         self._shown = list(pieces)
         self.space.set_shown(self._shown)
-        self._send(("shown", self._shown))
+        self.feed.send(("shown", self._shown))
 
     def telemetry(self, line: dict) -> None:
         """One second's telemetry to the clients that asked for it."""
-        self._send(("telemetry", line))
-
-    def _send(self, msg: tuple) -> None:
-        child = self._child
-        if child is not None:
-            child.send(msg)
+        self.feed.send(("telemetry", line))
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -184,11 +151,9 @@ class WebProcess:
         """Spawn the web process and wait until it listens; a port in use is an UnstableError."""
         with self._life:
             self._start_child(self.requested_port)
-        self.store.add_listener(self._heard)
-        for target, name in ((self._feed, "unstable-web-feed"), (self._watch, "unstable-web-watch")):
-            t = threading.Thread(target=target, name=name, daemon=True)
-            t.start()
-            self._threads.append(t)
+        self.feed.start()
+        self._watcher = threading.Thread(target=self._watch, name="unstable-web-watch", daemon=True)
+        self._watcher.start()
         return self  # the process said where it serves, in the show's log
 
     def _spec(self, port: int) -> bytes:
@@ -197,7 +162,7 @@ class WebProcess:
             "groups": self.store.groups, "values": self.store.targets(), "name": s.name, "pieces": list(s.pieces),
             "actions": dict(s.actions), "shown": self._shown, "server": {**self._server, "port": port},
             "preview": self.preview is not None, "preview_interval": self._preview_interval(),
-            "presets": self._presets, "extras": self._extras, "nice": self.nice, "log_level": _lowest_level()})
+            "presets": self.feed.presets, "extras": self.feed.extras, "nice": self.nice, "log_level": _lowest_level()})
 
     def _preview_interval(self) -> float:
         sink = getattr(self.preview, "__self__", None)
@@ -272,8 +237,7 @@ class WebProcess:
             if self._stopping.is_set():
                 return
             self._stopping.set()
-            self.store.remove_listener(self._heard)
-            self._wake.set()
+            self.feed.stop()
             child = self._child
             if child is not None:
                 if child.process.is_alive():
@@ -282,81 +246,14 @@ class WebProcess:
                 self._end(child)
                 if child.listener is not None:
                     child.listener.join(5.0)
-        for t in self._threads:
-            t.join(5.0)
+        if self._watcher is not None:
+            self._watcher.join(5.0)
 
     def __enter__(self) -> "WebProcess":
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-    # -- show -> web process --------------------------------------------------------------------
-
-    def _heard(self, keys, origin) -> None:
-        """Store listener: changes from anyone but a web client go to the replica, a lone one at once
-        (in the writer's thread: a queue put, the pickling is the queue's thread's), a burst in
-        batches every VALUES_EVERY seconds by the feed thread."""
-        if _from_web(origin):
-            return
-        with self._dirty_lock:
-            for k in keys:
-                self._dirty[k] = origin
-            now = time.monotonic()
-            if self._wake.is_set() or now - self._sent_at < self.VALUES_EVERY:
-                self._wake.set()
-                return
-            self._sent_at = now
-        self._send_values()
-
-    def _send_values(self) -> None:
-        child = self._child
-        with self._dirty_lock:
-            dirty, self._dirty = self._dirty, {}
-        if child is None or not dirty:
-            return
-        acked = child.acked  # read before the values: a move applied after it is the newer
-        batches: dict = {}
-        for (group, name), origin in dirty.items():
-            batches.setdefault(origin, {}).setdefault(group, {})[name] = self.store.get(group, name)
-        child.send(("values", list(batches.items()), acked))
-
-    def _feed(self) -> None:
-        next_extras = 0.0
-        while not self._stopping.is_set():
-            self._wake.wait(self.EXTRAS_EVERY)
-            if self._stopping.is_set():
-                return
-            if time.monotonic() >= next_extras:
-                next_extras = time.monotonic() + self.EXTRAS_EVERY
-                self._send_extras()
-            if not self._wake.is_set():
-                continue
-            self._stopping.wait(max(0.0, self._sent_at + self.VALUES_EVERY - time.monotonic()))
-            with self._dirty_lock:
-                self._wake.clear()
-                self._sent_at = time.monotonic()
-            self._send_values()
-
-    def _send_extras(self) -> None:
-        extras = {}
-        for key, fn in list(self.space.page_extras.items()):
-            if key == "presets" and self._presets is not None:
-                continue  # the web process reads the presets' folder itself
-            try:
-                extras[key] = fn()
-            except Exception:  # noqa: BLE001 - one extra unreadable now: the page shows the last sent
-                log.debug("page extra %s unreadable", key, exc_info=True)
-        new = {k: v for k, v in extras.items() if self._extras.get(k) != v}
-        if new:
-            self._extras.update(new)
-            self._send(("extras", new))
-
-    def _presets_added(self, names) -> None:
-        folder = getattr(getattr(names, "__self__", None), "folder", None)
-        self._presets = str(folder) if folder is not None else None
-        self._send_extras()
-        self._send(("presets", self._presets))
 
     # -- web process -> show --------------------------------------------------------------------
 
