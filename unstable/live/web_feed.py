@@ -20,13 +20,27 @@ def from_web(origin) -> bool:
     return isinstance(origin, tuple) and bool(origin) and isinstance(origin[0], str) and origin[0].startswith("web:")
 
 
+class _Extras(dict):
+    """The page's extras; one set (the MIDI link's bindings, after the show's first frame) is sent to
+    the web process at once, not at the next round of the feed (a page opened meanwhile lacks it)."""
+
+    def __init__(self, items, on_set: Callable[[], None]):
+        super().__init__(items)
+        self._on_set = on_set
+
+    def __setitem__(self, key, value) -> None:
+        super().__setitem__(key, value)
+        self._on_set()
+
+
 class SpaceView:
     """The show's AddressSpace as the engine and the show's inputs see it (methods, page_extras,
-    page_schema...); `add_presets` also reaches the web process."""
+    page_schema...); `add_presets` and what is set in `page_extras` also reach the web process."""
 
-    def __init__(self, space, on_presets: Callable):
+    def __init__(self, space, on_presets: Callable, on_extras: Callable[[], None]):
         self._space = space
         self._on_presets = on_presets
+        space.page_extras = _Extras(space.page_extras, on_extras)
 
     def add_presets(self, names: Callable[[], list[str]]) -> None:
         """List the presets here and in the web process."""
@@ -49,6 +63,7 @@ class StoreFeed:
         self.child = child
         self.presets: object = False  # False: none listed; a folder, or None: names sent with the extras
         self.extras: dict = {}
+        self._extras_lock = threading.Lock()
         self._dirty: dict = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()       # set: a batch waits for the feed thread
@@ -124,7 +139,11 @@ class StoreFeed:
             self._send_values()
 
     def send_extras(self) -> None:
-        """The page's extras that changed since they were last sent."""
+        """The page's extras that changed since they were last sent (any thread)."""
+        with self._extras_lock:
+            self._send_extras()
+
+    def _send_extras(self) -> None:
         extras = {}
         for key, fn in list(self.space.page_extras.items()):
             if key == "presets" and self.presets is not None:

@@ -64,7 +64,8 @@ class WebProcess:
     same attributes (port, url, token, host, stats, running, space, advertise, penalty) and pushes
     (show_pieces, telemetry), the server itself in a spawned process."""
 
-    START_WAIT = 30.0     # seconds for a new process to bind (a spawn imports the control modules)
+    START_WAIT = 60.0     # seconds for a new process to bind (a spawn imports the control modules, and
+                          # the main module again: a benchmark script that imports torch takes 20 s loaded)
     RESTART_EVERY = 3.0   # at most one new process this often
     STATS_WAIT = 0.5
 
@@ -74,7 +75,7 @@ class WebProcess:
                  idle_timeout: float = 5.0, max_connections: int = 256, max_per_address: int = 32,
                  penalty: float = 30.0, nice: int = 5):
         self.store = store
-        self.space = SpaceView(space, lambda names: self.feed.presets_added(names))
+        self.space = SpaceView(space, lambda names: self.feed.presets_added(names), lambda: self.feed.send_extras())
         self.feed = StoreFeed(store, self.space, lambda: self._child)
         self.host = host
         self.requested_port = int(port)
