@@ -103,6 +103,8 @@ class StoreFeed:
                 self._wake.set()
                 return
             self._sent_at = now
+        # Extras first: a change may tell the page to read them again (the end of a MIDI learn).
+        self.send_extras()
         self._send_values()
         # The queue's own thread pickles and writes it, once it has the GIL: let it have it now, so
         # that a value set and then read over HTTP (a tool, a test) is there when the request is.
@@ -136,6 +138,7 @@ class StoreFeed:
             with self._lock:
                 self._wake.clear()
                 self._sent_at = time.monotonic()
+            self.send_extras()
             self._send_values()
 
     def send_extras(self) -> None:
