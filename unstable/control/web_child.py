@@ -176,9 +176,11 @@ def _take_presets(space, store, extras: dict, folder) -> None:
 def child_main(spec_bytes: bytes, inbox, outbox) -> None:
     """The web process's body (spawned by unstable.live.web_process.WebProcess)."""
     # Ctrl-C and a SIGTERM to the group (systemd, a terminal) reach us too: the show stops us when
-    # it stops (ended here first, we would be started again by a show that is closing).
+    # it stops (ended here first, we would be started again by a show that is closing). Without a
+    # show, a SIGTERM ends us.
+    parent = multiprocessing.parent_process()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda *_: None if parent is not None and parent.is_alive() else os._exit(0))
     send = outbox.put  # a multiprocessing queue takes puts from any thread
     root = logging.getLogger()
     root.handlers[:] = [logging.handlers.QueueHandler(_SendQueue(send))]
@@ -199,7 +201,6 @@ def child_main(spec_bytes: bytes, inbox, outbox) -> None:
         send(("failed", f"the web process could not start: {type(e).__name__}: {e}"))
         return
     send(("started", server.port))
-    parent = multiprocessing.parent_process()
     next_stats = time.monotonic() + STATS_EVERY
     while True:
         now = time.monotonic()
