@@ -2,8 +2,8 @@
 starts it): the same `WebServer` as the show's thread, over a replica of the show's parameter store.
 
 Why here and not in unstable.live: a spawned child imports the module of its entry point, and
-importing unstable.live brings torch and the whole engine (over 20 s on a loaded two-core machine,
-200 MB); this module needs only unstable.control (under a second, 25 MB).
+importing unstable.live brings torch and the whole engine (many seconds and hundreds of MB before
+the port is bound); this module needs only unstable.control.
 
 What crosses the boundary, each way one queue:
   show -> here  ("values", [(origin, {group: {name: v}})], acked)  changes in the show's store from
