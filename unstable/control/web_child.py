@@ -36,6 +36,7 @@ import signal
 import threading
 import time
 
+from ..log_forward import SendQueue
 from ..schema import PREFIX
 from .store import ParameterStore
 
@@ -126,17 +127,6 @@ class _Preview:
                 self._answered_cv.notify_all()
 
 
-class _SendQueue:
-    """A QueueHandler's queue that sends ("log", record) to the show."""
-
-    def __init__(self, send):
-        self.send = send
-
-    def put_nowait(self, record) -> None:
-        record.exc_info = None  # formatted into msg by QueueHandler.prepare; tracebacks do not pickle
-        self.send(("log", record))
-
-
 def _serve(spec: dict, send):
     """The replica store, its address space and the started WebServer (UnstableError if it cannot bind)."""
     from .oscquery import AddressSpace
@@ -183,7 +173,7 @@ def child_main(spec_bytes: bytes, inbox, outbox) -> None:
     signal.signal(signal.SIGTERM, lambda *_: None if parent is not None and parent.is_alive() else os._exit(0))
     send = outbox.put  # a multiprocessing queue takes puts from any thread
     root = logging.getLogger()
-    root.handlers[:] = [logging.handlers.QueueHandler(_SendQueue(send))]
+    root.handlers[:] = [logging.handlers.QueueHandler(SendQueue(send))]
     spec = pickle.loads(spec_bytes)
     root.setLevel(spec["log_level"])
     try:  # below the show's render thread: a whole process niced has no GIL to hold it up with

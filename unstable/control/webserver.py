@@ -62,7 +62,7 @@ from .transport import AllowList, is_loopback, parse_allow
 
 log = logging.getLogger("unstable.web")
 
-__all__ = ["WebServer"]
+__all__ = ["WebServer", "page_url"]
 
 KiB = 1024
 
@@ -139,11 +139,7 @@ class WebServer:
 
     def url(self, host: str | None = None) -> str:
         """The control page's URL; with the token when the server listens beyond loopback."""
-        if host is None:
-            host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
-        shown = f"[{host}]" if ":" in host else host
-        tail = "" if is_loopback(host) else f"?token={self.token}"
-        return f"http://{shown}:{self.port}/control{tail}"
+        return page_url(self.host, self.port, self.token, host)
 
     def start(self) -> "WebServer":
         """Bind and serve in a thread of its own; a port in use is an UnstableError."""
@@ -220,6 +216,16 @@ class WebServer:
     def telemetry(self, line: dict) -> None:
         """One second's telemetry to the clients that asked for it (JSON-safe dict)."""
         self.hub.telemetry(line)
+
+
+def page_url(listen: str, port: int, token: str, host: str | None = None) -> str:
+    """The control page's URL on a server listening on `listen`:`port`, as reached by `host` (None:
+    loopback when it listens everywhere, else its own address); with the token beyond loopback."""
+    if host is None:
+        host = "127.0.0.1" if listen in ("0.0.0.0", "::", "") else listen
+    shown = f"[{host}]" if ":" in host else host
+    tail = "" if is_loopback(host) else f"?token={token}"
+    return f"http://{shown}:{port}/control{tail}"
 
 
 class _OneLine(logging.Filter):

@@ -32,6 +32,8 @@ from typing import Callable
 
 import torch
 
+from ..log_forward import SendQueue
+
 log = logging.getLogger("unstable.live")
 
 __all__ = ["RemoteStore", "child_main"]
@@ -154,7 +156,7 @@ def child_main(spec_bytes: bytes, exchanges: dict, inbox, outbox) -> None:
         outbox.put(msg)
 
     root = logging.getLogger()
-    root.handlers[:] = [logging.handlers.QueueHandler(_SendQueue(send))]
+    root.handlers[:] = [logging.handlers.QueueHandler(SendQueue(send))]
     spec = pickle.loads(spec_bytes)
     root.setLevel(spec["log_level"])
     budget = spec["budget"]
@@ -225,14 +227,3 @@ def child_main(spec_bytes: bytes, exchanges: dict, inbox, outbox) -> None:
                 problems.append(f"final checkpoint of {p.name} failed: {e}")
     send(("status", _status(pieces, time.perf_counter())))
     send(("done", paths, problems))
-
-
-class _SendQueue:
-    """A QueueHandler's queue that sends ("log", record) to the show."""
-
-    def __init__(self, send):
-        self.send = send
-
-    def put_nowait(self, record) -> None:
-        record.exc_info = None  # formatted into msg by QueueHandler.prepare; tracebacks do not pickle
-        self.send(("log", record))

@@ -27,6 +27,7 @@ from typing import Iterable
 
 from ..control.transport import is_loopback
 from ..control.web_child import child_main
+from ..control.webserver import page_url
 from ..errors import UnstableError
 from .train_process import _lowest_level
 from .web_feed import SpaceView, StoreFeed
@@ -110,11 +111,7 @@ class WebProcess:
 
     def url(self, host: str | None = None) -> str:
         """The control page's URL; with the token when the server listens beyond loopback."""
-        if host is None:
-            host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
-        shown = f"[{host}]" if ":" in host else host
-        tail = "" if is_loopback(host) else f"?token={self.token}"
-        return f"http://{shown}:{self.port}/control{tail}"
+        return page_url(self.host, self.port, self.token, host)
 
     @property
     def running(self) -> bool:
