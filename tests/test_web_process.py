@@ -21,12 +21,11 @@ import time
 import urllib.error
 import urllib.request
 
-import aiohttp
 import pytest
 from helpers import ROOT, Client, wait_for
-from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
 from test_engine import make_engine, silent
+from test_oscquery import _next_binary, _ws
 from test_show import SHOW, write_show
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -63,19 +62,6 @@ def show(tmp_path):
         yield eng
 
 
-async def _ws(port):
-    session = aiohttp.ClientSession()
-    return session, await session.ws_connect(f"http://127.0.0.1:{port}/")
-
-
-async def _next_binary(ws, timeout=5.0):
-    while True:
-        msg = await ws.receive(timeout=timeout)
-        if msg.type == aiohttp.WSMsgType.BINARY:
-            m = OscMessage(msg.data)
-            return m.address, list(m.params)
-        if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
-            raise AssertionError(f"websocket closed: {msg}")
 
 
 def test_the_server_runs_in_a_niced_process_and_the_show_has_no_web_thread(show):
@@ -129,10 +115,10 @@ def test_an_osc_move_reaches_a_listening_websocket_in_the_web_process_and_is_not
         await ws.send_str(json.dumps({"COMMAND": "LISTEN", "DATA": "/unstable/eq/hue"}))
         await asyncio.sleep(0.2)
         Client(show.osc.port).send("/unstable/eq/hue", 0.75)
-        assert await _next_binary(ws) == ("/unstable/eq/hue", [pytest.approx(0.75)])
+        assert await _next_binary(ws, timeout=5.0) == ("/unstable/eq/hue", [pytest.approx(0.75)])
         # The engine's own write (a preset, a scene) too; the replica is never sent its own moves.
         show.params.set("eq", "hue", 45.0)
-        assert await _next_binary(ws) == ("/unstable/eq/hue", [pytest.approx(0.625)])
+        assert await _next_binary(ws, timeout=5.0) == ("/unstable/eq/hue", [pytest.approx(0.625)])
         await ws.close()
         await s.close()
 
