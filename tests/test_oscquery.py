@@ -78,6 +78,7 @@ def test_python_oscquery_reads_host_info_and_tree(show):
     assert host.extensions["LISTEN"] and host.extensions["PATH_CHANGED"]
 
     show.params.set("eq", "hue", 90.0)
+    assert show.web.sync()  # the web process answers from a replica a batch behind the show
     root = client.query_node("/")
     hue = root.find_subnode("/unstable/eq/hue")
     assert hue.value == [pytest.approx(0.75)] and hue.access == OSCAccess.READWRITE_VALUE
@@ -99,6 +100,7 @@ def test_python_oscquery_reads_host_info_and_tree(show):
 def test_attribute_queries_follow_the_spec(show):
     port = show.web.port
     show.params.set("eq", "fade", 0.25)
+    assert show.web.sync()
     a = http(port, b"GET /unstable/eq/fade?VALUE HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
     assert status(a) == 200 and json.loads(a.split(b"\r\n\r\n", 1)[1]) == {"VALUE": [0.25]}
     a = http(port, b"GET /unstable/eq/hue?RANGE HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")

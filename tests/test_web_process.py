@@ -126,6 +126,17 @@ def test_an_osc_move_reaches_a_listening_websocket_in_the_web_process_and_is_not
     assert get(port, "/unstable/eq/raw/hue?VALUE") == (200, b'{"VALUE": [45.0]}')
 
 
+def test_sync_waits_until_the_replica_has_every_change_even_one_held_for_the_next_batch(show):
+    """The page answers from a replica a batch behind; sync() is the barrier a tool or a test uses
+    between setting a value in the show and reading it over HTTP."""
+    port = show.web.port
+    show.web.feed.VALUES_EVERY = 30.0  # a second change within the batch time waits for the feed thread
+    show.params.set("eq", "fade", 0.5)
+    show.params.set("eq", "fade", 0.25)  # held for the next batch, 30 s away
+    assert show.web.sync(timeout=10.0)
+    assert get(port, "/unstable/eq/fade?VALUE") == (200, b'{"VALUE": [0.25]}')
+
+
 def test_a_move_the_show_had_not_applied_when_it_sent_its_values_is_kept(show):
     """Both at once: a browser sets hue while OSC sets it; the replica ends where the show ends."""
     port = show.web.port

@@ -213,6 +213,11 @@ class WebServer:
         """The current scene shows these pieces: the tree follows, PATH_CHANGED if it changed."""
         self.hub.show_pieces(pieces)
 
+    def sync(self, timeout: float = 5.0) -> bool:
+        """Nothing to wait for: this server reads the show's own store (WebProcess.sync waits for its
+        replica)."""
+        return True
+
     def telemetry(self, line: dict) -> None:
         """One second's telemetry to the clients that asked for it (JSON-safe dict)."""
         self.hub.telemetry(line)

@@ -106,9 +106,11 @@ class StoreFeed:
         # Extras first: a change may tell the page to read them again (the end of a MIDI learn).
         self.send_extras()
         self._send_values()
-        # The queue's own thread pickles and writes it, once it has the GIL: let it have it now, so
-        # that a value set and then read over HTTP (a tool, a test) is there when the request is.
-        time.sleep(0)
+
+    def flush(self) -> None:
+        """Send what is waiting for the next batch now (WebProcess.sync: nothing held back)."""
+        self.send_extras()
+        self._send_values()
 
     def _send_values(self) -> None:
         child = self.child()

@@ -122,16 +122,31 @@ class WebProcess:
     def stats(self) -> dict:
         """The web process's counters (asked for now; the last ones it sent if it does not answer),
         added to those of the processes before it."""
-        child = self._child
-        if child is not None and child.process.is_alive() and not self._stopping.is_set():
-            with self._stats_cond:
-                self._stats_asked += 1
-                n = self._stats_asked
-                child.send(("stats?", n))
-                self._stats_cond.wait_for(lambda: self._stats_seen >= n, self.STATS_WAIT)
+        self._ask_stats(self.STATS_WAIT)
         with self._stats_cond:
             return {k: self._stats_before.get(k, 0) + self._stats.get(k, 0)
                     for k in {*self._stats_before, *self._stats}}
+
+    def _ask_stats(self, timeout: float) -> bool:
+        """Ask the web process for its counters and wait for them; True if they came. It reads its
+        inbox in order, so an answer also means it has applied everything sent before the ask."""
+        child = self._child
+        if child is None or not child.process.is_alive() or self._stopping.is_set():
+            return False
+        with self._stats_cond:
+            self._stats_asked += 1
+            n = self._stats_asked
+            child.send(("stats?", n))
+            return self._stats_cond.wait_for(lambda: self._stats_seen >= n, timeout)
+
+    def sync(self, timeout: float = 5.0) -> bool:
+        """Wait until the web process has applied every change the show's store has had so far.
+
+        The page and OSCQuery answer from a replica a batch (at most VALUES_EVERY) behind the show;
+        a tool or a test that sets a value in the show and reads it back over HTTP calls this
+        between. False if the web process did not answer within `timeout` seconds."""
+        self.feed.flush()
+        return self._ask_stats(timeout)
 
     def show_pieces(self, pieces: Iterable[str]) -> None:
         """The current scene shows these pieces: the tree follows, PATH_CHANGED if it changed."""
