@@ -63,15 +63,24 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2, help="steps per round")
     parser.add_argument("--check", type=int, default=5, help="steps whose losses are compared")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--compiled-precision", choices=("float32", "bf16"), default="float32",
+                        help="the compiled system's convolutions (bf16: as UNSTABLE_PRECISION=bf16-train, "
+                             "traced into the graphs so the compiler fuses the casts); eager stays float32")
     args = parser.parse_args()
     if args.cache:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = args.cache
     os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
 
+    import contextlib
+
     import torch
     import torch._dynamo.utils
 
+    from unstable import accel
     from unstable.compiled import compile_training
+
+    def comp_precision():
+        return accel.precision(torch.bfloat16) if args.compiled_precision == "bf16" else contextlib.nullcontext()
 
     torch.set_num_threads(args.threads)
     eager, params = _build(args.figure)
@@ -82,7 +91,8 @@ def main() -> None:
 
     # The first step of each: the compiled one pays for tracing and compiling.
     first_eager, e_wall, e_cpu = _timed(lambda: eager.step(params))
-    first_comp, c_wall, c_cpu = _timed(lambda: compiled.step(params))
+    with comp_precision():
+        first_comp, c_wall, c_cpu = _timed(lambda: compiled.step(params))
     counters = {k: dict(v) for k, v in torch._dynamo.utils.counters.items() if k in ("stats", "recompiles")}
     print(f"compile: first step {c_wall:.1f} s wall / {c_cpu:.1f} s CPU, against {e_wall:.2f} / {e_cpu:.2f} eager "
           f"(cache {os.environ.get('TORCHINDUCTOR_CACHE_DIR', 'default')})", flush=True)
@@ -90,7 +100,9 @@ def main() -> None:
     diffs = {k: abs(first_eager[k] - first_comp[k]) for k in first_eager}
     worst = [max(diffs.values())]
     for _ in range(args.check - 1):
-        a, b = eager.step(params), compiled.step(params)
+        a = eager.step(params)
+        with comp_precision():
+            b = compiled.step(params)
         worst.append(max(abs(a[k] - b[k]) for k in a))
     print("loss agreement, largest |eager - compiled| over the scalars, step by step: "
           + " ".join(f"{d:.2e}" for d in worst), flush=True)
@@ -101,7 +113,8 @@ def main() -> None:
     for r in range(args.rounds):
         order = [("eager", eager), ("compiled", compiled)][:: 1 if r % 2 == 0 else -1]
         for name, system in order:
-            _, _, cpu = _timed(lambda: [system.step(params) for _ in range(args.steps)])
+            with comp_precision() if name == "compiled" else contextlib.nullcontext():
+                _, _, cpu = _timed(lambda: [system.step(params) for _ in range(args.steps)])
             times[name].append(cpu / args.steps)
     after = {k: dict(v) for k, v in torch._dynamo.utils.counters.items() if k in ("stats", "recompiles")}
     me, mc = statistics.median(times["eager"]), statistics.median(times["compiled"])
@@ -109,7 +122,7 @@ def main() -> None:
           f"{min(times['eager']) / min(times['compiled']):.2f}x min  ({args.rounds} rounds of {args.steps}; "
           f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())})")
     print(f"dynamo counters after the first step {counters}; after all {after}")
-    print(json.dumps({"figure": args.figure, "compile_wall": c_wall, "compile_cpu": c_cpu,
+    print(json.dumps({"figure": args.figure, "compiled_precision": args.compiled_precision, "compile_wall": c_wall, "compile_cpu": c_cpu,
                       "eager_step_cpu": times["eager"], "compiled_step_cpu": times["compiled"],
                       "ratio_median": me / mc, "loss_diff": worst, "counters": after}))
 

@@ -38,6 +38,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
+from ..adam import load_adam, make_adam
 from ..checkpoint import fingerprint
 from ..instruments import Instrumented
 from ..parallel import Shard
@@ -67,7 +68,7 @@ class DivergenceSystem(TracedSampling, Instrumented):
         self.decoder = Decoder(piece.vae.latent, piece.vae.hidden).to(self.device)
         self.base_decoder = freeze(Decoder(piece.vae.latent, piece.vae.hidden).to(self.device))
         self.classifier = freeze(DigitClassifier(piece.classifier.width).to(self.device))
-        self.optimizer = torch.optim.Adam(self.decoder.parameters(), lr=piece.bad.lr)
+        self.optimizer = make_adam(self.decoder.parameters(), lr=piece.bad.lr)
         # All of BAD's randomness (latents, real batches, IS shuffles) from one CPU generator whose
         # state is checkpointed: same seed, same run on any device, and exact resume.
         self.gen = torch.Generator().manual_seed(piece.seed)
@@ -286,7 +287,7 @@ class DivergenceSystem(TracedSampling, Instrumented):
                 self._pool = None  # features of the real digits came from the old classifier
         self.decoder.load_state_dict(state["decoder"])
         if "optimizer" in state:  # a shipped starting state carries no optimiser moments
-            self.optimizer.load_state_dict(state["optimizer"])
+            load_adam(self.optimizer, state["optimizer"])
         self.step_count = int(state["step"])
         self.gen.set_state(state["rng"])
 

@@ -44,6 +44,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
+from ..adam import load_adam, make_adam
 from ..checkpoint import fingerprint as hash_config
 from ..parallel import Shard
 from ..schema import ParamSpec
@@ -105,8 +106,7 @@ def train_synthesis(gen: Generator, w: torch.Tensor, stage: int, alpha: float, n
 
 
 def _adam(groups, o: OptimSettings) -> torch.optim.Adam:
-    return torch.optim.Adam(groups, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, weight_decay=o.weight_decay,
-                            foreach=True)
+    return make_adam(groups, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, weight_decay=o.weight_decay)
 
 
 # --- the system ----------------------------------------------------------------------------------
@@ -311,8 +311,8 @@ class EquilibriumSystem(TracedSampling, Instrumented):
             gen.load_state_dict(sd)
         self.critic.load_state_dict(state["critic"])
         if "opt_g" in state:  # a shipped starting state carries no optimiser moments: Adam starts fresh
-            self.opt_g.load_state_dict(state["opt_g"])
-            self.opt_c.load_state_dict(state["opt_c"])
+            load_adam(self.opt_g, state["opt_g"])
+            load_adam(self.opt_c, state["opt_c"])
         self.step_count = int(state["step"])
         self.rng.set_state(state["rng"].cpu())
 

@@ -128,8 +128,7 @@ class WebProcess:
                     for k in {*self._stats_before, *self._stats}}
 
     def _ask_stats(self, timeout: float) -> bool:
-        """Ask the web process for its counters and wait for them; True if they came. It reads its
-        inbox in order, so an answer also means it has applied everything sent before the ask."""
+        """Ask for the counters, wait; True if they came (and so all sent before: one ordered inbox)."""
         child = self._child
         if child is None or not child.process.is_alive() or self._stopping.is_set():
             return False
@@ -140,11 +139,10 @@ class WebProcess:
             return self._stats_cond.wait_for(lambda: self._stats_seen >= n, timeout)
 
     def sync(self, timeout: float = 5.0) -> bool:
-        """Wait until the web process has applied every change the show's store has had so far.
-
-        The page and OSCQuery answer from a replica a batch (at most VALUES_EVERY) behind the show;
-        a tool or a test that sets a value in the show and reads it back over HTTP calls this
-        between. False if the web process did not answer within `timeout` seconds."""
+        """Wait until the web process has applied every change the show's store has had so far:
+        the page and OSCQuery answer from a replica a batch (at most VALUES_EVERY) behind the show,
+        so a tool or a test that sets a value and reads it over HTTP calls this between. False if
+        the web process did not answer within `timeout` seconds."""
         self.feed.flush()
         return self._ask_stats(timeout)
 
