@@ -60,12 +60,12 @@ def test_bf16_train_is_a_choice_and_reaches_the_training_convolutions(monkeypatc
 def test_bf16_train_keeps_float32_where_the_cpu_has_no_bf16(monkeypatch):
     monkeypatch.setenv("UNSTABLE_PRECISION", "bf16-train")
     monkeypatch.setattr(accel, "cpu_has_native_bf16", lambda: False)
-    accel._native.cache_clear()
+    accel._NATIVE.clear()
     try:
         assert accel.conv_dtype("cpu", grad=True) == torch.float32
         assert accel.describe() == "float32"
     finally:
-        accel._native.cache_clear()
+        accel._NATIVE.clear()
 
 
 def test_the_default_and_bf16_sampling_train_in_float32(monkeypatch):
@@ -134,3 +134,20 @@ def test_cuda_bf16_training_stays_within_the_stated_tolerance(monkeypatch):
     for step, (a, b) in enumerate(zip(exact, low)):
         for key in TERMS:
             assert abs(a[key] - b[key]) <= LOSS_TOL, (step, key, a[key], b[key])
+
+
+def test_a_convolution_under_bf16_train_traces_into_one_graph(monkeypatch):
+    """UNSTABLE_COMPILE=1 with bf16-train: whether the CPU has bf16 is a constant to the compiler,
+    not a read of /proc/cpuinfo that breaks the graph at every convolution."""
+    monkeypatch.setenv("UNSTABLE_PRECISION", "bf16-train")
+    import torch._dynamo
+
+    def conv_relu(x, w):
+        return accel.conv2d(x, w, padding=1).relu()
+
+    torch._dynamo.reset()
+    accel._NATIVE.clear()  # the first call, as a training run's first compiled step makes it
+    x, w = torch.randn(2, 4, 8, 8, requires_grad=True), torch.randn(4, 4, 3, 3, requires_grad=True)
+    explained = torch._dynamo.explain(conv_relu)(x, w)
+    assert explained.graph_break_count == 0, [b.reason for b in explained.break_reasons]
+    assert explained.graph_count == 1

@@ -60,13 +60,22 @@ def setting() -> str:
     return value
 
 
-@functools.lru_cache(maxsize=8)
+_NATIVE: dict[str, bool] = {}
+
+
+# Called at trace time as a constant: traced into, its read of /proc/cpuinfo would break a compiled
+# training step's graph at every convolution (UNSTABLE_COMPILE=1 with bf16-train).
+@torch.compiler.assume_constant_result
 def _native(device_type: str) -> bool:
-    if device_type == "cpu":
-        return cpu_has_native_bf16()
-    if device_type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
-    return False
+    """True where `device_type` computes bfloat16 natively (cached per type; `_NATIVE.clear()`)."""
+    if device_type not in _NATIVE:
+        if device_type == "cpu":
+            _NATIVE[device_type] = cpu_has_native_bf16()
+        elif device_type == "cuda":
+            _NATIVE[device_type] = torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+        else:
+            _NATIVE[device_type] = False
+    return _NATIVE[device_type]
 
 
 def conv_dtype(device: torch.device | str, grad: bool = False) -> torch.dtype:

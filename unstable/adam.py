@@ -4,8 +4,8 @@ do), foreach elsewhere. The base models' pre-training (divergence/vae.py, classi
 torch's default, so that a base model cached before trains again to the same bits.
 
 Why: a step of the equilibrium pieces updates 180 small tensors; the foreach kernels walk them in
-several passes (about 3.4 ms a step on the 2-core CPU), the fused one in one (about 1.3 ms). The
-same update to float rounding (tests/test_fused_adam.py).
+several passes, the fused one in one (docs/figures.md has the times). The same update to float rounding
+(tests/test_fused_adam.py).
 
 A checkpoint written with another kernel (foreach, before this) carries that choice in its
 param_groups, which `torch.optim.Optimizer.load_state_dict` would take over with the moments:
