@@ -27,7 +27,7 @@ from tqdm import tqdm
 from unstable.checkpoint import restore
 from unstable.guard import TrainingGuard
 from unstable.live import Engine
-from unstable.live.weight_exchange import WeightExchange
+from unstable.live.weight_exchange import ExchangeReader, WeightExchange
 from unstable.show import load_show
 from unstable.system import build_system, load_piece, module_tensors
 
@@ -86,6 +86,42 @@ def test_the_exchange_pairs_two_copies_of_one_piece_and_refuses_another(tmp_path
     other = build_system(load_piece(tmp_path / "wide.toml"), torch.device("cpu"))
     with pytest.raises(ValueError, match="do not pair up"):
         ex.check_pairs(other)
+
+
+def _write_and_die_holding(ex: WeightExchange, ready) -> None:
+    """A trainer killed inside its write: the version moved, the lock never let go."""
+    ex.lock.acquire()
+    ex.meta[0] += 1
+    ready.set()
+    time.sleep(60)
+
+
+def test_a_trainer_killed_holding_the_exchange_lock_does_not_hang_the_reader(tmp_path):
+    (tmp_path / "eq.toml").write_text(PIECE)
+    system = build_system(load_piece(tmp_path / "eq.toml"), torch.device("cpu"))
+    ctx = torch.multiprocessing.get_context("fork")  # a tiny body: no torch work in the child
+    ex = WeightExchange.of(system, ctx.Lock())
+    mirror_weights = weights(system.sampled_modules())
+
+    class Mirror:
+        def sync_from(self, tensors, step):
+            raise AssertionError("copied while the writer held the lock")
+
+    reader = ExchangeReader({"eq": Mirror()}, {"eq": ex}, interval=0.01)  # has seen version 0
+    ready = ctx.Event()
+    writer = ctx.Process(target=_write_and_die_holding, args=(ex, ready))
+    writer.start()
+    assert ready.wait(30)
+    os.kill(writer.pid, signal.SIGKILL)
+    writer.join(10)
+    assert ex.version == 1
+    reader.start()
+    start = time.monotonic()
+    assert reader.poll() == 0  # waited LOCK_WAIT and left it
+    time.sleep(0.1)
+    reader.stop()  # its last look does not hang either
+    assert time.monotonic() - start < 4 * ExchangeReader.LOCK_WAIT + 10
+    assert all(torch.equal(x, y) for x, y in zip(mirror_weights, weights(system.sampled_modules())))
 
 
 def test_a_cpu_show_trains_in_its_own_process_and_draws_what_it_trained(tmp_path, cpu_hogs):
@@ -215,9 +251,14 @@ def test_a_killed_training_process_leaves_the_show_running(tmp_path, caplog):
     with engine(write(tmp_path), tmp_path) as e:
         p = e.pieces["eq"]
         assert frames_until(e, lambda: p.steps >= 2)
-        held = weights(p.mirror.system.sampled_modules())
         os.kill(e.trainer._process.pid, signal.SIGKILL)
         assert frames_until(e, lambda: p.error is not None, 20)
+        # Weights the process wrote before it died may still be on their way into the mirror: the
+        # last it brought are those in the exchange, and the mirror holds them from now on.
+        e.trainer.reader.poll()
+        held = weights(p.mirror.system.sampled_modules())
+        last = e.trainer.reader.exchanges["eq"].tensors
+        assert all(torch.equal(x, y) for x, y in zip(held, last))
         frames = e.frames
         for _ in range(5):
             e.frame()

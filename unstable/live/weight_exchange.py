@@ -91,6 +91,8 @@ class ExchangeReader:
     (`mirrors`: {piece: SamplingMirror}, `exchanges`: {piece: WeightExchange}). It looks every
     `interval` seconds and copies when a version moved."""
 
+    LOCK_WAIT = 1.0  # seconds a look waits for an exchange's lock before leaving it for the next
+
     def __init__(self, mirrors: Mapping[str, Any], exchanges: Mapping[str, WeightExchange], interval: float = 0.02,
                  on_error: Callable[[str, str], None] | None = None):
         self.mirrors = dict(mirrors)
@@ -119,17 +121,22 @@ class ExchangeReader:
         for name, ex in self.exchanges.items():
             if ex.version == self._seen[name]:
                 continue
+            # A trainer killed between moving the version and letting go holds the lock for good:
+            # waited for without a bound, this thread (and the show's stop, which looks once more)
+            # would hang. The mirror keeps what it has; the next look tries again.
+            if not ex.lock.acquire(timeout=self.LOCK_WAIT):
+                continue
             try:
-                with ex.lock:
-                    self._seen[name] = ex.version
-                    self.mirrors[name].sync_from(ex.tensors, int(ex.meta[1]))
+                self._seen[name] = ex.version
+                self.mirrors[name].sync_from(ex.tensors, int(ex.meta[1]))
                 n += 1
             except Exception as e:  # a mirror that cannot take them keeps its weights; the show goes on
-                self._seen[name] = ex.version
                 if self.on_error is not None:
                     self.on_error(name, f"{type(e).__name__}: {e}")
                 else:
                     log.warning("%s: the trained weights could not be copied: %s", name, e)
+            finally:
+                ex.lock.release()
         self.copies += n
         return n
 
