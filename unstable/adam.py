@@ -30,8 +30,9 @@ def _params(params) -> list[torch.Tensor]:
 
 def kernel_for(params: Iterable) -> dict:
     """Adam's kernel arguments for these parameters (or param groups): fused where it can be."""
-    devices = {p.device.type for p in _params(params)}
-    fused = bool(devices) and devices <= set(FUSED_DEVICES) and all(p.is_floating_point() for p in _params(params))
+    tensors = _params(params)
+    devices = {p.device.type for p in tensors}
+    fused = bool(devices) and devices <= set(FUSED_DEVICES) and all(p.is_floating_point() for p in tensors)
     return {"fused": True} if fused else {"foreach": True}
 
 

@@ -103,12 +103,11 @@ class StoreFeed:
                 self._wake.set()
                 return
             self._sent_at = now
-        # Extras first: a change may tell the page to read them again (the end of a MIDI learn).
-        self.send_extras()
-        self._send_values()
+        self.flush()
 
     def flush(self) -> None:
-        """Send what is waiting for the next batch now (WebProcess.sync: nothing held back)."""
+        """Send what is waiting for the next batch now (a lone change, a batch, WebProcess.sync)."""
+        # Extras first: a change may tell the page to read them again (the end of a MIDI learn).
         self.send_extras()
         self._send_values()
 
@@ -140,8 +139,7 @@ class StoreFeed:
             with self._lock:
                 self._wake.clear()
                 self._sent_at = time.monotonic()
-            self.send_extras()
-            self._send_values()
+            self.flush()
 
     def send_extras(self) -> None:
         """The page's extras that changed since they were last sent (any thread)."""
