@@ -72,6 +72,9 @@ def _work(figure: str, device: str):
         return (lambda: system.step(params)), 1
     res, batch = (int(v) for v in figure[1:].split("b"))
     system = _equilibrium(res, device).sampling_copy()
+    # What a show does before its first frame: make the sampling traces now (a tree without them
+    # samples eagerly). Otherwise the first timed calls run eagerly while a thread traces beside them.
+    getattr(system, "prepare_sampling", lambda: None)()
     params = defaults(system.param_specs())
     name = system.names[0]
     z = {name: torch.randn((batch, system.piece.generator.z_dim), generator=torch.Generator().manual_seed(1))}
@@ -94,7 +97,9 @@ def worker(tree: str, figure: str, seconds: float, threads: int, device: str) ->
         work()
         sync()
 
-    for _ in range(3):
+    # Warm-up: a trace's executor specialises its graph over its first calls; a compiled step pays
+    # its compile here.
+    for _ in range(3 if figure.startswith(("eq", "bad")) else 20):
         fn()
     count, start, cpu = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - start < seconds or count < 3:
