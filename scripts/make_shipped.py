@@ -7,8 +7,9 @@ So `make run` shows grown pictures within a minute and `unstable eval` trains no
   judge classifier and the density judge VAE), for the BAD pieces in pieces/ that use the custom
   extractor (today every BAD piece shares one set: the same data, VAE and classifier settings);
 - shows/<show>.states/: each show's pieces after a short training (`unstable train`), without
-  optimiser moments (a show trains on from them with fresh Adam): the demo (eq 600 steps, bad 100)
-  and the bending show (eq 1200 steps: grown to 64 px long enough that its bends bend forms).
+  optimiser moments (a show trains on from them with fresh Adam): the demo (eq 600 steps, bad 100),
+  the bending show (eq 1200 steps: grown to 64 px long enough that its bends bend forms) and
+  demo-128 (eq 900 steps at 128 px; its BAD piece starts from the demo's state).
 
 Each folder gets a MANIFEST.json with every file's SHA-256, size, and how it was made (piece, steps,
 seed, torch version); files are only used when their hash matches. Base models already shipped with
@@ -47,8 +48,11 @@ from unstable.trainer import progress_bar, train  # noqa: E402
 
 OPTIMISERS = ("opt_g", "opt_c", "optimizer")
 # Training steps of each show's pieces, by kind; --eq-steps / --bad-steps override them.
+# demo-128's 900 equilibrium steps: its pair grows 8 -> 128 px in 450 steps and then trains on at
+# 128 px as long again, as the demo's 600 do at 64 px.
 SHOW_STEPS = {"demo": {"equilibrium": 600, "divergence": 100},
-              "bending": {"equilibrium": 1200, "divergence": 100}}
+              "bending": {"equilibrium": 1200, "divergence": 100},
+              "demo-128": {"equilibrium": 900, "divergence": 100}}
 
 
 def write_manifest(folder: Path, entries: dict) -> None:
@@ -125,12 +129,18 @@ def base_models(reuse: Path | None, retrain: bool, tmp: Path) -> dict:
 
 
 def piece_states(show_path: Path, steps: dict[str, int], tmp: Path) -> tuple[Path, dict]:
-    """Train each piece of a show a few steps and keep its weights (no optimiser) in <show>.states/."""
+    """Train each piece of a show a few steps and keep its weights (no optimiser) in <show>.states/.
+
+    A piece whose `start` lies in another show's states (the same piece, shared) is that show's to make."""
     show = load_show(show_path, check_starts=False)
     states = show_path.with_suffix(".states")
     states.mkdir(exist_ok=True)
     made = {}
     for name, path in show.piece_paths.items():
+        start = show.settings.pieces[name].start
+        if start and (show_path.parent / start).resolve().parent != states.resolve():
+            print(f"{show_path.name}: {name} starts from {start}, another show's state: not made here")
+            continue
         n = steps[show.pieces[name].kind]
         run = train(path, steps=n, out=tmp / f"{show_path.stem}-{name}", show_progress=True, echo=print)
         payload = load_checkpoint(run / "checkpoint.pt")
