@@ -1,5 +1,7 @@
 """The compositor on a real headless EGL context: layout, letterbox, colour, fades, reuse."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -459,3 +461,53 @@ def test_images_made_on_each_look_up_are_not_mistaken_for_each_other(gl_ctx, fil
         comp.render(Scene(images, layout))
         np.testing.assert_array_equal(fresh, comp.read())
     comp.release()
+
+
+@pytest.mark.parametrize("layout", [
+    Layout(margin=0.07, gap=0.05),                                   # side by side, letterboxed, gaps
+    Layout(mode="grid", rows=2, cols=2, gap=0.03),                   # an empty cell
+    Layout(mode="rects", panels=("x", "y"), rects=((0.1, 0.13, 0.31, 0.5), (0.5, 0.4, 0.45, 0.57))),
+], ids=["side-by-side", "grid-with-an-empty-cell", "rects"])
+def test_a_crossfade_blends_every_pixel_of_the_second_scene_exactly_once(gl_ctx, layout):
+    """The second scene of a crossfade is laid straight over the first (its panels, then its
+    background where it has none): black under white at mix 0.5 must be mid-grey everywhere, at
+    an output size whose panel edges fall between pixels. A pixel blended twice would be lighter,
+    one left out black."""
+    comp = Compositor(gl_ctx, (97, 31))
+    black = Scene({"x": solid((0, 0, 0)), "y": solid((0, 0, 0))}, Layout(background=(0.0, 0.0, 0.0)))
+    white = Scene({"x": solid((255, 255, 255), size=7), "y": solid((255, 255, 255), size=5)},
+                  dataclasses.replace(layout, background=(1.0, 1.0, 1.0)))
+    comp.render(black, next=white, mix=0.5)
+    frame = comp.read().astype(int)
+    assert np.abs(frame - 128).max() <= 1, np.unique(frame)
+    comp.release()
+
+
+def test_a_second_scene_with_overlapping_panels_is_mixed_aside(gl_ctx):
+    """Panels that overlap (a picture in a picture) cannot be blended straight over the first scene
+    (the overlap would count twice): that scene is drawn whole aside and mixed in, as before."""
+    comp = Compositor(gl_ctx, (64, 32))
+    pip = Layout(mode="rects", panels=("x", "y"), rects=((0.0, 0.0, 1.0, 1.0), (0.25, 0.25, 0.5, 0.5)),
+                 fit="stretch", background=(1.0, 1.0, 1.0))
+    first = Scene({"x": solid(RED), "y": solid(RED)})
+    second = Scene({"x": solid(BLUE), "y": solid(GREEN)}, pip)
+    comp.render(first, next=second, mix=0.5)
+    frame = comp.read()
+    assert close(frame[16, 32], (128, 128, 0), tol=3)  # red under the inset's green, once
+    assert close(frame[2, 2], (128, 0, 128), tol=3)    # red under the full panel's blue
+    comp.release()
+
+
+def test_gaps_and_panels_tile_the_frame():
+    from unstable.display.compositor import _gaps
+    from unstable.display.layout import Placement
+
+    panels = [Placement("a", 3.5, 2.25, 40.5, 29.75, 0, 0, 1, 1), Placement("b", 50.0, 0.0, 97.0, 31.0, 0, 0, 1, 1)]
+    gaps = _gaps(panels, 97, 31)
+    area = lambda r: (r[2] - r[0]) * (r[3] - r[1])  # noqa: E731
+    rects = [(p.x0, p.y0, p.x1, p.y1) for p in panels] + gaps
+    assert sum(area(r) for r in rects) == pytest.approx(97 * 31)
+    for i, a in enumerate(rects):  # no two overlap
+        for b in rects[i + 1:]:
+            assert not (min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1])), (a, b)
+    assert _gaps([], 10, 10) == [(0.0, 0.0, 10.0, 10.0)]

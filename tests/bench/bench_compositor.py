@@ -100,7 +100,7 @@ def main():
     for case in cases:
         print(case.report())
     print(f"GL objects per compositor: {[c.comp.gl_objects_created for c in cases]} "
-          "(10 fixed + one texture per panel and crossfade slot)")
+          "(11 fixed + one texture per panel and crossfade slot)")
 
 
 if __name__ == "__main__":

@@ -41,6 +41,43 @@ from .gl import load_program
 from .layout import UPSCALED, Scene, cells, colour_matrix, fit, place, upscale_factor
 from .textures import PanelTexture, PanelTextures, upscaled
 
+def _overlapping(placements) -> bool:
+    """Whether any two panel draws cover a common area (then a blend over them would count twice)."""
+    for i, a in enumerate(placements):
+        for b in placements[i + 1:]:
+            if min(a.x1, b.x1) > max(a.x0, b.x0) and min(a.y1, b.y1) > max(a.y0, b.y0):
+                return True
+    return False
+
+
+def _gaps(placements, w: int, h: int) -> list[tuple[float, float, float, float]]:
+    """The rectangles (x0, y0, x1, y1), output pixels, of a w x h frame where no panel is drawn.
+
+    Cut along every panel edge into a grid; a grid cell is a gap unless a panel covers its centre;
+    the gaps of a row of cells are merged left to right. The edges are the panels' own
+    coordinates, so a gap and the panel beside it share their edge exactly and GL's fill rule
+    gives each pixel to one of them: none is blended twice or left out."""
+    clamp = lambda v, hi: min(max(float(v), 0.0), float(hi))  # noqa: E731
+    rects = [(clamp(p.x0, w), clamp(p.y0, h), clamp(p.x1, w), clamp(p.y1, h)) for p in placements]
+    xs = sorted({0.0, float(w), *(r[0] for r in rects), *(r[2] for r in rects)})
+    ys = sorted({0.0, float(h), *(r[1] for r in rects), *(r[3] for r in rects)})
+    out = []
+    for y0, y1 in zip(ys, ys[1:]):
+        cy, run = (y0 + y1) / 2, None
+        for x0, x1 in zip(xs, xs[1:]):
+            cx = (x0 + x1) / 2
+            covered = any(r[0] <= cx < r[2] and r[1] <= cy < r[3] for r in rects)
+            if covered:
+                if run is not None:
+                    out.append((run, y0, x0, y1))
+                    run = None
+            elif run is None:
+                run = x0
+        if run is not None:
+            out.append((run, y0, xs[-1], y1))
+    return out
+
+
 def _is_identity(m: np.ndarray) -> bool:
     return bool(np.allclose(m, np.eye(3), atol=1e-6))
 
@@ -69,6 +106,8 @@ class Compositor:
             name: self._made(ctx.sampler(filter=(f, f), repeat_x=False, repeat_y=False))
             for name, f in (("nearest", moderngl.NEAREST), ("linear", moderngl.LINEAR))}
         self._textures = PanelTextures(ctx, self._made)  # each panel's texture, made once
+        # One white texel: the panel program draws a solid colour with it (gain = the colour).
+        self._white = self._made(ctx.texture((1, 1), 4, data=b"\xff" * 4))
         self._window: Any = None     # draw_into(): compose into this window when it has our size
         self._direct = False         # the last frame was composed into the window's back buffer
         self._make_targets()
@@ -110,7 +149,7 @@ class Compositor:
         """Free every GL object this compositor made."""
         self._textures.release()
         self._unbind_targets()
-        for obj in (self._fbo, self._frame, self._scratch_fbo, self._scratch, self._vao,
+        for obj in (self._fbo, self._frame, self._scratch_fbo, self._scratch, self._white, self._vao,
                     self._program, *self._samplers.values()):
             obj.release()
 
@@ -141,7 +180,11 @@ class Compositor:
     # -- drawing --------------------------------------------------------------------------------
 
     def _draw_scene(self, scene: Scene, fbo: moderngl.Framebuffer, fade: float, slot: int,
-                    uploaded: dict, upright: bool = False) -> None:
+                    uploaded: dict, upright: bool = False, over: float | None = None) -> bool:
+        """Draw `scene` into `fbo` (cleared to its background), or with `over` = mix lay it over what
+        `fbo` holds at opacity `mix`: its panels blended, then its background only where no panel
+        of it lies, so every pixel is blended exactly once. False (nothing drawn) when `over` is
+        asked of a scene whose panels overlap: that one needs a target of its own."""
         layout = scene.layout
         names = layout.panel_names(list(scene.images))
         global_m = colour_matrix(scene.colour)
@@ -170,24 +213,49 @@ class Compositor:
             textures[name] = self._textures.upload((slot, name), image, m)
             uploaded[dedupe] = (source, textures[name])
 
-        fbo.use()
         w, h = self.size
+        sizes = {n: (pt.host.shape[1], pt.host.shape[0]) for n, pt in textures.items()}
+        placements = place(layout, self.size, sizes, names)
+        if over is not None and _overlapping(placements):
+            return False
+        fbo.use()
         self.ctx.viewport = (0, 0, w, h)
         r, g, b = layout.background
-        self.ctx.clear(r * fade, g * fade, b * fade, 1.0)
-        sizes = {n: (pt.host.shape[1], pt.host.shape[0]) for n, pt in textures.items()}
-        self._u_gain.value = (fade, fade, fade, 1.0)
-        for p in place(layout, self.size, sizes, names):
+        alpha = 1.0
+        if over is None:
+            self.ctx.clear(r * fade, g * fade, b * fade, 1.0)
+        else:
+            alpha = over
+            self.ctx.enable(moderngl.BLEND)
+            self.ctx.blend_func = moderngl.SRC_ALPHA, moderngl.ONE_MINUS_SRC_ALPHA
+        self._u_gain.value = (fade, fade, fade, alpha)
+        for p in placements:
             pt = textures[p.name]
             filt = layout.style(p.name).filter or layout.filter
             self._samplers["linear" if filt in UPSCALED else filt].use(0)
             pt.texture.use(0)
-            if upright:  # the window's framebuffer: pixel row y -> NDC 1 - 2y/h
-                self._u_rect.value = (2 * p.x0 / w - 1, 1 - 2 * p.y0 / h, 2 * p.x1 / w - 1, 1 - 2 * p.y1 / h)
-            else:  # offscreen targets are drawn upside down: pixel row y -> NDC -1 + 2y/h
-                self._u_rect.value = (2 * p.x0 / w - 1, 2 * p.y0 / h - 1, 2 * p.x1 / w - 1, 2 * p.y1 / h - 1)
+            self._rect(p.x0, p.y0, p.x1, p.y1, upright)
             self._u_uv.value = (p.u0, p.v0, p.u1, p.v1)
             self._vao.render(moderngl.TRIANGLE_STRIP)
+        if over is not None:
+            # The background where this scene has no panel, as a solid colour at the same opacity.
+            self._white.use(0)
+            self._samplers["nearest"].use(0)
+            self._u_gain.value = (r * fade, g * fade, b * fade, alpha)
+            self._u_uv.value = (0.0, 0.0, 1.0, 1.0)
+            for x0, y0, x1, y1 in _gaps(placements, w, h):
+                self._rect(x0, y0, x1, y1, upright)
+                self._vao.render(moderngl.TRIANGLE_STRIP)
+            self.ctx.disable(moderngl.BLEND)
+        return True
+
+    def _rect(self, x0: float, y0: float, x1: float, y1: float, upright: bool) -> None:
+        """The quad's destination, output pixels (top-left origin) -> the target's NDC."""
+        w, h = self.size
+        if upright:  # the window's framebuffer: pixel row y -> NDC 1 - 2y/h
+            self._u_rect.value = (2 * x0 / w - 1, 1 - 2 * y0 / h, 2 * x1 / w - 1, 1 - 2 * y1 / h)
+        else:  # offscreen targets are drawn upside down: pixel row y -> NDC -1 + 2y/h
+            self._u_rect.value = (2 * x0 / w - 1, 2 * y0 / h - 1, 2 * x1 / w - 1, 2 * y1 / h - 1)
 
     def render(self, scene: Scene, *, fade: float = 1.0, next: Scene | None = None, mix: float = 0.0) -> None:
         """Compose one frame into the offscreen framebuffer.
@@ -206,21 +274,31 @@ class Compositor:
             self._draw_scene(next, target, fade, 1, uploaded, upright)
         else:
             self._draw_scene(scene, target, fade, 0, uploaded, upright)
-            self._draw_scene(next, self._scratch_fbo, fade, 1, uploaded)
-            # Lay the second scene over the first with opacity `mix` (both already faded).
-            target.use()
-            self.ctx.viewport = (0, 0, *self.size)
-            self.ctx.enable(moderngl.BLEND)
-            self.ctx.blend_func = moderngl.SRC_ALPHA, moderngl.ONE_MINUS_SRC_ALPHA
-            self._samplers["nearest"].use(0)
-            self._scratch.use(0)
-            # The scratch scene is upside down: drawn as it is offscreen, flipped onto the window.
-            self._u_rect.value = (-1.0, 1.0, 1.0, -1.0) if upright else (-1.0, -1.0, 1.0, 1.0)
-            self._u_uv.value = (0.0, 0.0, 1.0, 1.0)
-            self._u_gain.value = (1.0, 1.0, 1.0, mix)
-            self._vao.render(moderngl.TRIANGLE_STRIP)
-            self.ctx.disable(moderngl.BLEND)
+            # The second scene straight over the first at opacity `mix`: one blended pass over its
+            # panels and its background, not a second full frame drawn aside and then a full-frame
+            # blend of it (on llvmpipe each 2 Mpx pass costs milliseconds).
+            if not self._draw_scene(next, target, fade, 1, uploaded, upright, over=mix):
+                self._mix_aside(next, target, upright, fade, mix, uploaded)
         self.frames += 1
+
+    def _mix_aside(self, next: Scene, target: moderngl.Framebuffer, upright: bool, fade: float, mix: float,
+                   uploaded: dict) -> None:
+        """A crossfade whose second scene has overlapping panels: drawn whole into the scratch target,
+        then laid over the first with opacity `mix`."""
+        self._draw_scene(next, self._scratch_fbo, fade, 1, uploaded)
+        # Lay the second scene over the first with opacity `mix` (both already faded).
+        target.use()
+        self.ctx.viewport = (0, 0, *self.size)
+        self.ctx.enable(moderngl.BLEND)
+        self.ctx.blend_func = moderngl.SRC_ALPHA, moderngl.ONE_MINUS_SRC_ALPHA
+        self._samplers["nearest"].use(0)
+        self._scratch.use(0)
+        # The scratch scene is upside down: drawn as it is offscreen, flipped onto the window.
+        self._u_rect.value = (-1.0, 1.0, 1.0, -1.0) if upright else (-1.0, -1.0, 1.0, 1.0)
+        self._u_uv.value = (0.0, 0.0, 1.0, 1.0)
+        self._u_gain.value = (1.0, 1.0, 1.0, mix)
+        self._vao.render(moderngl.TRIANGLE_STRIP)
+        self.ctx.disable(moderngl.BLEND)
 
     # -- output ---------------------------------------------------------------------------------
 
