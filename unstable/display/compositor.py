@@ -37,8 +37,8 @@ from typing import Any
 import moderngl
 import numpy as np
 
-from .gl import load_program
 from .layout import UPSCALED, Scene, cells, colour_matrix, fit, place, upscale_factor
+from .quads import FULL_UV, Quads, to_ndc
 from .textures import PanelTexture, PanelTextures, upscaled
 
 def _overlapping(placements) -> bool:
@@ -94,20 +94,8 @@ class Compositor:
         self.size = (int(size[0]), int(size[1]))
         self.gl_objects_created = 0
         self.frames = 0
-        self._program = self._made(load_program(ctx, "panel.vert", "panel.frag"))
-        self._u_rect, self._u_uv, self._u_gain = (self._program[k] for k in ("rect", "uv_rect", "gain"))
-        self._program["image"].value = 0
-        # The unit square, y down, as a triangle strip: (0,0) top-left ... (1,1) bottom-right.
-        quad = self._made(ctx.buffer(np.array([0, 0, 1, 0, 0, 1, 1, 1], dtype="f4").tobytes()))
-        self._vao = self._made(ctx.vertex_array(self._program, [(quad, "2f", "corner")]))
-        # Samplers override the textures' own filtering, so one texture can be drawn nearest in
-        # one scene and linear in the other. Clamp to edge: linear filtering must not wrap around.
-        self._samplers = {
-            name: self._made(ctx.sampler(filter=(f, f), repeat_x=False, repeat_y=False))
-            for name, f in (("nearest", moderngl.NEAREST), ("linear", moderngl.LINEAR))}
+        self._quads = Quads(ctx, self._made)  # every draw: a textured rectangle times a gain
         self._textures = PanelTextures(ctx, self._made)  # each panel's texture, made once
-        # One white texel: the panel program draws a solid colour with it (gain = the colour).
-        self._white = self._made(ctx.texture((1, 1), 4, data=b"\xff" * 4))
         self._window: Any = None     # draw_into(): compose into this window when it has our size
         self._direct = False         # the last frame was composed into the window's back buffer
         self._make_targets()
@@ -149,8 +137,7 @@ class Compositor:
         """Free every GL object this compositor made."""
         self._textures.release()
         self._unbind_targets()
-        for obj in (self._fbo, self._frame, self._scratch_fbo, self._scratch, self._white, self._vao,
-                    self._program, *self._samplers.values()):
+        for obj in (self._fbo, self._frame, self._scratch_fbo, self._scratch, self._quads):
             obj.release()
 
     @property
@@ -228,34 +215,17 @@ class Compositor:
             alpha = over
             self.ctx.enable(moderngl.BLEND)
             self.ctx.blend_func = moderngl.SRC_ALPHA, moderngl.ONE_MINUS_SRC_ALPHA
-        self._u_gain.value = (fade, fade, fade, alpha)
         for p in placements:
-            pt = textures[p.name]
             filt = layout.style(p.name).filter or layout.filter
-            self._samplers["linear" if filt in UPSCALED else filt].use(0)
-            pt.texture.use(0)
-            self._rect(p.x0, p.y0, p.x1, p.y1, upright)
-            self._u_uv.value = (p.u0, p.v0, p.u1, p.v1)
-            self._vao.render(moderngl.TRIANGLE_STRIP)
+            self._quads.draw(textures[p.name].texture, "linear" if filt in UPSCALED else filt,
+                             to_ndc(p.x0, p.y0, p.x1, p.y1, self.size, upright), (p.u0, p.v0, p.u1, p.v1),
+                             (fade, fade, fade, alpha))
         if over is not None:
             # The background where this scene has no panel, as a solid colour at the same opacity.
-            self._white.use(0)
-            self._samplers["nearest"].use(0)
-            self._u_gain.value = (r * fade, g * fade, b * fade, alpha)
-            self._u_uv.value = (0.0, 0.0, 1.0, 1.0)
             for x0, y0, x1, y1 in _gaps(placements, w, h):
-                self._rect(x0, y0, x1, y1, upright)
-                self._vao.render(moderngl.TRIANGLE_STRIP)
+                self._quads.solid(to_ndc(x0, y0, x1, y1, self.size, upright), (r * fade, g * fade, b * fade, alpha))
             self.ctx.disable(moderngl.BLEND)
         return True
-
-    def _rect(self, x0: float, y0: float, x1: float, y1: float, upright: bool) -> None:
-        """The quad's destination, output pixels (top-left origin) -> the target's NDC."""
-        w, h = self.size
-        if upright:  # the window's framebuffer: pixel row y -> NDC 1 - 2y/h
-            self._u_rect.value = (2 * x0 / w - 1, 1 - 2 * y0 / h, 2 * x1 / w - 1, 1 - 2 * y1 / h)
-        else:  # offscreen targets are drawn upside down: pixel row y -> NDC -1 + 2y/h
-            self._u_rect.value = (2 * x0 / w - 1, 2 * y0 / h - 1, 2 * x1 / w - 1, 2 * y1 / h - 1)
 
     def render(self, scene: Scene, *, fade: float = 1.0, next: Scene | None = None, mix: float = 0.0) -> None:
         """Compose one frame into the offscreen framebuffer.
@@ -291,13 +261,9 @@ class Compositor:
         self.ctx.viewport = (0, 0, *self.size)
         self.ctx.enable(moderngl.BLEND)
         self.ctx.blend_func = moderngl.SRC_ALPHA, moderngl.ONE_MINUS_SRC_ALPHA
-        self._samplers["nearest"].use(0)
-        self._scratch.use(0)
         # The scratch scene is upside down: drawn as it is offscreen, flipped onto the window.
-        self._u_rect.value = (-1.0, 1.0, 1.0, -1.0) if upright else (-1.0, -1.0, 1.0, 1.0)
-        self._u_uv.value = (0.0, 0.0, 1.0, 1.0)
-        self._u_gain.value = (1.0, 1.0, 1.0, mix)
-        self._vao.render(moderngl.TRIANGLE_STRIP)
+        self._quads.draw(self._scratch, "nearest", (-1.0, 1.0, 1.0, -1.0) if upright else (-1.0, -1.0, 1.0, 1.0),
+                         FULL_UV, (1.0, 1.0, 1.0, mix))
         self.ctx.disable(moderngl.BLEND)
 
     # -- output ---------------------------------------------------------------------------------
@@ -351,10 +317,4 @@ class Compositor:
         self.ctx.clear(0.0, 0.0, 0.0, 1.0)
         (x0, y0, x1, y1), _ = fit("contain", (0, 0, fw, fh), self.size)
         same = (x1 - x0, y1 - y0) == self.size
-        self._samplers["nearest" if same else "linear"].use(0)
-        self._frame.use(0)
-        # The window's framebuffer is the right way up: pixel row y -> NDC 1 - 2y/h.
-        self._u_rect.value = (2 * x0 / fw - 1, 1 - 2 * y0 / fh, 2 * x1 / fw - 1, 1 - 2 * y1 / fh)
-        self._u_uv.value = (0.0, 0.0, 1.0, 1.0)
-        self._u_gain.value = (1.0, 1.0, 1.0, 1.0)
-        self._vao.render(moderngl.TRIANGLE_STRIP)
+        self._quads.draw(self._frame, "nearest" if same else "linear", to_ndc(x0, y0, x1, y1, (fw, fh), True))
