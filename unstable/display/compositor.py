@@ -41,6 +41,7 @@ from .layout import UPSCALED, Scene, cells, colour_matrix, fit, place, upscale_f
 from .quads import FULL_UV, Quads, to_ndc
 from .textures import PanelTexture, PanelTextures, upscaled
 
+
 def _overlapping(placements) -> bool:
     """Whether any two panel draws cover a common area (then a blend over them would count twice)."""
     for i, a in enumerate(placements):
