@@ -35,15 +35,18 @@ def test_a_shipped_file_is_used_only_when_its_hash_matches(tmp_path):
 
 
 def test_every_shipped_file_matches_its_manifest_and_the_set_is_small():
+    # Series 2's states have their own test and budget (test_series2_script).
+    shows = [f for f in sorted((ROOT / "shows").glob("*.states")) if f.name != "series2.states"]
+    assert {f.name for f in shows} >= {"demo.states", "bending.states", "demo-128.states"}
     total = 0
-    for folder in (FOLDER, ROOT / "shows" / "demo.states", ROOT / "shows" / "bending.states"):
+    for folder in (FOLDER, *shows):
         files = manifest(folder)
         assert files, folder
         assert sorted(files) == sorted(f.name for f in folder.glob("*.pt")), f"{folder}: unlisted or missing files"
         for name in files:
             assert shipped_file(name, folder) is not None, name
             total += (folder / name).stat().st_size
-    assert total < 16 * 2**20  # "well under 20 MB"
+    assert total < 18 * 2**20  # under 20 MB: base models, judges and the three shows' states
 
 
 def test_the_demo_bad_piece_prepares_from_the_shipped_base_models_without_training(tmp_cwd):
@@ -114,3 +117,21 @@ def test_the_bending_show_starts_from_its_grown_state_and_says_so(tmp_path, monk
         assert system.stage_resolutions[stage] == 64 and alpha == 1.0  # grown to the piece's full size
     assert (f"live: eq starts from the grown state shows/bending.states/eq.pt at step {entry['steps']} "
             "(--fresh starts from its seed)") in said
+
+
+def test_demo_128_starts_its_pair_grown_to_128_px_and_its_bad_piece_from_the_demos_state(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    entry = manifest(ROOT / "shows" / "demo-128.states")["eq.pt"]
+    assert entry["steps"] > 0 and entry["what"].startswith("equilibrium-128.toml")
+    said = []
+    show = load_show(ROOT / "shows" / "demo-128.toml")
+    assert show.settings.size == (1920, 1080) and show.pieces["eq"].generator.resolution == 128
+    with Engine(show, headless=True, osc_port=0, web_port=0, train=False, echo=said.append, progress=silent,
+                run_dir=tmp_path / "run") as eng:
+        system = eng.pieces["eq"].system
+        assert system.step_count == entry["steps"]
+        stage, alpha = system.growth()
+        assert system.stage_resolutions[stage] == 128 and alpha == 1.0
+        bad_steps = manifest(ROOT / "shows" / "demo.states")["bad.pt"]["steps"]
+        assert eng.pieces["bad"].system.step_count == bad_steps
+    assert any("bad starts from the grown state shows/demo.states/bad.pt" in line for line in said), said
