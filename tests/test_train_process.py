@@ -101,11 +101,11 @@ def test_a_trainer_killed_holding_the_exchange_lock_does_not_hang_the_reader(tmp
     system = build_system(load_piece(tmp_path / "eq.toml"), torch.device("cpu"))
     ctx = torch.multiprocessing.get_context("fork")  # a tiny body: no torch work in the child
     ex = WeightExchange.of(system, ctx.Lock())
-    mirror_weights = weights(system.sampled_modules())
+    copies = []
 
-    class Mirror:
+    class Mirror:  # records instead of raising: the reader catches a mirror's errors and logs them
         def sync_from(self, tensors, step):
-            raise AssertionError("copied while the writer held the lock")
+            copies.append(step)
 
     reader = ExchangeReader({"eq": Mirror()}, {"eq": ex}, interval=0.01)  # has seen version 0
     ready = ctx.Event()
@@ -121,7 +121,7 @@ def test_a_trainer_killed_holding_the_exchange_lock_does_not_hang_the_reader(tmp
     time.sleep(0.1)
     reader.stop()  # its last look does not hang either
     assert time.monotonic() - start < 4 * ExchangeReader.LOCK_WAIT + 10
-    assert all(torch.equal(x, y) for x, y in zip(mirror_weights, weights(system.sampled_modules())))
+    assert copies == []  # the mirror kept what it had: nothing was copied under the dead writer's lock
 
 
 def test_a_cpu_show_trains_in_its_own_process_and_draws_what_it_trained(tmp_path, cpu_hogs):
