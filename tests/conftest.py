@@ -123,3 +123,10 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def inductor_cache(tmp_path_factory):
+    """One TORCHINDUCTOR_CACHE_DIR for the session's inductor compiles: a graph another test
+    compiled (the tiny equilibrium pieces' grown step) loads from it instead of compiling again."""
+    return tmp_path_factory.mktemp("inductor")

@@ -38,8 +38,8 @@ def _pair(tmp_path, text: str):
 
 
 @pytest.fixture(autouse=True)
-def _fresh_dynamo(tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+def _fresh_dynamo(inductor_cache, monkeypatch):
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(inductor_cache))
     torch._dynamo.reset()
     counters.clear()
     yield

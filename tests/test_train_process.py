@@ -333,3 +333,39 @@ def test_a_show_that_asks_for_the_thread_keeps_it(tmp_path):
         assert not e.piece_set.in_process and e.trainer.alive
         p = e.pieces["eq"]
         assert frames_until(e, lambda: p.steps >= 2)
+
+
+@pytest.mark.slow
+def test_unstable_compile_compiles_in_the_process_while_the_show_draws(tmp_path, monkeypatch, caplog, inductor_cache):
+    # UNSTABLE_COMPILE=1 in a live show: the training process compiles its grown piece's step
+    # (inductor; the session's cache, which test_compile_training may have warmed) and trains on
+    # through it; the show draws meanwhile.
+    from test_compile_training import GROWING  # its piece: the graphs that test compiled, if it ran
+
+    monkeypatch.setenv("UNSTABLE_COMPILE", "1")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(inductor_cache))
+    caplog.set_level(logging.WARNING, logger="unstable.live")
+    show = write(tmp_path)
+    (tmp_path / "eq.toml").write_text(GROWING)  # grown from its third step: two steps eager first
+    with engine(show, tmp_path) as e:
+        p = e.pieces["eq"]
+        assert e.piece_set.in_process
+        said = lambda text: any(text in r.getMessage() for r in caplog.records)  # noqa: E731
+        assert frames_until(e, lambda: said("eq: compiling the training step"), timeout=60)
+        frames = e.frames
+        assert frames_until(e, lambda: said("eq: compiled the training step in"), timeout=240)
+        assert e.frames - frames >= 10  # frames kept coming while the process compiled
+        compiled_at = p.steps
+        assert frames_until(e, lambda: p.steps >= compiled_at + 3 and p.mirror.system.step_count >= compiled_at + 3)
+        assert not said("failed")
+
+
+def test_a_bad_unstable_compile_is_one_line_before_the_show_opens(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from unstable.cli import main
+    monkeypatch.setenv("UNSTABLE_COMPILE", "yes")
+    result = CliRunner().invoke(main, ["live", str(write(tmp_path)), "--headless", "--seconds", "1"])
+    assert result.exit_code != 0
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "UNSTABLE_COMPILE='yes'" in lines[0], result.output

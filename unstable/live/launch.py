@@ -42,7 +42,9 @@ def play(show_path, *, headless, fullscreen, monitor, seconds, record, telemetry
     before minutes of preparing the pieces), play it, and say how it went through `echo`; returns
     the LiveReport. `echo(line, err=False)`: click.echo's signature (default: print)."""
     from .engine import Engine
+    from .. import compiled
     echo = echo or _print
+    compiled.requested()  # a bad UNSTABLE_COMPILE is one line before minutes of preparing the pieces
     from ..show import load_show
     from ..system import resolve_device
     show = load_show(show_path)

@@ -115,6 +115,7 @@ def _status(pieces, now: float) -> dict:
 def _build(spec: dict, exchanges: dict, store: RemoteStore, faults: _FaultHook):
     """The process's LivePieces: systems built and loaded from the show's states, exchange writers
     for mirrors, guards and keepers."""
+    from .. import compiled
     from ..checkpoint import restore
     from ..guard import TrainingGuard
     from ..system import build_system
@@ -130,6 +131,11 @@ def _build(spec: dict, exchanges: dict, store: RemoteStore, faults: _FaultHook):
         system.prepare(None)  # no bars: the show drew its own while it loaded the same models
         payload = torch.load(io.BytesIO(spec["states"][name]), map_location=device, weights_only=True)
         restore(system, payload, f"the show's state of {name}")
+        if compiled.requested() and hasattr(system, "train_synthesis"):
+            # Opt-in (UNSTABLE_COMPILE=1): here, in the training process, a compile takes this
+            # process's time (its first grown step waits for it; minutes on a cold cache, seconds
+            # warm), never the show's frames. BAD pieces train eagerly (compiled.compile_training).
+            compiled.compile_training(system, lambda line, n=name: log.warning("%s: %s", n, line))
         p = LivePiece(name=name, path=spec["piece_paths"][name], system=system,
                       mirror=ExchangeWriter(system, exchanges[name]), source=None, clock=None,
                       share=spec["shares"][name], run_dir=spec["run_dirs"][name],
