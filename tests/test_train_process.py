@@ -66,9 +66,9 @@ def silent(desc, total=None, **kw):
 
 
 def engine(path: Path, tmp_path: Path, fresh: bool = True, **kw) -> Engine:
+    kw.setdefault("echo", lambda line: None)
     return Engine(load_show(path), headless=True, osc_port=0, web_port=0, web=False, run_dir=tmp_path / "run",
-                  echo=lambda line: None, progress=silent, train=True, fresh=fresh,
-                  automation=tmp_path / "show.automation.jsonl", **kw)
+                  progress=silent, train=True, fresh=fresh, automation=tmp_path / "show.automation.jsonl", **kw)
 
 
 def weights(modules) -> list[torch.Tensor]:
@@ -333,6 +333,18 @@ def test_a_show_that_asks_for_the_thread_keeps_it(tmp_path):
         assert not e.piece_set.in_process and e.trainer.alive
         p = e.pieces["eq"]
         assert frames_until(e, lambda: p.steps >= 2)
+
+
+def test_unstable_compile_on_a_show_that_trains_on_its_thread_is_one_line_and_eager(tmp_path, monkeypatch):
+    monkeypatch.setenv("UNSTABLE_COMPILE", "1")
+    lines = []
+    with engine(write(tmp_path, training="process = false"), tmp_path, echo=lines.append) as e:
+        assert not e.piece_set.in_process
+        p = e.pieces["eq"]
+        assert frames_until(e, lambda: p.steps >= 2)
+        assert p.system.step.__self__ is p.system  # its own step, not a compiled one (compiled.py swaps it)
+    said = [line for line in lines if "UNSTABLE_COMPILE" in line]
+    assert len(said) == 1 and "eagerly" in said[0], lines
 
 
 @pytest.mark.slow

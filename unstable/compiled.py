@@ -15,7 +15,9 @@ then follows its own rounding, as another machine's would.
   from a copy of the state, so a failure there is undone and the step is run eagerly instead; a
   later failure (a recompile, say after a batch change) turns compiling off and is raised to the
   training guard, which undoes that one step.
-- Not for the live show: compiling holds the GIL for minutes, and the display must keep its rate.
+- In a live show only in its training process (a CPU show's default, unstable.live.train_child):
+  compiling holds the GIL for minutes, which the show's own process cannot give its display; a show
+  that trains on a thread of its own says so in one line and trains eagerly.
 
 The synthesis pass draws its per-layer noise from a torch.Generator, which dynamo cannot trace: it
 is drawn beforehand from the same generator, in the order and shapes the eager pass draws it, and

@@ -103,6 +103,10 @@ class PieceSet:
         if s.training.process and self.device.type == "cpu" and params is not None:
             self.trainer = TrainingProcess(pieces, s.training, s.guard, params, snapshot, self.device).start()
         else:
+            from .. import compiled
+            if compiled.requested():  # a compile would hold the show's own process up for minutes
+                self.echo("live: UNSTABLE_COMPILE=1 compiles in a CPU show's training process; this show trains "
+                          "on a thread of its own (a GPU, or [training] process = false), eagerly")
             self.trainer = Trainer(pieces, s.training, snapshot, self.device, self._train_stream, s.guard).start()
 
     @property
