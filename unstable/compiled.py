@@ -206,7 +206,7 @@ def compile_training(system, echo: Callable[[str], None] = print, backend="induc
     if backend == "inductor":
         from . import inductor_masks
 
-        inductor_masks.install()  # its leaky ReLU masks stored 45x faster (see that module)
+        inductor_masks.install()  # its leaky ReLU masks stored at memory speed (see that module)
     if "TORCHINDUCTOR_COMPILE_THREADS" not in os.environ:
         import torch._inductor.config as inductor_config
 

@@ -3,15 +3,15 @@
 Why: a compiled training step keeps, for its backward, the sign of every leaky ReLU's input as a
 bool mask (one byte a value: the partitioner's cheapest thing to save). Inductor's vectorised
 kernels store such a mask through `at::vec::VecMask<float, N>::store(bool*, count)`, which converts
-through generic 64-lane bool vectors one element at a time: about 400 cycles for 16 values. At
-128 px the generators' last layer stored its mask in 14 ms of a 225 ms step (the same kernel
-without the store: 0.3 ms), and the critic's first layer in 11 ms.
+through generic 64-lane bool vectors one element at a time, hundreds of cycles for 16 values: the
+kernels that store a mask ran many times slower than their arithmetic (the figures: docs/figures.md,
+"Sixth round").
 
 `install()` makes the code generator write the same bytes (1 where the mask is set, else 0) from a
-float view of the mask with a plain loop: 0.42 against 19.2 ms for that kernel alone, the values
-and the mask identical (tests/test_inductor_masks.py checks a compiled leaky ReLU's mask and
-gradients against eager ones and that the fast store is the one in the code). Other stores are
-generated as before. `unstable.compiled` installs it before it compiles.
+float view of the mask with a plain loop; the values and the mask are identical
+(tests/test_inductor_masks.py checks a compiled leaky ReLU's mask and gradients against eager ones
+and that the fast store is the one in the code). Every other store is left to inductor.
+`unstable.compiled` installs it before it compiles.
 
 Inductor keeps generated code on disk (the FX graph cache): the fix is part of the cache key, as
 a custom graph pass with its own uuid that changes nothing in the graph, so that code generated
