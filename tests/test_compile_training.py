@@ -20,6 +20,11 @@ from unstable.system import build_system, load_piece
 
 from helpers import tiny_eq_piece, tiny_piece_file
 
+# One torch thread, as the training thread and a show's training process run: the compiled code
+# is then the process's own (inductor's cache key includes the thread count), so
+# test_train_process's compile loads what this one compiled.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 TOLERANCE = 1e-4
 # Per-layer noise that counts from the first step (the shipped pieces start it at 0), so that noise
 # drawn in another order shows. 8 px -> 16 px: step 0 at 8 px, step 1 fades 16 px in, 2... grown.
