@@ -177,3 +177,28 @@ def test_training_losses_equal_those_before_the_change():
         torch.set_num_threads(threads)
     for step, (out, before) in enumerate(zip(scalars, BEFORE)):
         assert [out[k] for k in keys] == pytest.approx(before, rel=2e-5, abs=1e-6), f"step {step}"
+
+
+@pytest.mark.parametrize("size", [4, 8, 16, 32, 64])
+def test_a_single_image_conv_equals_conv2d_and_takes_onednn_from_16_px(size):
+    """`accel.conv2d_single` (the generators' batch-1 path): F.conv2d's values and gradients at
+    every size, by oneDNN on a channels_last image from 16x16 up (ATen's im2col path below)."""
+    g = torch.Generator().manual_seed(size)
+    x = torch.randn((1, 16, size, size), generator=g).requires_grad_()
+    weight = torch.randn((32, 16, 3, 3), generator=g).requires_grad_()
+    bias = torch.randn(32, generator=g).requires_grad_()
+    got = accel.conv2d_single(x, weight, bias, padding=1)  # [1, 32, size, size]
+    want = F.conv2d(x, weight, bias, padding=1)
+    assert got.shape == want.shape and torch.allclose(got, want, atol=2e-5), (got - want).abs().max()
+    onednn = size >= 16
+    if onednn:
+        assert got.is_contiguous(memory_format=torch.channels_last)
+    assert (type(got.grad_fn).__name__ == "MkldnnConvolutionBackward0") == onednn, got.grad_fn
+    probe = torch.randn(want.shape, generator=g)
+    for a, b in zip(torch.autograd.grad((got * probe).sum(), (x, weight, bias)),
+                    torch.autograd.grad((want * probe).sum(), (x, weight, bias))):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-4 * b.abs().max().item()), (a - b).abs().max()
+    with torch.no_grad(), accel.precision(torch.bfloat16):  # another precision: `conv2d`'s own path
+        assert torch.equal(accel.conv2d_single(x, weight, bias, padding=1), accel.conv2d(x, weight, bias, padding=1))
+    with pytest.raises(AssertionError, match="one image"):
+        accel.conv2d_single(x.expand(2, -1, -1, -1), weight, bias, padding=1)

@@ -128,6 +128,24 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     return _in_conv_dtype(F.conv2d, x, weight, bias, kw)
 
 
+def conv2d_single(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int) -> torch.Tensor:
+    """`conv2d` of one image x [1, C, H, W] (stride 1): the generators' live path, whose style is
+    folded into the weights.
+
+    ATen sends a single float32 image of up to 20,480 values with a 3x3 kernel to its own im2col
+    convolution ("for some case, native is faster"), and a larger one to oneDNN in the plain (NCHW)
+    layout; for the generators' thin layers from 16x16 up, oneDNN on a channels_last image is faster
+    than either (docs/figures.md, "Seventh round"). Smaller images, other precisions and devices
+    take `conv2d`. Same maths; the result is channels_last, which the elementwise passes after it keep.
+    """
+    assert x.dim() == 4 and x.shape[0] == 1, f"one image [1, C, H, W] expected, got {tuple(x.shape)}"
+    if (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and x.shape[-2] * x.shape[-1] >= 256
+            and conv_dtype(x.device, torch.is_grad_enabled()) == torch.float32 and torch.backends.mkldnn.is_available()):
+        x = x.contiguous(memory_format=torch.channels_last)
+        return torch.ops.aten.mkldnn_convolution(x, weight, bias, [padding, padding], [1, 1], [1, 1], 1)
+    return conv2d(x, weight, bias, padding=padding)
+
+
 def conv_transpose2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, **kw) -> torch.Tensor:
     """F.conv_transpose2d in `conv_dtype(x.device)`, returning x's dtype."""
     return _in_conv_dtype(F.conv_transpose2d, x, weight, bias, kw)

@@ -80,7 +80,7 @@ class StyledConv(nn.Module):
             # One image (live rendering): fold style, demodulation and gain into the weights, one conv.
             weight = weight * styles[0][None, :, None, None]
             weight = weight * (torch.rsqrt(weight.square().sum(dim=(1, 2, 3)) + 1e-8) * LRELU_GAIN)[:, None, None, None]
-            x = accel.conv2d(x, weight, self.bias * LRELU_GAIN, padding=1)  # [1, out, H, W]
+            x = accel.conv2d_single(x, weight, self.bias * LRELU_GAIN, padding=1)  # [1, out, H, W]
             noise = self._noise(x, noise_rng, noise_gain)
             return lrelu_(x if noise is None else x.add_(noise))
         x = accel.conv2d(x * styles[:, :, None, None], weight, padding=1)  # [N, out, H, W]
