@@ -17,8 +17,10 @@ $(STAMP): pyproject.toml scripts/setup.sh
 run: setup
 	$(VENV)/bin/unstable demo $(ARGS)
 
+# Two workers: much of the suite waits on subprocesses, sockets and clocks, so two run in about
+# half the time on two cores; tests that share machine-wide names stay together (tests/conftest.py).
 test: setup
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadgroup
 
 bench: setup
 	$(PY) tests/bench/bench_equilibrium.py

@@ -115,6 +115,40 @@ def other_machine():
         subprocess.run(["ip", "link", "del", host_if], capture_output=True)
 
 
+# `make test` runs the suite on two pytest-xdist workers (`--dist loadgroup`). Tests that share
+# something machine-wide stay on one worker: Ableton Link peers join any session they hear by
+# multicast, the MIDI tests' JACK server and the NDI sources go by fixed names, OSCQuery shows are
+# found by mDNS, and the inductor tests share one compile cache per worker (`inductor_cache`).
+SHARED_GROUPS = {
+    "test_tempo": "link", "test_tempo_beats": "link", "test_tempo_drift": "link", "test_tempo_link_walk": "link",
+    "test_midi_port": "jack",
+    "test_ndi": "ndi", "test_ndi_rgbx": "ndi",
+    "test_oscquery": "mdns",
+    "test_compile_training": "inductor", "test_train_process": "inductor", "test_inductor_masks": "inductor",
+}
+
+
+def pytest_itemcollected(item):
+    """The tests of `SHARED_GROUPS` get their xdist group (as they are collected: xdist reads the
+    groups in its own `pytest_collection_modifyitems`)."""
+    group = SHARED_GROUPS.get(item.module.__name__.rpartition(".")[2])
+    if group:
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
+def pytest_collection_finish(session):
+    """Under `--dist loadgroup`, refuse to run if pytest-xdist could not group (it marks a grouped
+    test's node id with "@group"; pytest 9.2's node ids no longer take it): two workers would then
+    start two JACK servers of one name and join each other's Link sessions, and fail at random."""
+    if not session.config.getoption("loadgroup", False):
+        return
+    lost = [item.nodeid for item in session.items
+            if item.get_closest_marker("xdist_group") is not None and "@" not in item.nodeid]
+    if lost:
+        raise pytest.UsageError(f"pytest-xdist did not group {lost[0]} (and {len(lost) - 1} more): "
+                                "install the test extra's pytest (pyproject.toml)")
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked `cuda` are skipped on a machine without CUDA (they run in scripts/gpu-check.sh)."""
     if torch.cuda.is_available():
