@@ -118,13 +118,13 @@ def other_machine():
 # `make test` runs the suite on two pytest-xdist workers (`--dist loadgroup`). Tests that share
 # something machine-wide stay on one worker: Ableton Link peers join any session they hear by
 # multicast, the MIDI tests' JACK server and the NDI sources go by fixed names, OSCQuery shows are
-# found by mDNS, and the inductor tests share one compile cache per worker (`inductor_cache`).
+# found by mDNS, and the tests that compile with inductor share one compile cache per worker
+# (those that take the `inductor_cache` fixture).
 SHARED_GROUPS = {
     "test_tempo": "link", "test_tempo_beats": "link", "test_tempo_drift": "link", "test_tempo_link_walk": "link",
     "test_midi_port": "jack",
     "test_ndi": "ndi", "test_ndi_rgbx": "ndi",
     "test_oscquery": "mdns",
-    "test_compile_training": "inductor", "test_train_process": "inductor", "test_inductor_masks": "inductor",
 }
 
 
@@ -132,6 +132,8 @@ def pytest_itemcollected(item):
     """The tests of `SHARED_GROUPS` get their xdist group (as they are collected: xdist reads the
     groups in its own `pytest_collection_modifyitems`)."""
     group = SHARED_GROUPS.get(item.module.__name__.rpartition(".")[2])
+    if "inductor_cache" in getattr(item, "fixturenames", ()):
+        group = "inductor"
     if group:
         item.add_marker(pytest.mark.xdist_group(group))
 

@@ -234,7 +234,11 @@ def test_stopping_a_recording_finishes_it_in_the_background_while_frames_go_on(t
 
 def test_headless_run_trains_records_every_frame_and_resumes(tmp_path):
     out, tel = tmp_path / "live.mp4", tmp_path / "telemetry.jsonl"
-    eng = make_engine(tmp_path, train=True, seconds=2.0, record=out, telemetry=tel)
+    # Training on the show's thread: it steps from the first frame, where a training process (a CPU
+    # show's default, tests/test_train_process.py) first starts an interpreter at a lower priority,
+    # which on a busy machine can take longer than this 2 s show.
+    text = SHOW.replace("[layout]", "[training]\nprocess = false\n[layout]")
+    eng = make_engine(tmp_path, text, train=True, seconds=2.0, record=out, telemetry=tel)
     report = eng.run()
     info = probe(out)
     # seconds x fps: a frame per slot, a dropped slot (a busy machine) repeats the frame before
