@@ -1,13 +1,14 @@
 """A second NDI peer for the tests and the benchmark: finds a source by name (through whatever
 NDI_CONFIG_DIR says), receives its video for a while, and saves what came in.
 
-    python tests/ndi_receiver.py NAME SECONDS OUT.npz [--block]
+    python tests/ndi_receiver.py NAME SECONDS OUT.npz [--block] [--frames K]
 
 OUT.npz: `frames` [K, H, W, 3] uint8, `stamps` [K] (each frame's NDI timestamp: the wall time the
 sender handed it over, POSIX seconds; `NdiSource.frame_at` names the frame), `times` [K]
 (time.time() at arrival). With --block, `frames` is only the
 mean of each frame's top-left 32x32 block [K] (the benchmark writes frame numbers there; long
-1080p runs would not fit in memory). Prints "found" when connected (a test
+1080p runs would not fit in memory). With --frames K it stops once K frames came in (a connection
+takes a while on a busy machine: SECONDS is then only the limit). Prints "found" when connected (a test
 may SIGSTOP it after that to stall it), "found-timeout" and exits 2 when the source never showed.
 """
 
@@ -19,7 +20,7 @@ from cyndilib import Finder, Receiver, RecvBandwidth, RecvColorFormat, VideoRecv
 from cyndilib.receiver import ReceiveFrameType
 
 
-def main(name: str, seconds: float, out: str, block: bool = False) -> int:
+def main(name: str, seconds: float, out: str, block: bool = False, count: int | None = None) -> int:
     finder = Finder()
     finder.open()
     deadline = time.time() + 60
@@ -38,7 +39,7 @@ def main(name: str, seconds: float, out: str, block: bool = False) -> int:
     print("found", found, flush=True)
     frames, stamps, times = [], [], []
     end = time.time() + seconds
-    while time.time() < end:
+    while time.time() < end and (count is None or len(frames) < count):
         got = receiver.receive(ReceiveFrameType.recv_video | ReceiveFrameType.recv_metadata, 50)
         if got & ReceiveFrameType.recv_video:
             now = time.time()
@@ -55,4 +56,6 @@ def main(name: str, seconds: float, out: str, block: bool = False) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], float(sys.argv[2]), sys.argv[3], "--block" in sys.argv[4:]))
+    rest = sys.argv[4:]
+    sys.exit(main(sys.argv[1], float(sys.argv[2]), sys.argv[3], "--block" in rest,
+                  int(rest[rest.index("--frames") + 1]) if "--frames" in rest else None))

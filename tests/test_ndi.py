@@ -51,8 +51,10 @@ def ndi_show(tmp_path, name: str, ndi: bool = True, fps: int = 10, seconds: floa
                   progress=silent, train=False, web=False, seconds=seconds)
 
 
-def receiver(name: str, seconds: float, out: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(RECEIVER), name, str(seconds), str(out)],
+def receiver(name: str, seconds: float, out: Path, frames: int | None = None) -> subprocess.Popen:
+    """tests/ndi_receiver.py on source `name` for `seconds` (or until `frames` came in)."""
+    extra = [] if frames is None else ["--frames", str(frames)]
+    return subprocess.Popen([sys.executable, str(RECEIVER), name, str(seconds), str(out), *extra],
                             stdout=subprocess.PIPE, text=True)
 
 
@@ -121,7 +123,7 @@ def test_a_receiver_finds_the_show_and_gets_frame_n_as_composed(tmp_path):
         eng.params.update({"eq": {"walk_speed": 4.0}, "eq2": {"walk_speed": 4.0}})  # frames that differ
         n = 0
         eng.frame(number=n)  # the source exists from its first frame
-        proc = receiver("unstable-test-frames", 4.0, out)
+        proc = receiver("unstable-test-frames", 30.0, out, frames=10)
         try:
             wait_found(proc)
             t0 = time.perf_counter()
@@ -195,11 +197,11 @@ def test_panels_are_sources_of_their_own_at_the_pieces_size(tmp_path):
     out = tmp_path / "panel.npz"
     with eng:
         eng.frame(number=0)
-        proc = receiver("unstable-test-panels.eq2.g0", 2.0, out)
+        proc = receiver("unstable-test-panels.eq2.g0", 30.0, out, frames=3)
         try:
             wait_found(proc)
             n = 0
-            while proc.poll() is None and n < 200:
+            while proc.poll() is None and n < 600:
                 n += 1
                 eng.frame(number=n)
                 time.sleep(0.05)
