@@ -353,7 +353,7 @@ def test_unstable_live_with_audio_from_the_command_line(tmp_path):
     junk.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(200))
 
     def live(*flags):
-        r = CliRunner().invoke(main, ["live", str(show_path), "--headless", "--osc-port", "0", "--no-train",
+        r = CliRunner().invoke(main, ["live", str(show_path), "--headless", "--osc-port", "0", "--web-port", "0", "--no-train",
                                       "--seconds", "0.5", "--run", str(tmp_path / "run"), "--device", "cpu", *flags])
         assert r.exit_code == 0, r.output
         return [ln for ln in r.output.splitlines() if any(k in ln for k in ("moves", "sound input"))]

@@ -208,7 +208,7 @@ def test_audio_on_a_show_without_maps_says_so_naming_the_show_and_what_to_add(tm
     plain = SHOW[:SHOW.index("[[audio.map]]")]
     show_path = write_show(tmp_path, plain, name="quiet.toml")
     wav = write_wav(tmp_path / "clicks.wav", clicks([3], FPS, 1.0))
-    r = CliRunner().invoke(main, ["live", str(show_path), "--headless", "--osc-port", "0", "--no-train",
+    r = CliRunner().invoke(main, ["live", str(show_path), "--headless", "--osc-port", "0", "--web-port", "0", "--no-train",
                                   "--seconds", "0.3", "--run", str(tmp_path / "run"), "--device", "cpu",
                                   "--audio", str(wav)])
     assert r.exit_code == 0, r.output

@@ -272,7 +272,7 @@ def _training_show(tmp_path: Path) -> tuple[subprocess.Popen, int, Path]:
     steps (its telemetry says so): (show, the training process's pid, run folder)."""
     run, telemetry = tmp_path / "run", tmp_path / "telemetry.jsonl"
     show = subprocess.Popen([sys.executable, "-m", "unstable", "live", str(write(tmp_path)), "--headless",
-                             "--seconds", "300", "--run", str(run), "--fresh", "--telemetry", str(telemetry)],
+                             "--osc-port", "0", "--web-port", "0", "--seconds", "300", "--run", str(run), "--fresh", "--telemetry", str(telemetry)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     end = time.monotonic() + 120
     while time.monotonic() < end and show.poll() is None:
