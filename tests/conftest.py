@@ -138,17 +138,13 @@ def pytest_itemcollected(item):
         item.add_marker(pytest.mark.xdist_group(group))
 
 
-def pytest_collection_finish(session):
-    """Under `--dist loadgroup`, refuse to run if pytest-xdist could not group (it marks a grouped
-    test's node id with "@group"; pytest 9.2's node ids no longer take it): two workers would then
-    start two JACK servers of one name and join each other's Link sessions, and fail at random."""
-    if not session.config.getoption("loadgroup", False):
-        return
-    lost = [item.nodeid for item in session.items
-            if item.get_closest_marker("xdist_group") is not None and "@" not in item.nodeid]
-    if lost:
-        raise pytest.UsageError(f"pytest-xdist did not group {lost[0]} (and {len(lost) - 1} more): "
-                                "install the test extra's pytest (pyproject.toml)")
+def pytest_configure(config):
+    """Refuse `--dist loadgroup` under pytest 9 in one line: pytest 9.2 keeps node ids where
+    pytest-xdist 3.8 can no longer add its groups, so two workers would start two JACK servers of
+    one name and join each other's Link sessions, and fail at random (the test extra pins pytest<9)."""
+    if getattr(config.option, "dist", "no") == "loadgroup" and int(pytest.__version__.split(".")[0]) >= 9:
+        raise pytest.UsageError(f"pytest {pytest.__version__} cannot keep pytest-xdist's groups "
+                                "(--dist loadgroup): install the test extra's pytest<9 (pyproject.toml)")
 
 
 def pytest_collection_modifyitems(config, items):
