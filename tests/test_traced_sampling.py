@@ -223,3 +223,24 @@ def test_a_bad_shows_mirror_has_its_decoder_traces_before_the_first_frame():
         assert len(mirror.system._traced) == 4  # decoder and base, one image and batches
     finally:
         mirror.close()
+
+
+def test_a_process_that_ends_while_a_trace_is_being_made_exits_cleanly(tmp_path):
+    """A training process stopped while its tracer thread was inside torch.jit.trace aborted at exit
+    ("terminate called without an active exception", SIGABRT): the interpreter's finalisation
+    stopped the daemon thread inside C++. Exit now waits for the tracer (unstable.traces)."""
+    import subprocess
+    import sys
+    code = f"""
+import sys, torch
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from test_traced_sampling import tiny_system
+system = tiny_system()
+system._traced.background = True
+z = {{name: torch.zeros((1, system.piece.generator.z_dim)) for name in system.names}}
+system.sample(z, {{}})  # starts the tracer on its thread, samples eagerly
+assert system._traced._tracer.is_alive()
+"""
+    for _ in range(3):
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0 and "terminate called" not in r.stderr, (r.returncode, r.stderr[-2000:])

@@ -25,9 +25,11 @@ turns traces off.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
+import time
 import warnings
 from typing import Callable, Hashable
 
@@ -45,6 +47,20 @@ warnings.filterwarnings("ignore", category=torch.jit.TracerWarning, module=r"uns
 # torch 2.13 marks torch.jit.trace deprecated in favour of torch.compile/torch.export, whose compile
 # times (minutes here) a live show cannot wait for; a torch without it leaves sampling eager.
 warnings.filterwarnings("ignore", message=r"`torch\.jit\.trace", category=DeprecationWarning)
+
+
+# Tracer threads that may still be running. A daemon thread that the interpreter's finalisation
+# stops inside torch.jit.trace's C++ aborts the whole process ("terminate called without an active
+# exception", SIGABRT): a show's training process stopped while it traced did, under load. So the
+# exit waits for them first (bounded: a trace takes well under a second, seconds on a busy machine).
+_tracers: list[threading.Thread] = []
+
+
+@atexit.register
+def _join_tracers(timeout: float = 60.0) -> None:
+    end = time.monotonic() + timeout
+    for thread in list(_tracers):
+        thread.join(max(0.0, end - time.monotonic()))
 
 
 def enabled() -> bool:
@@ -78,6 +94,7 @@ class TraceCache:
                 example = tuple(t.clone() for t in inputs)  # the caller may reuse its tensors
                 self._tracer = threading.Thread(target=self._trace, args=(key, make(), example),
                                                 name="unstable-trace", daemon=True)
+                _tracers[:] = [t for t in _tracers if t.is_alive()] + [self._tracer]
                 self._tracer.start()
         return None
 
