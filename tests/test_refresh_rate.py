@@ -72,15 +72,18 @@ def test_a_refresh_flood_is_one_computation_per_kind_per_interval_and_the_first_
     starts.clear()
     time.sleep(INTERVAL + 0.2)  # quiet for longer than the interval: the next press acts at once
 
-    pressed: dict[str, float] = {}
+    pressed: dict[str, float] = {}  # each kind's first press
+    last: dict[str, float] = {}  # and its last
     t0 = time.monotonic()
     i = 0
     while time.monotonic() - t0 < 0.75 * INTERVAL:  # a flood of both kinds at 100/s, frames between
         pressed.setdefault("clusters", time.monotonic())
         mirror.refresh("clusters")
+        last["clusters"] = time.monotonic()
         if time.monotonic() - t0 > 0.15 * INTERVAL:
             pressed.setdefault("directions", time.monotonic())
             mirror.refresh("directions")
+            last["directions"] = time.monotonic()
         if i % 5 == 0:
             mirror.sample(z, PARAMS)
         i += 1
@@ -95,8 +98,10 @@ def test_a_refresh_flood_is_one_computation_per_kind_per_interval_and_the_first_
     for kind, other in (("clusters", "directions"), ("directions", "clusters")):
         starts_ = [s for s, _ in runs[kind]]
         # At once for the first press of each kind, then everything pressed within the interval as
-        # one computation when it ends.
-        assert len(starts_) == 2, (kind, [round(t - t0, 2) for t in starts_])
+        # one computation when it ends. On a busy machine the other kind's computation can hold the
+        # worker past this kind's last press: its first computation then covers every press.
+        covered = len(starts_) == 1 and starts_[0] >= last[kind]
+        assert len(starts_) == 2 or covered, (kind, [round(t - t0, 2) for t in starts_], round(last[kind] - t0, 2))
         # "At once": one worker computes both kinds, so a press may wait for the other kind's
         # computation under way (paced, it takes longer with CPU hogs beside it), never for the
         # other kind's interval. Measured from whichever is later: the press or the end of the
@@ -105,8 +110,10 @@ def test_a_refresh_flood_is_one_computation_per_kind_per_interval_and_the_first_
         busy_until = max([pressed[kind]] + [e for s, e in runs[other] if pressed[kind] <= e <= starts_[0]])
         assert starts_[0] - busy_until < 0.4 * INTERVAL, (kind, starts_[0] - pressed[kind], busy_until - pressed[kind])
         assert starts_[0] < runs[other][-1][0], (kind, "held behind the other kind's interval")
-        assert starts_[1] - starts_[0] >= 0.75 * INTERVAL, (kind, starts_[1] - starts_[0])
-    assert mirror.refresh_computations == 6 and mirror.refresh_errors == 0
+        if not covered:
+            assert starts_[1] - starts_[0] >= 0.75 * INTERVAL, (kind, starts_[1] - starts_[0])
+    computed = sum(len(r) for r in runs.values())
+    assert mirror.refresh_computations == 2 + computed and mirror.refresh_errors == 0
     mirror.close()
 
 
