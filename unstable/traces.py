@@ -31,6 +31,7 @@ import os
 import threading
 import time
 import warnings
+import weakref
 from typing import Callable, Hashable
 
 import torch
@@ -49,18 +50,18 @@ warnings.filterwarnings("ignore", category=torch.jit.TracerWarning, module=r"uns
 warnings.filterwarnings("ignore", message=r"`torch\.jit\.trace", category=DeprecationWarning)
 
 
-# Tracer threads that may still be running. A daemon thread that the interpreter's finalisation
-# stops inside torch.jit.trace's C++ aborts the whole process ("terminate called without an active
-# exception", SIGABRT): a show's training process stopped while it traced did, under load. So the
-# exit waits for them first (bounded: a trace takes well under a second, seconds on a busy machine).
-_tracers: list[threading.Thread] = []
+# Every TraceCache, so that the exit can wait for their tracers. A daemon tracer thread that the
+# interpreter's finalisation stops inside torch.jit.trace's C++ aborts the whole process ("terminate
+# called without an active exception", SIGABRT): a show's training process stopped while it traced
+# did, under load. Bounded: a trace takes well under a second, seconds on a busy machine.
+_caches: weakref.WeakSet[TraceCache] = weakref.WeakSet()
 
 
 @atexit.register
-def _join_tracers(timeout: float = 60.0) -> None:
+def _wait_for_tracers(timeout: float = 60.0) -> None:
     end = time.monotonic() + timeout
-    for thread in list(_tracers):
-        thread.join(max(0.0, end - time.monotonic()))
+    for cache in list(_caches):
+        cache.wait(max(0.0, end - time.monotonic()))
 
 
 def enabled() -> bool:
@@ -76,6 +77,7 @@ class TraceCache:
         self._traces: dict[Hashable, nn.Module] = {}
         self._lock = threading.Lock()
         self._tracer: threading.Thread | None = None
+        _caches.add(self)
 
     def __len__(self) -> int:
         return len(self._traces)
@@ -94,7 +96,6 @@ class TraceCache:
                 example = tuple(t.clone() for t in inputs)  # the caller may reuse its tensors
                 self._tracer = threading.Thread(target=self._trace, args=(key, make(), example),
                                                 name="unstable-trace", daemon=True)
-                _tracers[:] = [t for t in _tracers if t.is_alive()] + [self._tracer]
                 self._tracer.start()
         return None
 
