@@ -4,6 +4,7 @@ thread, and running `unstable live` in a subprocess until SIGTERM."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -109,14 +110,30 @@ def live_until_sigterm(show: Path, *args: str, settle: float = 1.0) -> tuple[int
     return proc.returncode, rest
 
 
+# `unstable live`'s closing line (unstable/live/launch.py): frames drawn, then the late frames, the
+# slots dropped and the frames recordings repeated in them.
+_CLOSING = re.compile(r"^live: (\d+) frames in .*?\((\d+) slots dropped, (\d+) repeated in recordings\)", re.M)
+
+
+def _closing(output: str) -> re.Match:
+    m = _CLOSING.search(output)
+    assert m is not None, f"no closing line in:\n{output}"
+    return m
+
+
 def frames_played(output: str) -> int:
     """The frame count from `unstable live`'s closing line."""
-    return int(output.split("live: ", 1)[1].split(" frames")[0])
+    return int(_closing(output)[1])
+
+
+def slots_dropped(output: str) -> int:
+    """The frame slots a busy show dropped (late frames), from `unstable live`'s closing line."""
+    return int(_closing(output)[2])
 
 
 def frames_repeated(output: str) -> int:
     """The frames a recording repeated in slots the show dropped, from `unstable live`'s closing line."""
-    return int(output.split(" repeated in recordings")[0].rsplit(", ", 1)[1])
+    return int(_closing(output)[3])
 
 
 def nested_tensors(obj):

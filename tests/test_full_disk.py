@@ -6,7 +6,6 @@ fixture skips otherwise) and, everywhere, an ENOSPC injected at the encoder's wr
 import errno
 import logging
 import os
-import re
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import ROOT
+from helpers import ROOT, frames_played, slots_dropped
 from test_engine import make_engine
 from test_show import SHOW, write_show
 
@@ -55,8 +54,8 @@ BIG = SHOW.replace("size = [96, 32]", "size = [256, 128]")
 def played_whole(out: str, slots: int) -> bool:
     """Whether the show's closing line says it played all its `slots` frame slots: each drawn, or
     dropped because a busy machine made it late (the clock, not the frame count, ends a show)."""
-    m = re.search(r"^live: (\d+) frames in .*?\((\d+) slots dropped", out, re.M)
-    return m is not None and int(m[1]) + int(m[2]) == slots and int(m[1]) > slots // 2
+    frames = frames_played(out)
+    return frames + slots_dropped(out) == slots and frames > slots // 2
 
 
 # -- 1. a full disk during a recording ------------------------------------------------------------
