@@ -1,10 +1,12 @@
 """An equilibrium system's sampling: each generator's pass as a trace (unstable.traces), with the
 live values as tensors, or eagerly while a bend (Python hooks) is on it.
 
-A trace is made per generator, growth stage, fade-in or not, batch of one or more (the batch-1 path
-folds the style into the weights, a different graph; the batched trace serves every batch of two or
-more: the tracer records the batch size as a size read, not a constant), device and convolution
+A trace is made per generator, growth stage, fade-in or not, batch of one or more (one image takes
+`single_image`, from weights prepared once per update; the batched trace serves every batch of two
+or more: the tracer records the batch size as a size read, not a constant), device and convolution
 precision. Latent directions are an additive shift of w (`Directions.steer`), handed in as a tensor.
+One image samples through `single_image` whether traced or eager (bent, steered, or while its trace
+is being made), so a panel draws the same image either way.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from torch import nn
 
 from .. import accel
 from ..traces import TraceCache, enabled
+from .single_image import SingleImageWeights, single_image, single_image_weights
 
 __all__ = ["sample_generators", "sample_traced"]
 
@@ -45,6 +48,31 @@ class _SamplingPass(nn.Module):
         return (x * 0.5 + 0.5).clamp_(0.0, 1.0)
 
 
+class _SingleImagePass(nn.Module):
+    """z [1, z_dim] -> image [1, 3, size, size] in 0..1: `single_image` at a growth stage, as a module to trace."""
+
+    def __init__(self, form: SingleImageWeights, stage: int, fading: bool, size: int):
+        super().__init__()
+        self.form = form
+        self.stage = stage
+        self.fading = fading
+        self.size = size
+
+    def forward(self, z: torch.Tensor, temperature: torch.Tensor, truncation: torch.Tensor, noise: torch.Tensor,
+                alpha: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+        return single_image(self.form, z, temperature, truncation, noise, alpha, shift, stage=self.stage,
+                            fading=self.fading, size=self.size)
+
+
+def _live_inputs(generator: nn.Module, z: torch.Tensor, temperature: float, truncation: float, noise: float,
+                 alpha: float, shift: torch.Tensor | None) -> tuple:
+    """The passes' tensor inputs: (z, temperature, truncation, noise, alpha, shift [1, w_dim])."""
+    as_tensor = lambda v: torch.tensor(float(v), dtype=z.dtype, device=z.device)  # noqa: E731
+    w_dim = generator.w_avg.shape[0]
+    return (z, as_tensor(temperature), as_tensor(truncation), as_tensor(noise), as_tensor(alpha),
+            torch.zeros((1, w_dim), dtype=z.dtype, device=z.device) if shift is None else shift)
+
+
 def sample_traced(cache: TraceCache, index: int, generator: nn.Module, z: torch.Tensor, *, stage: int, alpha: float,
                   size: int, temperature: float, truncation: float, noise: float,
                   shift: torch.Tensor | None) -> torch.Tensor | None:
@@ -53,11 +81,12 @@ def sample_traced(cache: TraceCache, index: int, generator: nn.Module, z: torch.
     being made: sample it eagerly this time."""
     fading = stage > 0 and alpha < 1.0
     device = z.device
-    key = (f"generator {index}", stage, fading, z.shape[0] == 1, device, accel.conv_dtype(device))
-    as_tensor = lambda v: torch.tensor(float(v), dtype=z.dtype, device=device)  # noqa: E731
-    w_dim = generator.w_avg.shape[0]
-    inputs = (z, as_tensor(temperature), as_tensor(truncation), as_tensor(noise), as_tensor(alpha),
-              torch.zeros((1, w_dim), dtype=z.dtype, device=device) if shift is None else shift)
+    single = z.shape[0] == 1
+    key = (f"generator {index}", stage, fading, single, device, accel.conv_dtype(device))
+    inputs = _live_inputs(generator, z, temperature, truncation, noise, alpha, shift)
+    if single:
+        form = single_image_weights(generator)  # refreshed to the generator's current weights
+        return cache.run(key, lambda: _SingleImagePass(form, stage, fading, size), inputs)
     return cache.run(key, lambda: _SamplingPass(generator, stage, fading, size), inputs)
 
 
@@ -76,14 +105,19 @@ def sample_generators(system, latents: Mapping[str, torch.Tensor], params: Mappi
             gen = system.generators[index]
             z = z.to(system.device)
             bend, steer = system._hooks(name, params)
+            # Directions move w by a shift (Directions.steer): what steer does to zeros.
+            shift = None if steer is None else steer(gen.w_avg.new_zeros((1, gen.w_avg.shape[0])))
             if bend is None and enabled():
-                # Directions move w by a shift (Directions.steer): what steer does to zeros.
-                shift = None if steer is None else steer(gen.w_avg.new_zeros((1, gen.w_avg.shape[0])))
                 x = sample_traced(system._traced, index, gen, z, stage=stage, alpha=alpha, size=size,
                                   temperature=temperature, truncation=truncation, noise=noise, shift=shift)
                 if x is not None:  # None: its trace is being made, this once eagerly
                     out[name] = x  # [N, 3, size, size]
                     continue
+            if z.shape[0] == 1:  # the same pass as the trace's, eagerly, with the bend's hooks
+                inputs = _live_inputs(gen, z, temperature, truncation, noise, alpha, shift)
+                out[name] = single_image(single_image_weights(gen), *inputs, stage=stage,
+                                         fading=stage > 0 and alpha < 1.0, size=size, bend=bend)  # [1, 3, size, size]
+                continue
             x = gen(z * temperature, stage, alpha, noise_gain=noise, truncation=truncation, bend=bend, steer=steer)
             if x.shape[-1] != size:
                 x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)

@@ -1,0 +1,210 @@
+"""A generator's sampling pass for one image (the live path), from weights prepared once per update.
+
+Why: at one image and 64 px, a pass is some 300 small operations besides its convolutions, and about
+half of them only rescale weights (the equalised learning rate's scales, the activation gain, the
+noise strength): the same results frame after frame until the weights change. `SingleImageWeights`
+keeps those results, recomputed only when one of the generator's tensors was written to (the
+mirror's in-place copies, an optimiser's step, a loaded state: each moves the tensor's version
+counter), and `single_image` draws from them with about a third of the operations:
+
+- every layer's style from one matrix product (the affines of all layers side by side);
+- demodulation from the style and the precomputed sums of squared weights (sum_k (W s)^2 =
+  s^2 . sum_k W^2), folded into the weights with the style as one outer product;
+- the noise strength and the activation gain folded into the fixed noise and the biases;
+- the toRGB weights doubled, so that sigmoid(2 rgb) = (tanh(rgb) + 1) / 2, the image in 0..1, is one
+  sigmoid (a float's doubling is exact; the sum of the skips is linear).
+
+The same maths as `Generator.forward` on one image with fixed noise, within float rounding
+(tests/test_single_image.py); traced (`unstable.equilibrium.traced`) or eager (bends, steering),
+the pass is this one function, so the two draw the same image bit for bit.
+"""
+
+from __future__ import annotations
+
+import operator
+import threading
+import weakref
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import accel
+from .generator import Generator
+from .layers import LRELU_GAIN, LRELU_SLOPE, upsample2x
+
+__all__ = ["SingleImageWeights", "single_image", "single_image_weights"]
+
+G = LRELU_GAIN
+
+
+class _Prepared(nn.Module):
+    """Buffers computed from a source module's weights: `derive(source)` says how; `take` stores them
+    (registered the first time, copied in place after, so that a trace holding them sees the update)."""
+
+    def derive(self, source: nn.Module) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def take(self, source: nn.Module, first: bool) -> None:
+        for name, value in self.derive(source).items():
+            if first:
+                self.register_buffer(name, value.detach().clone(), persistent=False)
+            else:
+                getattr(self, name).copy_(value)
+
+
+class _Linear(_Prepared):
+    """A mapping layer with the activation's gain folded in: lrelu(layer(x)) = leaky_relu(addmm(...))."""
+
+    def derive(self, layer):
+        return {"weight_t": (layer.weight * (layer.scale * G)).t(), "bias": layer.bias * (layer.lr_mul * G)}
+
+
+class _Conv(_Prepared):
+    """A styled conv's scaled weight [out, in, 3, 3], its sums of squares over the kernel [out, in],
+    its bias and fixed noise [1, 1, R, R] with the gain (and the noise strength) folded in."""
+
+    def __init__(self, conv):
+        super().__init__()
+        self.up = conv.up
+        self.resolution = conv.resolution
+        self.use_noise = conv.use_noise
+
+    def derive(self, conv):
+        weight = conv.weight * conv.scale
+        out = {"weight": weight, "weight_sq": weight.square().sum(dim=(2, 3)), "bias": conv.bias * G,
+               "eps": weight.new_tensor(1e-8)}
+        if conv.use_noise:
+            out["noise"] = conv.fixed_noise * (conv.noise_strength * G)
+        return out
+
+
+class _RGB(_Prepared):
+    """A toRGB's weight [3, in] and bias [3, 1], doubled (see the module doc)."""
+
+    def derive(self, rgb):
+        return {"weight": rgb.weight.flatten(1) * 2.0, "bias": rgb.bias[:, None] * 2.0}
+
+
+class _Styles(_Prepared):
+    """Every layer's style affine side by side: w [1, w_dim] @ weight_t -> [1, sum of widths]; a
+    toRGB's own scale folded into its columns."""
+
+    def derive(self, gen):
+        convs = [conv for block in gen.blocks for conv in block.convs]
+        rgbs = [block.to_rgb for block in gen.blocks]
+        affines = [(c.affine, 1.0) for c in convs] + [(r.affine, r.scale) for r in rgbs]
+        weight = torch.cat([a.weight * (a.scale * extra) for a, extra in affines])  # [sum, w_dim]
+        bias = torch.cat([a.bias * (a.lr_mul * extra) for a, extra in affines])  # [sum]
+        return {"weight_t": weight.t(), "bias": bias, "const": gen.blocks[0].const, "w_avg": gen.w_avg}
+
+
+class SingleImageWeights(nn.Module):
+    """A generator's weights as `single_image` reads them; `refresh(generator)` recomputes them when
+    any of the generator's tensors changed (see the module doc)."""
+
+    def __init__(self, generator: Generator):
+        super().__init__()
+        self.resolutions = list(generator.resolutions)
+        self.stage_resolutions = list(generator.stage_resolutions)
+        self.block_convs = [len(block.convs) for block in generator.blocks]
+        self.style_widths = ([conv.affine.weight.shape[0] for block in generator.blocks for conv in block.convs]
+                             + [block.to_rgb.affine.weight.shape[0] for block in generator.blocks])
+        self.mapping = nn.ModuleList(_Linear() for _ in generator.mapping.layers)
+        self.convs = nn.ModuleList(_Conv(conv) for block in generator.blocks for conv in block.convs)
+        self.rgbs = nn.ModuleList(_RGB() for _ in generator.blocks)
+        self.styles = _Styles()
+        # Every tensor of the generator, whose version counters say when one was written to. (Kept
+        # as a list: walking the module tree for them would cost a tenth of a pass each time.)
+        self._sources = [*generator.parameters(), *generator.buffers()]
+        self._versions: tuple[int, ...] = ()
+        self._take(generator, first=True)
+
+    def _pairs(self, generator: Generator):
+        yield from zip(self.mapping, generator.mapping.layers)
+        yield from zip(self.convs, (conv for block in generator.blocks for conv in block.convs))
+        yield from zip(self.rgbs, (block.to_rgb for block in generator.blocks))
+        yield self.styles, generator
+
+    def _take(self, generator: Generator, first: bool) -> None:
+        # Ordinary tensors even when made inside the sampling's inference mode, so that a later
+        # refresh outside it may still copy into them.
+        with torch.inference_mode(False), torch.no_grad():
+            for prepared, source in self._pairs(generator):
+                prepared.take(source, first)
+        self._versions = tuple(map(_version, self._sources))
+
+    def refresh(self, generator: Generator) -> None:
+        """Recompute from `generator` (the one these were made from) if its weights changed since:
+        an in-place write to any of its tensors (a copy, an optimiser's step, a loaded state) moves
+        that tensor's version counter."""
+        if tuple(map(_version, self._sources)) != self._versions:
+            self._take(generator, first=False)
+
+
+_version = operator.attrgetter("_version")
+
+
+_forms: weakref.WeakKeyDictionary[Generator, SingleImageWeights] = weakref.WeakKeyDictionary()
+_forms_lock = threading.Lock()
+
+
+def single_image_weights(generator: Generator) -> SingleImageWeights:
+    """The generator's `SingleImageWeights`, made on first use and kept while the generator lives
+    (a copy of the generator gets its own), refreshed to its current weights."""
+    with _forms_lock:
+        form = _forms.get(generator)
+        if form is None or form.styles.w_avg.device != generator.w_avg.device:
+            form = _forms[generator] = SingleImageWeights(generator)
+    form.refresh(generator)
+    return form
+
+
+def _to_rgb(rgb: _RGB, style: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The modulated 1x1 conv of x [1, C, H, W] to (doubled) RGB [1, 3, H, W], as a matrix product
+    over x's own layout (a channels_last x read as [C, H*W] with strides: no copy)."""
+    _, c, h, wd = x.shape
+    pixels = x.view(c, h * wd) if x.is_contiguous() else x.permute(0, 2, 3, 1).reshape(h * wd, c).t()  # [C, H*W]
+    return torch.addmm(rgb.bias, rgb.weight * style[None, :], pixels).view(1, 3, h, wd)
+
+
+def single_image(form: SingleImageWeights, z: torch.Tensor, temperature: torch.Tensor, truncation: torch.Tensor,
+                 noise: torch.Tensor, alpha: torch.Tensor, shift: torch.Tensor, *, stage: int, fading: bool, size: int,
+                 bend=None) -> torch.Tensor:
+    """z [1, z_dim] -> image [1, 3, size, size] in 0..1 at a growth stage: `EquilibriumSystem.sample`'s
+    pass for one image (fixed noise x `noise`, truncation towards w_avg, w moved by `shift` [1, w_dim],
+    the stage's last block faded in by `alpha` if `fading`, `bend(layer, x)` at every hook point)."""
+    assert z.dim() == 2 and z.shape[0] == 1, f"one latent [1, z_dim] expected, got {tuple(z.shape)}"
+    x = z * temperature  # [1, z_dim]
+    for layer in form.mapping:
+        x = F.leaky_relu_(torch.addmm(layer.bias, x, layer.weight_t), LRELU_SLOPE)
+    # lerp at weight 1 is exactly w (torch.lerp computes end - (end - start) * (1 - weight) there).
+    w = torch.lerp(form.styles.w_avg, x, truncation) + shift  # [1, w_dim]
+    styles = torch.addmm(form.styles.bias, w, form.styles.weight_t)[0].split(form.style_widths)
+    count = form.resolutions.index(form.stage_resolutions[stage]) + 1
+    x, rgb, previous = form.styles.const, None, None  # const [1, C, 4, 4]
+    k = 0
+    for i in range(count):
+        for j in range(form.block_convs[i]):
+            conv, style = form.convs[k], styles[k]
+            demod = torch.addmv(conv.eps, conv.weight_sq, style.square()).rsqrt_().mul_(G)  # [out]
+            weight = conv.weight * torch.outer(demod, style)[:, :, None, None]  # [out, in, 3, 3]
+            if conv.up:
+                x = upsample2x(x)
+            x = accel.conv2d_single(x, weight, conv.bias, padding=1)  # [1, out, R, R]
+            if conv.use_noise:  # (an in-place addcmul broadcast into a channels_last x is 5x slower)
+                x = x.add_(conv.noise * noise)
+            x = F.leaky_relu_(x, LRELU_SLOPE)
+            if bend is not None:
+                x = bend(f"b{conv.resolution}.{j}", x)
+            k += 1
+        block_rgb = _to_rgb(form.rgbs[i], styles[len(form.convs) + i], x)  # [1, 3, R, R], doubled
+        if fading and i == count - 1:
+            previous = rgb
+        rgb = block_rgb if rgb is None else upsample2x(rgb) + block_rgb
+    image = torch.sigmoid(rgb)  # (tanh(rgb / 2) + 1) / 2: the image in 0..1
+    if previous is not None:
+        image = torch.lerp(upsample2x(torch.sigmoid(previous)), image, alpha)
+    if form.stage_resolutions[stage] != size:  # a growing piece's early stages are drawn at the full size
+        image = F.interpolate(image, size=(size, size), mode="bilinear", align_corners=False)
+    return image.clamp_(0.0, 1.0)
