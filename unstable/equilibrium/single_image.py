@@ -61,8 +61,9 @@ class _Linear(_Prepared):
 
 
 class _Conv(_Prepared):
-    """A styled conv's scaled weight [out, in, 3, 3], its sums of squares over the kernel [out, in],
-    its bias and fixed noise [1, 1, R, R] with the gain (and the noise strength) folded in."""
+    """A styled conv's scaled weight [out, in, 3, 3], its sums of squares over the kernel [out, in]
+    and its bias and fixed noise [1, 1, R, R] (times the noise strength), the activation's gain
+    folded into the last three."""
 
     def __init__(self, conv):
         super().__init__()
@@ -72,8 +73,9 @@ class _Conv(_Prepared):
 
     def derive(self, conv):
         weight = conv.weight * conv.scale
-        out = {"weight": weight, "weight_sq": weight.square().sum(dim=(2, 3)), "bias": conv.bias * G,
-               "eps": weight.new_tensor(1e-8)}
+        # rsqrt(v + eps) * G = rsqrt(v / G^2 + eps / G^2), G^2 = 2: the gain folded into the sums.
+        out = {"weight": weight, "weight_sq": weight.square().sum(dim=(2, 3)) / G ** 2, "bias": conv.bias * G,
+               "eps": weight.new_tensor(1e-8 / G ** 2)}
         if conv.use_noise:
             out["noise"] = conv.fixed_noise * (conv.noise_strength * G)
         return out
@@ -187,7 +189,7 @@ def single_image(form: SingleImageWeights, z: torch.Tensor, temperature: torch.T
     for i in range(count):
         for j in range(form.block_convs[i]):
             conv, style = form.convs[k], styles[k]
-            demod = torch.addmv(conv.eps, conv.weight_sq, style.square()).rsqrt_().mul_(G)  # [out]
+            demod = torch.addmv(conv.eps, conv.weight_sq, style.square()).rsqrt_()  # [out], the gain in
             weight = conv.weight * torch.outer(demod, style)[:, :, None, None]  # [out, in, 3, 3]
             if conv.up:
                 x = upsample2x(x)

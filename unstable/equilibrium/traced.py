@@ -11,6 +11,7 @@ is being made), so a panel draws the same image either way.
 
 from __future__ import annotations
 
+import functools
 from typing import Mapping
 
 import torch
@@ -64,13 +65,19 @@ class _SingleImagePass(nn.Module):
                             fading=self.fading, size=self.size)
 
 
+@functools.lru_cache(maxsize=256)
+def _constant(value: float, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A tensor full of `value`, made once: the passes only read their inputs, and a frame's four
+    scalars (and the zero shift) would otherwise be five allocations, on a GPU five copies."""
+    return torch.full(shape, float(value), dtype=dtype, device=device)
+
+
 def _live_inputs(generator: nn.Module, z: torch.Tensor, temperature: float, truncation: float, noise: float,
                  alpha: float, shift: torch.Tensor | None) -> tuple:
     """The passes' tensor inputs: (z, temperature, truncation, noise, alpha, shift [1, w_dim])."""
-    as_tensor = lambda v: torch.tensor(float(v), dtype=z.dtype, device=z.device)  # noqa: E731
-    w_dim = generator.w_avg.shape[0]
-    return (z, as_tensor(temperature), as_tensor(truncation), as_tensor(noise), as_tensor(alpha),
-            torch.zeros((1, w_dim), dtype=z.dtype, device=z.device) if shift is None else shift)
+    scalar = lambda v: _constant(float(v), (), z.dtype, z.device)  # noqa: E731
+    zeros = _constant(0.0, (1, generator.w_avg.shape[0]), z.dtype, z.device)
+    return (z, scalar(temperature), scalar(truncation), scalar(noise), scalar(alpha), zeros if shift is None else shift)
 
 
 def sample_traced(cache: TraceCache, index: int, generator: nn.Module, z: torch.Tensor, *, stage: int, alpha: float,
