@@ -56,8 +56,8 @@ def reference(gen: Generator, z, *, stage, alpha, size, temperature=1.0, truncat
 
 def single(gen: Generator, z, *, stage, alpha, size, temperature=1.0, truncation=1.0, noise=1.0, shift=None,
            bend=None) -> torch.Tensor:
-    t = lambda v: torch.tensor(float(v))  # noqa: E731
-    shift = torch.zeros((1, 16)) if shift is None else shift
+    t = lambda v: torch.tensor(float(v), device=z.device)  # noqa: E731
+    shift = torch.zeros((1, 16), device=z.device) if shift is None else shift
     return si.single_image(si.single_image_weights(gen), z, t(temperature), t(truncation), t(noise), t(alpha), shift,
                            stage=stage, fading=stage > 0 and alpha < 1.0, size=size, bend=bend)
 
@@ -146,3 +146,21 @@ def test_the_weights_are_prepared_once_per_update_and_each_copy_has_its_own(monk
     del twin
     gc.collect()
     assert form() is None
+
+
+@pytest.mark.cuda
+def test_on_a_gpu_the_prepared_weights_stay_there_and_follow_its_writes():
+    """Skipped without CUDA (scripts/gpu-check.sh runs it). cuDNN may convolve in TF32: a looser bound."""
+    cpu = generator()
+    gen = copy.deepcopy(cpu).cuda()
+    z = torch.randn((1, 16), generator=torch.Generator().manual_seed(5))
+    with torch.inference_mode():
+        got = single(gen, z.cuda(), stage=2, alpha=0.5, size=32)
+    form = si.single_image_weights(gen)
+    assert all(t.device.type == "cuda" for t in form.buffers())
+    want = single(cpu, z, stage=2, alpha=0.5, size=32)
+    assert got.device.type == "cuda" and (got.cpu() - want).abs().max() <= 2e-3
+    move(cpu, 9)
+    accumulate_modules({"g": gen}, {"g": copy.deepcopy(cpu).cuda()}, 0.0)  # the mirror's copy, on the GPU
+    moved = single(gen, z.cuda(), stage=2, alpha=0.5, size=32)
+    assert (moved.cpu() - single(cpu, z, stage=2, alpha=0.5, size=32)).abs().max() <= 2e-3
