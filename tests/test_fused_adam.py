@@ -77,3 +77,25 @@ def test_load_adam_moves_the_step_counts_to_float32_for_the_fused_kernel():
     assert after.state[p]["step"].dtype == torch.float32 and after.param_groups[0]["fused"]
     after.step()
     assert after.state[p]["step"].item() == 2.0
+
+
+def test_a_fused_step_moves_the_version_counters_of_what_it_wrote():
+    """torch's fused kernel writes the parameters in place without moving their version counters;
+    `make_adam`'s optimisers do, so a cache of a function of the weights sees the step (the training
+    system's own one-image samples, equilibrium/single_image.py)."""
+    system = _grown_pair()
+    z = {name: torch.randn((1, system.piece.generator.z_dim), generator=torch.Generator().manual_seed(2))
+         for name in system.names}
+    before = system.sample(z, {})
+    params = [p for m in system.modules().values() for p in m.parameters()]
+    versions = [p._version for p in params]
+    system.step(defaults(system.param_specs()))
+    moved = [p._version > v for p, v in zip(params, versions)]
+    assert all(moved) and len(moved) > 100
+    after = system.sample(z, {})
+    with torch.no_grad():  # the generators' own forward, from the stepped weights
+        stage, alpha = system.growth()
+        for i, name in enumerate(system.names):
+            want = (system.generators[i](z[name], stage, alpha) * 0.5 + 0.5).clamp(0.0, 1.0)
+            assert (after[name] - want).abs().max() <= 1e-5  # float rounding (uint8 levels are 4e-3)
+            assert (after[name] - before[name]).abs().max() > 1e-4  # a step's change, seen

@@ -13,11 +13,12 @@ import torch
 import torch.nn.functional as F
 
 from unstable import accel
+from unstable.adam import make_adam
 from unstable.equilibrium import single_image as si
 from unstable.equilibrium.generator import Generator
 from unstable.system import accumulate_modules
 
-TOL = 2e-6  # images in 0..1
+TOL = 1e-5  # images in 0..1: float rounding (a uint8 level is 4e-3)
 
 
 @pytest.fixture(autouse=True)
@@ -99,7 +100,7 @@ def test_a_bend_sees_the_same_hook_points_and_bends_the_same_way():
     assert (got - plain).abs().max() > 0.01  # the bends did something
 
 
-@pytest.mark.parametrize("write", ["accumulate", "foreach_copy", "load_state_dict", "optimiser", "w_avg"])
+@pytest.mark.parametrize("write", ["accumulate", "foreach_copy", "load_state_dict", "optimiser", "fused_adam", "w_avg"])
 def test_the_prepared_weights_follow_every_write_to_the_generator(write):
     gen, source = generator(3), generator(4)
     z = torch.randn((1, 16), generator=torch.Generator().manual_seed(5))
@@ -113,10 +114,11 @@ def test_the_prepared_weights_follow_every_write_to_the_generator(write):
             torch._foreach_copy_(mine, [*source.parameters(), *source.buffers()])
     elif write == "load_state_dict":  # a checkpoint
         gen.load_state_dict(source.state_dict())
-    elif write == "optimiser":  # sampling the training system itself
-        opt = torch.optim.Adam(gen.parameters(), lr=0.05)
+    elif write in ("optimiser", "fused_adam"):  # sampling the training system itself
+        params = list(gen.parameters())
+        opt = torch.optim.Adam(params, lr=0.05) if write == "optimiser" else make_adam(params, lr=0.05)
         gen(z, 2, 1.0).square().mean().backward()
-        opt.step()
+        opt.step()  # the pieces' fused kernel moves no version counter by itself (unstable/adam.py)
     else:  # the trainer's running mean of w, a buffer
         with torch.no_grad():
             gen.w_avg.add_(1.0)

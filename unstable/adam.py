@@ -40,7 +40,18 @@ def make_adam(params, **settings) -> torch.optim.Adam:
     """torch.optim.Adam over `params` (tensors or param groups) with `settings` (lr, betas, ...),
     on the fused kernel where the device has one."""
     params = list(params)
-    return torch.optim.Adam(params, **settings, **kernel_for(params))
+    opt = torch.optim.Adam(params, **settings, **kernel_for(params))
+    opt.register_step_post_hook(_mark_written)
+    return opt
+
+
+def _mark_written(opt: torch.optim.Optimizer, args, kwargs) -> None:
+    """Move the version counters of the parameters a fused step wrote. torch's fused Adam writes them
+    in place without doing so (torch 2.13; foreach does), and a parameter's version is how anything
+    that caches a function of the weights knows they changed (equilibrium/single_image.py)."""
+    written = [p for group in opt.param_groups if group.get("fused") for p in group["params"]]
+    if written:
+        torch.autograd.graph.increment_version(written)
 
 
 def load_adam(opt: torch.optim.Adam, state: dict) -> None:

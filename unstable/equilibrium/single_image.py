@@ -204,7 +204,7 @@ def single_image(form: SingleImageWeights, z: torch.Tensor, temperature: torch.T
         if fading and i == count - 1:
             previous = rgb
         rgb = block_rgb if rgb is None else upsample2x(rgb) + block_rgb
-    image = torch.sigmoid(rgb)  # (tanh(rgb / 2) + 1) / 2: the image in 0..1
+    image = torch.sigmoid(rgb)  # rgb is doubled: sigmoid(2 r) = (tanh(r) + 1) / 2, the image in 0..1
     if previous is not None:
         image = torch.lerp(upsample2x(torch.sigmoid(previous)), image, alpha)
     if form.stage_resolutions[stage] != size:  # a growing piece's early stages are drawn at the full size
