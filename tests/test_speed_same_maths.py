@@ -202,3 +202,36 @@ def test_a_single_image_conv_equals_conv2d_and_takes_onednn_from_16_px(size):
         assert torch.equal(accel.conv2d_single(x, weight, bias, padding=1), accel.conv2d(x, weight, bias, padding=1))
     with pytest.raises(AssertionError, match="one image"):
         accel.conv2d_single(x.expand(2, -1, -1, -1), weight, bias, padding=1)
+
+
+@pytest.mark.parametrize("size", [8, 16, 32])
+def test_a_packed_conv_equals_conv2d_and_takes_a_repacked_weight_copied_in(size):
+    """`accel.conv2d_packed` (the one-image pass's 8-32 px layers): F.conv2d's values from a weight
+    packed once, channels_last out; a weight packed again and copied in place is the one used, in a
+    trace as well (the trace holds the packed tensor, as the pass's does)."""
+    assert accel.packs("cpu")
+    g = torch.Generator().manual_seed(size)
+    x = torch.randn((1, 32, size, size), generator=g)
+    weight, other = torch.randn((16, 32, 3, 3), generator=g), torch.randn((16, 32, 3, 3), generator=g)
+    bias = torch.randn(16, generator=g)
+    packed = accel.pack_conv_weight(weight, x.shape, padding=1)
+
+    class Holder(torch.nn.Module):  # as the pass's prepared weights hold it: a buffer
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("packed", packed, persistent=False)
+
+        def forward(self, x, b):
+            return accel.conv2d_packed(x, self.packed, b, padding=1)
+
+    traced = torch.jit.trace(Holder(), (x, bias))
+    for w in (weight, other):
+        if w is other:
+            packed.copy_(accel.pack_conv_weight(other, x.shape, padding=1))
+        want = F.conv2d(x, w, bias, padding=1)  # [1, 16, size, size]
+        for got in (accel.conv2d_packed(x, packed, bias, padding=1), traced(x, bias)):
+            assert got.is_contiguous(memory_format=torch.channels_last)
+            assert torch.allclose(got, want, rtol=1e-5, atol=1e-4), (got - want).abs().max()
+    with accel.precision(torch.bfloat16):  # another precision: not this path
+        assert not accel.packs("cpu")
+    assert not accel.packs("meta")

@@ -28,6 +28,7 @@ import contextlib
 import functools
 import os
 from pathlib import Path
+from typing import List, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -144,6 +145,41 @@ def conv2d_single(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
         x = x.contiguous(memory_format=torch.channels_last)
         return torch.ops.aten.mkldnn_convolution(x, weight, bias, [padding, padding], [1, 1], [1, 1], 1)
     return conv2d(x, weight, bias, padding=padding)
+
+
+def packs(device: torch.device | str) -> bool:
+    """Whether `pack_conv_weight`/`conv2d_packed` serve `device`: a CPU with oneDNN, float32 convolutions."""
+    device = torch.device(device)
+    return device.type == "cpu" and torch.backends.mkldnn.is_available() and conv_dtype(device) == torch.float32
+
+
+def pack_conv_weight(weight: torch.Tensor, input_shape: tuple[int, ...], padding: int) -> torch.Tensor:
+    """weight [out, in, k, k] reordered once into oneDNN's own layout for inputs of `input_shape` (stride 1):
+    what `conv2d_packed` takes. A fixed weight's reorder then costs nothing per call, where
+    `mkldnn_convolution` reorders a plain weight on every call: 15-35 µs for a generator's 8-32 px
+    layers, as much as the convolution itself (docs/figures.md, eighth round). Refresh it in place
+    with `packed.copy_(pack_conv_weight(...))`."""
+    return torch._C._nn.mkldnn_reorder_conv2d_weight(weight.contiguous().to_mkldnn(), [padding, padding], [1, 1],
+                                                     [1, 1], 1, list(input_shape))
+
+
+@functools.cache
+def _pointwise_conv():
+    # Scripted, so that a trace records it as one call: the tracer cannot record the op's empty list
+    # of optional scalars (the post-op's arguments) itself.
+    @torch.jit.script
+    def conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], padding: int) -> torch.Tensor:
+        return torch.ops.mkldnn._convolution_pointwise(
+            x, weight, bias, [padding, padding], [1, 1], [1, 1], 1, "none",
+            torch.jit.annotate(List[Optional[Union[int, float, complex]]], []), "")
+
+    return conv
+
+
+def conv2d_packed(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None, padding: int) -> torch.Tensor:
+    """The convolution of x [N, C, H, W] by a `pack_conv_weight` weight (stride 1), float32, on a CPU;
+    x taken channels_last, the result channels_last (its faster layout there)."""
+    return _pointwise_conv()(x.contiguous(memory_format=torch.channels_last), packed, bias, padding)
 
 
 def conv_transpose2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, **kw) -> torch.Tensor:

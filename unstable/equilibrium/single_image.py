@@ -37,6 +37,10 @@ __all__ = ["SingleImageWeights", "single_image", "single_image_weights"]
 
 G = LRELU_GAIN
 
+# The layers whose weights are packed for oneDNN on a CPU (from 8x8 to 32x32): there the per-call
+# reorder of a folded weight costs more than scaling the activations (docs/figures.md, eighth round).
+PACKED_RESOLUTIONS = (8, 32)
+
 
 class _Prepared(nn.Module):
     """Buffers computed from a source module's weights: `derive(source)` says how; `take` stores them
@@ -47,8 +51,8 @@ class _Prepared(nn.Module):
 
     def take(self, source: nn.Module, first: bool) -> None:
         for name, value in self.derive(source).items():
-            if first:
-                self.register_buffer(name, value.detach().clone(), persistent=False)
+            if first:  # (a packed weight is made afresh, and has no plain layout to clone)
+                self.register_buffer(name, value if value.is_mkldnn else value.detach().clone(), persistent=False)
             else:
                 getattr(self, name).copy_(value)
 
@@ -70,6 +74,9 @@ class _Conv(_Prepared):
         self.up = conv.up
         self.resolution = conv.resolution
         self.use_noise = conv.use_noise
+        # 8-32 px on a CPU: the weight also packed for oneDNN (see `single_image`).
+        self.input_shape = (1, conv.weight.shape[1], conv.resolution, conv.resolution)
+        self.packs = PACKED_RESOLUTIONS[0] <= conv.resolution <= PACKED_RESOLUTIONS[1] and accel.packs(conv.weight.device)
 
     def derive(self, conv):
         weight = conv.weight * conv.scale
@@ -78,6 +85,8 @@ class _Conv(_Prepared):
                "eps": weight.new_tensor(1e-8 / G ** 2)}
         if conv.use_noise:
             out["noise"] = conv.fixed_noise * (conv.noise_strength * G)
+        if self.packs:
+            out["packed"] = accel.pack_conv_weight(weight, self.input_shape, padding=1)
         return out
 
 
@@ -190,10 +199,20 @@ def single_image(form: SingleImageWeights, z: torch.Tensor, temperature: torch.T
         for j in range(form.block_convs[i]):
             conv, style = form.convs[k], styles[k]
             demod = torch.addmv(conv.eps, conv.weight_sq, style.square()).rsqrt_()  # [out], the gain in
-            weight = conv.weight * torch.outer(demod, style)[:, :, None, None]  # [out, in, 3, 3]
-            if conv.up:
-                x = upsample2x(x)
-            x = accel.conv2d_single(x, weight, conv.bias, padding=1)  # [1, out, R, R]
+            if conv.packs and accel.packs(x.device):
+                # The packed weight stays fixed: the style scales the input (before the upsampling,
+                # which is linear per channel: a quarter of the pixels), the demodulation the output,
+                # the bias divided by it first. Two small passes over the activations instead of
+                # reordering the weight for oneDNN on every call.
+                style = style.view(1, -1, 1, 1)
+                x = upsample2x(x * style) if conv.up else x * style
+                x = accel.conv2d_packed(x, conv.packed, conv.bias / demod, padding=1)  # [1, out, R, R]
+                x = x.mul_(demod.view(1, -1, 1, 1))
+            else:  # style and demodulation folded into the weight: one conv
+                weight = conv.weight * torch.outer(demod, style)[:, :, None, None]  # [out, in, 3, 3]
+                if conv.up:
+                    x = upsample2x(x)
+                x = accel.conv2d_single(x, weight, conv.bias, padding=1)  # [1, out, R, R]
             if conv.use_noise:  # (an in-place addcmul broadcast into a channels_last x is 5x slower)
                 x = x.add_(conv.noise * noise)
             x = F.leaky_relu_(x, LRELU_SLOPE)
