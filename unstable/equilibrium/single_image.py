@@ -12,7 +12,10 @@ counter), and `single_image` draws from them with about a third of the operation
   s^2 . sum_k W^2), folded into the weights with the style as one outer product;
 - the noise strength and the activation gain folded into the fixed noise and the biases;
 - the toRGB weights doubled, so that sigmoid(2 rgb) = (tanh(rgb) + 1) / 2, the image in 0..1, is one
-  sigmoid (a float's doubling is exact; the sum of the skips is linear).
+  sigmoid (a float's doubling is exact; the sum of the skips is linear);
+- on a CPU, the 8-32 px layers' weights packed once for oneDNN (`accel.pack_conv_weight`): there
+  the style scales the input and the demodulation the output, since a weight folded anew each
+  frame would be reordered by oneDNN on every call, which costs as much as those layers' convolutions.
 
 The same maths as `Generator.forward` on one image with fixed noise, within float rounding
 (tests/test_single_image.py); traced (`unstable.equilibrium.traced`) or eager (bends, steering),
