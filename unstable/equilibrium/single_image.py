@@ -182,6 +182,29 @@ def _to_rgb(rgb: _RGB, style: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return torch.addmm(rgb.bias, rgb.weight * style[None, :], pixels).view(1, 3, h, wd)
 
 
+def _styled_conv(conv: _Conv, style: torch.Tensor, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """One styled conv of x [1, in, r, r] (r = R / 2 when it upsamples) with its style [in], the live
+    noise gain `noise`: modulation, demodulation, noise, bias and lrelu -> [1, out, R, R]."""
+    demod = torch.addmv(conv.eps, conv.weight_sq, style.square()).rsqrt_()  # [out], the gain in
+    if conv.packs and accel.packs(x.device):
+        # The packed weight stays fixed: the style scales the input (before the upsampling, which is
+        # linear per channel: a quarter of the pixels), the demodulation the output, the bias divided
+        # by it first. Two small passes over the activations instead of oneDNN reordering the weight
+        # on every call.
+        style = style.view(1, -1, 1, 1)
+        x = upsample2x(x * style) if conv.up else x * style
+        x = accel.conv2d_packed(x, conv.packed, conv.bias / demod, padding=1)  # [1, out, R, R]
+        x = x.mul_(demod.view(1, -1, 1, 1))
+    else:  # style and demodulation folded into the weight: one conv
+        weight = conv.weight * torch.outer(demod, style)[:, :, None, None]  # [out, in, 3, 3]
+        if conv.up:
+            x = upsample2x(x)
+        x = accel.conv2d_single(x, weight, conv.bias, padding=1)  # [1, out, R, R]
+    if conv.use_noise:  # (an in-place addcmul broadcast into a channels_last x is 5x slower)
+        x = x.add_(conv.noise * noise)
+    return F.leaky_relu_(x, LRELU_SLOPE)
+
+
 def single_image(form: SingleImageWeights, z: torch.Tensor, temperature: torch.Tensor, truncation: torch.Tensor,
                  noise: torch.Tensor, alpha: torch.Tensor, shift: torch.Tensor, *, stage: int, fading: bool, size: int,
                  bend=None) -> torch.Tensor:
@@ -200,27 +223,9 @@ def single_image(form: SingleImageWeights, z: torch.Tensor, temperature: torch.T
     k = 0
     for i in range(count):
         for j in range(form.block_convs[i]):
-            conv, style = form.convs[k], styles[k]
-            demod = torch.addmv(conv.eps, conv.weight_sq, style.square()).rsqrt_()  # [out], the gain in
-            if conv.packs and accel.packs(x.device):
-                # The packed weight stays fixed: the style scales the input (before the upsampling,
-                # which is linear per channel: a quarter of the pixels), the demodulation the output,
-                # the bias divided by it first. Two small passes over the activations instead of
-                # reordering the weight for oneDNN on every call.
-                style = style.view(1, -1, 1, 1)
-                x = upsample2x(x * style) if conv.up else x * style
-                x = accel.conv2d_packed(x, conv.packed, conv.bias / demod, padding=1)  # [1, out, R, R]
-                x = x.mul_(demod.view(1, -1, 1, 1))
-            else:  # style and demodulation folded into the weight: one conv
-                weight = conv.weight * torch.outer(demod, style)[:, :, None, None]  # [out, in, 3, 3]
-                if conv.up:
-                    x = upsample2x(x)
-                x = accel.conv2d_single(x, weight, conv.bias, padding=1)  # [1, out, R, R]
-            if conv.use_noise:  # (an in-place addcmul broadcast into a channels_last x is 5x slower)
-                x = x.add_(conv.noise * noise)
-            x = F.leaky_relu_(x, LRELU_SLOPE)
+            x = _styled_conv(form.convs[k], styles[k], x, noise)  # [1, out, R, R]
             if bend is not None:
-                x = bend(f"b{conv.resolution}.{j}", x)
+                x = bend(f"b{form.convs[k].resolution}.{j}", x)
             k += 1
         block_rgb = _to_rgb(form.rgbs[i], styles[len(form.convs) + i], x)  # [1, 3, R, R], doubled
         if fading and i == count - 1:
