@@ -129,6 +129,12 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     return _in_conv_dtype(F.conv2d, x, weight, bias, kw)
 
 
+def _onednn_float32(device: torch.device | str, grad: bool = False) -> bool:
+    """A CPU with oneDNN whose convolutions (with gradients if `grad`) compute in float32."""
+    device = torch.device(device)
+    return device.type == "cpu" and torch.backends.mkldnn.is_available() and conv_dtype(device, grad) == torch.float32
+
+
 def conv2d_single(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int) -> torch.Tensor:
     """`conv2d` of one image x [1, C, H, W] (stride 1): the generators' live path, whose style is
     folded into the weights.
@@ -140,8 +146,8 @@ def conv2d_single(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     take `conv2d`. Same maths; the result is channels_last, which the elementwise passes after it keep.
     """
     assert x.dim() == 4 and x.shape[0] == 1, f"one image [1, C, H, W] expected, got {tuple(x.shape)}"
-    if (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and x.shape[-2] * x.shape[-1] >= 256
-            and conv_dtype(x.device, torch.is_grad_enabled()) == torch.float32 and torch.backends.mkldnn.is_available()):
+    if (x.dtype == weight.dtype == torch.float32 and x.shape[-2] * x.shape[-1] >= 256
+            and _onednn_float32(x.device, torch.is_grad_enabled())):
         x = x.contiguous(memory_format=torch.channels_last)
         return torch.ops.aten.mkldnn_convolution(x, weight, bias, [padding, padding], [1, 1], [1, 1], 1)
     return conv2d(x, weight, bias, padding=padding)
@@ -149,8 +155,7 @@ def conv2d_single(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
 
 def packs(device: torch.device | str) -> bool:
     """Whether `pack_conv_weight`/`conv2d_packed` serve `device`: a CPU with oneDNN, float32 convolutions."""
-    device = torch.device(device)
-    return device.type == "cpu" and torch.backends.mkldnn.is_available() and conv_dtype(device) == torch.float32
+    return _onednn_float32(device)
 
 
 def pack_conv_weight(weight: torch.Tensor, input_shape: tuple[int, ...], padding: int) -> torch.Tensor:
