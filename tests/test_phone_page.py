@@ -220,7 +220,10 @@ def test_protocol_words_stay_behind_details(tmp_path, phone):
             line = {"fps": 10.0, "frame_ms_p99": 12.0, "late_frames": 0, "scene": 0, "recording": False,
                     "steps_per_s": {"eq": 3.5, "eq2": 0.0}, "losses": {"eq": {"class_mmd": 0.25, "global_mmd": 0.5}},
                     "guard": {"eq": {"recoveries": 2, "last": "non-finite loss"}}}
-            assert wait_for(lambda: eng.web_link.telemetry(line) or "learning" in visible_text(phone), timeout=10)
+            # Sent until it shows: the page may not have asked for telemetry yet when the first one goes
+            # out. (Not just "learning": the "learning rate" fader says that before any telemetry.)
+            assert wait_for(lambda: eng.web_link.telemetry(line) or "3.5 steps a second" in visible_text(phone),
+                            timeout=10)
             eng.params.set("show", "scene", 1)
             t = [0.1]
 
