@@ -148,7 +148,7 @@ def conv2d_single(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     assert x.dim() == 4 and x.shape[0] == 1, f"one image [1, C, H, W] expected, got {tuple(x.shape)}"
     if (x.dtype == weight.dtype == torch.float32 and x.shape[-2] * x.shape[-1] >= 256
             and _onednn_float32(x.device, torch.is_grad_enabled())):
-        x = x.contiguous(memory_format=torch.channels_last)
+        x = _channels_last(x)
         return torch.ops.aten.mkldnn_convolution(x, weight, bias, [padding, padding], [1, 1], [1, 1], 1)
     return conv2d(x, weight, bias, padding=padding)
 
@@ -184,7 +184,13 @@ def _pointwise_conv():
 def conv2d_packed(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None, padding: int) -> torch.Tensor:
     """The convolution of x [N, C, H, W] by a `pack_conv_weight` weight (stride 1), float32, on a CPU;
     x taken channels_last, the result channels_last (its faster layout there)."""
-    return _pointwise_conv()(x.contiguous(memory_format=torch.channels_last), packed, bias, padding)
+    return _pointwise_conv()(_channels_last(x), packed, bias, padding)
+
+
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    # Asked first, so that a trace of an x already in that layout records no operation (each one
+    # a dispatch per frame).
+    return x if x.is_contiguous(memory_format=torch.channels_last) else x.contiguous(memory_format=torch.channels_last)
 
 
 def conv_transpose2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, **kw) -> torch.Tensor:

@@ -34,7 +34,7 @@ from torch import nn
 
 from .. import accel
 from .generator import Generator
-from .layers import LRELU_GAIN, LRELU_SLOPE, upsample2x
+from .layers import LRELU_GAIN, LRELU_SLOPE
 
 __all__ = ["SingleImageWeights", "single_image", "single_image_weights"]
 
@@ -68,9 +68,9 @@ class _Linear(_Prepared):
 
 
 class _Conv(_Prepared):
-    """A styled conv's scaled weight [out, in, 3, 3], its sums of squares over the kernel [out, in]
-    and its bias and fixed noise [1, 1, R, R] (times the noise strength), the activation's gain
-    folded into the last three."""
+    """A styled conv's scaled weight [out, in, 3, 3], its bias and fixed noise [1, 1, R, R] (times the
+    noise strength), the activation's gain folded into the last two. (Its demodulation's sums of
+    squares are in `_Styles`, with every other layer's.)"""
 
     def __init__(self, conv):
         super().__init__()
@@ -83,9 +83,7 @@ class _Conv(_Prepared):
 
     def derive(self, conv):
         weight = conv.weight * conv.scale
-        # rsqrt(v + eps) * G = rsqrt(v / G^2 + eps / G^2), G^2 = 2: the gain folded into the sums.
-        out = {"weight": weight, "weight_sq": weight.square().sum(dim=(2, 3)) / G ** 2, "bias": conv.bias * G,
-               "eps": weight.new_tensor(1e-8 / G ** 2)}
+        out = {"weight": weight, "bias": conv.bias * G}
         if conv.use_noise:
             out["noise"] = conv.fixed_noise * (conv.noise_strength * G)
         if self.packs:
@@ -94,15 +92,29 @@ class _Conv(_Prepared):
 
 
 class _RGB(_Prepared):
-    """A toRGB's weight [3, in] and bias [3, 1], doubled (see the module doc)."""
+    """A toRGB's weight [3, in], doubled (see the module doc); its bias is in `_Styles.rgb_biases`."""
+
+    def __init__(self, rgb, resolution: int):
+        super().__init__()
+        self.channels = rgb.weight.shape[1]
+        self.resolution = resolution
 
     def derive(self, rgb):
-        return {"weight": rgb.weight.flatten(1) * 2.0, "bias": rgb.bias[:, None] * 2.0}
+        return {"weight": rgb.weight.flatten(1) * 2.0}
 
 
 class _Styles(_Prepared):
-    """Every layer's style affine side by side: w [1, w_dim] @ weight_t -> [1, sum of widths]; a
-    toRGB's own scale folded into its columns."""
+    """What every layer reads at once:
+
+    - the style affines side by side: w [1, w_dim] @ weight_t -> [1, sum of widths], a toRGB's own
+      scale folded into its columns;
+    - the demodulation's sums of squared weights over each kernel, every conv's block [out, in] on
+      the diagonal of one matrix `demod_sq` [sum of outs, sum of ins]: all demodulations from one
+      matrix-vector product (the zeros add nothing);
+    - the toRGB biases (doubled) summed up to each block, `rgb_biases` [blocks, 3, 1]: the skips'
+      upsampling keeps a constant (its weights sum to 1), so the biases of all the blocks drawn can
+      enter once, at the first.
+    """
 
     def derive(self, gen):
         convs = [conv for block in gen.blocks for conv in block.convs]
@@ -110,7 +122,12 @@ class _Styles(_Prepared):
         affines = [(c.affine, 1.0) for c in convs] + [(r.affine, r.scale) for r in rgbs]
         weight = torch.cat([a.weight * (a.scale * extra) for a, extra in affines])  # [sum, w_dim]
         bias = torch.cat([a.bias * (a.lr_mul * extra) for a, extra in affines])  # [sum]
-        return {"weight_t": weight.t(), "bias": bias, "const": gen.blocks[0].const, "w_avg": gen.w_avg}
+        # rsqrt(v + eps) * G = rsqrt(v / G^2 + eps / G^2), G^2 = 2: the gain folded into the sums.
+        demod_sq = torch.block_diag(*[(c.weight * c.scale).square().sum(dim=(2, 3)) for c in convs]) / G ** 2
+        rgb_biases = torch.stack([r.bias * 2.0 for r in rgbs]).cumsum(0)[:, :, None]  # [blocks, 3, 1]
+        return {"weight_t": weight.t(), "bias": bias, "const": gen.blocks[0].const, "w_avg": gen.w_avg,
+                "demod_sq": demod_sq, "demod_eps": demod_sq.new_full((demod_sq.shape[0],), 1e-8 / G ** 2),
+                "rgb_biases": rgb_biases}
 
 
 class SingleImageWeights(nn.Module):
@@ -122,11 +139,15 @@ class SingleImageWeights(nn.Module):
         self.resolutions = list(generator.resolutions)
         self.stage_resolutions = list(generator.stage_resolutions)
         self.block_convs = [len(block.convs) for block in generator.blocks]
-        self.style_widths = ([conv.affine.weight.shape[0] for block in generator.blocks for conv in block.convs]
+        convs = [conv for block in generator.blocks for conv in block.convs]
+        self.style_widths = ([conv.affine.weight.shape[0] for conv in convs]
                              + [block.to_rgb.affine.weight.shape[0] for block in generator.blocks])
+        self.conv_style_width = sum(conv.affine.weight.shape[0] for conv in convs)  # the convs' styles come first
+        self.demod_widths = [conv.weight.shape[0] for conv in convs]
+        self.device = generator.w_avg.device
         self.mapping = nn.ModuleList(_Linear() for _ in generator.mapping.layers)
         self.convs = nn.ModuleList(_Conv(conv) for block in generator.blocks for conv in block.convs)
-        self.rgbs = nn.ModuleList(_RGB() for _ in generator.blocks)
+        self.rgbs = nn.ModuleList(_RGB(block.to_rgb, r) for block, r in zip(generator.blocks, generator.resolutions))
         self.styles = _Styles()
         # Every tensor of the generator, whose version counters say when one was written to. (Kept
         # as a list: walking the module tree for them would cost a tenth of a pass each time.)
@@ -168,37 +189,51 @@ def single_image_weights(generator: Generator) -> SingleImageWeights:
     (a copy of the generator gets its own), refreshed to its current weights."""
     with _forms_lock:
         form = _forms.get(generator)
-        if form is None or form.styles.w_avg.device != generator.w_avg.device:
+        if form is None or form.device != form._sources[0].device:  # (a generator moved to another device)
             form = _forms[generator] = SingleImageWeights(generator)
     form.refresh(generator)
     return form
 
 
-def _to_rgb(rgb: _RGB, style: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """The modulated 1x1 conv of x [1, C, H, W] to (doubled) RGB [1, 3, H, W], as a matrix product
-    over x's own layout (a channels_last x read as [C, H*W] with strides: no copy)."""
-    _, c, h, wd = x.shape
-    pixels = x.view(c, h * wd) if x.is_contiguous() else x.permute(0, 2, 3, 1).reshape(h * wd, c).t()  # [C, H*W]
-    return torch.addmm(rgb.bias, rgb.weight * style[None, :], pixels).view(1, 3, h, wd)
+def _up(x: torch.Tensor, r: int) -> torch.Tensor:
+    """`upsample2x` of x [1, C, r, r] -> [1, C, 2r, 2r], the same kernel and values, with the output
+    size a constant: F.interpolate reads x's size, which a trace records as a dozen operations."""
+    return torch.ops.aten.upsample_bilinear2d(x, [2 * r, 2 * r], False, 2.0, 2.0)
 
 
-def _styled_conv(conv: _Conv, style: torch.Tensor, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """One styled conv of x [1, in, r, r] (r = R / 2 when it upsamples) with its style [in], the live
-    noise gain `noise`: modulation, demodulation, noise, bias and lrelu -> [1, out, R, R]."""
-    demod = torch.addmv(conv.eps, conv.weight_sq, style.square()).rsqrt_()  # [out], the gain in
+def _to_rgb(rgb: _RGB, style: torch.Tensor, x: torch.Tensor, onto: torch.Tensor) -> torch.Tensor:
+    """`onto` [3, R*R] (or [3, 1]) plus the modulated 1x1 conv of x [1, C, R, R] to (doubled) RGB ->
+    [1, 3, R, R], as one matrix product over x's own layout (a channels_last x read as [C, R*R] with
+    strides: no copy). Sizes from the prepared layer, not x: a trace keeps them as constants."""
+    c, r = rgb.channels, rgb.resolution
+    assert x.shape == (1, c, r, r), f"toRGB at {r} px expects [1, {c}, {r}, {r}], got {tuple(x.shape)}"
+    if x.is_contiguous():
+        pixels = x.view(c, r * r)  # [C, R*R]
+    elif x.is_contiguous(memory_format=torch.channels_last):  # (one operation where permute-reshape-t are three)
+        pixels = x.as_strided((c, r * r), (1, c))
+    else:  # a bend's odd layout
+        pixels = x.permute(0, 2, 3, 1).reshape(r * r, c).t()
+    return torch.addmm(onto, rgb.weight * style.unsqueeze(0), pixels).view(1, 3, r, r)
+
+
+def _styled_conv(conv: _Conv, style: torch.Tensor, demod: torch.Tensor, x: torch.Tensor,
+                 noise: torch.Tensor) -> torch.Tensor:
+    """One styled conv of x [1, in, r, r] (r = R / 2 when it upsamples) with its style [in], its
+    demodulation [out] (the gain in) and the live noise gain `noise`: modulation, demodulation,
+    noise, bias and lrelu -> [1, out, R, R]."""
     if conv.packs and accel.packs(x.device):
         # The packed weight stays fixed: the style scales the input (before the upsampling, which is
         # linear per channel: a quarter of the pixels), the demodulation the output, the bias divided
         # by it first. Two small passes over the activations instead of oneDNN reordering the weight
         # on every call.
         style = style.view(1, -1, 1, 1)
-        x = upsample2x(x * style) if conv.up else x * style
+        x = _up(x * style, conv.resolution // 2) if conv.up else x * style
         x = accel.conv2d_packed(x, conv.packed, conv.bias / demod, padding=1)  # [1, out, R, R]
         x = x.mul_(demod.view(1, -1, 1, 1))
     else:  # style and demodulation folded into the weight: one conv
-        weight = conv.weight * torch.outer(demod, style)[:, :, None, None]  # [out, in, 3, 3]
+        weight = conv.weight * torch.outer(demod, style).unsqueeze(-1).unsqueeze(-1)  # [out, in, 3, 3]
         if conv.up:
-            x = upsample2x(x)
+            x = _up(x, conv.resolution // 2)
         x = accel.conv2d_single(x, weight, conv.bias, padding=1)  # [1, out, R, R]
     if conv.use_noise:  # (an in-place addcmul broadcast into a channels_last x is 5x slower)
         x = x.add_(conv.noise * noise)
@@ -217,23 +252,34 @@ def single_image(form: SingleImageWeights, z: torch.Tensor, temperature: torch.T
         x = F.leaky_relu_(torch.addmm(layer.bias, x, layer.weight_t), LRELU_SLOPE)
     # lerp at weight 1 is exactly w (torch.lerp computes end - (end - start) * (1 - weight) there).
     w = torch.lerp(form.styles.w_avg, x, truncation) + shift  # [1, w_dim]
-    styles = torch.addmm(form.styles.bias, w, form.styles.weight_t)[0].split(form.style_widths)
+    all_styles = torch.addmm(form.styles.bias, w, form.styles.weight_t)[0]  # [sum of widths]
+    styles = all_styles.split(form.style_widths)
+    conv_styles = all_styles[:form.conv_style_width]
+    demods = torch.addmv(form.styles.demod_eps, form.styles.demod_sq, conv_styles.square()).rsqrt_()  # [sum of outs]
+    demods = demods.split(form.demod_widths)
     count = form.resolutions.index(form.stage_resolutions[stage]) + 1
-    x, rgb, previous = form.styles.const, None, None  # const [1, C, 4, 4]
+    # The toRGB biases of the blocks drawn enter at the first (see `_Styles`); fading in, the last
+    # block's own at its block, so that `previous` is the image without that block.
+    biases = form.styles.rgb_biases  # [blocks, 3, 1], summed up to each block
+    x, rgb, previous = form.styles.const, biases[count - 2 if fading else count - 1], None  # const [1, C, 4, 4]
     k = 0
     for i in range(count):
         for j in range(form.block_convs[i]):
-            x = _styled_conv(form.convs[k], styles[k], x, noise)  # [1, out, R, R]
+            x = _styled_conv(form.convs[k], styles[k], demods[k], x, noise)  # [1, out, R, R]
             if bend is not None:
                 x = bend(f"b{form.convs[k].resolution}.{j}", x)
             k += 1
-        block_rgb = _to_rgb(form.rgbs[i], styles[len(form.convs) + i], x)  # [1, 3, R, R], doubled
-        if fading and i == count - 1:
-            previous = rgb
-        rgb = block_rgb if rgb is None else upsample2x(rgb) + block_rgb
+        if i > 0:
+            if fading and i == count - 1:
+                previous = rgb
+                rgb = _up(rgb, form.resolutions[i - 1]) + (biases[i] - biases[i - 1])[None, :, :, None]
+            else:
+                rgb = _up(rgb, form.resolutions[i - 1])
+        onto = rgb.view(3, -1)  # [3, R*R] (or [3, 1], the biases, at the first block)
+        rgb = _to_rgb(form.rgbs[i], styles[len(form.convs) + i], x, onto)  # [1, 3, R, R], doubled
     image = torch.sigmoid(rgb)  # rgb is doubled: sigmoid(2 r) = (tanh(r) + 1) / 2, the image in 0..1
     if previous is not None:
-        image = torch.lerp(upsample2x(torch.sigmoid(previous)), image, alpha)
+        image = torch.lerp(_up(torch.sigmoid(previous), form.resolutions[count - 2]), image, alpha)
     if form.stage_resolutions[stage] != size:  # a growing piece's early stages are drawn at the full size
         image = F.interpolate(image, size=(size, size), mode="bilinear", align_corners=False)
     return image.clamp_(0.0, 1.0)
