@@ -80,6 +80,35 @@ def test_one_image_is_the_generators_own_image(stage, alpha, live):
     assert want.std() > 0.05  # a picture, not a flat field that any pass would match
 
 
+def test_the_demodulations_come_in_bounded_runs_and_draw_the_same_image(monkeypatch):
+    """Each run of convs shares one block-diagonal matrix of its sums of squares: cut small, the same
+    image; a wide generator's matrices stay within the bound (or one conv's own block), not one
+    matrix of every conv."""
+    gen = generator()
+    z = torch.randn((1, 16), generator=torch.Generator().manual_seed(5))
+    with torch.inference_mode():
+        want = reference(gen, z, stage=2, alpha=0.4, size=32, truncation=0.7)
+    monkeypatch.setattr(si, "DEMODULATION_RUN_SIZE", 130)  # two 8x8 blocks at most
+    form = si.SingleImageWeights(gen)
+    assert len(form.demodulations) > 2
+    one = lambda v: torch.tensor(float(v))  # noqa: E731
+    with torch.inference_mode():
+        got = si.single_image(form, z, one(1.0), one(0.7), one(1.0), one(0.4), torch.zeros((1, 16)), stage=2,
+                              fading=True, size=32)
+    assert (got - want).abs().max() <= TOL
+    monkeypatch.undo()
+    wide = Generator(resolution=128, start_resolution=8, z_dim=16, w_dim=16, mapping_layers=1, mapping_lr_mul=0.01,
+                     channel_base=8192, min_channels=64, max_channels=256, noise=True, noise_init=0.0,
+                     rng=torch.Generator().manual_seed(1))
+    convs = [conv for block in wide.blocks for conv in block.convs]
+    everything = sum(c.weight.shape[0] for c in convs) * sum(c.weight.shape[1] for c in convs)
+    form = si.SingleImageWeights(wide)
+    sizes = [run.sq.numel() for run in form.demodulations]
+    assert max(sizes) <= max(si.DEMODULATION_RUN_SIZE, max(c.weight.shape[0] * c.weight.shape[1] for c in convs))
+    assert sum(sizes) < everything / 4, (sizes, everything)
+    assert sum(len(run.widths) for run in form.demodulations) == len(convs)
+
+
 def test_a_bend_sees_the_same_hook_points_and_bends_the_same_way():
     gen = generator()
     z = torch.randn((1, 16), generator=torch.Generator().manual_seed(5))

@@ -103,14 +103,49 @@ class _RGB(_Prepared):
         return {"weight": rgb.weight.flatten(1) * 2.0}
 
 
+class _Demodulation(_Prepared):
+    """The demodulation of a run of consecutive convs from one matrix-vector product: their sums of
+    squared weights over the kernel, each conv's [out, in] on the diagonal of `sq` [sum of outs, sum
+    of ins] (the zeros add nothing), times the squares of their styles (`style_start:style_end` of
+    the convs' styles side by side) -> their demodulations [sum of outs], split by `widths`."""
+
+    def __init__(self, convs, style_start: int):
+        super().__init__()
+        self.widths = [conv.weight.shape[0] for conv in convs]
+        self.style_start = style_start
+        self.style_end = style_start + sum(conv.weight.shape[1] for conv in convs)
+
+    def derive(self, convs):
+        # rsqrt(v + eps) * G = rsqrt(v / G^2 + eps / G^2), G^2 = 2: the gain folded into the sums.
+        sq = torch.block_diag(*[(c.weight * c.scale).square().sum(dim=(2, 3)) for c in convs]) / G ** 2
+        return {"sq": sq, "eps": sq.new_full((sq.shape[0],), 1e-8 / G ** 2)}
+
+
+# A run of convs shares one block-diagonal matrix while it holds at most this many numbers (256 KB):
+# a 64 px generator's nine convs take two, a wide 512 px one about one per conv, not a matrix of
+# hundreds of MB.
+DEMODULATION_RUN_SIZE = 65536
+
+
+def _demodulation_runs(convs) -> list[list]:
+    """The convs cut into consecutive runs whose block-diagonal matrix stays within DEMODULATION_RUN_SIZE."""
+    runs, outs, ins = [], 0, 0
+    for conv in convs:
+        out, in_ = conv.weight.shape[:2]
+        if runs and (outs + out) * (ins + in_) <= DEMODULATION_RUN_SIZE:
+            runs[-1].append(conv)
+            outs, ins = outs + out, ins + in_
+        else:
+            runs.append([conv])
+            outs, ins = out, in_
+    return runs
+
+
 class _Styles(_Prepared):
     """What every layer reads at once:
 
     - the style affines side by side: w [1, w_dim] @ weight_t -> [1, sum of widths], a toRGB's own
       scale folded into its columns;
-    - the demodulation's sums of squared weights over each kernel, every conv's block [out, in] on
-      the diagonal of one matrix `demod_sq` [sum of outs, sum of ins]: all demodulations from one
-      matrix-vector product (the zeros add nothing);
     - the toRGB biases (doubled) summed up to each block, `rgb_biases` [blocks, 3, 1]: the skips'
       upsampling keeps a constant (its weights sum to 1), so the biases of all the blocks drawn can
       enter once, at the first.
@@ -122,11 +157,8 @@ class _Styles(_Prepared):
         affines = [(c.affine, 1.0) for c in convs] + [(r.affine, r.scale) for r in rgbs]
         weight = torch.cat([a.weight * (a.scale * extra) for a, extra in affines])  # [sum, w_dim]
         bias = torch.cat([a.bias * (a.lr_mul * extra) for a, extra in affines])  # [sum]
-        # rsqrt(v + eps) * G = rsqrt(v / G^2 + eps / G^2), G^2 = 2: the gain folded into the sums.
-        demod_sq = torch.block_diag(*[(c.weight * c.scale).square().sum(dim=(2, 3)) for c in convs]) / G ** 2
         rgb_biases = torch.stack([r.bias * 2.0 for r in rgbs]).cumsum(0)[:, :, None]  # [blocks, 3, 1]
         return {"weight_t": weight.t(), "bias": bias, "const": gen.blocks[0].const, "w_avg": gen.w_avg,
-                "demod_sq": demod_sq, "demod_eps": demod_sq.new_full((demod_sq.shape[0],), 1e-8 / G ** 2),
                 "rgb_biases": rgb_biases}
 
 
@@ -143,7 +175,11 @@ class SingleImageWeights(nn.Module):
         self.style_widths = ([conv.affine.weight.shape[0] for conv in convs]
                              + [block.to_rgb.affine.weight.shape[0] for block in generator.blocks])
         self.conv_style_width = sum(conv.affine.weight.shape[0] for conv in convs)  # the convs' styles come first
-        self.demod_widths = [conv.weight.shape[0] for conv in convs]
+        self._runs = _demodulation_runs(convs)
+        starts = [0]
+        for run in self._runs:
+            starts.append(starts[-1] + sum(conv.weight.shape[1] for conv in run))
+        self.demodulations = nn.ModuleList(_Demodulation(run, start) for run, start in zip(self._runs, starts))
         self.device = generator.w_avg.device
         self.mapping = nn.ModuleList(_Linear() for _ in generator.mapping.layers)
         self.convs = nn.ModuleList(_Conv(conv) for block in generator.blocks for conv in block.convs)
@@ -157,7 +193,9 @@ class SingleImageWeights(nn.Module):
 
     def _pairs(self, generator: Generator):
         yield from zip(self.mapping, generator.mapping.layers)
-        yield from zip(self.convs, (conv for block in generator.blocks for conv in block.convs))
+        convs = [conv for block in generator.blocks for conv in block.convs]
+        yield from zip(self.convs, convs)
+        yield from zip(self.demodulations, _runs_of(convs, [len(run) for run in self._runs]))
         yield from zip(self.rgbs, (block.to_rgb for block in generator.blocks))
         yield self.styles, generator
 
@@ -178,6 +216,15 @@ class SingleImageWeights(nn.Module):
 
 
 _version = operator.attrgetter("_version")
+
+
+def _runs_of(items: list, lengths: list[int]) -> list[list]:
+    """`items` cut into consecutive runs of `lengths`."""
+    out, start = [], 0
+    for n in lengths:
+        out.append(items[start:start + n])
+        start += n
+    return out
 
 
 _forms: weakref.WeakKeyDictionary[Generator, SingleImageWeights] = weakref.WeakKeyDictionary()
@@ -254,9 +301,10 @@ def single_image(form: SingleImageWeights, z: torch.Tensor, temperature: torch.T
     w = torch.lerp(form.styles.w_avg, x, truncation) + shift  # [1, w_dim]
     all_styles = torch.addmm(form.styles.bias, w, form.styles.weight_t)[0]  # [sum of widths]
     styles = all_styles.split(form.style_widths)
-    conv_styles = all_styles[:form.conv_style_width]
-    demods = torch.addmv(form.styles.demod_eps, form.styles.demod_sq, conv_styles.square()).rsqrt_()  # [sum of outs]
-    demods = demods.split(form.demod_widths)
+    squares = all_styles[:form.conv_style_width].square()  # the convs' styles, squared
+    demods = []  # [out] per conv, the gain in
+    for run in form.demodulations:
+        demods.extend(torch.addmv(run.eps, run.sq, squares[run.style_start:run.style_end]).rsqrt_().split(run.widths))
     count = form.resolutions.index(form.stage_resolutions[stage]) + 1
     # The toRGB biases of the blocks drawn enter at the first (see `_Styles`); fading in, the last
     # block's own at its block, so that `previous` is the image without that block.
