@@ -68,9 +68,8 @@ class _Linear(_Prepared):
 
 
 class _Conv(_Prepared):
-    """A styled conv's scaled weight [out, in, 3, 3], its bias and fixed noise [1, 1, R, R] (times the
-    noise strength), the activation's gain folded into the last two. (Its demodulation's sums of
-    squares are in `_Styles`, with every other layer's.)"""
+    """A styled conv's scaled weight [out, in, 3, 3] and bias (times the activation's gain). (Its
+    demodulation's sums of squares are in a `_Demodulation`, its noise in `_Styles`.)"""
 
     def __init__(self, conv):
         super().__init__()
@@ -84,23 +83,9 @@ class _Conv(_Prepared):
     def derive(self, conv):
         weight = conv.weight * conv.scale
         out = {"weight": weight, "bias": conv.bias * G}
-        if conv.use_noise:
-            out["noise"] = conv.fixed_noise * (conv.noise_strength * G)
         if self.packs:
             out["packed"] = accel.pack_conv_weight(weight, self.input_shape, padding=1)
         return out
-
-
-class _RGB(_Prepared):
-    """A toRGB's weight [3, in], doubled (see the module doc); its bias is in `_Styles.rgb_biases`."""
-
-    def __init__(self, rgb, resolution: int):
-        super().__init__()
-        self.channels = rgb.weight.shape[1]
-        self.resolution = resolution
-
-    def derive(self, rgb):
-        return {"weight": rgb.weight.flatten(1) * 2.0}
 
 
 class _Demodulation(_Prepared):
@@ -146,6 +131,10 @@ class _Styles(_Prepared):
 
     - the style affines side by side: w [1, w_dim] @ weight_t -> [1, sum of widths], a toRGB's own
       scale folded into its columns;
+    - the toRGB weights side by side, doubled (see the module doc), `rgb_weights` [3, sum of ins]:
+      every block's modulated toRGB weight from one product with the styles;
+    - every conv's fixed noise times its strength and the gain, flattened side by side, `noises`:
+      one product with the live noise gain a frame;
     - the toRGB biases (doubled) summed up to each block, `rgb_biases` [blocks, 3, 1]: the skips'
       upsampling keeps a constant (its weights sum to 1), so the biases of all the blocks drawn can
       enter once, at the first.
@@ -158,8 +147,12 @@ class _Styles(_Prepared):
         weight = torch.cat([a.weight * (a.scale * extra) for a, extra in affines])  # [sum, w_dim]
         bias = torch.cat([a.bias * (a.lr_mul * extra) for a, extra in affines])  # [sum]
         rgb_biases = torch.stack([r.bias * 2.0 for r in rgbs]).cumsum(0)[:, :, None]  # [blocks, 3, 1]
-        return {"weight_t": weight.t(), "bias": bias, "const": gen.blocks[0].const, "w_avg": gen.w_avg,
-                "rgb_biases": rgb_biases}
+        out = {"weight_t": weight.t(), "bias": bias, "const": gen.blocks[0].const, "w_avg": gen.w_avg,
+               "rgb_weights": torch.cat([r.weight.flatten(1) * 2.0 for r in rgbs], dim=1), "rgb_biases": rgb_biases}
+        noisy = [c for c in convs if c.use_noise]
+        if noisy:
+            out["noises"] = torch.cat([(c.fixed_noise * (c.noise_strength * G)).flatten() for c in noisy])
+        return out
 
 
 class SingleImageWeights(nn.Module):
@@ -172,18 +165,20 @@ class SingleImageWeights(nn.Module):
         self.stage_resolutions = list(generator.stage_resolutions)
         self.block_convs = [len(block.convs) for block in generator.blocks]
         convs = [conv for block in generator.blocks for conv in block.convs]
-        self.style_widths = ([conv.affine.weight.shape[0] for conv in convs]
-                             + [block.to_rgb.affine.weight.shape[0] for block in generator.blocks])
-        self.conv_style_width = sum(conv.affine.weight.shape[0] for conv in convs)  # the convs' styles come first
-        self._runs = _demodulation_runs(convs)
+        # The styles side by side: each conv's, then all the toRGBs' as one piece.
+        self.rgb_widths = [block.to_rgb.weight.shape[1] for block in generator.blocks]  # each block's toRGB input
+        self.conv_style_width = sum(conv.affine.weight.shape[0] for conv in convs)
+        self.style_widths = [conv.affine.weight.shape[0] for conv in convs] + [sum(self.rgb_widths)]
+        self.noise_sizes = [conv.resolution ** 2 for conv in convs if conv.use_noise]  # in `_Styles.noises`
+        runs = _demodulation_runs(convs)
+        self._run_lengths = [len(run) for run in runs]
         starts = [0]
-        for run in self._runs:
+        for run in runs:
             starts.append(starts[-1] + sum(conv.weight.shape[1] for conv in run))
-        self.demodulations = nn.ModuleList(_Demodulation(run, start) for run, start in zip(self._runs, starts))
+        self.demodulations = nn.ModuleList(_Demodulation(run, start) for run, start in zip(runs, starts))
         self.device = generator.w_avg.device
         self.mapping = nn.ModuleList(_Linear() for _ in generator.mapping.layers)
-        self.convs = nn.ModuleList(_Conv(conv) for block in generator.blocks for conv in block.convs)
-        self.rgbs = nn.ModuleList(_RGB(block.to_rgb, r) for block, r in zip(generator.blocks, generator.resolutions))
+        self.convs = nn.ModuleList(_Conv(conv) for conv in convs)
         self.styles = _Styles()
         # Every tensor of the generator, whose version counters say when one was written to. (Kept
         # as a list: walking the module tree for them would cost a tenth of a pass each time.)
@@ -195,8 +190,7 @@ class SingleImageWeights(nn.Module):
         yield from zip(self.mapping, generator.mapping.layers)
         convs = [conv for block in generator.blocks for conv in block.convs]
         yield from zip(self.convs, convs)
-        yield from zip(self.demodulations, _runs_of(convs, [len(run) for run in self._runs]))
-        yield from zip(self.rgbs, (block.to_rgb for block in generator.blocks))
+        yield from zip(self.demodulations, _runs_of(convs, self._run_lengths))
         yield self.styles, generator
 
     def _take(self, generator: Generator, first: bool) -> None:
@@ -248,11 +242,11 @@ def _up(x: torch.Tensor, r: int) -> torch.Tensor:
     return torch.ops.aten.upsample_bilinear2d(x, [2 * r, 2 * r], False, 2.0, 2.0)
 
 
-def _to_rgb(rgb: _RGB, style: torch.Tensor, x: torch.Tensor, onto: torch.Tensor) -> torch.Tensor:
-    """`onto` [3, R*R] (or [3, 1]) plus the modulated 1x1 conv of x [1, C, R, R] to (doubled) RGB ->
-    [1, 3, R, R], as one matrix product over x's own layout (a channels_last x read as [C, R*R] with
-    strides: no copy). Sizes from the prepared layer, not x: a trace keeps them as constants."""
-    c, r = rgb.channels, rgb.resolution
+def _to_rgb(weight: torch.Tensor, c: int, r: int, x: torch.Tensor, onto: torch.Tensor) -> torch.Tensor:
+    """`onto` [3, R*R] (or [3, 1]) plus the 1x1 conv of x [1, C, R, R] by the modulated (doubled) toRGB
+    weight [3, C] -> [1, 3, R, R], as one matrix product over x's own layout (a channels_last x read
+    as [C, R*R] with strides: no copy). Sizes as numbers, not read from tensors: a trace keeps them
+    as constants."""
     assert x.shape == (1, c, r, r), f"toRGB at {r} px expects [1, {c}, {r}, {r}], got {tuple(x.shape)}"
     if x.is_contiguous():
         pixels = x.view(c, r * r)  # [C, R*R]
@@ -260,14 +254,14 @@ def _to_rgb(rgb: _RGB, style: torch.Tensor, x: torch.Tensor, onto: torch.Tensor)
         pixels = x.as_strided((c, r * r), (1, c))
     else:  # a bend's odd layout
         pixels = x.permute(0, 2, 3, 1).reshape(r * r, c).t()
-    return torch.addmm(onto, rgb.weight * style.unsqueeze(0), pixels).view(1, 3, r, r)
+    return torch.addmm(onto, weight, pixels).view(1, 3, r, r)
 
 
 def _styled_conv(conv: _Conv, style: torch.Tensor, demod: torch.Tensor, x: torch.Tensor,
-                 noise: torch.Tensor) -> torch.Tensor:
+                 noise: torch.Tensor | None) -> torch.Tensor:
     """One styled conv of x [1, in, r, r] (r = R / 2 when it upsamples) with its style [in], its
-    demodulation [out] (the gain in) and the live noise gain `noise`: modulation, demodulation,
-    noise, bias and lrelu -> [1, out, R, R]."""
+    demodulation [out] (the gain in) and its noise [1, 1, R, R] (times the live gain; None without):
+    modulation, demodulation, noise, bias and lrelu -> [1, out, R, R]."""
     if conv.packs and accel.packs(x.device):
         # The packed weight stays fixed: the style scales the input (before the upsampling, which is
         # linear per channel: a quarter of the pixels), the demodulation the output, the bias divided
@@ -282,8 +276,8 @@ def _styled_conv(conv: _Conv, style: torch.Tensor, demod: torch.Tensor, x: torch
         if conv.up:
             x = _up(x, conv.resolution // 2)
         x = accel.conv2d_single(x, weight, conv.bias, padding=1)  # [1, out, R, R]
-    if conv.use_noise:  # (an in-place addcmul broadcast into a channels_last x is 5x slower)
-        x = x.add_(conv.noise * noise)
+    if noise is not None:
+        x = x.add_(noise)
     return F.leaky_relu_(x, LRELU_SLOPE)
 
 
@@ -300,7 +294,11 @@ def single_image(form: SingleImageWeights, z: torch.Tensor, temperature: torch.T
     # lerp at weight 1 is exactly w (torch.lerp computes end - (end - start) * (1 - weight) there).
     w = torch.lerp(form.styles.w_avg, x, truncation) + shift  # [1, w_dim]
     all_styles = torch.addmm(form.styles.bias, w, form.styles.weight_t)[0]  # [sum of widths]
-    styles = all_styles.split(form.style_widths)
+    *styles, rgb_styles = all_styles.split(form.style_widths)  # each conv's [in]; the toRGBs' side by side
+    rgb_weights = (form.styles.rgb_weights * rgb_styles).split(form.rgb_widths, dim=1)  # [3, in] each
+    # Each conv's noise times the live gain, [R*R] each. (An in-place addcmul of the fixed noise into a
+    # channels_last x, broadcasting, is 5x slower than this product and an add_.)
+    noises = iter((form.styles.noises * noise).split(form.noise_sizes)) if form.noise_sizes else None
     squares = all_styles[:form.conv_style_width].square()  # the convs' styles, squared
     demods = []  # [out] per conv, the gain in
     for run in form.demodulations:
@@ -313,9 +311,12 @@ def single_image(form: SingleImageWeights, z: torch.Tensor, temperature: torch.T
     k = 0
     for i in range(count):
         for j in range(form.block_convs[i]):
-            x = _styled_conv(form.convs[k], styles[k], demods[k], x, noise)  # [1, out, R, R]
+            conv = form.convs[k]
+            r = conv.resolution
+            conv_noise = next(noises).view(1, 1, r, r) if conv.use_noise else None
+            x = _styled_conv(conv, styles[k], demods[k], x, conv_noise)  # [1, out, R, R]
             if bend is not None:
-                x = bend(f"b{form.convs[k].resolution}.{j}", x)
+                x = bend(f"b{r}.{j}", x)
             k += 1
         if i > 0:
             if fading and i == count - 1:
@@ -324,7 +325,7 @@ def single_image(form: SingleImageWeights, z: torch.Tensor, temperature: torch.T
             else:
                 rgb = _up(rgb, form.resolutions[i - 1])
         onto = rgb.view(3, -1)  # [3, R*R] (or [3, 1], the biases, at the first block)
-        rgb = _to_rgb(form.rgbs[i], styles[len(form.convs) + i], x, onto)  # [1, 3, R, R], doubled
+        rgb = _to_rgb(rgb_weights[i], form.rgb_widths[i], form.resolutions[i], x, onto)  # [1, 3, R, R], doubled
     image = torch.sigmoid(rgb)  # rgb is doubled: sigmoid(2 r) = (tanh(r) + 1) / 2, the image in 0..1
     if previous is not None:
         image = torch.lerp(_up(torch.sigmoid(previous), form.resolutions[count - 2]), image, alpha)

@@ -72,12 +72,22 @@ def _constant(value: float, shape: tuple[int, ...], dtype: torch.dtype, device: 
     return torch.full(shape, float(value), dtype=dtype, device=device)
 
 
+@functools.lru_cache(maxsize=256)
+def _scalars(temperature: float, truncation: float, noise: float, alpha: float, w_dim: int, dtype: torch.dtype,
+             device: torch.device) -> tuple:
+    """A frame's four scalars and the zero shift [1, w_dim] as tensors: one lookup while the live
+    values hold, and, when one moves, the others still from `_constant`."""
+    scalar = lambda v: _constant(v, (), dtype, device)  # noqa: E731
+    return (scalar(temperature), scalar(truncation), scalar(noise), scalar(alpha),
+            _constant(0.0, (1, w_dim), dtype, device))
+
+
 def _live_inputs(generator: nn.Module, z: torch.Tensor, temperature: float, truncation: float, noise: float,
                  alpha: float, shift: torch.Tensor | None) -> tuple:
     """The passes' tensor inputs: (z, temperature, truncation, noise, alpha, shift [1, w_dim])."""
-    scalar = lambda v: _constant(float(v), (), z.dtype, z.device)  # noqa: E731
-    zeros = _constant(0.0, (1, generator.w_avg.shape[0]), z.dtype, z.device)
-    return (z, scalar(temperature), scalar(truncation), scalar(noise), scalar(alpha), zeros if shift is None else shift)
+    *scalars, zeros = _scalars(float(temperature), float(truncation), float(noise), float(alpha),
+                               generator.w_avg.shape[0], z.dtype, z.device)
+    return (z, *scalars, zeros if shift is None else shift)
 
 
 def sample_traced(cache: TraceCache, index: int, generator: nn.Module, z: torch.Tensor, *, stage: int, alpha: float,
@@ -106,10 +116,11 @@ def sample_generators(system, latents: Mapping[str, torch.Tensor], params: Mappi
     noise = float(params.get("noise", 1.0))
     size = system.piece.generator.resolution
     out = {}
+    generators = dict(zip(system.names, system.generators))  # (a ModuleList's indexing is slow)
     with torch.inference_mode():
         for name, z in latents.items():
             index = system.names.index(name)
-            gen = system.generators[index]
+            gen = generators[name]
             z = z.to(system.device)
             bend, steer = system._hooks(name, params)
             # Directions move w by a shift (Directions.steer): what steer does to zeros.
