@@ -9,10 +9,16 @@ counter), and `single_image` draws from them with about a third of the operation
 
 - every layer's style from one matrix product (the affines of all layers side by side);
 - demodulation from the style and the precomputed sums of squared weights (sum_k (W s)^2 =
-  s^2 . sum_k W^2), folded into the weights with the style as one outer product;
-- the noise strength and the activation gain folded into the fixed noise and the biases;
+  s^2 . sum_k W^2), a run of layers' at once from one block-diagonal matrix, folded into the
+  weights with the style as one outer product;
+- the noise strength and the activation gain folded into the fixed noise and the biases; all the
+  noises times the live noise gain in one product, all the toRGB weights times their styles in
+  another;
 - the toRGB weights doubled, so that sigmoid(2 rgb) = (tanh(rgb) + 1) / 2, the image in 0..1, is one
-  sigmoid (a float's doubling is exact; the sum of the skips is linear);
+  sigmoid (a float's doubling is exact; the sum of the skips is linear), the toRGB biases entering
+  once at the first block and each skip added inside its block's toRGB product;
+- sizes handed to the operations as numbers, never read from a tensor: a trace keeps them as
+  constants instead of recording a dozen operations per read;
 - on a CPU, the 8-32 px layers' weights packed once for oneDNN (`accel.pack_conv_weight`): there
   the style scales the input and the demodulation the output, since a weight folded anew each
   frame would be reordered by oneDNN on every call, which costs as much as those layers' convolutions.
