@@ -5,6 +5,7 @@ and bends left to the eager pass."""
 from __future__ import annotations
 
 import dataclasses
+import threading
 
 import pytest
 import torch
@@ -144,6 +145,54 @@ def test_a_new_graph_is_traced_on_a_thread_of_its_own_while_the_caller_samples_e
                         lambda *a, **k: calls.append(1) or pytest.fail("eager synthesis after the traces were made"))
     again = system.sample(z, PARAMS)
     assert not calls and all(torch.equal(again[k], reference[k]) for k in again)
+
+
+def test_a_growing_piece_traces_its_next_growth_step_ahead_and_meets_it_traced(monkeypatch):
+    """Sampling a growing piece makes the next growth step's graphs on the tracer thread, one a call
+    (run twice there: TorchScript's optimising first calls), for the batch kinds it samples: the
+    step then draws through its traces from its first frame, the same images as eagerly."""
+    system = tiny_system()
+    system._traced.background = True  # as a live show does
+    growth = system.piece.growth
+    assert growth.fade_steps > 0
+    runs = []
+    original = torch.jit.ScriptModule.__call__
+    monkeypatch.setattr(torch.jit.ScriptModule, "__call__",
+                        lambda self, *a, **k: (runs.append(threading.current_thread().name), original(self, *a, **k))[1])
+    system.step_count = growth.stable_steps - 1  # stage 0, stable: next the fade into stage 1
+    one, two = latents(system, 1), latents(system, 2)
+    for _ in range(40):  # every call may start one trace (the current ones first, then those ahead)
+        system.sample(one, PARAMS)
+        system.sample(two, PARAMS)
+        system._traced.wait(60)
+    keys = set(system._traced._traces)
+    for index in range(len(system.names)):
+        for single in (True, False):
+            for fading in (True, False):  # the next stage: its fade, and it grown
+                assert (f"generator {index}", 1, fading, single) in {k[:4] for k in keys}
+    assert not any(k[1] > 1 for k in keys)  # not the stage after
+    # Warmed where they were made: the tracer thread ran each trace before the caller did.
+    assert runs.count("unstable-trace") >= 2 * len(keys)
+    # The fade arrives: its first frame is traced, no eager synthesis, the eager pass's images.
+    system.step_count = growth.stable_steps + growth.fade_steps // 2
+    stage, alpha = system.growth()
+    assert stage == 1 and 0 < alpha < 1
+    reference = eager(system, one, PARAMS, monkeypatch)
+    calls = []
+    monkeypatch.setattr(type(system.generators[0]), "synthesis",
+                        lambda *a, **k: calls.append(1) or pytest.fail("eager synthesis at the new growth step"))
+    monkeypatch.setattr("unstable.equilibrium.traced.single_image",
+                        lambda *a, **k: pytest.fail("an eager one-image pass at the new growth step"))
+    got = system.sample(one, PARAMS)
+    assert not calls and all(torch.equal(got[k], reference[k]) for k in got)
+    # A grown piece traces nothing ahead.
+    monkeypatch.undo()
+    grown = tiny_system(10 ** 6)
+    grown._traced.background = True
+    for _ in range(2 * len(grown.names) + 2):
+        grown.sample(one, PARAMS)
+        grown._traced.wait(60)
+    assert {k[1:3] for k in grown._traced._traces} == {(grown.growth()[0], False)}
 
 
 def test_a_shows_sampling_mirror_has_its_traces_before_the_first_frame():

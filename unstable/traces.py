@@ -15,9 +15,11 @@ directions' shift) as tensor inputs, so moving a fader never retraces, and hold 
 parameter and buffer tensors, so the mirror's in-place weight copies reach them. Results equal the
 eager pass bit for bit (tests/test_traced_sampling.py).
 
-A graph seen for the first time is traced on a thread of its own while the caller samples it
-eagerly (a trace costs a few hundred milliseconds of Python: the render thread would stall if it
-waited); a show makes its traces before the first frame (`System.prepare_sampling`). A graph the
+A graph seen for the first time is traced (and run twice, which is when TorchScript optimises it)
+on a thread of its own while the caller samples it eagerly (a trace costs a few hundred
+milliseconds of Python: the render thread would stall if it waited); a show makes its traces
+before the first frame (`System.prepare_sampling`), and a growing piece its next stage's ahead of
+time (`TraceCache.ahead`). A graph the
 tracer cannot record (or a torch without `torch.jit.trace`) stays eager, with one log line. Bends
 are Python hooks on the activations: a bent panel samples eagerly. `UNSTABLE_TRACED_SAMPLING=0`
 turns traces off.
@@ -69,6 +71,12 @@ def enabled() -> bool:
     return os.environ.get("UNSTABLE_TRACED_SAMPLING", "1").strip() != "0"
 
 
+# A new trace runs this many times where it is made, before it is used: TorchScript's profiling
+# executor specialises and optimises a graph over its first calls (10-50 ms each for a generator's
+# pass, 5-20 times a later call), which would otherwise be the render thread's frames.
+WARM_UP_CALLS = 2
+
+
 class TraceCache:
     """One system's traces by key (see the module doc). `background = False` traces at once, in the caller."""
 
@@ -91,13 +99,26 @@ class TraceCache:
         if not self.background:
             self._trace(key, make(), inputs)
             return self._traces[key](*inputs)
+        self._start(key, make, inputs)
+        return None
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._traces
+
+    def ahead(self, key: Hashable, make: Callable[[], nn.Module], inputs: tuple) -> None:
+        """Trace `key` on the tracer thread now, if it is not traced and the tracer is idle: a graph
+        the caller will need soon (a growing piece's next stage), so that it is made and warmed
+        before the first frame that needs it."""
+        if self.background and key not in self._traces:
+            self._start(key, make, inputs)
+
+    def _start(self, key: Hashable, make: Callable[[], nn.Module], inputs: tuple) -> None:
         with self._lock:  # one tracer at a time; a graph it is not tracing waits for a later call
             if self._tracer is None or not self._tracer.is_alive():
                 example = tuple(t.clone() for t in inputs)  # the caller may reuse its tensors
                 self._tracer = threading.Thread(target=self._trace, args=(key, make(), example),
                                                 name="unstable-trace", daemon=True)
                 self._tracer.start()
-        return None
 
     def wait(self, timeout: float | None = None) -> None:
         """Until the trace being made (if any) is ready."""
@@ -111,6 +132,8 @@ class TraceCache:
         try:
             with torch.inference_mode():
                 trace = torch.jit.trace(module, inputs, check_trace=False)
+                for _ in range(WARM_UP_CALLS):
+                    trace(*inputs)
         except Exception:  # a torch without the tracer, an operation it cannot record: stay eager
             log.warning("sampling trace of %s failed; that graph samples eagerly", key[0], exc_info=True)
             trace = module

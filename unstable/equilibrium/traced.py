@@ -97,14 +97,49 @@ def sample_traced(cache: TraceCache, index: int, generator: nn.Module, z: torch.
     `shift` [1, w_dim] or None: the latent directions' offset of w. None while the graph's trace is
     being made: sample it eagerly this time."""
     fading = stage > 0 and alpha < 1.0
-    device = z.device
     single = z.shape[0] == 1
-    key = (f"generator {index}", stage, fading, single, device, accel.conv_dtype(device))
+    key = _key(index, stage, fading, single, z.device)
     inputs = _live_inputs(generator, z, temperature, truncation, noise, alpha, shift)
+    return cache.run(key, _pass(generator, stage, fading, size, single), inputs)
+
+
+def _key(index: int, stage: int, fading: bool, single: bool, device: torch.device) -> tuple:
+    """What fixes a sampling graph (see unstable.traces)."""
+    return (f"generator {index}", stage, fading, single, device, accel.conv_dtype(device))
+
+
+def _pass(generator: nn.Module, stage: int, fading: bool, size: int, single: bool):
+    """The maker of the pass module to trace: one image through `single_image`, a batch eagerly."""
     if single:
         form = single_image_weights(generator)  # refreshed to the generator's current weights
-        return cache.run(key, lambda: _SingleImagePass(form, stage, fading, size), inputs)
-    return cache.run(key, lambda: _SamplingPass(generator, stage, fading, size), inputs)
+        return lambda: _SingleImagePass(form, stage, fading, size)
+    return lambda: _SamplingPass(generator, stage, fading, size)
+
+
+def _trace_ahead(system, stage: int, alpha: float, size: int, latents: Mapping[str, torch.Tensor]) -> None:
+    """While a piece grows, its next growth step's graphs (the fade into the next stage, or the stage
+    after its fade), for the batch kinds sampled now, traced on the tracer thread ahead of time, one
+    a call: the step then finds them made and warmed, instead of sampling eagerly beside a tracer
+    (and paying TorchScript's first, optimising calls) on the frames after it."""
+    last = len(system.stage_resolutions) - 1
+    fading = stage > 0 and alpha < 1.0
+    if stage == last and not fading:
+        return  # grown: nothing ahead
+    if fading:
+        upcoming = [(stage, False)]
+    else:
+        upcoming = ([(stage + 1, True)] if system.piece.growth.fade_steps > 0 else []) + [(stage + 1, False)]
+    singles = sorted({z.shape[0] == 1 for z in latents.values()})
+    for index, gen in enumerate(system.generators):
+        for next_stage, next_fading in upcoming:
+            for single in singles:
+                key = _key(index, next_stage, next_fading, single, system.device)
+                if key in system._traced:
+                    continue
+                z = torch.zeros((1 if single else 2, system.piece.generator.z_dim), device=system.device)
+                inputs = _live_inputs(gen, z, 1.0, 1.0, 1.0, 0.5 if next_fading else 1.0, None)
+                system._traced.ahead(key, _pass(gen, next_stage, next_fading, size, single), inputs)
+                return
 
 
 def sample_generators(system, latents: Mapping[str, torch.Tensor], params: Mapping[str, float]) -> dict[str, torch.Tensor]:
@@ -140,4 +175,6 @@ def sample_generators(system, latents: Mapping[str, torch.Tensor], params: Mappi
             if x.shape[-1] != size:
                 x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
             out[name] = (x * 0.5 + 0.5).clamp_(0.0, 1.0)  # [N, 3, size, size]
+        if enabled():
+            _trace_ahead(system, stage, alpha, size, latents)
     return out
