@@ -15,14 +15,13 @@ directions' shift) as tensor inputs, so moving a fader never retraces, and hold 
 parameter and buffer tensors, so the mirror's in-place weight copies reach them. Results equal the
 eager pass bit for bit (tests/test_traced_sampling.py).
 
-A graph seen for the first time is traced (and run twice, which is when TorchScript optimises it)
-on a thread of its own while the caller samples it eagerly (a trace costs a few hundred
-milliseconds of Python: the render thread would stall if it waited); a show makes its traces
-before the first frame (`System.prepare_sampling`), and a growing piece its next stage's ahead of
-time (`TraceCache.ahead`). A graph the
-tracer cannot record (or a torch without `torch.jit.trace`) stays eager, with one log line. Bends
-are Python hooks on the activations: a bent panel samples eagerly. `UNSTABLE_TRACED_SAMPLING=0`
-turns traces off.
+A graph seen for the first time is traced, and run twice (when TorchScript optimises it), on a
+thread of its own while the caller samples it eagerly: tracing and those first calls take tens to
+hundreds of milliseconds, which the render thread would otherwise wait for. A show makes its traces
+before the first frame (`System.prepare_sampling`), and a growing piece its next growth step's ahead
+of time (`TraceCache.ahead`). A graph the tracer cannot record (or a torch without
+`torch.jit.trace`) stays eager, with one log line. Bends are Python hooks on the activations: a bent
+panel samples eagerly. `UNSTABLE_TRACED_SAMPLING=0` turns traces off.
 """
 
 from __future__ import annotations

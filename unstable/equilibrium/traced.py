@@ -109,7 +109,8 @@ def _key(index: int, stage: int, fading: bool, single: bool, device: torch.devic
 
 
 def _pass(generator: nn.Module, stage: int, fading: bool, size: int, single: bool):
-    """The maker of the pass module to trace: one image through `single_image`, a batch eagerly."""
+    """The maker of the pass module to trace: one image through `single_image`, a batch through the
+    generator's own synthesis."""
     if single:
         form = single_image_weights(generator)  # refreshed to the generator's current weights
         return lambda: _SingleImagePass(form, stage, fading, size)
