@@ -86,6 +86,34 @@ def test_step_changes_only_the_decoder(cache, loss):
     assert same(base, clone(s.base_decoder)) and same(cls, clone(s.classifier))
 
 
+@pytest.mark.parametrize("features", [{"layer": "embedding"}, {"layer": "logits"}])
+def test_a_step_in_chunks_is_the_whole_batch_step(cache, features):
+    """On a CPU a step's images go through the convolutions and the extractor 32 at a time (cache
+    locality, unstable/divergence/objective.py): the same losses, gradients and BatchNorm statistics
+    as one pass over the batch, within float rounding, and the same random draws after it. (Compared
+    before the optimiser: Adam's first steps move a weight by about lr whatever the size of its
+    gradient, so a rounding apart in a near-zero gradient is a step apart in the weights.)"""
+    whole, chunked = ready(cache, features=features), ready(cache, features=features)
+    assert chunked._chunk == 32 and whole.piece.bad.batch == 32
+    whole._chunk = None
+    chunked._chunk = 7  # uneven: 7, 7, 7, 7, 4
+    for system in (whole, chunked):
+        system.optimizer.step = lambda: None  # the gradients stay to be compared
+    a, b = whole.step({}), chunked.step({})
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-7), k
+    # Each weight's gradient within 1 % of its size (a sum over the batch that mostly cancels loses
+    # digits), and within 1e-4 of the whole gradient's (the bias before the BatchNorm, whose exact
+    # gradient is zero, is all rounding).
+    total = torch.stack([x.grad.norm() for x in whole.decoder.parameters()]).norm()
+    for (name, x), y in zip(whole.decoder.named_parameters(), chunked.decoder.parameters()):
+        assert (x.grad - y.grad).norm() <= 1e-2 * x.grad.norm() + 1e-4 * total, name
+    for (name, x), y in zip(whole.decoder.named_buffers(), chunked.decoder.buffers()):
+        assert torch.allclose(x.float(), y.float(), rtol=1e-5, atol=1e-7), name  # BatchNorm's running stats
+    assert torch.equal(whole.gen.get_state(), chunked.gen.get_state())
+
+
 def test_step_in_the_classifier_embedding(cache):
     s = ready(cache, features={"layer": "embedding"}, loss={"classwise": "predicted"})
     images = torch.rand(4, 1, 28, 28)

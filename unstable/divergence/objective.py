@@ -17,7 +17,32 @@ from .losses import classwise_mmd, creativity_loss, frechet_distance, inception_
     mmd, sqrtm_psd
 from .piece import DivergencePiece
 
-__all__ = ["class_logits", "bad_terms", "real_pool"]
+__all__ = ["CPU_CHUNK", "class_logits", "bad_terms", "decode_and_embed", "real_pool"]
+
+# Rows of a training batch that go through the decoder's convolutions and the extractor together on
+# a CPU. A whole batch of 256 makes every activation of the 28 px layers 51 MB, and each pass over
+# one (a convolution, an ELU, their backward) comes from and goes back to memory; 32 images' are
+# 6.4 MB, which stay in the cache (32 MB here) from one layer to the next, forward and backward.
+# The decoder and the extractor's forward and backward: 406 -> 273 ms a step (docs/figures.md,
+# ninth round); chunks of 16 to 64 measured alike.
+CPU_CHUNK = 32
+
+
+def decode_and_embed(decoder: torch.nn.Module, extractor: torch.nn.Module, codes: torch.Tensor,
+                     chunk: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The decoder's images [n, 1, 28, 28] of `codes` [n, 16, 2, 2] (`Decoder.codes`) and their
+    features [n, D], `chunk` rows at a time (None: all at once). The same maths as one pass: the
+    convolutions and the extractor work image by image, and the MLP whose BatchNorm does not
+    (`Decoder.codes`) has already run on the whole batch; only the order in which the weight
+    gradients are summed differs."""
+    if not chunk or codes.shape[0] <= chunk:
+        images = decoder.mean_of(codes)
+        return images, extractor(images)
+    images, features = [], []
+    for rows in codes.split(chunk):
+        images.append(decoder.mean_of(rows))  # [c, 1, 28, 28]
+        features.append(extractor(images[-1]))  # [c, D]: right after its images, while they are in the cache
+    return torch.cat(images), torch.cat(features)
 
 
 def class_logits(piece: DivergencePiece, classifier: torch.nn.Module, images: torch.Tensor, fake: torch.Tensor,

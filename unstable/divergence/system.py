@@ -50,7 +50,7 @@ from .classifier import DigitClassifier, train_classifier
 from .data import Digits, load_digits
 from .features import build_extractor, freeze
 from .losses import objective
-from .objective import bad_terms, class_logits, real_pool
+from .objective import CPU_CHUNK, bad_terms, class_logits, decode_and_embed, real_pool
 # The schema lives in piece.py; `unstable.system.KINDS` finds a kind's piece class beside its System.
 from .piece import DivergencePiece, live_param_specs
 from .traced_decoder import sample_decoders
@@ -69,6 +69,9 @@ class DivergenceSystem(TracedSampling, Instrumented):
         self.base_decoder = freeze(Decoder(piece.vae.latent, piece.vae.hidden).to(self.device))
         self.classifier = freeze(DigitClassifier(piece.classifier.width).to(self.device))
         self.optimizer = make_adam(self.decoder.parameters(), lr=piece.bad.lr)
+        # A training step's images through the convolutions and the extractor this many at a time
+        # on a CPU (objective.decode_and_embed); a GPU takes the batch whole.
+        self._chunk = CPU_CHUNK if self.device.type == "cpu" else None
         # All of BAD's randomness (latents, real batches, IS shuffles) from one CPU generator whose
         # state is checkpointed: same seed, same run on any device, and exact resume.
         self.gen = torch.Generator().manual_seed(piece.seed)
@@ -160,15 +163,14 @@ class DivergenceSystem(TracedSampling, Instrumented):
         real, labels = pool["features"][idx], pool["labels"][idx]  # [B, D], [B]
 
         self.decoder.train()
+        # Across processes, this rank's rows through the convolutions and the extractor; the
+        # relational losses take the global batch, these rows carrying the gradient, which is
+        # summed over ranks.
+        codes = self.shard.take(self.decoder.codes(z))  # [b, 16, 2, 2]: the MLP on the global batch
+        images, fake = decode_and_embed(self.decoder, self.extractor, codes, self._chunk)  # [b, 1, 28, 28], [b, D]
         if self.shard.active:
-            # This rank's rows through the decoder and extractor; the relational losses take the
-            # global batch, these rows carrying the gradient, which is summed over ranks.
-            mine = self.decoder.mean_rows(z, self.shard.take)  # [b, 1, 28, 28]
-            fake = self.shard.gather(self.extractor(mine))  # [B, D]
-            images = self.shard.gather(mine.detach())  # [B, 1, 28, 28]
-        else:
-            images = self.decoder.mean(z)  # [B, 1, 28, 28]
-            fake = self.extractor(images)  # [B, D]
+            fake = self.shard.gather(fake)  # [B, D]
+            images = self.shard.gather(images.detach())  # [B, 1, 28, 28]
         l_div, l_reg, named = bad_terms(self.piece, self.classifier, self.gen, images, fake, real, labels, pool)
         obj = objective(l_div, l_reg, p["alpha"], p["beta"], self.piece.loss.form)
         self.optimizer.zero_grad(set_to_none=True)

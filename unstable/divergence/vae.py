@@ -92,15 +92,18 @@ class Decoder(nn.Module):
         """The Bernoulli mean (the drawn image) [N, 1, 28, 28] in 0..1."""
         return torch.sigmoid(self(z, bend, steer))
 
-    def mean_rows(self, z: torch.Tensor, take) -> torch.Tensor:
-        """`take(mean(z))` with only the taken rows through the convolutions: [n, 1, 28, 28].
+    def codes(self, z: torch.Tensor) -> torch.Tensor:
+        """The MLP's output for z [N, latent] as the convolutions' input [N, 16, 2, 2].
 
-        Training across processes (unstable.parallel): the MLP, whose BatchNorm normalises over
-        the batch, runs on the whole global batch z [N, latent] on every rank (a small part of the
-        cost), so its statistics and running averages are exactly the single process's; the
-        convolutions run on this rank's rows only."""
-        h = take(self.mlp(z)).reshape(-1, 16, 2, 2)  # [n, 16, 2, 2]
-        return torch.sigmoid(self.upsample(h))
+        Its BatchNorm normalises over the batch, so it takes the whole batch at once (in training
+        across processes, the whole global batch on every rank: a small part of the cost, and its
+        statistics and running averages exactly the single process's); the convolutions after it
+        are per image and may take any rows of it (`mean_of`)."""
+        return self.mlp(z).view(-1, 16, 2, 2)
+
+    def mean_of(self, codes: torch.Tensor) -> torch.Tensor:
+        """The Bernoulli means [n, 1, 28, 28] of `codes` rows [n, 16, 2, 2] (see `codes`)."""
+        return torch.sigmoid(self.upsample(codes))
 
 
 def _transposed(layer: nn.ConvTranspose2d, x: torch.Tensor) -> torch.Tensor:
