@@ -71,8 +71,8 @@ def enabled() -> bool:
 
 
 # A new trace runs this many times where it is made, before it is used: TorchScript's profiling
-# executor specialises and optimises a graph over its first calls (10-50 ms each for a generator's
-# pass, 5-20 times a later call), which would otherwise be the render thread's frames.
+# executor specialises and optimises a graph over its first calls (each several times as long as a
+# later one: docs/figures.md, ninth round), which would otherwise be the render thread's frames.
 WARM_UP_CALLS = 2
 
 

@@ -22,9 +22,8 @@ __all__ = ["CPU_CHUNK", "class_logits", "bad_terms", "decode_and_embed", "real_p
 # Rows of a training batch that go through the decoder's convolutions and the extractor together on
 # a CPU. A whole batch of 256 makes every activation of the 28 px layers 51 MB, and each pass over
 # one (a convolution, an ELU, their backward) comes from and goes back to memory; 32 images' are
-# 6.4 MB, which stay in the cache (32 MB here) from one layer to the next, forward and backward.
-# The decoder and the extractor's forward and backward: 406 -> 273 ms a step (docs/figures.md,
-# ninth round); chunks of 16 to 64 measured alike.
+# 6.4 MB, which stay in the cache (32 MB here) from one layer to the next, forward and backward
+# (the step's figures, and chunks of 16 to 64 measured alike: docs/figures.md, ninth round).
 CPU_CHUNK = 32
 
 
