@@ -178,10 +178,10 @@ class SingleImageWeights(nn.Module):
         self.noise_sizes = [conv.resolution ** 2 for conv in convs if conv.use_noise]  # in `_Styles.noises`
         runs = _demodulation_runs(convs)
         self._run_lengths = [len(run) for run in runs]
-        starts = [0]
-        for run in runs:
-            starts.append(starts[-1] + sum(conv.weight.shape[1] for conv in run))
-        self.demodulations = nn.ModuleList(_Demodulation(run, start) for run, start in zip(runs, starts))
+        self.demodulations = nn.ModuleList()
+        for run in runs:  # each run's styles start where the one before it ended
+            start = self.demodulations[-1].style_end if len(self.demodulations) else 0
+            self.demodulations.append(_Demodulation(run, start))
         self.device = generator.w_avg.device
         self.mapping = nn.ModuleList(_Linear() for _ in generator.mapping.layers)
         self.convs = nn.ModuleList(_Conv(conv) for conv in convs)

@@ -117,13 +117,12 @@ def _pass(generator: nn.Module, stage: int, fading: bool, size: int, single: boo
     return lambda: _SamplingPass(generator, stage, fading, size)
 
 
-def _trace_ahead(system, stage: int, alpha: float, size: int, latents: Mapping[str, torch.Tensor]) -> None:
+def _trace_ahead(system, stage: int, fading: bool, size: int, latents: Mapping[str, torch.Tensor]) -> None:
     """While a piece grows, its next growth step's graphs (the fade into the next stage, or the stage
     after its fade), for the batch kinds sampled now, traced on the tracer thread ahead of time, one
     a call: the step then finds them made and warmed, instead of sampling eagerly beside a tracer
     (and paying TorchScript's first, optimising calls) on the frames after it."""
     last = len(system.stage_resolutions) - 1
-    fading = stage > 0 and alpha < 1.0
     if stage == last and not fading:
         return  # grown: nothing ahead
     if fading:
@@ -152,11 +151,12 @@ def sample_generators(system, latents: Mapping[str, torch.Tensor], params: Mappi
     noise = float(params.get("noise", 1.0))
     size = system.piece.generator.resolution
     out = {}
-    generators = dict(zip(system.names, system.generators))  # (a ModuleList's indexing is slow)
+    fading = stage > 0 and alpha < 1.0
+    # {panel: (index, generator)} (a ModuleList's indexing is slow)
+    generators = {name: (i, gen) for i, (name, gen) in enumerate(zip(system.names, system.generators))}
     with torch.inference_mode():
         for name, z in latents.items():
-            index = system.names.index(name)
-            gen = generators[name]
+            index, gen = generators[name]
             z = z.to(system.device)
             bend, steer = system._hooks(name, params)
             # Directions move w by a shift (Directions.steer): what steer does to zeros.
@@ -170,12 +170,12 @@ def sample_generators(system, latents: Mapping[str, torch.Tensor], params: Mappi
             if z.shape[0] == 1:  # the same pass as the trace's, eagerly, with the bend's hooks
                 inputs = _live_inputs(gen, z, temperature, truncation, noise, alpha, shift)
                 out[name] = single_image(single_image_weights(gen), *inputs, stage=stage,
-                                         fading=stage > 0 and alpha < 1.0, size=size, bend=bend)  # [1, 3, size, size]
+                                         fading=fading, size=size, bend=bend)  # [1, 3, size, size]
                 continue
             x = gen(z * temperature, stage, alpha, noise_gain=noise, truncation=truncation, bend=bend, steer=steer)
             if x.shape[-1] != size:
                 x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
             out[name] = (x * 0.5 + 0.5).clamp_(0.0, 1.0)  # [N, 3, size, size]
         if enabled():
-            _trace_ahead(system, stage, alpha, size, latents)
+            _trace_ahead(system, stage, fading, size, latents)
     return out
