@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 from pathlib import Path
 
 import numpy as np
@@ -593,6 +594,39 @@ def test_variety_measures_against_numpy():
     assert variety_entropy(t, bins=3).item() == pytest.approx(entropy(cols, 3))
     mix = colour_variety(t, {"std": 2.0, "logdet": 0.5, "no_such_measure": 0.0})
     assert mix.item() == pytest.approx(2 * variety_std(t).item() + 0.5 * variety_logdet(t).item())
+
+
+def test_variety_measures_gradients_match_atens_own_formulation():
+    # The spreads and the entropy are written out for speed (contiguous passes); their values and
+    # gradients must be those of the direct forms: ATen's std and a softmax over the last axis.
+    from unstable.equilibrium.losses import (_colours, variety_batch_std, variety_entropy,
+                                             variety_image_std, variety_std)
+
+    def entropy(images, bins=4):
+        c = _colours(images, max_pixels=8192)
+        centres = (torch.arange(bins, dtype=c.dtype) + 0.5) / bins
+        member = torch.softmax(-((c[:, :, None] - centres) * bins).square() * 2.0, dim=-1)
+        rg = (member[:, 0, :, None] * member[:, 1, None, :]).reshape(c.shape[0], bins * bins)
+        hist = (rg.t() @ member[:, 2, :]).flatten() / c.shape[0]
+        return -(hist * torch.log(hist + 1e-12)).sum() / math.log(bins ** 3)
+
+    direct = {
+        variety_std: lambda t: _colours(t).std(dim=0).mean(),
+        variety_image_std: lambda t: ((t + 1) * 0.5).flatten(2).std(dim=2).mean(),
+        variety_batch_std: lambda t: ((t + 1) * 0.5).std(dim=0).mean(),
+        variety_entropy: entropy,
+    }
+    images = torch.tanh(torch.randn(4, 3, 64, 48, generator=torch.Generator().manual_seed(5)))
+    for measure, reference in direct.items():
+        for dtype, rtol in ((torch.float64, 1e-10), (torch.float32, 2e-4)):
+            mine = images.to(dtype).clone().requires_grad_()
+            theirs = images.to(dtype).clone().requires_grad_()
+            value, expected = measure(mine), reference(theirs)
+            value.backward()
+            expected.backward()
+            assert value.item() == pytest.approx(expected.item(), rel=rtol), measure.__name__
+            torch.testing.assert_close(mine.grad, theirs.grad, rtol=rtol, atol=rtol * theirs.grad.abs().max().item(),
+                                       msg=lambda m: f"{measure.__name__}: {m}")
 
 
 def test_pairwise_and_entropy_subsample_past_their_pixel_budgets():

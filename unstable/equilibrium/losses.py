@@ -90,8 +90,8 @@ def embedding_distance(mine: torch.Tensor, target: torch.Tensor, mix: Mapping[st
 
 # --- colour variety of a batch: images [B, 3, H, W] in -1..1 -> scalar -----------------------------
 
-def _colours(images: torch.Tensor, max_pixels: int | None = None) -> torch.Tensor:
-    """All pixels of a batch as 0..1 colours [P, 3], strided down to about `max_pixels` if given."""
+def _subsampled(images: torch.Tensor, max_pixels: int | None) -> torch.Tensor:
+    """The batch as 0..1 colours [B, 3, H', W'], strided down by powers of two to about `max_pixels`."""
     x = (images + 1.0) * 0.5
     if max_pixels is not None:
         b, _, h, w = x.shape
@@ -99,12 +99,31 @@ def _colours(images: torch.Tensor, max_pixels: int | None = None) -> torch.Tenso
         while b * (h // stride) * (w // stride) > max_pixels and stride < min(h, w):
             stride *= 2
         x = x[:, :, ::stride, ::stride]
-    return x.permute(0, 2, 3, 1).reshape(-1, 3)
+    return x
 
+
+def _colours(images: torch.Tensor, max_pixels: int | None = None) -> torch.Tensor:
+    """All pixels of a batch as 0..1 colours [P, 3], strided down to about `max_pixels` if given."""
+    return _subsampled(images, max_pixels).permute(0, 2, 3, 1).reshape(-1, 3)
+
+
+def _std(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    """Unbiased std over `dims` (kept out of the result), as `x.std(dims)` computes it.
+
+    Written out because ATen's std backs its reductions over the batch or a whole image with slow
+    kernels: as mean, centred squares and a sum, each one contiguous pass, forward and backward.
+    """
+    n = math.prod(x.shape[d] for d in dims)
+    centred = x - x.mean(dim=dims, keepdim=True)
+    return (centred.square().sum(dim=dims) / max(n - 1, 1)).sqrt()
+
+
+# Colours are (images + 1) / 2; a std is blind to the shift, so the spreads below are taken from the
+# images and halved.
 
 def variety_std(images: torch.Tensor) -> torch.Tensor:
     """Spread of the batch's colour cloud: per-channel std over every pixel of every image, averaged."""
-    return _colours(images).std(dim=0).mean()
+    return _std(images, (0, 2, 3)).mean() * 0.5
 
 
 def variety_image_std(images: torch.Tensor) -> torch.Tensor:
@@ -112,13 +131,12 @@ def variety_image_std(images: torch.Tensor) -> torch.Tensor:
 
     Unlike `std`, a batch of flat images of different colours scores zero here.
     """
-    x = (images + 1.0) * 0.5
-    return x.flatten(2).std(dim=2).mean()
+    return _std(images, (2, 3)).mean() * 0.5
 
 
 def variety_batch_std(images: torch.Tensor) -> torch.Tensor:
     """How much the images differ from each other: std over the batch at each pixel, averaged."""
-    return ((images + 1.0) * 0.5).std(dim=0).mean()
+    return _std(images, (0,)).mean() * 0.5
 
 
 def variety_pairwise(images: torch.Tensor) -> torch.Tensor:
@@ -130,12 +148,15 @@ def variety_pairwise(images: torch.Tensor) -> torch.Tensor:
 
 def variety_entropy(images: torch.Tensor, bins: int = 4) -> torch.Tensor:
     """Entropy of a soft RGB histogram (bins^3 cells), normalised to 0..1: how many colours are used."""
-    c = _colours(images, max_pixels=8192)  # [P, 3]
+    # Channel-major ([3, P], pixels along the contiguous axis): a softmax over 4 bins in the last
+    # axis runs row by row, one across the middle axis vectorises over the pixels.
+    c = _subsampled(images, 8192).transpose(0, 1).reshape(3, -1)  # [3, P]
+    p = c.shape[1]
     centres = (torch.arange(bins, device=c.device, dtype=c.dtype) + 0.5) / bins
     width = 1.0 / bins
-    member = torch.softmax(-((c[:, :, None] - centres) / width).square() * 2.0, dim=-1)  # [P, 3, bins]
-    rg = (member[:, 0, :, None] * member[:, 1, None, :]).reshape(c.shape[0], bins * bins)  # [P, bins^2]
-    hist = (rg.t() @ member[:, 2, :]).flatten() / c.shape[0]  # [bins^3], sums to 1
+    member = torch.softmax(-((c[:, None, :] - centres[:, None]) / width).square() * 2.0, dim=1)  # [3, bins, P]
+    rg = (member[0, :, None, :] * member[1, None, :, :]).reshape(bins * bins, p)  # [bins^2, P]
+    hist = (rg @ member[2].t()).flatten() / p  # [bins^3], sums to 1
     entropy = -(hist * torch.log(hist + 1e-12)).sum()
     return entropy / math.log(bins ** 3)
 
