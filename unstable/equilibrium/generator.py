@@ -105,6 +105,29 @@ class StyledConv(nn.Module):
         return (self.noise_strength * LRELU_GAIN) * noise
 
 
+class _ModulatedPixelsToRGB(torch.autograd.Function):
+    """pixels [N, P, C], per-sample weights [N, 3, C], bias [3] -> rgb [N, 3, P] (= weight @ pixels^T + bias).
+
+    Autograd's own bmm backward would take the weights' gradient as pixels^T @ grad, a GEMM 3
+    columns wide (several times slower than grad @ pixels), and the pixels' gradient as the
+    transpose of what the NHWC memory wants; here each is taken the fast way round, in the layout
+    its tensor has.
+    """
+
+    @staticmethod
+    def forward(ctx, pixels: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(pixels, weight)
+        return torch.baddbmm(bias[None, :, None], weight, pixels.transpose(1, 2))  # [N, 3, P]
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        pixels, weight = ctx.saved_tensors
+        grad_pixels = torch.bmm(grad.transpose(1, 2), weight) if ctx.needs_input_grad[0] else None  # [N, P, C]
+        grad_weight = torch.bmm(grad, pixels) if ctx.needs_input_grad[1] else None  # [N, 3, C]
+        grad_bias = grad.sum(dim=(0, 2)) if ctx.needs_input_grad[2] else None  # [3]
+        return grad_pixels, grad_weight, grad_bias
+
+
 class ToRGB(nn.Module):
     """Modulated 1x1 conv to RGB, without demodulation (StyleGAN2)."""
 
@@ -121,6 +144,15 @@ class ToRGB(nn.Module):
         # three outputs takes PyTorch's slow CPU path.)
         weight = self.weight.flatten(1)[None] * styles[:, None, :]  # [N, 3, in]
         n, c, h, wd = x.shape
+        if (c > 1 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+                and not torch.compiler.is_compiling()):
+            # x's pixels as rows of its NHWC memory (a view), so that x's gradient comes back
+            # channels_last: reshaping x to [N, C, H*W] copies it to NCHW, and its gradient, handed
+            # back NCHW, meets the next conv's channels_last one and the activation's backward in
+            # mixed layouts, which ATen's elementwise kernels run many times slower. (The compiler
+            # picks its own layouts.)
+            pixels = x.permute(0, 2, 3, 1).reshape(n, h * wd, c)  # [N, H*W, in], a view
+            return _ModulatedPixelsToRGB.apply(pixels, weight, self.bias).view(n, 3, h, wd)
         rgb = torch.baddbmm(self.bias[None, :, None], weight, x.reshape(n, c, h * wd))  # [N, 3, H*W]
         return rgb.view(n, 3, h, wd)
 

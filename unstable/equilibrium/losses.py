@@ -113,7 +113,7 @@ def _std(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
     Written out because ATen's std backs its reductions over the batch or a whole image with slow
     kernels: as mean, centred squares and a sum, each one contiguous pass, forward and backward.
     """
-    n = math.prod(x.shape[d] for d in dims)
+    n = math.prod([x.shape[d] for d in dims])  # a list: dynamo cannot trace math.prod over a generator
     centred = x - x.mean(dim=dims, keepdim=True)
     return (centred.square().sum(dim=dims) / max(n - 1, 1)).sqrt()
 
