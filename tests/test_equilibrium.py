@@ -693,3 +693,30 @@ def test_variety_measures_keep_float64_precision():
     hist = np.einsum("pi,pj,pk->ijk", member[:, 0], member[:, 1], member[:, 2]).ravel() / len(cols)
     want = -(hist * np.log(hist + 1e-12)).sum() / np.log(bins ** 3)
     assert variety_entropy(t, bins=bins).item() == pytest.approx(want, rel=1e-12)
+
+
+def test_to_rgb_on_channels_last_activations_matches_nchw_and_keeps_the_gradients_layout():
+    # A channels_last x takes its own route (the pixels as rows of the NHWC memory, a backward of
+    # its own): the same rgb and gradients as the NCHW route, and x's gradient channels_last.
+    from unstable.equilibrium.generator import ToRGB, _ModulatedPixelsToRGB
+
+    rng = torch.Generator().manual_seed(11)
+    to_rgb = ToRGB(16, 32, rng).double()
+    x = torch.randn(4, 16, 8, 8, generator=rng, dtype=torch.float64)
+    w = torch.randn(4, 32, generator=rng, dtype=torch.float64)
+    grads = {}
+    for layout in (torch.contiguous_format, torch.channels_last):
+        xl = x.clone(memory_format=layout).requires_grad_()
+        wl = w.clone().requires_grad_()
+        to_rgb.zero_grad()
+        rgb = to_rgb(xl, wl)  # [4, 3, 8, 8]
+        assert rgb.shape == (4, 3, 8, 8)
+        (rgb * torch.linspace(-1, 1, rgb.numel(), dtype=rgb.dtype).view_as(rgb)).sum().backward()
+        grads[layout] = (rgb.detach(), xl.grad, wl.grad, *(p.grad.clone() for p in to_rgb.parameters()))
+    assert grads[torch.channels_last][1].is_contiguous(memory_format=torch.channels_last)
+    for nchw, nhwc in zip(grads[torch.contiguous_format], grads[torch.channels_last]):
+        torch.testing.assert_close(nhwc, nchw, rtol=1e-12, atol=1e-12)
+    pixels = x.permute(0, 2, 3, 1).reshape(4, 64, 16).clone().requires_grad_()
+    weight = torch.randn(4, 3, 16, generator=rng, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(3, generator=rng, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(_ModulatedPixelsToRGB.apply, (pixels, weight, bias))
