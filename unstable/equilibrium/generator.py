@@ -144,13 +144,14 @@ class ToRGB(nn.Module):
         # three outputs takes PyTorch's slow CPU path.)
         weight = self.weight.flatten(1)[None] * styles[:, None, :]  # [N, 3, in]
         n, c, h, wd = x.shape
-        if (c > 1 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+        if (x.requires_grad and c > 1 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
                 and not torch.compiler.is_compiling()):
-            # x's pixels as rows of its NHWC memory (a view), so that x's gradient comes back
-            # channels_last: reshaping x to [N, C, H*W] copies it to NCHW, and its gradient, handed
-            # back NCHW, meets the next conv's channels_last one and the activation's backward in
-            # mixed layouts, which ATen's elementwise kernels run many times slower. (The compiler
-            # picks its own layouts.)
+            # Training: x's pixels as rows of its NHWC memory (a view), so that x's gradient comes
+            # back channels_last: reshaping x to [N, C, H*W] copies it to NCHW, and its gradient,
+            # handed back NCHW, meets the next conv's channels_last one and the activation's
+            # backward in mixed layouts, which ATen's elementwise kernels run many times slower.
+            # (Sampling has no gradient and keeps the copy, faster there; the compiler picks its
+            # own layouts.)
             pixels = x.permute(0, 2, 3, 1).reshape(n, h * wd, c)  # [N, H*W, in], a view
             return _ModulatedPixelsToRGB.apply(pixels, weight, self.bias).view(n, 3, h, wd)
         rgb = torch.baddbmm(self.bias[None, :, None], weight, x.reshape(n, c, h * wd))  # [N, 3, H*W]
