@@ -234,6 +234,45 @@ def test_the_process_keeper_writes_into_the_store_and_the_automation(tmp_path, c
     assert raised in values and values[-1] == pytest.approx(0.05), values
 
 
+def test_a_keepers_adjustment_decided_before_it_heard_of_an_artists_move_is_dropped(caplog):
+    # The keeper decides in the training process from what it has heard; an artist's move that the
+    # show's store takes while the keeper's adjustment is on its way must win over that adjustment.
+    import types
+
+    from unstable.control.store import ParameterStore
+    from unstable.live.train_child import RemoteStore
+    from unstable.live.train_process import TrainingProcess
+    from unstable.schema import ParamSpec, common_specs
+
+    caplog.set_level(logging.INFO, logger="unstable.keeper")
+    store = ParameterStore({"eq": common_specs() + [ParamSpec("learning_rate", 0.01, 10.0, 1.0, log=True)]})
+    show = TrainingProcess([types.SimpleNamespace(name="eq", keeper=object())], None, None, store, dict,
+                           torch.device("cpu"))
+    to_child, to_show = [], []
+    show._send = to_child.append
+    store.add_listener(show._heard)
+    child = RemoteStore(to_show.append)  # the keeper's view of the store, in the process
+    child.take(store.targets())
+
+    child.set("eq", "learning_rate", 2.0)  # decided having heard of no move: taken
+    show._keepers_set(*to_show.pop()[1:])
+    assert store.get("eq", "learning_rate") == 2.0
+
+    child.set("eq", "learning_rate", 4.0)  # decided; on its way while the artist moves the rate
+    store.set("eq", "learning_rate", 0.05, origin=("127.0.0.1", 9000))
+    show._keepers_set(*to_show.pop()[1:])
+    assert store.get("eq", "learning_rate") == pytest.approx(0.05)
+    assert "keeper eq: learning_rate was moved meanwhile; the keeper leaves it" in caplog.messages
+
+    heard = to_child.pop()
+    assert heard == ("heard", "eq", ["learning_rate"], 1)
+    child.heard(*heard[1:])  # once the process has heard of the move, its adjustments count again
+    child.set("eq", "saturation", 1.5)
+    show._keepers_set(*to_show.pop()[1:])
+    assert store.get("eq", "saturation") == 1.5
+    assert not to_child  # the keeper's own writes are not told back to it as moves
+
+
 def test_a_fault_in_the_process_is_undone_by_its_guard_and_training_goes_on(tmp_path):
     with engine(write(tmp_path, more="recover_steps = 2\nmax_failures = 100\n"), tmp_path) as e:
         p = e.pieces["eq"]

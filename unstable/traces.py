@@ -32,7 +32,6 @@ import os
 import threading
 import time
 import warnings
-import weakref
 from typing import Callable, Hashable
 
 import torch
@@ -51,18 +50,24 @@ warnings.filterwarnings("ignore", category=torch.jit.TracerWarning, module=r"uns
 warnings.filterwarnings("ignore", message=r"`torch\.jit\.trace", category=DeprecationWarning)
 
 
-# Every TraceCache, so that the exit can wait for their tracers. A daemon tracer thread that the
-# interpreter's finalisation stops inside torch.jit.trace's C++ aborts the whole process ("terminate
-# called without an active exception", SIGABRT): a show's training process stopped while it traced
-# did, under load. Bounded: a trace takes well under a second, seconds on a busy machine.
-_caches: weakref.WeakSet[TraceCache] = weakref.WeakSet()
+# The tracer threads, so that the exit can join them. A daemon tracer thread that the interpreter's
+# finalisation stops inside torch.jit.trace's C++, or while the thread itself is still ending (its
+# trace made, its thread state being torn down), aborts the whole process ("terminate called
+# without an active exception", SIGABRT): a show's training process stopped while it traced did,
+# under load, and so did a test run whose last system had just made a trace. Threads, not their
+# caches, are kept, and kept until joined. Bounded: a trace takes well under a second, seconds on a
+# busy machine.
+_tracers: set[threading.Thread] = set()
+_tracers_lock = threading.Lock()
 
 
 @atexit.register
 def _wait_for_tracers(timeout: float = 60.0) -> None:
     end = time.monotonic() + timeout
-    for cache in list(_caches):
-        cache.wait(max(0.0, end - time.monotonic()))
+    with _tracers_lock:
+        tracers = list(_tracers)
+    for tracer in tracers:
+        tracer.join(max(0.0, end - time.monotonic()))
 
 
 def enabled() -> bool:
@@ -84,7 +89,6 @@ class TraceCache:
         self._traces: dict[Hashable, nn.Module] = {}
         self._lock = threading.Lock()
         self._tracer: threading.Thread | None = None
-        _caches.add(self)
 
     def __len__(self) -> int:
         return len(self._traces)
@@ -117,6 +121,9 @@ class TraceCache:
                 example = tuple(t.clone() for t in inputs)  # the caller may reuse its tensors
                 self._tracer = threading.Thread(target=self._trace, args=(key, make(), example),
                                                 name="unstable-trace", daemon=True)
+                with _tracers_lock:  # the finished ones dropped (joined at exit, not before)
+                    _tracers.difference_update([t for t in _tracers if not t.is_alive()])
+                    _tracers.add(self._tracer)
                 self._tracer.start()
 
     def wait(self, timeout: float | None = None) -> None:

@@ -5,12 +5,15 @@ shared memory (unstable.live.weight_exchange) instead of a mirror.
 What crosses the boundary, each way one queue:
   show -> here  ("values", {group: {name: value}})  the newest frame's parameters (the step reads them)
                 ("live", {piece: live state})       what a checkpoint keeps besides the weights
-                ("heard", piece, [names])           another control moved these (the keeper holds off)
+                ("heard", piece, [names], n)        another control moved these, the show's nth such
+                                                    move (the keeper holds off)
                 ("checkpoint",)                     write every piece's checkpoint soon
                 ("fault", piece, kind)              the soak's injected faults ('nan', 'raise')
                 ("stop", final)                     stop after the step in progress; final checkpoints
   here -> show  ("status", {piece: {...}})          steps, step count, rate, scalars, error, guard, keeper
-                ("set", piece, name, value)         a keeper's adjustment, written into the show's store
+                ("set", piece, name, value, n)      a keeper's adjustment, decided having heard of n
+                                                    moves: written into the show's store unless the
+                                                    parameter was moved after those
                 ("log", LogRecord)                  every log line of this process, to the show's log
                 ("done", [paths], [problems])       after "stop"
 """
@@ -48,6 +51,7 @@ class RemoteStore:
         self._values: dict[str, dict[str, float]] = {}
         self._listeners: list[Callable] = []
         self._lock = threading.Lock()
+        self._heard = 0  # how many of the show's moves by other controls were told here
 
     def take(self, values: dict) -> None:
         with self._lock:
@@ -67,7 +71,7 @@ class RemoteStore:
     def set(self, group: str, name: str, value: float, origin=None) -> float:
         with self._lock:  # the step reads it at once, as it would from the show's store
             self._values = {**self._values, group: {**self._values.get(group, {}), name: float(value)}}
-        self._send(("set", group, name, float(value)))
+        self._send(("set", group, name, float(value), self._heard))
         return float(value)
 
     def add_listener(self, fn) -> None:
@@ -76,10 +80,11 @@ class RemoteStore:
     def remove_listener(self, fn) -> None:
         self._listeners = [f for f in self._listeners if f is not fn]
 
-    def heard(self, group: str, names: list[str]) -> None:
-        """The show says another control moved these: tell the listeners (the keeper)."""
+    def heard(self, group: str, names: list[str], moves: int) -> None:
+        """The show says another control moved these (its `moves`th move): tell the listeners (the keeper)."""
         for fn in list(self._listeners):
             fn([(group, n) for n in names], "show")
+        self._heard = max(self._heard, moves)
 
 
 class _FaultHook:
@@ -207,7 +212,7 @@ def child_main(spec_bytes: bytes, exchanges: dict, inbox, outbox) -> None:
         elif kind == "live":
             live_states.update(msg[1])
         elif kind == "heard":
-            store.heard(msg[1], msg[2])
+            store.heard(msg[1], msg[2], msg[3])
         elif kind == "checkpoint":
             for p in pieces:
                 p.checkpoint_requested = True

@@ -76,6 +76,11 @@ class TrainingProcess:
         self.done: tuple[list[str], list[str]] | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        # Another control's moves, numbered as they are told to the process: a keeper's adjustment
+        # decided before it heard of a move of the same parameter arrives after it, and is dropped.
+        self._moves = 0
+        self._moved: dict[tuple[str, str], int] = {}
+        self._moves_lock = threading.Lock()
 
     # -- starting -------------------------------------------------------------------------------
 
@@ -137,7 +142,11 @@ class TrainingProcess:
             names.setdefault(group, []).append(name)
         for p in self.pieces:
             if p.keeper is not None and p.name in names:
-                self._send(("heard", p.name, names[p.name]))
+                with self._moves_lock:
+                    self._moves += 1
+                    for name in names[p.name]:
+                        self._moved[(p.name, name)] = self._moves
+                    self._send(("heard", p.name, names[p.name], self._moves))
 
     def _feed(self) -> None:
         last, next_live = None, 0.0
@@ -166,10 +175,7 @@ class TrainingProcess:
             if kind == "status":
                 self._take_status(msg[1])
             elif kind == "set":
-                try:
-                    self.params.set(msg[1], msg[2], msg[3], origin=KEEPER)
-                except (KeyError, ValueError) as e:
-                    log.warning("the training process's keeper asked for %s/%s: %s", msg[1], msg[2], e)
+                self._keepers_set(*msg[1:])
             elif kind == "log":
                 record = msg[1]
                 logger = logging.getLogger(record.name)
@@ -178,6 +184,19 @@ class TrainingProcess:
             elif kind == "done":
                 self.done = (list(msg[1]), list(msg[2]))
                 return
+
+    def _keepers_set(self, piece: str, name: str, value: float, heard: int) -> None:
+        """A keeper's adjustment, decided when the process had heard of the show's first `heard`
+        moves: written into the store unless another control moved that parameter since."""
+        with self._moves_lock:  # a move now waits for this write, then is told to the keeper
+            if self._moved.get((piece, name), 0) > heard:
+                logging.getLogger("unstable.keeper").info("keeper %s: %s was moved meanwhile; the keeper leaves it",
+                                                          piece, name)
+                return
+            try:
+                self.params.set(piece, name, value, origin=KEEPER)
+            except (KeyError, ValueError) as e:
+                log.warning("the training process's keeper asked for %s/%s: %s", piece, name, e)
 
     def _take_status(self, status: dict) -> None:
         for p in self.pieces:
