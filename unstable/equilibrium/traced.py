@@ -138,7 +138,10 @@ def _trace_ahead(system, stage: int, fading: bool, size: int, latents: Mapping[s
                     continue
                 z = torch.zeros((1 if single else 2, system.piece.generator.z_dim), device=system.device)
                 inputs = _live_inputs(gen, z, 1.0, 1.0, 1.0, 0.5 if next_fading else 1.0, None)
-                system._traced.ahead(key, _pass(gen, next_stage, next_fading, size, single), inputs)
+                # The pass made only if the tracer takes it: `_pass` refreshes a one-image form from the
+                # generator's weights, which frames spent waiting for a busy tracer need not pay for.
+                make = lambda g=gen, s=next_stage, f=next_fading, o=single: _pass(g, s, f, size, o)()  # noqa: E731
+                system._traced.ahead(key, make, inputs)
                 return
 
 

@@ -26,7 +26,7 @@ from typing import Callable, Mapping
 import torch
 
 from ..checkpoint import checkpoint_payload
-from .keeping import KEEPER
+from .keeping import KEEPER, log as keeper_log
 from .train_child import child_main
 from .weight_exchange import ExchangeReader, WeightExchange
 
@@ -190,8 +190,7 @@ class TrainingProcess:
         moves: written into the store unless another control moved that parameter since."""
         with self._moves_lock:  # a move now waits for this write, then is told to the keeper
             if self._moved.get((piece, name), 0) > heard:
-                logging.getLogger("unstable.keeper").info("keeper %s: %s was moved meanwhile; the keeper leaves it",
-                                                          piece, name)
+                keeper_log.info("keeper %s: %s was moved meanwhile; the keeper leaves it", piece, name)
                 return
             try:
                 self.params.set(piece, name, value, origin=KEEPER)
