@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # On a CUDA machine: the device-dependent tests (pytest -m cuda), then the equilibrium benchmark at
-# 256 and 512 px and the live demo at 1920x1080, printed as one table.
+# 256 and 512 px and the live demo at 1920x1080, printed as one table; then A/B figures against the
+# code before issue 27, and sampling with CUDA graphs against the same tree without them.
 #   scripts/gpu-check.sh [VENV]      (default .venv; `make setup` first)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,6 +37,10 @@ if git worktree add -q --detach "$tmp/base27" "$base" 2>/dev/null; then
 else
     echo "gpu-check: no commit $base here for the A/B figures (set BASE27)"
 fi
+
+# CUDA graphs for sampling (unstable.cuda_graphs): the same tree with graphs on and off, in one run.
+$PY tests/bench/bench_speed.py --device cuda --base . --base-env UNSTABLE_CUDA_GRAPHS=0 --repeats 3 \
+    --figures s64b1,s64b4,s128b1,s128b4,s256b1,s256b4 | grep -v '^{' | tee "$tmp/graphs.txt"
 
 echo
 echo "| what | training | sampling / display |"

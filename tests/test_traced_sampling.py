@@ -22,10 +22,10 @@ PIECES = Path(__file__).resolve().parents[1] / "pieces"
 PARAMS = {"temperature": 0.8, "truncation": 0.7, "noise": 1.3}
 
 
-def tiny_system(steps: int = 0) -> EquilibriumSystem:
+def tiny_system(steps: int = 0, device: torch.device | str = "cpu") -> EquilibriumSystem:
     piece = load_piece(PIECES / "equilibrium-1-1.toml")
     g = dataclasses.replace(piece.generator, resolution=16, start_resolution=4)
-    system = EquilibriumSystem(dataclasses.replace(piece, generator=g))
+    system = EquilibriumSystem(dataclasses.replace(piece, generator=g), device)
     system.step_count = steps
     system._traced.background = False  # traced in the caller: these tests compare traced passes
     return system

@@ -22,6 +22,9 @@ before the first frame (`System.prepare_sampling`), and a growing piece its next
 of time (`TraceCache.ahead`). A graph the tracer cannot record (or a torch without
 `torch.jit.trace`) stays eager, with one log line. Bends are Python hooks on the activations: a bent
 panel samples eagerly. `UNSTABLE_TRACED_SAMPLING=0` turns traces off.
+
+On a GPU a trace is replayed as a CUDA graph, one per input shapes, captured on the tracer thread
+as well (unstable.cuda_graphs).
 """
 
 from __future__ import annotations
@@ -32,10 +35,13 @@ import os
 import threading
 import time
 import warnings
+from collections import OrderedDict
 from typing import Callable, Hashable
 
 import torch
 from torch import nn
+
+from . import cuda_graphs
 
 __all__ = ["TraceCache", "TracedSampling", "enabled"]
 
@@ -75,6 +81,8 @@ def enabled() -> bool:
     return os.environ.get("UNSTABLE_TRACED_SAMPLING", "1").strip() != "0"
 
 
+_MISSING = object()
+
 # A new trace runs this many times where it is made, before it is used: TorchScript's profiling
 # executor specialises and optimises a graph over its first calls (each several times as long as a
 # later one: docs/figures.md, ninth round), which would otherwise be the render thread's frames.
@@ -87,6 +95,9 @@ class TraceCache:
     def __init__(self, background: bool = True):
         self.background = background
         self._traces: dict[Hashable, nn.Module] = {}
+        # (key, input signature) -> its CUDA graph, or None where capture failed (GPU only); least
+        # recently replayed first.
+        self._graphs: OrderedDict[tuple, cuda_graphs.GraphedPass | None] = OrderedDict()
         self._lock = threading.Lock()
         self._tracer: threading.Thread | None = None
 
@@ -94,16 +105,41 @@ class TraceCache:
         return len(self._traces)
 
     def run(self, key: Hashable, make: Callable[[], nn.Module], inputs: tuple) -> torch.Tensor | None:
-        """The trace of `key` (made from `make()` on first use) on `inputs`; None while it is being
-        made on its own thread: run the pass eagerly this time."""
+        """The trace of `key` (made from `make()` on first use) on `inputs`, on a GPU replayed as its
+        CUDA graph for these input shapes once captured (unstable.cuda_graphs); None while the trace
+        is being made on its own thread: run the pass eagerly this time."""
         trace = self._traces.get(key)
-        if trace is not None:
-            return trace(*inputs)
-        if not self.background:
+        if trace is None:
+            if self.background:
+                self._start(self._trace, key, make, inputs)
+                return None
             self._trace(key, make(), inputs)
-            return self._traces[key](*inputs)
-        self._start(key, make, inputs)
-        return None
+            trace = self._traces[key]
+        if cuda_graphs.wanted(inputs):
+            return self._graphed(key, trace, inputs)
+        return trace(*inputs)
+
+    def _graphed(self, key: Hashable, trace: nn.Module, inputs: tuple) -> torch.Tensor:
+        """The pass on a GPU: its graph for these input shapes, captured on the tracer thread on
+        first use (the trace runs meanwhile), or the trace where capture failed."""
+        graph_key = (key, cuda_graphs.signature(inputs))
+        graph = self._graphs.get(graph_key, _MISSING)
+        if graph is _MISSING:
+            if self.background:
+                self._start(self._capture, graph_key, lambda: trace, inputs)
+                return trace(*inputs)
+            self._capture(graph_key, trace, inputs)
+            graph = self._graphs.get(graph_key)
+        else:
+            try:
+                self._graphs.move_to_end(graph_key)
+            except KeyError:  # let go by the tracer thread meanwhile: this replay still has it
+                pass
+        return (trace if graph is None else graph)(*inputs)
+
+    def graphs(self) -> int:
+        """How many passes this cache replays as CUDA graphs (one per trace and input shapes)."""
+        return sum(graph is not None for graph in self._graphs.values())
 
     def __contains__(self, key: Hashable) -> bool:
         return key in self._traces
@@ -113,13 +149,15 @@ class TraceCache:
         the caller will need soon (a growing piece's next stage), so that it is made and warmed
         before the first frame that needs it."""
         if self.background and key not in self._traces:
-            self._start(key, make, inputs)
+            self._start(self._trace, key, make, inputs)
 
-    def _start(self, key: Hashable, make: Callable[[], nn.Module], inputs: tuple) -> None:
+    def _start(self, job: Callable[[Hashable, nn.Module, tuple], None], key: Hashable,
+               make: Callable[[], nn.Module], inputs: tuple) -> None:
+        """`job(key, make(), inputs)` (a trace or a capture) on the tracer thread, if it is idle."""
         with self._lock:  # one tracer at a time; a graph it is not tracing waits for a later call
             if self._tracer is None or not self._tracer.is_alive():
                 example = tuple(t.clone() for t in inputs)  # the caller may reuse its tensors
-                self._tracer = threading.Thread(target=self._trace, args=(key, make(), example),
+                self._tracer = threading.Thread(target=job, args=(key, make(), example),
                                                 name="unstable-trace", daemon=True)
                 with _tracers_lock:  # the finished ones dropped (joined at exit, not before)
                     _tracers.difference_update([t for t in _tracers if not t.is_alive()])
@@ -143,7 +181,25 @@ class TraceCache:
         except Exception:  # a torch without the tracer, an operation it cannot record: stay eager
             log.warning("sampling trace of %s failed; that graph samples eagerly", key[0], exc_info=True)
             trace = module
+        if cuda_graphs.wanted(inputs):  # on a GPU, the graph for these shapes too, before the trace is used
+            self._capture((key, cuda_graphs.signature(inputs)), trace, inputs)
         self._traces[key] = trace
+
+    def _capture(self, graph_key: tuple, trace: nn.Module, inputs: tuple) -> None:
+        if graph_key in self._graphs:
+            return
+        try:
+            graph = cuda_graphs.capture(trace, inputs)
+        except Exception:  # a host sync or another operation a graph cannot hold: the trace runs
+            log.warning("CUDA graph of %s at %s failed; that pass runs as its trace", graph_key[0][0],
+                        [shape for shape, _, _ in graph_key[1]], exc_info=True)
+            graph = None
+        self._graphs[graph_key] = graph
+        # Each graph keeps its own GPU memory for its activations: a piece that grows through many
+        # stages, or a show that samples in many batch sizes, lets the longest unused ones go (one
+        # used again is captured again).
+        while len(self._graphs) > cuda_graphs.MAX_GRAPHS:
+            self._graphs.popitem(last=False)
 
 
 class TracedSampling:

@@ -4,6 +4,7 @@
     .venv/bin/python tests/bench/bench_speed.py --base /tmp/base27 [--repeats 5] [--seconds 3]
     ... --new-precision bf16-train   # the new tree under UNSTABLE_PRECISION=bf16-train, the base as set
     ... --new-compile --figures eq64,eq128   # the new tree's training compiled (UNSTABLE_COMPILE=1)
+    ... --base . --base-env UNSTABLE_CUDA_GRAPHS=0 --device cuda --figures s256b1   # one tree, a setting off
 
 Every figure is measured in a fresh subprocess per tree, base and new alternately, `--repeats`
 times, so that whatever else the shared machine is doing falls on both sides alike; the ratio
@@ -77,7 +78,8 @@ def _work(figure: str, device: str):
     getattr(system, "prepare_sampling", lambda: None)()
     params = defaults(system.param_specs())
     name = system.names[0]
-    z = {name: torch.randn((batch, system.piece.generator.z_dim), generator=torch.Generator().manual_seed(1))}
+    # On the device already, as the live walk hands its latents over.
+    z = {name: torch.randn((batch, system.piece.generator.z_dim), generator=torch.Generator().manual_seed(1)).to(device)}
     return (lambda: system.sample(z, params)), batch
 
 
@@ -118,8 +120,8 @@ def worker(tree: str, figure: str, seconds: float, threads: int, device: str) ->
 
 
 def run_one(tree: str, figure: str, seconds: float, threads: int, device: str, precision: str | None = None,
-            compile_: bool = False) -> dict:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+            compile_: bool = False, extra_env: dict[str, str] | None = None) -> dict:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", **(extra_env or {})}
     env.pop("UNSTABLE_COMPILE", None)  # set for the new tree only (--new-compile)
     if precision:  # one side's UNSTABLE_PRECISION: a value the other tree may not know
         env["UNSTABLE_PRECISION"] = precision
@@ -147,17 +149,26 @@ def main() -> None:
     parser.add_argument("--new-compile", action="store_true",
                         help="UNSTABLE_COMPILE=1 for the new tree's training figures (eq*): compiled, the compile "
                              "paid in the warm-up (keep TORCHINDUCTOR_CACHE_DIR warm: a cold compile takes minutes)")
+    parser.add_argument("--base-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="an environment variable for the base side only (repeatable), e.g. "
+                             "UNSTABLE_CUDA_GRAPHS=0 with --base . to measure one setting in one tree")
     parser.add_argument("--worker", nargs=2, metavar=("TREE", "FIGURE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker(args.worker[0], args.worker[1], args.seconds, args.threads, args.device)
         return
+    base_env = {}
+    for item in args.base_env:
+        name, eq, value = item.partition("=")
+        if not eq or not name:
+            raise SystemExit(f"--base-env {item!r}: expected NAME=VALUE")
+        base_env[name] = value
     figures = [f.strip() for f in args.figures.split(",") if f.strip()]
     for f in figures:
         if not FIGURE.fullmatch(f):
             raise SystemExit(f"--figures: unknown figure {f!r}, expected eq<px>, bad or s<px>b<batch> (e.g. {FIGURES})")
     print(f"base {args.base} vs new {args.new} on {args.device}; {args.repeats} interleaved repeats of {args.seconds:g} s, "
-          f"{args.threads} thread(s), load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+          f"{args.threads} thread(s), base env {base_env or 'as new'}, load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     results = {}
     for f in figures:
         base, new, base_cpu, new_cpu, precision = [], [], [], [], ""
@@ -166,7 +177,8 @@ def main() -> None:
             order = [("base", args.base), ("new", args.new)][:: 1 if r % 2 == 0 else -1]
             for side, tree in order:
                 got = run_one(tree, f, args.seconds, args.threads, args.device,
-                              args.new_precision if side == "new" else None, args.new_compile and side == "new")
+                              args.new_precision if side == "new" else None, args.new_compile and side == "new",
+                              base_env if side == "base" else None)
                 (base if side == "base" else new).append(got["rate"])
                 (base_cpu if side == "base" else new_cpu).append(got["rate_cpu"])
                 if side == "new":
