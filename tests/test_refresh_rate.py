@@ -106,9 +106,11 @@ def test_a_refresh_flood_is_one_computation_per_kind_per_interval_and_the_first_
         # computation under way (paced, it takes longer with CPU hogs beside it), never for the
         # other kind's interval. Measured from whichever is later: the press or the end of the
         # other kind's computation that ran between the press and this one's start. (k-means and
-        # PCA start after the snapshot, which takes a variable time: a margin.)
+        # PCA start after the snapshot, which takes a variable time: a margin of half the interval,
+        # since with CPU hogs beside it the snapshot and the worker's wake-up have taken more than
+        # 0.4 of it.)
         busy_until = max([pressed[kind]] + [e for s, e in runs[other] if pressed[kind] <= e <= starts_[0]])
-        assert starts_[0] - busy_until < 0.4 * INTERVAL, (kind, starts_[0] - pressed[kind], busy_until - pressed[kind])
+        assert starts_[0] - busy_until < 0.5 * INTERVAL, (kind, starts_[0] - pressed[kind], busy_until - pressed[kind])
         assert starts_[0] < runs[other][-1][0], (kind, "held behind the other kind's interval")
         if not covered:
             assert starts_[1] - starts_[0] >= 0.75 * INTERVAL, (kind, starts_[1] - starts_[0])
