@@ -42,7 +42,9 @@ def test_the_sampling_copy_is_ordered_against_training_on_its_own_stream(tmp_pat
     after = mirror.sample(z, {})["g0"]
     torch.cuda.synchronize()
     assert after.device.type == "cuda" and not torch.equal(before, after)
-    assert torch.equal(after, system.sample(z, {})["g0"])
+    # The mirror's pass (its CUDA graph) against the system's own (its first call, eager): the same
+    # weights, to float rounding (cuBLAS and cuDNN may pick other kernels per stream).
+    assert torch.allclose(after, system.sample(z, {})["g0"], rtol=0.0, atol=1e-5)
 
 
 def test_the_compositor_uploads_from_a_cuda_tensor(gl_ctx):

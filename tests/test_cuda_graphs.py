@@ -1,6 +1,7 @@
 """Sampling passes replayed as CUDA graphs (unstable.cuda_graphs through unstable.traces): the trace's
 images, following the weights and the faders, one graph per input shapes captured on the
-tracer thread, and replays that neither overwrite an earlier output nor mix two streams' inputs.
+tracer thread, replays that neither overwrite an earlier output nor mix two streams' inputs, and a
+failed capture that leaves the passes to their traces.
 Marked `cuda`: skipped without a GPU; `scripts/gpu-check.sh` runs them."""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from test_traced_sampling import PARAMS, latents, tiny_system
+from unstable import cuda_graphs
 
 pytestmark = pytest.mark.cuda
 CUDA = torch.device("cuda")
@@ -117,3 +119,28 @@ def test_two_threads_on_two_streams_replaying_one_graph_keep_their_own_inputs(mo
     for t in threads:
         t.join(120)
     assert wrong == []
+
+
+class _Syncing(torch.nn.Module):
+    """A pass with a host sync inside: no graph can hold it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * float(x.abs().sum().item() >= 0.0)
+
+
+def test_a_failed_capture_turns_graphs_off_and_the_passes_run_as_their_traces(monkeypatch):
+    monkeypatch.setattr(cuda_graphs, "_failed", None)  # restored after: the other tests' graphs stay on
+    with pytest.raises(Exception):
+        cuda_graphs.capture(_Syncing(), (torch.randn(4, device=CUDA),))
+    assert not cuda_graphs.enabled()
+    assert torch.cuda.current_stream() == torch.cuda.default_stream()  # the capture stream let go
+    # The GPU and its allocator go on as before: a system samples through its traces.
+    system = on_gpu()
+    z = gpu_latents(system, 2)
+    out = system.sample(z, PARAMS)
+    assert system._traced.graphs() == 0 and len(system._traced) == len(system.names)
+    again = system.sample(z, PARAMS)
+    torch.cuda.synchronize()
+    assert all(torch.equal(out[k], again[k]) for k in out)
+    big = torch.randn(1024, 1024, device=CUDA)
+    assert torch.isfinite(big @ big).all()

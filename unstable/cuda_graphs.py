@@ -17,9 +17,11 @@ one batch size, so each (trace, input shapes) gets its own. A show samples in a 
   and new graphs.
 - Replays are ordered on the GPU: each waits for the last one's clone to be queued on whatever
   stream it ran on, so two threads on two streams cannot overwrite each other's inputs.
-- Captured on the tracer thread (unstable.traces), in thread-local capture mode so that the render
-  thread goes on launching its own work meanwhile; until its graph is captured a pass runs as its
-  trace. A pass that cannot be captured (a host sync inside it, say) stays a trace, with one log line.
+- Captured on the tracer thread (unstable.traces), one capture at a time in the process, on a
+  stream kept for captures, in thread-local capture mode so that the render thread goes on
+  launching its own work meanwhile; until its graph is captured a pass runs as its trace.
+- A capture that fails (a host sync inside a pass, say) turns graphs off for the process, with one
+  log line: every pass then runs as its trace.
 
 On a CPU nothing changes. `UNSTABLE_CUDA_GRAPHS=0` turns graphs off.
 """
@@ -45,9 +47,18 @@ WARM_UP_CALLS = 3
 MAX_GRAPHS = 24
 
 
+# Set, to why, when a capture failed: graphs are then off for the whole process (a failed capture
+# can leave CUDA or the caching allocator in a state no second capture should meet).
+_failed: str | None = None
+# CUDA allows one capture at a time in a process; each system's tracer thread may want one.
+_capture_lock = threading.Lock()
+_capture_streams: dict[int, torch.cuda.Stream] = {}
+
+
 def enabled() -> bool:
-    """Whether sampling on a GPU replays CUDA graphs (UNSTABLE_CUDA_GRAPHS, on unless "0")."""
-    return os.environ.get("UNSTABLE_CUDA_GRAPHS", "1").strip() != "0"
+    """Whether sampling on a GPU replays CUDA graphs: UNSTABLE_CUDA_GRAPHS is not "0", and no
+    capture has failed in this process."""
+    return _failed is None and os.environ.get("UNSTABLE_CUDA_GRAPHS", "1").strip() != "0"
 
 
 def wanted(inputs: tuple) -> bool:
@@ -82,27 +93,81 @@ class GraphedPass:
             self._done.record(stream)
         return out
 
+    def retire(self) -> None:
+        """Wait until the last replay is done: its static inputs were allocated on the capturing
+        thread's stream, which may reuse their memory once they are let go."""
+        with self._lock:
+            self._done.synchronize()
+
+
+def _capture_stream(device: torch.device) -> torch.cuda.Stream:
+    """The stream every capture on `device` (and its warm-up) runs on, and nothing else.
+
+    torch.cuda.Stream() hands out streams from a pool of 32 per device, round robin, to every
+    caller: a fresh one per capture would, sooner or later, be the stream the training thread
+    launches its steps on, and its kernels would be captured. So one, made once, from the pool of
+    high-priority streams, which nothing else in the engine draws on."""
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    stream = _capture_streams.get(index)
+    if stream is None:
+        stream = _capture_streams[index] = torch.cuda.Stream(torch.device("cuda", index), priority=-1)
+    return stream
+
+
+def _end_failed_capture(graph: "torch.cuda.CUDAGraph", device: torch.device) -> None:
+    """End a capture that went wrong, so that the caching allocator does not go on as if one were
+    under way (torch ends its routing of allocations into the graph's pool only after CUDA ended the
+    capture cleanly)."""
+    try:
+        graph.capture_end()
+        return
+    except Exception:
+        pass
+    try:
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        torch._C._cuda_endAllocateToPool(index, graph.pool())
+    except Exception:  # already ended, or a torch without it: nothing more to undo
+        pass
+
 
 def capture(module: Callable[..., torch.Tensor], inputs: tuple) -> GraphedPass:
     """`module` (a pass: tensors in, one tensor out) on tensors shaped as `inputs`, as a CUDA graph.
 
-    Runs the pass WARM_UP_CALLS times on a side stream, then captures one call. Raises what the
-    capture raised (the caller keeps the pass as it is)."""
+    Runs the pass WARM_UP_CALLS times on the capture stream, then captures one call there. Raises
+    what the capture raised, after turning graphs off for the process (the caller keeps the pass as
+    it is)."""
+    global _failed
     device = inputs[0].device
-    static_inputs = tuple(t.detach().clone() for t in inputs)
-    caller = torch.cuda.current_stream(device)
-    side = torch.cuda.Stream(device)
-    side.wait_stream(caller)
-    with torch.inference_mode():
-        with torch.cuda.stream(side):
+    with torch.inference_mode(False):  # ordinary tensors: a replay copies into them in or out of inference mode
+        static_inputs = tuple(t.detach().clone() for t in inputs)
+    with _capture_lock:
+        if _failed is not None:
+            raise RuntimeError(f"CUDA graphs are off in this process: {_failed}")
+        stream = _capture_stream(device)
+        caller = torch.cuda.current_stream(device)
+        stream.wait_stream(caller)
+        graph = torch.cuda.CUDAGraph()
+        # Not `torch.cuda.graph`: it synchronises the whole device and empties the allocator's
+        # cache, which would stall the render and training threads at every capture.
+        with torch.inference_mode(), torch.cuda.stream(stream):
             for _ in range(WARM_UP_CALLS):
                 module(*static_inputs)
-        caller.wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        # Thread-local: another thread's CUDA calls (the render thread's frames) during the capture
-        # neither break it nor are captured into it. Its own stream, not torch's shared default
-        # capture stream: each system's tracer thread may capture while another's does.
-        with torch.cuda.graph(graph, stream=side, capture_error_mode="thread_local"):
-            static_output = module(*static_inputs)
+            stream.synchronize()
+            # Thread-local: another thread's CUDA calls (the render thread's frames) during the
+            # capture neither break it nor are captured into it.
+            graph.capture_begin(capture_error_mode="thread_local")
+            try:
+                static_output = module(*static_inputs)
+            except BaseException as error:
+                _end_failed_capture(graph, device)
+                _failed = f"{type(error).__name__}: {error}"
+                raise
+            try:
+                graph.capture_end()
+            except BaseException as error:
+                _end_failed_capture(graph, device)
+                _failed = f"{type(error).__name__}: {error}"
+                raise
+        caller.wait_stream(stream)
     assert isinstance(static_output, torch.Tensor), f"a graphed pass returns one tensor, got {type(static_output)}"
     return GraphedPass(graph, static_inputs, static_output)

@@ -139,7 +139,7 @@ class TraceCache:
 
     def graphs(self) -> int:
         """How many passes this cache replays as CUDA graphs (one per trace and input shapes)."""
-        return sum(graph is not None for graph in self._graphs.values())
+        return sum(graph is not None for graph in list(self._graphs.values()))
 
     def __contains__(self, key: Hashable) -> bool:
         return key in self._traces
@@ -190,16 +190,18 @@ class TraceCache:
             return
         try:
             graph = cuda_graphs.capture(trace, inputs)
-        except Exception:  # a host sync or another operation a graph cannot hold: the trace runs
-            log.warning("CUDA graph of %s at %s failed; that pass runs as its trace", graph_key[0][0],
-                        [shape for shape, _, _ in graph_key[1]], exc_info=True)
+        except Exception:  # a host sync or another operation a graph cannot hold: the traces run
+            log.warning("CUDA graph of %s at %s failed; CUDA graphs are off in this process, the passes run as "
+                        "their traces", graph_key[0][0], [shape for shape, _, _ in graph_key[1]], exc_info=True)
             graph = None
         self._graphs[graph_key] = graph
         # Each graph keeps its own GPU memory for its activations: a piece that grows through many
         # stages, or a show that samples in many batch sizes, lets the longest unused ones go (one
         # used again is captured again).
         while len(self._graphs) > cuda_graphs.MAX_GRAPHS:
-            self._graphs.popitem(last=False)
+            _, oldest = self._graphs.popitem(last=False)
+            if oldest is not None:
+                oldest.retire()
 
 
 class TracedSampling:
