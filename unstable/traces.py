@@ -30,6 +30,7 @@ as well (unstable.cuda_graphs).
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import os
 import threading
@@ -43,7 +44,7 @@ from torch import nn
 
 from . import cuda_graphs
 
-__all__ = ["TraceCache", "TracedSampling", "enabled"]
+__all__ = ["TraceCache", "TracedSampling", "constant", "enabled"]
 
 log = logging.getLogger("unstable.traced")
 
@@ -87,6 +88,14 @@ _MISSING = object()
 # executor specialises and optimises a graph over its first calls (each several times as long as a
 # later one: docs/figures.md, ninth round), which would otherwise be the render thread's frames.
 WARM_UP_CALLS = 2
+
+
+@functools.lru_cache(maxsize=256)
+def constant(value: float, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A tensor full of `value`, made once, for a pass's live inputs (a fader's value, a zero shift):
+    the passes only read their inputs, and a frame's scalars would otherwise be an allocation each,
+    on a GPU a copy from the host each."""
+    return torch.full(shape, float(value), dtype=dtype, device=device)
 
 
 class TraceCache:

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import accel
-from ..traces import TraceCache, enabled
+from ..traces import TraceCache, constant, enabled
 from .vae import Decoder
 
 __all__ = ["decode_traced", "sample_decoders"]
@@ -47,8 +47,8 @@ def decode_traced(cache: TraceCache, which: str, decoder: Decoder, z: torch.Tens
     device = z.device
     key = (which, z.shape[0] == 1, device, accel.conv_dtype(device))
     hidden = decoder.mlp[0].out_features
-    inputs = (z, torch.tensor(float(temperature), dtype=z.dtype, device=device),
-              torch.zeros((1, hidden), dtype=z.dtype, device=device) if shift is None else shift)
+    inputs = (z, constant(float(temperature), (), z.dtype, device),
+              constant(0.0, (1, hidden), z.dtype, device) if shift is None else shift)
     return cache.run(key, lambda: _DecodingPass(decoder), inputs)
 
 

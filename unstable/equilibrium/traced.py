@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import accel
-from ..traces import TraceCache, enabled
+from ..traces import TraceCache, constant, enabled
 from .single_image import SingleImageWeights, single_image, single_image_weights
 
 __all__ = ["sample_generators", "sample_traced"]
@@ -66,20 +66,13 @@ class _SingleImagePass(nn.Module):
 
 
 @functools.lru_cache(maxsize=256)
-def _constant(value: float, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """A tensor full of `value`, made once: the passes only read their inputs, and a frame's four
-    scalars (and the zero shift) would otherwise be five allocations, on a GPU five copies."""
-    return torch.full(shape, float(value), dtype=dtype, device=device)
-
-
-@functools.lru_cache(maxsize=256)
 def _scalars(temperature: float, truncation: float, noise: float, alpha: float, w_dim: int, dtype: torch.dtype,
              device: torch.device) -> tuple:
     """A frame's four scalars and the zero shift [1, w_dim] as tensors: one lookup while the live
-    values hold, and, when one moves, the others still from `_constant`."""
-    scalar = lambda v: _constant(v, (), dtype, device)  # noqa: E731
+    values hold, and, when one moves, the others still from `constant`."""
+    scalar = lambda v: constant(v, (), dtype, device)  # noqa: E731
     return (scalar(temperature), scalar(truncation), scalar(noise), scalar(alpha),
-            _constant(0.0, (1, w_dim), dtype, device))
+            constant(0.0, (1, w_dim), dtype, device))
 
 
 def _live_inputs(generator: nn.Module, z: torch.Tensor, temperature: float, truncation: float, noise: float,
