@@ -130,10 +130,16 @@ class _Syncing(torch.nn.Module):
 
 def test_a_failed_capture_turns_graphs_off_and_the_passes_run_as_their_traces(monkeypatch):
     monkeypatch.setattr(cuda_graphs, "_failed", None)  # restored after: the other tests' graphs stay on
+    pools = []
+    handle = torch.cuda.graph_pool_handle
+    monkeypatch.setattr(torch.cuda, "graph_pool_handle", lambda: pools.append(handle()) or pools[-1])
     with pytest.raises(Exception):
         cuda_graphs.capture(_Syncing(), (torch.randn(4, device=CUDA),))
     assert not cuda_graphs.enabled()
     assert torch.cuda.current_stream() == torch.cuda.default_stream()  # the capture stream let go
+    # The allocator no longer routes allocations into the failed graph's pool: ending it again fails.
+    with pytest.raises(RuntimeError):
+        torch._C._cuda_endAllocateToPool(torch.cuda.current_device(), pools[-1])
     # The GPU and its allocator go on as before: a system samples through its traces.
     system = on_gpu()
     z = gpu_latents(system, 2)

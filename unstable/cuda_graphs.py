@@ -74,10 +74,12 @@ def signature(inputs: tuple) -> tuple:
 class GraphedPass:
     """A pass captured as one CUDA graph: call it with tensors of the captured shapes."""
 
-    def __init__(self, graph: "torch.cuda.CUDAGraph", static_inputs: tuple, static_output: torch.Tensor):
+    def __init__(self, graph: "torch.cuda.CUDAGraph", static_inputs: tuple, static_output: torch.Tensor,
+                 home: torch.cuda.Stream):
         self.graph = graph
         self.static_inputs = static_inputs
         self.static_output = static_output
+        self._home = home  # the stream the static inputs were allocated on
         self._lock = threading.Lock()  # one replay's copy-in, replay and clone at a time
         self._done = torch.cuda.Event()  # recorded after each replay's clone (waiting on it before
         # its first record waits for nothing)
@@ -86,18 +88,17 @@ class GraphedPass:
         with self._lock:
             stream = torch.cuda.current_stream(self.static_output.device)
             stream.wait_event(self._done)  # the last replay (maybe on another stream) is done with these
+            if stream != self._home:
+                # Used on this stream too: when the pass is let go (evicted, or its system copied
+                # afresh) mid-replay, the allocator waits for this stream before reusing them.
+                for static in self.static_inputs:
+                    static.record_stream(stream)
             for static, value in zip(self.static_inputs, inputs, strict=True):
                 static.copy_(value, non_blocking=True)
             self.graph.replay()
             out = self.static_output.clone()
             self._done.record(stream)
         return out
-
-    def retire(self) -> None:
-        """Wait until the last replay is done: its static inputs were allocated on the capturing
-        thread's stream, which may reuse their memory once they are let go."""
-        with self._lock:
-            self._done.synchronize()
 
 
 def _capture_stream(device: torch.device) -> torch.cuda.Stream:
@@ -114,19 +115,20 @@ def _capture_stream(device: torch.device) -> torch.cuda.Stream:
     return stream
 
 
-def _end_failed_capture(graph: "torch.cuda.CUDAGraph", device: torch.device) -> None:
+def _end_failed_capture(graph: "torch.cuda.CUDAGraph", index: int, pool: tuple) -> None:
     """End a capture that went wrong, so that the caching allocator does not go on as if one were
-    under way (torch ends its routing of allocations into the graph's pool only after CUDA ended the
-    capture cleanly)."""
+    under way: torch stops routing allocations into the graph's pool only when CUDA ended the
+    capture cleanly, and until then the allocator neither recycles memory used across streams nor
+    frees its cache before reporting out of memory."""
     try:
         graph.capture_end()
-        return
+        return  # ended cleanly after all: the graph's own teardown releases its pool
     except Exception:
         pass
     try:
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        torch._C._cuda_endAllocateToPool(index, graph.pool())
-    except Exception:  # already ended, or a torch without it: nothing more to undo
+        torch._C._cuda_endAllocateToPool(index, pool)
+        torch._C._cuda_releasePool(index, pool)  # (only once the routing is ended here: else the graph's)
+    except Exception:  # ended meanwhile, or a torch without these: nothing more to undo
         pass
 
 
@@ -138,15 +140,17 @@ def capture(module: Callable[..., torch.Tensor], inputs: tuple) -> GraphedPass:
     it is)."""
     global _failed
     device = inputs[0].device
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    home = torch.cuda.current_stream(device)
     with torch.inference_mode(False):  # ordinary tensors: a replay copies into them in or out of inference mode
         static_inputs = tuple(t.detach().clone() for t in inputs)
     with _capture_lock:
         if _failed is not None:
             raise RuntimeError(f"CUDA graphs are off in this process: {_failed}")
         stream = _capture_stream(device)
-        caller = torch.cuda.current_stream(device)
-        stream.wait_stream(caller)
+        stream.wait_stream(home)
         graph = torch.cuda.CUDAGraph()
+        pool = torch.cuda.graph_pool_handle()
         # Not `torch.cuda.graph`: it synchronises the whole device and empties the allocator's
         # cache, which would stall the render and training threads at every capture.
         with torch.inference_mode(), torch.cuda.stream(stream):
@@ -155,19 +159,14 @@ def capture(module: Callable[..., torch.Tensor], inputs: tuple) -> GraphedPass:
             stream.synchronize()
             # Thread-local: another thread's CUDA calls (the render thread's frames) during the
             # capture neither break it nor are captured into it.
-            graph.capture_begin(capture_error_mode="thread_local")
             try:
+                graph.capture_begin(pool=pool, capture_error_mode="thread_local")
                 static_output = module(*static_inputs)
-            except BaseException as error:
-                _end_failed_capture(graph, device)
-                _failed = f"{type(error).__name__}: {error}"
-                raise
-            try:
                 graph.capture_end()
             except BaseException as error:
-                _end_failed_capture(graph, device)
+                _end_failed_capture(graph, index, pool)
                 _failed = f"{type(error).__name__}: {error}"
                 raise
-        caller.wait_stream(stream)
+        home.wait_stream(stream)
     assert isinstance(static_output, torch.Tensor), f"a graphed pass returns one tensor, got {type(static_output)}"
-    return GraphedPass(graph, static_inputs, static_output)
+    return GraphedPass(graph, static_inputs, static_output, home)

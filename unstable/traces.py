@@ -199,18 +199,17 @@ class TraceCache:
             return
         try:
             graph = cuda_graphs.capture(trace, inputs)
-        except Exception:  # a host sync or another operation a graph cannot hold: the traces run
-            log.warning("CUDA graph of %s at %s failed; CUDA graphs are off in this process, the passes run as "
-                        "their traces", graph_key[0][0], [shape for shape, _, _ in graph_key[1]], exc_info=True)
+        except Exception:  # a host sync or another operation a graph cannot hold: the trace runs
+            log.warning("CUDA graph of %s at %s failed; %s", graph_key[0][0], [shape for shape, _, _ in graph_key[1]],
+                        "that pass runs as its trace" if cuda_graphs.enabled()
+                        else "CUDA graphs are off in this process, the passes run as their traces", exc_info=True)
             graph = None
         self._graphs[graph_key] = graph
         # Each graph keeps its own GPU memory for its activations: a piece that grows through many
         # stages, or a show that samples in many batch sizes, lets the longest unused ones go (one
         # used again is captured again).
         while len(self._graphs) > cuda_graphs.MAX_GRAPHS:
-            _, oldest = self._graphs.popitem(last=False)
-            if oldest is not None:
-                oldest.retire()
+            self._graphs.popitem(last=False)
 
 
 class TracedSampling:
