@@ -69,3 +69,34 @@ def test_a_show_renders_and_plays_live_on_the_gpu(tmp_path, gl_ctx):
     (result,) = render_show(show, seconds=0.5, out=str(tmp_path / "gpu.mov"), preset="ffv1", run=tmp_path / "run",
                             device=CUDA, ctx=gl_ctx, echo=lambda s: None, show_progress=False)
     assert result.frames == 5
+
+
+def test_a_cluster_bend_and_latent_directions_draw_on_the_gpu_what_they_draw_on_the_cpu():
+    from unstable.equilibrium.system import EquilibriumSystem
+    from unstable.system import piece_from_dict
+    table = {"name": "tiny", "kind": "equilibrium", "seed": 3,
+             "generator": {"resolution": 16, "start_resolution": 16, "z_dim": 8, "w_dim": 8, "mapping_layers": 2,
+                           "channel_base": 64, "min_channels": 4, "max_channels": 8},
+             "critic": {"embedding_dim": 8, "channel_base": 64, "min_channels": 4, "max_channels": 8},
+             "bend": [{"layer": "b8.0", "op": "rotate", "channels": "cluster", "clusters": 2, "cluster": 0},
+                      {"layer": "b16.0", "op": "translate", "panels": ["g1"]}],
+             "directions": {"count": 3, "samples": 100}}
+    piece = piece_from_dict(table, "tiny.toml")
+    cpu, gpu = EquilibriumSystem(piece, "cpu"), EquilibriumSystem(piece, CUDA)
+    params = {"bend0_rotate": 30.0, "bend1_translate": 0.2, "dir0": 1.5, "dir2": -1.0}
+    z = {name: torch.randn(2, 8, generator=torch.Generator().manual_seed(4)) for name in cpu.names}
+    want = cpu.sample(z, params)
+    got = gpu.sample({k: v.to(CUDA) for k, v in z.items()}, params)
+    plain = cpu.sample(z, {})
+    for name in cpu.names:
+        assert got[name].device.type == "cuda"
+        assert not torch.equal(want[name], plain[name])  # the bends and directions did move it
+        assert (got[name].cpu() - want[name]).abs().max() <= 2e-3, name
+
+
+def test_small_host_values_reach_the_gpu_queued_and_intact():
+    from unstable.upload import to_device
+    values = [[0.5, -1.25, 3.0], [2.0, 0.0, 1e-3]]
+    on_gpu = to_device(values, CUDA, torch.float32)
+    assert on_gpu.device.type == "cuda" and on_gpu.cpu().tolist() == torch.tensor(values).tolist()
+    assert to_device(values, "cpu", torch.float64).dtype == torch.float64

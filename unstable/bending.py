@@ -40,6 +40,7 @@ from .clusters import channel_features, kmeans
 from .config import setting
 from .pacing import tick
 from .schema import SAMPLING, ParamSpec
+from .upload import to_device
 
 __all__ = ["OPS", "SPATIAL", "BendSettings", "Bender", "transform", "kmeans", "check_bends"]
 
@@ -131,7 +132,7 @@ def check_bends(bends: Sequence[BendSettings], layers: Mapping[str, bool], panel
 
 def _affine(x: torch.Tensor, theta: list[list[float]]) -> torch.Tensor:
     """x [N, C, H, W] resampled (bilinear, zeros outside) at theta @ (x, y, 1) of each output pixel."""
-    t = torch.tensor(theta, dtype=x.dtype, device=x.device)[None].expand(x.shape[0], 2, 3)
+    t = to_device(theta, x.device, x.dtype)[None].expand(x.shape[0], 2, 3)
     grid = F.affine_grid(t, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
@@ -221,6 +222,9 @@ class Bender:
         self.clusters: dict[tuple[str, str, int], torch.Tensor] = {}  # (panel, layer, k) -> labels [C]
         self.cluster_seconds = 0.0
         self._subsets: dict[tuple, torch.Tensor] = {}
+        # (panel, layer, k, cluster, device) -> (the labels it came from, channel indices on the device):
+        # a bend's hook reads them every frame, and a GPU must not wait for them each time.
+        self._cluster_channels: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         self._lock = threading.Lock()
         # Live (`defer`): missing clusters are asked for, never computed in a hook.
         self.ask: Callable[[], None] | None = None
@@ -315,7 +319,11 @@ class Bender:
                 labels = self.clusters.get(key)
             if labels is None:  # the network did not run this layer: nothing to bend
                 return torch.empty(0, dtype=torch.long, device=device)
-        return (labels == bend.cluster).nonzero()[:, 0].to(device)
+        cached = self._cluster_channels.get(key + (bend.cluster, str(device)))
+        if cached is None or cached[0] is not labels:  # (new clusters installed since: computed again)
+            cached = labels, (labels == bend.cluster).nonzero()[:, 0].to(device)
+            self._cluster_channels[key + (bend.cluster, str(device))] = cached
+        return cached[1]
 
     def _cluster(self, panel: str, wanted: Sequence[tuple[str, int]],
                  activations: Callable[[str, Sequence[str]], Mapping[str, torch.Tensor]]) -> None:

@@ -16,8 +16,11 @@ __all__ = ["kmeans", "channel_features"]
 
 def kmeans(points: torch.Tensor, k: int, seed: int = 0, iterations: int = 50) -> torch.Tensor:
     """Labels [P] of points [P, D] in k clusters (k-means++ seeding, Lloyd), renumbered so that
-    cluster 0 is the largest (ties: the one holding the lowest index). k is capped at P."""
-    p = points.double()
+    cluster 0 is the largest (ties: the one holding the lowest index). k is capped at P.
+
+    Computed on the CPU whatever the points' device (labels on the CPU): a few hundred points in a
+    loop of small operations, each a host sync on a GPU, and the seeding draws from a CPU generator."""
+    p = points.detach().to("cpu", torch.float64)
     n = p.shape[0]
     k = max(1, min(k, n))
     gen = torch.Generator().manual_seed(seed)

@@ -30,6 +30,7 @@ import torch
 from .config import setting
 from .pacing import tick
 from .schema import SAMPLING, ParamSpec
+from .upload import to_device
 
 __all__ = ["DirectionSettings", "Basis", "principal_directions", "match_directions", "Directions"]
 
@@ -222,7 +223,7 @@ class Directions:
             return None
 
         def move(h: torch.Tensor) -> torch.Tensor:
-            o = torch.tensor(offsets[:basis.vectors.shape[0]], dtype=h.dtype, device=h.device)
+            o = to_device(offsets[:basis.vectors.shape[0]], h.device, h.dtype)
             shift = (o * basis.std.to(h)) @ basis.vectors.to(h)  # [D]
             return h + shift
 

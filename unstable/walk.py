@@ -41,6 +41,7 @@ from .config import setting
 from .errors import UnstableError
 from .formats import exact
 from .splines import ease, poly_basis, segment_ends
+from .upload import to_device
 
 __all__ = ["WalkSettings", "Walk", "WalkClock", "keyframe_latent", "panel_seed"]
 
@@ -294,17 +295,17 @@ class Walk:
         """Latents for a batch of times (sequence of floats/Fractions, ndarray or tensor). {panel: [T, D]}."""
         temp = self.settings.temperature if temperature is None else float(temperature)
         idx, u = self._locate(ts)
-        idx_d = torch.as_tensor(idx, device=self.device)
+        idx_d = to_device(idx, self.device)
         out: dict[tuple, torch.Tensor] = {}
         for key, path in self._paths.items():
             w, target = self._weights(path, idx, u, temp)
-            w_d = torch.as_tensor(w, dtype=torch.float32, device=self.device)  # [T, J]
+            w_d = to_device(w, self.device, torch.float32)  # [T, J]
             basis = path.basis[idx_d]  # [T, J, D]
             z = basis[:, 0] * w_d[:, 0:1]  # [T, D]
             for j in range(1, basis.shape[1]):
                 z.add_(basis[:, j] * w_d[:, j:j + 1])
             if target is not None:
-                t_d = torch.as_tensor(target, dtype=torch.float32, device=self.device)[:, None]
+                t_d = to_device(target, self.device, torch.float32)[:, None]
                 z.mul_(t_d / z.norm(dim=1, keepdim=True).clamp_min(1e-12))
             out[key] = z
         return {name: out[key] for name, key in self._group_of.items()}

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..upload import to_device
+
 __all__ = ["PanelTexture", "PanelTextures", "hwc", "upscaled"]
 
 
@@ -109,7 +111,7 @@ class PanelTextures:
                 # On the accelerator: grade, narrow to uint8, then one copy of a quarter of the bytes.
                 y = x.float() if x.dtype.is_floating_point else x.float() / 255.0
                 if matrix is not None:
-                    m = torch.as_tensor(matrix.T, dtype=torch.float32).to(y.device)
+                    m = to_device(np.ascontiguousarray(matrix.T), y.device, torch.float32)
                     y = y * float(matrix[0].sum()) if c == 1 else y @ m  # [H, W, C]
                 pt.host.copy_(y.mul(255.0).add_(0.5).clamp_(0.0, 255.0).to(torch.uint8).contiguous())
         pt.texture.write(memoryview(pt.host.numpy()))

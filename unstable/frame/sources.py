@@ -20,6 +20,7 @@ from ..checkpoint import load_checkpoint, restore
 from ..errors import CheckpointError, ConfigError, UnstableError
 from ..show import display_name
 from ..system import build_system, piece_from_dict
+from ..upload import to_device
 from ..walk import Walk, WalkSettings
 
 log = logging.getLogger("unstable.frame")
@@ -64,7 +65,7 @@ class PanelSource:
             z = self.walk.latents_at_many(list(times))
             return {d: z[d] for d in self.panels}
         z = self.walk.latents_at_many(list(times), temperature=1.0)
-        scale = torch.as_tensor(list(scales), dtype=torch.float32, device=self.walk.device)[:, None]  # [T, 1]
+        scale = to_device(list(scales), self.walk.device, torch.float32)[:, None]  # [T, 1]
         return {d: z[d] * scale for d in self.panels}
 
     def sample(self, latents: Mapping[str, torch.Tensor], params: Mapping[str, float],
