@@ -162,6 +162,36 @@ def test_a_timelapse_reads_each_checkpoint_once_and_samples_only_the_panels_it_s
     assert src.sampler.calls == [(["g1"], {"truncation": 0.7})] * 4
 
 
+def test_a_compositor_curve_over_a_timelapse_neither_rereads_nor_resamples_a_checkpoint(tmp_path, run, gl_ctx,
+                                                                                        monkeypatch):
+    """A hue glide across the whole timelapse changes every frame's parameters but no checkpoint's
+    images: each checkpoint is read once and sampled once; a sampling curve (truncation) over the
+    same frames samples again, from the checkpoint already held."""
+    import unstable.frame.timelapse as timelapse_module
+
+    read = []
+    load = timelapse_module.load_checkpoint
+    monkeypatch.setattr(timelapse_module, "load_checkpoint", lambda path, **kw: read.append(Path(path).name)
+                        or load(path, **kw))
+    hue = '[curves]\n"eq.hue" = [[0.0, 0.0], [1.5, 90.0]]\n'
+    with timelapse(tmp_path, run, gl_ctx, tables=hue) as r:
+        src = r.cursor.pipeline.sources["eq"]
+        src.sampler = Recording(src.sampler)
+        hues = {round(r.cursor.frame(k)[0].snapshot["eq"]["hue"], 3) for k in range(12)}
+    assert len(hues) == 12  # the curve did move every frame
+    assert read == [f"step_{i:06d}.pt" for i in range(4)]
+    assert len(src.sampler.calls) == 4
+    read.clear()
+    glide = '[curves]\n"eq.truncation" = [[0.0, 1.0], [1.5, 0.5]]\n'
+    with timelapse(tmp_path, run, gl_ctx, tables=glide) as r:
+        src = r.cursor.pipeline.sources["eq"]
+        src.sampler = Recording(src.sampler)
+        for k in range(12):
+            r.cursor.frame(k)
+    assert read == [f"step_{i:06d}.pt" for i in range(4)]  # each checkpoint read once, while it is shown
+    assert len(src.sampler.calls) > 4  # and sampled again as the truncation glides
+
+
 # -- the render cursor over a show's timeline ----------------------------------------------------
 
 PANELS = {"eq/g0": "g0", "eq/g1": "g1"}

@@ -16,6 +16,7 @@ from typing import Mapping, Sequence
 import torch
 
 from ..checkpoint import load_checkpoint, restore
+from ..schema import SAMPLING, with_common
 from .sources import PanelSource
 
 __all__ = ["TimelapseSource"]
@@ -32,16 +33,29 @@ class TimelapseSource(PanelSource):
     # every frame), so memory stays bounded however long the timelapse.
     _kept: dict = field(default_factory=dict, repr=False)
     KEEP = 8
+    _loaded: int | None = field(default=None, repr=False)  # the checkpoint the system holds now
+    _not_sampling: frozenset | None = field(default=None, repr=False)  # parameters a sample does not read
+
+    def _sampling_params(self, params: Mapping[str, float]) -> tuple:
+        """The parameters a sample reads, as a key: a compositor or training parameter's curve
+        (a hue glide, say) changes no image of a checkpoint, so it neither reloads nor re-samples it."""
+        if self._not_sampling is None:
+            specs = with_common(self.system.param_specs())
+            self._not_sampling = frozenset(s.name for s in specs if s.reads != SAMPLING)
+        return tuple(sorted((n, float(v)) for n, v in params.items() if n not in self._not_sampling))
 
     def images_of(self, k: int, walk_time, scale: float | None, params: Mapping[str, float],
                   wanted: Sequence[str]) -> dict[str, torch.Tensor]:
         """{display: [3, H, W]} of checkpoint `k`'s `wanted` panels at `walk_time` (latents scaled
         by `scale`, or at the walk's temperature when None), sampled with `params`."""
-        key = (k, walk_time, scale, tuple(sorted((n, float(v)) for n, v in params.items())), tuple(wanted))
+        key = (k, walk_time, scale, self._sampling_params(params), tuple(wanted))
         hit = self._kept.get(key)
         if hit is None:
-            path = self.checkpoints[k]
-            restore(self.system, load_checkpoint(path, map_location=self.walk.device), str(path))
+            if self._loaded != k:  # a sampling parameter's glide re-samples the checkpoint held, unread
+                path = self.checkpoints[k]
+                self._loaded = None  # (until it has loaded whole)
+                restore(self.system, load_checkpoint(path, map_location=self.walk.device), str(path))
+                self._loaded = k
             z = self.latents([walk_time], None if scale is None else [scale])  # {display: [1, D]}
             hit = {d: x[0] for d, x in self.sample(z, params, wanted).items()}
             near = [(c, v) for c, v in self._kept.items() if abs(c[0] - k) <= 1]
