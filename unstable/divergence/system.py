@@ -45,6 +45,7 @@ from ..parallel import Shard
 from ..schema import ParamSpec
 from ..system import accumulate_modules
 from ..traces import TraceCache, TracedSampling
+from ..upload import to_device
 from .cache import base_key, cached_model
 from .classifier import DigitClassifier, train_classifier
 from .data import Digits, load_digits
@@ -158,8 +159,9 @@ class DivergenceSystem(TracedSampling, Instrumented):
         full, latent = self.piece.bad.batch, self.piece.vae.latent
         # A live share of the batch, but at least 4 samples per class on average (class-wise MMD).
         batch = full if p["batch_fraction"] >= 1.0 else min(full, max(40, round(full * p["batch_fraction"])))
-        z = torch.randn(batch, latent, generator=self.gen).to(self.device) * p["temperature"]  # [B, latent]
-        idx = torch.randint(0, pool["features"].shape[0], (batch,), generator=self.gen).to(self.device)
+        # Drawn from the CPU generator (the same draws on every device), queued onto a GPU.
+        z = to_device(torch.randn(batch, latent, generator=self.gen), self.device) * p["temperature"]  # [B, latent]
+        idx = to_device(torch.randint(0, pool["features"].shape[0], (batch,), generator=self.gen), self.device)
         real, labels = pool["features"][idx], pool["labels"][idx]  # [B, D], [B]
 
         self.decoder.train()
@@ -179,11 +181,13 @@ class DivergenceSystem(TracedSampling, Instrumented):
         self.optimizer.step()
         self.step_count += 1
 
-        scalars = {"objective": float(obj.detach()), **{k: float(v.detach()) for k, v in named.items()}}
+        values = {"objective": obj.detach(), **{k: v.detach() for k, v in named.items()}}
         if self.piece.features.extractor == "custom":
             # How unsure the classifier is about this batch: the thing BAD raises.
             prob = torch.softmax(class_logits(self.piece, self.classifier, images, fake), 1)  # [B, 10]
-            scalars["class_entropy"] = float(-(prob * prob.clamp_min(1e-12).log()).sum(1).mean())
+            values["class_entropy"] = -(prob * prob.clamp_min(1e-12).log()).sum(1).mean()
+        # One copy to the host for all of them (on a GPU each float() would be a wait of its own).
+        scalars = dict(zip(values, torch.stack([v.to(torch.float64).reshape(()) for v in values.values()]).tolist()))
         scalars.update(alpha=p["alpha"], beta=p["beta"], temperature=p["temperature"],
                        learning_rate=p["learning_rate"], lr=lr, batch=float(batch))
         return scalars
