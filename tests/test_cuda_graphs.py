@@ -11,7 +11,7 @@ import threading
 import pytest
 import torch
 
-from test_traced_sampling import PARAMS, latents, tiny_system
+from test_traced_sampling import PARAMS, latents, moved_twin, tiny_system
 from unstable import cuda_graphs
 
 pytestmark = pytest.mark.cuda
@@ -56,16 +56,9 @@ def test_a_pass_on_the_gpu_replays_its_graph_and_draws_the_traces_images(n, monk
 
 def test_a_graph_follows_the_weights_the_mirror_copies_in_and_the_faders(monkeypatch):
     source = on_gpu()
-    twin = source.sampling_copy()
-    twin._traced.background = False
     z = gpu_latents(source, 1)
-    before = twin.sample(z, PARAMS)
-    with torch.no_grad():
-        for p in source.generators.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
-    twin.accumulate(source)  # the mirror's in-place copy
     moved = {"temperature": 1.3, "truncation": 0.5, "noise": 0.2}
-    after = twin.sample(z, moved)
+    twin, before, after = moved_twin(source, z, PARAMS, moved)
     assert twin._traced.graphs() == len(twin.names)  # the same graphs: nothing recaptured
     reference = as_traces(twin, z, moved, monkeypatch)
     for name in twin.names:

@@ -74,17 +74,23 @@ def test_the_batched_trace_serves_every_batch_of_two_or_more_and_faders_never_re
         assert all(torch.equal(out[k], reference[k]) for k in out)
 
 
-def test_a_trace_follows_the_weights_the_mirror_copies_in(monkeypatch):
-    source = tiny_system(10 ** 6)
+def moved_twin(source: EquilibriumSystem, z, params: dict, moved_params: dict):
+    """A sampling copy of `source` sampled at z with `params`, then again with `moved_params` after
+    the source's weights moved and the copy took them in as the mirror does: (copy, before, after)."""
     twin = source.sampling_copy()
     twin._traced.background = False
-    z = latents(source, 1)
-    before = twin.sample(z, PARAMS)
+    before = twin.sample(z, params)
     with torch.no_grad():
         for p in source.generators.parameters():
             p.add_(torch.randn_like(p) * 0.1)
     twin.accumulate(source)  # the mirror's in-place copy
-    after = twin.sample(z, PARAMS)
+    return twin, before, twin.sample(z, moved_params)
+
+
+def test_a_trace_follows_the_weights_the_mirror_copies_in(monkeypatch):
+    source = tiny_system(10 ** 6)
+    z = latents(source, 1)
+    twin, before, after = moved_twin(source, z, PARAMS, PARAMS)
     reference = eager(twin, z, PARAMS, monkeypatch)
     for name in source.names:
         assert not torch.equal(before[name], after[name])
