@@ -107,7 +107,9 @@ def _capture_stream(device: torch.device) -> torch.cuda.Stream:
     torch.cuda.Stream() hands out streams from a pool of 32 per device, round robin, to every
     caller: a fresh one per capture would, sooner or later, be the stream the training thread
     launches its steps on, and its kernels would be captured. So one, made once, from the pool of
-    high-priority streams, which nothing else in the engine draws on."""
+    high-priority streams, which nothing else in the engine draws on. (Where torch instantiates
+    graphs with their nodes' priorities, a replay's kernels then go ahead of the training's: the
+    show's frames first.)"""
     index = device.index if device.index is not None else torch.cuda.current_device()
     stream = _capture_streams.get(index)
     if stream is None:
@@ -115,20 +117,43 @@ def _capture_stream(device: torch.device) -> torch.cuda.Stream:
     return stream
 
 
+# Graphs whose capture failed, kept for the process's life: torch's pinned-memory allocator may
+# still hold a capture filter that points at the graph object.
+_abandoned: list = []
+
+
+def _clear_cublas_workspaces() -> None:
+    """Drop cuBLAS's cached workspaces (one per handle and stream), as torch's own CUDA-graph code
+    does around a capture: every graph is captured on the one capture stream, so without this all
+    of them would record the same workspace, which the warm-up of the next capture (or a graph's
+    teardown) then reuses or frees under them. Cleared, each capture allocates its own in its pool."""
+    clear = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)
+    if clear is not None:
+        clear()
+
+
 def _end_failed_capture(graph: "torch.cuda.CUDAGraph", index: int, pool: tuple) -> None:
     """End a capture that went wrong, so that the caching allocator does not go on as if one were
     under way: torch stops routing allocations into the graph's pool only when CUDA ended the
     capture cleanly, and until then the allocator neither recycles memory used across streams nor
     frees its cache before reporting out of memory."""
+    _abandoned.append(graph)
     try:
         graph.capture_end()
         return  # ended cleanly after all: the graph's own teardown releases its pool
     except Exception:
         pass
+    try:  # a torch whose teardown ends an abandoned capture's routing does it here, where it can raise
+        graph.reset()
+    except Exception:
+        pass
     try:
         torch._C._cuda_endAllocateToPool(index, pool)
-        torch._C._cuda_releasePool(index, pool)  # (only once the routing is ended here: else the graph's)
-    except Exception:  # ended meanwhile, or a torch without these: nothing more to undo
+    except Exception:  # ended already (by the reset), or a torch without it: the pool stays (graphs are off)
+        return
+    try:
+        torch._C._cuda_releasePool(index, pool)
+    except Exception:
         pass
 
 
@@ -154,9 +179,11 @@ def capture(module: Callable[..., torch.Tensor], inputs: tuple) -> GraphedPass:
         # Not `torch.cuda.graph`: it synchronises the whole device and empties the allocator's
         # cache, which would stall the render and training threads at every capture.
         with torch.inference_mode(), torch.cuda.stream(stream):
+            _clear_cublas_workspaces()
             for _ in range(WARM_UP_CALLS):
                 module(*static_inputs)
             stream.synchronize()
+            _clear_cublas_workspaces()
             # Thread-local: another thread's CUDA calls (the render thread's frames) during the
             # capture neither break it nor are captured into it.
             try:
@@ -167,6 +194,8 @@ def capture(module: Callable[..., torch.Tensor], inputs: tuple) -> GraphedPass:
                 _end_failed_capture(graph, index, pool)
                 _failed = f"{type(error).__name__}: {error}"
                 raise
+            finally:
+                _clear_cublas_workspaces()
         home.wait_stream(stream)
     assert isinstance(static_output, torch.Tensor), f"a graphed pass returns one tensor, got {type(static_output)}"
     return GraphedPass(graph, static_inputs, static_output, home)
