@@ -43,8 +43,9 @@ WARM_UP_CALLS = 3
 
 # Graphs one cache (one system) keeps, the least recently replayed let go beyond it: a grown pair of
 # generators sampled at one image and a look-ahead group holds 4, a piece growing through seven
-# stages and their fades some 50 over its growth.
-MAX_GRAPHS = 24
+# stages and their fades some 50 over its growth. Each keeps its activations and its own cuBLAS
+# workspace (tens of MB on recent GPUs) in its pool, so a gallery card's memory bounds the number.
+MAX_GRAPHS = 12
 
 
 # Set, to why, when a capture failed: graphs are then off for the whole process (a failed capture
@@ -117,16 +118,11 @@ def _capture_stream(device: torch.device) -> torch.cuda.Stream:
     return stream
 
 
-# Graphs whose capture failed, kept for the process's life: torch's pinned-memory allocator may
-# still hold a capture filter that points at the graph object.
-_abandoned: list = []
-
-
 def _clear_cublas_workspaces() -> None:
-    """Drop cuBLAS's cached workspaces (one per handle and stream), as torch's own CUDA-graph code
-    does around a capture: every graph is captured on the one capture stream, so without this all
-    of them would record the same workspace, which the warm-up of the next capture (or a graph's
-    teardown) then reuses or frees under them. Cleared, each capture allocates its own in its pool."""
+    """Drop cuBLAS's cached workspaces (one per handle and stream), as inductor's CUDA graph trees do
+    around a capture: every graph is captured on the one capture stream, so without this all of them
+    would record the same workspace, which the warm-up of the next capture (or a graph's teardown)
+    then reuses or frees under them. Cleared, each capture allocates its own in its pool."""
     clear = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)
     if clear is not None:
         clear()
@@ -137,7 +133,6 @@ def _end_failed_capture(graph: "torch.cuda.CUDAGraph", index: int, pool: tuple) 
     under way: torch stops routing allocations into the graph's pool only when CUDA ended the
     capture cleanly, and until then the allocator neither recycles memory used across streams nor
     frees its cache before reporting out of memory."""
-    _abandoned.append(graph)
     try:
         graph.capture_end()
         return  # ended cleanly after all: the graph's own teardown releases its pool
