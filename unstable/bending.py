@@ -319,10 +319,10 @@ class Bender:
                 labels = self.clusters.get(key)
             if labels is None:  # the network did not run this layer: nothing to bend
                 return torch.empty(0, dtype=torch.long, device=device)
-        cached = self._cluster_channels.get(key + (bend.cluster, str(device)))
+        channels_key = (*key, bend.cluster, str(device))
+        cached = self._cluster_channels.get(channels_key)
         if cached is None or cached[0] is not labels:  # (new clusters installed since: computed again)
-            cached = labels, (labels == bend.cluster).nonzero()[:, 0].to(device)
-            self._cluster_channels[key + (bend.cluster, str(device))] = cached
+            cached = self._cluster_channels[channels_key] = labels, (labels == bend.cluster).nonzero()[:, 0].to(device)
         return cached[1]
 
     def _cluster(self, panel: str, wanted: Sequence[tuple[str, int]],

@@ -102,8 +102,8 @@ class GraphedPass:
         return out
 
 
-def _capture_stream(device: torch.device) -> torch.cuda.Stream:
-    """The stream every capture on `device` (and its warm-up) runs on, and nothing else.
+def _capture_stream(index: int) -> torch.cuda.Stream:
+    """The stream every capture on CUDA device `index` (and its warm-up) runs on, and nothing else.
 
     torch.cuda.Stream() hands out streams from a pool of 32 per device, round robin, to every
     caller: a fresh one per capture would, sooner or later, be the stream the training thread
@@ -111,7 +111,6 @@ def _capture_stream(device: torch.device) -> torch.cuda.Stream:
     high-priority streams, which nothing else in the engine draws on. (Where torch instantiates
     graphs with their nodes' priorities, a replay's kernels then go ahead of the training's: the
     show's frames first.)"""
-    index = device.index if device.index is not None else torch.cuda.current_device()
     stream = _capture_streams.get(index)
     if stream is None:
         stream = _capture_streams[index] = torch.cuda.Stream(torch.device("cuda", index), priority=-1)
@@ -167,7 +166,7 @@ def capture(module: Callable[..., torch.Tensor], inputs: tuple) -> GraphedPass:
     with _capture_lock:
         if _failed is not None:
             raise RuntimeError(f"CUDA graphs are off in this process: {_failed}")
-        stream = _capture_stream(device)
+        stream = _capture_stream(index)
         stream.wait_stream(home)
         graph = torch.cuda.CUDAGraph()
         pool = torch.cuda.graph_pool_handle()
