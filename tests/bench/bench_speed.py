@@ -6,9 +6,13 @@
     ... --new-compile --figures eq64,eq128   # the new tree's training compiled (UNSTABLE_COMPILE=1)
     ... --base . --base-env UNSTABLE_CUDA_GRAPHS=0 --device cuda --figures s256b1   # one tree, a setting off
 
-Every figure is measured in a fresh subprocess per tree, base and new alternately, `--repeats`
-times, so that whatever else the shared machine is doing falls on both sides alike; the ratio
-of the medians is the figure to read, the absolute rates only say what this run saw.
+Every figure is measured in a fresh pair of subprocesses per repeat (`--repeats`), one per tree,
+each warmed up once; the two then take turns, `--bursts` times each, `--seconds` a turn, one
+running while the other waits. The shared machine's speed drifts over seconds (one tree's 5 s runs
+were bimodal, 1.3x apart), so only a base turn and the new turn next to it saw the same machine:
+the median of those pairwise ratios (with its quartiles) is the figure to read; the ratio of the
+medians and the absolute rates only say what this run saw. Fresh processes per repeat keep a
+heap's chance layout (which moves a tree's speed between processes) in the sample.
 
 Figures (one torch thread by default, as the live training thread and the render loop each have):
 - eq64, eq128: (un)stable equilibrium 1:1 training steps/s at its final growth stage (batch 8,
@@ -84,7 +88,8 @@ def _work(figure: str, device: str):
 
 
 def worker(tree: str, figure: str, seconds: float, threads: int, device: str) -> None:
-    """Time one figure with the `unstable` package of `tree`; prints one JSON line."""
+    """Time one figure with the `unstable` package of `tree`: warms up, prints one JSON line, then
+    for each line `go` on stdin times one turn of `seconds` and prints one JSON line (until EOF)."""
     sys.path.insert(0, tree)
     import torch
 
@@ -103,36 +108,65 @@ def worker(tree: str, figure: str, seconds: float, threads: int, device: str) ->
     # its compile here.
     for _ in range(3 if figure.startswith(("eq", "bad")) else 20):
         fn()
-    count, start, cpu = 0, time.perf_counter(), time.process_time()
-    while time.perf_counter() - start < seconds or count < 3:
-        fn()
-        count += 1
-    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
-    # Per CPU second as well as per wall second: on a machine shared with other work the process
-    # waits for a core now and then, which the wall clock counts and the CPU clock does not.
-    rate, rate_cpu = count * items / wall, count * items / cpu
     try:
         from unstable import accel
         precision = accel.describe(device)
     except ImportError:
         precision = "float32"
-    print(json.dumps({"rate": rate, "rate_cpu": rate_cpu, "precision": precision}))
+    print(json.dumps({"ready": True, "precision": precision}), flush=True)
+    for line in sys.stdin:
+        if line.strip() != "go":
+            break
+        count, start, cpu = 0, time.perf_counter(), time.process_time()
+        while time.perf_counter() - start < seconds or count < 3:
+            fn()
+            count += 1
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+        # Per CPU second as well as per wall second: on a machine shared with other work the process
+        # waits for a core now and then, which the wall clock counts and the CPU clock does not.
+        print(json.dumps({"rate": count * items / wall, "rate_cpu": count * items / cpu}), flush=True)
 
 
-def run_one(tree: str, figure: str, seconds: float, threads: int, device: str, precision: str | None = None,
-            compile_: bool = False, extra_env: dict[str, str] | None = None) -> dict:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", **(extra_env or {})}
-    env.pop("UNSTABLE_COMPILE", None)  # set for the new tree only (--new-compile)
-    if precision:  # one side's UNSTABLE_PRECISION: a value the other tree may not know
-        env["UNSTABLE_PRECISION"] = precision
-    if compile_:
-        env["UNSTABLE_COMPILE"] = "1"
-    out = subprocess.run([sys.executable, __file__, "--worker", tree, figure, "--seconds", str(seconds),
-                          "--threads", str(threads), "--device", device], capture_output=True, text=True, cwd=ROOT,
-                         env=env)
-    if out.returncode != 0:
-        raise SystemExit(f"{figure} in {tree} failed:\n{out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+class Side:
+    """One tree's worker process, warmed up, timing a turn when asked."""
+
+    def __init__(self, tree: str, figure: str, seconds: float, threads: int, device: str, precision: str | None = None,
+                 compile_: bool = False, extra_env: dict[str, str] | None = None):
+        env = {**os.environ, "PYTHONWARNINGS": "ignore", **(extra_env or {})}
+        env.pop("UNSTABLE_COMPILE", None)  # set for the new tree only (--new-compile)
+        if precision:  # one side's UNSTABLE_PRECISION: a value the other tree may not know
+            env["UNSTABLE_PRECISION"] = precision
+        if compile_:
+            env["UNSTABLE_COMPILE"] = "1"
+        self.name = f"{figure} in {tree}"
+        self.proc = subprocess.Popen([sys.executable, __file__, "--worker", tree, figure, "--seconds", str(seconds),
+                                      "--threads", str(threads), "--device", device], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+        self.precision = self._read()["precision"]
+
+    def _read(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.kill()
+            raise SystemExit(f"{self.name} failed:\n{self.proc.stderr.read()[-2000:]}")
+        return json.loads(line)
+
+    def turn(self) -> dict:
+        """One timed turn: {"rate", "rate_cpu"}."""
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+def _quartiles(values: list[float]) -> tuple[float, float]:
+    if len(values) < 2:
+        return values[0], values[0]
+    q = statistics.quantiles(values, n=4, method="inclusive")
+    return q[0], q[2]
 
 
 def main() -> None:
@@ -141,7 +175,8 @@ def main() -> None:
     parser.add_argument("--new", default=str(ROOT), help="tree to compare (default: this one)")
     parser.add_argument("--figures", default=",".join(FIGURES), help=f"comma-separated, from {FIGURES}")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=3.0, help="measuring time per figure per run")
+    parser.add_argument("--seconds", type=float, default=1.0, help="measuring time of one turn")
+    parser.add_argument("--bursts", type=int, default=6, help="turns each side takes per repeat, alternating")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu", help="cpu or cuda (scripts/gpu-check.sh)")
     parser.add_argument("--new-precision", default=None, choices=["float32", "bf16", "bf16-train"],
@@ -167,30 +202,40 @@ def main() -> None:
     for f in figures:
         if not FIGURE.fullmatch(f):
             raise SystemExit(f"--figures: unknown figure {f!r}, expected eq<px>, bad or s<px>b<batch> (e.g. {FIGURES})")
-    print(f"base {args.base} vs new {args.new} on {args.device}; {args.repeats} interleaved repeats of {args.seconds:g} s, "
-          f"{args.threads} thread(s), base env {base_env or 'as new'}, load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    print(f"base {args.base} vs new {args.new} on {args.device}; {args.repeats} process pairs x {args.bursts} "
+          f"alternating turns of {args.seconds:g} s, {args.threads} thread(s), base env {base_env or 'as new'}, "
+          f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     results = {}
     for f in figures:
-        base, new, base_cpu, new_cpu, precision = [], [], [], [], ""
+        base, new, base_cpu, new_cpu, pairs, pairs_cpu, precision = [], [], [], [], [], [], ""
         for r in range(args.repeats):
-            # Alternate which side goes first, so a drift in the machine's load cancels out.
-            order = [("base", args.base), ("new", args.new)][:: 1 if r % 2 == 0 else -1]
-            for side, tree in order:
-                got = run_one(tree, f, args.seconds, args.threads, args.device,
-                              args.new_precision if side == "new" else None, args.new_compile and side == "new",
-                              base_env if side == "base" else None)
-                (base if side == "base" else new).append(got["rate"])
-                (base_cpu if side == "base" else new_cpu).append(got["rate_cpu"])
-                if side == "new":
-                    precision = got["precision"]
+            sides = {"base": Side(args.base, f, args.seconds, args.threads, args.device, None, False, base_env),
+                     "new": Side(args.new, f, args.seconds, args.threads, args.device, args.new_precision,
+                                 args.new_compile)}
+            precision = sides["new"].precision
+            try:
+                for b in range(args.bursts):
+                    # Alternate which side goes first, so a drift in the machine's speed cancels out.
+                    order = ["base", "new"][:: 1 if (r + b) % 2 == 0 else -1]
+                    got = {side: sides[side].turn() for side in order}
+                    base.append(got["base"]["rate"]), new.append(got["new"]["rate"])
+                    base_cpu.append(got["base"]["rate_cpu"]), new_cpu.append(got["new"]["rate_cpu"])
+                    pairs.append(got["new"]["rate"] / got["base"]["rate"])
+                    pairs_cpu.append(got["new"]["rate_cpu"] / got["base"]["rate_cpu"])
+            finally:
+                for side in sides.values():
+                    side.close()
         b, n = statistics.median(base), statistics.median(new)
         bc, nc = statistics.median(base_cpu), statistics.median(new_cpu)
+        paired, paired_cpu = statistics.median(pairs), statistics.median(pairs_cpu)
+        q1, q3 = _quartiles(pairs)
         unit = "steps/s" if not f.startswith("s") else "images/s"
         results[f] = {"base": b, "new": n, "ratio": n / b, "base_cpu": bc, "new_cpu": nc, "ratio_cpu": nc / bc,
-                      "unit": unit, "precision": precision, "base_runs": base, "new_runs": new}
-        print(f"{f:7s} base {b:7.2f} {unit:8s} new {n:7.2f}  ratio {n / b:4.2f}x | per CPU second: base "
-              f"{bc:7.2f} new {nc:7.2f} ratio {nc / bc:4.2f}x  ({precision}; wall runs base "
-              f"{' '.join(f'{x:.2f}' for x in base)} | new {' '.join(f'{x:.2f}' for x in new)})", flush=True)
+                      "paired": paired, "paired_q1": q1, "paired_q3": q3, "paired_cpu": paired_cpu,
+                      "unit": unit, "precision": precision, "base_runs": base, "new_runs": new, "pairs": pairs}
+        print(f"{f:7s} paired ratio {paired:4.2f}x (quartiles {q1:4.2f}-{q3:4.2f}, {len(pairs)} pairs; per CPU s "
+              f"{paired_cpu:4.2f}x) | medians base {b:7.2f} new {n:7.2f} {unit} ({n / b:4.2f}x; per CPU s "
+              f"{bc:.2f} / {nc:.2f}, {nc / bc:4.2f}x) ({precision})", flush=True)
     print(json.dumps(results))
 
 
