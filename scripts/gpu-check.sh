@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # On a CUDA machine: the device-dependent tests (pytest -m cuda), then the equilibrium benchmark at
 # 256 and 512 px and the live demo at 1920x1080, printed as one table; then A/B figures against the
-# code before issue 27, and sampling with CUDA graphs against the same tree without them.
+# code before issue 27, and sampling with CUDA graphs and with compiled sampling against the same tree
+# without them.
 #   scripts/gpu-check.sh [VENV]      (default .venv; `make setup` first)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,9 +39,13 @@ else
     echo "gpu-check: no commit $base here for the A/B figures (set BASE27)"
 fi
 
-# CUDA graphs for sampling (unstable.cuda_graphs): the same tree with graphs on and off, in one run.
-$PY tests/bench/bench_speed.py --device cuda --base . --base-env UNSTABLE_CUDA_GRAPHS=0 --repeats 3 \
-    --figures s64b1,s64b4,s128b1,s128b4,s256b1,s256b4 | grep -v '^{' | tee "$tmp/graphs.txt"
+# CUDA graphs for sampling (unstable.cuda_graphs): the same tree with graphs on and off, in one run
+# (neither side compiled); then compiled sampling (unstable.compiled_sampling) on and off, graphs on.
+UNSTABLE_COMPILE_SAMPLING=0 $PY tests/bench/bench_speed.py --device cuda --base . \
+    --base-env UNSTABLE_CUDA_GRAPHS=0 --repeats 3 --figures s64b1,s64b4,s128b1,s128b4,s256b1,s256b4 \
+    | grep -v '^{' | tee "$tmp/graphs.txt"
+$PY tests/bench/bench_speed.py --device cuda --base . --base-env UNSTABLE_COMPILE_SAMPLING=0 --repeats 2 \
+    --figures s128b1,s128b4,s256b1,s256b4,s512b1 | grep -v '^{' | tee "$tmp/compiled.txt"
 
 echo
 echo "| what | training | sampling / display |"

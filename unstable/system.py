@@ -239,7 +239,11 @@ def build_system(piece: Any, device: torch.device, source: str | None = None) ->
 
 def resolve_device(name: str) -> torch.device:
     """`auto` picks CUDA when present, else CPU; asking for CUDA without one is a clear error."""
+    from . import compiled_sampling
     from .errors import UnstableError
+    # How sampling on the device runs is set in the environment: a bad value is one line here, where
+    # every command chooses its device, rather than a log line from a tracer thread later.
+    compiled_sampling.setting()
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():

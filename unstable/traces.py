@@ -24,7 +24,9 @@ of time (`TraceCache.ahead`). A graph the tracer cannot record (or a torch witho
 panel samples eagerly. `UNSTABLE_TRACED_SAMPLING=0` turns traces off.
 
 On a GPU a trace is replayed as a CUDA graph, one per input shapes, captured on the tracer thread
-as well (unstable.cuda_graphs).
+as well (unstable.cuda_graphs); there each pass is also compiled by torch.compile for its input
+shapes once its trace is in use, on the tracer thread, and swapped in, graph and all
+(unstable.compiled_sampling).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from typing import Callable, Hashable
 import torch
 from torch import nn
 
-from . import cuda_graphs
+from . import compiled_sampling, cuda_graphs
 
 __all__ = ["TraceCache", "TracedSampling", "constant", "enabled"]
 
@@ -107,6 +109,10 @@ class TraceCache:
         # (key, input signature) -> its CUDA graph, or None where capture failed (GPU only); least
         # recently replayed first.
         self._graphs: OrderedDict[tuple, cuda_graphs.GraphedPass | None] = OrderedDict()
+        # Each trace's module, what a compile starts from; (key, input signature) -> its compiled
+        # pass, or None where it did not compile (unstable.compiled_sampling; a GPU's by default).
+        self._modules: dict[Hashable, nn.Module] = {}
+        self._compiled: OrderedDict[tuple, compiled_sampling.CompiledPass | None] = OrderedDict()
         self._lock = threading.Lock()
         self._tracer: threading.Thread | None = None
 
@@ -114,9 +120,10 @@ class TraceCache:
         return len(self._traces)
 
     def run(self, key: Hashable, make: Callable[[], nn.Module], inputs: tuple) -> torch.Tensor | None:
-        """The trace of `key` (made from `make()` on first use) on `inputs`, on a GPU replayed as its
-        CUDA graph for these input shapes once captured (unstable.cuda_graphs); None while the trace
-        is being made on its own thread: run the pass eagerly this time."""
+        """The trace of `key` (made from `make()` on first use) on `inputs`, or its compiled pass for
+        these input shapes once compiled (unstable.compiled_sampling), on a GPU replayed as its CUDA
+        graph for these input shapes once captured (unstable.cuda_graphs); None while the trace is
+        being made on its own thread: run the pass eagerly this time."""
         trace = self._traces.get(key)
         if trace is None:
             if self.background:
@@ -124,13 +131,35 @@ class TraceCache:
                 return None
             self._trace(key, make(), inputs)
             trace = self._traces[key]
+        # Compiles only ever run in the background: never where a show waits for its first frame.
+        pass_ = self._compiled_or(key, trace, inputs) if self.background and compiled_sampling.wanted(inputs) \
+            else trace
         if cuda_graphs.wanted(inputs):
-            return self._graphed(key, trace, inputs)
-        return trace(*inputs)
+            return self._graphed(key, pass_, inputs)
+        return pass_(*inputs)
+
+    def _compiled_or(self, key: Hashable, trace: nn.Module, inputs: tuple):
+        """The pass's compiled form for these input shapes, or its trace while that is being compiled
+        on the tracer thread (started here on first use) or where it did not compile."""
+        compile_key = (key, cuda_graphs.signature(inputs))
+        compiled = self._compiled.get(compile_key, _MISSING)
+        if compiled is _MISSING:
+            self._start(self._compile, compile_key, lambda: self._modules.get(key), inputs)
+            return trace
+        try:
+            self._compiled.move_to_end(compile_key)
+        except KeyError:  # let go by the tracer thread meanwhile: this call still has it
+            pass
+        return trace if compiled is None else compiled
+
+    def compiled(self) -> int:
+        """How many passes this cache runs compiled (one per trace and input shapes)."""
+        return sum(p is not None for p in list(self._compiled.values()))
 
     def _graphed(self, key: Hashable, trace: nn.Module, inputs: tuple) -> torch.Tensor:
         """The pass on a GPU: its graph for these input shapes, captured on the tracer thread on
-        first use (the trace runs meanwhile), or the trace where capture failed."""
+        first use (the pass, its trace or compiled form, runs meanwhile), or the pass where capture
+        failed."""
         graph_key = (key, cuda_graphs.signature(inputs))
         graph = self._graphs.get(graph_key, _MISSING)
         if graph is _MISSING:
@@ -192,24 +221,63 @@ class TraceCache:
             trace = module
         if cuda_graphs.wanted(inputs):  # on a GPU, the graph for these shapes too, before the trace is used
             self._capture((key, cuda_graphs.signature(inputs)), trace, inputs)
+        self._modules[key] = module
         self._traces[key] = trace
 
-    def _capture(self, graph_key: tuple, trace: nn.Module, inputs: tuple) -> None:
-        if graph_key in self._graphs:
-            return
+    def _capture(self, graph_key: tuple, pass_: nn.Module, inputs: tuple) -> None:
+        if graph_key not in self._graphs:
+            self._keep_graph(graph_key, self._graph_of(graph_key, pass_, inputs))
+
+    def _graph_of(self, graph_key: tuple, pass_, inputs: tuple) -> cuda_graphs.GraphedPass | None:
+        """`pass_` captured as a CUDA graph for `inputs`' shapes, or None (one log line) where capture failed."""
         try:
-            graph = cuda_graphs.capture(trace, inputs)
-        except Exception:  # a host sync or another operation a graph cannot hold: the trace runs
+            return cuda_graphs.capture(pass_, inputs)
+        except Exception:  # a host sync or another operation a graph cannot hold: the pass runs as it is
             log.warning("CUDA graph of %s at %s failed; %s", graph_key[0][0], [shape for shape, _, _ in graph_key[1]],
-                        "that pass runs as its trace" if cuda_graphs.enabled()
-                        else "CUDA graphs are off in this process, the passes run as their traces", exc_info=True)
-            graph = None
+                        "that pass runs without one" if cuda_graphs.enabled()
+                        else "CUDA graphs are off in this process, the passes run without them", exc_info=True)
+            return None
+
+    def _keep_graph(self, graph_key: tuple, graph: cuda_graphs.GraphedPass | None) -> None:
         self._graphs[graph_key] = graph
+        self._graphs.move_to_end(graph_key)
         # Each graph keeps its own GPU memory for its activations: a piece that grows through many
         # stages, or a show that samples in many batch sizes, lets the longest unused ones go (one
         # used again is captured again).
         while len(self._graphs) > cuda_graphs.MAX_GRAPHS:
             self._graphs.popitem(last=False)
+
+    def _compile(self, compile_key: tuple, module: nn.Module | None, inputs: tuple) -> None:
+        """Compile a traced pass for `inputs`' shapes and swap it in (with its CUDA graph on a GPU),
+        or keep the trace, with one log line, where it does not compile or draws other images."""
+        key = compile_key[0]
+        trace = self._traces.get(key)
+        if compile_key in self._compiled or module is None or trace is None:
+            return
+        try:
+            with torch.inference_mode():
+                reference = trace(*inputs)
+            compiled = compiled_sampling.compile_pass(module, inputs, reference)
+        except Exception as error:
+            cause = error
+            while (inner := getattr(cause, "inner_exception", None) or cause.__cause__) is not None:
+                cause = inner  # dynamo wraps what the compiler raised
+            first = (str(cause).strip().splitlines() or [""])[0]
+            log.warning("compiling the sampling pass of %s at %s failed (%s: %s); it stays traced", key[0],
+                        [shape for shape, _, _ in compile_key[1]], type(cause).__name__, first[:200])
+            compiled = None
+        else:
+            log.info("sampling pass of %s at %s compiled in %.1f s", key[0], [shape for shape, _, _ in compile_key[1]],
+                     compiled.compile_seconds)
+            if cuda_graphs.wanted(inputs):  # its graph replaces the trace's (a failed capture keeps the old)
+                graph = self._graph_of(compile_key, compiled, inputs)
+                if graph is not None:
+                    self._keep_graph(compile_key, graph)
+        self._compiled[compile_key] = compiled
+        # As many as graphs (a compiled pass on a GPU is what its graph replays); one let go and
+        # used again is compiled again, from the on-disk cache.
+        while len(self._compiled) > cuda_graphs.MAX_GRAPHS:
+            self._compiled.popitem(last=False)
 
 
 class TracedSampling:

@@ -5,6 +5,7 @@
     ... --new-precision bf16-train   # the new tree under UNSTABLE_PRECISION=bf16-train, the base as set
     ... --new-compile --figures eq64,eq128   # the new tree's training compiled (UNSTABLE_COMPILE=1)
     ... --base . --base-env UNSTABLE_CUDA_GRAPHS=0 --device cuda --figures s256b1   # one tree, a setting off
+    ... --base . --base-env UNSTABLE_COMPILE_SAMPLING=0 --device cuda --figures s256b1  # compiled sampling
 
 Every figure is measured in a fresh pair of subprocesses per repeat (`--repeats`), one per tree,
 each warmed up once; the two then take turns, `--bursts` times each, `--seconds` a turn, one
@@ -84,6 +85,13 @@ def _work(figure: str, device: str):
     name = system.names[0]
     # On the device already, as the live walk hands its latents over.
     z = {name: torch.randn((batch, system.piece.generator.z_dim), generator=torch.Generator().manual_seed(1)).to(device)}
+    # The pass in its final form before it is timed: each call may start one job on the tracer
+    # thread (a trace, a CUDA graph, a compile and its graph), each waited for here.
+    cache = getattr(system, "_traced", None)
+    for _ in range(6):
+        system.sample(z, params)
+        if cache is not None:
+            cache.wait()
     return (lambda: system.sample(z, params)), batch
 
 
