@@ -9,6 +9,7 @@ On a CPU the compile is off unless asked for (UNSTABLE_COMPILE_SAMPLING=1): thes
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 import pytest
@@ -18,6 +19,7 @@ from torch._dynamo.utils import counters
 
 from unstable import compiled_sampling
 from unstable.errors import UnstableError
+from unstable.live.mirror import SamplingMirror
 from unstable.system import resolve_device
 
 from test_traced_sampling import PARAMS, eager, latents, tiny_system
@@ -98,6 +100,44 @@ def test_a_pass_is_compiled_beside_the_frames_and_swapped_in_drawing_the_traces_
     assert not close(after, moved_weights, 1e-2)  # the faders did move them
 
 
+def test_a_shows_mirror_compiles_its_passes_while_training_moves_the_weights_under_them(monkeypatch):
+    # In a show the mirror copies training's weights into the sampling copy, in place, between any
+    # two frames, while the tracer thread compiles: a check against a trace drawn at another moment
+    # than the compiled pass would refuse every pass.
+    monkeypatch.setattr(compiled_sampling, "BACKEND", "eager")
+    trained = tiny_system(10 ** 6)
+    mirror = SamplingMirror(trained)
+    system = mirror.system
+    system._traced.background = True
+    z = latents(system, 4)
+    stop = threading.Event()
+
+    def training():  # a new set of weights every few milliseconds, synced as a training thread does
+        g = torch.Generator().manual_seed(7)
+        while not stop.is_set():
+            with torch.no_grad():
+                for p in trained.generators[0].parameters():
+                    p.add_(torch.randn(p.shape, generator=g) * 0.01)
+            mirror.sync()
+            time.sleep(0.002)
+
+    trainer = threading.Thread(target=training, daemon=True)
+    trainer.start()
+    try:
+        end = time.monotonic() + 120
+        while system._traced.compiled() < len(system.names) and time.monotonic() < end:
+            mirror.sample(z, PARAMS)
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        trainer.join()
+        mirror.close()
+    assert system._traced.compiled() == len(system.names), system._traced._compiled
+    compiled = mirror.sample(z, PARAMS)
+    system._traced.background = False  # (traces are never compiled in the caller)
+    assert close(compiled, mirror.sample(z, PARAMS))
+
+
 def test_a_pass_that_does_not_compile_whole_stays_traced_with_one_line(monkeypatch, caplog):
     # On a CPU the one-image pass calls oneDNN's packed convolutions through a TorchScript function,
     # which dynamo does not trace into: no whole graph.
@@ -126,40 +166,65 @@ def counting_backend(calls: list):
     return backend
 
 
-def test_a_compiled_pass_runs_its_compiled_code_for_frames_and_captures_and_never_compiles_where_called(monkeypatch):
-    calls = []
+def test_a_compiled_pass_runs_its_compiled_code_for_frames_and_captures_and_never_compiles_where_called(
+        monkeypatch, caplog):
+    calls, fallbacks = [], []
     monkeypatch.setattr(compiled_sampling, "BACKEND", counting_backend(calls))
     layer = torch.nn.Linear(8, 3)
-    module = lambda x: torch.tanh(layer(x) * 2.0)  # noqa: E731
+    module = lambda x, t, u: torch.tanh(layer(x) * t + u)  # noqa: E731
+
+    def trace(*inputs):  # stands for the pass's trace, what a call the compiled code cannot take runs
+        fallbacks.append(1)
+        return module(*inputs)
+
     with torch.inference_mode():  # a show's frames hand in inference tensors
-        x = torch.randn(4, 8)
-        reference = module(x)
-    compiled = compiled_sampling.compile_pass(module, (x,), reference)
-    frames, ran = counters["frames"]["total"], len(calls)
+        x, one = torch.randn(4, 8), torch.ones(())
+        reference = module(x, one, one)  # one cached tensor for two equal live values
+    compiled = compiled_sampling.compile_pass(module, (x, one, one), trace)
+    frames, ran, checked = counters["frames"]["total"], len(calls), len(fallbacks)
     with torch.inference_mode():
-        assert torch.allclose(compiled(x), reference)
-    with torch.inference_mode(False):  # a CUDA graph's capture, ordinary tensors
-        ordinary = x.clone()
-    assert torch.allclose(compiled(ordinary), reference)
-    assert len(calls) == ran + 2  # both through the compiled code
-    other = torch.randn(6, 8)  # shapes it was not compiled for: run eagerly, here, without compiling
+        assert torch.allclose(compiled(x, one, one), reference)
+    with torch.inference_mode(False):  # a CUDA graph's capture: ordinary tensors, each its own
+        ordinary = (x.clone(), one.clone(), one.clone())
+    assert torch.allclose(compiled(*ordinary), reference)
+    assert torch.allclose(compiled(ordinary[0], ordinary[1], ordinary[1]), reference)  # (a decoder's cached constants)
+    assert len(calls) == ran + 3 and len(fallbacks) == checked and compiled.misses == 0
+    # What it was not compiled for (other shapes, another thread count) runs the trace, here,
+    # without compiling, and says so once.
+    other = torch.randn(6, 8)
     with torch.inference_mode():
-        expected = module(other)
-    assert torch.allclose(compiled(other), expected)
-    assert len(calls) == ran + 2 and counters["frames"]["total"] == frames
-    out = compiled(ordinary)  # outside inference mode, an ordinary tensor (a decoder samples under no_grad)
+        expected = module(other, one, one)
+    with caplog.at_level(logging.WARNING, logger="unstable.traced"):
+        assert torch.allclose(compiled(other, one, one), expected)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(threads + 1)
+        try:
+            assert torch.allclose(compiled(*ordinary), reference)
+        finally:
+            torch.set_num_threads(threads)
+    assert len(calls) == ran + 3 and len(fallbacks) == checked + 2 and compiled.misses == 2
+    assert counters["frames"]["total"] == frames
+    assert sum("was called as it was not compiled for" in r.getMessage() for r in caplog.records) == 1
+    out = compiled(*ordinary)  # outside inference mode, an ordinary tensor (a decoder samples under no_grad)
     assert not out.is_inference()
     out.add_(1.0)
 
 
-def test_a_compiled_pass_that_draws_other_images_is_refused(monkeypatch):
+def test_a_compiled_pass_that_draws_other_images_is_refused_and_one_is_checked_on_unmoved_weights(monkeypatch):
     monkeypatch.setattr(compiled_sampling, "BACKEND", "eager")
     module = lambda x: x * 2.0  # noqa: E731
     x = torch.rand(2, 3, 4, 4)
     with pytest.raises(ValueError, match="away from its trace"):
-        compiled_sampling.compile_pass(module, (x,), x * 2.0 + 0.01)
+        compiled_sampling.compile_pass(module, (x,), lambda x: x * 2.0 + 0.01)
     with pytest.raises(ValueError, match="away from its trace"):
-        compiled_sampling.compile_pass(module, (x,), torch.full_like(x, float("nan")))
+        compiled_sampling.compile_pass(module, (x,), lambda x: torch.full_like(x, float("nan")))
+    # In a show the mirror moves the weights between any two calls: the trace's images before and
+    # after the compiled pass must agree for a check to count.
+    moving = iter(range(100))
+    with pytest.raises(RuntimeError, match="weights moved during each of"):
+        compiled_sampling.compile_pass(module, (x,), lambda x: x * 2.0 + next(moving))
+    settling = iter([x * 3.0, x * 2.0, x * 2.0, x * 2.0])  # moved once, then still: checked on the second try
+    assert compiled_sampling.compile_pass(module, (x,), lambda x: next(settling)) is not None
 
 
 def test_the_setting_is_checked_where_the_device_is_chosen_and_auto_leaves_a_cpu_traced(monkeypatch):

@@ -28,13 +28,14 @@ On a CPU nothing changes. `UNSTABLE_CUDA_GRAPHS=0` turns graphs off.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from typing import Callable
 
 import torch
 
-__all__ = ["MAX_GRAPHS", "GraphedPass", "capture", "enabled", "signature", "wanted"]
+__all__ = ["MAX_GRAPHS", "GraphedPass", "capture", "enabled", "no_captures", "signature", "wanted"]
 
 # Calls of the pass on a side stream before capture: cuBLAS and cuDNN choose their kernels and
 # workspaces, and TorchScript's executor specialises its graph, on first calls; none of that may
@@ -60,6 +61,14 @@ def enabled() -> bool:
     """Whether sampling on a GPU replays CUDA graphs: UNSTABLE_CUDA_GRAPHS is not "0", and no
     capture has failed in this process."""
     return _failed is None and os.environ.get("UNSTABLE_CUDA_GRAPHS", "1").strip() != "0"
+
+
+@contextlib.contextmanager
+def no_captures():
+    """No capture starts in this process inside the block: for work that may synchronise the whole
+    device (a compile's first calls), which would break a capture under way on another thread."""
+    with _capture_lock:
+        yield
 
 
 def wanted(inputs: tuple) -> bool:

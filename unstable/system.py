@@ -117,6 +117,11 @@ class System(Protocol):
         """Make now what `sample` would build on first use (see the module doc)."""
         ...
 
+    def weights_written_under(self, lock: "threading.Lock") -> None:
+        """Say which lock whoever writes this sampling copy's weights holds (a live show's mirror):
+        background work on the sampling passes that must see one whole set of weights holds it."""
+        ...
+
     @staticmethod
     def training_bytes(piece: Any) -> int | None:
         """About how much memory training `piece`'s networks takes (None: no estimate)."""
@@ -241,11 +246,14 @@ def resolve_device(name: str) -> torch.device:
     """`auto` picks CUDA when present, else CPU; asking for CUDA without one is a clear error."""
     from . import compiled_sampling
     from .errors import UnstableError
-    # How sampling on the device runs is set in the environment: a bad value is one line here, where
-    # every command chooses its device, rather than a log line from a tracer thread later.
-    compiled_sampling.setting()
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    elif name.startswith("cuda") and not torch.cuda.is_available():
         raise UnstableError(f"--device {name}: CUDA is not available on this machine (try --device cpu)")
-    return torch.device(name)
+    else:
+        device = torch.device(name)
+    # How sampling on the device runs is set in the environment: a bad value is one line here, where
+    # every command chooses its device (rather than a log line from a tracer thread later), and the
+    # process's compile settings are made here, on the main thread.
+    compiled_sampling.prepare(device)
+    return device

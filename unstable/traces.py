@@ -32,6 +32,7 @@ shapes once its trace is in use, on the tracer thread, and swapped in, graph and
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import logging
 import os
@@ -39,7 +40,7 @@ import threading
 import time
 import warnings
 from collections import OrderedDict
-from typing import Callable, Hashable
+from typing import Callable, ContextManager, Hashable
 
 import torch
 from torch import nn
@@ -100,6 +101,13 @@ def constant(value: float, shape: tuple[int, ...], dtype: torch.dtype, device: t
     return torch.full(shape, float(value), dtype=dtype, device=device)
 
 
+def _as_caller(threads: int, job: Callable, *args) -> None:
+    """`job(*args)` with its caller's number of intra-op threads (a thread's own setting, which a new
+    thread does not inherit): what a trace is warmed with and a compiled pass guards on."""
+    torch.set_num_threads(threads)
+    job(*args)
+
+
 class TraceCache:
     """One system's traces by key (see the module doc). `background = False` traces at once, in the caller."""
 
@@ -113,15 +121,19 @@ class TraceCache:
         # pass, or None where it did not compile (unstable.compiled_sampling; a GPU's by default).
         self._modules: dict[Hashable, nn.Module] = {}
         self._compiled: OrderedDict[tuple, compiled_sampling.CompiledPass | None] = OrderedDict()
+        # Held by whoever writes the passes' weights (a live show's mirror; `weights_written_under`).
+        self.weights_lock: ContextManager = contextlib.nullcontext()
         self._lock = threading.Lock()
         self._tracer: threading.Thread | None = None
 
     def __len__(self) -> int:
         return len(self._traces)
 
-    def run(self, key: Hashable, make: Callable[[], nn.Module], inputs: tuple) -> torch.Tensor | None:
+    def run(self, key: Hashable, make: Callable[[], nn.Module], inputs: tuple,
+            settled: bool = True) -> torch.Tensor | None:
         """The trace of `key` (made from `make()` on first use) on `inputs`, or its compiled pass for
-        these input shapes once compiled (unstable.compiled_sampling), on a GPU replayed as its CUDA
+        these input shapes once compiled (unstable.compiled_sampling; only a `settled` pass, one
+        that will be drawn for long: a growing piece's stages are not), on a GPU replayed as its CUDA
         graph for these input shapes once captured (unstable.cuda_graphs); None while the trace is
         being made on its own thread: run the pass eagerly this time."""
         trace = self._traces.get(key)
@@ -132,8 +144,8 @@ class TraceCache:
             self._trace(key, make(), inputs)
             trace = self._traces[key]
         # Compiles only ever run in the background: never where a show waits for its first frame.
-        pass_ = self._compiled_or(key, trace, inputs) if self.background and compiled_sampling.wanted(inputs) \
-            else trace
+        pass_ = self._compiled_or(key, trace, inputs) \
+            if settled and self.background and compiled_sampling.wanted(inputs) else trace
         if cuda_graphs.wanted(inputs):
             return self._graphed(key, pass_, inputs)
         return pass_(*inputs)
@@ -195,7 +207,8 @@ class TraceCache:
         with self._lock:  # one tracer at a time; a graph it is not tracing waits for a later call
             if self._tracer is None or not self._tracer.is_alive():
                 example = tuple(t.clone() for t in inputs)  # the caller may reuse its tensors
-                self._tracer = threading.Thread(target=job, args=(key, make(), example),
+                self._tracer = threading.Thread(target=_as_caller, args=(torch.get_num_threads(), job, key, make(),
+                                                                         example),
                                                 name="unstable-trace", daemon=True)
                 with _tracers_lock:  # the finished ones dropped (joined at exit, not before)
                     _tracers.difference_update([t for t in _tracers if not t.is_alive()])
@@ -254,24 +267,25 @@ class TraceCache:
         trace = self._traces.get(key)
         if compile_key in self._compiled or module is None or trace is None:
             return
+        where = f"{key[0]} at {[shape for shape, _, _ in compile_key[1]]}"
         try:
-            with torch.inference_mode():
-                reference = trace(*inputs)
-            compiled = compiled_sampling.compile_pass(module, inputs, reference)
+            compiled = compiled_sampling.compile_pass(module, inputs, trace, self.weights_lock, where)
         except Exception as error:
             cause = error
             while (inner := getattr(cause, "inner_exception", None) or cause.__cause__) is not None:
                 cause = inner  # dynamo wraps what the compiler raised
             first = (str(cause).strip().splitlines() or [""])[0]
-            log.warning("compiling the sampling pass of %s at %s failed (%s: %s); it stays traced", key[0],
-                        [shape for shape, _, _ in compile_key[1]], type(cause).__name__, first[:200])
+            log.warning("compiling the sampling pass of %s failed (%s: %s); it stays traced", where,
+                        type(cause).__name__, first[:200])
             compiled = None
         else:
-            log.info("sampling pass of %s at %s compiled in %.1f s", key[0], [shape for shape, _, _ in compile_key[1]],
-                     compiled.compile_seconds)
-            if cuda_graphs.wanted(inputs):  # its graph replaces the trace's (a failed capture keeps the old)
+            log.info("sampling pass of %s compiled in %.1f s, %.1g from its trace", where, compiled.compile_seconds,
+                     compiled.difference)
+            if cuda_graphs.wanted(inputs):  # its graph replaces the trace's
                 graph = self._graph_of(compile_key, compiled, inputs)
-                if graph is not None:
+                if graph is None:  # graphs are now off for the process (unstable.cuda_graphs): a pass
+                    compiled = None  # that could not be captured runs as its trace, checked and known
+                else:
                     self._keep_graph(compile_key, graph)
         self._compiled[compile_key] = compiled
         # As many as graphs (a compiled pass on a GPU is what its graph replays); one let go and
@@ -287,6 +301,11 @@ class TracedSampling:
     meanwhile, racing the tracer for the GIL). Traces are of the growth stage the system is at."""
 
     _traced: TraceCache
+
+    def weights_written_under(self, lock) -> None:
+        """The lock the writer of these weights holds: a compiled pass is checked against its trace
+        holding it, so that both draw from one set of weights (unstable.compiled_sampling)."""
+        self._traced.weights_lock = lock
 
     def prepare_sampling(self) -> None:
         """Make the sampling traces of every panel now (see the class doc)."""

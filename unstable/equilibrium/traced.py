@@ -93,7 +93,10 @@ def sample_traced(cache: TraceCache, index: int, generator: nn.Module, z: torch.
     single = z.shape[0] == 1
     key = _key(index, stage, fading, single, z.device)
     inputs = _live_inputs(generator, z, temperature, truncation, noise, alpha, shift)
-    return cache.run(key, _pass(generator, stage, fading, size, single), inputs)
+    # Only the grown pass is compiled: each growth stage and fade is drawn for seconds to minutes,
+    # less than a compile of it would take.
+    settled = stage == len(generator.stage_resolutions) - 1 and not fading
+    return cache.run(key, _pass(generator, stage, fading, size, single), inputs, settled)
 
 
 def _key(index: int, stage: int, fading: bool, single: bool, device: torch.device) -> tuple:
