@@ -321,6 +321,9 @@ class Hidden(Instrumented):
     def prepare_sampling(self):
         pass  # nothing built on first use
 
+    def sampled_for_long(self, weights_lock=None):
+        pass  # nothing it would build for a long show
+
 
 def test_the_guard_and_the_mirror_use_the_protocol_only():
     from unstable.live import SamplingMirror

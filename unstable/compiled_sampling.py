@@ -159,7 +159,7 @@ def _own_function(module: Callable[..., torch.Tensor], fallback: Callable[..., t
     and runs `fallback`."""
 
     def sampling_pass(*inputs):
-        if not torch.compiler.is_compiling():
+        if not torch.compiler.is_dynamo_compiling():
             compiled[0].missed()
             return fallback(*inputs)
         return module(*inputs)

@@ -35,7 +35,7 @@ from typing import Callable
 
 import torch
 
-__all__ = ["MAX_GRAPHS", "GraphedPass", "capture", "enabled", "no_captures", "signature", "wanted"]
+__all__ = ["MAX_GRAPHS", "CaptureBusy", "GraphedPass", "capture", "enabled", "no_captures", "signature", "wanted"]
 
 # Calls of the pass on a side stream before capture: cuBLAS and cuDNN choose their kernels and
 # workspaces, and TorchScript's executor specialises its graph, on first calls; none of that may
@@ -160,19 +160,26 @@ def _end_failed_capture(graph: "torch.cuda.CUDAGraph", index: int, pool: tuple) 
         pass
 
 
-def capture(module: Callable[..., torch.Tensor], inputs: tuple) -> GraphedPass:
+class CaptureBusy(RuntimeError):
+    """Another capture, or a compile's first calls, hold the process's captures: try later."""
+
+
+def capture(module: Callable[..., torch.Tensor], inputs: tuple, wait: bool = True) -> GraphedPass:
     """`module` (a pass: tensors in, one tensor out) on tensors shaped as `inputs`, as a CUDA graph.
 
     Runs the pass WARM_UP_CALLS times on the capture stream, then captures one call there. Raises
     what the capture raised, after turning graphs off for the process (the caller keeps the pass as
-    it is)."""
+    it is); raises CaptureBusy without waiting where `wait` is False and another capture or a
+    compile (`no_captures`) is under way."""
     global _failed
     device = inputs[0].device
     index = device.index if device.index is not None else torch.cuda.current_device()
     home = torch.cuda.current_stream(device)
     with torch.inference_mode(False):  # ordinary tensors: a replay copies into them in or out of inference mode
         static_inputs = tuple(t.detach().clone() for t in inputs)
-    with _capture_lock:
+    if not _capture_lock.acquire(blocking=wait):
+        raise CaptureBusy("another capture or a compile is under way")
+    try:
         if _failed is not None:
             raise RuntimeError(f"CUDA graphs are off in this process: {_failed}")
         stream = _capture_stream(index)
@@ -200,5 +207,7 @@ def capture(module: Callable[..., torch.Tensor], inputs: tuple) -> GraphedPass:
             finally:
                 _clear_cublas_workspaces()
         home.wait_stream(stream)
+    finally:
+        _capture_lock.release()
     assert isinstance(static_output, torch.Tensor), f"a graphed pass returns one tensor, got {type(static_output)}"
     return GraphedPass(graph, static_inputs, static_output, home)

@@ -33,6 +33,10 @@ Contract, in one place:
 - `prepare_sampling()`: make now whatever `sample` would otherwise build on first use (the
   networks' sampling traces, unstable.traces); a show's sampling mirror calls it before the first
   frame.
+- `sampled_for_long(weights_lock)`: this copy is sampled for a whole show or render (a mirror, a
+  render's system; never a training run's own grids), so its sampling may invest in the long run
+  (on a GPU, compiled passes: unstable.compiled_sampling); work that must see one whole set of
+  weights holds `weights_lock`, the lock whoever writes them holds.
 - `step_count` is the number of optimisation steps done.
 - `shard` (unstable.parallel.Shard, the single process by default): the trainer sets it to train
   across torchrun processes; `step` then draws the global batch's randomness, computes this rank's
@@ -117,9 +121,11 @@ class System(Protocol):
         """Make now what `sample` would build on first use (see the module doc)."""
         ...
 
-    def weights_written_under(self, lock: "threading.Lock") -> None:
-        """Say which lock whoever writes this sampling copy's weights holds (a live show's mirror):
-        background work on the sampling passes that must see one whole set of weights holds it."""
+    def sampled_for_long(self, weights_lock: Any = None) -> None:
+        """Say that this copy is sampled for a whole show or render (not a training run's grids): its
+        sampling may then invest in the long run (a GPU's compiled passes), and background work that
+        must see one whole set of weights holds `weights_lock`, the lock whoever writes them holds
+        (a live show's mirror)."""
         ...
 
     @staticmethod

@@ -71,8 +71,14 @@ _tracers: set[threading.Thread] = set()
 _tracers_lock = threading.Lock()
 
 
+# Set at exit: no new job starts on a tracer thread.
+_exiting = False
+
+
 @atexit.register
 def _wait_for_tracers(timeout: float = 60.0) -> None:
+    global _exiting
+    _exiting = True
     end = time.monotonic() + timeout
     with _tracers_lock:
         tracers = list(_tracers)
@@ -101,6 +107,21 @@ def constant(value: float, shape: tuple[int, ...], dtype: torch.dtype, device: t
     return torch.full(shape, float(value), dtype=dtype, device=device)
 
 
+_joined_before_inductor = False
+
+
+def _join_before_inductor_exits() -> None:
+    """Have the exit wait for the tracer threads before inductor's own exit hook stops its compile
+    workers under a compile still running there (exit hooks run last registered first; inductor
+    registers its own when it is first imported, after this module)."""
+    global _joined_before_inductor
+    if not _joined_before_inductor:
+        import torch._inductor.async_compile  # noqa: F401  (its exit hook, registered on import)
+
+        atexit.register(_wait_for_tracers)
+        _joined_before_inductor = True
+
+
 def _as_caller(threads: int, job: Callable, *args) -> None:
     """`job(*args)` with its caller's number of intra-op threads (a thread's own setting, which a new
     thread does not inherit): what a trace is warmed with and a compiled pass guards on."""
@@ -121,7 +142,10 @@ class TraceCache:
         # pass, or None where it did not compile (unstable.compiled_sampling; a GPU's by default).
         self._modules: dict[Hashable, nn.Module] = {}
         self._compiled: OrderedDict[tuple, compiled_sampling.CompiledPass | None] = OrderedDict()
-        # Held by whoever writes the passes' weights (a live show's mirror; `weights_written_under`).
+        # Set by `TracedSampling.sampled_for_long`: whether settled passes compile (a show's or a
+        # render's copy, never the training copy's grids and probes), and the lock held by whoever
+        # writes the passes' weights (a live show's mirror).
+        self.compiles = False
         self.weights_lock: ContextManager = contextlib.nullcontext()
         self._lock = threading.Lock()
         self._tracer: threading.Thread | None = None
@@ -133,7 +157,8 @@ class TraceCache:
             settled: bool = True) -> torch.Tensor | None:
         """The trace of `key` (made from `make()` on first use) on `inputs`, or its compiled pass for
         these input shapes once compiled (unstable.compiled_sampling; only a `settled` pass, one
-        that will be drawn for long: a growing piece's stages are not), on a GPU replayed as its CUDA
+        that will be drawn for long, of a cache that `compiles`: a growing piece's stages and the
+        training copy's grids are not), on a GPU replayed as its CUDA
         graph for these input shapes once captured (unstable.cuda_graphs); None while the trace is
         being made on its own thread: run the pass eagerly this time."""
         trace = self._traces.get(key)
@@ -145,7 +170,7 @@ class TraceCache:
             trace = self._traces[key]
         # Compiles only ever run in the background: never where a show waits for its first frame.
         pass_ = self._compiled_or(key, trace, inputs) \
-            if settled and self.background and compiled_sampling.wanted(inputs) else trace
+            if settled and self.compiles and self.background and compiled_sampling.wanted(inputs) else trace
         if cuda_graphs.wanted(inputs):
             return self._graphed(key, pass_, inputs)
         return pass_(*inputs)
@@ -205,7 +230,7 @@ class TraceCache:
                make: Callable[[], nn.Module], inputs: tuple) -> None:
         """`job(key, make(), inputs)` (a trace or a capture) on the tracer thread, if it is idle."""
         with self._lock:  # one tracer at a time; a graph it is not tracing waits for a later call
-            if self._tracer is None or not self._tracer.is_alive():
+            if not _exiting and (self._tracer is None or not self._tracer.is_alive()):
                 example = tuple(t.clone() for t in inputs)  # the caller may reuse its tensors
                 self._tracer = threading.Thread(target=_as_caller, args=(torch.get_num_threads(), job, key, make(),
                                                                          example),
@@ -232,19 +257,25 @@ class TraceCache:
         except Exception:  # a torch without the tracer, an operation it cannot record: stay eager
             log.warning("sampling trace of %s failed; that graph samples eagerly", key[0], exc_info=True)
             trace = module
-        if cuda_graphs.wanted(inputs):  # on a GPU, the graph for these shapes too, before the trace is used
-            self._capture((key, cuda_graphs.signature(inputs)), trace, inputs)
         self._modules[key] = module
-        self._traces[key] = trace
+        self._traces[key] = trace  # in use at once; its graph follows
+        if cuda_graphs.wanted(inputs):  # on a GPU, the graph for these shapes too
+            self._capture((key, cuda_graphs.signature(inputs)), trace, inputs)
 
     def _capture(self, graph_key: tuple, pass_: nn.Module, inputs: tuple) -> None:
         if graph_key not in self._graphs:
-            self._keep_graph(graph_key, self._graph_of(graph_key, pass_, inputs))
+            graph = self._graph_of(graph_key, pass_, inputs)
+            if graph is not _MISSING:
+                self._keep_graph(graph_key, graph)
 
-    def _graph_of(self, graph_key: tuple, pass_, inputs: tuple) -> cuda_graphs.GraphedPass | None:
-        """`pass_` captured as a CUDA graph for `inputs`' shapes, or None (one log line) where capture failed."""
+    def _graph_of(self, graph_key: tuple, pass_, inputs: tuple):
+        """`pass_` captured as a CUDA graph for `inputs`' shapes, or None (one log line) where capture
+        failed; _MISSING where the caller is not the tracer thread and another capture or a compile is
+        under way (a show preparing its first frame does not wait for them: a later call captures)."""
         try:
-            return cuda_graphs.capture(pass_, inputs)
+            return cuda_graphs.capture(pass_, inputs, wait=threading.current_thread() is self._tracer)
+        except cuda_graphs.CaptureBusy:
+            return _MISSING
         except Exception:  # a host sync or another operation a graph cannot hold: the pass runs as it is
             log.warning("CUDA graph of %s at %s failed; %s", graph_key[0][0], [shape for shape, _, _ in graph_key[1]],
                         "that pass runs without one" if cuda_graphs.enabled()
@@ -268,6 +299,7 @@ class TraceCache:
         if compile_key in self._compiled or module is None or trace is None:
             return
         where = f"{key[0]} at {[shape for shape, _, _ in compile_key[1]]}"
+        _join_before_inductor_exits()
         try:
             compiled = compiled_sampling.compile_pass(module, inputs, trace, self.weights_lock, where)
         except Exception as error:
@@ -302,10 +334,12 @@ class TracedSampling:
 
     _traced: TraceCache
 
-    def weights_written_under(self, lock) -> None:
-        """The lock the writer of these weights holds: a compiled pass is checked against its trace
-        holding it, so that both draw from one set of weights (unstable.compiled_sampling)."""
-        self._traced.weights_lock = lock
+    def sampled_for_long(self, weights_lock: ContextManager | None = None) -> None:
+        """This copy is sampled for a whole show or render: its settled passes may be compiled
+        (unstable.compiled_sampling), each checked against its trace holding `weights_lock`, the
+        lock whoever writes the weights holds, so that both draw from one set of weights."""
+        self._traced.compiles = True
+        self._traced.weights_lock = weights_lock if weights_lock is not None else contextlib.nullcontext()
 
     def prepare_sampling(self) -> None:
         """Make the sampling traces of every panel now (see the class doc)."""

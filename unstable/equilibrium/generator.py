@@ -145,7 +145,7 @@ class ToRGB(nn.Module):
         weight = self.weight.flatten(1)[None] * styles[:, None, :]  # [N, 3, in]
         n, c, h, wd = x.shape
         if (x.requires_grad and c > 1 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-                and not torch.compiler.is_compiling()):
+                and not torch.compiler.is_dynamo_compiling()):
             # Training: x's pixels as rows of its NHWC memory (a view), so that x's gradient comes
             # back channels_last: reshaping x to [N, C, H*W] copies it to NCHW, and its gradient,
             # handed back NCHW, meets the next conv's channels_last one and the activation's

@@ -42,7 +42,7 @@ def upsample2x(x: torch.Tensor) -> torch.Tensor:
 
     The one upsampling used for feature maps, the toRGB skips, the fade-in and the tests.
     """
-    if torch.compiler.is_compiling():  # the same kernels, kept whole by the compiler (unstable.compiled)
+    if torch.compiler.is_dynamo_compiling():  # the same kernels, kept whole by the compiler (unstable.compiled)
         return upsample2x_op(x)
     return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
 

@@ -81,7 +81,7 @@ class SamplingMirror:
         self._announced: set[str] = set()
         # Shared with the system and every copy: none computes in `sample`.
         self.system.defer_computations(self.refresh)
-        self.system.weights_written_under(self.lock)  # what checks a compiled pass holds (unstable.traces)
+        self.system.sampled_for_long(self.lock)  # a compiled pass is checked holding it (unstable.traces)
         self.system.prepare_sampling()  # e.g. the generators' traces, made before the first frame
 
     def sync(self) -> None:
@@ -95,7 +95,7 @@ class SamplingMirror:
                 self.system.accumulate(self.trained, 0.0)
             except ValueError:  # the modules changed shape: copy the system again
                 self.system = self.trained.sampling_copy()
-                self.system.weights_written_under(self.lock)
+                self.system.sampled_for_long(self.lock)
             if self._cuda:
                 self._copied.record()
         self.syncs += 1
