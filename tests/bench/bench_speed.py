@@ -78,8 +78,10 @@ def _work(figure: str, device: str):
         return (lambda: system.step(params)), 1
     res, batch = (int(v) for v in figure[1:].split("b"))
     system = _equilibrium(res, device).sampling_copy()
-    # What a show does before its first frame: make the sampling traces now (a tree without them
-    # samples eagerly). Otherwise the first timed calls run eagerly while a thread traces beside them.
+    # What a show does before its first frame: sample for long (where the tree has it: on a GPU its
+    # passes compile) and make the sampling traces now (a tree without them samples eagerly).
+    # Otherwise the first timed calls run eagerly while a thread traces beside them.
+    getattr(system, "sampled_for_long", lambda: None)()
     getattr(system, "prepare_sampling", lambda: None)()
     params = defaults(system.param_specs())
     name = system.names[0]
