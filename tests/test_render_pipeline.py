@@ -130,3 +130,18 @@ def test_the_encoder_sink_writes_each_composed_frame(tmp_path, gl_ctx):
         assert not np.array_equal(want[0], want[2])
     finally:
         comp.release()
+
+
+def test_a_renders_systems_are_sampled_for_long_and_a_training_runs_are_not(tmp_path, tiny_run):
+    # What lets a GPU compile a render's passes (unstable.compiled_sampling): a render samples its
+    # systems for its whole length; a training run's grids never compile.
+    from unstable.render.job_sources import open_sources
+    from unstable.render.job_frames import _panel_sources
+
+    job = tmp_path / "job.toml"
+    job.write_text(tiny_job(tmp_path / "out", tiny_run, 4))
+    loaded = load_job(job)
+    opened = open_sources(loaded, str(job), torch.device("cpu"), echo=lambda s: None)
+    assert not any(src.system._traced.compiles for src in opened)  # as a training run's system
+    sources = _panel_sources(loaded, str(job), opened, torch.device("cpu"))
+    assert sources and all(src.system._traced.compiles for src in sources.values())

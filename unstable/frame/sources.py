@@ -54,10 +54,6 @@ class PanelSource:
     walk: Walk
     panels: dict[str, str]                    # display name -> the system's panel name (shown ones)
 
-    def __post_init__(self):
-        if self.sampler is self.system:  # offline: a render samples its system for the whole render
-            self.system.sampled_for_long()
-
     def latents(self, times, scales=None) -> dict[str, torch.Tensor]:
         """{display: z [T, D]} of this source's shown panels at walk times `times`.
 
