@@ -188,12 +188,17 @@ class CompiledTraining:
     def off(self, error: BaseException) -> None:
         """Back to the eager passes for good, with one line saying why."""
         self.on = False
-        cause = error
-        while (inner := getattr(cause, "inner_exception", None) or cause.__cause__) is not None:
-            cause = inner  # dynamo wraps what the compiler raised
-        first = (str(cause).strip().splitlines() or [""])[0]
-        self.echo(f"UNSTABLE_COMPILE: compiling the training step failed ({type(cause).__name__}: {first[:200]}); "
+        self.echo(f"UNSTABLE_COMPILE: compiling the training step failed ({why_compiling_failed(error)}); "
                   "training eagerly")
+
+
+def why_compiling_failed(error: BaseException) -> str:
+    """`Type: first line` of what the compiler raised, under dynamo's wrapping: a log line's reason."""
+    cause = error
+    while (inner := getattr(cause, "inner_exception", None) or cause.__cause__) is not None:
+        cause = inner  # dynamo wraps what the compiler raised
+    first = (str(cause).strip().splitlines() or [""])[0]
+    return f"{type(cause).__name__}: {first[:200]}"
 
 
 def compile_training(system, echo: Callable[[str], None] = print, backend="inductor") -> CompiledTraining | None:

@@ -4,19 +4,24 @@ Why: under a CUDA graph (unstable.cuda_graphs) a pass pays no launches, but each
 of kernels still reads and writes whole activations: the modulations, noise, biases and activations
 around every convolution are thin elementwise passes that inductor fuses into a few kernels. On a
 CPU a compiled pass drew hardly more images than its trace, after a compile of tens of seconds per
-pass and batch size (docs/figures.md, eleventh round), so there it is off unless asked for.
+pass and batch size, and a show lost frames meanwhile (docs/figures.md, twelfth round), so there
+it is off unless asked for.
 
+- Only a copy sampled for a whole show or render compiles (`System.sampled_for_long`), and only its
+  grown passes (`TraceCache.run(settled=...)`): a growing piece's stages and a training run's grids
+  are drawn for less time than a compile takes.
 - Each pass (a generator's or decoder's, one image or a batch, as unstable.traces keys them) is
   compiled per input shapes (`dynamic=False`), whole (`fullgraph=True`: a pass that does not
   compile as one graph stays traced, with one log line), on the tracer thread, after its trace is
   made and in use: compile time never delays a frame, and the trace draws until the swap.
-- Before the swap the compiled pass is checked against the trace on the same inputs: it must draw
-  the same images within TOLERANCE, or it is dropped with one log line.
+- Before the swap the compiled pass is checked against the trace on the same inputs and weights
+  (holding the lock the weights' writer holds): it must draw the same images within TOLERANCE and
+  run its compiled code, or it is dropped with one log line.
 - On a GPU the compiled pass is what the pass's CUDA graph is captured from: the graph of the trace
   is replaced by the graph of the compiled pass in one assignment.
 - A compiled pass never compiles again where it is called: each is a function of its own (dynamo
   keeps compiled code per code object) run in dynamo's run-only mode, so a call it was not compiled
-  for runs eagerly rather than compiling on the render thread.
+  for runs the trace (and says so once) rather than compiling on the render thread.
 - Compiled code is kept on disk in TORCHINDUCTOR_CACHE_DIR (by default `.cache/unstable/inductor`, as
   compiled training's), so a show's second run compiles in seconds.
 

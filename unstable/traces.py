@@ -45,7 +45,7 @@ from typing import Callable, ContextManager, Hashable
 import torch
 from torch import nn
 
-from . import compiled_sampling, cuda_graphs
+from . import compiled as compiled_training, compiled_sampling, cuda_graphs
 
 __all__ = ["TraceCache", "TracedSampling", "constant", "enabled"]
 
@@ -303,12 +303,8 @@ class TraceCache:
         try:
             compiled = compiled_sampling.compile_pass(module, inputs, trace, self.weights_lock, where)
         except Exception as error:
-            cause = error
-            while (inner := getattr(cause, "inner_exception", None) or cause.__cause__) is not None:
-                cause = inner  # dynamo wraps what the compiler raised
-            first = (str(cause).strip().splitlines() or [""])[0]
-            log.warning("compiling the sampling pass of %s failed (%s: %s); it stays traced", where,
-                        type(cause).__name__, first[:200])
+            log.warning("compiling the sampling pass of %s failed (%s); it stays traced", where,
+                        compiled_training.why_compiling_failed(error))
             compiled = None
         else:
             log.info("sampling pass of %s compiled in %.1f s, %.1g from its trace", where, compiled.compile_seconds,
