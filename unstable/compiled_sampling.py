@@ -7,9 +7,11 @@ CPU a compiled pass drew hardly more images than its trace, after a compile of t
 pass and batch size, and a show lost frames meanwhile (docs/figures.md, twelfth round), so there
 it is off unless asked for.
 
-- Only a copy sampled for a whole show or render compiles (`System.sampled_for_long`), and only its
-  grown passes (`TraceCache.run(settled=...)`): a growing piece's stages and a training run's grids
-  are drawn for less time than a compile takes.
+- Only a copy sampled for a whole show compiles (`System.sampled_for_long`: a live show's mirror),
+  and only its grown passes (`TraceCache.run(settled=...)`): a growing piece's stages and a training
+  run's grids are drawn for less time than a compile takes. Renders do not compile: a pass swapped
+  in part way through would draw the frames after it a little differently (within TOLERANCE), and a
+  render gives the same frames every time, split into parts or whole.
 - Each pass (a generator's or decoder's, one image or a batch, as unstable.traces keys them) is
   compiled per input shapes (`dynamic=False`), whole (`fullgraph=True`: a pass that does not
   compile as one graph stays traced, with one log line), on the tracer thread, after its trace is
@@ -202,8 +204,9 @@ def _check(compiled: CompiledPass, inputs: tuple, reference: Callable[..., torch
     """The largest difference between `compiled`'s images on `inputs` and `reference`'s; raises where
     it exceeds TOLERANCE or where the compiled call missed its guards. In a show the weights move
     under both (the mirror copies training's in, in place, between any two calls): the check holds
-    the lock the writer holds, and, for a writer without one, counts only where the reference drew
-    the same images just before and just after the compiled pass."""
+    the lock the writer holds, and, since a writer may queue its copies on a stream of its own (a
+    GPU's training stream) or write without a lock, counts only where the reference drew the same
+    images just before and just after the compiled pass."""
     for _ in range(tries):
         with weights_lock, torch.inference_mode():
             before = reference(*inputs)

@@ -33,10 +33,11 @@ Contract, in one place:
 - `prepare_sampling()`: make now whatever `sample` would otherwise build on first use (the
   networks' sampling traces, unstable.traces); a show's sampling mirror calls it before the first
   frame.
-- `sampled_for_long(weights_lock)`: this copy is sampled for a whole show or render (a mirror, a
-  render's system; never a training run's own grids), so its sampling may invest in the long run
-  (on a GPU, compiled passes: unstable.compiled_sampling); work that must see one whole set of
-  weights holds `weights_lock`, the lock whoever writes them holds.
+- `sampled_for_long(weights_lock)`: this copy is sampled for a whole live show (a mirror; never a
+  training run's own grids, nor a render, whose frames must not depend on when a background job
+  ends), so its sampling may invest in the long run (on a GPU, compiled passes:
+  unstable.compiled_sampling); work that must see one whole set of weights holds `weights_lock`,
+  the lock whoever writes them holds.
 - `step_count` is the number of optimisation steps done.
 - `shard` (unstable.parallel.Shard, the single process by default): the trainer sets it to train
   across torchrun processes; `step` then draws the global batch's randomness, computes this rank's
@@ -122,10 +123,10 @@ class System(Protocol):
         ...
 
     def sampled_for_long(self, weights_lock: Any = None) -> None:
-        """Say that this copy is sampled for a whole show or render (not a training run's grids): its
-        sampling may then invest in the long run (a GPU's compiled passes), and background work that
-        must see one whole set of weights holds `weights_lock`, the lock whoever writes them holds
-        (a live show's mirror)."""
+        """Say that this copy is sampled for a whole live show (not a training run's grids, not a
+        render): its sampling may then invest in the long run (a GPU's compiled passes), and
+        background work that must see one whole set of weights holds `weights_lock`, the lock
+        whoever writes them holds (the show's mirror)."""
         ...
 
     @staticmethod

@@ -93,6 +93,9 @@ def enabled() -> bool:
 
 _MISSING = object()
 
+# Seconds before a capture that found the process's captures busy is tried again.
+CAPTURE_RETRY_SECONDS = 1.0
+
 # A new trace runs this many times where it is made, before it is used: TorchScript's profiling
 # executor specialises and optimises a graph over its first calls (each several times as long as a
 # later one: docs/figures.md, ninth round), which would otherwise be the render thread's frames.
@@ -142,11 +145,14 @@ class TraceCache:
         # pass, or None where it did not compile (unstable.compiled_sampling; a GPU's by default).
         self._modules: dict[Hashable, nn.Module] = {}
         self._compiled: OrderedDict[tuple, compiled_sampling.CompiledPass | None] = OrderedDict()
-        # Set by `TracedSampling.sampled_for_long`: whether settled passes compile (a show's or a
-        # render's copy, never the training copy's grids and probes), and the lock held by whoever
-        # writes the passes' weights (a live show's mirror).
+        # Set by `TracedSampling.sampled_for_long`: whether settled passes compile (a live show's
+        # copy, never the training copy's grids and probes nor a render), and the lock held by
+        # whoever writes the passes' weights (the show's mirror).
         self.compiles = False
         self.weights_lock: ContextManager = contextlib.nullcontext()
+        # When a capture found the process's captures busy (another capture, a compile under way):
+        # none is tried again before this (time.monotonic()).
+        self._capture_again_at = 0.0
         self._lock = threading.Lock()
         self._tracer: threading.Thread | None = None
 
@@ -199,18 +205,18 @@ class TraceCache:
         failed."""
         graph_key = (key, cuda_graphs.signature(inputs))
         graph = self._graphs.get(graph_key, _MISSING)
-        if graph is _MISSING:
+        if graph is _MISSING and time.monotonic() >= self._capture_again_at:
             if self.background:
                 self._start(self._capture, graph_key, lambda: trace, inputs)
                 return trace(*inputs)
             self._capture(graph_key, trace, inputs)
             graph = self._graphs.get(graph_key)
-        else:
+        elif graph is not _MISSING:
             try:
                 self._graphs.move_to_end(graph_key)
             except KeyError:  # let go by the tracer thread meanwhile: this replay still has it
                 pass
-        return (trace if graph is None else graph)(*inputs)
+        return (trace if graph is None or graph is _MISSING else graph)(*inputs)
 
     def graphs(self) -> int:
         """How many passes this cache replays as CUDA graphs (one per trace and input shapes)."""
@@ -270,11 +276,13 @@ class TraceCache:
 
     def _graph_of(self, graph_key: tuple, pass_, inputs: tuple):
         """`pass_` captured as a CUDA graph for `inputs`' shapes, or None (one log line) where capture
-        failed; _MISSING where the caller is not the tracer thread and another capture or a compile is
-        under way (a show preparing its first frame does not wait for them: a later call captures)."""
+        failed; _MISSING where another capture or a compile is under way: neither a show preparing its
+        first frame nor a tracer thread, which other pieces' traces queue behind, waits for a compile
+        of minutes; a call a second later tries again."""
         try:
-            return cuda_graphs.capture(pass_, inputs, wait=threading.current_thread() is self._tracer)
+            return cuda_graphs.capture(pass_, inputs, wait=False)
         except cuda_graphs.CaptureBusy:
+            self._capture_again_at = time.monotonic() + CAPTURE_RETRY_SECONDS
             return _MISSING
         except Exception:  # a host sync or another operation a graph cannot hold: the pass runs as it is
             log.warning("CUDA graph of %s at %s failed; %s", graph_key[0][0], [shape for shape, _, _ in graph_key[1]],
@@ -311,8 +319,10 @@ class TraceCache:
                      compiled.difference)
             if cuda_graphs.wanted(inputs):  # its graph replaces the trace's
                 graph = self._graph_of(compile_key, compiled, inputs)
-                if graph is None:  # graphs are now off for the process (unstable.cuda_graphs): a pass
-                    compiled = None  # that could not be captured runs as its trace, checked and known
+                if graph is None:  # its capture failed (graphs may be off for the process now): a
+                    compiled = None  # pass that could not be captured runs as its trace, checked and known
+                elif graph is _MISSING:  # captures busy: the trace's graph let go, a later call captures
+                    self._graphs.pop(compile_key, None)
                 else:
                     self._keep_graph(compile_key, graph)
         self._compiled[compile_key] = compiled
@@ -331,7 +341,7 @@ class TracedSampling:
     _traced: TraceCache
 
     def sampled_for_long(self, weights_lock: ContextManager | None = None) -> None:
-        """This copy is sampled for a whole show or render: its settled passes may be compiled
+        """This copy is sampled for a whole live show: its settled passes may be compiled
         (unstable.compiled_sampling), each checked against its trace holding `weights_lock`, the
         lock whoever writes the weights holds, so that both draw from one set of weights."""
         self._traced.compiles = True

@@ -51,7 +51,6 @@ def _panel_sources(job: RenderJob, job_path: str, opened: list[JobSource], devic
     piece; a timelapse's source shows its run's checkpoints in turn."""
     out: dict[str, PanelSource] = {}
     for src in opened:
-        src.system.sampled_for_long()  # for the whole render (on a GPU its passes compile)
         walk = make_walk(src.name, src.system, job.walk, device, job_path, "walk.latents")
         if job.timelapse.on:
             out[src.name] = TimelapseSource(src.name, src.system, src.system, walk, dict(src.panels),

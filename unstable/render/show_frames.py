@@ -104,8 +104,6 @@ def open_show(show_path: str | Path, *, seconds: float | None = None, preset: st
     output = "render/out/{job}" + ("" if PRESETS[preset].sequence else PRESETS[preset].suffixes[0])
     run_dir = Path(run) if run is not None else Path("runs") / "live" / show.name
     systems = build_systems(show, device)
-    for system in systems.values():
-        system.sampled_for_long()  # for the whole render (on a GPU its passes compile)
     groups = show_groups(show, systems)
     identity = [{"show": hashlib.sha256(Path(show.show_file).read_bytes()).hexdigest()},
                 *_load_weights(show, systems, run_dir, device)]
