@@ -139,12 +139,15 @@ def test_fast_eval_takes_less_cpu_beside_two_hogs(run, tmp_path, cpu_hogs):
     # CPU seconds of this process (user + sys), not wall time: the hogs slow both paths' wall clock
     # alike, while the fast path's saving is work not done (halved convolutions, no page faults).
     spent = {}
-    for fast in (False, True, False, True):
+    for fast in (False, True) * 3:
         t0 = _cpu()
         ev.evaluate_runs([run], tmp_path / str(fast), samples=300, temperatures=(1.0,), fast=fast)
         spent.setdefault(fast, []).append(_cpu() - t0)
     assert all(p.poll() is None for p in cpu_hogs)
     # The fast path skips work the plain one does (a ratio of 0.52 of its CPU before the decoder's
-    # own speed-up of issue 27 made both paths cheaper; 0.74 after, 0.79 beside the hogs in CI):
-    # it must stay clearly cheaper.
-    assert min(spent[True]) < 0.85 * min(spent[False]), spent
+    # own speed-up of issue 27 made both paths cheaper; 0.74 after, 0.79-0.85 beside the hogs in CI,
+    # about 0.95 with the fast path undone): it must stay clearly cheaper. Each fast run against the
+    # plain run just before it, the median of three: one pair that a hog happened to slow on one
+    # side does not decide it.
+    ratios = sorted(f / p for f, p in zip(spent[True], spent[False]))
+    assert ratios[1] < 0.85, spent
