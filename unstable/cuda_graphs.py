@@ -164,20 +164,21 @@ class CaptureBusy(RuntimeError):
     """Another capture, or a compile's first calls, hold the process's captures: try later."""
 
 
-def capture(module: Callable[..., torch.Tensor], inputs: tuple, wait: bool = True) -> GraphedPass:
+def capture(module: Callable[..., torch.Tensor], inputs: tuple) -> GraphedPass:
     """`module` (a pass: tensors in, one tensor out) on tensors shaped as `inputs`, as a CUDA graph.
 
     Runs the pass WARM_UP_CALLS times on the capture stream, then captures one call there. Raises
     what the capture raised, after turning graphs off for the process (the caller keeps the pass as
-    it is); raises CaptureBusy without waiting where `wait` is False and another capture or a
-    compile (`no_captures`) is under way."""
+    it is); raises CaptureBusy, without waiting, where another capture or a compile (`no_captures`)
+    is under way: neither a show preparing its first frame nor a tracer thread waits for a compile
+    of minutes."""
     global _failed
     device = inputs[0].device
     index = device.index if device.index is not None else torch.cuda.current_device()
     home = torch.cuda.current_stream(device)
     with torch.inference_mode(False):  # ordinary tensors: a replay copies into them in or out of inference mode
         static_inputs = tuple(t.detach().clone() for t in inputs)
-    if not _capture_lock.acquire(blocking=wait):
+    if not _capture_lock.acquire(blocking=False):
         raise CaptureBusy("another capture or a compile is under way")
     try:
         if _failed is not None:

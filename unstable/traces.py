@@ -125,6 +125,22 @@ def _join_before_inductor_exits() -> None:
         _joined_before_inductor = True
 
 
+def _touch(recent: OrderedDict, key: Hashable) -> None:
+    """`key` used now: the last of `recent` to be let go."""
+    try:
+        recent.move_to_end(key)
+    except KeyError:  # let go by the tracer thread meanwhile: the caller still has its value
+        pass
+
+
+def _keep(recent: OrderedDict, key: Hashable, value) -> None:
+    """`recent[key] = value`, the newest, the least recently used let go beyond MAX_GRAPHS."""
+    recent[key] = value
+    recent.move_to_end(key)
+    while len(recent) > cuda_graphs.MAX_GRAPHS:
+        recent.popitem(last=False)
+
+
 def _as_caller(threads: int, job: Callable, *args) -> None:
     """`job(*args)` with its caller's number of intra-op threads (a thread's own setting, which a new
     thread does not inherit): what a trace is warmed with and a compiled pass guards on."""
@@ -175,35 +191,34 @@ class TraceCache:
             self._trace(key, make(), inputs)
             trace = self._traces[key]
         # Compiles only ever run in the background: never where a show waits for its first frame.
-        pass_ = self._compiled_or(key, trace, inputs) \
-            if settled and self.compiles and self.background and compiled_sampling.wanted(inputs) else trace
-        if cuda_graphs.wanted(inputs):
-            return self._graphed(key, pass_, inputs)
-        return pass_(*inputs)
+        compiling = settled and self.compiles and self.background and compiled_sampling.wanted(inputs)
+        graphing = cuda_graphs.wanted(inputs)
+        if not (compiling or graphing):
+            return trace(*inputs)
+        shapes = cuda_graphs.signature(inputs)  # what a compiled pass and a graph are made for
+        pass_ = self._compiled_or(key, shapes, trace, inputs) if compiling else trace
+        return self._graphed(key, shapes, pass_, inputs) if graphing else pass_(*inputs)
 
-    def _compiled_or(self, key: Hashable, trace: nn.Module, inputs: tuple):
+    def _compiled_or(self, key: Hashable, shapes: tuple, trace: nn.Module, inputs: tuple):
         """The pass's compiled form for these input shapes, or its trace while that is being compiled
         on the tracer thread (started here on first use) or where it did not compile."""
-        compile_key = (key, cuda_graphs.signature(inputs))
+        compile_key = (key, shapes)
         compiled = self._compiled.get(compile_key, _MISSING)
         if compiled is _MISSING:
             self._start(self._compile, compile_key, lambda: self._modules.get(key), inputs)
             return trace
-        try:
-            self._compiled.move_to_end(compile_key)
-        except KeyError:  # let go by the tracer thread meanwhile: this call still has it
-            pass
+        _touch(self._compiled, compile_key)
         return trace if compiled is None else compiled
 
     def compiled(self) -> int:
         """How many passes this cache runs compiled (one per trace and input shapes)."""
         return sum(p is not None for p in list(self._compiled.values()))
 
-    def _graphed(self, key: Hashable, trace: nn.Module, inputs: tuple) -> torch.Tensor:
+    def _graphed(self, key: Hashable, shapes: tuple, trace: nn.Module, inputs: tuple) -> torch.Tensor:
         """The pass on a GPU: its graph for these input shapes, captured on the tracer thread on
         first use (the pass, its trace or compiled form, runs meanwhile), or the pass where capture
         failed."""
-        graph_key = (key, cuda_graphs.signature(inputs))
+        graph_key = (key, shapes)
         graph = self._graphs.get(graph_key, _MISSING)
         if graph is _MISSING and time.monotonic() >= self._capture_again_at:
             if self.background:
@@ -212,10 +227,7 @@ class TraceCache:
             self._capture(graph_key, trace, inputs)
             graph = self._graphs.get(graph_key)
         elif graph is not _MISSING:
-            try:
-                self._graphs.move_to_end(graph_key)
-            except KeyError:  # let go by the tracer thread meanwhile: this replay still has it
-                pass
+            _touch(self._graphs, graph_key)
         return (trace if graph is None or graph is _MISSING else graph)(*inputs)
 
     def graphs(self) -> int:
@@ -280,7 +292,7 @@ class TraceCache:
         first frame nor a tracer thread, which other pieces' traces queue behind, waits for a compile
         of minutes; a call a second later tries again."""
         try:
-            return cuda_graphs.capture(pass_, inputs, wait=False)
+            return cuda_graphs.capture(pass_, inputs)
         except cuda_graphs.CaptureBusy:
             self._capture_again_at = time.monotonic() + CAPTURE_RETRY_SECONDS
             return _MISSING
@@ -291,13 +303,10 @@ class TraceCache:
             return None
 
     def _keep_graph(self, graph_key: tuple, graph: cuda_graphs.GraphedPass | None) -> None:
-        self._graphs[graph_key] = graph
-        self._graphs.move_to_end(graph_key)
         # Each graph keeps its own GPU memory for its activations: a piece that grows through many
         # stages, or a show that samples in many batch sizes, lets the longest unused ones go (one
         # used again is captured again).
-        while len(self._graphs) > cuda_graphs.MAX_GRAPHS:
-            self._graphs.popitem(last=False)
+        _keep(self._graphs, graph_key, graph)
 
     def _compile(self, compile_key: tuple, module: nn.Module | None, inputs: tuple) -> None:
         """Compile a traced pass for `inputs`' shapes and swap it in (with its CUDA graph on a GPU),
@@ -325,11 +334,9 @@ class TraceCache:
                     self._graphs.pop(compile_key, None)
                 else:
                     self._keep_graph(compile_key, graph)
-        self._compiled[compile_key] = compiled
         # As many as graphs (a compiled pass on a GPU is what its graph replays); one let go and
         # used again is compiled again, from the on-disk cache.
-        while len(self._compiled) > cuda_graphs.MAX_GRAPHS:
-            self._compiled.popitem(last=False)
+        _keep(self._compiled, compile_key, compiled)
 
 
 class TracedSampling:
