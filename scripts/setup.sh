@@ -5,9 +5,10 @@
 set -euo pipefail
 VENV=${1:-.venv}
 
+# libjemalloc2: the allocator the `unstable` command starts itself with (unstable/allocator.py).
 # jackd2: a userspace JACK server (`jackd -d dummy`) gives the MIDI tests real ports where there is no ALSA
 # sequencer (containers, CI); python-rtmidi talks to it through its UNIX_JACK API.
-APT_PACKAGES="libegl1 libgl1 libegl-mesa0 libgl1-mesa-dri xvfb libportaudio2 chromium chromium-driver iproute2 jackd2"
+APT_PACKAGES="libegl1 libgl1 libegl-mesa0 libgl1-mesa-dri xvfb libportaudio2 chromium chromium-driver iproute2 jackd2 libjemalloc2"
 missing=""
 for p in $APT_PACKAGES; do
     dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"

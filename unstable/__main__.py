@@ -1,6 +1,6 @@
 """`python -m unstable ...`: the `unstable` command (what `torchrun -m unstable train PIECE` runs)."""
 
-from .cli import main
+from .cli import run
 
 if __name__ == "__main__":
-    main()
+    run()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from . import allocator
 from .errors import UnstableError
 from .explore.cli import explore
 from .friendly import friendly
@@ -15,7 +16,7 @@ DEVICE = click.Choice(["auto", "cpu", "cuda"])
 
 
 @click.group()
-@click.version_option(package_name="unstable")
+@click.version_option(package_name="unstable", message=f"%(prog)s, version %(version)s (allocator: {allocator.in_use()})")
 def main():
     """unstable: neural networks that diverge from data, live and rendered."""
     _sigterm_like_ctrl_c()
@@ -375,5 +376,12 @@ def render_concat(parts, out, audio, overwrite):
 main.add_command(explore)
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The `unstable` command's entry point (the console script, `python -m unstable`): the process
+    first starts again with jemalloc where it is installed (unstable.allocator), then the commands."""
+    allocator.exec_with_jemalloc()
     main()
+
+
+if __name__ == "__main__":
+    run()

@@ -28,6 +28,7 @@ The new tree's precision (float32, or bf16 where the CPU has it) is printed with
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import re
@@ -101,6 +102,12 @@ def worker(tree: str, figure: str, seconds: float, threads: int, device: str) ->
     """Time one figure with the `unstable` package of `tree`: warms up, prints one JSON line, then
     for each line `go` on stdin times one turn of `seconds` and prints one JSON line (until EOF)."""
     sys.path.insert(0, tree)
+    # What the tree's `unstable` command does first (a tree without it runs as its command did).
+    # Asked of the tree's own file: with this checkout installed editable, an import of a module the
+    # tree lacks would be served from this checkout.
+    allocator = _tree_module(tree, "allocator")
+    if hasattr(allocator, "exec_with_jemalloc"):
+        allocator.exec_with_jemalloc()
     import torch
 
     torch.set_num_threads(threads)
@@ -123,6 +130,10 @@ def worker(tree: str, figure: str, seconds: float, threads: int, device: str) ->
         precision = accel.describe(device)
     except ImportError:
         precision = "float32"
+    if hasattr(allocator, "in_use"):
+        precision += f", {allocator.in_use()}"
+    else:
+        precision += ", glibc (tuned)" if allocator is not None and allocator.tuned() else ", system"
     print(json.dumps({"ready": True, "precision": precision}), flush=True)
     for line in sys.stdin:
         if line.strip() != "go":
@@ -135,6 +146,13 @@ def worker(tree: str, figure: str, seconds: float, threads: int, device: str) ->
         # Per CPU second as well as per wall second: on a machine shared with other work the process
         # waits for a core now and then, which the wall clock counts and the CPU clock does not.
         print(json.dumps({"rate": count * items / wall, "rate_cpu": count * items / cpu}), flush=True)
+
+
+def _tree_module(tree: str, name: str):
+    """unstable.<name> of `tree`, or None where the tree has no such module."""
+    if not (Path(tree) / "unstable" / f"{name}.py").exists():
+        return None
+    return importlib.import_module(f"unstable.{name}")
 
 
 class Side:
@@ -222,7 +240,7 @@ def main() -> None:
             sides = {"base": Side(args.base, f, args.seconds, args.threads, args.device, None, False, base_env),
                      "new": Side(args.new, f, args.seconds, args.threads, args.device, args.new_precision,
                                  args.new_compile)}
-            precision = sides["new"].precision
+            precision = f"new: {sides['new'].precision}; base: {sides['base'].precision}"
             try:
                 for b in range(args.bursts):
                     # Alternate which side goes first, so a drift in the machine's speed cancels out.

@@ -67,8 +67,11 @@ class StyledConv(nn.Module):
             self.register_buffer("fixed_noise", randn((1, 1, resolution, resolution), rng))
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_rng: torch.Generator | None,
-                noise_gain: float) -> torch.Tensor:
-        styles = self.affine(w)  # [N, in]
+                noise_gain: float, styles: torch.Tensor | None = None) -> torch.Tensor:
+        """x [N, in, H, W] -> [N, out, H', W']; `styles` [N, in]: this layer's affine(w), when the
+        caller computed every layer's at once (`Generator.styles`)."""
+        if styles is None:
+            styles = self.affine(w)  # [N, in]
         weight = self.weight * self.scale  # [out, in, 3, 3]
         if self.up:
             x = upsample2x(x)
@@ -138,8 +141,9 @@ class ToRGB(nn.Module):
         self.bias = nn.Parameter(torch.zeros(3))
         self.scale = 1.0 / math.sqrt(in_ch)
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        styles = self.affine(w) * self.scale  # [N, in]
+    def forward(self, x: torch.Tensor, w: torch.Tensor, styles: torch.Tensor | None = None) -> torch.Tensor:
+        """x [N, in, H, W] -> rgb [N, 3, H, W]; `styles` [N, in]: affine(w), as for `StyledConv`."""
+        styles = (self.affine(w) if styles is None else styles) * self.scale  # [N, in]
         # A modulated 1x1 conv is a batched matmul: [N, 3, in] @ [N, in, H*W]. (A 1x1 conv with
         # three outputs takes PyTorch's slow CPU path.)
         weight = self.weight.flatten(1)[None] * styles[:, None, :]  # [N, 3, in]
@@ -176,14 +180,16 @@ class Block(nn.Module):
             ])
         self.to_rgb = ToRGB(out_ch, w_dim, rng, rgb_gain)
 
-    def forward(self, x: torch.Tensor | None, w: torch.Tensor, noise_rng, noise_gain: float, bend=None):
+    def forward(self, x: torch.Tensor | None, w: torch.Tensor, noise_rng, noise_gain: float, bend=None,
+                styles: list[torch.Tensor] | None = None):
+        """`styles`: the affines' outputs of the convs and then the toRGB (`Generator.styles`), or None."""
         if self.first:
             x = self.const.expand(w.shape[0], -1, -1, -1)
         for j, conv in enumerate(self.convs):
-            x = conv(x, w, noise_rng, noise_gain)
+            x = conv(x, w, noise_rng, noise_gain, None if styles is None else styles[j])
             if bend is not None:  # a hook point for network bending: `b<resolution>.<conv>`
                 x = bend(f"b{conv.resolution}.{j}", x)
-        return x, self.to_rgb(x, w)
+        return x, self.to_rgb(x, w, None if styles is None else styles[-1])
 
 
 class Generator(nn.Module):
@@ -225,9 +231,12 @@ class Generator(nn.Module):
         """
         count = self.stage_blocks(stage)
         fading = stage > 0 and (torch.is_tensor(alpha) or alpha < 1.0)
+        # Training: every layer's style in one product (fewer operations for autograd to record and
+        # replay); sampling keeps each layer's own, which its traces and the shipped clusters were made with.
+        styles = self.styles(w, count) if torch.is_grad_enabled() else [None] * count
         x, rgb, previous = None, None, None
         for i in range(count):
-            x, block_rgb = self.blocks[i](x, w, noise_rng, noise_gain, bend)
+            x, block_rgb = self.blocks[i](x, w, noise_rng, noise_gain, bend, styles[i])
             if fading and i == count - 1:
                 previous = rgb
             rgb = block_rgb if rgb is None else upsample2x(rgb) + block_rgb
@@ -235,6 +244,20 @@ class Generator(nn.Module):
         if previous is not None:
             image = torch.lerp(upsample2x(torch.tanh(previous)), image, alpha if torch.is_tensor(alpha) else float(alpha))
         return image
+
+    def styles(self, w: torch.Tensor, count: int) -> list[list[torch.Tensor]]:
+        """Every style affine of the first `count` blocks applied to w [N, w_dim], as one matrix
+        product: per block, [N, in] for each conv and then its toRGB (what each layer's
+        `affine(w)` gives; one product instead of 9-15 small ones, forward and backward)."""
+        affines = [[conv.affine for conv in block.convs] + [block.to_rgb.affine] for block in self.blocks[:count]]
+        flat = [a for block in affines for a in block]
+        scale, lr_mul = flat[0].scale, flat[0].lr_mul
+        assert all(a.scale == scale and a.lr_mul == lr_mul for a in flat), "style affines of one width and lr_mul"
+        weight = torch.cat([a.weight for a in flat])  # [sum of in, w_dim]
+        bias = torch.cat([a.bias for a in flat])  # [sum of in]
+        out = torch.addmm(bias * lr_mul, w, (weight * scale).t())  # [N, sum of in]
+        parts = iter(out.split([a.weight.shape[0] for a in flat], dim=1))
+        return [[next(parts) for _ in block] for block in affines]
 
     def forward(self, z: torch.Tensor, stage: int, alpha: float, *, noise_rng: torch.Generator | None = None,
                 noise_gain: float = 1.0, truncation: float = 1.0, bend=None, steer=None) -> torch.Tensor:
