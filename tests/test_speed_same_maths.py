@@ -103,6 +103,25 @@ def test_generator_images_and_gradients_equal_the_reference(batch, training_nois
         assert torch.allclose(g, r, rtol=1e-3, atol=1e-5 * r.abs().max().item() + 1e-7), name
 
 
+def test_the_styles_in_one_product_are_each_layers_affine_and_training_draws_what_sampling_draws():
+    gen = _small_generator()
+    w = gen.mapping(torch.randn(3, 16, generator=torch.Generator().manual_seed(2)))
+    count = gen.stage_blocks(len(gen.stage_resolutions) - 1)
+    styles = gen.styles(w, count)
+    layers = [[conv.affine for conv in block.convs] + [block.to_rgb.affine] for block in gen.blocks[:count]]
+    assert [len(block) for block in styles] == [len(block) for block in layers]
+    for block_styles, block_layers in zip(styles, layers):
+        for got, affine in zip(block_styles, block_layers):
+            assert got.shape == (3, affine.weight.shape[0])
+            assert torch.allclose(got, affine(w), atol=1e-6), (got - affine(w)).abs().max()
+    stage = len(gen.stage_resolutions) - 1
+    z = torch.randn(2, 16, generator=torch.Generator().manual_seed(4))
+    trained = gen(z, stage, 1.0)  # gradients on: the styles in one product
+    with torch.no_grad():
+        sampled = gen(z, stage, 1.0)  # each layer's own affine
+    assert torch.allclose(trained, sampled, atol=1e-6), (trained - sampled).abs().max()
+
+
 def test_critic_logits_and_gradients_equal_the_reference():
     critic = Critic(resolution=32, start_resolution=8, generators=2, embedding_dim=8, channel_base=128,
                     min_channels=4, max_channels=8, rng=torch.Generator().manual_seed(2))

@@ -19,9 +19,10 @@ jemalloc, where it is installed (Debian's libjemalloc2; scripts/setup.sh install
 glibc's malloc spends several per cent of a training step sorting and merging the freed blocks of
 a few MB that every pass makes and drops; jemalloc keeps such blocks in per-size classes and hands
 them out again as they are. `exec_with_jemalloc()` starts the `unstable` command again, once, at
-its entry (before any model or thread exists), with jemalloc preloaded and PyTorch's recommended
-settings (those of `torch.backends.xeon.run_cpu`, freed memory kept for reuse rather than handed
-back: the process holds at most its peak). Every process it starts inherits it: the show's
+its entry (before any model or thread exists), with jemalloc preloaded and set up as
+`torch.backends.xeon.run_cpu` sets it, but with purging off (as Intel's tuning guide for PyTorch
+has it): freed memory is kept for reuse rather than handed back, so a process holds at most its
+peak. Every process it starts inherits it: the show's
 training and web processes, torchrun's ranks. A program that imports `unstable` itself can start
 with `LD_PRELOAD=libjemalloc.so.2` for the same. `UNSTABLE_MALLOC=0` turns this off as well.
 """
@@ -44,8 +45,8 @@ MMAP_THRESHOLD = 32 * 2**20  # glibc's largest allowed value on 64-bit: blocks b
 TRIM_THRESHOLD = 128 * 2**20  # free heap top kept before glibc gives it back
 TOP_PAD = 16 * 2**20  # extra asked of the kernel each time the heap grows
 
-# torch.backends.xeon.run_cpu's settings for jemalloc under PyTorch, purging off: freed pages stay
-# with the process for the next pass (as the glibc tuning above keeps them), no purging thread.
+# torch.backends.xeon.run_cpu's settings for jemalloc under PyTorch, with purging off: freed pages
+# stay with the process for the next pass (as the glibc tuning above keeps them), so no purging thread.
 JEMALLOC_CONF = "oversize_threshold:1,background_thread:false,metadata_thp:auto,dirty_decay_ms:-1,muzzy_decay_ms:-1"
 
 _tuned = False
