@@ -52,6 +52,11 @@ JEMALLOC_CONF = "oversize_threshold:1,background_thread:false,metadata_thp:auto,
 _tuned = False
 
 
+def _enabled() -> bool:
+    """UNSTABLE_MALLOC is not 0: the allocator may be tuned and jemalloc preloaded."""
+    return os.environ.get("UNSTABLE_MALLOC", "1").strip() != "0"
+
+
 def tuned() -> bool:
     """Whether `tune()` changed this process's allocator."""
     return _tuned
@@ -62,7 +67,7 @@ def tune() -> bool:
     global _tuned
     if _tuned:
         return True
-    if os.environ.get("UNSTABLE_MALLOC", "1").strip() == "0" or platform.libc_ver()[0] != "glibc":
+    if not _enabled() or platform.libc_ver()[0] != "glibc":
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
@@ -74,10 +79,6 @@ def tune() -> bool:
     _tuned = all(mallopt(param, value) == 1 for param, value in
                  ((_M_MMAP_THRESHOLD, MMAP_THRESHOLD), (_M_TRIM_THRESHOLD, TRIM_THRESHOLD), (_M_TOP_PAD, TOP_PAD)))
     return _tuned
-
-
-def _enabled() -> bool:
-    return os.environ.get("UNSTABLE_MALLOC", "1").strip() != "0"
 
 
 def jemalloc_library() -> str | None:

@@ -376,12 +376,6 @@ def render_concat(parts, out, audio, overwrite):
 main.add_command(explore)
 
 
-def run() -> None:
-    """The `unstable` command's entry point (the console script, `python -m unstable`): the process
-    first starts again with jemalloc where it is installed (unstable.allocator), then the commands."""
+if __name__ == "__main__":  # `python -m unstable.cli`: as `unstable.__main__.run`, this module already imported
     allocator.exec_with_jemalloc()
     main()
-
-
-if __name__ == "__main__":
-    run()
