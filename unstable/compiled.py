@@ -207,14 +207,20 @@ def compile_training(system, echo: Callable[[str], None] = print, backend="induc
     if not (hasattr(system, "train_synthesis") and hasattr(system, "critic")):
         echo(f"UNSTABLE_COMPILE: only the equilibrium pieces compile; {system.piece.name} trains eagerly")
         return None
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir().resolve()))
+    prepare_inductor(one_worker=True)
     if backend == "inductor":
         from . import inductor_masks
 
         inductor_masks.install()  # its leaky ReLU masks stored at memory speed (see that module)
-    if "TORCHINDUCTOR_COMPILE_THREADS" not in os.environ:
+    return CompiledTraining(system, echo, backend)
+
+
+def prepare_inductor(one_worker: bool) -> None:
+    """Inductor's process-wide settings, for training's compiles and sampling's: compiled code kept
+    in `cache_dir()`; with `one_worker`, one compile worker (unless TORCHINDUCTOR_COMPILE_THREADS
+    says how many), since a pool of them would take the cores the run or show shares with other work."""
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir().resolve()))
+    if one_worker and "TORCHINDUCTOR_COMPILE_THREADS" not in os.environ:
         import torch._inductor.config as inductor_config
 
-        # One compile worker: a pool of them would take the cores the run shares with other work.
         inductor_config.compile_threads = 1
-    return CompiledTraining(system, echo, backend)

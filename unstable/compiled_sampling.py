@@ -110,12 +110,8 @@ def prepare(device: torch.device) -> None:
         return
     from . import compiled
 
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(compiled.cache_dir().resolve()))
-    if torch.device(device).type == "cpu" and "TORCHINDUCTOR_COMPILE_THREADS" not in os.environ:
-        import torch._inductor.config as inductor_config
-
-        # One compile worker on a CPU: a pool of them would take the cores the show is drawing on.
-        inductor_config.compile_threads = 1
+    # On a CPU one compile worker: a pool of them would take the cores the show is drawing on.
+    compiled.prepare_inductor(one_worker=torch.device(device).type == "cpu")
 
 
 class CompiledPass:

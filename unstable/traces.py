@@ -141,6 +141,12 @@ def _keep(recent: OrderedDict, key: Hashable, value) -> None:
         recent.popitem(last=False)
 
 
+def _where(pass_key: tuple) -> str:
+    """`<name> at [shapes]` of a (trace key, input signature) key: what a log line names."""
+    key, shapes = pass_key
+    return f"{key[0]} at {[shape for shape, _, _ in shapes]}"
+
+
 def _as_caller(threads: int, job: Callable, *args) -> None:
     """`job(*args)` with its caller's number of intra-op threads (a thread's own setting, which a new
     thread does not inherit): what a trace is warmed with and a compiled pass guards on."""
@@ -297,7 +303,7 @@ class TraceCache:
             self._capture_again_at = time.monotonic() + CAPTURE_RETRY_SECONDS
             return _MISSING
         except Exception:  # a host sync or another operation a graph cannot hold: the pass runs as it is
-            log.warning("CUDA graph of %s at %s failed; %s", graph_key[0][0], [shape for shape, _, _ in graph_key[1]],
+            log.warning("CUDA graph of %s failed; %s", _where(graph_key),
                         "that pass runs without one" if cuda_graphs.enabled()
                         else "CUDA graphs are off in this process, the passes run without them", exc_info=True)
             return None
@@ -315,7 +321,7 @@ class TraceCache:
         trace = self._traces.get(key)
         if compile_key in self._compiled or module is None or trace is None:
             return
-        where = f"{key[0]} at {[shape for shape, _, _ in compile_key[1]]}"
+        where = _where(compile_key)
         _join_before_inductor_exits()
         try:
             compiled = compiled_sampling.compile_pass(module, inputs, trace, self.weights_lock, where)
