@@ -14,8 +14,8 @@ import pytest
 import torch
 
 import unstable.bending as bending
-import unstable.directions as directions
 from unstable.errors import ConfigError
+from unstable.instruments import Instrumented
 from unstable.live.mirror import SamplingMirror
 from unstable.show import load_show
 from unstable.system import build_system, piece_from_dict
@@ -27,31 +27,28 @@ INTERVAL = 2.0
 
 @pytest.fixture
 def starts(monkeypatch):
-    """(kind, monotonic time) of the start of every PCA ('directions') and k-means ('clusters')
-    call, and ('<kind> end', time) of its end."""
+    """(kind, monotonic time) of the start of every directions and clusters computation (the
+    worker's `recompute` on its snapshot) and ('<kind> end', time) of its end."""
     seen: list[tuple[str, float]] = []
-    pca, km = directions.principal_directions, bending.kmeans
+    recompute = Instrumented.recompute
 
-    def traced(kind, f):
-        def call(*a, **k):
-            seen.append((kind, time.monotonic()))
-            try:
-                return f(*a, **k)
-            finally:
-                seen.append((kind + " end", time.monotonic()))
-        return call
+    def traced(self, what, params):
+        seen.append((what, time.monotonic()))
+        try:
+            return recompute(self, what, params)
+        finally:
+            seen.append((what + " end", time.monotonic()))
 
-    monkeypatch.setattr(directions, "principal_directions", traced("directions", pca))
-    monkeypatch.setattr(bending, "kmeans", traced("clusters", km))
+    monkeypatch.setattr(Instrumented, "recompute", traced)
     return seen
 
 
-def _computations(starts, kind, per):
-    """(start, end) of each computation of `kind` (each is `per` traced calls in a row)."""
+def _computations(starts, kind):
+    """(start, end) of each computation of `kind`."""
     begun = [t for k, t in starts if k == kind]
     ended = [t for k, t in starts if k == kind + " end"]
-    assert len(begun) % per == 0 and len(ended) == len(begun), (kind, len(begun), len(ended), per)
-    return list(zip(begun[::per], ended[per - 1::per]))
+    assert len(ended) == len(begun), (kind, len(begun), len(ended))
+    return list(zip(begun, ended))
 
 
 @pytest.mark.parametrize("load", ["idle", "cpu_hogs"])
@@ -67,8 +64,7 @@ def test_a_refresh_flood_is_one_computation_per_kind_per_interval_and_the_first_
     assert mirror.wait_computed(60)
     mirror.sample(z, PARAMS)
     assert mirror.refresh_computations == 2  # the first directions and clusters, at once, together
-    per = {k: sum(1 for s, _ in starts if s == k) for k in ("directions", "clusters")}
-    assert per["directions"] and per["clusters"], starts
+    assert sorted(k for k, _ in starts if not k.endswith(" end")) == ["clusters", "directions"], starts
     starts.clear()
     time.sleep(INTERVAL + 0.2)  # quiet for longer than the interval: the next press acts at once
 
@@ -94,7 +90,7 @@ def test_a_refresh_flood_is_one_computation_per_kind_per_interval_and_the_first_
         mirror.sample(z, PARAMS)
     mirror.sample(z, PARAMS)
 
-    runs = {kind: _computations(starts, kind, per[kind]) for kind in ("clusters", "directions")}
+    runs = {kind: _computations(starts, kind) for kind in ("clusters", "directions")}
     for kind, other in (("clusters", "directions"), ("directions", "clusters")):
         starts_ = [s for s, _ in runs[kind]]
         # At once for the first press of each kind, then everything pressed within the interval as
@@ -105,17 +101,60 @@ def test_a_refresh_flood_is_one_computation_per_kind_per_interval_and_the_first_
         # "At once": one worker computes both kinds, so a press may wait for the other kind's
         # computation under way (paced, it takes longer with CPU hogs beside it), never for the
         # other kind's interval. Measured from whichever is later: the press or the end of the
-        # other kind's computation that ran between the press and this one's start. (k-means and
-        # PCA start after the snapshot, which takes a variable time: a margin of half the interval,
-        # since with CPU hogs beside it the snapshot and the worker's wake-up have taken more than
-        # 0.4 of it.)
+        # other kind's computation that ran between the press and this one's start. (A computation
+        # starts after the worker wakes and takes its snapshot, which waits for a frame's sample:
+        # a margin of half the interval.)
         busy_until = max([pressed[kind]] + [e for s, e in runs[other] if pressed[kind] <= e <= starts_[0]])
         assert starts_[0] - busy_until < 0.5 * INTERVAL, (kind, starts_[0] - pressed[kind], busy_until - pressed[kind])
-        assert starts_[0] < runs[other][-1][0], (kind, "held behind the other kind's interval")
+        assert starts_[0] < runs[other][-1][0], (kind, "held behind the other kind's interval",
+                                                 {k: round(t - t0, 2) for k, t in pressed.items()},
+                                                 {k: [(round(s - t0, 2), round(e - t0, 2)) for s, e in r]
+                                                  for k, r in runs.items()})
         if not covered:
             assert starts_[1] - starts_[0] >= 0.75 * INTERVAL, (kind, starts_[1] - starts_[0])
     computed = sum(len(r) for r in runs.values())
     assert mirror.refresh_computations == 2 + computed and mirror.refresh_errors == 0
+    mirror.close()
+
+
+def test_a_kind_whose_computation_outlasts_its_interval_does_not_go_again_before_the_other_kinds_press(
+        starts, monkeypatch):
+    """A busy machine: clusters take longer than the interval, a flood keeps asking for them, and
+    directions are pressed meanwhile. When clusters end both kinds are due; directions, computed
+    longest ago, go first (not clusters again, which would hold the press for a whole extra
+    computation)."""
+    torch.manual_seed(0)
+    system = build_system(piece_from_dict(TINY, "tiny.toml"), torch.device("cpu"))
+    mirror = SamplingMirror(system, refresh_duty=1.0)  # unpaced: the sleep below is the whole delay
+    mirror.refresh_interval = 0.3
+    z = {n: torch.randn(1, 8, generator=torch.Generator().manual_seed(1)) for n in system.panels()}
+    assert mirror.wait_computed(60)
+    mirror.sample(z, PARAMS)
+    time.sleep(0.5)
+    kmeans = bending.kmeans
+
+    def slower(*a, **k):
+        time.sleep(0.6)  # longer than the interval
+        return kmeans(*a, **k)
+
+    monkeypatch.setattr(bending, "kmeans", slower)
+    starts.clear()
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 1.0:  # a flood of clusters at 100/s, one press of directions
+        mirror.refresh("clusters")
+        if time.monotonic() - t0 > 0.1:
+            mirror.refresh("directions")  # one computation asked for: the rest of these coalesce
+        time.sleep(0.01)
+    deadline = time.monotonic() + 60
+    while mirror.refreshing():
+        assert time.monotonic() < deadline, "the refreshes never finished"
+        mirror.sample(z, PARAMS)
+    kinds = [k for k, _ in starts if not k.endswith(" end")]  # the computations, in order
+    # One clusters computation (the flood's first press, at once), then the directions; the
+    # clusters asked for meanwhile come after them.
+    assert kinds[:2] == ["clusters", "directions"], [(k, round(t - t0, 2)) for k, t in starts]
+    assert "clusters" in kinds[2:], kinds
+    assert mirror.refresh_errors == 0
     mirror.close()
 
 

@@ -123,7 +123,8 @@ class SamplingMirror:
         computes there (System.recompute), and the next `sample()` after it is done swaps the result
         in. Requests coalesce (any number while one is waiting is one computation) and computations
         of one kind start at most every `refresh_interval` seconds: the first request after a quiet
-        interval starts at once, those within it are one computation when it ends."""
+        interval starts at once, those within it are one computation when it ends. When both kinds
+        are due, the one computed longest ago goes first."""
         with self._requests:
             if self._closed or what in self._wanted:
                 return  # already asked for: nothing to wake the worker for (a flood costs a lock each)
@@ -179,7 +180,11 @@ class SamplingMirror:
                     return
                 now = time.monotonic()
                 due = {w: self._last_refresh.get(w, -float("inf")) + self.refresh_interval for w in self._wanted}
-                wanted = sorted(w for w, t in due.items() if t <= now)
+                # The kind computed longest ago first: when one kind's computation outlasts its own
+                # interval (a busy machine), a flood of it would otherwise go again before the other
+                # kind's press that has waited all that time.
+                wanted = sorted((w for w, t in due.items() if t <= now),
+                                key=lambda w: (self._last_refresh.get(w, -float("inf")), w))
                 if not wanted:
                     self._requests.wait(min(due.values()) - now)  # more requests join these meanwhile
                     continue
