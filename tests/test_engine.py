@@ -276,7 +276,7 @@ def test_training_is_capped_and_runs_below_the_display_priority(tmp_path):
     eng = make_engine(tmp_path, text, train=True)
     with eng:
         start = time.monotonic()
-        assert wait_for(lambda: eng.pieces["eq"].steps >= 2 and eng.pieces["eq2"].steps >= 2)
+        assert wait_for(lambda: eng.pieces["eq"].steps >= 2 and eng.pieces["eq2"].steps >= 2, timeout=60)
         tid = eng.trainer._thread.native_id
         # Linux niceness stops at 19: a suite itself run under `nice -n 19` sees the thread there.
         assert os.getpriority(os.PRIO_PROCESS, tid) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 5)

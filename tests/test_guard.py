@@ -237,16 +237,21 @@ def test_a_restore_drops_the_failed_steps_gradients(system):
     assert guard.recoveries == 1
 
 
-def test_a_stopped_guard_can_try_again_later(system):
-    import time
+def test_a_stopped_guard_can_try_again_later(system, monkeypatch):
+    import types
+
+    import unstable.guard as guard_module
+    now = [1000.0]  # the guard's clock, moved by the test: a busy machine cannot stretch the wait
+    monkeypatch.setattr(guard_module, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
     guard = TrainingGuard(system, GuardSettings(max_failures=2, retry_after=0.05))
     params = defaults(system.param_specs())
     guard.before_step.append(nan_weights)
     guard.step(params)
     guard.step(params)
+    now[0] += 0.049
     assert guard.stopped and not guard.retry_due()
     guard.before_step.clear()
-    time.sleep(0.06)
+    now[0] += 0.002
     assert guard.retry_due()
     guard.retry()
     assert guard.stopped is None and guard.step(params) is not None and guard.retries == 1

@@ -26,10 +26,16 @@ def test_osc_changes_reach_the_next_frames_with_cpu_hogs_beside_the_show(tmp_pat
     assert wait_for(lambda: len(drawn) >= 3, timeout=30)
     client = Client(eng.osc.port)
     stored: list[tuple[float, float]] = []   # (perf_counter when the store held it, value)
+
+    def heard(keys, origin):  # on the OSC thread, right after the store changed: the moment itself
+        if ("eq", "hue") in keys:
+            stored.append((time.perf_counter(), eng.params.get("eq", "hue")))
+
+    eng.params.add_listener(heard)
     for i, value in enumerate((60.0, 0.0, 60.0, 0.0, 60.0, 0.0)):
         client.send("/unstable/eq/hue/raw", value)
-        assert wait_for(lambda: eng.params.get("eq", "hue") == value, timeout=5), f"value {i} lost"
-        stored.append((time.perf_counter(), value))
+        assert wait_for(lambda: len(stored) == i + 1, timeout=30), f"value {i} lost"
+        assert stored[-1][1] == value
         time.sleep(0.35)   # a few frames apart at 10 fps
     client.close()
     runner.join(30)

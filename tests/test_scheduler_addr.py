@@ -85,6 +85,7 @@ GARBAGE = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n" * 4
 @pytest.mark.parametrize("reply, why", [(None, "no Dask scheduler answered within 1.5 s"),
                                         (GARBAGE, "not as a Dask scheduler")])
 def test_a_silent_or_garbage_port_is_one_line_within_the_deadline(reply, why):
+    import dask.distributed  # noqa: F401  (its first import, seconds on a busy machine, is not the probe's time)
     server = Listener(reply)
     try:
         t0 = time.monotonic()

@@ -50,7 +50,7 @@ def test_sigterm_during_train_writes_the_final_checkpoint(tmp_path):
     try:
         # The step-0 grid is drawn just before the loop starts.
         _wait(lambda: (out / "grid.png").exists(), proc)
-        time.sleep(1.5)  # a few steps
+        _wait(lambda: _steps_logged(out / "log.jsonl") >= 2, proc)  # a few steps
         proc.send_signal(signal.SIGTERM)
         output = proc.communicate(timeout=120)[0]
     finally:
