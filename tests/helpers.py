@@ -1,5 +1,6 @@
 """Helpers shared by the tests that talk to a running show: a UDP controller, waiting on another
-thread, and running `unstable live` in a subprocess until SIGTERM."""
+thread, sending a burst of OSC that fits the receive buffer, and running `unstable live` in a
+subprocess until SIGTERM."""
 
 from __future__ import annotations
 
@@ -27,6 +28,33 @@ def wait_for(cond, timeout=5.0):
             return True
         time.sleep(0.002)
     return cond()
+
+
+def _burst_chunk() -> int:
+    """How many small datagrams a burst sends before the server has read them: what fits the
+    receive buffer an OSC socket gets here (the server asks for 4 MiB; without CAP_NET_ADMIN the
+    kernel caps it at net.core.rmem_max, 208 KiB by default), at 2 KiB a datagram (a small one takes
+    under 1 KiB of it on loopback). A burst larger than the buffer would lose datagrams whenever the
+    server's thread is descheduled beside other work, and its exact count would never arrive."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 2**20)
+        return max(1, s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2048)
+
+
+BURST_CHUNK = _burst_chunk()
+
+
+def send_burst(client, sends, received, timeout: float = 30.0) -> None:
+    """Send `sends` ((address, *args) each) back to back, in chunks of BURST_CHUNK, each sent once
+    the one before has been read: `received()` is the server's message count. Gives up (and lets
+    the caller's exact count fail) when a chunk is not read within `timeout` seconds."""
+    start = received()
+    for i in range(0, len(sends), BURST_CHUNK):
+        for addr, *args in sends[i:i + BURST_CHUNK]:
+            client.send(addr, *args)
+        done = start + min(i + BURST_CHUNK, len(sends))
+        if not wait_for(lambda: received() >= done, timeout):
+            return
 
 
 class Client:

@@ -1,14 +1,22 @@
 """The show's side of the Link walk test (not a test): a show's timeline with a walk period in beats,
 its inputs (ShowInputs: TempoLink and the once-a-second alignment, as `unstable live --link` hooks
 them on the engine) in a session with tests/link_beat_peer.py in another process. Prints one JSON
-line: per frame the wall time, the beats the walk has walked and the show's beat count.
+line: per frame the wall time, the beats the walk has walked and the show's beat count, and the
+peer's lines.
 
-    python tests/link_walk_show.py SHOW.toml SECONDS   (inside a network namespace with only loopback)
+    python tests/link_walk_show.py SHOW.toml AFTER   (inside a network namespace with only loopback)
+
+The show plays until AFTER seconds past the peer's forced beat, as the peer reports it (its lines are
+read on a thread as they come): beside CPU hogs the peer's start-up and Link's discovery take what
+they take. Waiting for the peer to find the show, and then for its forced beat, gives up after
+DEADLINE seconds each (the test then says which line never came). The peer lives until it is ended
+here.
 """
 
 import json
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -21,6 +29,7 @@ from unstable.tempo import tempo_specs
 
 HERE = Path(__file__).resolve().parent
 FPS = 50
+DEADLINE = 30.0
 
 
 class Timer:
@@ -39,7 +48,12 @@ class Engine:
         self.run_dir, self.frame_hooks = None, []
 
 
-def main(path: str, seconds: float) -> None:
+def read_lines(stream, lines: list[str]) -> None:
+    """The peer's whole lines, as they come (on a thread of their own)."""
+    lines.extend(x.rstrip("\n") for x in stream if x.endswith("\n"))
+
+
+def main(path: str, after: float) -> None:
     show = load_show(Path(path))
     t = show.settings.tempo
     store = ParameterStore({"eq": common_specs(), SHOW: show_specs(1) + tempo_specs(t.bpm, t.link)})
@@ -48,13 +62,32 @@ def main(path: str, seconds: float) -> None:
     inputs = ShowInputs(show, link=True)
     inputs.attach(eng)
     peer = subprocess.Popen([sys.executable, str(HERE / "link_beat_peer.py"), str(t.beats_per_bar), "1.0", "133",
-                             str(seconds + 1.0), "3.0"], stdout=subprocess.PIPE, text=True)
+                             "300", "3.0"], stdout=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=read_lines, args=(peer.stdout, lines), daemon=True)
+    reader.start()
+
+    def seen(word: str) -> float | None:
+        """The wall time of the peer's first `word ...` line, once it has come."""
+        return next((float(x.split()[1]) for x in list(lines) if x.startswith(word + " ")), None)
+
+    def done() -> bool:
+        """Played past the forced beat by `after` seconds, or given up on a line that never came."""
+        if peer.poll() is not None:
+            return True
+        found, forced = seen("peers"), seen("forced")
+        if forced is not None:
+            return time.time() > forced + after
+        if found is not None:
+            return time.time() > found + DEADLINE
+        return eng.timer.elapsed() > DEADLINE
+
     frames = []
     try:
         eng.timer.start = time.monotonic()
         wall0 = time.time() - eng.timer.elapsed()
         n = 0
-        while eng.timer.elapsed() < seconds:
+        while not done():
             # As the live engine does: frame n stands at n / fps on the grid, late or not, and the
             # slots a late frame skipped are advanced without pixels.
             last = max(n, int(eng.timer.elapsed() * FPS))
@@ -66,12 +99,13 @@ def main(path: str, seconds: float) -> None:
             for hook in eng.frame_hooks:
                 hook(eng)
             time.sleep(max(0.0, (n / FPS) - eng.timer.elapsed()))
-        out, _ = peer.communicate(timeout=20)
     finally:
         if peer.poll() is None:
             peer.kill()
+        peer.wait()
+        reader.join(5.0)
         inputs.stop()
-    print(json.dumps({"frames": frames, "peer": out.splitlines()}))
+    print(json.dumps({"frames": frames, "peer": lines}))
 
 
 if __name__ == "__main__":

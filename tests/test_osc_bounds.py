@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 import pytest
-from helpers import Client, wait_for
+from helpers import Client, send_burst, wait_for
 from pythonosc.osc_message_builder import OscMessageBuilder
 from test_engine import make_engine
 from test_show import SHOW
@@ -43,18 +43,16 @@ def test_a_burst_of_record_toggles_is_one_recording(tmp_path):
         eng.frame(number=0)
         client = Client(eng.osc.port)
         try:
-            for _ in range(200):
-                client.send("/unstable/record", 1)
-                client.send("/unstable/record", 0)
-            client.send("/unstable/record", 1)
-            assert wait_for(lambda: eng.osc.stats()["messages"] == 401)
+            received = lambda: eng.osc.stats()["messages"]  # noqa: E731
+            send_burst(client, [("/unstable/record", 1), ("/unstable/record", 0)] * 200 + [("/unstable/record", 1)],
+                       received)
+            assert wait_for(lambda: received() == 401, 30)
             times = draw(eng, 0.3)
             assert eng.recorder.recording
-            for _ in range(200):  # and the burst that stops it
-                client.send("/unstable/record", 0)
-                client.send("/unstable/record", 1)
-            client.send("/unstable/record", 0)
-            assert wait_for(lambda: eng.osc.stats()["messages"] == 802)
+            # and the burst that stops it
+            send_burst(client, [("/unstable/record", 0), ("/unstable/record", 1)] * 200 + [("/unstable/record", 0)],
+                       received)
+            assert wait_for(lambda: received() == 802, 30)
             times += draw(eng, 0.8)
         finally:
             client.close()
@@ -71,13 +69,13 @@ def test_a_burst_of_stills_is_one_still_and_stills_force_checkpoints_at_most_eve
         eng.frame(number=0)
         client = Client(eng.osc.port)
         try:
-            for _ in range(1000):
-                client.send("/unstable/still")
-            assert wait_for(lambda: eng.osc.stats()["messages"] == 1000, 10)
+            received = lambda: eng.osc.stats()["messages"]  # noqa: E731
+            send_burst(client, [("/unstable/still",)] * 1000, received)
+            assert wait_for(lambda: received() == 1000, 30)
             times = draw(eng, 0.3)
-            for _ in range(100):  # a second burst, after the interval: a still, no checkpoint
-                client.send("/unstable/still")
-            assert wait_for(lambda: eng.osc.stats()["messages"] == 1100, 10)
+            # a second burst, after the interval: a still, no checkpoint
+            send_burst(client, [("/unstable/still",)] * 100, received)
+            assert wait_for(lambda: received() == 1100, 30)
             time.sleep(0.3)
             times += draw(eng, 0.3)
         finally:
@@ -161,13 +159,13 @@ def test_a_flood_of_subscribes_evicts_no_configured_subscriber_and_logs_a_few_li
         with caplog.at_level(logging.WARNING):
             flood = Client(server.port)
             clients.append(flood)
-            for port in range(20000, 30000):
-                flood.send("/unstable/subscribe", port)
+            send_burst(flood, [("/unstable/subscribe", port) for port in range(20000, 30000)],
+                       lambda: server.stats["messages"])
             for i in range(2, 12):  # ten other hosts
                 c = HostClient(server.port, f"127.0.0.{i}")
                 clients.append(c)
                 c.send("/unstable/subscribe", c.port)
-            assert wait_for(lambda: server.stats["messages"] == 10010, 20)
+            assert wait_for(lambda: server.stats["messages"] == 10010, 30)
         subs = server.subscribers
         assert ("127.0.0.1", configured.port) in subs and len(subs) <= 8
         assert len([s for s in subs if s[0] == "127.0.0.1"]) <= 1 + 4  # the configured + this host's four

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ONE_PANEL_SHOW, Client, wait_for
+from helpers import ONE_PANEL_SHOW, Client, send_burst, wait_for
 from unstable.control.osc import OscServer
 from unstable.control.store import ParameterStore
 from unstable.schema import SHOW, show_specs
@@ -71,11 +72,11 @@ def test_tempo_over_osc_nan_and_floods_are_one_line_each_and_the_show_keeps_its_
         with caplog.at_level("WARNING"):
             c.send("/unstable/show/tempo/raw", float("nan"))
             c.send("/unstable/show/tempo/raw", 133.0)
-            assert wait_for(lambda: s.get(SHOW, "tempo") == 133.0)
-            for _ in range(500):                           # a tap flood from one sender
-                c.send("/unstable/show/tap", 1.0)
+            assert wait_for(lambda: s.get(SHOW, "tempo") == 133.0 and server.stats["messages"] == 2, 30)
+            # a tap flood from one sender, in chunks that fit the receive buffer (so none is lost)
+            send_burst(c, [("/unstable/show/tap", 1.0)] * 500, lambda: server.stats["messages"])
             c.send("/unstable/show/tempo/raw", 999.0)       # clamped to 300, said once
-            assert wait_for(lambda: s.get(SHOW, "tempo") == 300.0)
+            assert wait_for(lambda: s.get(SHOW, "tempo") == 300.0 and server.stats["messages"] == 503, 30)
         nan_lines = [r for r in caplog.records if "nan" in r.getMessage().lower() and "tempo" in r.getMessage()]
         assert len(nan_lines) == 1, [r.getMessage() for r in caplog.records]
         assert len([r for r in caplog.records if "tap tempo" in r.getMessage()]) <= 2
@@ -117,13 +118,21 @@ def _netns_ok() -> bool:
 def test_a_link_peer_in_another_process_sets_133_and_the_show_follows_and_tap_moves_the_peer(cpu_hogs):
     r = subprocess.run(["unshare", "-rn", "sh", "-c", "ip link set lo up && ip link set lo multicast on && "
                         f"exec {sys.executable} {ROOT / 'tests' / 'link_show.py'}"],
-                       capture_output=True, text=True, timeout=60, cwd=ROOT)
+                       capture_output=True, text=True, timeout=150, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout.strip().splitlines()[-1])
     assert res["set"] is not None, res
     assert res["followed"] is not None and res["followed"] - res["set"] < 1.0, res
-    assert res["tapped"] == pytest.approx(150.0, rel=0.06), res
-    assert res["peer_150"] is not None and res["peer_150"] - res["taps_at"] < 2.0, res
+    # The tempo the taps made is the median of their intervals as they happened (each tap's time is
+    # known to within the call that made it), whatever the sleeps between them overslept.
+    pairs = list(zip(res["taps"], res["taps"][1:]))  # ((before, after) a tap, the same of the next)
+    shortest = statistics.median(nxt[0] - tap[1] for tap, nxt in pairs)
+    longest = statistics.median(nxt[1] - tap[0] for tap, nxt in pairs)
+    assert res["tapped"] is not None and 60 / longest - 1e-6 <= res["tapped"] <= 60 / shortest + 1e-6, res
+    # The peer moves to a tempo the taps made within 2 s of the first (and ends on the last).
+    (first_made, _), (moved, peer_bpm) = res["made"][0], res["peer_tapped"] or (math.inf, None)
+    assert moved - first_made < 2.0 and any(abs(peer_bpm - v) < 0.01 for _, v in res["made"]), res
+    assert res["final"] == pytest.approx(res["tapped"], abs=0.01), res
     assert res["peer_final"] == pytest.approx(res["tapped"], abs=0.01), res
 
 
