@@ -135,7 +135,7 @@ async def _ws(port):
     return session, ws
 
 
-async def _next_binary(ws, timeout=3.0):
+async def _next_binary(ws, timeout=30.0):
     while True:
         msg = await ws.receive(timeout=timeout)
         if msg.type == aiohttp.WSMsgType.BINARY:
@@ -143,6 +143,19 @@ async def _next_binary(ws, timeout=3.0):
             return m.address, list(m.params)
         if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
             raise AssertionError(f"websocket closed: {msg}")
+
+
+async def _handled(web, ws, command, data, timeout=30.0):
+    """Send `ws` a LISTEN, IGNORE or TELEMETRY command and wait until the web server has applied
+    it. The command goes twice (the second changes nothing): one websocket's messages are applied
+    in order, each counted in `ws_messages` before it is applied, so two more counted means the
+    first was applied."""
+    count = lambda: web.stats.get("ws_messages", 0)  # noqa: E731
+    before = await asyncio.to_thread(count)
+    text = json.dumps({"COMMAND": command, "DATA": data})
+    await ws.send_str(text)
+    await ws.send_str(text)
+    assert await asyncio.to_thread(wait_for, lambda: count() >= before + 2, timeout), (command, data)
 
 
 async def _quiet(ws, seconds=0.4):
@@ -165,9 +178,8 @@ def test_listen_streams_osc_changes_and_never_echoes_the_sender(show):
         s1, a = await _ws(port)
         s2, b = await _ws(port)
         for ws in (a, b):
-            await ws.send_str(json.dumps({"COMMAND": "LISTEN", "DATA": "/unstable/eq/hue"}))
-            await ws.send_str(json.dumps({"COMMAND": "LISTEN", "DATA": "/unstable/scene"}))
-        await asyncio.sleep(0.1)
+            await _handled(show.web, ws, "LISTEN", "/unstable/eq/hue")
+            await _handled(show.web, ws, "LISTEN", "/unstable/scene")
         # A change over OSC (UDP) reaches both listeners as an OSC message.
         udp.send("/unstable/eq/hue", 0.75)
         for ws in (a, b):
@@ -175,11 +187,10 @@ def test_listen_streams_osc_changes_and_never_echoes_the_sender(show):
         # A change from websocket a reaches b and the store, never a itself.
         await a.send_bytes(osc("/unstable/eq/hue", 0.25))
         assert await _next_binary(b) == ("/unstable/eq/hue", [pytest.approx(0.25)])
-        assert show.params.get("eq", "hue") == -90.0
+        assert await asyncio.to_thread(wait_for, lambda: show.params.get("eq", "hue") == -90.0, 30.0)
         assert await _quiet(a) == []
         # IGNORE stops the stream; the other client still hears.
-        await a.send_str(json.dumps({"COMMAND": "IGNORE", "DATA": "/unstable/eq/hue"}))
-        await asyncio.sleep(0.1)
+        await _handled(show.web, a, "IGNORE", "/unstable/eq/hue")
         udp.send("/unstable/eq/hue/raw", 45.0)
         assert await _next_binary(b) == ("/unstable/eq/hue", [pytest.approx(0.625)])
         assert await _quiet(a) == []
@@ -219,11 +230,10 @@ def test_a_scene_that_shows_other_pieces_sends_path_changed(show):
 def test_telemetry_reaches_a_page_that_asks(show):
     async def run():
         s, ws = await _ws(show.web.port)
-        await ws.send_str(json.dumps({"COMMAND": "TELEMETRY", "DATA": True}))
-        await asyncio.sleep(0.1)
+        await _handled(show.web, ws, "TELEMETRY", True)
         show.pieces["eq"].last_scalars = {"critic_loss": float("nan"), "g_loss": 0.5}
         show.reporter.tick(5.0)
-        msg = await ws.receive(timeout=3.0)
+        msg = await ws.receive(timeout=30.0)
         assert "NaN" not in msg.data  # a browser's JSON.parse refuses NaN
         data = json.loads(msg.data)
         assert data["DATA"]["losses"]["eq"] == {"g_loss": 0.5}
