@@ -207,7 +207,7 @@ def test_a_scene_that_shows_other_pieces_sends_path_changed(show):
 
     async def run():
         s, ws = await _ws(port)
-        await asyncio.sleep(0.1)
+        await _handled(show.web, ws, "IGNORE", "/unstable/eq/hue")  # the server reads this socket: it is a client
         Client(show.osc.port).send("/unstable/scene", 1)
         assert wait_for(lambda: show.params.get("show", "scene") == 1.0)
         await asyncio.get_running_loop().run_in_executor(None, show.frame, 1.0)

@@ -118,7 +118,7 @@ def test_a_page_whose_domain_rebinds_to_loopback_is_refused_on_http_and_websocke
                 return refused.value.status
 
         assert asyncio.run(rebinding_page()) == 403
-        wait_for(lambda: srv.store.get("show", "master_fade") == 0.0)  # our own page still works
+        assert wait_for(lambda: srv.store.get("show", "master_fade") == 0.0, 30)  # our own page still works
         for _ in range(30):
             get(p, "/", host="attacker.example")
         took = time.monotonic() - began
