@@ -16,21 +16,14 @@ import threading
 import time
 from pathlib import Path
 
+from helpers import wait_for
+
 from unstable.control.store import ParameterStore
 from unstable.schema import SHOW, show_specs
 from unstable.tempo import TAP, TempoLink, tempo_specs
 
 HERE = Path(__file__).resolve().parent
 DEADLINE = 30.0  # seconds for anything awaited: far beyond what it takes on a loaded machine
-
-
-def wait_until(cond, timeout: float = DEADLINE) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return cond()
 
 
 def tempos(lines, after=0.0):
@@ -57,7 +50,7 @@ def main() -> None:
     reader.start()
     taps = []
     try:
-        wait_until(lambda: peer.poll() is not None or any(abs(v - 133) < 1e-3 for _, v, _ in seen))
+        wait_for(lambda: peer.poll() is not None or any(abs(v - 133) < 1e-3 for _, v, _ in seen), DEADLINE)
         followed = next((t for t, v, _ in seen if abs(v - 133) < 1e-3), None)
         time.sleep(0.3)
         taps_at = time.time()
@@ -69,8 +62,8 @@ def main() -> None:
         made = [(t, v) for t, v, origin in seen if origin == TAP]
         tapped = made[-1][1] if made else None
         # Until the peer has the show's tempo (or the deadline says it never will).
-        wait_until(lambda: peer.poll() is not None or (
-            tempos(lines, taps_at) and abs(tempos(lines, taps_at)[-1][1] - store.get(SHOW, "tempo")) < 0.01))
+        wait_for(lambda: peer.poll() is not None or (
+            tempos(lines, taps_at) and abs(tempos(lines, taps_at)[-1][1] - store.get(SHOW, "tempo")) < 0.01), DEADLINE)
         final = store.get(SHOW, "tempo")
     finally:
         if peer.poll() is None:
