@@ -84,7 +84,7 @@ def test_a_fader_on_the_page_changes_the_parameter_the_next_frame_and_the_automa
             "return document.querySelector(\"[data-address='/unstable/eq/hue']\").closest('.param').textContent")
 
         move_fader(browser, "/unstable/eq/hue", 0.75)
-        assert wait_for(lambda: eng.params.get("eq", "hue") != 0.0)
+        assert wait_for(lambda: eng.params.get("eq", "hue") != 0.0, timeout=30)
         hue = eng.params.get("eq", "hue")
         assert 45.0 < hue < 135.0, hue   # about three quarters of -180..180
         eng.frame(0.1)                   # the very next frame shows it
@@ -115,7 +115,7 @@ def test_osc_and_another_browser_move_the_fader_on_the_page(tmp_path, browser):
         browser.switch_to.new_window("tab")
         open_page(browser, eng.web.url())
         move_fader(browser, "/unstable/eq/saturation", 0.25)
-        assert wait_for(lambda: eng.params.get("eq", "saturation") != 1.0)
+        assert wait_for(lambda: eng.params.get("eq", "saturation") != 1.0, timeout=30)
         u = eng.params.get_unit("eq", "saturation")
         browser.close()
         browser.switch_to.window(first_tab)
