@@ -108,13 +108,13 @@ def test_a_knob_moves_its_parameter_and_the_leds_follow_changes_made_elsewhere(j
     try:
         assert link.port_name is not None and "knobs" in link.port_name
         ctl.send(0xB0, 21, 127)
-        assert wait_for(lambda: s.get("eq", "hue") == 180.0)
+        assert wait_for(lambda: s.get("eq", "hue") == 180.0, timeout=30)
         ctl.send(0x90, 40, 100)
-        assert wait_for(lambda: [e.value for e in s.drain_events() if e.kind == "scene"] == [1.0])
+        assert wait_for(lambda: [e.value for e in s.drain_events() if e.kind == "scene"] == [1.0], timeout=30)
         s.set("eq", "hue", 0.0, origin=PAGE)                 # the page moved it: the ring shows it
-        assert wait_for(lambda: [0xB0, 21, 64] in ctl.leds), ctl.leds
+        assert wait_for(lambda: [0xB0, 21, 64] in ctl.leds, timeout=30), ctl.leds
         s.set(SHOW, "scene", 1)                              # a scene change lights its pad
-        assert wait_for(lambda: [0x90, 40, 127] in ctl.leds), ctl.leds
+        assert wait_for(lambda: [0x90, 40, 127] in ctl.leds, timeout=30), ctl.leds
     finally:
         link.stop()
         ctl.unplug()
@@ -127,10 +127,10 @@ def test_unplugging_is_one_line_and_the_port_reconnects_when_it_is_back(jack, tm
                     api="jack", watch=0.1).start()
     try:
         ctl.send(0xB0, 7, 0)
-        assert wait_for(lambda: s.get("eq", "fade") == 0.0)
+        assert wait_for(lambda: s.get("eq", "fade") == 0.0, timeout=30)
         with caplog.at_level(logging.INFO, logger="unstable.midi"):
             ctl.unplug()
-            assert wait_for(lambda: link.inport is None, timeout=5)
+            assert wait_for(lambda: link.inport is None, timeout=30)
             time.sleep(0.5)                                   # several more looks while it is gone
             s.set("eq", "fade", 0.5)                          # the show plays on
             gone = [r for r in caplog.records if "disappeared" in r.getMessage()]

@@ -225,7 +225,7 @@ def test_the_osc_still_action_writes_checkpoints_while_the_show_plays(tmp_path, 
         assert wait_for(lambda: (run / "eq" / "checkpoint.pt").is_file()
                         and (run / "eq2" / "checkpoint.pt").is_file(), 20)
         assert step_of(run) >= 1  # the trained weights, written before the show closed
-        assert wait_for(lambda: len(list((run / "stills").glob("*.png"))) == 1)
+        assert wait_for(lambda: len(list((run / "stills").glob("*.png"))) == 1, 30)
 
 
 def test_live_checkpoints_are_written_periodically_while_training(tmp_path):

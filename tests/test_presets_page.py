@@ -3,6 +3,7 @@ tree: a preset saved from the page is written into the run folder, listed on the
 VALS of /unstable/preset/recall, and recalled from the page."""
 
 import json
+import time
 import urllib.request
 
 import pytest
@@ -17,13 +18,15 @@ pytestmark = [
 ]
 
 
-def frames_until(eng, cond, start: int, limit: int = 200) -> int:
-    """Draw frames (events are acted on between them) until `cond()`; returns the next number."""
-    n = start
-    for n in range(start, start + limit):
+def frames_until(eng, cond, start: int, timeout: float = 30.0) -> int:
+    """Draw frames (events are acted on between them) until `cond()`, for up to `timeout` seconds
+    (a browser beside busy processes takes what it takes); returns the next number."""
+    n, end = start, time.monotonic() + timeout
+    while time.monotonic() < end:
         eng.frame(number=n)
+        n += 1
         if cond():
-            return n + 1
+            return n
     raise AssertionError("the condition never held")
 
 

@@ -136,7 +136,7 @@ def test_a_preset_that_is_a_fifo_is_refused_unread(tmp_path, caplog):
 
     with caplog.at_level(logging.WARNING):
         threading.Thread(target=recall, daemon=True).start()
-        finished = done.wait(5.0)
+        finished = done.wait(30.0)
         if not finished:  # unblock the reader so the test's thread can end
             with open(tmp_path / "pipe.json", "w"):
                 pass
