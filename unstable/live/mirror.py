@@ -183,8 +183,7 @@ class SamplingMirror:
                 # The kind computed longest ago first: when one kind's computation outlasts its own
                 # interval (a busy machine), a flood of it would otherwise go again before the other
                 # kind's press that has waited all that time.
-                wanted = sorted((w for w, t in due.items() if t <= now),
-                                key=lambda w: (self._last_refresh.get(w, -float("inf")), w))
+                wanted = sorted((w for w, t in due.items() if t <= now), key=lambda w: (due[w], w))
                 if not wanted:
                     self._requests.wait(min(due.values()) - now)  # more requests join these meanwhile
                     continue
