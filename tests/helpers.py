@@ -30,6 +30,11 @@ def wait_for(cond, timeout=5.0):
     return cond()
 
 
+def read_lines(stream, lines: list[str]) -> None:
+    """A subprocess's whole lines, as they come (on a thread of their own)."""
+    lines.extend(x.rstrip("\n") for x in stream if x.endswith("\n"))
+
+
 def _burst_chunk() -> int:
     """How many small datagrams a burst sends before the server has read them: what fits the
     receive buffer an OSC socket gets here (the server asks for 4 MiB; without CAP_NET_ADMIN the

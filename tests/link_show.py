@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-from helpers import wait_for
+from helpers import read_lines, wait_for
 
 from unstable.control.store import ParameterStore
 from unstable.schema import SHOW, show_specs
@@ -30,11 +30,6 @@ def tempos(lines, after=0.0):
     """The peer's `tempo <time> <bpm>` lines from `after` (wall time) on, as (time, bpm)."""
     out = [(float(x.split()[1]), float(x.split()[2])) for x in list(lines) if x.startswith("tempo ")]
     return [(t, v) for t, v in out if t >= after]
-
-
-def read_lines(stream, lines: list[str]) -> None:
-    """The peer's whole lines, as they come (on a thread of their own)."""
-    lines.extend(x.rstrip("\n") for x in stream if x.endswith("\n"))
 
 
 def main() -> None:

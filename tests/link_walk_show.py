@@ -20,6 +20,8 @@ import threading
 import time
 from pathlib import Path
 
+from helpers import read_lines
+
 from unstable.control.show_inputs import ShowInputs
 from unstable.control.store import ParameterStore
 from unstable.frame.timeline import ShowTimeline
@@ -46,11 +48,6 @@ class Engine:
     def __init__(self, store, timeline):
         self.params, self.timeline, self.timer = store, timeline, Timer()
         self.run_dir, self.frame_hooks = None, []
-
-
-def read_lines(stream, lines: list[str]) -> None:
-    """The peer's whole lines, as they come (on a thread of their own)."""
-    lines.extend(x.rstrip("\n") for x in stream if x.endswith("\n"))
 
 
 def main(path: str, after: float) -> None:
